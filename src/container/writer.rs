@@ -1,0 +1,288 @@
+//! Building a `.cxrm` file: tensors (already encoded), metadata and graph in; a file out, with
+//! every offset, padding and CRC computed here. Files are written to a temporary file in the
+//! target's directory and renamed into place, so a crash never leaves a half-written file under
+//! the final name.
+
+use super::graph::Graph;
+use super::header::{HEADER_LEN, Header, VERSION_MAJOR, VERSION_MINOR, header_crc};
+use super::limits::{Limits, align64};
+use super::table::{SECTION_ENTRY_LEN, SECTION_GRAPH, SECTION_METADATA, SECTION_REQUIRED};
+use super::value::{self, Map, Value};
+use crate::dtype::DType;
+use crate::encoding::{Encoded, StageKind};
+use crate::error::{Error, Result};
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::Path;
+
+struct PendingTensor<'a> {
+    name: String,
+    dtype: DType,
+    shape: Vec<u64>,
+    encoded: Encoded<'a>,
+}
+
+struct PendingSection {
+    kind: u32,
+    flags: u32,
+    bytes: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct Writer<'a> {
+    metadata: Map,
+    graph: Option<Graph>,
+    extra_sections: Vec<PendingSection>,
+    tensors: Vec<PendingTensor<'a>>,
+    names: HashSet<String>,
+}
+
+/// Where every piece goes, computed once and then emitted.
+struct Plan<'w> {
+    header: [u8; HEADER_LEN],
+    table: Vec<u8>,
+    /// (offset, bytes) in file order.
+    extents: Vec<(u64, &'w [u8])>,
+    file_size: u64,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set a metadata key, replacing any earlier value.
+    pub fn set_metadata(&mut self, key: impl Into<String>, value: Value) -> &mut Self {
+        let key = key.into();
+        match self.metadata.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.metadata.push((key, value)),
+        }
+        self
+    }
+
+    pub fn set_graph(&mut self, graph: Graph) -> &mut Self {
+        self.graph = Some(graph);
+        self
+    }
+
+    /// A section of a kind this version does not define, for forward-compatibility testing
+    /// and for extensions. Known kinds go through `set_metadata` and `set_graph`.
+    pub fn add_raw_section(&mut self, kind: u32, required: bool, bytes: Vec<u8>) -> Result<&mut Self> {
+        if matches!(kind, SECTION_METADATA | SECTION_GRAPH) {
+            return Err(Error::Usage(format!("section kind {kind} is built by the writer itself")));
+        }
+        let flags = if required { SECTION_REQUIRED } else { 0 };
+        self.extra_sections.push(PendingSection { kind, flags, bytes });
+        Ok(self)
+    }
+
+    /// Add a dense tensor stored as it is, borrowing its bytes.
+    pub fn add_dense(&mut self, name: &str, dtype: DType, shape: &[u64], bytes: impl Into<Cow<'a, [u8]>>) -> Result<&mut Self> {
+        self.add_tensor(name, dtype, shape, crate::encoding::dense::encode(bytes.into()))
+    }
+
+    /// Add a tensor in an already-encoded form (see [`crate::encoding`]).
+    pub fn add_tensor(&mut self, name: &str, dtype: DType, shape: &[u64], encoded: Encoded<'a>) -> Result<&mut Self> {
+        let limits = Limits::SPEC;
+        let bad = |what: String| Error::Usage(format!("tensor {:?}: {what}", crate::text::escape(name)));
+        if name.is_empty() || name.len() > limits.name_len || name.contains('\0') {
+            return Err(bad(format!("names are 1..={} bytes without NUL", limits.name_len)));
+        }
+        if self.names.contains(name) {
+            return Err(bad("a tensor of that name was already added".into()));
+        }
+        if shape.len() > limits.rank {
+            return Err(bad(format!("rank {} exceeds {}", shape.len(), limits.rank)));
+        }
+        let elements = shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d).filter(|&n| n <= limits.elements))
+            .ok_or_else(|| bad("too many elements".into()))?;
+        if elements * dtype.size() as u64 > limits.decoded_bytes {
+            return Err(bad("decoded size exceeds the spec's limit".into()));
+        }
+        let stages = &encoded.stages;
+        if stages.is_empty() || stages.len() > limits.stages {
+            return Err(bad(format!("a chain has 1..={} stages", limits.stages)));
+        }
+        for (i, s) in stages.iter().enumerate() {
+            let want = if i == 0 { StageKind::Tensor } else { StageKind::Byte };
+            if s.id.kind() != want || s.params.len() > limits.stage_params {
+                return Err(bad(format!("stage {i} ({}) cannot stand there", s.id.name())));
+            }
+        }
+        if stages.len() == 1 && stages[0].id == crate::encoding::StageId::Dense && encoded.payload.len() as u64 != elements * dtype.size() as u64 {
+            return Err(bad(format!(
+                "{} bytes of data for {} {} elements",
+                encoded.payload.len(),
+                elements,
+                dtype
+            )));
+        }
+        self.names.insert(name.to_string());
+        self.tensors.push(PendingTensor { name: name.to_string(), dtype, shape: shape.to_vec(), encoded });
+        Ok(self)
+    }
+
+    fn plan<'w>(&'w self, sections: &'w [PendingSection]) -> Result<Plan<'w>> {
+        let limits = Limits::SPEC;
+        let mut record_bytes = Vec::with_capacity(self.tensors.len());
+        for t in &self.tensors {
+            let mut r = Vec::new();
+            r.extend_from_slice(&(t.name.len() as u16).to_le_bytes());
+            r.extend_from_slice(t.name.as_bytes());
+            r.push(t.dtype.code());
+            r.push(t.shape.len() as u8);
+            for d in &t.shape {
+                r.extend_from_slice(&d.to_le_bytes());
+            }
+            r.push(t.encoded.stages.len() as u8);
+            for s in &t.encoded.stages {
+                r.push(s.id as u8);
+                r.push(0);
+                r.extend_from_slice(&(s.params.len() as u16).to_le_bytes());
+                r.extend_from_slice(&s.params);
+            }
+            record_bytes.push(r);
+        }
+        let table_size = 8 + SECTION_ENTRY_LEN * sections.len() + record_bytes.iter().map(|r| r.len() + 20).sum::<usize>();
+        if table_size as u64 > limits.table_size {
+            return Err(Error::Usage(format!("table of {table_size} bytes exceeds the spec's limit")));
+        }
+        let data_offset = align64((HEADER_LEN + table_size) as u64).expect("small");
+
+        let mut extents: Vec<(u64, &[u8])> = Vec::new();
+        let mut cursor = data_offset;
+        let mut place = |bytes: &[u8]| {
+            let offset = align64(cursor).expect("file sizes fit in u64");
+            cursor = offset + bytes.len() as u64;
+            offset
+        };
+        let mut table = Vec::with_capacity(table_size);
+        table.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+        table.extend_from_slice(&(self.tensors.len() as u32).to_le_bytes());
+        let mut placed = Vec::new();
+        for s in sections {
+            let offset = place(&s.bytes);
+            table.extend_from_slice(&s.kind.to_le_bytes());
+            table.extend_from_slice(&s.flags.to_le_bytes());
+            table.extend_from_slice(&offset.to_le_bytes());
+            table.extend_from_slice(&(s.bytes.len() as u64).to_le_bytes());
+            table.extend_from_slice(&crc32fast::hash(&s.bytes).to_le_bytes());
+            table.extend_from_slice(&0u32.to_le_bytes());
+            placed.push((offset, s.bytes.as_slice()));
+        }
+        let mut must_understand = 0u64;
+        for (t, r) in self.tensors.iter().zip(&record_bytes) {
+            let payload: &[u8] = &t.encoded.payload;
+            let offset = place(payload);
+            table.extend_from_slice(r);
+            table.extend_from_slice(&offset.to_le_bytes());
+            table.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+            table.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+            placed.push((offset, payload));
+            for s in &t.encoded.stages {
+                must_understand |= 1 << s.id as u8;
+            }
+        }
+        extents.extend(placed);
+        debug_assert_eq!(table.len(), table_size);
+        let file_size = cursor;
+        let mut header = Header {
+            version_major: VERSION_MAJOR,
+            version_minor: VERSION_MINOR,
+            flags: 0,
+            must_understand,
+            table_offset: HEADER_LEN as u64,
+            table_size: table_size as u64,
+            data_offset,
+            file_size,
+            header_crc: 0,
+        };
+        header.header_crc = header_crc(&header.to_bytes(), &table);
+        Ok(Plan { header: header.to_bytes(), table, extents, file_size })
+    }
+
+    fn sections(&self) -> Result<Vec<PendingSection>> {
+        let limits = Limits::SPEC;
+        let mut out = Vec::new();
+        if !self.metadata.is_empty() {
+            value::check_map(&self.metadata, &limits).map_err(|e| Error::Usage(format!("metadata: {e}")))?;
+            let mut bytes = Vec::new();
+            value::write_map(&self.metadata, &mut bytes);
+            out.push(PendingSection { kind: SECTION_METADATA, flags: 0, bytes });
+        }
+        if let Some(graph) = &self.graph {
+            graph
+                .check(&|name| self.names.contains(name), &|_| 0)
+                .map_err(|e| Error::Usage(format!("graph: {e}")))?;
+            let bytes = graph.to_bytes();
+            // Round-trip the node maps through the reader's checks so that we never write a
+            // graph our own reader rejects.
+            super::graph::Graph::parse(&bytes, 0, &limits).map_err(|e| Error::Usage(format!("graph: {e}")))?;
+            out.push(PendingSection { kind: SECTION_GRAPH, flags: 0, bytes });
+        }
+        for s in &self.extra_sections {
+            out.push(PendingSection { kind: s.kind, flags: s.flags, bytes: s.bytes.clone() });
+        }
+        Ok(out)
+    }
+
+    fn emit(plan: &Plan<'_>, out: &mut impl Write) -> std::io::Result<()> {
+        const ZEROS: [u8; 64] = [0; 64];
+        out.write_all(&plan.header)?;
+        out.write_all(&plan.table)?;
+        let mut pos = (HEADER_LEN + plan.table.len()) as u64;
+        for (offset, bytes) in &plan.extents {
+            out.write_all(&ZEROS[..(offset - pos) as usize])?;
+            out.write_all(bytes)?;
+            pos = offset + bytes.len() as u64;
+        }
+        debug_assert_eq!(pos, plan.file_size);
+        Ok(())
+    }
+
+    /// The whole file in memory.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let sections = self.sections()?;
+        let plan = self.plan(&sections)?;
+        let mut out = Vec::with_capacity(plan.file_size as usize);
+        Self::emit(&plan, &mut out).expect("writing to a Vec cannot fail");
+        Ok(out)
+    }
+
+    /// Write the file atomically: to a temporary file beside `path`, synced, then renamed.
+    /// Returns the file's size.
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<u64> {
+        let sections = self.sections()?;
+        let plan = self.plan(&sections)?;
+        write_atomically(path.as_ref(), |out| Self::emit(&plan, out))?;
+        Ok(plan.file_size)
+    }
+}
+
+/// Write a file through `fill` into a temporary file in the same directory, then rename it over
+/// `path`. On any error the temporary file is removed and `path` is untouched.
+pub fn write_atomically(path: &Path, fill: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<()>) -> Result<()> {
+    let ctx = || format!("cannot write {}", path.display());
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(ctx(), e))?;
+    {
+        let mut buf = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+        fill(&mut buf).map_err(|e| Error::io(ctx(), e))?;
+        buf.flush().map_err(|e| Error::io(ctx(), e))?;
+    }
+    tmp.as_file().sync_all().map_err(|e| Error::io(ctx(), e))?;
+    tmp.persist(path).map_err(|e| Error::io(ctx(), e.error))?;
+    Ok(())
+}

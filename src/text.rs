@@ -1,0 +1,45 @@
+//! Make untrusted text safe to print: names and strings in a hostile file may carry terminal
+//! escape sequences, so control characters are shown escaped, never sent raw.
+
+/// Escape control characters (C0, DEL, C1) and backslashes; everything else printable stays.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Show raw bytes as an escaped ASCII string, e.g. for a wrong magic number.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for &b in bytes {
+        if b.is_ascii_graphic() || b == b' ' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_terminal_control_sequences() {
+        assert_eq!(escape("conv1.weight"), "conv1.weight");
+        assert_eq!(escape("\u{1b}[2Jevil"), "\\u{1b}[2Jevil");
+        assert_eq!(escape("a\nb\u{9b}"), "a\\nb\\u{9b}");
+        assert_eq!(escape_bytes(b"CX\x00\xff"), "\"CX\\x00\\xff\"");
+    }
+}
