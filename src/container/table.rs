@@ -74,6 +74,14 @@ impl TensorRecord<'_> {
     pub fn chain_name(&self) -> String {
         self.stages.iter().map(|s| stage_name(s.code)).collect::<Vec<_>>().join("+")
     }
+    /// Stored bits per element; `None` for a tensor with no elements.
+    pub fn bits_per_weight(&self) -> Option<f64> {
+        (self.elements > 0).then(|| self.extent.length as f64 * 8.0 / self.elements as f64)
+    }
+    /// How many times smaller than the same tensor in f32; `None` when nothing is stored.
+    pub fn ratio_vs_f32(&self) -> Option<f64> {
+        (self.extent.length > 0).then(|| self.elements as f64 * 4.0 / self.extent.length as f64)
+    }
     /// Whether the stored bytes are the dense tensor itself (usable in place).
     pub fn is_plain_dense(&self) -> bool {
         self.stages.len() == 1 && self.stages[0].code == StageId::Dense as u8

@@ -1,1 +1,63 @@
-fn main(){}
+//! `cxrm`: the command-line front end. One module per subcommand; each is thin and calls the
+//! library. Exit status: 0 success, 1 invalid file (or failed check), 2 usage or I/O error.
+
+mod convert;
+mod inspect;
+mod pack;
+mod verify;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cxrm", version, about = "A file format and toolchain for compressed convolutional networks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Inspect(inspect::Args),
+    Verify(verify::Args),
+    Pack(pack::Args),
+    Convert(convert::Args),
+}
+
+/// A command's failure, already classified for the exit status.
+pub enum Failure {
+    /// The file is invalid (exit 1).
+    Invalid(cxrm::Error),
+    /// Bad arguments, missing files, I/O (exit 2).
+    Usage(String),
+}
+
+impl From<cxrm::Error> for Failure {
+    fn from(e: cxrm::Error) -> Self {
+        match e {
+            cxrm::Error::Format(_) => Failure::Invalid(e),
+            other => Failure::Usage(other.to_string()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Pack(a) => pack::run(a),
+        Command::Convert(a) => convert::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Invalid(e)) => {
+            eprintln!("cxrm: {}", cxrm::text::escape(&e.to_string()));
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(msg)) => {
+            eprintln!("cxrm: {}", cxrm::text::escape(&msg));
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,21 @@
+use crate::Failure;
+use std::path::PathBuf;
+
+/// Decode every tensor to dense and write a safetensors file.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  cxrm convert model.cxrm -o model.safetensors")]
+pub struct Args {
+    /// The .cxrm file to read.
+    input: PathBuf,
+    /// The safetensors file to write (atomically).
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<(), Failure> {
+    let mapped = cxrm::Mapped::open(&args.input)?;
+    let file = mapped.parse()?;
+    let n = cxrm::interop::safetensors::write_safetensors(&file, &args.output)?;
+    println!("wrote {}: {n} tensors, decoded to dense", args.output.display());
+    Ok(())
+}

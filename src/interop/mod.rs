@@ -1,0 +1,3 @@
+//! Interchange with other formats.
+
+pub mod safetensors;

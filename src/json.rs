@@ -1,0 +1,152 @@
+//! JSON views of metadata values and graphs: what `inspect --json` prints and what
+//! `pack --graph` reads. Kept apart from the container so the reader needs no JSON crate.
+
+use crate::container::graph::{Graph, Node};
+use crate::container::value::{Map, Value, ValueType};
+use crate::error::{Error, Result};
+use serde_json::{Map as JsonMap, Value as Json, json};
+
+pub fn value_to_json(v: &Value) -> Json {
+    match v {
+        Value::String(s) => Json::String(s.clone()),
+        Value::Int(i) => json!(i),
+        // JSON has no NaN or infinity; spell them out rather than lose them.
+        Value::Float(f) if f.is_finite() => json!(f),
+        Value::Float(f) => Json::String(format!("{f}")),
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Array(_, items) => Json::Array(items.iter().map(value_to_json).collect()),
+    }
+}
+
+pub fn map_to_json(map: &Map) -> Json {
+    Json::Object(map.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+}
+
+/// JSON to a typed value. Arrays must be homogeneous; ints mixed with floats become floats.
+pub fn json_to_value(j: &Json, at: &str) -> Result<Value> {
+    let bad = |what: &str| Error::Usage(format!("{at}: {what}"));
+    Ok(match j {
+        Json::String(s) => Value::String(s.clone()),
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Float(n.as_f64().ok_or_else(|| bad("number out of range"))?),
+        },
+        Json::Array(items) => {
+            let mut values = items
+                .iter()
+                .enumerate()
+                .map(|(i, x)| json_to_value(x, &format!("{at}[{i}]")))
+                .collect::<Result<Vec<_>>>()?;
+            let has_float = values.iter().any(|v| matches!(v, Value::Float(_)));
+            if has_float {
+                for v in &mut values {
+                    if let Value::Int(i) = v {
+                        *v = Value::Float(*i as f64);
+                    }
+                }
+            }
+            let elem = values.first().map_or(ValueType::Int, Value::value_type);
+            if values.iter().any(|v| v.value_type() != elem) {
+                return Err(bad("array elements must all be of one type"));
+            }
+            Value::Array(elem, values)
+        }
+        Json::Null | Json::Object(_) => return Err(bad("null and objects have no .cxrm value type")),
+    })
+}
+
+pub fn json_to_map(j: &Json, at: &str) -> Result<Map> {
+    let obj = j.as_object().ok_or_else(|| Error::Usage(format!("{at}: expected an object")))?;
+    obj.iter().map(|(k, v)| Ok((k.clone(), json_to_value(v, &format!("{at}.{k}"))?))).collect()
+}
+
+pub fn graph_to_json(g: &Graph) -> Json {
+    Json::Array(
+        g.nodes
+            .iter()
+            .map(|n| {
+                let mut o = JsonMap::new();
+                o.insert("name".into(), json!(n.name));
+                o.insert("op".into(), json!(n.op));
+                o.insert("inputs".into(), json!(n.inputs));
+                o.insert("weights".into(), json!(n.weights));
+                for (k, v) in &n.attrs {
+                    o.insert(k.clone(), value_to_json(v));
+                }
+                Json::Object(o)
+            })
+            .collect(),
+    )
+}
+
+/// A graph description: `[node, ...]` or `{"nodes": [node, ...], "metadata": {...}}`.
+/// Returns the graph and the metadata given beside it (empty if none).
+pub fn graph_from_json(j: &Json) -> Result<(Graph, Map)> {
+    let (nodes, metadata) = match j {
+        Json::Array(nodes) => (nodes, Vec::new()),
+        Json::Object(o) => (
+            o.get("nodes").and_then(Json::as_array).ok_or_else(|| Error::Usage("graph JSON: expected \"nodes\": [...]".into()))?,
+            match o.get("metadata") {
+                Some(m) => json_to_map(m, "metadata")?,
+                None => Vec::new(),
+            },
+        ),
+        _ => return Err(Error::Usage("graph JSON: expected an array of nodes or an object with \"nodes\"".into())),
+    };
+    let mut graph = Graph::default();
+    for (i, n) in nodes.iter().enumerate() {
+        let at = format!("nodes[{i}]");
+        let mut map = json_to_map(n, &at)?;
+        let mut take_str = |key: &str| -> Result<String> {
+            let pos = map.iter().position(|(k, _)| k == key).ok_or_else(|| Error::Usage(format!("{at}: missing {key:?}")))?;
+            match map.remove(pos).1 {
+                Value::String(s) => Ok(s),
+                _ => Err(Error::Usage(format!("{at}.{key}: expected a string"))),
+            }
+        };
+        let name = take_str("name")?;
+        let op = take_str("op")?;
+        let mut take_list = |key: &str| -> Result<Vec<String>> {
+            let Some(pos) = map.iter().position(|(k, _)| k == key) else { return Ok(Vec::new()) };
+            match map.remove(pos).1 {
+                Value::Array(_, items) => items
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::String(s) => Ok(s),
+                        _ => Err(Error::Usage(format!("{at}.{key}: expected strings"))),
+                    })
+                    .collect(),
+                _ => Err(Error::Usage(format!("{at}.{key}: expected an array"))),
+            }
+        };
+        let inputs = take_list("inputs")?;
+        let weights = take_list("weights")?;
+        graph.nodes.push(Node { name, op, inputs, weights, attrs: map });
+    }
+    Ok((graph, metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_json_round_trips() {
+        let j = json!({"nodes": [
+            {"name": "c", "op": "conv2d", "inputs": ["input"], "weights": ["w"], "stride": [2, 2], "eps": 1e-5},
+            {"name": "r", "op": "relu", "inputs": ["c"]}
+        ], "metadata": {"model.classes": ["a", "b"]}});
+        let (g, meta) = graph_from_json(&j).unwrap();
+        assert_eq!(g.nodes[0].get("stride"), Some(&Value::ints([2, 2])));
+        assert_eq!(meta[0].1, Value::strings(["a", "b"]));
+        let back = graph_from_json(&graph_to_json(&g)).unwrap().0;
+        assert_eq!(back, g);
+    }
+
+    #[test]
+    fn mixed_arrays_are_rejected_and_numbers_widen() {
+        assert!(json_to_value(&json!([1, "a"]), "x").is_err());
+        assert_eq!(json_to_value(&json!([1, 0.5]), "x").unwrap(), Value::floats([1.0, 0.5]));
+    }
+}
