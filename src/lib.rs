@@ -20,6 +20,7 @@ pub mod container;
 pub mod dtype;
 pub mod encoding;
 pub mod error;
+pub mod fuzzing;
 #[cfg(feature = "safetensors")]
 pub mod interop;
 #[cfg(feature = "json")]

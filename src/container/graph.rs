@@ -135,7 +135,7 @@ fn node_from_map(map: &mut Map, what: &str, at: u64) -> Result<Node> {
     };
     let strings = |v: Option<Value>, key: &str| match v {
         None => Ok(Vec::new()),
-        Some(Value::Array(_, items)) if items.iter().all(|x| x.as_str().is_some()) => {
+        Some(Value::Array(crate::ValueType::String, items)) => {
             Ok(items.into_iter().filter_map(|x| match x {
                 Value::String(s) => Some(s),
                 _ => None,

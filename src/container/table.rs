@@ -233,8 +233,11 @@ fn parse_record<'a>(c: &mut Cursor<'a>, index: usize, limits: &Limits, layout: &
     for d in 0..rank {
         let dim_at = c.offset();
         let dim = c.u64(field(&format!("dims[{d}]")))?;
-        elements = elements
-            .checked_mul(dim)
+        // Each dimension is bounded on its own too, so that the outcome does not depend on
+        // where a zero dimension stands ([0, 2^50] and [2^50, 0] are both rejected).
+        elements = Some(dim)
+            .filter(|&d| d <= limits.elements)
+            .and_then(|d| elements.checked_mul(d))
             .filter(|&n| n <= limits.elements)
             .ok_or_else(|| err(ErrorCode::LimitExceeded, &format!("dims[{d}]"), dim_at, format!("element count exceeds the limit of {}", limits.elements)))?;
         shape.push(dim);

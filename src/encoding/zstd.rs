@@ -37,6 +37,9 @@ pub fn decode(stage: &Stage<'_>, input: &[u8], ctx: &DecodeContext<'_>, field: &
         ));
     }
     let fail = |detail: String| Error::format(ErrorCode::DecodeError, field, stage.offset, detail);
+    if input.is_empty() {
+        return Err(fail("a zstd stage holds at least one frame; the input is empty".into()));
+    }
     let decoder = ::zstd::stream::read::Decoder::with_buffer(input)
         .map_err(|e| fail(format!("zstd: {e}")))?;
     // Start small; grow only as real output arrives. One byte past the declared length is

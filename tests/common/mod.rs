@@ -58,7 +58,7 @@ pub fn dtypes() -> Vec<u8> {
     w.add_dense("t_i8", DType::I8, &[4], vec![0u8, 127, 128, 255]).unwrap();
     w.add_dense("t_u8", DType::U8, &[1, 1, 4], vec![0u8, 1, 128, 255]).unwrap();
     w.add_dense("t_i32", DType::I32, &[2], [i32::MIN, 7].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()).unwrap();
-    w.add_dense("t_i64", DType::I64, &[2], [-(1i64 << 40), 1 << 52].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()).unwrap();
+    w.add_dense("t_i64", DType::I64, &[2], [-(1i64 << 40), (1 << 53) + 1].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()).unwrap();
     w.add_dense("t_f64", DType::F64, &[2], [std::f64::consts::PI, -1e-300].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()).unwrap();
     w.add_dense("scalar", DType::F32, &[], 42.5f32.to_le_bytes().to_vec()).unwrap();
     w.add_dense("empty", DType::F32, &[0, 3], Vec::new()).unwrap();
@@ -161,7 +161,7 @@ pub fn expected_json(bytes: &[u8]) -> Json {
                 "shape": t.shape,
                 "encoding": t.stages.iter().map(|s| encoding::stage_name(s.code)).collect::<Vec<_>>(),
                 "stored_bytes": t.extent.length,
-                "values": data.to_f64_vec(),
+                "values": values_json(&data),
             })
         })
         .collect();
@@ -172,6 +172,25 @@ pub fn expected_json(bytes: &[u8]) -> Json {
         "sections": file.sections().iter().map(|s| json!({"kind": s.kind, "required": s.required(), "length": s.extent.length})).collect::<Vec<_>>(),
         "tensors": tensors,
     })
+}
+
+/// Decoded values as JSON numbers, exact for every dtype: integers as JSON integers (an i64
+/// beyond 2^53 would not survive a trip through f64), floats as the shortest f64 text.
+fn values_json(data: &cxrm::TensorData<'_>) -> Json {
+    if data.dtype.is_float() {
+        return json!(data.to_f64_vec());
+    }
+    let ints: Vec<i64> = data
+        .bytes
+        .chunks_exact(data.dtype.size())
+        .map(|c| match data.dtype {
+            DType::I8 => c[0] as i8 as i64,
+            DType::U8 => c[0] as i64,
+            DType::I32 => i32::from_le_bytes(c.try_into().unwrap()) as i64,
+            _ => i64::from_le_bytes(c.try_into().unwrap()),
+        })
+        .collect();
+    json!(ints)
 }
 
 // ---- byte surgery for the invalid fixtures -------------------------------------------------
@@ -311,19 +330,6 @@ pub fn invalid() -> Vec<InvalidFixture> {
         let v = u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) + 1;
         b[at..at + 8].copy_from_slice(&v.to_le_bytes());
     }, true));
-    add("metadata_bad_bool", "bad_value", "verify", "a metadata bool stored as 2", {
-        let mut w = Writer::new();
-        w.set_metadata("flag", Value::Bool(true));
-        let mut b = w.to_bytes().unwrap();
-        let f = fields(&b);
-        let (entry, off, len) = f.sections[0];
-        let last = (off + len - 1) as usize;
-        b[last] = 2;
-        let crc = crc32fast::hash(&b[off as usize..(off + len) as usize]);
-        b[entry as usize + 24..entry as usize + 28].copy_from_slice(&crc.to_le_bytes());
-        fix_header_crc(&mut b);
-        b
-    });
     add("graph_missing_tensor", "bad_graph", "verify", "graph names a tensor the file lacks", {
         let mut b = model.clone();
         let (entry, off, len) = mf.sections[1];
@@ -335,5 +341,68 @@ pub fn invalid() -> Vec<InvalidFixture> {
         fix_header_crc(&mut b);
         b
     });
+    add("table_offset", "out_of_bounds", "open", "table_offset is 65, not 64", edit(&tiny, &|b| put_u64(b, 24, 65), true));
+    add("dim_too_large", "limit_exceeded", "open", "dims [0, 2^50]: a zero dimension does not excuse a huge one", edit(&dtypes, &|b| {
+        let empty = df.tensors.len() - 1;
+        put_u64(b, df.tensors[empty].1 + 8, 1 << 50);
+    }, true));
+    add("reserved_stage_misplaced", "bad_chain", "open", "chain starts with huffman (id 4, a byte stage not implemented yet)", edit(&tiny, &|b| {
+        b[tf.tensors[0].2 as usize] = 4;
+        put_u64(b, 16, 1 << 4);
+    }, true));
+    add("dense_wrong_length", "size_mismatch", "verify", "shape [3] but 8 bytes of dense f32", edit(&tiny, &|b| put_u64(b, tf.tensors[0].1, 3), true));
+    add("zstd_empty", "decode_error", "verify", "a zstd stage with no frame at all", {
+        let mut w = Writer::new();
+        let enc = encoding::Encoded {
+            stages: vec![
+                encoding::StageSpec { id: encoding::StageId::Dense, params: vec![] },
+                encoding::StageSpec { id: encoding::StageId::Zstd, params: 0u64.to_le_bytes().to_vec() },
+            ],
+            payload: Cow::Borrowed(&[]),
+        };
+        w.add_tensor("nothing", DType::F32, &[0], enc).unwrap();
+        w.to_bytes().unwrap()
+    });
+    add("zstd_params_length", "bad_chain", "verify", "zstd stage with 7 parameter bytes instead of 8", {
+        let mut w = Writer::new();
+        let enc = encoding::Encoded {
+            stages: vec![
+                encoding::StageSpec { id: encoding::StageId::Dense, params: vec![] },
+                encoding::StageSpec { id: encoding::StageId::Zstd, params: vec![4, 0, 0, 0, 0, 0, 0] },
+            ],
+            payload: Cow::Owned(::zstd::bulk::compress(&[0u8; 4], 3).unwrap()),
+        };
+        w.add_tensor("w", DType::F32, &[1], enc).unwrap();
+        w.to_bytes().unwrap()
+    });
+    let metadata_edit = |map: Vec<(&str, Value)>, patch: &dyn Fn(&mut [u8])| {
+        let mut w = Writer::new();
+        for (k, v) in map {
+            w.set_metadata(k, v);
+        }
+        let mut b = w.to_bytes().unwrap();
+        let (entry, off, len) = fields(&b).sections[0];
+        patch(&mut b[off as usize..(off + len) as usize]);
+        let crc = crc32fast::hash(&b[off as usize..(off + len) as usize]);
+        b[entry as usize + 24..entry as usize + 28].copy_from_slice(&crc.to_le_bytes());
+        fix_header_crc(&mut b);
+        b
+    };
+    add("duplicate_key", "duplicate_key", "verify", "metadata key ka twice", metadata_edit(vec![("ka", Value::Int(1)), ("kb", Value::Int(2))], &|m| {
+        let at = m.windows(2).position(|w| w == b"kb").unwrap();
+        m[at + 1] = b'a';
+    }));
+    add("metadata_bad_utf8", "bad_utf8", "verify", "metadata string holding the byte 0xff", metadata_edit(vec![("k", Value::String("abc".into()))], &|m| {
+        let n = m.len();
+        m[n - 1] = 0xff;
+    }));
+    add("metadata_bad_bool", "bad_value", "verify", "a metadata bool stored as 2", metadata_edit(vec![("flag", Value::Bool(true))], &|m| {
+        let n = m.len();
+        m[n - 1] = 2;
+    }));
+    add("metadata_overrun", "truncated", "verify", "metadata string length runs past the section", metadata_edit(vec![("k", Value::String("abc".into()))], &|m| {
+        let n = m.len();
+        m[n - 7..n - 3].copy_from_slice(&1000u32.to_le_bytes());
+    }));
     out
 }
