@@ -20,14 +20,25 @@ fn bench_file(label: &str, tensor_bytes: usize) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/cxrm-bench");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{label}.cxrm"));
-    if Mapped::open(&path).and_then(|m| m.parse().map(|_| ())).is_ok() {
+    if Mapped::open(&path)
+        .and_then(|m| m.parse().map(|_| ()))
+        .is_ok()
+    {
         return path;
     }
-    let payload: Vec<u8> = (0..tensor_bytes / 4).flat_map(|i| (i as f32 * 1e-6).to_le_bytes()).collect();
+    let payload: Vec<u8> = (0..tensor_bytes / 4)
+        .flat_map(|i| (i as f32 * 1e-6).to_le_bytes())
+        .collect();
     let mut w = Writer::new();
     w.set_metadata("model.name", Value::String(format!("bench-{label}")));
     for i in 0..TENSORS {
-        w.add_dense(&format!("layer{i}.weight"), DType::F32, &[(tensor_bytes / 4 / 256) as u64, 256], &payload[..]).unwrap();
+        w.add_dense(
+            &format!("layer{i}.weight"),
+            DType::F32,
+            &[(tensor_bytes / 4 / 256) as u64, 256],
+            &payload[..],
+        )
+        .unwrap();
     }
     w.write(&path).unwrap();
     path
@@ -77,7 +88,10 @@ fn read_dense(c: &mut Criterion) {
             f.seek(SeekFrom::Start(extent.offset)).unwrap();
             let mut bytes = vec![0u8; extent.length as usize];
             f.read_exact(&mut bytes).unwrap();
-            let values: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            let values: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
             black_box(values.iter().sum::<f32>())
         })
     });

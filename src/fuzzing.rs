@@ -7,7 +7,10 @@ use crate::container::reader::{Cxrm, ReadOptions};
 /// Returns whether the file was fully valid.
 pub fn open_and_verify(data: &[u8]) -> bool {
     // The inspect path: opens files with unknown encodings and reads metadata and graph.
-    let lenient = ReadOptions { allow_unknown_encodings: true, ..Default::default() };
+    let lenient = ReadOptions {
+        allow_unknown_encodings: true,
+        ..Default::default()
+    };
     if let Ok(file) = Cxrm::parse_with(data, &lenient) {
         let _ = file.metadata();
         let _ = file.graph();

@@ -19,7 +19,11 @@ pub fn value_to_json(v: &Value) -> Json {
 }
 
 pub fn map_to_json(map: &Map) -> Json {
-    Json::Object(map.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+    Json::Object(
+        map.iter()
+            .map(|(k, v)| (k.clone(), value_to_json(v)))
+            .collect(),
+    )
 }
 
 /// JSON to a typed value. Arrays must be homogeneous; ints mixed with floats become floats.
@@ -52,13 +56,30 @@ pub fn json_to_value(j: &Json, at: &str) -> Result<Value> {
             }
             Value::Array(elem, values)
         }
-        Json::Null | Json::Object(_) => return Err(bad("null and objects have no .cxrm value type")),
+        Json::Null | Json::Object(_) => {
+            return Err(bad("null and objects have no .cxrm value type"));
+        }
     })
 }
 
+/// A value given as text (a `--meta KEY=VALUE` argument, a safetensors `__metadata__` entry):
+/// JSON when it parses as a number, bool or array, otherwise the text itself.
+pub fn value_from_text(text: &str) -> Value {
+    match serde_json::from_str::<Json>(text) {
+        Ok(j @ (Json::Number(_) | Json::Bool(_) | Json::Array(_))) => {
+            json_to_value(&j, "").unwrap_or_else(|_| Value::String(text.to_string()))
+        }
+        _ => Value::String(text.to_string()),
+    }
+}
+
 pub fn json_to_map(j: &Json, at: &str) -> Result<Map> {
-    let obj = j.as_object().ok_or_else(|| Error::Usage(format!("{at}: expected an object")))?;
-    obj.iter().map(|(k, v)| Ok((k.clone(), json_to_value(v, &format!("{at}.{k}"))?))).collect()
+    let obj = j
+        .as_object()
+        .ok_or_else(|| Error::Usage(format!("{at}: expected an object")))?;
+    obj.iter()
+        .map(|(k, v)| Ok((k.clone(), json_to_value(v, &format!("{at}.{k}"))?)))
+        .collect()
 }
 
 pub fn graph_to_json(g: &Graph) -> Json {
@@ -86,20 +107,29 @@ pub fn graph_from_json(j: &Json) -> Result<(Graph, Map)> {
     let (nodes, metadata) = match j {
         Json::Array(nodes) => (nodes, Vec::new()),
         Json::Object(o) => (
-            o.get("nodes").and_then(Json::as_array).ok_or_else(|| Error::Usage("graph JSON: expected \"nodes\": [...]".into()))?,
+            o.get("nodes")
+                .and_then(Json::as_array)
+                .ok_or_else(|| Error::Usage("graph JSON: expected \"nodes\": [...]".into()))?,
             match o.get("metadata") {
                 Some(m) => json_to_map(m, "metadata")?,
                 None => Vec::new(),
             },
         ),
-        _ => return Err(Error::Usage("graph JSON: expected an array of nodes or an object with \"nodes\"".into())),
+        _ => {
+            return Err(Error::Usage(
+                "graph JSON: expected an array of nodes or an object with \"nodes\"".into(),
+            ));
+        }
     };
     let mut graph = Graph::default();
     for (i, n) in nodes.iter().enumerate() {
         let at = format!("nodes[{i}]");
         let mut map = json_to_map(n, &at)?;
         let mut take_str = |key: &str| -> Result<String> {
-            let pos = map.iter().position(|(k, _)| k == key).ok_or_else(|| Error::Usage(format!("{at}: missing {key:?}")))?;
+            let pos = map
+                .iter()
+                .position(|(k, _)| k == key)
+                .ok_or_else(|| Error::Usage(format!("{at}: missing {key:?}")))?;
             match map.remove(pos).1 {
                 Value::String(s) => Ok(s),
                 _ => Err(Error::Usage(format!("{at}.{key}: expected a string"))),
@@ -108,7 +138,9 @@ pub fn graph_from_json(j: &Json) -> Result<(Graph, Map)> {
         let name = take_str("name")?;
         let op = take_str("op")?;
         let mut take_list = |key: &str| -> Result<Vec<String>> {
-            let Some(pos) = map.iter().position(|(k, _)| k == key) else { return Ok(Vec::new()) };
+            let Some(pos) = map.iter().position(|(k, _)| k == key) else {
+                return Ok(Vec::new());
+            };
             match map.remove(pos).1 {
                 Value::Array(_, items) => items
                     .into_iter()
@@ -122,7 +154,13 @@ pub fn graph_from_json(j: &Json) -> Result<(Graph, Map)> {
         };
         let inputs = take_list("inputs")?;
         let weights = take_list("weights")?;
-        graph.nodes.push(Node { name, op, inputs, weights, attrs: map });
+        graph.nodes.push(Node {
+            name,
+            op,
+            inputs,
+            weights,
+            attrs: map,
+        });
     }
     Ok((graph, metadata))
 }
@@ -145,8 +183,26 @@ mod tests {
     }
 
     #[test]
+    fn text_values_are_typed_when_they_are_json() {
+        assert_eq!(value_from_text("3"), Value::Int(3));
+        assert_eq!(value_from_text("[1,2]"), Value::ints([1, 2]));
+        assert_eq!(value_from_text("lenet-5"), Value::String("lenet-5".into()));
+        assert_eq!(
+            value_from_text("\"quoted\""),
+            Value::String("\"quoted\"".into())
+        );
+        assert_eq!(
+            value_from_text("[1,\"a\"]"),
+            Value::String("[1,\"a\"]".into())
+        );
+    }
+
+    #[test]
     fn mixed_arrays_are_rejected_and_numbers_widen() {
         assert!(json_to_value(&json!([1, "a"]), "x").is_err());
-        assert_eq!(json_to_value(&json!([1, 0.5]), "x").unwrap(), Value::floats([1.0, 0.5]));
+        assert_eq!(
+            json_to_value(&json!([1, 0.5]), "x").unwrap(),
+            Value::floats([1.0, 0.5])
+        );
     }
 }

@@ -5,15 +5,25 @@
 use std::path::Path;
 
 fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file() && !p.ends_with(".gitkeep")).collect()
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && !p.ends_with(".gitkeep"))
+        .collect()
 }
 
 #[test]
 fn saved_fuzz_inputs_do_not_panic() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut n = 0;
-    for dir in ["fuzz/regressions/open_verify", "fuzz/corpus/open_verify", "fixtures/valid", "fixtures/invalid"] {
+    for dir in [
+        "fuzz/regressions/open_verify",
+        "fuzz/corpus/open_verify",
+        "fixtures/valid",
+        "fixtures/invalid",
+    ] {
         for path in files_in(&root.join(dir)) {
             let data = std::fs::read(&path).unwrap();
             let valid = cxrm::fuzzing::open_and_verify(&data);

@@ -18,16 +18,23 @@ struct TensorCase {
 fn tensor_case() -> impl Strategy<Value = TensorCase> {
     let dtype = prop::sample::select(DType::ALL.to_vec());
     let shape = prop::collection::vec(0u64..6, 0..5);
-    (dtype, shape, prop::option::of(1i32..10), any::<bool>()).prop_flat_map(|(dtype, shape, zstd, repetitive)| {
-        let len = shape.iter().product::<u64>() as usize * dtype.size();
-        let bytes = if repetitive {
-            // Compressible data, so the zstd stage is really exercised.
-            (0u8..4).prop_map(move |b| vec![b; len]).boxed()
-        } else {
-            prop::collection::vec(any::<u8>(), len).boxed()
-        };
-        bytes.prop_map(move |bytes| TensorCase { dtype, shape: shape.clone(), bytes, zstd })
-    })
+    (dtype, shape, prop::option::of(1i32..10), any::<bool>()).prop_flat_map(
+        |(dtype, shape, zstd, repetitive)| {
+            let len = shape.iter().product::<u64>() as usize * dtype.size();
+            let bytes = if repetitive {
+                // Compressible data, so the zstd stage is really exercised.
+                (0u8..4).prop_map(move |b| vec![b; len]).boxed()
+            } else {
+                prop::collection::vec(any::<u8>(), len).boxed()
+            };
+            bytes.prop_map(move |bytes| TensorCase {
+                dtype,
+                shape: shape.clone(),
+                bytes,
+                zstd,
+            })
+        },
+    )
 }
 
 fn leaf_value() -> impl Strategy<Value = Value> {
@@ -44,7 +51,13 @@ fn value() -> impl Strategy<Value = Value> {
         // Homogeneous arrays: every element takes the first element's type.
         prop::collection::vec(inner, 0..6).prop_map(|items| {
             let elem = items.first().map_or(ValueType::Int, Value::value_type);
-            Value::Array(elem, items.into_iter().filter(|v| v.value_type() == elem).collect())
+            Value::Array(
+                elem,
+                items
+                    .into_iter()
+                    .filter(|v| v.value_type() == elem)
+                    .collect(),
+            )
         })
     })
 }
@@ -130,12 +143,27 @@ proptest! {
 fn writer_refuses_what_the_reader_would_reject() {
     let mut w = Writer::new();
     assert!(w.add_dense("", DType::F32, &[1], vec![0u8; 4]).is_err());
-    assert!(w.add_dense("x", DType::F32, &[2], vec![0u8; 4]).is_err(), "wrong byte count");
-    assert!(w.add_dense("x", DType::F32, &[1; 9], vec![0u8; 4]).is_err(), "rank 9");
-    assert!(w.add_dense("x", DType::F32, &[1 << 20, 1 << 21], Vec::new()).is_err(), "too many elements");
+    assert!(
+        w.add_dense("x", DType::F32, &[2], vec![0u8; 4]).is_err(),
+        "wrong byte count"
+    );
+    assert!(
+        w.add_dense("x", DType::F32, &[1; 9], vec![0u8; 4]).is_err(),
+        "rank 9"
+    );
+    assert!(
+        w.add_dense("x", DType::F32, &[1 << 20, 1 << 21], Vec::new())
+            .is_err(),
+        "too many elements"
+    );
     w.add_dense("x", DType::F32, &[1], vec![0u8; 4]).unwrap();
-    assert!(w.add_dense("x", DType::F32, &[1], vec![0u8; 4]).is_err(), "duplicate");
-    w.set_graph(cxrm::Graph { nodes: vec![cxrm::Node::new("fc", "dense", &["input"], &["missing"])] });
+    assert!(
+        w.add_dense("x", DType::F32, &[1], vec![0u8; 4]).is_err(),
+        "duplicate"
+    );
+    w.set_graph(cxrm::Graph {
+        nodes: vec![cxrm::Node::new("fc", "dense", &["input"], &["missing"])],
+    });
     assert!(w.to_bytes().is_err(), "graph naming a missing tensor");
 }
 
@@ -145,12 +173,35 @@ fn atomic_write_leaves_no_partial_file() {
     let target = dir.path().join("m.cxrm");
     let mut w = Writer::new();
     w.add_dense("x", DType::F32, &[1], vec![0u8; 4]).unwrap();
-    assert_eq!(w.write(&target).unwrap(), std::fs::metadata(&target).unwrap().len());
+    assert_eq!(
+        w.write(&target).unwrap(),
+        std::fs::metadata(&target).unwrap().len()
+    );
     // A failing write (bad graph) leaves the earlier file untouched and no temporary behind.
     let before = std::fs::read(&target).unwrap();
-    w.set_graph(cxrm::Graph { nodes: vec![cxrm::Node::new("fc", "dense", &["nowhere"], &[])] });
+    w.set_graph(cxrm::Graph {
+        nodes: vec![cxrm::Node::new("fc", "dense", &["nowhere"], &[])],
+    });
     assert!(w.write(&target).is_err());
     assert_eq!(std::fs::read(&target).unwrap(), before);
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1, "{names:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn written_files_are_world_readable_not_private_temporaries() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("m.cxrm");
+    let mut w = Writer::new();
+    w.add_dense("x", DType::F32, &[1], vec![0u8; 4]).unwrap();
+    w.write(&target).unwrap();
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
 }

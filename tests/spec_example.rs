@@ -22,3 +22,38 @@ fn spec_hexdump_matches_the_tiny_fixture() {
     let fixture = std::fs::read(root.join("fixtures/valid/tiny.cxrm")).unwrap();
     assert_eq!(bytes, fixture);
 }
+
+#[test]
+fn spec_field_table_offsets_point_at_their_bytes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let spec = std::fs::read_to_string(root.join("spec/cxrm.md")).unwrap();
+    let fixture = std::fs::read(root.join("fixtures/valid/tiny.cxrm")).unwrap();
+    let section = &spec[spec.find("## 11. Worked example").unwrap()..];
+    let mut checked = 0;
+    for line in section.lines() {
+        // Rows look like: | `0x7A` | `00 01 … 00` `08 00 … 00` | meaning |
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 4 || !cells[1].starts_with("`0x") {
+            continue;
+        }
+        let offset =
+            usize::from_str_radix(cells[1].trim_matches('`').trim_start_matches("0x"), 16).unwrap();
+        let first = cells[2].split('`').nth(1).unwrap();
+        // The leading hex bytes of the first group, up to an ellipsis or a non-hex word.
+        let bytes: Vec<u8> = first
+            .split_whitespace()
+            .take_while(|w| w.len() == 2 && u8::from_str_radix(w, 16).is_ok())
+            .map(|w| u8::from_str_radix(w, 16).unwrap())
+            .collect();
+        if bytes.is_empty() {
+            continue;
+        }
+        assert_eq!(
+            &fixture[offset..offset + bytes.len()],
+            &bytes[..],
+            "spec row at 0x{offset:x}: {line}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} rows checked");
+}

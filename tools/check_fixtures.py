@@ -4,9 +4,10 @@
 
 * every fixtures/valid/NAME.cxrm must open, verify, and match NAME.json exactly:
   version, metadata, graph, sections, and per tensor name, dtype, shape,
-  encoding, stored_bytes and every decoded value (compared bit-for-bit as
-  float64, so -0.0 != 0.0); every proper prefix of the file must raise
-  CxrmError (and nothing else);
+  encoding, stored_bytes and every decoded value: integer dtypes exactly as
+  Python ints against JSON integers (so i64 values beyond 2^53 are exact),
+  floating dtypes bit-for-bit as float64 (so -0.0 != 0.0); every proper prefix
+  of the file must raise CxrmError (and nothing else);
 * every fixtures/invalid/NAME.cxrm must fail with exactly the `error` code of
   fixtures/invalid/expected.json at the listed `stage` ("open": open_cxrm
   raises; "verify": open_cxrm succeeds and verify() raises).  The Rust
@@ -35,6 +36,7 @@ NUMPY_DTYPE = {  # decoded numpy dtype per element type (bf16 widens to f32)
     "f32": np.float32, "f16": np.float16, "bf16": np.float32, "i8": np.int8,
     "u8": np.uint8, "i32": np.int32, "i64": np.int64, "f64": np.float64,
 }
+INTEGER_DTYPES = {"i8", "u8", "i32", "i64"}
 
 
 def f64_bits(x) -> bytes:
@@ -74,6 +76,29 @@ def same(got, want, path: str, problems: list) -> None:
         problems.append(f"{path}: got {got!r}, want {want!r}")
 
 
+def compare_values(arr: np.ndarray, want: list, integer: bool, path: str,
+                   problems: list) -> None:
+    """Decoded elements against the JSON `values` (§10: integers as JSON
+    integers, floats as round-tripping JSON numbers, both exact).  Integer
+    tensors compare as Python ints, never through float64 (which would merge
+    2^53 + 1 with 2^53); floating tensors compare as float64 bit patterns."""
+    # ndarray.tolist() yields Python ints for integer dtypes and Python floats
+    # (the exact f64 widening) for f16/f32/f64.
+    got = arr.reshape(-1).tolist()
+    for i, (g, v) in enumerate(zip(got, want)):
+        if integer:
+            ok = type(v) is int and type(g) is int and g == v
+        else:
+            # A float value may be written without a fraction ("shortest
+            # text"), so a JSON integer is accepted and widened, exactly.
+            ok = (type(v) in (int, float) and type(g) is float
+                  and (f64_bits(g) == f64_bits(v)
+                       or (math.isnan(g) and math.isnan(float(v)))))
+        if not ok:
+            problems.append(f"{path}.values[{i}]: got {g!r}, want {v!r}")
+            return
+
+
 def check_valid(cxrm: Path, expected: dict) -> list:
     data = cxrm.read_bytes()
     problems: list = []
@@ -101,15 +126,11 @@ def check_valid(cxrm: Path, expected: dict) -> list:
             problems.append(f"{p}: decoded dtype {arr.dtype}, want {NUMPY_DTYPE[t.dtype]}")
         if tuple(arr.shape) != tuple(w["shape"]):
             problems.append(f"{p}: decoded shape {arr.shape}, want {tuple(w['shape'])}")
-        got = arr.reshape(-1).astype(np.float64).tolist()
         want = w["values"]
-        if len(got) != len(want):
-            problems.append(f"{p}: {len(got)} values, want {len(want)}")
+        if len(want) != arr.size:
+            problems.append(f"{p}: {arr.size} values, want {len(want)}")
         else:
-            for i, (g, v) in enumerate(zip(got, want)):
-                if f64_bits(g) != f64_bits(v) and not (math.isnan(g) and math.isnan(float(v))):
-                    problems.append(f"{p}.values[{i}]: got {g!r}, want {v!r}")
-                    break
+            compare_values(arr, want, t.dtype in INTEGER_DTYPES, p, problems)
 
     # Every proper prefix must be rejected with a CxrmError, nothing else.
     for n in range(len(data)):

@@ -69,9 +69,9 @@ MAX_MAP_ENTRIES = 65_536
 MAX_KEY_LEN = 256
 MAX_STRING_LEN = 16 * 1024 * 1024
 MAX_ARRAY_LEN = 16_777_216
-MAX_ARRAY_DEPTH = 4
+MAX_ARRAY_DEPTH = 4                   # an array value at level 5 fails (§6)
 MAX_GRAPH_NODES = 65_536
-_NUMPY_MAX_DIM = (1 << 63) - 1   # numpy's npy_intp bound on one dimension
+MAX_DIM = 1 << 40                     # one dimension (§3.2)
 
 # §3.1 section kinds this reader knows
 SECTION_METADATA = 1
@@ -91,8 +91,8 @@ DTYPES = {
     8: ("f64", 8, np.dtype("<f8")),
 }
 
-# §5 stage ids: id -> (name, kind).  Every id 0..=8 has a name and kind fixed
-# by the spec, but only 0 and 1 have a byte layout in 1.0.
+# §5 stage ids: id -> (name, kind).  Every id 0..=8 is *assigned*: its name and
+# kind are fixed by the spec, but only 0 and 1 have a byte layout in 1.0.
 STAGE_TABLE = {
     0: ("dense", "tensor"), 1: ("zstd", "byte"), 2: ("sparse", "tensor"),
     3: ("codebook", "tensor"), 4: ("huffman", "byte"), 5: ("lowrank", "tensor"),
@@ -100,25 +100,23 @@ STAGE_TABLE = {
 }
 STAGE_DENSE = 0
 STAGE_ZSTD = 1
-# SPEC GAP (§3.2 "a *known* stage in the wrong position", §5 "An id below 64
-# that the reader does not know is judged later"): "known" could mean "named in
-# the §5 table" (ids 0..=8, whose tensor/byte kind is fixed) or "implemented by
-# this reader".  We take "implemented": the position rule is applied to dense
-# and zstd only; a misplaced reserved stage (e.g. a chain [huffman]) is left
-# to must_understand and fails as unknown_encoding, not bad_chain.
+# The position rule (stage 0 a tensor stage, later stages byte stages) applies
+# at open to every assigned id in STAGE_TABLE, implemented here or not (§3.2):
+# a chain [huffman] is bad_chain, not unknown_encoding.  Unassigned ids 9..=63
+# have no known kind and are left to must_understand (§5).
 IMPLEMENTED_STAGES = {STAGE_DENSE, STAGE_ZSTD}
+# Parameter bytes each implemented stage's layout takes; a mismatch is
+# bad_chain, judged when the tensor is decoded, not at open (§5).
+STAGE_PARAM_LEN = {STAGE_DENSE: 0, STAGE_ZSTD: 8}
 MAX_STAGE_ID = 63   # ids >= 64 are unknown_encoding immediately
 
 # §6 metadata value types
 T_STRING, T_INT, T_FLOAT, T_BOOL, T_ARRAY = 1, 2, 3, 4, 5
 
-# SPEC GAP (§3, §3.2, §6, §7): the spec never says which error code a read
-# past the end of a bounded region is (a table record, a stage's params, a
-# count, a metadata value or graph node that runs past `table_size` or past its
-# section's extent).  Only the opposite case (bytes *left over*) is named:
-# `bad_layout`.  We use `bad_layout` for the overrun too, since the region's
-# declared size disagrees with its contents, exactly as for leftover bytes.
-OVERRUN_CODE = "bad_layout"
+# Every structure lives in a bounded region (the header, the table, one
+# section's extent); a field that would extend past the end of its region is
+# `truncated` (spec preamble).  Bytes *left over* in a region are bad_layout.
+OVERRUN_CODE = "truncated"
 
 
 def align64(x: int) -> int:
@@ -148,8 +146,9 @@ class CxrmError(Exception):
 
 class _Reader:
     """Reads little-endian values from `buf[start:end]`, tracking the absolute
-    offset.  A read past `end` raises OVERRUN_CODE; nothing is ever allocated
-    from a count before the bytes it implies are known to be present."""
+    offset.  A read past `end` raises OVERRUN_CODE (`truncated`); nothing is
+    ever allocated from a count before the bytes it implies are known to be
+    present."""
 
     def __init__(self, buf: memoryview, start: int, end: int, region: str):
         self.buf, self.pos, self.end, self.region = buf, start, end, region
@@ -331,12 +330,8 @@ def open_cxrm(data) -> "CxrmFile":
     if file_size < actual:
         raise CxrmError("size_mismatch", "header.file_size", 48,
                         f"header says {file_size} bytes, file has {actual}")
-    # SPEC GAP (§2): "`table_offset == 64`, `table_size <= 64 MiB` and
-    # `64 + table_size <= file_size` (`out_of_bounds`, `limit_exceeded`)" gives
-    # three checks but two codes.  The table-size limit is plainly
-    # limit_exceeded and the end-of-file bound plainly out_of_bounds; the code
-    # for table_offset != 64 is not stated.  We use out_of_bounds (the first
-    # code listed; bad_layout would be as plausible).
+    # §2, in this order: table_offset (out_of_bounds), table_size limit
+    # (limit_exceeded), table end within the file (out_of_bounds).
     if table_offset != HEADER_SIZE:
         raise CxrmError("out_of_bounds", "header.table_offset", 24,
                         f"table_offset = {table_offset}, must be 64")
@@ -366,13 +361,12 @@ def open_cxrm(data) -> "CxrmFile":
 
     # --- §3 table --------------------------------------------------------------
     t = _Reader(buf, HEADER_SIZE, table_end, "table")
+    # Each count is checked as soon as it is read, before any entry (§3.2).
     section_count = t.u32("table.section_count")
-    tensor_count = t.u32("table.tensor_count")
-    # SPEC GAP (§3.2): both counts are "checked before any entry is read"; we
-    # read both u32s first and then check section_count, then tensor_count.
     if section_count > MAX_SECTIONS:
         raise CxrmError("limit_exceeded", "table.section_count", 64,
                         f"section_count = {section_count} > {MAX_SECTIONS}")
+    tensor_count = t.u32("table.tensor_count")
     if tensor_count > MAX_TENSORS:
         raise CxrmError("limit_exceeded", "table.tensor_count", 68,
                         f"tensor_count = {tensor_count} > {MAX_TENSORS}")
@@ -380,6 +374,9 @@ def open_cxrm(data) -> "CxrmFile":
     cursor = data_offset  # §3.3 extent walk, advanced as each record is read
 
     def check_extent(field: str, off_pos: int, offset: int, length: int) -> None:
+        # §3.3.  Python ints do not overflow: an `offset + length` beyond
+        # 2^64 - 1 is also beyond file_size, hence out_of_bounds, as the spec
+        # requires of an overflowing sum.
         nonlocal cursor
         if offset != align64(cursor):
             raise CxrmError("bad_layout", f"{field}.offset", off_pos,
@@ -496,14 +493,15 @@ def _read_tensor_record(t: _Reader, i: int, check_extent) -> TensorRecord:
     dims = []
     count = 1
     for j in range(rank):
+        # §3.2: each dimension <= 2^40, then the running product <= 2^40, so a
+        # zero dimension anywhere does not excuse a huge one ([0, 2^50] and
+        # [2^50, 0] both fail).  Python ints cannot overflow, and a u64
+        # overflow of the product would also exceed 2^40: both limit_exceeded.
         pos = t.pos
         d = t.u64(f"{f}.dims[{j}]")
-        # Running product; Python ints cannot overflow, and any u64 overflow
-        # is also > 2^40, so one comparison covers both failure modes.
-        # SPEC GAP (§3.2 "each running product of dims"): with a zero
-        # dimension the result depends on order: dims [0, 2^50] pass (running
-        # products 0, 0) while [2^50, 0] fail at dims[0].  The spec does not
-        # say whether that asymmetry is intended; we follow the text literally.
+        if d > MAX_DIM:
+            raise CxrmError("limit_exceeded", f"{f}.dims[{j}]", pos,
+                            f"dims[{j}] = {d} > 2^40")
         count *= d
         if count > MAX_ELEMENTS:
             raise CxrmError("limit_exceeded", f"{f}.dims[{j}]", pos,
@@ -525,22 +523,21 @@ def _read_tensor_record(t: _Reader, i: int, check_extent) -> TensorRecord:
         sid = t.u8(f"{sf}.id")
         sflags = t.u8(f"{sf}.flags")
         param_len = t.u16(f"{sf}.param_len")
-        # §3.2 order: flags, param_len, params present, id >= 64, position.
+        # §3.2 order, once id, flags and param_len are read: flags,
+        # param_len, params present in the table (truncated), id >= 64,
+        # position of an assigned id.  Whether the params fit the stage's
+        # layout is a decode-time check (§5), see CxrmFile.decode.
         if sflags != 0:
             raise CxrmError("reserved_nonzero", f"{sf}.flags", spos + 1,
                             f"stage flags {sflags:#x}")
         if param_len > MAX_PARAM_LEN:
             raise CxrmError("limit_exceeded", f"{sf}.param_len", spos + 2,
                             f"param_len {param_len} > 4096")
-        # SPEC GAP (§3.2 "the parameters present"): read as "the param_len
-        # bytes lie inside the table".  Whether a known stage's param_len must
-        # also match its layout here (dense: 0, zstd: 8) and with which code
-        # is unstated; we check that when decoding (decode_error).
         params = bytes(t.take(param_len, f"{sf}.params"))
         if sid > MAX_STAGE_ID:
             raise CxrmError("unknown_encoding", f"{sf}.id", spos,
                             f"stage id {sid} >= 64")
-        if sid in IMPLEMENTED_STAGES:
+        if sid in STAGE_TABLE:               # assigned ids 0..=8 (§5)
             kind = STAGE_TABLE[sid][1]
             if (k == 0) != (kind == "tensor"):
                 where = "first" if k == 0 else f"at position {k}"
@@ -572,16 +569,13 @@ def _read_map(r: _Reader, prefix: str) -> dict:
     for _ in range(count):          # each entry consumes >= 4 bytes: bounded
         kpos = r.pos
         key_len = r.u16(f"{prefix}.key_len")
-        # SPEC GAP (§6): key_len outside 1..=256 has no code of its own; §8
-        # lists "key length 1..=256 bytes" among the limits, so limit_exceeded.
-        if not 1 <= key_len <= MAX_KEY_LEN:
+        if not 1 <= key_len <= MAX_KEY_LEN:          # §6: limit_exceeded
             raise CxrmError("limit_exceeded", f"{prefix}.key_len", kpos,
                             f"key_len {key_len}, must be 1..=256")
+        # Keys are UTF-8 (bad_utf8) and may contain any character, NUL
+        # included (§6).  duplicate_key is judged as soon as the key is read,
+        # before its value.
         key = _utf8(r.take(key_len, f"{prefix}.key"), f"{prefix}.key", kpos + 2)
-        # SPEC GAP (§6): whether a key may contain NUL is unstated (tensor
-        # names may not); we allow it.  Also unstated: whether duplicate_key
-        # is judged before or after the duplicate entry's value is parsed; we
-        # judge it as soon as the key is read.
         if key in out:
             raise CxrmError("duplicate_key", f"{prefix}.{key}", kpos,
                             f"key {key!r} appears twice")
@@ -592,7 +586,8 @@ def _read_map(r: _Reader, prefix: str) -> dict:
 
 
 def _read_value(r: _Reader, vtype: int, field: str, type_pos: int, depth: int):
-    """One §6 value of type `vtype`; `depth` is the number of arrays around it."""
+    """One §6 value of type `vtype`; `depth` is the number of arrays around it,
+    so an array value read here is at level `depth + 1`."""
     if vtype == T_STRING:
         pos = r.pos
         n = r.u32(field)
@@ -610,11 +605,10 @@ def _read_value(r: _Reader, vtype: int, field: str, type_pos: int, depth: int):
             raise CxrmError("bad_value", field, pos, f"bool stored as {b}")
         return b == 1
     if vtype == T_ARRAY:
-        # SPEC GAP (§6 "to a depth of at most 4"): we count an array of
-        # scalars as depth 1, so four nested array levels are allowed and a
-        # fifth is limit_exceeded.  Also unstated: whether an *empty* array
-        # that declares element_type array at depth 4 already exceeds the
-        # limit; we say it does (the limit is on the declared type).
+        # §6: a top-level array value is at level 1 and an array value at
+        # level 5 is limit_exceeded.  Only an array *value* counts: an empty
+        # level-4 array whose element type is `array` is valid.
+        # The level is judged before the element type is read (§6).
         if depth + 1 > MAX_ARRAY_DEPTH:
             raise CxrmError("limit_exceeded", field, type_pos,
                             f"arrays nested deeper than {MAX_ARRAY_DEPTH}")
@@ -627,9 +621,6 @@ def _read_value(r: _Reader, vtype: int, field: str, type_pos: int, depth: int):
         if count > MAX_ARRAY_LEN:
             raise CxrmError("limit_exceeded", field, cpos,
                             f"array of {count} elements > 16,777,216")
-        if etype == T_ARRAY and depth + 2 > MAX_ARRAY_DEPTH:
-            raise CxrmError("limit_exceeded", field, epos,
-                            f"arrays nested deeper than {MAX_ARRAY_DEPTH}")
         # Never pre-allocate `count` slots: each element consumes >= 1 byte,
         # so the loop is bounded by the section's length.
         arr = MetaArray(etype)
@@ -643,17 +634,29 @@ def _read_value(r: _Reader, vtype: int, field: str, type_pos: int, depth: int):
 # zstd (§5.2)
 # ---------------------------------------------------------------------------
 
-_ZSTD_FEED = 1024   # compressed bytes fed per step; bounds the overshoot
+# Compressed bytes fed to the decompressor per step.  A zstd block yields at
+# most 128 KiB (RFC 8878 Block_Maximum_Size) from at least 4 input bytes (an
+# RLE block), so n fed bytes produce at most about n * 32 KiB + 128 KiB.
+# Feeding max(_ZSTD_MIN_FEED, budget // 32 KiB) bytes, where `budget` is what
+# may still be produced, therefore stops within about 2 MiB of passing
+# decoded_len, whatever the input (§5.2 "MUST stop as soon as the output
+# passes decoded_len"), while large tensors are still fed in big steps.
+_ZSTD_MIN_FEED = 64
+_ZSTD_MAX_FEED = 1 << 20
+_ZSTD_BYTES_PER_INPUT_BYTE = 32 * 1024
 
 
 def _zstd_decode(data: memoryview, decoded_len: int, field: str, offset: int) -> bytes:
     """Decode one or more concatenated zstd frames to exactly `decoded_len`
-    bytes; fail with decode_error as soon as the output would be longer, or if
-    it ends shorter, or on any malformed / truncated frame.
+    bytes (§5.2).  RFC 8878 skippable frames are allowed and produce nothing.
+    An empty input (zero frames, even with decoded_len = 0), a corrupt or
+    truncated frame, or frames producing more or fewer than `decoded_len`
+    bytes are decode_error; decoding stops soon after the output passes
+    `decoded_len`, and the buffer grows only with output actually produced.
+    The caller has already checked `decoded_len <= 2^36`.
 
-    SPEC GAP (§5.2 "one or more concatenated Zstandard frames"): an empty input
-    (zero frames) is rejected even when decoded_len = 0, and RFC 8878
-    skippable frames are accepted (libzstd skips them); the spec says neither.
+    Windows up to 2^27 bytes (libzstd's default limit) are accepted, as §5.2
+    requires; frames that need a dictionary are decode_error.
     """
     def fail(msg: str):
         raise CxrmError("decode_error", field, offset, msg)
@@ -661,10 +664,10 @@ def _zstd_decode(data: memoryview, decoded_len: int, field: str, offset: int) ->
     if len(data) == 0:
         fail("zstd input holds no frame")
     if _zstandard is not None:
-        # Frame by frame with a streaming decompressor, feeding a little input
-        # at a time so the output can be cut off soon after it passes
-        # decoded_len (the stream_reader API silently accepts a truncated final
-        # frame, so it is not used).
+        # Frame by frame with a streaming decompressor (one decompressobj per
+        # frame; libzstd skips skippable frames), feeding a bounded amount of
+        # input at a time.  The stream_reader and read_to_iter APIs silently
+        # accept a truncated final frame, so they are not used.
         dctx = _zstandard.ZstdDecompressor()
         out = bytearray()
         pos, n = 0, len(data)
@@ -674,10 +677,14 @@ def _zstd_decode(data: memoryview, decoded_len: int, field: str, offset: int) ->
                 while not dobj.eof:
                     if pos >= n:
                         fail("zstd input ends inside a frame")
-                    chunk = bytes(data[pos:pos + _ZSTD_FEED])
+                    budget = decoded_len - len(out)
+                    step = min(_ZSTD_MAX_FEED, max(_ZSTD_MIN_FEED,
+                                                   budget // _ZSTD_BYTES_PER_INPUT_BYTE))
+                    chunk = bytes(data[pos:pos + step])
                     out += dobj.decompress(chunk)
                     if len(out) > decoded_len:
                         fail(f"zstd frames produce more than decoded_len = {decoded_len} bytes")
+                    # At a frame's end, the bytes past it were not consumed.
                     pos += len(chunk) - (len(dobj.unused_data) if dobj.eof else 0)
         except _zstandard.ZstdError as e:
             fail(f"zstd: {e}")
@@ -763,6 +770,10 @@ class CxrmFile:
 
     # -- full verification (§10) -------------------------------------------
     def verify(self) -> None:
+        """Full verification, in the §10 order: all padding between extents
+        (file order, which is table order), then every extent's CRC-32
+        (sections, then tensors), then the metadata, then the graph, then
+        every tensor decoded in table order."""
         # 1. padding between extents
         cursor = self.data_offset
         for _, _, offset, length, _ in self._extents():
@@ -795,10 +806,7 @@ class CxrmFile:
         """The metadata map; {} when the file has no metadata section."""
         s = self._section(SECTION_METADATA)
         if s is None:
-            # SPEC GAP (§10): what a reader reports for a file without a
-            # metadata section is not stated; the fixtures (empty, dtypes,
-            # zstd) list `"metadata": {}`.
-            return {}
+            return {}       # §10: a file without one has "metadata": {}
         r = _Reader(self.buf, s.offset, s.offset + s.length, "metadata section")
         out = _read_map(r, "metadata")
         if r.remaining():
@@ -819,29 +827,21 @@ class CxrmFile:
         if node_count > MAX_GRAPH_NODES:
             raise CxrmError("limit_exceeded", "graph.node_count", pos,
                             f"{node_count} nodes > 65,536")
-        # SPEC GAP (§7): the order between syntax errors (a later node's map,
-        # trailing bytes) and semantic errors of an earlier node is unstated.
-        # We parse every node map and check trailing bytes first, then judge
-        # the nodes in order.
-        raw = []
-        for i in range(node_count):      # each map consumes >= 4 bytes: bounded
-            raw.append((r.pos, _read_map(r, f"graph.node[{i}]")))
-        if r.remaining():
-            raise CxrmError("bad_layout", "graph", r.pos,
-                            f"{r.remaining()} bytes after the last node")
-
+        # §7: parse every node map and the trailing bytes first; only then
+        # judge the nodes.
         def is_string_array(v):
+            # `inputs` and `weights` have element type string even when
+            # empty (§7), so the declared element type is what is checked.
             return isinstance(v, MetaArray) and v.element_type == T_STRING
 
-        nodes, names = [], set()
-        for i, (pos, m) in enumerate(raw):
-            f = f"graph.node[{i}]"
+        raw = []
+        for i in range(node_count):      # each map consumes >= 4 bytes: bounded
+            pos = r.pos
+            m = _read_map(r, f"graph.node[{i}]")
 
             def bad(msg):
-                raise CxrmError("bad_graph", f, pos, msg)
-            # SPEC GAP (§7 "of the wrong type"): an *empty* array's element
-            # type is still declared in the file; we require element type
-            # string for `inputs`/`weights` even when the array is empty.
+                raise CxrmError("bad_graph", f"graph.node[{i}]", pos, msg)
+            # §7: each node's four standard keys are checked as it is parsed.
             if not isinstance(m.get("name"), str):
                 bad("node without a string `name`")
             if not isinstance(m.get("op"), str):
@@ -850,24 +850,34 @@ class CxrmFile:
                 bad(f"node {m['name']!r} without an array-of-string `inputs`")
             if "weights" in m and not is_string_array(m["weights"]):
                 bad(f"node {m['name']!r}: `weights` is not an array of string")
+            raw.append((pos, m))
+        if r.remaining():
+            raise CxrmError("bad_layout", "graph", r.pos,
+                            f"{r.remaining()} bytes after the last node")
+
+        nodes, names = [], set()
+        for i, (pos, m) in enumerate(raw):
+            f = f"graph.node[{i}]"
+
+            def bad(msg):
+                raise CxrmError("bad_graph", f, pos, msg)
+            # Then, in §7's order: the name `input`, the inputs, the weights,
+            # and last the name against earlier nodes.
             name = m["name"]
             if name == "input":
                 bad("a node may not be called `input`")
-            # SPEC GAP (§7): the relative order of duplicate_name and the
-            # bad_graph checks on one node is unstated; we check the name
-            # before its inputs and weights.
-            if name in names:
-                raise CxrmError("duplicate_name", f"{f}.name", pos,
-                                f"two nodes named {name!r}")
             for inp in m["inputs"]:
                 if inp != "input" and inp not in names:
                     bad(f"node {name!r} reads {inp!r}, which is not an earlier node")
             for w in m.get("weights", ()):
                 if w not in self._by_name:
                     bad(f"node {name!r} names tensor {w!r}, which the file lacks")
+            if name in names:
+                raise CxrmError("duplicate_name", f"{f}.name", pos,
+                                f"two nodes named {name!r}")
             names.add(name)
             node = dict(m)
-            node.setdefault("weights", MetaArray(T_STRING))
+            node.setdefault("weights", MetaArray(T_STRING))  # §10: always listed
             nodes.append(node)
         return nodes
 
@@ -880,42 +890,41 @@ class CxrmFile:
         if check_crc:
             self._check_crc(t.field, t, t.offset, t.length, t.crc32)
         data = self.buf[t.offset:t.offset + t.length]
-        # Apply the chain from last to first (§5).
+        # Apply the chain from last to first (§5).  open_cxrm has already
+        # guaranteed its shape: stage 0 is dense (the only implemented tensor
+        # stage), every later stage zstd (the only implemented byte stage).
+        # Each stage first checks its parameter layout (bad_chain, §5), then
+        # runs.
+        # §5: each stage checks its parameters as it runs, last to first;
+        # within zstd: parameter length, decoded_len's limit, then the frames.
         for k in range(len(t.stages) - 1, -1, -1):
             st = t.stages[k]
             sf = f"{t.field}.stage[{k}]"
+            want_params = STAGE_PARAM_LEN.get(st.id)
+            if want_params is not None and len(st.params) != want_params:
+                raise CxrmError("bad_chain", f"{sf}.param_len", st.offset + 2,
+                                f"{st.name} takes {want_params} parameter bytes, "
+                                f"param_len is {len(st.params)}")
             if st.id == STAGE_ZSTD:
-                if len(st.params) != 8:
-                    raise CxrmError("decode_error", sf, st.offset,
-                                    f"zstd param_len {len(st.params)}, must be 8")
                 decoded_len = int.from_bytes(st.params, "little")
-                # SPEC GAP (§5.2): decoded_len > 2^36 is forbidden but no code
-                # or check time is given; we call it limit_exceeded, here.
-                if decoded_len > MAX_DECODED_BYTES:
-                    raise CxrmError("limit_exceeded", sf, st.offset,
+                if decoded_len > MAX_DECODED_BYTES:            # §5.2
+                    raise CxrmError("limit_exceeded", f"{sf}.params", st.offset + 4,
                                     f"zstd decoded_len {decoded_len} > 2^36")
                 data = memoryview(_zstd_decode(data, decoded_len, sf, st.offset))
             elif st.id == STAGE_DENSE:
-                if len(st.params) != 0:
-                    raise CxrmError("decode_error", sf, st.offset,
-                                    f"dense param_len {len(st.params)}, must be 0")
+                # §5.1: the input must be exactly element count x dtype size
+                # bytes; otherwise size_mismatch, reported here (at decode)
+                # even where the table alone would show it.
                 want = t.element_count * t.itemsize
                 if len(data) != want:
                     raise CxrmError("size_mismatch", sf, st.offset,
                                     f"dense input is {len(data)} bytes, "
                                     f"{t.element_count} x {t.itemsize} = {want} expected")
-                # SPEC GAP (§3.2): a tensor whose element count is 0 passes
-                # every check with any other dimension up to 2^64-1 (e.g.
-                # dims [0, 2^64-1]); numpy cannot hold a dimension above
-                # 2^63-1.  Per §8 "A reader MAY lower them", this reader
-                # refuses to *decode* such a shape (it still opens).
-                if any(d > _NUMPY_MAX_DIM for d in t.shape):
-                    raise CxrmError("limit_exceeded", f"{t.field}.dims", t.record_offset,
-                                    "a dimension above 2^63-1 cannot be held by numpy")
                 return _dense_array(data, t)
             else:  # unreachable after open_cxrm's must_understand check
                 raise CxrmError("unknown_encoding", sf, st.offset,
                                 f"stage {st.name} is not implemented")
+        # Unreachable too: open_cxrm requires stage 0 to be a tensor stage.
         raise CxrmError("bad_chain", t.field, t.record_offset, "chain has no tensor stage")
 
 

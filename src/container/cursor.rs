@@ -35,7 +35,11 @@ impl<'a> Cursor<'a> {
         self.remaining() == 0
     }
 
-    fn run<T>(&mut self, field: &dyn Fn() -> String, parser: fn(&'a [u8]) -> NomResult<'a, T>) -> Result<T> {
+    fn run<T>(
+        &mut self,
+        field: &dyn Fn() -> String,
+        parser: fn(&'a [u8]) -> NomResult<'a, T>,
+    ) -> Result<T> {
         let rest = &self.data[self.pos..];
         match parser(rest) {
             Ok((after, value)) => {

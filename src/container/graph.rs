@@ -21,7 +21,12 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(name: impl Into<String>, op: impl Into<String>, inputs: &[&str], weights: &[&str]) -> Node {
+    pub fn new(
+        name: impl Into<String>,
+        op: impl Into<String>,
+        inputs: &[&str],
+        weights: &[&str],
+    ) -> Node {
         Node {
             name: name.into(),
             op: op.into(),
@@ -47,7 +52,10 @@ impl Node {
             ("inputs".into(), Value::strings(self.inputs.iter().cloned())),
         ];
         if !self.weights.is_empty() {
-            map.push(("weights".into(), Value::strings(self.weights.iter().cloned())));
+            map.push((
+                "weights".into(),
+                Value::strings(self.weights.iter().cloned()),
+            ));
         }
         map.extend(self.attrs.iter().cloned());
         map
@@ -71,26 +79,48 @@ impl Graph {
 
     /// Check references: inputs name earlier nodes (or the input), weights name tensors.
     /// `at(i)` gives the file offset of node `i` for error messages.
-    pub fn check(&self, has_tensor: &dyn Fn(&str) -> bool, at: &dyn Fn(usize) -> u64) -> Result<()> {
+    pub fn check(
+        &self,
+        has_tensor: &dyn Fn(&str) -> bool,
+        at: &dyn Fn(usize) -> u64,
+    ) -> Result<()> {
         let mut earlier: HashSet<&str> = HashSet::new();
         for (i, node) in self.nodes.iter().enumerate() {
-            let bad = |detail: String| Error::format(ErrorCode::BadGraph, format!("graph.node[{i}]"), at(i), detail);
+            let bad = |detail: String| {
+                Error::format(
+                    ErrorCode::BadGraph,
+                    format!("graph.node[{i}]"),
+                    at(i),
+                    detail,
+                )
+            };
             let shown = crate::text::escape(&node.name);
             if node.name == INPUT {
                 return Err(bad(format!("a node may not be called {INPUT:?}")));
             }
             for input in &node.inputs {
                 if input != INPUT && !earlier.contains(input.as_str()) {
-                    return Err(bad(format!("node {shown} reads {:?}, which is not an earlier node", crate::text::escape(input))));
+                    return Err(bad(format!(
+                        "node {shown} reads {:?}, which is not an earlier node",
+                        crate::text::escape(input)
+                    )));
                 }
             }
             for weight in &node.weights {
                 if !has_tensor(weight) {
-                    return Err(bad(format!("node {shown} uses tensor {:?}, which the file does not have", crate::text::escape(weight))));
+                    return Err(bad(format!(
+                        "node {shown} uses tensor {:?}, which the file does not have",
+                        crate::text::escape(weight)
+                    )));
                 }
             }
             if !earlier.insert(&node.name) {
-                return Err(Error::format(ErrorCode::DuplicateName, format!("graph.node[{i}].name"), at(i), format!("node name {shown} appears twice")));
+                return Err(Error::format(
+                    ErrorCode::DuplicateName,
+                    format!("graph.node[{i}].name"),
+                    at(i),
+                    format!("node name {shown} appears twice"),
+                ));
             }
         }
         Ok(())
@@ -119,7 +149,12 @@ impl Graph {
             offsets.push(at);
         }
         if !c.is_empty() {
-            return Err(Error::format(ErrorCode::BadLayout, "graph", c.offset(), "bytes left over after the last node"));
+            return Err(Error::format(
+                ErrorCode::BadLayout,
+                "graph",
+                c.offset(),
+                "bytes left over after the last node",
+            ));
         }
         Ok((Graph { nodes }, offsets))
     }
@@ -127,7 +162,11 @@ impl Graph {
 
 fn node_from_map(map: &mut Map, what: &str, at: u64) -> Result<Node> {
     let bad = |detail: String| Error::format(ErrorCode::BadGraph, what, at, detail);
-    let mut take = |key: &str| map.iter().position(|(k, _)| k == key).map(|i| map.remove(i).1);
+    let mut take = |key: &str| {
+        map.iter()
+            .position(|(k, _)| k == key)
+            .map(|i| map.remove(i).1)
+    };
     let string = |v: Option<Value>, key: &str| match v {
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(bad(format!("{key:?} must be a string"))),
@@ -135,12 +174,13 @@ fn node_from_map(map: &mut Map, what: &str, at: u64) -> Result<Node> {
     };
     let strings = |v: Option<Value>, key: &str| match v {
         None => Ok(Vec::new()),
-        Some(Value::Array(crate::ValueType::String, items)) => {
-            Ok(items.into_iter().filter_map(|x| match x {
+        Some(Value::Array(crate::ValueType::String, items)) => Ok(items
+            .into_iter()
+            .filter_map(|x| match x {
                 Value::String(s) => Some(s),
                 _ => None,
-            }).collect())
-        }
+            })
+            .collect()),
         Some(_) => Err(bad(format!("{key:?} must be an array of strings"))),
     };
     let name = string(take("name"), "name")?;
@@ -150,7 +190,13 @@ fn node_from_map(map: &mut Map, what: &str, at: u64) -> Result<Node> {
         v => strings(v, "inputs")?,
     };
     let weights = strings(take("weights"), "weights")?;
-    Ok(Node { name, op, inputs, weights, attrs: std::mem::take(map) })
+    Ok(Node {
+        name,
+        op,
+        inputs,
+        weights,
+        attrs: std::mem::take(map),
+    })
 }
 
 #[cfg(test)]
@@ -160,7 +206,8 @@ mod tests {
     fn lenet_like() -> Graph {
         Graph {
             nodes: vec![
-                Node::new("conv1", "conv2d", &[INPUT], &["conv1.w", "conv1.b"]).attr("stride", Value::ints([1, 1])),
+                Node::new("conv1", "conv2d", &[INPUT], &["conv1.w", "conv1.b"])
+                    .attr("stride", Value::ints([1, 1])),
                 Node::new("relu1", "relu", &["conv1"], &[]),
                 Node::new("fc", "dense", &["relu1"], &["fc.w"]),
             ],
@@ -177,18 +224,30 @@ mod tests {
         let all = |_: &str| true;
         back.check(&all, &|_| 0).unwrap();
         let none = |n: &str| n != "fc.w";
-        assert_eq!(back.check(&none, &|_| 0).unwrap_err().code(), Some(ErrorCode::BadGraph));
+        assert_eq!(
+            back.check(&none, &|_| 0).unwrap_err().code(),
+            Some(ErrorCode::BadGraph)
+        );
     }
 
     #[test]
     fn rejects_forward_references_and_missing_keys() {
         let mut g = lenet_like();
         g.nodes[1].inputs = vec!["fc".into()];
-        assert_eq!(g.check(&|_| true, &|_| 0).unwrap_err().code(), Some(ErrorCode::BadGraph));
+        assert_eq!(
+            g.check(&|_| true, &|_| 0).unwrap_err().code(),
+            Some(ErrorCode::BadGraph)
+        );
 
         let mut bytes = Vec::new();
         bytes.extend_from_slice(&1u32.to_le_bytes());
-        value::write_map(&vec![("name".into(), Value::String("x".into()))], &mut bytes);
-        assert_eq!(Graph::parse(&bytes, 0, &Limits::SPEC).unwrap_err().code(), Some(ErrorCode::BadGraph));
+        value::write_map(
+            &vec![("name".into(), Value::String("x".into()))],
+            &mut bytes,
+        );
+        assert_eq!(
+            Graph::parse(&bytes, 0, &Limits::SPEC).unwrap_err().code(),
+            Some(ErrorCode::BadGraph)
+        );
     }
 }

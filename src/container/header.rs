@@ -45,7 +45,10 @@ impl Header {
                 ErrorCode::BadMagic,
                 "header.magic",
                 0,
-                format!("expected \"CXRM\", found {}", crate::text::escape_bytes(magic)),
+                format!(
+                    "expected \"CXRM\", found {}",
+                    crate::text::escape_bytes(magic)
+                ),
             ));
         }
         let byte_order = c.u32(f("header.byte_order"))?;
@@ -94,11 +97,20 @@ impl Header {
             ));
         }
         if reserved != 0 {
-            return Err(Error::format(ErrorCode::ReservedNonzero, "header.reserved", 56, "must be 0"));
+            return Err(Error::format(
+                ErrorCode::ReservedNonzero,
+                "header.reserved",
+                56,
+                "must be 0",
+            ));
         }
         let actual = file.len() as u64;
         if file_size != actual {
-            let code = if file_size > actual { ErrorCode::Truncated } else { ErrorCode::SizeMismatch };
+            let code = if file_size > actual {
+                ErrorCode::Truncated
+            } else {
+                ErrorCode::SizeMismatch
+            };
             return Err(Error::format(
                 code,
                 "header.file_size",
@@ -119,7 +131,10 @@ impl Header {
                 ErrorCode::LimitExceeded,
                 "header.table_size",
                 32,
-                format!("{table_size} bytes exceeds the limit of {}", limits.table_size),
+                format!(
+                    "{table_size} bytes exceeds the limit of {}",
+                    limits.table_size
+                ),
             ));
         }
         let table_end = HEADER_LEN as u64 + table_size;

@@ -96,11 +96,22 @@ impl<'data> Cxrm<'data> {
                 ErrorCode::CrcMismatch,
                 "header.header_crc",
                 60,
-                format!("stored 0x{:08x}, computed 0x{crc:08x} over the header and table", header.header_crc),
+                format!(
+                    "stored 0x{:08x}, computed 0x{crc:08x} over the header and table",
+                    header.header_crc
+                ),
             ));
         }
-        if let Some(i) = data[table_end..header.data_offset as usize].iter().position(|&b| b != 0) {
-            return Err(Error::format(ErrorCode::NonzeroPadding, "table.padding", (table_end + i) as u64, "padding after the table must be zero"));
+        if let Some(i) = data[table_end..header.data_offset as usize]
+            .iter()
+            .position(|&b| b != 0)
+        {
+            return Err(Error::format(
+                ErrorCode::NonzeroPadding,
+                "table.padding",
+                (table_end + i) as u64,
+                "padding after the table must be zero",
+            ));
         }
         let table = table::parse(table_bytes, header.data_offset, header.file_size, limits)?;
 
@@ -111,14 +122,22 @@ impl<'data> Cxrm<'data> {
                     ErrorCode::DuplicateName,
                     format!("tensor[{}].name", t.index),
                     t.record_offset + 2,
-                    format!("tensor name {:?} appears twice", crate::text::escape(t.name)),
+                    format!(
+                        "tensor name {:?} appears twice",
+                        crate::text::escape(t.name)
+                    ),
                 ));
             }
         }
         let mut kinds = HashSet::new();
         for (i, s) in table.sections.iter().enumerate() {
             if s.known() && !kinds.insert(s.kind) {
-                return Err(Error::format(ErrorCode::DuplicateSection, format!("section[{i}].kind"), s.entry_offset, format!("a second {} section", s.kind_name())));
+                return Err(Error::format(
+                    ErrorCode::DuplicateSection,
+                    format!("section[{i}].kind"),
+                    s.entry_offset,
+                    format!("a second {} section", s.kind_name()),
+                ));
             }
         }
         for (i, s) in table.sections.iter().enumerate() {
@@ -127,13 +146,23 @@ impl<'data> Cxrm<'data> {
                     ErrorCode::UnknownSection,
                     format!("section[{i}].kind"),
                     s.entry_offset,
-                    format!("required section kind {} is not known to this reader (format {}.{})", s.kind, header.version_major, header.version_minor),
+                    format!(
+                        "required section kind {} is not known to this reader (format {}.{})",
+                        s.kind, header.version_major, header.version_minor
+                    ),
                 ));
             }
         }
         check_must_understand(&header, &table.tensors, options)?;
 
-        Ok(Cxrm { data, header, sections: table.sections, tensors: table.tensors, by_name, options: *options })
+        Ok(Cxrm {
+            data,
+            header,
+            sections: table.sections,
+            tensors: table.tensors,
+            by_name,
+            options: *options,
+        })
     }
 
     pub fn header(&self) -> &Header {
@@ -177,7 +206,12 @@ impl<'data> Cxrm<'data> {
 
     /// Check one tensor's CRC-32.
     pub fn check_crc(&self, record: &TensorRecord<'_>) -> Result<()> {
-        check_crc(self.stored_bytes(record), record.extent.crc32, &format!("tensor[{}].crc32", record.index), record_crc_offset(record))
+        check_crc(
+            self.stored_bytes(record),
+            record.extent.crc32,
+            &format!("tensor[{}].crc32", record.index),
+            record_crc_offset(record),
+        )
     }
 
     /// A dense tensor's bytes, borrowed in place from the file (no copy, no CRC pass: use
@@ -193,8 +227,17 @@ impl<'data> Cxrm<'data> {
         }
         let bytes = self.stored_bytes(record);
         let ctx = self.decode_context(record, "view");
-        encoding::dense::decode(&record.stages[0], bytes, &ctx, &format!("tensor[{}].stage[0]", record.index))?;
-        Ok(TensorData { dtype: record.dtype, shape: record.shape.clone(), bytes: Cow::Borrowed(bytes) })
+        encoding::dense::decode(
+            &record.stages[0],
+            bytes,
+            &ctx,
+            &format!("tensor[{}].stage[0]", record.index),
+        )?;
+        Ok(TensorData {
+            dtype: record.dtype,
+            shape: record.shape.clone(),
+            bytes: Cow::Borrowed(bytes),
+        })
     }
 
     /// Check a tensor's CRC and undo its encoding chain. Dense tensors stay borrowed.
@@ -208,38 +251,65 @@ impl<'data> Cxrm<'data> {
         let what = format!("tensor[{}]", record.index);
         let ctx = self.decode_context(record, &what);
         let bytes = encoding::decode_chain(&record.stages, self.stored_bytes(record), &ctx)?;
-        Ok(TensorData { dtype: record.dtype, shape: record.shape.clone(), bytes })
+        Ok(TensorData {
+            dtype: record.dtype,
+            shape: record.shape.clone(),
+            bytes,
+        })
     }
 
     fn decode_context<'a>(&'a self, record: &TensorRecord<'_>, what: &'a str) -> DecodeContext<'a> {
-        DecodeContext { what, dense_len: record.dense_len(), limits: &self.options.limits }
+        DecodeContext {
+            what,
+            dense_len: record.dense_len(),
+            limits: &self.options.limits,
+        }
     }
 
     fn section(&self, kind: u32) -> Option<(usize, &SectionEntry)> {
-        self.sections.iter().enumerate().find(|(_, s)| s.kind == kind)
+        self.sections
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.kind == kind)
     }
 
     fn checked_section(&self, kind: u32) -> Result<Option<(&'data [u8], u64)>> {
-        let Some((i, s)) = self.section(kind) else { return Ok(None) };
+        let Some((i, s)) = self.section(kind) else {
+            return Ok(None);
+        };
         let bytes = self.section_bytes(s);
-        check_crc(bytes, s.extent.crc32, &format!("section[{i}].crc32"), s.entry_offset + 24)?;
+        check_crc(
+            bytes,
+            s.extent.crc32,
+            &format!("section[{i}].crc32"),
+            s.entry_offset + 24,
+        )?;
         Ok(Some((bytes, s.extent.offset)))
     }
 
     /// The metadata map (empty when the file has no metadata section).
     pub fn metadata(&self) -> Result<Map> {
-        let Some((bytes, base)) = self.checked_section(SECTION_METADATA)? else { return Ok(Vec::new()) };
+        let Some((bytes, base)) = self.checked_section(SECTION_METADATA)? else {
+            return Ok(Vec::new());
+        };
         let mut c = super::cursor::Cursor::new(bytes, base);
         let map = value::read_map(&mut c, &self.options.limits, "metadata")?;
         if !c.is_empty() {
-            return Err(Error::format(ErrorCode::BadLayout, "metadata", c.offset(), "bytes left over after the metadata map"));
+            return Err(Error::format(
+                ErrorCode::BadLayout,
+                "metadata",
+                c.offset(),
+                "bytes left over after the metadata map",
+            ));
         }
         Ok(map)
     }
 
     /// The graph, with every reference checked against the table; `None` if the file has none.
     pub fn graph(&self) -> Result<Option<Graph>> {
-        let Some((bytes, base)) = self.checked_section(SECTION_GRAPH)? else { return Ok(None) };
+        let Some((bytes, base)) = self.checked_section(SECTION_GRAPH)? else {
+            return Ok(None);
+        };
         let (graph, offsets) = Graph::parse(bytes, base, &self.options.limits)?;
         graph.check(&|name| self.by_name.contains_key(name), &|i| offsets[i])?;
         Ok(Some(graph))
@@ -249,7 +319,12 @@ impl<'data> Cxrm<'data> {
     pub fn verify(&self) -> Result<VerifyReport> {
         self.check_padding()?;
         for (i, s) in self.sections.iter().enumerate() {
-            check_crc(self.section_bytes(s), s.extent.crc32, &format!("section[{i}].crc32"), s.entry_offset + 24)?;
+            check_crc(
+                self.section_bytes(s),
+                s.extent.crc32,
+                &format!("section[{i}].crc32"),
+                s.entry_offset + 24,
+            )?;
         }
         for t in &self.tensors {
             self.check_crc(t)?;
@@ -272,11 +347,20 @@ impl<'data> Cxrm<'data> {
 
     fn check_padding(&self) -> Result<()> {
         let mut cursor = self.header.data_offset;
-        let extents = self.sections.iter().map(|s| s.extent).chain(self.tensors.iter().map(|t| t.extent));
+        let extents = self
+            .sections
+            .iter()
+            .map(|s| s.extent)
+            .chain(self.tensors.iter().map(|t| t.extent));
         for e in extents {
             let gap = &self.data[cursor as usize..e.offset as usize];
             if let Some(i) = gap.iter().position(|&b| b != 0) {
-                return Err(Error::format(ErrorCode::NonzeroPadding, "padding", cursor + i as u64, "padding between extents must be zero"));
+                return Err(Error::format(
+                    ErrorCode::NonzeroPadding,
+                    "padding",
+                    cursor + i as u64,
+                    "padding between extents must be zero",
+                ));
             }
             cursor = e.end();
         }
@@ -286,19 +370,39 @@ impl<'data> Cxrm<'data> {
 
 fn record_crc_offset(record: &TensorRecord<'_>) -> u64 {
     // The CRC is the record's last field; the extent starts 20 bytes before the record ends.
-    let stages_len: u64 = record.stages.iter().map(|s| 4 + s.params.len() as u64).sum();
-    record.record_offset + 2 + record.name.len() as u64 + 2 + 8 * record.shape.len() as u64 + 1 + stages_len + 16
+    let stages_len: u64 = record
+        .stages
+        .iter()
+        .map(|s| 4 + s.params.len() as u64)
+        .sum();
+    record.record_offset
+        + 2
+        + record.name.len() as u64
+        + 2
+        + 8 * record.shape.len() as u64
+        + 1
+        + stages_len
+        + 16
 }
 
 fn check_crc(bytes: &[u8], expected: u32, field: &str, offset: u64) -> Result<()> {
     let actual = crc32fast::hash(bytes);
     if actual != expected {
-        return Err(Error::format(ErrorCode::CrcMismatch, field, offset, format!("stored 0x{expected:08x}, computed 0x{actual:08x}")));
+        return Err(Error::format(
+            ErrorCode::CrcMismatch,
+            field,
+            offset,
+            format!("stored 0x{expected:08x}, computed 0x{actual:08x}"),
+        ));
     }
     Ok(())
 }
 
-fn check_must_understand(header: &Header, tensors: &[TensorRecord<'_>], options: &ReadOptions) -> Result<()> {
+fn check_must_understand(
+    header: &Header,
+    tensors: &[TensorRecord<'_>],
+    options: &ReadOptions,
+) -> Result<()> {
     let mut used = 0u64;
     for t in tensors {
         for s in &t.stages {
@@ -309,11 +413,22 @@ fn check_must_understand(header: &Header, tensors: &[TensorRecord<'_>], options:
         let extra = header.must_understand & !used;
         let unlisted = used & !header.must_understand;
         let detail = if unlisted != 0 {
-            format!("tensors use {} but must_understand does not list it", mask_names(unlisted).join(", "))
+            format!(
+                "tensors use {} but must_understand does not list it",
+                mask_names(unlisted).join(", ")
+            )
         } else {
-            format!("must_understand lists {} but no tensor uses it", mask_names(extra).join(", "))
+            format!(
+                "must_understand lists {} but no tensor uses it",
+                mask_names(extra).join(", ")
+            )
         };
-        return Err(Error::format(ErrorCode::BadChain, "header.must_understand", 16, detail));
+        return Err(Error::format(
+            ErrorCode::BadChain,
+            "header.must_understand",
+            16,
+            detail,
+        ));
     }
     let missing = header.must_understand & !IMPLEMENTED;
     if missing != 0 && !options.allow_unknown_encodings {
@@ -370,12 +485,19 @@ impl<'a> TensorData<'a> {
     /// whose payloads are 64-byte aligned).
     pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
         if T::DTYPE != self.dtype {
-            return Err(Error::Usage(format!("tensor is {}, not {}", self.dtype, T::DTYPE)));
+            return Err(Error::Usage(format!(
+                "tensor is {}, not {}",
+                self.dtype,
+                T::DTYPE
+            )));
         }
         if cfg!(target_endian = "big") {
-            return Err(Error::Usage("in-place views need a little-endian host".into()));
+            return Err(Error::Usage(
+                "in-place views need a little-endian host".into(),
+            ));
         }
-        bytemuck::try_cast_slice(&self.bytes).map_err(|e| Error::Usage(format!("cannot view tensor in place: {e:?}")))
+        bytemuck::try_cast_slice(&self.bytes)
+            .map_err(|e| Error::Usage(format!("cannot view tensor in place: {e:?}")))
     }
 
     /// Every element converted to f64 (exact for every dtype but i64 beyond 2^53).
@@ -384,14 +506,26 @@ impl<'a> TensorData<'a> {
         let n = self.dtype.size();
         let chunks = b.chunks_exact(n);
         match self.dtype {
-            DType::F32 => chunks.map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-            DType::F16 => chunks.map(|c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f64()).collect(),
-            DType::BF16 => chunks.map(|c| half::bf16::from_le_bytes(c.try_into().unwrap()).to_f64()).collect(),
+            DType::F32 => chunks
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            DType::F16 => chunks
+                .map(|c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f64())
+                .collect(),
+            DType::BF16 => chunks
+                .map(|c| half::bf16::from_le_bytes(c.try_into().unwrap()).to_f64())
+                .collect(),
             DType::I8 => chunks.map(|c| c[0] as i8 as f64).collect(),
             DType::U8 => chunks.map(|c| c[0] as f64).collect(),
-            DType::I32 => chunks.map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-            DType::I64 => chunks.map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-            DType::F64 => chunks.map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+            DType::I32 => chunks
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            DType::I64 => chunks
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            DType::F64 => chunks
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
         }
     }
 
@@ -404,6 +538,10 @@ impl<'a> TensorData<'a> {
     }
 
     pub fn into_owned(self) -> TensorData<'static> {
-        TensorData { dtype: self.dtype, shape: self.shape, bytes: Cow::Owned(self.bytes.into_owned()) }
+        TensorData {
+            dtype: self.dtype,
+            shape: self.shape,
+            bytes: Cow::Owned(self.bytes.into_owned()),
+        }
     }
 }

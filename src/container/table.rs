@@ -72,7 +72,11 @@ impl TensorRecord<'_> {
     }
     /// Chain in encoding order, e.g. `dense+zstd`.
     pub fn chain_name(&self) -> String {
-        self.stages.iter().map(|s| stage_name(s.code)).collect::<Vec<_>>().join("+")
+        self.stages
+            .iter()
+            .map(|s| stage_name(s.code))
+            .collect::<Vec<_>>()
+            .join("+")
     }
     /// Stored bits per element; `None` for a tensor with no elements.
     pub fn bits_per_weight(&self) -> Option<f64> {
@@ -131,29 +135,44 @@ impl LayoutCursor {
     }
 }
 
-pub fn parse<'a>(table: &'a [u8], data_offset: u64, file_size: u64, limits: &Limits) -> Result<Table<'a>> {
+pub fn parse<'a>(
+    table: &'a [u8],
+    data_offset: u64,
+    file_size: u64,
+    limits: &Limits,
+) -> Result<Table<'a>> {
     let mut c = Cursor::new(table, 64);
     let section_count = c.u32(f("table.section_count"))?;
-    let tensor_count = c.u32(f("table.tensor_count"))?;
     if section_count > limits.sections {
         return Err(Error::format(
             ErrorCode::LimitExceeded,
             "table.section_count",
             64,
-            format!("{section_count} sections exceed the limit of {}", limits.sections),
+            format!(
+                "{section_count} sections exceed the limit of {}",
+                limits.sections
+            ),
         ));
     }
+    let tensor_count = c.u32(f("table.tensor_count"))?;
     if tensor_count > limits.tensors {
         return Err(Error::format(
             ErrorCode::LimitExceeded,
             "table.tensor_count",
             68,
-            format!("{tensor_count} tensors exceed the limit of {}", limits.tensors),
+            format!(
+                "{tensor_count} tensors exceed the limit of {}",
+                limits.tensors
+            ),
         ));
     }
-    let mut layout = LayoutCursor { next: data_offset, file_size };
+    let mut layout = LayoutCursor {
+        next: data_offset,
+        file_size,
+    };
 
-    let mut sections = Vec::with_capacity((section_count as usize).min(c.remaining() / SECTION_ENTRY_LEN));
+    let mut sections =
+        Vec::with_capacity((section_count as usize).min(c.remaining() / SECTION_ENTRY_LEN));
     for i in 0..section_count {
         let entry_offset = c.offset();
         let field = |name: &'static str| move || format!("section[{i}].{name}");
@@ -164,7 +183,11 @@ pub fn parse<'a>(table: &'a [u8], data_offset: u64, file_size: u64, limits: &Lim
         let crc32 = c.u32(field("crc32"))?;
         let reserved = c.u32(field("reserved"))?;
         if flags & !SECTION_REQUIRED != 0 || reserved != 0 {
-            let (name, at) = if reserved != 0 { ("reserved", 28) } else { ("flags", 4) };
+            let (name, at) = if reserved != 0 {
+                ("reserved", 28)
+            } else {
+                ("flags", 4)
+            };
             return Err(Error::format(
                 ErrorCode::ReservedNonzero,
                 format!("section[{i}].{name}"),
@@ -172,9 +195,18 @@ pub fn parse<'a>(table: &'a [u8], data_offset: u64, file_size: u64, limits: &Lim
                 "reserved bits must be 0",
             ));
         }
-        let extent = Extent { offset, length, crc32 };
+        let extent = Extent {
+            offset,
+            length,
+            crc32,
+        };
         layout.accept(&extent, &format!("section[{i}]"), entry_offset + 8)?;
-        sections.push(SectionEntry { kind, flags, extent, entry_offset });
+        sections.push(SectionEntry {
+            kind,
+            flags,
+            extent,
+            entry_offset,
+        });
     }
 
     // Smallest record: name_len(2) + name(1) + dtype + rank + stage_count + stage(4) + extent(20).
@@ -188,7 +220,10 @@ pub fn parse<'a>(table: &'a [u8], data_offset: u64, file_size: u64, limits: &Lim
             ErrorCode::BadLayout,
             "table",
             c.offset(),
-            format!("{} bytes left over after the last tensor record", c.remaining()),
+            format!(
+                "{} bytes left over after the last tensor record",
+                c.remaining()
+            ),
         ));
     }
     if layout.next != file_size {
@@ -196,37 +231,69 @@ pub fn parse<'a>(table: &'a [u8], data_offset: u64, file_size: u64, limits: &Lim
             ErrorCode::BadLayout,
             "header.file_size",
             48,
-            format!("the last extent ends at {}, but the file is {file_size} bytes", layout.next),
+            format!(
+                "the last extent ends at {}, but the file is {file_size} bytes",
+                layout.next
+            ),
         ));
     }
     Ok(Table { sections, tensors })
 }
 
-fn parse_record<'a>(c: &mut Cursor<'a>, index: usize, limits: &Limits, layout: &mut LayoutCursor) -> Result<TensorRecord<'a>> {
+fn parse_record<'a>(
+    c: &mut Cursor<'a>,
+    index: usize,
+    limits: &Limits,
+    layout: &mut LayoutCursor,
+) -> Result<TensorRecord<'a>> {
     let record_offset = c.offset();
     let what = format!("tensor[{index}]");
     let field = |name: &str| {
         let s = format!("{what}.{name}");
         move || s.clone()
     };
-    let err = |code, name: &str, at: u64, detail: String| Error::format(code, format!("{what}.{name}"), at, detail);
+    let err = |code, name: &str, at: u64, detail: String| {
+        Error::format(code, format!("{what}.{name}"), at, detail)
+    };
 
     let name_len = c.u16(field("name_len"))? as usize;
     if name_len == 0 || name_len > limits.name_len {
-        return Err(err(ErrorCode::LimitExceeded, "name_len", record_offset, format!("name length {name_len} outside 1..={}", limits.name_len)));
+        return Err(err(
+            ErrorCode::LimitExceeded,
+            "name_len",
+            record_offset,
+            format!("name length {name_len} outside 1..={}", limits.name_len),
+        ));
     }
     let name_at = c.offset();
     let name = c.str(name_len, field("name"))?;
     if name.contains('\0') {
-        return Err(err(ErrorCode::BadUtf8, "name", name_at, "names must not contain NUL".into()));
+        return Err(err(
+            ErrorCode::BadUtf8,
+            "name",
+            name_at,
+            "names must not contain NUL".into(),
+        ));
     }
     let dtype_at = c.offset();
     let code = c.u8(field("dtype"))?;
-    let dtype = DType::from_code(code).ok_or_else(|| err(ErrorCode::BadDtype, "dtype", dtype_at, format!("unknown dtype code {code}")))?;
+    let dtype = DType::from_code(code).ok_or_else(|| {
+        err(
+            ErrorCode::BadDtype,
+            "dtype",
+            dtype_at,
+            format!("unknown dtype code {code}"),
+        )
+    })?;
     let rank_at = c.offset();
     let rank = c.u8(field("rank"))? as usize;
     if rank > limits.rank {
-        return Err(err(ErrorCode::LimitExceeded, "rank", rank_at, format!("rank {rank} exceeds the limit of {}", limits.rank)));
+        return Err(err(
+            ErrorCode::LimitExceeded,
+            "rank",
+            rank_at,
+            format!("rank {rank} exceeds the limit of {}", limits.rank),
+        ));
     }
     let mut shape = Vec::with_capacity(rank);
     let mut elements: u64 = 1;
@@ -239,16 +306,36 @@ fn parse_record<'a>(c: &mut Cursor<'a>, index: usize, limits: &Limits, layout: &
             .filter(|&d| d <= limits.elements)
             .and_then(|d| elements.checked_mul(d))
             .filter(|&n| n <= limits.elements)
-            .ok_or_else(|| err(ErrorCode::LimitExceeded, &format!("dims[{d}]"), dim_at, format!("element count exceeds the limit of {}", limits.elements)))?;
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::LimitExceeded,
+                    &format!("dims[{d}]"),
+                    dim_at,
+                    format!("element count exceeds the limit of {}", limits.elements),
+                )
+            })?;
         shape.push(dim);
     }
     if elements * dtype.size() as u64 > limits.decoded_bytes {
-        return Err(err(ErrorCode::LimitExceeded, "dims", rank_at + 1, format!("decoded size exceeds the limit of {} bytes", limits.decoded_bytes)));
+        return Err(err(
+            ErrorCode::LimitExceeded,
+            "dims",
+            rank_at + 1,
+            format!(
+                "decoded size exceeds the limit of {} bytes",
+                limits.decoded_bytes
+            ),
+        ));
     }
     let count_at = c.offset();
     let stage_count = c.u8(field("stage_count"))? as usize;
     if stage_count == 0 || stage_count > limits.stages {
-        return Err(err(ErrorCode::LimitExceeded, "stage_count", count_at, format!("{stage_count} stages outside 1..={}", limits.stages)));
+        return Err(err(
+            ErrorCode::LimitExceeded,
+            "stage_count",
+            count_at,
+            format!("{stage_count} stages outside 1..={}", limits.stages),
+        ));
     }
     let mut stages = Vec::with_capacity(stage_count);
     for s in 0..stage_count {
@@ -257,35 +344,80 @@ fn parse_record<'a>(c: &mut Cursor<'a>, index: usize, limits: &Limits, layout: &
         let flags = c.u8(field(&format!("stage[{s}].flags")))?;
         let param_len = c.u16(field(&format!("stage[{s}].param_len")))? as usize;
         if flags != 0 {
-            return Err(err(ErrorCode::ReservedNonzero, &format!("stage[{s}].flags"), stage_at + 1, "must be 0".into()));
+            return Err(err(
+                ErrorCode::ReservedNonzero,
+                &format!("stage[{s}].flags"),
+                stage_at + 1,
+                "must be 0".into(),
+            ));
         }
         if param_len > limits.stage_params {
-            return Err(err(ErrorCode::LimitExceeded, &format!("stage[{s}].param_len"), stage_at + 2, format!("{param_len} bytes exceed the limit of {}", limits.stage_params)));
+            return Err(err(
+                ErrorCode::LimitExceeded,
+                &format!("stage[{s}].param_len"),
+                stage_at + 2,
+                format!(
+                    "{param_len} bytes exceed the limit of {}",
+                    limits.stage_params
+                ),
+            ));
         }
         let params = c.bytes(param_len, field(&format!("stage[{s}].params")))?;
         if code >= 64 {
-            return Err(err(ErrorCode::UnknownEncoding, &format!("stage[{s}].id"), stage_at, format!("stage id {code} is outside 0..64")));
+            return Err(err(
+                ErrorCode::UnknownEncoding,
+                &format!("stage[{s}].id"),
+                stage_at,
+                format!("stage id {code} is outside 0..64"),
+            ));
         }
         // Known stages must sit where their kind allows; unknown ones are judged later against
         // must_understand, which names what this reader lacks.
         if let Some(id) = StageId::from_code(code) {
-            let want = if s == 0 { StageKind::Tensor } else { StageKind::Byte };
+            let want = if s == 0 {
+                StageKind::Tensor
+            } else {
+                StageKind::Byte
+            };
             if id.kind() != want {
                 return Err(err(
                     ErrorCode::BadChain,
                     &format!("stage[{s}].id"),
                     stage_at,
-                    format!("{} is a {:?} stage; position {s} needs a {:?} stage", id.name(), id.kind(), want).to_lowercase(),
+                    format!(
+                        "{} is a {:?} stage; position {s} needs a {:?} stage",
+                        id.name(),
+                        id.kind(),
+                        want
+                    )
+                    .to_lowercase(),
                 ));
             }
         }
-        stages.push(Stage { code, params, offset: stage_at });
+        stages.push(Stage {
+            code,
+            params,
+            offset: stage_at,
+        });
     }
     let extent_at = c.offset();
     let offset = c.u64(field("offset"))?;
     let length = c.u64(field("length"))?;
     let crc32 = c.u32(field("crc32"))?;
-    let extent = Extent { offset, length, crc32 };
+    let extent = Extent {
+        offset,
+        length,
+        crc32,
+    };
     layout.accept(&extent, &what, extent_at)?;
-    Ok(TensorRecord { index, name, dtype, shape, stages, extent, record_offset, elements })
+    Ok(TensorRecord {
+        index,
+        name,
+        dtype,
+        shape,
+        stages,
+        extent,
+        record_offset,
+        elements,
+    })
 }

@@ -91,22 +91,31 @@ impl Value {
     }
 
     pub fn floats(items: impl IntoIterator<Item = f64>) -> Value {
-        Value::Array(ValueType::Float, items.into_iter().map(Value::Float).collect())
+        Value::Array(
+            ValueType::Float,
+            items.into_iter().map(Value::Float).collect(),
+        )
     }
 
     /// Check that arrays are homogeneous, nesting and sizes are within the limits: the writer
     /// refuses to produce what a reader would reject.
     pub(crate) fn check(&self, limits: &Limits, depth: usize) -> std::result::Result<(), String> {
         match self {
-            Value::String(s) if s.len() > limits.string_len as usize => {
-                Err(format!("string of {} bytes exceeds {}", s.len(), limits.string_len))
-            }
+            Value::String(s) if s.len() > limits.string_len as usize => Err(format!(
+                "string of {} bytes exceeds {}",
+                s.len(),
+                limits.string_len
+            )),
             Value::Array(elem, items) => {
                 if depth >= limits.array_depth {
                     return Err(format!("arrays nest deeper than {}", limits.array_depth));
                 }
                 if items.len() > limits.array_len as usize {
-                    return Err(format!("array of {} exceeds {}", items.len(), limits.array_len));
+                    return Err(format!(
+                        "array of {} exceeds {}",
+                        items.len(),
+                        limits.array_len
+                    ));
                 }
                 for item in items {
                     if item.value_type() != *elem {
@@ -150,12 +159,20 @@ pub fn get<'m>(map: &'m Map, key: &str) -> Option<&'m Value> {
 
 pub(crate) fn check_map(map: &Map, limits: &Limits) -> std::result::Result<(), String> {
     if map.len() > limits.map_entries as usize {
-        return Err(format!("{} entries exceed {}", map.len(), limits.map_entries));
+        return Err(format!(
+            "{} entries exceed {}",
+            map.len(),
+            limits.map_entries
+        ));
     }
     let mut seen = std::collections::HashSet::new();
     for (key, value) in map {
         if key.is_empty() || key.len() > limits.key_len {
-            return Err(format!("key length {} outside 1..={}", key.len(), limits.key_len));
+            return Err(format!(
+                "key length {} outside 1..={}",
+                key.len(),
+                limits.key_len
+            ));
         }
         if !seen.insert(key.as_str()) {
             return Err(format!("duplicate key {:?}", key));
@@ -215,7 +232,12 @@ pub(crate) fn read_map(c: &mut Cursor<'_>, limits: &Limits, what: &str) -> Resul
         let type_at = c.offset();
         let tag = c.u8(|| format!("{field}.type"))?;
         let vt = ValueType::from_code(tag).ok_or_else(|| {
-            Error::format(ErrorCode::BadValue, format!("{field}.type"), type_at, format!("unknown value type {tag}"))
+            Error::format(
+                ErrorCode::BadValue,
+                format!("{field}.type"),
+                type_at,
+                format!("unknown value type {tag}"),
+            )
         })?;
         let value = read_untagged(c, vt, limits, 0, &field)?;
         map.push((key.to_string(), value));
@@ -223,7 +245,13 @@ pub(crate) fn read_map(c: &mut Cursor<'_>, limits: &Limits, what: &str) -> Resul
     Ok(map)
 }
 
-fn read_untagged(c: &mut Cursor<'_>, vt: ValueType, limits: &Limits, depth: usize, field: &str) -> Result<Value> {
+fn read_untagged(
+    c: &mut Cursor<'_>,
+    vt: ValueType,
+    limits: &Limits,
+    depth: usize,
+    field: &str,
+) -> Result<Value> {
     Ok(match vt {
         ValueType::String => {
             let at = c.offset();
@@ -233,7 +261,10 @@ fn read_untagged(c: &mut Cursor<'_>, vt: ValueType, limits: &Limits, depth: usiz
                     ErrorCode::LimitExceeded,
                     format!("{field}.len"),
                     at,
-                    format!("string of {len} bytes exceeds the limit of {}", limits.string_len),
+                    format!(
+                        "string of {len} bytes exceeds the limit of {}",
+                        limits.string_len
+                    ),
                 ));
             }
             Value::String(c.str(len as usize, || field.to_string())?.to_string())
@@ -245,7 +276,14 @@ fn read_untagged(c: &mut Cursor<'_>, vt: ValueType, limits: &Limits, depth: usiz
             match c.u8(|| field.to_string())? {
                 0 => Value::Bool(false),
                 1 => Value::Bool(true),
-                b => return Err(Error::format(ErrorCode::BadValue, field, at, format!("bool must be 0 or 1, found {b}"))),
+                b => {
+                    return Err(Error::format(
+                        ErrorCode::BadValue,
+                        field,
+                        at,
+                        format!("bool must be 0 or 1, found {b}"),
+                    ));
+                }
             }
         }
         ValueType::Array => {
@@ -260,7 +298,12 @@ fn read_untagged(c: &mut Cursor<'_>, vt: ValueType, limits: &Limits, depth: usiz
             }
             let tag = c.u8(|| format!("{field}.element_type"))?;
             let elem = ValueType::from_code(tag).ok_or_else(|| {
-                Error::format(ErrorCode::BadValue, format!("{field}.element_type"), at, format!("unknown value type {tag}"))
+                Error::format(
+                    ErrorCode::BadValue,
+                    format!("{field}.element_type"),
+                    at,
+                    format!("unknown value type {tag}"),
+                )
             })?;
             let count_at = c.offset();
             let count = c.u32(|| format!("{field}.count"))?;
@@ -275,7 +318,13 @@ fn read_untagged(c: &mut Cursor<'_>, vt: ValueType, limits: &Limits, depth: usiz
             // Smallest element: a bool (1 byte).
             let mut items = Vec::with_capacity((count as usize).min(c.remaining()));
             for i in 0..count {
-                items.push(read_untagged(c, elem, limits, depth + 1, &format!("{field}[{i}]"))?);
+                items.push(read_untagged(
+                    c,
+                    elem,
+                    limits,
+                    depth + 1,
+                    &format!("{field}[{i}]"),
+                )?);
             }
             Value::Array(elem, items)
         }
@@ -303,7 +352,10 @@ mod tests {
             ("f".into(), Value::Float(0.25)),
             ("b".into(), Value::Bool(true)),
             ("a".into(), Value::strings(["x", "y"])),
-            ("nested".into(), Value::Array(ValueType::Array, vec![Value::ints([1, 2]), Value::ints([])])),
+            (
+                "nested".into(),
+                Value::Array(ValueType::Array, vec![Value::ints([1, 2]), Value::ints([])]),
+            ),
         ];
         assert_eq!(round_trip(&map), map);
     }
@@ -311,7 +363,10 @@ mod tests {
     #[test]
     fn rejects_duplicate_keys_and_deep_nesting() {
         let mut bytes = Vec::new();
-        write_map(&vec![("k".into(), Value::Int(1)), ("j".into(), Value::Int(2))], &mut bytes);
+        write_map(
+            &vec![("k".into(), Value::Int(1)), ("j".into(), Value::Int(2))],
+            &mut bytes,
+        );
         let j = bytes.iter().position(|&b| b == b'j').unwrap();
         bytes[j] = b'k';
         let err = read_map(&mut Cursor::new(&bytes, 0), &Limits::SPEC, "m").unwrap_err();

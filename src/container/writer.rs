@@ -69,26 +69,55 @@ impl<'a> Writer<'a> {
 
     /// A section of a kind this version does not define, for forward-compatibility testing
     /// and for extensions. Known kinds go through `set_metadata` and `set_graph`.
-    pub fn add_raw_section(&mut self, kind: u32, required: bool, bytes: Vec<u8>) -> Result<&mut Self> {
+    pub fn add_raw_section(
+        &mut self,
+        kind: u32,
+        required: bool,
+        bytes: Vec<u8>,
+    ) -> Result<&mut Self> {
         if matches!(kind, SECTION_METADATA | SECTION_GRAPH) {
-            return Err(Error::Usage(format!("section kind {kind} is built by the writer itself")));
+            return Err(Error::Usage(format!(
+                "section kind {kind} is built by the writer itself"
+            )));
         }
         let flags = if required { SECTION_REQUIRED } else { 0 };
-        self.extra_sections.push(PendingSection { kind, flags, bytes });
+        self.extra_sections
+            .push(PendingSection { kind, flags, bytes });
         Ok(self)
     }
 
     /// Add a dense tensor stored as it is, borrowing its bytes.
-    pub fn add_dense(&mut self, name: &str, dtype: DType, shape: &[u64], bytes: impl Into<Cow<'a, [u8]>>) -> Result<&mut Self> {
-        self.add_tensor(name, dtype, shape, crate::encoding::dense::encode(bytes.into()))
+    pub fn add_dense(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        shape: &[u64],
+        bytes: impl Into<Cow<'a, [u8]>>,
+    ) -> Result<&mut Self> {
+        self.add_tensor(
+            name,
+            dtype,
+            shape,
+            crate::encoding::dense::encode(bytes.into()),
+        )
     }
 
     /// Add a tensor in an already-encoded form (see [`crate::encoding`]).
-    pub fn add_tensor(&mut self, name: &str, dtype: DType, shape: &[u64], encoded: Encoded<'a>) -> Result<&mut Self> {
+    pub fn add_tensor(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        shape: &[u64],
+        encoded: Encoded<'a>,
+    ) -> Result<&mut Self> {
         let limits = Limits::SPEC;
-        let bad = |what: String| Error::Usage(format!("tensor {:?}: {what}", crate::text::escape(name)));
+        let bad =
+            |what: String| Error::Usage(format!("tensor {:?}: {what}", crate::text::escape(name)));
         if name.is_empty() || name.len() > limits.name_len || name.contains('\0') {
-            return Err(bad(format!("names are 1..={} bytes without NUL", limits.name_len)));
+            return Err(bad(format!(
+                "names are 1..={} bytes without NUL",
+                limits.name_len
+            )));
         }
         if self.names.contains(name) {
             return Err(bad("a tensor of that name was already added".into()));
@@ -98,7 +127,9 @@ impl<'a> Writer<'a> {
         }
         let elements = shape
             .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d).filter(|&n| n <= limits.elements))
+            .try_fold(1u64, |acc, &d| {
+                acc.checked_mul(d).filter(|&n| n <= limits.elements)
+            })
             .ok_or_else(|| bad("too many elements".into()))?;
         if elements * dtype.size() as u64 > limits.decoded_bytes {
             return Err(bad("decoded size exceeds the spec's limit".into()));
@@ -108,12 +139,22 @@ impl<'a> Writer<'a> {
             return Err(bad(format!("a chain has 1..={} stages", limits.stages)));
         }
         for (i, s) in stages.iter().enumerate() {
-            let want = if i == 0 { StageKind::Tensor } else { StageKind::Byte };
+            let want = if i == 0 {
+                StageKind::Tensor
+            } else {
+                StageKind::Byte
+            };
             if s.id.kind() != want || s.params.len() > limits.stage_params {
-                return Err(bad(format!("stage {i} ({}) cannot stand there", s.id.name())));
+                return Err(bad(format!(
+                    "stage {i} ({}) cannot stand there",
+                    s.id.name()
+                )));
             }
         }
-        if stages.len() == 1 && stages[0].id == crate::encoding::StageId::Dense && encoded.payload.len() as u64 != elements * dtype.size() as u64 {
+        if stages.len() == 1
+            && stages[0].id == crate::encoding::StageId::Dense
+            && encoded.payload.len() as u64 != elements * dtype.size() as u64
+        {
             return Err(bad(format!(
                 "{} bytes of data for {} {} elements",
                 encoded.payload.len(),
@@ -122,7 +163,12 @@ impl<'a> Writer<'a> {
             )));
         }
         self.names.insert(name.to_string());
-        self.tensors.push(PendingTensor { name: name.to_string(), dtype, shape: shape.to_vec(), encoded });
+        self.tensors.push(PendingTensor {
+            name: name.to_string(),
+            dtype,
+            shape: shape.to_vec(),
+            encoded,
+        });
         Ok(self)
     }
 
@@ -147,9 +193,13 @@ impl<'a> Writer<'a> {
             }
             record_bytes.push(r);
         }
-        let table_size = 8 + SECTION_ENTRY_LEN * sections.len() + record_bytes.iter().map(|r| r.len() + 20).sum::<usize>();
+        let table_size = 8
+            + SECTION_ENTRY_LEN * sections.len()
+            + record_bytes.iter().map(|r| r.len() + 20).sum::<usize>();
         if table_size as u64 > limits.table_size {
-            return Err(Error::Usage(format!("table of {table_size} bytes exceeds the spec's limit")));
+            return Err(Error::Usage(format!(
+                "table of {table_size} bytes exceeds the spec's limit"
+            )));
         }
         let data_offset = align64((HEADER_LEN + table_size) as u64).expect("small");
 
@@ -202,17 +252,27 @@ impl<'a> Writer<'a> {
             header_crc: 0,
         };
         header.header_crc = header_crc(&header.to_bytes(), &table);
-        Ok(Plan { header: header.to_bytes(), table, extents, file_size })
+        Ok(Plan {
+            header: header.to_bytes(),
+            table,
+            extents,
+            file_size,
+        })
     }
 
     fn sections(&self) -> Result<Vec<PendingSection>> {
         let limits = Limits::SPEC;
         let mut out = Vec::new();
         if !self.metadata.is_empty() {
-            value::check_map(&self.metadata, &limits).map_err(|e| Error::Usage(format!("metadata: {e}")))?;
+            value::check_map(&self.metadata, &limits)
+                .map_err(|e| Error::Usage(format!("metadata: {e}")))?;
             let mut bytes = Vec::new();
             value::write_map(&self.metadata, &mut bytes);
-            out.push(PendingSection { kind: SECTION_METADATA, flags: 0, bytes });
+            out.push(PendingSection {
+                kind: SECTION_METADATA,
+                flags: 0,
+                bytes,
+            });
         }
         if let Some(graph) = &self.graph {
             graph
@@ -221,11 +281,20 @@ impl<'a> Writer<'a> {
             let bytes = graph.to_bytes();
             // Round-trip the node maps through the reader's checks so that we never write a
             // graph our own reader rejects.
-            super::graph::Graph::parse(&bytes, 0, &limits).map_err(|e| Error::Usage(format!("graph: {e}")))?;
-            out.push(PendingSection { kind: SECTION_GRAPH, flags: 0, bytes });
+            super::graph::Graph::parse(&bytes, 0, &limits)
+                .map_err(|e| Error::Usage(format!("graph: {e}")))?;
+            out.push(PendingSection {
+                kind: SECTION_GRAPH,
+                flags: 0,
+                bytes,
+            });
         }
         for s in &self.extra_sections {
-            out.push(PendingSection { kind: s.kind, flags: s.flags, bytes: s.bytes.clone() });
+            out.push(PendingSection {
+                kind: s.kind,
+                flags: s.flags,
+                bytes: s.bytes.clone(),
+            });
         }
         Ok(out)
     }
@@ -266,13 +335,19 @@ impl<'a> Writer<'a> {
 
 /// Write a file through `fill` into a temporary file in the same directory, then rename it over
 /// `path`. On any error the temporary file is removed and `path` is untouched.
-pub fn write_atomically(path: &Path, fill: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<()>) -> Result<()> {
+pub fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
     let ctx = || format!("cannot write {}", path.display());
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{file_name}."))
         .suffix(".tmp")
@@ -283,7 +358,30 @@ pub fn write_atomically(path: &Path, fill: impl FnOnce(&mut std::io::BufWriter<&
         fill(&mut buf).map_err(|e| Error::io(ctx(), e))?;
         buf.flush().map_err(|e| Error::io(ctx(), e))?;
     }
+    // Temporary files are created private (0600); a model file is not a secret, so give it
+    // the permissions of the file it replaces, or the usual 0644.
+    let permissions = match std::fs::metadata(path) {
+        Ok(m) => m.permissions(),
+        Err(_) => default_permissions(),
+    };
+    tmp.as_file()
+        .set_permissions(permissions)
+        .map_err(|e| Error::io(ctx(), e))?;
     tmp.as_file().sync_all().map_err(|e| Error::io(ctx(), e))?;
     tmp.persist(path).map_err(|e| Error::io(ctx(), e.error))?;
     Ok(())
+}
+
+#[cfg(unix)]
+fn default_permissions() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o644)
+}
+
+#[cfg(not(unix))]
+fn default_permissions() -> std::fs::Permissions {
+    tempfile::tempfile()
+        .and_then(|f| f.metadata())
+        .map(|m| m.permissions())
+        .expect("a temporary file has permissions")
 }

@@ -8,7 +8,10 @@ use std::borrow::Cow;
 /// Store dense bytes as they are.
 pub fn encode(bytes: Cow<'_, [u8]>) -> Encoded<'_> {
     Encoded {
-        stages: vec![StageSpec { id: StageId::Dense, params: Vec::new() }],
+        stages: vec![StageSpec {
+            id: StageId::Dense,
+            params: Vec::new(),
+        }],
         payload: bytes,
     }
 }
@@ -20,7 +23,10 @@ pub fn decode(stage: &Stage<'_>, bytes: &[u8], ctx: &DecodeContext<'_>, field: &
             ErrorCode::BadChain,
             format!("{field}.param_len"),
             stage.offset + 2,
-            format!("dense takes no parameters, found {} bytes", stage.params.len()),
+            format!(
+                "dense takes no parameters, found {} bytes",
+                stage.params.len()
+            ),
         ));
     }
     if bytes.len() as u64 != ctx.dense_len {
@@ -28,7 +34,11 @@ pub fn decode(stage: &Stage<'_>, bytes: &[u8], ctx: &DecodeContext<'_>, field: &
             ErrorCode::SizeMismatch,
             field,
             stage.offset,
-            format!("dense data is {} bytes, the tensor needs {}", bytes.len(), ctx.dense_len),
+            format!(
+                "dense data is {} bytes, the tensor needs {}",
+                bytes.len(),
+                ctx.dense_len
+            ),
         ));
     }
     Ok(())
@@ -41,9 +51,20 @@ mod tests {
 
     #[test]
     fn decode_checks_length() {
-        let stage = Stage { code: 0, params: &[], offset: 0 };
-        let ctx = DecodeContext { what: "t", dense_len: 8, limits: &Limits::SPEC };
+        let stage = Stage {
+            code: 0,
+            params: &[],
+            offset: 0,
+        };
+        let ctx = DecodeContext {
+            what: "t",
+            dense_len: 8,
+            limits: &Limits::SPEC,
+        };
         assert!(decode(&stage, &[0; 8], &ctx, "f").is_ok());
-        assert_eq!(decode(&stage, &[0; 7], &ctx, "f").unwrap_err().code(), Some(ErrorCode::SizeMismatch));
+        assert_eq!(
+            decode(&stage, &[0; 7], &ctx, "f").unwrap_err().code(),
+            Some(ErrorCode::SizeMismatch)
+        );
     }
 }

@@ -91,7 +91,10 @@ pub fn stage_name(code: u8) -> Cow<'static, str> {
 
 /// Names of the stages set in a `must_understand` mask.
 pub fn mask_names(mask: u64) -> Vec<Cow<'static, str>> {
-    (0..64u8).filter(|i| mask & (1 << i) != 0).map(stage_name).collect()
+    (0..64u8)
+        .filter(|i| mask & (1 << i) != 0)
+        .map(stage_name)
+        .collect()
 }
 
 /// One stage as stored in a tensor record, borrowing its parameters from the file.
@@ -139,9 +142,18 @@ pub struct DecodeContext<'a> {
 
 /// Undo a whole chain: stored bytes in, the tensor's dense little-endian bytes out.
 /// Dense with no byte stage stays borrowed (zero copy).
-pub fn decode_chain<'a>(stages: &[Stage<'_>], stored: &'a [u8], ctx: &DecodeContext<'_>) -> Result<Cow<'a, [u8]>> {
+pub fn decode_chain<'a>(
+    stages: &[Stage<'_>],
+    stored: &'a [u8],
+    ctx: &DecodeContext<'_>,
+) -> Result<Cow<'a, [u8]>> {
     let (first, rest) = stages.split_first().ok_or_else(|| {
-        Error::format(ErrorCode::BadChain, format!("{}.stages", ctx.what), 0, "empty chain")
+        Error::format(
+            ErrorCode::BadChain,
+            format!("{}.stages", ctx.what),
+            0,
+            "empty chain",
+        )
     })?;
     let mut bytes: Cow<'a, [u8]> = Cow::Borrowed(stored);
     for (i, stage) in rest.iter().enumerate().rev() {
@@ -166,7 +178,10 @@ fn unimplemented(stage: &Stage<'_>, field: &str) -> Error {
         ErrorCode::UnknownEncoding,
         field,
         stage.offset,
-        format!("encoding {} is not implemented by this reader", stage_name(stage.code)),
+        format!(
+            "encoding {} is not implemented by this reader",
+            stage_name(stage.code)
+        ),
     )
 }
 
@@ -177,7 +192,11 @@ pub(crate) fn fixed_params<const N: usize>(stage: &Stage<'_>, field: &str) -> Re
             ErrorCode::BadChain,
             format!("{field}.param_len"),
             stage.offset + 2,
-            format!("{} takes {N} parameter bytes, found {}", stage_name(stage.code), stage.params.len()),
+            format!(
+                "{} takes {N} parameter bytes, found {}",
+                stage_name(stage.code),
+                stage.params.len()
+            ),
         )
     })
 }

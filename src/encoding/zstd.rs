@@ -22,10 +22,18 @@ pub fn encode(inner: Encoded<'_>, level: i32) -> Result<Encoded<'_>> {
         id: StageId::Zstd,
         params: (inner.payload.len() as u64).to_le_bytes().to_vec(),
     });
-    Ok(Encoded { stages, payload: Cow::Owned(compressed) })
+    Ok(Encoded {
+        stages,
+        payload: Cow::Owned(compressed),
+    })
 }
 
-pub fn decode(stage: &Stage<'_>, input: &[u8], ctx: &DecodeContext<'_>, field: &str) -> Result<Vec<u8>> {
+pub fn decode(
+    stage: &Stage<'_>,
+    input: &[u8],
+    ctx: &DecodeContext<'_>,
+    field: &str,
+) -> Result<Vec<u8>> {
     let decoded_len = u64::from_le_bytes(fixed_params::<8>(stage, field)?);
     let at = stage.params_offset();
     if decoded_len > ctx.limits.decoded_bytes {
@@ -33,12 +41,17 @@ pub fn decode(stage: &Stage<'_>, input: &[u8], ctx: &DecodeContext<'_>, field: &
             ErrorCode::LimitExceeded,
             format!("{field}.decoded_len"),
             at,
-            format!("{decoded_len} bytes exceeds the limit of {}", ctx.limits.decoded_bytes),
+            format!(
+                "{decoded_len} bytes exceeds the limit of {}",
+                ctx.limits.decoded_bytes
+            ),
         ));
     }
     let fail = |detail: String| Error::format(ErrorCode::DecodeError, field, stage.offset, detail);
     if input.is_empty() {
-        return Err(fail("a zstd stage holds at least one frame; the input is empty".into()));
+        return Err(fail(
+            "a zstd stage holds at least one frame; the input is empty".into(),
+        ));
     }
     let decoder = ::zstd::stream::read::Decoder::with_buffer(input)
         .map_err(|e| fail(format!("zstd: {e}")))?;
@@ -52,7 +65,11 @@ pub fn decode(stage: &Stage<'_>, input: &[u8], ctx: &DecodeContext<'_>, field: &
     if out.len() as u64 != decoded_len {
         return Err(fail(format!(
             "zstd stream decodes to {}{} bytes, decoded_len says {decoded_len}",
-            if out.len() as u64 > decoded_len { "more than " } else { "" },
+            if out.len() as u64 > decoded_len {
+                "more than "
+            } else {
+                ""
+            },
             out.len().min(decoded_len as usize)
         )));
     }
@@ -66,7 +83,11 @@ mod tests {
     use crate::encoding::dense;
 
     fn ctx(limits: &Limits) -> DecodeContext<'_> {
-        DecodeContext { what: "t", dense_len: 0, limits }
+        DecodeContext {
+            what: "t",
+            dense_len: 0,
+            limits,
+        }
     }
 
     #[test]
@@ -75,12 +96,25 @@ mod tests {
         let enc = encode(dense::encode(Cow::Borrowed(&data)), 3).unwrap();
         assert_eq!(enc.stages.len(), 2);
         let params = enc.stages[1].params.clone();
-        let stage = Stage { code: 1, params: &params, offset: 0 };
-        assert_eq!(decode(&stage, &enc.payload, &ctx(&Limits::SPEC), "f").unwrap(), data);
+        let stage = Stage {
+            code: 1,
+            params: &params,
+            offset: 0,
+        };
+        assert_eq!(
+            decode(&stage, &enc.payload, &ctx(&Limits::SPEC), "f").unwrap(),
+            data
+        );
 
-        let noise: Vec<u8> = (0..64u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..64u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let enc = encode(dense::encode(Cow::Borrowed(&noise)), 3).unwrap();
-        assert_eq!(enc.stages.len(), 1, "incompressible data keeps no zstd stage");
+        assert_eq!(
+            enc.stages.len(),
+            1,
+            "incompressible data keeps no zstd stage"
+        );
     }
 
     #[test]
@@ -89,12 +123,24 @@ mod tests {
         let compressed = ::zstd::bulk::compress(&data, 1).unwrap();
         for declared in [999u64, 1001, 0] {
             let params = declared.to_le_bytes();
-            let stage = Stage { code: 1, params: &params, offset: 0 };
+            let stage = Stage {
+                code: 1,
+                params: &params,
+                offset: 0,
+            };
             let err = decode(&stage, &compressed, &ctx(&Limits::SPEC), "f").unwrap_err();
-            assert_eq!(err.code(), Some(ErrorCode::DecodeError), "declared {declared}");
+            assert_eq!(
+                err.code(),
+                Some(ErrorCode::DecodeError),
+                "declared {declared}"
+            );
         }
         let params = 10u64.to_le_bytes();
-        let stage = Stage { code: 1, params: &params, offset: 0 };
+        let stage = Stage {
+            code: 1,
+            params: &params,
+            offset: 0,
+        };
         let err = decode(&stage, b"not zstd at all", &ctx(&Limits::SPEC), "f").unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::DecodeError));
     }
@@ -104,7 +150,11 @@ mod tests {
         // 64 MiB of zeros compresses to a few KiB; declaring 1 KiB must fail after ~1 KiB.
         let compressed = ::zstd::bulk::compress(&vec![0u8; 64 << 20], 19).unwrap();
         let params = 1024u64.to_le_bytes();
-        let stage = Stage { code: 1, params: &params, offset: 0 };
+        let stage = Stage {
+            code: 1,
+            params: &params,
+            offset: 0,
+        };
         let err = decode(&stage, &compressed, &ctx(&Limits::SPEC), "f").unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::DecodeError));
     }

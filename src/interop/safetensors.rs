@@ -45,24 +45,35 @@ pub struct PackOptions {
     pub zstd_level: Option<i32>,
 }
 
-/// Add every tensor of a safetensors file (in file order) to `writer`, and its string
-/// `__metadata__` under `safetensors.<key>`. Tensors borrow from `bytes` unless compressed.
-pub fn add_safetensors<'a>(writer: &mut Writer<'a>, bytes: &'a [u8], options: &PackOptions) -> Result<usize> {
-    let st_err = |e: safetensors::SafeTensorError| Error::Usage(format!("not a valid safetensors file: {e}"));
+/// Add every tensor of a safetensors file (in file order) to `writer`, and its `__metadata__`
+/// entries as metadata (typed when the text is JSON, as [`write_safetensors`] writes non-string
+/// values). Tensors borrow from `bytes` unless compressed.
+pub fn add_safetensors<'a>(
+    writer: &mut Writer<'a>,
+    bytes: &'a [u8],
+    options: &PackOptions,
+) -> Result<usize> {
+    let st_err = |e: safetensors::SafeTensorError| {
+        Error::Usage(format!("not a valid safetensors file: {e}"))
+    };
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(st_err)?;
     let tensors = SafeTensors::deserialize(bytes).map_err(st_err)?;
     if let Some(extra) = meta.metadata() {
         let mut keys: Vec<_> = extra.keys().collect();
         keys.sort();
         for k in keys {
-            writer.set_metadata(format!("safetensors.{k}"), Value::String(extra[k].clone()));
+            writer.set_metadata(k.clone(), crate::json::value_from_text(&extra[k]));
         }
     }
     let names = meta.offset_keys();
     for name in &names {
         let view = tensors.tensor(name).map_err(st_err)?;
-        let dtype = from_st(view.dtype())
-            .ok_or_else(|| Error::Usage(format!("tensor {name:?}: safetensors dtype {:?} has no .cxrm equivalent", view.dtype())))?;
+        let dtype = from_st(view.dtype()).ok_or_else(|| {
+            Error::Usage(format!(
+                "tensor {name:?}: safetensors dtype {:?} has no .cxrm equivalent",
+                view.dtype()
+            ))
+        })?;
         let shape: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
         let mut encoded: Encoded<'a> = encoding::dense::encode(Cow::Borrowed(view.data()));
         if let Some(level) = options.zstd_level {
@@ -83,7 +94,11 @@ pub fn write_safetensors(file: &Cxrm<'_>, out: &Path) -> Result<usize> {
         .collect::<Result<Vec<_>>>()?;
     let mut views = Vec::with_capacity(decoded.len());
     for (name, data) in &decoded {
-        let shape = data.shape.iter().map(|&d| usize::try_from(d).map_err(|_| Error::Usage("shape too large".into()))).collect::<Result<Vec<_>>>()?;
+        let shape = data
+            .shape
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| Error::Usage("shape too large".into())))
+            .collect::<Result<Vec<_>>>()?;
         let view = TensorView::new(to_st(data.dtype), shape, &data.bytes)
             .map_err(|e| Error::Usage(format!("tensor {name:?}: {e}")))?;
         views.push((name.clone(), view));

@@ -19,7 +19,10 @@ pub fn fixtures_dir() -> PathBuf {
 pub struct Lcg(pub u64);
 impl Lcg {
     pub fn next_u32(&mut self) -> u32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) as u32
     }
     /// Uniform in [-scale, scale), rounded to a multiple of 2^-12 so it is exact in f32 and f16.
@@ -45,32 +48,93 @@ fn finish(w: &Writer<'_>) -> Vec<u8> {
 pub fn tiny() -> Vec<u8> {
     let mut w = Writer::new();
     w.set_metadata("model.name", Value::String("tiny".into()));
-    w.add_dense("w", DType::F32, &[2], f32_bytes(&[1.0, -2.0])).unwrap();
+    w.add_dense("w", DType::F32, &[2], f32_bytes(&[1.0, -2.0]))
+        .unwrap();
     finish(&w)
 }
 
 pub fn dtypes() -> Vec<u8> {
     let mut w = Writer::new();
     let vals = [0.5f64, -1.25, 3.0, 0.0, -0.0, 100.0];
-    w.add_dense("t_f32", DType::F32, &[2, 3], vals.iter().flat_map(|v| (*v as f32).to_le_bytes()).collect::<Vec<_>>()).unwrap();
-    w.add_dense("t_f16", DType::F16, &[6], vals.iter().flat_map(|v| half::f16::from_f64(*v).to_le_bytes()).collect::<Vec<_>>()).unwrap();
-    w.add_dense("t_bf16", DType::BF16, &[3, 2], vals.iter().flat_map(|v| half::bf16::from_f64(*v).to_le_bytes()).collect::<Vec<_>>()).unwrap();
-    w.add_dense("t_i8", DType::I8, &[4], vec![0u8, 127, 128, 255]).unwrap();
-    w.add_dense("t_u8", DType::U8, &[1, 1, 4], vec![0u8, 1, 128, 255]).unwrap();
-    w.add_dense("t_i32", DType::I32, &[2], [i32::MIN, 7].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()).unwrap();
-    w.add_dense("t_i64", DType::I64, &[2], [-(1i64 << 40), (1 << 53) + 1].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()).unwrap();
-    w.add_dense("t_f64", DType::F64, &[2], [std::f64::consts::PI, -1e-300].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()).unwrap();
-    w.add_dense("scalar", DType::F32, &[], 42.5f32.to_le_bytes().to_vec()).unwrap();
-    w.add_dense("empty", DType::F32, &[0, 3], Vec::new()).unwrap();
+    w.add_dense(
+        "t_f32",
+        DType::F32,
+        &[2, 3],
+        vals.iter()
+            .flat_map(|v| (*v as f32).to_le_bytes())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    w.add_dense(
+        "t_f16",
+        DType::F16,
+        &[6],
+        vals.iter()
+            .flat_map(|v| half::f16::from_f64(*v).to_le_bytes())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    w.add_dense(
+        "t_bf16",
+        DType::BF16,
+        &[3, 2],
+        vals.iter()
+            .flat_map(|v| half::bf16::from_f64(*v).to_le_bytes())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    w.add_dense("t_i8", DType::I8, &[4], vec![0u8, 127, 128, 255])
+        .unwrap();
+    w.add_dense("t_u8", DType::U8, &[1, 1, 4], vec![0u8, 1, 128, 255])
+        .unwrap();
+    w.add_dense(
+        "t_i32",
+        DType::I32,
+        &[2],
+        [i32::MIN, 7]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    w.add_dense(
+        "t_i64",
+        DType::I64,
+        &[2],
+        [-(1i64 << 40), (1 << 53) + 1]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    w.add_dense(
+        "t_f64",
+        DType::F64,
+        &[2],
+        [std::f64::consts::PI, -1e-300]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    w.add_dense("scalar", DType::F32, &[], 42.5f32.to_le_bytes().to_vec())
+        .unwrap();
+    w.add_dense("empty", DType::F32, &[0, 3], Vec::new())
+        .unwrap();
     finish(&w)
 }
 
 pub fn zstd() -> Vec<u8> {
     let mut w = Writer::new();
     let repetitive: Vec<f32> = (0..1024).map(|i| ((i % 8) as f32) * 0.25).collect();
-    let encoded = encoding::zstd::encode(encoding::dense::encode(Cow::Owned(f32_bytes(&repetitive))), 19).unwrap();
+    let encoded = encoding::zstd::encode(
+        encoding::dense::encode(Cow::Owned(f32_bytes(&repetitive))),
+        19,
+    )
+    .unwrap();
     assert_eq!(encoded.stages.len(), 2, "fixture data must compress");
-    w.add_tensor("repetitive", DType::F32, &[32, 32], encoded).unwrap();
+    w.add_tensor("repetitive", DType::F32, &[32, 32], encoded)
+        .unwrap();
     let mut rng = Lcg(7);
     let noise: Vec<u8> = (0..16).map(|_| rng.next_u32() as u8).collect();
     w.add_dense("noise", DType::U8, &[16], noise).unwrap();
@@ -83,19 +147,34 @@ pub fn model() -> Vec<u8> {
     let mut rng = Lcg(2024);
     let mut w = Writer::new();
     w.set_metadata("model.name", Value::String("lenet-tiny".into()))
-        .set_metadata("model.classes", Value::strings((0..10).map(|i| format!("digit-{i}"))))
+        .set_metadata(
+            "model.classes",
+            Value::strings((0..10).map(|i| format!("digit-{i}"))),
+        )
         .set_metadata("input.shape", Value::ints([1, 8, 8]))
         .set_metadata("input.mean", Value::floats([0.1307]))
         .set_metadata("input.std", Value::floats([0.3081]))
-        .set_metadata("train.note", Value::String("random weights, for conformance tests".into()));
+        .set_metadata(
+            "train.note",
+            Value::String("random weights, for conformance tests".into()),
+        );
     let conv_w: Vec<f32> = (0..4 * 9).map(|_| rng.weight(0.5)).collect();
     let conv_b: Vec<f32> = (0..4).map(|_| rng.weight(0.1)).collect();
     let fc_w: Vec<f32> = (0..10 * 36).map(|_| rng.weight(0.3)).collect();
     let fc_b: Vec<f32> = (0..10).map(|_| rng.weight(0.1)).collect();
-    w.add_dense("conv1.weight", DType::F32, &[4, 1, 3, 3], f32_bytes(&conv_w)).unwrap();
-    w.add_dense("conv1.bias", DType::F32, &[4], f32_bytes(&conv_b)).unwrap();
-    w.add_dense("fc.weight", DType::F32, &[10, 36], f32_bytes(&fc_w)).unwrap();
-    w.add_dense("fc.bias", DType::F32, &[10], f32_bytes(&fc_b)).unwrap();
+    w.add_dense(
+        "conv1.weight",
+        DType::F32,
+        &[4, 1, 3, 3],
+        f32_bytes(&conv_w),
+    )
+    .unwrap();
+    w.add_dense("conv1.bias", DType::F32, &[4], f32_bytes(&conv_b))
+        .unwrap();
+    w.add_dense("fc.weight", DType::F32, &[10, 36], f32_bytes(&fc_w))
+        .unwrap();
+    w.add_dense("fc.bias", DType::F32, &[10], f32_bytes(&fc_b))
+        .unwrap();
     w.set_graph(Graph {
         nodes: vec![
             Node::new("conv1", "conv2d", &[INPUT], &["conv1.weight", "conv1.bias"])
@@ -121,10 +200,33 @@ pub fn forward_compat() -> Vec<u8> {
         .set_metadata("int", Value::Int(-9_007_199_254_740_993))
         .set_metadata("float", Value::Float(-0.1))
         .set_metadata("bool", Value::Bool(true))
-        .set_metadata("nested", Value::Array(ValueType::Array, vec![Value::ints([1, 2]), Value::ints([]), Value::ints([3])]))
-        .set_metadata("bools", Value::Array(ValueType::Bool, vec![Value::Bool(false), Value::Bool(true)]));
-    w.add_raw_section(1000, false, b"an extension this reader does not know".to_vec()).unwrap();
-    w.add_dense("w", DType::F16, &[2, 2], [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect::<Vec<_>>()).unwrap();
+        .set_metadata(
+            "nested",
+            Value::Array(
+                ValueType::Array,
+                vec![Value::ints([1, 2]), Value::ints([]), Value::ints([3])],
+            ),
+        )
+        .set_metadata(
+            "bools",
+            Value::Array(ValueType::Bool, vec![Value::Bool(false), Value::Bool(true)]),
+        );
+    w.add_raw_section(
+        1000,
+        false,
+        b"an extension this reader does not know".to_vec(),
+    )
+    .unwrap();
+    w.add_dense(
+        "w",
+        DType::F16,
+        &[2, 2],
+        [1.0f32, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
     let mut bytes = finish(&w);
     bytes[10..12].copy_from_slice(&7u16.to_le_bytes()); // version 1.7
     fix_header_crc(&mut bytes);
@@ -137,12 +239,30 @@ pub fn empty() -> Vec<u8> {
 
 pub fn valid() -> Vec<ValidFixture> {
     vec![
-        ValidFixture { name: "tiny", bytes: tiny() },
-        ValidFixture { name: "dtypes", bytes: dtypes() },
-        ValidFixture { name: "zstd", bytes: zstd() },
-        ValidFixture { name: "model", bytes: model() },
-        ValidFixture { name: "forward_compat", bytes: forward_compat() },
-        ValidFixture { name: "empty", bytes: empty() },
+        ValidFixture {
+            name: "tiny",
+            bytes: tiny(),
+        },
+        ValidFixture {
+            name: "dtypes",
+            bytes: dtypes(),
+        },
+        ValidFixture {
+            name: "zstd",
+            bytes: zstd(),
+        },
+        ValidFixture {
+            name: "model",
+            bytes: model(),
+        },
+        ValidFixture {
+            name: "forward_compat",
+            bytes: forward_compat(),
+        },
+        ValidFixture {
+            name: "empty",
+            bytes: empty(),
+        },
     ]
 }
 
@@ -230,8 +350,16 @@ fn fields(bytes: &[u8]) -> Fields {
         .collect();
     Fields {
         tensors,
-        tensor_extents: file.tensors().iter().map(|t| (t.extent.offset, t.extent.length)).collect(),
-        sections: file.sections().iter().map(|s| (s.entry_offset, s.extent.offset, s.extent.length)).collect(),
+        tensor_extents: file
+            .tensors()
+            .iter()
+            .map(|t| (t.extent.offset, t.extent.length))
+            .collect(),
+        sections: file
+            .sections()
+            .iter()
+            .map(|s| (s.entry_offset, s.extent.offset, s.extent.length))
+            .collect(),
     }
 }
 
@@ -246,7 +374,15 @@ pub struct InvalidFixture {
 
 pub fn invalid() -> Vec<InvalidFixture> {
     let mut out = Vec::new();
-    let mut add = |name, code, stage, why, bytes: Vec<u8>| out.push(InvalidFixture { name, bytes, code, stage, why });
+    let mut add = |name, code, stage, why, bytes: Vec<u8>| {
+        out.push(InvalidFixture {
+            name,
+            bytes,
+            code,
+            stage,
+            why,
+        })
+    };
     let tiny = tiny();
     let tf = fields(&tiny);
     let dtypes = dtypes();
@@ -266,115 +402,407 @@ pub fn invalid() -> Vec<InvalidFixture> {
     };
 
     add("empty_file", "truncated", "open", "zero bytes", Vec::new());
-    add("short_header", "truncated", "open", "first 40 bytes of a valid file", tiny[..40].to_vec());
-    add("bad_magic", "bad_magic", "open", "magic is CXRN", edit(&tiny, &|b| b[3] = b'N', false));
-    add("byte_swapped", "byte_swapped", "open", "byte-order mark written big-endian", edit(&tiny, &|b| b[4..8].copy_from_slice(&[1, 2, 3, 4]), false));
-    add("future_major", "unsupported_version", "open", "version 2.0", edit(&tiny, &|b| b[8] = 2, true));
-    add("reserved_flags", "reserved_nonzero", "open", "header flag bit 0 set", edit(&tiny, &|b| b[12] = 1, true));
-    add("truncated", "truncated", "open", "last 10 bytes cut off", tiny[..tiny.len() - 10].to_vec());
-    add("trailing_bytes", "size_mismatch", "open", "64 bytes appended", edit(&tiny, &|b| b.extend_from_slice(&[0; 64]), false));
-    add("table_past_end", "out_of_bounds", "open", "table_size points past the end of the file", edit(&tiny, &|b| put_u64(b, 32, 4096), true));
-    add("table_too_large", "limit_exceeded", "open", "table_size of 2^40", edit(&tiny, &|b| put_u64(b, 32, 1 << 40), true));
-    add("header_crc", "crc_mismatch", "open", "tensor name changed without updating header_crc", edit(&tiny, &|b| b[tf.tensors[0].0 as usize + 2] = b'v', false));
-    add("table_padding", "nonzero_padding", "open", "nonzero byte between table and data", edit(&tiny, &|b| {
-        let table_end = 64 + u64::from_le_bytes(b[32..40].try_into().unwrap()) as usize;
-        b[table_end + 1] = 1;
-    }, false));
-    add("huge_tensor_count", "limit_exceeded", "open", "tensor_count = 2^32-1", edit(&tiny, &|b| b[68..72].copy_from_slice(&u32::MAX.to_le_bytes()), true));
-    add("count_overflow", "limit_exceeded", "open", "dims 2^32 x 2^32 overflow the element count", edit(&dtypes, &|b| {
-        put_u64(b, df.tensors[0].1, 1 << 32);
-        put_u64(b, df.tensors[0].1 + 8, 1 << 32);
-    }, true));
-    add("bad_dtype", "bad_dtype", "open", "dtype code 99", edit(&tiny, &|b| b[tf.tensors[0].1 as usize - 2] = 99, true));
-    add("overlapping_extents", "bad_layout", "open", "second tensor's extent starts where the first's does", edit(&dtypes, &|b| {
-        put_u64(b, df.tensors[1].3, df.tensor_extents[0].0);
-    }, true));
-    add("misaligned_extent", "bad_layout", "open", "extent offset not a multiple of 64", edit(&tiny, &|b| {
-        put_u64(b, tf.tensors[0].3, tf.tensor_extents[0].0 + 4);
-    }, true));
-    add("extent_past_end", "out_of_bounds", "open", "extent length runs past the end of the file", edit(&tiny, &|b| {
-        put_u64(b, tf.tensors[0].3 + 8, 1 << 20);
-    }, true));
-    add("unknown_encoding", "unknown_encoding", "open", "tensor uses stage id 42, listed in must_understand", edit(&tiny, &|b| {
-        b[tf.tensors[0].2 as usize] = 42;
-        put_u64(b, 16, 1 << 42);
-    }, true));
-    add("must_understand_mismatch", "bad_chain", "open", "must_understand omits dense, which a tensor uses", edit(&tiny, &|b| put_u64(b, 16, 0), true));
-    add("byte_stage_first", "bad_chain", "open", "chain starts with zstd, a byte stage", edit(&tiny, &|b| {
-        b[tf.tensors[0].2 as usize] = 1;
-        put_u64(b, 16, 2);
-    }, true));
-    add("stage_params_too_long", "limit_exceeded", "open", "param_len 5000", edit(&tiny, &|b| {
-        let at = tf.tensors[0].2 as usize + 2;
-        b[at..at + 2].copy_from_slice(&5000u16.to_le_bytes());
-    }, true));
-    add("duplicate_name", "duplicate_name", "open", "two tensors named t_f32", edit(&dtypes, &|b| {
-        let at = df.tensors[1].0 as usize + 2;
-        b[at..at + 5].copy_from_slice(b"t_f32");
-    }, true));
-    add("bad_utf8_name", "bad_utf8", "open", "tensor name is the byte 0xff", edit(&tiny, &|b| b[tf.tensors[0].0 as usize + 2] = 0xff, true));
-    add("unknown_required_section", "unknown_section", "open", "section kind 1000 marked required", {
-        let mut w = Writer::new();
-        w.add_raw_section(1000, true, b"must be understood".to_vec()).unwrap();
-        w.add_dense("w", DType::F32, &[1], f32_bytes(&[1.0])).unwrap();
-        w.to_bytes().unwrap()
-    });
-    add("duplicate_section", "duplicate_section", "open", "two metadata sections", edit(&model, &|b| {
-        // The graph section entry becomes a second metadata section.
-        b[mf.sections[1].0 as usize] = 1;
-    }, true));
-    add("payload_crc", "crc_mismatch", "verify", "one payload byte changed", edit(&tiny, &|b| b[tf.tensor_extents[0].0 as usize] ^= 0x40, false));
-    add("extent_padding", "nonzero_padding", "verify", "nonzero byte in the padding between extents", edit(&tiny, &|b| b[tf.tensor_extents[0].0 as usize - 1] = 7, false));
-    add("zstd_wrong_length", "decode_error", "verify", "zstd decoded_len one byte more than the stream holds", edit(&zstd, &|b| {
-        let at = zf.tensors[0].3 as usize - 8;
-        let v = u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) + 1;
-        b[at..at + 8].copy_from_slice(&v.to_le_bytes());
-    }, true));
-    add("graph_missing_tensor", "bad_graph", "verify", "graph names a tensor the file lacks", {
-        let mut b = model.clone();
-        let (entry, off, len) = mf.sections[1];
-        let range = off as usize..(off + len) as usize;
-        let at = b[range.clone()].windows(7).position(|w| w == b"fc.bias").unwrap() + off as usize;
-        b[at..at + 7].copy_from_slice(b"fc.bais");
-        let crc = crc32fast::hash(&b[range]);
-        b[entry as usize + 24..entry as usize + 28].copy_from_slice(&crc.to_le_bytes());
-        fix_header_crc(&mut b);
-        b
-    });
-    add("table_offset", "out_of_bounds", "open", "table_offset is 65, not 64", edit(&tiny, &|b| put_u64(b, 24, 65), true));
-    add("dim_too_large", "limit_exceeded", "open", "dims [0, 2^50]: a zero dimension does not excuse a huge one", edit(&dtypes, &|b| {
-        let empty = df.tensors.len() - 1;
-        put_u64(b, df.tensors[empty].1 + 8, 1 << 50);
-    }, true));
-    add("reserved_stage_misplaced", "bad_chain", "open", "chain starts with huffman (id 4, a byte stage not implemented yet)", edit(&tiny, &|b| {
-        b[tf.tensors[0].2 as usize] = 4;
-        put_u64(b, 16, 1 << 4);
-    }, true));
-    add("dense_wrong_length", "size_mismatch", "verify", "shape [3] but 8 bytes of dense f32", edit(&tiny, &|b| put_u64(b, tf.tensors[0].1, 3), true));
-    add("zstd_empty", "decode_error", "verify", "a zstd stage with no frame at all", {
-        let mut w = Writer::new();
-        let enc = encoding::Encoded {
-            stages: vec![
-                encoding::StageSpec { id: encoding::StageId::Dense, params: vec![] },
-                encoding::StageSpec { id: encoding::StageId::Zstd, params: 0u64.to_le_bytes().to_vec() },
-            ],
-            payload: Cow::Borrowed(&[]),
-        };
-        w.add_tensor("nothing", DType::F32, &[0], enc).unwrap();
-        w.to_bytes().unwrap()
-    });
-    add("zstd_params_length", "bad_chain", "verify", "zstd stage with 7 parameter bytes instead of 8", {
-        let mut w = Writer::new();
-        let enc = encoding::Encoded {
-            stages: vec![
-                encoding::StageSpec { id: encoding::StageId::Dense, params: vec![] },
-                encoding::StageSpec { id: encoding::StageId::Zstd, params: vec![4, 0, 0, 0, 0, 0, 0] },
-            ],
-            payload: Cow::Owned(::zstd::bulk::compress(&[0u8; 4], 3).unwrap()),
-        };
-        w.add_tensor("w", DType::F32, &[1], enc).unwrap();
-        w.to_bytes().unwrap()
-    });
+    add(
+        "short_header",
+        "truncated",
+        "open",
+        "first 40 bytes of a valid file",
+        tiny[..40].to_vec(),
+    );
+    add(
+        "bad_magic",
+        "bad_magic",
+        "open",
+        "magic is CXRN",
+        edit(&tiny, &|b| b[3] = b'N', false),
+    );
+    add(
+        "byte_swapped",
+        "byte_swapped",
+        "open",
+        "byte-order mark written big-endian",
+        edit(&tiny, &|b| b[4..8].copy_from_slice(&[1, 2, 3, 4]), false),
+    );
+    add(
+        "future_major",
+        "unsupported_version",
+        "open",
+        "version 2.0",
+        edit(&tiny, &|b| b[8] = 2, true),
+    );
+    add(
+        "reserved_flags",
+        "reserved_nonzero",
+        "open",
+        "header flag bit 0 set",
+        edit(&tiny, &|b| b[12] = 1, true),
+    );
+    add(
+        "truncated",
+        "truncated",
+        "open",
+        "last 10 bytes cut off",
+        tiny[..tiny.len() - 10].to_vec(),
+    );
+    add(
+        "trailing_bytes",
+        "size_mismatch",
+        "open",
+        "64 bytes appended",
+        edit(&tiny, &|b| b.extend_from_slice(&[0; 64]), false),
+    );
+    add(
+        "table_past_end",
+        "out_of_bounds",
+        "open",
+        "table_size points past the end of the file",
+        edit(&tiny, &|b| put_u64(b, 32, 4096), true),
+    );
+    add(
+        "table_too_large",
+        "limit_exceeded",
+        "open",
+        "table_size of 2^40",
+        edit(&tiny, &|b| put_u64(b, 32, 1 << 40), true),
+    );
+    add(
+        "header_crc",
+        "crc_mismatch",
+        "open",
+        "tensor name changed without updating header_crc",
+        edit(&tiny, &|b| b[tf.tensors[0].0 as usize + 2] = b'v', false),
+    );
+    add(
+        "table_padding",
+        "nonzero_padding",
+        "open",
+        "nonzero byte between table and data",
+        edit(
+            &tiny,
+            &|b| {
+                let table_end = 64 + u64::from_le_bytes(b[32..40].try_into().unwrap()) as usize;
+                b[table_end + 1] = 1;
+            },
+            false,
+        ),
+    );
+    add(
+        "huge_tensor_count",
+        "limit_exceeded",
+        "open",
+        "tensor_count = 2^32-1",
+        edit(
+            &tiny,
+            &|b| b[68..72].copy_from_slice(&u32::MAX.to_le_bytes()),
+            true,
+        ),
+    );
+    add(
+        "count_overflow",
+        "limit_exceeded",
+        "open",
+        "dims 2^32 x 2^32 overflow the element count",
+        edit(
+            &dtypes,
+            &|b| {
+                put_u64(b, df.tensors[0].1, 1 << 32);
+                put_u64(b, df.tensors[0].1 + 8, 1 << 32);
+            },
+            true,
+        ),
+    );
+    add(
+        "bad_dtype",
+        "bad_dtype",
+        "open",
+        "dtype code 99",
+        edit(&tiny, &|b| b[tf.tensors[0].1 as usize - 2] = 99, true),
+    );
+    add(
+        "overlapping_extents",
+        "bad_layout",
+        "open",
+        "second tensor's extent starts where the first's does",
+        edit(
+            &dtypes,
+            &|b| {
+                put_u64(b, df.tensors[1].3, df.tensor_extents[0].0);
+            },
+            true,
+        ),
+    );
+    add(
+        "misaligned_extent",
+        "bad_layout",
+        "open",
+        "extent offset not a multiple of 64",
+        edit(
+            &tiny,
+            &|b| {
+                put_u64(b, tf.tensors[0].3, tf.tensor_extents[0].0 + 4);
+            },
+            true,
+        ),
+    );
+    add(
+        "extent_past_end",
+        "out_of_bounds",
+        "open",
+        "extent length runs past the end of the file",
+        edit(
+            &tiny,
+            &|b| {
+                put_u64(b, tf.tensors[0].3 + 8, 1 << 20);
+            },
+            true,
+        ),
+    );
+    add(
+        "unknown_encoding",
+        "unknown_encoding",
+        "open",
+        "tensor uses stage id 42, listed in must_understand",
+        edit(
+            &tiny,
+            &|b| {
+                b[tf.tensors[0].2 as usize] = 42;
+                put_u64(b, 16, 1 << 42);
+            },
+            true,
+        ),
+    );
+    add(
+        "must_understand_mismatch",
+        "bad_chain",
+        "open",
+        "must_understand omits dense, which a tensor uses",
+        edit(&tiny, &|b| put_u64(b, 16, 0), true),
+    );
+    add(
+        "byte_stage_first",
+        "bad_chain",
+        "open",
+        "chain starts with zstd, a byte stage",
+        edit(
+            &tiny,
+            &|b| {
+                b[tf.tensors[0].2 as usize] = 1;
+                put_u64(b, 16, 2);
+            },
+            true,
+        ),
+    );
+    add(
+        "stage_params_too_long",
+        "limit_exceeded",
+        "open",
+        "param_len 5000",
+        edit(
+            &tiny,
+            &|b| {
+                let at = tf.tensors[0].2 as usize + 2;
+                b[at..at + 2].copy_from_slice(&5000u16.to_le_bytes());
+            },
+            true,
+        ),
+    );
+    add(
+        "duplicate_name",
+        "duplicate_name",
+        "open",
+        "two tensors named t_f32",
+        edit(
+            &dtypes,
+            &|b| {
+                let at = df.tensors[1].0 as usize + 2;
+                b[at..at + 5].copy_from_slice(b"t_f32");
+            },
+            true,
+        ),
+    );
+    add(
+        "bad_utf8_name",
+        "bad_utf8",
+        "open",
+        "tensor name is the byte 0xff",
+        edit(&tiny, &|b| b[tf.tensors[0].0 as usize + 2] = 0xff, true),
+    );
+    add(
+        "unknown_required_section",
+        "unknown_section",
+        "open",
+        "section kind 1000 marked required",
+        {
+            let mut w = Writer::new();
+            w.add_raw_section(1000, true, b"must be understood".to_vec())
+                .unwrap();
+            w.add_dense("w", DType::F32, &[1], f32_bytes(&[1.0]))
+                .unwrap();
+            w.to_bytes().unwrap()
+        },
+    );
+    add(
+        "duplicate_section",
+        "duplicate_section",
+        "open",
+        "two metadata sections",
+        edit(
+            &model,
+            &|b| {
+                // The graph section entry becomes a second metadata section.
+                b[mf.sections[1].0 as usize] = 1;
+            },
+            true,
+        ),
+    );
+    add(
+        "payload_crc",
+        "crc_mismatch",
+        "verify",
+        "one payload byte changed",
+        edit(
+            &tiny,
+            &|b| b[tf.tensor_extents[0].0 as usize] ^= 0x40,
+            false,
+        ),
+    );
+    add(
+        "extent_padding",
+        "nonzero_padding",
+        "verify",
+        "nonzero byte in the padding between extents",
+        edit(
+            &tiny,
+            &|b| b[tf.tensor_extents[0].0 as usize - 1] = 7,
+            false,
+        ),
+    );
+    add(
+        "zstd_wrong_length",
+        "decode_error",
+        "verify",
+        "zstd decoded_len one byte more than the stream holds",
+        edit(
+            &zstd,
+            &|b| {
+                let at = zf.tensors[0].3 as usize - 8;
+                let v = u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) + 1;
+                b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+            },
+            true,
+        ),
+    );
+    add(
+        "graph_missing_tensor",
+        "bad_graph",
+        "verify",
+        "graph names a tensor the file lacks",
+        {
+            let mut b = model.clone();
+            let (entry, off, len) = mf.sections[1];
+            let range = off as usize..(off + len) as usize;
+            let at = b[range.clone()]
+                .windows(7)
+                .position(|w| w == b"fc.bias")
+                .unwrap()
+                + off as usize;
+            b[at..at + 7].copy_from_slice(b"fc.bais");
+            let crc = crc32fast::hash(&b[range]);
+            b[entry as usize + 24..entry as usize + 28].copy_from_slice(&crc.to_le_bytes());
+            fix_header_crc(&mut b);
+            b
+        },
+    );
+    add(
+        "table_offset",
+        "out_of_bounds",
+        "open",
+        "table_offset is 65, not 64",
+        edit(&tiny, &|b| put_u64(b, 24, 65), true),
+    );
+    add(
+        "dim_too_large",
+        "limit_exceeded",
+        "open",
+        "dims [0, 2^50]: a zero dimension does not excuse a huge one",
+        edit(
+            &dtypes,
+            &|b| {
+                let empty = df.tensors.len() - 1;
+                put_u64(b, df.tensors[empty].1 + 8, 1 << 50);
+            },
+            true,
+        ),
+    );
+    add(
+        "reserved_stage_misplaced",
+        "bad_chain",
+        "open",
+        "chain starts with huffman (id 4, a byte stage not implemented yet)",
+        edit(
+            &tiny,
+            &|b| {
+                b[tf.tensors[0].2 as usize] = 4;
+                put_u64(b, 16, 1 << 4);
+            },
+            true,
+        ),
+    );
+    add(
+        "dense_wrong_length",
+        "size_mismatch",
+        "verify",
+        "shape [3] but 8 bytes of dense f32",
+        edit(&tiny, &|b| put_u64(b, tf.tensors[0].1, 3), true),
+    );
+    add(
+        "zstd_empty",
+        "decode_error",
+        "verify",
+        "a zstd stage with no frame at all",
+        {
+            let mut w = Writer::new();
+            let enc = encoding::Encoded {
+                stages: vec![
+                    encoding::StageSpec {
+                        id: encoding::StageId::Dense,
+                        params: vec![],
+                    },
+                    encoding::StageSpec {
+                        id: encoding::StageId::Zstd,
+                        params: 0u64.to_le_bytes().to_vec(),
+                    },
+                ],
+                payload: Cow::Borrowed(&[]),
+            };
+            w.add_tensor("nothing", DType::F32, &[0], enc).unwrap();
+            w.to_bytes().unwrap()
+        },
+    );
+    add(
+        "zstd_params_length",
+        "bad_chain",
+        "verify",
+        "zstd stage with 7 parameter bytes instead of 8",
+        {
+            let mut w = Writer::new();
+            let enc = encoding::Encoded {
+                stages: vec![
+                    encoding::StageSpec {
+                        id: encoding::StageId::Dense,
+                        params: vec![],
+                    },
+                    encoding::StageSpec {
+                        id: encoding::StageId::Zstd,
+                        params: vec![4, 0, 0, 0, 0, 0, 0],
+                    },
+                ],
+                payload: Cow::Owned(::zstd::bulk::compress(&[0u8; 4], 3).unwrap()),
+            };
+            w.add_tensor("w", DType::F32, &[1], enc).unwrap();
+            w.to_bytes().unwrap()
+        },
+    );
     let metadata_edit = |map: Vec<(&str, Value)>, patch: &dyn Fn(&mut [u8])| {
         let mut w = Writer::new();
         for (k, v) in map {
@@ -388,21 +816,45 @@ pub fn invalid() -> Vec<InvalidFixture> {
         fix_header_crc(&mut b);
         b
     };
-    add("duplicate_key", "duplicate_key", "verify", "metadata key ka twice", metadata_edit(vec![("ka", Value::Int(1)), ("kb", Value::Int(2))], &|m| {
-        let at = m.windows(2).position(|w| w == b"kb").unwrap();
-        m[at + 1] = b'a';
-    }));
-    add("metadata_bad_utf8", "bad_utf8", "verify", "metadata string holding the byte 0xff", metadata_edit(vec![("k", Value::String("abc".into()))], &|m| {
-        let n = m.len();
-        m[n - 1] = 0xff;
-    }));
-    add("metadata_bad_bool", "bad_value", "verify", "a metadata bool stored as 2", metadata_edit(vec![("flag", Value::Bool(true))], &|m| {
-        let n = m.len();
-        m[n - 1] = 2;
-    }));
-    add("metadata_overrun", "truncated", "verify", "metadata string length runs past the section", metadata_edit(vec![("k", Value::String("abc".into()))], &|m| {
-        let n = m.len();
-        m[n - 7..n - 3].copy_from_slice(&1000u32.to_le_bytes());
-    }));
+    add(
+        "duplicate_key",
+        "duplicate_key",
+        "verify",
+        "metadata key ka twice",
+        metadata_edit(vec![("ka", Value::Int(1)), ("kb", Value::Int(2))], &|m| {
+            let at = m.windows(2).position(|w| w == b"kb").unwrap();
+            m[at + 1] = b'a';
+        }),
+    );
+    add(
+        "metadata_bad_utf8",
+        "bad_utf8",
+        "verify",
+        "metadata string holding the byte 0xff",
+        metadata_edit(vec![("k", Value::String("abc".into()))], &|m| {
+            let n = m.len();
+            m[n - 1] = 0xff;
+        }),
+    );
+    add(
+        "metadata_bad_bool",
+        "bad_value",
+        "verify",
+        "a metadata bool stored as 2",
+        metadata_edit(vec![("flag", Value::Bool(true))], &|m| {
+            let n = m.len();
+            m[n - 1] = 2;
+        }),
+    );
+    add(
+        "metadata_overrun",
+        "truncated",
+        "verify",
+        "metadata string length runs past the section",
+        metadata_edit(vec![("k", Value::String("abc".into()))], &|m| {
+            let n = m.len();
+            m[n - 7..n - 3].copy_from_slice(&1000u32.to_le_bytes());
+        }),
+    );
     out
 }

@@ -16,6 +16,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let mapped = cxrm::Mapped::open(&args.input)?;
     let file = mapped.parse()?;
     let n = cxrm::interop::safetensors::write_safetensors(&file, &args.output)?;
-    println!("wrote {}: {n} tensors, decoded to dense", args.output.display());
+    println!(
+        "wrote {}: {n} tensors, decoded to dense",
+        args.output.display()
+    );
     Ok(())
 }

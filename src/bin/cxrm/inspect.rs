@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 /// Show a file's header, metadata, graph and per-tensor storage.
 #[derive(clap::Args)]
-#[command(after_help = "Opens the file without decoding payloads, so it works on files of any size and on files\nthat need encodings this build cannot decode (they are listed as such).\n\nExamples:\n  cxrm inspect model.cxrm\n  cxrm inspect model.cxrm --json | jq '.totals.ratio'")]
+#[command(
+    after_help = "Opens the file without decoding payloads, so it works on files of any size and on files\nthat need encodings this build cannot decode (they are listed as such).\n\nExamples:\n  cxrm inspect model.cxrm\n  cxrm inspect model.cxrm --json | jq '.totals.ratio'"
+)]
 pub struct Args {
     /// The .cxrm file to inspect.
     file: PathBuf,
@@ -18,7 +20,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<(), Failure> {
     let mapped = cxrm::Mapped::open(&args.file)?;
-    let options = ReadOptions { allow_unknown_encodings: true, ..Default::default() };
+    let options = ReadOptions {
+        allow_unknown_encodings: true,
+        ..Default::default()
+    };
     let file = mapped.parse_with(&options)?;
     let metadata = file.metadata()?;
     let graph = file.graph()?;
@@ -86,7 +91,10 @@ fn print_json(args: &Args, file: &Cxrm<'_>, metadata: &cxrm::Map, graph: Option<
             "file_ratio": ratio(tot.params, file.file_len()),
         },
     });
-    println!("{}", serde_json::to_string_pretty(&doc).expect("JSON values serialise"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&doc).expect("JSON values serialise")
+    );
 }
 
 fn show_value(v: &Value) -> String {
@@ -107,7 +115,14 @@ fn show_value(v: &Value) -> String {
 }
 
 fn shape(t: &TensorRecord<'_>) -> String {
-    format!("[{}]", t.shape.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        t.shape
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn opt(v: Option<f64>, suffix: &str) -> String {
@@ -116,7 +131,11 @@ fn opt(v: Option<f64>, suffix: &str) -> String {
 
 fn print_text(args: &Args, file: &Cxrm<'_>, metadata: &cxrm::Map, graph: Option<&cxrm::Graph>) {
     let h = file.header();
-    println!("file       {} ({} bytes)", args.file.display(), file.file_len());
+    println!(
+        "file       {} ({} bytes)",
+        args.file.display(),
+        file.file_len()
+    );
     println!(
         "format     cxrm {}.{}, encodings used: {}",
         h.version_major,
@@ -125,10 +144,24 @@ fn print_text(args: &Args, file: &Cxrm<'_>, metadata: &cxrm::Map, graph: Option<
     );
     let missing = file.missing_encodings();
     if !missing.is_empty() {
-        println!("           (this build cannot decode: {})", missing.join(", "));
+        println!(
+            "           (this build cannot decode: {})",
+            missing.join(", ")
+        );
     }
-    let sections: Vec<String> = file.sections().iter().map(|s| format!("{} ({} B)", s.kind_name(), s.extent.length)).collect();
-    println!("sections   {}", if sections.is_empty() { "none".into() } else { sections.join(", ") });
+    let sections: Vec<String> = file
+        .sections()
+        .iter()
+        .map(|s| format!("{} ({} B)", s.kind_name(), s.extent.length))
+        .collect();
+    println!(
+        "sections   {}",
+        if sections.is_empty() {
+            "none".into()
+        } else {
+            sections.join(", ")
+        }
+    );
 
     if !metadata.is_empty() {
         println!("\nmetadata");
@@ -139,15 +172,24 @@ fn print_text(args: &Args, file: &Cxrm<'_>, metadata: &cxrm::Map, graph: Option<
     if let Some(g) = graph {
         println!("\ngraph ({} nodes)", g.nodes.len());
         for n in &g.nodes {
-            let attrs: Vec<String> = n.attrs.iter().map(|(k, v)| format!("{}={}", escape(k), show_value(v))).collect();
-            println!(
+            let attrs: Vec<String> = n
+                .attrs
+                .iter()
+                .map(|(k, v)| format!("{}={}", escape(k), show_value(v)))
+                .collect();
+            let line = format!(
                 "  {:<14} {:<16} <- {:<18} {}{}",
                 escape(&n.name),
                 escape(&n.op),
                 escape(&n.inputs.join(", ")),
-                if n.weights.is_empty() { String::new() } else { format!("weights {} ", escape(&n.weights.join(", "))) },
+                if n.weights.is_empty() {
+                    String::new()
+                } else {
+                    format!("weights {} ", escape(&n.weights.join(", ")))
+                },
                 attrs.join(" ")
             );
+            println!("{}", line.trim_end());
         }
     }
 
@@ -167,18 +209,27 @@ fn print_text(args: &Args, file: &Cxrm<'_>, metadata: &cxrm::Map, graph: Option<
         })
         .collect();
     let tot = totals(file);
-    let header = ["name", "shape", "dtype", "encoding", "stored B", "bits/w", "vs f32"].map(String::from);
+    let header = [
+        "name", "shape", "dtype", "encoding", "stored B", "bits/w", "vs f32",
+    ]
+    .map(String::from);
     let footer = [
         format!("total ({} tensors)", rows.len()),
         format!("{} params", tot.params),
         String::new(),
         String::new(),
         tot.stored.to_string(),
-        opt((tot.params > 0).then(|| tot.stored as f64 * 8.0 / tot.params as f64), ""),
+        opt(
+            (tot.params > 0).then(|| tot.stored as f64 * 8.0 / tot.params as f64),
+            "",
+        ),
         opt(ratio(tot.params, tot.stored), "x"),
     ];
     let mut widths = [0usize; 7];
-    for row in std::iter::once(&header).chain(&rows).chain(std::iter::once(&footer)) {
+    for row in std::iter::once(&header)
+        .chain(&rows)
+        .chain(std::iter::once(&footer))
+    {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -188,7 +239,13 @@ fn print_text(args: &Args, file: &Cxrm<'_>, metadata: &cxrm::Map, graph: Option<
             .iter()
             .zip(widths)
             .enumerate()
-            .map(|(i, (c, w))| if i >= 4 { format!("{c:>w$}") } else { format!("{c:<w$}") })
+            .map(|(i, (c, w))| {
+                if i >= 4 {
+                    format!("{c:>w$}")
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
             .collect();
         println!("  {}", cells.join("  ").trim_end());
     };
@@ -200,9 +257,9 @@ fn print_text(args: &Args, file: &Cxrm<'_>, metadata: &cxrm::Map, graph: Option<
     println!("  {}", "-".repeat(widths.iter().sum::<usize>() + 12));
     line(&footer);
     println!(
-        "\nfile total {} bytes = {} f32 bytes / {:.2}",
+        "\nwhole file {} bytes (with header, table, sections and alignment): {} vs the {} bytes of f32 weights",
         file.file_len(),
+        opt(ratio(tot.params, file.file_len()), "x"),
         tot.params * 4,
-        ratio(tot.params, file.file_len()).unwrap_or(0.0)
     );
 }

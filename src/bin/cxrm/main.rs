@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "cxrm", version, about = "A file format and toolchain for compressed convolutional networks")]
+#[command(
+    name = "cxrm",
+    version,
+    about = "A file format and toolchain for compressed convolutional networks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

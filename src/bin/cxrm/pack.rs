@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 /// Pack a safetensors file (plus an optional graph) into a .cxrm file.
 #[derive(clap::Args)]
-#[command(after_help = "The graph file is JSON: an array of nodes, or {\"nodes\": [...], \"metadata\": {...}}.\nA node is {\"name\", \"op\", \"inputs\": [...], \"weights\": [...], attributes...} (spec/cxrm.md §7).\n\nExamples:\n  cxrm pack model.safetensors -o model.cxrm\n  cxrm pack model.safetensors -o model.cxrm --graph graph.json --zstd 19 --meta model.name=lenet-5")]
+#[command(
+    after_help = "The graph file is JSON: an array of nodes, or {\"nodes\": [...], \"metadata\": {...}}.\nA node is {\"name\", \"op\", \"inputs\": [...], \"weights\": [...], attributes...} (spec/cxrm.md §7).\n\nExamples:\n  cxrm pack model.safetensors -o model.cxrm\n  cxrm pack model.safetensors -o model.cxrm --graph graph.json --zstd 19 --meta model.name=lenet-5"
+)]
 pub struct Args {
     /// The safetensors file to read.
     input: PathBuf,
@@ -25,11 +27,15 @@ pub struct Args {
 pub fn run(args: Args) -> Result<(), Failure> {
     let input = cxrm::Mapped::open(&args.input)?;
     let mut writer = cxrm::Writer::new();
-    let options = PackOptions { zstd_level: args.zstd };
+    let options = PackOptions {
+        zstd_level: args.zstd,
+    };
     let n = add_safetensors(&mut writer, input.bytes(), &options)?;
     if let Some(path) = &args.graph {
-        let text = std::fs::read_to_string(path).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
         let (graph, metadata) = cxrm::json::graph_from_json(&json)?;
         for (k, v) in metadata {
             writer.set_metadata(k, v);
@@ -37,12 +43,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
         writer.set_graph(graph);
     }
     for kv in &args.meta {
-        let (key, raw) = kv.split_once('=').ok_or_else(|| Failure::Usage(format!("--meta {kv:?}: expected KEY=VALUE")))?;
-        let value = match serde_json::from_str::<serde_json::Value>(raw) {
-            Ok(json) if !json.is_string() => cxrm::json::json_to_value(&json, key)?,
-            _ => cxrm::Value::String(raw.to_string()),
-        };
-        writer.set_metadata(key, value);
+        let (key, raw) = kv
+            .split_once('=')
+            .ok_or_else(|| Failure::Usage(format!("--meta {kv:?}: expected KEY=VALUE")))?;
+        writer.set_metadata(key, cxrm::json::value_from_text(raw));
     }
     let size = writer.write(&args.output)?;
     let f32_bytes: u64 = {

@@ -3,7 +3,9 @@ use std::path::PathBuf;
 
 /// Full structural validation: every offset, CRC, section and tensor decode.
 #[derive(clap::Args)]
-#[command(after_help = "Exit status: 0 valid, 1 invalid (the message names the field and byte offset), 2 usage or I/O error.\n\nExample:\n  cxrm verify model.cxrm")]
+#[command(
+    after_help = "Exit status: 0 valid, 1 invalid (the message names the field and byte offset), 2 usage or I/O error.\n\nExample:\n  cxrm verify model.cxrm"
+)]
 pub struct Args {
     /// The .cxrm file to check.
     file: PathBuf,
