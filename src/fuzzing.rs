@@ -24,3 +24,75 @@ pub fn open_and_verify(data: &[u8]) -> bool {
         Err(_) => false,
     }
 }
+
+use crate::container::limits::Limits;
+use crate::dtype::DType;
+use crate::encoding::{self, DecodeContext, Stage, StageId};
+
+/// Fuzz input → one symbol stream: `[width, count lo, count hi, stream...]`, Huffman allowed.
+pub fn symbol_stream(data: &[u8]) {
+    let [width, lo, hi, rest @ ..] = data else {
+        return;
+    };
+    let count = u16::from_le_bytes([*lo, *hi]) as u64;
+    let mut c = crate::container::cursor::Cursor::new(rest, 0);
+    let _ = encoding::stream::read(&mut c, "fuzz", *width, count, true);
+}
+
+/// Run a representation's decoder on fuzz-chosen parameters and payload.
+fn decode_representation(stages: &[(StageId, &[u8])], shape: &[u64], payload: &[u8]) {
+    let stages: Vec<Stage<'_>> = stages
+        .iter()
+        .map(|(id, params)| Stage {
+            code: *id as u8,
+            params,
+            offset: 0,
+        })
+        .collect();
+    let elements: u64 = shape.iter().product();
+    let limits = Limits::SPEC;
+    let ctx = DecodeContext {
+        what: "fuzz",
+        dtype: DType::F32,
+        shape,
+        elements,
+        dense_len: elements * 4,
+        payload_offset: 0,
+        limits: &limits,
+    };
+    let _ = encoding::decode_detailed(&stages, payload, &ctx);
+}
+
+/// Fuzz input → a sparse tensor: `[12 sparse params][flags][4 codebook params][rows][cols][payload...]`;
+/// flags bit 0 adds a codebook stage, bit 1 a huffman stage.
+pub fn sparse_payload(data: &[u8]) {
+    if data.len() < 19 {
+        return;
+    }
+    let (sparse, rest) = data.split_at(12);
+    let flags = rest[0];
+    let (cb, rest) = rest[1..].split_at(4);
+    let shape = [rest[0] as u64, rest[1] as u64];
+    let mut stages: Vec<(StageId, &[u8])> = vec![(StageId::Sparse, sparse)];
+    if flags & 1 != 0 {
+        stages.push((StageId::Codebook, cb));
+    }
+    if flags & 2 != 0 {
+        stages.push((StageId::Huffman, &[]));
+    }
+    decode_representation(&stages, &shape, &rest[2..]);
+}
+
+/// Fuzz input → a codebook tensor: `[4 codebook params][flags][elements][payload...]`; flags
+/// bit 0 adds a huffman stage.
+pub fn codebook_payload(data: &[u8]) {
+    if data.len() < 6 {
+        return;
+    }
+    let (cb, rest) = data.split_at(4);
+    let mut stages: Vec<(StageId, &[u8])> = vec![(StageId::Codebook, cb)];
+    if rest[0] & 1 != 0 {
+        stages.push((StageId::Huffman, &[]));
+    }
+    decode_representation(&stages, &[rest[1] as u64], &rest[2..]);
+}

@@ -16,6 +16,7 @@
 //! # let _ = values; Ok(()) }
 //! ```
 
+pub mod compress;
 pub mod container;
 pub mod dtype;
 pub mod encoding;

@@ -1,10 +1,10 @@
-//! Replays every saved fuzz input (the seed corpus, the fixtures, and each past crash kept under
-//! `fuzz/regressions/`) through the same entry point the fuzzer uses. A crash that was fixed
-//! stays fixed.
+//! Replays every saved fuzz input (each target's corpus, every past crash kept under
+//! `fuzz/regressions/<target>/`, and for the file-level target the fixtures) through the same
+//! entry points the fuzzers use. A crash that was fixed stays fixed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
+fn files_in(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -14,24 +14,44 @@ fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-#[test]
-fn saved_fuzz_inputs_do_not_panic() {
+fn replay(target: &str, run: fn(&[u8])) -> usize {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut n = 0;
     for dir in [
-        "fuzz/regressions/open_verify",
-        "fuzz/corpus/open_verify",
-        "fixtures/valid",
-        "fixtures/invalid",
+        format!("fuzz/regressions/{target}"),
+        format!("fuzz/corpus/{target}"),
     ] {
         for path in files_in(&root.join(dir)) {
-            let data = std::fs::read(&path).unwrap();
-            let valid = cxrm::fuzzing::open_and_verify(&data);
-            if dir == "fixtures/valid" && path.extension().is_some_and(|e| e == "cxrm") {
-                assert!(valid, "{} must verify", path.display());
-            }
+            run(&std::fs::read(&path).unwrap());
             n += 1;
         }
     }
-    assert!(n > 30, "expected the fixtures at least, replayed {n}");
+    n
+}
+
+#[test]
+fn open_verify_inputs_do_not_panic() {
+    replay("open_verify", |d| {
+        cxrm::fuzzing::open_and_verify(d);
+    });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut n = 0;
+    for dir in ["fixtures/valid", "fixtures/invalid"] {
+        for path in files_in(&root.join(dir))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "cxrm"))
+        {
+            let valid = cxrm::fuzzing::open_and_verify(&std::fs::read(&path).unwrap());
+            assert_eq!(valid, dir == "fixtures/valid", "{}", path.display());
+            n += 1;
+        }
+    }
+    assert!(n > 50, "expected the fixtures at least, replayed {n}");
+}
+
+#[test]
+fn decoder_inputs_do_not_panic() {
+    replay("symbol_stream", cxrm::fuzzing::symbol_stream);
+    replay("sparse_payload", cxrm::fuzzing::sparse_payload);
+    replay("codebook_payload", cxrm::fuzzing::codebook_payload);
 }

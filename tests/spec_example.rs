@@ -57,3 +57,38 @@ fn spec_field_table_offsets_point_at_their_bytes() {
     }
     assert!(checked >= 20, "only {checked} rows checked");
 }
+
+#[test]
+fn spec_deep_compression_example_is_what_the_encoder_writes() {
+    use cxrm::compress::deep::{Prepared, StreamMode, TensorPlan};
+    use cxrm::encoding::sparse::Layout;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let spec = std::fs::read_to_string(root.join("spec/cxrm.md")).unwrap();
+    let marker = "<!-- deep example -->\n```\n";
+    let start = spec.find(marker).expect("spec has the deep example") + marker.len();
+    let block = &spec[start..start + spec[start..].find("```").unwrap()];
+    let hex = |line: &str| -> Vec<u8> {
+        let tail = line.split(':').nth(1).unwrap();
+        tail.split_whitespace()
+            .filter_map(|w| u8::from_str_radix(w, 16).ok())
+            .collect()
+    };
+    let lines: Vec<&str> = block.lines().collect();
+    let values = [0.0f32, 0.5, 0.0, 0.0, -0.25, 0.0, 0.5, 0.5];
+    let plan = TensorPlan {
+        sparse: true,
+        bits: Some(1),
+        ..Default::default()
+    };
+    let enc = Prepared::new(&values, &[2, 4], &plan)
+        .build(
+            Some(Layout::Relative { index_bits: 5 }),
+            StreamMode::HuffmanOnly,
+            None,
+        )
+        .unwrap();
+    assert_eq!(hex(lines[0]), enc.stages[0].params);
+    assert_eq!(hex(lines[1]), enc.stages[1].params);
+    assert!(enc.stages[2].params.is_empty());
+    assert_eq!(hex(lines[3]), enc.payload.to_vec());
+}

@@ -4,6 +4,10 @@ Written from `spec/cxrm.md` alone (no Rust source consulted), as a second
 implementation that proves the spec is complete.  Section references (§N) point
 into that document.
 
+Implements every stage with a layout in 1.1: dense (0), zstd (1), sparse (2),
+codebook (3) and huffman (4); the reserved stages 5..=8 are refused through
+must_understand (§5), naming what is missing.
+
 Dependencies: Python 3.11, numpy and the standard library.  CRC-32 is
 `zlib.crc32`.  The zstd stage (§5.2) uses the `zstandard` PyPI package when it
 is importable; otherwise it falls back to the `zstd` command-line tool run as
@@ -92,23 +96,41 @@ DTYPES = {
 }
 
 # §5 stage ids: id -> (name, kind).  Every id 0..=8 is *assigned*: its name and
-# kind are fixed by the spec, but only 0 and 1 have a byte layout in 1.0.
+# kind are fixed by the spec; 0..=4 have a layout in 1.1, 5..=8 are reserved.
 STAGE_TABLE = {
-    0: ("dense", "tensor"), 1: ("zstd", "byte"), 2: ("sparse", "tensor"),
-    3: ("codebook", "tensor"), 4: ("huffman", "byte"), 5: ("lowrank", "tensor"),
-    6: ("tucker", "tensor"), 7: ("binary", "tensor"), 8: ("miracle", "tensor"),
+    0: ("dense", "representation"), 1: ("zstd", "byte"),
+    2: ("sparse", "representation"), 3: ("codebook", "representation"),
+    4: ("huffman", "entropy"), 5: ("lowrank", "representation"),
+    6: ("tucker", "representation"), 7: ("binary", "representation"),
+    8: ("miracle", "representation"),
 }
 STAGE_DENSE = 0
 STAGE_ZSTD = 1
-# The position rule (stage 0 a tensor stage, later stages byte stages) applies
-# at open to every assigned id in STAGE_TABLE, implemented here or not (§3.2):
-# a chain [huffman] is bad_chain, not unknown_encoding.  Unassigned ids 9..=63
-# have no known kind and are left to must_understand (§5).
-IMPLEMENTED_STAGES = {STAGE_DENSE, STAGE_ZSTD}
+STAGE_SPARSE = 2
+STAGE_CODEBOOK = 3
+STAGE_HUFFMAN = 4
+IMPLEMENTED_STAGES = {STAGE_DENSE, STAGE_ZSTD, STAGE_SPARSE, STAGE_CODEBOOK, STAGE_HUFFMAN}
 # Parameter bytes each implemented stage's layout takes; a mismatch is
-# bad_chain, judged when the tensor is decoded, not at open (§5).
-STAGE_PARAM_LEN = {STAGE_DENSE: 0, STAGE_ZSTD: 8}
+# bad_chain, judged when the tensor is decoded, not at open (§5 "Decoding
+# order").
+STAGE_PARAM_LEN = {STAGE_DENSE: 0, STAGE_ZSTD: 8, STAGE_SPARSE: 12,
+                   STAGE_CODEBOOK: 4, STAGE_HUFFMAN: 0}
 MAX_STAGE_ID = 63   # ids >= 64 are unknown_encoding immediately
+
+# §5.4 symbol stream codings
+CODING_PACKED, CODING_BYTES, CODING_HUFFMAN = 0, 1, 2
+MAX_ULEB128_BYTES = 10          # a uleb128 holds at most 64 bits (§5.4)
+MAX_LEN_BITS = 5                # bits per stored Huffman code length (§5.4)
+# §5.5 canonical Huffman code
+MAX_CODE_LEN = 24
+# §5.7 sparse layouts
+SPARSE_RELATIVE, SPARSE_CSR = 0, 1
+MAX_CSR_COLS = 65_535
+MAX_CSR_ROWS = (1 << 32) - 1
+# §4 floating types (bf16 included: "Floating types are IEEE 754 (bf16: ...)")
+FLOAT_DTYPES = {1, 2, 3, 8}
+# §5.6 centroid dtypes: code -> numpy dtype of the stored centroids
+CENTROID_DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f2")}
 
 # §6 metadata value types
 T_STRING, T_INT, T_FLOAT, T_BOOL, T_ARRAY = 1, 2, 3, 4, 5
@@ -130,7 +152,13 @@ def align64(x: int) -> int:
 
 class CxrmError(Exception):
     """A conformance error: `code` is one of the §10 error codes, `field` and
-    `offset` (absolute byte offset in the file) say where."""
+    `offset` say where.  `offset` is an absolute byte offset in the file,
+    except for errors inside a tensor's payload (§5.4 to §5.7: fields named
+    `tensor[i].positions`, `.indices`, `.centroids`, `.values`, `.payload`)
+    when a byte stage (zstd) produced that payload: it is then the offset
+    into the decoded payload, which has no file offset of its own.  When the
+    payload is the stored bytes (no byte stage), payload errors carry file
+    offsets like every other error (§5 "Decoding order")."""
 
     def __init__(self, code: str, field: str, offset: int, message: str):
         super().__init__(f"{code} at {field} (offset {offset}): {message}")
@@ -182,6 +210,32 @@ class _Reader:
 
     def f64(self, field: str) -> float:
         return struct.unpack("<d", self.take(8, field))[0]
+
+    def uleb128(self, field: str) -> int:
+        """An unsigned LEB128 integer (§5.4): 7 bits per byte, least
+        significant group first, high bit set when another byte follows; at
+        most 10 bytes, the value within 64 bits, shortest form (no final 0x00
+        byte after the first), otherwise decode_error.  A byte missing from
+        the region is `truncated` (§5.4).  The 10th byte is judged as soon as
+        it is read ("at the tenth byte at the latest": a continuation bit or
+        a value past 64 bits there is decode_error), so an over-long encoding
+        never reads an 11th byte."""
+        start = self.pos
+        value = 0
+        for i in range(MAX_ULEB128_BYTES):
+            byte = self.u8(field)
+            if i == MAX_ULEB128_BYTES - 1 and byte > 1:
+                # bits 63.. come from the 10th byte: only bit 0 fits in 64
+                # bits, and a continuation bit would need an 11th byte.
+                raise CxrmError("decode_error", field, start,
+                                "uleb128 longer than 10 bytes or past 64 bits")
+            value |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                if byte == 0 and i > 0:
+                    raise CxrmError("decode_error", field, start,
+                                    "uleb128 not in its shortest form (final 0x00 byte)")
+                return value
+        raise AssertionError("unreachable: the 10th byte ends the loop")
 
 
 def _utf8(raw: memoryview, field: str, offset: int, allow_nul: bool = True) -> str:
@@ -469,6 +523,42 @@ def _stage_names(bits: int) -> str:
                      for i in range(64) if bits >> i & 1)
 
 
+# §5 chain grammar, for chains of implemented stages only:
+#
+#     chain := dense                         zstd*
+#            | sparse [codebook] [huffman]   zstd*
+#            | codebook          [huffman]   zstd*
+#            | lowrank | tucker | binary | miracle   (reserved, never judged
+#                                                     here: must_understand)
+#
+# as a state machine: state -> {stage id: next state}.  Every state but the
+# initial one accepts (a chain has at least one stage, §3.2).
+_GRAMMAR = {
+    "start":    {STAGE_DENSE: "dense", STAGE_SPARSE: "sparse",
+                 STAGE_CODEBOOK: "codebook"},
+    "dense":    {STAGE_ZSTD: "zstd"},
+    "sparse":   {STAGE_CODEBOOK: "quantized", STAGE_HUFFMAN: "huffman",
+                 STAGE_ZSTD: "zstd"},
+    "quantized": {STAGE_HUFFMAN: "huffman", STAGE_ZSTD: "zstd"},   # sparse+codebook
+    "codebook": {STAGE_HUFFMAN: "huffman", STAGE_ZSTD: "zstd"},
+    "huffman":  {STAGE_ZSTD: "zstd"},
+    "zstd":     {STAGE_ZSTD: "zstd"},
+}
+
+
+def _grammar_break(ids: list) -> int | None:
+    """Index of the first stage that breaks §5's chain grammar, or None: the
+    stage at which no chain of the grammar can continue the prefix read so
+    far (§5 "Grammar checks": reported at the id of the first stage that
+    breaks the grammar)."""
+    state = "start"
+    for k, sid in enumerate(ids):
+        state = _GRAMMAR[state].get(sid)
+        if state is None:
+            return k
+    return None
+
+
 def _read_tensor_record(t: _Reader, i: int, check_extent) -> TensorRecord:
     """One §3.2 record, each field checked as it is read, in stored order."""
     f = f"tensor[{i}]"
@@ -524,9 +614,9 @@ def _read_tensor_record(t: _Reader, i: int, check_extent) -> TensorRecord:
         sflags = t.u8(f"{sf}.flags")
         param_len = t.u16(f"{sf}.param_len")
         # §3.2 order, once id, flags and param_len are read: flags,
-        # param_len, params present in the table (truncated), id >= 64,
-        # position of an assigned id.  Whether the params fit the stage's
-        # layout is a decode-time check (§5), see CxrmFile.decode.
+        # param_len, params present in the table (truncated), id >= 64.
+        # Whether the params fit the stage's layout is a decode-time check
+        # (§5), see CxrmFile.decode.
         if sflags != 0:
             raise CxrmError("reserved_nonzero", f"{sf}.flags", spos + 1,
                             f"stage flags {sflags:#x}")
@@ -537,13 +627,19 @@ def _read_tensor_record(t: _Reader, i: int, check_extent) -> TensorRecord:
         if sid > MAX_STAGE_ID:
             raise CxrmError("unknown_encoding", f"{sf}.id", spos,
                             f"stage id {sid} >= 64")
-        if sid in STAGE_TABLE:               # assigned ids 0..=8 (§5)
-            kind = STAGE_TABLE[sid][1]
-            if (k == 0) != (kind == "tensor"):
-                where = "first" if k == 0 else f"at position {k}"
-                raise CxrmError("bad_chain", f"{sf}.id", spos,
-                                f"{STAGE_TABLE[sid][0]} is a {kind} stage and stands {where}")
         stages.append(Stage(sid, sflags, params, spos))
+
+    # §3.2/§5: once all stages are read, the chain grammar, but only when this
+    # reader implements every stage in it; a chain with a stage it lacks
+    # (reserved 5..=8, unassigned 9..=63) is left to must_understand, so it
+    # fails with unknown_encoding rather than bad_chain.
+    if all(st.id in IMPLEMENTED_STAGES for st in stages):
+        k = _grammar_break([st.id for st in stages])
+        if k is not None:
+            st = stages[k]
+            raise CxrmError("bad_chain", f"{f}.stage[{k}].id", st.offset,
+                            f"chain {'+'.join(s.name for s in stages)} breaks the "
+                            f"grammar at {st.name} (stage {k})")
 
     off_pos = t.pos
     offset = t.u64(f"{f}.offset")
@@ -734,6 +830,630 @@ def _zstd_decode(data: memoryview, decoded_len: int, field: str, offset: int) ->
 
 
 # ---------------------------------------------------------------------------
+# Stage parameters (§5.6, §5.7), checked when the tensor is decoded
+# ---------------------------------------------------------------------------
+#
+# §5 "Decoding order": first the byte stages run, last to first, each
+# checking its own parameters as it starts; then the other stages check
+# their parameters in chain order (sparse, codebook, huffman): a parameter
+# length other than the stage's is bad_chain, then the fields in stored
+# order with the codes their tables give.  Only then is the payload read.
+#
+# Offsets of parameter errors are absolute file offsets (the parameters live
+# in the table).  Offsets of errors *inside a payload* (§5.4 to §5.7) are
+# file offsets when the payload is the stored bytes, and offsets into the
+# decoded payload when a byte stage (zstd) produced it.
+
+@dataclass
+class _SparseParams:
+    layout: int         # SPARSE_RELATIVE or SPARSE_CSR
+    index_bits: int     # relative: gap width b, 2..=16; CSR: 0
+    nnz: int            # survivors, <= element count
+
+
+@dataclass
+class _CodebookParams:
+    bits: int           # index width, 1..=8
+    centroid_dtype: int # 1 f32, 2 f16
+    k: int              # centroids, 1..=2^bits
+
+
+def _check_param_len(st: Stage, sf: str) -> None:
+    """§5 "Decoding order": a stage first checks that its parameters have its
+    layout's length (bad_chain)."""
+    want = STAGE_PARAM_LEN[st.id]
+    if len(st.params) != want:
+        raise CxrmError("bad_chain", f"{sf}.param_len", st.offset + 2,
+                        f"{st.name} takes {want} parameter bytes, "
+                        f"param_len is {len(st.params)}")
+
+
+def _sparse_params(st: Stage, sf: str, t: TensorRecord) -> _SparseParams:
+    """§5.7 parameters: param_len 12 (bad_chain), then the fields in stored
+    order: layout and index_bits (bad_chain), reserved (reserved_nonzero),
+    nnz <= element count (decode_error)."""
+    _check_param_len(st, sf)
+    p = st.params
+    base = st.offset + 4                        # first parameter byte in the file
+    layout, index_bits = p[0], p[1]
+    reserved = int.from_bytes(p[2:4], "little")
+    nnz = int.from_bytes(p[4:12], "little")
+    if layout not in (SPARSE_RELATIVE, SPARSE_CSR):
+        raise CxrmError("bad_chain", f"{sf}.params.layout", base,
+                        f"sparse layout {layout}: only 0 (relative) and 1 (CSR) exist")
+    if layout == SPARSE_RELATIVE and not 2 <= index_bits <= 16:
+        raise CxrmError("bad_chain", f"{sf}.params.index_bits", base + 1,
+                        f"relative layout with gap width {index_bits}, must be 2..=16")
+    if layout == SPARSE_CSR and index_bits != 0:
+        raise CxrmError("bad_chain", f"{sf}.params.index_bits", base + 1,
+                        f"CSR layout with index_bits {index_bits}, must be 0")
+    if reserved != 0:
+        raise CxrmError("reserved_nonzero", f"{sf}.params.reserved", base + 2,
+                        f"sparse reserved = {reserved:#x}")
+    if nnz > t.element_count:
+        raise CxrmError("decode_error", f"{sf}.params.nnz", base + 4,
+                        f"nnz {nnz} > element count {t.element_count}")
+    return _SparseParams(layout, index_bits, nnz)
+
+
+def _codebook_params(st: Stage, sf: str, t: TensorRecord) -> _CodebookParams:
+    """§5.6 parameters: param_len 4, then the fields in stored order (bits
+    1..=8, centroid_dtype f32/f16, k 1..=2^bits), and then the tensor's
+    dtype a float type (f32, f16, bf16, f64); all bad_chain."""
+    _check_param_len(st, sf)
+    p = st.params
+    base = st.offset + 4
+    bits, cdtype = p[0], p[1]
+    k = int.from_bytes(p[2:4], "little")
+    if not 1 <= bits <= 8:
+        raise CxrmError("bad_chain", f"{sf}.params.bits", base,
+                        f"codebook index width {bits}, must be 1..=8")
+    if cdtype not in CENTROID_DTYPES:
+        raise CxrmError("bad_chain", f"{sf}.params.centroid_dtype", base + 1,
+                        f"centroid dtype {cdtype}, must be 1 (f32) or 2 (f16)")
+    if not 1 <= k <= 1 << bits:
+        raise CxrmError("bad_chain", f"{sf}.params.k", base + 2,
+                        f"{k} centroids for {bits}-bit indices, must be 1..={1 << bits}")
+    if t.dtype_code not in FLOAT_DTYPES:
+        raise CxrmError("bad_chain", sf, st.offset,
+                        f"a codebook on a {t.dtype} tensor: only float types may be quantized")
+    return _CodebookParams(bits, cdtype, k)
+
+
+# ---------------------------------------------------------------------------
+# Symbol streams (§5.4)
+# ---------------------------------------------------------------------------
+
+def _bits_needed(x: int) -> int:
+    """§5.7 `bits(x)`: the number of bits needed to write x >= 0, at least 1."""
+    assert x >= 0
+    return max(1, x.bit_length())
+
+
+def _read_stream(r: _Reader, field: str, width: int, count: int | None = None,
+                 max_count: int | None = None, huffman_ok: bool = False) -> np.ndarray:
+    """Read one symbol stream (§5.4) from the payload reader `r` and return its
+    symbols as an int64 array.
+
+    `width` is the width the stage defines; the stage defines either the exact
+    `count` or, for relative sparse positions, only an upper bound
+    `max_count` (§5.7).  `huffman_ok` is whether the chain has a `huffman`
+    stage (§5.3).
+
+    Header fields (u8 coding, u8 width, uleb128 count, uleb128 data_len) are
+    checked as they are read, in stored order: coding (bad_value; then coding
+    2 without a huffman stage, bad_chain), width (decode_error), count
+    (malformed uleb128 or not what the stage defines: decode_error),
+    data_len (malformed: decode_error; past the payload: truncated).  Then
+    the data, by coding.  Whether a stream may be Huffman-coded is judged at
+    its coding byte, before its other fields (§5.3); a uleb128 cut off by the
+    end of the payload is truncated (§5.4).
+
+    Nothing is allocated from `count` before it has been checked against
+    what the stage defines and before the bytes it implies are known
+    present, except for a Huffman stream of one symbol, which stores no bits
+    (§8): that one comes back as a zero-stride numpy view of its symbol
+    (see _huffman_decode), so it costs no memory either."""
+    pos = r.pos
+    coding = r.u8(f"{field}.coding")
+    if coding not in (CODING_PACKED, CODING_BYTES, CODING_HUFFMAN):
+        raise CxrmError("bad_value", f"{field}.coding", pos,
+                        f"stream coding {coding}: only 0 (packed), 1 (bytes), 2 (Huffman)")
+    if coding == CODING_HUFFMAN and not huffman_ok:
+        raise CxrmError("bad_chain", f"{field}.coding", pos,
+                        "a Huffman-coded stream in a chain without the huffman stage")
+    wpos = r.pos
+    got_width = r.u8(f"{field}.width")
+    # Stage-defined widths are all within 1..=16, so equality also enforces
+    # the 1..=16 range (both decode_error).
+    if got_width != width:
+        raise CxrmError("decode_error", f"{field}.width", wpos,
+                        f"stream width {got_width}, the stage defines {width}")
+    cpos = r.pos
+    n_sym = r.uleb128(f"{field}.count")
+    if count is not None and n_sym != count:
+        raise CxrmError("decode_error", f"{field}.count", cpos,
+                        f"stream count {n_sym}, the stage defines {count}")
+    if max_count is not None and n_sym > max_count:
+        raise CxrmError("decode_error", f"{field}.count", cpos,
+                        f"stream count {n_sym} > the bound {max_count}")
+    dpos = r.pos
+    data_len = r.uleb128(f"{field}.data_len")
+    if data_len > r.remaining():
+        raise CxrmError("truncated", f"{field}.data_len", dpos,
+                        f"data_len {data_len} runs past the payload "
+                        f"({r.remaining()} bytes remain)")
+    start = r.pos
+    data = r.take(data_len, f"{field}.data")
+
+    if coding == CODING_PACKED:
+        return _unpack_packed(data, n_sym, width, f"{field}.data", start)
+    if coding == CODING_BYTES:
+        return _unpack_bytes(data, n_sym, width, f"{field}.data", start)
+    return _huffman_decode(r.buf, start, start + data_len, n_sym, width,
+                           f"{field}.huffman")
+
+
+# Symbols unpacked per step of a packed stream: a multiple of 8, so that every
+# step starts on a byte boundary (8 x width bits is a whole number of bytes);
+# bounds the temporary bit arrays to a few MiB.
+_PACKED_CHUNK_SYMBOLS = 1 << 18
+
+
+def _unpack_packed(data: memoryview, n_sym: int, width: int, field: str,
+                   start: int) -> np.ndarray:
+    """Coding 0: `width` bits per symbol, MSB first, back to back; data_len
+    exactly ceil(count x width / 8) and the padding bits zero (decode_error).
+
+    numpy.unpackbits reads the bit order directly; each symbol's `width` bits
+    are then right-aligned in 16 bits and packed again, giving big-endian
+    u16 symbols without an int64 copy of every bit."""
+    total_bits = n_sym * width
+    want = (total_bits + 7) // 8
+    if len(data) != want:
+        raise CxrmError("decode_error", field, start,
+                        f"packed data_len {len(data)}, ceil({n_sym} x {width} / 8) = {want}")
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if total_bits % 8 and raw[-1] & ((1 << (8 - total_bits % 8)) - 1):
+        raise CxrmError("decode_error", field, start + want - 1,
+                        "nonzero padding bit after the last packed symbol")
+    if width == 8:
+        return raw.astype(np.int64)
+    out = np.empty(n_sym, dtype=np.int64)
+    step = _PACKED_CHUNK_SYMBOLS
+    for j in range(0, n_sym, step):
+        m = min(step, n_sym - j)
+        lo = j * width // 8                        # byte-aligned: j % 8 == 0
+        bits = np.unpackbits(raw[lo:lo + (m * width + 7) // 8], count=m * width)
+        padded = np.zeros((m, 16), dtype=np.uint8)
+        padded[:, 16 - width:] = bits.reshape(m, width)
+        out[j:j + m] = np.packbits(padded, axis=1).view(">u2").reshape(m)
+    return out
+
+
+def _unpack_bytes(data: memoryview, n_sym: int, width: int, field: str,
+                  start: int) -> np.ndarray:
+    """Coding 1: one u8 per symbol (width <= 8) or one little-endian u16;
+    data_len exactly count x (1 or 2), every symbol below 2^width
+    (decode_error)."""
+    size = 1 if width <= 8 else 2
+    if len(data) != n_sym * size:
+        raise CxrmError("decode_error", field, start,
+                        f"bytes data_len {len(data)}, count x {size} = {n_sym * size}")
+    syms = np.frombuffer(data, dtype=np.uint8 if size == 1 else np.dtype("<u2"))
+    bad = np.flatnonzero(syms >> width)
+    if bad.size:
+        j = int(bad[0])
+        raise CxrmError("decode_error", field, start + j * size,
+                        f"symbol {int(syms[j])} at index {j} is not below 2^{width}")
+    return syms.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------
+# Canonical Huffman code (§5.5)
+# ---------------------------------------------------------------------------
+
+# Bits resolved by the primary lookup table; longer codes (up to 24 bits) fall
+# back to the canonical per-length search.
+_HUFF_TABLE_BITS = 10
+# Bit positions examined per chunk of the bit stream (bounds temporary memory
+# to a few MiB whatever the stream's length).
+_HUFF_CHUNK_BITS = 1 << 16
+
+
+def _huffman_decode(buf: memoryview, start: int, end: int, n_sym: int, width: int,
+                    field: str) -> np.ndarray:
+    """Coding 2 (§5.4): uleb128 `n`, u8 `len_bits`, `n` code lengths of
+    `len_bits` bits each (MSB first, zero-padded to a whole byte), then the
+    §5.5 bit stream, all within the stream's `data_len` bytes
+    `buf[start:end]`.
+
+    Checks, in order: n <= 2^width; len_bits <= 5; the ceil(n x len_bits / 8)
+    length bytes present, their padding bits zero; each length <= 24; then by
+    the number of used symbols: none -> count 0; one -> its length is 1 (and
+    every symbol is it, and the bit stream MUST be empty); two or more ->
+    the code is complete (Kraft sum exactly 1).  Then the bit stream:
+    decoding `count` codes must not run out of bits; the stream must be
+    exactly ceil(total code bits / 8) bytes with zero padding bits (all
+    decode_error).  A field of the data (`n`, `len_bits`, the lengths) that
+    data_len cannot hold is `truncated` (§5.4).
+
+    A stream of one symbol stores no bits, so its `count` is bounded only by
+    the stage (§8's exception): it is returned as a zero-stride view of that
+    symbol, which allocates nothing.
+
+    SPEC GAP: with no used symbol §5.5 requires only `count` = 0; it does
+    not say outright that the bit stream must then be empty (the paragraph
+    on the bit stream begins "Otherwise", after the one-symbol case).  The
+    codes of zero symbols are zero bits, so ceil(0 / 8) = 0 bytes: a
+    non-empty stream is decode_error here."""
+    r = _Reader(buf, start, end, "Huffman stream data")
+    npos = r.pos
+    n = r.uleb128(f"{field}.n")
+    if n > 1 << width:
+        raise CxrmError("decode_error", f"{field}.n", npos,
+                        f"{n} code lengths for {width}-bit symbols (at most {1 << width})")
+    bpos = r.pos
+    len_bits = r.u8(f"{field}.len_bits")
+    if len_bits > MAX_LEN_BITS:
+        raise CxrmError("decode_error", f"{field}.len_bits", bpos,
+                        f"len_bits {len_bits}, must be 0..={MAX_LEN_BITS}")
+    lpos = r.pos
+    # n <= 2^16 and len_bits <= 5: at most 40,960 bytes, checked present.
+    raw = r.take((n * len_bits + 7) // 8, f"{field}.lengths")
+    if len_bits == 0:
+        lengths = np.zeros(n, dtype=np.uint8)       # "every length is 0"
+    else:
+        # Same bit layout as a packed stream; its checks (length, zero
+        # padding) are the ones §5.4 asks of the lengths.
+        lengths = _unpack_packed(raw, n, len_bits, f"{field}.lengths",
+                                 lpos).astype(np.uint8)
+    too_long = np.flatnonzero(lengths > MAX_CODE_LEN)
+    if too_long.size:
+        s = int(too_long[0])
+        raise CxrmError("decode_error", f"{field}.lengths", lpos + s * len_bits // 8,
+                        f"symbol {s} has code length {int(lengths[s])} > {MAX_CODE_LEN}")
+    stream_pos = r.pos
+    stream = r.take(r.remaining(), f"{field}.bits")
+    used = np.flatnonzero(lengths)
+
+    def fail(msg, at=stream_pos):
+        raise CxrmError("decode_error", field, at, msg)
+
+    if used.size == 0:
+        if n_sym != 0:
+            fail(f"no symbol has a code but count is {n_sym}", lpos)
+        if len(stream):
+            fail(f"{len(stream)} bit-stream bytes for zero code bits")
+        return np.zeros(0, dtype=np.int64)
+    if used.size == 1:
+        s = int(used[0])
+        if lengths[s] != 1:
+            fail(f"the only symbol, {s}, has code length {int(lengths[s])}, must be 1",
+                 lpos)
+        if len(stream):
+            fail(f"{len(stream)} bit-stream bytes: a one-symbol code has an empty stream")
+        return np.broadcast_to(np.int64(s), (n_sym,))
+
+    # Kraft sum in units of 2^-24: exactly 2^24 for a complete code.
+    kraft = int(np.sum(np.left_shift(1, MAX_CODE_LEN - lengths[used].astype(np.int64))))
+    if kraft != 1 << MAX_CODE_LEN:
+        fail("over-subscribed code lengths" if kraft > 1 << MAX_CODE_LEN
+             else "incomplete code lengths", lpos)
+
+    # Every symbol costs at least one bit: a cheap bound before allocating.
+    if n_sym > 8 * len(stream):
+        fail(f"{len(stream)} bytes cannot hold {n_sym} codes (ran out of bits)")
+
+    dec = _CanonicalDecoder(lengths)
+    syms, total_bits = dec.decode(np.frombuffer(stream, dtype=np.uint8), n_sym)
+    if total_bits < 0:
+        fail(f"ran out of bits before {n_sym} codes were decoded")
+    want = (total_bits + 7) // 8
+    if len(stream) != want:
+        fail(f"bit stream is {len(stream)} bytes, ceil({total_bits} / 8) = {want}")
+    if total_bits % 8 and stream[-1] & ((1 << (8 - total_bits % 8)) - 1):
+        fail("nonzero padding bit after the last code", stream_pos + want - 1)
+    return syms
+
+
+class _CanonicalDecoder:
+    """Table-driven decoder of a complete canonical code (§5.5).
+
+    The codes follow the spec's construction (DEFLATE's):
+
+        count[l] = number of symbols of length l;  code = 0
+        for l in 1..=max: code = (code + count[l-1]) << 1;  first[l] = code
+        for s in 0..n, if lengths[s] > 0: code[s] = first[lengths[s]]++
+
+    Let L be the longest length and W the next L bits of the stream (zero
+    bits past its end).  Left-justified to L bits, the codes of length l are
+    the interval [first[l] << (L-l), limit[l]) with
+    limit[l] = (first[l] + count[l]) << (L-l), and limit[] is nondecreasing;
+    so the length of the code at W is the least l with W < limit[l] (the
+    canonical per-length search, a binary search over limit[]), and its
+    symbol is sorted_symbols[offset[l] + (W >> (L-l)) - first[l]].  A
+    complete code leaves no W undecodable: "bits that match no code" can only
+    mean running out of bits.
+
+    The primary table maps the next K = min(L, 10) bits to (symbol, length)
+    for every code of length <= K (length 0 marks a longer code, resolved by
+    the per-length search on the full L bits).
+
+    Decoding is vectorized: every bit position of the stream is decoded as if
+    a code started there (one table lookup each), and the chain of actual
+    code starts p[j+1] = p[j] + length(p[j]) from p[0] = 0 is then followed
+    by pointer doubling, chunk by chunk.  Nothing walks a tree bit by bit."""
+
+    def __init__(self, lengths: np.ndarray):
+        lengths = lengths.astype(np.int64)
+        self.max_len = L = int(lengths.max())
+        count = np.bincount(lengths, minlength=L + 1)
+        count[0] = 0
+        first = np.zeros(L + 2, dtype=np.int64)
+        code = 0
+        for l in range(1, L + 1):
+            code = (code + int(count[l - 1])) << 1
+            first[l] = code
+        # Symbols sorted by (length, symbol): a stable sort on length keeps
+        # increasing symbol order within one length.
+        used = np.flatnonzero(lengths)
+        self.sorted_symbols = used[np.argsort(lengths[used], kind="stable")]
+        offset = np.zeros(L + 2, dtype=np.int64)
+        offset[1:L + 2] = np.cumsum(count[:L + 1])        # symbols shorter than l
+        self.first, self.offset = first, offset
+        ls = np.arange(1, L + 1)
+        self.limit = (first[1:L + 1] + count[1:L + 1]) << (L - ls)   # limit[l-1]
+        # Primary table on the first K bits.
+        self.K = K = min(L, _HUFF_TABLE_BITS)
+        sym, ln = self._search(np.arange(1 << K, dtype=np.int64) << (L - K))
+        short = ln <= K
+        self.table_sym = np.where(short, sym, 0)
+        self.table_len = np.where(short, ln, 0)
+
+    def _search(self, w: np.ndarray):
+        """Canonical per-length search for left-justified L-bit windows w."""
+        L = self.max_len
+        ln = np.searchsorted(self.limit, w, side="right") + 1   # least l: w < limit[l]
+        idx = self.offset[ln] + (w >> (L - ln)) - self.first[ln]
+        return self.sorted_symbols[idx], ln
+
+    def _decode_at(self, padded: np.ndarray, positions: np.ndarray):
+        """(symbol, length) of the code starting at each bit position."""
+        L, K = self.max_len, self.K
+        byte = positions >> 3
+        # 32 bits from the position's byte, big-endian, shifted so the
+        # position's bit is the top one: at least 25 >= L valid bits.
+        word = ((padded[byte].astype(np.uint64) << np.uint64(24))
+                | (padded[byte + 1].astype(np.uint64) << np.uint64(16))
+                | (padded[byte + 2].astype(np.uint64) << np.uint64(8))
+                | padded[byte + 3].astype(np.uint64))
+        word = (word << (positions & 7).astype(np.uint64)) & np.uint64(0xFFFFFFFF)
+        w = (word >> np.uint64(32 - L)).astype(np.int64)
+        prefix = w >> (L - K)
+        sym = self.table_sym[prefix]
+        ln = self.table_len[prefix]
+        long_ = np.flatnonzero(ln == 0)
+        if long_.size:                                   # codes longer than K
+            sym[long_], ln[long_] = self._search(w[long_])
+        return sym, ln
+
+    def decode(self, stream: np.ndarray, n_sym: int):
+        """Decode `n_sym` codes from `stream` (bytes).  Returns (symbols,
+        total code bits), or (None, -1) when the stream runs out of bits."""
+        n_bits = 8 * len(stream)
+        padded = np.concatenate([stream, np.zeros(4, dtype=np.uint8)])
+        out = np.empty(n_sym, dtype=np.int64)
+        done, pos = 0, 0
+        while done < n_sym:
+            if pos >= n_bits:
+                return None, -1
+            # Decode every position of this chunk; a code starting in the
+            # chunk may end past it (at most 24 bits later).
+            hi = min(pos + _HUFF_CHUNK_BITS, n_bits)
+            sym, ln = self._decode_at(padded, np.arange(pos, hi, dtype=np.int64))
+            m = hi - pos
+            # nxt[j]: the next code start after one starting at pos + j,
+            # relative to pos; m is the sentinel "left the chunk".
+            nxt = np.arange(m, dtype=np.int64) + ln
+            nxt = np.append(np.minimum(nxt, m), m)
+            starts = _chain(nxt, n_sym - done)
+            last = int(starts[-1])
+            end_bit = pos + last + int(ln[last])
+            if end_bit > n_bits:        # the last code needs bits past the end
+                return None, -1
+            out[done:done + starts.size] = sym[starts]
+            done += starts.size
+            pos = end_bit
+        return out, pos
+
+
+def _chain(nxt: np.ndarray, limit: int) -> np.ndarray:
+    """The first `limit` (or fewer) elements of 0, nxt[0], nxt[nxt[0]], ...
+    before the sentinel len(nxt) - 1 (which maps to itself), by pointer
+    doubling: `reach` holds the chain's first 2^i elements and `jump` is nxt
+    applied 2^i times.  The chain strictly increases, so sorted order is
+    chain order."""
+    sentinel = len(nxt) - 1
+    reach = np.zeros(1, dtype=np.int64)
+    jump = nxt
+    while reach.size < limit + 1:
+        more = jump[reach]
+        if (more == sentinel).all():
+            break
+        reach = np.union1d(reach, more)
+        jump = jump[jump]
+    reach = reach[reach != sentinel]
+    return reach[:limit]
+
+
+# ---------------------------------------------------------------------------
+# Representations with symbol streams (§5.6, §5.7)
+# ---------------------------------------------------------------------------
+
+def _round_f32_to_bf16(x: np.ndarray) -> np.ndarray:
+    """f32 -> bf16 bit patterns (uint16), round to nearest even (§5.6); a NaN
+    stays a NaN (upper 16 bits, quiet bit forced, never rounding into an
+    infinity) and an infinity stays infinite (rounding leaves 0x7F800000
+    unchanged)."""
+    u = x.astype("<f4").view(np.uint32).astype(np.uint64)
+    rounded = (u + np.uint64(0x7FFF) + ((u >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16)
+    nan = np.isnan(x)
+    quiet = (u >> np.uint64(16)) | np.uint64(0x0040)
+    return np.where(nan, quiet, rounded).astype(np.uint16)
+
+
+def _read_codebook_part(r: _Reader, t: TensorRecord, cb: _CodebookParams,
+                        count: int, huffman_ok: bool) -> np.ndarray:
+    """§5.6 payload part: k centroids, then the index stream (width = bits,
+    `count` indices).  Returns the `count` values in the tensor's stored
+    numpy dtype (bf16 as uint16 bit patterns)."""
+    cdt = CENTROID_DTYPES[cb.centroid_dtype]
+    raw = r.take(cb.k * cdt.itemsize, f"{t.field}.centroids")
+    centroids = np.frombuffer(raw, dtype=cdt)
+    istart = r.pos
+    idx = _read_stream(r, f"{t.field}.indices", cb.bits, count=count,
+                       huffman_ok=huffman_ok)
+    # A one-symbol Huffman stream is a zero-stride view: one probe suffices.
+    bad = np.flatnonzero((idx[:1] if _is_constant(idx) else idx) >= cb.k)
+    if bad.size:
+        j = int(bad[0])
+        raise CxrmError("decode_error", f"{t.field}.indices", istart,
+                        f"index {int(idx[j])} at position {j}, only {cb.k} centroids")
+    # Convert the centroids to the tensor's dtype (round to nearest even;
+    # f16 -> f32/f64 and f32 -> f64 are exact), then gather.
+    # A finite f32 beyond f16's range rounds to an infinity, as round to
+    # nearest even does; numpy's overflow warning for that is silenced.
+    if t.dtype == "bf16":
+        table = _round_f32_to_bf16(centroids.astype(np.float32))
+    else:
+        with np.errstate(over="ignore"):
+            table = centroids.astype(DTYPES[t.dtype_code][2])
+    return table[idx]
+
+
+def _is_constant(a: np.ndarray) -> bool:
+    """A zero-stride view: the symbols of a one-symbol Huffman stream."""
+    return a.ndim == 1 and a.size > 1 and a.strides[0] == 0
+
+
+def _read_positions(r: _Reader, t: TensorRecord, sp: _SparseParams,
+                    huffman_ok: bool) -> np.ndarray:
+    """§5.7 position part: the survivors' flat row-major positions, strictly
+    increasing, all below the element count, exactly nnz of them."""
+    n = t.element_count
+    field = f"{t.field}.positions"
+    start = r.pos
+
+    def fail(msg):
+        raise CxrmError("decode_error", field, start, msg)
+
+    if sp.layout == SPARSE_RELATIVE:
+        b = sp.index_bits
+        escape = (1 << b) - 1
+        # count includes escapes; bounded by nnz + n / (2^b - 1) + 1.  (With
+        # an integer count, real and floor division give the same bound.)
+        syms = _read_stream(r, field, b, max_count=sp.nnz + n // escape + 1,
+                            huffman_ok=huffman_ok)
+        # A symbol s < escape places a survivor at next + s and moves next
+        # past it (+ s + 1); an escape only moves next by 2^b - 1.  Escapes
+        # after the last survivor are allowed and place nothing (§5.7).
+        if _is_constant(syms):                  # one-symbol Huffman stream
+            s = int(syms[0])
+            positions = (np.zeros(0, dtype=np.int64) if s == escape else
+                         np.arange(1, syms.size + 1, dtype=np.int64) * (s + 1) - 1)
+        else:
+            is_escape = syms == escape
+            after = np.cumsum(np.where(is_escape, escape, syms + 1))
+            positions = after[~is_escape] - 1
+        if positions.size and positions[-1] >= n:
+            j = int(np.flatnonzero(positions >= n)[0])
+            fail(f"survivor {j} at position {int(positions[j])} >= element count {n}")
+        if positions.size != sp.nnz:
+            fail(f"the gap stream places {positions.size} survivors, nnz is {sp.nnz}")
+        return positions
+
+    # CSR: rows = first dimension, cols = n / rows (a scalar is 1 x 1; a tensor
+    # with no elements, [0, r] or [r, 0], is 0 x 0).  Both bounds are checked
+    # before any stream is read.
+    rows = 0 if n == 0 else (t.shape[0] if t.shape else 1)
+    cols = n // rows if rows else 0
+    if cols > MAX_CSR_COLS:
+        fail(f"CSR with {cols} columns > {MAX_CSR_COLS}")
+    if rows > MAX_CSR_ROWS:
+        fail(f"CSR with {rows} rows > {MAX_CSR_ROWS}")
+    per_row = _read_stream(r, f"{field}.rows", _bits_needed(cols), count=rows,
+                           huffman_ok=huffman_ok)
+    # The row counts must add up to nnz, checked right after their stream.
+    total = (int(per_row[0]) * per_row.size if _is_constant(per_row)
+             else int(per_row.sum()))
+    if total != sp.nnz:
+        fail(f"CSR row counts add up to {total}, nnz is {sp.nnz}")
+    col = _read_stream(r, f"{field}.columns", _bits_needed(max(cols, 1) - 1),
+                       count=sp.nnz, huffman_ok=huffman_ok)
+    if not col.size:
+        return np.zeros(0, dtype=np.int64)
+    # nnz > 0 here, so rows <= nnz <= n even for a constant row-count stream.
+    per_row = np.ascontiguousarray(per_row)
+    if int(col.max()) >= cols:
+        j = int(np.flatnonzero(col >= cols)[0])
+        fail(f"survivor {j} in column {int(col[j])} >= cols {cols}")
+    row_of = np.repeat(np.arange(rows, dtype=np.int64), per_row)
+    # Within one row the columns must strictly increase.
+    same_row = row_of[1:] == row_of[:-1]
+    bad = np.flatnonzero(same_row & (col[1:] <= col[:-1]))
+    if bad.size:
+        j = int(bad[0]) + 1
+        fail(f"row {int(row_of[j])}: column {int(col[j])} after {int(col[j - 1])}, "
+             f"not strictly increasing")
+    return row_of * cols + col
+
+
+def _decode_stream_repr(r: _Reader, t: TensorRecord, rep: list,
+                        field_of) -> np.ndarray:
+    """Decode a `sparse [codebook] [huffman]` or `codebook [huffman]` payload
+    from `r`, which spans exactly the payload (over the file buffer when the
+    payload is the stored bytes, so errors carry file offsets; over the
+    decoded bytes when a zstd stage produced it).
+
+    `rep` is the chain without its byte stages (the grammar was checked at
+    open).  The stages check their parameters in chain order (sparse,
+    codebook, huffman), all before the first payload byte is read (§5
+    "Decoding order"); then the payload is read part by part, each part's
+    checks as it is read, and it must be consumed exactly."""
+    sp = cb = None
+    huffman_ok = False
+    for k, st in enumerate(rep):
+        sf = field_of(k)
+        if st.id == STAGE_SPARSE:
+            sp = _sparse_params(st, sf, t)
+        elif st.id == STAGE_CODEBOOK:
+            cb = _codebook_params(st, sf, t)
+        else:                                   # huffman: no parameters
+            _check_param_len(st, sf)
+            huffman_ok = True
+
+    stored = DTYPES[t.dtype_code][2]
+    if sp is None:                              # codebook representation
+        out = _read_codebook_part(r, t, cb, t.element_count, huffman_ok)
+    else:
+        positions = _read_positions(r, t, sp, huffman_ok)
+        if cb is not None:                      # quantized survivors
+            values = _read_codebook_part(r, t, cb, sp.nnz, huffman_ok)
+        else:                                   # nnz raw values in the dtype
+            raw = r.take(sp.nnz * t.itemsize, f"{t.field}.values")
+            values = np.frombuffer(raw, dtype=stored)
+        # Non-survivors are all zero bytes (a survivor may hold zero too).
+        # The zero fill is bounded by the decoded-size limit (§8's exception).
+        out = np.zeros(t.element_count, dtype=stored)
+        out[positions] = values
+    if r.remaining():
+        raise CxrmError("decode_error", f"{t.field}.payload", r.pos,
+                        f"{r.remaining()} bytes left over after the last part of the payload")
+    return out
+
+
+# ---------------------------------------------------------------------------
 # The opened file
 # ---------------------------------------------------------------------------
 
@@ -890,52 +1610,66 @@ class CxrmFile:
         if check_crc:
             self._check_crc(t.field, t, t.offset, t.length, t.crc32)
         data = self.buf[t.offset:t.offset + t.length]
-        # Apply the chain from last to first (§5).  open_cxrm has already
-        # guaranteed its shape: stage 0 is dense (the only implemented tensor
-        # stage), every later stage zstd (the only implemented byte stage).
-        # Each stage first checks its parameter layout (bad_chain, §5), then
-        # runs.
-        # §5: each stage checks its parameters as it runs, last to first;
-        # within zstd: parameter length, decoded_len's limit, then the frames.
-        for k in range(len(t.stages) - 1, -1, -1):
-            st = t.stages[k]
-            sf = f"{t.field}.stage[{k}]"
-            want_params = STAGE_PARAM_LEN.get(st.id)
-            if want_params is not None and len(st.params) != want_params:
-                raise CxrmError("bad_chain", f"{sf}.param_len", st.offset + 2,
-                                f"{st.name} takes {want_params} parameter bytes, "
-                                f"param_len is {len(st.params)}")
-            if st.id == STAGE_ZSTD:
-                decoded_len = int.from_bytes(st.params, "little")
-                if decoded_len > MAX_DECODED_BYTES:            # §5.2
-                    raise CxrmError("limit_exceeded", f"{sf}.params", st.offset + 4,
-                                    f"zstd decoded_len {decoded_len} > 2^36")
-                data = memoryview(_zstd_decode(data, decoded_len, sf, st.offset))
-            elif st.id == STAGE_DENSE:
-                # §5.1: the input must be exactly element count x dtype size
-                # bytes; otherwise size_mismatch, reported here (at decode)
-                # even where the table alone would show it.
-                want = t.element_count * t.itemsize
-                if len(data) != want:
-                    raise CxrmError("size_mismatch", sf, st.offset,
-                                    f"dense input is {len(data)} bytes, "
-                                    f"{t.element_count} x {t.itemsize} = {want} expected")
-                return _dense_array(data, t)
-            else:  # unreachable after open_cxrm's must_understand check
-                raise CxrmError("unknown_encoding", sf, st.offset,
-                                f"stage {st.name} is not implemented")
-        # Unreachable too: open_cxrm requires stage 0 to be a tensor stage.
-        raise CxrmError("bad_chain", t.field, t.record_offset, "chain has no tensor stage")
+        # §5 "Decoding order": first the byte stages, last to first, each
+        # checking its own parameters as it starts; then the other stages'
+        # parameters in chain order; only then the payload.  open_cxrm has
+        # already checked the chain against the grammar (every stage is
+        # implemented, or must_understand would have failed), so it is
+        # `dense zstd*`, `sparse [codebook] [huffman] zstd*` or
+        # `codebook [huffman] zstd*`.
+        stages = t.stages
+
+        def field_of(k):
+            return f"{t.field}.stage[{k}]"
+
+        k = len(stages) - 1
+        while stages[k].id == STAGE_ZSTD:      # stage 0 is never zstd
+            st, sf = stages[k], field_of(k)
+            # Within zstd: parameter length, decoded_len's limit, the frames.
+            _check_param_len(st, sf)
+            decoded_len = int.from_bytes(st.params, "little")
+            if decoded_len > MAX_DECODED_BYTES:                # §5.2
+                raise CxrmError("limit_exceeded", f"{sf}.params", st.offset + 4,
+                                f"zstd decoded_len {decoded_len} > 2^36")
+            data = memoryview(_zstd_decode(data, decoded_len, sf, st.offset))
+            k -= 1
+        rep = stages[:k + 1]
+        # Offsets of errors inside the payload: file offsets when it is the
+        # stored bytes, offsets into the decoded payload when zstd made it.
+        if k == len(stages) - 1:
+            r = _Reader(self.buf, t.offset, t.offset + t.length, "payload")
+        else:
+            r = _Reader(data, 0, len(data), "payload")
+        if rep[0].id == STAGE_DENSE:           # grammar: dense stands alone
+            st, sf = rep[0], field_of(0)
+            _check_param_len(st, sf)
+            # §5.1: the payload must be exactly element count x dtype size
+            # bytes; otherwise size_mismatch, reported here (at decode) even
+            # where the table alone would show it.
+            want = t.element_count * t.itemsize
+            if len(data) != want:
+                raise CxrmError("size_mismatch", sf, st.offset,
+                                f"dense payload is {len(data)} bytes, "
+                                f"{t.element_count} x {t.itemsize} = {want} expected")
+            return _dense_array(data, t)
+        # sparse [codebook] [huffman] or codebook [huffman] (§5.6, §5.7)
+        flat = _decode_stream_repr(r, t, rep, field_of)
+        return _widen(flat, t).reshape(t.shape)
 
 
 def _dense_array(data: memoryview, t: TensorRecord) -> np.ndarray:
     """Row-major little-endian elements -> numpy array of shape `t.shape`."""
     stored = DTYPES[t.dtype_code][2]
     arr = np.frombuffer(data, dtype=stored, count=t.element_count)
+    return _widen(arr, t).reshape(t.shape)
+
+
+def _widen(arr: np.ndarray, t: TensorRecord) -> np.ndarray:
+    """Stored elements -> the decoded numpy dtype: bf16 bit patterns widen to
+    float32 (bf16 is the upper 16 bits of an f32, §4); others unchanged."""
     if t.dtype == "bf16":
-        # bf16 is the upper 16 bits of an f32 (§4).
-        arr = (arr.astype(np.uint32) << np.uint32(16)).view(np.float32)
-    return arr.reshape(t.shape)
+        return (arr.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    return arr
 
 
 # ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use nom::number::complete::{le_f64, le_i64, le_u8, le_u16, le_u32, le_u64};
 type NomResult<'a, T> = nom::IResult<&'a [u8], T, nom::error::Error<&'a [u8]>>;
 
 #[derive(Clone)]
-pub(crate) struct Cursor<'a> {
+pub struct Cursor<'a> {
     data: &'a [u8],
     pos: usize,
     /// Absolute file offset of `data[0]`.
@@ -102,7 +102,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// A field name that is a fixed string.
-pub(crate) fn f(name: &'static str) -> impl Fn() -> String {
+pub fn f(name: &'static str) -> impl Fn() -> String {
     move || name.to_string()
 }
 

@@ -10,7 +10,8 @@ pub const HEADER_LEN: usize = 64;
 /// Bytes of the header covered by `header_crc` (everything before the CRC itself).
 pub const HEADER_CRC_SPAN: usize = 60;
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 0;
+/// The newest minor version this crate writes and reads (spec §9).
+pub const VERSION_MINOR: u16 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {

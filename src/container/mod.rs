@@ -1,7 +1,7 @@
 //! The `.cxrm` container (spec §1–§4, §6–§10): header, table, limits, typed values, graph,
 //! reader and writer. Encodings live in [`crate::encoding`], one module each.
 
-pub(crate) mod cursor;
+pub mod cursor;
 pub mod graph;
 pub mod header;
 pub mod limits;

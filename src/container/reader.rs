@@ -258,10 +258,30 @@ impl<'data> Cxrm<'data> {
         })
     }
 
-    fn decode_context<'a>(&'a self, record: &TensorRecord<'_>, what: &'a str) -> DecodeContext<'a> {
+    /// Decode a tensor and report what its encoding looked like inside (survivors, codebook,
+    /// each symbol stream's entropy and cost), as `cxrm inspect` shows it.
+    pub fn decode_detailed(
+        &self,
+        record: &TensorRecord<'data>,
+    ) -> Result<encoding::Decoded<'data>> {
+        self.check_crc(record)?;
+        let what = format!("tensor[{}]", record.index);
+        let ctx = self.decode_context(record, &what);
+        encoding::decode_detailed(&record.stages, self.stored_bytes(record), &ctx)
+    }
+
+    fn decode_context<'a>(
+        &'a self,
+        record: &'a TensorRecord<'_>,
+        what: &'a str,
+    ) -> DecodeContext<'a> {
         DecodeContext {
             what,
+            dtype: record.dtype,
+            shape: &record.shape,
+            elements: record.elements,
             dense_len: record.dense_len(),
+            payload_offset: record.extent.offset,
             limits: &self.options.limits,
         }
     }

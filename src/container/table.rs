@@ -4,7 +4,7 @@
 use super::cursor::{Cursor, f};
 use super::limits::{Limits, align64};
 use crate::dtype::DType;
-use crate::encoding::{Stage, StageId, StageKind, stage_name};
+use crate::encoding::{Stage, StageId, stage_name};
 use crate::error::{Error, ErrorCode, Result};
 
 pub const SECTION_ENTRY_LEN: usize = 32;
@@ -371,35 +371,13 @@ fn parse_record<'a>(
                 format!("stage id {code} is outside 0..64"),
             ));
         }
-        // Known stages must sit where their kind allows; unknown ones are judged later against
-        // must_understand, which names what this reader lacks.
-        if let Some(id) = StageId::from_code(code) {
-            let want = if s == 0 {
-                StageKind::Tensor
-            } else {
-                StageKind::Byte
-            };
-            if id.kind() != want {
-                return Err(err(
-                    ErrorCode::BadChain,
-                    &format!("stage[{s}].id"),
-                    stage_at,
-                    format!(
-                        "{} is a {:?} stage; position {s} needs a {:?} stage",
-                        id.name(),
-                        id.kind(),
-                        want
-                    )
-                    .to_lowercase(),
-                ));
-            }
-        }
         stages.push(Stage {
             code,
             params,
             offset: stage_at,
         });
     }
+    crate::encoding::check_chain(&stages, &what)?;
     let extent_at = c.offset();
     let offset = c.u64(field("offset"))?;
     let length = c.u64(field("length"))?;

@@ -9,7 +9,8 @@ use super::limits::{Limits, align64};
 use super::table::{SECTION_ENTRY_LEN, SECTION_GRAPH, SECTION_METADATA, SECTION_REQUIRED};
 use super::value::{self, Map, Value};
 use crate::dtype::DType;
-use crate::encoding::{Encoded, StageKind};
+use crate::encoding::Encoded;
+use crate::encoding::StageId;
 use crate::error::{Error, Result};
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -138,19 +139,18 @@ impl<'a> Writer<'a> {
         if stages.is_empty() || stages.len() > limits.stages {
             return Err(bad(format!("a chain has 1..={} stages", limits.stages)));
         }
-        for (i, s) in stages.iter().enumerate() {
-            let want = if i == 0 {
-                StageKind::Tensor
-            } else {
-                StageKind::Byte
-            };
-            if s.id.kind() != want || s.params.len() > limits.stage_params {
-                return Err(bad(format!(
-                    "stage {i} ({}) cannot stand there",
-                    s.id.name()
-                )));
-            }
+        if let Some(s) = stages.iter().find(|s| s.params.len() > limits.stage_params) {
+            return Err(bad(format!("{} has too many parameter bytes", s.id.name())));
         }
+        let as_stored: Vec<crate::encoding::Stage<'_>> = stages
+            .iter()
+            .map(|s| crate::encoding::Stage {
+                code: s.id as u8,
+                params: &s.params,
+                offset: 0,
+            })
+            .collect();
+        crate::encoding::check_chain(&as_stored, "chain").map_err(|e| bad(e.to_string()))?;
         if stages.len() == 1
             && stages[0].id == crate::encoding::StageId::Dense
             && encoded.payload.len() as u64 != elements * dtype.size() as u64
@@ -242,7 +242,7 @@ impl<'a> Writer<'a> {
         let file_size = cursor;
         let mut header = Header {
             version_major: VERSION_MAJOR,
-            version_minor: VERSION_MINOR,
+            version_minor: minor_version_for(must_understand),
             flags: 0,
             must_understand,
             table_offset: HEADER_LEN as u64,
@@ -384,4 +384,15 @@ fn default_permissions() -> std::fs::Permissions {
         .and_then(|f| f.metadata())
         .map(|m| m.permissions())
         .expect("a temporary file has permissions")
+}
+
+/// The lowest minor version whose features a file uses (spec §5, §9): 1.1 added the sparse,
+/// codebook and Huffman stages.
+fn minor_version_for(must_understand: u64) -> u16 {
+    let v1_1 = [StageId::Sparse, StageId::Codebook, StageId::Huffman];
+    if v1_1.iter().any(|s| must_understand & (1 << *s as u8) != 0) {
+        VERSION_MINOR
+    } else {
+        0
+    }
 }

@@ -58,7 +58,11 @@ mod tests {
         };
         let ctx = DecodeContext {
             what: "t",
+            dtype: crate::DType::U8,
+            shape: &[8],
+            elements: 8,
             dense_len: 8,
+            payload_offset: 0,
             limits: &Limits::SPEC,
         };
         assert!(decode(&stage, &[0; 8], &ctx, "f").is_ok());

@@ -1,10 +1,15 @@
 //! Encoding stages (spec §5): how a tensor's stored bytes were produced, and how to undo it.
 //!
-//! A chain lists stages in encoding order. Stage 0 is a *tensor stage* (it turns the tensor
-//! into bytes); every later stage is a *byte stage* (bytes to bytes). Decoding walks the chain
-//! backwards. Each stage has its own module with encoder, decoder and tests side by side.
+//! A chain lists stages in encoding order: a representation (dense, sparse, codebook, ...),
+//! optionally a codebook for a sparse tensor's values, optionally `huffman` for the symbol
+//! streams, then byte stages (zstd). Decoding walks the chain backwards. Each stage has its own module with encoder, decoder and tests side by side.
 
+pub mod codebook;
 pub mod dense;
+pub mod huffman;
+pub mod sparse;
+pub mod stream;
+pub(crate) mod tensor;
 pub mod zstd;
 
 use crate::container::limits::Limits;
@@ -30,6 +35,8 @@ pub enum StageId {
 pub enum StageKind {
     /// Turns a tensor into bytes; always first in a chain.
     Tensor,
+    /// Entropy-codes the symbol streams of the representation before it.
+    Entropy,
     /// Turns bytes into bytes.
     Byte,
 }
@@ -67,7 +74,8 @@ impl StageId {
 
     pub fn kind(self) -> StageKind {
         match self {
-            StageId::Zstd | StageId::Huffman => StageKind::Byte,
+            StageId::Zstd => StageKind::Byte,
+            StageId::Huffman => StageKind::Entropy,
             _ => StageKind::Tensor,
         }
     }
@@ -79,7 +87,11 @@ impl StageId {
 }
 
 /// Bit mask of the stage ids this reader decodes, in the layout of the header's `must_understand`.
-pub const IMPLEMENTED: u64 = (1 << StageId::Dense as u8) | (1 << StageId::Zstd as u8);
+pub const IMPLEMENTED: u64 = (1 << StageId::Dense as u8)
+    | (1 << StageId::Zstd as u8)
+    | (1 << StageId::Sparse as u8)
+    | (1 << StageId::Codebook as u8)
+    | (1 << StageId::Huffman as u8);
 
 /// Human-readable name of any stage code, known or not.
 pub fn stage_name(code: u8) -> Cow<'static, str> {
@@ -135,9 +147,90 @@ pub struct Encoded<'a> {
 pub struct DecodeContext<'a> {
     /// e.g. `tensor[3]`, prefixed to field names in errors.
     pub what: &'a str,
-    /// Bytes of the fully decoded tensor (`elements × dtype size`), already checked against limits.
+    pub dtype: crate::dtype::DType,
+    pub shape: &'a [u64],
+    /// Product of `shape`, already checked against the limits.
+    pub elements: u64,
+    /// Bytes of the fully decoded tensor (`elements × dtype size`), already checked.
     pub dense_len: u64,
+    /// File offset of the stored bytes, so errors inside a payload name file offsets.
+    pub payload_offset: u64,
     pub limits: &'a Limits,
+}
+
+/// Position classes of the chain grammar (spec §5): `repr [codebook] [huffman] zstd*`.
+fn check_grammar(codes: &[u8]) -> std::result::Result<(), (usize, String)> {
+    use StageId::*;
+    let id = |i: usize| StageId::from_code(codes[i]);
+    let repr = id(0).filter(|s| s.kind() == StageKind::Tensor).ok_or((
+        0,
+        "a chain starts with a representation stage (dense, sparse, codebook, ...)".to_string(),
+    ))?;
+    let mut i = 1;
+    if repr == Sparse && codes.get(i).map(|&c| StageId::from_code(c)) == Some(Some(Codebook)) {
+        i += 1;
+    }
+    if codes.get(i).map(|&c| StageId::from_code(c)) == Some(Some(Huffman)) {
+        if !matches!(repr, Sparse | Codebook) {
+            return Err((
+                i,
+                format!(
+                    "huffman codes symbol streams, which {} does not have",
+                    repr.name()
+                ),
+            ));
+        }
+        i += 1;
+    }
+    for (j, &c) in codes.iter().enumerate().skip(i) {
+        let s = StageId::from_code(c).expect("caller checked");
+        if s.kind() != StageKind::Byte {
+            return Err((
+                j,
+                format!("{} cannot stand at position {j} of this chain", s.name()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Check a chain against the grammar when this reader implements every stage in it; a chain
+/// with a stage it lacks is left to `must_understand` (spec §5), so that a later version can
+/// extend the grammar without older readers misreporting it.
+pub fn check_chain(stages: &[Stage<'_>], what: &str) -> Result<()> {
+    if stages
+        .iter()
+        .any(|s| s.id().is_none_or(|id| !id.implemented()))
+    {
+        return Ok(());
+    }
+    let codes: Vec<u8> = stages.iter().map(|s| s.code).collect();
+    check_grammar(&codes).map_err(|(i, detail)| {
+        Error::format(
+            ErrorCode::BadChain,
+            format!("{what}.stage[{i}].id"),
+            stages[i].offset,
+            detail,
+        )
+    })
+}
+
+/// A decoded tensor and what its encoding looked like inside.
+#[derive(Debug, Clone)]
+pub struct Decoded<'a> {
+    pub bytes: Cow<'a, [u8]>,
+    /// Surviving elements, for sparse tensors.
+    pub nnz: Option<u64>,
+    pub codebook: Option<codebook::Params>,
+    /// The symbol streams read, by name (`gaps`, `row_counts`, `columns`, `indices`).
+    pub streams: Vec<(&'static str, stream::Stream)>,
+}
+
+impl Decoded<'_> {
+    /// Entropy and cost of each stream, as `cxrm inspect` reports them.
+    pub fn stream_stats(&self) -> Vec<stream::StreamStats> {
+        self.streams.iter().map(|(name, s)| s.stats(name)).collect()
+    }
 }
 
 /// Undo a whole chain: stored bytes in, the tensor's dense little-endian bytes out.
@@ -147,29 +240,96 @@ pub fn decode_chain<'a>(
     stored: &'a [u8],
     ctx: &DecodeContext<'_>,
 ) -> Result<Cow<'a, [u8]>> {
-    let (first, rest) = stages.split_first().ok_or_else(|| {
-        Error::format(
+    Ok(decode_detailed(stages, stored, ctx)?.bytes)
+}
+
+pub fn decode_detailed<'a>(
+    stages: &[Stage<'_>],
+    stored: &'a [u8],
+    ctx: &DecodeContext<'_>,
+) -> Result<Decoded<'a>> {
+    if stages.is_empty() {
+        return Err(Error::format(
             ErrorCode::BadChain,
             format!("{}.stages", ctx.what),
             0,
             "empty chain",
-        )
-    })?;
-    let mut bytes: Cow<'a, [u8]> = Cow::Borrowed(stored);
-    for (i, stage) in rest.iter().enumerate().rev() {
-        let field = format!("{}.stage[{}]", ctx.what, i + 1);
-        bytes = Cow::Owned(match stage.id() {
-            Some(StageId::Zstd) => zstd::decode(stage, &bytes, ctx, &field)?,
-            _ => return Err(unimplemented(stage, &field)),
-        });
+        ));
     }
-    let field = format!("{}.stage[0]", ctx.what);
-    match first.id() {
-        Some(StageId::Dense) => {
-            dense::decode(first, &bytes, ctx, &field)?;
-            Ok(bytes)
+    for (i, s) in stages.iter().enumerate() {
+        if !s.id().is_some_and(StageId::implemented) {
+            return Err(unimplemented(s, &format!("{}.stage[{i}]", ctx.what)));
         }
-        _ => Err(unimplemented(first, &field)),
+    }
+    check_chain(stages, ctx.what)?;
+    let ids: Vec<StageId> = stages.iter().map(|s| s.id().expect("checked")).collect();
+    let mut tensor_end = 1;
+    while tensor_end < ids.len() && ids[tensor_end].kind() != StageKind::Byte {
+        tensor_end += 1;
+    }
+    let mut bytes: Cow<'a, [u8]> = Cow::Borrowed(stored);
+    for i in (tensor_end..stages.len()).rev() {
+        let field = format!("{}.stage[{i}]", ctx.what);
+        bytes = Cow::Owned(zstd::decode(&stages[i], &bytes, ctx, &field)?);
+    }
+    let huffman = ids[..tensor_end].contains(&StageId::Huffman);
+    // The representation's stages check their parameters in chain order, before the payload.
+    let mut sparse_params = None;
+    let mut codebook_params = None;
+    for (i, s) in stages[..tensor_end].iter().enumerate() {
+        let field = format!("{}.stage[{i}]", ctx.what);
+        match ids[i] {
+            StageId::Sparse => {
+                sparse_params = Some(sparse::Params::parse(
+                    s.params,
+                    ctx.elements,
+                    &field,
+                    s.params_offset(),
+                )?)
+            }
+            StageId::Codebook => {
+                codebook_params = Some(codebook::Params::parse(
+                    s.params,
+                    &field,
+                    s.params_offset(),
+                )?);
+                tensor::require_float(s, ctx, &field)?;
+            }
+            StageId::Huffman if !s.params.is_empty() => {
+                return Err(Error::format(
+                    ErrorCode::BadChain,
+                    format!("{field}.param_len"),
+                    s.offset + 2,
+                    "huffman takes no parameters",
+                ));
+            }
+            _ => {}
+        }
+    }
+    // Offsets in errors are file offsets when the payload is the stored bytes, and offsets
+    // into the decoded payload when byte stages produced it.
+    let base = if tensor_end == stages.len() {
+        ctx.payload_offset
+    } else {
+        0
+    };
+    match (ids[0], sparse_params, codebook_params) {
+        (StageId::Dense, _, _) => {
+            dense::decode(&stages[0], &bytes, ctx, &format!("{}.stage[0]", ctx.what))?;
+            Ok(Decoded {
+                bytes,
+                nnz: None,
+                codebook: None,
+                streams: Vec::new(),
+            })
+        }
+        (StageId::Sparse, Some(sp), cb) => {
+            tensor::decode_sparse(&sp, cb.as_ref(), huffman, &bytes, base, ctx)
+        }
+        (StageId::Codebook, _, Some(cb)) => {
+            tensor::decode_codebook(&cb, huffman, &bytes, base, ctx)
+        }
+        _ => Err(unimplemented(&stages[0], &format!("{}.stage[0]", ctx.what))),
     }
 }
 

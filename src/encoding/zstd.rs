@@ -85,7 +85,11 @@ mod tests {
     fn ctx(limits: &Limits) -> DecodeContext<'_> {
         DecodeContext {
             what: "t",
+            dtype: crate::DType::U8,
+            shape: &[],
+            elements: 0,
             dense_len: 0,
+            payload_offset: 0,
             limits,
         }
     }

@@ -1,13 +1,12 @@
 //! safetensors ⇄ `.cxrm`: the common interchange format in, any framework's weights out.
 
+use crate::compress::model::{ModelPlan, ModelTensor};
 use crate::container::reader::Cxrm;
 use crate::container::value::Value;
 use crate::container::writer::{Writer, write_atomically};
 use crate::dtype::DType;
-use crate::encoding::{self, Encoded};
 use crate::error::{Error, Result};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -38,21 +37,10 @@ fn to_st(dtype: DType) -> Dtype {
     }
 }
 
-/// How `pack` stores each tensor.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PackOptions {
-    /// Add a zstd stage at this level wherever it makes a tensor smaller.
-    pub zstd_level: Option<i32>,
-}
-
-/// Add every tensor of a safetensors file (in file order) to `writer`, and its `__metadata__`
-/// entries as metadata (typed when the text is JSON, as [`write_safetensors`] writes non-string
-/// values). Tensors borrow from `bytes` unless compressed.
-pub fn add_safetensors<'a>(
-    writer: &mut Writer<'a>,
-    bytes: &'a [u8],
-    options: &PackOptions,
-) -> Result<usize> {
+/// Add every tensor of a safetensors file (in file order) to `writer`, each stored as `plan`
+/// says (dense unless it prunes or quantizes that tensor), and its `__metadata__` entries as
+/// metadata (typed when the text is JSON, as [`write_safetensors`] writes non-string values).
+pub fn add_safetensors(writer: &mut Writer<'_>, bytes: &[u8], plan: &ModelPlan) -> Result<usize> {
     let st_err = |e: safetensors::SafeTensorError| {
         Error::Usage(format!("not a valid safetensors file: {e}"))
     };
@@ -65,9 +53,9 @@ pub fn add_safetensors<'a>(
             writer.set_metadata(k.clone(), crate::json::value_from_text(&extra[k]));
         }
     }
-    let names = meta.offset_keys();
-    for name in &names {
-        let view = tensors.tensor(name).map_err(st_err)?;
+    let mut model = Vec::new();
+    for name in meta.offset_keys() {
+        let view = tensors.tensor(&name).map_err(st_err)?;
         let dtype = from_st(view.dtype()).ok_or_else(|| {
             Error::Usage(format!(
                 "tensor {name:?}: safetensors dtype {:?} has no .cxrm equivalent",
@@ -75,13 +63,18 @@ pub fn add_safetensors<'a>(
             ))
         })?;
         let shape: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
-        let mut encoded: Encoded<'a> = encoding::dense::encode(Cow::Borrowed(view.data()));
-        if let Some(level) = options.zstd_level {
-            encoded = encoding::zstd::encode(encoded, level)?;
-        }
-        writer.add_tensor(name, dtype, &shape, encoded)?;
+        model.push(ModelTensor {
+            name,
+            dtype,
+            shape,
+            bytes: view.data().to_vec(),
+        });
     }
-    Ok(names.len())
+    let encoded = plan.encode(&model)?;
+    for (t, e) in model.iter().zip(encoded) {
+        writer.add_tensor(&t.name, t.dtype, &t.shape, e)?;
+    }
+    Ok(model.len())
 }
 
 /// Decode every tensor to dense and write a safetensors file atomically. String metadata

@@ -3,9 +3,11 @@
 //! and a change to the writer that alters their bytes fails `cargo test`.
 #![allow(dead_code)]
 
+use cxrm::compress::deep::{Prepared, StreamMode, TensorPlan};
 use cxrm::container::graph::INPUT;
 use cxrm::container::header::HEADER_LEN;
 use cxrm::encoding;
+use cxrm::encoding::sparse::Layout;
 use cxrm::{Cxrm, DType, Graph, Node, Value, ValueType, Writer};
 use serde_json::{Value as Json, json};
 use std::borrow::Cow;
@@ -233,6 +235,232 @@ pub fn forward_compat() -> Vec<u8> {
     bytes
 }
 
+/// One encoded tensor, laid out exactly as asked (the fixtures pin each form down rather than
+/// letting the encoder pick the smallest).
+fn deep_form(
+    values: &[f32],
+    shape: &[u64],
+    sparse: Option<Layout>,
+    bits: Option<(u8, DType)>,
+    mode: StreamMode,
+    zstd: Option<i32>,
+) -> encoding::Encoded<'static> {
+    let plan = TensorPlan {
+        sparse: sparse.is_some(),
+        bits: bits.map(|b| b.0),
+        centroid_dtype: bits.map_or(DType::F32, |b| b.1),
+        ..Default::default()
+    };
+    Prepared::new(values, shape, &plan)
+        .build(sparse, mode, zstd)
+        .unwrap()
+}
+
+fn pruned(n: usize, seed: u64, sparsity: f64) -> Vec<f32> {
+    let mut rng = Lcg(seed);
+    let mut v: Vec<f32> = (0..n).map(|_| rng.weight(0.5)).collect();
+    cxrm::compress::prune::prune_layer(&mut v, sparsity);
+    v
+}
+
+/// Deep Compression's encodings (format 1.1): every stage, every layout and stream coding, and
+/// the edge cases (one symbol, all or none pruned, 1-bit codebooks, 24-bit Huffman codes,
+/// escapes, zero elements).
+pub fn deep() -> Vec<u8> {
+    use StreamMode::*;
+    let rel5 = Some(Layout::Relative { index_bits: 5 });
+    let mut w = Writer::new();
+    w.set_metadata(
+        "model.name",
+        Value::String("deep-compression conformance".into()),
+    );
+    let mut add = |name: &str, dtype: DType, shape: &[u64], e: encoding::Encoded<'static>| {
+        w.add_tensor(name, dtype, shape, e).unwrap();
+    };
+    let a = pruned(128, 11, 0.75);
+    add(
+        "relative",
+        DType::F32,
+        &[8, 16],
+        deep_form(&a, &[8, 16], rel5, None, Packed, None),
+    );
+    add(
+        "csr",
+        DType::F32,
+        &[8, 16],
+        deep_form(&a, &[8, 16], Some(Layout::Csr), None, Packed, None),
+    );
+    let b = pruned(256, 12, 0.9);
+    add(
+        "sparse_codebook",
+        DType::F32,
+        &[16, 16],
+        deep_form(&b, &[16, 16], rel5, Some((4, DType::F32)), Packed, None),
+    );
+    let c = pruned(1024, 13, 0.9);
+    add(
+        "sparse_codebook_huffman",
+        DType::F32,
+        &[32, 32],
+        deep_form(
+            &c,
+            &[32, 32],
+            Some(Layout::Relative { index_bits: 8 }),
+            Some((5, DType::F32)),
+            HuffmanOnly,
+            None,
+        ),
+    );
+    add(
+        "sparse_codebook_bytes_zstd",
+        DType::F32,
+        &[32, 32],
+        deep_form(&c, &[32, 32], rel5, Some((5, DType::F32)), Bytes, Some(19)),
+    );
+    let d = pruned(60, 14, 0.0);
+    add(
+        "codebook",
+        DType::F32,
+        &[6, 10],
+        deep_form(&d, &[6, 10], None, Some((3, DType::F32)), Packed, None),
+    );
+    add(
+        "codebook_huffman_f16",
+        DType::F32,
+        &[6, 10],
+        deep_form(&d, &[6, 10], None, Some((2, DType::F16)), HuffmanOnly, None),
+    );
+    add(
+        "csr_huffman",
+        DType::F32,
+        &[6, 10],
+        deep_form(
+            &pruned(60, 15, 0.5),
+            &[6, 10],
+            Some(Layout::Csr),
+            Some((3, DType::F32)),
+            HuffmanOnly,
+            None,
+        ),
+    );
+    add(
+        "mixed_codings",
+        DType::F32,
+        &[32, 32],
+        deep_form(&c, &[32, 32], rel5, Some((5, DType::F32)), Entropy, None),
+    );
+    add(
+        "one_bit",
+        DType::F32,
+        &[4, 8],
+        deep_form(
+            &pruned(32, 16, 0.0),
+            &[4, 8],
+            None,
+            Some((1, DType::F32)),
+            Packed,
+            None,
+        ),
+    );
+    add(
+        "single_symbol",
+        DType::F32,
+        &[4, 4],
+        deep_form(
+            &[0.5; 16],
+            &[4, 4],
+            None,
+            Some((3, DType::F32)),
+            HuffmanOnly,
+            None,
+        ),
+    );
+    add(
+        "all_pruned",
+        DType::F32,
+        &[4, 4],
+        deep_form(
+            &[0.0; 16],
+            &[4, 4],
+            rel5,
+            Some((3, DType::F32)),
+            HuffmanOnly,
+            None,
+        ),
+    );
+    add(
+        "none_pruned",
+        DType::F32,
+        &[3, 5],
+        deep_form(&pruned(15, 17, 0.0), &[3, 5], rel5, None, Packed, None),
+    );
+    add(
+        "zero_elements",
+        DType::F32,
+        &[0, 4],
+        deep_form(&[], &[0, 4], rel5, Some((3, DType::F32)), HuffmanOnly, None),
+    );
+    let mut far = vec![0.0f32; 600];
+    far[0] = 1.0;
+    far[300] = -2.0;
+    far[599] = 3.0;
+    add(
+        "escapes",
+        DType::F32,
+        &[1, 600],
+        deep_form(
+            &far,
+            &[1, 600],
+            Some(Layout::Relative { index_bits: 2 }),
+            None,
+            Packed,
+            None,
+        ),
+    );
+    // bf16 tensor decoded from f32 centroids (rounded to nearest even).
+    let e: Vec<f32> = pruned(8, 18, 0.0);
+    add(
+        "bf16_codebook",
+        DType::BF16,
+        &[2, 4],
+        deep_form(&e, &[2, 4], None, Some((2, DType::F32)), Packed, None),
+    );
+    add("max_length_codes", DType::F32, &[25], max_length_codes());
+    finish(&w)
+}
+
+/// A codebook tensor whose index stream uses a valid, complete Huffman code with lengths
+/// 1, 2, ..., 24, 24: the longest the format allows. Encoders only produce such codes for very
+/// skewed streams, so it is written by hand.
+fn max_length_codes() -> encoding::Encoded<'static> {
+    let mut lengths: Vec<u8> = (1..=24).collect();
+    lengths.push(24);
+    let symbols: Vec<u16> = (0..25).rev().collect();
+    let mut payload = Vec::new();
+    for i in 0..25 {
+        payload.extend_from_slice(&(i as f32 * 0.125 - 1.5).to_le_bytes());
+    }
+    encoding::stream::write_huffman(&symbols, 5, &lengths, &mut payload);
+    encoding::Encoded {
+        stages: vec![
+            encoding::StageSpec {
+                id: encoding::StageId::Codebook,
+                params: encoding::codebook::Params {
+                    bits: 5,
+                    centroid_dtype: DType::F32,
+                    k: 25,
+                }
+                .to_bytes(),
+            },
+            encoding::StageSpec {
+                id: encoding::StageId::Huffman,
+                params: vec![],
+            },
+        ],
+        payload: Cow::Owned(payload),
+    }
+}
+
 pub fn empty() -> Vec<u8> {
     finish(&Writer::new())
 }
@@ -262,6 +490,10 @@ pub fn valid() -> Vec<ValidFixture> {
         ValidFixture {
             name: "empty",
             bytes: empty(),
+        },
+        ValidFixture {
+            name: "deep",
+            bytes: deep(),
         },
     ]
 }
@@ -856,5 +1088,374 @@ pub fn invalid() -> Vec<InvalidFixture> {
             m[n - 7..n - 3].copy_from_slice(&1000u32.to_le_bytes());
         }),
     );
+    deep_invalid(&mut out);
     out
+}
+
+fn single_tensor(
+    dtype: DType,
+    shape: &[u64],
+    stages: Vec<encoding::StageSpec>,
+    payload: Vec<u8>,
+) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.add_tensor(
+        "t",
+        dtype,
+        shape,
+        encoding::Encoded {
+            stages,
+            payload: Cow::Owned(payload),
+        },
+    )
+    .unwrap();
+    w.to_bytes().unwrap()
+}
+
+fn stage(id: encoding::StageId, params: Vec<u8>) -> encoding::StageSpec {
+    encoding::StageSpec { id, params }
+}
+
+fn cb_params(bits: u8, k: u16) -> Vec<u8> {
+    encoding::codebook::Params {
+        bits,
+        centroid_dtype: DType::F32,
+        k,
+    }
+    .to_bytes()
+}
+
+fn sparse_params(layout: Layout, nnz: u64) -> Vec<u8> {
+    encoding::sparse::Params { layout, nnz }.to_bytes()
+}
+
+fn centroids(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Bad files for the Deep Compression stages: each builds a small tensor whose payload breaks
+/// one rule of spec §5.3–§5.7, with every CRC correct so that the rule itself is what fails.
+fn deep_invalid(out: &mut Vec<InvalidFixture>) {
+    use encoding::StageId::{Codebook, Huffman, Sparse};
+    use encoding::stream::{Coding, write as stream};
+    let mut add = |name, code, stage, why, bytes: Vec<u8>| {
+        out.push(InvalidFixture {
+            name,
+            bytes,
+            code,
+            stage,
+            why,
+        })
+    };
+    let rel5 = Layout::Relative { index_bits: 5 };
+
+    // A codebook+huffman tensor over 4 centroids whose index stream uses the given lengths.
+    let indices: Vec<u16> = (0..40u16)
+        .map(|i| [0, 0, 0, 1, 1, 2, 3][i as usize % 7])
+        .collect();
+    let huffman_tensor = |lengths: &[u8]| {
+        let mut payload = centroids(&[-1.0, -0.5, 0.5, 1.0]);
+        encoding::stream::write_huffman(&indices, 2, lengths, &mut payload);
+        single_tensor(
+            DType::F32,
+            &[40],
+            vec![stage(Codebook, cb_params(2, 4)), stage(Huffman, vec![])],
+            payload,
+        )
+    };
+    add(
+        "huffman_oversubscribed",
+        "decode_error",
+        "verify",
+        "code lengths 1,1,1,1: more codes than a prefix code can hold",
+        huffman_tensor(&[1, 1, 1, 1]),
+    );
+    add(
+        "huffman_incomplete",
+        "decode_error",
+        "verify",
+        "code lengths 1,2,3,4: a prefix code with unused room",
+        huffman_tensor(&[1, 2, 3, 4]),
+    );
+    add(
+        "huffman_too_long",
+        "decode_error",
+        "verify",
+        "a code length of 25",
+        huffman_tensor(&[25, 1, 2, 3]),
+    );
+    add(
+        "huffman_bad_padding",
+        "decode_error",
+        "verify",
+        "a nonzero padding bit after the last code",
+        {
+            let mut payload = centroids(&[-1.0, -0.5, 0.5, 1.0]);
+            encoding::stream::write_huffman(&[0, 1, 2], 2, &[1, 2, 2], &mut payload);
+            // "0" "10" "11" = 5 bits, then 3 padding bits: set the last one.
+            let last = payload.len() - 1;
+            payload[last] |= 1;
+            single_tensor(
+                DType::F32,
+                &[3],
+                vec![stage(Codebook, cb_params(2, 4)), stage(Huffman, vec![])],
+                payload,
+            )
+        },
+    );
+    add(
+        "huffman_without_stage",
+        "bad_chain",
+        "verify",
+        "a Huffman-coded stream in a chain without the huffman stage",
+        {
+            let mut payload = centroids(&[-1.0, -0.5, 0.5, 1.0]);
+            stream(&indices, 2, Coding::Huffman, &mut payload);
+            single_tensor(
+                DType::F32,
+                &[40],
+                vec![stage(Codebook, cb_params(2, 4))],
+                payload,
+            )
+        },
+    );
+    add(
+        "index_past_codebook",
+        "decode_error",
+        "verify",
+        "index 3 with only 3 centroids",
+        {
+            let mut payload = centroids(&[-1.0, 0.0, 1.0]);
+            stream(&[0, 1, 2, 3], 2, Coding::Packed, &mut payload);
+            single_tensor(
+                DType::F32,
+                &[4],
+                vec![stage(Codebook, cb_params(2, 3))],
+                payload,
+            )
+        },
+    );
+    add(
+        "codebook_on_integers",
+        "bad_chain",
+        "verify",
+        "a codebook on an i32 tensor",
+        {
+            let mut payload = centroids(&[1.0, 2.0]);
+            stream(&[0, 1], 1, Coding::Packed, &mut payload);
+            single_tensor(
+                DType::I32,
+                &[2],
+                vec![stage(Codebook, cb_params(1, 2))],
+                payload,
+            )
+        },
+    );
+    add(
+        "codebook_bad_params",
+        "bad_chain",
+        "verify",
+        "codebook with k = 5 centroids for 2-bit indices",
+        {
+            let mut payload = centroids(&[0.0, 1.0, 2.0, 3.0, 4.0]);
+            stream(&[0, 1], 2, Coding::Packed, &mut payload);
+            single_tensor(
+                DType::F32,
+                &[2],
+                vec![stage(Codebook, cb_params(2, 5))],
+                payload,
+            )
+        },
+    );
+    add(
+        "stream_truncated",
+        "truncated",
+        "verify",
+        "a stream's data_len runs past the payload",
+        {
+            let mut payload = centroids(&[0.0, 1.0]);
+            stream(&[0, 1, 1, 0], 1, Coding::Packed, &mut payload);
+            // centroids (8 bytes), coding, width, count = 4, then data_len = 1: make it 2.
+            assert_eq!(payload[11], 1);
+            payload[11] = 2;
+            single_tensor(
+                DType::F32,
+                &[4],
+                vec![stage(Codebook, cb_params(1, 2))],
+                payload,
+            )
+        },
+    );
+    add(
+        "stream_width_mismatch",
+        "decode_error",
+        "verify",
+        "index stream of width 3 under a 2-bit codebook",
+        {
+            let mut payload = centroids(&[0.0, 1.0, 2.0, 3.0]);
+            stream(&[0, 1, 2, 3], 3, Coding::Packed, &mut payload);
+            single_tensor(
+                DType::F32,
+                &[4],
+                vec![stage(Codebook, cb_params(2, 4))],
+                payload,
+            )
+        },
+    );
+    add(
+        "packed_nonzero_padding",
+        "decode_error",
+        "verify",
+        "a nonzero padding bit after the last packed symbol",
+        {
+            let mut payload = centroids(&[0.0, 1.0]);
+            stream(&[1, 0, 1], 1, Coding::Packed, &mut payload);
+            let last = payload.len() - 1;
+            payload[last] |= 1;
+            single_tensor(
+                DType::F32,
+                &[3],
+                vec![stage(Codebook, cb_params(1, 2))],
+                payload,
+            )
+        },
+    );
+    add(
+        "payload_left_over",
+        "decode_error",
+        "verify",
+        "bytes after the last stream of a codebook payload",
+        {
+            let mut payload = centroids(&[0.0, 1.0]);
+            stream(&[1, 0], 1, Coding::Packed, &mut payload);
+            payload.push(0);
+            single_tensor(
+                DType::F32,
+                &[2],
+                vec![stage(Codebook, cb_params(1, 2))],
+                payload,
+            )
+        },
+    );
+    add(
+        "gaps_past_end",
+        "decode_error",
+        "verify",
+        "relative gaps place a survivor past the tensor's 16 elements",
+        {
+            let mut payload = Vec::new();
+            stream(&[10, 10], 5, Coding::Packed, &mut payload);
+            payload.extend(centroids(&[1.0, 2.0]));
+            single_tensor(
+                DType::F32,
+                &[4, 4],
+                vec![stage(Sparse, sparse_params(rel5, 2))],
+                payload,
+            )
+        },
+    );
+    add(
+        "nnz_mismatch",
+        "decode_error",
+        "verify",
+        "nnz says 3, the gap stream gives 2 survivors",
+        {
+            let mut payload = Vec::new();
+            stream(&[1, 2], 5, Coding::Packed, &mut payload);
+            payload.extend(centroids(&[1.0, 2.0, 3.0]));
+            single_tensor(
+                DType::F32,
+                &[4, 4],
+                vec![stage(Sparse, sparse_params(rel5, 3))],
+                payload,
+            )
+        },
+    );
+    add(
+        "nnz_past_elements",
+        "decode_error",
+        "verify",
+        "nnz of 17 in a tensor of 16 elements",
+        {
+            single_tensor(
+                DType::F32,
+                &[4, 4],
+                vec![stage(Sparse, sparse_params(rel5, 17))],
+                Vec::new(),
+            )
+        },
+    );
+    add(
+        "sparse_bad_layout",
+        "bad_chain",
+        "verify",
+        "sparse layout 7",
+        {
+            let mut params = sparse_params(rel5, 0);
+            params[0] = 7;
+            let mut payload = Vec::new();
+            stream(&[], 5, Coding::Packed, &mut payload);
+            single_tensor(DType::F32, &[4, 4], vec![stage(Sparse, params)], payload)
+        },
+    );
+    add(
+        "csr_unsorted_columns",
+        "decode_error",
+        "verify",
+        "CSR columns 3 then 1 in one row",
+        {
+            let mut payload = Vec::new();
+            stream(&[2, 0], 3, Coding::Packed, &mut payload);
+            stream(&[3, 1], 2, Coding::Packed, &mut payload);
+            payload.extend(centroids(&[1.0, 2.0]));
+            single_tensor(
+                DType::F32,
+                &[2, 4],
+                vec![stage(Sparse, sparse_params(Layout::Csr, 2))],
+                payload,
+            )
+        },
+    );
+    add(
+        "csr_counts_mismatch",
+        "decode_error",
+        "verify",
+        "CSR row counts add up to 3, nnz says 2",
+        {
+            let mut payload = Vec::new();
+            stream(&[2, 1], 3, Coding::Packed, &mut payload);
+            stream(&[0, 1], 2, Coding::Packed, &mut payload);
+            payload.extend(centroids(&[1.0, 2.0]));
+            single_tensor(
+                DType::F32,
+                &[2, 4],
+                vec![stage(Sparse, sparse_params(Layout::Csr, 2))],
+                payload,
+            )
+        },
+    );
+    let zstd_file = zstd();
+    let zf = fields(&zstd_file);
+    let swap_stage1 = |id: u8, mask: u64| {
+        let mut b = zstd_file.clone();
+        let stage1 = zf.tensors[0].2 as usize + 4; // stage[0] is dense, 4 bytes, no params
+        b[stage1] = id;
+        put_u64(&mut b, 16, mask);
+        fix_header_crc(&mut b);
+        b
+    };
+    add(
+        "huffman_after_dense",
+        "bad_chain",
+        "open",
+        "chain dense+huffman: dense has no symbol streams",
+        swap_stage1(4, 1 | 1 << 4),
+    );
+    add(
+        "codebook_after_dense",
+        "bad_chain",
+        "open",
+        "chain dense+codebook: a codebook may only follow sparse",
+        swap_stage1(3, 1 | 1 << 3),
+    );
 }

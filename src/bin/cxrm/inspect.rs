@@ -1,5 +1,7 @@
 use crate::Failure;
 use cxrm::container::table::TensorRecord;
+use cxrm::encoding::StageId;
+use cxrm::encoding::stream::StreamStats;
 use cxrm::text::escape;
 use cxrm::{Cxrm, ReadOptions, Value};
 use serde_json::json;
@@ -8,7 +10,13 @@ use std::path::PathBuf;
 /// Show a file's header, metadata, graph and per-tensor storage.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Opens the file without decoding payloads, so it works on files of any size and on files\nthat need encodings this build cannot decode (they are listed as such).\n\nExamples:\n  cxrm inspect model.cxrm\n  cxrm inspect model.cxrm --json | jq '.totals.ratio'"
+    after_help = "Reads the header, table, metadata and graph, and the symbol streams of sparse and codebook
+tensors (to report their entropy); dense payloads are never read. Files that need encodings
+this build cannot decode are listed as such.
+
+Examples:
+  cxrm inspect model.cxrm
+  cxrm inspect model.cxrm --json | jq '.totals.ratio'"
 )]
 pub struct Args {
     /// The .cxrm file to inspect.
@@ -27,12 +35,54 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let file = mapped.parse_with(&options)?;
     let metadata = file.metadata()?;
     let graph = file.graph()?;
+    let details = details(&file);
     if args.json {
-        print_json(&args, &file, &metadata, graph.as_ref());
+        print_json(&args, &file, &metadata, graph.as_ref(), &details);
     } else {
-        print_text(&args, &file, &metadata, graph.as_ref());
+        print_text(&args, &file, &metadata, graph.as_ref(), &details);
     }
     Ok(())
+}
+
+/// What decoding an encoded tensor's streams shows.
+struct Detail {
+    sparsity: Option<f64>,
+    bits: Option<u8>,
+    streams: Vec<StreamStats>,
+    error: Option<String>,
+}
+
+/// Details for sparse and codebook tensors; `None` for the rest (nothing to look inside).
+fn details(file: &Cxrm<'_>) -> Vec<Option<Detail>> {
+    file.tensors()
+        .iter()
+        .map(|t| {
+            let repr = t.stages[0].id()?;
+            if !matches!(repr, StageId::Sparse | StageId::Codebook) || !repr.implemented() {
+                return None;
+            }
+            Some(match file.decode_detailed(t) {
+                Ok(d) => Detail {
+                    sparsity: d.nnz.map(|nnz| {
+                        if t.elements == 0 {
+                            0.0
+                        } else {
+                            1.0 - nnz as f64 / t.elements as f64
+                        }
+                    }),
+                    bits: d.codebook.map(|c| c.bits),
+                    streams: d.stream_stats(),
+                    error: None,
+                },
+                Err(e) => Detail {
+                    sparsity: None,
+                    bits: None,
+                    streams: Vec::new(),
+                    error: Some(e.to_string()),
+                },
+            })
+        })
+        .collect()
 }
 
 struct Totals {
@@ -51,12 +101,35 @@ fn ratio(params: u64, stored: u64) -> Option<f64> {
     (stored > 0).then(|| params as f64 * 4.0 / stored as f64)
 }
 
-fn print_json(args: &Args, file: &Cxrm<'_>, metadata: &cxrm::Map, graph: Option<&cxrm::Graph>) {
+fn print_json(
+    args: &Args,
+    file: &Cxrm<'_>,
+    metadata: &cxrm::Map,
+    graph: Option<&cxrm::Graph>,
+    details: &[Option<Detail>],
+) {
     let h = file.header();
     let tensors: Vec<_> = file
         .tensors()
         .iter()
-        .map(|t| {
+        .zip(details)
+        .map(|(t, d)| {
+            let streams: Vec<_> = d
+                .iter()
+                .flat_map(|d| &d.streams)
+                .map(|s| {
+                    json!({
+                        "name": s.name,
+                        "coding": s.coding.name(),
+                        "width": s.width,
+                        "symbols": s.count,
+                        "bytes": s.data_bytes,
+                        "entropy": s.entropy,
+                        "bits_per_symbol": s.bits_per_symbol,
+                        "code_bits_per_symbol": s.code_bits_per_symbol,
+                    })
+                })
+                .collect();
             json!({
                 "name": t.name,
                 "shape": t.shape,
@@ -66,6 +139,10 @@ fn print_json(args: &Args, file: &Cxrm<'_>, metadata: &cxrm::Map, graph: Option<
                 "bits_per_weight": t.bits_per_weight(),
                 "ratio": t.ratio_vs_f32(),
                 "offset": t.extent.offset,
+                "sparsity": d.as_ref().and_then(|d| d.sparsity),
+                "codebook_bits": d.as_ref().and_then(|d| d.bits),
+                "streams": streams,
+                "decode_error": d.as_ref().and_then(|d| d.error.clone()),
             })
         })
         .collect();
@@ -129,7 +206,44 @@ fn opt(v: Option<f64>, suffix: &str) -> String {
     v.map_or_else(|| "-".into(), |x| format!("{x:.2}{suffix}"))
 }
 
-fn print_text(args: &Args, file: &Cxrm<'_>, metadata: &cxrm::Map, graph: Option<&cxrm::Graph>) {
+/// Print rows as aligned columns; columns from `right_from` on are right-aligned.
+fn table<const N: usize>(rows: &[[String; N]], right_from: usize, rule_before_last: bool) {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for (r, row) in rows.iter().enumerate() {
+        if rule_before_last && r + 1 == rows.len() {
+            println!(
+                "  {}",
+                "-".repeat(widths.iter().sum::<usize>() + 2 * (N - 1))
+            );
+        }
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                if i >= right_from {
+                    format!("{c:>w$}")
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
+        println!("  {}", cells.join("  ").trim_end());
+    }
+}
+
+fn print_text(
+    args: &Args,
+    file: &Cxrm<'_>,
+    metadata: &cxrm::Map,
+    graph: Option<&cxrm::Graph>,
+    details: &[Option<Detail>],
+) {
     let h = file.header();
     println!(
         "file       {} ({} bytes)",
@@ -177,45 +291,53 @@ fn print_text(args: &Args, file: &Cxrm<'_>, metadata: &cxrm::Map, graph: Option<
                 .iter()
                 .map(|(k, v)| format!("{}={}", escape(k), show_value(v)))
                 .collect();
+            let weights = if n.weights.is_empty() {
+                String::new()
+            } else {
+                format!("weights {} ", escape(&n.weights.join(", ")))
+            };
             let line = format!(
                 "  {:<14} {:<16} <- {:<18} {}{}",
                 escape(&n.name),
                 escape(&n.op),
                 escape(&n.inputs.join(", ")),
-                if n.weights.is_empty() {
-                    String::new()
-                } else {
-                    format!("weights {} ", escape(&n.weights.join(", ")))
-                },
+                weights,
                 attrs.join(" ")
             );
             println!("{}", line.trim_end());
         }
     }
 
-    let rows: Vec<[String; 7]> = file
-        .tensors()
-        .iter()
-        .map(|t| {
-            [
-                escape(t.name),
-                shape(t),
-                t.dtype.name().to_string(),
-                t.chain_name(),
-                t.extent.length.to_string(),
-                opt(t.bits_per_weight(), ""),
-                opt(t.ratio_vs_f32(), "x"),
-            ]
-        })
-        .collect();
     let tot = totals(file);
-    let header = [
-        "name", "shape", "dtype", "encoding", "stored B", "bits/w", "vs f32",
-    ]
-    .map(String::from);
-    let footer = [
-        format!("total ({} tensors)", rows.len()),
+    let mut rows: Vec<[String; 9]> = vec![
+        [
+            "name", "shape", "dtype", "encoding", "sparsity", "bits", "stored B", "bits/w",
+            "vs f32",
+        ]
+        .map(String::from),
+    ];
+    for (t, d) in file.tensors().iter().zip(details) {
+        rows.push([
+            escape(t.name),
+            shape(t),
+            t.dtype.name().to_string(),
+            t.chain_name(),
+            d.as_ref()
+                .and_then(|d| d.sparsity)
+                .map_or_else(|| "-".into(), |s| format!("{:.1}%", s * 100.0)),
+            d.as_ref()
+                .and_then(|d| d.bits)
+                .map_or_else(|| "-".into(), |b| b.to_string()),
+            t.extent.length.to_string(),
+            opt(t.bits_per_weight(), ""),
+            opt(t.ratio_vs_f32(), "x"),
+        ]);
+    }
+    rows.push([
+        format!("total ({} tensors)", file.tensors().len()),
         format!("{} params", tot.params),
+        String::new(),
+        String::new(),
         String::new(),
         String::new(),
         tot.stored.to_string(),
@@ -224,38 +346,41 @@ fn print_text(args: &Args, file: &Cxrm<'_>, metadata: &cxrm::Map, graph: Option<
             "",
         ),
         opt(ratio(tot.params, tot.stored), "x"),
+    ]);
+    println!("\ntensors");
+    table(&rows, 4, true);
+
+    let mut stream_rows: Vec<[String; 8]> = vec![
+        [
+            "tensor", "stream", "coding", "width", "symbols", "entropy", "code", "stored",
+        ]
+        .map(String::from),
     ];
-    let mut widths = [0usize; 7];
-    for row in std::iter::once(&header)
-        .chain(&rows)
-        .chain(std::iter::once(&footer))
-    {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+    for (t, d) in file.tensors().iter().zip(details) {
+        let Some(d) = d else { continue };
+        if let Some(e) = &d.error {
+            println!("\n  {}: cannot decode: {}", escape(t.name), escape(e));
+        }
+        for s in &d.streams {
+            stream_rows.push([
+                escape(t.name),
+                s.name.to_string(),
+                s.coding.name().to_string(),
+                s.width.to_string(),
+                s.count.to_string(),
+                format!("{:.3}", s.entropy),
+                s.code_bits_per_symbol
+                    .map_or_else(|| "-".into(), |b| format!("{b:.3}")),
+                format!("{:.3}", s.bits_per_symbol),
+            ]);
         }
     }
-    let line = |row: &[String; 7]| {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .enumerate()
-            .map(|(i, (c, w))| {
-                if i >= 4 {
-                    format!("{c:>w$}")
-                } else {
-                    format!("{c:<w$}")
-                }
-            })
-            .collect();
-        println!("  {}", cells.join("  ").trim_end());
-    };
-    println!("\ntensors");
-    line(&header);
-    for row in &rows {
-        line(row);
+    if stream_rows.len() > 1 {
+        println!(
+            "\nsymbol streams, bits per symbol: entropy of the symbols, the Huffman code alone, stored (with tables)"
+        );
+        table(&stream_rows, 3, false);
     }
-    println!("  {}", "-".repeat(widths.iter().sum::<usize>() + 12));
-    line(&footer);
     println!(
         "\nwhole file {} bytes (with header, table, sections and alignment): {} vs the {} bytes of f32 weights",
         file.file_len(),

@@ -1,11 +1,27 @@
 use crate::Failure;
-use cxrm::interop::safetensors::{PackOptions, add_safetensors};
+use cxrm::compress::model::{ModelPlan, Scope};
+use cxrm::compress::rules::PerLayer;
+use cxrm::encoding::codebook::Init;
+use cxrm::interop::safetensors::add_safetensors;
 use std::path::PathBuf;
 
-/// Pack a safetensors file (plus an optional graph) into a .cxrm file.
+/// Pack a safetensors file (plus an optional graph) into a .cxrm file, optionally applying
+/// Deep Compression's storage steps (prune, quantize, Huffman) to the weights.
 #[derive(clap::Args)]
 #[command(
-    after_help = "The graph file is JSON: an array of nodes, or {\"nodes\": [...], \"metadata\": {...}}.\nA node is {\"name\", \"op\", \"inputs\": [...], \"weights\": [...], attributes...} (spec/cxrm.md §7).\n\nExamples:\n  cxrm pack model.safetensors -o model.cxrm\n  cxrm pack model.safetensors -o model.cxrm --graph graph.json --zstd 19 --meta model.name=lenet-5"
+    after_help = "The graph file is JSON: an array of nodes, or {\"nodes\": [...], \"metadata\": {...}}.
+A node is {\"name\", \"op\", \"inputs\": [...], \"weights\": [...], attributes...} (spec/cxrm.md §7).
+
+Per-layer values: a bare value applies to every weight; conv=V (rank-4 weights), fc=V
+(rank-2 weights) and NAME=V (one tensor) override it, e.g. --bits conv=8,fc=5.
+Pruning, quantization and Huffman apply to f32 weights of rank 2 or more; biases stay dense.
+This packs existing weights; `cxrm compress` adds the retraining the paper pairs with them.
+
+Examples:
+  cxrm pack model.safetensors -o model.cxrm
+  cxrm pack model.safetensors -o model.cxrm --graph graph.json --zstd 19 --meta model.name=lenet-5
+  cxrm pack model.safetensors -o dc.cxrm --prune 0.9 --bits 5 --huffman
+  cxrm pack model.safetensors -o dc.cxrm --prune conv=0.6,fc=0.92 --bits conv=8,fc=5 --huffman"
 )]
 pub struct Args {
     /// The safetensors file to read.
@@ -16,21 +32,99 @@ pub struct Args {
     /// A JSON graph description to store as the graph section.
     #[arg(long)]
     graph: Option<PathBuf>,
-    /// Compress each tensor with zstd at this level (1-22) where that makes it smaller.
+    /// Compress with zstd at this level (1-22) wherever that makes a tensor smaller.
     #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(1..=22))]
     zstd: Option<i32>,
     /// Metadata KEY=VALUE; VALUE is read as JSON when it parses (numbers, arrays), else as a string.
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     meta: Vec<String>,
+    /// Magnitude-prune weights to this sparsity (0-1), per layer, stored as sparse indices.
+    #[arg(long, value_name = "SPARSITY")]
+    prune: Option<String>,
+    /// Prune each layer to its own sparsity, or all pruned layers against one global threshold.
+    #[arg(long, value_enum, default_value = "layer")]
+    prune_scope: ScopeArg,
+    /// Quantize weights to a k-means codebook of 2^BITS centroids (1-8), per layer.
+    #[arg(long, value_name = "BITS")]
+    bits: Option<String>,
+    /// Gap width of the relative sparse index (2-16), per layer.
+    #[arg(long, value_name = "BITS", default_value = "conv=8,fc=5,5")]
+    index_bits: String,
+    /// Huffman-code the index streams (the encoder uses zstd instead where that is smaller).
+    #[arg(long)]
+    huffman: bool,
+    /// k-means initialisation.
+    #[arg(long, value_enum, default_value = "linear")]
+    init: InitArg,
+    /// Seed for --init random.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Store centroids as f32 or f16.
+    #[arg(long, value_enum, default_value = "f32")]
+    centroids: CentroidArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ScopeArg {
+    Layer,
+    Global,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum InitArg {
+    Linear,
+    Density,
+    Random,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CentroidArg {
+    F32,
+    F16,
+}
+
+fn plan(args: &Args) -> Result<ModelPlan, Failure> {
+    let mut plan = ModelPlan {
+        zstd_level: args.zstd,
+        huffman: args.huffman,
+        ..Default::default()
+    };
+    if let Some(p) = &args.prune {
+        plan.prune = PerLayer::parse(p, |s: f64| (0.0..=1.0).contains(&s))?;
+    }
+    plan.scope = match args.prune_scope {
+        ScopeArg::Layer => Scope::Layer,
+        ScopeArg::Global => {
+            if plan.prune.default.is_none() {
+                return Err(Failure::Usage(
+                    "--prune-scope global needs a bare --prune SPARSITY for the pooled target"
+                        .into(),
+                ));
+            }
+            Scope::Global
+        }
+    };
+    if let Some(b) = &args.bits {
+        plan.bits = PerLayer::parse(b, |b: u8| (1..=8).contains(&b))?;
+    }
+    plan.index_bits = PerLayer::parse(&args.index_bits, |b: u8| (2..=16).contains(&b))?;
+    plan.init = match args.init {
+        InitArg::Linear => Init::Linear,
+        InitArg::Density => Init::Density,
+        InitArg::Random => Init::Random(args.seed),
+    };
+    plan.centroid_dtype = match args.centroids {
+        CentroidArg::F32 => cxrm::DType::F32,
+        CentroidArg::F16 => cxrm::DType::F16,
+    };
+    Ok(plan)
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
+    let plan = plan(&args)?;
     let input = cxrm::Mapped::open(&args.input)?;
     let mut writer = cxrm::Writer::new();
-    let options = PackOptions {
-        zstd_level: args.zstd,
-    };
-    let n = add_safetensors(&mut writer, input.bytes(), &options)?;
+    let n = add_safetensors(&mut writer, input.bytes(), &plan)?;
     if let Some(path) = &args.graph {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
@@ -41,6 +135,29 @@ pub fn run(args: Args) -> Result<(), Failure> {
             writer.set_metadata(k, v);
         }
         writer.set_graph(graph);
+    }
+    if plan.prune.default.is_some()
+        || plan.prune.conv.is_some()
+        || plan.prune.fc.is_some()
+        || !plan.prune.names.is_empty()
+        || args.bits.is_some()
+        || args.huffman
+    {
+        let mut parts = Vec::new();
+        if let Some(p) = &args.prune {
+            parts.push(format!("prune {p}"));
+        }
+        if let Some(b) = &args.bits {
+            parts.push(format!("bits {b}"));
+        }
+        if args.huffman {
+            parts.push("huffman".into());
+        }
+        writer.set_metadata(
+            "compress.method",
+            cxrm::Value::String("deep-compression (storage only, no retraining)".into()),
+        );
+        writer.set_metadata("compress.settings", cxrm::Value::String(parts.join(", ")));
     }
     for kv in &args.meta {
         let (key, raw) = kv

@@ -1,0 +1,110 @@
+//! Decoding the representations that carry symbol streams (sparse, codebook) into dense bytes.
+//! The stage modules own their layouts; this module only puts them together in the order the
+//! spec's payload layout gives (§5.6, §5.7).
+
+use super::{DecodeContext, Decoded, Stage, codebook, sparse};
+use crate::container::cursor::Cursor;
+use crate::dtype::DType;
+use crate::error::{Error, ErrorCode, Result};
+use std::borrow::Cow;
+
+/// f32 values to little-endian bytes of a float dtype.
+pub fn f32_to_dtype(values: &[f32], dtype: DType) -> Vec<u8> {
+    match dtype {
+        DType::F32 => bytemuck::cast_slice::<f32, u8>(values).to_vec(),
+        DType::F16 => values
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+        DType::BF16 => values
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect(),
+        DType::F64 => values
+            .iter()
+            .flat_map(|&v| (v as f64).to_le_bytes())
+            .collect(),
+        other => unreachable!("codebooks decode to float dtypes only, not {other}"),
+    }
+}
+
+pub fn require_float(stage: &Stage<'_>, ctx: &DecodeContext<'_>, field: &str) -> Result<()> {
+    if !ctx.dtype.is_float() {
+        return Err(Error::format(
+            ErrorCode::BadChain,
+            field,
+            stage.offset,
+            format!("codebook values are floats; the tensor is {}", ctx.dtype),
+        ));
+    }
+    Ok(())
+}
+
+fn finish(c: &Cursor<'_>, ctx: &DecodeContext<'_>) -> Result<()> {
+    if !c.is_empty() {
+        return Err(Error::format(
+            ErrorCode::DecodeError,
+            format!("{}.payload", ctx.what),
+            c.offset(),
+            format!("{} bytes left over after the last stream", c.remaining()),
+        ));
+    }
+    Ok(())
+}
+
+pub fn decode_codebook<'a>(
+    params: &codebook::Params,
+    huffman: bool,
+    bytes: &[u8],
+    base: u64,
+    ctx: &DecodeContext<'_>,
+) -> Result<Decoded<'a>> {
+    let mut c = Cursor::new(bytes, base);
+    let (values, stream) =
+        codebook::read_payload(&mut c, params, ctx.elements, huffman, ctx.what, ctx.dtype)?;
+    finish(&c, ctx)?;
+    Ok(Decoded {
+        bytes: Cow::Owned(values),
+        nnz: None,
+        codebook: Some(*params),
+        streams: vec![("indices", stream)],
+    })
+}
+
+pub fn decode_sparse<'a>(
+    params: &sparse::Params,
+    cb_params: Option<&codebook::Params>,
+    huffman: bool,
+    bytes: &[u8],
+    base: u64,
+    ctx: &DecodeContext<'_>,
+) -> Result<Decoded<'a>> {
+    let mut c = Cursor::new(bytes, base);
+    let (positions, mut streams) =
+        sparse::read_positions(&mut c, params, ctx.shape, ctx.elements, huffman, ctx.what)?;
+    let size = ctx.dtype.size();
+    // Read every value before allocating the output, so only a file whose streams all decode
+    // gets the (limit-checked) dense buffer.
+    let values: Cow<'_, [u8]> = match cb_params {
+        Some(cbp) => {
+            let (values, stream) =
+                codebook::read_payload(&mut c, cbp, params.nnz, huffman, ctx.what, ctx.dtype)?;
+            streams.push(("indices", stream));
+            Cow::Owned(values)
+        }
+        None => Cow::Borrowed(c.bytes(params.nnz as usize * size, || {
+            format!("{}.values", ctx.what)
+        })?),
+    };
+    finish(&c, ctx)?;
+    let mut out = vec![0u8; ctx.dense_len as usize];
+    for (&p, v) in positions.iter().zip(values.chunks_exact(size)) {
+        out[p as usize * size..(p as usize + 1) * size].copy_from_slice(v);
+    }
+    Ok(Decoded {
+        bytes: Cow::Owned(out),
+        nnz: Some(params.nnz),
+        codebook: cb_params.copied(),
+        streams,
+    })
+}
