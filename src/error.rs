@@ -104,6 +104,10 @@ pub enum Error {
     /// A request the file is fine with but the caller got wrong (no such tensor, wrong dtype...).
     #[error("{0}")]
     Usage(String),
+    /// A well-formed file whose model cannot run: a graph that references a missing tensor,
+    /// shapes that do not chain, an operator this runtime lacks, an input it cannot take.
+    #[error("cannot run model: {0}")]
+    Model(String),
 }
 
 impl Error {

@@ -49,17 +49,8 @@ fn decode_representation(stages: &[(StageId, &[u8])], shape: &[u64], payload: &[
             offset: 0,
         })
         .collect();
-    let elements: u64 = shape.iter().product();
     let limits = Limits::SPEC;
-    let ctx = DecodeContext {
-        what: "fuzz",
-        dtype: DType::F32,
-        shape,
-        elements,
-        dense_len: elements * 4,
-        payload_offset: 0,
-        limits: &limits,
-    };
+    let ctx = DecodeContext::in_memory("fuzz", DType::F32, shape, &limits);
     let _ = encoding::decode_detailed(&stages, payload, &ctx);
 }
 

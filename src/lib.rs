@@ -18,6 +18,7 @@
 
 pub mod compress;
 pub mod container;
+pub mod data;
 pub mod dtype;
 pub mod encoding;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod fuzzing;
 pub mod interop;
 #[cfg(feature = "json")]
 pub mod json;
+pub mod runtime;
 pub mod text;
 
 pub use container::graph::{Graph, Node};

@@ -242,3 +242,178 @@ fn every_subcommand_help_shows_an_example() {
         );
     }
 }
+
+fn fixture_png(dir: &Path) -> PathBuf {
+    let pixels: Vec<u8> = (0..28u32)
+        .flat_map(|y| (0..28u32).map(move |x| ((7 * y + 3 * x) % 256) as u8))
+        .collect();
+    let img = image::GrayImage::from_raw(28, 28, pixels).unwrap();
+    let path = dir.join("digit.png");
+    img.save(&path).unwrap();
+    path
+}
+
+#[test]
+fn run_classifies_images_with_the_files_own_preprocessing() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = fixture_png(dir.path());
+    let model = fixture("runtime/lenet5.cxrm");
+    let out = cxrm(&[
+        "run",
+        model.to_str().unwrap(),
+        png.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let probs: Vec<f64> = doc[0]["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(doc[0]["image"], png.to_str().unwrap());
+    // The PNG holds the fixture input, so the probabilities are the softmax of its logits.
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("runtime/lenet5.logits.json")).unwrap())
+            .unwrap();
+    let logits: Vec<f64> = expected["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let m = logits.iter().cloned().fold(f64::MIN, f64::max);
+    let z: f64 = logits.iter().map(|l| (l - m).exp()).sum();
+    for (p, l) in probs.iter().zip(&logits) {
+        assert!((p - (l - m).exp() / z).abs() < 1e-5);
+    }
+    let best = logits
+        .iter()
+        .enumerate()
+        .fold(0, |b, (i, &v)| if v > logits[b] { i } else { b });
+    assert_eq!(doc[0]["class"], best.to_string());
+    let human = cxrm(&["run", model.to_str().unwrap(), png.to_str().unwrap()]);
+    assert!(
+        text(&human).contains(&format!(": {best} (p = ")),
+        "{}",
+        text(&human)
+    );
+
+    let junk = dir.path().join("junk.png");
+    std::fs::write(&junk, b"not a png").unwrap();
+    let out = cxrm(&["run", model.to_str().unwrap(), junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("cannot decode image"), "{}", text(&out));
+}
+
+fn write_idx(dir: &Path, n: usize) {
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n as u32, 28, 28] {
+        images.extend_from_slice(&d.to_be_bytes());
+    }
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend_from_slice(&(n as u32).to_be_bytes());
+    for i in 0..n {
+        images.extend((0..784).map(|p| ((p * (i + 3)) % 256) as u8));
+        labels.push((i % 10) as u8);
+    }
+    std::fs::write(dir.join("t10k-images-idx3-ubyte"), images).unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), labels).unwrap();
+}
+
+#[test]
+fn eval_reports_accuracy_on_idx_and_folder_data() {
+    let dir = tempfile::tempdir().unwrap();
+    write_idx(dir.path(), 25);
+    let model = fixture("runtime/lenet5.cxrm");
+    let out = cxrm(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["n"], 25);
+    let acc = doc["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    let confusion: u64 = doc["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(confusion, 25);
+    let human = cxrm(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--limit",
+        "10",
+    ]);
+    assert!(
+        text(&human).contains("accuracy")
+            && text(&human).contains("confusion matrix")
+            && text(&human).contains("10 images"),
+        "{}",
+        text(&human)
+    );
+
+    // A class-per-folder tree (Kaggle layout: ROOT/test/CLASS/*.png).
+    let tree = dir.path().join("tree");
+    for c in 0..10 {
+        let d = tree.join("test").join(c.to_string());
+        std::fs::create_dir_all(&d).unwrap();
+        fixture_png(&d);
+    }
+    let out = cxrm(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--data",
+        tree.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["n"], 10);
+    assert_eq!(
+        doc["accuracy"], 0.1,
+        "ten identical images, one per class: exactly one is right"
+    );
+
+    let out = cxrm(&["eval", model.to_str().unwrap(), "--data", "/no/such/dir"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bench_reports_load_latency_and_throughput() {
+    let out = cxrm(&[
+        "bench",
+        fixture("runtime/lenet5_dc.cxrm").to_str().unwrap(),
+        "--iters",
+        "5",
+        "--batch",
+        "4",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("load")
+            && t.contains("batch 1    median")
+            && t.contains("images/s")
+            && t.contains("conv2d[sparse]"),
+        "{t}"
+    );
+}
+
+#[test]
+fn runtime_subcommands_help_shows_an_example() {
+    for sub in ["run", "eval", "bench"] {
+        let out = cxrm(&[sub, "--help"]);
+        assert!(text(&out).contains("Example"), "{sub}");
+    }
+}

@@ -53,6 +53,23 @@ impl<'a> Writer<'a> {
         Self::default()
     }
 
+    /// The decoded-dense twin of a file: the same metadata and graph, every tensor decoded and
+    /// stored dense. (What a compressed model is compared against.)
+    pub fn dense_copy_of(file: &super::reader::Cxrm<'_>) -> Result<Writer<'static>> {
+        let mut w = Writer::new();
+        for (k, v) in file.metadata()? {
+            w.set_metadata(k, v);
+        }
+        for t in file.tensors() {
+            let d = file.decode_record(t)?;
+            w.add_dense(t.name, d.dtype, &d.shape, d.bytes.into_owned())?;
+        }
+        if let Some(g) = file.graph()? {
+            w.set_graph(g);
+        }
+        Ok(w)
+    }
+
     /// Set a metadata key, replacing any earlier value.
     pub fn set_metadata(&mut self, key: impl Into<String>, value: Value) -> &mut Self {
         let key = key.into();
@@ -142,14 +159,7 @@ impl<'a> Writer<'a> {
         if let Some(s) = stages.iter().find(|s| s.params.len() > limits.stage_params) {
             return Err(bad(format!("{} has too many parameter bytes", s.id.name())));
         }
-        let as_stored: Vec<crate::encoding::Stage<'_>> = stages
-            .iter()
-            .map(|s| crate::encoding::Stage {
-                code: s.id as u8,
-                params: &s.params,
-                offset: 0,
-            })
-            .collect();
+        let as_stored = encoded.stage_views();
         crate::encoding::check_chain(&as_stored, "chain").map_err(|e| bad(e.to_string()))?;
         if stages.len() == 1
             && stages[0].id == crate::encoding::StageId::Dense

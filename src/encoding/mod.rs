@@ -142,6 +142,42 @@ pub struct Encoded<'a> {
     pub payload: Cow<'a, [u8]>,
 }
 
+impl Encoded<'_> {
+    /// The stages as a reader sees them (file offsets 0), to decode this tensor in memory.
+    pub fn stage_views(&self) -> Vec<Stage<'_>> {
+        self.stages
+            .iter()
+            .map(|s| Stage {
+                code: s.id as u8,
+                params: &s.params,
+                offset: 0,
+            })
+            .collect()
+    }
+}
+
+impl<'a> DecodeContext<'a> {
+    /// A context for a tensor decoded outside any file (tests, benchmarks, fuzzing). The
+    /// caller vouches that `shape` is within `limits`.
+    pub fn in_memory(
+        what: &'a str,
+        dtype: crate::dtype::DType,
+        shape: &'a [u64],
+        limits: &'a Limits,
+    ) -> Self {
+        let elements: u64 = shape.iter().product();
+        DecodeContext {
+            what,
+            dtype,
+            shape,
+            elements,
+            dense_len: elements * dtype.size() as u64,
+            payload_offset: 0,
+            limits,
+        }
+    }
+}
+
 /// Everything a stage decoder needs to know about the tensor it belongs to.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeContext<'a> {

@@ -1459,3 +1459,113 @@ fn deep_invalid(out: &mut Vec<InvalidFixture>) {
         swap_stage1(3, 1 | 1 << 3),
     );
 }
+
+// ---- runtime fixtures ------------------------------------------------------------------------
+
+/// The classic LeNet-5 shape on 28×28 MNIST inputs (61,706 parameters): conv 6@5×5 (padding 2),
+/// ReLU, max-pool 2, conv 16@5×5, ReLU, max-pool 2, dense 120, ReLU, dense 84, ReLU, dense 10.
+/// Random weights, scaled like a He initialisation; `dc` stores the weights pruned 80%,
+/// 5-bit-quantized and Huffman-coded.
+pub fn lenet5(dc: bool) -> Vec<u8> {
+    let mut rng = Lcg(55);
+    let mut w = Writer::new();
+    w.set_metadata(
+        "model.name",
+        Value::String("lenet-5 (random weights)".into()),
+    )
+    .set_metadata(
+        "model.classes",
+        Value::strings((0..10).map(|i| i.to_string())),
+    )
+    .set_metadata("input.shape", Value::ints([1, 28, 28]))
+    .set_metadata("input.mean", Value::floats([0.1307]))
+    .set_metadata("input.std", Value::floats([0.3081]));
+    let layers: [(&str, Vec<u64>); 5] = [
+        ("conv1", vec![6, 1, 5, 5]),
+        ("conv2", vec![16, 6, 5, 5]),
+        ("fc1", vec![120, 400]),
+        ("fc2", vec![84, 120]),
+        ("fc3", vec![10, 84]),
+    ];
+    for (name, shape) in &layers {
+        let fan_in: u64 = shape[1..].iter().product();
+        let scale = (6.0 / fan_in as f32).sqrt();
+        let mut weight: Vec<f32> = (0..shape.iter().product::<u64>())
+            .map(|_| rng.weight(scale))
+            .collect();
+        let bias: Vec<f32> = (0..shape[0]).map(|_| rng.weight(0.05)).collect();
+        let encoded = if dc {
+            cxrm::compress::prune::prune_layer(&mut weight, 0.8);
+            let plan = TensorPlan {
+                sparse: true,
+                bits: Some(5),
+                huffman: true,
+                index_bits: if shape.len() == 4 { 8 } else { 5 },
+                ..Default::default()
+            };
+            cxrm::compress::deep::encode(&weight, shape, &plan).unwrap()
+        } else {
+            encoding::dense::encode(Cow::Owned(f32_bytes(&weight)))
+        };
+        w.add_tensor(&format!("{name}.weight"), DType::F32, shape, encoded)
+            .unwrap();
+        w.add_dense(
+            &format!("{name}.bias"),
+            DType::F32,
+            &[shape[0]],
+            f32_bytes(&bias),
+        )
+        .unwrap();
+    }
+    let conv = |name: &str, input: &str, pad: i64| {
+        Node::new(
+            name,
+            "conv2d",
+            &[input],
+            &[&format!("{name}.weight"), &format!("{name}.bias")],
+        )
+        .attr("padding", Value::ints([pad, pad, pad, pad]))
+    };
+    let pool = |name: &str, input: &str| {
+        Node::new(name, "max_pool2d", &[input], &[])
+            .attr("kernel", Value::ints([2, 2]))
+            .attr("stride", Value::ints([2, 2]))
+    };
+    let dense = |name: &str, input: &str| {
+        Node::new(
+            name,
+            "dense",
+            &[input],
+            &[&format!("{name}.weight"), &format!("{name}.bias")],
+        )
+    };
+    w.set_graph(Graph {
+        nodes: vec![
+            conv("conv1", INPUT, 2),
+            Node::new("relu1", "relu", &["conv1"], &[]),
+            pool("pool1", "relu1"),
+            conv("conv2", "pool1", 0),
+            Node::new("relu2", "relu", &["conv2"], &[]),
+            pool("pool2", "relu2"),
+            Node::new("flatten", "flatten", &["pool2"], &[]),
+            dense("fc1", "flatten"),
+            Node::new("relu3", "relu", &["fc1"], &[]),
+            dense("fc2", "relu3"),
+            Node::new("relu4", "relu", &["fc2"], &[]),
+            dense("fc3", "relu4"),
+        ],
+    });
+    finish(&w)
+}
+
+/// The fixed input of the runtime fixtures: pixel (y, x) of the 28×28 image is
+/// `(7y + 3x) mod 256`, normalised with the file's mean and std.
+pub fn runtime_input_pixels() -> Vec<u8> {
+    (0..28)
+        .flat_map(|y| (0..28).map(move |x| ((7 * y + 3 * x) % 256) as u8))
+        .collect()
+}
+
+pub fn runtime_fixtures() -> Vec<(&'static str, Vec<u8>)> {
+    vec![("lenet5", lenet5(false)), ("lenet5_dc", lenet5(true))]
+}

@@ -1,9 +1,12 @@
 //! `cxrm`: the command-line front end. One module per subcommand; each is thin and calls the
 //! library. Exit status: 0 success, 1 invalid file (or failed check), 2 usage or I/O error.
 
+mod bench;
 mod convert;
+mod eval;
 mod inspect;
 mod pack;
+mod run;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +29,9 @@ enum Command {
     Verify(verify::Args),
     Pack(pack::Args),
     Convert(convert::Args),
+    Run(run::Args),
+    Eval(eval::Args),
+    Bench(bench::Args),
 }
 
 /// A command's failure, already classified for the exit status.
@@ -52,6 +58,9 @@ fn main() -> ExitCode {
         Command::Verify(a) => verify::run(a),
         Command::Pack(a) => pack::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

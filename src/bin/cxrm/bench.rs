@@ -1,0 +1,128 @@
+use crate::Failure;
+use cxrm::runtime::{Model, RuntimeOptions};
+use ndarray::Array4;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Time a model file: load, latency at batch 1, throughput at a larger batch.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Inputs are deterministic pseudo-random values of the model's input shape. Load time covers
+mapping the file, checking header and table, and resolving every weight the graph uses.
+For comparisons quote ratios measured in the same run: machines are shared and noisy.
+
+Examples:
+  cxrm bench model.cxrm
+  cxrm bench dc.cxrm --batch 64 --dense-kernels"
+)]
+pub struct Args {
+    /// The .cxrm model.
+    model: PathBuf,
+    /// Batch size for the throughput measurement.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Timed runs at batch 1.
+    #[arg(long, default_value_t = 200)]
+    iters: usize,
+    /// Run every layer through dense kernels, even when its weights are mostly zero.
+    #[arg(long)]
+    dense_kernels: bool,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+pub fn run(args: Args) -> Result<(), Failure> {
+    let options = RuntimeOptions {
+        sparse_below_density: if args.dense_kernels {
+            0.0
+        } else {
+            RuntimeOptions::default().sparse_below_density
+        },
+        ..Default::default()
+    };
+    let mut loads = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mapped = cxrm::Mapped::open(&args.model)?;
+        let file = mapped.parse()?;
+        let model = Model::load_with(&file, options)?;
+        loads.push(t.elapsed());
+        drop(model);
+    }
+    loads.sort();
+    let mapped = cxrm::Mapped::open(&args.model)?;
+    let file = mapped.parse()?;
+    let model = Model::load_with(&file, options)?;
+    let s = &model.input;
+    let mut seed = 12345u64;
+    let mut input = |n: usize| {
+        Array4::from_shape_fn((n, s.channels, s.height, s.width), |_| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+    };
+    let one = input(1);
+    for _ in 0..10 {
+        model.forward(one.view())?;
+    }
+    let mut lat = Vec::with_capacity(args.iters);
+    for _ in 0..args.iters.max(1) {
+        let t = Instant::now();
+        model.forward(one.view())?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    let big = input(args.batch.max(1));
+    model.forward(big.view())?;
+    let rounds = 10;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        model.forward(big.view())?;
+    }
+    let per_batch = t.elapsed() / rounds;
+    println!(
+        "model      {} ({} bytes)",
+        args.model.display(),
+        file.file_len()
+    );
+    println!(
+        "layers     {}",
+        model
+            .layer_info()
+            .iter()
+            .map(|l| if l.kernel.is_empty() {
+                l.op.to_string()
+            } else {
+                format!(
+                    "{}[{}{}]",
+                    l.op,
+                    l.kernel,
+                    if l.weights_borrowed { ",mapped" } else { "" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!("load       {:.3} ms (median of 5)", ms(loads[2]));
+    println!(
+        "batch 1    median {:.3} ms, p95 {:.3} ms ({} runs)",
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.95)),
+        lat.len()
+    );
+    println!(
+        "batch {:<4} {:.3} ms per batch, {:.0} images/s",
+        args.batch,
+        ms(per_batch),
+        args.batch as f64 / per_batch.as_secs_f64()
+    );
+    Ok(())
+}

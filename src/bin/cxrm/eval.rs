@@ -1,0 +1,226 @@
+use crate::Failure;
+use cxrm::data::{self, Dataset};
+use cxrm::runtime::metrics::{self, Evaluation};
+use cxrm::runtime::{Model, preprocess};
+use ndarray::{Array2, Array4};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// Evaluate a model file on a labelled test set.
+#[derive(clap::Args)]
+#[command(
+    after_help = "DATA is `mnist` or `fashion-mnist` (their 10,000-image test split, from ../shared/data or the
+bundled subset in fixtures/data), a directory of IDX files (t10k-*), or a class-per-folder
+image tree (ROOT/CLASS/*.png|jpg; for a Kaggle-style tree with test/ the test split is used).
+
+Examples:
+  cxrm eval lenet5.cxrm --data mnist
+  cxrm eval xray.cxrm --data chest_xray/ --json"
+)]
+pub struct Args {
+    /// The .cxrm model.
+    model: PathBuf,
+    /// mnist, fashion-mnist, or a path.
+    #[arg(long)]
+    data: String,
+    /// Evaluate only the first N images.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// One JSON document with at least `accuracy` (0-1) and `n`.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn class_names(model: &Model<'_>) -> Vec<String> {
+    if model.classes.is_empty() {
+        (0..model.num_classes()).map(|i| i.to_string()).collect()
+    } else {
+        model.classes.clone()
+    }
+}
+
+/// Load `--data` as the model needs it.
+pub fn load_data(spec: &str, model: &Model<'_>) -> Result<Dataset, Failure> {
+    let named = matches!(spec, "mnist" | "fashion-mnist");
+    let path = if named {
+        data::locate(spec).ok_or_else(|| {
+            Failure::Usage(format!(
+                "no {spec} data found in ../shared/data or fixtures/data"
+            ))
+        })?
+    } else {
+        PathBuf::from(spec)
+    };
+    let idx_dir = idx_files(&path);
+    if named || idx_dir {
+        let classes = if named {
+            data::class_names(spec)
+        } else {
+            class_names(model)
+        };
+        Ok(data::idx_test_split(&path, classes)?)
+    } else if path.is_dir() {
+        Ok(data::folder::load(
+            &data::folder::eval_split(&path),
+            &model.input,
+        )?)
+    } else {
+        Err(Failure::Usage(format!(
+            "--data {spec}: not mnist, fashion-mnist or a directory"
+        )))
+    }
+}
+
+fn idx_files(path: &Path) -> bool {
+    data::idx::find(path, "t10k-labels-idx1-ubyte").is_ok()
+}
+
+/// One image of the data set as the model's input.
+fn input(data: &Dataset, i: usize, model: &Model<'_>) -> Result<ndarray::Array3<f32>, Failure> {
+    let spec = &model.input;
+    let px = data.image(i);
+    if (data.channels, data.height, data.width) == (spec.channels, spec.height, spec.width) {
+        return Ok(preprocess::normalise(px, spec));
+    }
+    if data.channels != 1 {
+        return Err(Failure::Usage("data and model input sizes differ".into()));
+    }
+    let img = image::GrayImage::from_raw(data.width as u32, data.height as u32, px.to_vec())
+        .expect("sizes match");
+    Ok(preprocess::from_image(
+        &image::DynamicImage::ImageLuma8(img),
+        spec,
+    )?)
+}
+
+pub fn evaluate(
+    model: &Model<'_>,
+    data: &Dataset,
+    limit: Option<usize>,
+    batch: usize,
+    progress: bool,
+) -> Result<Evaluation, Failure> {
+    let n = limit.map_or(data.len(), |l| l.min(data.len()));
+    if n == 0 {
+        return Err(Failure::Usage("the data set is empty".into()));
+    }
+    if data.classes.len() != model.num_classes() {
+        return Err(Failure::Usage(format!(
+            "the data has {} classes, the model {}",
+            data.classes.len(),
+            model.num_classes()
+        )));
+    }
+    let spec = &model.input;
+    let bar = if progress {
+        indicatif::ProgressBar::new(n as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "eval {bar:40} {pos}/{len} images, {per_sec}, eta {eta}",
+        )
+        .expect("valid template"),
+    );
+    let mut probs = Array2::<f32>::zeros((n, model.num_classes()));
+    let batch = batch.max(1);
+    for start in (0..n).step_by(batch) {
+        let end = (start + batch).min(n);
+        let mut x = Array4::<f32>::zeros((end - start, spec.channels, spec.height, spec.width));
+        for i in start..end {
+            x.slice_mut(ndarray::s![i - start, .., .., ..])
+                .assign(&input(data, i, model)?);
+        }
+        let p = model.predict(x.view())?;
+        probs.slice_mut(ndarray::s![start..end, ..]).assign(&p);
+        bar.inc((end - start) as u64);
+    }
+    bar.finish_and_clear();
+    Ok(metrics::evaluate(&data.labels[..n], probs.view()))
+}
+
+pub fn run(args: Args) -> Result<(), Failure> {
+    let mapped = cxrm::Mapped::open(&args.model)?;
+    let file = mapped.parse()?;
+    let model = Model::load(&file)?;
+    let data = load_data(&args.data, &model)?;
+    let e = evaluate(&model, &data, args.limit, args.batch, !args.json)?;
+    let names = &data.classes;
+    if args.json {
+        let doc = json!({
+            "model": args.model.display().to_string(),
+            "data": args.data,
+            "n": e.n,
+            "accuracy": e.accuracy,
+            "roc_auc": e.roc_auc,
+            "classes": names,
+            "precision": e.precision,
+            "recall": e.recall,
+            "confusion": e.confusion,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("serialisable")
+        );
+        return Ok(());
+    }
+    println!("{} on {} ({} images)", args.model.display(), args.data, e.n);
+    println!(
+        "accuracy   {:.4}  (error {:.2}%)",
+        e.accuracy,
+        (1.0 - e.accuracy) * 100.0
+    );
+    match e.roc_auc {
+        Some(auc) if names.len() == 2 => println!(
+            "ROC AUC    {auc:.4}  (score: P({}))",
+            cxrm::text::escape(&names[1])
+        ),
+        Some(auc) => println!("ROC AUC    {auc:.4}  (mean one-vs-rest)"),
+        None => println!("ROC AUC    undefined (a class has no examples)"),
+    }
+    let fmt = |v: Option<f64>| v.map_or_else(|| "-".into(), |x| format!("{x:.4}"));
+    println!(
+        "\n  {:<14} {:>9} {:>9} {:>7}",
+        "class", "precision", "recall", "count"
+    );
+    for (c, name) in names.iter().enumerate() {
+        println!(
+            "  {:<14} {:>9} {:>9} {:>7}",
+            cxrm::text::escape(name),
+            fmt(e.precision[c]),
+            fmt(e.recall[c]),
+            e.confusion[c].iter().sum::<u64>()
+        );
+    }
+    println!("\nconfusion matrix (rows: true class, columns: predicted)");
+    let width = e
+        .confusion
+        .iter()
+        .flatten()
+        .max()
+        .map_or(1, |m| m.to_string().len())
+        .max(3);
+    print!("  {:<14}", "");
+    for c in 0..names.len() {
+        print!(" {c:>width$}");
+    }
+    println!();
+    for (c, row) in e.confusion.iter().enumerate() {
+        print!(
+            "  {:<14}",
+            format!("{c} {}", cxrm::text::escape(&names[c]))
+                .chars()
+                .take(14)
+                .collect::<String>()
+        );
+        for v in row {
+            print!(" {v:>width$}");
+        }
+        println!();
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! Labelled image data for evaluation (and, later, training): IDX files (MNIST, Fashion-MNIST,
+//! gzip'd or not) and class-per-folder image trees (the Kaggle chest X-ray layout).
+
+#[cfg(feature = "image")]
+pub mod folder;
+pub mod idx;
+
+use std::path::{Path, PathBuf};
+
+/// Images as 8-bit pixels `[n, C, H, W]` with their labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    pub pixels: Vec<u8>,
+    pub labels: Vec<usize>,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub classes: Vec<String>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.channels * self.height * self.width;
+        &self.pixels[i * n..(i + 1) * n]
+    }
+}
+
+/// Where a named data set (`mnist`, `fashion-mnist`) lives: the shared full copy beside the
+/// project if present, else the project's bundled subset.
+pub fn locate(name: &str) -> Option<PathBuf> {
+    let roots = [
+        PathBuf::from("."),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    ];
+    for root in &roots {
+        for candidate in [
+            root.join("../shared/data").join(name),
+            root.join("fixtures/data").join(name),
+        ] {
+            if candidate.join("t10k-labels-idx1-ubyte.gz").exists()
+                || candidate.join("t10k-labels-idx1-ubyte").exists()
+            {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+pub fn class_names(name: &str) -> Vec<String> {
+    let names: &[&str] = match name {
+        "fashion-mnist" => &[
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ],
+        _ => &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+    };
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// The test split of a directory of IDX files (`t10k-*`).
+pub fn idx_test_split(dir: &Path, classes: Vec<String>) -> crate::Result<Dataset> {
+    idx::load_pair(
+        &idx::find(dir, "t10k-images-idx3-ubyte")?,
+        &idx::find(dir, "t10k-labels-idx1-ubyte")?,
+        classes,
+    )
+}

@@ -1,0 +1,9 @@
+//! The runtime: run a compressed model straight from its mapped `.cxrm` file.
+
+pub mod metrics;
+pub mod model;
+pub mod ops;
+#[cfg(feature = "image")]
+pub mod preprocess;
+
+pub use model::{InputSpec, LayerInfo, Model, RuntimeOptions};

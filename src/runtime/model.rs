@@ -1,0 +1,811 @@
+//! A runnable model built from a `.cxrm` file's graph, metadata and tensors.
+//!
+//! Loading resolves every weight the graph uses: stored dense f32 tensors are borrowed from
+//! the memory map (no copy); encoded ones are decoded once. Weights that are mostly zero run
+//! through sparse (CSR) kernels; the choice depends on the weights' measured density, not on
+//! how they were stored, so a pruned model and its decoded-dense twin compute identically.
+//! Batch norm is folded into the convolution or dense layer before it. Shapes are checked
+//! through the whole graph at load, so a bad graph fails before any input is read.
+
+use super::ops::{self, Conv2dParams, Csr, Matrix, PoolParams};
+use crate::container::graph::{INPUT, Node};
+use crate::container::reader::Cxrm;
+use crate::container::value::{self, Map, Value};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use ndarray::{Array2, Array4, ArrayD, ArrayView4, Ix2, Ix4, IxDyn};
+use std::borrow::Cow;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RuntimeOptions {
+    /// Run weights whose density (fraction of nonzeros) is at most this through sparse kernels;
+    /// 0 disables sparse kernels.
+    pub sparse_below_density: f64,
+    /// Check each weight's CRC-32 as it is loaded.
+    pub check_crc: bool,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            sparse_below_density: 0.3,
+            check_crc: true,
+        }
+    }
+}
+
+/// What one input image must look like, from the file's metadata (spec §6).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputSpec {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Per channel, subtracted after scaling pixels to [0, 1].
+    pub mean: Vec<f32>,
+    /// Per channel, divided by after the mean.
+    pub std: Vec<f32>,
+}
+
+impl InputSpec {
+    pub fn from_metadata(meta: &Map) -> Result<InputSpec> {
+        let bad = |what: String| Error::Model(format!("metadata: {what}"));
+        let shape = value::get(meta, "input.shape")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("input.shape ([C, H, W]) is missing".into()))?;
+        let dims: Vec<usize> = shape
+            .iter()
+            .map(|v| {
+                v.as_int()
+                    .filter(|&d| d > 0 && d <= 1 << 16)
+                    .map(|d| d as usize)
+            })
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("input.shape must be positive ints".into()))?;
+        let [channels, height, width] = dims[..] else {
+            return Err(bad(format!(
+                "input.shape must be [C, H, W], found {} values",
+                dims.len()
+            )));
+        };
+        let floats = |key: &str, default: f32| -> Result<Vec<f32>> {
+            match value::get(meta, key) {
+                None => Ok(vec![default; channels]),
+                Some(v) => {
+                    let vals: Vec<f32> = v
+                        .as_array()
+                        .ok_or_else(|| bad(format!("{key} must be an array")))?
+                        .iter()
+                        .map(|x| x.as_float().map(|f| f as f32))
+                        .collect::<Option<_>>()
+                        .ok_or_else(|| bad(format!("{key} must hold numbers")))?;
+                    match vals.len() {
+                        1 => Ok(vec![vals[0]; channels]),
+                        n if n == channels => Ok(vals),
+                        n => Err(bad(format!("{key} has {n} values for {channels} channels"))),
+                    }
+                }
+            }
+        };
+        let mean = floats("input.mean", 0.0)?;
+        let std = floats("input.std", 1.0)?;
+        if std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
+            return Err(bad("input.std must be finite and nonzero".into()));
+        }
+        Ok(InputSpec {
+            channels,
+            height,
+            width,
+            mean,
+            std,
+        })
+    }
+}
+
+enum Op<'a> {
+    Conv {
+        weight: Matrix<'a>,
+        bias: Option<Vec<f32>>,
+        params: Conv2dParams,
+    },
+    Dense {
+        weight: Matrix<'a>,
+        bias: Option<Vec<f32>>,
+    },
+    BatchNorm {
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
+    Relu,
+    Relu6,
+    Softmax,
+    Flatten,
+    MaxPool(PoolParams),
+    AvgPool(PoolParams),
+    GlobalAvgPool,
+    Add,
+    /// A batch norm folded into the layer before it.
+    Identity,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Input,
+    Node(usize),
+}
+
+struct Layer<'a> {
+    name: String,
+    op: Op<'a>,
+    inputs: Vec<Source>,
+}
+
+/// A model ready to run, borrowing its dense weights from the file.
+pub struct Model<'a> {
+    layers: Vec<Layer<'a>>,
+    pub input: InputSpec,
+    pub classes: Vec<String>,
+    /// Output shape of each layer (without the batch dimension).
+    shapes: Vec<Vec<usize>>,
+    /// For each layer, the index of the last layer that reads it (to free activations early).
+    last_use: Vec<usize>,
+}
+
+/// Per-layer summary, for `cxrm bench` and inspection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerInfo {
+    pub name: String,
+    pub op: &'static str,
+    pub output_shape: Vec<usize>,
+    /// `dense`, `sparse` (CSR kernel) or empty for layers without weights.
+    pub kernel: &'static str,
+    pub weights_borrowed: bool,
+}
+
+fn ints(node: &Node, key: &str, default: &[usize]) -> Result<Vec<usize>> {
+    match node.get(key) {
+        None => Ok(default.to_vec()),
+        Some(v) => {
+            let items = v.as_array().ok_or_else(|| {
+                Error::Model(format!(
+                    "node {}: {key} must be an array of ints",
+                    node.name
+                ))
+            })?;
+            let vals: Option<Vec<usize>> = items
+                .iter()
+                .map(|x| {
+                    x.as_int()
+                        .filter(|&i| (0..=1 << 16).contains(&i))
+                        .map(|i| i as usize)
+                })
+                .collect();
+            let vals = vals.ok_or_else(|| {
+                Error::Model(format!(
+                    "node {}: {key} must hold small non-negative ints",
+                    node.name
+                ))
+            })?;
+            if vals.len() != default.len() {
+                return Err(Error::Model(format!(
+                    "node {}: {key} needs {} values, found {}",
+                    node.name,
+                    default.len(),
+                    vals.len()
+                )));
+            }
+            Ok(vals)
+        }
+    }
+}
+
+fn int(node: &Node, key: &str, default: usize) -> Result<usize> {
+    match node.get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .as_int()
+            .filter(|&i| (1..=1 << 16).contains(&i))
+            .map(|i| i as usize)
+            .ok_or_else(|| {
+                Error::Model(format!("node {}: {key} must be a positive int", node.name))
+            }),
+    }
+}
+
+struct Loader<'f, 'a> {
+    file: &'f Cxrm<'a>,
+    options: RuntimeOptions,
+}
+
+impl<'a> Loader<'_, 'a> {
+    /// A tensor as f32, borrowed when it is stored dense f32, decoded otherwise.
+    fn tensor(&self, node: &Node, name: &str) -> Result<(Cow<'a, [f32]>, Vec<usize>)> {
+        let record = self.file.tensor(name).map_err(|_| {
+            Error::Model(format!(
+                "node {}: tensor {name:?} is not in the file",
+                node.name
+            ))
+        })?;
+        if self.options.check_crc {
+            self.file.check_crc(record)?;
+        }
+        let shape: Vec<usize> = record.shape.iter().map(|&d| d as usize).collect();
+        if record.is_plain_dense() && record.dtype == DType::F32 {
+            let view = self.file.view(name)?;
+            if let Cow::Borrowed(bytes) = view.bytes
+                && let Ok(values) = bytemuck::try_cast_slice::<u8, f32>(bytes)
+                && cfg!(target_endian = "little")
+            {
+                return Ok((Cow::Borrowed(values), shape));
+            }
+        }
+        Ok((
+            Cow::Owned(self.file.decode_record(record)?.to_f32_vec()),
+            shape,
+        ))
+    }
+
+    fn matrix(&self, data: Cow<'a, [f32]>, rows: usize, cols: usize) -> Matrix<'a> {
+        let nonzero = data.iter().filter(|v| **v != 0.0).count();
+        let density = nonzero as f64 / data.len().max(1) as f64;
+        if density <= self.options.sparse_below_density {
+            Matrix::Sparse(Csr::from_dense(&data, rows, cols))
+        } else {
+            Matrix::Dense { data, rows, cols }
+        }
+    }
+
+    fn bias(&self, node: &Node, index: usize, len: usize) -> Result<Option<Vec<f32>>> {
+        let Some(name) = node.weights.get(index) else {
+            return Ok(None);
+        };
+        let (b, shape) = self.tensor(node, name)?;
+        if b.len() != len || shape.len() != 1 {
+            return Err(Error::Model(format!(
+                "node {}: bias {name:?} has shape {shape:?}, expected [{len}]",
+                node.name
+            )));
+        }
+        Ok(Some(b.into_owned()))
+    }
+}
+
+impl<'a> Model<'a> {
+    pub fn load(file: &Cxrm<'a>) -> Result<Model<'a>> {
+        Self::load_with(file, RuntimeOptions::default())
+    }
+
+    pub fn load_with(file: &Cxrm<'a>, options: RuntimeOptions) -> Result<Model<'a>> {
+        let graph = file
+            .graph()?
+            .ok_or_else(|| Error::Model("the file has no graph section".into()))?;
+        if graph.nodes.is_empty() {
+            return Err(Error::Model("the graph has no nodes".into()));
+        }
+        let meta = file.metadata()?;
+        let input = InputSpec::from_metadata(&meta)?;
+        let classes: Vec<String> =
+            match value::get(&meta, "model.classes").and_then(Value::as_array) {
+                Some(items) => items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| Error::Model("model.classes must be strings".into()))?,
+                None => Vec::new(),
+            };
+        let loader = Loader { file, options };
+        let mut layers: Vec<Layer<'a>> = Vec::with_capacity(graph.nodes.len());
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(graph.nodes.len());
+        let input_shape = vec![input.channels, input.height, input.width];
+        for node in &graph.nodes {
+            let inputs: Vec<Source> = node
+                .inputs
+                .iter()
+                .map(|i| {
+                    if i == INPUT {
+                        Source::Input
+                    } else {
+                        Source::Node(
+                            layers
+                                .iter()
+                                .position(|l| &l.name == i)
+                                .expect("graph checked by the reader"),
+                        )
+                    }
+                })
+                .collect();
+            let in_shapes: Vec<&Vec<usize>> = inputs
+                .iter()
+                .map(|s| match s {
+                    Source::Input => &input_shape,
+                    Source::Node(i) => &shapes[*i],
+                })
+                .collect();
+            let (op, out_shape) = build_op(&loader, node, &in_shapes)?;
+            shapes.push(out_shape);
+            layers.push(Layer {
+                name: node.name.clone(),
+                op,
+                inputs,
+            });
+        }
+        fold_batch_norms(&mut layers);
+        let out = shapes.last().expect("nonempty");
+        if out.len() != 1 {
+            return Err(Error::Model(format!(
+                "the last node must give a vector per image (e.g. after flatten/dense), it gives shape {out:?}"
+            )));
+        }
+        if !classes.is_empty() && classes.len() != out[0] {
+            return Err(Error::Model(format!(
+                "model.classes names {} classes, the output has {}",
+                classes.len(),
+                out[0]
+            )));
+        }
+        let mut last_use: Vec<usize> = (0..layers.len()).collect();
+        for (i, l) in layers.iter().enumerate() {
+            for s in &l.inputs {
+                if let Source::Node(j) = s {
+                    last_use[*j] = i;
+                }
+            }
+        }
+        Ok(Model {
+            layers,
+            input,
+            classes,
+            shapes,
+            last_use,
+        })
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.shapes.last().map_or(0, |s| s[0])
+    }
+
+    /// Whether the graph itself ends in softmax (its outputs are probabilities).
+    pub fn ends_in_softmax(&self) -> bool {
+        matches!(self.layers.last().map(|l| &l.op), Some(Op::Softmax))
+    }
+
+    pub fn layer_info(&self) -> Vec<LayerInfo> {
+        self.layers
+            .iter()
+            .zip(&self.shapes)
+            .map(|(l, s)| {
+                let (op, w) = match &l.op {
+                    Op::Conv { weight, .. } => ("conv2d", Some(weight)),
+                    Op::Dense { weight, .. } => ("dense", Some(weight)),
+                    Op::BatchNorm { .. } => ("batch_norm", None),
+                    Op::Relu => ("relu", None),
+                    Op::Relu6 => ("relu6", None),
+                    Op::Softmax => ("softmax", None),
+                    Op::Flatten => ("flatten", None),
+                    Op::MaxPool(_) => ("max_pool2d", None),
+                    Op::AvgPool(_) => ("avg_pool2d", None),
+                    Op::GlobalAvgPool => ("global_avg_pool", None),
+                    Op::Add => ("add", None),
+                    Op::Identity => ("batch_norm (folded)", None),
+                };
+                LayerInfo {
+                    name: l.name.clone(),
+                    op,
+                    output_shape: s.clone(),
+                    kernel: match w {
+                        Some(m) if m.is_sparse() => "sparse",
+                        Some(_) => "dense",
+                        None => "",
+                    },
+                    weights_borrowed: matches!(
+                        w,
+                        Some(Matrix::Dense {
+                            data: Cow::Borrowed(_),
+                            ..
+                        })
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// Run a batch `[n, C, H, W]` (already preprocessed) and return the last layer's output
+    /// `[n, classes]`: logits, or probabilities when the graph ends in softmax.
+    pub fn forward(&self, batch: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
+        let (_, c, h, w) = batch.dim();
+        if [c, h, w] != [self.input.channels, self.input.height, self.input.width] {
+            return Err(Error::Model(format!(
+                "input is {c}x{h}x{w}, the model takes {}x{}x{}",
+                self.input.channels, self.input.height, self.input.width
+            )));
+        }
+        let mut values: Vec<Option<ArrayD<f32>>> = vec![None; self.layers.len()];
+        let input = batch.into_dyn();
+        for (i, layer) in self.layers.iter().enumerate() {
+            // Element-wise ops rewrite their input in place when nothing else reads it.
+            if let (Op::Relu | Op::Relu6 | Op::Identity | Op::Flatten, [Source::Node(j)]) =
+                (&layer.op, &layer.inputs[..])
+                && self.last_use[*j] == i
+                && values[*j].as_ref().is_some_and(|x| x.is_standard_layout())
+                && let Some(mut x) = values[*j].take()
+            {
+                match layer.op {
+                    Op::Relu => x.mapv_inplace(|v| v.max(0.0)),
+                    Op::Relu6 => x.mapv_inplace(|v| v.clamp(0.0, 6.0)),
+                    Op::Flatten => {
+                        let n = x.shape()[0];
+                        let rest = x.len() / n.max(1);
+                        x = x
+                            .into_shape_with_order(IxDyn(&[n, rest]))
+                            .expect("standard layout reshapes without copying");
+                    }
+                    _ => {}
+                }
+                values[i] = Some(x);
+                continue;
+            }
+            let args: Vec<ndarray::ArrayViewD<'_, f32>> = layer
+                .inputs
+                .iter()
+                .map(|s| match s {
+                    Source::Input => input.view(),
+                    Source::Node(j) => values[*j].as_ref().expect("computed before use").view(),
+                })
+                .collect();
+            let out = run_op(&layer.op, &args);
+            drop(args);
+            values[i] = Some(out);
+            for s in &layer.inputs {
+                if let Source::Node(j) = s
+                    && self.last_use[*j] == i
+                {
+                    values[*j] = None;
+                }
+            }
+        }
+        let out = values.pop().flatten().expect("last layer computed");
+        Ok(out
+            .into_dimensionality::<Ix2>()
+            .expect("shape checked at load"))
+    }
+
+    /// Probabilities per class: the output itself when the graph ends in softmax, else the
+    /// softmax of the logits.
+    pub fn predict(&self, batch: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
+        let mut out = self.forward(batch)?;
+        if !self.ends_in_softmax() {
+            ops::softmax(&mut out);
+        }
+        Ok(out)
+    }
+}
+
+fn four<'v>(x: &ndarray::ArrayViewD<'v, f32>) -> ArrayView4<'v, f32> {
+    x.clone()
+        .into_dimensionality::<Ix4>()
+        .expect("shape checked at load")
+}
+
+fn run_op(op: &Op<'_>, args: &[ndarray::ArrayViewD<'_, f32>]) -> ArrayD<f32> {
+    match op {
+        Op::Conv {
+            weight,
+            bias,
+            params,
+        } => ops::conv2d(four(&args[0]), weight, bias.as_deref(), params).into_dyn(),
+        Op::Dense { weight, bias } => {
+            let x = args[0]
+                .view()
+                .into_dimensionality::<Ix2>()
+                .expect("shape checked at load");
+            ops::dense(x, weight, bias.as_deref()).into_dyn()
+        }
+        Op::BatchNorm { scale, shift } => {
+            let mut x = args[0].to_owned();
+            for mut img in x.outer_iter_mut() {
+                for ((mut ch, s), b) in img.outer_iter_mut().zip(scale).zip(shift) {
+                    ch.mapv_inplace(|v| v * s + b);
+                }
+            }
+            x
+        }
+        Op::Relu => args[0].mapv(|v| v.max(0.0)),
+        Op::Relu6 => args[0].mapv(|v| v.clamp(0.0, 6.0)),
+        Op::Softmax => {
+            let mut x = args[0]
+                .view()
+                .into_dimensionality::<Ix2>()
+                .expect("shape checked at load")
+                .to_owned();
+            ops::softmax(&mut x);
+            x.into_dyn()
+        }
+        Op::Flatten => {
+            let n = args[0].shape()[0];
+            let rest: usize = args[0].shape()[1..].iter().product();
+            args[0]
+                .as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(IxDyn(&[n, rest]))
+                .expect("sizes match")
+        }
+        Op::MaxPool(p) => ops::pool2d(four(&args[0]), p, true).into_dyn(),
+        Op::AvgPool(p) => ops::pool2d(four(&args[0]), p, false).into_dyn(),
+        Op::GlobalAvgPool => ops::global_avg_pool(four(&args[0])).into_dyn(),
+        Op::Add => &args[0] + &args[1],
+        Op::Identity => args[0].to_owned(),
+    }
+}
+
+fn build_op<'a>(
+    loader: &Loader<'_, 'a>,
+    node: &Node,
+    ins: &[&Vec<usize>],
+) -> Result<(Op<'a>, Vec<usize>)> {
+    let fail = |what: String| Error::Model(format!("node {} ({}): {what}", node.name, node.op));
+    let arity = |n: usize| {
+        if ins.len() == n {
+            Ok(())
+        } else {
+            Err(fail(format!("takes {n} input(s), has {}", ins.len())))
+        }
+    };
+    let image = |s: &Vec<usize>| -> Result<(usize, usize, usize)> {
+        match s[..] {
+            [c, h, w] => Ok((c, h, w)),
+            _ => Err(fail(format!("needs a C×H×W input, got shape {s:?}"))),
+        }
+    };
+    Ok(match node.op.as_str() {
+        "conv2d" => {
+            arity(1)?;
+            let (c, h, w) = image(ins[0])?;
+            let name = node
+                .weights
+                .first()
+                .ok_or_else(|| fail("needs a weight tensor".into()))?;
+            let (data, shape) = loader.tensor(node, name)?;
+            let [cout, cg, kh, kw] = shape[..] else {
+                return Err(fail(format!(
+                    "weight {name:?} must be [out, in/groups, kh, kw], found {shape:?}"
+                )));
+            };
+            let groups = int(node, "groups", 1)?;
+            if cg * groups != c || cout % groups != 0 {
+                return Err(fail(format!(
+                    "input has {c} channels, weight {name:?} {shape:?} with groups {groups} expects {}",
+                    cg * groups
+                )));
+            }
+            let p = ints(node, "padding", &[0, 0, 0, 0])?;
+            let params = Conv2dParams {
+                kernel: [kh, kw],
+                stride: ints(node, "stride", &[1, 1])?.try_into().expect("2"),
+                padding: p.try_into().expect("4"),
+                dilation: ints(node, "dilation", &[1, 1])?.try_into().expect("2"),
+                groups,
+            };
+            let (oh, ow) = params
+                .output_size(h, w)
+                .ok_or_else(|| fail(format!("a {kh}x{kw} kernel does not fit a {h}x{w} input")))?;
+            let bias = loader.bias(node, 1, cout)?;
+            let depthwise = groups == c && cout == c;
+            let mut weight = loader.matrix(data, cout, cg * kh * kw);
+            if depthwise && let Matrix::Sparse(csr) = &weight {
+                // The depthwise kernel is direct; it takes its few weights dense.
+                let mut dense = vec![0.0; cout * cg * kh * kw];
+                for r in 0..csr.rows {
+                    for k in csr.row_ptr[r]..csr.row_ptr[r + 1] {
+                        dense[r * csr.cols + csr.col[k] as usize] = csr.val[k];
+                    }
+                }
+                weight = Matrix::Dense {
+                    data: Cow::Owned(dense),
+                    rows: cout,
+                    cols: cg * kh * kw,
+                };
+            }
+            (
+                Op::Conv {
+                    weight,
+                    bias,
+                    params,
+                },
+                vec![cout, oh, ow],
+            )
+        }
+        "dense" => {
+            arity(1)?;
+            let [n] = ins[0][..] else {
+                return Err(fail(format!(
+                    "needs a flat input (add a flatten node), got shape {:?}",
+                    ins[0]
+                )));
+            };
+            let name = node
+                .weights
+                .first()
+                .ok_or_else(|| fail("needs a weight tensor".into()))?;
+            let (data, shape) = loader.tensor(node, name)?;
+            let [out, inp] = shape[..] else {
+                return Err(fail(format!(
+                    "weight {name:?} must be [out, in], found {shape:?}"
+                )));
+            };
+            if inp != n {
+                return Err(fail(format!(
+                    "input has {n} features, weight {name:?} expects {inp}"
+                )));
+            }
+            let bias = loader.bias(node, 1, out)?;
+            (
+                Op::Dense {
+                    weight: loader.matrix(data, out, inp),
+                    bias,
+                },
+                vec![out],
+            )
+        }
+        "batch_norm" => {
+            arity(1)?;
+            let c = ins[0]
+                .first()
+                .copied()
+                .ok_or_else(|| fail("needs an input with channels".into()))?;
+            if node.weights.len() != 4 {
+                return Err(fail("needs gamma, beta, mean and var".into()));
+            }
+            let mut t = Vec::new();
+            for name in &node.weights {
+                let (v, _) = loader.tensor(node, name)?;
+                if v.len() != c {
+                    return Err(fail(format!(
+                        "{name:?} has {} values for {c} channels",
+                        v.len()
+                    )));
+                }
+                t.push(v);
+            }
+            let eps = node
+                .get("epsilon")
+                .and_then(Value::as_float)
+                .unwrap_or(1e-5) as f32;
+            let scale: Vec<f32> = t[0]
+                .iter()
+                .zip(t[3].iter())
+                .map(|(g, v)| g / (v + eps).sqrt())
+                .collect();
+            let shift: Vec<f32> = t[1]
+                .iter()
+                .zip(t[2].iter())
+                .zip(&scale)
+                .map(|((b, m), s)| b - m * s)
+                .collect();
+            (Op::BatchNorm { scale, shift }, ins[0].clone())
+        }
+        "relu" | "relu6" => {
+            arity(1)?;
+            (
+                if node.op == "relu" {
+                    Op::Relu
+                } else {
+                    Op::Relu6
+                },
+                ins[0].clone(),
+            )
+        }
+        "softmax" => {
+            arity(1)?;
+            if ins[0].len() != 1 {
+                return Err(fail(format!(
+                    "softmax takes a vector per image, got shape {:?}",
+                    ins[0]
+                )));
+            }
+            (Op::Softmax, ins[0].clone())
+        }
+        "flatten" => {
+            arity(1)?;
+            (Op::Flatten, vec![ins[0].iter().product()])
+        }
+        "max_pool2d" | "avg_pool2d" => {
+            arity(1)?;
+            let (c, h, w) = image(ins[0])?;
+            let kernel: [usize; 2] = ints(node, "kernel", &[2, 2])?.try_into().expect("2");
+            let p = PoolParams {
+                kernel,
+                stride: ints(node, "stride", &kernel)?.try_into().expect("2"),
+                padding: ints(node, "padding", &[0, 0, 0, 0])?.try_into().expect("4"),
+            };
+            if kernel.contains(&0) {
+                return Err(fail("kernel sizes must be positive".into()));
+            }
+            let (oh, ow) = p.output_size(h, w).ok_or_else(|| {
+                fail(format!(
+                    "a {}x{} window does not fit a {h}x{w} input",
+                    kernel[0], kernel[1]
+                ))
+            })?;
+            (
+                if node.op == "max_pool2d" {
+                    Op::MaxPool(p)
+                } else {
+                    Op::AvgPool(p)
+                },
+                vec![c, oh, ow],
+            )
+        }
+        "global_avg_pool" => {
+            arity(1)?;
+            let (c, _, _) = image(ins[0])?;
+            (Op::GlobalAvgPool, vec![c])
+        }
+        "add" => {
+            arity(2)?;
+            if ins[0] != ins[1] {
+                return Err(fail(format!("adds shapes {:?} and {:?}", ins[0], ins[1])));
+            }
+            (Op::Add, ins[0].clone())
+        }
+        other => {
+            return Err(fail(format!(
+                "operator {other:?} is not implemented by this runtime"
+            )));
+        }
+    })
+}
+
+/// Fold each batch norm into the convolution or dense layer that feeds only it:
+/// `w' = w · γ/σ` per output channel, `b' = (b − μ) · γ/σ + β`.
+fn fold_batch_norms(layers: &mut [Layer<'_>]) {
+    let readers = |layers: &[Layer<'_>], j: usize| {
+        layers
+            .iter()
+            .filter(|l| l.inputs.contains(&Source::Node(j)))
+            .count()
+    };
+    for i in 0..layers.len() {
+        let (Op::BatchNorm { scale, shift }, [Source::Node(j)]) =
+            (&layers[i].op, &layers[i].inputs[..])
+        else {
+            continue;
+        };
+        let j = *j;
+        if readers(layers, j) != 1 {
+            continue;
+        }
+        let (scale, shift) = (scale.clone(), shift.clone());
+        let folded = match &mut layers[j].op {
+            Op::Conv { weight, bias, .. } | Op::Dense { weight, bias } => {
+                let rows = weight.rows();
+                let b = bias.get_or_insert_with(|| vec![0.0; rows]);
+                for (r, bv) in b.iter_mut().enumerate() {
+                    *bv = *bv * scale[r] + shift[r];
+                }
+                match weight {
+                    Matrix::Dense { data, cols, .. } => {
+                        let cols = *cols;
+                        for (r, row) in data.to_mut().chunks_mut(cols).enumerate() {
+                            row.iter_mut().for_each(|v| *v *= scale[r]);
+                        }
+                    }
+                    Matrix::Sparse(csr) => {
+                        for (r, s) in scale.iter().enumerate().take(csr.rows) {
+                            let (a, b) = (csr.row_ptr[r], csr.row_ptr[r + 1]);
+                            csr.val[a..b].iter_mut().for_each(|v| *v *= s);
+                        }
+                    }
+                }
+                true
+            }
+            _ => false,
+        };
+        if folded {
+            layers[i].op = Op::Identity;
+        }
+    }
+}
+
+/// Turn one preprocessed image `[C, H, W]` into a batch of one.
+pub fn batch_of_one(image: ndarray::Array3<f32>) -> Array4<f32> {
+    image.insert_axis(ndarray::Axis(0))
+}

@@ -1,0 +1,669 @@
+//! Operator kernels on NCHW `f32` tensors. Convolutions lower to im2col + GEMM (matrixmultiply,
+//! through ndarray), depthwise convolutions get a direct kernel, and weight matrices can be
+//! sparse (CSR), in which case the product walks only the surviving weights.
+
+use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis, s};
+
+/// A weight matrix `[rows, cols]`: dense (borrowed from the mapped file when it was stored
+/// dense f32, else decoded once), or CSR when most of it is zero.
+#[derive(Debug, Clone)]
+pub enum Matrix<'a> {
+    Dense {
+        data: std::borrow::Cow<'a, [f32]>,
+        rows: usize,
+        cols: usize,
+    },
+    Sparse(Csr),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Csr {
+    pub rows: usize,
+    pub cols: usize,
+    pub row_ptr: Vec<usize>,
+    pub col: Vec<u32>,
+    pub val: Vec<f32>,
+}
+
+impl Csr {
+    pub fn from_dense(data: &[f32], rows: usize, cols: usize) -> Csr {
+        let mut row_ptr = Vec::with_capacity(rows + 1);
+        let (mut col, mut val) = (Vec::new(), Vec::new());
+        row_ptr.push(0);
+        for r in 0..rows {
+            for (c, &v) in data[r * cols..(r + 1) * cols].iter().enumerate() {
+                if v != 0.0 {
+                    col.push(c as u32);
+                    val.push(v);
+                }
+            }
+            row_ptr.push(col.len());
+        }
+        Csr {
+            rows,
+            cols,
+            row_ptr,
+            col,
+            val,
+        }
+    }
+}
+
+impl Matrix<'_> {
+    pub fn rows(&self) -> usize {
+        match self {
+            Matrix::Dense { rows, .. } => *rows,
+            Matrix::Sparse(c) => c.rows,
+        }
+    }
+    pub fn cols(&self) -> usize {
+        match self {
+            Matrix::Dense { cols, .. } => *cols,
+            Matrix::Sparse(c) => c.cols,
+        }
+    }
+    pub fn is_sparse(&self) -> bool {
+        matches!(self, Matrix::Sparse(_))
+    }
+
+    /// `self[row_start..row_end, :] · rhs` where `rhs` is `[cols, n]`; result `[row_end - row_start, n]`.
+    pub fn mul_rows(
+        &self,
+        row_start: usize,
+        row_end: usize,
+        rhs: ArrayView2<'_, f32>,
+    ) -> Array2<f32> {
+        let n = rhs.ncols();
+        match self {
+            // A right-hand side that fits in L2 is streamed once per output row with
+            // vectorised axpy updates; that beats a packed GEMM's overhead at the small sizes
+            // of compact CNNs. Larger products go to the blocked GEMM.
+            Matrix::Dense { data, cols, .. } if cols * n <= 1 << 16 && rhs.is_standard_layout() => {
+                let rhs = rhs.as_slice().expect("standard layout");
+                let mut out = Array2::<f32>::zeros((row_end - row_start, n));
+                for (o, out_row) in (row_start..row_end).zip(
+                    out.as_slice_mut()
+                        .expect("standard layout")
+                        .chunks_exact_mut(n.max(1)),
+                ) {
+                    for (k, &w) in data[o * cols..(o + 1) * cols].iter().enumerate() {
+                        axpy(out_row, w, &rhs[k * n..(k + 1) * n]);
+                    }
+                }
+                out
+            }
+            Matrix::Dense { data, cols, .. } => {
+                let w = ArrayView2::from_shape(
+                    (row_end - row_start, *cols),
+                    &data[row_start * cols..row_end * cols],
+                )
+                .expect("shape checked at load");
+                w.dot(&rhs)
+            }
+            Matrix::Sparse(csr) => {
+                let mut out = Array2::<f32>::zeros((row_end - row_start, n));
+                for (o, mut out_row) in (row_start..row_end).zip(out.rows_mut()) {
+                    let out_row = out_row.as_slice_mut().expect("standard layout");
+                    for k in csr.row_ptr[o]..csr.row_ptr[o + 1] {
+                        let w = csr.val[k];
+                        let src = rhs.row(csr.col[k] as usize);
+                        // Contiguous in the common case; fall back to an iterator otherwise.
+                        match src.as_slice() {
+                            Some(src) => {
+                                out_row.iter_mut().zip(src).for_each(|(y, &x)| *y += w * x)
+                            }
+                            None => out_row
+                                .iter_mut()
+                                .zip(src.iter())
+                                .for_each(|(y, &x)| *y += w * x),
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// `x · selfᵀ` for `x` of shape `[n, cols]`: a fully connected layer.
+    pub fn mul_transposed(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+        match self {
+            Matrix::Dense { data, rows, cols } if x.nrows() <= 2 => {
+                // Matrix-vector products: one dot product per weight row, which a general
+                // GEMM with one row handles poorly.
+                let mut out = Array2::<f32>::zeros((x.nrows(), *rows));
+                for (xi, mut yi) in x.rows().into_iter().zip(out.rows_mut()) {
+                    let xs = xi.to_vec();
+                    for (y, w) in yi.iter_mut().zip(data.chunks_exact(*cols)) {
+                        *y = dot(w, &xs);
+                    }
+                }
+                out
+            }
+            Matrix::Dense { data, rows, cols } => {
+                let w =
+                    ArrayView2::from_shape((*rows, *cols), data).expect("shape checked at load");
+                x.dot(&w.t())
+            }
+            Matrix::Sparse(_) if x.nrows() >= 4 => {
+                // Batches: (W · Xᵀ)ᵀ, so the sparse kernel streams contiguous rows of Xᵀ.
+                let xt = x.t().as_standard_layout().into_owned();
+                self.mul_rows(0, self.rows(), xt.view())
+                    .reversed_axes()
+                    .as_standard_layout()
+                    .into_owned()
+            }
+            Matrix::Sparse(csr) => {
+                let mut out = Array2::<f32>::zeros((x.nrows(), csr.rows));
+                for (xi, mut yi) in x.rows().into_iter().zip(out.rows_mut()) {
+                    let xs = xi.to_vec();
+                    for (o, y) in yi.iter_mut().enumerate() {
+                        let mut acc = 0.0f32;
+                        for k in csr.row_ptr[o]..csr.row_ptr[o + 1] {
+                            acc += csr.val[k] * xs[csr.col[k] as usize];
+                        }
+                        *y = acc;
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+/// `y += a · x`.
+#[inline]
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(y, &x)| *y += a * x);
+}
+
+/// Dot product with eight independent accumulators, so the compiler can keep them in vector
+/// registers (a single running sum forces a sequential dependency).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// top, left, bottom, right
+    pub padding: [usize; 4],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+impl Conv2dParams {
+    pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let eff = |k: usize, d: usize| d * (k - 1) + 1;
+        let hp = h + self.padding[0] + self.padding[2];
+        let wp = w + self.padding[1] + self.padding[3];
+        let (kh, kw) = (
+            eff(self.kernel[0], self.dilation[0]),
+            eff(self.kernel[1], self.dilation[1]),
+        );
+        if hp < kh || wp < kw || self.stride[0] == 0 || self.stride[1] == 0 {
+            return None;
+        }
+        Some((
+            (hp - kh) / self.stride[0] + 1,
+            (wp - kw) / self.stride[1] + 1,
+        ))
+    }
+}
+
+/// im2col for one image and one group: `[cg * kh * kw, oh * ow]`. Works on the raw planes and
+/// computes, per kernel offset, the range of output columns that read inside the image, so the
+/// inner loop has no bounds checks and copies whole runs when the stride is 1.
+fn im2col(
+    x: ArrayView4<'_, f32>,
+    n: usize,
+    c0: usize,
+    cg: usize,
+    p: &Conv2dParams,
+    oh: usize,
+    ow: usize,
+) -> Array2<f32> {
+    let (h, w) = (x.dim().2, x.dim().3);
+    let [kh, kw] = p.kernel;
+    let mut cols = Array2::<f32>::zeros((cg * kh * kw, oh * ow));
+    let image = x.slice(s![n, c0..c0 + cg, .., ..]);
+    let image = image.as_standard_layout();
+    let image = image.as_slice().expect("standard layout");
+    let out = cols.as_slice_mut().expect("standard layout");
+    let (sy, sx) = (p.stride[0], p.stride[1]);
+    for c in 0..cg {
+        let plane = &image[c * h * w..(c + 1) * h * w];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = (c * kh + ky) * kw + kx;
+                let dst = &mut out[row * oh * ow..(row + 1) * oh * ow];
+                // Output columns ox with 0 <= ox*sx + kx*dx - pad_left < w.
+                let off_x = (kx * p.dilation[1]) as isize - p.padding[1] as isize;
+                let ox_start = if off_x >= 0 {
+                    0
+                } else {
+                    ((-off_x) as usize).div_ceil(sx)
+                };
+                let ox_end = if (w as isize) <= off_x {
+                    0
+                } else {
+                    ((w as isize - off_x) as usize).div_ceil(sx).min(ow)
+                };
+                for oy in 0..oh {
+                    let iy = (oy * sy + ky * p.dilation[0]) as isize - p.padding[0] as isize;
+                    if iy < 0 || iy >= h as isize || ox_start >= ox_end {
+                        continue;
+                    }
+                    let src_row = &plane[iy as usize * w..(iy as usize + 1) * w];
+                    let dst_row = &mut dst[oy * ow..(oy + 1) * ow];
+                    let ix0 = (ox_start * sx) as isize + off_x;
+                    if sx == 1 {
+                        let len = ox_end - ox_start;
+                        dst_row[ox_start..ox_end]
+                            .copy_from_slice(&src_row[ix0 as usize..ix0 as usize + len]);
+                    } else {
+                        for (k, d) in dst_row[ox_start..ox_end].iter_mut().enumerate() {
+                            *d = src_row[ix0 as usize + k * sx];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    cols
+}
+
+/// 2-D convolution. `weight` is `[cout, cin / groups * kh * kw]`.
+pub fn conv2d(
+    x: ArrayView4<'_, f32>,
+    weight: &Matrix<'_>,
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+) -> Array4<f32> {
+    let (n, cin, h, w) = x.dim();
+    let cout = weight.rows();
+    let (oh, ow) = p.output_size(h, w).expect("checked at load");
+    let cg = cin / p.groups;
+    let og = cout / p.groups;
+    if p.groups == cin && cout == cin && !weight.is_sparse() {
+        return depthwise(x, weight, bias, p, oh, ow);
+    }
+    if n == 1 && p.groups == 1 {
+        // One image, one group: the product already has the output's layout.
+        let cols = im2col(x, 0, 0, cin, p, oh, ow);
+        let mut out = weight
+            .mul_rows(0, cout, cols.view())
+            .into_shape_with_order((1, cout, oh, ow))
+            .expect("sizes match");
+        if let Some(bias) = bias {
+            add_channel_bias(&mut out, bias);
+        }
+        return out;
+    }
+    let mut out = Array4::<f32>::zeros((n, cout, oh, ow));
+    for b in 0..n {
+        for g in 0..p.groups {
+            let cols = im2col(x, b, g * cg, cg, p, oh, ow);
+            let y = weight.mul_rows(g * og, (g + 1) * og, cols.view());
+            let mut dst = out.slice_mut(s![b, g * og..(g + 1) * og, .., ..]);
+            dst.assign(&y.into_shape_with_order((og, oh, ow)).expect("sizes match"));
+        }
+    }
+    if let Some(bias) = bias {
+        add_channel_bias(&mut out, bias);
+    }
+    out
+}
+
+/// Depthwise convolution (one filter per channel), computed directly: im2col would copy each
+/// input `kh × kw` times for a product with one row.
+fn depthwise(
+    x: ArrayView4<'_, f32>,
+    weight: &Matrix<'_>,
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    oh: usize,
+    ow: usize,
+) -> Array4<f32> {
+    let (n, c, h, w) = x.dim();
+    let [kh, kw] = p.kernel;
+    let Matrix::Dense { data, .. } = weight else {
+        unreachable!("dense only")
+    };
+    let mut out = Array4::<f32>::zeros((n, c, oh, ow));
+    for b in 0..n {
+        for ch in 0..c {
+            let plane = x.slice(s![b, ch, .., ..]);
+            let filt = &data[ch * kh * kw..(ch + 1) * kh * kw];
+            let bias = bias.map_or(0.0, |b| b[ch]);
+            let mut dst = out.slice_mut(s![b, ch, .., ..]);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = 0.0f32;
+                    for ky in 0..kh {
+                        let iy = (oy * p.stride[0] + ky * p.dilation[0]) as isize
+                            - p.padding[0] as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        for kx in 0..kw {
+                            let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
+                                - p.padding[1] as isize;
+                            if ix >= 0 && ix < w as isize {
+                                acc += filt[ky * kw + kx] * plane[[iy as usize, ix as usize]];
+                            }
+                        }
+                    }
+                    dst[[oy, ox]] = acc + bias;
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn add_channel_bias(x: &mut Array4<f32>, bias: &[f32]) {
+    let plane = x.dim().2 * x.dim().3;
+    let data = x.as_slice_mut().expect("standard layout");
+    for (i, chunk) in data.chunks_exact_mut(plane.max(1)).enumerate() {
+        let b = bias[i % bias.len()];
+        chunk.iter_mut().for_each(|v| *v += b);
+    }
+}
+
+/// Fully connected: `x [n, in] · Wᵀ + b`.
+pub fn dense(x: ArrayView2<'_, f32>, weight: &Matrix<'_>, bias: Option<&[f32]>) -> Array2<f32> {
+    let mut y = weight.mul_transposed(x);
+    if let Some(bias) = bias {
+        for mut row in y.rows_mut() {
+            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        }
+    }
+    y
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolParams {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 4],
+}
+
+impl PoolParams {
+    pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        Conv2dParams {
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            dilation: [1, 1],
+            groups: 1,
+        }
+        .output_size(h, w)
+    }
+}
+
+/// Max or average pooling. Padded positions never win a max and are left out of an average
+/// (spec §7).
+pub fn pool2d(x: ArrayView4<'_, f32>, p: &PoolParams, max: bool) -> Array4<f32> {
+    let (n, c, h, w) = x.dim();
+    let (oh, ow) = p.output_size(h, w).expect("checked at load");
+    let x = x.as_standard_layout();
+    let src = x.as_slice().expect("standard layout");
+    let mut out = Array4::<f32>::zeros((n, c, oh, ow));
+    let dst = out.as_slice_mut().expect("standard layout");
+    let span = |o: usize, stride: usize, pad: usize, k: usize, len: usize| {
+        let a = (o * stride) as isize - pad as isize;
+        let lo = a.max(0) as usize;
+        let hi = ((a + k as isize).min(len as isize)).max(0) as usize;
+        (lo, hi.max(lo))
+    };
+    for (plane, out_plane) in src.chunks_exact(h * w).zip(dst.chunks_exact_mut(oh * ow)) {
+        for oy in 0..oh {
+            let (ya, yb) = span(oy, p.stride[0], p.padding[0], p.kernel[0], h);
+            for ox in 0..ow {
+                let (xa, xb) = span(ox, p.stride[1], p.padding[1], p.kernel[1], w);
+                let count = (yb - ya) * (xb - xa);
+                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
+                for y in ya..yb {
+                    for &v in &plane[y * w + xa..y * w + xb] {
+                        acc = if max { acc.max(v) } else { acc + v };
+                    }
+                }
+                out_plane[oy * ow + ox] = if count == 0 {
+                    0.0
+                } else if max {
+                    acc
+                } else {
+                    acc / count as f32
+                };
+            }
+        }
+    }
+    out
+}
+
+pub fn global_avg_pool(x: ArrayView4<'_, f32>) -> Array2<f32> {
+    let (n, c, h, w) = x.dim();
+    let mut out = Array2::<f32>::zeros((n, c));
+    for b in 0..n {
+        for ch in 0..c {
+            out[[b, ch]] = x.slice(s![b, ch, .., ..]).sum() / (h * w).max(1) as f32;
+        }
+    }
+    out
+}
+
+/// Softmax over the last axis of `[n, k]`.
+pub fn softmax(x: &mut Array2<f32>) {
+    for mut row in x.axis_iter_mut(Axis(0)) {
+        let m = row.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        row.mapv_inplace(|v| (v - m).exp());
+        let s = row.sum();
+        row.mapv_inplace(|v| v / s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array;
+
+    fn rand(len: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    /// The definition of a grouped, strided, padded, dilated convolution, loop by loop.
+    fn conv_reference(
+        x: &Array4<f32>,
+        w: &[f32],
+        bias: &[f32],
+        cout: usize,
+        p: &Conv2dParams,
+    ) -> Array4<f32> {
+        let (n, cin, h, wd) = x.dim();
+        let (oh, ow) = p.output_size(h, wd).unwrap();
+        let [kh, kw] = p.kernel;
+        let cg = cin / p.groups;
+        let og = cout / p.groups;
+        let mut out = Array4::<f32>::zeros((n, cout, oh, ow));
+        for b in 0..n {
+            for o in 0..cout {
+                let g = o / og;
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = bias[o] as f64;
+                        for c in 0..cg {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (oy * p.stride[0] + ky * p.dilation[0]) as isize
+                                        - p.padding[0] as isize;
+                                    let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
+                                        - p.padding[1] as isize;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd
+                                    {
+                                        let wv = w[((o * cg + c) * kh + ky) * kw + kx];
+                                        acc += (wv * x[[b, g * cg + c, iy as usize, ix as usize]])
+                                            as f64;
+                                    }
+                                }
+                            }
+                        }
+                        out[[b, o, oy, ox]] = acc as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * (1.0 + y.abs()),
+                "element {i}: {x} vs {y}"
+            );
+        }
+    }
+
+    #[test]
+    fn conv2d_matches_the_reference_for_every_parameter_kind() {
+        let cases = [
+            (1, 3, 8, 9, 4, [3, 3], [1, 1], [0, 0, 0, 0], [1, 1], 1),
+            (2, 4, 7, 7, 6, [3, 2], [2, 1], [1, 0, 2, 1], [1, 1], 2),
+            (1, 2, 9, 9, 2, [3, 3], [1, 2], [2, 2, 2, 2], [2, 2], 1),
+            (2, 5, 6, 6, 5, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 5), // depthwise
+        ];
+        for (n, cin, h, w, cout, kernel, stride, padding, dilation, groups) in cases {
+            let p = Conv2dParams {
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+            };
+            let x = Array::from_shape_vec((n, cin, h, w), rand(n * cin * h * w, 1)).unwrap();
+            let k = cin / groups * kernel[0] * kernel[1];
+            let mut wv = rand(cout * k, 2);
+            let bias = rand(cout, 3);
+            let want = conv_reference(&x, &wv, &bias, cout, &p);
+            let dense = Matrix::Dense {
+                data: wv.clone().into(),
+                rows: cout,
+                cols: k,
+            };
+            close(
+                conv2d(x.view(), &dense, Some(&bias), &p)
+                    .as_slice()
+                    .unwrap(),
+                want.as_slice().unwrap(),
+                1e-5,
+            );
+            // Sparse weights: same answer through the CSR kernel.
+            for (i, v) in wv.iter_mut().enumerate() {
+                if i % 3 != 0 {
+                    *v = 0.0;
+                }
+            }
+            let want = conv_reference(&x, &wv, &bias, cout, &p);
+            let sparse = Matrix::Sparse(Csr::from_dense(&wv, cout, k));
+            close(
+                conv2d(x.view(), &sparse, Some(&bias), &p)
+                    .as_slice()
+                    .unwrap(),
+                want.as_slice().unwrap(),
+                1e-5,
+            );
+        }
+    }
+
+    #[test]
+    fn dense_dense_and_sparse_match_the_reference() {
+        // Batches of 3 and 6 take the two sparse paths (per row, and via Xᵀ).
+        for n in [3, 6] {
+            dense_case(n);
+        }
+    }
+
+    fn dense_case(n: usize) {
+        let (i, o) = (17, 5);
+        let x = Array2::from_shape_vec((n, i), rand(n * i, 4)).unwrap();
+        let mut w = rand(o * i, 5);
+        w.iter_mut().step_by(2).for_each(|v| *v = 0.0);
+        let b = rand(o, 6);
+        let mut want = Array2::<f32>::zeros((n, o));
+        for r in 0..n {
+            for c in 0..o {
+                want[[r, c]] = b[c] + (0..i).map(|k| x[[r, k]] * w[c * i + k]).sum::<f32>();
+            }
+        }
+        for m in [
+            Matrix::Dense {
+                data: w.clone().into(),
+                rows: o,
+                cols: i,
+            },
+            Matrix::Sparse(Csr::from_dense(&w, o, i)),
+        ] {
+            close(
+                dense(x.view(), &m, Some(&b)).as_slice().unwrap(),
+                want.as_slice().unwrap(),
+                1e-5,
+            );
+        }
+    }
+
+    #[test]
+    fn pooling_matches_the_reference() {
+        let x = Array::from_shape_vec((1, 2, 5, 5), rand(50, 7)).unwrap();
+        let p = PoolParams {
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0, 1, 1],
+        };
+        let mx = pool2d(x.view(), &p, true);
+        let av = pool2d(x.view(), &p, false);
+        assert_eq!(mx.dim(), (1, 2, 3, 3));
+        for c in 0..2 {
+            for oy in 0..3 {
+                for ox in 0..3 {
+                    let vals: Vec<f32> = (oy * 2..(oy * 2 + 2).min(5))
+                        .flat_map(|y| (ox * 2..(ox * 2 + 2).min(5)).map(move |xx| (y, xx)))
+                        .map(|(y, xx)| x[[0, c, y, xx]])
+                        .collect();
+                    assert_eq!(
+                        mx[[0, c, oy, ox]],
+                        vals.iter().cloned().fold(f32::MIN, f32::max)
+                    );
+                    assert!(
+                        (av[[0, c, oy, ox]] - vals.iter().sum::<f32>() / vals.len() as f32).abs()
+                            < 1e-6
+                    );
+                }
+            }
+        }
+        let g = global_avg_pool(x.view());
+        assert!((g[[0, 1]] - x.slice(s![0, 1, .., ..]).sum() / 25.0).abs() < 1e-6);
+        let mut l = Array2::from_shape_vec((1, 3), vec![1.0, 2.0, 3.0]).unwrap();
+        softmax(&mut l);
+        assert!((l.sum() - 1.0).abs() < 1e-6 && l[[0, 2]] > l[[0, 1]]);
+    }
+}

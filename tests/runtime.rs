@@ -1,0 +1,389 @@
+//! The runtime end to end: models written by the writer give, through `Model`, the logits a
+//! straightforward dense reference forward pass gives; compressed encodings give exactly the
+//! logits of their decoded-dense twins; bad models fail with clear errors.
+
+mod common;
+
+use cxrm::runtime::{InputSpec, Model, RuntimeOptions, preprocess};
+use cxrm::{Cxrm, DType, Graph, Node, Value, Writer};
+use ndarray::{Array3, Array4};
+use serde_json::{Value as Json, json};
+
+fn input(model: &Model<'_>) -> Array4<f32> {
+    let x = preprocess::normalise(&common::runtime_input_pixels(), &model.input);
+    x.insert_axis(ndarray::Axis(0))
+}
+
+fn weights(file: &Cxrm<'_>, name: &str) -> Vec<f32> {
+    file.decode(name).unwrap().to_f32_vec()
+}
+
+/// LeNet-5 computed the obvious way, loop by loop, from the decoded weights.
+fn reference_lenet5(file: &Cxrm<'_>, x: &Array3<f32>) -> Vec<f32> {
+    fn conv(
+        x: &Array3<f32>,
+        w: &[f32],
+        b: &[f32],
+        cout: usize,
+        k: usize,
+        pad: usize,
+    ) -> Array3<f32> {
+        let (cin, h, wd) = x.dim();
+        let (oh, ow) = (h + 2 * pad - k + 1, wd + 2 * pad - k + 1);
+        Array3::from_shape_fn((cout, oh, ow), |(o, y, xx)| {
+            let mut acc = b[o] as f64;
+            for c in 0..cin {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let (iy, ix) = (
+                            (y + ky) as isize - pad as isize,
+                            (xx + kx) as isize - pad as isize,
+                        );
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                            acc += (w[((o * cin + c) * k + ky) * k + kx]
+                                * x[[c, iy as usize, ix as usize]])
+                                as f64;
+                        }
+                    }
+                }
+            }
+            acc as f32
+        })
+    }
+    fn relu_pool(x: &Array3<f32>) -> Array3<f32> {
+        let (c, h, w) = x.dim();
+        Array3::from_shape_fn((c, h / 2, w / 2), |(ch, y, xx)| {
+            let m = [
+                x[[ch, 2 * y, 2 * xx]],
+                x[[ch, 2 * y + 1, 2 * xx]],
+                x[[ch, 2 * y, 2 * xx + 1]],
+                x[[ch, 2 * y + 1, 2 * xx + 1]],
+            ];
+            m.iter().fold(f32::MIN, |a, &b| a.max(b)).max(0.0)
+        })
+    }
+    fn fc(x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
+        (0..b.len())
+            .map(|o| {
+                let v = b[o] as f64
+                    + x.iter()
+                        .enumerate()
+                        .map(|(i, &xi)| (xi * w[o * x.len() + i]) as f64)
+                        .sum::<f64>();
+                if relu { (v as f32).max(0.0) } else { v as f32 }
+            })
+            .collect()
+    }
+    let w = |n: &str| weights(file, n);
+    let a = relu_pool(&conv(x, &w("conv1.weight"), &w("conv1.bias"), 6, 5, 2));
+    let a = relu_pool(&conv(&a, &w("conv2.weight"), &w("conv2.bias"), 16, 5, 0));
+    let flat: Vec<f32> = a.iter().copied().collect();
+    let f = fc(&flat, &w("fc1.weight"), &w("fc1.bias"), true);
+    let f = fc(&f, &w("fc2.weight"), &w("fc2.bias"), true);
+    fc(&f, &w("fc3.weight"), &w("fc3.bias"), false)
+}
+
+fn logits(bytes: &[u8], options: RuntimeOptions) -> Vec<f32> {
+    let file = Cxrm::parse(bytes).unwrap();
+    let model = Model::load_with(&file, options).unwrap();
+    model.forward(input(&model).view()).unwrap().row(0).to_vec()
+}
+
+fn assert_close(a: &[f32], b: &[f32], rel: f32) {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() <= rel * scale.max(1e-6), "{a:?}\nvs\n{b:?}");
+    }
+}
+
+#[test]
+fn lenet5_matches_the_reference_forward_pass() {
+    for (name, bytes) in common::runtime_fixtures() {
+        let file = Cxrm::parse(&bytes).unwrap();
+        let model = Model::load(&file).unwrap();
+        let x = preprocess::normalise(&common::runtime_input_pixels(), &model.input);
+        let want = reference_lenet5(&file, &x);
+        let got = model
+            .forward(x.insert_axis(ndarray::Axis(0)).view())
+            .unwrap()
+            .row(0)
+            .to_vec();
+        assert_close(&got, &want, 1e-5);
+        // Dense-only kernels agree too.
+        assert_close(
+            &logits(
+                &bytes,
+                RuntimeOptions {
+                    sparse_below_density: 0.0,
+                    ..Default::default()
+                },
+            ),
+            &want,
+            1e-5,
+        );
+        eprintln!("{name}: ok");
+    }
+}
+
+#[test]
+fn compressed_encodings_give_exactly_the_logits_of_their_dense_twins() {
+    let dc = common::lenet5(true);
+    let file = Cxrm::parse(&dc).unwrap();
+    // The decoded-dense twin: same graph and metadata, every tensor stored dense.
+    let w = Writer::dense_copy_of(&file).unwrap();
+    let twin = w.to_bytes().unwrap();
+    for options in [
+        RuntimeOptions::default(),
+        RuntimeOptions {
+            sparse_below_density: 0.0,
+            ..Default::default()
+        },
+    ] {
+        let a = logits(&dc, options);
+        let b = logits(&twin, options);
+        assert_eq!(
+            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn committed_fixture_logits_still_match() {
+    let dir = common::fixtures_dir().join("runtime");
+    for (name, bytes) in common::runtime_fixtures() {
+        let committed = std::fs::read(dir.join(format!("{name}.cxrm"))).unwrap();
+        assert!(
+            committed == bytes,
+            "fixtures/runtime/{name}.cxrm differs from its generator"
+        );
+        let expected: Json = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("{name}.logits.json"))).unwrap(),
+        )
+        .unwrap();
+        let want: Vec<f32> = expected["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_close(&logits(&committed, RuntimeOptions::default()), &want, 1e-5);
+    }
+}
+
+/// Writes fixtures/runtime/ (run with the other generators, see tests/fixtures.rs).
+#[test]
+#[ignore]
+fn regenerate_runtime_fixtures() {
+    if std::env::var_os("CXRM_REGEN").is_none() {
+        return;
+    }
+    let dir = common::fixtures_dir().join("runtime");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in common::runtime_fixtures() {
+        std::fs::write(dir.join(format!("{name}.cxrm")), &bytes).unwrap();
+        let doc = json!({
+            "input": "one 28x28 grey image, pixel (y, x) = (7y + 3x) mod 256, normalised as the file's metadata says",
+            "logits": logits(&bytes, RuntimeOptions::default()),
+        });
+        std::fs::write(
+            dir.join(format!("{name}.logits.json")),
+            serde_json::to_string_pretty(&doc).unwrap() + "\n",
+        )
+        .unwrap();
+    }
+}
+
+fn tiny_model(graph: Vec<Node>, extra: impl FnOnce(&mut Writer<'static>)) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.set_metadata("input.shape", Value::ints([2, 6, 6]));
+    let mut rng = common::Lcg(9);
+    let conv: Vec<f32> = (0..4 * 2 * 9).map(|_| rng.weight(0.5)).collect();
+    w.add_dense("c.w", DType::F32, &[4, 2, 3, 3], common::f32_bytes(&conv))
+        .unwrap();
+    let bn: Vec<Vec<f32>> = vec![
+        vec![1.5, 0.5, 2.0, 1.0],
+        vec![0.1, -0.2, 0.3, 0.0],
+        vec![0.05, -0.1, 0.2, 0.0],
+        vec![0.9, 1.1, 0.5, 2.0],
+    ];
+    for (i, v) in bn.iter().enumerate() {
+        w.add_dense(&format!("bn.{i}"), DType::F32, &[4], common::f32_bytes(v))
+            .unwrap();
+    }
+    let fc: Vec<f32> = (0..3 * 4).map(|_| rng.weight(0.5)).collect();
+    w.add_dense("fc.w", DType::F32, &[3, 4], common::f32_bytes(&fc))
+        .unwrap();
+    extra(&mut w);
+    w.set_graph(Graph { nodes: graph });
+    w.to_bytes().unwrap()
+}
+
+#[test]
+fn batch_norm_is_folded_and_residual_adds_work() {
+    let nodes = vec![
+        Node::new("c", "conv2d", &["input"], &["c.w"]).attr("padding", Value::ints([1, 1, 1, 1])),
+        Node::new(
+            "bn",
+            "batch_norm",
+            &["c"],
+            &["bn.0", "bn.1", "bn.2", "bn.3"],
+        )
+        .attr("epsilon", Value::Float(1e-3)),
+        Node::new("r", "relu6", &["bn"], &[]),
+        Node::new("c2", "conv2d", &["r"], &["c2.w"])
+            .attr("padding", Value::ints([1, 1, 1, 1]))
+            .attr("groups", Value::Int(4)),
+        Node::new("sum", "add", &["r", "c2"], &[]),
+        Node::new("g", "global_avg_pool", &["sum"], &[]),
+        Node::new("fc", "dense", &["g"], &["fc.w"]),
+        Node::new("p", "softmax", &["fc"], &[]),
+    ];
+    let bytes = tiny_model(nodes, |w| {
+        let dw: Vec<f32> = (0..36).map(|i| (i as f32 - 18.0) / 40.0).collect();
+        w.add_dense("c2.w", DType::F32, &[4, 1, 3, 3], common::f32_bytes(&dw))
+            .unwrap();
+    });
+    let file = Cxrm::parse(&bytes).unwrap();
+    let model = Model::load(&file).unwrap();
+    assert!(model.ends_in_softmax());
+    assert!(
+        model
+            .layer_info()
+            .iter()
+            .any(|l| l.op == "batch_norm (folded)")
+    );
+    let x = Array4::from_shape_fn((2, 2, 6, 6), |(n, c, y, xx)| {
+        ((n * 7 + c * 5 + y * 3 + xx) % 11) as f32 / 11.0 - 0.5
+    });
+    let out = model.forward(x.view()).unwrap();
+    // Reference: the same ops unfused, from the ops module's tested kernels.
+    use cxrm::runtime::ops::{self, Conv2dParams, Matrix};
+    let w = |n: &str| weights(&file, n);
+    let p = Conv2dParams {
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1, 1, 1],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let mut a = ops::conv2d(
+        x.view(),
+        &Matrix::Dense {
+            data: w("c.w").into(),
+            rows: 4,
+            cols: 18,
+        },
+        None,
+        &p,
+    );
+    let (g, b, m, v) = (w("bn.0"), w("bn.1"), w("bn.2"), w("bn.3"));
+    for mut img in a.outer_iter_mut() {
+        for (c, mut ch) in img.outer_iter_mut().enumerate() {
+            ch.mapv_inplace(|t| ((t - m[c]) / (v[c] + 1e-3).sqrt() * g[c] + b[c]).clamp(0.0, 6.0));
+        }
+    }
+    let dw = ops::conv2d(
+        a.view(),
+        &Matrix::Dense {
+            data: w("c2.w").into(),
+            rows: 4,
+            cols: 9,
+        },
+        None,
+        &Conv2dParams { groups: 4, ..p },
+    );
+    let s = &a + &dw;
+    let gp = ops::global_avg_pool(s.view());
+    let mut want = ops::dense(
+        gp.view(),
+        &Matrix::Dense {
+            data: w("fc.w").into(),
+            rows: 3,
+            cols: 4,
+        },
+        None,
+    );
+    ops::softmax(&mut want);
+    assert_close(out.as_slice().unwrap(), want.as_slice().unwrap(), 1e-5);
+}
+
+#[test]
+fn bad_models_fail_with_clear_errors() {
+    let err = |nodes: Vec<Node>| {
+        let bytes = tiny_model(nodes, |_| {});
+        let file = Cxrm::parse(&bytes).unwrap();
+        Model::load(&file).err().expect("must fail").to_string()
+    };
+    let msg = err(vec![Node::new("fc", "dense", &["input"], &["fc.w"])]);
+    assert!(msg.contains("flat input"), "{msg}");
+    let msg = err(vec![
+        Node::new("f", "flatten", &["input"], &[]),
+        Node::new("fc", "dense", &["f"], &["fc.w"]),
+    ]);
+    assert!(
+        msg.contains("72 features") && msg.contains("expects 4"),
+        "{msg}"
+    );
+    let msg = err(vec![Node::new("c", "conv2d", &["input"], &["fc.w"])]);
+    assert!(msg.contains("[out, in/groups, kh, kw]"), "{msg}");
+    let msg = err(vec![Node::new("x", "lstm", &["input"], &[])]);
+    assert!(msg.contains("not implemented"), "{msg}");
+    let msg = err(vec![
+        Node::new("c", "conv2d", &["input"], &["c.w"]).attr("stride", Value::ints([1])),
+    ]);
+    assert!(msg.contains("stride needs 2 values"), "{msg}");
+    // Wrong channel count at run time.
+    let bytes = tiny_model(
+        vec![Node::new("g", "global_avg_pool", &["input"], &[])],
+        |_| {},
+    );
+    let file = Cxrm::parse(&bytes).unwrap();
+    let model = Model::load(&file).unwrap();
+    let e = model
+        .forward(Array4::zeros((1, 3, 6, 6)).view())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("input is 3x6x6"), "{e}");
+    // No input metadata.
+    let mut w = Writer::new();
+    w.add_dense("t", DType::F32, &[1], vec![0u8; 4]).unwrap();
+    w.set_graph(Graph {
+        nodes: vec![Node::new("f", "flatten", &["input"], &[])],
+    });
+    let bytes = w.to_bytes().unwrap();
+    let e = Model::load(&Cxrm::parse(&bytes).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("input.shape"), "{e}");
+    let _ = InputSpec::from_metadata(&vec![]).unwrap_err();
+    // A graph naming a tensor the file lacks (a conformance fixture).
+    let bytes =
+        std::fs::read(common::fixtures_dir().join("invalid/graph_missing_tensor.cxrm")).unwrap();
+    let e = Model::load(&Cxrm::parse(&bytes).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("bad_graph") && e.contains("fc.bais"), "{e}");
+}
+
+#[test]
+fn unused_weights_are_never_decoded() {
+    // A file whose graph does not use a large, corrupt tensor still loads and runs: the
+    // runtime touches only what the graph needs.
+    let mut bytes = tiny_model(
+        vec![Node::new("g", "global_avg_pool", &["input"], &[])],
+        |w| {
+            w.add_dense("unused", DType::F32, &[1 << 16], vec![0u8; 1 << 18])
+                .unwrap();
+        },
+    );
+    let file = Cxrm::parse(&bytes).unwrap();
+    let extent = file.tensor("unused").unwrap().extent;
+    bytes[extent.offset as usize + 100] ^= 0xff; // its CRC no longer matches
+    let file = Cxrm::parse(&bytes).unwrap();
+    let model = Model::load(&file).unwrap();
+    model.forward(Array4::zeros((1, 2, 6, 6)).view()).unwrap();
+}

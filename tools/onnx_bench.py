@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Compare cxrm's runtime against onnxruntime on the same model, in the same run.
+
+The .cxrm file is read with the independent Python reader (tools/cxrm_reader.py), its graph
+translated to ONNX (every op of spec §7) with the decoded weights as initializers, and timed
+with onnxruntime at batch 1; then `cxrm bench` times the same file. Prints both medians and
+their ratio. When the model is a runtime fixture with expected logits, the ONNX output for
+the fixture's input is checked against them too.
+
+Usage: python3 tools/onnx_bench.py MODEL.cxrm [--runs 500] [--threads N] [--cxrm target/release/cxrm]
+Needs: pip install onnx onnxruntime (plus tools/requirements.txt).
+"""
+import argparse, json, os, re, statistics, subprocess, sys, time
+import numpy as np
+import onnx
+from onnx import helper, TensorProto, numpy_helper
+import onnxruntime as ort
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cxrm_reader  # noqa: E402
+
+
+def attr(node, key, default):
+    v = node.get(key, default)
+    return [int(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+
+def to_onnx(f):
+    meta = f.metadata()
+    c, h, w = (int(v) for v in meta["input.shape"])
+    inits, nodes, seen = [], [], set()
+
+    def weight(name):
+        if name not in seen:
+            inits.append(numpy_helper.from_array(np.asarray(f.decode(name), dtype=np.float32), name))
+            seen.add(name)
+        return name
+
+    for n in f.graph():
+        op, name, ins = n["op"], n["name"], list(n["inputs"])
+        ws = [weight(x) for x in n.get("weights", [])]
+        if op == "conv2d":
+            k = list(np.asarray(f.decode(ws[0])).shape[2:])
+            nodes.append(helper.make_node("Conv", ins + ws, [name], kernel_shape=k, strides=attr(n, "stride", [1, 1]),
+                                          pads=attr(n, "padding", [0, 0, 0, 0]), dilations=attr(n, "dilation", [1, 1]),
+                                          group=int(n.get("groups", 1))))
+        elif op == "dense":
+            nodes.append(helper.make_node("Gemm", ins + ws, [name], transB=1))
+        elif op == "batch_norm":
+            nodes.append(helper.make_node("BatchNormalization", ins + ws, [name], epsilon=float(n.get("epsilon", 1e-5))))
+        elif op == "relu":
+            nodes.append(helper.make_node("Relu", ins, [name]))
+        elif op == "relu6":
+            lo, hi = name + ".min", name + ".max"
+            inits += [numpy_helper.from_array(np.array(0, np.float32), lo), numpy_helper.from_array(np.array(6, np.float32), hi)]
+            nodes.append(helper.make_node("Clip", ins + [lo, hi], [name]))
+        elif op == "softmax":
+            nodes.append(helper.make_node("Softmax", ins, [name], axis=1))
+        elif op == "flatten":
+            nodes.append(helper.make_node("Flatten", ins, [name], axis=1))
+        elif op in ("max_pool2d", "avg_pool2d"):
+            k = attr(n, "kernel", [2, 2])
+            kw = dict(kernel_shape=k, strides=attr(n, "stride", k), pads=attr(n, "padding", [0, 0, 0, 0]))
+            if op == "avg_pool2d":
+                kw["count_include_pad"] = 0
+            nodes.append(helper.make_node("MaxPool" if op == "max_pool2d" else "AveragePool", ins, [name], **kw))
+        elif op == "global_avg_pool":
+            nodes.append(helper.make_node("GlobalAveragePool", ins, [name + ".4d"]))
+            nodes.append(helper.make_node("Flatten", [name + ".4d"], [name], axis=1))
+        elif op == "add":
+            nodes.append(helper.make_node("Add", ins, [name]))
+        else:
+            raise SystemExit(f"op {op} has no ONNX translation here")
+    out = nodes[-1].output[0]
+    graph = helper.make_graph(nodes, "cxrm", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, h, w])],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", None])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    return model, (c, h, w), meta
+
+
+def fixture_input(meta, shape):
+    c, h, w = shape
+    px = np.array([[(7 * y + 3 * x) % 256 for x in range(w)] for y in range(h)], np.float32) / 255.0
+    mean, std = float(meta["input.mean"][0]), float(meta["input.std"][0])
+    return ((px - mean) / std).reshape(1, c, h, w).astype(np.float32)
+
+
+def main():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--runs", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
+    ap.add_argument("--cxrm", default=os.path.join(root, "target", "release", "cxrm"))
+    args = ap.parse_args()
+    f = cxrm_reader.open_path(args.model)
+    model, shape, meta = to_onnx(f)
+    so = ort.SessionOptions()
+    if args.threads:
+        so.intra_op_num_threads = args.threads
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1,) + shape).astype(np.float32)
+    for _ in range(20):
+        sess.run(None, {"input": x})
+    times = []
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        sess.run(None, {"input": x})
+        times.append(time.perf_counter() - t)
+    ort_ms = statistics.median(times) * 1e3
+    expected = os.path.splitext(args.model)[0] + ".logits.json"
+    if os.path.exists(expected):
+        want = np.array(json.load(open(expected))["logits"], np.float32)
+        got = sess.run(None, {"input": fixture_input(meta, shape)})[0][0]
+        err = float(np.max(np.abs(got - want)) / max(1e-6, float(np.max(np.abs(want)))))
+        print(f"onnxruntime logits vs {os.path.basename(expected)}: max relative difference {err:.2e}")
+    out = subprocess.run([args.cxrm, "bench", args.model, "--iters", str(args.runs)], capture_output=True, text=True, check=True).stdout
+    cxrm_ms = float(re.search(r"batch 1\s+median ([0-9.]+) ms", out).group(1))
+    print(f"model        {args.model}")
+    print(f"onnxruntime  {ort.__version__}, batch 1 median {ort_ms:.4f} ms ({args.runs} runs, threads={args.threads or 'default'})")
+    print(f"cxrm         batch 1 median {cxrm_ms:.4f} ms")
+    print(f"ratio        cxrm / onnxruntime = {cxrm_ms / ort_ms:.2f}")
+
+
+if __name__ == "__main__":
+    main()
