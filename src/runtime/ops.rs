@@ -81,15 +81,14 @@ impl Matrix<'_> {
             Matrix::Dense { data, cols, .. } if cols * n <= 1 << 16 && rhs.is_standard_layout() => {
                 let rhs = rhs.as_slice().expect("standard layout");
                 let mut out = Array2::<f32>::zeros((row_end - row_start, n));
-                for (o, out_row) in (row_start..row_end).zip(
-                    out.as_slice_mut()
-                        .expect("standard layout")
-                        .chunks_exact_mut(n.max(1)),
-                ) {
-                    for (k, &w) in data[o * cols..(o + 1) * cols].iter().enumerate() {
-                        axpy(out_row, w, &rhs[k * n..(k + 1) * n]);
-                    }
-                }
+                let w = &data[row_start * cols..row_end * cols];
+                rows_times(
+                    out.as_slice_mut().expect("standard layout"),
+                    w,
+                    *cols,
+                    rhs,
+                    n,
+                );
                 out
             }
             Matrix::Dense { data, cols, .. } => {
@@ -176,9 +175,28 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     y.iter_mut().zip(x).for_each(|(y, &x)| *y += a * x);
 }
 
+/// `out[r, :] = Σ_k w[r, k] · rhs[k, :]` for row-major `w` (`cols` wide) and `rhs` (`n` wide).
+/// Compiled for AVX2+FMA as well as the portable baseline (which assumes only SSE2), chosen
+/// once at run time by multiversion; the whole loop nest is one function so the inner update
+/// is vectorised at the wider width.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+fn rows_times(out: &mut [f32], w: &[f32], cols: usize, rhs: &[f32], n: usize) {
+    for (out_row, w_row) in out
+        .chunks_exact_mut(n.max(1))
+        .zip(w.chunks_exact(cols.max(1)))
+    {
+        for (k, &wk) in w_row.iter().enumerate() {
+            out_row
+                .iter_mut()
+                .zip(&rhs[k * n..(k + 1) * n])
+                .for_each(|(y, &x)| *y += wk * x);
+        }
+    }
+}
+
 /// Dot product with eight independent accumulators, so the compiler can keep them in vector
 /// registers (a single running sum forces a sequential dependency).
-#[inline]
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -421,35 +439,49 @@ pub fn pool2d(x: ArrayView4<'_, f32>, p: &PoolParams, max: bool) -> Array4<f32> 
     let src = x.as_slice().expect("standard layout");
     let mut out = Array4::<f32>::zeros((n, c, oh, ow));
     let dst = out.as_slice_mut().expect("standard layout");
+    for (plane, out_plane) in src.chunks_exact(h * w).zip(dst.chunks_exact_mut(oh * ow)) {
+        if max {
+            pool_plane::<true>(plane, out_plane, (h, w), (oh, ow), p);
+        } else {
+            pool_plane::<false>(plane, out_plane, (h, w), (oh, ow), p);
+        }
+    }
+    out
+}
+
+/// One plane of max (`MAX`) or average pooling; a const parameter so each variant's inner
+/// loop has no branch on the kind.
+fn pool_plane<const MAX: bool>(
+    plane: &[f32],
+    out: &mut [f32],
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+    p: &PoolParams,
+) {
     let span = |o: usize, stride: usize, pad: usize, k: usize, len: usize| {
         let a = (o * stride) as isize - pad as isize;
         let lo = a.max(0) as usize;
         let hi = ((a + k as isize).min(len as isize)).max(0) as usize;
         (lo, hi.max(lo))
     };
-    for (plane, out_plane) in src.chunks_exact(h * w).zip(dst.chunks_exact_mut(oh * ow)) {
-        for oy in 0..oh {
-            let (ya, yb) = span(oy, p.stride[0], p.padding[0], p.kernel[0], h);
-            for ox in 0..ow {
-                let (xa, xb) = span(ox, p.stride[1], p.padding[1], p.kernel[1], w);
-                let count = (yb - ya) * (xb - xa);
-                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
-                for y in ya..yb {
-                    for &v in &plane[y * w + xa..y * w + xb] {
-                        acc = if max { acc.max(v) } else { acc + v };
-                    }
+    for oy in 0..oh {
+        let (ya, yb) = span(oy, p.stride[0], p.padding[0], p.kernel[0], h);
+        for ox in 0..ow {
+            let (xa, xb) = span(ox, p.stride[1], p.padding[1], p.kernel[1], w);
+            let count = (yb - ya) * (xb - xa);
+            let mut acc = if MAX { f32::NEG_INFINITY } else { 0.0 };
+            for y in ya..yb {
+                for &v in &plane[y * w + xa..y * w + xb] {
+                    acc = if MAX { acc.max(v) } else { acc + v };
                 }
-                out_plane[oy * ow + ox] = if count == 0 {
-                    0.0
-                } else if max {
-                    acc
-                } else {
-                    acc / count as f32
-                };
             }
+            out[oy * ow + ox] = match (count, MAX) {
+                (0, _) => 0.0,
+                (_, true) => acc,
+                (c, false) => acc / c as f32,
+            };
         }
     }
-    out
 }
 
 pub fn global_avg_pool(x: ArrayView4<'_, f32>) -> Array2<f32> {
