@@ -21,7 +21,7 @@ use cxrm::compress::deep::{Prepared, StreamMode, TensorPlan};
 use cxrm::compress::prune::prune_layer;
 use cxrm::encoding::sparse::Layout;
 use cxrm::encoding::stream;
-use cxrm::encoding::{self, DecodeContext, Encoded, Stage};
+use cxrm::encoding::{self, DecodeContext, Encoded};
 use cxrm::{DType, Limits};
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -183,21 +183,7 @@ fn decode(c: &mut Criterion) {
         .expect("fc1.weight");
     let elements = values.len() as u64;
     let limits = Limits::SPEC;
-    let ctx = DecodeContext {
-        what: "t",
-        dtype: DType::F32,
-        shape,
-        elements,
-        dense_len: elements * 4,
-        payload_offset: 0,
-        limits: &limits,
-    };
-    let stages_of = |e: &Encoded<'_>| -> Vec<(u8, Vec<u8>)> {
-        e.stages
-            .iter()
-            .map(|s| (s.id as u8, s.params.clone()))
-            .collect()
-    };
+    let ctx = DecodeContext::in_memory("t", DType::F32, shape, &limits);
 
     let plan = TensorPlan {
         bits: Some(5),
@@ -241,42 +227,21 @@ fn decode(c: &mut Criterion) {
         .sample_size(30)
         .measurement_time(std::time::Duration::from_secs(4));
     group.throughput(Throughput::Bytes(elements * 4));
-    let s1 = stages_of(&cb_huff);
-    group.bench_function("codebook_huffman_to_f32", |b| {
-        let stages: Vec<Stage<'_>> = s1
-            .iter()
-            .map(|(code, p)| Stage {
-                code: *code,
-                params: p,
-                offset: 0,
+    for (name, encoded) in [
+        ("codebook_huffman_to_f32", &cb_huff),
+        ("sparse_codebook_huffman_to_f32", &dc),
+    ] {
+        let stages = encoded.stage_views();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                black_box(
+                    encoding::decode_chain(&stages, &encoded.payload, &ctx)
+                        .unwrap()
+                        .len(),
+                )
             })
-            .collect();
-        b.iter(|| {
-            black_box(
-                encoding::decode_chain(&stages, &cb_huff.payload, &ctx)
-                    .unwrap()
-                    .len(),
-            )
-        })
-    });
-    let s2 = stages_of(&dc);
-    group.bench_function("sparse_codebook_huffman_to_f32", |b| {
-        let stages: Vec<Stage<'_>> = s2
-            .iter()
-            .map(|(code, p)| Stage {
-                code: *code,
-                params: p,
-                offset: 0,
-            })
-            .collect();
-        b.iter(|| {
-            black_box(
-                encoding::decode_chain(&stages, &dc.payload, &ctx)
-                    .unwrap()
-                    .len(),
-            )
-        })
-    });
+        });
+    }
     group.throughput(Throughput::Bytes(index_bytes.len() as u64));
     group.bench_function("zstd_index_bytes", |b| {
         b.iter(|| {
