@@ -148,10 +148,7 @@ impl Prepared {
         if stages.is_empty() {
             // Neither pruned nor quantized: plain dense, which has no streams to entropy-code.
             let dense = crate::encoding::dense::encode(Cow::Owned(payload));
-            return match zstd_level {
-                Some(level) => crate::encoding::zstd::encode(dense, level),
-                None => Ok(dense),
-            };
+            return crate::encoding::zstd::encode_if(dense, zstd_level);
         }
         if matches!(mode, StreamMode::Entropy | StreamMode::HuffmanOnly) {
             stages.push(StageSpec {
@@ -163,10 +160,7 @@ impl Prepared {
             stages,
             payload: Cow::Owned(payload),
         };
-        match zstd_level {
-            Some(level) => crate::encoding::zstd::encode(encoded, level),
-            None => Ok(encoded),
-        }
+        crate::encoding::zstd::encode_if(encoded, zstd_level)
     }
 }
 
@@ -178,10 +172,7 @@ pub fn encode(values: &[f32], shape: &[u64], plan: &TensorPlan) -> Result<Encode
         let dense = crate::encoding::dense::encode(Cow::Owned(
             values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         ));
-        return match plan.zstd_level {
-            Some(level) => crate::encoding::zstd::encode(dense, level),
-            None => Ok(dense),
-        };
+        return crate::encoding::zstd::encode_if(dense, plan.zstd_level);
     }
     let prepared = Prepared::new(values, shape, plan);
     let mut layouts = Vec::new();

@@ -134,10 +134,7 @@ impl ModelPlan {
                 _ => {
                     let dense =
                         crate::encoding::dense::encode(std::borrow::Cow::Owned(t.bytes.clone()));
-                    match self.zstd_level {
-                        Some(level) => crate::encoding::zstd::encode(dense, level),
-                        None => Ok(dense),
-                    }
+                    crate::encoding::zstd::encode_if(dense, self.zstd_level)
                 }
             })
             .collect()

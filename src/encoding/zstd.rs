@@ -28,6 +28,15 @@ pub fn encode(inner: Encoded<'_>, level: i32) -> Result<Encoded<'_>> {
     })
 }
 
+/// [`encode`] when a level is given, else `inner` unchanged: how every encoder applies an
+/// optional zstd stage.
+pub fn encode_if(inner: Encoded<'_>, level: Option<i32>) -> Result<Encoded<'_>> {
+    match level {
+        Some(level) => encode(inner, level),
+        None => Ok(inner),
+    }
+}
+
 pub fn decode(
     stage: &Stage<'_>,
     input: &[u8],
