@@ -28,7 +28,11 @@ pub mod interop;
 #[cfg(feature = "json")]
 pub mod json;
 pub mod runtime;
+#[cfg(feature = "train")]
+pub mod study;
 pub mod text;
+#[cfg(feature = "train")]
+pub mod train;
 
 pub use container::graph::{Graph, Node};
 pub use container::limits::Limits;

@@ -29,6 +29,16 @@ impl Dataset {
         let n = self.channels * self.height * self.width;
         &self.pixels[i * n..(i + 1) * n]
     }
+
+    /// The images at `indices`, in that order.
+    pub fn subset(&self, indices: &[usize]) -> Dataset {
+        Dataset {
+            pixels: indices.iter().flat_map(|&i| self.image(i).iter().copied()).collect(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            classes: self.classes.clone(),
+            ..*self
+        }
+    }
 }
 
 /// Where a named data set (`mnist`, `fashion-mnist`) lives: the shared full copy beside the

@@ -1,5 +1,6 @@
 //! The runtime: run a compressed model straight from its mapped `.cxrm` file.
 
+pub mod batch;
 pub mod metrics;
 pub mod model;
 pub mod ops;

@@ -8,14 +8,7 @@ use image::imageops::FilterType;
 use ndarray::Array3;
 use std::path::Path;
 
-/// Normalise 8-bit pixels laid out `[C, H, W]`.
-pub fn normalise(pixels: &[u8], spec: &InputSpec) -> Array3<f32> {
-    let plane = spec.height * spec.width;
-    Array3::from_shape_fn((spec.channels, spec.height, spec.width), |(c, y, x)| {
-        let v = pixels[c * plane + y * spec.width + x] as f32 / 255.0;
-        (v - spec.mean[c]) / spec.std[c]
-    })
-}
+pub use super::batch::normalise;
 
 /// Convert a decoded image to the model's input.
 pub fn from_image(img: &image::DynamicImage, spec: &InputSpec) -> Result<Array3<f32>> {

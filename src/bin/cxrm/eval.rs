@@ -1,8 +1,7 @@
 use crate::Failure;
 use cxrm::data::{self, Dataset};
-use cxrm::runtime::metrics::{self, Evaluation};
-use cxrm::runtime::{Model, preprocess};
-use ndarray::{Array2, Array4};
+use cxrm::runtime::metrics::Evaluation;
+use cxrm::runtime::Model;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -78,24 +77,6 @@ fn idx_files(path: &Path) -> bool {
     data::idx::find(path, "t10k-labels-idx1-ubyte").is_ok()
 }
 
-/// One image of the data set as the model's input.
-fn input(data: &Dataset, i: usize, model: &Model<'_>) -> Result<ndarray::Array3<f32>, Failure> {
-    let spec = &model.input;
-    let px = data.image(i);
-    if (data.channels, data.height, data.width) == (spec.channels, spec.height, spec.width) {
-        return Ok(preprocess::normalise(px, spec));
-    }
-    if data.channels != 1 {
-        return Err(Failure::Usage("data and model input sizes differ".into()));
-    }
-    let img = image::GrayImage::from_raw(data.width as u32, data.height as u32, px.to_vec())
-        .expect("sizes match");
-    Ok(preprocess::from_image(
-        &image::DynamicImage::ImageLuma8(img),
-        spec,
-    )?)
-}
-
 pub fn evaluate(
     model: &Model<'_>,
     data: &Dataset,
@@ -104,17 +85,6 @@ pub fn evaluate(
     progress: bool,
 ) -> Result<Evaluation, Failure> {
     let n = limit.map_or(data.len(), |l| l.min(data.len()));
-    if n == 0 {
-        return Err(Failure::Usage("the data set is empty".into()));
-    }
-    if data.classes.len() != model.num_classes() {
-        return Err(Failure::Usage(format!(
-            "the data has {} classes, the model {}",
-            data.classes.len(),
-            model.num_classes()
-        )));
-    }
-    let spec = &model.input;
     let bar = if progress {
         indicatif::ProgressBar::new(n as u64)
     } else {
@@ -126,21 +96,9 @@ pub fn evaluate(
         )
         .expect("valid template"),
     );
-    let mut probs = Array2::<f32>::zeros((n, model.num_classes()));
-    let batch = batch.max(1);
-    for start in (0..n).step_by(batch) {
-        let end = (start + batch).min(n);
-        let mut x = Array4::<f32>::zeros((end - start, spec.channels, spec.height, spec.width));
-        for i in start..end {
-            x.slice_mut(ndarray::s![i - start, .., .., ..])
-                .assign(&input(data, i, model)?);
-        }
-        let p = model.predict(x.view())?;
-        probs.slice_mut(ndarray::s![start..end, ..]).assign(&p);
-        bar.inc((end - start) as u64);
-    }
+    let e = cxrm::runtime::batch::evaluate(model, data, n, batch, &mut |k| bar.inc(k as u64))?;
     bar.finish_and_clear();
-    Ok(metrics::evaluate(&data.labels[..n], probs.view()))
+    Ok(e)
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {

@@ -2,11 +2,19 @@
 //! library. Exit status: 0 success, 1 invalid file (or failed check), 2 usage or I/O error.
 
 mod bench;
+#[cfg(feature = "train")]
+mod compress;
 mod convert;
 mod eval;
 mod inspect;
 mod pack;
+#[cfg(feature = "train")]
+mod progress;
 mod run;
+#[cfg(feature = "train")]
+mod study;
+#[cfg(feature = "train")]
+mod train;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +40,12 @@ enum Command {
     Run(run::Args),
     Eval(eval::Args),
     Bench(bench::Args),
+    #[cfg(feature = "train")]
+    Train(train::Args),
+    #[cfg(feature = "train")]
+    Compress(compress::Args),
+    #[cfg(feature = "train")]
+    Study(study::Args),
 }
 
 /// A command's failure, already classified for the exit status.
@@ -61,6 +75,12 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
+        #[cfg(feature = "train")]
+        Command::Train(a) => train::run(a),
+        #[cfg(feature = "train")]
+        Command::Compress(a) => compress::run(a),
+        #[cfg(feature = "train")]
+        Command::Study(a) => study::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,139 @@
+use crate::Failure;
+use crate::progress::TrainProgress;
+use cxrm::compress::rules::PerLayer;
+use cxrm::train::{ARCH_NAMES, Arch, DeepOptions, DistillOptions, TrainOptions, TrainedModel};
+use std::path::PathBuf;
+
+/// Compress a trained model with retraining, and write the result.
+#[derive(clap::Args)]
+#[command(after_help = "Methods:
+  deep-compression  iterative magnitude pruning with retraining under fixed masks, then k-means
+                    weight sharing (linear init) with trained centroids, then Huffman coding;
+                    stored as sparse + codebook + huffman chains (Han et al. 2016)
+  distill           train --student from scratch on the model's softened outputs (temperature
+                    --temperature) and the labels (Hinton et al. 2015)
+
+The model's training data is used (--data overrides); choices are made on a validation split.
+
+Examples:
+  cxrm compress base.cxrm --method deep-compression --data mnist -o dc.cxrm
+  cxrm compress base.cxrm --method deep-compression --keep fc=0.06,conv=0.3 --bits conv=8,fc=5 -o dc.cxrm
+  cxrm compress base.cxrm --method distill --student mlp-50 --temperature 4 -o student.cxrm")]
+pub struct Args {
+    /// The trained model (.cxrm with a graph).
+    pub model: PathBuf,
+    #[arg(long, value_parser = ["deep-compression", "distill"])]
+    pub method: String,
+    /// mnist, fashion-mnist or a path; default: the data the model was trained on.
+    #[arg(long)]
+    pub data: Option<String>,
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Epochs of each retraining phase (deep-compression) or of the student (distill).
+    #[arg(long, default_value_t = 4)]
+    pub epochs: usize,
+    /// deep-compression: fraction of weights kept per layer (`0.1`, `conv=0.3,fc=0.08`,
+    /// `NAME=…`); default 15/sqrt(n), at least 8%.
+    #[arg(long)]
+    pub keep: Option<String>,
+    /// deep-compression: codebook bits (default conv=8,fc=5, the paper's).
+    #[arg(long)]
+    pub bits: Option<String>,
+    /// deep-compression: pruning steps, each followed by retraining.
+    #[arg(long, default_value_t = 3)]
+    pub prune_steps: usize,
+    /// deep-compression: learning rate of the retraining phases.
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    #[arg(long, help = format!("distill: the student architecture ({ARCH_NAMES})"))]
+    pub student: Option<String>,
+    #[arg(long, default_value_t = 4.0)]
+    pub temperature: f32,
+    /// distill: weight of the soft (teacher) term.
+    #[arg(long, default_value_t = 0.7)]
+    pub alpha: f32,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(args: Args) -> Result<(), Failure> {
+    let mapped = cxrm::Mapped::open(&args.model)?;
+    let file = mapped.parse()?;
+    let base = TrainedModel::from_file(&file)?;
+    let data_name = match &args.data {
+        Some(d) => d.clone(),
+        None => base
+            .meta("train.data")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| Failure::Usage("the model does not record its data; pass --data".into()))?,
+    };
+    let size = base.input_spec()?.height;
+    let data = crate::train::load_data(&data_name, args.val_fraction, args.seed, args.limit, size)?;
+    let mut progress = TrainProgress::new(args.quiet);
+    let opts = TrainOptions {
+        epochs: args.epochs,
+        batch_size: 64,
+        lr: args.lr,
+        weight_decay: 0.0,
+        seed: args.seed,
+    };
+    let before = file.file_len();
+    let (model, written) = match args.method.as_str() {
+        "deep-compression" => {
+            let mut dc = DeepOptions::paper_defaults(opts.clone(), opts);
+            dc.prune_steps = args.prune_steps;
+            if let Some(k) = &args.keep {
+                dc.keep = PerLayer::parse(k, |v: f64| v > 0.0 && v <= 1.0)?;
+            }
+            if let Some(b) = &args.bits {
+                dc.bits = PerLayer::parse(b, |v: u8| (1..=8).contains(&v))?;
+            }
+            let (model, plan, reports) =
+                cxrm::train::deep_compression(&base, &data, &dc, &mut |e| progress.event(e))?;
+            drop(progress);
+            for r in &reports {
+                println!(
+                    "  {:<16} {:>8} weights, {:>5.1}% kept, {} bits",
+                    r.name,
+                    r.params,
+                    100.0 * r.kept as f64 / r.params as f64,
+                    r.bits
+                );
+            }
+            let n = model.write(&args.output, &*plan)?;
+            (model, n)
+        }
+        _ => {
+            let student = args
+                .student
+                .as_deref()
+                .ok_or_else(|| Failure::Usage("distill needs --student ARCH".into()))?;
+            let d = DistillOptions {
+                student: Arch::parse(student)?,
+                temperature: args.temperature,
+                alpha: args.alpha,
+                train: TrainOptions { lr: 1e-3, ..opts },
+            };
+            let model = cxrm::train::distill(&base, &data, &d, &mut |e| progress.event(e))?;
+            drop(progress);
+            let n = model.write(&args.output, &|_| None)?;
+            (model, n)
+        }
+    };
+    println!(
+        "wrote {}: {written} bytes ({:.1}x smaller than {}), {} parameters, validation accuracy {:.4}",
+        args.output.display(),
+        before as f64 / written as f64,
+        args.model.display(),
+        model.params(),
+        model.meta("train.val_accuracy").and_then(|v| v.as_float()).unwrap_or(f64::NAN)
+    );
+    Ok(())
+}

@@ -1,0 +1,376 @@
+//! `cxrm study`: the seed's question — which CNN, compressed how, keeps the best accuracy for
+//! the fewest bytes? — answered with measured numbers. Trains the baselines, runs every
+//! compression method the toolchain has, writes each model as a `.cxrm` file, and evaluates
+//! **each file** through the runtime on the test split: the accuracy reported is what the file
+//! gives. Writes `results.json` and an SVG plot of accuracy against stored size.
+
+pub mod plot;
+
+use crate::container::reader::Mapped;
+use crate::data::{self, Dataset};
+use crate::error::{Error, Result};
+use crate::runtime::Model;
+use crate::train::{
+    self, Arch, DeepOptions, DistillOptions, Event, NamedTensor, TrainData, TrainOptions,
+    TrainedModel,
+};
+use crate::compress::deep::TensorPlan;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct StudyOptions {
+    /// `mnist`, `fashion-mnist` (full sets when found), a path, or `None` for the bundled
+    /// MNIST subset.
+    pub data: Option<String>,
+    pub out: PathBuf,
+    /// Fewer epochs: a smoke run.
+    pub quick: bool,
+    pub seed: u64,
+    /// Baseline epochs (retraining phases get a third each); `None`: chosen by data size.
+    pub epochs: Option<usize>,
+}
+
+/// One written, evaluated model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The `--arch` name of the network in the file.
+    pub model: String,
+    /// `baseline`, `separable`, `deep-compression` or `distill`.
+    pub method: String,
+    /// The network this row is compared with (its ratio's reference).
+    pub reference: String,
+    /// File name, relative to the results folder.
+    pub file: String,
+    pub params: usize,
+    /// Size of the file.
+    pub stored_bytes: u64,
+    /// Bytes of its tensor payloads (the papers' "weights" size).
+    pub weight_bytes: u64,
+    /// The reference network's f32 weights / this file's size.
+    pub ratio: f64,
+    /// The reference network's f32 weights / this file's tensor payloads (the papers' ratio).
+    pub weight_ratio: f64,
+    /// On the test split, through the runtime, from the file.
+    pub accuracy: f64,
+    pub roc_auc: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub seconds: f64,
+}
+
+pub struct Study {
+    /// What `cxrm eval --data` takes to reproduce the numbers.
+    pub data: String,
+    pub test_images: usize,
+    pub train_images: usize,
+    pub rows: Vec<Row>,
+}
+
+/// What the study reports as it goes.
+pub enum StudyEvent<'a> {
+    /// A step begins (`index` of `total`).
+    Begin {
+        what: String,
+        index: usize,
+        total: usize,
+    },
+    Train(Event),
+    Row(&'a Row),
+}
+
+/// The data the study uses: resolved path, the `--data` value that reproduces it, and the
+/// training and test splits.
+fn resolve_data(opts: &StudyOptions) -> Result<(String, TrainData, Dataset)> {
+    let (name, dir) = match opts.data.as_deref() {
+        None => {
+            let dir = bundled("mnist")?;
+            (dir.display().to_string(), dir)
+        }
+        Some(n @ ("mnist" | "fashion-mnist")) => (
+            n.to_string(),
+            data::locate(n).ok_or_else(|| Error::Usage(format!("no {n} data found")))?,
+        ),
+        Some(path) => (path.to_string(), PathBuf::from(path)),
+    };
+    let classes_from = if matches!(name.as_str(), "mnist" | "fashion-mnist") {
+        name.clone()
+    } else {
+        dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+    };
+    let train = TrainData::load(&dir.display().to_string(), 0.1, opts.seed, None, 64)?;
+    let train = TrainData {
+        name: name.clone(),
+        train: with_classes(train.train, &classes_from),
+        val: with_classes(train.val, &classes_from),
+        ..train
+    };
+    let test = if data::idx::find(&dir, "t10k-labels-idx1-ubyte").is_ok() {
+        data::idx_test_split(&dir, train.train.classes.clone())?
+    } else {
+        #[cfg(feature = "image")]
+        {
+            data::folder::load(&data::folder::eval_split(&dir), &train.spec)?
+        }
+        #[cfg(not(feature = "image"))]
+        return Err(Error::Usage("image folders need the `image` feature".into()));
+    };
+    Ok((name, train, test))
+}
+
+/// MNIST and Fashion-MNIST get their real class names whatever folder they come from.
+fn with_classes(mut d: Dataset, name: &str) -> Dataset {
+    if name.contains("fashion") || name == "mnist" {
+        d.classes = data::class_names(if name.contains("fashion") { "fashion-mnist" } else { "mnist" });
+    }
+    d
+}
+
+/// The project's own subset, whatever the working directory.
+fn bundled(name: &str) -> Result<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/data").join(name);
+    if dir.join("t10k-labels-idx1-ubyte.gz").exists() {
+        Ok(dir)
+    } else {
+        Err(Error::Usage(format!("the bundled subset {} is missing", dir.display())))
+    }
+}
+
+/// Which networks the study compares on this data.
+fn models_for(data: &TrainData) -> Vec<Arch> {
+    let fashion = data.name.contains("fashion")
+        || data.train.classes.first().is_some_and(|c| c.starts_with("T-shirt"));
+    if data.spec.height == 28 && !fashion {
+        vec![Arch::Mlp(vec![300, 100]), Arch::LeNet5]
+    } else {
+        vec![Arch::VggSmall]
+    }
+}
+
+/// A one-hidden-layer student with at most a tenth of the teacher's parameters.
+fn student_for(teacher_params: usize, inputs: usize, classes: usize) -> Arch {
+    let hidden = (teacher_params / 10 - classes) / (inputs + 1 + classes);
+    Arch::Mlp(vec![hidden.max(1)])
+}
+
+struct Plan {
+    base: TrainOptions,
+    retrain: TrainOptions,
+    quantize: TrainOptions,
+}
+
+fn plan(opts: &StudyOptions, train_images: usize) -> Plan {
+    let epochs = opts.epochs.unwrap_or(match (opts.quick, train_images) {
+        (true, _) => 2,
+        (false, n) if n <= 10_000 => 12,
+        _ => 15,
+    });
+    let base = TrainOptions {
+        epochs,
+        batch_size: 64,
+        lr: 1e-3,
+        weight_decay: 0.0,
+        seed: opts.seed,
+    };
+    // Retraining starts from trained weights: a tenth of the learning rate, as the paper.
+    let retrain = TrainOptions {
+        epochs: (epochs / 3).max(1),
+        lr: 1e-4,
+        ..base.clone()
+    };
+    Plan {
+        quantize: retrain.clone(),
+        retrain,
+        base,
+    }
+}
+
+/// Run the whole study. Files and `results.json` go to `opts.out`.
+pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<Study> {
+    std::fs::create_dir_all(&opts.out)
+        .map_err(|e| Error::Usage(format!("cannot create {}: {e}", opts.out.display())))?;
+    let (name, data, test) = resolve_data(opts)?;
+    let plan = plan(opts, data.train.len());
+    let models = models_for(&data);
+    let [c, h, w] = [data.spec.channels, data.spec.height, data.spec.width];
+    let classes = data.train.classes.len();
+    // Steps: per model baseline + deep compression (+ separable twin); then student alone and
+    // distilled.
+    let total = models.iter().map(|m| 2 + m.separable_twin().is_some() as usize).sum::<usize>() + 2;
+    let mut index = 0;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut teachers: Vec<(TrainedModel, f64)> = Vec::new();
+    let mut step = |what: String, on: &mut dyn FnMut(StudyEvent<'_>)| {
+        index += 1;
+        on(StudyEvent::Begin { what, index, total });
+    };
+    let dense = |_: &NamedTensor| -> Option<TensorPlan> { None };
+    for arch in &models {
+        step(format!("{} baseline", arch.name()), on);
+        let t0 = Instant::now();
+        let base = train::train(arch, &data, &plan.base, &mut |e| on(StudyEvent::Train(e)))?;
+        let row = record(opts, &test, &base, &dense, "baseline", &base, t0)?;
+        on(StudyEvent::Row(&row));
+        teachers.push((base.clone(), row.accuracy));
+        rows.push(row);
+
+        step(format!("{} deep-compression", arch.name()), on);
+        let t0 = Instant::now();
+        let dc_opts = DeepOptions::paper_defaults(plan.retrain.clone(), plan.quantize.clone());
+        let (dc, dc_plan, _) = train::deep_compression(&base, &data, &dc_opts, &mut |e| on(StudyEvent::Train(e)))?;
+        let row = record(opts, &test, &dc, &*dc_plan, "deep-compression", &base, t0)?;
+        on(StudyEvent::Row(&row));
+        rows.push(row);
+
+        if let Some(twin) = arch.separable_twin() {
+            step(format!("{} (separable twin of {})", twin.name(), arch.name()), on);
+            let t0 = Instant::now();
+            let sep = train::train(&twin, &data, &plan.base, &mut |e| on(StudyEvent::Train(e)))?;
+            let mut row = record(opts, &test, &sep, &dense, "separable", &base, t0)?;
+            // Rows are named by the network they compress (the twin is in the file name).
+            row.model = arch.name();
+            on(StudyEvent::Row(&row));
+            rows.push(row);
+        }
+    }
+    // Distillation from the most accurate baseline (chosen on validation accuracy, not test).
+    let (teacher, _) = teachers
+        .iter()
+        .max_by(|a, b| {
+            let v = |m: &TrainedModel| m.meta("train.val_accuracy").and_then(|v| v.as_float()).unwrap_or(0.0);
+            v(&a.0).total_cmp(&v(&b.0))
+        })
+        .expect("at least one baseline");
+    let student = student_for(teacher.params(), c * h * w, classes);
+    step(format!("{} baseline (student alone)", student.name()), on);
+    let t0 = Instant::now();
+    let alone = train::train(&student, &data, &plan.base, &mut |e| on(StudyEvent::Train(e)))?;
+    let row = record(opts, &test, &alone, &dense, "baseline", teacher, t0)?;
+    on(StudyEvent::Row(&row));
+    rows.push(row);
+
+    step(format!("{} distilled from {}", student.name(), teacher_name(teacher)), on);
+    let t0 = Instant::now();
+    let distilled = train::distill(
+        teacher,
+        &data,
+        &DistillOptions {
+            student,
+            temperature: 4.0,
+            alpha: 0.7,
+            train: plan.base.clone(),
+        },
+        &mut |e| on(StudyEvent::Train(e)),
+    )?;
+    let row = record(opts, &test, &distilled, &dense, "distill", teacher, t0)?;
+    on(StudyEvent::Row(&row));
+    rows.push(row);
+
+    let study = Study {
+        data: name,
+        test_images: test.len(),
+        train_images: data.train.len(),
+        rows,
+    };
+    write_results(&study, &opts.out)?;
+    plot::accuracy_vs_size(&study, &opts.out.join("accuracy_vs_size.svg"))?;
+    Ok(study)
+}
+
+fn teacher_name(m: &TrainedModel) -> String {
+    m.meta("model.name").and_then(|v| v.as_str()).unwrap_or("teacher").to_string()
+}
+
+/// Write `model` as `MODEL.METHOD.cxrm`, then map the file and evaluate it on `test`.
+fn record(
+    opts: &StudyOptions,
+    test: &Dataset,
+    model: &TrainedModel,
+    storage: &dyn Fn(&NamedTensor) -> Option<TensorPlan>,
+    method: &str,
+    reference: &TrainedModel,
+    started: Instant,
+) -> Result<Row> {
+    let arch = teacher_name(model);
+    let file = format!("{arch}.{method}.cxrm");
+    let path = opts.out.join(&file);
+    let stored_bytes = model.write(&path, storage)?;
+    let mapped = Mapped::open(&path)?;
+    let parsed = mapped.parse()?;
+    let weight_bytes: u64 = parsed.tensors().iter().map(|t| parsed.stored_bytes(t).len() as u64).sum();
+    let runnable = Model::load(&parsed)?;
+    let e = crate::runtime::batch::evaluate(&runnable, test, test.len(), 256, &mut |_| {})?;
+    let reference_f32 = reference.params() as f64 * 4.0;
+    Ok(Row {
+        model: arch,
+        method: method.to_string(),
+        reference: teacher_name(reference),
+        file,
+        params: model.params(),
+        stored_bytes,
+        weight_bytes,
+        ratio: reference_f32 / stored_bytes as f64,
+        weight_ratio: reference_f32 / weight_bytes as f64,
+        accuracy: e.accuracy,
+        roc_auc: if test.classes.len() == 2 { e.roc_auc } else { None },
+        val_accuracy: model.meta("train.val_accuracy").and_then(|v| v.as_float()),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(feature = "json")]
+fn write_results(study: &Study, out: &Path) -> Result<()> {
+    use serde_json::json;
+    let rows: Vec<_> = study
+        .rows
+        .iter()
+        .map(|r| {
+            json!({
+                "model": r.model, "method": r.method, "file": r.file, "params": r.params,
+                "stored_bytes": r.stored_bytes, "ratio": r.ratio, "accuracy": r.accuracy,
+                "roc_auc": r.roc_auc, "reference": r.reference, "weight_bytes": r.weight_bytes,
+                "weight_ratio": r.weight_ratio, "val_accuracy": r.val_accuracy, "seconds": r.seconds,
+            })
+        })
+        .collect();
+    let doc = json!({
+        "data": study.data,
+        "train_images": study.train_images,
+        "test_images": study.test_images,
+        "rows": rows,
+    });
+    let text = serde_json::to_string_pretty(&doc).expect("serialisable") + "\n";
+    crate::container::writer::write_atomically(&out.join("results.json"), |w| {
+        std::io::Write::write_all(w, text.as_bytes())
+    })
+}
+
+#[cfg(not(feature = "json"))]
+fn write_results(_: &Study, _: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// The table the seed printed, measured.
+pub fn table(study: &Study) -> String {
+    let two_class = study.rows.iter().any(|r| r.roc_auc.is_some());
+    let mut s = format!(
+        "{:<16} {:<17} {:>9} {:>10} {:>8} {:>9}{}\n",
+        "model", "method", "params", "stored KB", "ratio", "accuracy",
+        if two_class { "   ROC AUC" } else { "" }
+    );
+    for r in &study.rows {
+        s += &format!(
+            "{:<16} {:<17} {:>9} {:>10.1} {:>7.1}x {:>8.2}%{}\n",
+            r.model,
+            r.method,
+            r.params,
+            r.stored_bytes as f64 / 1024.0,
+            r.ratio,
+            r.accuracy * 100.0,
+            match r.roc_auc {
+                Some(a) => format!("   {a:.4}"),
+                None => String::new(),
+            }
+        );
+    }
+    s
+}

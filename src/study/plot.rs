@@ -1,0 +1,91 @@
+//! The study's picture: test accuracy against stored size, one point per file, size on a log
+//! axis (compression ratios are multiplicative), each method its own colour.
+
+use super::Study;
+use crate::error::{Error, Result};
+use plotters::prelude::*;
+use std::path::Path;
+
+const METHODS: [(&str, RGBColor); 4] = [
+    ("baseline", RGBColor(31, 119, 180)),
+    ("deep-compression", RGBColor(214, 39, 40)),
+    ("separable", RGBColor(44, 160, 44)),
+    ("distill", RGBColor(148, 103, 189)),
+];
+
+fn colour(method: &str) -> RGBColor {
+    METHODS
+        .iter()
+        .find(|(m, _)| *m == method)
+        .map_or(RGBColor(90, 90, 90), |&(_, c)| c)
+}
+
+pub fn accuracy_vs_size(study: &Study, path: &Path) -> Result<()> {
+    let fail = |e: String| Error::Usage(format!("cannot draw {}: {e}", path.display()));
+    if study.rows.is_empty() {
+        return Ok(());
+    }
+    let kb: Vec<f64> = study.rows.iter().map(|r| r.stored_bytes as f64 / 1024.0).collect();
+    let acc: Vec<f64> = study.rows.iter().map(|r| r.accuracy * 100.0).collect();
+    let (lo_kb, hi_kb) = kb.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo_acc, hi_acc) = acc.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let y_lo = (lo_acc - (hi_acc - lo_acc).max(1.0) * 0.15).max(0.0);
+    let y_hi = (hi_acc + (hi_acc - lo_acc).max(1.0) * 0.15).min(100.0);
+
+    let svg = {
+        let mut buf = String::new();
+        {
+            let root = SVGBackend::with_string(&mut buf, (900, 600)).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(format!("cxrm study on {}: accuracy vs stored size", study.data), ("sans-serif", 20))
+                .margin(20)
+                .x_label_area_size(45)
+                .y_label_area_size(60)
+                .build_cartesian_2d((lo_kb / 1.6..hi_kb * 1.6).log_scale(), y_lo..y_hi)
+                .map_err(|e| fail(e.to_string()))?;
+            chart
+                .configure_mesh()
+                .x_desc("stored size (KB, log scale)")
+                .y_desc(format!("test accuracy (%), {} images", study.test_images))
+                .draw()
+                .map_err(|e| fail(e.to_string()))?;
+            for (method, c) in METHODS {
+                let points: Vec<(f64, f64)> = study
+                    .rows
+                    .iter()
+                    .zip(kb.iter().zip(&acc))
+                    .filter(|(r, _)| r.method == method)
+                    .map(|(_, (&x, &y))| (x, y))
+                    .collect();
+                if points.is_empty() {
+                    continue;
+                }
+                chart
+                    .draw_series(points.iter().map(|&p| Circle::new(p, 6, c.filled())))
+                    .map_err(|e| fail(e.to_string()))?
+                    .label(method)
+                    .legend(move |(x, y)| Circle::new((x, y), 5, c.filled()));
+            }
+            chart
+                .draw_series(study.rows.iter().zip(kb.iter().zip(&acc)).map(|(r, (&x, &y))| {
+                    Text::new(
+                        format!("{} ({:.1}x)", r.model, r.ratio),
+                        (x, y),
+                        ("sans-serif", 13).into_font().color(&colour(&r.method)),
+                    )
+                }))
+                .map_err(|e| fail(e.to_string()))?;
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| fail(e.to_string()))?;
+            root.present().map_err(|e| fail(e.to_string()))?;
+        }
+        buf
+    };
+    crate::container::writer::write_atomically(path, |w| std::io::Write::write_all(w, svg.as_bytes()))
+}

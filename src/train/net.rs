@@ -1,0 +1,469 @@
+//! A trainable network interpreted from a cxrm graph, on burn's CPU backend.
+//!
+//! The trainer never has a second description of the model: it runs the spec §7 graph it will
+//! write, with the same operator semantics as the runtime. Every trainable tensor is one flat
+//! burn parameter, reshaped where it is used; batch-norm running statistics are kept outside
+//! autodiff, as the running averages they are.
+//!
+//! A weight can be constrained while it trains:
+//! - `Masked`: the parameter times a fixed 0/1 mask (pruned weights stay zero, and get no
+//!   gradient).
+//! - `Shared`: the parameter is a codebook; the weight is `codebook[index] × mask`. Autodiff of
+//!   the gather sums the gradients of all weights that share a centroid into it, which is Deep
+//!   Compression's "trained quantization".
+
+use super::NamedTensor;
+use crate::container::graph::{Graph, INPUT, Node};
+use crate::container::value::Value;
+use crate::error::{Error, Result};
+use burn::module::{Module, Param};
+use burn::tensor::activation;
+use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use std::collections::HashMap;
+
+/// The flat trainable tensors: what the optimizer sees.
+#[derive(Module, Debug, Default)]
+pub(super) struct Params {
+    pub tensors: Vec<Param<Tensor<1>>>,
+}
+
+/// How a trainable tensor becomes the weight the graph uses.
+#[derive(Debug, Clone)]
+pub(super) enum Form {
+    Free,
+    Masked(Vec<f32>),
+    Shared { indices: Vec<u32>, mask: Vec<f32> },
+}
+
+#[derive(Debug)]
+enum FormTensors {
+    Free,
+    Masked(Tensor<1>),
+    Shared { indices: Tensor<1, Int>, mask: Tensor<1> },
+}
+
+#[derive(Debug)]
+enum Slot {
+    /// Index into `Params::tensors`.
+    Trainable { param: usize, form: Form, tensors: FormTensors },
+    /// A batch norm's running mean or variance.
+    Running(Vec<f32>),
+}
+
+#[derive(Debug)]
+struct Entry {
+    name: String,
+    shape: Vec<usize>,
+    slot: Slot,
+}
+
+/// Batch statistics a training forward pass measured, to fold into the running averages.
+/// Each entry: node name, mean, variance (biased) and the number of values behind them.
+pub(super) struct BatchStats(Vec<(String, Tensor<1>, Tensor<1>, usize)>);
+
+pub(super) struct Net {
+    pub graph: Graph,
+    pub params: Params,
+    entries: Vec<Entry>,
+    by_name: HashMap<String, usize>,
+    device: Device,
+}
+
+#[derive(Clone)]
+enum Act {
+    Map(Tensor<4>),
+    Flat(Tensor<2>),
+}
+
+/// Momentum of the batch-norm running averages (PyTorch's default).
+const BN_MOMENTUM: f32 = 0.1;
+
+pub(super) fn tensor1(values: &[f32], device: &Device) -> Tensor<1> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+}
+
+pub(super) fn host(t: Tensor<1>) -> Vec<f32> {
+    t.into_data()
+        .try_into_vec::<f32>()
+        .expect("the trainer's tensors are f32")
+}
+
+fn int_attr(node: &Node, key: &str, default: &[i64]) -> Result<Vec<usize>> {
+    match node.get(key) {
+        None => Ok(default.iter().map(|&v| v as usize).collect()),
+        Some(v) => v
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .map(|x| x.as_int().filter(|&i| i >= 0).map(|i| i as usize))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .filter(|v| v.len() == default.len())
+            .ok_or_else(|| {
+                Error::Model(format!(
+                    "node {:?}: {key} must be {} non-negative ints",
+                    node.name,
+                    default.len()
+                ))
+            }),
+    }
+}
+
+impl Net {
+    /// Build from a graph and its tensors (as written or as read back from a file).
+    pub fn new(graph: Graph, tensors: Vec<NamedTensor>, device: &Device) -> Result<Net> {
+        let running: std::collections::HashSet<&str> = graph
+            .nodes
+            .iter()
+            .filter(|n| n.op == "batch_norm")
+            .flat_map(|n| n.weights.iter().skip(2).map(String::as_str))
+            .collect();
+        let mut params = Vec::new();
+        let mut entries = Vec::new();
+        let mut by_name = HashMap::new();
+        for t in tensors {
+            if t.values.len() != t.shape.iter().product::<usize>() {
+                return Err(Error::Model(format!("tensor {:?}: values do not match its shape", t.name)));
+            }
+            let slot = if running.contains(t.name.as_str()) {
+                Slot::Running(t.values)
+            } else {
+                params.push(Param::from_tensor(tensor1(&t.values, device)));
+                Slot::Trainable {
+                    param: params.len() - 1,
+                    form: Form::Free,
+                    tensors: FormTensors::Free,
+                }
+            };
+            by_name.insert(t.name.clone(), entries.len());
+            entries.push(Entry {
+                name: t.name,
+                shape: t.shape,
+                slot,
+            });
+        }
+        for node in &graph.nodes {
+            for w in &node.weights {
+                if !by_name.contains_key(w) {
+                    return Err(Error::Model(format!("node {:?} uses missing tensor {w:?}", node.name)));
+                }
+            }
+        }
+        Ok(Net {
+            graph,
+            params: Params { tensors: params },
+            entries,
+            by_name,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Constrain a trainable tensor; its parameter is replaced by `values` (for `Shared`, the
+    /// codebook), which resets its optimizer state, as a new training phase should.
+    pub fn set_form(&mut self, name: &str, form: Form, values: &[f32]) -> Result<()> {
+        let &i = self
+            .by_name
+            .get(name)
+            .ok_or_else(|| Error::Model(format!("no tensor {name:?}")))?;
+        let entry = &mut self.entries[i];
+        let Slot::Trainable { param, .. } = entry.slot else {
+            return Err(Error::Model(format!("{name:?} is not trainable")));
+        };
+        let d = &self.device;
+        let tensors = match &form {
+            Form::Free => FormTensors::Free,
+            Form::Masked(mask) => FormTensors::Masked(tensor1(mask, d)),
+            Form::Shared { indices, mask } => FormTensors::Shared {
+                indices: Tensor::from_data(
+                    TensorData::new(indices.iter().map(|&i| i as i64).collect::<Vec<_>>(), [indices.len()]),
+                    d,
+                ),
+                mask: tensor1(mask, d),
+            },
+        };
+        self.params.tensors[param] = Param::from_tensor(tensor1(values, d));
+        entry.slot = Slot::Trainable { param, form, tensors };
+        Ok(())
+    }
+
+    /// The weight a node uses, as autodiff sees it.
+    fn weight(&self, name: &str) -> Result<Tensor<1>> {
+        let entry = &self.entries[self.by_name[name]];
+        Ok(match &entry.slot {
+            Slot::Running(v) => tensor1(v, &self.device),
+            Slot::Trainable { param, tensors, .. } => {
+                let p = self.params.tensors[*param].val();
+                match tensors {
+                    FormTensors::Free => p,
+                    FormTensors::Masked(mask) => p * mask.clone(),
+                    FormTensors::Shared { indices, mask } => p.select(0, indices.clone()) * mask.clone(),
+                }
+            }
+        })
+    }
+
+    fn shape(&self, name: &str) -> &[usize] {
+        &self.entries[self.by_name[name]].shape
+    }
+
+    /// Every tensor as plain values, constraints applied: what gets written to the file.
+    pub fn tensors(&self) -> Vec<NamedTensor> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let values = match &e.slot {
+                    Slot::Running(v) => v.clone(),
+                    Slot::Trainable { param, form, .. } => {
+                        let p = host(self.params.tensors[*param].val());
+                        match form {
+                            Form::Free => p,
+                            Form::Masked(mask) => p.iter().zip(mask).map(|(v, m)| v * m).collect(),
+                            Form::Shared { indices, mask } => indices
+                                .iter()
+                                .zip(mask)
+                                .map(|(&i, m)| p[i as usize] * m)
+                                .collect(),
+                        }
+                    }
+                };
+                NamedTensor::new(&e.name, e.shape.clone(), values)
+            })
+            .collect()
+    }
+
+    /// Names of the tensors Deep Compression may prune and quantize: conv and dense weights.
+    pub fn weight_names(&self) -> Vec<String> {
+        self.graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op.as_str(), "conv2d" | "dense"))
+            .filter_map(|n| n.weights.first().cloned())
+            .collect()
+    }
+
+    /// Run the graph on `x` (NCHW). `training`: batch norms use batch statistics (returned, to
+    /// update the running averages with [`Net::absorb`]); a final softmax is skipped so the
+    /// result is logits either way.
+    pub fn forward(&self, x: Tensor<4>, training: bool) -> Result<(Tensor<2>, BatchStats)> {
+        let mut acts: HashMap<&str, Act> = HashMap::new();
+        acts.insert(INPUT, Act::Map(x));
+        let mut stats = Vec::new();
+        let mut last = INPUT;
+        let n_nodes = self.graph.nodes.len();
+        for (k, node) in self.graph.nodes.iter().enumerate() {
+            let fail = |what: String| Error::Model(format!("node {:?} ({}): {what}", node.name, node.op));
+            let input = |i: usize| -> Result<Act> {
+                node.inputs
+                    .get(i)
+                    .and_then(|name| acts.get(name.as_str()))
+                    .cloned()
+                    .ok_or_else(|| fail(format!("input {i} is missing")))
+            };
+            let map = |a: Act| match a {
+                Act::Map(t) => Ok(t),
+                Act::Flat(_) => Err(fail("needs an image input".into())),
+            };
+            let out = match node.op.as_str() {
+                "conv2d" => {
+                    let x = map(input(0)?)?;
+                    let [o, i, kh, kw] = self.shape(&node.weights[0])[..] else {
+                        return Err(fail("weight must have rank 4".into()));
+                    };
+                    let w = self.weight(&node.weights[0])?.reshape([o, i, kh, kw]);
+                    let b = node.weights.get(1).map(|b| self.weight(b)).transpose()?;
+                    let p = int_attr(node, "padding", &[0, 0, 0, 0])?;
+                    let s = int_attr(node, "stride", &[1, 1])?;
+                    let d = int_attr(node, "dilation", &[1, 1])?;
+                    let groups = node.get("groups").and_then(Value::as_int).unwrap_or(1).max(1) as usize;
+                    let options = ConvOptions {
+                        stride: [s[0], s[1]],
+                        padding: [(p[0], p[2]), (p[1], p[3])],
+                        dilation: [d[0], d[1]],
+                        groups,
+                    };
+                    Act::Map(conv2d(x, w, b, options))
+                }
+                "dense" => {
+                    let Act::Flat(x) = input(0)? else {
+                        return Err(fail("needs a flat input".into()));
+                    };
+                    let [o, i] = self.shape(&node.weights[0])[..] else {
+                        return Err(fail("weight must have rank 2".into()));
+                    };
+                    let w = self.weight(&node.weights[0])?.reshape([o, i]);
+                    let mut y = x.matmul(w.transpose());
+                    if let Some(b) = node.weights.get(1) {
+                        y = y + self.weight(b)?.reshape([1, o]);
+                    }
+                    Act::Flat(y)
+                }
+                "batch_norm" => {
+                    let eps = node.get("epsilon").and_then(Value::as_float).unwrap_or(1e-5);
+                    let [g, b, m, v] = &node.weights[..] else {
+                        return Err(fail("needs gamma, beta, mean and var".into()));
+                    };
+                    let (gamma, beta) = (self.weight(g)?, self.weight(b)?);
+                    let x = input(0)?;
+                    let c = gamma.dims()[0];
+                    let (mean, var) = if training {
+                        let count = match &x {
+                            Act::Map(t) => t.dims()[0] * t.dims()[2] * t.dims()[3],
+                            Act::Flat(t) => t.dims()[0],
+                        };
+                        let (mean, var) = match &x {
+                            Act::Map(t) => {
+                                let mean = t.clone().mean_dims(&[0, 2, 3]);
+                                let var = (t.clone() - mean.clone()).powi_scalar(2).mean_dims(&[0, 2, 3]);
+                                (mean.reshape([c]), var.reshape([c]))
+                            }
+                            Act::Flat(t) => {
+                                let mean = t.clone().mean_dim(0);
+                                let var = (t.clone() - mean.clone()).powi_scalar(2).mean_dim(0);
+                                (mean.reshape([c]), var.reshape([c]))
+                            }
+                        };
+                        stats.push((node.name.clone(), mean.clone().detach(), var.clone().detach(), count));
+                        (mean, var)
+                    } else {
+                        (self.weight(m)?, self.weight(v)?)
+                    };
+                    let scale = gamma / (var + eps).sqrt();
+                    let shift = beta - mean * scale.clone();
+                    match x {
+                        Act::Map(t) => Act::Map(t * scale.reshape([1, c, 1, 1]) + shift.reshape([1, c, 1, 1])),
+                        Act::Flat(t) => Act::Flat(t * scale.reshape([1, c]) + shift.reshape([1, c])),
+                    }
+                }
+                "relu" | "relu6" => {
+                    let f6 = node.op == "relu6";
+                    match input(0)? {
+                        Act::Map(t) => Act::Map(if f6 { activation::relu6(t) } else { activation::relu(t) }),
+                        Act::Flat(t) => Act::Flat(if f6 { activation::relu6(t) } else { activation::relu(t) }),
+                    }
+                }
+                "max_pool2d" | "avg_pool2d" => {
+                    let x = map(input(0)?)?;
+                    let kernel = int_attr(node, "kernel", &[2, 2])?;
+                    let stride = match node.get("stride") {
+                        None => kernel.clone(),
+                        Some(_) => int_attr(node, "stride", &[1, 1])?,
+                    };
+                    let p = int_attr(node, "padding", &[0, 0, 0, 0])?;
+                    let padding = [(p[0], p[2]), (p[1], p[3])];
+                    Act::Map(if node.op == "max_pool2d" {
+                        max_pool2d(
+                            x,
+                            MaxPoolOptions {
+                                kernel_size: [kernel[0], kernel[1]],
+                                stride: [stride[0], stride[1]],
+                                padding,
+                                dilation: [1, 1],
+                                ceil_mode: false,
+                            },
+                        )
+                    } else {
+                        avg_pool2d(
+                            x,
+                            AvgPoolOptions {
+                                kernel_size: [kernel[0], kernel[1]],
+                                stride: [stride[0], stride[1]],
+                                padding,
+                                count_include_pad: false,
+                                ceil_mode: false,
+                            },
+                        )
+                    })
+                }
+                "global_avg_pool" => {
+                    let x = map(input(0)?)?;
+                    let [n, c, _, _] = x.dims();
+                    Act::Flat(x.mean_dims(&[2, 3]).reshape([n, c]))
+                }
+                "flatten" => match input(0)? {
+                    Act::Map(t) => {
+                        let [n, c, h, w] = t.dims();
+                        Act::Flat(t.reshape([n, c * h * w]))
+                    }
+                    flat => flat,
+                },
+                "add" => match (input(0)?, input(1)?) {
+                    (Act::Map(a), Act::Map(b)) => Act::Map(a + b),
+                    (Act::Flat(a), Act::Flat(b)) => Act::Flat(a + b),
+                    _ => return Err(fail("adds an image and a vector".into())),
+                },
+                // Training works on logits; the softmax is applied by the loss (and by the runtime).
+                "softmax" if k + 1 == n_nodes => input(0)?,
+                "softmax" => match input(0)? {
+                    Act::Flat(t) => Act::Flat(activation::softmax(t, 1)),
+                    _ => return Err(fail("takes a vector".into())),
+                },
+                other => return Err(fail(format!("operator {other:?} cannot be trained"))),
+            };
+            acts.insert(node.name.as_str(), out);
+            last = node.name.as_str();
+        }
+        match acts.remove(last) {
+            Some(Act::Flat(logits)) => Ok((logits, BatchStats(stats))),
+            _ => Err(Error::Model("the graph's output must be one vector per image".into())),
+        }
+    }
+
+    /// Fold a training step's batch statistics into the running averages.
+    pub fn absorb(&mut self, stats: BatchStats) {
+        for (name, mean, var, count) in stats.0 {
+            // The running variance averages unbiased estimates (as PyTorch's does).
+            let unbias = if count > 1 { count as f32 / (count as f32 - 1.0) } else { 1.0 };
+            let Some(node) = self.graph.nodes.iter().find(|n| n.name == name) else {
+                continue;
+            };
+            let (mean, var) = (host(mean), host(var));
+            for (key, batch_values, scale) in [(&node.weights[2], mean, 1.0), (&node.weights[3], var, unbias)] {
+                let i = self.by_name[key.as_str()];
+                if let Slot::Running(r) = &mut self.entries[i].slot {
+                    for (r, b) in r.iter_mut().zip(batch_values) {
+                        *r = (1.0 - BN_MOMENTUM) * *r + BN_MOMENTUM * b * scale;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A copy of everything training changes, to keep the best epoch.
+pub(super) struct Snapshot {
+    params: Vec<Vec<f32>>,
+    running: Vec<Option<Vec<f32>>>,
+}
+
+impl Net {
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            params: self.params.tensors.iter().map(|p| host(p.val())).collect(),
+            running: self
+                .entries
+                .iter()
+                .map(|e| match &e.slot {
+                    Slot::Running(v) => Some(v.clone()),
+                    Slot::Trainable { .. } => None,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn restore(&mut self, snapshot: &Snapshot) {
+        for (p, v) in self.params.tensors.iter_mut().zip(&snapshot.params) {
+            *p = Param::from_tensor(tensor1(v, &self.device));
+        }
+        for (e, r) in self.entries.iter_mut().zip(&snapshot.running) {
+            if let (Slot::Running(v), Some(r)) = (&mut e.slot, r) {
+                v.clone_from(r);
+            }
+        }
+    }
+}
