@@ -26,6 +26,10 @@ pub struct DeepOptions {
     pub retrain: TrainOptions,
     /// Codebook bits per weight tensor (the paper: 8 for conv, 5 for fully connected).
     pub bits: PerLayer<u8>,
+    /// Smaller codebooks to try as well; the smallest file within `bits_tolerance`
+    /// validation accuracy of the best candidate is kept.
+    pub fewer_bits: Vec<PerLayer<u8>>,
+    pub bits_tolerance: f64,
     /// Centroid fine-tuning after quantization.
     pub quantize: TrainOptions,
 }
@@ -42,6 +46,14 @@ impl DeepOptions {
                 fc: Some(5),
                 ..Default::default()
             },
+            // One size down for each (6-bit conv, 4-bit fc), kept only if validation allows.
+            fewer_bits: vec![PerLayer {
+                default: Some(4),
+                conv: Some(6),
+                fc: Some(4),
+                ..Default::default()
+            }],
+            bits_tolerance: 0.001,
             quantize,
         }
     }
@@ -120,11 +132,6 @@ pub fn deep_compression(
                 .clamp(1e-6, 1.0)
         })
         .collect();
-    let bits: Vec<u8> = names
-        .iter()
-        .zip(&shapes)
-        .map(|(n, s)| opts.bits.get(n, s).unwrap_or(5))
-        .collect();
     let dense_plan = |_: &NamedTensor| None;
     let metadata = model.metadata.clone();
 
@@ -156,11 +163,80 @@ pub fn deep_compression(
     }
 
     // 2. Weight sharing: a k-means codebook per tensor over its surviving weights, then the
-    //    centroids are trained (pruned positions stay zero).
-    let current = net.tensors();
+    //    centroids are trained (pruned positions stay zero). Each candidate codebook size is
+    //    tried; the smallest file whose validation accuracy is within `bits_tolerance` of the
+    //    best candidate's wins (chosen on validation, never on test).
+    let pruned = net.tensors();
+    let mut best: Option<(TrainedModel, Vec<LayerReport>, f64, usize)> = None;
+    let mut tried = Vec::new();
+    for candidate in std::iter::once(&opts.bits).chain(&opts.fewer_bits) {
+        let bits: Vec<u8> = names
+            .iter()
+            .zip(&shapes)
+            .map(|(n, s)| candidate.get(n, s).unwrap_or(5))
+            .collect();
+        let (model, reports, val) = quantize(model, &pruned, &names, &bits, data, opts, on)?;
+        let size = model.to_bytes(&plan_for(&reports))?.len();
+        on(Event::Note(format!(
+            "trained quantization, {} bits: validation accuracy {val:.4}, {size} bytes",
+            bits.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("/")
+        )));
+        tried.push(val);
+        best = match best {
+            None => Some((model, reports, val, size)),
+            Some(b) => {
+                let top = tried.iter().copied().fold(f64::MIN, f64::max);
+                let ok = |v: f64| v >= top - opts.bits_tolerance;
+                // Keep the smaller file when both are good enough, else the more accurate.
+                if (ok(val) && (size < b.3 || !ok(b.2))) || (!ok(b.2) && val > b.2) {
+                    Some((model, reports, val, size))
+                } else {
+                    Some(b)
+                }
+            }
+        };
+    }
+    let (mut out, reports, val, _) = best.expect("at least one candidate");
+    out.set_meta("compress.method", Value::String("deep-compression".into()));
+    out.set_meta("train.val_accuracy", Value::Float(val));
+    out.set_meta(
+        "compress.kept",
+        Value::floats(reports.iter().map(|r| r.kept as f64 / r.params as f64)),
+    );
+    out.set_meta(
+        "compress.bits",
+        Value::ints(reports.iter().map(|r| r.bits as i64)),
+    );
+    let plan = plan_for(&reports);
+    Ok((out, Box::new(plan), reports))
+}
+
+/// The storage plan for the tensors in `reports`.
+fn plan_for(reports: &[LayerReport]) -> impl Fn(&NamedTensor) -> Option<TensorPlan> + 'static {
+    let plan_bits: Vec<(String, u8)> = reports.iter().map(|r| (r.name.clone(), r.bits)).collect();
+    move |t: &NamedTensor| {
+        plan_bits
+            .iter()
+            .find(|(n, _)| n == &t.name)
+            .map(|&(_, b)| storage_plan(t, b))
+    }
+}
+
+/// Share weights through a `bits[i]`-bit codebook per tensor of `pruned` and train the
+/// centroids. Returns the model, a report per weight tensor and the validation accuracy.
+fn quantize(
+    model: &TrainedModel,
+    pruned: &[NamedTensor],
+    names: &[String],
+    bits: &[u8],
+    data: &TrainData,
+    opts: &DeepOptions,
+    on: &mut dyn FnMut(Event),
+) -> Result<(TrainedModel, Vec<LayerReport>, f64)> {
+    let mut net = Net::new(model.graph.clone(), pruned.to_vec(), &device())?;
     let mut reports = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let values = &current.iter().find(|t| &t.name == name).expect("exists").values;
+        let values = &pruned.iter().find(|t| &t.name == name).expect("exists").values;
         let mask: Vec<f32> = values.iter().map(|&v| (v != 0.0) as u8 as f32).collect();
         let kept: Vec<f32> = values.iter().copied().filter(|&v| v != 0.0).collect();
         let cb = codebook::kmeans(&kept, bits[i], Init::Linear, DType::F32);
@@ -179,38 +255,22 @@ pub fn deep_compression(
             bits: bits[i],
         });
     }
+    let dense_plan = |_: &NamedTensor| None;
     let val = fit::fit(
         &mut net,
         data,
         &opts.quantize,
         &Targets::Labels,
-        "quantize",
-        &mut validator(&metadata, &data.val, &dense_plan),
+        &format!("quantize {}", bits.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("/")),
+        &mut validator(&model.metadata, &data.val, &dense_plan),
         on,
     )?;
-    on(Event::Note(format!(
-        "trained quantization: validation accuracy {val:.4}"
-    )));
-
-    let mut out = TrainedModel {
+    let out = TrainedModel {
         graph: net.graph.clone(),
         tensors: net.tensors(),
-        metadata,
+        metadata: model.metadata.clone(),
     };
-    out.set_meta("compress.method", Value::String("deep-compression".into()));
-    out.set_meta("train.val_accuracy", Value::Float(val));
-    out.set_meta(
-        "compress.kept",
-        Value::floats(reports.iter().map(|r| r.kept as f64 / r.params as f64)),
-    );
-    let plan_bits: Vec<(String, u8)> = reports.iter().map(|r| (r.name.clone(), r.bits)).collect();
-    let plan = Box::new(move |t: &NamedTensor| {
-        plan_bits
-            .iter()
-            .find(|(n, _)| n == &t.name)
-            .map(|&(_, b)| storage_plan(t, b))
-    });
-    Ok((out, plan, reports))
+    Ok((out, reports, val))
 }
 
 fn kept_fraction(tensors: &[NamedTensor], names: &[String]) -> f64 {
@@ -271,7 +331,6 @@ mod tests {
         // predictions as the dense form and as the trainer's own forward pass.
         let via_file = runtime_predictions_with(&dc, &data.val, &*plan);
         assert_eq!(via_file, runtime_predictions(&dc, &data.val));
-        let mut net = Net::new(dc.graph.clone(), dc.tensors.clone(), &device()).unwrap();
-        assert_eq!(via_file, trainer_predictions(&mut net, &data.val, &data.spec));
+        assert_eq!(via_file, trainer_predictions(&dc, &data.val));
     }
 }

@@ -327,6 +327,22 @@ impl TrainedModel {
         Ok(bytes.len() as u64)
     }
 
+    /// Logits of the trainer's own forward pass (burn, inference mode) on `data`, one row of
+    /// `classes` values per image: the reference the written file is checked against.
+    pub fn trainer_logits(&self, data: &Dataset) -> Result<Vec<f32>> {
+        use burn::tensor::{Tensor, TensorData};
+        let spec = self.input_spec()?;
+        let net = net::Net::new(self.graph.clone(), self.tensors.clone(), &device())?;
+        let x = fit::normalised(data, &spec.mean, &spec.std);
+        let x = Tensor::<4>::from_data(
+            TensorData::new(x, [data.len(), data.channels, data.height, data.width]),
+            net.device(),
+        );
+        let (logits, _) = net.forward(x, false)?;
+        let [n, k] = logits.dims();
+        Ok(net::host(logits.reshape([n * k])))
+    }
+
     /// Accuracy of this model, as written with `plan`, through the runtime on `data`.
     pub fn accuracy(
         &self,
@@ -451,20 +467,17 @@ pub(crate) mod tests {
         assert!(acc > 0.6, "validation accuracy {acc}");
         assert!(events.iter().any(|e| matches!(e, Event::Epoch { epoch: 2, .. })));
         // The trainer's own forward pass and the runtime agree on the written weights.
-        let mut net = net::Net::new(model.graph.clone(), model.tensors.clone(), &device()).unwrap();
-        assert_eq!(trainer_predictions(&mut net, &data.val, &data.spec), runtime_predictions(&model, &data.val));
+        assert_eq!(trainer_predictions(&model, &data.val), runtime_predictions(&model, &data.val));
     }
 
-    pub fn trainer_predictions(net: &mut net::Net, d: &Dataset, spec: &InputSpec) -> Vec<usize> {
-        use burn::tensor::{Tensor, TensorData};
-        let x = fit::normalised(d, &spec.mean, &spec.std);
-        let x = Tensor::<4>::from_data(TensorData::new(x, [d.len(), d.channels, d.height, d.width]), net.device());
-        let (logits, _) = net.forward(x, false).unwrap();
-        let k = d.classes.len();
-        let v = net::host(logits.reshape([d.len() * k]));
+    fn argmax_rows(v: &[f32], k: usize) -> Vec<usize> {
         v.chunks(k)
             .map(|r| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0)
             .collect()
+    }
+
+    pub fn trainer_predictions(m: &TrainedModel, d: &Dataset) -> Vec<usize> {
+        argmax_rows(&m.trainer_logits(d).unwrap(), d.classes.len())
     }
 
     pub fn runtime_predictions(m: &TrainedModel, d: &Dataset) -> Vec<usize> {
@@ -480,9 +493,6 @@ pub(crate) mod tests {
         let file = Cxrm::parse(&bytes).unwrap();
         let model = Model::load(&file).unwrap();
         let p = crate::runtime::batch::predict(&model, d, d.len(), 64, &mut |_| {}).unwrap();
-        p.rows()
-            .into_iter()
-            .map(|r| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0)
-            .collect()
+        argmax_rows(p.as_slice().unwrap(), d.classes.len())
     }
 }

@@ -36,14 +36,15 @@ pub struct Args {
     /// `NAME=…`); default 15/sqrt(n), at least 8%.
     #[arg(long)]
     pub keep: Option<String>,
-    /// deep-compression: codebook bits (default conv=8,fc=5, the paper's).
+    /// deep-compression: codebook bits. Default: the paper's conv=8,fc=5, and also conv=6,fc=4,
+    /// kept when its validation accuracy is within 0.1 point.
     #[arg(long)]
     pub bits: Option<String>,
     /// deep-compression: pruning steps, each followed by retraining.
     #[arg(long, default_value_t = 3)]
     pub prune_steps: usize,
     /// deep-compression: learning rate of the retraining phases.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     #[arg(long, help = format!("distill: the student architecture ({ARCH_NAMES})"))]
     pub student: Option<String>,
@@ -94,6 +95,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             }
             if let Some(b) = &args.bits {
                 dc.bits = PerLayer::parse(b, |v: u8| (1..=8).contains(&v))?;
+                dc.fewer_bits.clear();
             }
             let (model, plan, reports) =
                 cxrm::train::deep_compression(&base, &data, &dc, &mut |e| progress.event(e))?;

@@ -22,8 +22,12 @@ impl TrainProgress {
         }
     }
 
+    /// A line above the bar; to stderr as it is when there is no terminal to draw a bar on.
     pub fn println(&self, line: &str) {
-        if !self.quiet {
+        if self.quiet {
+        } else if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
             self.bar.println(line);
         }
     }
@@ -61,7 +65,7 @@ impl TrainProgress {
                 train_accuracy,
                 val_accuracy,
                 best,
-            } => self.bar.println(format!(
+            } => self.println(&format!(
                 "  epoch {epoch:>3}: loss {loss:.4}, train acc {train_accuracy:.4}, val acc {val_accuracy:.4}{}",
                 if best { "  (best)" } else { "" }
             )),
@@ -71,11 +75,11 @@ impl TrainProgress {
                 val_accuracy,
             } => {
                 self.bar.finish_and_clear();
-                self.bar.println(format!(
+                self.println(&format!(
                     "  {name}: kept epoch {best_epoch} (validation accuracy {val_accuracy:.4})"
                 ));
             }
-            Event::Note(line) => self.bar.println(format!("  {line}")),
+            Event::Note(line) => self.println(&format!("  {line}")),
         }
     }
 }

@@ -1,0 +1,107 @@
+//! End to end through the trainer: train tiny networks for a few steps on real MNIST images,
+//! compress them with each method, write the files, read them back through the runtime, and
+//! check the runtime gives what the trainer's own forward pass gives on the same weights.
+#![cfg(feature = "train")]
+
+use cxrm::data::Dataset;
+use cxrm::runtime::Model;
+use cxrm::train::{
+    self, Arch, DeepOptions, DistillOptions, NamedTensor, TrainData, TrainOptions, TrainedModel,
+};
+use cxrm::compress::deep::TensorPlan;
+
+fn data() -> TrainData {
+    TrainData::load("mnist", 0.25, 5, Some(320), 28).unwrap()
+}
+
+fn quick() -> TrainOptions {
+    TrainOptions {
+        epochs: 1,
+        batch_size: 32,
+        ..Default::default()
+    }
+}
+
+/// Write `m` to a real file with `plan`, map it, and return the runtime's logits on `d`.
+fn runtime_logits(m: &TrainedModel, plan: &dyn Fn(&NamedTensor) -> Option<TensorPlan>, d: &Dataset) -> Vec<f32> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.cxrm");
+    m.write(&path, plan).unwrap();
+    let mapped = cxrm::Mapped::open(&path).unwrap();
+    let file = mapped.parse().unwrap();
+    file.verify().unwrap();
+    let model = Model::load(&file).unwrap();
+    let spec = &model.input;
+    let mut x = ndarray::Array4::<f32>::zeros((d.len(), spec.channels, spec.height, spec.width));
+    for i in 0..d.len() {
+        x.slice_mut(ndarray::s![i, .., .., ..])
+            .assign(&cxrm::runtime::batch::input(d, i, spec).unwrap());
+    }
+    model.forward(x.view()).unwrap().into_raw_vec_and_offset().0
+}
+
+fn argmax(v: &[f32], k: usize) -> Vec<usize> {
+    v.chunks(k)
+        .map(|r| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0)
+        .collect()
+}
+
+/// The runtime (im2col, folded batch norm, sparse kernels) and burn sum in different orders:
+/// logits agree to float rounding, predictions exactly.
+fn assert_same(m: &TrainedModel, plan: &dyn Fn(&NamedTensor) -> Option<TensorPlan>, d: &Dataset, what: &str) {
+    let ours = runtime_logits(m, plan, d);
+    let theirs = m.trainer_logits(d).unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    let scale = theirs.iter().fold(0f32, |a, v| a.max(v.abs())).max(1.0);
+    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert!((a - b).abs() <= 1e-4 * scale, "{what}: logit {i}: runtime {a}, trainer {b}");
+    }
+    assert_eq!(argmax(&ours, 10), argmax(&theirs, 10), "{what}");
+}
+
+#[test]
+fn every_method_writes_a_file_the_runtime_runs_like_the_trainer() {
+    let data = data();
+    let dense = |_: &NamedTensor| None;
+    for arch in ["lenet-5", "mobilenet-small"] {
+        let arch = Arch::parse(arch).unwrap();
+        let base = train::train(&arch, &data, &quick(), &mut |_| {}).unwrap();
+        assert_same(&base, &dense, &data.val, &format!("{} baseline", arch.name()));
+
+        let opts = DeepOptions {
+            prune_steps: 1,
+            ..DeepOptions::paper_defaults(quick(), TrainOptions { lr: 1e-4, ..quick() })
+        };
+        let (dc, plan, reports) = train::deep_compression(&base, &data, &opts, &mut |_| {}).unwrap();
+        assert!(reports.iter().all(|r| r.kept < r.params || r.params <= 225));
+        assert_same(&dc, &*plan, &data.val, &format!("{} deep-compression", arch.name()));
+        // The chains in the file are Deep Compression's own.
+        let bytes = dc.to_bytes(&*plan).unwrap();
+        let file = cxrm::Cxrm::parse(&bytes).unwrap();
+        let chains: Vec<String> = file.tensors().iter().map(|t| t.chain_name()).collect();
+        assert!(chains.iter().any(|c| c.contains("sparse") && c.contains("codebook")), "{chains:?}");
+    }
+    let teacher = train::train(&Arch::LeNet5, &data, &quick(), &mut |_| {}).unwrap();
+    let student = train::distill(
+        &teacher,
+        &data,
+        &DistillOptions {
+            student: Arch::parse("mlp-16").unwrap(),
+            temperature: 4.0,
+            alpha: 0.7,
+            train: quick(),
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(student.params() * 10 <= teacher.params());
+    assert_same(&student, &dense, &data.val, "distill");
+}
+
+#[test]
+fn training_is_deterministic_for_a_seed() {
+    let data = data();
+    let a = train::train(&Arch::parse("mlp-8").unwrap(), &data, &quick(), &mut |_| {}).unwrap();
+    let b = train::train(&Arch::parse("mlp-8").unwrap(), &data, &quick(), &mut |_| {}).unwrap();
+    assert_eq!(a.tensors, b.tensors);
+}
