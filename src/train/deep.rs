@@ -112,13 +112,21 @@ pub fn deep_compression(
     data: &TrainData,
     opts: &DeepOptions,
     on: &mut dyn FnMut(Event),
-) -> Result<(TrainedModel, Box<dyn Fn(&NamedTensor) -> Option<TensorPlan>>, Vec<LayerReport>)> {
+) -> Result<(
+    TrainedModel,
+    Box<dyn Fn(&NamedTensor) -> Option<TensorPlan>>,
+    Vec<LayerReport>,
+)> {
     let mut net = Net::new(model.graph.clone(), model.tensors.clone(), &device())?;
     let names = net.weight_names();
     let shapes: Vec<Vec<u64>> = names
         .iter()
         .map(|n| {
-            let t = model.tensors.iter().find(|t| &t.name == n).expect("weights exist");
+            let t = model
+                .tensors
+                .iter()
+                .find(|t| &t.name == n)
+                .expect("weights exist");
             t.shape.iter().map(|&d| d as u64).collect()
         })
         .collect();
@@ -140,7 +148,11 @@ pub fn deep_compression(
     for step in 1..=steps {
         let current = net.tensors();
         for (i, name) in names.iter().enumerate() {
-            let values = &current.iter().find(|t| &t.name == name).expect("exists").values;
+            let values = &current
+                .iter()
+                .find(|t| &t.name == name)
+                .expect("exists")
+                .values;
             let k = keep[i].powf(step as f64 / steps as f64);
             let mask = magnitude_mask(values, k);
             let masked: Vec<f32> = values.iter().zip(&mask).map(|(v, m)| v * m).collect();
@@ -179,7 +191,10 @@ pub fn deep_compression(
         let size = model.to_bytes(&plan_for(&reports))?.len();
         on(Event::Note(format!(
             "trained quantization, {} bits: validation accuracy {val:.4}, {size} bytes",
-            bits.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("/")
+            bits.iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join("/")
         )));
         tried.push(val);
         best = match best {
@@ -236,7 +251,11 @@ fn quantize(
     let mut net = Net::new(model.graph.clone(), pruned.to_vec(), &device())?;
     let mut reports = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let values = &pruned.iter().find(|t| &t.name == name).expect("exists").values;
+        let values = &pruned
+            .iter()
+            .find(|t| &t.name == name)
+            .expect("exists")
+            .values;
         let mask: Vec<f32> = values.iter().map(|&v| (v != 0.0) as u8 as f32).collect();
         let kept: Vec<f32> = values.iter().copied().filter(|&v| v != 0.0).collect();
         let cb = codebook::kmeans(&kept, bits[i], Init::Linear, DType::F32);
@@ -261,7 +280,13 @@ fn quantize(
         data,
         &opts.quantize,
         &Targets::Labels,
-        &format!("quantize {}", bits.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("/")),
+        &format!(
+            "quantize {}",
+            bits.iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join("/")
+        ),
         &mut validator(&model.metadata, &data.val, &dense_plan),
         on,
     )?;
@@ -284,7 +309,9 @@ fn kept_fraction(tensors: &[NamedTensor], names: &[String]) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{mnist, runtime_predictions, runtime_predictions_with, trainer_predictions};
+    use super::super::tests::{
+        mnist, runtime_predictions, runtime_predictions_with, trainer_predictions,
+    };
     use super::super::{Arch, train};
     use super::*;
 
@@ -313,7 +340,13 @@ mod tests {
         let base = train(&Arch::parse("mlp-24").unwrap(), &data, &quick, &mut |_| {}).unwrap();
         let opts = DeepOptions {
             prune_steps: 2,
-            ..DeepOptions::paper_defaults(quick.clone(), TrainOptions { lr: 1e-4, ..quick.clone() })
+            ..DeepOptions::paper_defaults(
+                quick.clone(),
+                TrainOptions {
+                    lr: 1e-4,
+                    ..quick.clone()
+                },
+            )
         };
         let (dc, plan, reports) = deep_compression(&base, &data, &opts, &mut |_| {}).unwrap();
         for r in &reports {
@@ -323,9 +356,17 @@ mod tests {
             let mut distinct: Vec<f32> = t.values.iter().copied().filter(|&v| v != 0.0).collect();
             distinct.sort_by(f32::total_cmp);
             distinct.dedup();
-            assert!(distinct.len() <= 1 << r.bits, "{}: {} values", r.name, distinct.len());
+            assert!(
+                distinct.len() <= 1 << r.bits,
+                "{}: {} values",
+                r.name,
+                distinct.len()
+            );
         }
-        let (dense_len, dc_len) = (base.to_bytes(&|_| None).unwrap().len(), dc.to_bytes(&*plan).unwrap().len());
+        let (dense_len, dc_len) = (
+            base.to_bytes(&|_| None).unwrap().len(),
+            dc.to_bytes(&*plan).unwrap().len(),
+        );
         assert!(dc_len * 8 < dense_len, "{dc_len} vs {dense_len}");
         // Written with sparse + codebook + Huffman, read back by the runtime: the same
         // predictions as the dense form and as the trainer's own forward pass.

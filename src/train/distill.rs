@@ -3,7 +3,10 @@
 
 use super::fit::{self, Targets};
 use super::net::Net;
-use super::{Arch, Event, TrainData, TrainOptions, TrainedModel, base_metadata, dense, device, finish, validator};
+use super::{
+    Arch, Event, TrainData, TrainOptions, TrainedModel, base_metadata, dense, device, finish,
+    validator,
+};
 use crate::container::reader::Cxrm;
 use crate::container::value::Value;
 use crate::error::Result;
@@ -25,7 +28,10 @@ fn soften(probs: &[f32], classes: usize, temperature: f32) -> Vec<f32> {
     let mut out = Vec::with_capacity(probs.len());
     for row in probs.chunks(classes) {
         // Work in logs so tiny probabilities don't underflow before the root is taken.
-        let logs: Vec<f32> = row.iter().map(|&p| p.max(1e-30).ln() / temperature).collect();
+        let logs: Vec<f32> = row
+            .iter()
+            .map(|&p| p.max(1e-30).ln() / temperature)
+            .collect();
         let max = logs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let exps: Vec<f32> = logs.iter().map(|&l| (l - max).exp()).collect();
         let sum: f32 = exps.iter().sum();
@@ -46,13 +52,23 @@ pub fn distill(
     let file = Cxrm::parse(&bytes)?;
     let teacher_model = Model::load(&file)?;
     let classes = data.train.classes.len();
-    let probs = crate::runtime::batch::predict(&teacher_model, &data.train, data.train.len(), 256, &mut |_| {})?;
-    let soft = soften(probs.as_slice().expect("standard layout"), classes, opts.temperature);
+    let probs = crate::runtime::batch::predict(
+        &teacher_model,
+        &data.train,
+        data.train.len(),
+        256,
+        &mut |_| {},
+    )?;
+    let soft = soften(
+        probs.as_slice().expect("standard layout"),
+        classes,
+        opts.temperature,
+    );
 
     let s = &data.spec;
-    let (graph, tensors) = opts
-        .student
-        .build([s.channels, s.height, s.width], classes, opts.train.seed)?;
+    let (graph, tensors) =
+        opts.student
+            .build([s.channels, s.height, s.width], classes, opts.train.seed)?;
     let mut net = Net::new(graph, tensors, &device())?;
     let mut metadata = base_metadata(&opts.student, data, &opts.train);
     let val = fit::fit(
@@ -70,12 +86,21 @@ pub fn distill(
     )?;
     metadata.extend([
         ("train.val_accuracy".to_string(), Value::Float(val)),
-        ("compress.method".to_string(), Value::String("distill".into())),
+        (
+            "compress.method".to_string(),
+            Value::String("distill".into()),
+        ),
         (
             "distill.teacher".to_string(),
-            teacher.meta("model.name").cloned().unwrap_or(Value::String("?".into())),
+            teacher
+                .meta("model.name")
+                .cloned()
+                .unwrap_or(Value::String("?".into())),
         ),
-        ("distill.temperature".to_string(), Value::Float(opts.temperature as f64)),
+        (
+            "distill.temperature".to_string(),
+            Value::Float(opts.temperature as f64),
+        ),
         ("distill.alpha".to_string(), Value::Float(opts.alpha as f64)),
     ]);
     Ok(finish(&net, metadata))
@@ -106,7 +131,9 @@ mod tests {
             batch_size: 32,
             ..Default::default()
         };
-        let teacher = super::super::train(&Arch::parse("mlp-32").unwrap(), &data, &quick, &mut |_| {}).unwrap();
+        let teacher =
+            super::super::train(&Arch::parse("mlp-32").unwrap(), &data, &quick, &mut |_| {})
+                .unwrap();
         let opts = DistillOptions {
             student: Arch::parse("mlp-8").unwrap(),
             temperature: 4.0,

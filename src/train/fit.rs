@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use burn::optim::{AdamConfig, GradientsParams, decay::WeightDecayConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Tensor, TensorData};
-use rand::SeedableRng;
+use rand::{RngExt, SeedableRng};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
@@ -16,8 +16,8 @@ use rand::seq::SliceRandom;
 pub(super) enum Targets<'a> {
     /// Cross-entropy with the labels.
     Labels,
-    /// Hinton et al.'s distillation: `alpha · T² · CE(softmax(teacher/T), softmax(student/T))
-    /// + (1 − alpha) · CE(labels, softmax(student))`; `soft` holds the teacher's softened
+    /// Hinton et al.'s distillation, `alpha · T² · CE(softmax(teacher/T), softmax(student/T))`
+    /// plus `(1 − alpha) · CE(labels, softmax(student))`. `soft` holds the teacher's softened
     /// probabilities, one row per training image.
     Distill {
         soft: &'a [f32],
@@ -34,15 +34,37 @@ pub(super) fn normalised(data: &Dataset, mean: &[f32], std: &[f32]) -> Vec<f32> 
         .enumerate()
         .flat_map(|(k, px)| {
             let c = k % data.channels;
-            px.iter().map(move |&p| (p as f32 / 255.0 - mean[c]) / std[c])
+            px.iter()
+                .map(move |&p| (p as f32 / 255.0 - mean[c]) / std[c])
         })
         .collect()
+}
+
+/// Append `image` (`[C, H, W]`) translated by (`dy`, `dx`) pixels, borders filled with the
+/// channel's background value: the random-shift augmentation of LeCun et al.'s MNIST work.
+fn shifted(image: &[f32], [c, h, w]: [usize; 3], dy: i64, dx: i64, background: &[f32], out: &mut Vec<f32>) {
+    for ch in 0..c {
+        let plane = &image[ch * h * w..(ch + 1) * h * w];
+        for y in 0..h as i64 {
+            for x in 0..w as i64 {
+                let (sy, sx) = (y - dy, x - dx);
+                out.push(if (0..h as i64).contains(&sy) && (0..w as i64).contains(&sx) {
+                    plane[sy as usize * w + sx as usize]
+                } else {
+                    background[ch]
+                });
+            }
+        }
+    }
 }
 
 fn argmax(row: &[f32]) -> usize {
     row.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        )
         .0
 }
 
@@ -75,8 +97,17 @@ pub(super) fn fit(
         )
         .init();
     // A different shuffle per phase, still fixed by the seed.
-    let mut rng = StdRng::seed_from_u64(opts.seed ^ phase.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)));
+    let mut rng = StdRng::seed_from_u64(
+        opts.seed
+            ^ phase
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)),
+    );
     let mut order: Vec<usize> = (0..n).collect();
+    // What a black pixel becomes after normalisation: the fill for shifted-in borders.
+    let background: Vec<f32> = (0..train.channels)
+        .map(|c| -data.spec.mean[c] / data.spec.std[c])
+        .collect();
     let device = net.device().clone();
     on(Event::Phase {
         name: phase.to_string(),
@@ -93,7 +124,14 @@ pub(super) fn fit(
             let mut xb = Vec::with_capacity(b * per_image);
             let mut onehot = vec![0.0f32; b * classes];
             for (r, &i) in chunk.iter().enumerate() {
-                xb.extend_from_slice(&x_all[i * per_image..(i + 1) * per_image]);
+                let image = &x_all[i * per_image..(i + 1) * per_image];
+                if opts.shift > 0 {
+                    let s = opts.shift as i64;
+                    let (dy, dx) = (rng.random_range(-s..=s), rng.random_range(-s..=s));
+                    shifted(image, [train.channels, train.height, train.width], dy, dx, &background, &mut xb);
+                } else {
+                    xb.extend_from_slice(image);
+                }
                 onehot[r * classes + train.labels[i]] = 1.0;
             }
             let x = Tensor::<4>::from_data(
@@ -134,7 +172,9 @@ pub(super) fn fit(
             let batch_correct = chunk
                 .iter()
                 .enumerate()
-                .filter(|&(r, &i)| argmax(&predicted[r * classes..(r + 1) * classes]) == train.labels[i])
+                .filter(|&(r, &i)| {
+                    argmax(&predicted[r * classes..(r + 1) * classes]) == train.labels[i]
+                })
                 .count();
             loss_sum += loss_value * b as f64;
             correct += batch_correct;

@@ -90,7 +90,11 @@ impl TrainData {
             } else {
                 (0..10).map(|i| i.to_string()).collect()
             };
-            data::idx::load_pair(&images, &data::idx::find(&dir, "train-labels-idx1-ubyte")?, classes)?
+            data::idx::load_pair(
+                &images,
+                &data::idx::find(&dir, "train-labels-idx1-ubyte")?,
+                classes,
+            )?
         } else {
             load_folder(&dir, size)?
         };
@@ -188,6 +192,8 @@ pub struct TrainOptions {
     /// Adam's learning rate at the start of each phase (it follows a cosine to zero).
     pub lr: f64,
     pub weight_decay: f32,
+    /// Random translation of each training image by up to this many pixels (0: none).
+    pub shift: usize,
     pub seed: u64,
 }
 
@@ -198,6 +204,7 @@ impl Default for TrainOptions {
             batch_size: 64,
             lr: 1e-3,
             weight_decay: 0.0,
+            shift: 0,
             seed: 1,
         }
     }
@@ -253,7 +260,7 @@ impl TrainedModel {
                 return Err(Error::Model(format!("tensor {:?} is not f32", record.name)));
             }
             tensors.push(NamedTensor::new(
-                &record.name,
+                record.name,
                 record.shape.iter().map(|&d| d as usize).collect(),
                 data.to_f32_vec(),
             ));
@@ -374,18 +381,31 @@ fn base_metadata(arch: &Arch, data: &TrainData, opts: &TrainOptions) -> Map {
     let s = &data.spec;
     vec![
         ("model.name".into(), Value::String(arch.name())),
-        ("model.classes".into(), Value::strings(data.train.classes.iter().cloned())),
+        (
+            "model.classes".into(),
+            Value::strings(data.train.classes.iter().cloned()),
+        ),
         (
             "input.shape".into(),
             Value::ints([s.channels as i64, s.height as i64, s.width as i64]),
         ),
-        ("input.mean".into(), Value::floats(s.mean.iter().map(|&v| v as f64))),
-        ("input.std".into(), Value::floats(s.std.iter().map(|&v| v as f64))),
+        (
+            "input.mean".into(),
+            Value::floats(s.mean.iter().map(|&v| v as f64)),
+        ),
+        (
+            "input.std".into(),
+            Value::floats(s.std.iter().map(|&v| v as f64)),
+        ),
         ("train.data".into(), Value::String(data.name.clone())),
         ("train.images".into(), Value::Int(data.train.len() as i64)),
         ("train.epochs".into(), Value::Int(opts.epochs as i64)),
         ("train.seed".into(), Value::Int(opts.seed as i64)),
-        ("train.framework".into(), Value::String("burn 0.22 (flex)".into())),
+        ("train.shift".into(), Value::Int(opts.shift as i64)),
+        (
+            "train.framework".into(),
+            Value::String("burn 0.22 (flex)".into()),
+        ),
     ]
 }
 
@@ -415,7 +435,11 @@ pub fn train(
     on: &mut dyn FnMut(Event),
 ) -> Result<TrainedModel> {
     let s = &data.spec;
-    let (graph, tensors) = arch.build([s.channels, s.height, s.width], data.train.classes.len(), opts.seed)?;
+    let (graph, tensors) = arch.build(
+        [s.channels, s.height, s.width],
+        data.train.classes.len(),
+        opts.seed,
+    )?;
     let mut net = net::Net::new(graph, tensors, &device())?;
     let mut metadata = base_metadata(arch, data, opts);
     let val = fit::fit(
@@ -461,18 +485,33 @@ pub(crate) mod tests {
             ..Default::default()
         };
         let mut events = Vec::new();
-        let model = train(&Arch::parse("mlp-32").unwrap(), &data, &opts, &mut |e| events.push(e)).unwrap();
+        let model = train(&Arch::parse("mlp-32").unwrap(), &data, &opts, &mut |e| {
+            events.push(e)
+        })
+        .unwrap();
         let acc = model.accuracy(&data.val, &dense).unwrap();
         // Ten classes: chance is 10%; two epochs on 480 images get far above it.
         assert!(acc > 0.6, "validation accuracy {acc}");
-        assert!(events.iter().any(|e| matches!(e, Event::Epoch { epoch: 2, .. })));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Epoch { epoch: 2, .. }))
+        );
         // The trainer's own forward pass and the runtime agree on the written weights.
-        assert_eq!(trainer_predictions(&model, &data.val), runtime_predictions(&model, &data.val));
+        assert_eq!(
+            trainer_predictions(&model, &data.val),
+            runtime_predictions(&model, &data.val)
+        );
     }
 
     fn argmax_rows(v: &[f32], k: usize) -> Vec<usize> {
         v.chunks(k)
-            .map(|r| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0)
+            .map(|r| {
+                r.iter()
+                    .enumerate()
+                    .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+                    .0
+            })
             .collect()
     }
 

@@ -37,17 +37,27 @@ pub(super) enum Form {
     Shared { indices: Vec<u32>, mask: Vec<f32> },
 }
 
+// A few per model: the size difference between variants costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum FormTensors {
     Free,
     Masked(Tensor<1>),
-    Shared { indices: Tensor<1, Int>, mask: Tensor<1> },
+    Shared {
+        indices: Tensor<1, Int>,
+        mask: Tensor<1>,
+    },
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Slot {
     /// Index into `Params::tensors`.
-    Trainable { param: usize, form: Form, tensors: FormTensors },
+    Trainable {
+        param: usize,
+        form: Form,
+        tensors: FormTensors,
+    },
     /// A batch norm's running mean or variance.
     Running(Vec<f32>),
 }
@@ -125,7 +135,10 @@ impl Net {
         let mut by_name = HashMap::new();
         for t in tensors {
             if t.values.len() != t.shape.iter().product::<usize>() {
-                return Err(Error::Model(format!("tensor {:?}: values do not match its shape", t.name)));
+                return Err(Error::Model(format!(
+                    "tensor {:?}: values do not match its shape",
+                    t.name
+                )));
             }
             let slot = if running.contains(t.name.as_str()) {
                 Slot::Running(t.values)
@@ -147,7 +160,10 @@ impl Net {
         for node in &graph.nodes {
             for w in &node.weights {
                 if !by_name.contains_key(w) {
-                    return Err(Error::Model(format!("node {:?} uses missing tensor {w:?}", node.name)));
+                    return Err(Error::Model(format!(
+                        "node {:?} uses missing tensor {w:?}",
+                        node.name
+                    )));
                 }
             }
         }
@@ -181,14 +197,21 @@ impl Net {
             Form::Masked(mask) => FormTensors::Masked(tensor1(mask, d)),
             Form::Shared { indices, mask } => FormTensors::Shared {
                 indices: Tensor::from_data(
-                    TensorData::new(indices.iter().map(|&i| i as i64).collect::<Vec<_>>(), [indices.len()]),
+                    TensorData::new(
+                        indices.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+                        [indices.len()],
+                    ),
                     d,
                 ),
                 mask: tensor1(mask, d),
             },
         };
         self.params.tensors[param] = Param::from_tensor(tensor1(values, d));
-        entry.slot = Slot::Trainable { param, form, tensors };
+        entry.slot = Slot::Trainable {
+            param,
+            form,
+            tensors,
+        };
         Ok(())
     }
 
@@ -202,7 +225,9 @@ impl Net {
                 match tensors {
                     FormTensors::Free => p,
                     FormTensors::Masked(mask) => p * mask.clone(),
-                    FormTensors::Shared { indices, mask } => p.select(0, indices.clone()) * mask.clone(),
+                    FormTensors::Shared { indices, mask } => {
+                        p.select(0, indices.clone()) * mask.clone()
+                    }
                 }
             }
         })
@@ -257,7 +282,8 @@ impl Net {
         let mut last = INPUT;
         let n_nodes = self.graph.nodes.len();
         for (k, node) in self.graph.nodes.iter().enumerate() {
-            let fail = |what: String| Error::Model(format!("node {:?} ({}): {what}", node.name, node.op));
+            let fail =
+                |what: String| Error::Model(format!("node {:?} ({}): {what}", node.name, node.op));
             let input = |i: usize| -> Result<Act> {
                 node.inputs
                     .get(i)
@@ -280,7 +306,11 @@ impl Net {
                     let p = int_attr(node, "padding", &[0, 0, 0, 0])?;
                     let s = int_attr(node, "stride", &[1, 1])?;
                     let d = int_attr(node, "dilation", &[1, 1])?;
-                    let groups = node.get("groups").and_then(Value::as_int).unwrap_or(1).max(1) as usize;
+                    let groups = node
+                        .get("groups")
+                        .and_then(Value::as_int)
+                        .unwrap_or(1)
+                        .max(1) as usize;
                     let options = ConvOptions {
                         stride: [s[0], s[1]],
                         padding: [(p[0], p[2]), (p[1], p[3])],
@@ -304,7 +334,10 @@ impl Net {
                     Act::Flat(y)
                 }
                 "batch_norm" => {
-                    let eps = node.get("epsilon").and_then(Value::as_float).unwrap_or(1e-5);
+                    let eps = node
+                        .get("epsilon")
+                        .and_then(Value::as_float)
+                        .unwrap_or(1e-5);
                     let [g, b, m, v] = &node.weights[..] else {
                         return Err(fail("needs gamma, beta, mean and var".into()));
                     };
@@ -319,7 +352,9 @@ impl Net {
                         let (mean, var) = match &x {
                             Act::Map(t) => {
                                 let mean = t.clone().mean_dims(&[0, 2, 3]);
-                                let var = (t.clone() - mean.clone()).powi_scalar(2).mean_dims(&[0, 2, 3]);
+                                let var = (t.clone() - mean.clone())
+                                    .powi_scalar(2)
+                                    .mean_dims(&[0, 2, 3]);
                                 (mean.reshape([c]), var.reshape([c]))
                             }
                             Act::Flat(t) => {
@@ -328,7 +363,12 @@ impl Net {
                                 (mean.reshape([c]), var.reshape([c]))
                             }
                         };
-                        stats.push((node.name.clone(), mean.clone().detach(), var.clone().detach(), count));
+                        stats.push((
+                            node.name.clone(),
+                            mean.clone().detach(),
+                            var.clone().detach(),
+                            count,
+                        ));
                         (mean, var)
                     } else {
                         (self.weight(m)?, self.weight(v)?)
@@ -336,15 +376,27 @@ impl Net {
                     let scale = gamma / (var + eps).sqrt();
                     let shift = beta - mean * scale.clone();
                     match x {
-                        Act::Map(t) => Act::Map(t * scale.reshape([1, c, 1, 1]) + shift.reshape([1, c, 1, 1])),
-                        Act::Flat(t) => Act::Flat(t * scale.reshape([1, c]) + shift.reshape([1, c])),
+                        Act::Map(t) => {
+                            Act::Map(t * scale.reshape([1, c, 1, 1]) + shift.reshape([1, c, 1, 1]))
+                        }
+                        Act::Flat(t) => {
+                            Act::Flat(t * scale.reshape([1, c]) + shift.reshape([1, c]))
+                        }
                     }
                 }
                 "relu" | "relu6" => {
                     let f6 = node.op == "relu6";
                     match input(0)? {
-                        Act::Map(t) => Act::Map(if f6 { activation::relu6(t) } else { activation::relu(t) }),
-                        Act::Flat(t) => Act::Flat(if f6 { activation::relu6(t) } else { activation::relu(t) }),
+                        Act::Map(t) => Act::Map(if f6 {
+                            activation::relu6(t)
+                        } else {
+                            activation::relu(t)
+                        }),
+                        Act::Flat(t) => Act::Flat(if f6 {
+                            activation::relu6(t)
+                        } else {
+                            activation::relu(t)
+                        }),
                     }
                 }
                 "max_pool2d" | "avg_pool2d" => {
@@ -410,7 +462,9 @@ impl Net {
         }
         match acts.remove(last) {
             Some(Act::Flat(logits)) => Ok((logits, BatchStats(stats))),
-            _ => Err(Error::Model("the graph's output must be one vector per image".into())),
+            _ => Err(Error::Model(
+                "the graph's output must be one vector per image".into(),
+            )),
         }
     }
 
@@ -418,12 +472,19 @@ impl Net {
     pub fn absorb(&mut self, stats: BatchStats) {
         for (name, mean, var, count) in stats.0 {
             // The running variance averages unbiased estimates (as PyTorch's does).
-            let unbias = if count > 1 { count as f32 / (count as f32 - 1.0) } else { 1.0 };
+            let unbias = if count > 1 {
+                count as f32 / (count as f32 - 1.0)
+            } else {
+                1.0
+            };
             let Some(node) = self.graph.nodes.iter().find(|n| n.name == name) else {
                 continue;
             };
             let (mean, var) = (host(mean), host(var));
-            for (key, batch_values, scale) in [(&node.weights[2], mean, 1.0), (&node.weights[3], var, unbias)] {
+            for (key, batch_values, scale) in [
+                (&node.weights[2], mean, 1.0),
+                (&node.weights[3], var, unbias),
+            ] {
                 let i = self.by_name[key.as_str()];
                 if let Slot::Running(r) = &mut self.entries[i].slot {
                     for (r, b) in r.iter_mut().zip(batch_values) {

@@ -73,7 +73,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
             .meta("train.data")
             .and_then(|v| v.as_str())
             .map(str::to_string)
-            .ok_or_else(|| Failure::Usage("the model does not record its data; pass --data".into()))?,
+            .ok_or_else(|| {
+                Failure::Usage("the model does not record its data; pass --data".into())
+            })?,
     };
     let size = base.input_spec()?.height;
     let data = crate::train::load_data(&data_name, args.val_fraction, args.seed, args.limit, size)?;
@@ -83,6 +85,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         batch_size: 64,
         lr: args.lr,
         weight_decay: 0.0,
+        shift: 0,
         seed: args.seed,
     };
     let before = file.file_len();
@@ -135,7 +138,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
         before as f64 / written as f64,
         args.model.display(),
         model.params(),
-        model.meta("train.val_accuracy").and_then(|v| v.as_float()).unwrap_or(f64::NAN)
+        model
+            .meta("train.val_accuracy")
+            .and_then(|v| v.as_float())
+            .unwrap_or(f64::NAN)
     );
     Ok(())
 }

@@ -1,7 +1,7 @@
 use crate::Failure;
 use cxrm::data::{self, Dataset};
-use cxrm::runtime::metrics::Evaluation;
 use cxrm::runtime::Model;
+use cxrm::runtime::metrics::Evaluation;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 

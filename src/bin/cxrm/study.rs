@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 /// Train the baselines, compress them every way cxrm knows, evaluate every written file.
 #[derive(clap::Args)]
-#[command(after_help = "With no --data, runs on the bundled MNIST subset (fixtures/data/mnist: 3,600 training,
+#[command(
+    after_help = "With no --data, runs on the bundled MNIST subset (fixtures/data/mnist: 3,600 training,
 400 validation and 1,000 test images). --data mnist or fashion-mnist uses the full set from
 ../shared/data when present. Each model is written to OUT/MODEL.METHOD.cxrm and evaluated
 from that file by the runtime on the test split; OUT/results.json and
@@ -14,7 +15,8 @@ OUT/accuracy_vs_size.svg hold the results.
 Examples:
   cxrm study
   cxrm study --data mnist --out study-mnist
-  cxrm study --data fashion-mnist --epochs 10")]
+  cxrm study --data fashion-mnist --epochs 10"
+)]
 pub struct Args {
     /// mnist, fashion-mnist or a path (default: the bundled MNIST subset).
     #[arg(long)]
@@ -42,7 +44,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let mut progress = TrainProgress::new(false);
     let started = std::time::Instant::now();
     let result = study::run(&opts, &mut |e| match e {
-        StudyEvent::Begin { what, index, total } => progress.println(&format!("[{index}/{total}] {what}")),
+        StudyEvent::Begin { what, index, total } => {
+            progress.println(&format!("[{index}/{total}] {what}"))
+        }
         StudyEvent::Train(e) => progress.event(e),
         StudyEvent::Row(r) => progress.println(&format!(
             "  -> {}: {} bytes, {:.1}x, test accuracy {:.4} ({:.0} s)",

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 /// Train a network from scratch and write it as a dense .cxrm model.
 #[derive(clap::Args)]
-#[command(after_help = "DATA is mnist or fashion-mnist (the full set from ../shared/data when present, else
+#[command(
+    after_help = "DATA is mnist or fashion-mnist (the full set from ../shared/data when present, else
 the bundled subset), a directory of IDX files (train-*), or a class-per-folder image tree
 (its train/ split for a Kaggle-style tree, resized to --size). A --val-fraction of the
 training images, picked by --seed, is held out; the epoch with the best validation
@@ -13,7 +14,8 @@ accuracy is kept. Same --seed, same file.
 
 Examples:
   cxrm train --arch lenet-5 --data mnist --epochs 15 -o lenet5.cxrm
-  cxrm train --arch vgg-small --data chest_xray/ --size 64 -o xray.cxrm")]
+  cxrm train --arch vgg-small --data chest_xray/ --size 64 -o xray.cxrm"
+)]
 pub struct Args {
     #[arg(long, help = format!("Architecture: {ARCH_NAMES}"))]
     pub arch: String,
@@ -27,6 +29,12 @@ pub struct Args {
     /// Adam's initial learning rate (cosine schedule to zero).
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// L2 weight decay added to the gradients (Adam's coupled form).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Shift each training image randomly by up to N pixels (augmentation).
+    #[arg(long, default_value_t = 0)]
+    pub shift: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     #[arg(long, default_value_t = 0.1)]
@@ -50,13 +58,20 @@ impl Args {
             epochs: self.epochs,
             batch_size: self.batch,
             lr: self.lr,
-            weight_decay: 0.0,
+            weight_decay: self.weight_decay,
+            shift: self.shift,
             seed: self.seed,
         }
     }
 }
 
-pub fn load_data(data: &str, val_fraction: f64, seed: u64, limit: Option<usize>, size: usize) -> Result<TrainData, Failure> {
+pub fn load_data(
+    data: &str,
+    val_fraction: f64,
+    seed: u64,
+    limit: Option<usize>,
+    size: usize,
+) -> Result<TrainData, Failure> {
     if !(0.0..1.0).contains(&val_fraction) || val_fraction == 0.0 {
         return Err(Failure::Usage("--val-fraction must be in (0, 1)".into()));
     }
@@ -65,7 +80,13 @@ pub fn load_data(data: &str, val_fraction: f64, seed: u64, limit: Option<usize>,
 
 pub fn run(args: Args) -> Result<(), Failure> {
     let arch = Arch::parse(&args.arch)?;
-    let data = load_data(&args.data, args.val_fraction, args.seed, args.limit, args.size)?;
+    let data = load_data(
+        &args.data,
+        args.val_fraction,
+        args.seed,
+        args.limit,
+        args.size,
+    )?;
     let mut progress = TrainProgress::new(args.quiet);
     progress.println(&format!(
         "training {} on {} ({} images, {} held out for validation)",
@@ -81,7 +102,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
         "wrote {}: {} parameters, {bytes} bytes, validation accuracy {:.4}",
         args.output.display(),
         model.params(),
-        model.meta("train.val_accuracy").and_then(|v| v.as_float()).unwrap_or(f64::NAN)
+        model
+            .meta("train.val_accuracy")
+            .and_then(|v| v.as_float())
+            .unwrap_or(f64::NAN)
     );
     Ok(())
 }
