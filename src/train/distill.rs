@@ -125,24 +125,25 @@ mod tests {
 
     #[test]
     fn a_student_learns_from_the_teacher() {
-        let data = super::super::tests::mnist(400);
+        let data = super::super::tests::mnist(800);
         let quick = TrainOptions {
-            epochs: 1,
-            batch_size: 32,
+            epochs: 3,
+            batch_size: 16,
             ..Default::default()
         };
         let teacher =
             super::super::train(&Arch::parse("mlp-32").unwrap(), &data, &quick, &mut |_| {})
                 .unwrap();
         let opts = DistillOptions {
-            student: Arch::parse("mlp-8").unwrap(),
-            temperature: 4.0,
-            alpha: 0.7,
+            student: Arch::parse("mlp-12").unwrap(),
+            temperature: 2.0,
+            alpha: 0.5,
             train: quick,
         };
         let student = distill(&teacher, &data, &opts, &mut |_| {}).unwrap();
-        assert!(student.params() < teacher.params() / 3);
+        assert!(student.params() * 2 < teacher.params());
         let acc = student.accuracy(&data.val, &dense).unwrap();
-        assert!(acc > 0.3, "{acc}");
+        // Chance is 10%.
+        assert!(acc > 0.5, "{acc}");
     }
 }

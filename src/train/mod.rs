@@ -478,10 +478,10 @@ pub(crate) mod tests {
 
     #[test]
     fn training_learns_and_the_written_file_predicts_like_the_trainer() {
-        let data = mnist(600);
+        let data = mnist(800);
         let opts = TrainOptions {
-            epochs: 2,
-            batch_size: 32,
+            epochs: 3,
+            batch_size: 16,
             ..Default::default()
         };
         let mut events = Vec::new();

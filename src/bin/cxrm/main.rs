@@ -66,6 +66,13 @@ impl From<cxrm::Error> for Failure {
 }
 
 fn main() -> ExitCode {
+    // `cxrm inspect big.cxrm | head` must end quietly, as other Unix tools do, not panic on
+    // the closed pipe: restore the default SIGPIPE action that Rust's runtime replaces.
+    #[cfg(unix)]
+    // SAFETY: called before any other thread exists; SIG_DFL is a valid action for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),

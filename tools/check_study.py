@@ -1,0 +1,39 @@
+#!/usr/bin/env python3
+"""Check a `cxrm study` results.json: every row present and well formed, every file there,
+and each file's accuracy reproduced by `cxrm eval --json` (the study reports what the file
+gives). Usage: tools/check_study.py STUDY_DIR/results.json [CXRM_BINARY]"""
+import json
+import os
+import subprocess
+import sys
+
+path = sys.argv[1]
+cxrm = sys.argv[2] if len(sys.argv) > 2 else "target/release/cxrm"
+doc = json.load(open(path))
+folder = os.path.dirname(path)
+rows = doc["rows"]
+methods = {(r["model"], r["method"]) for r in rows}
+need = {("lenet-300-100", "baseline"), ("lenet-300-100", "deep-compression"),
+        ("lenet-5", "baseline"), ("lenet-5", "deep-compression"), ("lenet-5", "separable")}
+missing = need - methods
+assert not missing, f"missing rows: {missing}"
+assert any(r["method"] == "distill" for r in rows), "no distill row"
+failures = 0
+for r in rows:
+    for key in ("model", "method", "file", "params", "stored_bytes", "ratio", "accuracy"):
+        assert key in r, f"{r.get('file')}: no {key}"
+    f = os.path.join(folder, r["file"])
+    assert os.path.getsize(f) == r["stored_bytes"], f"{f}: size differs from stored_bytes"
+    out = subprocess.run([cxrm, "eval", f, "--data", doc["data"], "--json"],
+                         check=True, capture_output=True, text=True).stdout
+    acc = json.loads(out)["accuracy"]
+    ok = abs(acc - r["accuracy"]) < 1e-12
+    failures += not ok
+    print(f"{'ok ' if ok else 'BAD'} {r['model']:<15} {r['method']:<17} {r['stored_bytes']:>9} B "
+          f"{r['ratio']:6.1f}x  study {r['accuracy']:.4f}  eval {acc:.4f}")
+    # A trained model on the bundled MNIST subset is far above chance (10%).
+    assert r["accuracy"] > 0.5, f"{r['file']}: accuracy {r['accuracy']}"
+dc = {r["model"]: r for r in rows if r["method"] == "deep-compression"}
+for model, r in dc.items():
+    assert r["ratio"] > 20, f"{model}: deep compression only {r['ratio']:.1f}x"
+sys.exit(1 if failures else 0)
