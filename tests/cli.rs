@@ -417,3 +417,107 @@ fn runtime_subcommands_help_shows_an_example() {
         assert!(text(&out).contains("Example"), "{sub}");
     }
 }
+
+/// `train` → `compress` (both methods) → `eval`, through the binary, on the bundled subset.
+#[cfg(feature = "train")]
+#[test]
+fn train_compress_eval_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let data = fixture("data/mnist");
+    let data = data.to_str().unwrap();
+    let out = cxrm(&[
+        "train",
+        "--arch",
+        "mlp-16",
+        "--data",
+        data,
+        "--limit",
+        "600",
+        "--epochs",
+        "2",
+        "--batch",
+        "16",
+        "-o",
+        &p("base.cxrm"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("epoch   2"),
+        "progress lines: {}",
+        text(&out)
+    );
+
+    let out = cxrm(&[
+        "compress",
+        &p("base.cxrm"),
+        "--method",
+        "deep-compression",
+        "--limit",
+        "600",
+        "--epochs",
+        "1",
+        "--prune-steps",
+        "1",
+        "--quiet",
+        "-o",
+        &p("dc.cxrm"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let inspect = text(&cxrm(&["inspect", &p("dc.cxrm")]));
+    assert!(inspect.contains("sparse+codebook+huffman"), "{inspect}");
+    assert!(
+        std::fs::metadata(p("dc.cxrm")).unwrap().len() * 5
+            < std::fs::metadata(p("base.cxrm")).unwrap().len()
+    );
+
+    let out = cxrm(&[
+        "compress",
+        &p("base.cxrm"),
+        "--method",
+        "distill",
+        "--student",
+        "mlp-16",
+        "--limit",
+        "600",
+        "--epochs",
+        "2",
+        "--quiet",
+        "-o",
+        &p("student.cxrm"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    for model in ["base.cxrm", "dc.cxrm", "student.cxrm"] {
+        let out = cxrm(&["eval", &p(model), "--data", data, "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{model}: {}", text(&out));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["n"], 1000);
+        assert!(doc["accuracy"].as_f64().unwrap() > 0.2, "{model}: {doc}");
+    }
+
+    // Usage errors, not panics: unknown architecture, distill without a student, no data.
+    for args in [
+        vec!["train", "--arch", "resnet-9000", "-o", "x.cxrm"],
+        vec![
+            "compress",
+            &p("base.cxrm"),
+            "--method",
+            "distill",
+            "-o",
+            "x.cxrm",
+        ],
+        vec![
+            "train",
+            "--arch",
+            "lenet-5",
+            "--data",
+            "/nonexistent",
+            "-o",
+            "x.cxrm",
+        ],
+    ] {
+        let out = cxrm(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+    }
+}

@@ -8,9 +8,9 @@ use crate::error::{Error, Result};
 use burn::optim::{AdamConfig, GradientsParams, decay::WeightDecayConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Tensor, TensorData};
-use rand::{RngExt, SeedableRng};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
 
 /// What the loss is measured against.
 pub(super) enum Targets<'a> {
@@ -42,17 +42,26 @@ pub(super) fn normalised(data: &Dataset, mean: &[f32], std: &[f32]) -> Vec<f32> 
 
 /// Append `image` (`[C, H, W]`) translated by (`dy`, `dx`) pixels, borders filled with the
 /// channel's background value: the random-shift augmentation of LeCun et al.'s MNIST work.
-fn shifted(image: &[f32], [c, h, w]: [usize; 3], dy: i64, dx: i64, background: &[f32], out: &mut Vec<f32>) {
+fn shifted(
+    image: &[f32],
+    [c, h, w]: [usize; 3],
+    dy: i64,
+    dx: i64,
+    background: &[f32],
+    out: &mut Vec<f32>,
+) {
     for ch in 0..c {
         let plane = &image[ch * h * w..(ch + 1) * h * w];
         for y in 0..h as i64 {
             for x in 0..w as i64 {
                 let (sy, sx) = (y - dy, x - dx);
-                out.push(if (0..h as i64).contains(&sy) && (0..w as i64).contains(&sx) {
-                    plane[sy as usize * w + sx as usize]
-                } else {
-                    background[ch]
-                });
+                out.push(
+                    if (0..h as i64).contains(&sy) && (0..w as i64).contains(&sx) {
+                        plane[sy as usize * w + sx as usize]
+                    } else {
+                        background[ch]
+                    },
+                );
             }
         }
     }
@@ -128,7 +137,14 @@ pub(super) fn fit(
                 if opts.shift > 0 {
                     let s = opts.shift as i64;
                     let (dy, dx) = (rng.random_range(-s..=s), rng.random_range(-s..=s));
-                    shifted(image, [train.channels, train.height, train.width], dy, dx, &background, &mut xb);
+                    shifted(
+                        image,
+                        [train.channels, train.height, train.width],
+                        dy,
+                        dx,
+                        &background,
+                        &mut xb,
+                    );
                 } else {
                     xb.extend_from_slice(image);
                 }
