@@ -3,6 +3,9 @@
 //! The data flows trainer → writer → file → reader → runtime. This crate's modules follow it:
 //! [`container`] holds the format itself (header, table, limits, reader, writer) as the spec
 //! `spec/cxrm.md` defines it, and [`encoding`] holds one module per encoding stage.
+//! [`compress`] chooses how tensors are stored, [`runtime`] runs a model from its mapped file,
+//! and, with the `train` feature, `train` trains and compresses models (burn stays inside it)
+//! and `study` compares every method on real data.
 //!
 //! ```no_run
 //! # fn main() -> cxrm::Result<()> {

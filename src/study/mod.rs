@@ -223,7 +223,7 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
         + 2;
     let mut index = 0;
     let mut rows: Vec<Row> = Vec::new();
-    let mut teachers: Vec<(TrainedModel, f64)> = Vec::new();
+    let mut teachers: Vec<TrainedModel> = Vec::new();
     let mut step = |what: String, on: &mut dyn FnMut(StudyEvent<'_>)| {
         index += 1;
         on(StudyEvent::Begin { what, index, total });
@@ -235,7 +235,7 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
         let base = train::train(arch, &data, &plan.base, &mut |e| on(StudyEvent::Train(e)))?;
         let row = record(opts, &test, &base, &dense, "baseline", &base, t0)?;
         on(StudyEvent::Row(&row));
-        teachers.push((base.clone(), row.accuracy));
+        teachers.push(base.clone());
         rows.push(row);
 
         step(format!("{} deep-compression", arch.name()), on);
@@ -262,15 +262,11 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
         }
     }
     // Distillation from the most accurate baseline (chosen on validation accuracy, not test).
-    let (teacher, _) = teachers
+    let teacher = teachers
         .iter()
         .max_by(|a, b| {
-            let v = |m: &TrainedModel| {
-                m.meta("train.val_accuracy")
-                    .and_then(|v| v.as_float())
-                    .unwrap_or(0.0)
-            };
-            v(&a.0).total_cmp(&v(&b.0))
+            let v = |m: &TrainedModel| m.val_accuracy().unwrap_or(0.0);
+            v(a).total_cmp(&v(b))
         })
         .expect("at least one baseline");
     let student = student_for(teacher.params(), c * h * w, classes);
@@ -374,7 +370,7 @@ fn record(
         } else {
             None
         },
-        val_accuracy: model.meta("train.val_accuracy").and_then(|v| v.as_float()),
+        val_accuracy: model.val_accuracy(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

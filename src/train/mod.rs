@@ -287,6 +287,11 @@ impl TrainedModel {
         value::get(&self.metadata, key)
     }
 
+    /// The validation accuracy its training recorded (`train.val_accuracy`).
+    pub fn val_accuracy(&self) -> Option<f64> {
+        self.meta("train.val_accuracy").and_then(Value::as_float)
+    }
+
     /// Parameters, as the papers count them: every tensor but batch-norm running statistics.
     pub fn params(&self) -> usize {
         let running: std::collections::HashSet<&str> = self
@@ -474,6 +479,25 @@ pub(crate) mod tests {
         // MNIST's well-known statistics, measured on 160 images.
         assert!((a.spec.mean[0] - 0.13).abs() < 0.03, "{:?}", a.spec.mean);
         assert!((a.spec.std[0] - 0.31).abs() < 0.03, "{:?}", a.spec.std);
+    }
+
+    #[test]
+    fn kaggle_folders_of_real_xrays_load_as_training_data() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/chest-xray-val");
+        if !root.is_dir() {
+            eprintln!("skipped: {} is not here", root.display());
+            return;
+        }
+        let d = TrainData::load(root.to_str().unwrap(), 0.25, 1, None, 48).unwrap();
+        assert_eq!(d.train.classes, ["NORMAL", "PNEUMONIA"]);
+        assert_eq!((d.train.len(), d.val.len()), (12, 4));
+        assert_eq!(
+            (d.train.channels, d.train.height, d.train.width),
+            (1, 48, 48)
+        );
+        // Radiographs are mid-grey on average, with real contrast.
+        assert!(d.spec.mean[0] > 0.2 && d.spec.mean[0] < 0.8, "{:?}", d.spec);
+        assert!(d.spec.std[0] > 0.1, "{:?}", d.spec);
     }
 
     #[test]

@@ -138,10 +138,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         before as f64 / written as f64,
         args.model.display(),
         model.params(),
-        model
-            .meta("train.val_accuracy")
-            .and_then(|v| v.as_float())
-            .unwrap_or(f64::NAN)
+        model.val_accuracy().unwrap_or(f64::NAN)
     );
     Ok(())
 }

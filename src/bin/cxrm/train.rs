@@ -102,10 +102,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         "wrote {}: {} parameters, {bytes} bytes, validation accuracy {:.4}",
         args.output.display(),
         model.params(),
-        model
-            .meta("train.val_accuracy")
-            .and_then(|v| v.as_float())
-            .unwrap_or(f64::NAN)
+        model.val_accuracy().unwrap_or(f64::NAN)
     );
     Ok(())
 }
