@@ -13,11 +13,10 @@ const METHODS: [(&str, RGBColor); 4] = [
     ("distill", RGBColor(148, 103, 189)),
 ];
 
-fn colour(method: &str) -> RGBColor {
-    METHODS
-        .iter()
-        .find(|(m, _)| *m == method)
-        .map_or(RGBColor(90, 90, 90), |&(_, c)| c)
+/// `mnist`, or the last two components of a path (`data/mnist` for the bundled subset).
+fn short_name(data: &str) -> String {
+    let parts: Vec<&str> = data.trim_end_matches('/').rsplit('/').take(2).collect();
+    parts.into_iter().rev().collect::<Vec<_>>().join("/")
 }
 
 pub fn accuracy_vs_size(study: &Study, path: &Path) -> Result<()> {
@@ -47,7 +46,10 @@ pub fn accuracy_vs_size(study: &Study, path: &Path) -> Result<()> {
             root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
             let mut chart = ChartBuilder::on(&root)
                 .caption(
-                    format!("cxrm study on {}: accuracy vs stored size", study.data),
+                    format!(
+                        "cxrm study on {}: accuracy vs stored size",
+                        short_name(&study.data)
+                    ),
                     ("sans-serif", 20),
                 )
                 .margin(20)
@@ -62,37 +64,31 @@ pub fn accuracy_vs_size(study: &Study, path: &Path) -> Result<()> {
                 .draw()
                 .map_err(|e| fail(e.to_string()))?;
             for (method, c) in METHODS {
-                let points: Vec<(f64, f64)> = study
+                let points: Vec<(f64, f64, String)> = study
                     .rows
                     .iter()
                     .zip(kb.iter().zip(&acc))
                     .filter(|(r, _)| r.method == method)
-                    .map(|(_, (&x, &y))| (x, y))
+                    .map(|(r, (&x, &y))| (x, y, format!("{} ({:.1}x)", r.model, r.ratio)))
                     .collect();
                 if points.is_empty() {
                     continue;
                 }
+                // Each point with its label beside it, offset in pixels so it never covers the dot.
                 chart
-                    .draw_series(points.iter().map(|&p| Circle::new(p, 6, c.filled())))
+                    .draw_series(points.iter().map(|(x, y, label)| {
+                        EmptyElement::at((*x, *y))
+                            + Circle::new((0, 0), 6, c.filled())
+                            + Text::new(
+                                label.clone(),
+                                (9, -16),
+                                ("sans-serif", 13).into_font().color(&c),
+                            )
+                    }))
                     .map_err(|e| fail(e.to_string()))?
                     .label(method)
                     .legend(move |(x, y)| Circle::new((x, y), 5, c.filled()));
             }
-            chart
-                .draw_series(
-                    study
-                        .rows
-                        .iter()
-                        .zip(kb.iter().zip(&acc))
-                        .map(|(r, (&x, &y))| {
-                            Text::new(
-                                format!("{} ({:.1}x)", r.model, r.ratio),
-                                (x, y),
-                                ("sans-serif", 13).into_font().color(&colour(&r.method)),
-                            )
-                        }),
-                )
-                .map_err(|e| fail(e.to_string()))?;
             chart
                 .configure_series_labels()
                 .position(SeriesLabelPosition::LowerRight)
