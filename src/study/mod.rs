@@ -241,9 +241,18 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
         step(format!("{} deep-compression", arch.name()), on);
         let t0 = Instant::now();
         let dc_opts = DeepOptions::paper_defaults(plan.retrain.clone(), plan.quantize.clone());
-        let (dc, dc_plan, _) =
+        let (dc, dc_plan, reports) =
             train::deep_compression(&base, &data, &dc_opts, &mut |e| on(StudyEvent::Train(e)))?;
         let row = record(opts, &test, &dc, &*dc_plan, "deep-compression", &base, t0)?;
+        let layers: Vec<String> = reports.iter().map(|r| r.name.clone()).collect();
+        plot::weight_histograms(
+            &base,
+            &dc,
+            &layers,
+            &opts
+                .out
+                .join(format!("{}.deep-compression.weights.svg", arch.name())),
+        )?;
         on(StudyEvent::Row(&row));
         rows.push(row);
 
