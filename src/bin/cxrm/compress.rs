@@ -53,6 +53,10 @@ pub struct Args {
     /// distill: weight of the soft (teacher) term.
     #[arg(long, default_value_t = 0.7)]
     pub alpha: f32,
+    /// Random shifts of up to N pixels while retraining (default: as the model was trained,
+    /// its `train.shift`; distillation never shifts, its soft targets are for unshifted images).
+    #[arg(long)]
+    pub shift: Option<usize>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     #[arg(long, default_value_t = 0.1)]
@@ -85,7 +89,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
         batch_size: 64,
         lr: args.lr,
         weight_decay: 0.0,
-        shift: 0,
+        shift: args.shift.unwrap_or_else(|| {
+            base.meta("train.shift")
+                .and_then(|v| v.as_int())
+                .map_or(0, |s| s.clamp(0, 8) as usize)
+        }),
         seed: args.seed,
     };
     let before = file.file_len();
@@ -124,7 +132,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 student: Arch::parse(student)?,
                 temperature: args.temperature,
                 alpha: args.alpha,
-                train: TrainOptions { lr: 1e-3, ..opts },
+                train: TrainOptions {
+                    lr: 1e-3,
+                    shift: 0,
+                    ..opts
+                },
             };
             let model = cxrm::train::distill(&base, &data, &d, &mut |e| progress.event(e))?;
             drop(progress);
