@@ -45,14 +45,7 @@ fn runtime_logits(
 }
 
 fn argmax(v: &[f32], k: usize) -> Vec<usize> {
-    v.chunks(k)
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
-                .0
-        })
-        .collect()
+    v.chunks(k).map(cxrm::runtime::metrics::argmax).collect()
 }
 
 /// The runtime (im2col, folded batch norm, sparse kernels) and burn sum in different orders:

@@ -42,18 +42,24 @@ pub fn roc_auc(scores: &[f32], positive: &[bool]) -> Option<f64> {
     Some((rank_sum_pos - (pos * (pos + 1)) as f64 / 2.0) / (pos as f64 * neg as f64))
 }
 
+/// Index of the largest value (the first of equal ones; 0 for an empty or all-NaN row): the
+/// predicted class of one row of logits or probabilities.
+pub fn argmax<'a>(values: impl IntoIterator<Item = &'a f32>) -> usize {
+    values
+        .into_iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 { (i, v) } else { best }
+        })
+        .0
+}
+
 pub fn evaluate(labels: &[usize], probs: ArrayView2<'_, f32>) -> Evaluation {
     let k = probs.ncols();
     let mut confusion = vec![vec![0u64; k]; k];
     let mut correct = 0usize;
     for (row, &label) in probs.rows().into_iter().zip(labels) {
-        let pred = row
-            .iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |best, (i, &p)| {
-                if p > best.1 { (i, p) } else { best }
-            })
-            .0;
+        let pred = argmax(row.iter());
         confusion[label][pred] += 1;
         correct += (pred == label) as usize;
     }

@@ -67,16 +67,6 @@ fn shifted(
     }
 }
 
-fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-        )
-        .0
-}
-
 /// Train `net` in place for `opts.epochs` epochs; at the end it holds the weights of the
 /// epoch with the best validation accuracy (measured on the written form of the model by
 /// `validate`). Returns that accuracy.
@@ -189,7 +179,8 @@ pub(super) fn fit(
                 .iter()
                 .enumerate()
                 .filter(|&(r, &i)| {
-                    argmax(&predicted[r * classes..(r + 1) * classes]) == train.labels[i]
+                    crate::runtime::metrics::argmax(&predicted[r * classes..(r + 1) * classes])
+                        == train.labels[i]
                 })
                 .count();
             loss_sum += loss_value * b as f64;

@@ -529,14 +529,7 @@ pub(crate) mod tests {
     }
 
     fn argmax_rows(v: &[f32], k: usize) -> Vec<usize> {
-        v.chunks(k)
-            .map(|r| {
-                r.iter()
-                    .enumerate()
-                    .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
-                    .0
-            })
-            .collect()
+        v.chunks(k).map(crate::runtime::metrics::argmax).collect()
     }
 
     pub fn trainer_predictions(m: &TrainedModel, d: &Dataset) -> Vec<usize> {
