@@ -254,6 +254,24 @@ fn fixture_png(dir: &Path) -> PathBuf {
 }
 
 #[test]
+fn trained_fixtures_read_a_real_digit_through_the_cli() {
+    let png = fixture("runtime/digit.png");
+    for name in ["lenet5_trained", "lenet5_trained_dc"] {
+        let model = fixture(&format!("runtime/{name}.cxrm"));
+        let out = cxrm(&[
+            "run",
+            model.to_str().unwrap(),
+            png.to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // MNIST test image 0 is a 7.
+        assert_eq!(doc[0]["class"], "7", "{name}: {}", text(&out));
+    }
+}
+
+#[test]
 fn run_classifies_images_with_the_files_own_preprocessing() {
     let dir = tempfile::tempdir().unwrap();
     let png = fixture_png(dir.path());

@@ -387,3 +387,112 @@ fn unused_weights_are_never_decoded() {
     let model = Model::load(&file).unwrap();
     model.forward(Array4::zeros((1, 2, 6, 6)).view()).unwrap();
 }
+
+/// Trained fixtures: a LeNet-5-shaped network trained on the bundled MNIST subset, and its
+/// Deep Compression, each with one real test digit and the logits it gives. Made by
+/// tools/make_trained_fixtures.sh (`cxrm train`, `cxrm compress`, then the generator below);
+/// training is not bit-reproducible across machines, so the files are committed, not rebuilt.
+const TRAINED_FIXTURES: [&str; 2] = ["lenet5_trained", "lenet5_trained_dc"];
+
+/// The bundled MNIST test split (1,000 real digits).
+fn bundled_mnist_test() -> cxrm::data::Dataset {
+    cxrm::data::idx_test_split(
+        &common::fixtures_dir().join("data/mnist"),
+        cxrm::data::class_names("mnist"),
+    )
+    .unwrap()
+}
+
+fn trained_logits(model: &Model<'_>, pixels: &[u8]) -> Vec<f32> {
+    let x = preprocess::normalise(pixels, &model.input);
+    model
+        .forward(x.insert_axis(ndarray::Axis(0)).view())
+        .unwrap()
+        .row(0)
+        .to_vec()
+}
+
+#[cfg(feature = "image")]
+#[test]
+fn trained_fixtures_classify_real_digits() {
+    let dir = common::fixtures_dir().join("runtime");
+    let test = bundled_mnist_test();
+    for name in TRAINED_FIXTURES {
+        let bytes = std::fs::read(dir.join(format!("{name}.cxrm"))).unwrap();
+        let file = Cxrm::parse(&bytes).unwrap();
+        let model = Model::load(&file).unwrap();
+        let expected: Json = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("{name}.logits.json"))).unwrap(),
+        )
+        .unwrap();
+        let pixels: Vec<u8> = expected["pixels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u8)
+            .collect();
+        let want: Vec<f32> = expected["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let got = trained_logits(&model, &pixels);
+        assert_close(&got, &want, 1e-5);
+        assert_eq!(
+            cxrm::runtime::metrics::argmax(&got) as u64,
+            expected["label"].as_u64().unwrap(),
+            "{name}"
+        );
+        // The PNG beside it is the same digit, and preprocessing it gives the same logits.
+        let from_png = preprocess::load(&dir.join("digit.png"), &model.input).unwrap();
+        assert_close(
+            &model
+                .forward(from_png.insert_axis(ndarray::Axis(0)).view())
+                .unwrap()
+                .row(0)
+                .to_vec(),
+            &want,
+            1e-5,
+        );
+        // Trained, not random: most of the bundled test digits come out right.
+        let eval =
+            cxrm::runtime::batch::evaluate(&model, &test, test.len(), 100, &mut |_| {}).unwrap();
+        assert!(eval.accuracy > 0.95, "{name}: {}", eval.accuracy);
+    }
+}
+
+/// Writes fixtures/runtime/digit.png and the trained fixtures' logits files (the .cxrm files
+/// come from tools/make_trained_fixtures.sh, which runs this last).
+#[cfg(feature = "image")]
+#[test]
+#[ignore]
+fn regenerate_trained_fixture_logits() {
+    if std::env::var_os("CXRM_REGEN").is_none() {
+        return;
+    }
+    let dir = common::fixtures_dir().join("runtime");
+    let test = bundled_mnist_test();
+    // The first test digit, as every MNIST walkthrough shows it (a 7).
+    let (pixels, label) = (test.image(0).to_vec(), test.labels[0]);
+    image::GrayImage::from_raw(test.width as u32, test.height as u32, pixels.clone())
+        .unwrap()
+        .save(dir.join("digit.png"))
+        .unwrap();
+    for name in TRAINED_FIXTURES {
+        let bytes = std::fs::read(dir.join(format!("{name}.cxrm"))).unwrap();
+        let file = Cxrm::parse(&bytes).unwrap();
+        let model = Model::load(&file).unwrap();
+        let doc = json!({
+            "input": "digit.png: MNIST test image 0 (28x28 grey, `pixels` row-major), normalised as the file's metadata says",
+            "label": label,
+            "pixels": pixels,
+            "logits": trained_logits(&model, &pixels),
+        });
+        std::fs::write(
+            dir.join(format!("{name}.logits.json")),
+            serde_json::to_string_pretty(&doc).unwrap() + "\n",
+        )
+        .unwrap();
+    }
+}

@@ -20,6 +20,14 @@ pub enum Arch {
     /// The Caffe LeNet-5 that Deep Compression and MIRACLE report on: conv 20@5×5, max-pool,
     /// conv 50@5×5, max-pool, fc 500, fc classes (431K parameters for MNIST).
     LeNet5,
+    /// LeNet-5's shape at other widths: conv `conv1`@5×5, max-pool, conv `conv2`@5×5, max-pool,
+    /// fc `fc`, fc classes. `cnn-5-13-125` is LeNet-5 at a quarter width: a distillation
+    /// student with 1/16 of its parameters.
+    Cnn {
+        conv1: usize,
+        conv2: usize,
+        fc: usize,
+    },
     /// LeNet-5 with its second convolution depthwise-separable (depthwise 5×5 + pointwise).
     LeNet5Separable,
     /// VGG-style: two 3×3 conv blocks (16, 32 channels, each conv followed by batch norm and
@@ -31,8 +39,8 @@ pub enum Arch {
 }
 
 /// The names `--arch` accepts, for help texts and errors.
-pub const ARCH_NAMES: &str =
-    "lenet-300-100, lenet-5, lenet-5-separable, vgg-small, mobilenet-small, mlp-H[-H...]";
+pub const ARCH_NAMES: &str = "lenet-300-100, lenet-5, lenet-5-separable, vgg-small, \
+     mobilenet-small, mlp-H[-H...], cnn-C1-C2-F";
 
 impl Arch {
     pub fn parse(name: &str) -> Result<Arch> {
@@ -43,17 +51,24 @@ impl Arch {
             "vgg-small" => Arch::VggSmall,
             "mobilenet-small" => Arch::MobilenetSmall,
             _ => {
-                let widths = name.strip_prefix("mlp-").map(|rest| {
-                    rest.split('-')
-                        .map(|w| {
-                            w.parse::<usize>()
-                                .ok()
-                                .filter(|&w| (1..=1 << 16).contains(&w))
-                        })
-                        .collect::<Option<Vec<usize>>>()
-                });
-                match widths {
-                    Some(Some(w)) if !w.is_empty() => Arch::Mlp(w),
+                let widths = |prefix: &str| {
+                    name.strip_prefix(prefix).and_then(|rest| {
+                        rest.split('-')
+                            .map(|w| {
+                                w.parse::<usize>()
+                                    .ok()
+                                    .filter(|&w| (1..=1 << 16).contains(&w))
+                            })
+                            .collect::<Option<Vec<usize>>>()
+                    })
+                };
+                match (widths("mlp-"), widths("cnn-")) {
+                    (Some(w), _) if !w.is_empty() => Arch::Mlp(w),
+                    (_, Some(w)) if w.len() == 3 => Arch::Cnn {
+                        conv1: w[0],
+                        conv2: w[1],
+                        fc: w[2],
+                    },
                     _ => {
                         return Err(Error::Usage(format!(
                             "unknown architecture {name:?}; known: {ARCH_NAMES}"
@@ -75,10 +90,22 @@ impl Arch {
                     .join("-")
             ),
             Arch::LeNet5 => "lenet-5".into(),
+            Arch::Cnn { conv1, conv2, fc } => format!("cnn-{conv1}-{conv2}-{fc}"),
             Arch::LeNet5Separable => "lenet-5-separable".into(),
             Arch::VggSmall => "vgg-small".into(),
             Arch::MobilenetSmall => "mobilenet-small".into(),
         }
+    }
+
+    /// Trainable parameters for inputs `[C, H, W]` and `classes` outputs (batch norms' running
+    /// statistics are not parameters).
+    pub fn params(&self, input: [usize; 3], classes: usize) -> Result<usize> {
+        let (_, tensors) = self.build(input, classes, 0)?;
+        Ok(tensors
+            .iter()
+            .filter(|t| !t.name.ends_with(".mean") && !t.name.ends_with(".var"))
+            .map(|t| t.values.len())
+            .sum())
     }
 
     /// The depthwise-separable counterpart the study trains as the `separable` method.
@@ -121,13 +148,19 @@ impl Arch {
                 l.push(dense(&format!("fc{}", widths.len() + 1), classes));
                 l
             }
-            Arch::LeNet5 => vec![
-                conv("conv1", 20, 5, 0),
+            Arch::LeNet5 => Arch::Cnn {
+                conv1: 20,
+                conv2: 50,
+                fc: 500,
+            }
+            .layers(classes),
+            &Arch::Cnn { conv1, conv2, fc } => vec![
+                conv("conv1", conv1, 5, 0),
                 MaxPool,
-                conv("conv2", 50, 5, 0),
+                conv("conv2", conv2, 5, 0),
                 MaxPool,
                 Flatten,
-                dense("fc1", 500),
+                dense("fc1", fc),
                 Relu,
                 dense("fc2", classes),
             ],
@@ -315,11 +348,7 @@ mod tests {
     use super::*;
 
     fn params(arch: &Arch) -> usize {
-        let (_, t) = arch.build([1, 28, 28], 10, 1).unwrap();
-        t.iter()
-            .filter(|t| !t.name.ends_with(".mean") && !t.name.ends_with(".var"))
-            .map(|t| t.values.len())
-            .sum()
+        arch.params([1, 28, 28], 10).unwrap()
     }
 
     #[test]
@@ -329,6 +358,12 @@ mod tests {
         assert_eq!(params(&Arch::parse("lenet-5").unwrap()), 431_080);
         assert!(params(&Arch::MobilenetSmall) < params(&Arch::VggSmall));
         assert!(params(&Arch::LeNet5Separable) < params(&Arch::LeNet5));
+        // LeNet-5's shape at full width is LeNet-5, tensor for tensor.
+        let full = Arch::parse("cnn-20-50-500").unwrap();
+        assert_eq!(
+            full.build([1, 28, 28], 10, 3).unwrap(),
+            Arch::LeNet5.build([1, 28, 28], 10, 3).unwrap()
+        );
     }
 
     #[test]
@@ -341,10 +376,19 @@ mod tests {
             "mobilenet-small",
             "mlp-50",
             "mlp-64-32",
+            "cnn-5-13-125",
         ] {
             assert_eq!(Arch::parse(name).unwrap().name(), name);
         }
-        for bad in ["", "mlp-", "mlp-0", "mlp-x", "resnet"] {
+        for bad in [
+            "",
+            "mlp-",
+            "mlp-0",
+            "mlp-x",
+            "resnet",
+            "cnn-5-13",
+            "cnn-5-13-0",
+        ] {
             assert!(matches!(Arch::parse(bad), Err(Error::Usage(_))), "{bad}");
         }
     }

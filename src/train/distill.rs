@@ -40,6 +40,46 @@ fn soften(probs: &[f32], classes: usize, temperature: f32) -> Vec<f32> {
     out
 }
 
+/// The teacher as the training loop sees it: the runtime running the teacher's written form,
+/// asked for softened targets on exactly the (possibly shifted) images the student is shown.
+///
+/// Asking per batch rather than once per image matters when the student trains with shifts:
+/// the soft targets then describe the shifted image, which is how the teacher's knowledge of
+/// translations reaches the student (Hinton et al. trained their MNIST teacher on jittered
+/// images for the same reason).
+pub(super) struct Teacher<'a> {
+    model: Model<'a>,
+    /// Per channel `(scale, offset)` taking the student's normalised pixels to the teacher's.
+    to_teacher: Vec<(f32, f32)>,
+    pub(super) temperature: f32,
+}
+
+impl Teacher<'_> {
+    /// `softmax(teacher logits / T)` for a batch `[b, C, H, W]` normalised as the student's
+    /// data is; one row of `classes` values per image.
+    pub(super) fn soft_targets(&self, student_inputs: &[f32], b: usize) -> Result<Vec<f32>> {
+        let spec = &self.model.input;
+        let plane = spec.height * spec.width;
+        let per_image = spec.channels * plane;
+        let x: Vec<f32> = student_inputs
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| {
+                let (scale, offset) = self.to_teacher[(k % per_image) / plane];
+                v * scale + offset
+            })
+            .collect();
+        let batch = ndarray::Array4::from_shape_vec((b, spec.channels, spec.height, spec.width), x)
+            .map_err(|e| crate::error::Error::Model(format!("teacher batch: {e}")))?;
+        let probs = self.model.predict(batch.view())?;
+        Ok(soften(
+            probs.as_slice().expect("standard layout"),
+            self.model.num_classes(),
+            self.temperature,
+        ))
+    }
+}
+
 /// Train `opts.student` from scratch against `teacher` (run through the runtime from its
 /// written form) on `data`.
 pub fn distill(
@@ -50,22 +90,33 @@ pub fn distill(
 ) -> Result<TrainedModel> {
     let bytes = teacher.to_bytes(&dense)?;
     let file = Cxrm::parse(&bytes)?;
-    let teacher_model = Model::load(&file)?;
-    let classes = data.train.classes.len();
-    let probs = crate::runtime::batch::predict(
-        &teacher_model,
-        &data.train,
-        data.train.len(),
-        256,
-        &mut |_| {},
-    )?;
-    let soft = soften(
-        probs.as_slice().expect("standard layout"),
-        classes,
-        opts.temperature,
-    );
-
+    let model = Model::load(&file)?;
     let s = &data.spec;
+    let t = &model.input;
+    if [t.channels, t.height, t.width] != [s.channels, s.height, s.width] {
+        return Err(crate::error::Error::Usage(format!(
+            "the teacher takes {}x{}x{} inputs, the data is {}x{}x{}",
+            t.channels, t.height, t.width, s.channels, s.height, s.width
+        )));
+    }
+    if model.num_classes() != data.train.classes.len() {
+        return Err(crate::error::Error::Usage(format!(
+            "the teacher has {} classes, the data {}",
+            model.num_classes(),
+            data.train.classes.len()
+        )));
+    }
+    // x_s = (p − m_s)/σ_s and x_t = (p − m_t)/σ_t, so x_t = x_s·σ_s/σ_t + (m_s − m_t)/σ_t.
+    let to_teacher = (0..s.channels)
+        .map(|c| (s.std[c] / t.std[c], (s.mean[c] - t.mean[c]) / t.std[c]))
+        .collect();
+    let teacher_run = Teacher {
+        model,
+        to_teacher,
+        temperature: opts.temperature,
+    };
+
+    let classes = data.train.classes.len();
     let (graph, tensors) =
         opts.student
             .build([s.channels, s.height, s.width], classes, opts.train.seed)?;
@@ -76,8 +127,7 @@ pub fn distill(
         data,
         &opts.train,
         &Targets::Distill {
-            soft: &soft,
-            temperature: opts.temperature,
+            teacher: &teacher_run,
             alpha: opts.alpha,
         },
         &format!("distill {}", opts.student.name()),

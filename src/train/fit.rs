@@ -1,6 +1,7 @@
 //! The training loop: shuffled mini-batches, Adam with a cosine learning-rate schedule, a
 //! validation pass through the cxrm runtime after every epoch, and the best epoch kept.
 
+use super::distill::Teacher;
 use super::net::{Net, tensor1};
 use super::{Event, TrainData, TrainOptions};
 use crate::data::Dataset;
@@ -18,10 +19,9 @@ pub(super) enum Targets<'a> {
     Labels,
     /// Hinton et al.'s distillation, `alpha · T² · CE(softmax(teacher/T), softmax(student/T))`
     /// plus `(1 − alpha) · CE(labels, softmax(student))`. `soft` holds the teacher's softened
-    /// probabilities, one row per training image.
+    /// The teacher is asked for its softened probabilities on each batch as the student sees it.
     Distill {
-        soft: &'a [f32],
-        temperature: f32,
+        teacher: &'a Teacher<'a>,
         alpha: f32,
     },
 }
@@ -140,6 +140,10 @@ pub(super) fn fit(
                 }
                 onehot[r * classes + train.labels[i]] = 1.0;
             }
+            let soft = match targets {
+                Targets::Labels => None,
+                Targets::Distill { teacher, .. } => Some(teacher.soft_targets(&xb, b)?),
+            };
             let x = Tensor::<4>::from_data(
                 TensorData::new(xb, [b, train.channels, train.height, train.width]),
                 &device,
@@ -151,18 +155,12 @@ pub(super) fn fit(
             };
             let loss = match targets {
                 Targets::Labels => ce(logits.clone(), hard),
-                Targets::Distill {
-                    soft,
-                    temperature,
-                    alpha,
-                } => {
-                    let rows: Vec<f32> = chunk
-                        .iter()
-                        .flat_map(|&i| soft[i * classes..(i + 1) * classes].iter().copied())
-                        .collect();
-                    let soft = tensor1(&rows, &device).reshape([b, classes]);
+                Targets::Distill { teacher, alpha } => {
+                    let t = teacher.temperature;
+                    let soft = soft.as_deref().expect("soft targets computed for Distill");
+                    let soft = tensor1(soft, &device).reshape([b, classes]);
                     // T² keeps the soft term's gradients on the scale of the hard term's.
-                    ce(logits.clone() / *temperature, soft) * (alpha * temperature * temperature)
+                    ce(logits.clone() / t, soft) * (alpha * t * t)
                         + ce(logits.clone(), hard) * (1.0 - alpha)
                 }
             };

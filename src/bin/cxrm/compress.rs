@@ -43,7 +43,7 @@ pub struct Args {
     /// deep-compression: pruning steps, each followed by retraining.
     #[arg(long, default_value_t = 3)]
     pub prune_steps: usize,
-    /// deep-compression: learning rate of the retraining phases.
+    /// Learning rate of the retraining phases (deep-compression) or of the student (distill).
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     #[arg(long, help = format!("distill: the student architecture ({ARCH_NAMES})"))]
@@ -53,8 +53,9 @@ pub struct Args {
     /// distill: weight of the soft (teacher) term.
     #[arg(long, default_value_t = 0.7)]
     pub alpha: f32,
-    /// Random shifts of up to N pixels while retraining (default: as the model was trained,
-    /// its `train.shift`; distillation never shifts, its soft targets are for unshifted images).
+    /// Random shifts of up to N pixels while retraining or distilling (default: as the model was
+    /// trained, its `train.shift`). The teacher is run on each shifted image, so its soft
+    /// targets always describe what the student sees.
     #[arg(long)]
     pub shift: Option<usize>,
     #[arg(long, default_value_t = 1)]
@@ -132,11 +133,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 student: Arch::parse(student)?,
                 temperature: args.temperature,
                 alpha: args.alpha,
-                train: TrainOptions {
-                    lr: 1e-3,
-                    shift: 0,
-                    ..opts
-                },
+                train: opts,
             };
             let model = cxrm::train::distill(&base, &data, &d, &mut |e| progress.event(e))?;
             drop(progress);
