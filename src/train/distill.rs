@@ -4,7 +4,7 @@
 use super::fit::{self, Targets};
 use super::net::Net;
 use super::{
-    Arch, Event, TrainData, TrainOptions, TrainedModel, base_metadata, dense, device, finish,
+    Arch, Event, TrainData, TrainOptions, TrainedModel, dense, device, finish, training_metadata,
     validator,
 };
 use crate::container::reader::Cxrm;
@@ -121,7 +121,7 @@ pub fn distill(
         opts.student
             .build([s.channels, s.height, s.width], classes, opts.train.seed)?;
     let mut net = Net::new(graph, tensors, &device())?;
-    let mut metadata = base_metadata(&opts.student, data, &opts.train);
+    let mut metadata = training_metadata(&opts.student, data, &opts.train);
     let val = fit::fit(
         &mut net,
         data,

@@ -382,7 +382,9 @@ pub(crate) fn device() -> Device {
 }
 
 /// The metadata every trained model carries (spec §6 keys, plus how it was trained).
-fn base_metadata(arch: &Arch, data: &TrainData, opts: &TrainOptions) -> Map {
+/// The metadata a model trained from scratch records: network, classes, input and
+/// normalisation, data and training settings.
+pub fn training_metadata(arch: &Arch, data: &TrainData, opts: &TrainOptions) -> Map {
     let s = &data.spec;
     vec![
         ("model.name".into(), Value::String(arch.name())),
@@ -446,7 +448,7 @@ pub fn train(
         opts.seed,
     )?;
     let mut net = net::Net::new(graph, tensors, &device())?;
-    let mut metadata = base_metadata(arch, data, opts);
+    let mut metadata = training_metadata(arch, data, opts);
     let val = fit::fit(
         &mut net,
         data,

@@ -15,7 +15,8 @@ OUT/accuracy_vs_size.svg hold the results.
 Examples:
   cxrm study
   cxrm study --data mnist --out study-mnist
-  cxrm study --data fashion-mnist --epochs 10"
+  cxrm study --data fashion-mnist --epochs 10
+  cxrm study --data mnist --out study-mnist --resume   (retrain nothing already trained)"
 )]
 pub struct Args {
     /// mnist, fashion-mnist or a path (default: the bundled MNIST subset).
@@ -26,9 +27,13 @@ pub struct Args {
     /// Two epochs per phase: a smoke run.
     #[arg(long)]
     quick: bool,
-    /// Baseline epochs (retraining phases get a third each).
+    /// Baseline epochs (retraining phases get two thirds each).
     #[arg(long)]
     epochs: Option<usize>,
+    /// Reuse OUT's baselines, separable twin and student-alone files when they record the
+    /// same network, data and training settings; compression rows are always rerun.
+    #[arg(long)]
+    resume: bool,
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
@@ -40,6 +45,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         quick: args.quick,
         seed: args.seed,
         epochs: args.epochs,
+        resume: args.resume,
     };
     let mut progress = TrainProgress::new(false);
     let started = std::time::Instant::now();
@@ -48,6 +54,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             progress.println(&format!("[{index}/{total}] {what}"))
         }
         StudyEvent::Train(e) => progress.event(e),
+        StudyEvent::Reused(path) => progress.println(&format!("  reusing {path} (--resume)")),
         StudyEvent::Row(r) => progress.println(&format!(
             "  -> {}: {} bytes, {:.1}x, test accuracy {:.4} ({:.0} s)",
             r.file, r.stored_bytes, r.ratio, r.accuracy, r.seconds
