@@ -329,8 +329,10 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
         &data,
         &DistillOptions {
             student,
+            // Chosen on full MNIST's validation split (LeNet-5 teacher, cnn-5-13-125 student,
+            // 10 epochs): α = 0.9 gave 98.67%, α = 0.7 98.65%, the student alone 98.37%.
             temperature: 4.0,
-            alpha: 0.7,
+            alpha: 0.9,
             // With the same shifts as the student alone: the teacher is asked about each
             // shifted image, so its soft targets describe what the student sees.
             train: plan.base.clone(),
