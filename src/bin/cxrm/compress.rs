@@ -18,7 +18,7 @@ The model's training data is used (--data overrides); choices are made on a vali
 Examples:
   cxrm compress base.cxrm --method deep-compression --data mnist -o dc.cxrm
   cxrm compress base.cxrm --method deep-compression --keep fc=0.06,conv=0.3 --bits conv=8,fc=5 -o dc.cxrm
-  cxrm compress base.cxrm --method distill --student mlp-50 --temperature 4 -o student.cxrm")]
+  cxrm compress base.cxrm --method distill --student cnn-5-13-125 --temperature 4 -o student.cxrm")]
 pub struct Args {
     /// The trained model (.cxrm with a graph).
     pub model: PathBuf,
@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long, default_value_t = 4.0)]
     pub temperature: f32,
     /// distill: weight of the soft (teacher) term.
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = 0.9)]
     pub alpha: f32,
     /// Random shifts of up to N pixels while retraining or distilling (default: as the model was
     /// trained, its `train.shift`). The teacher is run on each shifted image, so its soft
