@@ -253,21 +253,25 @@ fn fixture_png(dir: &Path) -> PathBuf {
     path
 }
 
+/// `cxrm run MODEL IMAGE --json`, which must succeed.
+fn run_json(model: &Path, image: &Path) -> serde_json::Value {
+    let out = cxrm(&[
+        "run",
+        model.to_str().unwrap(),
+        image.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn trained_fixtures_read_a_real_digit_through_the_cli() {
     let png = fixture("runtime/digit.png");
     for name in ["lenet5_trained", "lenet5_trained_dc"] {
-        let model = fixture(&format!("runtime/{name}.cxrm"));
-        let out = cxrm(&[
-            "run",
-            model.to_str().unwrap(),
-            png.to_str().unwrap(),
-            "--json",
-        ]);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let doc = run_json(&fixture(&format!("runtime/{name}.cxrm")), &png);
         // MNIST test image 0 is a 7.
-        assert_eq!(doc[0]["class"], "7", "{name}: {}", text(&out));
+        assert_eq!(doc[0]["class"], "7", "{name}: {doc}");
     }
 }
 
@@ -276,14 +280,7 @@ fn run_classifies_images_with_the_files_own_preprocessing() {
     let dir = tempfile::tempdir().unwrap();
     let png = fixture_png(dir.path());
     let model = fixture("runtime/lenet5.cxrm");
-    let out = cxrm(&[
-        "run",
-        model.to_str().unwrap(),
-        png.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = run_json(&model, &png);
     let probs: Vec<f64> = doc[0]["probabilities"]
         .as_array()
         .unwrap()

@@ -149,6 +149,19 @@ fn compressed_encodings_give_exactly_the_logits_of_their_dense_twins() {
     }
 }
 
+/// `fixtures/runtime/NAME.logits.json`, and the logits it lists.
+fn expected_logits(name: &str) -> (Json, Vec<f32>) {
+    let path = common::fixtures_dir().join(format!("runtime/{name}.logits.json"));
+    let doc: Json = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let logits = doc["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    (doc, logits)
+}
+
 #[test]
 fn committed_fixture_logits_still_match() {
     let dir = common::fixtures_dir().join("runtime");
@@ -158,16 +171,7 @@ fn committed_fixture_logits_still_match() {
             committed == bytes,
             "fixtures/runtime/{name}.cxrm differs from its generator"
         );
-        let expected: Json = serde_json::from_slice(
-            &std::fs::read(dir.join(format!("{name}.logits.json"))).unwrap(),
-        )
-        .unwrap();
-        let want: Vec<f32> = expected["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let (_, want) = expected_logits(name);
         assert_close(&logits(&committed, RuntimeOptions::default()), &want, 1e-5);
     }
 }
@@ -421,21 +425,12 @@ fn trained_fixtures_classify_real_digits() {
         let bytes = std::fs::read(dir.join(format!("{name}.cxrm"))).unwrap();
         let file = Cxrm::parse(&bytes).unwrap();
         let model = Model::load(&file).unwrap();
-        let expected: Json = serde_json::from_slice(
-            &std::fs::read(dir.join(format!("{name}.logits.json"))).unwrap(),
-        )
-        .unwrap();
+        let (expected, want) = expected_logits(name);
         let pixels: Vec<u8> = expected["pixels"]
             .as_array()
             .unwrap()
             .iter()
             .map(|v| v.as_u64().unwrap() as u8)
-            .collect();
-        let want: Vec<f32> = expected["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
             .collect();
         let got = trained_logits(&model, &pixels);
         assert_close(&got, &want, 1e-5);
