@@ -156,17 +156,34 @@ impl Matrix<'_> {
                 for (xi, mut yi) in x.rows().into_iter().zip(out.rows_mut()) {
                     let xs = xi.to_vec();
                     for (o, y) in yi.iter_mut().enumerate() {
-                        let mut acc = 0.0f32;
-                        for k in csr.row_ptr[o]..csr.row_ptr[o + 1] {
-                            acc += csr.val[k] * xs[csr.col[k] as usize];
-                        }
-                        *y = acc;
+                        let nonzeros = csr.row_ptr[o]..csr.row_ptr[o + 1];
+                        *y = sparse_dot(&csr.val[nonzeros.clone()], &csr.col[nonzeros], &xs);
                     }
                 }
                 out
             }
         }
     }
+}
+
+/// `Σ vals[k] · x[cols[k]]`, with four independent sums: one running sum makes every
+/// product wait for the previous addition, which held LeNet-300-100's pruned fc1 (8% kept) at
+/// the speed of its dense twin.
+fn sparse_dot(vals: &[f32], cols: &[u32], x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 4];
+    let (vc, cc) = (vals.chunks_exact(4), cols.chunks_exact(4));
+    let tail: f32 = vc
+        .remainder()
+        .iter()
+        .zip(cc.remainder())
+        .map(|(&v, &c)| v * x[c as usize])
+        .sum();
+    for (v, c) in vc.zip(cc) {
+        for j in 0..4 {
+            acc[j] += v[j] * x[c[j] as usize];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// `y += a · x`.
