@@ -59,7 +59,10 @@ pub struct Row {
     pub accuracy: f64,
     pub roc_auc: Option<f64>,
     pub val_accuracy: Option<f64>,
+    /// Wall time of the row; with `reused`, only the evaluation's.
     pub seconds: f64,
+    /// Read back from an earlier run by `--resume` rather than trained in this one.
+    pub reused: bool,
 }
 
 pub struct Study {
@@ -260,8 +263,11 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
     for arch in &models {
         step(format!("{} baseline", arch.name()), on);
         let t0 = Instant::now();
-        let base = train_or_reuse(opts, arch, "baseline", &data, &plan.base, on)?;
-        let row = record(opts, &test, &base, &dense, "baseline", &base, t0)?;
+        let (base, reused) = train_or_reuse(opts, arch, "baseline", &data, &plan.base, on)?;
+        let row = Row {
+            reused,
+            ..record(opts, &test, &base, &dense, "baseline", &base, t0)?
+        };
         on(StudyEvent::Row(&row));
         teachers.push(base.clone());
         rows.push(row);
@@ -290,8 +296,11 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
                 on,
             );
             let t0 = Instant::now();
-            let sep = train_or_reuse(opts, &twin, "separable", &data, &plan.base, on)?;
-            let mut row = record(opts, &test, &sep, &dense, "separable", &base, t0)?;
+            let (sep, reused) = train_or_reuse(opts, &twin, "separable", &data, &plan.base, on)?;
+            let mut row = Row {
+                reused,
+                ..record(opts, &test, &sep, &dense, "separable", &base, t0)?
+            };
             // Rows are named by the network they compress (the twin is in the file name).
             row.model = arch.name();
             on(StudyEvent::Row(&row));
@@ -310,8 +319,11 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
     step(format!("{} baseline (student alone)", student.name()), on);
     let t0 = Instant::now();
     // Trained exactly as the distilled student is, but on the labels alone.
-    let alone = train_or_reuse(opts, &student, "baseline", &data, &plan.base, on)?;
-    let row = record(opts, &test, &alone, &dense, "baseline", teacher, t0)?;
+    let (alone, reused) = train_or_reuse(opts, &student, "baseline", &data, &plan.base, on)?;
+    let row = Row {
+        reused,
+        ..record(opts, &test, &alone, &dense, "baseline", teacher, t0)?
+    };
     on(StudyEvent::Row(&row));
     rows.push(row);
 
@@ -355,7 +367,7 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
 }
 
 /// Train `arch` from scratch, or with `--resume` read it back from `OUT/ARCH.METHOD.cxrm` when
-/// that file records the same network, data and training settings.
+/// that file records the same network, data and training settings. `true` when read back.
 fn train_or_reuse(
     opts: &StudyOptions,
     arch: &Arch,
@@ -363,7 +375,7 @@ fn train_or_reuse(
     data: &TrainData,
     train_opts: &TrainOptions,
     on: &mut dyn FnMut(StudyEvent<'_>),
-) -> Result<TrainedModel> {
+) -> Result<(TrainedModel, bool)> {
     let path = opts.out.join(format!("{}.{method}.cxrm", arch.name()));
     if opts.resume && path.exists() {
         let mapped = Mapped::open(&path)?;
@@ -373,10 +385,11 @@ fn train_or_reuse(
             |key: &str| earlier.meta(key) == fresh.iter().find(|(k, _)| k == key).map(|(_, v)| v);
         if RESUME_KEYS.iter().all(|k| same(k)) {
             on(StudyEvent::Reused(path.display().to_string()));
-            return Ok(earlier);
+            return Ok((earlier, true));
         }
     }
-    train::train(arch, data, train_opts, &mut |e| on(StudyEvent::Train(e)))
+    let trained = train::train(arch, data, train_opts, &mut |e| on(StudyEvent::Train(e)))?;
+    Ok((trained, false))
 }
 
 /// What a file trained from scratch must record, equal to this run's, to be reused.
@@ -442,6 +455,7 @@ fn record(
         },
         val_accuracy: model.val_accuracy(),
         seconds: started.elapsed().as_secs_f64(),
+        reused: false,
     })
 }
 
@@ -457,6 +471,7 @@ fn write_results(study: &Study, out: &Path) -> Result<()> {
                 "stored_bytes": r.stored_bytes, "ratio": r.ratio, "accuracy": r.accuracy,
                 "roc_auc": r.roc_auc, "reference": r.reference, "weight_bytes": r.weight_bytes,
                 "weight_ratio": r.weight_ratio, "val_accuracy": r.val_accuracy, "seconds": r.seconds,
+                "reused": r.reused,
             })
         })
         .collect();
@@ -560,11 +575,15 @@ mod tests {
                 events.push(p)
             }
         };
-        let first = train_or_reuse(&opts, &arch, "baseline", &data, &one_epoch, &mut on).unwrap();
+        let (first, reused) =
+            train_or_reuse(&opts, &arch, "baseline", &data, &one_epoch, &mut on).unwrap();
+        assert!(!reused);
         first
             .write(&dir.join("mlp-8.baseline.cxrm"), &|_| None)
             .unwrap();
-        let again = train_or_reuse(&opts, &arch, "baseline", &data, &one_epoch, &mut on).unwrap();
+        let (again, reused) =
+            train_or_reuse(&opts, &arch, "baseline", &data, &one_epoch, &mut on).unwrap();
+        assert!(reused);
         assert_eq!(again.tensors, first.tensors);
         // Other settings: trained anew, not read back.
         let two_epochs = TrainOptions {
