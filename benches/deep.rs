@@ -99,7 +99,7 @@ fn report(weights: &[Weight]) {
             sparse: true,
             bits: Some(5),
             huffman: true,
-            index_bits: 5,
+            index_bits: Some(5),
             ..Default::default()
         };
         let p = Prepared::new(&pruned, shape, &plan);

@@ -47,6 +47,7 @@ fn padded_model() -> PathBuf {
     let plan = cxrm::compress::deep::TensorPlan {
         sparse: true,
         bits: Some(5),
+        index_bits: Some(5),
         ..Default::default()
     };
     let enc = cxrm::compress::deep::encode(&values, &[32 << 20], &plan).unwrap();

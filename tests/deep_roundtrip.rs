@@ -73,7 +73,7 @@ proptest! {
         if sparse {
             cxrm::compress::prune::prune_layer(&mut values, sparsity);
         }
-        let plan = TensorPlan { sparse, index_bits, bits, init, centroid_dtype: if f16 { DType::F16 } else { DType::F32 }, ..Default::default() };
+        let plan = TensorPlan { sparse, index_bits: Some(index_bits), bits, init, centroid_dtype: if f16 { DType::F16 } else { DType::F32 }, ..Default::default() };
         let p = Prepared::new(&values, &shape, &plan);
         let layout = sparse.then_some(if csr { Layout::Csr } else { Layout::Relative { index_bits } });
         let enc = p.build(layout, mode, zstd.then_some(3)).unwrap();

@@ -36,13 +36,9 @@ impl Default for ModelPlan {
             prune: PerLayer::default(),
             scope: Scope::Layer,
             bits: PerLayer::default(),
-            // The paper's choice: 8-bit gaps for conv layers, 5-bit for fully connected ones.
-            index_bits: PerLayer {
-                default: Some(5),
-                conv: Some(8),
-                fc: Some(5),
-                ..Default::default()
-            },
+            // Unset: the encoder picks each tensor's smallest gap width (the paper fixed 8 bits
+            // for conv layers, 5 for fully connected ones).
+            index_bits: PerLayer::default(),
             huffman: false,
             init: Init::Linear,
             centroid_dtype: DType::F32,
@@ -78,7 +74,7 @@ impl ModelPlan {
         }
         Some(TensorPlan {
             sparse: sparsity.is_some(),
-            index_bits: self.index_bits.get(&t.name, &t.shape).unwrap_or(5),
+            index_bits: self.index_bits.get(&t.name, &t.shape),
             bits,
             init: self.init,
             centroid_dtype: self.centroid_dtype,

@@ -76,12 +76,12 @@ pub struct LayerReport {
     pub bits: u8,
 }
 
-/// How one compressed tensor is stored: sparse positions (8-bit gaps for conv, 5-bit for fc,
-/// as in the paper), a codebook of `bits`, Huffman-coded streams.
-fn storage_plan(t: &NamedTensor, bits: u8) -> TensorPlan {
+/// How one compressed tensor is stored: sparse positions (gaps of whichever width is smallest;
+/// the paper fixed 8 bits for conv, 5 for fc), a codebook of `bits`, Huffman-coded streams.
+fn storage_plan(bits: u8) -> TensorPlan {
     TensorPlan {
         sparse: true,
-        index_bits: if t.shape.len() == 4 { 8 } else { 5 },
+        index_bits: None,
         bits: Some(bits),
         init: Init::Linear,
         centroid_dtype: DType::F32,
@@ -233,7 +233,7 @@ fn plan_for(reports: &[LayerReport]) -> impl Fn(&NamedTensor) -> Option<TensorPl
         plan_bits
             .iter()
             .find(|(n, _)| n == &t.name)
-            .map(|&(_, b)| storage_plan(t, b))
+            .map(|&(_, b)| storage_plan(b))
     }
 }
 

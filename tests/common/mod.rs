@@ -1500,7 +1500,7 @@ pub fn lenet5(dc: bool) -> Vec<u8> {
                 sparse: true,
                 bits: Some(5),
                 huffman: true,
-                index_bits: if shape.len() == 4 { 8 } else { 5 },
+                index_bits: Some(if shape.len() == 4 { 8 } else { 5 }),
                 ..Default::default()
             };
             cxrm::compress::deep::encode(&weight, shape, &plan).unwrap()

@@ -46,6 +46,9 @@ pub struct Args {
     /// Learning rate of the retraining phases (deep-compression) or of the student (distill).
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// deep-compression: learning rate of the centroid fine-tuning (default: --lr).
+    #[arg(long)]
+    pub quantize_lr: Option<f64>,
     #[arg(long, help = format!("distill: the student architecture ({ARCH_NAMES})"))]
     pub student: Option<String>,
     #[arg(long, default_value_t = 4.0)]
@@ -100,7 +103,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let before = file.file_len();
     let (model, written) = match args.method.as_str() {
         "deep-compression" => {
-            let mut dc = DeepOptions::paper_defaults(opts.clone(), opts);
+            let quantize = TrainOptions {
+                lr: args.quantize_lr.unwrap_or(args.lr),
+                ..opts.clone()
+            };
+            let mut dc = DeepOptions::paper_defaults(opts, quantize);
             dc.prune_steps = args.prune_steps;
             if let Some(k) = &args.keep {
                 dc.keep = PerLayer::parse(k, |v: f64| v > 0.0 && v <= 1.0)?;

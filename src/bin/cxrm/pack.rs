@@ -47,8 +47,9 @@ pub struct Args {
     /// Quantize weights to a k-means codebook of 2^BITS centroids (1-8), per layer.
     #[arg(long, value_name = "BITS")]
     bits: Option<String>,
-    /// Gap width of the relative sparse index (2-16), per layer.
-    #[arg(long, value_name = "BITS", default_value = "conv=8,fc=5,5")]
+    /// Gap width of the relative sparse index (2-16), per layer; `auto` (default) picks each
+    /// tensor's smallest (the paper used conv=8,fc=5).
+    #[arg(long, value_name = "BITS", default_value = "auto")]
     index_bits: String,
     /// Huffman-code the index streams (the encoder uses zstd instead where that is smaller).
     #[arg(long)]
@@ -107,7 +108,9 @@ fn plan(args: &Args) -> Result<ModelPlan, Failure> {
     if let Some(b) = &args.bits {
         plan.bits = PerLayer::parse(b, |b: u8| (1..=8).contains(&b))?;
     }
-    plan.index_bits = PerLayer::parse(&args.index_bits, |b: u8| (2..=16).contains(&b))?;
+    if args.index_bits != "auto" {
+        plan.index_bits = PerLayer::parse(&args.index_bits, |b: u8| (2..=16).contains(&b))?;
+    }
     plan.init = match args.init {
         InitArg::Linear => Init::Linear,
         InitArg::Density => Init::Density,
