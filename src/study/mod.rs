@@ -201,6 +201,8 @@ struct Plan {
     base: TrainOptions,
     retrain: TrainOptions,
     quantize: TrainOptions,
+    /// The distillation student's schedule, alone and distilled alike.
+    student: TrainOptions,
 }
 
 fn plan(opts: &StudyOptions, train_images: usize) -> Plan {
@@ -229,9 +231,19 @@ fn plan(opts: &StudyOptions, train_images: usize) -> Plan {
         epochs: (epochs * 2 / 3).max(1),
         ..base.clone()
     };
+    // Students get twice the baseline's epochs: they are a tenth of its size or less, so this
+    // is cheap, and on full MNIST (cnn-5-13-125, LeNet-5 teacher) 20 epochs beat 10 on
+    // validation for both seeds tried, alone and distilled alike. Seed 1: alone 98.77%
+    // against 98.37%, distilled 98.90% against 98.67%; seed 2: alone 98.95% against 98.77%,
+    // distilled 99.35% against 99.12%.
+    let student = TrainOptions {
+        epochs: epochs * 2,
+        ..base.clone()
+    };
     Plan {
         quantize: retrain.clone(),
         retrain,
+        student,
         base,
     }
 }
@@ -319,7 +331,7 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
     step(format!("{} baseline (student alone)", student.name()), on);
     let t0 = Instant::now();
     // Trained exactly as the distilled student is, but on the labels alone.
-    let (alone, reused) = train_or_reuse(opts, &student, "baseline", &data, &plan.base, on)?;
+    let (alone, reused) = train_or_reuse(opts, &student, "baseline", &data, &plan.student, on)?;
     let row = Row {
         reused,
         ..record(opts, &test, &alone, &dense, "baseline", teacher, t0)?
@@ -347,7 +359,7 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
             alpha: 0.9,
             // With the same shifts as the student alone: the teacher is asked about each
             // shifted image, so its soft targets describe what the student sees.
-            train: plan.base.clone(),
+            train: plan.student.clone(),
         },
         &mut |e| on(StudyEvent::Train(e)),
     )?;
