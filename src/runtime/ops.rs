@@ -240,13 +240,28 @@ fn rows_times(out: &mut [f32], w: &[f32], cols: usize, rhs: &[f32], n: usize) {
             }
         }
     }
-    // Rows left over past the last full block.
+    // Rows left over past the last full block, one at a time but still `LANES` columns held in
+    // registers: LeNet-5's second convolution has 50 output channels, and streaming its last
+    // two rows once per weight took a tenth of its time.
     for r in full_rows..rows {
-        let out_row = &mut out[r * n..(r + 1) * n];
-        for (k, &wk) in w[r * cols..(r + 1) * cols].iter().enumerate() {
+        let w_row = &w[r * cols..(r + 1) * cols];
+        for j in (0..full_cols).step_by(LANES) {
+            let mut acc = [0.0f32; LANES];
+            for (k, &wk) in w_row.iter().enumerate() {
+                let x: &[f32; LANES] = rhs[k * n + j..k * n + j + LANES]
+                    .try_into()
+                    .expect("LANES wide");
+                for (a, &xv) in acc.iter_mut().zip(x) {
+                    *a += wk * xv;
+                }
+            }
+            out[r * n + j..r * n + j + LANES].copy_from_slice(&acc);
+        }
+        let out_row = &mut out[r * n + full_cols..(r + 1) * n];
+        for (k, &wk) in w_row.iter().enumerate() {
             out_row
                 .iter_mut()
-                .zip(&rhs[k * n..(k + 1) * n])
+                .zip(&rhs[k * n + full_cols..(k + 1) * n])
                 .for_each(|(y, &xv)| *y += wk * xv);
         }
     }

@@ -49,6 +49,10 @@ pub struct Args {
     /// deep-compression: learning rate of the centroid fine-tuning (default: --lr).
     #[arg(long)]
     pub quantize_lr: Option<f64>,
+    /// deep-compression: L2 penalty while retraining after each pruning step (Han et al. 2015
+    /// retrain with L2 regularization); the centroid fine-tuning has none.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
     #[arg(long, help = format!("distill: the student architecture ({ARCH_NAMES})"))]
     pub student: Option<String>,
     #[arg(long, default_value_t = 4.0)]
@@ -107,7 +111,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 lr: args.quantize_lr.unwrap_or(args.lr),
                 ..opts.clone()
             };
-            let mut dc = DeepOptions::paper_defaults(opts, quantize);
+            let retrain = TrainOptions {
+                weight_decay: args.weight_decay,
+                ..opts
+            };
+            let mut dc = DeepOptions::paper_defaults(retrain, quantize);
             dc.prune_steps = args.prune_steps;
             if let Some(k) = &args.keep {
                 dc.keep = PerLayer::parse(k, |v: f64| v > 0.0 && v <= 1.0)?;
