@@ -15,7 +15,9 @@ mod fit;
 mod net;
 
 pub use arch::{ARCH_NAMES, Arch};
-pub use deep::{DeepOptions, LayerReport, deep_compression, default_keep_fraction};
+pub use deep::{
+    DeepOptions, LayerReport, RETRAIN_WEIGHT_DECAY, deep_compression, default_keep_fraction,
+};
 pub use distill::{DistillOptions, distill};
 
 use crate::compress::deep::TensorPlan;

@@ -51,7 +51,7 @@ pub struct Args {
     pub quantize_lr: Option<f64>,
     /// deep-compression: L2 penalty while retraining after each pruning step (Han et al. 2015
     /// retrain with L2 regularization); the centroid fine-tuning has none.
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = cxrm::train::RETRAIN_WEIGHT_DECAY)]
     pub weight_decay: f32,
     #[arg(long, help = format!("distill: the student architecture ({ARCH_NAMES})"))]
     pub student: Option<String>,
