@@ -528,3 +528,120 @@ impl Net {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::arch::Arch;
+    use crate::train::device;
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    const INPUT: [usize; 4] = [5, 1, 4, 4];
+    const CLASSES: usize = 3;
+
+    /// A two-layer MLP on 4×4 inputs, and a fixed random batch for it.
+    fn mlp() -> (Net, Tensor<4>) {
+        let (graph, tensors) = Arch::parse("mlp-6")
+            .unwrap()
+            .build([1, 4, 4], CLASSES, 7)
+            .unwrap();
+        let net = Net::new(graph, tensors, &device()).unwrap();
+        let mut rng = StdRng::seed_from_u64(3);
+        let x: Vec<f32> = (0..INPUT.iter().product::<usize>())
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let x = Tensor::from_data(TensorData::new(x, INPUT), net.device());
+        (net, x)
+    }
+
+    /// The gradient of a fixed linear function of the logits with respect to `name`'s
+    /// parameter (for `Shared`, the codebook).
+    fn parameter_gradient(net: &Net, x: &Tensor<4>, name: &str) -> Vec<f32> {
+        let (logits, _) = net.forward(x.clone(), true).unwrap();
+        let weights: Vec<f32> = (0..INPUT[0] * CLASSES)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        let loss = (logits * tensor1(&weights, net.device()).reshape([INPUT[0], CLASSES])).sum();
+        let grads = loss.backward();
+        let Slot::Trainable { param, .. } = net.entries[net.by_name[name]].slot else {
+            panic!("{name} is trainable");
+        };
+        host(
+            net.params.tensors[param]
+                .val()
+                .grad(&grads)
+                .expect("a gradient"),
+        )
+    }
+
+    #[test]
+    fn shared_weights_sum_the_gradients_of_their_members_into_the_centroid() {
+        let (mut free, x) = mlp();
+        let name = "fc1.weight";
+        let n = free.shape(name).iter().product::<usize>();
+        let mut rng = StdRng::seed_from_u64(11);
+        let codebook = [-0.4f32, -0.1, 0.2, 0.5];
+        let indices: Vec<u32> = (0..n).map(|_| rng.random_range(0..4u32)).collect();
+        let mask: Vec<f32> = (0..n)
+            .map(|_| (rng.random_range(0..3) > 0) as u8 as f32)
+            .collect();
+        let expanded: Vec<f32> = indices
+            .iter()
+            .zip(&mask)
+            .map(|(&i, m)| codebook[i as usize] * m)
+            .collect();
+        let mut shared = mlp().0;
+        free.set_form(name, Form::Free, &expanded).unwrap();
+        shared
+            .set_form(
+                name,
+                Form::Shared {
+                    indices: indices.clone(),
+                    mask: mask.clone(),
+                },
+                &codebook,
+            )
+            .unwrap();
+        // Same weights, so the same forward pass...
+        let logits = |net: &Net| host(net.forward(x.clone(), false).unwrap().0.reshape([15]));
+        assert_eq!(logits(&free), logits(&shared));
+
+        // ...and each centroid's gradient is the masked sum of its members' gradients: trained
+        // quantization as Han et al. define it.
+        let per_weight = parameter_gradient(&free, &x, name);
+        let per_centroid = parameter_gradient(&shared, &x, name);
+        let mut expected = [0.0f32; 4];
+        for ((&i, m), g) in indices.iter().zip(&mask).zip(&per_weight) {
+            expected[i as usize] += g * m;
+        }
+        assert_eq!(per_centroid.len(), 4);
+        for (got, want) in per_centroid.iter().zip(expected) {
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "centroid gradient {per_centroid:?}, expected {expected:?}"
+            );
+        }
+        assert!(expected.iter().all(|g| g.abs() > 1e-4), "a real gradient");
+    }
+
+    #[test]
+    fn masked_weights_get_no_gradient_where_pruned() {
+        let (mut net, x) = mlp();
+        let name = "fc1.weight";
+        let values = net
+            .tensors()
+            .into_iter()
+            .find(|t| t.name == name)
+            .unwrap()
+            .values;
+        let mask: Vec<f32> = (0..values.len())
+            .map(|i| (i % 3 != 0) as u8 as f32)
+            .collect();
+        net.set_form(name, Form::Masked(mask.clone()), &values)
+            .unwrap();
+        let g = parameter_gradient(&net, &x, name);
+        assert!(g.iter().zip(&mask).all(|(g, m)| *m == 1.0 || *g == 0.0));
+        assert!(g.iter().zip(&mask).any(|(g, m)| *m == 1.0 && *g != 0.0));
+    }
+}
