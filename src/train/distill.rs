@@ -16,9 +16,9 @@ use crate::runtime::Model;
 pub struct DistillOptions {
     pub student: Arch,
     /// Softmax temperature for both teacher and student in the soft term.
-    pub temperature: f32,
+    pub temperature: f64,
     /// Weight of the soft term; `1 − alpha` goes to the labels.
-    pub alpha: f32,
+    pub alpha: f64,
     pub train: TrainOptions,
 }
 
@@ -88,6 +88,18 @@ pub fn distill(
     opts: &DistillOptions,
     on: &mut dyn FnMut(Event),
 ) -> Result<TrainedModel> {
+    if !(opts.temperature.is_finite() && opts.temperature > 0.0) {
+        return Err(crate::error::Error::Usage(format!(
+            "the temperature must be a positive number, not {}",
+            opts.temperature
+        )));
+    }
+    if !(0.0..=1.0).contains(&opts.alpha) {
+        return Err(crate::error::Error::Usage(format!(
+            "alpha weighs the soft term against the labels and must lie in 0..=1, not {}",
+            opts.alpha
+        )));
+    }
     let bytes = teacher.to_bytes(&dense)?;
     let file = Cxrm::parse(&bytes)?;
     let model = Model::load(&file)?;
@@ -113,7 +125,7 @@ pub fn distill(
     let teacher_run = Teacher {
         model,
         to_teacher,
-        temperature: opts.temperature,
+        temperature: opts.temperature as f32,
     };
 
     let classes = data.train.classes.len();
@@ -128,7 +140,7 @@ pub fn distill(
         &opts.train,
         &Targets::Distill {
             teacher: &teacher_run,
-            alpha: opts.alpha,
+            alpha: opts.alpha as f32,
         },
         &format!("distill {}", opts.student.name()),
         &mut validator(&metadata, &data.val, &dense),
@@ -149,9 +161,9 @@ pub fn distill(
         ),
         (
             "distill.temperature".to_string(),
-            Value::Float(opts.temperature as f64),
+            Value::Float(opts.temperature),
         ),
-        ("distill.alpha".to_string(), Value::Float(opts.alpha as f64)),
+        ("distill.alpha".to_string(), Value::Float(opts.alpha)),
     ]);
     Ok(finish(&net, metadata))
 }
@@ -195,5 +207,21 @@ mod tests {
         let acc = student.accuracy(&data.val, &dense).unwrap();
         // Chance is 10%.
         assert!(acc > 0.5, "{acc}");
+        // The settings are recorded as given, not as the f32 the loss uses.
+        assert_eq!(student.meta("distill.alpha"), Some(&Value::Float(0.5)));
+        assert_eq!(
+            student.meta("distill.temperature"),
+            Some(&Value::Float(2.0))
+        );
+
+        for (temperature, alpha) in [(0.0, 0.5), (f64::NAN, 0.5), (2.0, 1.5), (2.0, -0.1)] {
+            let bad = DistillOptions {
+                temperature,
+                alpha,
+                ..opts.clone()
+            };
+            let err = distill(&teacher, &data, &bad, &mut |_| {}).unwrap_err();
+            assert!(matches!(err, crate::error::Error::Usage(_)), "{err}");
+        }
     }
 }

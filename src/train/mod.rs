@@ -411,6 +411,11 @@ pub fn training_metadata(arch: &Arch, data: &TrainData, opts: &TrainOptions) -> 
         ("train.epochs".into(), Value::Int(opts.epochs as i64)),
         ("train.seed".into(), Value::Int(opts.seed as i64)),
         ("train.shift".into(), Value::Int(opts.shift as i64)),
+        ("train.lr".into(), Value::Float(opts.lr)),
+        (
+            "train.batch_size".into(),
+            Value::Int(opts.batch_size as i64),
+        ),
         (
             "train.framework".into(),
             Value::String("burn 0.22 (flex)".into()),

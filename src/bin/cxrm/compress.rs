@@ -56,10 +56,10 @@ pub struct Args {
     #[arg(long, help = format!("distill: the student architecture ({ARCH_NAMES})"))]
     pub student: Option<String>,
     #[arg(long, default_value_t = 4.0)]
-    pub temperature: f32,
+    pub temperature: f64,
     /// distill: weight of the soft (teacher) term.
     #[arg(long, default_value_t = 0.9)]
-    pub alpha: f32,
+    pub alpha: f64,
     /// Random shifts of up to N pixels while retraining or distilling (default: as the model was
     /// trained, its `train.shift`). The teacher is run on each shifted image, so its soft
     /// targets always describe what the student sees.
