@@ -80,6 +80,73 @@ impl Teacher<'_> {
     }
 }
 
+/// The teacher's soft targets, remembered per image and shift.
+///
+/// With shifts of up to `s` pixels an image has only `(2s + 1)²` versions, so after the first
+/// epochs most of what the student is shown the teacher has already been asked about: over 20
+/// epochs with `s = 1` the teacher runs about 8 times per image instead of 20. The answers are
+/// the ones asking again would give, up to float rounding: the runtime's row blocking can sum
+/// an image's products in another order in another batch (a few ulp).
+pub(super) struct SoftTargetCache<'t> {
+    teacher: &'t Teacher<'t>,
+    classes: usize,
+    /// Row `key · classes` holds the targets of `key`, when `known[key]`; empty when the cache
+    /// would be too large and the teacher is asked every time.
+    targets: Vec<f32>,
+    known: Vec<bool>,
+}
+
+/// Above this many remembered values (512 MB of f32) the teacher is asked on every batch.
+const CACHE_LIMIT: usize = 1 << 27;
+
+impl<'t> SoftTargetCache<'t> {
+    /// A cache for `images` images, each seen in `versions` ways.
+    pub(super) fn new(teacher: &'t Teacher<'t>, images: usize, versions: usize) -> Self {
+        let classes = teacher.model.num_classes();
+        let keys = images.saturating_mul(versions);
+        let fits = keys.saturating_mul(classes) <= CACHE_LIMIT;
+        SoftTargetCache {
+            teacher,
+            classes,
+            targets: if fits {
+                vec![0.0; keys * classes]
+            } else {
+                Vec::new()
+            },
+            known: if fits { vec![false; keys] } else { Vec::new() },
+        }
+    }
+
+    /// Soft targets for `batch` (`[b, C, H, W]`, normalised as the student's data), whose
+    /// image `r` is the version with cache key `keys[r]`.
+    pub(super) fn get(&mut self, keys: &[usize], batch: &[f32]) -> Result<Vec<f32>> {
+        let b = keys.len();
+        if self.known.is_empty() {
+            return self.teacher.soft_targets(batch, b);
+        }
+        let per_image = batch.len() / b.max(1);
+        let missing: Vec<usize> = (0..b).filter(|&r| !self.known[keys[r]]).collect();
+        if !missing.is_empty() {
+            let asked: Vec<f32> = missing
+                .iter()
+                .flat_map(|&r| &batch[r * per_image..(r + 1) * per_image])
+                .copied()
+                .collect();
+            let answers = self.teacher.soft_targets(&asked, missing.len())?;
+            for (&r, row) in missing.iter().zip(answers.chunks(self.classes)) {
+                let k = keys[r];
+                self.targets[k * self.classes..(k + 1) * self.classes].copy_from_slice(row);
+                self.known[k] = true;
+            }
+        }
+        Ok(keys
+            .iter()
+            .flat_map(|&k| &self.targets[k * self.classes..(k + 1) * self.classes])
+            .copied()
+            .collect())
+    }
+}
+
 /// Train `opts.student` from scratch against `teacher` (run through the runtime from its
 /// written form) on `data`.
 pub fn distill(
@@ -183,6 +250,56 @@ mod tests {
         for (a, b) in soften(&probs, 3, 2.0).iter().zip(t2.iter().map(|v| v / z2)) {
             assert!((a - b).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn cached_soft_targets_are_the_teachers_answers_and_each_version_is_asked_once() {
+        let data = super::super::tests::mnist(50);
+        let arch = Arch::parse("mlp-8").unwrap();
+        let (graph, tensors) = arch.build([1, 28, 28], 10, 5).unwrap();
+        let metadata = training_metadata(&arch, &data, &TrainOptions::default());
+        let bytes = TrainedModel {
+            graph,
+            tensors,
+            metadata,
+        }
+        .to_bytes(&dense)
+        .unwrap();
+        let file = Cxrm::parse(&bytes).unwrap();
+        let teacher = Teacher {
+            model: Model::load(&file).unwrap(),
+            to_teacher: vec![(1.0, 0.0)],
+            temperature: 2.0,
+        };
+        let image = |seed: usize| -> Vec<f32> {
+            (0..784)
+                .map(|k| ((k * 31 + seed * 7) % 17) as f32 / 8.0 - 1.0)
+                .collect()
+        };
+        let (a, b) = (image(1), image(2));
+        let batch: Vec<f32> = [&a, &b, &a].into_iter().flatten().copied().collect();
+        let mut cache = SoftTargetCache::new(&teacher, 3, 2);
+        let cached = cache.get(&[0, 3, 0], &batch).unwrap();
+        assert_eq!(cached, teacher.soft_targets(&batch, 3).unwrap());
+        // Version 3 is known now: its remembered answer comes back whatever the batch holds.
+        assert_eq!(cache.get(&[3], &a).unwrap(), cached[10..20]);
+        // An image's answer depends on its batch only through float rounding, so remembering
+        // it changes nothing that matters.
+        let five: Vec<f32> = [&b, &a, &b, &b, &a]
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        let alone = teacher.soft_targets(&a, 1).unwrap();
+        let in_five = teacher.soft_targets(&five, 5).unwrap();
+        for (x, y) in in_five[10..20].iter().zip(&alone) {
+            assert!((x - y).abs() <= 1e-6, "{in_five:?} against {alone:?}");
+        }
+        // An unknown version is asked for.
+        assert_eq!(
+            cache.get(&[5], &a).unwrap(),
+            teacher.soft_targets(&a, 1).unwrap()
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The training loop: shuffled mini-batches, Adam with a cosine learning-rate schedule, a
 //! validation pass through the cxrm runtime after every epoch, and the best epoch kept.
 
-use super::distill::Teacher;
+use super::distill::{SoftTargetCache, Teacher};
 use super::net::{Net, tensor1};
 use super::{Event, TrainData, TrainOptions};
 use crate::data::Dataset;
@@ -18,8 +18,8 @@ pub(super) enum Targets<'a> {
     /// Cross-entropy with the labels.
     Labels,
     /// Hinton et al.'s distillation, `alpha · T² · CE(softmax(teacher/T), softmax(student/T))`
-    /// plus `(1 − alpha) · CE(labels, softmax(student))`. `soft` holds the teacher's softened
-    /// The teacher is asked for its softened probabilities on each batch as the student sees it.
+    /// plus `(1 − alpha) · CE(labels, softmax(student))`. The soft targets are the teacher's
+    /// softened probabilities for each image as the student sees it, shift included.
     Distill {
         teacher: &'a Teacher<'a>,
         alpha: f32,
@@ -108,6 +108,12 @@ pub(super) fn fit(
         .map(|c| -data.spec.mean[c] / data.spec.std[c])
         .collect();
     let device = net.device().clone();
+    // An image shifted by (dy, dx) in -s..=s is version (dy + s)·(2s + 1) + (dx + s) of it.
+    let side = 2 * opts.shift + 1;
+    let mut teacher = match targets {
+        Targets::Labels => None,
+        Targets::Distill { teacher, .. } => Some(SoftTargetCache::new(teacher, n, side * side)),
+    };
     on(Event::Phase {
         name: phase.to_string(),
         epochs: opts.epochs,
@@ -122,6 +128,7 @@ pub(super) fn fit(
             let b = chunk.len();
             let mut xb = Vec::with_capacity(b * per_image);
             let mut onehot = vec![0.0f32; b * classes];
+            let mut versions = Vec::with_capacity(b);
             for (r, &i) in chunk.iter().enumerate() {
                 let image = &x_all[i * per_image..(i + 1) * per_image];
                 if opts.shift > 0 {
@@ -135,14 +142,16 @@ pub(super) fn fit(
                         &background,
                         &mut xb,
                     );
+                    versions.push(i * side * side + ((dy + s) as usize) * side + (dx + s) as usize);
                 } else {
                     xb.extend_from_slice(image);
+                    versions.push(i);
                 }
                 onehot[r * classes + train.labels[i]] = 1.0;
             }
-            let soft = match targets {
-                Targets::Labels => None,
-                Targets::Distill { teacher, .. } => Some(teacher.soft_targets(&xb, b)?),
+            let soft = match &mut teacher {
+                None => None,
+                Some(cache) => Some(cache.get(&versions, &xb)?),
             };
             let x = Tensor::<4>::from_data(
                 TensorData::new(xb, [b, train.channels, train.height, train.width]),
