@@ -32,8 +32,9 @@ pub struct DeepOptions {
     pub retrain: TrainOptions,
     /// Codebook bits per weight tensor (the paper: 8 for conv, 5 for fully connected).
     pub bits: PerLayer<u8>,
-    /// Smaller codebooks to try as well; the smallest file within `bits_tolerance`
-    /// validation accuracy of the best candidate is kept.
+    /// Smaller codebooks to try as well. The smallest file whose validation accuracy is within
+    /// `bits_tolerance` of the uncompressed model's is kept (the paper's criterion: no loss of
+    /// accuracy); when no candidate is, the most accurate one.
     pub fewer_bits: Vec<PerLayer<u8>>,
     pub bits_tolerance: f64,
     /// Centroid fine-tuning after quantization (always without weight decay: a penalty would
@@ -149,6 +150,11 @@ pub fn deep_compression(
         .collect();
     let dense_plan = |_: &NamedTensor| None;
     let metadata = model.metadata.clone();
+    // What compression may not lose, measured on this run's validation split.
+    let reference = validator(&metadata, &data.val, &dense_plan)(&net)?;
+    on(Event::Note(format!(
+        "uncompressed: validation accuracy {reference:.4}"
+    )));
 
     // 1. Iterative pruning, retraining under fixed masks after each step.
     let steps = opts.prune_steps.max(1);
@@ -183,11 +189,9 @@ pub fn deep_compression(
 
     // 2. Weight sharing: a k-means codebook per tensor over its surviving weights, then the
     //    centroids are trained (pruned positions stay zero). Each candidate codebook size is
-    //    tried; the smallest file whose validation accuracy is within `bits_tolerance` of the
-    //    best candidate's wins (chosen on validation, never on test).
+    //    tried, and the choice between them is made on validation, never on test.
     let pruned = net.tensors();
-    let mut best: Option<(TrainedModel, Vec<LayerReport>, f64, usize)> = None;
-    let mut tried = Vec::new();
+    let mut candidates = Vec::new();
     for candidate in std::iter::once(&opts.bits).chain(&opts.fewer_bits) {
         let bits: Vec<u8> = names
             .iter()
@@ -203,22 +207,14 @@ pub fn deep_compression(
                 .collect::<Vec<_>>()
                 .join("/")
         )));
-        tried.push(val);
-        best = match best {
-            None => Some((model, reports, val, size)),
-            Some(b) => {
-                let top = tried.iter().copied().fold(f64::MIN, f64::max);
-                let ok = |v: f64| v >= top - opts.bits_tolerance;
-                // Keep the smaller file when both are good enough, else the more accurate.
-                if (ok(val) && (size < b.3 || !ok(b.2))) || (!ok(b.2) && val > b.2) {
-                    Some((model, reports, val, size))
-                } else {
-                    Some(b)
-                }
-            }
-        };
+        candidates.push((model, reports, val, size));
     }
-    let (mut out, reports, val, _) = best.expect("at least one candidate");
+    let scores: Vec<(f64, usize)> = candidates.iter().map(|c| (c.2, c.3)).collect();
+    let chosen = choose_candidate(&scores, reference, opts.bits_tolerance);
+    let (mut out, reports, val, _) = candidates
+        .into_iter()
+        .nth(chosen)
+        .expect("a chosen candidate");
     out.set_meta("compress.method", Value::String("deep-compression".into()));
     out.set_meta("train.val_accuracy", Value::Float(val));
     out.set_meta(
@@ -231,6 +227,26 @@ pub fn deep_compression(
     );
     let plan = plan_for(&reports);
     Ok((out, Box::new(plan), reports))
+}
+
+/// Which of the quantized candidates, `(validation accuracy, file size)` each, to keep: the
+/// smallest whose accuracy is within `tolerance` of `reference` (the uncompressed model's), else
+/// the most accurate. `scores` must not be empty.
+fn choose_candidate(scores: &[(f64, usize)], reference: f64, tolerance: f64) -> usize {
+    // Accuracies are counts over the split: a little slack keeps "exactly at the tolerance"
+    // from depending on how 0.92 − 0.001 rounds.
+    let good_enough = |(val, _): &(f64, usize)| *val >= reference - tolerance - 1e-9;
+    let smallest_good = scores
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| good_enough(s))
+        .min_by_key(|(_, s)| s.1)
+        .map(|(i, _)| i);
+    smallest_good.unwrap_or_else(|| {
+        (0..scores.len())
+            .max_by(|&a, &b| scores[a].0.total_cmp(&scores[b].0).then(b.cmp(&a)))
+            .expect("at least one candidate")
+    })
 }
 
 /// The storage plan for the tensors in `reports`.
@@ -325,6 +341,34 @@ mod tests {
     };
     use super::super::{Arch, train};
     use super::*;
+
+    #[test]
+    fn the_smallest_codebook_that_loses_nothing_is_kept() {
+        // Both within 0.1 point of the uncompressed 92.00%: the smaller file.
+        assert_eq!(
+            choose_candidate(&[(0.9345, 32168), (0.9323, 27752)], 0.92, 0.001),
+            1
+        );
+        // The smaller one loses 0.3 point: the larger.
+        assert_eq!(
+            choose_candidate(&[(0.9200, 32168), (0.9170, 27752)], 0.92, 0.001),
+            0
+        );
+        // Exactly at the tolerance still counts.
+        assert_eq!(
+            choose_candidate(&[(0.92, 300), (0.919, 200)], 0.92, 0.001),
+            1
+        );
+        // None good enough: the most accurate, the first of equals.
+        assert_eq!(
+            choose_candidate(&[(0.90, 300), (0.91, 200)], 0.95, 0.001),
+            1
+        );
+        assert_eq!(
+            choose_candidate(&[(0.90, 300), (0.90, 200)], 0.95, 0.001),
+            0
+        );
+    }
 
     #[test]
     fn masks_keep_the_largest_magnitudes() {
