@@ -34,7 +34,7 @@ pub struct DeepOptions {
     pub bits: PerLayer<u8>,
     /// Smaller codebooks to try as well. The smallest file whose validation accuracy is within
     /// `bits_tolerance` of the uncompressed model's is kept (the paper's criterion: no loss of
-    /// accuracy); when no candidate is, the most accurate one.
+    /// accuracy); when no candidate is, the smallest within `bits_tolerance` of the best one.
     pub fewer_bits: Vec<PerLayer<u8>>,
     pub bits_tolerance: f64,
     /// Centroid fine-tuning after quantization (always without weight decay: a penalty would
@@ -230,23 +230,18 @@ pub fn deep_compression(
 }
 
 /// Which of the quantized candidates, `(validation accuracy, file size)` each, to keep: the
-/// smallest whose accuracy is within `tolerance` of `reference` (the uncompressed model's), else
-/// the most accurate. `scores` must not be empty.
+/// smallest whose accuracy is within `tolerance` of `reference` (the uncompressed model's).
+/// When none is, the bar is the best candidate's accuracy instead, so equally good candidates
+/// still go to the smaller file. `scores` must not be empty.
 fn choose_candidate(scores: &[(f64, usize)], reference: f64, tolerance: f64) -> usize {
+    let best = scores.iter().map(|s| s.0).fold(f64::NEG_INFINITY, f64::max);
     // Accuracies are counts over the split: a little slack keeps "exactly at the tolerance"
     // from depending on how 0.92 − 0.001 rounds.
-    let good_enough = |(val, _): &(f64, usize)| *val >= reference - tolerance - 1e-9;
-    let smallest_good = scores
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| good_enough(s))
-        .min_by_key(|(_, s)| s.1)
-        .map(|(i, _)| i);
-    smallest_good.unwrap_or_else(|| {
-        (0..scores.len())
-            .max_by(|&a, &b| scores[a].0.total_cmp(&scores[b].0).then(b.cmp(&a)))
-            .expect("at least one candidate")
-    })
+    let bar = reference.min(best) - tolerance - 1e-9;
+    (0..scores.len())
+        .filter(|&i| scores[i].0 >= bar)
+        .min_by_key(|&i| scores[i].1)
+        .expect("the best candidate clears the bar")
 }
 
 /// The storage plan for the tensors in `reports`.
@@ -359,13 +354,17 @@ mod tests {
             choose_candidate(&[(0.92, 300), (0.919, 200)], 0.92, 0.001),
             1
         );
-        // None good enough: the most accurate, the first of equals.
+        // None good enough: the smallest within 0.1 point of the best candidate.
         assert_eq!(
-            choose_candidate(&[(0.90, 300), (0.91, 200)], 0.95, 0.001),
+            choose_candidate(&[(0.91, 300), (0.90, 200)], 0.95, 0.001),
+            0
+        );
+        assert_eq!(
+            choose_candidate(&[(0.945, 300), (0.945, 200)], 0.9525, 0.001),
             1
         );
         assert_eq!(
-            choose_candidate(&[(0.90, 300), (0.90, 200)], 0.95, 0.001),
+            choose_candidate(&[(0.9455, 200), (0.946, 300)], 0.9525, 0.001),
             0
         );
     }
