@@ -349,7 +349,8 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
         on,
     );
     let t0 = Instant::now();
-    let mut distilled: Option<TrainedModel> = None;
+    // The best student so far and its validation accuracy; ties keep the earlier setting.
+    let mut best: Option<(f64, TrainedModel)> = None;
     for &(temperature, alpha) in &DISTILL_SETTINGS {
         let candidate = train::distill(
             teacher,
@@ -368,14 +369,11 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
         on(StudyEvent::Train(Event::Note(format!(
             "distilled at T = {temperature}, alpha = {alpha}: validation accuracy {val:.4}"
         ))));
-        let better = distilled
-            .as_ref()
-            .is_none_or(|d| val > d.val_accuracy().unwrap_or(0.0));
-        if better {
-            distilled = Some(candidate);
+        if best.as_ref().is_none_or(|(top, _)| val > *top) {
+            best = Some((val, candidate));
         }
     }
-    let distilled = distilled.expect("at least one distillation setting");
+    let (_, distilled) = best.expect("at least one distillation setting");
     let row = record(opts, &test, &distilled, &dense, "distill", teacher, t0)?;
     on(StudyEvent::Row(&row));
     rows.push(row);
