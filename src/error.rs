@@ -139,6 +139,14 @@ impl Error {
             _ => None,
         }
     }
+
+    /// The byte offset a format error names.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            Error::Format(e) => Some(e.offset),
+            _ => None,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

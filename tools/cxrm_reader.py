@@ -96,7 +96,8 @@ DTYPES = {
 }
 
 # §5 stage ids: id -> (name, kind).  Every id 0..=8 is *assigned*: its name and
-# kind are fixed by the spec; 0..=4 have a layout in 1.1, 5..=8 are reserved.
+# kind are fixed by the spec; 0..=4 have a layout in 1.1, 5..=7 in 1.2, and 8
+# is reserved.
 STAGE_TABLE = {
     0: ("dense", "representation"), 1: ("zstd", "byte"),
     2: ("sparse", "representation"), 3: ("codebook", "representation"),
@@ -109,12 +110,18 @@ STAGE_ZSTD = 1
 STAGE_SPARSE = 2
 STAGE_CODEBOOK = 3
 STAGE_HUFFMAN = 4
-IMPLEMENTED_STAGES = {STAGE_DENSE, STAGE_ZSTD, STAGE_SPARSE, STAGE_CODEBOOK, STAGE_HUFFMAN}
+STAGE_LOWRANK = 5
+STAGE_TUCKER = 6
+STAGE_BINARY = 7
+FACTORED_STAGES = {STAGE_LOWRANK, STAGE_TUCKER, STAGE_BINARY}
+IMPLEMENTED_STAGES = {STAGE_DENSE, STAGE_ZSTD, STAGE_SPARSE, STAGE_CODEBOOK, STAGE_HUFFMAN,
+                      STAGE_LOWRANK, STAGE_TUCKER, STAGE_BINARY}
 # Parameter bytes each implemented stage's layout takes; a mismatch is
 # bad_chain, judged when the tensor is decoded, not at open (§5 "Decoding
 # order").
 STAGE_PARAM_LEN = {STAGE_DENSE: 0, STAGE_ZSTD: 8, STAGE_SPARSE: 12,
-                   STAGE_CODEBOOK: 4, STAGE_HUFFMAN: 0}
+                   STAGE_CODEBOOK: 4, STAGE_HUFFMAN: 0,
+                   STAGE_LOWRANK: 8, STAGE_TUCKER: 12, STAGE_BINARY: 4}
 MAX_STAGE_ID = 63   # ids >= 64 are unknown_encoding immediately
 
 # §5.4 symbol stream codings
@@ -528,14 +535,16 @@ def _stage_names(bits: int) -> str:
 #     chain := dense                         zstd*
 #            | sparse [codebook] [huffman]   zstd*
 #            | codebook          [huffman]   zstd*
-#            | lowrank | tucker | binary | miracle   (reserved, never judged
-#                                                     here: must_understand)
+#            | lowrank | tucker | binary    zstd*     (1.2)
+#            | miracle                      (reserved, never judged here:
+#                                            must_understand)
 #
 # as a state machine: state -> {stage id: next state}.  Every state but the
 # initial one accepts (a chain has at least one stage, §3.2).
 _GRAMMAR = {
     "start":    {STAGE_DENSE: "dense", STAGE_SPARSE: "sparse",
-                 STAGE_CODEBOOK: "codebook"},
+                 STAGE_CODEBOOK: "codebook", STAGE_LOWRANK: "dense",
+                 STAGE_TUCKER: "dense", STAGE_BINARY: "dense"},
     "dense":    {STAGE_ZSTD: "zstd"},
     "sparse":   {STAGE_CODEBOOK: "quantized", STAGE_HUFFMAN: "huffman",
                  STAGE_ZSTD: "zstd"},
@@ -1652,9 +1661,145 @@ class CxrmFile:
                                 f"dense payload is {len(data)} bytes, "
                                 f"{t.element_count} x {t.itemsize} = {want} expected")
             return _dense_array(data, t)
+        if rep[0].id in FACTORED_STAGES:       # grammar: stands alone
+            return _decode_factored(r, t, rep[0], field_of(0))
         # sparse [codebook] [huffman] or codebook [huffman] (§5.6, §5.7)
         flat = _decode_stream_repr(r, t, rep, field_of)
         return _widen(flat, t).reshape(t.shape)
+
+
+# ---------------------------------------------------------------------------
+# Factored representations (§5.8; §5.9 lowrank, §5.10 tucker, §5.11 binary)
+# ---------------------------------------------------------------------------
+
+def _store_dtype(code: int, field: str, offset: int) -> np.dtype:
+    """The stored number type of factors and scales: 1 (f32) or 2 (f16)."""
+    if code not in CENTROID_DTYPES:
+        raise CxrmError("bad_chain", field, offset,
+                        f"stored dtype {code}, must be 1 (f32) or 2 (f16)")
+    return CENTROID_DTYPES[code]
+
+
+def _reserved(raw: bytes, field: str, offset: int) -> None:
+    if any(raw):
+        raise CxrmError("reserved_nonzero", field, offset, f"reserved bytes {bytes(raw).hex()}")
+
+
+def _floats(r: _Reader, n: int, dt: np.dtype, field: str) -> np.ndarray:
+    """n stored numbers, exactly as float64 (f32 and f16 widen exactly)."""
+    raw = r.take(n * dt.itemsize, field)
+    return np.frombuffer(raw, dtype=dt).astype(np.float64)
+
+
+def _round_from_f64(x: np.ndarray, t: TensorRecord) -> np.ndarray:
+    """Reconstructed float64 values rounded once, to nearest even, into the
+    tensor's stored numpy dtype (bf16 as uint16 bit patterns).  numpy converts
+    float64 to float32 and float16 directly; for bf16 the value is first
+    rounded to odd in float32, which a second rounding to the 8-bit
+    significand then cannot distort."""
+    if t.dtype == "bf16":
+        with np.errstate(over="ignore", invalid="ignore"):
+            f = x.astype(np.float32)
+            inexact = np.isfinite(f) & (f.astype(np.float64) != x)
+            too_far = np.abs(f.astype(np.float64)) > np.abs(x)
+        bits = f.view(np.uint32).copy()
+        bits -= (inexact & too_far).astype(np.uint32)
+        bits |= inexact.astype(np.uint32)
+        return _round_f32_to_bf16(bits.view(np.float32))
+    with np.errstate(over="ignore"):
+        return x.astype(DTYPES[t.dtype_code][2])
+
+
+def _decode_factored(r: _Reader, t: TensorRecord, st: Stage, sf: str) -> np.ndarray:
+    """§5.8-§5.11: parameters in stored order (param_len, then each field),
+    then whether they fit the tensor, then the payload, consumed exactly."""
+    _check_param_len(st, sf)
+    p, base = st.params, st.offset + 4
+    if st.id == STAGE_BINARY:
+        dt = _store_dtype(p[0], f"{sf}.params.scale_dtype", base)
+        _reserved(p[1:4], f"{sf}.params.reserved", base + 1)
+    elif st.id == STAGE_LOWRANK:
+        rank = int.from_bytes(p[0:4], "little")
+        if rank == 0:
+            raise CxrmError("bad_chain", f"{sf}.params.rank", base, "rank 0")
+        dt = _store_dtype(p[4], f"{sf}.params.factor_dtype", base + 4)
+        _reserved(p[5:8], f"{sf}.params.reserved", base + 5)
+    else:
+        r_out = int.from_bytes(p[0:4], "little")
+        r_in = int.from_bytes(p[4:8], "little")
+        if r_out == 0 or r_in == 0:
+            raise CxrmError("bad_chain", f"{sf}.params", base, "a Tucker rank of 0")
+        dt = _store_dtype(p[8], f"{sf}.params.factor_dtype", base + 8)
+        _reserved(p[9:12], f"{sf}.params.reserved", base + 9)
+    if t.dtype_code not in FLOAT_DTYPES:
+        raise CxrmError("bad_chain", sf, st.offset,
+                        f"{st.name} on a {t.dtype} tensor: its values are real")
+    n = t.element_count
+    if st.id == STAGE_BINARY:
+        # The view of §5.7's CSR layout: first dimension by the rest.
+        rows = 0 if n == 0 else (t.shape[0] if t.shape else 1)
+        cols = n // rows if rows else 0
+        scales = _floats(r, rows, dt, f"{t.field}.scales")
+        row_bytes = (cols + 7) // 8
+        pos = r.pos
+        raw = np.frombuffer(r.take(rows * row_bytes, f"{t.field}.signs"), dtype=np.uint8)
+        bits = np.unpackbits(raw.reshape(rows, row_bytes), axis=1)   # MSB first
+        pad = bits[:, cols:]
+        if pad.any():
+            row = int(np.flatnonzero(pad.any(axis=1))[0])
+            raise CxrmError("decode_error", f"{t.field}.signs", pos + (row + 1) * row_bytes - 1,
+                            f"nonzero padding bits after row {row}")
+        # Each scale rounded to the dtype first, then signed: -x is exact.
+        mag = _round_from_f64(scales, t)
+        if t.dtype == "bf16":
+            neg = mag ^ np.uint16(0x8000)
+        else:
+            neg = -mag
+        flat = np.where(bits[:, :cols].astype(bool), mag[:, None], neg[:, None]).reshape(-1)
+    elif st.id == STAGE_LOWRANK:
+        if len(t.shape) < 2:
+            raise CxrmError("bad_chain", f"{sf}.params", st.offset,
+                            "lowrank needs a tensor of rank 2 or more")
+        rows = t.shape[0]
+        cols = n // rows if rows else 0
+        if rank > min(rows, cols):
+            raise CxrmError("bad_chain", f"{sf}.params", base,
+                            f"rank {rank} > min({rows}, {cols})")
+        u = _floats(r, rows * rank, dt, f"{t.field}.u").reshape(rows, rank)
+        v = _floats(r, rank * cols, dt, f"{t.field}.v").reshape(rank, cols)
+        # Sum in float64 in increasing k, as §5.8 fixes.
+        acc = np.zeros((rows, cols))
+        for k in range(rank):
+            acc += np.outer(u[:, k], v[k, :])
+        flat = _round_from_f64(acc.reshape(-1), t)
+    else:
+        if len(t.shape) < 2:
+            raise CxrmError("bad_chain", f"{sf}.params", st.offset,
+                            "tucker needs a tensor of rank 2 or more")
+        o, i = t.shape[0], t.shape[1]
+        s = n // (o * i) if o * i else 0
+        if r_out > min(o, i * s):
+            raise CxrmError("bad_chain", f"{sf}.params", base,
+                            f"rank_out {r_out} > min({o}, {i * s})")
+        if r_in > min(i, o * s):
+            raise CxrmError("bad_chain", f"{sf}.params", base + 4,
+                            f"rank_in {r_in} > min({i}, {o * s})")
+        u_out = _floats(r, o * r_out, dt, f"{t.field}.u_out").reshape(o, r_out)
+        core = _floats(r, r_out * r_in * s, dt, f"{t.field}.core").reshape(r_out, r_in, s)
+        u_in = _floats(r, i * r_in, dt, f"{t.field}.u_in").reshape(i, r_in)
+        # T[a, i, s] = sum_b core[a, b, s] U_in[i, b], then
+        # W[o, i, s] = sum_a U_out[o, a] T[a, i, s], each in increasing index.
+        tt = np.zeros((r_out, i, s))
+        for b in range(r_in):
+            tt += core[:, b, None, :] * u_in[None, :, b, None]
+        w = np.zeros((o, i, s))
+        for a in range(r_out):
+            w += u_out[:, a, None, None] * tt[None, a]
+        flat = _round_from_f64(w.reshape(-1), t)
+    if r.remaining():
+        raise CxrmError("decode_error", f"{t.field}.payload", r.pos,
+                        f"{r.remaining()} bytes left over after the last part of the payload")
+    return _widen(flat, t).reshape(t.shape)
 
 
 def _dense_array(data: memoryview, t: TensorRecord) -> np.ndarray:

@@ -4,7 +4,7 @@
 //! the final name.
 
 use super::graph::Graph;
-use super::header::{HEADER_LEN, Header, VERSION_MAJOR, VERSION_MINOR, header_crc};
+use super::header::{HEADER_LEN, Header, VERSION_MAJOR, header_crc};
 use super::limits::{Limits, align64};
 use super::table::{SECTION_ENTRY_LEN, SECTION_GRAPH, SECTION_METADATA, SECTION_REQUIRED};
 use super::value::{self, Map, Value};
@@ -397,11 +397,17 @@ fn default_permissions() -> std::fs::Permissions {
 }
 
 /// The lowest minor version whose features a file uses (spec §5, §9): 1.1 added the sparse,
-/// codebook and Huffman stages.
+/// codebook and Huffman stages, 1.2 the factored ones (lowrank, tucker, binary).
 fn minor_version_for(must_understand: u64) -> u16 {
-    let v1_1 = [StageId::Sparse, StageId::Codebook, StageId::Huffman];
-    if v1_1.iter().any(|s| must_understand & (1 << *s as u8) != 0) {
-        VERSION_MINOR
+    let uses = |stages: &[StageId]| {
+        stages
+            .iter()
+            .any(|s| must_understand & (1 << *s as u8) != 0)
+    };
+    if uses(&[StageId::LowRank, StageId::Tucker, StageId::Binary]) {
+        2
+    } else if uses(&[StageId::Sparse, StageId::Codebook, StageId::Huffman]) {
+        1
     } else {
         0
     }

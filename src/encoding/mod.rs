@@ -4,15 +4,19 @@
 //! optionally a codebook for a sparse tensor's values, optionally `huffman` for the symbol
 //! streams, then byte stages (zstd). Decoding walks the chain backwards. Each stage has its own module with encoder, decoder and tests side by side.
 
+pub mod binary;
 pub mod codebook;
 pub mod dense;
+pub(crate) mod floats;
 pub mod huffman;
+pub mod lowrank;
 pub mod sparse;
 pub mod stream;
 pub(crate) mod tensor;
+pub mod tucker;
 pub mod zstd;
 
-use crate::container::limits::Limits;
+use crate::container::{self, limits::Limits};
 use crate::error::{Error, ErrorCode, Result};
 use std::borrow::Cow;
 
@@ -91,7 +95,10 @@ pub const IMPLEMENTED: u64 = (1 << StageId::Dense as u8)
     | (1 << StageId::Zstd as u8)
     | (1 << StageId::Sparse as u8)
     | (1 << StageId::Codebook as u8)
-    | (1 << StageId::Huffman as u8);
+    | (1 << StageId::Huffman as u8)
+    | (1 << StageId::LowRank as u8)
+    | (1 << StageId::Tucker as u8)
+    | (1 << StageId::Binary as u8);
 
 /// Human-readable name of any stage code, known or not.
 pub fn stage_name(code: u8) -> Cow<'static, str> {
@@ -292,21 +299,19 @@ pub fn decode_detailed<'a>(
             "empty chain",
         ));
     }
-    for (i, s) in stages.iter().enumerate() {
-        if !s.id().is_some_and(StageId::implemented) {
-            return Err(unimplemented(s, &format!("{}.stage[{i}]", ctx.what)));
-        }
-    }
-    check_chain(stages, ctx.what)?;
+    let (bytes, base) = undo_byte_stages(stages, stored, ctx)?;
     let ids: Vec<StageId> = stages.iter().map(|s| s.id().expect("checked")).collect();
-    let mut tensor_end = 1;
-    while tensor_end < ids.len() && ids[tensor_end].kind() != StageKind::Byte {
-        tensor_end += 1;
-    }
-    let mut bytes: Cow<'a, [u8]> = Cow::Borrowed(stored);
-    for i in (tensor_end..stages.len()).rev() {
-        let field = format!("{}.stage[{i}]", ctx.what);
-        bytes = Cow::Owned(zstd::decode(&stages[i], &bytes, ctx, &field)?);
+    let tensor_end = ids
+        .iter()
+        .position(|id| id.kind() == StageKind::Byte)
+        .unwrap_or(ids.len());
+    if let Some(factored) = read_factored_payload(&stages[0], ids[0], &bytes, base, ctx)? {
+        return Ok(Decoded {
+            bytes: Cow::Owned(factored.to_dtype(ctx.dtype)),
+            nnz: None,
+            codebook: None,
+            streams: Vec::new(),
+        });
     }
     let huffman = ids[..tensor_end].contains(&StageId::Huffman);
     // The representation's stages check their parameters in chain order, before the payload.
@@ -342,13 +347,6 @@ pub fn decode_detailed<'a>(
             _ => {}
         }
     }
-    // Offsets in errors are file offsets when the payload is the stored bytes, and offsets
-    // into the decoded payload when byte stages produced it.
-    let base = if tensor_end == stages.len() {
-        ctx.payload_offset
-    } else {
-        0
-    };
     match (ids[0], sparse_params, codebook_params) {
         (StageId::Dense, _, _) => {
             dense::decode(&stages[0], &bytes, ctx, &format!("{}.stage[0]", ctx.what))?;
@@ -367,6 +365,106 @@ pub fn decode_detailed<'a>(
         }
         _ => Err(unimplemented(&stages[0], &format!("{}.stage[0]", ctx.what))),
     }
+}
+
+/// A tensor in one of the factored representations, as stored: what a runtime executes
+/// without rebuilding the dense tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Factored {
+    LowRank(lowrank::LowRank),
+    Tucker(tucker::Tucker),
+    Binary(binary::Binary),
+}
+
+impl Factored {
+    /// The dense tensor, each element rounded once to `dtype` (spec §5.8–§5.11).
+    pub fn to_dtype(&self, dtype: crate::dtype::DType) -> Vec<u8> {
+        match self {
+            Factored::LowRank(f) => f.to_dtype(dtype),
+            Factored::Tucker(f) => f.to_dtype(dtype),
+            Factored::Binary(f) => f.to_dtype(dtype),
+        }
+    }
+}
+
+/// The factors of a tensor stored `lowrank`, `tucker` or `binary` (after its byte stages), or
+/// `None` for any other representation. Checks exactly what decoding checks.
+pub fn read_factored(
+    stages: &[Stage<'_>],
+    stored: &[u8],
+    ctx: &DecodeContext<'_>,
+) -> Result<Option<Factored>> {
+    let Some(first) = stages.first().and_then(Stage::id) else {
+        return Ok(None);
+    };
+    if !matches!(first, StageId::LowRank | StageId::Tucker | StageId::Binary) {
+        return Ok(None);
+    }
+    let (bytes, base) = undo_byte_stages(stages, stored, ctx)?;
+    read_factored_payload(&stages[0], first, &bytes, base, ctx)
+}
+
+/// Check a chain and run its byte stages backwards: the representation's payload, and the file
+/// offset of its first byte (0 when a byte stage produced it).
+fn undo_byte_stages<'a>(
+    stages: &[Stage<'_>],
+    stored: &'a [u8],
+    ctx: &DecodeContext<'_>,
+) -> Result<(Cow<'a, [u8]>, u64)> {
+    for (i, s) in stages.iter().enumerate() {
+        if !s.id().is_some_and(StageId::implemented) {
+            return Err(unimplemented(s, &format!("{}.stage[{i}]", ctx.what)));
+        }
+    }
+    check_chain(stages, ctx.what)?;
+    let tensor_end = stages
+        .iter()
+        .position(|s| s.id().is_some_and(|id| id.kind() == StageKind::Byte))
+        .unwrap_or(stages.len())
+        .max(1);
+    let mut bytes: Cow<'a, [u8]> = Cow::Borrowed(stored);
+    for i in (tensor_end..stages.len()).rev() {
+        let field = format!("{}.stage[{i}]", ctx.what);
+        bytes = Cow::Owned(zstd::decode(&stages[i], &bytes, ctx, &field)?);
+    }
+    let base = if tensor_end == stages.len() {
+        ctx.payload_offset
+    } else {
+        0
+    };
+    Ok((bytes, base))
+}
+
+/// Parse a factored representation's parameters, then its payload, which must be consumed
+/// exactly. `None` for the other representations.
+fn read_factored_payload(
+    stage: &Stage<'_>,
+    id: StageId,
+    bytes: &[u8],
+    base: u64,
+    ctx: &DecodeContext<'_>,
+) -> Result<Option<Factored>> {
+    let field = format!("{}.stage[0]", ctx.what);
+    let mut c = container::cursor::Cursor::new(bytes, base);
+    let factored = match id {
+        StageId::LowRank => {
+            let p = lowrank::Params::parse(stage, ctx, &field)?;
+            Factored::LowRank(lowrank::read_payload(&mut c, &p, ctx)?)
+        }
+        StageId::Tucker => {
+            let p = tucker::Params::parse(stage, ctx, &field)?;
+            Factored::Tucker(tucker::read_payload(&mut c, &p, ctx)?)
+        }
+        StageId::Binary => {
+            let p = binary::Params::parse(stage.params, &field, stage.params_offset())?;
+            floats::require_float(stage, ctx, &field)?;
+            let (rows, cols) = sparse::csr_shape(ctx.shape, ctx.elements);
+            Factored::Binary(binary::read_payload(&mut c, &p, rows, cols, ctx.what)?)
+        }
+        _ => return Ok(None),
+    };
+    tensor::finish(&c, ctx)?;
+    Ok(Some(factored))
 }
 
 fn unimplemented(stage: &Stage<'_>, field: &str) -> Error {

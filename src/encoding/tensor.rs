@@ -40,7 +40,7 @@ pub fn require_float(stage: &Stage<'_>, ctx: &DecodeContext<'_>, field: &str) ->
     Ok(())
 }
 
-fn finish(c: &Cursor<'_>, ctx: &DecodeContext<'_>) -> Result<()> {
+pub(crate) fn finish(c: &Cursor<'_>, ctx: &DecodeContext<'_>) -> Result<()> {
     if !c.is_empty() {
         return Err(Error::format(
             ErrorCode::DecodeError,

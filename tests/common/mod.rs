@@ -461,6 +461,97 @@ fn max_length_codes() -> encoding::Encoded<'static> {
     }
 }
 
+fn lcg_weights(rng: &mut Lcg, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.weight(scale)).collect()
+}
+
+/// One tensor in each factored representation (spec §5.8–§5.11), in f32, f16 and bf16, one
+/// of them under zstd. Factors are multiples of 2^-12, so every sum in the reconstruction is
+/// exact in f64 and a reader's summation order cannot change a value.
+pub fn factored() -> Vec<u8> {
+    use encoding::{binary, lowrank, tucker};
+    let mut rng = Lcg(0xfac7);
+    let mut w = Writer::new();
+    w.set_metadata("model.name", Value::String("factored".into()));
+    let lr = lowrank::LowRank {
+        rows: 3,
+        cols: 4,
+        rank: 2,
+        u: lcg_weights(&mut rng, 6, 1.0),
+        v: lcg_weights(&mut rng, 8, 1.0),
+    };
+    w.add_tensor(
+        "lowrank.f32",
+        DType::F32,
+        &[3, 4],
+        lowrank::encode(&lr, DType::F32),
+    )
+    .unwrap();
+    // A conv-shaped weight [4, 2, 1, 3] as a 4 x 6 matrix, f16 factors, bf16 values.
+    let conv = lowrank::LowRank {
+        rows: 4,
+        cols: 6,
+        rank: 1,
+        u: lcg_weights(&mut rng, 4, 1.0),
+        v: lcg_weights(&mut rng, 6, 1.0),
+    };
+    w.add_tensor(
+        "lowrank.bf16",
+        DType::BF16,
+        &[4, 2, 1, 3],
+        lowrank::encode(&conv, DType::F16),
+    )
+    .unwrap();
+    let tk = tucker::Tucker {
+        out: 4,
+        inp: 3,
+        spatial: 4,
+        rank_out: 2,
+        rank_in: 2,
+        u_out: lcg_weights(&mut rng, 8, 1.0),
+        core: lcg_weights(&mut rng, 16, 1.0),
+        u_in: lcg_weights(&mut rng, 6, 1.0),
+    };
+    w.add_tensor(
+        "tucker.f32",
+        DType::F32,
+        &[4, 3, 2, 2],
+        tucker::encode(&tk, DType::F16),
+    )
+    .unwrap();
+    // Ten columns: each row's signs take two bytes, the second padded with six zero bits.
+    let signs = lcg_weights(&mut rng, 30, 1.0);
+    let bin = binary::binarize(&signs, 3, 10, DType::F32);
+    w.add_tensor(
+        "binary.f32",
+        DType::F32,
+        &[3, 10],
+        binary::encode(
+            &bin,
+            binary::Params {
+                scale_dtype: DType::F32,
+            },
+        ),
+    )
+    .unwrap();
+    // Periodic signs, so that zstd has something to find.
+    let periodic: Vec<f32> = (0..2 * 256)
+        .map(|i| if (i / 3) % 2 == 0 { 0.25 } else { -0.75 } * (1 + i / 256) as f32)
+        .collect();
+    let bin16 = binary::binarize(&periodic, 2, 256, DType::F16);
+    let mut enc = binary::encode(
+        &bin16,
+        binary::Params {
+            scale_dtype: DType::F16,
+        },
+    );
+    enc = encoding::zstd::encode(enc, 19).unwrap();
+    assert_eq!(enc.stages.len(), 2, "zstd kept");
+    w.add_tensor("binary.f16.zstd", DType::F16, &[2, 16, 4, 4], enc)
+        .unwrap();
+    finish(&w)
+}
+
 pub fn empty() -> Vec<u8> {
     finish(&Writer::new())
 }
@@ -494,6 +585,10 @@ pub fn valid() -> Vec<ValidFixture> {
         ValidFixture {
             name: "deep",
             bytes: deep(),
+        },
+        ValidFixture {
+            name: "factored",
+            bytes: factored(),
         },
     ]
 }
@@ -1089,6 +1184,7 @@ pub fn invalid() -> Vec<InvalidFixture> {
         }),
     );
     deep_invalid(&mut out);
+    factored_invalid(&mut out);
     out
 }
 
@@ -1131,6 +1227,172 @@ fn sparse_params(layout: Layout, nnz: u64) -> Vec<u8> {
 
 fn centroids(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Bad files for the factored stages (spec §5.8–§5.11), each breaking one rule with every CRC
+/// correct.
+fn factored_invalid(out: &mut Vec<InvalidFixture>) {
+    use encoding::StageId::{Binary, Huffman, LowRank, Tucker};
+    use encoding::{binary, lowrank, tucker};
+    let mut add = |name, code, stage, why, bytes: Vec<u8>| {
+        out.push(InvalidFixture {
+            name,
+            bytes,
+            code,
+            stage,
+            why,
+        })
+    };
+    let f32s = |n: usize| f32_bytes(&vec![0.5; n]);
+    let lr = |rank: u32| {
+        lowrank::Params {
+            rank,
+            factor_dtype: DType::F32,
+        }
+        .to_bytes()
+    };
+    add(
+        "lowrank_rank_too_large",
+        "bad_chain",
+        "verify",
+        "rank 3 for a 2 x 4 matrix (at most min(rows, cols) = 2)",
+        single_tensor(DType::F32, &[2, 4], vec![stage(LowRank, lr(3))], f32s(18)),
+    );
+    add(
+        "lowrank_on_vector",
+        "bad_chain",
+        "verify",
+        "lowrank on a rank-1 tensor",
+        single_tensor(DType::F32, &[4], vec![stage(LowRank, lr(1))], f32s(5)),
+    );
+    add(
+        "lowrank_short_payload",
+        "truncated",
+        "verify",
+        "rank 1 of 2 x 4 needs 2 + 4 factor values, the payload holds 5",
+        single_tensor(DType::F32, &[2, 4], vec![stage(LowRank, lr(1))], f32s(5)),
+    );
+    add(
+        "lowrank_left_over",
+        "decode_error",
+        "verify",
+        "rank 1 of 2 x 4 needs 6 factor values, the payload holds 7",
+        single_tensor(DType::F32, &[2, 4], vec![stage(LowRank, lr(1))], f32s(7)),
+    );
+    add(
+        "lowrank_factor_dtype",
+        "bad_chain",
+        "verify",
+        "factor dtype 3 (bf16): factors are f32 or f16",
+        {
+            let mut p = lr(1);
+            p[4] = 3;
+            single_tensor(DType::F32, &[2, 4], vec![stage(LowRank, p)], f32s(6))
+        },
+    );
+    add(
+        "lowrank_then_huffman",
+        "bad_chain",
+        "open",
+        "huffman after lowrank, which has no symbol streams",
+        {
+            // The writer refuses this chain, so write lowrank+zstd and turn zstd into huffman.
+            let lowrank = lowrank::encode(
+                &lowrank::LowRank {
+                    rows: 2,
+                    cols: 4,
+                    rank: 1,
+                    u: vec![0.5; 2],
+                    v: vec![0.5; 4],
+                },
+                DType::F32,
+            );
+            let mut w = Writer::new();
+            w.add_tensor(
+                "t",
+                DType::F32,
+                &[2, 4],
+                encoding::zstd::encode(lowrank, 1).unwrap(),
+            )
+            .unwrap();
+            let mut b = w.to_bytes().unwrap();
+            let stage1 = fields(&b).tensors[0].2 as usize + 4 + lowrank::PARAMS_LEN;
+            assert_eq!(b[stage1], encoding::StageId::Zstd as u8, "zstd kept");
+            b[stage1] = Huffman as u8;
+            put_u64(&mut b, 16, 1 << LowRank as u8 | 1 << Huffman as u8);
+            fix_header_crc(&mut b);
+            b
+        },
+    );
+    add(
+        "tucker_rank_too_large",
+        "bad_chain",
+        "verify",
+        "rank_in 3 for a [2, 2, 3] tensor (at most min(I, O·S) = 2)",
+        single_tensor(
+            DType::F32,
+            &[2, 2, 3],
+            vec![stage(
+                Tucker,
+                tucker::Params {
+                    rank_out: 1,
+                    rank_in: 3,
+                    factor_dtype: DType::F32,
+                }
+                .to_bytes(),
+            )],
+            f32s(2 + 9 + 6),
+        ),
+    );
+    let bin_params = binary::Params {
+        scale_dtype: DType::F32,
+    }
+    .to_bytes();
+    add(
+        "binary_nonzero_padding",
+        "decode_error",
+        "verify",
+        "a 1 x 3 binary tensor whose sign byte sets a padding bit",
+        {
+            let mut payload = f32_bytes(&[0.5]);
+            payload.push(0b1010_0001);
+            single_tensor(
+                DType::F32,
+                &[1, 3],
+                vec![stage(Binary, bin_params.clone())],
+                payload,
+            )
+        },
+    );
+    add(
+        "binary_reserved",
+        "reserved_nonzero",
+        "verify",
+        "a nonzero reserved byte in binary's parameters",
+        {
+            let mut p = bin_params.clone();
+            p[3] = 1;
+            let mut payload = f32_bytes(&[0.5]);
+            payload.push(0b1010_0000);
+            single_tensor(DType::F32, &[1, 3], vec![stage(Binary, p)], payload)
+        },
+    );
+    add(
+        "binary_on_integers",
+        "bad_chain",
+        "verify",
+        "binary on an i32 tensor: its scales are real",
+        {
+            let mut payload = f32_bytes(&[0.5]);
+            payload.push(0b1010_0000);
+            single_tensor(
+                DType::I32,
+                &[1, 3],
+                vec![stage(Binary, bin_params.clone())],
+                payload,
+            )
+        },
+    );
 }
 
 /// Bad files for the Deep Compression stages: each builds a small tensor whose payload breaks
