@@ -18,20 +18,21 @@ fn weights(file: &Cxrm<'_>, name: &str) -> Vec<f32> {
     file.decode(name).unwrap().to_f32_vec()
 }
 
-/// LeNet-5 computed the obvious way, loop by loop, from the decoded weights.
+/// LeNet-5 computed the obvious way, loop by loop, from the decoded weights. In the XNOR form
+/// (`conv2` and `fc1` XNOR layers, no ReLU before them) those layers take the signs of their
+/// input and scale each output by the mean magnitude of its receptive field.
 fn reference_lenet5(file: &Cxrm<'_>, x: &Array3<f32>) -> Vec<f32> {
     fn conv(
         x: &Array3<f32>,
         w: &[f32],
         b: &[f32],
-        cout: usize,
-        k: usize,
-        pad: usize,
+        (cout, k, pad): (usize, usize, usize),
+        xnor: bool,
     ) -> Array3<f32> {
         let (cin, h, wd) = x.dim();
         let (oh, ow) = (h + 2 * pad - k + 1, wd + 2 * pad - k + 1);
         Array3::from_shape_fn((cout, oh, ow), |(o, y, xx)| {
-            let mut acc = b[o] as f64;
+            let (mut acc, mut mag) = (0.0f64, 0.0f64);
             for c in 0..cin {
                 for ky in 0..k {
                     for kx in 0..k {
@@ -40,17 +41,25 @@ fn reference_lenet5(file: &Cxrm<'_>, x: &Array3<f32>) -> Vec<f32> {
                             (xx + kx) as isize - pad as isize,
                         );
                         if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
-                            acc += (w[((o * cin + c) * k + ky) * k + kx]
-                                * x[[c, iy as usize, ix as usize]])
-                                as f64;
+                            let v = x[[c, iy as usize, ix as usize]];
+                            let v = if xnor {
+                                mag += v.abs() as f64;
+                                if v >= 0.0 { 1.0 } else { -1.0 }
+                            } else {
+                                v
+                            };
+                            acc += (w[((o * cin + c) * k + ky) * k + kx] * v) as f64;
                         }
                     }
                 }
             }
-            acc as f32
+            if xnor {
+                acc *= mag / (cin * k * k) as f64;
+            }
+            (acc + b[o] as f64) as f32
         })
     }
-    fn relu_pool(x: &Array3<f32>) -> Array3<f32> {
+    fn pool(x: &Array3<f32>, relu: bool) -> Array3<f32> {
         let (c, h, w) = x.dim();
         Array3::from_shape_fn((c, h / 2, w / 2), |(ch, y, xx)| {
             let m = [
@@ -59,28 +68,51 @@ fn reference_lenet5(file: &Cxrm<'_>, x: &Array3<f32>) -> Vec<f32> {
                 x[[ch, 2 * y, 2 * xx + 1]],
                 x[[ch, 2 * y + 1, 2 * xx + 1]],
             ];
-            m.iter().fold(f32::MIN, |a, &b| a.max(b)).max(0.0)
+            let m = m.iter().fold(f32::MIN, |a, &b| a.max(b));
+            if relu { m.max(0.0) } else { m }
         })
     }
-    fn fc(x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
+    fn fc(x: &[f32], w: &[f32], b: &[f32], relu: bool, xnor: bool) -> Vec<f32> {
+        let k = x.iter().map(|v| v.abs() as f64).sum::<f64>() / x.len() as f64;
         (0..b.len())
             .map(|o| {
-                let v = b[o] as f64
-                    + x.iter()
-                        .enumerate()
-                        .map(|(i, &xi)| (xi * w[o * x.len() + i]) as f64)
-                        .sum::<f64>();
+                let dot = x
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &xi)| {
+                        let xi = match (xnor, xi >= 0.0) {
+                            (false, _) => xi,
+                            (true, true) => 1.0,
+                            (true, false) => -1.0,
+                        };
+                        (xi * w[o * x.len() + i]) as f64
+                    })
+                    .sum::<f64>();
+                let v = b[o] as f64 + if xnor { dot * k } else { dot };
                 if relu { (v as f32).max(0.0) } else { v as f32 }
             })
             .collect()
     }
+    let xnor = file
+        .graph()
+        .unwrap()
+        .unwrap()
+        .nodes
+        .iter()
+        .any(|n| n.op.starts_with("xnor"));
     let w = |n: &str| weights(file, n);
-    let a = relu_pool(&conv(x, &w("conv1.weight"), &w("conv1.bias"), 6, 5, 2));
-    let a = relu_pool(&conv(&a, &w("conv2.weight"), &w("conv2.bias"), 16, 5, 0));
+    let a = pool(
+        &conv(x, &w("conv1.weight"), &w("conv1.bias"), (6, 5, 2), false),
+        !xnor,
+    );
+    let a = pool(
+        &conv(&a, &w("conv2.weight"), &w("conv2.bias"), (16, 5, 0), xnor),
+        !xnor,
+    );
     let flat: Vec<f32> = a.iter().copied().collect();
-    let f = fc(&flat, &w("fc1.weight"), &w("fc1.bias"), true);
-    let f = fc(&f, &w("fc2.weight"), &w("fc2.bias"), true);
-    fc(&f, &w("fc3.weight"), &w("fc3.bias"), false)
+    let f = fc(&flat, &w("fc1.weight"), &w("fc1.bias"), true, xnor);
+    let f = fc(&f, &w("fc2.weight"), &w("fc2.bias"), true, false);
+    fc(&f, &w("fc3.weight"), &w("fc3.bias"), false, false)
 }
 
 fn logits(bytes: &[u8], options: RuntimeOptions) -> Vec<f32> {
@@ -128,7 +160,7 @@ fn lenet5_matches_the_reference_forward_pass() {
 
 #[test]
 fn compressed_encodings_give_exactly_the_logits_of_their_dense_twins() {
-    let dc = common::lenet5(true);
+    let dc = common::lenet5(common::Form::Deep);
     let file = Cxrm::parse(&dc).unwrap();
     // The decoded-dense twin: same graph and metadata, every tensor stored dense.
     let w = Writer::dense_copy_of(&file).unwrap();
@@ -146,6 +178,41 @@ fn compressed_encodings_give_exactly_the_logits_of_their_dense_twins() {
             a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
             b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         );
+    }
+}
+
+#[test]
+fn factored_and_binary_weights_give_the_logits_of_their_dense_twins() {
+    for (form, kernels) in [
+        (
+            common::Form::Factored,
+            ["dense", "tucker", "lowrank", "lowrank"],
+        ),
+        (common::Form::Xnor, ["dense", "xnor", "xnor", "dense"]),
+    ] {
+        let bytes = common::lenet5(form);
+        let file = Cxrm::parse(&bytes).unwrap();
+        let model = Model::load(&file).unwrap();
+        let used: Vec<&str> = model
+            .layer_info()
+            .iter()
+            .map(|l| l.kernel)
+            .filter(|k| !k.is_empty())
+            .collect();
+        assert_eq!(used[..4], kernels, "{form:?} runs natively");
+        let twin = Writer::dense_copy_of(&file).unwrap().to_bytes().unwrap();
+        let twin_file = Cxrm::parse(&twin).unwrap();
+        let twin_model = Model::load(&twin_file).unwrap();
+        assert!(
+            twin_model
+                .layer_info()
+                .iter()
+                .all(|l| !matches!(l.kernel, "tucker" | "lowrank" | "xnor")),
+            "the twin runs dense"
+        );
+        let a = logits(&bytes, RuntimeOptions::default());
+        let b = logits(&twin, RuntimeOptions::default());
+        assert_close(&a, &b, 1e-5);
     }
 }
 

@@ -258,6 +258,25 @@ impl<'data> Cxrm<'data> {
         })
     }
 
+    /// The factors of a tensor stored `lowrank`, `tucker` or `binary`, CRC-checked, for a
+    /// runtime that executes them as they are; `None` for every other encoding.
+    pub fn read_factored(
+        &self,
+        record: &TensorRecord<'data>,
+    ) -> Result<Option<encoding::Factored>> {
+        use encoding::StageId::{Binary, LowRank, Tucker};
+        if !matches!(
+            record.stages.first().and_then(|s| s.id()),
+            Some(LowRank | Tucker | Binary)
+        ) {
+            return Ok(None);
+        }
+        self.check_crc(record)?;
+        let what = format!("tensor[{}]", record.index);
+        let ctx = self.decode_context(record, &what);
+        encoding::read_factored(&record.stages, self.stored_bytes(record), &ctx)
+    }
+
     /// Decode a tensor and report what its encoding looked like inside (survivors, codebook,
     /// each symbol stream's entropy and cost), as `cxrm inspect` shows it.
     pub fn decode_detailed(

@@ -377,6 +377,15 @@ pub enum Factored {
 }
 
 impl Factored {
+    /// The rebuilt tensor as f32.
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            Factored::LowRank(f) => f.to_f32(),
+            Factored::Tucker(f) => f.to_f32(),
+            Factored::Binary(f) => f.to_f32(),
+        }
+    }
+
     /// The dense tensor, each element rounded once to `dtype` (spec §5.8–§5.11).
     pub fn to_dtype(&self, dtype: crate::dtype::DType) -> Vec<u8> {
         match self {

@@ -6,5 +6,6 @@ pub mod model;
 pub mod ops;
 #[cfg(feature = "image")]
 pub mod preprocess;
+pub mod xnor;
 
 pub use model::{InputSpec, LayerInfo, Model, RuntimeOptions};

@@ -4,14 +4,19 @@
 //! the memory map (no copy); encoded ones are decoded once. Weights that are mostly zero run
 //! through sparse (CSR) kernels; the choice depends on the weights' measured density, not on
 //! how they were stored, so a pruned model and its decoded-dense twin compute identically.
+//! Factored weights run as they are stored: `lowrank` as two thin products, `tucker` as three
+//! convolutions (1×1, the core's, 1×1), `binary` weights of XNOR layers through the popcount
+//! kernel; anywhere else they are rebuilt once.
 //! Batch norm is folded into the convolution or dense layer before it. Shapes are checked
 //! through the whole graph at load, so a bad graph fails before any input is read.
 
 use super::ops::{self, Conv2dParams, Csr, Matrix, PoolParams};
+use super::xnor::{self, BitRows, XnorWeight};
 use crate::container::graph::{INPUT, Node};
 use crate::container::reader::Cxrm;
 use crate::container::value::{self, Map, Value};
 use crate::dtype::DType;
+use crate::encoding::Factored;
 use crate::error::{Error, Result};
 use ndarray::{Array2, Array4, ArrayD, ArrayView4, Ix2, Ix4, IxDyn};
 use std::borrow::Cow;
@@ -111,6 +116,21 @@ enum Op<'a> {
         weight: Matrix<'a>,
         bias: Option<Vec<f32>>,
     },
+    /// A Tucker-2 convolution: 1×1 to `r_in` channels, the core's window to `r_out`, 1×1 to
+    /// the output channels; the bias comes last.
+    ConvChain {
+        steps: Vec<(Matrix<'a>, Conv2dParams)>,
+        bias: Option<Vec<f32>>,
+    },
+    XnorConv {
+        weight: XnorWeight<'a>,
+        bias: Option<Vec<f32>>,
+        params: Conv2dParams,
+    },
+    XnorDense {
+        weight: XnorWeight<'a>,
+        bias: Option<Vec<f32>>,
+    },
     BatchNorm {
         scale: Vec<f32>,
         shift: Vec<f32>,
@@ -156,7 +176,9 @@ pub struct LayerInfo {
     pub name: String,
     pub op: &'static str,
     pub output_shape: Vec<usize>,
-    /// `dense`, `sparse` (CSR kernel) or empty for layers without weights.
+    /// `dense`, `sparse` (CSR kernel), `lowrank` (a product of factors), `tucker` (three
+    /// convolutions), `xnor` (popcount), `xnor-float` (signs times float weights), or empty for
+    /// layers without weights.
     pub kernel: &'static str,
     pub weights_borrowed: bool,
 }
@@ -211,6 +233,49 @@ fn int(node: &Node, key: &str, default: usize) -> Result<usize> {
     }
 }
 
+/// A weight as loaded: values (borrowed from the map when stored dense f32), or factors.
+enum Loaded<'a> {
+    Values(Cow<'a, [f32]>),
+    Factored(Factored),
+}
+
+/// `rows × cols` row-major to `cols × rows`.
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0; m.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
+}
+
+/// The three convolutions of a Tucker-2 layer: `U_inᵀ` (1×1), the core (the layer's own
+/// window, stride, padding and dilation), `U_out` (1×1).
+fn tucker_steps<'a>(
+    t: &crate::encoding::tucker::Tucker,
+    p: Conv2dParams,
+) -> Vec<(Matrix<'a>, Conv2dParams)> {
+    let pointwise = Conv2dParams {
+        kernel: [1, 1],
+        stride: [1, 1],
+        padding: [0; 4],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    vec![
+        (
+            Matrix::dense(transpose(&t.u_in, t.inp, t.rank_in), t.rank_in, t.inp),
+            pointwise,
+        ),
+        (
+            Matrix::dense(t.core.clone(), t.rank_out, t.rank_in * t.spatial),
+            p,
+        ),
+        (Matrix::dense(t.u_out.clone(), t.out, t.rank_out), pointwise),
+    ]
+}
+
 struct Loader<'f, 'a> {
     file: &'f Cxrm<'a>,
     options: RuntimeOptions,
@@ -242,6 +307,49 @@ impl<'a> Loader<'_, 'a> {
             Cow::Owned(self.file.decode_record(record)?.to_f32_vec()),
             shape,
         ))
+    }
+
+    /// A weight tensor as the runtime will run it: its factors when it is stored factored,
+    /// else its values.
+    fn weight(&self, node: &Node, name: &str) -> Result<(Loaded<'a>, Vec<usize>)> {
+        let record = self.file.tensor(name).map_err(|_| {
+            Error::Model(format!(
+                "node {}: tensor {name:?} is not in the file",
+                node.name
+            ))
+        })?;
+        if let Some(f) = self.file.read_factored(record)? {
+            let shape = record.shape.iter().map(|&d| d as usize).collect();
+            return Ok((Loaded::Factored(f), shape));
+        }
+        let (values, shape) = self.tensor(node, name)?;
+        Ok((Loaded::Values(values), shape))
+    }
+
+    /// A `rows × cols` weight matrix: low-rank and matrix-shaped Tucker factors as products,
+    /// anything else as values (sparse when mostly zero).
+    fn weight_matrix(&self, loaded: Loaded<'a>, rows: usize, cols: usize) -> Matrix<'a> {
+        match loaded {
+            Loaded::Values(v) => self.matrix(v, rows, cols),
+            Loaded::Factored(Factored::LowRank(lr)) => Matrix::Product(vec![
+                Matrix::dense(lr.u, rows, lr.rank),
+                Matrix::dense(lr.v, lr.rank, cols),
+            ]),
+            Loaded::Factored(Factored::Tucker(t)) if t.spatial == 1 => Matrix::Product(vec![
+                Matrix::dense(t.u_out.clone(), t.out, t.rank_out),
+                Matrix::dense(t.core.clone(), t.rank_out, t.rank_in),
+                Matrix::dense(transpose(&t.u_in, t.inp, t.rank_in), t.rank_in, t.inp),
+            ]),
+            Loaded::Factored(f) => self.matrix(Cow::Owned(f.to_f32()), rows, cols),
+        }
+    }
+
+    /// The weights of an XNOR layer: bits when stored `binary`, else a float matrix.
+    fn xnor_weight(&self, loaded: Loaded<'a>, rows: usize, cols: usize) -> XnorWeight<'a> {
+        match loaded {
+            Loaded::Factored(Factored::Binary(b)) => XnorWeight::Bits(BitRows::from_binary(&b)),
+            other => XnorWeight::Float(self.weight_matrix(other, rows, cols)),
+        }
     }
 
     fn matrix(&self, data: Cow<'a, [f32]>, rows: usize, cols: usize) -> Matrix<'a> {
@@ -376,6 +484,9 @@ impl<'a> Model<'a> {
                 let (op, w) = match &l.op {
                     Op::Conv { weight, .. } => ("conv2d", Some(weight)),
                     Op::Dense { weight, .. } => ("dense", Some(weight)),
+                    Op::ConvChain { .. } => ("conv2d", None),
+                    Op::XnorConv { .. } => ("xnor_conv2d", None),
+                    Op::XnorDense { .. } => ("xnor_dense", None),
                     Op::BatchNorm { .. } => ("batch_norm", None),
                     Op::Relu => ("relu", None),
                     Op::Relu6 => ("relu6", None),
@@ -387,15 +498,23 @@ impl<'a> Model<'a> {
                     Op::Add => ("add", None),
                     Op::Identity => ("batch_norm (folded)", None),
                 };
+                let kernel = match (&l.op, w) {
+                    (Op::ConvChain { .. }, _) => "tucker",
+                    (Op::XnorConv { weight, .. } | Op::XnorDense { weight, .. }, _) => match weight
+                    {
+                        XnorWeight::Bits(_) => "xnor",
+                        XnorWeight::Float(_) => "xnor-float",
+                    },
+                    (_, Some(Matrix::Sparse(_))) => "sparse",
+                    (_, Some(Matrix::Product(_))) => "lowrank",
+                    (_, Some(_)) => "dense",
+                    (_, None) => "",
+                };
                 LayerInfo {
                     name: l.name.clone(),
                     op,
                     output_shape: s.clone(),
-                    kernel: match w {
-                        Some(m) if m.is_sparse() => "sparse",
-                        Some(_) => "dense",
-                        None => "",
-                    },
+                    kernel,
                     weights_borrowed: matches!(
                         w,
                         Some(Matrix::Dense {
@@ -499,6 +618,27 @@ fn run_op(op: &Op<'_>, args: &[ndarray::ArrayViewD<'_, f32>]) -> ArrayD<f32> {
                 .expect("shape checked at load");
             ops::dense(x, weight, bias.as_deref()).into_dyn()
         }
+        Op::ConvChain { steps, bias } => {
+            let last = steps.len() - 1;
+            let mut x = ops::conv2d(four(&args[0]), &steps[0].0, None, &steps[0].1);
+            for (i, (m, p)) in steps.iter().enumerate().skip(1) {
+                let b = if i == last { bias.as_deref() } else { None };
+                x = ops::conv2d(x.view(), m, b, p);
+            }
+            x.into_dyn()
+        }
+        Op::XnorConv {
+            weight,
+            bias,
+            params,
+        } => xnor::conv2d(four(&args[0]), weight, bias.as_deref(), params).into_dyn(),
+        Op::XnorDense { weight, bias } => {
+            let x = args[0]
+                .view()
+                .into_dimensionality::<Ix2>()
+                .expect("shape checked at load");
+            xnor::dense(x, weight, bias.as_deref()).into_dyn()
+        }
         Op::BatchNorm { scale, shift } => {
             let mut x = args[0].to_owned();
             for mut img in x.outer_iter_mut() {
@@ -556,14 +696,14 @@ fn build_op<'a>(
         }
     };
     Ok(match node.op.as_str() {
-        "conv2d" => {
+        "conv2d" | "xnor_conv2d" => {
             arity(1)?;
             let (c, h, w) = image(ins[0])?;
             let name = node
                 .weights
                 .first()
                 .ok_or_else(|| fail("needs a weight tensor".into()))?;
-            let (data, shape) = loader.tensor(node, name)?;
+            let (loaded, shape) = loader.weight(node, name)?;
             let [cout, cg, kh, kw] = shape[..] else {
                 return Err(fail(format!(
                     "weight {name:?} must be [out, in/groups, kh, kw], found {shape:?}"
@@ -588,32 +728,41 @@ fn build_op<'a>(
                 .output_size(h, w)
                 .ok_or_else(|| fail(format!("a {kh}x{kw} kernel does not fit a {h}x{w} input")))?;
             let bias = loader.bias(node, 1, cout)?;
-            let depthwise = groups == c && cout == c;
-            let mut weight = loader.matrix(data, cout, cg * kh * kw);
-            if depthwise && let Matrix::Sparse(csr) = &weight {
-                // The depthwise kernel is direct; it takes its few weights dense.
-                let mut dense = vec![0.0; cout * cg * kh * kw];
-                for r in 0..csr.rows {
-                    for k in csr.row_ptr[r]..csr.row_ptr[r + 1] {
-                        dense[r * csr.cols + csr.col[k] as usize] = csr.val[k];
-                    }
+            let cols = cg * kh * kw;
+            let op = if node.op == "xnor_conv2d" {
+                if groups != 1 {
+                    return Err(fail(format!(
+                        "XNOR convolutions take groups 1, not {groups}"
+                    )));
                 }
-                weight = Matrix::Dense {
-                    data: Cow::Owned(dense),
-                    rows: cout,
-                    cols: cg * kh * kw,
-                };
-            }
-            (
-                Op::Conv {
-                    weight,
+                Op::XnorConv {
+                    weight: loader.xnor_weight(loaded, cout, cols),
                     bias,
                     params,
-                },
-                vec![cout, oh, ow],
-            )
+                }
+            } else {
+                match loaded {
+                    Loaded::Factored(Factored::Tucker(t)) if groups == 1 => Op::ConvChain {
+                        steps: tucker_steps(&t, params),
+                        bias,
+                    },
+                    loaded => {
+                        let mut weight = loader.weight_matrix(loaded, cout, cols);
+                        if groups == c && cout == c {
+                            // The depthwise kernel is direct; it takes its few weights dense.
+                            weight = weight.into_dense();
+                        }
+                        Op::Conv {
+                            weight,
+                            bias,
+                            params,
+                        }
+                    }
+                }
+            };
+            (op, vec![cout, oh, ow])
         }
-        "dense" => {
+        "dense" | "xnor_dense" => {
             arity(1)?;
             let [n] = ins[0][..] else {
                 return Err(fail(format!(
@@ -625,7 +774,7 @@ fn build_op<'a>(
                 .weights
                 .first()
                 .ok_or_else(|| fail("needs a weight tensor".into()))?;
-            let (data, shape) = loader.tensor(node, name)?;
+            let (loaded, shape) = loader.weight(node, name)?;
             let [out, inp] = shape[..] else {
                 return Err(fail(format!(
                     "weight {name:?} must be [out, in], found {shape:?}"
@@ -637,13 +786,18 @@ fn build_op<'a>(
                 )));
             }
             let bias = loader.bias(node, 1, out)?;
-            (
-                Op::Dense {
-                    weight: loader.matrix(data, out, inp),
+            let op = if node.op == "xnor_dense" {
+                Op::XnorDense {
+                    weight: loader.xnor_weight(loaded, out, inp),
                     bias,
-                },
-                vec![out],
-            )
+                }
+            } else {
+                Op::Dense {
+                    weight: loader.weight_matrix(loaded, out, inp),
+                    bias,
+                }
+            };
+            (op, vec![out])
         }
         "batch_norm" => {
             arity(1)?;
@@ -776,25 +930,12 @@ fn fold_batch_norms(layers: &mut [Layer<'_>]) {
         let (scale, shift) = (scale.clone(), shift.clone());
         let folded = match &mut layers[j].op {
             Op::Conv { weight, bias, .. } | Op::Dense { weight, bias } => {
-                let rows = weight.rows();
-                let b = bias.get_or_insert_with(|| vec![0.0; rows]);
-                for (r, bv) in b.iter_mut().enumerate() {
-                    *bv = *bv * scale[r] + shift[r];
-                }
-                match weight {
-                    Matrix::Dense { data, cols, .. } => {
-                        let cols = *cols;
-                        for (r, row) in data.to_mut().chunks_mut(cols).enumerate() {
-                            row.iter_mut().for_each(|v| *v *= scale[r]);
-                        }
-                    }
-                    Matrix::Sparse(csr) => {
-                        for (r, s) in scale.iter().enumerate().take(csr.rows) {
-                            let (a, b) = (csr.row_ptr[r], csr.row_ptr[r + 1]);
-                            csr.val[a..b].iter_mut().for_each(|v| *v *= s);
-                        }
-                    }
-                }
+                fold_into(weight, bias, &scale, &shift);
+                true
+            }
+            Op::ConvChain { steps, bias } => {
+                let last = steps.len() - 1;
+                fold_into(&mut steps[last].0, bias, &scale, &shift);
                 true
             }
             _ => false,
@@ -803,6 +944,15 @@ fn fold_batch_norms(layers: &mut [Layer<'_>]) {
             layers[i].op = Op::Identity;
         }
     }
+}
+
+/// `w' = w · s` per output row, `b' = b · s + t`.
+fn fold_into(weight: &mut Matrix<'_>, bias: &mut Option<Vec<f32>>, scale: &[f32], shift: &[f32]) {
+    let b = bias.get_or_insert_with(|| vec![0.0; weight.rows()]);
+    for (r, bv) in b.iter_mut().enumerate() {
+        *bv = *bv * scale[r] + shift[r];
+    }
+    weight.scale_rows(scale);
 }
 
 /// Turn one preprocessed image `[C, H, W]` into a batch of one.

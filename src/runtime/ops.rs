@@ -1,6 +1,7 @@
 //! Operator kernels on NCHW `f32` tensors. Convolutions lower to im2col + GEMM (matrixmultiply,
 //! through ndarray), depthwise convolutions get a direct kernel, and weight matrices can be
-//! sparse (CSR), in which case the product walks only the surviving weights.
+//! sparse (CSR), in which case the product walks only the surviving weights, or a product of
+//! factors (low-rank and Tucker layers), which is applied one thin factor at a time.
 
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis, s};
 
@@ -14,6 +15,8 @@ pub enum Matrix<'a> {
         cols: usize,
     },
     Sparse(Csr),
+    /// `W = F₀ · F₁ · …`: each factor multiplies in turn, so `W` itself is never formed.
+    Product(Vec<Matrix<'a>>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -49,21 +52,75 @@ impl Csr {
     }
 }
 
-impl Matrix<'_> {
+impl<'a> Matrix<'a> {
+    /// An owned dense matrix.
+    pub fn dense(data: Vec<f32>, rows: usize, cols: usize) -> Matrix<'a> {
+        Matrix::Dense {
+            data: std::borrow::Cow::Owned(data),
+            rows,
+            cols,
+        }
+    }
+
     pub fn rows(&self) -> usize {
         match self {
             Matrix::Dense { rows, .. } => *rows,
             Matrix::Sparse(c) => c.rows,
+            Matrix::Product(f) => f[0].rows(),
         }
     }
     pub fn cols(&self) -> usize {
         match self {
             Matrix::Dense { cols, .. } => *cols,
             Matrix::Sparse(c) => c.cols,
+            Matrix::Product(f) => f[f.len() - 1].cols(),
         }
     }
     pub fn is_sparse(&self) -> bool {
         matches!(self, Matrix::Sparse(_))
+    }
+
+    /// Multiply row `r` by `scale[r]` (a batch norm folded into the layer).
+    pub fn scale_rows(&mut self, scale: &[f32]) {
+        match self {
+            Matrix::Dense { data, cols, .. } => {
+                let cols = *cols;
+                for (row, s) in data.to_mut().chunks_mut(cols.max(1)).zip(scale) {
+                    row.iter_mut().for_each(|v| *v *= s);
+                }
+            }
+            Matrix::Sparse(csr) => {
+                for (r, s) in scale.iter().enumerate().take(csr.rows) {
+                    let (a, b) = (csr.row_ptr[r], csr.row_ptr[r + 1]);
+                    csr.val[a..b].iter_mut().for_each(|v| *v *= s);
+                }
+            }
+            Matrix::Product(f) => f[0].scale_rows(scale),
+        }
+    }
+
+    /// The same matrix stored dense, for kernels that take only dense weights.
+    pub fn into_dense(self) -> Matrix<'a> {
+        let (rows, cols) = (self.rows(), self.cols());
+        match self {
+            Matrix::Dense { .. } => self,
+            Matrix::Sparse(csr) => {
+                let mut dense = vec![0.0; rows * cols];
+                for r in 0..rows {
+                    for k in csr.row_ptr[r]..csr.row_ptr[r + 1] {
+                        dense[r * cols + csr.col[k] as usize] = csr.val[k];
+                    }
+                }
+                Matrix::dense(dense, rows, cols)
+            }
+            Matrix::Product(_) => {
+                // Wᵀ = (I · Wᵀ): multiply the identity through the factors.
+                let eye = Array2::<f32>::eye(cols);
+                let wt = self.mul_transposed(eye.view());
+                let w = wt.reversed_axes().as_standard_layout().into_owned();
+                Matrix::dense(w.into_raw_vec_and_offset().0, rows, cols)
+            }
+        }
     }
 
     /// `self[row_start..row_end, :] · rhs` where `rhs` is `[cols, n]`; result `[row_end - row_start, n]`.
@@ -98,6 +155,16 @@ impl Matrix<'_> {
                 )
                 .expect("shape checked at load");
                 w.dot(&rhs)
+            }
+            Matrix::Product(factors) => {
+                // Right to left, so every intermediate is as thin as a factor's rank.
+                let (first, rest) = factors.split_first().expect("a product has factors");
+                let mut t: Option<Array2<f32>> = None;
+                for m in rest.iter().rev() {
+                    let input = t.as_ref().map_or(rhs.view(), |a| a.view());
+                    t = Some(m.mul_rows(0, m.rows(), input));
+                }
+                first.mul_rows(row_start, row_end, t.as_ref().map_or(rhs, |a| a.view()))
             }
             Matrix::Sparse(csr) => {
                 let mut out = Array2::<f32>::zeros((row_end - row_start, n));
@@ -142,6 +209,15 @@ impl Matrix<'_> {
                 let w =
                     ArrayView2::from_shape((*rows, *cols), data).expect("shape checked at load");
                 x.dot(&w.t())
+            }
+            Matrix::Product(factors) => {
+                // x · (F₀ F₁ … Fₖ)ᵀ = x · Fₖᵀ · … · F₀ᵀ
+                let (last, rest) = factors.split_last().expect("a product has factors");
+                let mut y = last.mul_transposed(x);
+                for m in rest.iter().rev() {
+                    y = m.mul_transposed(y.view());
+                }
+                y
             }
             Matrix::Sparse(_) if x.nrows() >= 4 => {
                 // Batches: (W · Xᵀ)ᵀ, so the sparse kernel streams contiguous rows of Xᵀ.

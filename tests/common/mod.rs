@@ -20,6 +20,7 @@ pub fn fixtures_dir() -> PathBuf {
 /// Deterministic pseudo-random numbers (a 64-bit LCG), so fixtures never depend on a crate's RNG.
 pub struct Lcg(pub u64);
 impl Lcg {
+    /// 31 random bits (the state's high bits; the low ones of an LCG are poor).
     pub fn next_u32(&mut self) -> u32 {
         self.0 = self
             .0
@@ -29,7 +30,9 @@ impl Lcg {
     }
     /// Uniform in [-scale, scale), rounded to a multiple of 2^-12 so it is exact in f32 and f16.
     pub fn weight(&mut self, scale: f32) -> f32 {
-        let u = (self.next_u32() >> 8) as f32 / (1u32 << 24) as f32;
+        // 24 of the 31 bits: shifting by 8 once left 23, so every weight came out negative and
+        // the random LeNet-5 fixtures' ReLUs passed nothing (their logits were fc3's bias).
+        let u = (self.next_u32() >> 7) as f32 / (1u32 << 24) as f32;
         (((u * 2.0 - 1.0) * scale) * 4096.0).round() / 4096.0
     }
 }
@@ -1728,7 +1731,68 @@ fn deep_invalid(out: &mut Vec<InvalidFixture>) {
 /// ReLU, max-pool 2, conv 16@5×5, ReLU, max-pool 2, dense 120, ReLU, dense 84, ReLU, dense 10.
 /// Random weights, scaled like a He initialisation; `dc` stores the weights pruned 80%,
 /// 5-bit-quantized and Huffman-coded.
-pub fn lenet5(dc: bool) -> Vec<u8> {
+/// How the runtime fixtures store LeNet-5's weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    Dense,
+    /// Pruned 80%, 5-bit codebooks, Huffman.
+    Deep,
+    /// conv2 Tucker-2, fc1 and fc2 low-rank (random factors).
+    Factored,
+    /// conv2 and fc1 as XNOR layers with binary weights.
+    Xnor,
+}
+
+/// Random factors for the `Factored` form, multiples of 2^-12 like every fixture weight.
+fn factored_weight(
+    name: &str,
+    shape: &[u64],
+    rng: &mut Lcg,
+    scale: f32,
+) -> Option<encoding::Encoded<'static>> {
+    use encoding::{lowrank, tucker};
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    match name {
+        "conv2" => {
+            let (ro, ri, s) = (8, 4, dims[2] * dims[3]);
+            // Scale the factors so the rebuilt weights have about the dense ones' size.
+            let f = (scale / ((ro * ri) as f32).sqrt()).sqrt();
+            let t = tucker::Tucker {
+                out: dims[0],
+                inp: dims[1],
+                spatial: s,
+                rank_out: ro,
+                rank_in: ri,
+                u_out: lcg_weights(rng, dims[0] * ro, 1.0),
+                core: lcg_weights(rng, ro * ri * s, f),
+                u_in: lcg_weights(rng, dims[1] * ri, f),
+            };
+            Some(tucker::encode(&t, DType::F32))
+        }
+        "fc1" | "fc2" => {
+            let rank = if name == "fc1" { 16 } else { 12 };
+            let f = (scale / (rank as f32).sqrt()).sqrt();
+            let lr = lowrank::LowRank {
+                rows: dims[0],
+                cols: dims[1],
+                rank,
+                u: lcg_weights(rng, dims[0] * rank, f),
+                v: lcg_weights(rng, rank * dims[1], f),
+            };
+            Some(lowrank::encode(
+                &lr,
+                if name == "fc2" {
+                    DType::F16
+                } else {
+                    DType::F32
+                },
+            ))
+        }
+        _ => None,
+    }
+}
+
+pub fn lenet5(form: Form) -> Vec<u8> {
     let mut rng = Lcg(55);
     let mut w = Writer::new();
     w.set_metadata(
@@ -1756,18 +1820,33 @@ pub fn lenet5(dc: bool) -> Vec<u8> {
             .map(|_| rng.weight(scale))
             .collect();
         let bias: Vec<f32> = (0..shape[0]).map(|_| rng.weight(0.05)).collect();
-        let encoded = if dc {
-            cxrm::compress::prune::prune_layer(&mut weight, 0.8);
-            let plan = TensorPlan {
-                sparse: true,
-                bits: Some(5),
-                huffman: true,
-                index_bits: Some(if shape.len() == 4 { 8 } else { 5 }),
-                ..Default::default()
-            };
-            cxrm::compress::deep::encode(&weight, shape, &plan).unwrap()
-        } else {
-            encoding::dense::encode(Cow::Owned(f32_bytes(&weight)))
+        let binary = form == Form::Xnor && matches!(*name, "conv2" | "fc1");
+        let encoded = match form {
+            Form::Deep => {
+                cxrm::compress::prune::prune_layer(&mut weight, 0.8);
+                let plan = TensorPlan {
+                    sparse: true,
+                    bits: Some(5),
+                    huffman: true,
+                    index_bits: Some(if shape.len() == 4 { 8 } else { 5 }),
+                    ..Default::default()
+                };
+                cxrm::compress::deep::encode(&weight, shape, &plan).unwrap()
+            }
+            Form::Factored if matches!(*name, "conv2" | "fc1" | "fc2") => {
+                factored_weight(name, shape, &mut rng, scale).expect("a factored layer")
+            }
+            Form::Xnor if binary => {
+                let rows = shape[0] as usize;
+                let b = encoding::binary::binarize(&weight, rows, weight.len() / rows, DType::F32);
+                encoding::binary::encode(
+                    &b,
+                    encoding::binary::Params {
+                        scale_dtype: DType::F32,
+                    },
+                )
+            }
+            _ => encoding::dense::encode(Cow::Owned(f32_bytes(&weight))),
         };
         w.add_tensor(&format!("{name}.weight"), DType::F32, shape, encoded)
             .unwrap();
@@ -1779,10 +1858,16 @@ pub fn lenet5(dc: bool) -> Vec<u8> {
         )
         .unwrap();
     }
+    let xnor = form == Form::Xnor;
     let conv = |name: &str, input: &str, pad: i64| {
+        let op = if xnor && name == "conv2" {
+            "xnor_conv2d"
+        } else {
+            "conv2d"
+        };
         Node::new(
             name,
-            "conv2d",
+            op,
             &[input],
             &[&format!("{name}.weight"), &format!("{name}.bias")],
         )
@@ -1794,29 +1879,42 @@ pub fn lenet5(dc: bool) -> Vec<u8> {
             .attr("stride", Value::ints([2, 2]))
     };
     let dense = |name: &str, input: &str| {
+        let op = if xnor && name == "fc1" {
+            "xnor_dense"
+        } else {
+            "dense"
+        };
         Node::new(
             name,
-            "dense",
+            op,
             &[input],
             &[&format!("{name}.weight"), &format!("{name}.bias")],
         )
     };
-    w.set_graph(Graph {
-        nodes: vec![
-            conv("conv1", INPUT, 2),
-            Node::new("relu1", "relu", &["conv1"], &[]),
-            pool("pool1", "relu1"),
-            conv("conv2", "pool1", 0),
-            Node::new("relu2", "relu", &["conv2"], &[]),
-            pool("pool2", "relu2"),
-            Node::new("flatten", "flatten", &["pool2"], &[]),
-            dense("fc1", "flatten"),
-            Node::new("relu3", "relu", &["fc1"], &[]),
-            dense("fc2", "relu3"),
-            Node::new("relu4", "relu", &["fc2"], &[]),
-            dense("fc3", "relu4"),
-        ],
-    });
+    // XNOR layers binarize their input, so it must not be all positive: in that form the
+    // ReLUs before conv2 and fc1 are left out (XNOR-Net's blocks end in pooling, not ReLU).
+    let relu_or_skip = |name: &'static str, input: &'static str| {
+        if xnor && matches!(name, "relu1" | "relu2") {
+            None
+        } else {
+            Some(Node::new(name, "relu", &[input], &[]))
+        }
+    };
+    let mut nodes = vec![conv("conv1", INPUT, 2)];
+    nodes.extend(relu_or_skip("relu1", "conv1"));
+    nodes.push(pool("pool1", if xnor { "conv1" } else { "relu1" }));
+    nodes.push(conv("conv2", "pool1", 0));
+    nodes.extend(relu_or_skip("relu2", "conv2"));
+    nodes.push(pool("pool2", if xnor { "conv2" } else { "relu2" }));
+    nodes.extend([
+        Node::new("flatten", "flatten", &["pool2"], &[]),
+        dense("fc1", "flatten"),
+        Node::new("relu3", "relu", &["fc1"], &[]),
+        dense("fc2", "relu3"),
+        Node::new("relu4", "relu", &["fc2"], &[]),
+        dense("fc3", "relu4"),
+    ]);
+    w.set_graph(Graph { nodes });
     finish(&w)
 }
 
@@ -1829,5 +1927,10 @@ pub fn runtime_input_pixels() -> Vec<u8> {
 }
 
 pub fn runtime_fixtures() -> Vec<(&'static str, Vec<u8>)> {
-    vec![("lenet5", lenet5(false)), ("lenet5_dc", lenet5(true))]
+    vec![
+        ("lenet5", lenet5(Form::Dense)),
+        ("lenet5_dc", lenet5(Form::Deep)),
+        ("lenet5_factored", lenet5(Form::Factored)),
+        ("lenet5_xnor", lenet5(Form::Xnor)),
+    ]
 }
