@@ -6,12 +6,17 @@
 //!   keeps the ratio near 1.
 //! * `forward_batch1/*`: LeNet-5 with dense weights, and pruned 80% + 5-bit + Huffman run with
 //!   sparse kernels and with dense kernels (the pruned path must beat the dense one).
+//! * `factored_batch1/*`: a small VGG (3 convolutions of 32, 64, 128 channels, two dense
+//!   layers) whose conv2, conv3 and fc1 are stored factored (low-rank at a quarter of full rank,
+//!   Tucker-2 at ranks out/4 and in/4) or binary in XNOR layers, each against its decoded-dense
+//!   twin: the same graph with every tensor stored dense (the native paths must beat them).
 //!
 //! onnxruntime is the outside baseline: `python3 tools/onnx_bench.py MODEL.cxrm`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use cxrm::encoding::{self, binary, lowrank, tucker};
 use cxrm::runtime::{Model, RuntimeOptions, preprocess};
-use cxrm::{Cxrm, DType, Mapped, Writer};
+use cxrm::{Cxrm, DType, Graph, Mapped, Node, Value, Writer};
 use ndarray::Array4;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -105,9 +110,163 @@ fn forward(c: &mut Criterion) {
     g.finish();
 }
 
+/// How `vgg` stores its middle layers.
+#[derive(Clone, Copy)]
+enum Form {
+    LowRank,
+    Tucker,
+    Xnor,
+}
+
+/// Uniform in [-scale, scale) from a 64-bit LCG (deterministic, no RNG crate).
+fn uniform(state: &mut u64, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            *state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((*state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// A small VGG on 1×28×28 inputs with random weights; conv2, conv3 and fc1 in `form`.
+fn vgg(form: Form) -> Vec<u8> {
+    let mut rng = 42u64;
+    let mut w = Writer::new();
+    w.set_metadata("input.shape", Value::ints([1, 28, 28]));
+    let layers: [(&str, Vec<u64>); 5] = [
+        ("conv1", vec![32, 1, 3, 3]),
+        ("conv2", vec![64, 32, 3, 3]),
+        ("conv3", vec![128, 64, 3, 3]),
+        ("fc1", vec![256, 128 * 3 * 3]),
+        ("fc2", vec![10, 256]),
+    ];
+    let mut nodes = Vec::new();
+    let mut prev = cxrm::container::graph::INPUT.to_string();
+    for (name, shape) in &layers {
+        let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+        let (rows, cols) = (dims[0], dims[1..].iter().product::<usize>());
+        let scale = (3.0 / cols as f32).sqrt();
+        let middle = matches!(*name, "conv2" | "conv3" | "fc1");
+        let enc = match form {
+            Form::LowRank if middle => {
+                let r = rows.min(cols) / 4;
+                let f = (scale / (r as f32).sqrt()).sqrt();
+                lowrank::encode(
+                    &lowrank::LowRank {
+                        rows,
+                        cols,
+                        rank: r,
+                        u: uniform(&mut rng, rows * r, f),
+                        v: uniform(&mut rng, r * cols, f),
+                    },
+                    DType::F32,
+                )
+            }
+            Form::Tucker if middle && dims.len() == 4 => {
+                let (ro, ri, sp) = (dims[0] / 4, dims[1] / 4, dims[2] * dims[3]);
+                tucker::encode(
+                    &tucker::Tucker {
+                        out: dims[0],
+                        inp: dims[1],
+                        spatial: sp,
+                        rank_out: ro,
+                        rank_in: ri,
+                        u_out: uniform(&mut rng, dims[0] * ro, 0.5),
+                        core: uniform(&mut rng, ro * ri * sp, scale),
+                        u_in: uniform(&mut rng, dims[1] * ri, 0.5),
+                    },
+                    DType::F32,
+                )
+            }
+            Form::Xnor if middle => {
+                let b = binary::binarize(
+                    &uniform(&mut rng, rows * cols, scale),
+                    rows,
+                    cols,
+                    DType::F32,
+                );
+                binary::encode(
+                    &b,
+                    binary::Params {
+                        scale_dtype: DType::F32,
+                    },
+                )
+            }
+            _ => {
+                let v = uniform(&mut rng, rows * cols, scale);
+                encoding::dense::encode(bytemuck::cast_slice::<f32, u8>(&v).to_vec().into())
+            }
+        };
+        w.add_tensor(&format!("{name}.weight"), DType::F32, shape, enc)
+            .unwrap();
+        let xnor = matches!(form, Form::Xnor) && middle;
+        let weights = [format!("{name}.weight")];
+        let weights: Vec<&str> = weights.iter().map(String::as_str).collect();
+        if dims.len() == 4 {
+            let op = if xnor { "xnor_conv2d" } else { "conv2d" };
+            nodes.push(
+                Node::new(*name, op, &[&prev], &weights).attr("padding", Value::ints([1, 1, 1, 1])),
+            );
+            // XNOR layers binarize their input: no ReLU in front of them.
+            let act = if matches!(form, Form::Xnor) {
+                name.to_string()
+            } else {
+                nodes.push(Node::new(format!("{name}.relu"), "relu", &[name], &[]));
+                format!("{name}.relu")
+            };
+            nodes.push(
+                Node::new(format!("{name}.pool"), "max_pool2d", &[&act], &[])
+                    .attr("kernel", Value::ints([2, 2])),
+            );
+            prev = format!("{name}.pool");
+            if *name == "conv3" {
+                nodes.push(Node::new("flatten", "flatten", &[&prev], &[]));
+                prev = "flatten".into();
+            }
+        } else {
+            let op = if xnor { "xnor_dense" } else { "dense" };
+            nodes.push(Node::new(*name, op, &[&prev], &weights));
+            prev = name.to_string();
+            if *name == "fc1" {
+                nodes.push(Node::new("fc1.relu", "relu", &["fc1"], &[]));
+                prev = "fc1.relu".into();
+            }
+        }
+    }
+    w.set_graph(Graph { nodes });
+    w.to_bytes().unwrap()
+}
+
+fn factored(c: &mut Criterion) {
+    let mut g = c.benchmark_group("factored_batch1");
+    for (name, form) in [
+        ("lowrank", Form::LowRank),
+        ("tucker", Form::Tucker),
+        ("xnor", Form::Xnor),
+    ] {
+        let bytes = vgg(form);
+        let file = Cxrm::parse(&bytes).unwrap();
+        let twin = Writer::dense_copy_of(&file).unwrap().to_bytes().unwrap();
+        let twin_file = Cxrm::parse(&twin).unwrap();
+        for (label, f) in [
+            (name.to_string(), &file),
+            (format!("{name}_dense_twin"), &twin_file),
+        ] {
+            let model = Model::load(f).unwrap();
+            let x = input(&model);
+            g.bench_function(&label, |b| {
+                b.iter(|| black_box(model.forward(x.view()).unwrap()))
+            });
+        }
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(50).measurement_time(std::time::Duration::from_secs(3));
-    targets = open_to_first_prediction, forward
+    targets = open_to_first_prediction, forward, factored
 }
 criterion_main!(benches);

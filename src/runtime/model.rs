@@ -345,9 +345,19 @@ impl<'a> Loader<'_, 'a> {
     }
 
     /// The weights of an XNOR layer: bits when stored `binary`, else a float matrix.
-    fn xnor_weight(&self, loaded: Loaded<'a>, rows: usize, cols: usize) -> XnorWeight<'a> {
+    /// `channels` is the input channel count of a convolution (`None` for a dense layer).
+    fn xnor_weight(
+        &self,
+        loaded: Loaded<'a>,
+        rows: usize,
+        cols: usize,
+        channels: Option<usize>,
+    ) -> XnorWeight<'a> {
         match loaded {
-            Loaded::Factored(Factored::Binary(b)) => XnorWeight::Bits(BitRows::from_binary(&b)),
+            Loaded::Factored(Factored::Binary(b)) => XnorWeight::Bits(match channels {
+                Some(c) => BitRows::for_conv(&b, c),
+                None => BitRows::from_binary(&b),
+            }),
             other => XnorWeight::Float(self.weight_matrix(other, rows, cols)),
         }
     }
@@ -736,7 +746,7 @@ fn build_op<'a>(
                     )));
                 }
                 Op::XnorConv {
-                    weight: loader.xnor_weight(loaded, cout, cols),
+                    weight: loader.xnor_weight(loaded, cout, cols, Some(c)),
                     bias,
                     params,
                 }
@@ -788,7 +798,7 @@ fn build_op<'a>(
             let bias = loader.bias(node, 1, out)?;
             let op = if node.op == "xnor_dense" {
                 Op::XnorDense {
-                    weight: loader.xnor_weight(loaded, out, inp),
+                    weight: loader.xnor_weight(loaded, out, inp, None),
                     bias,
                 }
             } else {
