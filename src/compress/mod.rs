@@ -4,6 +4,8 @@
 //! these steps lives in the trainer.
 
 pub mod deep;
+#[cfg(feature = "factorize")]
+pub mod factorize;
 pub mod model;
 pub mod prune;
 pub mod rules;
