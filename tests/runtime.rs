@@ -216,6 +216,86 @@ fn factored_and_binary_weights_give_the_logits_of_their_dense_twins() {
     }
 }
 
+#[test]
+fn factored_weights_outside_their_native_kernels_are_rebuilt() {
+    // Grouped and depthwise convolutions and a plain dense layer over lowrank, tucker and
+    // binary weights: each runs (rebuilt where no factored kernel applies) as its twin does.
+    use cxrm::encoding::{binary, lowrank, tucker};
+    let mut rng = common::Lcg(21);
+    let mut w = Writer::new();
+    w.set_metadata("input.shape", Value::ints([2, 6, 6]));
+    let lr = lowrank::LowRank {
+        rows: 4,
+        cols: 9,
+        rank: 2,
+        u: (0..8).map(|_| rng.weight(1.0)).collect(),
+        v: (0..18).map(|_| rng.weight(1.0)).collect(),
+    };
+    w.add_tensor(
+        "grouped.w",
+        DType::F32,
+        &[4, 1, 3, 3],
+        lowrank::encode(&lr, DType::F32),
+    )
+    .unwrap();
+    let tk = tucker::Tucker {
+        out: 4,
+        inp: 1,
+        spatial: 9,
+        rank_out: 2,
+        rank_in: 1,
+        u_out: (0..8).map(|_| rng.weight(1.0)).collect(),
+        core: (0..18).map(|_| rng.weight(1.0)).collect(),
+        u_in: vec![1.0],
+    };
+    w.add_tensor(
+        "depthwise.w",
+        DType::F32,
+        &[4, 1, 3, 3],
+        tucker::encode(&tk, DType::F32),
+    )
+    .unwrap();
+    let signs: Vec<f32> = (0..3 * 16).map(|_| rng.weight(1.0)).collect();
+    let b = binary::binarize(&signs, 3, 16, DType::F32);
+    w.add_tensor(
+        "fc.w",
+        DType::F32,
+        &[3, 16],
+        binary::encode(
+            &b,
+            binary::Params {
+                scale_dtype: DType::F32,
+            },
+        ),
+    )
+    .unwrap();
+    w.set_graph(Graph {
+        nodes: vec![
+            Node::new("g", "conv2d", &["input"], &["grouped.w"]).attr("groups", Value::Int(2)),
+            Node::new("d", "conv2d", &["g"], &["depthwise.w"]).attr("groups", Value::Int(4)),
+            Node::new("f", "flatten", &["d"], &[]),
+            Node::new("fc", "dense", &["f"], &["fc.w"]),
+        ],
+    });
+    let bytes = w.to_bytes().unwrap();
+    let file = Cxrm::parse(&bytes).unwrap();
+    let twin = Writer::dense_copy_of(&file).unwrap().to_bytes().unwrap();
+    let x = Array4::from_shape_fn((2, 2, 6, 6), |(n, c, y, x)| {
+        ((n * 7 + c * 5 + y * 3 + x) % 11) as f32 / 5.0 - 1.0
+    });
+    let run = |bytes: &[u8]| {
+        let file = Cxrm::parse(bytes).unwrap();
+        let model = Model::load(&file).unwrap();
+        model
+            .forward(x.view())
+            .unwrap()
+            .iter()
+            .copied()
+            .collect::<Vec<f32>>()
+    };
+    assert_close(&run(&bytes), &run(&twin), 1e-5);
+}
+
 /// `fixtures/runtime/NAME.logits.json`, and the logits it lists.
 fn expected_logits(name: &str) -> (Json, Vec<f32>) {
     let path = common::fixtures_dir().join(format!("runtime/{name}.logits.json"));
@@ -405,6 +485,24 @@ fn bad_models_fail_with_clear_errors() {
         Node::new("c", "conv2d", &["input"], &["c.w"]).attr("stride", Value::ints([1])),
     ]);
     assert!(msg.contains("stride needs 2 values"), "{msg}");
+    let grouped = |w: &mut Writer<'static>| {
+        w.add_dense(
+            "g.w",
+            DType::F32,
+            &[4, 1, 3, 3],
+            common::f32_bytes(&[0.5; 36]),
+        )
+        .unwrap();
+    };
+    let bytes = tiny_model(
+        vec![Node::new("x", "xnor_conv2d", &["input"], &["g.w"]).attr("groups", Value::Int(2))],
+        grouped,
+    );
+    let msg = Model::load(&Cxrm::parse(&bytes).unwrap())
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(msg.contains("groups 1"), "{msg}");
     // Wrong channel count at run time.
     let bytes = tiny_model(
         vec![Node::new("g", "global_avg_pool", &["input"], &[])],

@@ -837,6 +837,58 @@ mod tests {
     }
 
     #[test]
+    fn a_product_of_factors_multiplies_like_its_matrix() {
+        // W = A · B · C (5×3 · 3×2 · 2×7), against W formed explicitly.
+        let (a, b, c) = (rand(15, 11), rand(6, 12), rand(14, 13));
+        let mut w = vec![0.0f32; 35];
+        for r in 0..5 {
+            for k in 0..7 {
+                for j in 0..3 {
+                    for l in 0..2 {
+                        w[r * 7 + k] += a[r * 3 + j] * b[j * 2 + l] * c[l * 7 + k];
+                    }
+                }
+            }
+        }
+        let product = Matrix::Product(vec![
+            Matrix::dense(a, 5, 3),
+            Matrix::dense(b, 3, 2),
+            Matrix::dense(c, 2, 7),
+        ]);
+        let full = Matrix::dense(w.clone(), 5, 7);
+        assert_eq!((product.rows(), product.cols()), (5, 7));
+        for n in [1, 3, 40] {
+            let x = Array2::from_shape_vec((n, 7), rand(7 * n, 14)).unwrap();
+            close(
+                product.mul_transposed(x.view()).as_slice().unwrap(),
+                full.mul_transposed(x.view()).as_slice().unwrap(),
+                1e-5,
+            );
+            let rhs = x.t().as_standard_layout().into_owned();
+            close(
+                product.mul_rows(1, 4, rhs.view()).as_slice().unwrap(),
+                full.mul_rows(1, 4, rhs.view()).as_slice().unwrap(),
+                1e-5,
+            );
+        }
+        let Matrix::Dense { data, .. } = product.clone().into_dense() else {
+            panic!("dense")
+        };
+        close(&data, &w, 1e-5);
+        let mut scaled = product;
+        scaled.scale_rows(&[1.0, 2.0, 0.0, -1.0, 0.5]);
+        let Matrix::Dense { data, .. } = scaled.into_dense() else {
+            panic!("dense")
+        };
+        close(
+            &data[7..14],
+            &w[7..14].iter().map(|v| 2.0 * v).collect::<Vec<_>>(),
+            1e-5,
+        );
+        assert!(data[14..21].iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
     fn pooling_matches_the_reference() {
         let x = Array::from_shape_vec((1, 2, 5, 5), rand(50, 7)).unwrap();
         let p = PoolParams {

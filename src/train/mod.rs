@@ -11,6 +11,7 @@
 mod arch;
 mod deep;
 mod distill;
+mod factorize;
 mod fit;
 mod net;
 
@@ -19,6 +20,7 @@ pub use deep::{
     DeepOptions, LayerReport, RETRAIN_WEIGHT_DECAY, deep_compression, default_keep_fraction,
 };
 pub use distill::{DistillOptions, distill};
+pub use factorize::{FactorReport, Factorization, FactorizeOptions, Factorized, factorize};
 
 use crate::compress::deep::TensorPlan;
 use crate::container::graph::Graph;

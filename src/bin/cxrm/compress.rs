@@ -1,7 +1,10 @@
 use crate::Failure;
 use crate::progress::TrainProgress;
 use cxrm::compress::rules::PerLayer;
-use cxrm::train::{ARCH_NAMES, Arch, DeepOptions, DistillOptions, TrainOptions, TrainedModel};
+use cxrm::train::{
+    ARCH_NAMES, Arch, DeepOptions, DistillOptions, Factorization, FactorizeOptions, TrainOptions,
+    TrainedModel,
+};
 use std::path::PathBuf;
 
 /// Compress a trained model with retraining, and write the result.
@@ -12,17 +15,23 @@ use std::path::PathBuf;
                     stored as sparse + codebook + huffman chains (Han et al. 2016)
   distill           train --student from scratch on the model's softened outputs (temperature
                     --temperature) and the labels (Hinton et al. 2015)
+  lowrank           split each conv and dense layer (but the output layer) into two by a
+                    truncated SVD keeping --energy of the spectrum, fine-tune, and store the
+                    factors as lowrank tensors (Denton et al. 2014)
+  tucker            as lowrank, but convolutions by Tucker-2 (HOSVD ranks keeping --energy of
+                    each channel unfolding), stored as tucker tensors (Kim et al. 2016)
 
 The model's training data is used (--data overrides); choices are made on a validation split.
 
 Examples:
   cxrm compress base.cxrm --method deep-compression --data mnist -o dc.cxrm
   cxrm compress base.cxrm --method deep-compression --keep fc=0.06,conv=0.3 --bits conv=8,fc=5 -o dc.cxrm
-  cxrm compress base.cxrm --method distill --student cnn-5-13-125 --temperature 4 -o student.cxrm")]
+  cxrm compress base.cxrm --method distill --student cnn-5-13-125 --temperature 4 -o student.cxrm
+  cxrm compress base.cxrm --method tucker --energy 0.9 --epochs 2 -o tucker.cxrm")]
 pub struct Args {
     /// The trained model (.cxrm with a graph).
     pub model: PathBuf,
-    #[arg(long, value_parser = ["deep-compression", "distill"])]
+    #[arg(long, value_parser = ["deep-compression", "distill", "lowrank", "tucker"])]
     pub method: String,
     /// mnist, fashion-mnist or a path; default: the data the model was trained on.
     #[arg(long)]
@@ -54,6 +63,9 @@ pub struct Args {
     /// retrain with L2 regularization); the centroid fine-tuning has none.
     #[arg(long, default_value_t = cxrm::train::RETRAIN_WEIGHT_DECAY)]
     pub weight_decay: f32,
+    /// lowrank, tucker: share of each layer's spectral energy (Σσ²) the ranks keep.
+    #[arg(long, default_value_t = 0.9)]
+    pub energy: f64,
     #[arg(long, help = format!("distill: the student architecture ({ARCH_NAMES})"))]
     pub student: Option<String>,
     #[arg(long, default_value_t = 4.0)]
@@ -139,6 +151,28 @@ pub fn run(args: Args) -> Result<(), Failure> {
             }
             let n = model.write(&args.output, &*plan)?;
             (model, n)
+        }
+        method @ ("lowrank" | "tucker") => {
+            let f = FactorizeOptions {
+                method: if method == "lowrank" {
+                    Factorization::LowRank
+                } else {
+                    Factorization::Tucker
+                },
+                energy: args.energy,
+                retrain: opts,
+            };
+            let (model, reports) =
+                cxrm::train::factorize(&base, &data, &f, &mut |e| progress.event(e))?;
+            drop(progress);
+            for r in &reports {
+                println!(
+                    "  {:<16} {:?} ranks {:?}: {} -> {} parameters",
+                    r.layer, r.shape, r.ranks, r.params, r.factored_params
+                );
+            }
+            let n = model.write(&args.output)?;
+            (model.expanded, n)
         }
         _ => {
             let student = args
