@@ -18,6 +18,11 @@ for method in ("baseline", "deep-compression", "separable", "distill"):
 for model, method in methods:
     if method == "deep-compression":
         assert (model, "baseline") in methods, f"{model}: compressed but no baseline row"
+        # Every network the study compresses is also factored; those with convolutions (the
+        # ones with a separable twin) by Tucker-2 as well.
+        assert (model, "lowrank") in methods, f"{model}: no lowrank row"
+        if (model, "separable") in methods:
+            assert (model, "tucker") in methods, f"{model}: no tucker row"
 if os.path.basename(doc["data"].rstrip("/")) == "mnist":
     # The networks the papers report on, so their ratios and ours compare.
     need = {("lenet-300-100", "baseline"), ("lenet-300-100", "deep-compression"),

@@ -6,10 +6,12 @@ use crate::error::{Error, Result};
 use plotters::prelude::*;
 use std::path::Path;
 
-const METHODS: [(&str, RGBColor); 4] = [
+const METHODS: [(&str, RGBColor); 6] = [
     ("baseline", RGBColor(31, 119, 180)),
     ("deep-compression", RGBColor(214, 39, 40)),
     ("separable", RGBColor(44, 160, 44)),
+    ("lowrank", RGBColor(255, 127, 14)),
+    ("tucker", RGBColor(140, 86, 75)),
     ("distill", RGBColor(148, 103, 189)),
 ];
 
