@@ -23,6 +23,7 @@ for model, method in methods:
         assert (model, "lowrank") in methods, f"{model}: no lowrank row"
         if (model, "separable") in methods:
             assert (model, "tucker") in methods, f"{model}: no tucker row"
+            assert (model, "xnor") in methods, f"{model}: no xnor row"
 if os.path.basename(doc["data"].rstrip("/")) == "mnist":
     # The networks the papers report on, so their ratios and ours compare.
     need = {("lenet-300-100", "baseline"), ("lenet-300-100", "deep-compression"),

@@ -29,6 +29,10 @@ pub struct TensorPlan {
     pub huffman: bool,
     /// Also consider a zstd stage at this level.
     pub zstd_level: Option<i32>,
+    /// Store as XNOR-Net binary weights: a scale per row (the mean magnitude) and one sign bit
+    /// per weight. Exact for values that are already `±α` per row, as XNOR training leaves
+    /// them; excludes `sparse` and `bits`.
+    pub binary: bool,
 }
 
 impl Default for TensorPlan {
@@ -41,6 +45,7 @@ impl Default for TensorPlan {
             centroid_dtype: DType::F32,
             huffman: false,
             zstd_level: None,
+            binary: false,
         }
     }
 }
@@ -207,6 +212,17 @@ impl Prepared {
 /// and stream coding allowed and returning the smallest. Dense f32 is returned when no
 /// compression step is asked for.
 pub fn encode(values: &[f32], shape: &[u64], plan: &TensorPlan) -> Result<Encoded<'static>> {
+    if plan.binary {
+        let (rows, cols) = sparse::csr_shape(shape, values.len() as u64);
+        let b = crate::encoding::binary::binarize(values, rows as usize, cols as usize, DType::F32);
+        let enc = crate::encoding::binary::encode(
+            &b,
+            crate::encoding::binary::Params {
+                scale_dtype: DType::F32,
+            },
+        );
+        return crate::encoding::zstd::encode_if(enc, plan.zstd_level);
+    }
     if !plan.sparse && plan.bits.is_none() {
         let dense = crate::encoding::dense::encode(Cow::Owned(
             values.iter().flat_map(|v| v.to_le_bytes()).collect(),

@@ -80,6 +80,7 @@ impl ModelPlan {
             centroid_dtype: self.centroid_dtype,
             huffman: self.huffman,
             zstd_level: self.zstd_level,
+            binary: false,
         })
     }
 

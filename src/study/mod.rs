@@ -40,7 +40,7 @@ pub struct StudyOptions {
 pub struct Row {
     /// The `--arch` name of the network in the file.
     pub model: String,
-    /// `baseline`, `separable`, `deep-compression`, `lowrank`, `tucker` or `distill`.
+    /// `baseline`, `separable`, `deep-compression`, `lowrank`, `tucker`, `xnor` or `distill`.
     pub method: String,
     /// The network this row is compared with (its ratio's reference).
     pub reference: String,
@@ -259,10 +259,10 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
     let [c, h, w] = [data.spec.channels, data.spec.height, data.spec.width];
     let classes = data.train.classes.len();
     // Steps: per model baseline, deep compression, low-rank (+ Tucker-2 when it has
-    // convolutions, + separable twin); then student alone and distilled.
+    // convolutions, + separable and XNOR twins); then student alone and distilled.
     let total = models
         .iter()
-        .map(|m| 3 + m.separable_twin().is_some() as usize * 2)
+        .map(|m| 3 + m.separable_twin().is_some() as usize * 2 + m.xnor_twin().is_some() as usize)
         .sum::<usize>()
         + 2;
     let mut index = 0;
@@ -369,6 +369,24 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
                 )?
             };
             // Rows are named by the network they compress (the twin is in the file name).
+            row.model = arch.name();
+            on(StudyEvent::Row(&row));
+            rows.push(row);
+        }
+
+        if let Some(twin) = arch.xnor_twin() {
+            step(
+                format!("{} (XNOR-Net twin of {})", twin.name(), arch.name()),
+                on,
+            );
+            let t0 = Instant::now();
+            // Trained from scratch as XNOR-Net is, on the baseline's schedule; its XNOR layers'
+            // weights are written `binary`.
+            let (xnor, reused) = train_or_reuse(opts, &twin, "xnor", &data, &plan.base, on)?;
+            let mut row = Row {
+                reused,
+                ..record(opts, &test, &xnor, Storage::Plan(&dense), "xnor", &base, t0)?
+            };
             row.model = arch.name();
             on(StudyEvent::Row(&row));
             rows.push(row);

@@ -6,12 +6,13 @@ use crate::error::{Error, Result};
 use plotters::prelude::*;
 use std::path::Path;
 
-const METHODS: [(&str, RGBColor); 6] = [
+const METHODS: [(&str, RGBColor); 7] = [
     ("baseline", RGBColor(31, 119, 180)),
     ("deep-compression", RGBColor(214, 39, 40)),
     ("separable", RGBColor(44, 160, 44)),
     ("lowrank", RGBColor(255, 127, 14)),
     ("tucker", RGBColor(140, 86, 75)),
+    ("xnor", RGBColor(127, 127, 127)),
     ("distill", RGBColor(148, 103, 189)),
 ];
 

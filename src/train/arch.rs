@@ -36,11 +36,18 @@ pub enum Arch {
     /// The depthwise-separable twin of `vgg-small`: a 3×3 stem, then depthwise 3×3 + pointwise
     /// 1×1 blocks in place of the later convolutions, the same pooling and classifier.
     MobilenetSmall,
+    /// LeNet-5 as an XNOR-Net (Rastegari et al. 2016): the first and last layers stay real,
+    /// conv2 and fc1 become XNOR layers, each behind a batch norm (so the signs it takes are
+    /// not all positive) and followed by a ReLU.
+    LeNet5Xnor,
+    /// `vgg-small` as an XNOR-Net: conv1 and fc2 real, conv2–conv4 and fc1 XNOR layers, each
+    /// as batch norm → XNOR layer → ReLU.
+    VggSmallXnor,
 }
 
 /// The names `--arch` accepts, for help texts and errors.
-pub const ARCH_NAMES: &str = "lenet-300-100, lenet-5, lenet-5-separable, vgg-small, \
-     mobilenet-small, mlp-H[-H...], cnn-C1-C2-F";
+pub const ARCH_NAMES: &str = "lenet-300-100, lenet-5, lenet-5-separable, lenet-5-xnor, \
+     vgg-small, vgg-small-xnor, mobilenet-small, mlp-H[-H...], cnn-C1-C2-F";
 
 impl Arch {
     pub fn parse(name: &str) -> Result<Arch> {
@@ -50,6 +57,8 @@ impl Arch {
             "lenet-5-separable" => Arch::LeNet5Separable,
             "vgg-small" => Arch::VggSmall,
             "mobilenet-small" => Arch::MobilenetSmall,
+            "lenet-5-xnor" => Arch::LeNet5Xnor,
+            "vgg-small-xnor" => Arch::VggSmallXnor,
             _ => {
                 let widths = |prefix: &str| {
                     name.strip_prefix(prefix).and_then(|rest| {
@@ -94,6 +103,8 @@ impl Arch {
             Arch::LeNet5Separable => "lenet-5-separable".into(),
             Arch::VggSmall => "vgg-small".into(),
             Arch::MobilenetSmall => "mobilenet-small".into(),
+            Arch::LeNet5Xnor => "lenet-5-xnor".into(),
+            Arch::VggSmallXnor => "vgg-small-xnor".into(),
         }
     }
 
@@ -117,6 +128,15 @@ impl Arch {
         }
     }
 
+    /// The XNOR-Net counterpart the study trains as the `xnor` method.
+    pub fn xnor_twin(&self) -> Option<Arch> {
+        match self {
+            Arch::LeNet5 => Some(Arch::LeNet5Xnor),
+            Arch::VggSmall => Some(Arch::VggSmallXnor),
+            _ => None,
+        }
+    }
+
     fn layers(&self, classes: usize) -> Vec<Layer> {
         use Layer::*;
         let conv = |name: &str, out, k, pad| Conv {
@@ -125,6 +145,15 @@ impl Arch {
             kernel: k,
             pad,
             depthwise: false,
+            xnor: false,
+        };
+        let xnor_conv = |name: &str, out, k, pad| Conv {
+            name: name.into(),
+            out,
+            kernel: k,
+            pad,
+            depthwise: false,
+            xnor: true,
         };
         let depthwise = |name: &str, k, pad| Conv {
             name: name.into(),
@@ -132,10 +161,17 @@ impl Arch {
             kernel: k,
             pad,
             depthwise: true,
+            xnor: false,
         };
         let dense = |name: &str, out| Dense {
             name: name.into(),
             out,
+            xnor: false,
+        };
+        let xnor_dense = |name: &str, out| Dense {
+            name: name.into(),
+            out,
+            xnor: true,
         };
         let bn = |name: &str| BatchNorm { name: name.into() };
         match self {
@@ -192,6 +228,40 @@ impl Arch {
                 MaxPool,
                 Flatten,
                 dense("fc1", 128),
+                Relu,
+                dense("fc2", classes),
+            ],
+            Arch::LeNet5Xnor => vec![
+                conv("conv1", 20, 5, 0),
+                MaxPool,
+                bn("bn2"),
+                xnor_conv("conv2", 50, 5, 0),
+                Relu,
+                MaxPool,
+                Flatten,
+                bn("bn3"),
+                xnor_dense("fc1", 500),
+                Relu,
+                dense("fc2", classes),
+            ],
+            Arch::VggSmallXnor => vec![
+                conv("conv1", 16, 3, 1),
+                bn("bn1"),
+                Relu,
+                bn("bn2"),
+                xnor_conv("conv2", 16, 3, 1),
+                Relu,
+                MaxPool,
+                bn("bn3"),
+                xnor_conv("conv3", 32, 3, 1),
+                Relu,
+                bn("bn4"),
+                xnor_conv("conv4", 32, 3, 1),
+                Relu,
+                MaxPool,
+                Flatten,
+                bn("bn5"),
+                xnor_dense("fc1", 128),
                 Relu,
                 dense("fc2", classes),
             ],
@@ -260,6 +330,7 @@ impl Arch {
                     kernel,
                     pad,
                     depthwise,
+                    xnor,
                 } => {
                     let (out, groups) = if depthwise { (c, c) } else { (out, 1) };
                     let cin = c / groups;
@@ -279,11 +350,12 @@ impl Arch {
                     }
                     (c, h, w) = (out, h + 2 * pad - kernel + 1, w + 2 * pad - kernel + 1);
                     let p = pad as i64;
-                    Node::new(&name, "conv2d", &[&prev], &[&wn, &bn])
+                    let op = if xnor { "xnor_conv2d" } else { "conv2d" };
+                    Node::new(&name, op, &[&prev], &[&wn, &bn])
                         .attr("padding", Value::ints([p, p, p, p]))
                         .attr("groups", Value::Int(groups as i64))
                 }
-                Layer::Dense { name, out } => {
+                Layer::Dense { name, out, xnor } => {
                     let inp = flat.ok_or_else(|| {
                         Error::Usage(format!("{}: dense layer before flatten", self.name()))
                     })?;
@@ -291,9 +363,12 @@ impl Arch {
                     tensors.push(NamedTensor::new(&wn, vec![out, inp], he(inp, out * inp)));
                     tensors.push(NamedTensor::new(&bn, vec![out], vec![0.0; out]));
                     flat = Some(out);
-                    Node::new(&name, "dense", &[&prev], &[&wn, &bn])
+                    let op = if xnor { "xnor_dense" } else { "dense" };
+                    Node::new(&name, op, &[&prev], &[&wn, &bn])
                 }
                 Layer::BatchNorm { name } => {
+                    // Per channel of an image, or per feature of a vector.
+                    let c = flat.unwrap_or(c);
                     let names = ["gamma", "beta", "mean", "var"].map(|k| format!("{name}.{k}"));
                     for (n, v) in names.iter().zip([1.0, 0.0, 0.0, 1.0]) {
                         tensors.push(NamedTensor::new(n, vec![c], vec![v; c]));
@@ -330,10 +405,14 @@ enum Layer {
         kernel: usize,
         pad: usize,
         depthwise: bool,
+        /// An XNOR layer (`xnor_conv2d`): binarized inputs and weights.
+        xnor: bool,
     },
     Dense {
         name: String,
         out: usize,
+        /// `xnor_dense`.
+        xnor: bool,
     },
     BatchNorm {
         name: String,

@@ -95,6 +95,7 @@ fn storage_plan(bits: u8) -> TensorPlan {
         centroid_dtype: DType::F32,
         huffman: true,
         zstd_level: None,
+        binary: false,
     }
 }
 

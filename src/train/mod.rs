@@ -312,8 +312,25 @@ impl TrainedModel {
             .sum()
     }
 
-    /// The file, with each tensor stored as `plan` says (`None`: dense f32).
+    /// The file, with each tensor stored as `plan` says (`None`: dense f32, except the
+    /// weights of XNOR layers, which are stored `binary`: XNOR training leaves them `±α` per
+    /// row, so one bit each holds them exactly).
     pub fn to_bytes(&self, plan: &dyn Fn(&NamedTensor) -> Option<TensorPlan>) -> Result<Vec<u8>> {
+        let binary: std::collections::HashSet<&str> = self
+            .graph
+            .nodes
+            .iter()
+            .filter(|n| n.op.starts_with("xnor_"))
+            .filter_map(|n| n.weights.first().map(String::as_str))
+            .collect();
+        let plan = |t: &NamedTensor| {
+            plan(t).or_else(|| {
+                binary.contains(t.name.as_str()).then(|| TensorPlan {
+                    binary: true,
+                    ..Default::default()
+                })
+            })
+        };
         let mut w = Writer::new();
         for (k, v) in &self.metadata {
             w.set_metadata(k.clone(), v.clone());

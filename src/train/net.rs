@@ -11,6 +11,10 @@
 //! - `Shared`: the parameter is a codebook; the weight is `codebook[index] × mask`. Autodiff of
 //!   the gather sums the gradients of all weights that share a centroid into it, which is Deep
 //!   Compression's "trained quantization".
+//! - `Binary` (the weights of XNOR layers, always): the weight is `α · sign(w)` per row with
+//!   `α = mean |w|`, and its gradient passes straight through to the real-valued `w`, as
+//!   XNOR-Net trains (Rastegari et al. 2016; the straight-through estimator of Bengio et al.).
+//!   XNOR layers' inputs are binarized the same way, the gradient cut where `|x| > 1`.
 
 use super::NamedTensor;
 use crate::container::graph::{Graph, INPUT, Node};
@@ -34,7 +38,14 @@ pub(super) struct Params {
 pub(super) enum Form {
     Free,
     Masked(Vec<f32>),
-    Shared { indices: Vec<u32>, mask: Vec<f32> },
+    Shared {
+        indices: Vec<u32>,
+        mask: Vec<f32>,
+    },
+    /// `α · sign` per row of `rows`.
+    Binary {
+        rows: usize,
+    },
 }
 
 // A few per model: the size difference between variants costs nothing worth boxing for.
@@ -46,6 +57,9 @@ enum FormTensors {
     Shared {
         indices: Tensor<1, Int>,
         mask: Tensor<1>,
+    },
+    Binary {
+        rows: usize,
     },
 }
 
@@ -92,6 +106,34 @@ const BN_MOMENTUM: f32 = 0.1;
 
 pub(super) fn tensor1(values: &[f32], device: &Device) -> Tensor<1> {
     Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+}
+
+/// `+1` where `x ≥ 0`, else `−1` (XNOR-Net's sign, as spec §7 defines it).
+fn signs<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    x.greater_equal_elem(0.0)
+        .float()
+        .mul_scalar(2.0)
+        .sub_scalar(1.0)
+}
+
+/// XNOR-Net's input binarization: the signs forward, the gradient of `clamp(x, −1, 1)`
+/// backward (straight through where `|x| ≤ 1`, cut elsewhere).
+fn binarize_input<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let clipped = x.clone().clamp(-1.0, 1.0);
+    clipped.clone() + (signs(x) - clipped).detach()
+}
+
+/// `α · sign(w)` per row, `α` the row's mean magnitude: the weights an XNOR layer is written
+/// with (the `binary` encoder recovers `α` and the signs exactly).
+fn binarized(w: &[f32], rows: usize) -> Vec<f32> {
+    let cols = w.len() / rows.max(1);
+    w.chunks(cols.max(1))
+        .flat_map(|row| {
+            let alpha = (row.iter().map(|v| v.abs() as f64).sum::<f64>() / cols as f64) as f32;
+            row.iter()
+                .map(move |&v| if v >= 0.0 { alpha } else { -alpha })
+        })
+        .collect()
 }
 
 pub(super) fn host(t: Tensor<1>) -> Vec<f32> {
@@ -167,13 +209,31 @@ impl Net {
                 }
             }
         }
-        Ok(Net {
+        let mut net = Net {
             graph,
             params: Params { tensors: params },
             entries,
             by_name,
             device: device.clone(),
-        })
+        };
+        let binary: Vec<(String, usize)> = net
+            .graph
+            .nodes
+            .iter()
+            .filter(|n| n.op.starts_with("xnor_"))
+            .filter_map(|n| n.weights.first())
+            .map(|w| (w.clone(), net.shape(w).first().copied().unwrap_or(1)))
+            .collect();
+        for (name, rows) in binary {
+            let values = net
+                .tensors()
+                .into_iter()
+                .find(|t| t.name == name)
+                .expect("checked above")
+                .values;
+            net.set_form(&name, Form::Binary { rows }, &values)?;
+        }
+        Ok(net)
     }
 
     pub fn device(&self) -> &Device {
@@ -205,6 +265,7 @@ impl Net {
                 ),
                 mask: tensor1(mask, d),
             },
+            Form::Binary { rows } => FormTensors::Binary { rows: *rows },
         };
         self.params.tensors[param] = Param::from_tensor(tensor1(values, d));
         entry.slot = Slot::Trainable {
@@ -227,6 +288,13 @@ impl Net {
                     FormTensors::Masked(mask) => p * mask.clone(),
                     FormTensors::Shared { indices, mask } => {
                         p.select(0, indices.clone()) * mask.clone()
+                    }
+                    FormTensors::Binary { rows } => {
+                        let n = p.dims()[0];
+                        let m = p.reshape([*rows, n / rows]);
+                        let alpha = m.clone().abs().mean_dim(1);
+                        let b = signs(m.clone()) * alpha;
+                        (m.clone() + (b - m).detach()).reshape([n])
                     }
                 }
             }
@@ -254,6 +322,7 @@ impl Net {
                                 .zip(mask)
                                 .map(|(&i, m)| p[i as usize] * m)
                                 .collect(),
+                            Form::Binary { rows } => binarized(&p, *rows),
                         }
                     }
                 };
@@ -296,7 +365,7 @@ impl Net {
                 Act::Flat(_) => Err(fail("needs an image input".into())),
             };
             let out = match node.op.as_str() {
-                "conv2d" => {
+                "conv2d" | "xnor_conv2d" => {
                     let x = map(input(0)?)?;
                     let [o, i, kh, kw] = self.shape(&node.weights[0])[..] else {
                         return Err(fail("weight must have rank 4".into()));
@@ -317,9 +386,21 @@ impl Net {
                         dilation: [d[0], d[1]],
                         groups,
                     };
-                    Act::Map(conv2d(x, w, b, options))
+                    if node.op == "conv2d" {
+                        Act::Map(conv2d(x, w, b, options))
+                    } else {
+                        // K: the mean |x| over each receptive field, padding counting 0.
+                        let ones = Tensor::<4>::ones([1, i, kh, kw], &self.device)
+                            .div_scalar((i * kh * kw) as f32);
+                        let k = conv2d(x.clone().abs(), ones, None, options.clone());
+                        let y = conv2d(binarize_input(x), w, None, options) * k;
+                        Act::Map(match b {
+                            Some(b) => y + b.reshape([1, o, 1, 1]),
+                            None => y,
+                        })
+                    }
                 }
-                "dense" => {
+                "dense" | "xnor_dense" => {
                     let Act::Flat(x) = input(0)? else {
                         return Err(fail("needs a flat input".into()));
                     };
@@ -327,7 +408,12 @@ impl Net {
                         return Err(fail("weight must have rank 2".into()));
                     };
                     let w = self.weight(&node.weights[0])?.reshape([o, i]);
-                    let mut y = x.matmul(w.transpose());
+                    let mut y = if node.op == "dense" {
+                        x.matmul(w.transpose())
+                    } else {
+                        let k = x.clone().abs().mean_dim(1);
+                        binarize_input(x).matmul(w.transpose()) * k
+                    };
                     if let Some(b) = node.weights.get(1) {
                         y = y + self.weight(b)?.reshape([1, o]);
                     }
@@ -623,6 +709,66 @@ mod tests {
             );
         }
         assert!(expected.iter().all(|g| g.abs() > 1e-4), "a real gradient");
+    }
+
+    #[test]
+    fn xnor_layers_train_binarized_weights_through_the_straight_through_estimator() {
+        // mlp-6 with fc1 as an XNOR layer: its weight takes the Binary form by itself.
+        let (graph, tensors) = Arch::parse("mlp-6")
+            .unwrap()
+            .build([1, 4, 4], CLASSES, 7)
+            .unwrap();
+        let mut graph = graph;
+        let fc1 = graph.nodes.iter_mut().find(|n| n.name == "fc1").unwrap();
+        fc1.op = "xnor_dense".into();
+        let binary = Net::new(graph, tensors, &device()).unwrap();
+        let (_, x) = mlp();
+        let name = "fc1.weight";
+        let written = binary.tensors();
+        let w = written
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap()
+            .values
+            .clone();
+        for row in w.chunks(16) {
+            assert!(
+                row.iter().all(|v| v.abs() == row[0].abs() && *v != 0.0),
+                "{row:?}"
+            );
+        }
+        // The trainer's forward pass is the runtime's, on the file it writes.
+        let model = crate::train::TrainedModel {
+            graph: binary.graph.clone(),
+            tensors: written.clone(),
+            metadata: vec![("input.shape".into(), Value::ints([1, 4, 4]))],
+        };
+        let bytes = model.to_bytes(&|_| None).unwrap();
+        let file = crate::Cxrm::parse(&bytes).unwrap();
+        let chain = file.tensor(name).unwrap().chain_name();
+        assert_eq!(chain, "binary");
+        let runtime = crate::runtime::Model::load(&file).unwrap();
+        let xs = host(x.clone().reshape([80]));
+        let input = ndarray::Array4::from_shape_vec((5, 1, 4, 4), xs).unwrap();
+        let want = runtime.forward(input.view()).unwrap();
+        let got = host(binary.forward(x.clone(), false).unwrap().0.reshape([15]));
+        for (g, w) in got.iter().zip(want.iter()) {
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "{got:?} vs {want:?}"
+            );
+        }
+        // Straight through: the real-valued weights get the gradient the binarized ones would.
+        let mut free = Net::new(binary.graph.clone(), written, &device()).unwrap();
+        free.set_form(name, Form::Free, &w).unwrap();
+        let (gb, gf) = (
+            parameter_gradient(&binary, &x, name),
+            parameter_gradient(&free, &x, name),
+        );
+        assert!(gf.iter().any(|g| *g != 0.0));
+        for (b, f) in gb.iter().zip(&gf) {
+            assert!((b - f).abs() <= 1e-6 * (1.0 + f.abs()), "{gb:?} vs {gf:?}");
+        }
     }
 
     #[test]
