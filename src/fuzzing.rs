@@ -87,3 +87,38 @@ pub fn codebook_payload(data: &[u8]) {
     }
     decode_representation(&stages, &[rest[1] as u64], &rest[2..]);
 }
+
+/// Fuzz input → a factored tensor: `[kind][12 parameter bytes][d0][d1][d2][payload...]`. `kind`
+/// mod 3 picks `lowrank` (the first 8 parameter bytes), `tucker` (all 12) or `binary` (4);
+/// the tensor is `[d0, d1, d2]`. The factors are read both for decoding and as a runtime
+/// reads them.
+pub fn factored_payload(data: &[u8]) {
+    let [kind, head @ ..] = data else {
+        return;
+    };
+    if head.len() < 15 {
+        return;
+    }
+    let (params, rest) = head.split_at(12);
+    let (id, len) = match kind % 3 {
+        0 => (StageId::LowRank, 8),
+        1 => (StageId::Tucker, 12),
+        _ => (StageId::Binary, 4),
+    };
+    let shape = [rest[0] as u64, rest[1] as u64, rest[2] as u64];
+    decode_representation(&[(id, &params[..len])], &shape, &rest[3..]);
+    let stage = [Stage {
+        code: id as u8,
+        params: &params[..len],
+        offset: 0,
+    }];
+    let limits = Limits::SPEC;
+    let ctx = DecodeContext::in_memory("fuzz", DType::F32, &shape, &limits);
+    if let Ok(Some(f)) = encoding::read_factored(&stage, &rest[3..], &ctx) {
+        // What the runtime builds from them.
+        if let encoding::Factored::Binary(b) = &f {
+            let _ = crate::runtime::xnor::BitRows::from_binary(b);
+        }
+        let _ = f.to_f32();
+    }
+}

@@ -54,4 +54,5 @@ fn decoder_inputs_do_not_panic() {
     replay("symbol_stream", cxrm::fuzzing::symbol_stream);
     replay("sparse_payload", cxrm::fuzzing::sparse_payload);
     replay("codebook_payload", cxrm::fuzzing::codebook_payload);
+    assert!(replay("factored_payload", cxrm::fuzzing::factored_payload) >= 3);
 }
