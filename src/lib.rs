@@ -33,6 +33,8 @@ pub mod json;
 pub mod runtime;
 #[cfg(feature = "train")]
 pub mod study;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod text;
 #[cfg(feature = "train")]
 pub mod train;

@@ -280,14 +280,9 @@ mod tests {
     use crate::{Cxrm, Writer};
 
     fn weights(n: usize, seed: u64) -> Vec<f32> {
-        let mut x = seed;
-        (0..n)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
-            })
+        crate::testing::uniform(n, seed)
+            .into_iter()
+            .map(|v| v * 0.2)
             .collect()
     }
 

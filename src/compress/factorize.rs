@@ -181,17 +181,7 @@ pub fn tucker_saves(out: usize, inp: usize, spatial: usize, ro: usize, ri: usize
 mod tests {
     use super::*;
 
-    fn rand(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::testing::uniform as rand;
 
     fn max_err(a: &[f32], b: &[f32]) -> f32 {
         a.iter()

@@ -6,7 +6,7 @@
 //! Each row starts on a byte boundary, so a runtime finds row `r`'s bits without counting and
 //! can repack them into machine words for the XNOR + popcount kernel.
 
-use super::{Encoded, StageId, StageSpec, floats};
+use super::{Encoded, StageId, floats};
 use crate::container::cursor::Cursor;
 use crate::dtype::DType;
 use crate::error::{Error, ErrorCode, Result};
@@ -118,13 +118,7 @@ pub fn encode(b: &Binary, params: Params) -> Encoded<'static> {
     let mut payload = Vec::with_capacity(b.rows * params.scale_dtype.size() + b.bits.len());
     floats::write(&mut payload, &b.scales, params.scale_dtype);
     payload.extend_from_slice(&b.bits);
-    Encoded {
-        stages: vec![StageSpec {
-            id: StageId::Binary,
-            params: params.to_bytes(),
-        }],
-        payload: payload.into(),
-    }
+    Encoded::one_stage(StageId::Binary, params.to_bytes(), payload)
 }
 
 /// Read a payload for a `rows × cols` view; every byte must be consumed by the caller's

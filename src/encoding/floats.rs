@@ -1,4 +1,5 @@
-//! What the factored representations (`lowrank`, `tucker`, `binary`) share: their parameters
+//! What the factored representations (`lowrank`, `tucker`, `binary`) share (and codebooks,
+//! the float-type check): their parameters
 //! name a float type for the numbers they store (f32 or f16, like codebook centroids), end in
 //! reserved bytes, and apply only to float tensors; their payloads are arrays of such numbers.
 
@@ -33,7 +34,8 @@ pub fn check_reserved(bytes: &[u8], field: &str, offset: u64) -> Result<()> {
     Ok(())
 }
 
-/// The factored representations reconstruct real numbers: the tensor must be a float type.
+/// Codebooks and the factored representations decode to real numbers: the tensor must be a
+/// float type (`bad_chain` at the stage).
 pub fn require_float(stage: &Stage<'_>, ctx: &DecodeContext<'_>, field: &str) -> Result<()> {
     if !ctx.dtype.is_float() {
         return Err(Error::format(
@@ -41,7 +43,7 @@ pub fn require_float(stage: &Stage<'_>, ctx: &DecodeContext<'_>, field: &str) ->
             field,
             stage.offset,
             format!(
-                "{} stores real factors; the tensor is {}",
+                "{} decodes to real numbers; the tensor is {}",
                 super::stage_name(stage.code),
                 ctx.dtype
             ),

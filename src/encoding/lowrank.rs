@@ -6,7 +6,7 @@
 //! The factors cost `(rows + cols) · r` numbers against `rows · cols`, so a factorization only
 //! pays below `r = rows · cols / (rows + cols)`.
 
-use super::{DecodeContext, Encoded, Stage, StageId, StageSpec, floats};
+use super::{DecodeContext, Encoded, Stage, StageId, floats};
 use crate::container::cursor::Cursor;
 use crate::dtype::DType;
 use crate::error::{Error, ErrorCode, Result};
@@ -125,17 +125,11 @@ pub fn encode(lr: &LowRank, factor_dtype: DType) -> Encoded<'static> {
     let mut payload = Vec::with_capacity((lr.u.len() + lr.v.len()) * factor_dtype.size());
     floats::write(&mut payload, &lr.u, factor_dtype);
     floats::write(&mut payload, &lr.v, factor_dtype);
-    Encoded {
-        stages: vec![StageSpec {
-            id: StageId::LowRank,
-            params: Params {
-                rank: lr.rank as u32,
-                factor_dtype,
-            }
-            .to_bytes(),
-        }],
-        payload: payload.into(),
-    }
+    let params = Params {
+        rank: lr.rank as u32,
+        factor_dtype,
+    };
+    Encoded::one_stage(StageId::LowRank, params.to_bytes(), payload)
 }
 
 /// Read `U` then `V`; the caller checks that nothing is left over.

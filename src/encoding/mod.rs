@@ -149,7 +149,15 @@ pub struct Encoded<'a> {
     pub payload: Cow<'a, [u8]>,
 }
 
-impl Encoded<'_> {
+impl<'a> Encoded<'a> {
+    /// A tensor stored by one representation stage.
+    pub fn one_stage(id: StageId, params: Vec<u8>, payload: impl Into<Cow<'a, [u8]>>) -> Self {
+        Encoded {
+            stages: vec![StageSpec { id, params }],
+            payload: payload.into(),
+        }
+    }
+
     /// The stages as a reader sees them (file offsets 0), to decode this tensor in memory.
     pub fn stage_views(&self) -> Vec<Stage<'_>> {
         self.stages
@@ -334,7 +342,7 @@ pub fn decode_detailed<'a>(
                     &field,
                     s.params_offset(),
                 )?);
-                tensor::require_float(s, ctx, &field)?;
+                floats::require_float(s, ctx, &field)?;
             }
             StageId::Huffman if !s.params.is_empty() => {
                 return Err(Error::format(

@@ -2,7 +2,7 @@
 //! The stage modules own their layouts; this module only puts them together in the order the
 //! spec's payload layout gives (§5.6, §5.7).
 
-use super::{DecodeContext, Decoded, Stage, codebook, sparse};
+use super::{DecodeContext, Decoded, codebook, sparse};
 use crate::container::cursor::Cursor;
 use crate::dtype::DType;
 use crate::error::{Error, ErrorCode, Result};
@@ -26,18 +26,6 @@ pub fn f32_to_dtype(values: &[f32], dtype: DType) -> Vec<u8> {
             .collect(),
         other => unreachable!("codebooks decode to float dtypes only, not {other}"),
     }
-}
-
-pub fn require_float(stage: &Stage<'_>, ctx: &DecodeContext<'_>, field: &str) -> Result<()> {
-    if !ctx.dtype.is_float() {
-        return Err(Error::format(
-            ErrorCode::BadChain,
-            field,
-            stage.offset,
-            format!("codebook values are floats; the tensor is {}", ctx.dtype),
-        ));
-    }
-    Ok(())
 }
 
 pub(crate) fn finish(c: &Cursor<'_>, ctx: &DecodeContext<'_>) -> Result<()> {

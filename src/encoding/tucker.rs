@@ -8,7 +8,7 @@
 //! the core's `kh × kw` convolution from `r_in` to `r_out`, and a 1×1 one to `O` (`U_out`).
 //! The trailing dimensions (`s…`, the kernel window) are not factored.
 
-use super::{DecodeContext, Encoded, Stage, StageId, StageSpec, floats};
+use super::{DecodeContext, Encoded, Stage, StageId, floats};
 use crate::container::cursor::Cursor;
 use crate::dtype::DType;
 use crate::error::{Error, ErrorCode, Result};
@@ -157,18 +157,12 @@ pub fn encode(t: &Tucker, factor_dtype: DType) -> Encoded<'static> {
     floats::write(&mut payload, &t.u_out, factor_dtype);
     floats::write(&mut payload, &t.core, factor_dtype);
     floats::write(&mut payload, &t.u_in, factor_dtype);
-    Encoded {
-        stages: vec![StageSpec {
-            id: StageId::Tucker,
-            params: Params {
-                rank_out: t.rank_out as u32,
-                rank_in: t.rank_in as u32,
-                factor_dtype,
-            }
-            .to_bytes(),
-        }],
-        payload: payload.into(),
-    }
+    let params = Params {
+        rank_out: t.rank_out as u32,
+        rank_in: t.rank_in as u32,
+        factor_dtype,
+    };
+    Encoded::one_stage(StageId::Tucker, params.to_bytes(), payload)
 }
 
 /// Read `U_out`, the core, then `U_in`; the caller checks that nothing is left over.
@@ -225,13 +219,7 @@ mod tests {
     }
 
     fn sample() -> Tucker {
-        let mut x = 7u64;
-        let mut next = || {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
-        };
+        use crate::testing::uniform;
         let (out, inp, spatial, ro, ri) = (4, 3, 6, 2, 2);
         Tucker {
             out,
@@ -239,9 +227,9 @@ mod tests {
             spatial,
             rank_out: ro,
             rank_in: ri,
-            u_out: (0..out * ro).map(|_| next()).collect(),
-            core: (0..ro * ri * spatial).map(|_| next()).collect(),
-            u_in: (0..inp * ri).map(|_| next()).collect(),
+            u_out: uniform(out * ro, 7),
+            core: uniform(ro * ri * spatial, 8),
+            u_in: uniform(inp * ri, 9),
         }
     }
 

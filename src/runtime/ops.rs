@@ -680,17 +680,7 @@ mod tests {
     use super::*;
     use ndarray::Array;
 
-    fn rand(len: usize, seed: u64) -> Vec<f32> {
-        let mut x = seed;
-        (0..len)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::testing::uniform as rand;
 
     /// The definition of a grouped, strided, padded, dilated convolution, loop by loop.
     fn conv_reference(

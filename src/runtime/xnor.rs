@@ -316,17 +316,7 @@ mod tests {
     use crate::dtype::DType;
     use crate::encoding::binary::binarize;
 
-    fn rand(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::testing::uniform as rand;
 
     /// XNOR-Net's formula written out directly, from the dense weights.
     fn reference(x: &Array4<f32>, w: &[f32], cout: usize, p: &Conv2dParams) -> Array4<f32> {
