@@ -92,3 +92,32 @@ fn spec_deep_compression_example_is_what_the_encoder_writes() {
     assert!(enc.stages[2].params.is_empty());
     assert_eq!(hex(lines[3]), enc.payload.to_vec());
 }
+
+#[test]
+fn spec_binary_example_is_what_the_encoder_writes() {
+    use cxrm::DType;
+    use cxrm::encoding::binary;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let spec = std::fs::read_to_string(root.join("spec/cxrm.md")).unwrap();
+    let marker = "<!-- binary example -->\n```\n";
+    let start = spec.find(marker).expect("spec has the binary example") + marker.len();
+    let block = &spec[start..start + spec[start..].find("```").unwrap()];
+    let hex = |line: &str| -> Vec<u8> {
+        let tail = line.split(':').nth(1).unwrap();
+        tail.split_whitespace()
+            .filter_map(|w| u8::from_str_radix(w, 16).ok())
+            .collect()
+    };
+    let lines: Vec<&str> = block.lines().collect();
+    let values = [0.5f32, -0.5, 0.5, -1.0, -1.0, 1.0];
+    let b = binary::binarize(&values, 2, 3, DType::F32);
+    assert_eq!(b.to_f32(), values);
+    let enc = binary::encode(
+        &b,
+        binary::Params {
+            scale_dtype: DType::F32,
+        },
+    );
+    assert_eq!(hex(lines[0]), enc.stages[0].params);
+    assert_eq!(hex(lines[1]), enc.payload.to_vec());
+}
