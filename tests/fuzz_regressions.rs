@@ -54,5 +54,6 @@ fn decoder_inputs_do_not_panic() {
     replay("symbol_stream", cxrm::fuzzing::symbol_stream);
     replay("sparse_payload", cxrm::fuzzing::sparse_payload);
     replay("codebook_payload", cxrm::fuzzing::codebook_payload);
+    // Its three seeds (one per stage) are kept with the regressions, which git tracks.
     assert!(replay("factored_payload", cxrm::fuzzing::factored_payload) >= 3);
 }
