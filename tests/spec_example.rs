@@ -62,18 +62,7 @@ fn spec_field_table_offsets_point_at_their_bytes() {
 fn spec_deep_compression_example_is_what_the_encoder_writes() {
     use cxrm::compress::deep::{Prepared, StreamMode, TensorPlan};
     use cxrm::encoding::sparse::Layout;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let spec = std::fs::read_to_string(root.join("spec/cxrm.md")).unwrap();
-    let marker = "<!-- deep example -->\n```\n";
-    let start = spec.find(marker).expect("spec has the deep example") + marker.len();
-    let block = &spec[start..start + spec[start..].find("```").unwrap()];
-    let hex = |line: &str| -> Vec<u8> {
-        let tail = line.split(':').nth(1).unwrap();
-        tail.split_whitespace()
-            .filter_map(|w| u8::from_str_radix(w, 16).ok())
-            .collect()
-    };
-    let lines: Vec<&str> = block.lines().collect();
+    let lines = spec_hex_block("<!-- deep example -->");
     let values = [0.0f32, 0.5, 0.0, 0.0, -0.25, 0.0, 0.5, 0.5];
     let plan = TensorPlan {
         sparse: true,
@@ -87,28 +76,17 @@ fn spec_deep_compression_example_is_what_the_encoder_writes() {
             None,
         )
         .unwrap();
-    assert_eq!(hex(lines[0]), enc.stages[0].params);
-    assert_eq!(hex(lines[1]), enc.stages[1].params);
+    assert_eq!(lines[0], enc.stages[0].params);
+    assert_eq!(lines[1], enc.stages[1].params);
     assert!(enc.stages[2].params.is_empty());
-    assert_eq!(hex(lines[3]), enc.payload.to_vec());
+    assert_eq!(lines[3], enc.payload.to_vec());
 }
 
 #[test]
 fn spec_binary_example_is_what_the_encoder_writes() {
     use cxrm::DType;
     use cxrm::encoding::binary;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let spec = std::fs::read_to_string(root.join("spec/cxrm.md")).unwrap();
-    let marker = "<!-- binary example -->\n```\n";
-    let start = spec.find(marker).expect("spec has the binary example") + marker.len();
-    let block = &spec[start..start + spec[start..].find("```").unwrap()];
-    let hex = |line: &str| -> Vec<u8> {
-        let tail = line.split(':').nth(1).unwrap();
-        tail.split_whitespace()
-            .filter_map(|w| u8::from_str_radix(w, 16).ok())
-            .collect()
-    };
-    let lines: Vec<&str> = block.lines().collect();
+    let lines = spec_hex_block("<!-- binary example -->");
     let values = [0.5f32, -0.5, 0.5, -1.0, -1.0, 1.0];
     let b = binary::binarize(&values, 2, 3, DType::F32);
     assert_eq!(b.to_f32(), values);
@@ -118,6 +96,26 @@ fn spec_binary_example_is_what_the_encoder_writes() {
             scale_dtype: DType::F32,
         },
     );
-    assert_eq!(hex(lines[0]), enc.stages[0].params);
-    assert_eq!(hex(lines[1]), enc.payload.to_vec());
+    assert_eq!(lines[0], enc.stages[0].params);
+    assert_eq!(lines[1], enc.payload.to_vec());
+}
+
+/// The lines of the spec's code block after `marker`, each as the hex bytes after its colon.
+fn spec_hex_block(marker: &str) -> Vec<Vec<u8>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let spec = std::fs::read_to_string(root.join("spec/cxrm.md")).unwrap();
+    let marker = format!("{marker}\n```\n");
+    let start = spec.find(&marker).expect("spec has the example") + marker.len();
+    let block = &spec[start..start + spec[start..].find("```").unwrap()];
+    block
+        .lines()
+        .map(|line| {
+            line.split(':')
+                .nth(1)
+                .unwrap_or("")
+                .split_whitespace()
+                .filter_map(|w| u8::from_str_radix(w, 16).ok())
+                .collect()
+        })
+        .collect()
 }
