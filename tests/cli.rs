@@ -103,6 +103,38 @@ fn inspect_json_has_the_documented_fields() {
 }
 
 #[test]
+fn inspect_shows_the_ranks_of_factored_tensors() {
+    let path = fixture("valid/factored.cxrm");
+    let out = cxrm(&["inspect", "--json", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["version"], "1.2");
+    let ranks: Vec<&serde_json::Value> = doc["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["ranks"])
+        .collect();
+    use serde_json::json;
+    assert_eq!(
+        ranks,
+        [
+            &json!([2]),
+            &json!([1]),
+            &json!([2, 2]),
+            &json!(null),
+            &json!(null)
+        ]
+    );
+    let out = cxrm(&["inspect", path.to_str().unwrap()]);
+    assert!(
+        text(&out).contains("tucker.f32 tucker rank 2 x 2"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn inspect_lists_files_it_cannot_decode_and_escapes_control_characters() {
     let out = cxrm(&[
         "inspect",

@@ -44,21 +44,50 @@ pub fn run(args: Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// What decoding an encoded tensor's streams shows.
+/// What decoding an encoded tensor's streams (or factors) shows.
 struct Detail {
     sparsity: Option<f64>,
     bits: Option<u8>,
     streams: Vec<StreamStats>,
+    /// `[r]` for lowrank, `[r_out, r_in]` for tucker.
+    ranks: Vec<usize>,
     error: Option<String>,
 }
 
-/// Details for sparse and codebook tensors; `None` for the rest (nothing to look inside).
+/// Details for sparse, codebook and factored tensors; `None` for the rest (nothing to look
+/// inside).
 fn details(file: &Cxrm<'_>) -> Vec<Option<Detail>> {
     file.tensors()
         .iter()
         .map(|t| {
             let repr = t.stages[0].id()?;
-            if !matches!(repr, StageId::Sparse | StageId::Codebook) || !repr.implemented() {
+            if !repr.implemented() {
+                return None;
+            }
+            if matches!(repr, StageId::LowRank | StageId::Tucker | StageId::Binary) {
+                use cxrm::encoding::Factored;
+                return Some(match file.read_factored(t) {
+                    Ok(f) => Detail {
+                        sparsity: None,
+                        bits: None,
+                        streams: Vec::new(),
+                        ranks: match f {
+                            Some(Factored::LowRank(l)) => vec![l.rank],
+                            Some(Factored::Tucker(t)) => vec![t.rank_out, t.rank_in],
+                            _ => Vec::new(),
+                        },
+                        error: None,
+                    },
+                    Err(e) => Detail {
+                        sparsity: None,
+                        bits: None,
+                        streams: Vec::new(),
+                        ranks: Vec::new(),
+                        error: Some(e.to_string()),
+                    },
+                });
+            }
+            if !matches!(repr, StageId::Sparse | StageId::Codebook) {
                 return None;
             }
             Some(match file.decode_detailed(t) {
@@ -72,12 +101,14 @@ fn details(file: &Cxrm<'_>) -> Vec<Option<Detail>> {
                     }),
                     bits: d.codebook.map(|c| c.bits),
                     streams: d.stream_stats(),
+                    ranks: Vec::new(),
                     error: None,
                 },
                 Err(e) => Detail {
                     sparsity: None,
                     bits: None,
                     streams: Vec::new(),
+                    ranks: Vec::new(),
                     error: Some(e.to_string()),
                 },
             })
@@ -141,6 +172,7 @@ fn print_json(
                 "offset": t.extent.offset,
                 "sparsity": d.as_ref().and_then(|d| d.sparsity),
                 "codebook_bits": d.as_ref().and_then(|d| d.bits),
+                "ranks": d.as_ref().map(|d| d.ranks.clone()).filter(|r| !r.is_empty()),
                 "streams": streams,
                 "decode_error": d.as_ref().and_then(|d| d.error.clone()),
             })
@@ -380,6 +412,29 @@ fn print_text(
             "\nsymbol streams, bits per symbol: entropy of the symbols, the Huffman code alone, stored (with tables)"
         );
         table(&stream_rows, 3, false);
+    }
+    let factored: Vec<String> = file
+        .tensors()
+        .iter()
+        .zip(details)
+        .filter_map(|(t, d)| {
+            let d = d.as_ref()?;
+            (!d.ranks.is_empty()).then(|| {
+                let ranks: Vec<String> = d.ranks.iter().map(usize::to_string).collect();
+                format!(
+                    "  {} {} rank {}",
+                    escape(t.name),
+                    t.chain_name(),
+                    ranks.join(" x ")
+                )
+            })
+        })
+        .collect();
+    if !factored.is_empty() {
+        println!("\nfactored tensors (rank; out x in for tucker)");
+        for line in factored {
+            println!("{line}");
+        }
     }
     println!(
         "\nwhole file {} bytes (with header, table, sections and alignment): {} vs the {} bytes of f32 weights",
