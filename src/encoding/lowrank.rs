@@ -29,19 +29,11 @@ impl Params {
 
     /// Check the parameters in their stored order, then that they fit the tensor.
     pub fn parse(stage: &Stage<'_>, ctx: &DecodeContext<'_>, field: &str) -> Result<Params> {
-        let (p, offset) = (stage.params, stage.params_offset());
+        let offset = stage.params_offset();
         let bad = |at: u64, detail: String| {
             Error::format(ErrorCode::BadChain, format!("{field}.params"), at, detail)
         };
-        if p.len() != PARAMS_LEN {
-            return Err(bad(
-                offset,
-                format!(
-                    "lowrank takes {PARAMS_LEN} parameter bytes, found {}",
-                    p.len()
-                ),
-            ));
-        }
+        let p = &super::fixed_params::<PARAMS_LEN>(stage, field)?;
         let rank = floats::u32_at(p, 0);
         if rank == 0 {
             return Err(bad(offset, "rank must be at least 1".into()));

@@ -33,19 +33,11 @@ impl Params {
 
     /// Check the parameters in their stored order, then that they fit the tensor.
     pub fn parse(stage: &Stage<'_>, ctx: &DecodeContext<'_>, field: &str) -> Result<Params> {
-        let (p, offset) = (stage.params, stage.params_offset());
+        let offset = stage.params_offset();
         let bad = |at: u64, detail: String| {
             Error::format(ErrorCode::BadChain, format!("{field}.params"), at, detail)
         };
-        if p.len() != PARAMS_LEN {
-            return Err(bad(
-                offset,
-                format!(
-                    "tucker takes {PARAMS_LEN} parameter bytes, found {}",
-                    p.len()
-                ),
-            ));
-        }
+        let p = &super::fixed_params::<PARAMS_LEN>(stage, field)?;
         let (rank_out, rank_in) = (floats::u32_at(p, 0), floats::u32_at(p, 4));
         if rank_out == 0 || rank_in == 0 {
             return Err(bad(

@@ -54,6 +54,19 @@ struct Detail {
     error: Option<String>,
 }
 
+impl Detail {
+    /// A tensor whose decoding failed: only the error to show.
+    fn failed(e: cxrm::Error) -> Detail {
+        Detail {
+            sparsity: None,
+            bits: None,
+            streams: Vec::new(),
+            ranks: Vec::new(),
+            error: Some(e.to_string()),
+        }
+    }
+}
+
 /// Details for sparse, codebook and factored tensors; `None` for the rest (nothing to look
 /// inside).
 fn details(file: &Cxrm<'_>) -> Vec<Option<Detail>> {
@@ -78,13 +91,7 @@ fn details(file: &Cxrm<'_>) -> Vec<Option<Detail>> {
                         },
                         error: None,
                     },
-                    Err(e) => Detail {
-                        sparsity: None,
-                        bits: None,
-                        streams: Vec::new(),
-                        ranks: Vec::new(),
-                        error: Some(e.to_string()),
-                    },
+                    Err(e) => Detail::failed(e),
                 });
             }
             if !matches!(repr, StageId::Sparse | StageId::Codebook) {
@@ -104,13 +111,7 @@ fn details(file: &Cxrm<'_>) -> Vec<Option<Detail>> {
                     ranks: Vec::new(),
                     error: None,
                 },
-                Err(e) => Detail {
-                    sparsity: None,
-                    bits: None,
-                    streams: Vec::new(),
-                    ranks: Vec::new(),
-                    error: Some(e.to_string()),
-                },
+                Err(e) => Detail::failed(e),
             })
         })
         .collect()
