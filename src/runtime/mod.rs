@@ -1,6 +1,7 @@
 //! The runtime: run a compressed model straight from its mapped `.cxrm` file.
 
 pub mod batch;
+pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod ops;

@@ -3,6 +3,7 @@
 //! sparse (CSR), in which case the product walks only the surviving weights, or a product of
 //! factors (low-rank and Tucker layers), which is applied one thin factor at a time.
 
+use super::kernels;
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis, s};
 
 /// A weight matrix `[rows, cols]`: dense (borrowed from the mapped file when it was stored
@@ -139,7 +140,7 @@ impl<'a> Matrix<'a> {
                 let rhs = rhs.as_slice().expect("standard layout");
                 let mut out = Array2::<f32>::zeros((row_end - row_start, n));
                 let w = &data[row_start * cols..row_end * cols];
-                rows_times(
+                kernels::rows_times(
                     out.as_slice_mut().expect("standard layout"),
                     w,
                     *cols,
@@ -199,9 +200,8 @@ impl<'a> Matrix<'a> {
                 let mut out = Array2::<f32>::zeros((x.nrows(), *rows));
                 for (xi, mut yi) in x.rows().into_iter().zip(out.rows_mut()) {
                     let xs = xi.to_vec();
-                    for (y, w) in yi.iter_mut().zip(data.chunks_exact(*cols)) {
-                        *y = dot(w, &xs);
-                    }
+                    let y = yi.as_slice_mut().expect("standard layout");
+                    kernels::matvec(y, &data[..rows * cols], &xs);
                 }
                 out
             }
@@ -268,97 +268,6 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     y.iter_mut().zip(x).for_each(|(y, &x)| *y += a * x);
 }
 
-/// `out[r, :] = Σ_k w[r, k] · rhs[k, :]` for row-major `w` (`cols` wide) and `rhs` (`n` wide).
-///
-/// Blocks of `ROWS` output rows × `LANES` columns are accumulated in registers over all of `k`
-/// and written once: streaming a whole output row per `k` (one axpy per weight) reloads and
-/// stores the row `cols` times, which made LeNet-5's second convolution (500 × 64 per output
-/// channel) 2.4× slower than onnxruntime. Each element still sums its products in `k` order, so
-/// results are the same bits as the straightforward loop. Compiled for AVX2+FMA as well as the
-/// portable baseline (SSE2), chosen once at run time by multiversion.
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
-fn rows_times(out: &mut [f32], w: &[f32], cols: usize, rhs: &[f32], n: usize) {
-    const ROWS: usize = 4;
-    const LANES: usize = 16;
-    if n == 0 || cols == 0 {
-        return;
-    }
-    let rows = out.len() / n;
-    let full_rows = rows - rows % ROWS;
-    let full_cols = n - n % LANES;
-    for r0 in (0..full_rows).step_by(ROWS) {
-        let w_block = &w[r0 * cols..(r0 + ROWS) * cols];
-        for j in (0..full_cols).step_by(LANES) {
-            let mut acc = [[0.0f32; LANES]; ROWS];
-            for k in 0..cols {
-                let x: &[f32; LANES] = rhs[k * n + j..k * n + j + LANES]
-                    .try_into()
-                    .expect("LANES wide");
-                for (r, acc_row) in acc.iter_mut().enumerate() {
-                    let wk = w_block[r * cols + k];
-                    for (a, &xv) in acc_row.iter_mut().zip(x) {
-                        *a += wk * xv;
-                    }
-                }
-            }
-            for (r, acc_row) in acc.iter().enumerate() {
-                out[(r0 + r) * n + j..(r0 + r) * n + j + LANES].copy_from_slice(acc_row);
-            }
-        }
-        // Columns left over past the last full block.
-        if full_cols < n {
-            for r in r0..r0 + ROWS {
-                let out_row = &mut out[r * n + full_cols..(r + 1) * n];
-                for (k, &wk) in w[r * cols..(r + 1) * cols].iter().enumerate() {
-                    let x = &rhs[k * n + full_cols..(k + 1) * n];
-                    out_row.iter_mut().zip(x).for_each(|(y, &xv)| *y += wk * xv);
-                }
-            }
-        }
-    }
-    // Rows left over past the last full block, one at a time but still `LANES` columns held in
-    // registers: LeNet-5's second convolution has 50 output channels, and streaming its last
-    // two rows once per weight took a tenth of its time.
-    for r in full_rows..rows {
-        let w_row = &w[r * cols..(r + 1) * cols];
-        for j in (0..full_cols).step_by(LANES) {
-            let mut acc = [0.0f32; LANES];
-            for (k, &wk) in w_row.iter().enumerate() {
-                let x: &[f32; LANES] = rhs[k * n + j..k * n + j + LANES]
-                    .try_into()
-                    .expect("LANES wide");
-                for (a, &xv) in acc.iter_mut().zip(x) {
-                    *a += wk * xv;
-                }
-            }
-            out[r * n + j..r * n + j + LANES].copy_from_slice(&acc);
-        }
-        let out_row = &mut out[r * n + full_cols..(r + 1) * n];
-        for (k, &wk) in w_row.iter().enumerate() {
-            out_row
-                .iter_mut()
-                .zip(&rhs[k * n + full_cols..(k + 1) * n])
-                .for_each(|(y, &xv)| *y += wk * xv);
-        }
-    }
-}
-
-/// Dot product with eight independent accumulators, so the compiler can keep them in vector
-/// registers (a single running sum forces a sequential dependency).
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dParams {
     pub kernel: [usize; 2],
@@ -390,7 +299,9 @@ impl Conv2dParams {
 
 /// im2col for one image and one group: `[cg * kh * kw, oh * ow]`. Works on the raw planes and
 /// computes, per kernel offset, the range of output columns that read inside the image, so the
-/// inner loop has no bounds checks and copies whole runs when the stride is 1.
+/// inner loop has no bounds checks and copies whole runs when the stride is 1. Every element
+/// is written once, in order: zeroing the whole buffer first (then overwriting nearly all of
+/// it) cost as much as the copying itself on LeNet-5.
 fn im2col(
     x: ArrayView4<'_, f32>,
     n: usize,
@@ -402,52 +313,49 @@ fn im2col(
 ) -> Array2<f32> {
     let (h, w) = (x.dim().2, x.dim().3);
     let [kh, kw] = p.kernel;
-    let mut cols = Array2::<f32>::zeros((cg * kh * kw, oh * ow));
+    let rows = cg * kh * kw;
+    let mut out = Vec::with_capacity(rows * oh * ow);
     let image = x.slice(s![n, c0..c0 + cg, .., ..]);
     let image = image.as_standard_layout();
     let image = image.as_slice().expect("standard layout");
-    let out = cols.as_slice_mut().expect("standard layout");
     let (sy, sx) = (p.stride[0], p.stride[1]);
-    for c in 0..cg {
-        let plane = &image[c * h * w..(c + 1) * h * w];
+    for plane in image.chunks_exact(h * w) {
         for ky in 0..kh {
             for kx in 0..kw {
-                let row = (c * kh + ky) * kw + kx;
-                let dst = &mut out[row * oh * ow..(row + 1) * oh * ow];
                 // Output columns ox with 0 <= ox*sx + kx*dx - pad_left < w.
                 let off_x = (kx * p.dilation[1]) as isize - p.padding[1] as isize;
                 let ox_start = if off_x >= 0 {
                     0
                 } else {
-                    ((-off_x) as usize).div_ceil(sx)
+                    ((-off_x) as usize).div_ceil(sx).min(ow)
                 };
                 let ox_end = if (w as isize) <= off_x {
                     0
                 } else {
                     ((w as isize - off_x) as usize).div_ceil(sx).min(ow)
-                };
+                }
+                .max(ox_start);
                 for oy in 0..oh {
                     let iy = (oy * sy + ky * p.dilation[0]) as isize - p.padding[0] as isize;
-                    if iy < 0 || iy >= h as isize || ox_start >= ox_end {
+                    if iy < 0 || iy >= h as isize || ox_start == ox_end {
+                        out.resize(out.len() + ow, 0.0);
                         continue;
                     }
                     let src_row = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    let dst_row = &mut dst[oy * ow..(oy + 1) * ow];
-                    let ix0 = (ox_start * sx) as isize + off_x;
+                    let ix0 = ((ox_start * sx) as isize + off_x) as usize;
+                    let len = ox_end - ox_start;
+                    out.resize(out.len() + ox_start, 0.0);
                     if sx == 1 {
-                        let len = ox_end - ox_start;
-                        dst_row[ox_start..ox_end]
-                            .copy_from_slice(&src_row[ix0 as usize..ix0 as usize + len]);
+                        out.extend_from_slice(&src_row[ix0..ix0 + len]);
                     } else {
-                        for (k, d) in dst_row[ox_start..ox_end].iter_mut().enumerate() {
-                            *d = src_row[ix0 as usize + k * sx];
-                        }
+                        out.extend(src_row[ix0..].iter().step_by(sx).take(len));
                     }
+                    out.resize(out.len() + ow - ox_end, 0.0);
                 }
             }
         }
     }
-    cols
+    Array2::from_shape_vec((rows, oh * ow), out).expect("every element written")
 }
 
 /// 2-D convolution. `weight` is `[cout, cin / groups * kh * kw]`.
