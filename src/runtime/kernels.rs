@@ -160,7 +160,8 @@ fn matvec_with<const FUSED: bool>(out: &mut [f32], w: &[f32], x: &[f32]) {
 #[inline(always)]
 fn dot4<const FUSED: bool>(rows: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
     let (x_blocks, x_tail) = x.as_chunks::<LANES>();
-    let [b0, b1, b2, b3] = rows.map(|row| row.as_chunks::<LANES>().0);
+    let [b0, b1, b2, b3] = [rows[0], rows[1], rows[2], rows[3]].map(<[f32]>::as_chunks::<LANES>);
+    let [b0, b1, b2, b3] = [b0.0, b1.0, b2.0, b3.0];
     let mut acc = [[0.0f32; LANES]; 4];
     for ((((xs, w0), w1), w2), w3) in x_blocks.iter().zip(b0).zip(b1).zip(b2).zip(b3) {
         for (a, ws) in acc.iter_mut().zip([w0, w1, w2, w3]) {
@@ -169,9 +170,28 @@ fn dot4<const FUSED: bool>(rows: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
             }
         }
     }
-    std::array::from_fn(|r| {
-        let mut a = acc[r];
-        // Pairwise: a fixed tree, the same on every target.
+    // The tails in plain loops, not closures: a closure is compiled outside the target-feature
+    // clone, with SSE2 only, where a fused multiply-add is a call into libm's `fmaf`.
+    let mut tails = [0.0f32; 4];
+    for (tail, row) in tails.iter_mut().zip(rows) {
+        for (&w, &v) in row[x.len() - x_tail.len()..].iter().zip(x_tail) {
+            *tail = madd::<FUSED>(w, v, *tail);
+        }
+    }
+    let mut sums = lane_sums(&acc);
+    for (s, t) in sums.iter_mut().zip(tails) {
+        *s += t;
+    }
+    sums
+}
+
+/// Each row's [`LANES`] partial sums, added as a fixed pairwise tree (the same on every
+/// target). Kept out of line: inlined, it led LLVM to abandon the vectorised main loop.
+#[inline(never)]
+fn lane_sums(acc: &[[f32; LANES]; 4]) -> [f32; 4] {
+    let mut sums = [0.0f32; 4];
+    for (sum, a) in sums.iter_mut().zip(acc) {
+        let mut a = *a;
         let mut width = LANES / 2;
         while width > 0 {
             for l in 0..width {
@@ -179,13 +199,9 @@ fn dot4<const FUSED: bool>(rows: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
             }
             width /= 2;
         }
-        let w_tail = &rows[r][x.len() - x_tail.len()..];
-        let tail = w_tail
-            .iter()
-            .zip(x_tail)
-            .fold(0.0f32, |s, (&w, &v)| madd::<FUSED>(w, v, s));
-        a[0] + tail
-    })
+        *sum = a[0];
+    }
+    sums
 }
 
 #[cfg(test)]
