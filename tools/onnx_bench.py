@@ -3,10 +3,10 @@
 
 The .cxrm file is read with the independent Python reader (tools/cxrm_reader.py), its graph
 translated to ONNX (every op of spec §7) with the decoded weights as initializers, and timed
-with onnxruntime at batch 1; then `cxrm bench` times the same file, in alternating rounds. Prints
-each round's medians and ratio, and the median ratio. When the model is a runtime fixture
-with expected logits, the ONNX output for
-the fixture's input is checked against them too.
+with onnxruntime at batch 1; then `cxrm bench` times the same file, in alternating rounds.
+Prints each round's medians and ratio, and the median ratio. When the model is a runtime
+fixture with expected logits, the ONNX output for the fixture's input is checked against them
+too.
 
 Usage: python3 tools/onnx_bench.py MODEL.cxrm [--runs 500] [--rounds 7] [--threads N] [--cxrm target/release/cxrm]
 Needs: pip install onnx onnxruntime (plus tools/requirements.txt).
