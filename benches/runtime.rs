@@ -21,6 +21,15 @@ use ndarray::Array4;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
+/// Kernel comparisons run on one thread, so that a ratio compares kernels, not how well each
+/// splits over the cores; the `threads` group measures that.
+fn one_thread() -> RuntimeOptions {
+    RuntimeOptions {
+        threads: 1,
+        ..Default::default()
+    }
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -87,13 +96,16 @@ fn forward(c: &mut Criterion) {
     let dc_file = Cxrm::parse(&dc).unwrap();
     let dense_kernels = RuntimeOptions {
         sparse_below_density: 0.0,
-        ..Default::default()
+        ..one_thread()
     };
     let models = [
-        ("lenet5_dense", Model::load(&dense_file).unwrap()),
+        (
+            "lenet5_dense",
+            Model::load_with(&dense_file, one_thread()).unwrap(),
+        ),
         (
             "lenet5_pruned_sparse_kernels",
-            Model::load(&dc_file).unwrap(),
+            Model::load_with(&dc_file, one_thread()).unwrap(),
         ),
         (
             "lenet5_pruned_dense_kernels",
@@ -254,9 +266,36 @@ fn factored(c: &mut Criterion) {
             (name.to_string(), &file),
             (format!("{name}_dense_twin"), &twin_file),
         ] {
-            let model = Model::load(f).unwrap();
+            let model = Model::load_with(f, one_thread()).unwrap();
             let x = input(&model);
             g.bench_function(&label, |b| {
+                b.iter(|| black_box(model.forward(x.view()).unwrap()))
+            });
+        }
+    }
+    g.finish();
+}
+
+/// The small VGG stored dense, on one thread and on all, at batch 1 (latency: each layer's
+/// rows split over the cores) and batch 32.
+fn threads(c: &mut Criterion) {
+    let factored = vgg(Form::LowRank);
+    let dense = Writer::dense_copy_of(&Cxrm::parse(&factored).unwrap())
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let file = Cxrm::parse(&dense).unwrap();
+    let mut g = c.benchmark_group("threads");
+    for batch in [1, 32] {
+        for (label, threads) in [("1_thread", 1), ("all_threads", 0)] {
+            let options = RuntimeOptions {
+                threads,
+                ..one_thread()
+            };
+            let model = Model::load_with(&file, options).unwrap();
+            let one = input(&model);
+            let x = ndarray::concatenate(ndarray::Axis(0), &vec![one.view(); batch]).unwrap();
+            g.bench_function(format!("vgg_dense_batch{batch}_{label}"), |b| {
                 b.iter(|| black_box(model.forward(x.view()).unwrap()))
             });
         }
@@ -267,6 +306,6 @@ fn factored(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(50).measurement_time(std::time::Duration::from_secs(3));
-    targets = open_to_first_prediction, forward, factored
+    targets = open_to_first_prediction, forward, factored, threads
 }
 criterion_main!(benches);

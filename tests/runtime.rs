@@ -310,6 +310,28 @@ fn expected_logits(name: &str) -> (Json, Vec<f32>) {
 }
 
 #[test]
+fn results_do_not_depend_on_the_number_of_threads() {
+    for (name, bytes) in common::runtime_fixtures() {
+        let file = Cxrm::parse(&bytes).unwrap();
+        let run = |threads: usize, batch: usize| {
+            let options = RuntimeOptions {
+                threads,
+                ..Default::default()
+            };
+            let model = Model::load_with(&file, options).unwrap();
+            let one = input(&model);
+            let x = ndarray::concatenate(ndarray::Axis(0), &vec![one.view(); batch]).unwrap();
+            let y = model.forward(x.view()).unwrap();
+            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        for batch in [1, 3, 8] {
+            assert_eq!(run(1, batch), run(2, batch), "{name}, batch {batch}");
+            assert_eq!(run(1, batch), run(3, batch), "{name}, batch {batch}");
+        }
+    }
+}
+
+#[test]
 fn committed_fixture_logits_still_match() {
     let dir = common::fixtures_dir().join("runtime");
     for (name, bytes) in common::runtime_fixtures() {

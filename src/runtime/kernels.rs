@@ -15,7 +15,7 @@ const LANES: usize = 16;
 /// Output rows a register block holds. 6 × 16 accumulators are 12 of AVX2's 16 vector
 /// registers, leaving room for two input vectors and a broadcast weight; with 4 rows (8
 /// accumulators) every fused multiply-add waited on the previous one's four-cycle latency.
-const ROWS: usize = 6;
+pub const ROWS: usize = 6;
 
 /// `a · b + c`, fused where the target can.
 #[inline(always)]
@@ -23,8 +23,8 @@ fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FUSED { a.mul_add(b, c) } else { a * b + c }
 }
 
-/// `out[r, :] = Σ_k w[r, k] · rhs[k, :]` for row-major `w` (`cols` wide), `rhs` (`n` wide) and
-/// `out` (`n` wide, every element overwritten).
+/// `out[r, :] = Σ_k w[r, k] · rhs[k, :]` for row-major `w` (`cols` wide; rows past `out`'s are
+/// not read), `rhs` (`n` wide) and `out` (`n` wide, every element overwritten).
 ///
 /// Blocks of [`ROWS`] output rows × [`LANES`] columns are accumulated in registers over all of
 /// `k` and written once. Each block's weights are first copied `k`-major into a small buffer,
@@ -117,7 +117,8 @@ fn row_block<const R: usize, const FUSED: bool>(
     }
 }
 
-/// `out[r] = Σ_k w[r, k] · x[k]` for row-major `w` (`x.len()` wide).
+/// `out[r] = Σ_k w[r, k] · x[k]` for row-major `w` (`x.len()` wide; rows past `out.len()`
+/// are not read).
 ///
 /// Four weight rows at a time share each load of `x` and give the memory system four
 /// independent streams; each row keeps [`LANES`] partial sums, added pairwise at the end.
@@ -137,6 +138,7 @@ fn matvec_with<const FUSED: bool>(out: &mut [f32], w: &[f32], x: &[f32]) {
         out.fill(0.0);
         return;
     }
+    let w = &w[..out.len() * cols];
     let mut blocks = out.chunks_exact_mut(4);
     let mut w_blocks = w.chunks_exact(4 * cols);
     for (y, wb) in (&mut blocks).zip(&mut w_blocks) {

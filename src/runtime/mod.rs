@@ -5,6 +5,7 @@ pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod ops;
+pub mod parallel;
 #[cfg(feature = "image")]
 pub mod preprocess;
 pub mod xnor;

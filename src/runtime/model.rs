@@ -11,6 +11,7 @@
 //! through the whole graph at load, so a bad graph fails before any input is read.
 
 use super::ops::{self, Conv2dParams, Csr, Matrix, PoolParams};
+use super::parallel::Threads;
 use super::xnor::{self, BitRows, XnorWeight};
 use crate::container::graph::{INPUT, Node};
 use crate::container::reader::Cxrm;
@@ -28,6 +29,9 @@ pub struct RuntimeOptions {
     pub sparse_below_density: f64,
     /// Check each weight's CRC-32 as it is loaded.
     pub check_crc: bool,
+    /// Threads a forward pass may use: 0 for one per core, 1 for the calling thread only.
+    /// Results are the same for every count.
+    pub threads: usize,
 }
 
 impl Default for RuntimeOptions {
@@ -35,6 +39,7 @@ impl Default for RuntimeOptions {
         RuntimeOptions {
             sparse_below_density: 0.3,
             check_crc: true,
+            threads: 0,
         }
     }
 }
@@ -168,6 +173,7 @@ pub struct Model<'a> {
     shapes: Vec<Vec<usize>>,
     /// For each layer, the index of the last layer that reads it (to free activations early).
     last_use: Vec<usize>,
+    threads: Threads,
 }
 
 /// Per-layer summary, for `cxrm bench` and inspection.
@@ -474,7 +480,13 @@ impl<'a> Model<'a> {
             classes,
             shapes,
             last_use,
+            threads: Threads::new(options.threads),
         })
+    }
+
+    /// The threads a forward pass uses.
+    pub fn threads(&self) -> usize {
+        self.threads.count()
     }
 
     pub fn num_classes(&self) -> usize {
@@ -540,6 +552,10 @@ impl<'a> Model<'a> {
     /// Run a batch `[n, C, H, W]` (already preprocessed) and return the last layer's output
     /// `[n, classes]`: logits, or probabilities when the graph ends in softmax.
     pub fn forward(&self, batch: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
+        self.threads.run(|| self.forward_here(batch))
+    }
+
+    fn forward_here(&self, batch: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
         let (_, c, h, w) = batch.dim();
         if [c, h, w] != [self.input.channels, self.input.height, self.input.width] {
             return Err(Error::Model(format!(

@@ -3,8 +3,9 @@
 //! sparse (CSR), in which case the product walks only the surviving weights, or a product of
 //! factors (low-rank and Tucker layers), which is applied one thin factor at a time.
 
-use super::kernels;
-use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis, s};
+use super::{kernels, parallel};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Axis, s};
 
 /// A weight matrix `[rows, cols]`: dense (borrowed from the mapped file when it was stored
 /// dense f32, else decoded once), or CSR when most of it is zero.
@@ -30,6 +31,26 @@ pub struct Csr {
 }
 
 impl Csr {
+    /// `out[i, :] = self[first_row + i, :] · rhs`, over `out`'s rows (zeroed on entry).
+    fn rows_times(
+        &self,
+        first_row: usize,
+        mut out: ArrayViewMut2<'_, f32>,
+        rhs: ArrayView2<'_, f32>,
+    ) {
+        for (o, mut out_row) in (first_row..).zip(out.rows_mut()) {
+            for k in self.row_ptr[o]..self.row_ptr[o + 1] {
+                let w = self.val[k];
+                let src = rhs.row(self.col[k] as usize);
+                // Contiguous in the common case; fall back to iterators otherwise.
+                match (out_row.as_slice_mut(), src.as_slice()) {
+                    (Some(y), Some(x)) => y.iter_mut().zip(x).for_each(|(y, &x)| *y += w * x),
+                    _ => out_row.zip_mut_with(&src, |y, &x| *y += w * x),
+                }
+            }
+        }
+    }
+
     pub fn from_dense(data: &[f32], rows: usize, cols: usize) -> Csr {
         let mut row_ptr = Vec::with_capacity(rows + 1);
         let (mut col, mut val) = (Vec::new(), Vec::new());
@@ -133,19 +154,20 @@ impl<'a> Matrix<'a> {
     ) -> Array2<f32> {
         let n = rhs.ncols();
         match self {
-            // A right-hand side that fits in L2 is streamed once per output row with
-            // vectorised axpy updates; that beats a packed GEMM's overhead at the small sizes
-            // of compact CNNs. Larger products go to the blocked GEMM.
+            // A right-hand side that fits in L2 goes through the register-blocked kernel, which
+            // beats a packed GEMM's overhead at the small sizes of compact CNNs. Larger
+            // products go to the blocked GEMM. Either way the output rows are split over the
+            // threads.
             Matrix::Dense { data, cols, .. } if cols * n <= 1 << 16 && rhs.is_standard_layout() => {
                 let rhs = rhs.as_slice().expect("standard layout");
                 let mut out = Array2::<f32>::zeros((row_end - row_start, n));
                 let w = &data[row_start * cols..row_end * cols];
-                kernels::rows_times(
+                parallel::split_rows(
                     out.as_slice_mut().expect("standard layout"),
-                    w,
-                    *cols,
-                    rhs,
                     n,
+                    kernels::ROWS,
+                    cols * n,
+                    &|first, part| kernels::rows_times(part, &w[first * cols..], *cols, rhs, n),
                 );
                 out
             }
@@ -155,7 +177,12 @@ impl<'a> Matrix<'a> {
                     &data[row_start * cols..row_end * cols],
                 )
                 .expect("shape checked at load");
-                w.dot(&rhs)
+                let mut out = Array2::<f32>::zeros((row_end - row_start, n));
+                parallel::split(out.view_mut(), Axis(0), 8, cols * n, &|first, mut part| {
+                    let w = w.slice(s![first..first + part.nrows(), ..]);
+                    general_mat_mul(1.0, &w, &rhs, 0.0, &mut part);
+                });
+                out
             }
             Matrix::Product(factors) => {
                 // Right to left, so every intermediate is as thin as a factor's rank.
@@ -169,23 +196,10 @@ impl<'a> Matrix<'a> {
             }
             Matrix::Sparse(csr) => {
                 let mut out = Array2::<f32>::zeros((row_end - row_start, n));
-                for (o, mut out_row) in (row_start..row_end).zip(out.rows_mut()) {
-                    let out_row = out_row.as_slice_mut().expect("standard layout");
-                    for k in csr.row_ptr[o]..csr.row_ptr[o + 1] {
-                        let w = csr.val[k];
-                        let src = rhs.row(csr.col[k] as usize);
-                        // Contiguous in the common case; fall back to an iterator otherwise.
-                        match src.as_slice() {
-                            Some(src) => {
-                                out_row.iter_mut().zip(src).for_each(|(y, &x)| *y += w * x)
-                            }
-                            None => out_row
-                                .iter_mut()
-                                .zip(src.iter())
-                                .for_each(|(y, &x)| *y += w * x),
-                        }
-                    }
-                }
+                let work_per_row = csr.val.len() / csr.rows.max(1) * n;
+                parallel::split(out.view_mut(), Axis(0), 1, work_per_row, &|first, part| {
+                    csr.rows_times(row_start + first, part, rhs)
+                });
                 out
             }
         }
@@ -201,14 +215,23 @@ impl<'a> Matrix<'a> {
                 for (xi, mut yi) in x.rows().into_iter().zip(out.rows_mut()) {
                     let xs = xi.to_vec();
                     let y = yi.as_slice_mut().expect("standard layout");
-                    kernels::matvec(y, &data[..rows * cols], &xs);
+                    parallel::split_rows(y, 1, 4, *cols, &|first, part| {
+                        kernels::matvec(part, &data[first * cols..], &xs)
+                    });
                 }
                 out
             }
             Matrix::Dense { data, rows, cols } => {
                 let w =
                     ArrayView2::from_shape((*rows, *cols), data).expect("shape checked at load");
-                x.dot(&w.t())
+                // Batches: the output's columns (the weight's rows) split over the threads.
+                let mut out = Array2::<f32>::zeros((x.nrows(), *rows));
+                let work = x.nrows() * cols;
+                parallel::split(out.view_mut(), Axis(1), 8, work, &|first, mut part| {
+                    let w = w.slice(s![first..first + part.ncols(), ..]);
+                    general_mat_mul(1.0, &x, &w.t(), 0.0, &mut part);
+                });
+                out
             }
             Matrix::Product(factors) => {
                 // x · (F₀ F₁ … Fₖ)ᵀ = x · Fₖᵀ · … · F₀ᵀ
@@ -229,12 +252,16 @@ impl<'a> Matrix<'a> {
             }
             Matrix::Sparse(csr) => {
                 let mut out = Array2::<f32>::zeros((x.nrows(), csr.rows));
+                let work_per_row = csr.val.len() / csr.rows.max(1);
                 for (xi, mut yi) in x.rows().into_iter().zip(out.rows_mut()) {
                     let xs = xi.to_vec();
-                    for (o, y) in yi.iter_mut().enumerate() {
-                        let nonzeros = csr.row_ptr[o]..csr.row_ptr[o + 1];
-                        *y = sparse_dot(&csr.val[nonzeros.clone()], &csr.col[nonzeros], &xs);
-                    }
+                    let y = yi.as_slice_mut().expect("standard layout");
+                    parallel::split_rows(y, 1, 1, work_per_row, &|first, part| {
+                        for (o, y) in (first..).zip(part) {
+                            let nonzeros = csr.row_ptr[o]..csr.row_ptr[o + 1];
+                            *y = sparse_dot(&csr.val[nonzeros.clone()], &csr.col[nonzeros], &xs);
+                        }
+                    });
                 }
                 out
             }
@@ -774,6 +801,44 @@ mod tests {
                 want.as_slice().unwrap(),
                 1e-5,
             );
+        }
+    }
+
+    #[test]
+    fn every_kernel_gives_the_same_bits_on_one_thread_and_two() {
+        // Sizes well past the split threshold, so the two-thread runs do split; rows that are
+        // not a multiple of any block, and a batch for each product path.
+        let (rows, cols) = (70, 2100);
+        let mut w = rand(rows * cols, 21);
+        let dense = Matrix::Dense {
+            data: w.clone().into(),
+            rows,
+            cols,
+        };
+        w.iter_mut()
+            .enumerate()
+            .filter(|(i, _)| i % 5 != 0)
+            .for_each(|(_, v)| *v = 0.0);
+        let sparse = Matrix::Sparse(Csr::from_dense(&w, rows, cols));
+        let run = |threads: usize, f: &(dyn Fn() -> Vec<Array2<f32>> + Sync)| {
+            super::super::parallel::Threads::new(threads).run(f)
+        };
+        for n in [1, 2, 5, 40] {
+            let x = Array2::from_shape_vec((n, cols), rand(n * cols, 22)).unwrap();
+            let xt = x.t().as_standard_layout().into_owned();
+            // 40 columns take the blocked GEMM in mul_rows; fewer the register-blocked kernel.
+            let products = || {
+                [&dense, &sparse]
+                    .iter()
+                    .flat_map(|m| [m.mul_transposed(x.view()), m.mul_rows(0, rows, xt.view())])
+                    .collect::<Vec<_>>()
+            };
+            let one = run(1, &products);
+            let two = run(2, &products);
+            for (a, b) in one.iter().zip(&two) {
+                let bits = |m: &Array2<f32>| m.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(a), bits(b), "batch {n}");
+            }
         }
     }
 

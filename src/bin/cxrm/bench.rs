@@ -13,7 +13,8 @@ For comparisons quote ratios measured in the same run: machines are shared and n
 
 Examples:
   cxrm bench model.cxrm
-  cxrm bench dc.cxrm --batch 64 --dense-kernels"
+  cxrm bench dc.cxrm --batch 64 --dense-kernels
+  cxrm bench model.cxrm --threads 1"
 )]
 pub struct Args {
     /// The .cxrm model.
@@ -27,6 +28,8 @@ pub struct Args {
     /// Run every layer through dense kernels, even when its weights are mostly zero.
     #[arg(long)]
     dense_kernels: bool,
+    #[command(flatten)]
+    runtime: crate::RuntimeArgs,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -38,13 +41,14 @@ fn ms(d: Duration) -> f64 {
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
+    let defaults = args.runtime.options();
     let options = RuntimeOptions {
         sparse_below_density: if args.dense_kernels {
             0.0
         } else {
-            RuntimeOptions::default().sparse_below_density
+            defaults.sparse_below_density
         },
-        ..Default::default()
+        ..defaults
     };
     let mut loads = Vec::new();
     for _ in 0..5 {
@@ -111,6 +115,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    println!("threads    {}", model.threads());
     println!("load       {:.3} ms (median of 5)", ms(loads[2]));
     println!(
         "batch 1    median {:.3} ms, p95 {:.3} ms ({} runs)",

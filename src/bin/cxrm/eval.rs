@@ -31,6 +31,8 @@ pub struct Args {
     /// One JSON document with at least `accuracy` (0-1) and `n`.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    runtime: crate::RuntimeArgs,
 }
 
 pub fn class_names(model: &Model<'_>) -> Vec<String> {
@@ -104,7 +106,7 @@ pub fn evaluate(
 pub fn run(args: Args) -> Result<(), Failure> {
     let mapped = cxrm::Mapped::open(&args.model)?;
     let file = mapped.parse()?;
-    let model = Model::load(&file)?;
+    let model = Model::load_with(&file, args.runtime.options())?;
     let data = load_data(&args.data, &model)?;
     let e = evaluate(&model, &data, args.limit, args.batch, !args.json)?;
     let names = &data.classes;

@@ -48,6 +48,24 @@ enum Command {
     Study(study::Args),
 }
 
+/// How a command that runs a model runs it.
+#[derive(clap::Args)]
+pub struct RuntimeArgs {
+    /// Threads for each forward pass: 0 for one per core, 1 for no extra threads. Results are
+    /// the same for every count.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+impl RuntimeArgs {
+    pub fn options(&self) -> cxrm::runtime::RuntimeOptions {
+        cxrm::runtime::RuntimeOptions {
+            threads: self.threads,
+            ..Default::default()
+        }
+    }
+}
+
 /// A command's failure, already classified for the exit status.
 pub enum Failure {
     /// The file is invalid (exit 1).

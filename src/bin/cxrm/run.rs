@@ -23,12 +23,14 @@ pub struct Args {
     /// One JSON document: per image `image`, `class` and `probabilities` (in class order).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    runtime: crate::RuntimeArgs,
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
     let mapped = cxrm::Mapped::open(&args.model)?;
     let file = mapped.parse()?;
-    let model = Model::load(&file)?;
+    let model = Model::load_with(&file, args.runtime.options())?;
     let names = crate::eval::class_names(&model);
     let mut results = Vec::new();
     for path in &args.images {
