@@ -5,7 +5,7 @@
 
 use super::{kernels, parallel};
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Axis, s};
+use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis, s};
 
 /// A weight matrix `[rows, cols]`: dense (borrowed from the mapped file when it was stored
 /// dense f32, else decoded once), or CSR when most of it is zero.
@@ -31,23 +31,12 @@ pub struct Csr {
 }
 
 impl Csr {
-    /// `out[i, :] = self[first_row + i, :] · rhs`, over `out`'s rows (zeroed on entry).
-    fn rows_times(
-        &self,
-        first_row: usize,
-        mut out: ArrayViewMut2<'_, f32>,
-        rhs: ArrayView2<'_, f32>,
-    ) {
-        for (o, mut out_row) in (first_row..).zip(out.rows_mut()) {
-            for k in self.row_ptr[o]..self.row_ptr[o + 1] {
-                let w = self.val[k];
-                let src = rhs.row(self.col[k] as usize);
-                // Contiguous in the common case; fall back to iterators otherwise.
-                match (out_row.as_slice_mut(), src.as_slice()) {
-                    (Some(y), Some(x)) => y.iter_mut().zip(x).for_each(|(y, &x)| *y += w * x),
-                    _ => out_row.zip_mut_with(&src, |y, &x| *y += w * x),
-                }
-            }
+    /// Rows `first..first + count`, for the kernels.
+    fn block(&self, first: usize, count: usize) -> kernels::SparseRows<'_> {
+        kernels::SparseRows {
+            row_ptr: &self.row_ptr[first..first + count + 1],
+            col: &self.col,
+            val: &self.val,
         }
     }
 
@@ -196,10 +185,19 @@ impl<'a> Matrix<'a> {
             }
             Matrix::Sparse(csr) => {
                 let mut out = Array2::<f32>::zeros((row_end - row_start, n));
+                let rhs = rhs.as_standard_layout();
+                let rhs = rhs.as_slice().expect("standard layout");
                 let work_per_row = csr.val.len() / csr.rows.max(1) * n;
-                parallel::split(out.view_mut(), Axis(0), 1, work_per_row, &|first, part| {
-                    csr.rows_times(row_start + first, part, rhs)
-                });
+                parallel::split_rows(
+                    out.as_slice_mut().expect("standard layout"),
+                    n,
+                    1,
+                    work_per_row,
+                    &|first, part| {
+                        let w = csr.block(row_start + first, part.len() / n.max(1));
+                        kernels::sparse_rows_times(part, w, rhs, n)
+                    },
+                );
                 out
             }
         }
@@ -257,42 +255,13 @@ impl<'a> Matrix<'a> {
                     let xs = xi.to_vec();
                     let y = yi.as_slice_mut().expect("standard layout");
                     parallel::split_rows(y, 1, 1, work_per_row, &|first, part| {
-                        for (o, y) in (first..).zip(part) {
-                            let nonzeros = csr.row_ptr[o]..csr.row_ptr[o + 1];
-                            *y = sparse_dot(&csr.val[nonzeros.clone()], &csr.col[nonzeros], &xs);
-                        }
+                        kernels::sparse_matvec(part, csr.block(first, part.len()), &xs)
                     });
                 }
                 out
             }
         }
     }
-}
-
-/// `Σ vals[k] · x[cols[k]]`, with four independent sums: one running sum makes every
-/// product wait for the previous addition, which held LeNet-300-100's pruned fc1 (8% kept) at
-/// the speed of its dense twin.
-fn sparse_dot(vals: &[f32], cols: &[u32], x: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 4];
-    let (vc, cc) = (vals.chunks_exact(4), cols.chunks_exact(4));
-    let tail: f32 = vc
-        .remainder()
-        .iter()
-        .zip(cc.remainder())
-        .map(|(&v, &c)| v * x[c as usize])
-        .sum();
-    for (v, c) in vc.zip(cc) {
-        for j in 0..4 {
-            acc[j] += v[j] * x[c[j] as usize];
-        }
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-}
-
-/// `y += a · x`.
-#[inline]
-pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    y.iter_mut().zip(x).for_each(|(y, &x)| *y += a * x);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
