@@ -44,18 +44,34 @@ impl Dataset {
     }
 }
 
-/// Where a named data set (`mnist`, `fashion-mnist`) lives: the shared full copy beside the
-/// project if present, else the project's bundled subset.
+/// The `--data` values that are names, not paths: `mnist` and `fashion-mnist` (the full sets
+/// when present, else the bundled subsets), and `bundled`, the MNIST subset the project ships
+/// in `fixtures/data/mnist`, whatever else is present. Models record the name they were trained
+/// on (`train.data`), so a name keeps files the same from one checkout to another.
+pub const NAMED: [&str; 3] = ["mnist", "fashion-mnist", "bundled"];
+
+pub fn is_named(spec: &str) -> bool {
+    NAMED.contains(&spec)
+}
+
+/// Where a named data set lives: for `mnist` and `fashion-mnist` the shared full copy beside
+/// the project if present, else the project's bundled subset; for `bundled`, the bundled
+/// MNIST subset.
 pub fn locate(name: &str) -> Option<PathBuf> {
     let roots = [
         PathBuf::from("."),
         PathBuf::from(env!("CARGO_MANIFEST_DIR")),
     ];
+    let (full, subset) = match name {
+        "bundled" => (None, "mnist"),
+        _ => (Some(name), name),
+    };
     for root in &roots {
-        for candidate in [
-            root.join("../shared/data").join(name),
-            root.join("fixtures/data").join(name),
-        ] {
+        let full = full.map(|n| root.join("../shared/data").join(n));
+        for candidate in full
+            .into_iter()
+            .chain([root.join("fixtures/data").join(subset)])
+        {
             if candidate.join("t10k-labels-idx1-ubyte.gz").exists()
                 || candidate.join("t10k-labels-idx1-ubyte").exists()
             {

@@ -152,6 +152,22 @@ enum Op<'a> {
     Identity,
 }
 
+impl Op<'_> {
+    /// Multiply-adds per image of the products that split over threads, given the layer's
+    /// output shape; 0 for layers that always run on one thread.
+    fn work(&self, out_shape: &[usize]) -> usize {
+        let positions: usize = out_shape.iter().skip(1).product();
+        match self {
+            Op::Conv { weight, .. } => weight.work() * positions,
+            Op::ConvChain { steps, .. } => {
+                steps.iter().map(|(m, _)| m.work()).sum::<usize>() * positions
+            }
+            Op::Dense { weight, .. } => weight.work(),
+            _ => 0,
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Source {
     Input,
@@ -173,6 +189,8 @@ pub struct Model<'a> {
     shapes: Vec<Vec<usize>>,
     /// For each layer, the index of the last layer that reads it (to free activations early).
     last_use: Vec<usize>,
+    /// Multiply-adds of one image's pass through the layers that split over threads.
+    work_per_image: usize,
     threads: Threads,
 }
 
@@ -474,12 +492,14 @@ impl<'a> Model<'a> {
                 }
             }
         }
+        let work_per_image = layers.iter().zip(&shapes).map(|(l, s)| l.op.work(s)).sum();
         Ok(Model {
             layers,
             input,
             classes,
             shapes,
             last_use,
+            work_per_image,
             threads: Threads::new(options.threads),
         })
     }
@@ -552,7 +572,8 @@ impl<'a> Model<'a> {
     /// Run a batch `[n, C, H, W]` (already preprocessed) and return the last layer's output
     /// `[n, classes]`: logits, or probabilities when the graph ends in softmax.
     pub fn forward(&self, batch: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
-        self.threads.run(|| self.forward_here(batch))
+        let work = self.work_per_image.saturating_mul(batch.dim().0);
+        self.threads.run(work, || self.forward_here(batch))
     }
 
     fn forward_here(&self, batch: ArrayView4<'_, f32>) -> Result<Array2<f32>> {

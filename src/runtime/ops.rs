@@ -87,6 +87,15 @@ impl<'a> Matrix<'a> {
             Matrix::Product(f) => f[f.len() - 1].cols(),
         }
     }
+    /// Multiply-adds of `self · v` for one vector `v`.
+    pub fn work(&self) -> usize {
+        match self {
+            Matrix::Dense { rows, cols, .. } => rows * cols,
+            Matrix::Sparse(csr) => csr.val.len(),
+            Matrix::Product(factors) => factors.iter().map(Matrix::work).sum(),
+        }
+    }
+
     pub fn is_sparse(&self) -> bool {
         matches!(self, Matrix::Sparse(_))
     }
@@ -790,7 +799,7 @@ mod tests {
             .for_each(|(_, v)| *v = 0.0);
         let sparse = Matrix::Sparse(Csr::from_dense(&w, rows, cols));
         let run = |threads: usize, f: &(dyn Fn() -> Vec<Array2<f32>> + Sync)| {
-            super::super::parallel::Threads::new(threads).run(f)
+            super::super::parallel::Threads::new(threads).run(usize::MAX, f)
         };
         for n in [1, 2, 5, 40] {
             let x = Array2::from_shape_vec((n, cols), rand(n * cols, 22)).unwrap();

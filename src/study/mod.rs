@@ -90,18 +90,14 @@ pub enum StudyEvent<'a> {
 /// The data the study uses: resolved path, the `--data` value that reproduces it, and the
 /// training and test splits.
 fn resolve_data(opts: &StudyOptions) -> Result<(String, TrainData, Dataset)> {
-    let (name, dir) = match opts.data.as_deref() {
-        None => {
-            let dir = bundled("mnist")?;
-            (dir.display().to_string(), dir)
-        }
-        Some(n @ ("mnist" | "fashion-mnist")) => (
-            n.to_string(),
-            data::locate(n).ok_or_else(|| Error::Usage(format!("no {n} data found")))?,
-        ),
-        Some(path) => (path.to_string(), PathBuf::from(path)),
+    let name = opts.data.as_deref().unwrap_or("bundled");
+    let dir = if data::is_named(name) {
+        data::locate(name).ok_or_else(|| Error::Usage(format!("no {name} data found")))?
+    } else {
+        PathBuf::from(name)
     };
-    let classes_from = if matches!(name.as_str(), "mnist" | "fashion-mnist") {
+    let name = name.to_string();
+    let classes_from = if data::is_named(&name) {
         name.clone()
     } else {
         dir.file_name()
@@ -140,21 +136,6 @@ fn with_classes(mut d: Dataset, name: &str) -> Dataset {
         });
     }
     d
-}
-
-/// The project's own subset, whatever the working directory.
-fn bundled(name: &str) -> Result<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/data")
-        .join(name);
-    if dir.join("t10k-labels-idx1-ubyte.gz").exists() {
-        Ok(dir)
-    } else {
-        Err(Error::Usage(format!(
-            "the bundled subset {} is missing",
-            dir.display()
-        )))
-    }
 }
 
 /// Which networks the study compares on this data.

@@ -16,7 +16,7 @@ const METHODS: [(&str, RGBColor); 7] = [
     ("distill", RGBColor(148, 103, 189)),
 ];
 
-/// `mnist`, or the last two components of a path (`data/mnist` for the bundled subset).
+/// A data name (`mnist`, `bundled`), or the last two components of a path.
 fn short_name(data: &str) -> String {
     let parts: Vec<&str> = data.trim_end_matches('/').rsplit('/').take(2).collect();
     parts.into_iter().rev().collect::<Vec<_>>().join("/")

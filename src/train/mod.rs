@@ -60,7 +60,8 @@ impl NamedTensor {
 /// trainer makes — best epoch, pruning steps — is made on it, never on the test split), and
 /// the input normalisation measured on the training split.
 pub struct TrainData {
-    /// What `--data` was (`mnist`, `fashion-mnist` or a path): recorded in the model file.
+    /// What `--data` was (`mnist`, `fashion-mnist`, `bundled` or a path): recorded in the
+    /// model file.
     pub name: String,
     pub train: Dataset,
     pub val: Dataset,
@@ -68,7 +69,7 @@ pub struct TrainData {
 }
 
 impl TrainData {
-    /// Load `mnist`, `fashion-mnist`, a directory of IDX files (`train-*`) or a class-per-folder
+    /// Load `mnist`, `fashion-mnist`, `bundled`, a directory of IDX files (`train-*`) or a class-per-folder
     /// image tree (its `train/` split for a Kaggle-style tree; images resized to `size`×`size`
     /// grey). `val_fraction` of the training images, picked by `seed`, become the validation
     /// split; `limit` keeps only the first N training images.
@@ -79,14 +80,13 @@ impl TrainData {
         limit: Option<usize>,
         size: usize,
     ) -> Result<TrainData> {
-        let (dir, named) = match spec {
-            "mnist" | "fashion-mnist" => (
-                data::locate(spec).ok_or_else(|| {
-                    Error::Usage(format!("no {spec} data in ../shared/data or fixtures/data"))
-                })?,
-                true,
-            ),
-            path => (std::path::PathBuf::from(path), false),
+        let named = data::is_named(spec);
+        let dir = if named {
+            data::locate(spec).ok_or_else(|| {
+                Error::Usage(format!("no {spec} data in ../shared/data or fixtures/data"))
+            })?
+        } else {
+            std::path::PathBuf::from(spec)
         };
         let mut all = if let Ok(images) = data::idx::find(&dir, "train-images-idx3-ubyte") {
             let classes = if named {

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args)]
 #[command(
     after_help = "DATA is `mnist` or `fashion-mnist` (their 10,000-image test split, from ../shared/data or the
-bundled subset in fixtures/data), a directory of IDX files (t10k-*), or a class-per-folder
-image tree (ROOT/CLASS/*.png|jpg; for a Kaggle-style tree with test/ the test split is used).
+bundled subset in fixtures/data), `bundled` (always the bundled MNIST subset), a directory of
+IDX files (t10k-*), or a class-per-folder image tree (ROOT/CLASS/*.png|jpg; for a
+Kaggle-style tree with test/ the test split is used).
 
 Examples:
   cxrm eval lenet5.cxrm --data mnist
@@ -45,7 +46,7 @@ pub fn class_names(model: &Model<'_>) -> Vec<String> {
 
 /// Load `--data` as the model needs it.
 pub fn load_data(spec: &str, model: &Model<'_>) -> Result<Dataset, Failure> {
-    let named = matches!(spec, "mnist" | "fashion-mnist");
+    let named = data::is_named(spec);
     let path = if named {
         data::locate(spec).ok_or_else(|| {
             Failure::Usage(format!(

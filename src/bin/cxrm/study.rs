@@ -19,7 +19,8 @@ Examples:
   cxrm study --data mnist --out study-mnist --resume   (retrain nothing already trained)"
 )]
 pub struct Args {
-    /// mnist, fashion-mnist or a path (default: the bundled MNIST subset).
+    /// mnist, fashion-mnist, bundled or a path (default: bundled, the MNIST subset in
+    /// fixtures/data/mnist).
     #[arg(long)]
     data: Option<String>,
     #[arg(long, default_value = "study")]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 #[command(
     after_help = "DATA is mnist or fashion-mnist (the full set from ../shared/data when present, else
-the bundled subset), a directory of IDX files (train-*), or a class-per-folder image tree
+the bundled subset), bundled (the MNIST subset in fixtures/data/mnist), a directory of IDX files (train-*), or a class-per-folder image tree
 (its train/ split for a Kaggle-style tree, resized to --size). A --val-fraction of the
 training images, picked by --seed, is held out; the epoch with the best validation
 accuracy is kept. Same --seed, same file.
@@ -19,7 +19,7 @@ Examples:
 pub struct Args {
     #[arg(long, help = format!("Architecture: {ARCH_NAMES}"))]
     pub arch: String,
-    /// mnist, fashion-mnist, or a path.
+    /// mnist, fashion-mnist, bundled, or a path.
     #[arg(long, default_value = "mnist")]
     pub data: String,
     #[arg(long, default_value_t = 10)]
