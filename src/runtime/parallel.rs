@@ -65,10 +65,19 @@ impl Threads {
             for _ in 1..self.count {
                 s.spawn(|_| spin_for_work(&done));
             }
-            let result = f();
-            done.store(true, Ordering::Release);
-            result
+            // Set on the way out, panics included: the scope waits for the spinners, which
+            // would otherwise spin forever.
+            let _stop = StopOnDrop(&done);
+            f()
         })
+    }
+}
+
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 
@@ -190,5 +199,16 @@ mod tests {
             });
             assert_eq!(calls.load(Ordering::Relaxed), 1);
         }
+    }
+
+    #[test]
+    fn a_panic_inside_a_pass_reaches_the_caller_instead_of_hanging() {
+        let threads = Threads::new(2);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            threads.run(usize::MAX, || panic!("inside the pass"))
+        }));
+        assert!(caught.is_err());
+        // The pool still works afterwards.
+        assert_eq!(threads.run(usize::MAX, || 7), 7);
     }
 }
