@@ -297,6 +297,25 @@ mod tests {
         }
     }
 
+    /// `w[rows, :] · rhs` in f64, the plain loop: `w` is `cols` wide, `rhs` is `n` wide (a
+    /// vector when `n` is 1).
+    fn plain(
+        w: &[f32],
+        cols: usize,
+        rhs: &[f32],
+        n: usize,
+        rows: std::ops::Range<usize>,
+    ) -> Vec<f64> {
+        rows.flat_map(|r| {
+            (0..n).map(move |j| {
+                (0..cols)
+                    .map(|k| w[r * cols + k] as f64 * rhs[k * n + j] as f64)
+                    .sum()
+            })
+        })
+        .collect()
+    }
+
     #[test]
     fn rows_times_matches_the_plain_loop_for_every_block_shape() {
         // Row counts around the 6-row block, columns around the 16-lane block.
@@ -307,15 +326,7 @@ mod tests {
                     let rhs = uniform(cols * n, (cols * 1000 + n) as u64);
                     let mut out = vec![f32::NAN; rows * n];
                     rows_times(&mut out, &w, cols, &rhs, n);
-                    let want: Vec<f64> = (0..rows * n)
-                        .map(|i| {
-                            let (r, j) = (i / n, i % n);
-                            (0..cols)
-                                .map(|k| w[r * cols + k] as f64 * rhs[k * n + j] as f64)
-                                .sum()
-                        })
-                        .collect();
-                    close(&out, &want, cols);
+                    close(&out, &plain(&w, cols, &rhs, n, 0..rows), cols);
                 }
             }
         }
@@ -329,14 +340,7 @@ mod tests {
                 let x = uniform(cols, cols as u64 + 99);
                 let mut out = vec![f32::NAN; rows];
                 matvec(&mut out, &w, &x);
-                let want: Vec<f64> = (0..rows)
-                    .map(|r| {
-                        (0..cols)
-                            .map(|k| w[r * cols + k] as f64 * x[k] as f64)
-                            .sum()
-                    })
-                    .collect();
-                close(&out, &want, cols);
+                close(&out, &plain(&w, cols, &x, 1, 0..rows), cols);
             }
         }
     }
@@ -366,24 +370,9 @@ mod tests {
         };
         let mut out = vec![f32::NAN; 6 * n];
         sparse_rows_times(&mut out, block, &rhs, n);
-        let want: Vec<f64> = (0..6 * n)
-            .map(|i| {
-                let (r, j) = (2 + i / n, i % n);
-                (0..cols)
-                    .map(|k| w[r * cols + k] as f64 * rhs[k * n + j] as f64)
-                    .sum()
-            })
-            .collect();
-        close(&out, &want, cols);
+        close(&out, &plain(&w, cols, &rhs, n, 2..8), cols);
         let mut y = vec![f32::NAN; 6];
         sparse_matvec(&mut y, block, &x);
-        let want: Vec<f64> = (2..8)
-            .map(|r| {
-                (0..cols)
-                    .map(|k| w[r * cols + k] as f64 * x[k] as f64)
-                    .sum()
-            })
-            .collect();
-        close(&y, &want, cols);
+        close(&y, &plain(&w, cols, &x, 1, 2..8), cols);
     }
 }

@@ -87,6 +87,7 @@ impl<'a> Matrix<'a> {
             Matrix::Product(f) => f[f.len() - 1].cols(),
         }
     }
+
     /// Multiply-adds of `self · v` for one vector `v`.
     pub fn work(&self) -> usize {
         match self {
