@@ -17,11 +17,11 @@
 //! `target/cxrm-bench/lenet300.safetensors`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use cxrm::compress::deep::{Prepared, StreamMode, TensorPlan};
-use cxrm::compress::prune::prune_layer;
-use cxrm::encoding::sparse::Layout;
-use cxrm::encoding::stream;
-use cxrm::encoding::{self, DecodeContext, Encoded};
+use cxrm::compress::methods::deep_compression::prune::prune_layer;
+use cxrm::compress::methods::deep_compression::store::{Prepared, StreamMode, TensorPlan};
+use cxrm::format::encoding::sparse::Layout;
+use cxrm::format::encoding::stream;
+use cxrm::format::encoding::{self, DecodeContext, Encoded};
 use cxrm::{DType, Limits};
 use std::hint::black_box;
 use std::path::PathBuf;

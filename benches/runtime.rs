@@ -14,7 +14,7 @@
 //! onnxruntime is the outside baseline: `python3 tools/onnx_bench.py MODEL.cxrm`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use cxrm::encoding::{self, binary, lowrank, tucker};
+use cxrm::format::encoding::{self, binary, lowrank, tucker};
 use cxrm::runtime::{Model, RuntimeOptions, preprocess};
 use cxrm::{Cxrm, DType, Graph, Mapped, Node, Value, Writer};
 use ndarray::Array4;
@@ -57,14 +57,15 @@ fn padded_model() -> PathBuf {
     let mut values: Vec<f32> = (0..(32 << 20))
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
-    cxrm::compress::prune::prune_layer(&mut values, 0.5);
-    let plan = cxrm::compress::deep::TensorPlan {
+    cxrm::compress::methods::deep_compression::prune::prune_layer(&mut values, 0.5);
+    let plan = cxrm::compress::methods::deep_compression::store::TensorPlan {
         sparse: true,
         bits: Some(5),
         index_bits: Some(5),
         ..Default::default()
     };
-    let enc = cxrm::compress::deep::encode(&values, &[32 << 20], &plan).unwrap();
+    let enc = cxrm::compress::methods::deep_compression::store::encode(&values, &[32 << 20], &plan)
+        .unwrap();
     w.add_tensor("unused.encoded", DType::F32, &[32 << 20], enc)
         .unwrap();
     w.write(&path).unwrap();
@@ -155,7 +156,7 @@ fn vgg(form: Form) -> Vec<u8> {
         ("fc2", vec![10, 256]),
     ];
     let mut nodes = Vec::new();
-    let mut prev = cxrm::container::graph::INPUT.to_string();
+    let mut prev = cxrm::format::container::graph::INPUT.to_string();
     for (name, shape) in &layers {
         let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
         let (rows, cols) = (dims[0], dims[1..].iter().product::<usize>());

@@ -1,48 +1,28 @@
 //! cxrm: a file format and toolchain for compressed convolutional networks.
 //!
-//! The data flows trainer → writer → file → reader → runtime. This crate's modules follow it:
-//! [`container`] holds the format itself (header, table, limits, reader, writer) as the spec
-//! `spec/cxrm.md` defines it, and [`encoding`] holds one module per encoding stage.
-//! [`compress`] chooses how tensors are stored, [`runtime`] runs a model from its mapped file,
-//! and, with the `train` feature, `train` trains and compresses models (burn stays inside it)
-//! and `study` compares every method on real data.
+//! The data flows trainer → writer → file → reader → runtime, and the workspace's crates
+//! follow it: [`format`] (`cxrm-format`) is the spec's bytes, [`runtime`] (`cxrm-runtime`)
+//! runs a model from its mapped file, and [`compress`] (`cxrm-compress`) produces compressed
+//! files, with the burn trainer behind its `train` feature. This crate is the `cxrm`
+//! command-line tool and an umbrella over the three. A program that only reads or runs
+//! `.cxrm` files depends on `cxrm-format` or `cxrm-runtime` alone.
 //!
 //! ```no_run
 //! # fn main() -> cxrm::Result<()> {
 //! let file = cxrm::Mapped::open("model.cxrm")?;
-//! let model = file.parse()?;                 // header + table only; no payload is read
-//! for t in model.tensors() {
-//!     println!("{} {:?} {}", t.name, t.shape, t.chain_name());
-//! }
-//! let w = model.decode("conv1.weight")?;     // CRC-checked, zero-copy when stored dense
-//! let values: &[f32] = w.as_slice()?;
-//! # let _ = values; Ok(()) }
+//! let parsed = file.parse()?;
+//! let model = cxrm::runtime::Model::load(&parsed)?;
+//! let input = &model.input;
+//! let batch = cxrm::runtime::ndarray::Array4::<f32>::zeros((1, input.channels, input.height, input.width));
+//! let scores = model.forward(batch.view())?;
+//! # let _ = scores; Ok(()) }
 //! ```
 
-pub mod compress;
-pub mod container;
-pub mod data;
-pub mod dtype;
-pub mod encoding;
-pub mod error;
-pub mod fuzzing;
-#[cfg(feature = "safetensors")]
-pub mod interop;
-#[cfg(feature = "json")]
-pub mod json;
-pub mod runtime;
-#[cfg(feature = "train")]
-pub mod study;
-#[cfg(test)]
-pub(crate) mod testing;
-pub mod text;
-#[cfg(feature = "train")]
-pub mod train;
+pub use cxrm_compress as compress;
+pub use cxrm_format as format;
+pub use cxrm_runtime as runtime;
 
-pub use container::graph::{Graph, Node};
-pub use container::limits::Limits;
-pub use container::reader::{Cxrm, Element, Mapped, ReadOptions, TensorData, VerifyReport};
-pub use container::value::{Map, Value, ValueType};
-pub use container::writer::Writer;
-pub use dtype::DType;
-pub use error::{Error, ErrorCode, FormatError, Result};
+pub use cxrm_format::{
+    Cxrm, DType, Element, Error, ErrorCode, FormatError, Graph, Limits, Map, Mapped, Node,
+    ReadOptions, Result, TensorData, Value, ValueType, VerifyReport, Writer,
+};

@@ -208,15 +208,15 @@ fn pack_then_convert_round_trips_safetensors() {
     assert_eq!(file.tensor("fc.weight").unwrap().chain_name(), "dense+zstd");
     let meta = file.metadata().unwrap();
     assert_eq!(
-        cxrm::container::value::get(&meta, "model.name"),
+        cxrm::format::container::value::get(&meta, "model.name"),
         Some(&cxrm::Value::String("fc-test".into()))
     );
     assert_eq!(
-        cxrm::container::value::get(&meta, "source"),
+        cxrm::format::container::value::get(&meta, "source"),
         Some(&cxrm::Value::String("test".into()))
     );
     assert_eq!(
-        cxrm::container::value::get(&meta, "input.shape"),
+        cxrm::format::container::value::get(&meta, "input.shape"),
         Some(&cxrm::Value::ints([1, 10, 10]))
     );
     assert_eq!(

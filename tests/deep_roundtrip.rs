@@ -2,11 +2,13 @@
 //! prefix, over random shapes, sparsities and value distributions, decodes to exactly what the
 //! encoder meant; plus one tensor of more than 2^24 elements.
 
-use cxrm::compress::deep::{self, Prepared, StreamMode, TensorPlan};
-use cxrm::container::cursor::Cursor;
-use cxrm::encoding::codebook::Init;
-use cxrm::encoding::sparse::Layout;
-use cxrm::encoding::stream::{self, Coding};
+use cxrm::compress::methods::deep_compression::store::{
+    self as deep, Prepared, StreamMode, TensorPlan,
+};
+use cxrm::format::container::cursor::Cursor;
+use cxrm::format::encoding::codebook::Init;
+use cxrm::format::encoding::sparse::Layout;
+use cxrm::format::encoding::stream::{self, Coding};
 use cxrm::{Cxrm, DType, Writer};
 use proptest::prelude::*;
 
@@ -46,7 +48,7 @@ fn expected(p: &Prepared) -> Vec<f32> {
     }
 }
 
-fn decode_file(shape: &[u64], enc: cxrm::encoding::Encoded<'static>) -> Vec<f32> {
+fn decode_file(shape: &[u64], enc: cxrm::format::encoding::Encoded<'static>) -> Vec<f32> {
     let mut w = Writer::new();
     w.add_tensor("t", DType::F32, shape, enc).unwrap();
     let bytes = w.to_bytes().unwrap();
@@ -71,7 +73,7 @@ proptest! {
         init in prop::sample::select(vec![Init::Linear, Init::Density, Init::Random(7)]),
     ) {
         if sparse {
-            cxrm::compress::prune::prune_layer(&mut values, sparsity);
+            cxrm::compress::methods::deep_compression::prune::prune_layer(&mut values, sparsity);
         }
         let plan = TensorPlan { sparse, index_bits: Some(index_bits), bits, init, centroid_dtype: if f16 { DType::F16 } else { DType::F32 }, ..Default::default() };
         let p = Prepared::new(&values, &shape, &plan);
@@ -84,7 +86,7 @@ proptest! {
 
     #[test]
     fn the_chosen_encoding_is_never_larger_than_packed((shape, mut values, sparsity) in case(), bits in 1u8..=8) {
-        cxrm::compress::prune::prune_layer(&mut values, sparsity);
+        cxrm::compress::methods::deep_compression::prune::prune_layer(&mut values, sparsity);
         let plan = TensorPlan { sparse: true, bits: Some(bits), huffman: true, ..Default::default() };
         let best = deep::encode(&values, &shape, &plan).unwrap();
         let packed = Prepared::new(&values, &shape, &plan).build(Some(Layout::Relative { index_bits: 5 }), StreamMode::Packed, None).unwrap();
@@ -137,7 +139,7 @@ fn a_tensor_of_more_than_2_pow_24_elements() {
             ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
         })
         .collect();
-    cxrm::compress::prune::prune_layer(&mut values, 0.9);
+    cxrm::compress::methods::deep_compression::prune::prune_layer(&mut values, 0.9);
     let shape = [n as u64];
     let plan = TensorPlan {
         sparse: true,

@@ -32,7 +32,7 @@ fn replay(target: &str, run: fn(&[u8])) -> usize {
 #[test]
 fn open_verify_inputs_do_not_panic() {
     replay("open_verify", |d| {
-        cxrm::fuzzing::open_and_verify(d);
+        cxrm::runtime::fuzzing::open_and_verify(d);
     });
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut n = 0;
@@ -41,7 +41,7 @@ fn open_verify_inputs_do_not_panic() {
             .into_iter()
             .filter(|p| p.extension().is_some_and(|e| e == "cxrm"))
         {
-            let valid = cxrm::fuzzing::open_and_verify(&std::fs::read(&path).unwrap());
+            let valid = cxrm::runtime::fuzzing::open_and_verify(&std::fs::read(&path).unwrap());
             assert_eq!(valid, dir == "fixtures/valid", "{}", path.display());
             n += 1;
         }
@@ -51,9 +51,9 @@ fn open_verify_inputs_do_not_panic() {
 
 #[test]
 fn decoder_inputs_do_not_panic() {
-    replay("symbol_stream", cxrm::fuzzing::symbol_stream);
-    replay("sparse_payload", cxrm::fuzzing::sparse_payload);
-    replay("codebook_payload", cxrm::fuzzing::codebook_payload);
+    replay("symbol_stream", cxrm::runtime::fuzzing::symbol_stream);
+    replay("sparse_payload", cxrm::runtime::fuzzing::sparse_payload);
+    replay("codebook_payload", cxrm::runtime::fuzzing::codebook_payload);
     // Its three seeds (one per stage) are kept with the regressions, which git tracks.
-    assert!(replay("factored_payload", cxrm::fuzzing::factored_payload) >= 3);
+    assert!(replay("factored_payload", cxrm::runtime::fuzzing::factored_payload) >= 3);
 }

@@ -2,7 +2,7 @@
 //! shapes (scalars and zero-sized included), encodings and metadata; and no input makes the
 //! reader panic.
 
-use cxrm::encoding::{self};
+use cxrm::format::encoding::{self};
 use cxrm::{Cxrm, DType, Value, ValueType, Writer};
 use proptest::prelude::*;
 use std::borrow::Cow;
@@ -126,7 +126,7 @@ proptest! {
             // Re-seal the header so that mutations reach the table and payload checks.
             let table_size = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
             let end = (64 + table_size).min(bytes.len());
-            let crc = cxrm::container::header::header_crc(&bytes[..64], &bytes[64..end]);
+            let crc = cxrm::format::container::header::header_crc(&bytes[..64], &bytes[64..end]);
             bytes[60..64].copy_from_slice(&crc.to_le_bytes());
         }
         if let Ok(file) = Cxrm::parse(&bytes) {

@@ -220,7 +220,7 @@ fn factored_and_binary_weights_give_the_logits_of_their_dense_twins() {
 fn factored_weights_outside_their_native_kernels_are_rebuilt() {
     // Grouped and depthwise convolutions and a plain dense layer over lowrank, tucker and
     // binary weights: each runs (rebuilt where no factored kernel applies) as its twin does.
-    use cxrm::encoding::{binary, lowrank, tucker};
+    use cxrm::format::encoding::{binary, lowrank, tucker};
     let mut rng = common::Lcg(21);
     let mut w = Writer::new();
     w.set_metadata("input.shape", Value::ints([2, 6, 6]));
@@ -586,10 +586,10 @@ fn unused_weights_are_never_decoded() {
 const TRAINED_FIXTURES: [&str; 2] = ["lenet5_trained", "lenet5_trained_dc"];
 
 /// The bundled MNIST test split (1,000 real digits).
-fn bundled_mnist_test() -> cxrm::data::Dataset {
-    cxrm::data::idx_test_split(
+fn bundled_mnist_test() -> cxrm::runtime::data::Dataset {
+    cxrm::runtime::data::idx_test_split(
         &common::fixtures_dir().join("data/mnist"),
-        cxrm::data::class_names("mnist"),
+        cxrm::runtime::data::class_names("mnist"),
     )
     .unwrap()
 }
@@ -603,7 +603,7 @@ fn trained_logits(model: &Model<'_>, pixels: &[u8]) -> Vec<f32> {
         .to_vec()
 }
 
-#[cfg(feature = "image")]
+#[cfg(feature = "cli")]
 #[test]
 fn trained_fixtures_classify_real_digits() {
     let dir = common::fixtures_dir().join("runtime");
@@ -646,7 +646,7 @@ fn trained_fixtures_classify_real_digits() {
 
 /// Writes fixtures/runtime/digit.png and the trained fixtures' logits files (the .cxrm files
 /// come from tools/make_trained_fixtures.sh, which runs this last).
-#[cfg(feature = "image")]
+#[cfg(feature = "cli")]
 #[test]
 #[ignore]
 fn regenerate_trained_fixture_logits() {

@@ -60,8 +60,8 @@ fn spec_field_table_offsets_point_at_their_bytes() {
 
 #[test]
 fn spec_deep_compression_example_is_what_the_encoder_writes() {
-    use cxrm::compress::deep::{Prepared, StreamMode, TensorPlan};
-    use cxrm::encoding::sparse::Layout;
+    use cxrm::compress::methods::deep_compression::store::{Prepared, StreamMode, TensorPlan};
+    use cxrm::format::encoding::sparse::Layout;
     let lines = spec_hex_block("<!-- deep example -->");
     let values = [0.0f32, 0.5, 0.0, 0.0, -0.25, 0.0, 0.5, 0.5];
     let plan = TensorPlan {
@@ -85,7 +85,7 @@ fn spec_deep_compression_example_is_what_the_encoder_writes() {
 #[test]
 fn spec_binary_example_is_what_the_encoder_writes() {
     use cxrm::DType;
-    use cxrm::encoding::binary;
+    use cxrm::format::encoding::binary;
     let lines = spec_hex_block("<!-- binary example -->");
     let values = [0.5f32, -0.5, 0.5, -1.0, -1.0, 1.0];
     let b = binary::binarize(&values, 2, 3, DType::F32);

@@ -3,12 +3,12 @@
 //! check the runtime gives what the trainer's own forward pass gives on the same weights.
 #![cfg(feature = "train")]
 
-use cxrm::compress::deep::TensorPlan;
-use cxrm::data::Dataset;
-use cxrm::runtime::Model;
-use cxrm::train::{
+use cxrm::compress::methods::deep_compression::store::TensorPlan;
+use cxrm::compress::train::{
     self, Arch, DeepOptions, DistillOptions, NamedTensor, TrainData, TrainOptions, TrainedModel,
 };
+use cxrm::runtime::Model;
+use cxrm::runtime::data::Dataset;
 
 fn data() -> TrainData {
     TrainData::load("mnist", 0.25, 5, Some(320), 28).unwrap()

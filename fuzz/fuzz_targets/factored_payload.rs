@@ -1,6 +1,6 @@
-//! Arbitrary bytes through the factored decoders (see `cxrm::fuzzing::factored_payload` for the input layout).
+//! Arbitrary bytes through the factored decoders (see `cxrm_runtime::fuzzing::factored_payload` for the input layout).
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    cxrm::fuzzing::factored_payload(data);
+    cxrm_runtime::fuzzing::factored_payload(data);
 });

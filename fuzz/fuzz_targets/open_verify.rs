@@ -3,5 +3,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    cxrm::fuzzing::open_and_verify(data);
+    cxrm_runtime::fuzzing::open_and_verify(data);
 });

@@ -1,6 +1,6 @@
-//! Arbitrary bytes through one decoder (see `cxrm::fuzzing::symbol_stream` for the input layout).
+//! Arbitrary bytes through one decoder (see `cxrm_runtime::fuzzing::symbol_stream` for the input layout).
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    cxrm::fuzzing::symbol_stream(data);
+    cxrm_runtime::fuzzing::symbol_stream(data);
 });

@@ -3,11 +3,11 @@
 //! and a change to the writer that alters their bytes fails `cargo test`.
 #![allow(dead_code)]
 
-use cxrm::compress::deep::{Prepared, StreamMode, TensorPlan};
-use cxrm::container::graph::INPUT;
-use cxrm::container::header::HEADER_LEN;
-use cxrm::encoding;
-use cxrm::encoding::sparse::Layout;
+use cxrm::compress::methods::deep_compression::store::{Prepared, StreamMode, TensorPlan};
+use cxrm::format::container::graph::INPUT;
+use cxrm::format::container::header::HEADER_LEN;
+use cxrm::format::encoding;
+use cxrm::format::encoding::sparse::Layout;
 use cxrm::{Cxrm, DType, Graph, Node, Value, ValueType, Writer};
 use serde_json::{Value as Json, json};
 use std::borrow::Cow;
@@ -262,7 +262,7 @@ fn deep_form(
 fn pruned(n: usize, seed: u64, sparsity: f64) -> Vec<f32> {
     let mut rng = Lcg(seed);
     let mut v: Vec<f32> = (0..n).map(|_| rng.weight(0.5)).collect();
-    cxrm::compress::prune::prune_layer(&mut v, sparsity);
+    cxrm::compress::methods::deep_compression::prune::prune_layer(&mut v, sparsity);
     v
 }
 
@@ -617,8 +617,8 @@ pub fn expected_json(bytes: &[u8]) -> Json {
         .collect();
     json!({
         "version": [h.version_major, h.version_minor],
-        "metadata": cxrm::json::map_to_json(&file.metadata().unwrap()),
-        "graph": file.graph().unwrap().map(|g| cxrm::json::graph_to_json(&g)),
+        "metadata": cxrm::format::json::map_to_json(&file.metadata().unwrap()),
+        "graph": file.graph().unwrap().map(|g| cxrm::format::json::graph_to_json(&g)),
         "sections": file.sections().iter().map(|s| json!({"kind": s.kind, "required": s.required(), "length": s.extent.length})).collect::<Vec<_>>(),
         "tensors": tensors,
     })
@@ -648,7 +648,8 @@ fn values_json(data: &cxrm::TensorData<'_>) -> Json {
 pub fn fix_header_crc(bytes: &mut [u8]) {
     let table_size = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
     let end = (HEADER_LEN + table_size).min(bytes.len());
-    let crc = cxrm::container::header::header_crc(&bytes[..HEADER_LEN], &bytes[HEADER_LEN..end]);
+    let crc =
+        cxrm::format::container::header::header_crc(&bytes[..HEADER_LEN], &bytes[HEADER_LEN..end]);
     bytes[60..64].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -1823,7 +1824,7 @@ pub fn lenet5(form: Form) -> Vec<u8> {
         let binary = form == Form::Xnor && matches!(*name, "conv2" | "fc1");
         let encoded = match form {
             Form::Deep => {
-                cxrm::compress::prune::prune_layer(&mut weight, 0.8);
+                cxrm::compress::methods::deep_compression::prune::prune_layer(&mut weight, 0.8);
                 let plan = TensorPlan {
                     sparse: true,
                     bits: Some(5),
@@ -1831,7 +1832,8 @@ pub fn lenet5(form: Form) -> Vec<u8> {
                     index_bits: Some(if shape.len() == 4 { 8 } else { 5 }),
                     ..Default::default()
                 };
-                cxrm::compress::deep::encode(&weight, shape, &plan).unwrap()
+                cxrm::compress::methods::deep_compression::store::encode(&weight, shape, &plan)
+                    .unwrap()
             }
             Form::Factored if matches!(*name, "conv2" | "fc1" | "fc2") => {
                 factored_weight(name, shape, &mut rng, scale).expect("a factored layer")

@@ -1,6 +1,6 @@
 use crate::Failure;
+use cxrm::runtime::ndarray::Array4;
 use cxrm::runtime::{Model, RuntimeOptions};
-use ndarray::Array4;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

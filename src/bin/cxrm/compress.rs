@@ -1,7 +1,7 @@
 use crate::Failure;
 use crate::progress::TrainProgress;
 use cxrm::compress::rules::PerLayer;
-use cxrm::train::{
+use cxrm::compress::train::{
     ARCH_NAMES, Arch, DeepOptions, DistillOptions, Factorization, FactorizeOptions, TrainOptions,
     TrainedModel,
 };
@@ -61,7 +61,7 @@ pub struct Args {
     pub quantize_lr: Option<f64>,
     /// deep-compression: L2 penalty while retraining after each pruning step (Han et al. 2015
     /// retrain with L2 regularization); the centroid fine-tuning has none.
-    #[arg(long, default_value_t = cxrm::train::RETRAIN_WEIGHT_DECAY)]
+    #[arg(long, default_value_t = cxrm::compress::train::RETRAIN_WEIGHT_DECAY)]
     pub weight_decay: f32,
     /// lowrank, tucker: share of each layer's spectral energy (Σσ²) the ranks keep (the
     /// study's setting; trained layers' spectra are flat, so 0.9 saves little).
@@ -139,7 +139,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 dc.fewer_bits.clear();
             }
             let (model, plan, reports) =
-                cxrm::train::deep_compression(&base, &data, &dc, &mut |e| progress.event(e))?;
+                cxrm::compress::train::deep_compression(&base, &data, &dc, &mut |e| {
+                    progress.event(e)
+                })?;
             drop(progress);
             for r in &reports {
                 println!(
@@ -164,7 +166,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 retrain: opts,
             };
             let (model, reports) =
-                cxrm::train::factorize(&base, &data, &f, &mut |e| progress.event(e))?;
+                cxrm::compress::train::factorize(&base, &data, &f, &mut |e| progress.event(e))?;
             drop(progress);
             for r in &reports {
                 println!(
@@ -186,7 +188,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 alpha: args.alpha,
                 train: opts,
             };
-            let model = cxrm::train::distill(&base, &data, &d, &mut |e| progress.event(e))?;
+            let model =
+                cxrm::compress::train::distill(&base, &data, &d, &mut |e| progress.event(e))?;
             drop(progress);
             let n = model.write(&args.output, &|_| None)?;
             (model, n)

@@ -15,7 +15,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<(), Failure> {
     let mapped = cxrm::Mapped::open(&args.input)?;
     let file = mapped.parse()?;
-    let n = cxrm::interop::safetensors::write_safetensors(&file, &args.output)?;
+    let n = cxrm::compress::interop::safetensors::write_safetensors(&file, &args.output)?;
     println!(
         "wrote {}: {n} tensors, decoded to dense",
         args.output.display()

@@ -1,9 +1,9 @@
 use crate::Failure;
-use cxrm::data::{self, Dataset};
 use cxrm::runtime::Model;
+use cxrm::runtime::data::{self, Dataset};
 use cxrm::runtime::metrics::Evaluation;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Evaluate a model file on a labelled test set.
 #[derive(clap::Args)]
@@ -46,38 +46,14 @@ pub fn class_names(model: &Model<'_>) -> Vec<String> {
 
 /// Load `--data` as the model needs it.
 pub fn load_data(spec: &str, model: &Model<'_>) -> Result<Dataset, Failure> {
-    let named = data::is_named(spec);
-    let path = if named {
-        data::locate(spec).ok_or_else(|| {
-            Failure::Usage(format!(
-                "no {spec} data found in ../shared/data or fixtures/data"
-            ))
-        })?
-    } else {
-        PathBuf::from(spec)
-    };
-    let idx_dir = idx_files(&path);
-    if named || idx_dir {
-        let classes = if named {
-            data::class_names(spec)
-        } else {
-            class_names(model)
-        };
-        Ok(data::idx_test_split(&path, classes)?)
-    } else if path.is_dir() {
-        Ok(data::folder::load(
-            &data::folder::eval_split(&path),
-            &model.input,
-        )?)
-    } else {
-        Err(Failure::Usage(format!(
-            "--data {spec}: not mnist, fashion-mnist or a directory"
-        )))
-    }
-}
-
-fn idx_files(path: &Path) -> bool {
-    data::idx::find(path, "t10k-labels-idx1-ubyte").is_ok()
+    let source = data::Source::parse(spec)?;
+    Ok(match source.layout {
+        data::Layout::Idx if source.is_named() => source.idx_test(source.idx_classes())?,
+        data::Layout::Idx => source.idx_test(class_names(model))?,
+        data::Layout::Folders => {
+            data::folder::load(&data::folder::eval_split(&source.dir), &model.input)?
+        }
+    })
 }
 
 pub fn evaluate(
@@ -138,7 +114,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     match e.roc_auc {
         Some(auc) if names.len() == 2 => println!(
             "ROC AUC    {auc:.4}  (score: P({}))",
-            cxrm::text::escape(&names[1])
+            cxrm::format::text::escape(&names[1])
         ),
         Some(auc) => println!("ROC AUC    {auc:.4}  (mean one-vs-rest)"),
         None => println!("ROC AUC    undefined (a class has no examples)"),
@@ -151,7 +127,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     for (c, name) in names.iter().enumerate() {
         println!(
             "  {:<14} {:>9} {:>9} {:>7}",
-            cxrm::text::escape(name),
+            cxrm::format::text::escape(name),
             fmt(e.precision[c]),
             fmt(e.recall[c]),
             e.confusion[c].iter().sum::<u64>()
@@ -173,7 +149,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     for (c, row) in e.confusion.iter().enumerate() {
         print!(
             "  {:<14}",
-            format!("{c} {}", cxrm::text::escape(&names[c]))
+            format!("{c} {}", cxrm::format::text::escape(&names[c]))
                 .chars()
                 .take(14)
                 .collect::<String>()

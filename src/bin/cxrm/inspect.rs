@@ -1,8 +1,8 @@
 use crate::Failure;
-use cxrm::container::table::TensorRecord;
-use cxrm::encoding::StageId;
-use cxrm::encoding::stream::StreamStats;
-use cxrm::text::escape;
+use cxrm::format::container::table::TensorRecord;
+use cxrm::format::encoding::StageId;
+use cxrm::format::encoding::stream::StreamStats;
+use cxrm::format::text::escape;
 use cxrm::{Cxrm, ReadOptions, Value};
 use serde_json::json;
 use std::path::PathBuf;
@@ -78,7 +78,7 @@ fn details(file: &Cxrm<'_>) -> Vec<Option<Detail>> {
                 return None;
             }
             if matches!(repr, StageId::LowRank | StageId::Tucker | StageId::Binary) {
-                use cxrm::encoding::Factored;
+                use cxrm::format::encoding::Factored;
                 return Some(match file.read_factored(t) {
                     Ok(f) => Detail {
                         sparsity: None,
@@ -166,7 +166,7 @@ fn print_json(
                 "name": t.name,
                 "shape": t.shape,
                 "dtype": t.dtype.name(),
-                "encoding": t.stages.iter().map(|s| cxrm::encoding::stage_name(s.code)).collect::<Vec<_>>(),
+                "encoding": t.stages.iter().map(|s| cxrm::format::encoding::stage_name(s.code)).collect::<Vec<_>>(),
                 "stored_bytes": t.extent.length,
                 "bits_per_weight": t.bits_per_weight(),
                 "ratio": t.ratio_vs_f32(),
@@ -184,13 +184,13 @@ fn print_json(
         "file": args.file.display().to_string(),
         "file_bytes": file.file_len(),
         "version": format!("{}.{}", h.version_major, h.version_minor),
-        "must_understand": cxrm::encoding::mask_names(h.must_understand),
+        "must_understand": cxrm::format::encoding::mask_names(h.must_understand),
         "missing_encodings": file.missing_encodings(),
         "sections": file.sections().iter().map(|s| json!({
             "kind": s.kind, "name": s.kind_name(), "required": s.required(), "bytes": s.extent.length,
         })).collect::<Vec<_>>(),
-        "metadata": cxrm::json::map_to_json(metadata),
-        "graph": graph.map(cxrm::json::graph_to_json),
+        "metadata": cxrm::format::json::map_to_json(metadata),
+        "graph": graph.map(cxrm::format::json::graph_to_json),
         "tensors": tensors,
         "totals": {
             "tensors": file.tensors().len(),
@@ -287,7 +287,7 @@ fn print_text(
         "format     cxrm {}.{}, encodings used: {}",
         h.version_major,
         h.version_minor,
-        cxrm::encoding::mask_names(h.must_understand).join(", ")
+        cxrm::format::encoding::mask_names(h.must_understand).join(", ")
     );
     let missing = file.missing_encodings();
     if !missing.is_empty() {

@@ -110,11 +110,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Invalid(e)) => {
-            eprintln!("cxrm: {}", cxrm::text::escape(&e.to_string()));
+            eprintln!("cxrm: {}", cxrm::format::text::escape(&e.to_string()));
             ExitCode::from(1)
         }
         Err(Failure::Usage(msg)) => {
-            eprintln!("cxrm: {}", cxrm::text::escape(&msg));
+            eprintln!("cxrm: {}", cxrm::format::text::escape(&msg));
             ExitCode::from(2)
         }
     }

@@ -1,8 +1,8 @@
 use crate::Failure;
-use cxrm::compress::model::{ModelPlan, Scope};
+use cxrm::compress::interop::safetensors::add_safetensors;
+use cxrm::compress::methods::deep_compression::plan::{ModelPlan, Scope};
 use cxrm::compress::rules::PerLayer;
-use cxrm::encoding::codebook::Init;
-use cxrm::interop::safetensors::add_safetensors;
+use cxrm::format::encoding::codebook::Init;
 use std::path::PathBuf;
 
 /// Pack a safetensors file (plus an optional graph) into a .cxrm file, optionally applying
@@ -133,7 +133,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
         let json: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
-        let (graph, metadata) = cxrm::json::graph_from_json(&json)?;
+        let (graph, metadata) = cxrm::format::json::graph_from_json(&json)?;
         for (k, v) in metadata {
             writer.set_metadata(k, v);
         }
@@ -166,7 +166,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         let (key, raw) = kv
             .split_once('=')
             .ok_or_else(|| Failure::Usage(format!("--meta {kv:?}: expected KEY=VALUE")))?;
-        writer.set_metadata(key, cxrm::json::value_from_text(raw));
+        writer.set_metadata(key, cxrm::format::json::value_from_text(raw));
     }
     let size = writer.write(&args.output)?;
     let f32_bytes: u64 = {

@@ -1,7 +1,7 @@
 //! Training progress on the terminal: one bar per phase (loss and accuracy of recent batches),
 //! a line per epoch with its validation accuracy.
 
-use cxrm::train::Event;
+use cxrm::compress::train::Event;
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct TrainProgress {

@@ -50,13 +50,13 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 order
                     .iter()
                     .take(3)
-                    .map(|&i| format!("{} {:.4}", cxrm::text::escape(&names[i]), p[i]))
+                    .map(|&i| format!("{} {:.4}", cxrm::format::text::escape(&names[i]), p[i]))
                     .collect()
             };
             println!(
                 "{}: {} (p = {:.4}); top: {}",
                 path.display(),
-                cxrm::text::escape(&names[best]),
+                cxrm::format::text::escape(&names[best]),
                 p[best],
                 top.join(", ")
             );

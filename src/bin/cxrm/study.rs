@@ -1,6 +1,6 @@
 use crate::Failure;
 use crate::progress::TrainProgress;
-use cxrm::study::{self, StudyEvent, StudyOptions};
+use cxrm::compress::study::{self, StudyEvent, StudyOptions};
 use std::path::PathBuf;
 
 /// Train the baselines, compress them every way cxrm knows, evaluate every written file.

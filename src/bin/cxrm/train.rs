@@ -1,6 +1,6 @@
 use crate::Failure;
 use crate::progress::TrainProgress;
-use cxrm::train::{ARCH_NAMES, Arch, TrainData, TrainOptions};
+use cxrm::compress::train::{ARCH_NAMES, Arch, TrainData, TrainOptions};
 use std::path::PathBuf;
 
 /// Train a network from scratch and write it as a dense .cxrm model.
@@ -95,7 +95,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
         data.train.len(),
         data.val.len()
     ));
-    let model = cxrm::train::train(&arch, &data, &args.options(), &mut |e| progress.event(e))?;
+    let model =
+        cxrm::compress::train::train(&arch, &data, &args.options(), &mut |e| progress.event(e))?;
     drop(progress);
     let bytes = model.write(&args.output, &|_| None)?;
     println!(

@@ -1,0 +1,111 @@
+//! safetensors ⇄ `.cxrm`: the common interchange format in, any framework's weights out.
+
+use crate::methods::deep_compression::plan::{ModelPlan, ModelTensor};
+use cxrm_format::container::reader::Cxrm;
+use cxrm_format::container::value::Value;
+use cxrm_format::container::writer::{Writer, write_atomically};
+use cxrm_format::dtype::DType;
+use cxrm_format::error::{Error, Result};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use std::collections::HashMap;
+use std::path::Path;
+
+fn from_st(dtype: Dtype) -> Option<DType> {
+    Some(match dtype {
+        Dtype::F32 => DType::F32,
+        Dtype::F16 => DType::F16,
+        Dtype::BF16 => DType::BF16,
+        Dtype::I8 => DType::I8,
+        Dtype::U8 => DType::U8,
+        Dtype::I32 => DType::I32,
+        Dtype::I64 => DType::I64,
+        Dtype::F64 => DType::F64,
+        _ => return None,
+    })
+}
+
+fn to_st(dtype: DType) -> Dtype {
+    match dtype {
+        DType::F32 => Dtype::F32,
+        DType::F16 => Dtype::F16,
+        DType::BF16 => Dtype::BF16,
+        DType::I8 => Dtype::I8,
+        DType::U8 => Dtype::U8,
+        DType::I32 => Dtype::I32,
+        DType::I64 => Dtype::I64,
+        DType::F64 => Dtype::F64,
+    }
+}
+
+/// Add every tensor of a safetensors file (in file order) to `writer`, each stored as `plan`
+/// says (dense unless it prunes or quantizes that tensor), and its `__metadata__` entries as
+/// metadata (typed when the text is JSON, as [`write_safetensors`] writes non-string values).
+pub fn add_safetensors(writer: &mut Writer<'_>, bytes: &[u8], plan: &ModelPlan) -> Result<usize> {
+    let st_err = |e: safetensors::SafeTensorError| {
+        Error::Usage(format!("not a valid safetensors file: {e}"))
+    };
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(st_err)?;
+    let tensors = SafeTensors::deserialize(bytes).map_err(st_err)?;
+    if let Some(extra) = meta.metadata() {
+        let mut keys: Vec<_> = extra.keys().collect();
+        keys.sort();
+        for k in keys {
+            writer.set_metadata(k.clone(), cxrm_format::json::value_from_text(&extra[k]));
+        }
+    }
+    let mut model = Vec::new();
+    for name in meta.offset_keys() {
+        let view = tensors.tensor(&name).map_err(st_err)?;
+        let dtype = from_st(view.dtype()).ok_or_else(|| {
+            Error::Usage(format!(
+                "tensor {name:?}: safetensors dtype {:?} has no .cxrm equivalent",
+                view.dtype()
+            ))
+        })?;
+        let shape: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
+        model.push(ModelTensor {
+            name,
+            dtype,
+            shape,
+            bytes: view.data().to_vec(),
+        });
+    }
+    let encoded = plan.encode(&model)?;
+    for (t, e) in model.iter().zip(encoded) {
+        writer.add_tensor(&t.name, t.dtype, &t.shape, e)?;
+    }
+    Ok(model.len())
+}
+
+/// Decode every tensor to dense and write a safetensors file atomically. String metadata
+/// goes to `__metadata__`; other metadata values are written as their JSON text.
+pub fn write_safetensors(file: &Cxrm<'_>, out: &Path) -> Result<usize> {
+    let decoded = file
+        .tensors()
+        .iter()
+        .map(|t| Ok((t.name.to_string(), file.decode_record(t)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut views = Vec::with_capacity(decoded.len());
+    for (name, data) in &decoded {
+        let shape = data
+            .shape
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| Error::Usage("shape too large".into())))
+            .collect::<Result<Vec<_>>>()?;
+        let view = TensorView::new(to_st(data.dtype), shape, &data.bytes)
+            .map_err(|e| Error::Usage(format!("tensor {name:?}: {e}")))?;
+        views.push((name.clone(), view));
+    }
+    let mut info = HashMap::new();
+    for (k, v) in file.metadata()? {
+        let text = match &v {
+            Value::String(s) => s.clone(),
+            other => cxrm_format::json::value_to_json(other).to_string(),
+        };
+        info.insert(k, text);
+    }
+    let bytes = safetensors::serialize(views, (!info.is_empty()).then_some(info))
+        .map_err(|e| Error::Usage(format!("safetensors: {e}")))?;
+    write_atomically(out, |w| std::io::Write::write_all(w, &bytes))?;
+    Ok(decoded.len())
+}

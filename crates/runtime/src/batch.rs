@@ -1,0 +1,97 @@
+//! Running a model over a whole labelled data set, in batches.
+
+use super::metrics::{self, Evaluation};
+use super::model::{InputSpec, Model};
+use crate::data::Dataset;
+use cxrm_format::error::{Error, Result};
+use ndarray::{Array2, Array3, Array4, s};
+
+/// One image of `data` as the model's input: normalised, and resized when the data set's
+/// images are not the model's size (greyscale sources only).
+pub fn input(data: &Dataset, i: usize, spec: &InputSpec) -> Result<Array3<f32>> {
+    let px = data.image(i);
+    if (data.channels, data.height, data.width) == (spec.channels, spec.height, spec.width) {
+        return Ok(normalise(px, spec));
+    }
+    resized(data, px, spec)
+}
+
+/// Scale 8-bit pixels `[C, H, W]` to [0, 1] and standardise each channel.
+pub fn normalise(pixels: &[u8], spec: &InputSpec) -> Array3<f32> {
+    let plane = spec.height * spec.width;
+    Array3::from_shape_fn((spec.channels, spec.height, spec.width), |(c, y, x)| {
+        let v = pixels[c * plane + y * spec.width + x] as f32 / 255.0;
+        (v - spec.mean[c]) / spec.std[c]
+    })
+}
+
+#[cfg(feature = "image")]
+fn resized(data: &Dataset, px: &[u8], spec: &InputSpec) -> Result<Array3<f32>> {
+    if data.channels != 1 {
+        return Err(Error::Usage(format!(
+            "data images are {}x{}x{}, the model takes {}x{}x{}",
+            data.channels, data.height, data.width, spec.channels, spec.height, spec.width
+        )));
+    }
+    let img = image::GrayImage::from_raw(data.width as u32, data.height as u32, px.to_vec())
+        .ok_or_else(|| Error::Usage("image buffer does not match its size".into()))?;
+    super::preprocess::from_image(&image::DynamicImage::ImageLuma8(img), spec)
+}
+
+#[cfg(not(feature = "image"))]
+fn resized(data: &Dataset, _px: &[u8], spec: &InputSpec) -> Result<Array3<f32>> {
+    Err(Error::Usage(format!(
+        "data images are {}x{}x{}, the model takes {}x{}x{} (resizing needs the `image` feature)",
+        data.channels, data.height, data.width, spec.channels, spec.height, spec.width
+    )))
+}
+
+/// The model's class probabilities for the first `n` images of `data`; `progress` is told how
+/// many images each batch finished.
+pub fn predict(
+    model: &Model<'_>,
+    data: &Dataset,
+    n: usize,
+    batch: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Array2<f32>> {
+    let n = n.min(data.len());
+    if data.classes.len() != model.num_classes() {
+        return Err(Error::Usage(format!(
+            "the data has {} classes, the model {}",
+            data.classes.len(),
+            model.num_classes()
+        )));
+    }
+    let spec = &model.input;
+    let mut probs = Array2::<f32>::zeros((n, model.num_classes()));
+    let batch = batch.max(1);
+    for start in (0..n).step_by(batch) {
+        let end = (start + batch).min(n);
+        let mut x = Array4::<f32>::zeros((end - start, spec.channels, spec.height, spec.width));
+        for i in start..end {
+            x.slice_mut(s![i - start, .., .., ..])
+                .assign(&input(data, i, spec)?);
+        }
+        let p = model.predict(x.view())?;
+        probs.slice_mut(s![start..end, ..]).assign(&p);
+        progress(end - start);
+    }
+    Ok(probs)
+}
+
+/// Accuracy, per-class precision/recall, confusion matrix and ROC AUC over the first `n` images.
+pub fn evaluate(
+    model: &Model<'_>,
+    data: &Dataset,
+    n: usize,
+    batch: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Evaluation> {
+    let n = n.min(data.len());
+    if n == 0 {
+        return Err(Error::Usage("the data set is empty".into()));
+    }
+    let probs = predict(model, data, n, batch, progress)?;
+    Ok(metrics::evaluate(&data.labels[..n], probs.view()))
+}

@@ -1,0 +1,23 @@
+//! cxrm-runtime: run a compressed model straight from its mapped `.cxrm` file.
+//!
+//! [`model`] loads a file's graph and weights (keeping each tensor in the form its encoding
+//! gives: CSR rows, factors, sign bits) and runs forward passes; [`kernels`], [`ops`],
+//! [`xnor`] and [`parallel`] are what it runs on. [`preprocess`] turns images into the input
+//! the file's metadata describes, and [`data`] loads labelled data sets to evaluate on.
+//! This crate depends on `cxrm-format` only, never on a training framework.
+
+pub mod batch;
+pub mod data;
+pub mod fuzzing;
+pub mod kernels;
+pub mod metrics;
+pub mod model;
+pub mod ops;
+pub mod parallel;
+#[cfg(feature = "image")]
+pub mod preprocess;
+pub mod xnor;
+
+pub use cxrm_format::{Error, Result};
+pub use model::{InputSpec, LayerInfo, Model, RuntimeOptions};
+pub use ndarray;

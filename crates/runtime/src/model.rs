@@ -1,0 +1,930 @@
+//! A runnable model built from a `.cxrm` file's graph, metadata and tensors.
+//!
+//! Loading resolves every weight the graph uses: stored dense f32 tensors are borrowed from
+//! the memory map (no copy); encoded ones are decoded once. Weights that are mostly zero run
+//! through sparse (CSR) kernels; the choice depends on the weights' measured density, not on
+//! how they were stored, so a pruned model and its decoded-dense twin compute identically.
+//! Factored weights run as they are stored: `lowrank` as two thin products, `tucker` as three
+//! convolutions (1×1, the core's, 1×1), `binary` weights of XNOR layers through the popcount
+//! kernel; anywhere else they are rebuilt once.
+//! Batch norm is folded into the convolution or dense layer before it. Shapes are checked
+//! through the whole graph at load, so a bad graph fails before any input is read.
+
+use super::ops::{self, Conv2dParams, Csr, Matrix, PoolParams};
+use super::parallel::Threads;
+use super::xnor::{self, BitRows, XnorWeight};
+use cxrm_format as format;
+use cxrm_format::container::graph::{INPUT, Node};
+use cxrm_format::container::reader::Cxrm;
+use cxrm_format::container::value::{self, Map, Value};
+use cxrm_format::dtype::DType;
+use cxrm_format::encoding::Factored;
+use cxrm_format::error::{Error, Result};
+use ndarray::{Array2, Array4, ArrayD, ArrayView4, Ix2, Ix4, IxDyn};
+use std::borrow::Cow;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RuntimeOptions {
+    /// Run weights whose density (fraction of nonzeros) is at most this through sparse kernels;
+    /// 0 disables sparse kernels.
+    pub sparse_below_density: f64,
+    /// Check each weight's CRC-32 as it is loaded.
+    pub check_crc: bool,
+    /// Threads a forward pass may use: 0 for one per core, 1 for the calling thread only.
+    /// Results are the same for every count.
+    pub threads: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            sparse_below_density: 0.3,
+            check_crc: true,
+            threads: 0,
+        }
+    }
+}
+
+/// What one input image must look like, from the file's metadata (spec §6).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputSpec {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Per channel, subtracted after scaling pixels to [0, 1].
+    pub mean: Vec<f32>,
+    /// Per channel, divided by after the mean.
+    pub std: Vec<f32>,
+}
+
+impl InputSpec {
+    pub fn from_metadata(meta: &Map) -> Result<InputSpec> {
+        let bad = |what: String| Error::Model(format!("metadata: {what}"));
+        let shape = value::get(meta, "input.shape")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("input.shape ([C, H, W]) is missing".into()))?;
+        let dims: Vec<usize> = shape
+            .iter()
+            .map(|v| {
+                v.as_int()
+                    .filter(|&d| d > 0 && d <= 1 << 16)
+                    .map(|d| d as usize)
+            })
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("input.shape must be positive ints".into()))?;
+        let [channels, height, width] = dims[..] else {
+            return Err(bad(format!(
+                "input.shape must be [C, H, W], found {} values",
+                dims.len()
+            )));
+        };
+        let floats = |key: &str, default: f32| -> Result<Vec<f32>> {
+            match value::get(meta, key) {
+                None => Ok(vec![default; channels]),
+                Some(v) => {
+                    let vals: Vec<f32> = v
+                        .as_array()
+                        .ok_or_else(|| bad(format!("{key} must be an array")))?
+                        .iter()
+                        .map(|x| x.as_float().map(|f| f as f32))
+                        .collect::<Option<_>>()
+                        .ok_or_else(|| bad(format!("{key} must hold numbers")))?;
+                    match vals.len() {
+                        1 => Ok(vec![vals[0]; channels]),
+                        n if n == channels => Ok(vals),
+                        n => Err(bad(format!("{key} has {n} values for {channels} channels"))),
+                    }
+                }
+            }
+        };
+        let mean = floats("input.mean", 0.0)?;
+        let std = floats("input.std", 1.0)?;
+        if std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
+            return Err(bad("input.std must be finite and nonzero".into()));
+        }
+        Ok(InputSpec {
+            channels,
+            height,
+            width,
+            mean,
+            std,
+        })
+    }
+}
+
+enum Op<'a> {
+    Conv {
+        weight: Matrix<'a>,
+        bias: Option<Vec<f32>>,
+        params: Conv2dParams,
+    },
+    Dense {
+        weight: Matrix<'a>,
+        bias: Option<Vec<f32>>,
+    },
+    /// A Tucker-2 convolution: 1×1 to `r_in` channels, the core's window to `r_out`, 1×1 to
+    /// the output channels; the bias comes last.
+    ConvChain {
+        steps: Vec<(Matrix<'a>, Conv2dParams)>,
+        bias: Option<Vec<f32>>,
+    },
+    XnorConv {
+        weight: XnorWeight<'a>,
+        bias: Option<Vec<f32>>,
+        params: Conv2dParams,
+    },
+    XnorDense {
+        weight: XnorWeight<'a>,
+        bias: Option<Vec<f32>>,
+    },
+    BatchNorm {
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
+    Relu,
+    Relu6,
+    Softmax,
+    Flatten,
+    MaxPool(PoolParams),
+    AvgPool(PoolParams),
+    GlobalAvgPool,
+    Add,
+    /// A batch norm folded into the layer before it.
+    Identity,
+}
+
+impl Op<'_> {
+    /// Multiply-adds per image of the products that split over threads, given the layer's
+    /// output shape; 0 for layers that always run on one thread.
+    fn work(&self, out_shape: &[usize]) -> usize {
+        let positions: usize = out_shape.iter().skip(1).product();
+        match self {
+            Op::Conv { weight, .. } => weight.work() * positions,
+            Op::ConvChain { steps, .. } => {
+                steps.iter().map(|(m, _)| m.work()).sum::<usize>() * positions
+            }
+            Op::Dense { weight, .. } => weight.work(),
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Input,
+    Node(usize),
+}
+
+struct Layer<'a> {
+    name: String,
+    op: Op<'a>,
+    inputs: Vec<Source>,
+}
+
+/// A model ready to run, borrowing its dense weights from the file.
+pub struct Model<'a> {
+    layers: Vec<Layer<'a>>,
+    pub input: InputSpec,
+    pub classes: Vec<String>,
+    /// Output shape of each layer (without the batch dimension).
+    shapes: Vec<Vec<usize>>,
+    /// For each layer, the index of the last layer that reads it (to free activations early).
+    last_use: Vec<usize>,
+    /// Multiply-adds of one image's pass through the layers that split over threads.
+    work_per_image: usize,
+    threads: Threads,
+}
+
+/// Per-layer summary, for `cxrm bench` and inspection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerInfo {
+    pub name: String,
+    pub op: &'static str,
+    pub output_shape: Vec<usize>,
+    /// `dense`, `sparse` (CSR kernel), `lowrank` (a product of factors), `tucker` (three
+    /// convolutions), `xnor` (popcount), `xnor-float` (signs times float weights), or empty for
+    /// layers without weights.
+    pub kernel: &'static str,
+    pub weights_borrowed: bool,
+}
+
+/// A weight as loaded: values (borrowed from the map when stored dense f32), or factors.
+enum Loaded<'a> {
+    Values(Cow<'a, [f32]>),
+    Factored(Factored),
+}
+
+/// `rows × cols` row-major to `cols × rows`.
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0; m.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
+}
+
+/// The three convolutions of a Tucker-2 layer: `U_inᵀ` (1×1), the core (the layer's own
+/// window, stride, padding and dilation), `U_out` (1×1).
+fn tucker_steps<'a>(
+    t: &cxrm_format::encoding::tucker::Tucker,
+    p: Conv2dParams,
+) -> Vec<(Matrix<'a>, Conv2dParams)> {
+    let pointwise = Conv2dParams {
+        kernel: [1, 1],
+        stride: [1, 1],
+        padding: [0; 4],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    vec![
+        (
+            Matrix::dense(transpose(&t.u_in, t.inp, t.rank_in), t.rank_in, t.inp),
+            pointwise,
+        ),
+        (
+            Matrix::dense(t.core.clone(), t.rank_out, t.rank_in * t.spatial),
+            p,
+        ),
+        (Matrix::dense(t.u_out.clone(), t.out, t.rank_out), pointwise),
+    ]
+}
+
+struct Loader<'f, 'a> {
+    file: &'f Cxrm<'a>,
+    options: RuntimeOptions,
+}
+
+impl<'a> Loader<'_, 'a> {
+    /// A tensor as f32, borrowed when it is stored dense f32, decoded otherwise.
+    fn tensor(&self, node: &Node, name: &str) -> Result<(Cow<'a, [f32]>, Vec<usize>)> {
+        let record = self.file.tensor(name).map_err(|_| {
+            Error::Model(format!(
+                "node {}: tensor {name:?} is not in the file",
+                node.name
+            ))
+        })?;
+        if self.options.check_crc {
+            self.file.check_crc(record)?;
+        }
+        let shape: Vec<usize> = record.shape.iter().map(|&d| d as usize).collect();
+        if record.is_plain_dense() && record.dtype == DType::F32 {
+            let view = self.file.view(name)?;
+            if let Cow::Borrowed(bytes) = view.bytes
+                && let Ok(values) = bytemuck::try_cast_slice::<u8, f32>(bytes)
+                && cfg!(target_endian = "little")
+            {
+                return Ok((Cow::Borrowed(values), shape));
+            }
+        }
+        Ok((
+            Cow::Owned(self.file.decode_record(record)?.to_f32_vec()),
+            shape,
+        ))
+    }
+
+    /// A weight tensor as the runtime will run it: its factors when it is stored factored,
+    /// else its values.
+    fn weight(&self, node: &Node, name: &str) -> Result<(Loaded<'a>, Vec<usize>)> {
+        let record = self.file.tensor(name).map_err(|_| {
+            Error::Model(format!(
+                "node {}: tensor {name:?} is not in the file",
+                node.name
+            ))
+        })?;
+        if let Some(f) = self.file.read_factored(record)? {
+            let shape = record.shape.iter().map(|&d| d as usize).collect();
+            return Ok((Loaded::Factored(f), shape));
+        }
+        let (values, shape) = self.tensor(node, name)?;
+        Ok((Loaded::Values(values), shape))
+    }
+
+    /// A `rows × cols` weight matrix: low-rank and matrix-shaped Tucker factors as products,
+    /// anything else as values (sparse when mostly zero).
+    fn weight_matrix(&self, loaded: Loaded<'a>, rows: usize, cols: usize) -> Matrix<'a> {
+        match loaded {
+            Loaded::Values(v) => self.matrix(v, rows, cols),
+            Loaded::Factored(Factored::LowRank(lr)) => Matrix::Product(vec![
+                Matrix::dense(lr.u, rows, lr.rank),
+                Matrix::dense(lr.v, lr.rank, cols),
+            ]),
+            Loaded::Factored(Factored::Tucker(t)) if t.spatial == 1 => Matrix::Product(vec![
+                Matrix::dense(t.u_out.clone(), t.out, t.rank_out),
+                Matrix::dense(t.core.clone(), t.rank_out, t.rank_in),
+                Matrix::dense(transpose(&t.u_in, t.inp, t.rank_in), t.rank_in, t.inp),
+            ]),
+            Loaded::Factored(f) => self.matrix(Cow::Owned(f.to_f32()), rows, cols),
+        }
+    }
+
+    /// The weights of an XNOR layer: bits when stored `binary`, else a float matrix.
+    /// `channels` is the input channel count of a convolution (`None` for a dense layer).
+    fn xnor_weight(
+        &self,
+        loaded: Loaded<'a>,
+        rows: usize,
+        cols: usize,
+        channels: Option<usize>,
+    ) -> XnorWeight<'a> {
+        match loaded {
+            Loaded::Factored(Factored::Binary(b)) => XnorWeight::Bits(match channels {
+                Some(c) => BitRows::for_conv(&b, c),
+                None => BitRows::from_binary(&b),
+            }),
+            other => XnorWeight::Float(self.weight_matrix(other, rows, cols)),
+        }
+    }
+
+    fn matrix(&self, data: Cow<'a, [f32]>, rows: usize, cols: usize) -> Matrix<'a> {
+        let nonzero = data.iter().filter(|v| **v != 0.0).count();
+        let density = nonzero as f64 / data.len().max(1) as f64;
+        if density <= self.options.sparse_below_density {
+            Matrix::Sparse(Csr::from_dense(&data, rows, cols))
+        } else {
+            Matrix::Dense { data, rows, cols }
+        }
+    }
+
+    fn bias(&self, node: &Node, index: usize, len: usize) -> Result<Option<Vec<f32>>> {
+        let Some(name) = node.weights.get(index) else {
+            return Ok(None);
+        };
+        let (b, shape) = self.tensor(node, name)?;
+        if b.len() != len || shape.len() != 1 {
+            return Err(Error::Model(format!(
+                "node {}: bias {name:?} has shape {shape:?}, expected [{len}]",
+                node.name
+            )));
+        }
+        Ok(Some(b.into_owned()))
+    }
+}
+
+impl<'a> Model<'a> {
+    pub fn load(file: &Cxrm<'a>) -> Result<Model<'a>> {
+        Self::load_with(file, RuntimeOptions::default())
+    }
+
+    pub fn load_with(file: &Cxrm<'a>, options: RuntimeOptions) -> Result<Model<'a>> {
+        let graph = file
+            .graph()?
+            .ok_or_else(|| Error::Model("the file has no graph section".into()))?;
+        if graph.nodes.is_empty() {
+            return Err(Error::Model("the graph has no nodes".into()));
+        }
+        let meta = file.metadata()?;
+        let input = InputSpec::from_metadata(&meta)?;
+        let classes: Vec<String> =
+            match value::get(&meta, "model.classes").and_then(Value::as_array) {
+                Some(items) => items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| Error::Model("model.classes must be strings".into()))?,
+                None => Vec::new(),
+            };
+        let loader = Loader { file, options };
+        let mut layers: Vec<Layer<'a>> = Vec::with_capacity(graph.nodes.len());
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(graph.nodes.len());
+        let input_shape = vec![input.channels, input.height, input.width];
+        for node in &graph.nodes {
+            let inputs: Vec<Source> = node
+                .inputs
+                .iter()
+                .map(|i| {
+                    if i == INPUT {
+                        Source::Input
+                    } else {
+                        Source::Node(
+                            layers
+                                .iter()
+                                .position(|l| &l.name == i)
+                                .expect("graph checked by the reader"),
+                        )
+                    }
+                })
+                .collect();
+            let in_shapes: Vec<&Vec<usize>> = inputs
+                .iter()
+                .map(|s| match s {
+                    Source::Input => &input_shape,
+                    Source::Node(i) => &shapes[*i],
+                })
+                .collect();
+            let (op, out_shape) = build_op(&loader, node, &in_shapes)?;
+            shapes.push(out_shape);
+            layers.push(Layer {
+                name: node.name.clone(),
+                op,
+                inputs,
+            });
+        }
+        fold_batch_norms(&mut layers);
+        let out = shapes.last().expect("nonempty");
+        if out.len() != 1 {
+            return Err(Error::Model(format!(
+                "the last node must give a vector per image (e.g. after flatten/dense), it gives shape {out:?}"
+            )));
+        }
+        if !classes.is_empty() && classes.len() != out[0] {
+            return Err(Error::Model(format!(
+                "model.classes names {} classes, the output has {}",
+                classes.len(),
+                out[0]
+            )));
+        }
+        let mut last_use: Vec<usize> = (0..layers.len()).collect();
+        for (i, l) in layers.iter().enumerate() {
+            for s in &l.inputs {
+                if let Source::Node(j) = s {
+                    last_use[*j] = i;
+                }
+            }
+        }
+        let work_per_image = layers.iter().zip(&shapes).map(|(l, s)| l.op.work(s)).sum();
+        Ok(Model {
+            layers,
+            input,
+            classes,
+            shapes,
+            last_use,
+            work_per_image,
+            threads: Threads::new(options.threads),
+        })
+    }
+
+    /// The threads a forward pass uses.
+    pub fn threads(&self) -> usize {
+        self.threads.count()
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.shapes.last().map_or(0, |s| s[0])
+    }
+
+    /// Whether the graph itself ends in softmax (its outputs are probabilities).
+    pub fn ends_in_softmax(&self) -> bool {
+        matches!(self.layers.last().map(|l| &l.op), Some(Op::Softmax))
+    }
+
+    pub fn layer_info(&self) -> Vec<LayerInfo> {
+        self.layers
+            .iter()
+            .zip(&self.shapes)
+            .map(|(l, s)| {
+                let (op, w) = match &l.op {
+                    Op::Conv { weight, .. } => ("conv2d", Some(weight)),
+                    Op::Dense { weight, .. } => ("dense", Some(weight)),
+                    Op::ConvChain { .. } => ("conv2d", None),
+                    Op::XnorConv { .. } => ("xnor_conv2d", None),
+                    Op::XnorDense { .. } => ("xnor_dense", None),
+                    Op::BatchNorm { .. } => ("batch_norm", None),
+                    Op::Relu => ("relu", None),
+                    Op::Relu6 => ("relu6", None),
+                    Op::Softmax => ("softmax", None),
+                    Op::Flatten => ("flatten", None),
+                    Op::MaxPool(_) => ("max_pool2d", None),
+                    Op::AvgPool(_) => ("avg_pool2d", None),
+                    Op::GlobalAvgPool => ("global_avg_pool", None),
+                    Op::Add => ("add", None),
+                    Op::Identity => ("batch_norm (folded)", None),
+                };
+                let kernel = match (&l.op, w) {
+                    (Op::ConvChain { .. }, _) => "tucker",
+                    (Op::XnorConv { weight, .. } | Op::XnorDense { weight, .. }, _) => match weight
+                    {
+                        XnorWeight::Bits(_) => "xnor",
+                        XnorWeight::Float(_) => "xnor-float",
+                    },
+                    (_, Some(Matrix::Sparse(_))) => "sparse",
+                    (_, Some(Matrix::Product(_))) => "lowrank",
+                    (_, Some(_)) => "dense",
+                    (_, None) => "",
+                };
+                LayerInfo {
+                    name: l.name.clone(),
+                    op,
+                    output_shape: s.clone(),
+                    kernel,
+                    weights_borrowed: matches!(
+                        w,
+                        Some(Matrix::Dense {
+                            data: Cow::Borrowed(_),
+                            ..
+                        })
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// Run a batch `[n, C, H, W]` (already preprocessed) and return the last layer's output
+    /// `[n, classes]`: logits, or probabilities when the graph ends in softmax.
+    pub fn forward(&self, batch: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
+        let work = self.work_per_image.saturating_mul(batch.dim().0);
+        self.threads.run(work, || self.forward_here(batch))
+    }
+
+    fn forward_here(&self, batch: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
+        let (_, c, h, w) = batch.dim();
+        if [c, h, w] != [self.input.channels, self.input.height, self.input.width] {
+            return Err(Error::Model(format!(
+                "input is {c}x{h}x{w}, the model takes {}x{}x{}",
+                self.input.channels, self.input.height, self.input.width
+            )));
+        }
+        let mut values: Vec<Option<ArrayD<f32>>> = vec![None; self.layers.len()];
+        let input = batch.into_dyn();
+        for (i, layer) in self.layers.iter().enumerate() {
+            // Element-wise ops rewrite their input in place when nothing else reads it.
+            if let (Op::Relu | Op::Relu6 | Op::Identity | Op::Flatten, [Source::Node(j)]) =
+                (&layer.op, &layer.inputs[..])
+                && self.last_use[*j] == i
+                && values[*j].as_ref().is_some_and(|x| x.is_standard_layout())
+                && let Some(mut x) = values[*j].take()
+            {
+                match layer.op {
+                    Op::Relu => x.mapv_inplace(|v| v.max(0.0)),
+                    Op::Relu6 => x.mapv_inplace(|v| v.clamp(0.0, 6.0)),
+                    Op::Flatten => {
+                        let n = x.shape()[0];
+                        let rest = x.len() / n.max(1);
+                        x = x
+                            .into_shape_with_order(IxDyn(&[n, rest]))
+                            .expect("standard layout reshapes without copying");
+                    }
+                    _ => {}
+                }
+                values[i] = Some(x);
+                continue;
+            }
+            let args: Vec<ndarray::ArrayViewD<'_, f32>> = layer
+                .inputs
+                .iter()
+                .map(|s| match s {
+                    Source::Input => input.view(),
+                    Source::Node(j) => values[*j].as_ref().expect("computed before use").view(),
+                })
+                .collect();
+            let out = run_op(&layer.op, &args);
+            drop(args);
+            values[i] = Some(out);
+            for s in &layer.inputs {
+                if let Source::Node(j) = s
+                    && self.last_use[*j] == i
+                {
+                    values[*j] = None;
+                }
+            }
+        }
+        let out = values.pop().flatten().expect("last layer computed");
+        Ok(out
+            .into_dimensionality::<Ix2>()
+            .expect("shape checked at load"))
+    }
+
+    /// Probabilities per class: the output itself when the graph ends in softmax, else the
+    /// softmax of the logits.
+    pub fn predict(&self, batch: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
+        let mut out = self.forward(batch)?;
+        if !self.ends_in_softmax() {
+            ops::softmax(&mut out);
+        }
+        Ok(out)
+    }
+}
+
+fn four<'v>(x: &ndarray::ArrayViewD<'v, f32>) -> ArrayView4<'v, f32> {
+    x.clone()
+        .into_dimensionality::<Ix4>()
+        .expect("shape checked at load")
+}
+
+fn run_op(op: &Op<'_>, args: &[ndarray::ArrayViewD<'_, f32>]) -> ArrayD<f32> {
+    match op {
+        Op::Conv {
+            weight,
+            bias,
+            params,
+        } => ops::conv2d(four(&args[0]), weight, bias.as_deref(), params).into_dyn(),
+        Op::Dense { weight, bias } => {
+            let x = args[0]
+                .view()
+                .into_dimensionality::<Ix2>()
+                .expect("shape checked at load");
+            ops::dense(x, weight, bias.as_deref()).into_dyn()
+        }
+        Op::ConvChain { steps, bias } => {
+            let last = steps.len() - 1;
+            let mut x = ops::conv2d(four(&args[0]), &steps[0].0, None, &steps[0].1);
+            for (i, (m, p)) in steps.iter().enumerate().skip(1) {
+                let b = if i == last { bias.as_deref() } else { None };
+                x = ops::conv2d(x.view(), m, b, p);
+            }
+            x.into_dyn()
+        }
+        Op::XnorConv {
+            weight,
+            bias,
+            params,
+        } => xnor::conv2d(four(&args[0]), weight, bias.as_deref(), params).into_dyn(),
+        Op::XnorDense { weight, bias } => {
+            let x = args[0]
+                .view()
+                .into_dimensionality::<Ix2>()
+                .expect("shape checked at load");
+            xnor::dense(x, weight, bias.as_deref()).into_dyn()
+        }
+        Op::BatchNorm { scale, shift } => {
+            let mut x = args[0].to_owned();
+            for mut img in x.outer_iter_mut() {
+                for ((mut ch, s), b) in img.outer_iter_mut().zip(scale).zip(shift) {
+                    ch.mapv_inplace(|v| v * s + b);
+                }
+            }
+            x
+        }
+        Op::Relu => args[0].mapv(|v| v.max(0.0)),
+        Op::Relu6 => args[0].mapv(|v| v.clamp(0.0, 6.0)),
+        Op::Softmax => {
+            let mut x = args[0]
+                .view()
+                .into_dimensionality::<Ix2>()
+                .expect("shape checked at load")
+                .to_owned();
+            ops::softmax(&mut x);
+            x.into_dyn()
+        }
+        Op::Flatten => {
+            let n = args[0].shape()[0];
+            let rest: usize = args[0].shape()[1..].iter().product();
+            args[0]
+                .as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(IxDyn(&[n, rest]))
+                .expect("sizes match")
+        }
+        Op::MaxPool(p) => ops::pool2d(four(&args[0]), p, true).into_dyn(),
+        Op::AvgPool(p) => ops::pool2d(four(&args[0]), p, false).into_dyn(),
+        Op::GlobalAvgPool => ops::global_avg_pool(four(&args[0])).into_dyn(),
+        Op::Add => &args[0] + &args[1],
+        Op::Identity => args[0].to_owned(),
+    }
+}
+
+fn build_op<'a>(
+    loader: &Loader<'_, 'a>,
+    node: &Node,
+    ins: &[&Vec<usize>],
+) -> Result<(Op<'a>, Vec<usize>)> {
+    let fail = |what: String| Error::Model(format!("node {} ({}): {what}", node.name, node.op));
+    let arity = |n: usize| {
+        if ins.len() == n {
+            Ok(())
+        } else {
+            Err(fail(format!("takes {n} input(s), has {}", ins.len())))
+        }
+    };
+    let image = |s: &Vec<usize>| -> Result<(usize, usize, usize)> {
+        match s[..] {
+            [c, h, w] => Ok((c, h, w)),
+            _ => Err(fail(format!("needs a C×H×W input, got shape {s:?}"))),
+        }
+    };
+    let op = format::Op::parse(node)?;
+    arity(op.arity())?;
+    Ok(match op {
+        format::Op::Conv2d(conv) | format::Op::XnorConv2d(conv) => {
+            let (c, h, w) = image(ins[0])?;
+            let name = node
+                .weights
+                .first()
+                .ok_or_else(|| fail("needs a weight tensor".into()))?;
+            let (loaded, shape) = loader.weight(node, name)?;
+            let [cout, cg, kh, kw] = shape[..] else {
+                return Err(fail(format!(
+                    "weight {name:?} must be [out, in/groups, kh, kw], found {shape:?}"
+                )));
+            };
+            let groups = conv.groups;
+            if cg * groups != c || cout % groups != 0 {
+                return Err(fail(format!(
+                    "input has {c} channels, weight {name:?} {shape:?} with groups {groups} expects {}",
+                    cg * groups
+                )));
+            }
+            let params = Conv2dParams {
+                kernel: [kh, kw],
+                stride: conv.stride,
+                padding: conv.padding,
+                dilation: conv.dilation,
+                groups,
+            };
+            let (oh, ow) = params
+                .output_size(h, w)
+                .ok_or_else(|| fail(format!("a {kh}x{kw} kernel does not fit a {h}x{w} input")))?;
+            let bias = loader.bias(node, 1, cout)?;
+            let cols = cg * kh * kw;
+            let op = if matches!(op, format::Op::XnorConv2d(_)) {
+                if groups != 1 {
+                    return Err(fail(format!(
+                        "XNOR convolutions take groups 1, not {groups}"
+                    )));
+                }
+                Op::XnorConv {
+                    weight: loader.xnor_weight(loaded, cout, cols, Some(c)),
+                    bias,
+                    params,
+                }
+            } else {
+                match loaded {
+                    Loaded::Factored(Factored::Tucker(t)) if groups == 1 => Op::ConvChain {
+                        steps: tucker_steps(&t, params),
+                        bias,
+                    },
+                    loaded => {
+                        let mut weight = loader.weight_matrix(loaded, cout, cols);
+                        if groups == c && cout == c {
+                            // The depthwise kernel is direct; it takes its few weights dense.
+                            weight = weight.into_dense();
+                        }
+                        Op::Conv {
+                            weight,
+                            bias,
+                            params,
+                        }
+                    }
+                }
+            };
+            (op, vec![cout, oh, ow])
+        }
+        format::Op::Dense | format::Op::XnorDense => {
+            let [n] = ins[0][..] else {
+                return Err(fail(format!(
+                    "needs a flat input (add a flatten node), got shape {:?}",
+                    ins[0]
+                )));
+            };
+            let name = node
+                .weights
+                .first()
+                .ok_or_else(|| fail("needs a weight tensor".into()))?;
+            let (loaded, shape) = loader.weight(node, name)?;
+            let [out, inp] = shape[..] else {
+                return Err(fail(format!(
+                    "weight {name:?} must be [out, in], found {shape:?}"
+                )));
+            };
+            if inp != n {
+                return Err(fail(format!(
+                    "input has {n} features, weight {name:?} expects {inp}"
+                )));
+            }
+            let bias = loader.bias(node, 1, out)?;
+            let op = if op == format::Op::XnorDense {
+                Op::XnorDense {
+                    weight: loader.xnor_weight(loaded, out, inp, None),
+                    bias,
+                }
+            } else {
+                Op::Dense {
+                    weight: loader.weight_matrix(loaded, out, inp),
+                    bias,
+                }
+            };
+            (op, vec![out])
+        }
+        format::Op::BatchNorm { epsilon } => {
+            let c = ins[0]
+                .first()
+                .copied()
+                .ok_or_else(|| fail("needs an input with channels".into()))?;
+            if node.weights.len() != 4 {
+                return Err(fail("needs gamma, beta, mean and var".into()));
+            }
+            let mut t = Vec::new();
+            for name in &node.weights {
+                let (v, _) = loader.tensor(node, name)?;
+                if v.len() != c {
+                    return Err(fail(format!(
+                        "{name:?} has {} values for {c} channels",
+                        v.len()
+                    )));
+                }
+                t.push(v);
+            }
+            let eps = epsilon as f32;
+            let scale: Vec<f32> = t[0]
+                .iter()
+                .zip(t[3].iter())
+                .map(|(g, v)| g / (v + eps).sqrt())
+                .collect();
+            let shift: Vec<f32> = t[1]
+                .iter()
+                .zip(t[2].iter())
+                .zip(&scale)
+                .map(|((b, m), s)| b - m * s)
+                .collect();
+            (Op::BatchNorm { scale, shift }, ins[0].clone())
+        }
+        format::Op::Relu => (Op::Relu, ins[0].clone()),
+        format::Op::Relu6 => (Op::Relu6, ins[0].clone()),
+        format::Op::Softmax => {
+            if ins[0].len() != 1 {
+                return Err(fail(format!(
+                    "softmax takes a vector per image, got shape {:?}",
+                    ins[0]
+                )));
+            }
+            (Op::Softmax, ins[0].clone())
+        }
+        format::Op::Flatten => (Op::Flatten, vec![ins[0].iter().product()]),
+        format::Op::MaxPool2d(pool) | format::Op::AvgPool2d(pool) => {
+            let (c, h, w) = image(ins[0])?;
+            let kernel = pool.kernel;
+            let p = PoolParams {
+                kernel,
+                stride: pool.stride,
+                padding: pool.padding,
+            };
+            let (oh, ow) = p.output_size(h, w).ok_or_else(|| {
+                fail(format!(
+                    "a {}x{} window does not fit a {h}x{w} input",
+                    kernel[0], kernel[1]
+                ))
+            })?;
+            (
+                if matches!(op, format::Op::MaxPool2d(_)) {
+                    Op::MaxPool(p)
+                } else {
+                    Op::AvgPool(p)
+                },
+                vec![c, oh, ow],
+            )
+        }
+        format::Op::GlobalAvgPool => {
+            let (c, _, _) = image(ins[0])?;
+            (Op::GlobalAvgPool, vec![c])
+        }
+        format::Op::Add => {
+            if ins[0] != ins[1] {
+                return Err(fail(format!("adds shapes {:?} and {:?}", ins[0], ins[1])));
+            }
+            (Op::Add, ins[0].clone())
+        }
+    })
+}
+
+/// Fold each batch norm into the convolution or dense layer that feeds only it:
+/// `w' = w · γ/σ` per output channel, `b' = (b − μ) · γ/σ + β`.
+fn fold_batch_norms(layers: &mut [Layer<'_>]) {
+    let readers = |layers: &[Layer<'_>], j: usize| {
+        layers
+            .iter()
+            .filter(|l| l.inputs.contains(&Source::Node(j)))
+            .count()
+    };
+    for i in 0..layers.len() {
+        let (Op::BatchNorm { scale, shift }, [Source::Node(j)]) =
+            (&layers[i].op, &layers[i].inputs[..])
+        else {
+            continue;
+        };
+        let j = *j;
+        if readers(layers, j) != 1 {
+            continue;
+        }
+        let (scale, shift) = (scale.clone(), shift.clone());
+        let folded = match &mut layers[j].op {
+            Op::Conv { weight, bias, .. } | Op::Dense { weight, bias } => {
+                fold_into(weight, bias, &scale, &shift);
+                true
+            }
+            Op::ConvChain { steps, bias } => {
+                let last = steps.len() - 1;
+                fold_into(&mut steps[last].0, bias, &scale, &shift);
+                true
+            }
+            _ => false,
+        };
+        if folded {
+            layers[i].op = Op::Identity;
+        }
+    }
+}
+
+/// `w' = w · s` per output row, `b' = b · s + t`.
+fn fold_into(weight: &mut Matrix<'_>, bias: &mut Option<Vec<f32>>, scale: &[f32], shift: &[f32]) {
+    let b = bias.get_or_insert_with(|| vec![0.0; weight.rows()]);
+    for (r, bv) in b.iter_mut().enumerate() {
+        *bv = *bv * scale[r] + shift[r];
+    }
+    weight.scale_rows(scale);
+}
+
+/// Turn one preprocessed image `[C, H, W]` into a batch of one.
+pub fn batch_of_one(image: ndarray::Array3<f32>) -> Array4<f32> {
+    image.insert_axis(ndarray::Axis(0))
+}

@@ -1,0 +1,933 @@
+//! Operator kernels on NCHW `f32` tensors. Convolutions lower to im2col + GEMM (matrixmultiply,
+//! through ndarray), depthwise convolutions get a direct kernel, and weight matrices can be
+//! sparse (CSR), in which case the product walks only the surviving weights, or a product of
+//! factors (low-rank and Tucker layers), which is applied one thin factor at a time.
+
+use super::{kernels, parallel};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis, s};
+
+/// A weight matrix `[rows, cols]`: dense (borrowed from the mapped file when it was stored
+/// dense f32, else decoded once), or CSR when most of it is zero.
+#[derive(Debug, Clone)]
+pub enum Matrix<'a> {
+    Dense {
+        data: std::borrow::Cow<'a, [f32]>,
+        rows: usize,
+        cols: usize,
+    },
+    Sparse(Csr),
+    /// `W = F₀ · F₁ · …`: each factor multiplies in turn, so `W` itself is never formed.
+    Product(Vec<Matrix<'a>>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Csr {
+    pub rows: usize,
+    pub cols: usize,
+    pub row_ptr: Vec<usize>,
+    pub col: Vec<u32>,
+    pub val: Vec<f32>,
+}
+
+impl Csr {
+    /// Rows `first..first + count`, for the kernels.
+    fn block(&self, first: usize, count: usize) -> kernels::SparseRows<'_> {
+        kernels::SparseRows {
+            row_ptr: &self.row_ptr[first..first + count + 1],
+            col: &self.col,
+            val: &self.val,
+        }
+    }
+
+    pub fn from_dense(data: &[f32], rows: usize, cols: usize) -> Csr {
+        let mut row_ptr = Vec::with_capacity(rows + 1);
+        let (mut col, mut val) = (Vec::new(), Vec::new());
+        row_ptr.push(0);
+        for r in 0..rows {
+            for (c, &v) in data[r * cols..(r + 1) * cols].iter().enumerate() {
+                if v != 0.0 {
+                    col.push(c as u32);
+                    val.push(v);
+                }
+            }
+            row_ptr.push(col.len());
+        }
+        Csr {
+            rows,
+            cols,
+            row_ptr,
+            col,
+            val,
+        }
+    }
+}
+
+impl<'a> Matrix<'a> {
+    /// An owned dense matrix.
+    pub fn dense(data: Vec<f32>, rows: usize, cols: usize) -> Matrix<'a> {
+        Matrix::Dense {
+            data: std::borrow::Cow::Owned(data),
+            rows,
+            cols,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        match self {
+            Matrix::Dense { rows, .. } => *rows,
+            Matrix::Sparse(c) => c.rows,
+            Matrix::Product(f) => f[0].rows(),
+        }
+    }
+    pub fn cols(&self) -> usize {
+        match self {
+            Matrix::Dense { cols, .. } => *cols,
+            Matrix::Sparse(c) => c.cols,
+            Matrix::Product(f) => f[f.len() - 1].cols(),
+        }
+    }
+
+    /// Multiply-adds of `self · v` for one vector `v`.
+    pub fn work(&self) -> usize {
+        match self {
+            Matrix::Dense { rows, cols, .. } => rows * cols,
+            Matrix::Sparse(csr) => csr.val.len(),
+            Matrix::Product(factors) => factors.iter().map(Matrix::work).sum(),
+        }
+    }
+
+    pub fn is_sparse(&self) -> bool {
+        matches!(self, Matrix::Sparse(_))
+    }
+
+    /// Multiply row `r` by `scale[r]` (a batch norm folded into the layer).
+    pub fn scale_rows(&mut self, scale: &[f32]) {
+        match self {
+            Matrix::Dense { data, cols, .. } => {
+                let cols = *cols;
+                for (row, s) in data.to_mut().chunks_mut(cols.max(1)).zip(scale) {
+                    row.iter_mut().for_each(|v| *v *= s);
+                }
+            }
+            Matrix::Sparse(csr) => {
+                for (r, s) in scale.iter().enumerate().take(csr.rows) {
+                    let (a, b) = (csr.row_ptr[r], csr.row_ptr[r + 1]);
+                    csr.val[a..b].iter_mut().for_each(|v| *v *= s);
+                }
+            }
+            Matrix::Product(f) => f[0].scale_rows(scale),
+        }
+    }
+
+    /// The same matrix stored dense, for kernels that take only dense weights.
+    pub fn into_dense(self) -> Matrix<'a> {
+        let (rows, cols) = (self.rows(), self.cols());
+        match self {
+            Matrix::Dense { .. } => self,
+            Matrix::Sparse(csr) => {
+                let mut dense = vec![0.0; rows * cols];
+                for r in 0..rows {
+                    for k in csr.row_ptr[r]..csr.row_ptr[r + 1] {
+                        dense[r * cols + csr.col[k] as usize] = csr.val[k];
+                    }
+                }
+                Matrix::dense(dense, rows, cols)
+            }
+            Matrix::Product(_) => {
+                // Wᵀ = (I · Wᵀ): multiply the identity through the factors.
+                let eye = Array2::<f32>::eye(cols);
+                let wt = self.mul_transposed(eye.view());
+                let w = wt.reversed_axes().as_standard_layout().into_owned();
+                Matrix::dense(w.into_raw_vec_and_offset().0, rows, cols)
+            }
+        }
+    }
+
+    /// `self[row_start..row_end, :] · rhs` where `rhs` is `[cols, n]`; result `[row_end - row_start, n]`.
+    pub fn mul_rows(
+        &self,
+        row_start: usize,
+        row_end: usize,
+        rhs: ArrayView2<'_, f32>,
+    ) -> Array2<f32> {
+        let n = rhs.ncols();
+        match self {
+            // A right-hand side that fits in L2 goes through the register-blocked kernel, which
+            // beats a packed GEMM's overhead at the small sizes of compact CNNs. Larger
+            // products go to the blocked GEMM. Either way the output rows are split over the
+            // threads.
+            Matrix::Dense { data, cols, .. } if cols * n <= 1 << 16 && rhs.is_standard_layout() => {
+                let rhs = rhs.as_slice().expect("standard layout");
+                let mut out = Array2::<f32>::zeros((row_end - row_start, n));
+                let w = &data[row_start * cols..row_end * cols];
+                parallel::split_rows(
+                    out.as_slice_mut().expect("standard layout"),
+                    n,
+                    kernels::ROWS,
+                    cols * n,
+                    &|first, part| kernels::rows_times(part, &w[first * cols..], *cols, rhs, n),
+                );
+                out
+            }
+            Matrix::Dense { data, cols, .. } => {
+                let w = ArrayView2::from_shape(
+                    (row_end - row_start, *cols),
+                    &data[row_start * cols..row_end * cols],
+                )
+                .expect("shape checked at load");
+                let mut out = Array2::<f32>::zeros((row_end - row_start, n));
+                parallel::split(out.view_mut(), Axis(0), 8, cols * n, &|first, mut part| {
+                    let w = w.slice(s![first..first + part.nrows(), ..]);
+                    general_mat_mul(1.0, &w, &rhs, 0.0, &mut part);
+                });
+                out
+            }
+            Matrix::Product(factors) => {
+                // Right to left, so every intermediate is as thin as a factor's rank.
+                let (first, rest) = factors.split_first().expect("a product has factors");
+                let mut t: Option<Array2<f32>> = None;
+                for m in rest.iter().rev() {
+                    let input = t.as_ref().map_or(rhs.view(), |a| a.view());
+                    t = Some(m.mul_rows(0, m.rows(), input));
+                }
+                first.mul_rows(row_start, row_end, t.as_ref().map_or(rhs, |a| a.view()))
+            }
+            Matrix::Sparse(csr) => {
+                let mut out = Array2::<f32>::zeros((row_end - row_start, n));
+                let rhs = rhs.as_standard_layout();
+                let rhs = rhs.as_slice().expect("standard layout");
+                let work_per_row = csr.val.len() / csr.rows.max(1) * n;
+                parallel::split_rows(
+                    out.as_slice_mut().expect("standard layout"),
+                    n,
+                    1,
+                    work_per_row,
+                    &|first, part| {
+                        let w = csr.block(row_start + first, part.len() / n.max(1));
+                        kernels::sparse_rows_times(part, w, rhs, n)
+                    },
+                );
+                out
+            }
+        }
+    }
+
+    /// `x · selfᵀ` for `x` of shape `[n, cols]`: a fully connected layer.
+    pub fn mul_transposed(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+        match self {
+            Matrix::Dense { data, rows, cols } if x.nrows() <= 2 => {
+                // Matrix-vector products: one dot product per weight row, which a general
+                // GEMM with one row handles poorly.
+                let mut out = Array2::<f32>::zeros((x.nrows(), *rows));
+                for (xi, mut yi) in x.rows().into_iter().zip(out.rows_mut()) {
+                    let xs = xi.to_vec();
+                    let y = yi.as_slice_mut().expect("standard layout");
+                    parallel::split_rows(y, 1, 4, *cols, &|first, part| {
+                        kernels::matvec(part, &data[first * cols..], &xs)
+                    });
+                }
+                out
+            }
+            Matrix::Dense { data, rows, cols } => {
+                let w =
+                    ArrayView2::from_shape((*rows, *cols), data).expect("shape checked at load");
+                // Batches: the output's columns (the weight's rows) split over the threads.
+                let mut out = Array2::<f32>::zeros((x.nrows(), *rows));
+                let work = x.nrows() * cols;
+                parallel::split(out.view_mut(), Axis(1), 8, work, &|first, mut part| {
+                    let w = w.slice(s![first..first + part.ncols(), ..]);
+                    general_mat_mul(1.0, &x, &w.t(), 0.0, &mut part);
+                });
+                out
+            }
+            Matrix::Product(factors) => {
+                // x · (F₀ F₁ … Fₖ)ᵀ = x · Fₖᵀ · … · F₀ᵀ
+                let (last, rest) = factors.split_last().expect("a product has factors");
+                let mut y = last.mul_transposed(x);
+                for m in rest.iter().rev() {
+                    y = m.mul_transposed(y.view());
+                }
+                y
+            }
+            Matrix::Sparse(_) if x.nrows() >= 4 => {
+                // Batches: (W · Xᵀ)ᵀ, so the sparse kernel streams contiguous rows of Xᵀ.
+                let xt = x.t().as_standard_layout().into_owned();
+                self.mul_rows(0, self.rows(), xt.view())
+                    .reversed_axes()
+                    .as_standard_layout()
+                    .into_owned()
+            }
+            Matrix::Sparse(csr) => {
+                let mut out = Array2::<f32>::zeros((x.nrows(), csr.rows));
+                let work_per_row = csr.val.len() / csr.rows.max(1);
+                for (xi, mut yi) in x.rows().into_iter().zip(out.rows_mut()) {
+                    let xs = xi.to_vec();
+                    let y = yi.as_slice_mut().expect("standard layout");
+                    parallel::split_rows(y, 1, 1, work_per_row, &|first, part| {
+                        kernels::sparse_matvec(part, csr.block(first, part.len()), &xs)
+                    });
+                }
+                out
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// top, left, bottom, right
+    pub padding: [usize; 4],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+impl Conv2dParams {
+    pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let eff = |k: usize, d: usize| d * (k - 1) + 1;
+        let hp = h + self.padding[0] + self.padding[2];
+        let wp = w + self.padding[1] + self.padding[3];
+        let (kh, kw) = (
+            eff(self.kernel[0], self.dilation[0]),
+            eff(self.kernel[1], self.dilation[1]),
+        );
+        if hp < kh || wp < kw || self.stride[0] == 0 || self.stride[1] == 0 {
+            return None;
+        }
+        Some((
+            (hp - kh) / self.stride[0] + 1,
+            (wp - kw) / self.stride[1] + 1,
+        ))
+    }
+}
+
+/// The output positions `o` whose input `o * stride + offset` lies in `0..len`, as a range
+/// clipped to `0..out_len`.
+fn inside(offset: isize, stride: usize, len: usize, out_len: usize) -> std::ops::Range<usize> {
+    let start = if offset >= 0 {
+        0
+    } else {
+        offset.unsigned_abs().div_ceil(stride).min(out_len)
+    };
+    let end = if len as isize <= offset {
+        0
+    } else {
+        ((len as isize - offset) as usize)
+            .div_ceil(stride)
+            .min(out_len)
+    };
+    start..end.max(start)
+}
+
+/// im2col for one image and one group: `[cg * kh * kw, oh * ow]`. Per kernel offset it computes
+/// the output rows and columns that read inside the image, so padding is never tested in the
+/// loops, and copies whole runs when the stride is 1.
+fn im2col(
+    x: ArrayView4<'_, f32>,
+    n: usize,
+    c0: usize,
+    cg: usize,
+    p: &Conv2dParams,
+    oh: usize,
+    ow: usize,
+) -> Array2<f32> {
+    let (h, w) = (x.dim().2, x.dim().3);
+    let [kh, kw] = p.kernel;
+    let mut cols = Array2::<f32>::zeros((cg * kh * kw, oh * ow));
+    let image = x.slice(s![n, c0..c0 + cg, .., ..]);
+    let image = image.as_standard_layout();
+    let image = image.as_slice().expect("standard layout");
+    let out = cols.as_slice_mut().expect("standard layout");
+    let mut rows = out.chunks_exact_mut((oh * ow).max(1));
+    for plane in image.chunks_exact(h * w) {
+        for ky in 0..kh {
+            let off_y = (ky * p.dilation[0]) as isize - p.padding[0] as isize;
+            let oys = inside(off_y, p.stride[0], h, oh);
+            for kx in 0..kw {
+                let dst = rows.next().expect("one row per kernel offset");
+                let off_x = (kx * p.dilation[1]) as isize - p.padding[1] as isize;
+                let oxs = inside(off_x, p.stride[1], w, ow);
+                if oys.is_empty() || oxs.is_empty() {
+                    continue;
+                }
+                // The first input read, and the steps between output rows.
+                let iy = ((oys.start * p.stride[0]) as isize + off_y) as usize;
+                let ix = ((oxs.start * p.stride[1]) as isize + off_x) as usize;
+                copy_rows(
+                    &mut dst[oys.start * ow + oxs.start..],
+                    ow,
+                    &plane[iy * w + ix..],
+                    p.stride[0] * w,
+                    p.stride[1],
+                    oys.len(),
+                    oxs.len(),
+                );
+            }
+        }
+    }
+    cols
+}
+
+/// `count` runs of `len` values: run `r` reads `src[r * src_step + k * stride]` and writes
+/// `dst[r * dst_step + k]`. Compiled for AVX2 too, with the offsets advanced rather than
+/// recomputed: on LeNet-5's second convolution (4,000 runs of 8 values per image) the
+/// per-run bookkeeping, not the copying, was im2col's cost.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+fn copy_rows(
+    dst: &mut [f32],
+    dst_step: usize,
+    src: &[f32],
+    src_step: usize,
+    stride: usize,
+    count: usize,
+    len: usize,
+) {
+    for r in 0..count {
+        let d = &mut dst[r * dst_step..r * dst_step + len];
+        if stride == 1 {
+            let s = &src[r * src_step..r * src_step + len];
+            // Eight at a time, each a fixed-size copy that is inlined; a run-length
+            // `copy_from_slice` is a call to `memcpy` per run.
+            let (d8, d_rest) = d.as_chunks_mut::<8>();
+            let (s8, s_rest) = s.as_chunks::<8>();
+            for (d, s) in d8.iter_mut().zip(s8) {
+                *d = *s;
+            }
+            for (d, s) in d_rest.iter_mut().zip(s_rest) {
+                *d = *s;
+            }
+        } else {
+            let s = src[r * src_step..].iter().step_by(stride);
+            for (d, s) in d.iter_mut().zip(s) {
+                *d = *s;
+            }
+        }
+    }
+}
+
+/// 2-D convolution. `weight` is `[cout, cin / groups * kh * kw]`.
+pub fn conv2d(
+    x: ArrayView4<'_, f32>,
+    weight: &Matrix<'_>,
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+) -> Array4<f32> {
+    let (n, cin, h, w) = x.dim();
+    let cout = weight.rows();
+    let (oh, ow) = p.output_size(h, w).expect("checked at load");
+    let cg = cin / p.groups;
+    let og = cout / p.groups;
+    if p.groups == cin && cout == cin && !weight.is_sparse() {
+        return depthwise(x, weight, bias, p, oh, ow);
+    }
+    if n == 1 && p.groups == 1 {
+        // One image, one group: the product already has the output's layout.
+        let cols = im2col(x, 0, 0, cin, p, oh, ow);
+        let mut out = weight
+            .mul_rows(0, cout, cols.view())
+            .into_shape_with_order((1, cout, oh, ow))
+            .expect("sizes match");
+        if let Some(bias) = bias {
+            add_channel_bias(&mut out, bias);
+        }
+        return out;
+    }
+    let mut out = Array4::<f32>::zeros((n, cout, oh, ow));
+    for b in 0..n {
+        for g in 0..p.groups {
+            let cols = im2col(x, b, g * cg, cg, p, oh, ow);
+            let y = weight.mul_rows(g * og, (g + 1) * og, cols.view());
+            let mut dst = out.slice_mut(s![b, g * og..(g + 1) * og, .., ..]);
+            dst.assign(&y.into_shape_with_order((og, oh, ow)).expect("sizes match"));
+        }
+    }
+    if let Some(bias) = bias {
+        add_channel_bias(&mut out, bias);
+    }
+    out
+}
+
+/// Depthwise convolution (one filter per channel), computed directly: im2col would copy each
+/// input `kh × kw` times for a product with one row.
+fn depthwise(
+    x: ArrayView4<'_, f32>,
+    weight: &Matrix<'_>,
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    oh: usize,
+    ow: usize,
+) -> Array4<f32> {
+    let (n, c, h, w) = x.dim();
+    let [kh, kw] = p.kernel;
+    let Matrix::Dense { data, .. } = weight else {
+        unreachable!("dense only")
+    };
+    let mut out = Array4::<f32>::zeros((n, c, oh, ow));
+    for b in 0..n {
+        for ch in 0..c {
+            let plane = x.slice(s![b, ch, .., ..]);
+            let filt = &data[ch * kh * kw..(ch + 1) * kh * kw];
+            let bias = bias.map_or(0.0, |b| b[ch]);
+            let mut dst = out.slice_mut(s![b, ch, .., ..]);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = 0.0f32;
+                    for ky in 0..kh {
+                        let iy = (oy * p.stride[0] + ky * p.dilation[0]) as isize
+                            - p.padding[0] as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        for kx in 0..kw {
+                            let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
+                                - p.padding[1] as isize;
+                            if ix >= 0 && ix < w as isize {
+                                acc += filt[ky * kw + kx] * plane[[iy as usize, ix as usize]];
+                            }
+                        }
+                    }
+                    dst[[oy, ox]] = acc + bias;
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn add_channel_bias(x: &mut Array4<f32>, bias: &[f32]) {
+    let plane = x.dim().2 * x.dim().3;
+    let data = x.as_slice_mut().expect("standard layout");
+    for (i, chunk) in data.chunks_exact_mut(plane.max(1)).enumerate() {
+        let b = bias[i % bias.len()];
+        chunk.iter_mut().for_each(|v| *v += b);
+    }
+}
+
+/// Fully connected: `x [n, in] · Wᵀ + b`.
+pub fn dense(x: ArrayView2<'_, f32>, weight: &Matrix<'_>, bias: Option<&[f32]>) -> Array2<f32> {
+    let mut y = weight.mul_transposed(x);
+    if let Some(bias) = bias {
+        for mut row in y.rows_mut() {
+            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        }
+    }
+    y
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolParams {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 4],
+}
+
+impl PoolParams {
+    pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        Conv2dParams {
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            dilation: [1, 1],
+            groups: 1,
+        }
+        .output_size(h, w)
+    }
+}
+
+/// Max or average pooling. Padded positions never win a max and are left out of an average
+/// (spec §7).
+pub fn pool2d(x: ArrayView4<'_, f32>, p: &PoolParams, max: bool) -> Array4<f32> {
+    let (n, c, h, w) = x.dim();
+    let (oh, ow) = p.output_size(h, w).expect("checked at load");
+    let x = x.as_standard_layout();
+    let src = x.as_slice().expect("standard layout");
+    let mut out = Array4::<f32>::zeros((n, c, oh, ow));
+    let dst = out.as_slice_mut().expect("standard layout");
+    for (plane, out_plane) in src.chunks_exact(h * w).zip(dst.chunks_exact_mut(oh * ow)) {
+        if max {
+            pool_plane::<true>(plane, out_plane, (h, w), (oh, ow), p);
+        } else {
+            pool_plane::<false>(plane, out_plane, (h, w), (oh, ow), p);
+        }
+    }
+    out
+}
+
+/// One plane of max (`MAX`) or average pooling; a const parameter so each variant's inner
+/// loop has no branch on the kind.
+fn pool_plane<const MAX: bool>(
+    plane: &[f32],
+    out: &mut [f32],
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+    p: &PoolParams,
+) {
+    if p.kernel == [2, 2] && p.stride == [2, 2] && p.padding == [0; 4] {
+        // The CNNs' usual 2×2/2 pooling: every window is whole, so two input rows give one
+        // output row with no window arithmetic (the general loop below cost LeNet-5 a fifth
+        // of its batch-1 time). Same order of operations, so the same bits.
+        for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
+            let top = &plane[2 * oy * w..2 * oy * w + 2 * ow];
+            let bottom = &plane[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
+            for ((d, t), b) in out_row
+                .iter_mut()
+                .zip(top.chunks_exact(2))
+                .zip(bottom.chunks_exact(2))
+            {
+                *d = if MAX {
+                    t[0].max(t[1]).max(b[0]).max(b[1])
+                } else {
+                    (t[0] + t[1] + b[0] + b[1]) / 4.0
+                };
+            }
+        }
+        return;
+    }
+    let span = |o: usize, stride: usize, pad: usize, k: usize, len: usize| {
+        let a = (o * stride) as isize - pad as isize;
+        let lo = a.max(0) as usize;
+        let hi = ((a + k as isize).min(len as isize)).max(0) as usize;
+        (lo, hi.max(lo))
+    };
+    for oy in 0..oh {
+        let (ya, yb) = span(oy, p.stride[0], p.padding[0], p.kernel[0], h);
+        for ox in 0..ow {
+            let (xa, xb) = span(ox, p.stride[1], p.padding[1], p.kernel[1], w);
+            let count = (yb - ya) * (xb - xa);
+            let mut acc = if MAX { f32::NEG_INFINITY } else { 0.0 };
+            for y in ya..yb {
+                for &v in &plane[y * w + xa..y * w + xb] {
+                    acc = if MAX { acc.max(v) } else { acc + v };
+                }
+            }
+            out[oy * ow + ox] = match (count, MAX) {
+                (0, _) => 0.0,
+                (_, true) => acc,
+                (c, false) => acc / c as f32,
+            };
+        }
+    }
+}
+
+pub fn global_avg_pool(x: ArrayView4<'_, f32>) -> Array2<f32> {
+    let (n, c, h, w) = x.dim();
+    let mut out = Array2::<f32>::zeros((n, c));
+    for b in 0..n {
+        for ch in 0..c {
+            out[[b, ch]] = x.slice(s![b, ch, .., ..]).sum() / (h * w).max(1) as f32;
+        }
+    }
+    out
+}
+
+/// Softmax over the last axis of `[n, k]`.
+pub fn softmax(x: &mut Array2<f32>) {
+    for mut row in x.axis_iter_mut(Axis(0)) {
+        let m = row.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        row.mapv_inplace(|v| (v - m).exp());
+        let s = row.sum();
+        row.mapv_inplace(|v| v / s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array;
+
+    use cxrm_format::testing::uniform as rand;
+
+    /// The definition of a grouped, strided, padded, dilated convolution, loop by loop.
+    fn conv_reference(
+        x: &Array4<f32>,
+        w: &[f32],
+        bias: &[f32],
+        cout: usize,
+        p: &Conv2dParams,
+    ) -> Array4<f32> {
+        let (n, cin, h, wd) = x.dim();
+        let (oh, ow) = p.output_size(h, wd).unwrap();
+        let [kh, kw] = p.kernel;
+        let cg = cin / p.groups;
+        let og = cout / p.groups;
+        let mut out = Array4::<f32>::zeros((n, cout, oh, ow));
+        for b in 0..n {
+            for o in 0..cout {
+                let g = o / og;
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = bias[o] as f64;
+                        for c in 0..cg {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (oy * p.stride[0] + ky * p.dilation[0]) as isize
+                                        - p.padding[0] as isize;
+                                    let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
+                                        - p.padding[1] as isize;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd
+                                    {
+                                        let wv = w[((o * cg + c) * kh + ky) * kw + kx];
+                                        acc += (wv * x[[b, g * cg + c, iy as usize, ix as usize]])
+                                            as f64;
+                                    }
+                                }
+                            }
+                        }
+                        out[[b, o, oy, ox]] = acc as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * (1.0 + y.abs()),
+                "element {i}: {x} vs {y}"
+            );
+        }
+    }
+
+    #[test]
+    fn conv2d_matches_the_reference_for_every_parameter_kind() {
+        let cases = [
+            (1, 3, 8, 9, 4, [3, 3], [1, 1], [0, 0, 0, 0], [1, 1], 1),
+            (2, 4, 7, 7, 6, [3, 2], [2, 1], [1, 0, 2, 1], [1, 1], 2),
+            (1, 2, 9, 9, 2, [3, 3], [1, 2], [2, 2, 2, 2], [2, 2], 1),
+            (2, 5, 6, 6, 5, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 5), // depthwise
+            // Ten output rows and 100 columns: register blocks of 4 × 16 plus leftover rows
+            // and columns.
+            (1, 3, 12, 12, 10, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+        ];
+        for (n, cin, h, w, cout, kernel, stride, padding, dilation, groups) in cases {
+            let p = Conv2dParams {
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+            };
+            let x = Array::from_shape_vec((n, cin, h, w), rand(n * cin * h * w, 1)).unwrap();
+            let k = cin / groups * kernel[0] * kernel[1];
+            let mut wv = rand(cout * k, 2);
+            let bias = rand(cout, 3);
+            let want = conv_reference(&x, &wv, &bias, cout, &p);
+            let dense = Matrix::Dense {
+                data: wv.clone().into(),
+                rows: cout,
+                cols: k,
+            };
+            close(
+                conv2d(x.view(), &dense, Some(&bias), &p)
+                    .as_slice()
+                    .unwrap(),
+                want.as_slice().unwrap(),
+                1e-5,
+            );
+            // Sparse weights: same answer through the CSR kernel.
+            for (i, v) in wv.iter_mut().enumerate() {
+                if i % 3 != 0 {
+                    *v = 0.0;
+                }
+            }
+            let want = conv_reference(&x, &wv, &bias, cout, &p);
+            let sparse = Matrix::Sparse(Csr::from_dense(&wv, cout, k));
+            close(
+                conv2d(x.view(), &sparse, Some(&bias), &p)
+                    .as_slice()
+                    .unwrap(),
+                want.as_slice().unwrap(),
+                1e-5,
+            );
+        }
+    }
+
+    #[test]
+    fn dense_dense_and_sparse_match_the_reference() {
+        // Batches of 3 and 6 take the two sparse paths (per row, and via Xᵀ).
+        for n in [3, 6] {
+            dense_case(n);
+        }
+    }
+
+    fn dense_case(n: usize) {
+        let (i, o) = (17, 5);
+        let x = Array2::from_shape_vec((n, i), rand(n * i, 4)).unwrap();
+        let mut w = rand(o * i, 5);
+        w.iter_mut().step_by(2).for_each(|v| *v = 0.0);
+        let b = rand(o, 6);
+        let mut want = Array2::<f32>::zeros((n, o));
+        for r in 0..n {
+            for c in 0..o {
+                want[[r, c]] = b[c] + (0..i).map(|k| x[[r, k]] * w[c * i + k]).sum::<f32>();
+            }
+        }
+        for m in [
+            Matrix::Dense {
+                data: w.clone().into(),
+                rows: o,
+                cols: i,
+            },
+            Matrix::Sparse(Csr::from_dense(&w, o, i)),
+        ] {
+            close(
+                dense(x.view(), &m, Some(&b)).as_slice().unwrap(),
+                want.as_slice().unwrap(),
+                1e-5,
+            );
+        }
+    }
+
+    #[test]
+    fn every_kernel_gives_the_same_bits_on_one_thread_and_two() {
+        // Sizes well past the split threshold, so the two-thread runs do split; rows that are
+        // not a multiple of any block, and a batch for each product path.
+        let (rows, cols) = (70, 2100);
+        let mut w = rand(rows * cols, 21);
+        let dense = Matrix::Dense {
+            data: w.clone().into(),
+            rows,
+            cols,
+        };
+        w.iter_mut()
+            .enumerate()
+            .filter(|(i, _)| i % 5 != 0)
+            .for_each(|(_, v)| *v = 0.0);
+        let sparse = Matrix::Sparse(Csr::from_dense(&w, rows, cols));
+        let run = |threads: usize, f: &(dyn Fn() -> Vec<Array2<f32>> + Sync)| {
+            super::super::parallel::Threads::new(threads).run(usize::MAX, f)
+        };
+        for n in [1, 2, 5, 40] {
+            let x = Array2::from_shape_vec((n, cols), rand(n * cols, 22)).unwrap();
+            let xt = x.t().as_standard_layout().into_owned();
+            // 40 columns take the blocked GEMM in mul_rows; fewer the register-blocked kernel.
+            let products = || {
+                [&dense, &sparse]
+                    .iter()
+                    .flat_map(|m| [m.mul_transposed(x.view()), m.mul_rows(0, rows, xt.view())])
+                    .collect::<Vec<_>>()
+            };
+            let one = run(1, &products);
+            let two = run(2, &products);
+            for (a, b) in one.iter().zip(&two) {
+                let bits = |m: &Array2<f32>| m.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(a), bits(b), "batch {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_product_of_factors_multiplies_like_its_matrix() {
+        // W = A · B · C (5×3 · 3×2 · 2×7), against W formed explicitly.
+        let (a, b, c) = (rand(15, 11), rand(6, 12), rand(14, 13));
+        let mut w = vec![0.0f32; 35];
+        for r in 0..5 {
+            for k in 0..7 {
+                for j in 0..3 {
+                    for l in 0..2 {
+                        w[r * 7 + k] += a[r * 3 + j] * b[j * 2 + l] * c[l * 7 + k];
+                    }
+                }
+            }
+        }
+        let product = Matrix::Product(vec![
+            Matrix::dense(a, 5, 3),
+            Matrix::dense(b, 3, 2),
+            Matrix::dense(c, 2, 7),
+        ]);
+        let full = Matrix::dense(w.clone(), 5, 7);
+        assert_eq!((product.rows(), product.cols()), (5, 7));
+        for n in [1, 3, 40] {
+            let x = Array2::from_shape_vec((n, 7), rand(7 * n, 14)).unwrap();
+            close(
+                product.mul_transposed(x.view()).as_slice().unwrap(),
+                full.mul_transposed(x.view()).as_slice().unwrap(),
+                1e-5,
+            );
+            let rhs = x.t().as_standard_layout().into_owned();
+            close(
+                product.mul_rows(1, 4, rhs.view()).as_slice().unwrap(),
+                full.mul_rows(1, 4, rhs.view()).as_slice().unwrap(),
+                1e-5,
+            );
+        }
+        let Matrix::Dense { data, .. } = product.clone().into_dense() else {
+            panic!("dense")
+        };
+        close(&data, &w, 1e-5);
+        let mut scaled = product;
+        scaled.scale_rows(&[1.0, 2.0, 0.0, -1.0, 0.5]);
+        let Matrix::Dense { data, .. } = scaled.into_dense() else {
+            panic!("dense")
+        };
+        close(
+            &data[7..14],
+            &w[7..14].iter().map(|v| 2.0 * v).collect::<Vec<_>>(),
+            1e-5,
+        );
+        assert!(data[14..21].iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn pooling_matches_the_reference() {
+        let x = Array::from_shape_vec((1, 2, 5, 5), rand(50, 7)).unwrap();
+        let p = PoolParams {
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0, 1, 1],
+        };
+        let mx = pool2d(x.view(), &p, true);
+        let av = pool2d(x.view(), &p, false);
+        assert_eq!(mx.dim(), (1, 2, 3, 3));
+        for c in 0..2 {
+            for oy in 0..3 {
+                for ox in 0..3 {
+                    let vals: Vec<f32> = (oy * 2..(oy * 2 + 2).min(5))
+                        .flat_map(|y| (ox * 2..(ox * 2 + 2).min(5)).map(move |xx| (y, xx)))
+                        .map(|(y, xx)| x[[0, c, y, xx]])
+                        .collect();
+                    assert_eq!(
+                        mx[[0, c, oy, ox]],
+                        vals.iter().cloned().fold(f32::MIN, f32::max)
+                    );
+                    assert!(
+                        (av[[0, c, oy, ox]] - vals.iter().sum::<f32>() / vals.len() as f32).abs()
+                            < 1e-6
+                    );
+                }
+            }
+        }
+        // Unpadded 2×2/2 pooling (its own fast path) on odd sizes: the last row and column are
+        // dropped, every window is whole.
+        let x7 = Array::from_shape_vec((2, 1, 7, 5), rand(70, 8)).unwrap();
+        let unpadded = PoolParams {
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0; 4],
+        };
+        let (mx, av) = (
+            pool2d(x7.view(), &unpadded, true),
+            pool2d(x7.view(), &unpadded, false),
+        );
+        assert_eq!(mx.dim(), (2, 1, 3, 2));
+        for ((b, _, oy, ox), &m) in mx.indexed_iter() {
+            let vals = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                .map(|(dy, dx)| x7[[b, 0, 2 * oy + dy, 2 * ox + dx]]);
+            assert_eq!(m, vals.iter().cloned().fold(f32::MIN, f32::max));
+            assert_eq!(
+                av[[b, 0, oy, ox]],
+                (vals[0] + vals[1] + vals[2] + vals[3]) / 4.0
+            );
+        }
+        let g = global_avg_pool(x.view());
+        assert!((g[[0, 1]] - x.slice(s![0, 1, .., ..]).sum() / 25.0).abs() < 1e-6);
+        let mut l = Array2::from_shape_vec((1, 3), vec![1.0, 2.0, 3.0]).unwrap();
+        softmax(&mut l);
+        assert!((l.sum() - 1.0).abs() < 1e-6 && l[[0, 2]] > l[[0, 1]]);
+    }
+}
