@@ -133,14 +133,10 @@ enum Form {
 
 /// Uniform in [-scale, scale) from a 64-bit LCG (deterministic, no RNG crate).
 fn uniform(state: &mut u64, n: usize, scale: f32) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            *state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((*state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
+    let mut rng = cxrm::format::lcg::Lcg(*state);
+    let values = (0..n).map(|_| (rng.unit() * 2.0 - 1.0) * scale).collect();
+    *state = rng.0;
+    values
 }
 
 /// A small VGG on 1×28×28 inputs with random weights; conv2, conv3 and fc1 in `form`.

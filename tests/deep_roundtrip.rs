@@ -5,7 +5,7 @@
 use cxrm::compress::methods::deep_compression::store::{
     self as deep, Prepared, StreamMode, TensorPlan,
 };
-use cxrm::format::container::cursor::Cursor;
+use cxrm::format::cursor::Cursor;
 use cxrm::format::encoding::codebook::Init;
 use cxrm::format::encoding::sparse::Layout;
 use cxrm::format::encoding::stream::{self, Coding};
@@ -130,15 +130,8 @@ proptest! {
 #[test]
 fn a_tensor_of_more_than_2_pow_24_elements() {
     let n = (1usize << 24) + 3;
-    let mut x = 99u64;
-    let mut values: Vec<f32> = (0..n)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
-        })
-        .collect();
+    let mut rng = cxrm::format::lcg::Lcg(99);
+    let mut values: Vec<f32> = (0..n).map(|_| rng.centred() * 0.1).collect();
     cxrm::compress::methods::deep_compression::prune::prune_layer(&mut values, 0.9);
     let shape = [n as u64];
     let plan = TensorPlan {

@@ -3,6 +3,7 @@
 //! logits of their decoded-dense twins; bad models fail with clear errors.
 
 mod common;
+use common::FixtureWeights;
 
 use cxrm::runtime::{InputSpec, Model, RuntimeOptions, preprocess};
 use cxrm::{Cxrm, DType, Graph, Node, Value, Writer};

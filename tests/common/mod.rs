@@ -17,19 +17,16 @@ pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
-/// Deterministic pseudo-random numbers (a 64-bit LCG), so fixtures never depend on a crate's RNG.
-pub struct Lcg(pub u64);
-impl Lcg {
-    /// 31 random bits (the state's high bits; the low ones of an LCG are poor).
-    pub fn next_u32(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) as u32
-    }
+/// Deterministic pseudo-random numbers, so fixtures never depend on a crate's RNG.
+pub use cxrm::format::lcg::Lcg;
+
+/// Fixture weights from the project's LCG.
+pub trait FixtureWeights {
+    fn weight(&mut self, scale: f32) -> f32;
+}
+impl FixtureWeights for Lcg {
     /// Uniform in [-scale, scale), rounded to a multiple of 2^-12 so it is exact in f32 and f16.
-    pub fn weight(&mut self, scale: f32) -> f32 {
+    fn weight(&mut self, scale: f32) -> f32 {
         // 24 of the 31 bits: shifting by 8 once left 23, so every weight came out negative and
         // the random LeNet-5 fixtures' ReLUs passed nothing (their logits were fc3's bias).
         let u = (self.next_u32() >> 7) as f32 / (1u32 << 24) as f32;

@@ -25,9 +25,9 @@ pub fn open_and_verify(data: &[u8]) -> bool {
     }
 }
 
-use crate::container::limits::Limits;
 use crate::dtype::DType;
 use crate::encoding::{self, DecodeContext, Stage, StageId};
+use crate::limits::Limits;
 
 /// Fuzz input → one symbol stream: `[width, count lo, count hi, stream...]`, Huffman allowed.
 pub fn symbol_stream(data: &[u8]) {
@@ -35,7 +35,7 @@ pub fn symbol_stream(data: &[u8]) {
         return;
     };
     let count = u16::from_le_bytes([*lo, *hi]) as u64;
-    let mut c = crate::container::cursor::Cursor::new(rest, 0);
+    let mut c = crate::cursor::Cursor::new(rest, 0);
     let _ = encoding::stream::read(&mut c, "fuzz", *width, count, true);
 }
 

@@ -1,7 +1,8 @@
-//! JSON views of metadata values and graphs: what `inspect --json` prints and what
-//! `pack --graph` reads. Kept apart from the container so the reader needs no JSON crate.
+//! JSON views of metadata values, graphs and file summaries: what `inspect --json` prints and
+//! what `pack --graph` reads. Kept apart from the container so the reader needs no JSON crate.
 
 use crate::container::graph::{Graph, Node};
+use crate::container::summary::Summary;
 use crate::container::value::{Map, Value, ValueType};
 use crate::error::{Error, Result};
 use serde_json::{Map as JsonMap, Value as Json, json};
@@ -24,6 +25,73 @@ pub fn map_to_json(map: &Map) -> Json {
             .map(|(k, v)| (k.clone(), value_to_json(v)))
             .collect(),
     )
+}
+
+/// The document `cxrm inspect --json` prints for the file at `file` (fields documented in
+/// README.md).
+pub fn summary_to_json(s: &Summary, file: &str) -> Json {
+    let tensors: Vec<Json> = s
+        .tensors
+        .iter()
+        .map(|t| {
+            let streams: Vec<Json> = t
+                .streams
+                .iter()
+                .map(|s| {
+                    json!({
+                        "name": s.name,
+                        "coding": s.coding.name(),
+                        "width": s.width,
+                        "symbols": s.count,
+                        "bytes": s.data_bytes,
+                        "entropy": s.entropy,
+                        "bits_per_symbol": s.bits_per_symbol,
+                        "code_bits_per_symbol": s.code_bits_per_symbol,
+                    })
+                })
+                .collect();
+            json!({
+                "name": t.name,
+                "shape": t.shape,
+                "dtype": t.dtype.name(),
+                "encoding": t.encoding,
+                "stored_bytes": t.stored_bytes,
+                "bits_per_weight": t.bits_per_weight,
+                "ratio": t.ratio,
+                "offset": t.offset,
+                "sparsity": t.sparsity,
+                "codebook_bits": t.codebook_bits,
+                "ranks": (!t.ranks.is_empty()).then_some(&t.ranks),
+                "streams": streams,
+                "decode_error": t.decode_error,
+            })
+        })
+        .collect();
+    let sections: Vec<Json> = s
+        .sections
+        .iter()
+        .map(|s| json!({"kind": s.kind, "name": s.name, "required": s.required, "bytes": s.bytes}))
+        .collect();
+    let totals = &s.totals;
+    json!({
+        "file": file,
+        "file_bytes": s.file_bytes,
+        "version": s.version(),
+        "must_understand": s.must_understand,
+        "missing_encodings": s.missing_encodings,
+        "sections": sections,
+        "metadata": map_to_json(&s.metadata),
+        "graph": s.graph.as_ref().map(graph_to_json),
+        "tensors": tensors,
+        "totals": {
+            "tensors": totals.tensors,
+            "params": totals.params,
+            "stored_bytes": totals.stored_bytes,
+            "f32_bytes": totals.f32_bytes,
+            "ratio": totals.ratio,
+            "file_ratio": totals.file_ratio,
+        },
+    })
 }
 
 /// JSON to a typed value. Arrays must be homogeneous; ints mixed with floats become floats.

@@ -18,21 +18,24 @@
 //! ```
 
 pub mod container;
+pub mod cursor;
 pub mod dtype;
 pub mod encoding;
 pub mod error;
 pub mod fuzzing;
 #[cfg(feature = "json")]
 pub mod json;
+pub mod lcg;
+pub mod limits;
 #[doc(hidden)]
 pub mod testing;
 pub mod text;
 
 pub use container::graph::{Graph, Node};
-pub use container::limits::Limits;
 pub use container::op::Op;
 pub use container::reader::{Cxrm, Element, Mapped, ReadOptions, TensorData, VerifyReport};
 pub use container::value::{Map, Value, ValueType};
 pub use container::writer::Writer;
 pub use dtype::DType;
 pub use error::{Error, ErrorCode, FormatError, Result};
+pub use limits::Limits;

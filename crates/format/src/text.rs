@@ -17,6 +17,11 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// A path as [`escape`] shows text: a hostile file name cannot reach the terminal raw.
+pub fn escape_path(path: &std::path::Path) -> String {
+    escape(&path.to_string_lossy())
+}
+
 /// Show raw bytes as an escaped ASCII string, e.g. for a wrong magic number.
 pub fn escape_bytes(bytes: &[u8]) -> String {
     let mut out = String::from("\"");

@@ -4,8 +4,8 @@
 //! Both read the weights in place (row-major, as the file stores them) and are compiled twice
 //! by multiversion: for AVX2+FMA (or NEON) and for the portable baseline, chosen once at run
 //! time. Where the selected target has fused multiply-add the products are fused: LLVM never
-//! contracts `a * b + c` by itself, and the separate multiply and add held LeNet-5's second
-//! convolution at half the core's FMA rate. Without FMA they stay a multiply and an add, since
+//! contracts `a * b + c` by itself, and a separate multiply and add halves the rate of a
+//! latency-bound accumulation. Without FMA they stay a multiply and an add, since
 //! a software `fma` would be slower than the whole layer.
 
 use multiversion::{multiversion, target::selected_target};

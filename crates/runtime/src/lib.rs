@@ -1,12 +1,14 @@
 //! cxrm-runtime: run a compressed model straight from its mapped `.cxrm` file.
 //!
 //! [`model`] loads a file's graph and weights (keeping each tensor in the form its encoding
-//! gives: CSR rows, factors, sign bits) and runs forward passes; [`kernels`], [`ops`],
+//! gives: CSR rows, factors, sign bits) and runs forward passes, which [`classify`] turns
+//! into ranked labels; [`kernels`], [`ops`],
 //! [`xnor`] and [`parallel`] are what it runs on. [`preprocess`] turns images into the input
 //! the file's metadata describes, and [`data`] loads labelled data sets to evaluate on.
 //! This crate depends on `cxrm-format` only, never on a training framework.
 
 pub mod batch;
+pub mod classify;
 pub mod data;
 pub mod fuzzing;
 pub mod kernels;
@@ -18,6 +20,7 @@ pub mod parallel;
 pub mod preprocess;
 pub mod xnor;
 
+pub use classify::{Classification, Ranked};
 pub use cxrm_format::{Error, Result};
 pub use model::{InputSpec, LayerInfo, Model, RuntimeOptions};
 pub use ndarray;

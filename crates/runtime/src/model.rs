@@ -28,7 +28,9 @@ pub struct RuntimeOptions {
     /// Run weights whose density (fraction of nonzeros) is at most this through sparse kernels;
     /// 0 disables sparse kernels.
     pub sparse_below_density: f64,
-    /// Check each weight's CRC-32 as it is loaded.
+    /// Check the CRC-32 of weights stored plain dense, which are otherwise borrowed from the
+    /// map without a pass over them. Encoded weights are always checked, once, as they are
+    /// decoded: decoding reads every byte anyway.
     pub check_crc: bool,
     /// Threads a forward pass may use: 0 for one per core, 1 for the calling thread only.
     /// Results are the same for every count.
@@ -265,7 +267,7 @@ impl<'a> Loader<'_, 'a> {
                 node.name
             ))
         })?;
-        if self.options.check_crc {
+        if self.options.check_crc && record.is_plain_dense() {
             self.file.check_crc(record)?;
         }
         let shape: Vec<usize> = record.shape.iter().map(|&d| d as usize).collect();

@@ -1,10 +1,9 @@
 //! The runtime's threads: one layer's output split over the cores, for latency at batch 1.
 //!
 //! A model runs its forward pass inside its own rayon pool ([`Threads`]). While the pass runs,
-//! every other worker of the pool waits for work by spinning, not sleeping: handing a piece
-//! of a 40 µs convolution to a sleeping thread costs more than the piece (measured on LeNet-5:
-//! plain `rayon::join` split gave no gain at batch 1; with the other worker spinning the
-//! forward pass took 0.78 of the single-threaded time). Splits are by whole output rows, and
+//! every other worker of the pool waits for work by spinning, not sleeping: waking a sleeping
+//! thread costs more than a piece of a small convolution is worth (docs/performance.md has
+//! the measurements). Splits are by whole output rows, and
 //! each row is computed by the same code whatever the split, so results do not depend on the
 //! number of threads.
 
@@ -17,9 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 const MIN_WORK_PER_PART: usize = 1 << 16;
 
 /// A forward pass with fewer multiply-adds than this runs on the calling thread: entering the
-/// pool and waking its workers costs about 10 µs, more than splitting saves on a small model
-/// (the LeNet-5 fixture, 0.4M multiply-adds: 50 µs on two threads, 41 µs on one; the Caffe
-/// LeNet-5, 2.3M: 87-104 µs on two, 123-134 µs on one).
+/// pool and waking its workers costs more than splitting saves on a small model (the LeNet-5
+/// fixture, 0.4M multiply-adds, runs faster on one thread; the Caffe LeNet-5, 2.3M, on two).
 pub const MIN_WORK_FOR_THREADS: usize = 1 << 20;
 
 /// A model's worker threads, started on its first forward pass that can use them.

@@ -42,8 +42,8 @@ impl BitRows {
         let words = b.cols.div_ceil(64);
         let mut bits = vec![0u64; b.rows * words];
         for r in 0..b.rows {
-            for (k, sign) in b.row_signs(r).iter().enumerate() {
-                if *sign {
+            for (k, sign) in b.row_signs(r).enumerate() {
+                if sign {
                     let k = column(k);
                     bits[r * words + k / 64] |= 1 << (k % 64);
                 }

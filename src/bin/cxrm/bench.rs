@@ -64,15 +64,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let file = mapped.parse()?;
     let model = Model::load_with(&file, options)?;
     let s = &model.input;
-    let mut seed = 12345u64;
-    let mut input = |n: usize| {
-        Array4::from_shape_fn((n, s.channels, s.height, s.width), |_| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-    };
+    let mut rng = cxrm::format::lcg::Lcg(12345);
+    let mut input =
+        |n: usize| Array4::from_shape_fn((n, s.channels, s.height, s.width), |_| rng.centred());
     let one = input(1);
     for _ in 0..10 {
         model.forward(one.view())?;

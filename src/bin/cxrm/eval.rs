@@ -36,20 +36,12 @@ pub struct Args {
     runtime: crate::RuntimeArgs,
 }
 
-pub fn class_names(model: &Model<'_>) -> Vec<String> {
-    if model.classes.is_empty() {
-        (0..model.num_classes()).map(|i| i.to_string()).collect()
-    } else {
-        model.classes.clone()
-    }
-}
-
 /// Load `--data` as the model needs it.
 pub fn load_data(spec: &str, model: &Model<'_>) -> Result<Dataset, Failure> {
     let source = data::Source::parse(spec)?;
     Ok(match source.layout {
         data::Layout::Idx if source.is_named() => source.idx_test(source.idx_classes())?,
-        data::Layout::Idx => source.idx_test(class_names(model))?,
+        data::Layout::Idx => source.idx_test(model.class_names())?,
         data::Layout::Folders => {
             data::folder::load(&data::folder::eval_split(&source.dir), &model.input)?
         }

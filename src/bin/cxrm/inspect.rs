@@ -1,10 +1,7 @@
 use crate::Failure;
-use cxrm::format::container::table::TensorRecord;
-use cxrm::format::encoding::StageId;
-use cxrm::format::encoding::stream::StreamStats;
+use cxrm::format::container::summary::Summary;
 use cxrm::format::text::escape;
-use cxrm::{Cxrm, ReadOptions, Value};
-use serde_json::json;
+use cxrm::{ReadOptions, Value};
 use std::path::PathBuf;
 
 /// Show a file's header, metadata, graph and per-tensor storage.
@@ -32,179 +29,16 @@ pub fn run(args: Args) -> Result<(), Failure> {
         allow_unknown_encodings: true,
         ..Default::default()
     };
-    let file = mapped.parse_with(&options)?;
-    let metadata = file.metadata()?;
-    let graph = file.graph()?;
-    let details = details(&file);
+    let summary = mapped.parse_with(&options)?.summary()?;
+    let file = args.file.display().to_string();
     if args.json {
-        print_json(&args, &file, &metadata, graph.as_ref(), &details);
+        let doc = cxrm::format::json::summary_to_json(&summary, &file);
+        let text = serde_json::to_string_pretty(&doc).expect("JSON values serialise");
+        println!("{text}");
     } else {
-        print_text(&args, &file, &metadata, graph.as_ref(), &details);
+        print_text(&file, &summary);
     }
     Ok(())
-}
-
-/// What decoding an encoded tensor's streams (or factors) shows.
-struct Detail {
-    sparsity: Option<f64>,
-    bits: Option<u8>,
-    streams: Vec<StreamStats>,
-    /// `[r]` for lowrank, `[r_out, r_in]` for tucker.
-    ranks: Vec<usize>,
-    error: Option<String>,
-}
-
-impl Detail {
-    /// A tensor whose decoding failed: only the error to show.
-    fn failed(e: cxrm::Error) -> Detail {
-        Detail {
-            sparsity: None,
-            bits: None,
-            streams: Vec::new(),
-            ranks: Vec::new(),
-            error: Some(e.to_string()),
-        }
-    }
-}
-
-/// Details for sparse, codebook and factored tensors; `None` for the rest (nothing to look
-/// inside).
-fn details(file: &Cxrm<'_>) -> Vec<Option<Detail>> {
-    file.tensors()
-        .iter()
-        .map(|t| {
-            let repr = t.stages[0].id()?;
-            if !repr.implemented() {
-                return None;
-            }
-            if matches!(repr, StageId::LowRank | StageId::Tucker | StageId::Binary) {
-                use cxrm::format::encoding::Factored;
-                return Some(match file.read_factored(t) {
-                    Ok(f) => Detail {
-                        sparsity: None,
-                        bits: None,
-                        streams: Vec::new(),
-                        ranks: match f {
-                            Some(Factored::LowRank(l)) => vec![l.rank],
-                            Some(Factored::Tucker(t)) => vec![t.rank_out, t.rank_in],
-                            _ => Vec::new(),
-                        },
-                        error: None,
-                    },
-                    Err(e) => Detail::failed(e),
-                });
-            }
-            if !matches!(repr, StageId::Sparse | StageId::Codebook) {
-                return None;
-            }
-            Some(match file.decode_detailed(t) {
-                Ok(d) => Detail {
-                    sparsity: d.nnz.map(|nnz| {
-                        if t.elements == 0 {
-                            0.0
-                        } else {
-                            1.0 - nnz as f64 / t.elements as f64
-                        }
-                    }),
-                    bits: d.codebook.map(|c| c.bits),
-                    streams: d.stream_stats(),
-                    ranks: Vec::new(),
-                    error: None,
-                },
-                Err(e) => Detail::failed(e),
-            })
-        })
-        .collect()
-}
-
-struct Totals {
-    params: u64,
-    stored: u64,
-}
-
-fn totals(file: &Cxrm<'_>) -> Totals {
-    Totals {
-        params: file.tensors().iter().map(|t| t.elements).sum(),
-        stored: file.tensors().iter().map(|t| t.extent.length).sum(),
-    }
-}
-
-fn ratio(params: u64, stored: u64) -> Option<f64> {
-    (stored > 0).then(|| params as f64 * 4.0 / stored as f64)
-}
-
-fn print_json(
-    args: &Args,
-    file: &Cxrm<'_>,
-    metadata: &cxrm::Map,
-    graph: Option<&cxrm::Graph>,
-    details: &[Option<Detail>],
-) {
-    let h = file.header();
-    let tensors: Vec<_> = file
-        .tensors()
-        .iter()
-        .zip(details)
-        .map(|(t, d)| {
-            let streams: Vec<_> = d
-                .iter()
-                .flat_map(|d| &d.streams)
-                .map(|s| {
-                    json!({
-                        "name": s.name,
-                        "coding": s.coding.name(),
-                        "width": s.width,
-                        "symbols": s.count,
-                        "bytes": s.data_bytes,
-                        "entropy": s.entropy,
-                        "bits_per_symbol": s.bits_per_symbol,
-                        "code_bits_per_symbol": s.code_bits_per_symbol,
-                    })
-                })
-                .collect();
-            json!({
-                "name": t.name,
-                "shape": t.shape,
-                "dtype": t.dtype.name(),
-                "encoding": t.stages.iter().map(|s| cxrm::format::encoding::stage_name(s.code)).collect::<Vec<_>>(),
-                "stored_bytes": t.extent.length,
-                "bits_per_weight": t.bits_per_weight(),
-                "ratio": t.ratio_vs_f32(),
-                "offset": t.extent.offset,
-                "sparsity": d.as_ref().and_then(|d| d.sparsity),
-                "codebook_bits": d.as_ref().and_then(|d| d.bits),
-                "ranks": d.as_ref().map(|d| d.ranks.clone()).filter(|r| !r.is_empty()),
-                "streams": streams,
-                "decode_error": d.as_ref().and_then(|d| d.error.clone()),
-            })
-        })
-        .collect();
-    let tot = totals(file);
-    let doc = json!({
-        "file": args.file.display().to_string(),
-        "file_bytes": file.file_len(),
-        "version": format!("{}.{}", h.version_major, h.version_minor),
-        "must_understand": cxrm::format::encoding::mask_names(h.must_understand),
-        "missing_encodings": file.missing_encodings(),
-        "sections": file.sections().iter().map(|s| json!({
-            "kind": s.kind, "name": s.kind_name(), "required": s.required(), "bytes": s.extent.length,
-        })).collect::<Vec<_>>(),
-        "metadata": cxrm::format::json::map_to_json(metadata),
-        "graph": graph.map(cxrm::format::json::graph_to_json),
-        "tensors": tensors,
-        "totals": {
-            "tensors": file.tensors().len(),
-            "params": tot.params,
-            "stored_bytes": tot.stored,
-            "f32_bytes": tot.params * 4,
-            "ratio": ratio(tot.params, tot.stored),
-            "file_ratio": ratio(tot.params, file.file_len()),
-        },
-    });
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&doc).expect("JSON values serialise")
-    );
 }
 
 fn show_value(v: &Value) -> String {
@@ -224,17 +58,6 @@ fn show_value(v: &Value) -> String {
     }
 }
 
-fn shape(t: &TensorRecord<'_>) -> String {
-    format!(
-        "[{}]",
-        t.shape
-            .iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
-
 fn opt(v: Option<f64>, suffix: &str) -> String {
     v.map_or_else(|| "-".into(), |x| format!("{x:.2}{suffix}"))
 }
@@ -249,20 +72,16 @@ fn table<const N: usize>(rows: &[[String; N]], right_from: usize, rule_before_la
     }
     for (r, row) in rows.iter().enumerate() {
         if rule_before_last && r + 1 == rows.len() {
-            println!(
-                "  {}",
-                "-".repeat(widths.iter().sum::<usize>() + 2 * (N - 1))
-            );
+            let width = widths.iter().sum::<usize>() + 2 * (N - 1);
+            println!("  {}", "-".repeat(width));
         }
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .enumerate()
-            .map(|(i, (c, w))| {
+        let cells: Vec<String> = (0..N)
+            .map(|i| {
+                let (cell, w) = (&row[i], widths[i]);
                 if i >= right_from {
-                    format!("{c:>w$}")
+                    format!("{cell:>w$}")
                 } else {
-                    format!("{c:<w$}")
+                    format!("{cell:<w$}")
                 }
             })
             .collect();
@@ -270,53 +89,28 @@ fn table<const N: usize>(rows: &[[String; N]], right_from: usize, rule_before_la
     }
 }
 
-fn print_text(
-    args: &Args,
-    file: &Cxrm<'_>,
-    metadata: &cxrm::Map,
-    graph: Option<&cxrm::Graph>,
-    details: &[Option<Detail>],
-) {
-    let h = file.header();
-    println!(
-        "file       {} ({} bytes)",
-        args.file.display(),
-        file.file_len()
-    );
-    println!(
-        "format     cxrm {}.{}, encodings used: {}",
-        h.version_major,
-        h.version_minor,
-        cxrm::format::encoding::mask_names(h.must_understand).join(", ")
-    );
-    let missing = file.missing_encodings();
-    if !missing.is_empty() {
-        println!(
-            "           (this build cannot decode: {})",
-            missing.join(", ")
-        );
+fn print_text(file: &str, s: &Summary) {
+    println!("file       {file} ({} bytes)", s.file_bytes);
+    let used = s.must_understand.join(", ");
+    println!("format     cxrm {}, encodings used: {used}", s.version());
+    if !s.missing_encodings.is_empty() {
+        let missing = s.missing_encodings.join(", ");
+        println!("           (this build cannot decode: {missing})");
     }
-    let sections: Vec<String> = file
-        .sections()
+    let sections: Vec<String> = s
+        .sections
         .iter()
-        .map(|s| format!("{} ({} B)", s.kind_name(), s.extent.length))
+        .map(|s| format!("{} ({} B)", s.name, s.bytes))
         .collect();
-    println!(
-        "sections   {}",
-        if sections.is_empty() {
-            "none".into()
-        } else {
-            sections.join(", ")
-        }
-    );
-
-    if !metadata.is_empty() {
+    let sections = Some(sections.join(", ")).filter(|s| !s.is_empty());
+    println!("sections   {}", sections.as_deref().unwrap_or("none"));
+    if !s.metadata.is_empty() {
         println!("\nmetadata");
-        for (k, v) in metadata {
+        for (k, v) in &s.metadata {
             println!("  {} = {}", escape(k), show_value(v));
         }
     }
-    if let Some(g) = graph {
+    if let Some(g) = &s.graph {
         println!("\ngraph ({} nodes)", g.nodes.len());
         for n in &g.nodes {
             let attrs: Vec<String> = n
@@ -329,82 +123,63 @@ fn print_text(
             } else {
                 format!("weights {} ", escape(&n.weights.join(", ")))
             };
+            let (name, op, inputs) = (escape(&n.name), escape(&n.op), escape(&n.inputs.join(", ")));
             let line = format!(
-                "  {:<14} {:<16} <- {:<18} {}{}",
-                escape(&n.name),
-                escape(&n.op),
-                escape(&n.inputs.join(", ")),
-                weights,
+                "  {name:<14} {op:<16} <- {inputs:<18} {weights}{}",
                 attrs.join(" ")
             );
             println!("{}", line.trim_end());
         }
     }
 
-    let tot = totals(file);
-    let mut rows: Vec<[String; 9]> = vec![
-        [
-            "name", "shape", "dtype", "encoding", "sparsity", "bits", "stored B", "bits/w",
-            "vs f32",
-        ]
-        .map(String::from),
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let header = [
+        "name", "shape", "dtype", "encoding", "sparsity", "bits", "stored B", "bits/w", "vs f32",
     ];
-    for (t, d) in file.tensors().iter().zip(details) {
+    let mut rows = vec![header.map(String::from)];
+    for t in &s.tensors {
+        let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
         rows.push([
-            escape(t.name),
-            shape(t),
+            escape(&t.name),
+            format!("[{}]", shape.join(", ")),
             t.dtype.name().to_string(),
-            t.chain_name(),
-            d.as_ref()
-                .and_then(|d| d.sparsity)
-                .map_or_else(|| "-".into(), |s| format!("{:.1}%", s * 100.0)),
-            d.as_ref()
-                .and_then(|d| d.bits)
-                .map_or_else(|| "-".into(), |b| b.to_string()),
-            t.extent.length.to_string(),
-            opt(t.bits_per_weight(), ""),
-            opt(t.ratio_vs_f32(), "x"),
+            t.chain(),
+            dash(t.sparsity.map(|s| format!("{:.1}%", s * 100.0))),
+            dash(t.codebook_bits.map(|b| b.to_string())),
+            t.stored_bytes.to_string(),
+            opt(t.bits_per_weight, ""),
+            opt(t.ratio, "x"),
         ]);
     }
-    rows.push([
-        format!("total ({} tensors)", file.tensors().len()),
-        format!("{} params", tot.params),
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-        tot.stored.to_string(),
-        opt(
-            (tot.params > 0).then(|| tot.stored as f64 * 8.0 / tot.params as f64),
-            "",
-        ),
-        opt(ratio(tot.params, tot.stored), "x"),
-    ]);
+    let tot = &s.totals;
+    let mut total: [String; 9] = Default::default();
+    total[0] = format!("total ({} tensors)", tot.tensors);
+    total[1] = format!("{} params", tot.params);
+    total[6] = tot.stored_bytes.to_string();
+    total[7] = opt(tot.bits_per_weight, "");
+    total[8] = opt(tot.ratio, "x");
+    rows.push(total);
     println!("\ntensors");
     table(&rows, 4, true);
 
-    let mut stream_rows: Vec<[String; 8]> = vec![
-        [
-            "tensor", "stream", "coding", "width", "symbols", "entropy", "code", "stored",
-        ]
-        .map(String::from),
+    let header = [
+        "tensor", "stream", "coding", "width", "symbols", "entropy", "code", "stored",
     ];
-    for (t, d) in file.tensors().iter().zip(details) {
-        let Some(d) = d else { continue };
-        if let Some(e) = &d.error {
-            println!("\n  {}: cannot decode: {}", escape(t.name), escape(e));
+    let mut stream_rows = vec![header.map(String::from)];
+    for t in &s.tensors {
+        if let Some(e) = &t.decode_error {
+            println!("\n  {}: cannot decode: {}", escape(&t.name), escape(e));
         }
-        for s in &d.streams {
+        for st in &t.streams {
             stream_rows.push([
-                escape(t.name),
-                s.name.to_string(),
-                s.coding.name().to_string(),
-                s.width.to_string(),
-                s.count.to_string(),
-                format!("{:.3}", s.entropy),
-                s.code_bits_per_symbol
-                    .map_or_else(|| "-".into(), |b| format!("{b:.3}")),
-                format!("{:.3}", s.bits_per_symbol),
+                escape(&t.name),
+                st.name.to_string(),
+                st.coding.name().to_string(),
+                st.width.to_string(),
+                st.count.to_string(),
+                format!("{:.3}", st.entropy),
+                dash(st.code_bits_per_symbol.map(|b| format!("{b:.3}"))),
+                format!("{:.3}", st.bits_per_symbol),
             ]);
         }
     }
@@ -414,33 +189,23 @@ fn print_text(
         );
         table(&stream_rows, 3, false);
     }
-    let factored: Vec<String> = file
-        .tensors()
-        .iter()
-        .zip(details)
-        .filter_map(|(t, d)| {
-            let d = d.as_ref()?;
-            (!d.ranks.is_empty()).then(|| {
-                let ranks: Vec<String> = d.ranks.iter().map(usize::to_string).collect();
-                format!(
-                    "  {} {} rank {}",
-                    escape(t.name),
-                    t.chain_name(),
-                    ranks.join(" x ")
-                )
-            })
-        })
-        .collect();
+    let factored: Vec<&_> = s.tensors.iter().filter(|t| !t.ranks.is_empty()).collect();
     if !factored.is_empty() {
         println!("\nfactored tensors (rank; out x in for tucker)");
-        for line in factored {
-            println!("{line}");
+        for t in factored {
+            let ranks: Vec<String> = t.ranks.iter().map(usize::to_string).collect();
+            println!(
+                "  {} {} rank {}",
+                escape(&t.name),
+                t.chain(),
+                ranks.join(" x ")
+            );
         }
     }
     println!(
         "\nwhole file {} bytes (with header, table, sections and alignment): {} vs the {} bytes of f32 weights",
-        file.file_len(),
-        opt(ratio(tot.params, file.file_len()), "x"),
-        tot.params * 4,
+        s.file_bytes,
+        opt(tot.file_ratio, "x"),
+        tot.f32_bytes,
     );
 }

@@ -1,5 +1,5 @@
 use crate::Failure;
-use cxrm::compress::interop::safetensors::add_safetensors;
+use cxrm::compress::interop::safetensors::Pack;
 use cxrm::compress::methods::deep_compression::plan::{ModelPlan, Scope};
 use cxrm::compress::rules::PerLayer;
 use cxrm::format::encoding::codebook::Init;
@@ -126,8 +126,7 @@ fn plan(args: &Args) -> Result<ModelPlan, Failure> {
 pub fn run(args: Args) -> Result<(), Failure> {
     let plan = plan(&args)?;
     let input = cxrm::Mapped::open(&args.input)?;
-    let mut writer = cxrm::Writer::new();
-    let n = add_safetensors(&mut writer, input.bytes(), &plan)?;
+    let mut pack = Pack::new(input.bytes(), &plan)?;
     if let Some(path) = &args.graph {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
@@ -135,49 +134,25 @@ pub fn run(args: Args) -> Result<(), Failure> {
             .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
         let (graph, metadata) = cxrm::format::json::graph_from_json(&json)?;
         for (k, v) in metadata {
-            writer.set_metadata(k, v);
+            pack.writer.set_metadata(k, v);
         }
-        writer.set_graph(graph);
+        pack.writer.set_graph(graph);
     }
-    if plan.prune.default.is_some()
-        || plan.prune.conv.is_some()
-        || plan.prune.fc.is_some()
-        || !plan.prune.names.is_empty()
-        || args.bits.is_some()
-        || args.huffman
-    {
-        let mut parts = Vec::new();
-        if let Some(p) = &args.prune {
-            parts.push(format!("prune {p}"));
-        }
-        if let Some(b) = &args.bits {
-            parts.push(format!("bits {b}"));
-        }
-        if args.huffman {
-            parts.push("huffman".into());
-        }
-        writer.set_metadata(
-            "compress.method",
-            cxrm::Value::String("deep-compression (storage only, no retraining)".into()),
-        );
-        writer.set_metadata("compress.settings", cxrm::Value::String(parts.join(", ")));
-    }
+    pack.set_provenance(&plan, args.prune.as_deref(), args.bits.as_deref());
     for kv in &args.meta {
         let (key, raw) = kv
             .split_once('=')
             .ok_or_else(|| Failure::Usage(format!("--meta {kv:?}: expected KEY=VALUE")))?;
-        writer.set_metadata(key, cxrm::format::json::value_from_text(raw));
+        pack.writer
+            .set_metadata(key, cxrm::format::json::value_from_text(raw));
     }
-    let size = writer.write(&args.output)?;
-    let f32_bytes: u64 = {
-        let mapped = cxrm::Mapped::open(&args.output)?;
-        let file = mapped.parse()?;
-        file.tensors().iter().map(|t| t.elements * 4).sum()
-    };
+    let packed = pack.write(&args.output)?;
     println!(
-        "wrote {}: {n} tensors, {size} bytes ({:.2}x smaller than f32 weights)",
+        "wrote {}: {} tensors, {} bytes ({:.2}x smaller than f32 weights)",
         args.output.display(),
-        f32_bytes as f64 / size.max(1) as f64
+        packed.tensors,
+        packed.bytes,
+        packed.ratio()
     );
     Ok(())
 }

@@ -1,4 +1,5 @@
 use crate::Failure;
+use cxrm::format::text::escape;
 use cxrm::runtime::{Model, preprocess};
 use serde_json::json;
 use std::path::PathBuf;
@@ -31,33 +32,30 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let mapped = cxrm::Mapped::open(&args.model)?;
     let file = mapped.parse()?;
     let model = Model::load_with(&file, args.runtime.options())?;
-    let names = crate::eval::class_names(&model);
+    let names = model.class_names();
     let mut results = Vec::new();
     for path in &args.images {
         let x = preprocess::load(path, &model.input)?;
-        let probs = model.predict(cxrm::runtime::model::batch_of_one(x).view())?;
-        let p: Vec<f32> = probs.row(0).to_vec();
-        let best = p
-            .iter()
-            .enumerate()
-            .fold(0, |b, (i, &v)| if v > p[b] { i } else { b });
+        let batch = cxrm::runtime::model::batch_of_one(x);
+        let c = model.classify(batch.view(), 3)?.remove(0);
+        let best = c
+            .best
+            .ok_or_else(|| Failure::Usage("the model has no classes".into()))?;
+        let name = |class: usize| escape(&names[class]);
         if args.json {
-            results.push(json!({"image": path.display().to_string(), "class": names[best], "probabilities": p}));
+            let image = path.display().to_string();
+            results.push(json!({"image": image, "class": names[best.class], "probabilities": c.probabilities}));
         } else {
-            let top: Vec<String> = {
-                let mut order: Vec<usize> = (0..p.len()).collect();
-                order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-                order
-                    .iter()
-                    .take(3)
-                    .map(|&i| format!("{} {:.4}", cxrm::format::text::escape(&names[i]), p[i]))
-                    .collect()
-            };
+            let top: Vec<String> = c
+                .top
+                .iter()
+                .map(|r| format!("{} {:.4}", name(r.class), r.probability))
+                .collect();
             println!(
                 "{}: {} (p = {:.4}); top: {}",
                 path.display(),
-                cxrm::format::text::escape(&names[best]),
-                p[best],
+                name(best.class),
+                best.probability,
                 top.join(", ")
             );
         }

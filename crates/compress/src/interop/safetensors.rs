@@ -37,44 +37,119 @@ fn to_st(dtype: DType) -> Dtype {
     }
 }
 
-/// Add every tensor of a safetensors file (in file order) to `writer`, each stored as `plan`
-/// says (dense unless it prunes or quantizes that tensor), and its `__metadata__` entries as
-/// metadata (typed when the text is JSON, as [`write_safetensors`] writes non-string values).
-pub fn add_safetensors(writer: &mut Writer<'_>, bytes: &[u8], plan: &ModelPlan) -> Result<usize> {
-    let st_err = |e: safetensors::SafeTensorError| {
-        Error::Usage(format!("not a valid safetensors file: {e}"))
-    };
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(st_err)?;
-    let tensors = SafeTensors::deserialize(bytes).map_err(st_err)?;
-    if let Some(extra) = meta.metadata() {
-        let mut keys: Vec<_> = extra.keys().collect();
-        keys.sort();
-        for k in keys {
-            writer.set_metadata(k.clone(), cxrm_format::json::value_from_text(&extra[k]));
+/// A safetensors file on its way into `.cxrm`. [`Pack::new`] adds its tensors and metadata to
+/// [`Pack::writer`], where a caller may add a graph and more metadata before
+/// [`Pack::write`]; the pack remembers the weights' f32 size so the written file need not be
+/// read back to report its ratio.
+pub struct Pack {
+    pub writer: Writer<'static>,
+    tensors: usize,
+    params: u64,
+}
+
+/// What [`Pack::write`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packed {
+    pub tensors: usize,
+    /// The file's size.
+    pub bytes: u64,
+    /// The weights' size in f32.
+    pub f32_bytes: u64,
+}
+
+impl Packed {
+    /// How many times smaller than the weights in f32 the whole file is.
+    pub fn ratio(&self) -> f64 {
+        self.f32_bytes as f64 / self.bytes.max(1) as f64
+    }
+}
+
+impl Pack {
+    /// Read every tensor of a safetensors file (in file order), each stored as `plan` says
+    /// (dense unless it prunes or quantizes that tensor), and its `__metadata__` entries as
+    /// metadata (typed when the text is JSON, as [`write_safetensors`] writes non-string
+    /// values).
+    pub fn new(bytes: &[u8], plan: &ModelPlan) -> Result<Pack> {
+        let st_err = |e: safetensors::SafeTensorError| {
+            Error::Usage(format!("not a valid safetensors file: {e}"))
+        };
+        let mut writer = Writer::new();
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(st_err)?;
+        let tensors = SafeTensors::deserialize(bytes).map_err(st_err)?;
+        if let Some(extra) = meta.metadata() {
+            let mut keys: Vec<_> = extra.keys().collect();
+            keys.sort();
+            for k in keys {
+                writer.set_metadata(k.clone(), cxrm_format::json::value_from_text(&extra[k]));
+            }
         }
+        let mut model = Vec::new();
+        for name in meta.offset_keys() {
+            let view = tensors.tensor(&name).map_err(st_err)?;
+            let dtype = from_st(view.dtype()).ok_or_else(|| {
+                Error::Usage(format!(
+                    "tensor {name:?}: safetensors dtype {:?} has no .cxrm equivalent",
+                    view.dtype()
+                ))
+            })?;
+            let shape: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
+            model.push(ModelTensor {
+                name,
+                dtype,
+                shape,
+                bytes: view.data().to_vec(),
+            });
+        }
+        let encoded = plan.encode(&model)?;
+        let mut params = 0;
+        for (t, e) in model.iter().zip(encoded) {
+            writer.add_tensor(&t.name, t.dtype, &t.shape, e)?;
+            params += t.shape.iter().product::<u64>();
+        }
+        Ok(Pack {
+            writer,
+            tensors: model.len(),
+            params,
+        })
     }
-    let mut model = Vec::new();
-    for name in meta.offset_keys() {
-        let view = tensors.tensor(&name).map_err(st_err)?;
-        let dtype = from_st(view.dtype()).ok_or_else(|| {
-            Error::Usage(format!(
-                "tensor {name:?}: safetensors dtype {:?} has no .cxrm equivalent",
-                view.dtype()
-            ))
-        })?;
-        let shape: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
-        model.push(ModelTensor {
-            name,
-            dtype,
-            shape,
-            bytes: view.data().to_vec(),
-        });
+
+    /// Record how the weights were stored, when `plan` changed them (pruned, quantized or
+    /// Huffman-coded) without the retraining the method pairs with that: `compress.method`,
+    /// and `compress.settings` as the user spelled the `prune` and `bits` rules, so a reader
+    /// of the file can tell what was done to it.
+    pub fn set_provenance(&mut self, plan: &ModelPlan, prune: Option<&str>, bits: Option<&str>) {
+        let p = &plan.prune;
+        let pruned =
+            p.default.is_some() || p.conv.is_some() || p.fc.is_some() || !p.names.is_empty();
+        if !(pruned || bits.is_some() || plan.huffman) {
+            return;
+        }
+        let mut parts = Vec::new();
+        if let Some(p) = prune {
+            parts.push(format!("prune {p}"));
+        }
+        if let Some(b) = bits {
+            parts.push(format!("bits {b}"));
+        }
+        if plan.huffman {
+            parts.push("huffman".into());
+        }
+        self.writer.set_metadata(
+            "compress.method",
+            Value::String("deep-compression (storage only, no retraining)".into()),
+        );
+        self.writer
+            .set_metadata("compress.settings", Value::String(parts.join(", ")));
     }
-    let encoded = plan.encode(&model)?;
-    for (t, e) in model.iter().zip(encoded) {
-        writer.add_tensor(&t.name, t.dtype, &t.shape, e)?;
+
+    /// Write the file atomically.
+    pub fn write(&self, out: &Path) -> Result<Packed> {
+        Ok(Packed {
+            tensors: self.tensors,
+            bytes: self.writer.write(out)?,
+            f32_bytes: self.params * 4,
+        })
     }
-    Ok(model.len())
 }
 
 /// Decode every tensor to dense and write a safetensors file atomically. String metadata

@@ -3,6 +3,7 @@
 
 use crate::train::fit::{self, Targets};
 use crate::train::net::Net;
+use crate::train::soft_targets::{self, Teacher as _};
 use crate::train::{
     Arch, Event, TrainData, TrainOptions, TrainedModel, dense, device, finish, training_metadata,
     validator,
@@ -47,17 +48,24 @@ fn soften(probs: &[f32], classes: usize, temperature: f32) -> Vec<f32> {
 /// the soft targets then describe the shifted image, which is how the teacher's knowledge of
 /// translations reaches the student (Hinton et al. trained their MNIST teacher on jittered
 /// images for the same reason).
-pub(crate) struct Teacher<'a> {
+pub(crate) struct RuntimeTeacher<'a> {
     model: Model<'a>,
     /// Per channel `(scale, offset)` taking the student's normalised pixels to the teacher's.
     to_teacher: Vec<(f32, f32)>,
     pub(crate) temperature: f32,
 }
 
-impl Teacher<'_> {
-    /// `softmax(teacher logits / T)` for a batch `[b, C, H, W]` normalised as the student's
-    /// data is; one row of `classes` values per image.
-    pub(crate) fn soft_targets(&self, student_inputs: &[f32], b: usize) -> Result<Vec<f32>> {
+impl soft_targets::Teacher for RuntimeTeacher<'_> {
+    fn classes(&self) -> usize {
+        self.model.num_classes()
+    }
+
+    fn temperature(&self) -> f32 {
+        self.temperature
+    }
+
+    /// `softmax(teacher logits / T)`, the teacher run through the runtime.
+    fn soft_targets(&self, student_inputs: &[f32], b: usize) -> Result<Vec<f32>> {
         let spec = &self.model.input;
         let plane = spec.height * spec.width;
         let per_image = spec.channels * plane;
@@ -80,73 +88,6 @@ impl Teacher<'_> {
             self.model.num_classes(),
             self.temperature,
         ))
-    }
-}
-
-/// The teacher's soft targets, remembered per image and shift.
-///
-/// With shifts of up to `s` pixels an image has only `(2s + 1)²` versions, so after the first
-/// epochs most of what the student is shown the teacher has already been asked about: over 20
-/// epochs with `s = 1` the teacher runs about 8 times per image instead of 20. The answers are
-/// the ones asking again would give, up to float rounding: the runtime's row blocking can sum
-/// an image's products in another order in another batch (a few ulp).
-pub(crate) struct SoftTargetCache<'t> {
-    teacher: &'t Teacher<'t>,
-    classes: usize,
-    /// Row `key · classes` holds the targets of `key`, when `known[key]`; empty when the cache
-    /// would be too large and the teacher is asked every time.
-    targets: Vec<f32>,
-    known: Vec<bool>,
-}
-
-/// Above this many remembered values (512 MB of f32) the teacher is asked on every batch.
-const CACHE_LIMIT: usize = 1 << 27;
-
-impl<'t> SoftTargetCache<'t> {
-    /// A cache for `images` images, each seen in `versions` ways.
-    pub(crate) fn new(teacher: &'t Teacher<'t>, images: usize, versions: usize) -> Self {
-        let classes = teacher.model.num_classes();
-        let keys = images.saturating_mul(versions);
-        let fits = keys.saturating_mul(classes) <= CACHE_LIMIT;
-        SoftTargetCache {
-            teacher,
-            classes,
-            targets: if fits {
-                vec![0.0; keys * classes]
-            } else {
-                Vec::new()
-            },
-            known: if fits { vec![false; keys] } else { Vec::new() },
-        }
-    }
-
-    /// Soft targets for `batch` (`[b, C, H, W]`, normalised as the student's data), whose
-    /// image `r` is the version with cache key `keys[r]`.
-    pub(crate) fn get(&mut self, keys: &[usize], batch: &[f32]) -> Result<Vec<f32>> {
-        let b = keys.len();
-        if self.known.is_empty() {
-            return self.teacher.soft_targets(batch, b);
-        }
-        let per_image = batch.len() / b.max(1);
-        let missing: Vec<usize> = (0..b).filter(|&r| !self.known[keys[r]]).collect();
-        if !missing.is_empty() {
-            let asked: Vec<f32> = missing
-                .iter()
-                .flat_map(|&r| &batch[r * per_image..(r + 1) * per_image])
-                .copied()
-                .collect();
-            let answers = self.teacher.soft_targets(&asked, missing.len())?;
-            for (&r, row) in missing.iter().zip(answers.chunks(self.classes)) {
-                let k = keys[r];
-                self.targets[k * self.classes..(k + 1) * self.classes].copy_from_slice(row);
-                self.known[k] = true;
-            }
-        }
-        Ok(keys
-            .iter()
-            .flat_map(|&k| &self.targets[k * self.classes..(k + 1) * self.classes])
-            .copied()
-            .collect())
     }
 }
 
@@ -192,7 +133,7 @@ pub fn distill(
     let to_teacher = (0..s.channels)
         .map(|c| (s.std[c] / t.std[c], (s.mean[c] - t.mean[c]) / t.std[c]))
         .collect();
-    let teacher_run = Teacher {
+    let teacher_run = RuntimeTeacher {
         model,
         to_teacher,
         temperature: opts.temperature as f32,
@@ -241,6 +182,7 @@ pub fn distill(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::soft_targets::SoftTargetCache;
 
     #[test]
     fn softening_is_the_tempered_softmax() {
@@ -269,7 +211,7 @@ mod tests {
         .to_bytes(&dense)
         .unwrap();
         let file = Cxrm::parse(&bytes).unwrap();
-        let teacher = Teacher {
+        let teacher = RuntimeTeacher {
             model: Model::load(&file).unwrap(),
             to_teacher: vec![(1.0, 0.0)],
             temperature: 2.0,

@@ -2,8 +2,8 @@
 //! validation pass through the cxrm runtime after every epoch, and the best epoch kept.
 
 use super::net::{Net, tensor1};
+use super::soft_targets::{SoftTargetCache, Teacher};
 use super::{Event, TrainData, TrainOptions};
-use crate::methods::distill::{SoftTargetCache, Teacher};
 use burn::optim::{AdamConfig, GradientsParams, decay::WeightDecayConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Tensor, TensorData};
@@ -21,7 +21,7 @@ pub(crate) enum Targets<'a> {
     /// plus `(1 − alpha) · CE(labels, softmax(student))`. The soft targets are the teacher's
     /// softened probabilities for each image as the student sees it, shift included.
     Distill {
-        teacher: &'a Teacher<'a>,
+        teacher: &'a dyn Teacher,
         alpha: f32,
     },
 }
@@ -112,7 +112,7 @@ pub(crate) fn fit(
     let side = 2 * opts.shift + 1;
     let mut teacher = match targets {
         Targets::Labels => None,
-        Targets::Distill { teacher, .. } => Some(SoftTargetCache::new(teacher, n, side * side)),
+        Targets::Distill { teacher, .. } => Some(SoftTargetCache::new(*teacher, n, side * side)),
     };
     on(Event::Phase {
         name: phase.to_string(),
@@ -165,7 +165,7 @@ pub(crate) fn fit(
             let loss = match targets {
                 Targets::Labels => ce(logits.clone(), hard),
                 Targets::Distill { teacher, alpha } => {
-                    let t = teacher.temperature;
+                    let t = teacher.temperature();
                     let soft = soft.as_deref().expect("soft targets computed for Distill");
                     let soft = tensor1(soft, &device).reshape([b, classes]);
                     // T² keeps the soft term's gradients on the scale of the hard term's.

@@ -11,6 +11,7 @@
 mod arch;
 pub(crate) mod fit;
 pub(crate) mod net;
+pub(crate) mod soft_targets;
 
 pub use crate::methods::deep_compression::retrain::{
     DeepOptions, LayerReport, RETRAIN_WEIGHT_DECAY, deep_compression, default_keep_fraction,

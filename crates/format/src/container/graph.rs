@@ -1,9 +1,9 @@
 //! The graph section (spec §7): the model's layers in execution order.
 
-use super::cursor::Cursor;
-use super::limits::Limits;
 use super::value::{self, Map, Value};
+use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode, Result};
+use crate::limits::Limits;
 use std::collections::HashSet;
 
 /// The name by which a node refers to the model's input.

@@ -1,8 +1,8 @@
 //! The fixed 64-byte file header (spec §2).
 
-use super::cursor::{Cursor, f};
-use super::limits::{Limits, align64};
+use crate::cursor::{Cursor, f};
 use crate::error::{Error, ErrorCode, Result};
+use crate::limits::{Limits, align64};
 
 pub const MAGIC: [u8; 4] = *b"CXRM";
 pub const BYTE_ORDER: u32 = 0x0102_0304;

@@ -95,8 +95,9 @@ impl Op {
             "add" => Op::Add,
             other => {
                 return Err(attrs.fail(format!(
-                    "operator {:?} is not defined by this version of the format",
-                    crate::text::escape(other)
+                    "operator {:?} is not implemented by this version (the ops are {})",
+                    crate::text::escape(other),
+                    Op::NAMES.join(", ")
                 )));
             }
         })
@@ -265,7 +266,7 @@ mod tests {
         let e = Op::parse(&short).unwrap_err().to_string();
         assert!(e.contains("padding needs 4 values, found 2"), "{e}");
         let e = Op::parse(&node("lstm")).unwrap_err().to_string();
-        assert!(e.contains("operator \"lstm\" is not defined"), "{e}");
+        assert!(e.contains("operator \"lstm\" is not implemented"), "{e}");
         for op in Op::NAMES {
             assert_eq!(Op::parse(&node(op)).unwrap().name(), op);
         }

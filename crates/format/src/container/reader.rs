@@ -7,12 +7,12 @@
 
 use super::graph::Graph;
 use super::header::{HEADER_LEN, Header, header_crc};
-use super::limits::Limits;
 use super::table::{self, SECTION_GRAPH, SECTION_METADATA, SectionEntry, TensorRecord};
 use super::value::{self, Map};
 use crate::dtype::DType;
 use crate::encoding::{self, DecodeContext, IMPLEMENTED, mask_names};
 use crate::error::{Error, ErrorCode, Result};
+use crate::limits::Limits;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -331,7 +331,7 @@ impl<'data> Cxrm<'data> {
         let Some((bytes, base)) = self.checked_section(SECTION_METADATA)? else {
             return Ok(Vec::new());
         };
-        let mut c = super::cursor::Cursor::new(bytes, base);
+        let mut c = crate::cursor::Cursor::new(bytes, base);
         let map = value::read_map(&mut c, &self.options.limits, "metadata")?;
         if !c.is_empty() {
             return Err(Error::format(

@@ -1,11 +1,11 @@
 //! The table (spec §3): section entries and tensor records, parsed and checked field by field,
 //! each extent checked against the layout rule (§3.3) as soon as it is read.
 
-use super::cursor::{Cursor, f};
-use super::limits::{Limits, align64};
+use crate::cursor::{Cursor, f};
 use crate::dtype::DType;
 use crate::encoding::{Stage, StageId, stage_name};
 use crate::error::{Error, ErrorCode, Result};
+use crate::limits::{Limits, align64};
 
 pub const SECTION_ENTRY_LEN: usize = 32;
 pub const SECTION_METADATA: u32 = 1;

@@ -1,8 +1,8 @@
 //! Typed values and maps: the encoding shared by the metadata and graph sections (spec §6).
 
-use super::cursor::Cursor;
-use super::limits::Limits;
+use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode, Result};
+use crate::limits::Limits;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {

@@ -5,13 +5,14 @@
 
 use super::graph::Graph;
 use super::header::{HEADER_LEN, Header, VERSION_MAJOR, header_crc};
-use super::limits::{Limits, align64};
+use super::output::Output;
 use super::table::{SECTION_ENTRY_LEN, SECTION_GRAPH, SECTION_METADATA, SECTION_REQUIRED};
 use super::value::{self, Map, Value};
 use crate::dtype::DType;
 use crate::encoding::Encoded;
 use crate::encoding::StageId;
 use crate::error::{Error, Result};
+use crate::limits::{Limits, align64};
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::Write;
@@ -140,8 +141,22 @@ impl<'a> Writer<'a> {
         if self.names.contains(name) {
             return Err(bad("a tensor of that name was already added".into()));
         }
+        if self.tensors.len() >= limits.tensors as usize {
+            return Err(bad(format!(
+                "a file holds at most {} tensors (spec §8)",
+                limits.tensors
+            )));
+        }
         if shape.len() > limits.rank {
             return Err(bad(format!("rank {} exceeds {}", shape.len(), limits.rank)));
+        }
+        // Each dimension on its own, as a reader checks it: a zero elsewhere in the shape
+        // does not make a dimension of 2^50 readable.
+        if let Some(d) = shape.iter().find(|&&d| d > limits.elements) {
+            return Err(bad(format!(
+                "dimension {d} exceeds the spec's limit of {} elements",
+                limits.elements
+            )));
         }
         let elements = shape
             .iter()
@@ -336,79 +351,41 @@ impl<'a> Writer<'a> {
     /// Write the file atomically: to a temporary file beside `path`, synced, then renamed.
     /// Returns the file's size.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<u64> {
+        self.write_to(path.as_ref(), &Output::new())
+    }
+
+    /// [`Writer::write`] under `output`'s rules (its inputs are never overwritten). The
+    /// written bytes must pass [`Cxrm::verify`](super::reader::Cxrm::verify) before they
+    /// replace anything: a writer bug or an input past a limit can then never turn a good
+    /// destination into a bad file.
+    pub fn write_to(&self, path: &Path, output: &Output) -> Result<u64> {
         let sections = self.sections()?;
         let plan = self.plan(&sections)?;
-        write_atomically(path.as_ref(), |out| Self::emit(&plan, out))?;
+        output.write(
+            path,
+            |out| Self::emit(&plan, out),
+            |written| {
+                let mapped = super::reader::Mapped::open(written)?;
+                mapped.parse()?.verify().map(|_| ()).map_err(|e| {
+                    Error::Usage(format!(
+                        "the file written would not be valid, so it was not kept: {e}"
+                    ))
+                })
+            },
+        )?;
         Ok(plan.file_size)
     }
 }
 
-/// Write a file through `fill` into a temporary file in the same directory, then rename it over
-/// `path`. On any error the temporary file is removed and `path` is untouched.
-pub fn write_atomically(
-    path: &Path,
-    fill: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<()>,
-) -> Result<()> {
-    let ctx = || format!("cannot write {}", path.display());
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(ctx(), e))?;
-    {
-        let mut buf = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
-        fill(&mut buf).map_err(|e| Error::io(ctx(), e))?;
-        buf.flush().map_err(|e| Error::io(ctx(), e))?;
-    }
-    // Temporary files are created private (0600); a model file is not a secret, so give it
-    // the permissions of the file it replaces, or the usual 0644.
-    let permissions = match std::fs::metadata(path) {
-        Ok(m) => m.permissions(),
-        Err(_) => default_permissions(),
-    };
-    tmp.as_file()
-        .set_permissions(permissions)
-        .map_err(|e| Error::io(ctx(), e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(ctx(), e))?;
-    tmp.persist(path).map_err(|e| Error::io(ctx(), e.error))?;
-    Ok(())
-}
-
-#[cfg(unix)]
-fn default_permissions() -> std::fs::Permissions {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::Permissions::from_mode(0o644)
-}
-
-#[cfg(not(unix))]
-fn default_permissions() -> std::fs::Permissions {
-    tempfile::tempfile()
-        .and_then(|f| f.metadata())
-        .map(|m| m.permissions())
-        .expect("a temporary file has permissions")
-}
+pub use super::output::write_atomically;
 
 /// The lowest minor version whose features a file uses (spec §5, §9): 1.1 added the sparse,
 /// codebook and Huffman stages, 1.2 the factored ones (lowrank, tucker, binary).
 fn minor_version_for(must_understand: u64) -> u16 {
-    let uses = |stages: &[StageId]| {
-        stages
-            .iter()
-            .any(|s| must_understand & (1 << *s as u8) != 0)
-    };
-    if uses(&[StageId::LowRank, StageId::Tucker, StageId::Binary]) {
-        2
-    } else if uses(&[StageId::Sparse, StageId::Codebook, StageId::Huffman]) {
-        1
-    } else {
-        0
-    }
+    StageId::ALL
+        .into_iter()
+        .filter(|s| must_understand & (1 << *s as u8) != 0)
+        .map(StageId::since_minor)
+        .max()
+        .unwrap_or(0)
 }

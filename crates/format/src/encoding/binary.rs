@@ -6,11 +6,11 @@
 //! Each row starts on a byte boundary, so a runtime finds row `r`'s bits without counting and
 //! can repack them into machine words for the XNOR + popcount kernel.
 
+use super::bits::{self, BitWriter};
 use super::{Encoded, StageId, floats};
-use crate::container::cursor::Cursor;
+use crate::cursor::Cursor;
 use crate::dtype::DType;
 use crate::error::{Error, ErrorCode, Result};
-use bitvec::prelude::{BitSlice, BitVec, Msb0};
 
 pub const PARAMS_LEN: usize = 4;
 
@@ -67,9 +67,9 @@ impl Binary {
     }
 
     /// Row `r`'s signs, one bit per column.
-    pub fn row_signs(&self, r: usize) -> &BitSlice<u8, Msb0> {
-        let n = self.row_bytes();
-        &BitSlice::from_slice(&self.bits[r * n..(r + 1) * n])[..self.cols]
+    pub fn row_signs(&self, r: usize) -> impl Iterator<Item = bool> + '_ {
+        let row = &self.bits[r * self.row_bytes()..(r + 1) * self.row_bytes()];
+        (0..self.cols).map(move |c| bits::get(row, c))
     }
 
     /// Every weight, `±α` of its row, as f32.
@@ -77,7 +77,7 @@ impl Binary {
         let mut out = Vec::with_capacity(self.rows * self.cols);
         for r in 0..self.rows {
             let a = self.scales[r];
-            out.extend(self.row_signs(r).iter().map(|b| if *b { a } else { -a }));
+            out.extend(self.row_signs(r).map(|b| if b { a } else { -a }));
         }
         out
     }
@@ -93,14 +93,16 @@ impl Binary {
 /// (rounded to `scale_dtype`), and the sign of each weight (zero counts as positive).
 pub fn binarize(values: &[f32], rows: usize, cols: usize, scale_dtype: DType) -> Binary {
     assert_eq!(values.len(), rows * cols, "values fill the matrix");
-    let mut bits: BitVec<u8, Msb0> = BitVec::with_capacity(rows * cols.div_ceil(8) * 8);
+    let mut bits = BitWriter::with_capacity(rows * cols.div_ceil(8));
     let mut scales = Vec::with_capacity(rows);
     for row in values.chunks_exact(cols.max(1)).take(rows) {
         let mean = row.iter().map(|v| v.abs() as f64).sum::<f64>() / cols.max(1) as f64;
         scales.push(mean as f32);
-        bits.extend(row.iter().map(|&v| v >= 0.0));
-        // Pad the row to a byte boundary.
-        bits.resize(bits.len().div_ceil(8) * 8, false);
+        for &v in row {
+            bits.put((v >= 0.0) as u32, 1);
+        }
+        // Each row starts on a byte boundary.
+        bits.align();
     }
     if cols == 0 {
         scales.resize(rows, 0.0);
@@ -109,7 +111,7 @@ pub fn binarize(values: &[f32], rows: usize, cols: usize, scale_dtype: DType) ->
         rows,
         cols,
         scales: floats::round_to(&scales, scale_dtype),
-        bits: bits.into_vec(),
+        bits: bits.finish(),
     }
 }
 
@@ -210,11 +212,8 @@ mod tests {
     proptest! {
         #[test]
         fn roundtrip(rows in 0usize..5, cols in 0usize..20, seed in any::<u64>(), f16 in any::<bool>()) {
-            let mut x = seed;
-            let values: Vec<f32> = (0..rows * cols).map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                ((x >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            }).collect();
+            let mut rng = crate::lcg::Lcg(seed);
+            let values: Vec<f32> = (0..rows * cols).map(|_| rng.centred()).collect();
             let dtype = if f16 { DType::F16 } else { DType::F32 };
             let b = binarize(&values, rows, cols, dtype);
             let enc = encode(&b, Params { scale_dtype: dtype });

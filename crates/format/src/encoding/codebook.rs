@@ -6,7 +6,7 @@
 //! outweighs what the indices save on the small layers of a compact CNN.
 
 use super::stream::{self, Coding, Stream};
-use crate::container::cursor::Cursor;
+use crate::cursor::Cursor;
 use crate::dtype::DType;
 use crate::error::{Error, ErrorCode, Result};
 
@@ -122,14 +122,9 @@ pub fn kmeans(values: &[f32], bits: u8, init: Init, centroid_dtype: DType) -> Co
                 })
                 .collect(),
             Init::Random(seed) => {
-                let mut x = seed | 1;
+                let mut rng = crate::lcg::Lcg(seed | 1);
                 (0..k)
-                    .map(|_| {
-                        x = x
-                            .wrapping_mul(6364136223846793005)
-                            .wrapping_add(1442695040888963407);
-                        sorted[((x >> 33) as usize) % sorted.len()] as f64
-                    })
+                    .map(|_| sorted[rng.next_u32() as usize % sorted.len()] as f64)
                     .collect()
             }
         };
@@ -232,7 +227,7 @@ pub fn read_payload(
         .collect();
     // Each centroid already in the output dtype's bytes.
     let out_size = dtype.size();
-    let entries: Vec<u8> = super::tensor::f32_to_dtype(&centroids, dtype);
+    let entries: Vec<u8> = super::floats::f32_to_dtype(&centroids, dtype);
     let at = c.offset();
     let stream = stream::read(c, &format!("{what}.indices"), params.bits, count, huffman)?;
     if let Some(i) = stream.symbols.iter().position(|&idx| idx >= params.k) {
@@ -277,18 +272,9 @@ mod tests {
     use super::*;
 
     fn normalish(n: usize, seed: u64) -> Vec<f32> {
-        let mut x = seed;
+        let mut rng = crate::lcg::Lcg(seed);
         (0..n)
-            .map(|_| {
-                let mut s = 0.0;
-                for _ in 0..4 {
-                    x = x
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    s += (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-                }
-                s * 0.1
-            })
+            .map(|_| (0..4).map(|_| rng.centred()).sum::<f32>() * 0.1)
             .collect()
     }
 

@@ -47,7 +47,7 @@ pub fn decode(stage: &Stage<'_>, bytes: &[u8], ctx: &DecodeContext<'_>, field: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container::limits::Limits;
+    use crate::limits::Limits;
 
     #[test]
     fn decode_checks_length() {

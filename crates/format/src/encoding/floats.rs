@@ -4,7 +4,7 @@
 //! reserved bytes, and apply only to float tensors; their payloads are arrays of such numbers.
 
 use super::{DecodeContext, Stage};
-use crate::container::cursor::Cursor;
+use crate::cursor::Cursor;
 use crate::dtype::DType;
 use crate::error::{Error, ErrorCode, Result};
 
@@ -136,6 +136,26 @@ fn round_to_odd_f32(v: f64) -> f32 {
 /// A parameter field as a `u32` at `at` (the caller checked the length).
 pub fn u32_at(params: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(params[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// f32 values to little-endian bytes of a float dtype.
+pub fn f32_to_dtype(values: &[f32], dtype: DType) -> Vec<u8> {
+    match dtype {
+        DType::F32 => bytemuck::cast_slice::<f32, u8>(values).to_vec(),
+        DType::F16 => values
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+        DType::BF16 => values
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect(),
+        DType::F64 => values
+            .iter()
+            .flat_map(|&v| (v as f64).to_le_bytes())
+            .collect(),
+        other => unreachable!("codebooks decode to float dtypes only, not {other}"),
+    }
 }
 
 #[cfg(test)]

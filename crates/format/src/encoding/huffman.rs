@@ -8,6 +8,7 @@
 //! that can give room. Decoding is table-driven: one lookup on the next [`LOOKUP_BITS`] bits
 //! resolves every code that short, and longer codes fall back to the canonical per-length search.
 
+use super::bits::{BitReader, BitWriter};
 use crate::error::{Error, Result};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -116,41 +117,6 @@ pub fn canonical_codes(lengths: &[u8]) -> Vec<u32> {
             }
         })
         .collect()
-}
-
-/// Writes codes most-significant bit first, packing bytes from their top bit down.
-pub struct BitWriter {
-    out: Vec<u8>,
-    acc: u64,
-    bits: u32,
-}
-
-impl BitWriter {
-    pub fn with_capacity(bytes: usize) -> Self {
-        BitWriter {
-            out: Vec::with_capacity(bytes),
-            acc: 0,
-            bits: 0,
-        }
-    }
-
-    #[inline]
-    pub fn put(&mut self, code: u32, len: u8) {
-        self.acc = (self.acc << len) | code as u64;
-        self.bits += len as u32;
-        while self.bits >= 8 {
-            self.bits -= 8;
-            self.out.push((self.acc >> self.bits) as u8);
-        }
-    }
-
-    /// Pad the last byte with zero bits.
-    pub fn finish(mut self) -> Vec<u8> {
-        if self.bits > 0 {
-            self.out.push((self.acc << (8 - self.bits)) as u8);
-        }
-        self.out
-    }
 }
 
 /// Huffman-code `symbols` with the code given by `lengths`; every symbol must have a code.
@@ -306,12 +272,7 @@ impl Decoder {
         mut emit: impl FnMut(u16),
     ) -> Result<()> {
         let total_bits = bits.len() as u64 * 8;
-        let mut r = BitReader {
-            data: bits,
-            pos: 0,
-            acc: 0,
-            avail: 0,
-        };
+        let mut r = BitReader::new(bits);
         if let Some(s) = self.single {
             // Every symbol is the lone symbol; no bits are stored.
             if !bits.is_empty() {
@@ -330,7 +291,7 @@ impl Decoder {
         // Bits consumed so far: whole bytes loaded minus bits still in the window. Reading past
         // the end yields zero bits, so overruns are caught by comparing against the real size,
         // every block of symbols (bounding the work a short hostile stream can cause) and at the end.
-        let consumed = |r: &BitReader<'_>| r.pos as u64 * 8 - r.avail as u64;
+        let consumed = BitReader::consumed;
         let shift = 64 - self.lookup as u32;
         let mut done = 0u64;
         while done < n {
@@ -388,46 +349,6 @@ impl Decoder {
     }
 }
 
-/// Reads bits most-significant first into a 64-bit window; past the end it shifts in zeros
-/// (the caller checks how many bits it really consumed).
-struct BitReader<'a> {
-    data: &'a [u8],
-    pos: usize,
-    acc: u64,
-    avail: u32,
-}
-
-impl BitReader<'_> {
-    #[inline]
-    fn refill(&mut self) {
-        if self.avail > 56 {
-            return;
-        }
-        if let Some(chunk) = self.data.get(self.pos..self.pos + 8) {
-            // Load 8 bytes at once; keep the whole bytes that fit. Any extra bits loaded are the
-            // real next bits, so loading them again later ORs in the same values.
-            let word = u64::from_be_bytes(chunk.try_into().expect("8 bytes"));
-            self.acc |= word >> self.avail;
-            let bytes = (63 - self.avail) / 8;
-            self.pos += bytes as usize;
-            self.avail += bytes * 8;
-        } else {
-            while self.avail <= 56 {
-                let byte = self.data.get(self.pos).copied().unwrap_or(0);
-                self.pos += 1;
-                self.acc |= (byte as u64) << (56 - self.avail);
-                self.avail += 8;
-            }
-        }
-    }
-
-    #[inline]
-    fn consume(&mut self, n: u8) {
-        self.acc <<= n;
-        self.avail -= n as u32;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,12 +385,11 @@ mod tests {
 
     #[test]
     fn round_trips_and_approaches_entropy() {
-        let mut x = 1u64;
+        let mut rng = crate::lcg::Lcg(1);
         let symbols: Vec<u16> = (0..50_000)
             .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
                 // Geometric-ish distribution over 32 symbols.
-                ((x >> 40).trailing_zeros().min(31)) as u16
+                ((rng.next_u64() >> 40).trailing_zeros().min(31)) as u16
             })
             .collect();
         let lengths = round_trip(&symbols, 32);

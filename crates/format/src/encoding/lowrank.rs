@@ -7,7 +7,7 @@
 //! pays below `r = rows · cols / (rows + cols)`.
 
 use super::{DecodeContext, Encoded, Stage, StageId, floats};
-use crate::container::cursor::Cursor;
+use crate::cursor::Cursor;
 use crate::dtype::DType;
 use crate::error::{Error, ErrorCode, Result};
 
@@ -156,7 +156,7 @@ pub fn read_payload(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container::limits::Limits;
+    use crate::limits::Limits;
 
     fn ctx<'a>(shape: &'a [u64], dtype: DType, limits: &'a Limits) -> DecodeContext<'a> {
         DecodeContext::in_memory("t", dtype, shape, limits)

@@ -5,6 +5,8 @@
 //! streams, then byte stages (zstd). Decoding walks the chain backwards. Each stage has its own module with encoder, decoder and tests side by side.
 
 pub mod binary;
+pub mod bits;
+pub mod chain;
 pub mod codebook;
 pub mod dense;
 pub(crate) mod floats;
@@ -16,9 +18,11 @@ pub(crate) mod tensor;
 pub mod tucker;
 pub mod zstd;
 
-use crate::container::{self, limits::Limits};
 use crate::error::{Error, ErrorCode, Result};
+use crate::limits::Limits;
 use std::borrow::Cow;
+
+pub use chain::{Chain, Repr};
 
 /// Stage ids fixed by the spec, including those reserved for encodings not yet implemented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,6 +85,18 @@ impl StageId {
             StageId::Zstd => StageKind::Byte,
             StageId::Huffman => StageKind::Entropy,
             _ => StageKind::Tensor,
+        }
+    }
+
+    /// The format minor version that defined the stage: a writer records the highest its
+    /// file uses, so older readers see why they cannot decode it (spec §2).
+    pub fn since_minor(self) -> u16 {
+        match self {
+            // miracle is reserved without a layout: the writers that carry it (the
+            // forward-compatibility fixtures) raise no version for it.
+            StageId::Dense | StageId::Zstd | StageId::Miracle => 0,
+            StageId::Sparse | StageId::Codebook | StageId::Huffman => 1,
+            StageId::LowRank | StageId::Tucker | StageId::Binary => 2,
         }
     }
 
@@ -294,85 +310,13 @@ pub fn decode_chain<'a>(
     Ok(decode_detailed(stages, stored, ctx)?.bytes)
 }
 
+/// [`decode_chain`], with what the encoding looked like inside.
 pub fn decode_detailed<'a>(
     stages: &[Stage<'_>],
     stored: &'a [u8],
     ctx: &DecodeContext<'_>,
 ) -> Result<Decoded<'a>> {
-    if stages.is_empty() {
-        return Err(Error::format(
-            ErrorCode::BadChain,
-            format!("{}.stages", ctx.what),
-            0,
-            "empty chain",
-        ));
-    }
-    let (bytes, base) = undo_byte_stages(stages, stored, ctx)?;
-    let ids: Vec<StageId> = stages.iter().map(|s| s.id().expect("checked")).collect();
-    let tensor_end = ids
-        .iter()
-        .position(|id| id.kind() == StageKind::Byte)
-        .unwrap_or(ids.len());
-    if let Some(factored) = read_factored_payload(&stages[0], ids[0], &bytes, base, ctx)? {
-        return Ok(Decoded {
-            bytes: Cow::Owned(factored.to_dtype(ctx.dtype)),
-            nnz: None,
-            codebook: None,
-            streams: Vec::new(),
-        });
-    }
-    let huffman = ids[..tensor_end].contains(&StageId::Huffman);
-    // The representation's stages check their parameters in chain order, before the payload.
-    let mut sparse_params = None;
-    let mut codebook_params = None;
-    for (i, s) in stages[..tensor_end].iter().enumerate() {
-        let field = format!("{}.stage[{i}]", ctx.what);
-        match ids[i] {
-            StageId::Sparse => {
-                sparse_params = Some(sparse::Params::parse(
-                    s.params,
-                    ctx.elements,
-                    &field,
-                    s.params_offset(),
-                )?)
-            }
-            StageId::Codebook => {
-                codebook_params = Some(codebook::Params::parse(
-                    s.params,
-                    &field,
-                    s.params_offset(),
-                )?);
-                floats::require_float(s, ctx, &field)?;
-            }
-            StageId::Huffman if !s.params.is_empty() => {
-                return Err(Error::format(
-                    ErrorCode::BadChain,
-                    format!("{field}.param_len"),
-                    s.offset + 2,
-                    "huffman takes no parameters",
-                ));
-            }
-            _ => {}
-        }
-    }
-    match (ids[0], sparse_params, codebook_params) {
-        (StageId::Dense, _, _) => {
-            dense::decode(&stages[0], &bytes, ctx, &format!("{}.stage[0]", ctx.what))?;
-            Ok(Decoded {
-                bytes,
-                nnz: None,
-                codebook: None,
-                streams: Vec::new(),
-            })
-        }
-        (StageId::Sparse, Some(sp), cb) => {
-            tensor::decode_sparse(&sp, cb.as_ref(), huffman, &bytes, base, ctx)
-        }
-        (StageId::Codebook, _, Some(cb)) => {
-            tensor::decode_codebook(&cb, huffman, &bytes, base, ctx)
-        }
-        _ => Err(unimplemented(&stages[0], &format!("{}.stage[0]", ctx.what))),
-    }
+    Chain::parse(stages, ctx)?.decode(stored, ctx)
 }
 
 /// A tensor in one of the factored representations, as stored: what a runtime executes
@@ -417,71 +361,7 @@ pub fn read_factored(
     if !matches!(first, StageId::LowRank | StageId::Tucker | StageId::Binary) {
         return Ok(None);
     }
-    let (bytes, base) = undo_byte_stages(stages, stored, ctx)?;
-    read_factored_payload(&stages[0], first, &bytes, base, ctx)
-}
-
-/// Check a chain and run its byte stages backwards: the representation's payload, and the file
-/// offset of its first byte (0 when a byte stage produced it).
-fn undo_byte_stages<'a>(
-    stages: &[Stage<'_>],
-    stored: &'a [u8],
-    ctx: &DecodeContext<'_>,
-) -> Result<(Cow<'a, [u8]>, u64)> {
-    for (i, s) in stages.iter().enumerate() {
-        if !s.id().is_some_and(StageId::implemented) {
-            return Err(unimplemented(s, &format!("{}.stage[{i}]", ctx.what)));
-        }
-    }
-    check_chain(stages, ctx.what)?;
-    let tensor_end = stages
-        .iter()
-        .position(|s| s.id().is_some_and(|id| id.kind() == StageKind::Byte))
-        .unwrap_or(stages.len())
-        .max(1);
-    let mut bytes: Cow<'a, [u8]> = Cow::Borrowed(stored);
-    for i in (tensor_end..stages.len()).rev() {
-        let field = format!("{}.stage[{i}]", ctx.what);
-        bytes = Cow::Owned(zstd::decode(&stages[i], &bytes, ctx, &field)?);
-    }
-    let base = if tensor_end == stages.len() {
-        ctx.payload_offset
-    } else {
-        0
-    };
-    Ok((bytes, base))
-}
-
-/// Parse a factored representation's parameters, then its payload, which must be consumed
-/// exactly. `None` for the other representations.
-fn read_factored_payload(
-    stage: &Stage<'_>,
-    id: StageId,
-    bytes: &[u8],
-    base: u64,
-    ctx: &DecodeContext<'_>,
-) -> Result<Option<Factored>> {
-    let field = format!("{}.stage[0]", ctx.what);
-    let mut c = container::cursor::Cursor::new(bytes, base);
-    let factored = match id {
-        StageId::LowRank => {
-            let p = lowrank::Params::parse(stage, ctx, &field)?;
-            Factored::LowRank(lowrank::read_payload(&mut c, &p, ctx)?)
-        }
-        StageId::Tucker => {
-            let p = tucker::Params::parse(stage, ctx, &field)?;
-            Factored::Tucker(tucker::read_payload(&mut c, &p, ctx)?)
-        }
-        StageId::Binary => {
-            let p = binary::Params::parse(stage.params, &field, stage.params_offset())?;
-            floats::require_float(stage, ctx, &field)?;
-            let (rows, cols) = sparse::csr_shape(ctx.shape, ctx.elements);
-            Factored::Binary(binary::read_payload(&mut c, &p, rows, cols, ctx.what)?)
-        }
-        _ => return Ok(None),
-    };
-    tensor::finish(&c, ctx)?;
-    Ok(Some(factored))
+    Chain::parse(stages, ctx)?.read_factored(stored, ctx)
 }
 
 fn unimplemented(stage: &Stage<'_>, field: &str) -> Error {

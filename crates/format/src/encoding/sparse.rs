@@ -9,7 +9,7 @@
 //! The encoder builds both and keeps the smaller; `tools/` and the spec give the measurements.
 
 use super::stream::{self, Coding, Stream};
-use crate::container::cursor::Cursor;
+use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode, Result};
 
 pub const PARAMS_LEN: usize = 12;

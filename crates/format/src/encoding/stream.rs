@@ -5,10 +5,10 @@
 //! a stream of a hundred symbols should not pay tens of bytes of bookkeeping, or a small
 //! layer's Huffman stream loses to zstd's.
 
+use super::bits::{self, BitReader, BitWriter};
 use super::huffman;
-use crate::container::cursor::Cursor;
+use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode, Result};
-use bitvec::prelude::*;
 
 pub const MAX_WIDTH: u8 = 16;
 /// Bits per stored code length: enough for lengths up to 31 (the limit is 24).
@@ -139,11 +139,11 @@ pub fn read_uleb128(c: &mut Cursor<'_>, field: &dyn Fn() -> String) -> Result<u6
 }
 
 fn pack_bits(values: impl Iterator<Item = u16>, width: u8, capacity: usize) -> Vec<u8> {
-    let mut bits: BitVec<u8, Msb0> = BitVec::with_capacity(capacity * width as usize);
+    let mut bits = BitWriter::with_capacity((capacity * width as usize).div_ceil(8));
     for v in values {
-        bits.extend_from_bitslice(&v.view_bits::<Msb0>()[16 - width as usize..]);
+        bits.put(v as u32, width);
     }
-    bits.into_vec()
+    bits.finish()
 }
 
 /// Append a stream in `coding` to `out`. Every symbol must be below 2^width.
@@ -304,16 +304,13 @@ pub fn read(
                 .checked_mul(width as u64)
                 .ok_or_else(|| fail("size overflows".into()))?;
             exact(bits_needed.div_ceil(8))?;
-            let bits = data.view_bits::<Msb0>();
-            if bits[bits_needed as usize..].any() {
+            if !bits::zero_from(data, bits_needed) {
                 return Err(fail(
                     "padding bits after the last symbol must be zero".into(),
                 ));
             }
-            bits.chunks_exact(width as usize)
-                .take(count as usize)
-                .map(|chunk| chunk.load_be::<u16>())
-                .collect()
+            let mut r = BitReader::new(data);
+            (0..count).map(|_| r.read(width) as u16).collect()
         }
         Coding::Bytes => {
             let per = if width <= 8 { 1 } else { 2 };
@@ -361,8 +358,7 @@ pub fn read(
             }
             let table_len = (n * len_bits as u64).div_ceil(8);
             let table = h.bytes(table_len as usize, || format!("{what}.huffman.lengths"))?;
-            let table_bits = table.view_bits::<Msb0>();
-            if table_bits[(n * len_bits as u64) as usize..].any() {
+            if !bits::zero_from(table, n * len_bits as u64) {
                 return Err(err(
                     ErrorCode::DecodeError,
                     "huffman.lengths",
@@ -373,10 +369,8 @@ pub fn read(
             let lengths: Vec<u8> = if len_bits == 0 {
                 vec![0; n as usize]
             } else {
-                table_bits
-                    .chunks_exact(len_bits as usize)
-                    .map(|b| b.load_be::<u8>())
-                    .collect()
+                let mut r = BitReader::new(table);
+                (0..n).map(|_| r.read(len_bits) as u8).collect()
             };
             let bits = h.bytes(h.remaining(), || format!("{what}.huffman.bits"))?;
             let hfail = |detail: String| err(ErrorCode::DecodeError, "huffman", data_at, detail);

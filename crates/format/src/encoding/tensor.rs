@@ -3,30 +3,9 @@
 //! spec's payload layout gives (§5.6, §5.7).
 
 use super::{DecodeContext, Decoded, codebook, sparse};
-use crate::container::cursor::Cursor;
-use crate::dtype::DType;
+use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode, Result};
 use std::borrow::Cow;
-
-/// f32 values to little-endian bytes of a float dtype.
-pub fn f32_to_dtype(values: &[f32], dtype: DType) -> Vec<u8> {
-    match dtype {
-        DType::F32 => bytemuck::cast_slice::<f32, u8>(values).to_vec(),
-        DType::F16 => values
-            .iter()
-            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-            .collect(),
-        DType::BF16 => values
-            .iter()
-            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
-            .collect(),
-        DType::F64 => values
-            .iter()
-            .flat_map(|&v| (v as f64).to_le_bytes())
-            .collect(),
-        other => unreachable!("codebooks decode to float dtypes only, not {other}"),
-    }
-}
 
 pub(crate) fn finish(c: &Cursor<'_>, ctx: &DecodeContext<'_>) -> Result<()> {
     if !c.is_empty() {

@@ -9,7 +9,7 @@
 //! The trailing dimensions (`s…`, the kernel window) are not factored.
 
 use super::{DecodeContext, Encoded, Stage, StageId, floats};
-use crate::container::cursor::Cursor;
+use crate::cursor::Cursor;
 use crate::dtype::DType;
 use crate::error::{Error, ErrorCode, Result};
 
@@ -186,7 +186,7 @@ pub fn read_payload(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container::limits::Limits;
+    use crate::limits::Limits;
 
     /// A naive reconstruction straight from the formula.
     fn naive(t: &Tucker) -> Vec<f32> {

@@ -88,8 +88,8 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container::limits::Limits;
     use crate::encoding::dense;
+    use crate::limits::Limits;
 
     fn ctx(limits: &Limits) -> DecodeContext<'_> {
         DecodeContext {

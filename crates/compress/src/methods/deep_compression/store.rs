@@ -17,9 +17,8 @@ pub struct TensorPlan {
     pub sparse: bool,
     /// Relative-index gap width for the sparse layout (the paper: 8 for conv, 5 for fc).
     /// `None` tries every width in [`GAP_WIDTHS`] and keeps the one whose positions take the
-    /// fewest bytes: on LeNet-300-100's fc1 pruned to 8%, 7-bit Huffman-coded gaps take
-    /// 10.7 KB against 11.0 KB for the paper's 5 (fewer escapes, at the cost of a larger
-    /// code-length table).
+    /// fewest bytes: the best width trades escapes (too narrow) against a larger code-length
+    /// table (too wide), and depends on the layer's sparsity.
     pub index_bits: Option<u8>,
     /// Quantize values to a codebook of 2^bits centroids.
     pub bits: Option<u8>,

@@ -1,13 +1,11 @@
 //! Bounds-checked little-endian reads that know their absolute file offset.
 //!
-//! The primitives are nom's; this wrapper adds what nom's errors lack for a file format: the
-//! name of the field being read and its byte offset in the file, so every failure becomes a
-//! precise [`Error`].
+//! Every read names the field being read, so every failure becomes a precise [`Error`] with
+//! the field and its byte offset in the file, as the spec's error codes (§10) need. The reads
+//! are plain `from_le_bytes` on bounds-checked slices: a parser-combinator library would add
+//! nothing to fixed-width little-endian fields, and its errors carry neither name nor offset.
 
 use crate::error::{Error, ErrorCode, Result};
-use nom::number::complete::{le_f64, le_i64, le_u8, le_u16, le_u32, le_u64};
-
-type NomResult<'a, T> = nom::IResult<&'a [u8], T, nom::error::Error<&'a [u8]>>;
 
 #[derive(Clone)]
 pub struct Cursor<'a> {
@@ -35,18 +33,14 @@ impl<'a> Cursor<'a> {
         self.remaining() == 0
     }
 
-    fn run<T>(
-        &mut self,
-        field: &dyn Fn() -> String,
-        parser: fn(&'a [u8]) -> NomResult<'a, T>,
-    ) -> Result<T> {
-        let rest = &self.data[self.pos..];
-        match parser(rest) {
-            Ok((after, value)) => {
-                self.pos += rest.len() - after.len();
-                Ok(value)
+    /// The next `N` bytes, or a `truncated` error naming the field; consumes nothing on error.
+    fn array<const N: usize>(&mut self, field: &dyn Fn() -> String) -> Result<[u8; N]> {
+        match self.data.get(self.pos..self.pos + N) {
+            Some(bytes) => {
+                self.pos += N;
+                Ok(bytes.try_into().expect("N bytes"))
             }
-            Err(_) => Err(Error::format(
+            None => Err(Error::format(
                 ErrorCode::Truncated,
                 field(),
                 self.offset(),
@@ -56,34 +50,37 @@ impl<'a> Cursor<'a> {
     }
 
     pub fn u8(&mut self, field: impl Fn() -> String) -> Result<u8> {
-        self.run(&field, le_u8)
+        Ok(u8::from_le_bytes(self.array(&field)?))
     }
     pub fn u16(&mut self, field: impl Fn() -> String) -> Result<u16> {
-        self.run(&field, le_u16)
+        Ok(u16::from_le_bytes(self.array(&field)?))
     }
     pub fn u32(&mut self, field: impl Fn() -> String) -> Result<u32> {
-        self.run(&field, le_u32)
+        Ok(u32::from_le_bytes(self.array(&field)?))
     }
     pub fn u64(&mut self, field: impl Fn() -> String) -> Result<u64> {
-        self.run(&field, le_u64)
+        Ok(u64::from_le_bytes(self.array(&field)?))
     }
     pub fn i64(&mut self, field: impl Fn() -> String) -> Result<i64> {
-        self.run(&field, le_i64)
+        Ok(i64::from_le_bytes(self.array(&field)?))
     }
     pub fn f64(&mut self, field: impl Fn() -> String) -> Result<f64> {
-        self.run(&field, le_f64)
+        Ok(f64::from_le_bytes(self.array(&field)?))
     }
 
     /// `len` raw bytes, borrowed from the input.
     pub fn bytes(&mut self, len: usize, field: impl Fn() -> String) -> Result<&'a [u8]> {
-        let rest = &self.data[self.pos..];
-        let taken: NomResult<'a, &'a [u8]> = nom::bytes::complete::take(len)(rest);
-        match taken {
-            Ok((_, bytes)) => {
-                self.pos += len;
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|&end| end <= self.data.len());
+        match end {
+            Some(end) => {
+                let bytes = &self.data[self.pos..end];
+                self.pos = end;
                 Ok(bytes)
             }
-            Err(_) => Err(Error::format(
+            None => Err(Error::format(
                 ErrorCode::Truncated,
                 field(),
                 self.offset(),
