@@ -3,7 +3,7 @@
 
 use crate::train::fit::{self, Targets};
 use crate::train::net::Net;
-use crate::train::soft_targets::{self, Teacher as _};
+use crate::train::soft_targets;
 use crate::train::{
     Arch, Event, TrainData, TrainOptions, TrainedModel, dense, device, finish, training_metadata,
     validator,
@@ -182,7 +182,7 @@ pub fn distill(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::soft_targets::SoftTargetCache;
+    use crate::train::soft_targets::{SoftTargetCache, Teacher as _};
 
     #[test]
     fn softening_is_the_tempered_softmax() {

@@ -36,7 +36,7 @@ const CACHE_LIMIT: usize = 1 << 27;
 impl<'t> SoftTargetCache<'t> {
     /// A cache for `images` images, each seen in `versions` ways.
     pub(crate) fn new(teacher: &'t dyn Teacher, images: usize, versions: usize) -> Self {
-        let classes = teacher.model.num_classes();
+        let classes = teacher.classes();
         let keys = images.saturating_mul(versions);
         let fits = keys.saturating_mul(classes) <= CACHE_LIMIT;
         SoftTargetCache {
