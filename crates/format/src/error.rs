@@ -108,6 +108,16 @@ pub enum Error {
     /// shapes that do not chain, an operator this runtime lacks, an input it cannot take.
     #[error("cannot run model: {0}")]
     Model(String),
+    /// A valid file that needs more memory than the budget allows ([`crate::budget`]). Not an
+    /// invalid file: with a larger budget, or on a larger machine, it reads.
+    #[error(
+        "{what} needs {needed} bytes, more than the memory budget of {budget} bytes (--max-memory)"
+    )]
+    OverBudget {
+        what: String,
+        needed: u64,
+        budget: u64,
+    },
 }
 
 impl Error {

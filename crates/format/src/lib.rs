@@ -17,6 +17,7 @@
 //! # let _ = values; Ok(()) }
 //! ```
 
+pub mod budget;
 pub mod container;
 pub mod cursor;
 pub mod dtype;

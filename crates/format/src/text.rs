@@ -17,6 +17,20 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// Escape control characters only, leaving backslashes alone: for a message whose names were
+/// already escaped where it was made, so that nothing is escaped twice.
+pub fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                format!("\\u{{{:x}}}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// A path as [`escape`] shows text: a hostile file name cannot reach the terminal raw.
 pub fn escape_path(path: &std::path::Path) -> String {
     escape(&path.to_string_lossy())

@@ -14,8 +14,10 @@ use super::ops::{self, Conv2dParams, Csr, Matrix, PoolParams};
 use super::parallel::Threads;
 use super::xnor::{self, BitRows, XnorWeight};
 use cxrm_format as format;
+use cxrm_format::budget::Budget;
 use cxrm_format::container::graph::{INPUT, Node};
 use cxrm_format::container::reader::Cxrm;
+use cxrm_format::container::table::TensorRecord;
 use cxrm_format::container::value::{self, Map, Value};
 use cxrm_format::dtype::DType;
 use cxrm_format::encoding::Factored;
@@ -35,6 +37,9 @@ pub struct RuntimeOptions {
     /// Threads a forward pass may use: 0 for one per core, 1 for the calling thread only.
     /// Results are the same for every count.
     pub threads: usize,
+    /// The most memory a forward pass's activations may take; `None` for what the machine
+    /// can give. A model whose planned activations exceed it fails to load.
+    pub budget: Option<Budget>,
 }
 
 impl Default for RuntimeOptions {
@@ -43,6 +48,7 @@ impl Default for RuntimeOptions {
             sparse_below_density: 0.3,
             check_crc: true,
             threads: 0,
+            budget: None,
         }
     }
 }
@@ -194,6 +200,9 @@ pub struct Model<'a> {
     last_use: Vec<usize>,
     /// Multiply-adds of one image's pass through the layers that split over threads.
     work_per_image: usize,
+    /// The most activation bytes one image keeps alive at once, planned at load.
+    pub peak_bytes_per_image: u64,
+    budget: Budget,
     threads: Threads,
 }
 
@@ -259,14 +268,29 @@ struct Loader<'f, 'a> {
 }
 
 impl<'a> Loader<'_, 'a> {
-    /// A tensor as f32, borrowed when it is stored dense f32, decoded otherwise.
-    fn tensor(&self, node: &Node, name: &str) -> Result<(Cow<'a, [f32]>, Vec<usize>)> {
+    /// A node's tensor record; a tensor with a zero-size dimension is refused here, since no
+    /// layer computes anything with it.
+    fn record(&self, node: &Node, name: &str) -> Result<&TensorRecord<'a>> {
         let record = self.file.tensor(name).map_err(|_| {
             Error::Model(format!(
                 "node {}: tensor {name:?} is not in the file",
-                node.name
+                cxrm_format::text::escape(&node.name)
             ))
         })?;
+        if record.shape.contains(&0) {
+            return Err(Error::Model(format!(
+                "node {}: tensor {:?} has shape {:?}, with nothing in it",
+                cxrm_format::text::escape(&node.name),
+                cxrm_format::text::escape(name),
+                record.shape
+            )));
+        }
+        Ok(record)
+    }
+
+    /// A tensor as f32, borrowed when it is stored dense f32, decoded otherwise.
+    fn tensor(&self, node: &Node, name: &str) -> Result<(Cow<'a, [f32]>, Vec<usize>)> {
+        let record = self.record(node, name)?;
         if self.options.check_crc && record.is_plain_dense() {
             self.file.check_crc(record)?;
         }
@@ -289,12 +313,7 @@ impl<'a> Loader<'_, 'a> {
     /// A weight tensor as the runtime will run it: its factors when it is stored factored,
     /// else its values.
     fn weight(&self, node: &Node, name: &str) -> Result<(Loaded<'a>, Vec<usize>)> {
-        let record = self.file.tensor(name).map_err(|_| {
-            Error::Model(format!(
-                "node {}: tensor {name:?} is not in the file",
-                node.name
-            ))
-        })?;
+        let record = self.record(node, name)?;
         if let Some(f) = self.file.read_factored(record)? {
             let shape = record.shape.iter().map(|&d| d as usize).collect();
             return Ok((Loaded::Factored(f), shape));
@@ -391,6 +410,14 @@ impl<'a> Model<'a> {
         let mut layers: Vec<Layer<'a>> = Vec::with_capacity(graph.nodes.len());
         let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(graph.nodes.len());
         let input_shape = vec![input.channels, input.height, input.width];
+        let budget = options.budget.unwrap_or_default();
+        budget.check(
+            || "the model's input".into(),
+            elements(&input_shape).saturating_mul(4),
+        )?;
+        // Node names to layer indices, so that resolving inputs stays linear in the graph.
+        let mut index: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::with_capacity(graph.nodes.len());
         for node in &graph.nodes {
             let inputs: Vec<Source> = node
                 .inputs
@@ -399,12 +426,7 @@ impl<'a> Model<'a> {
                     if i == INPUT {
                         Source::Input
                     } else {
-                        Source::Node(
-                            layers
-                                .iter()
-                                .position(|l| &l.name == i)
-                                .expect("graph checked by the reader"),
-                        )
+                        Source::Node(index[i.as_str()])
                     }
                 })
                 .collect();
@@ -416,6 +438,14 @@ impl<'a> Model<'a> {
                 })
                 .collect();
             let (op, out_shape) = build_op(&loader, node, &in_shapes)?;
+            if out_shape.contains(&0) {
+                return Err(Error::Model(format!(
+                    "node {} ({}) gives an empty output, shape {out_shape:?}",
+                    cxrm_format::text::escape(&node.name),
+                    node.op
+                )));
+            }
+            index.insert(&node.name, layers.len());
             shapes.push(out_shape);
             layers.push(Layer {
                 name: node.name.clone(),
@@ -446,6 +476,12 @@ impl<'a> Model<'a> {
             }
         }
         let work_per_image = layers.iter().zip(&shapes).map(|(l, s)| l.op.work(s)).sum();
+        let peak_bytes_per_image =
+            peak_activations(&input_shape, &shapes, &layers, &last_use).saturating_mul(4);
+        budget.check(
+            || "one image's activations at their peak".into(),
+            peak_bytes_per_image,
+        )?;
         Ok(Model {
             layers,
             input,
@@ -453,6 +489,8 @@ impl<'a> Model<'a> {
             shapes,
             last_use,
             work_per_image,
+            peak_bytes_per_image,
+            budget,
             threads: Threads::new(options.threads),
         })
     }
@@ -525,6 +563,11 @@ impl<'a> Model<'a> {
     /// Run a batch `[n, C, H, W]` (already preprocessed) and return the last layer's output
     /// `[n, classes]`: logits, or probabilities when the graph ends in softmax.
     pub fn forward(&self, batch: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
+        let n = batch.dim().0 as u64;
+        self.budget.check(
+            || format!("a batch of {n} images' activations"),
+            self.peak_bytes_per_image.saturating_mul(n),
+        )?;
         let work = self.work_per_image.saturating_mul(batch.dim().0);
         self.threads.run(work, || self.forward_here(batch))
     }
@@ -877,6 +920,43 @@ fn build_op<'a>(
             (Op::Add, ins[0].clone())
         }
     })
+}
+
+fn elements(shape: &[usize]) -> u64 {
+    shape.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64))
+}
+
+/// The most activation values one image keeps alive at once: the input, then each layer's
+/// output from the layer that makes it to the last layer that reads it.
+fn peak_activations(
+    input: &[usize],
+    shapes: &[Vec<usize>],
+    layers: &[Layer<'_>],
+    last_use: &[usize],
+) -> u64 {
+    let mut live = elements(input);
+    let mut peak = live;
+    let mut freed_at: Vec<Vec<usize>> = vec![Vec::new(); layers.len()];
+    for (j, &last) in last_use.iter().enumerate() {
+        freed_at[last].push(j);
+    }
+    let input_last = layers
+        .iter()
+        .rposition(|l| l.inputs.iter().any(|s| matches!(s, Source::Input)))
+        .unwrap_or(0);
+    for (i, shape) in shapes.iter().enumerate() {
+        live = live.saturating_add(elements(shape));
+        peak = peak.max(live);
+        for &j in &freed_at[i] {
+            if j != i {
+                live = live.saturating_sub(elements(&shapes[j]));
+            }
+        }
+        if i == input_last {
+            live = live.saturating_sub(elements(input));
+        }
+    }
+    peak
 }
 
 /// Fold each batch norm into the convolution or dense layer that feeds only it:

@@ -34,12 +34,14 @@ pub fn from_image(img: &image::DynamicImage, spec: &InputSpec) -> Result<Array3<
 
 /// Load a PNG or JPEG file and convert it to the model's input.
 pub fn load(path: &Path, spec: &InputSpec) -> Result<Array3<f32>> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?
+    let shown = cxrm_format::text::escape_path(path);
+    // Only regular files: a FIFO named like an image would block the read forever.
+    let file = cxrm_format::container::input::open_regular(path)?;
+    let img = image::ImageReader::new(std::io::BufReader::new(file))
         .with_guessed_format()
-        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?
+        .map_err(|e| Error::io(format!("cannot read {shown}"), e))?
         .decode()
-        .map_err(|e| Error::Usage(format!("{}: cannot decode image: {e}", path.display())))?;
+        .map_err(|e| Error::Usage(format!("{shown}: cannot decode image: {e}")))?;
     from_image(&img, spec)
 }
 

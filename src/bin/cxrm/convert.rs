@@ -7,15 +7,20 @@ use std::path::PathBuf;
 pub struct Args {
     /// The .cxrm file to read.
     input: PathBuf,
-    /// The safetensors file to write (atomically).
+    /// The safetensors file to write (atomically; never over the input or a non-regular file).
     #[arg(short, long)]
     output: PathBuf,
+    /// Replace OUTPUT even if it is read-only.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
     let mapped = cxrm::Mapped::open(&args.input)?;
     let file = mapped.parse()?;
-    let n = cxrm::compress::interop::safetensors::write_safetensors(&file, &args.output)?;
+    let output =
+        cxrm::format::container::output::Output::from_inputs([&args.input]).force(args.force);
+    let n = cxrm::compress::interop::safetensors::write_safetensors(&file, &args.output, &output)?;
     println!(
         "wrote {}: {n} tensors, decoded to dense",
         args.output.display()

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 /// Show a file's header, metadata, graph and per-tensor storage.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Reads the header, table, metadata and graph, and the symbol streams of sparse and codebook
-tensors (to report their entropy); dense payloads are never read. Files that need encodings
-this build cannot decode are listed as such.
+    after_help = "Reads the header, table, metadata and graph; sparsity, codebook bits and ranks come from the
+stage parameters, so no payload is read unless --streams asks for the symbol streams'
+entropy. Files that need encodings this build cannot decode are listed as such.
 
 Examples:
   cxrm inspect model.cxrm
@@ -18,9 +18,13 @@ Examples:
 pub struct Args {
     /// The .cxrm file to inspect.
     file: PathBuf,
-    /// Print one JSON document instead of tables (fields documented in README.md).
+    /// Print one JSON document instead of tables (fields documented in docs/cli.md).
     #[arg(long)]
     json: bool,
+    /// Also read the symbol streams of sparse and codebook tensors, and the factors of
+    /// factored ones: each stream's entropy and cost, and whether every tensor decodes.
+    #[arg(long)]
+    streams: bool,
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
@@ -29,8 +33,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
         allow_unknown_encodings: true,
         ..Default::default()
     };
-    let summary = mapped.parse_with(&options)?.summary()?;
-    let file = args.file.display().to_string();
+    let summary = mapped.parse_with(&options)?.summary(args.streams)?;
+    let file = cxrm::format::text::escape_path(&args.file);
     if args.json {
         let doc = cxrm::format::json::summary_to_json(&summary, &file);
         let text = serde_json::to_string_pretty(&doc).expect("JSON values serialise");

@@ -2,6 +2,7 @@ use crate::Failure;
 use cxrm::compress::interop::safetensors::Pack;
 use cxrm::compress::methods::deep_compression::plan::{ModelPlan, Scope};
 use cxrm::compress::rules::PerLayer;
+use cxrm::format::container::output::Output;
 use cxrm::format::encoding::codebook::Init;
 use std::path::PathBuf;
 
@@ -26,9 +27,12 @@ Examples:
 pub struct Args {
     /// The safetensors file to read.
     input: PathBuf,
-    /// The .cxrm file to write (atomically).
+    /// The .cxrm file to write (atomically; never over an input or a non-regular file).
     #[arg(short, long)]
     output: PathBuf,
+    /// Replace OUTPUT even if it is read-only.
+    #[arg(long)]
+    force: bool,
     /// A JSON graph description to store as the graph section.
     #[arg(long)]
     graph: Option<PathBuf>,
@@ -128,11 +132,18 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let input = cxrm::Mapped::open(&args.input)?;
     let mut pack = Pack::new(input.bytes(), &plan)?;
     if let Some(path) = &args.graph {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
-        let (graph, metadata) = cxrm::format::json::graph_from_json(&json)?;
+        let shown = cxrm::format::text::escape_path(path);
+        let text = cxrm::format::container::input::read_regular(path)?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| Failure::Usage(format!("{shown}: {e}")))?;
+        // The graph is the user's JSON, not a .cxrm file: its errors are usage errors that
+        // name the JSON file, not a byte offset of a file that does not exist yet.
+        let (graph, metadata) = cxrm::format::json::graph_from_json(&json).map_err(|e| {
+            Failure::Usage(match e {
+                cxrm::Error::Format(f) => format!("{shown}: {} ({})", f.detail, f.field),
+                other => format!("{shown}: {other}"),
+            })
+        })?;
         for (k, v) in metadata {
             pack.writer.set_metadata(k, v);
         }
@@ -146,7 +157,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
         pack.writer
             .set_metadata(key, cxrm::format::json::value_from_text(raw));
     }
-    let packed = pack.write(&args.output)?;
+    let inputs = std::iter::once(&args.input).chain(&args.graph);
+    let output = Output::from_inputs(inputs).force(args.force);
+    let packed = pack.write(&args.output, &output)?;
     println!(
         "wrote {}: {} tensors, {} bytes ({:.2}x smaller than f32 weights)",
         args.output.display(),

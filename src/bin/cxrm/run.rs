@@ -43,6 +43,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             .ok_or_else(|| Failure::Usage("the model has no classes".into()))?;
         let name = |class: usize| escape(&names[class]);
         if args.json {
+            // JSON escapes control characters itself.
             let image = path.display().to_string();
             results.push(json!({"image": image, "class": names[best.class], "probabilities": c.probabilities}));
         } else {
@@ -53,7 +54,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 .collect();
             println!(
                 "{}: {} (p = {:.4}); top: {}",
-                path.display(),
+                cxrm::format::text::escape_path(path),
                 name(best.class),
                 best.probability,
                 top.join(", ")

@@ -17,7 +17,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let report = file.verify()?;
     println!(
         "{}: valid .cxrm {}.{}: {} tensors ({} stored bytes, {} decoded), {} sections, {} metadata entries, {} graph nodes; every CRC matches",
-        args.file.display(),
+        cxrm::format::text::escape_path(&args.file),
         file.header().version_major,
         file.header().version_minor,
         report.tensors,

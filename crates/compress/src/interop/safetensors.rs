@@ -1,13 +1,13 @@
 //! safetensors ⇄ `.cxrm`: the common interchange format in, any framework's weights out.
 
 use crate::methods::deep_compression::plan::{ModelPlan, ModelTensor};
+use cxrm_format::container::output::Output;
 use cxrm_format::container::reader::Cxrm;
 use cxrm_format::container::value::Value;
-use cxrm_format::container::writer::{Writer, write_atomically};
+use cxrm_format::container::writer::Writer;
 use cxrm_format::dtype::DType;
 use cxrm_format::error::{Error, Result};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
-use std::collections::HashMap;
 use std::path::Path;
 
 fn from_st(dtype: Dtype) -> Option<DType> {
@@ -143,18 +143,58 @@ impl Pack {
     }
 
     /// Write the file atomically.
-    pub fn write(&self, out: &Path) -> Result<Packed> {
+    /// Write the file under `output`'s rules (see [`Output`]): never over an input, a
+    /// non-regular file or, without `force`, a read-only one; verified before it replaces
+    /// anything.
+    pub fn write(&self, out: &Path, output: &Output) -> Result<Packed> {
         Ok(Packed {
             tensors: self.tensors,
-            bytes: self.writer.write(out)?,
+            bytes: self.writer.write_to(out, output)?,
             f32_bytes: self.params * 4,
         })
     }
 }
 
+/// Put `__metadata__` first in a serialised file's JSON header, entries in the order given,
+/// and pad the header to 8 bytes with spaces as the safetensors writer does. Tensor offsets
+/// are relative to the end of the header, so the data is unchanged.
+fn with_metadata(bytes: Vec<u8>, info: &[(String, String)]) -> Result<Vec<u8>> {
+    if info.is_empty() {
+        return Ok(bytes);
+    }
+    let bad = || Error::Usage("safetensors: the serialised header did not parse".into());
+    let len = u64::from_le_bytes(bytes.get(..8).ok_or_else(bad)?.try_into().expect("8"));
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| l.checked_add(8))
+        .ok_or_else(bad)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes.get(8..end).ok_or_else(bad)?).map_err(|_| bad())?;
+    let mut ordered = serde_json::Map::new();
+    ordered.insert(
+        "__metadata__".into(),
+        serde_json::Value::Object(
+            info.iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        ),
+    );
+    ordered.extend(header);
+    let mut text = serde_json::to_vec(&ordered).map_err(|_| bad())?;
+    text.resize(text.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - end);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[end..]);
+    Ok(out)
+}
+
 /// Decode every tensor to dense and write a safetensors file atomically. String metadata
 /// goes to `__metadata__`; other metadata values are written as their JSON text.
-pub fn write_safetensors(file: &Cxrm<'_>, out: &Path) -> Result<usize> {
+///
+/// The same file gives the same bytes: the safetensors crate writes `__metadata__` in hash
+/// order, so the header is rewritten with the metadata in the file's own order.
+pub fn write_safetensors(file: &Cxrm<'_>, out: &Path, output: &Output) -> Result<usize> {
     let decoded = file
         .tensors()
         .iter()
@@ -171,16 +211,20 @@ pub fn write_safetensors(file: &Cxrm<'_>, out: &Path) -> Result<usize> {
             .map_err(|e| Error::Usage(format!("tensor {name:?}: {e}")))?;
         views.push((name.clone(), view));
     }
-    let mut info = HashMap::new();
-    for (k, v) in file.metadata()? {
-        let text = match &v {
-            Value::String(s) => s.clone(),
-            other => cxrm_format::json::value_to_json(other).to_string(),
-        };
-        info.insert(k, text);
-    }
-    let bytes = safetensors::serialize(views, (!info.is_empty()).then_some(info))
+    let info: Vec<(String, String)> = file
+        .metadata()?
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match &v {
+                Value::String(s) => s.clone(),
+                other => cxrm_format::json::value_to_json(other).to_string(),
+            };
+            (k, text)
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, None)
         .map_err(|e| Error::Usage(format!("safetensors: {e}")))?;
-    write_atomically(out, |w| std::io::Write::write_all(w, &bytes))?;
+    let bytes = with_metadata(bytes, &info)?;
+    output.write(out, |w| std::io::Write::write_all(w, &bytes), |_| Ok(()))?;
     Ok(decoded.len())
 }

@@ -3,6 +3,7 @@
 
 pub mod graph;
 pub mod header;
+pub mod input;
 pub mod op;
 pub mod output;
 pub mod reader;

@@ -9,6 +9,7 @@ use super::graph::Graph;
 use super::header::{HEADER_LEN, Header, header_crc};
 use super::table::{self, SECTION_GRAPH, SECTION_METADATA, SectionEntry, TensorRecord};
 use super::value::{self, Map};
+use crate::budget::Budget;
 use crate::dtype::DType;
 use crate::encoding::{self, DecodeContext, IMPLEMENTED, mask_names};
 use crate::error::{Error, ErrorCode, Result};
@@ -23,7 +24,29 @@ pub struct ReadOptions {
     /// Open a file that needs encodings this reader lacks, to list its tensors without decoding
     /// them (what `cxrm inspect` does). Decoding such a tensor still fails.
     pub allow_unknown_encodings: bool,
+    /// The most memory decoding one tensor may take ([`Budget::machine`] by default); a
+    /// tensor that needs more fails with [`Error::OverBudget`], whatever the file says.
+    pub budget: Budget,
 }
+
+/// An over-budget error names the tensor, not only its index.
+fn name_over_budget(e: Error, record: &TensorRecord<'_>) -> Error {
+    match e {
+        Error::OverBudget {
+            what,
+            needed,
+            budget,
+        } => Error::OverBudget {
+            what: format!("{what} ({:?})", crate::text::escape(record.name)),
+            needed,
+            budget,
+        },
+        other => other,
+    }
+}
+
+/// Files smaller than this are read into memory rather than mapped.
+const READ_BELOW: u64 = 1 << 16;
 
 /// The bytes of a file, memory-mapped when it is large enough to map.
 pub struct Mapped {
@@ -32,22 +55,28 @@ pub struct Mapped {
 
 enum MappedBytes {
     Map(memmap2::Mmap),
-    /// Empty files cannot be mapped on every platform; they are read instead.
+    /// Small files (and empty ones, which cannot be mapped on every platform) are read.
     Owned(Vec<u8>),
 }
 
 impl Mapped {
     pub fn open(path: impl AsRef<Path>) -> Result<Mapped> {
         let path = path.as_ref();
-        let ctx = || format!("cannot open {}", path.display());
-        let file = std::fs::File::open(path).map_err(|e| Error::io(ctx(), e))?;
+        let ctx = || format!("cannot open {}", crate::text::escape_path(path));
+        let file = super::input::open_regular(path)?;
         let len = file.metadata().map_err(|e| Error::io(ctx(), e))?.len();
-        let bytes = if len == 0 {
-            MappedBytes::Owned(Vec::new())
+        let bytes = if len < READ_BELOW {
+            // Small files are read: no mapping to set up, and nothing to fault if the file is
+            // truncated while in use.
+            let mut bytes = Vec::with_capacity(len as usize);
+            std::io::Read::read_to_end(&mut &file, &mut bytes).map_err(|e| Error::io(ctx(), e))?;
+            MappedBytes::Owned(bytes)
         } else {
-            // SAFETY: the map is read-only. As with every mmap-based reader, a file truncated or
-            // rewritten by another process while mapped can fault or change under us; writers
-            // of .cxrm never modify a file in place (they write a new one and rename it).
+            // SAFETY: the map is read-only. As with every mmap-based reader, a file truncated by
+            // another process while mapped faults (SIGBUS) on the next touch of a lost page:
+            // the `cxrm` binary turns that signal into an I/O error message and exit 2.
+            // Writers of .cxrm never modify a file in place (they write a new one and rename
+            // it), so cxrm's own writes cannot cause it.
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(ctx(), e))?;
             MappedBytes::Map(map)
         };
@@ -250,7 +279,8 @@ impl<'data> Cxrm<'data> {
         self.check_crc(record)?;
         let what = format!("tensor[{}]", record.index);
         let ctx = self.decode_context(record, &what);
-        let bytes = encoding::decode_chain(&record.stages, self.stored_bytes(record), &ctx)?;
+        let bytes = encoding::decode_chain(&record.stages, self.stored_bytes(record), &ctx)
+            .map_err(|e| name_over_budget(e, record))?;
         Ok(TensorData {
             dtype: record.dtype,
             shape: record.shape.clone(),
@@ -275,6 +305,7 @@ impl<'data> Cxrm<'data> {
         let what = format!("tensor[{}]", record.index);
         let ctx = self.decode_context(record, &what);
         encoding::read_factored(&record.stages, self.stored_bytes(record), &ctx)
+            .map_err(|e| name_over_budget(e, record))
     }
 
     /// Decode a tensor and report what its encoding looked like inside (survivors, codebook,
@@ -287,9 +318,10 @@ impl<'data> Cxrm<'data> {
         let what = format!("tensor[{}]", record.index);
         let ctx = self.decode_context(record, &what);
         encoding::decode_detailed(&record.stages, self.stored_bytes(record), &ctx)
+            .map_err(|e| name_over_budget(e, record))
     }
 
-    fn decode_context<'a>(
+    pub(crate) fn decode_context<'a>(
         &'a self,
         record: &'a TensorRecord<'_>,
         what: &'a str,
@@ -302,6 +334,7 @@ impl<'data> Cxrm<'data> {
             dense_len: record.dense_len(),
             payload_offset: record.extent.offset,
             limits: &self.options.limits,
+            budget: self.options.budget,
         }
     }
 

@@ -5,10 +5,11 @@
 
 use super::graph::Graph;
 use super::reader::Cxrm;
+use super::table::TensorRecord;
 use super::value::Map;
 use crate::dtype::DType;
 use crate::encoding::stream::StreamStats;
-use crate::encoding::{Factored, StageId, mask_names, stage_name};
+use crate::encoding::{Chain, Repr, mask_names, stage_name};
 use crate::error::Result;
 use std::borrow::Cow;
 
@@ -121,11 +122,12 @@ fn ratio(params: u64, stored: u64) -> Option<f64> {
 }
 
 impl<'data> Cxrm<'data> {
-    /// Everything `cxrm inspect` shows. Reads the metadata and graph sections and the symbol
-    /// streams or factors of sparse, codebook and factored tensors; dense payloads are never
-    /// read. A tensor that fails to decode is reported in its row, not as an error; a
+    /// Everything `cxrm inspect` shows. Reads the metadata and graph sections and the table;
+    /// with `streams`, also the symbol streams or factors of sparse, codebook and factored
+    /// tensors (to report each stream's entropy and check that they decode). Without it no
+    /// payload is read, so memory stays proportional to the table. A tensor that fails to decode is reported in its row, not as an error; a
     /// corrupt metadata or graph section is an error.
-    pub fn summary(&self) -> Result<Summary> {
+    pub fn summary(&self, streams: bool) -> Result<Summary> {
         let metadata = self.metadata()?;
         let graph = self.graph()?;
         let h = self.header();
@@ -133,7 +135,7 @@ impl<'data> Cxrm<'data> {
             .tensors()
             .iter()
             .map(|t| {
-                let inside = self.look_inside(t).unwrap_or_default();
+                let inside = self.look_inside(t, streams).unwrap_or_default();
                 TensorSummary {
                     name: t.name.to_string(),
                     dtype: t.dtype,
@@ -187,42 +189,58 @@ impl<'data> Cxrm<'data> {
     }
 
     /// `None` for tensors with nothing inside to show, or whose encoding this build lacks.
-    fn look_inside(&self, t: &super::table::TensorRecord<'data>) -> Option<Inside> {
-        let repr = t.stages[0].id()?;
-        if !repr.implemented() {
+    /// Sparsity, codebook bits and ranks come from the stage parameters; only `streams`
+    /// (entropy and cost of each symbol stream) reads a payload.
+    fn look_inside(&self, t: &TensorRecord<'data>, streams: bool) -> Option<Inside> {
+        if !t.stages[0].id()?.implemented() {
             return None;
         }
-        if matches!(repr, StageId::LowRank | StageId::Tucker | StageId::Binary) {
-            return Some(match self.read_factored(t) {
-                Ok(f) => Inside {
-                    ranks: match f {
-                        Some(Factored::LowRank(l)) => vec![l.rank],
-                        Some(Factored::Tucker(t)) => vec![t.rank_out, t.rank_in],
-                        _ => Vec::new(),
-                    },
-                    ..Default::default()
-                },
-                Err(e) => Inside::failed(e),
-            });
-        }
-        if !matches!(repr, StageId::Sparse | StageId::Codebook) {
-            return None;
-        }
-        Some(match self.decode_detailed(t) {
-            Ok(d) => Inside {
-                sparsity: d.nnz.map(|nnz| {
-                    if t.elements == 0 {
-                        0.0
-                    } else {
-                        1.0 - nnz as f64 / t.elements as f64
-                    }
-                }),
-                codebook_bits: d.codebook.map(|c| c.bits),
-                streams: d.stream_stats(),
+        let what = format!("tensor[{}]", t.index);
+        let ctx = self.decode_context(t, &what);
+        let chain = match Chain::parse(&t.stages, &ctx) {
+            Ok(chain) => chain,
+            Err(e) => return Some(Inside::failed(e)),
+        };
+        let sparsity = |nnz: u64| {
+            if t.elements == 0 {
+                0.0
+            } else {
+                1.0 - nnz as f64 / t.elements as f64
+            }
+        };
+        let mut inside = match chain.repr {
+            Repr::Dense => return None,
+            Repr::LowRank(p) => Inside {
+                ranks: vec![p.rank as usize],
                 ..Default::default()
             },
-            Err(e) => Inside::failed(e),
-        })
+            Repr::Tucker(p) => Inside {
+                ranks: vec![p.rank_out as usize, p.rank_in as usize],
+                ..Default::default()
+            },
+            Repr::Binary(_) => Inside::default(),
+            Repr::Codebook(cb) => Inside {
+                codebook_bits: Some(cb.bits),
+                ..Default::default()
+            },
+            Repr::Sparse { positions, values } => Inside {
+                sparsity: Some(sparsity(positions.nnz)),
+                codebook_bits: values.map(|c| c.bits),
+                ..Default::default()
+            },
+        };
+        if streams {
+            let checked = if chain.repr.is_factored() {
+                self.read_factored(t).map(|_| Vec::new())
+            } else {
+                self.decode_detailed(t).map(|d| d.stream_stats())
+            };
+            match checked {
+                Ok(stats) => inside.streams = stats,
+                Err(e) => inside.decode_error = Some(e.to_string()),
+            }
+        }
+        Some(inside)
     }
 }
 
@@ -250,7 +268,7 @@ mod tests {
         w.add_tensor("w", DType::F32, &[2, 3], lowrank::encode(&lr, DType::F32))
             .unwrap();
         let bytes = w.to_bytes().unwrap();
-        let s = Cxrm::parse(&bytes).unwrap().summary().unwrap();
+        let s = Cxrm::parse(&bytes).unwrap().summary(true).unwrap();
 
         assert_eq!(s.file_bytes, bytes.len() as u64);
         assert_eq!(

@@ -155,9 +155,37 @@ impl<'a> Chain<'a> {
         Ok((bytes, base))
     }
 
+    /// An upper bound of the bytes decoding allocates: the output (unless it is borrowed),
+    /// each byte stage's output, and the representation's working buffers. All of it is known
+    /// from the parameters, so an oversized tensor is refused before anything is allocated.
+    pub fn memory_needed(&self, ctx: &DecodeContext<'_>) -> u64 {
+        let zstd: u64 = self
+            .bytes
+            .iter()
+            .map(|(_, s)| s.params.try_into().map(u64::from_le_bytes).unwrap_or(0))
+            .fold(0, u64::saturating_add);
+        let size = ctx.dtype.size() as u64;
+        let working = match self.repr {
+            Repr::Dense if self.bytes.is_empty() => return 0,
+            Repr::Dense => 0,
+            // Positions (u64), their symbols and the values' indices (u16 each), the values.
+            Repr::Sparse { positions, .. } => positions.nnz.saturating_mul(8 + 2 + 2 + size),
+            Repr::Codebook(_) => ctx.elements.saturating_mul(2),
+            // Rebuilt in binary64 before the one rounding to the dtype.
+            Repr::LowRank(_) | Repr::Tucker(_) | Repr::Binary(_) => ctx.elements.saturating_mul(8),
+        };
+        ctx.dense_len.saturating_add(zstd).saturating_add(working)
+    }
+
+    fn check_budget(&self, ctx: &DecodeContext<'_>) -> Result<()> {
+        ctx.budget
+            .check(|| format!("decoding {}", ctx.what), self.memory_needed(ctx))
+    }
+
     /// Undo the chain: stored bytes in, the tensor's dense little-endian bytes out, with what
     /// the encoding looked like inside. Dense with no byte stage stays borrowed (zero copy).
     pub fn decode<'d>(&self, stored: &'d [u8], ctx: &DecodeContext<'_>) -> Result<Decoded<'d>> {
+        self.check_budget(ctx)?;
         if let Some(factored) = self.read_factored(stored, ctx)? {
             return Ok(Decoded {
                 bytes: Cow::Owned(factored.to_dtype(ctx.dtype)),
@@ -197,6 +225,7 @@ impl<'a> Chain<'a> {
         if !self.repr.is_factored() {
             return Ok(None);
         }
+        self.check_budget(ctx)?;
         let (bytes, base) = self.undo_byte_stages(stored, ctx)?;
         let mut c = Cursor::new(&bytes, base);
         let factored = match self.repr {

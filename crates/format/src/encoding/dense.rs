@@ -57,6 +57,7 @@ mod tests {
             offset: 0,
         };
         let ctx = DecodeContext {
+            budget: crate::budget::Budget::machine(),
             what: "t",
             dtype: crate::DType::U8,
             shape: &[8],

@@ -205,6 +205,7 @@ impl<'a> DecodeContext<'a> {
             dense_len: elements * dtype.size() as u64,
             payload_offset: 0,
             limits,
+            budget: crate::budget::Budget::machine(),
         }
     }
 }
@@ -223,6 +224,8 @@ pub struct DecodeContext<'a> {
     /// File offset of the stored bytes, so errors inside a payload name file offsets.
     pub payload_offset: u64,
     pub limits: &'a Limits,
+    /// What decoding may allocate; checked before any allocation sized from the file.
+    pub budget: crate::budget::Budget,
 }
 
 /// Position classes of the chain grammar (spec §5): `repr [codebook] [huffman] zstd*`.

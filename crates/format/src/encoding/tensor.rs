@@ -64,7 +64,9 @@ pub fn decode_sparse<'a>(
         })?),
     };
     finish(&c, ctx)?;
-    let mut out = vec![0u8; ctx.dense_len as usize];
+    let mut out = ctx
+        .budget
+        .zeroed(|| format!("decoding {}", ctx.what), ctx.dense_len)?;
     for (&p, v) in positions.iter().zip(values.chunks_exact(size)) {
         out[p as usize * size..(p as usize + 1) * size].copy_from_slice(v);
     }

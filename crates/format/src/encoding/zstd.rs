@@ -100,6 +100,7 @@ mod tests {
             dense_len: 0,
             payload_offset: 0,
             limits,
+            budget: crate::budget::Budget::machine(),
         }
     }
 

@@ -21,8 +21,7 @@ pub fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
 }
 
 fn read_all(path: &Path) -> Result<Vec<u8>> {
-    let raw =
-        std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    let raw = cxrm_format::container::input::read_regular(path)?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
@@ -70,6 +69,12 @@ pub fn load_pair(images: &Path, labels_path: &Path, classes: Vec<String>) -> Res
             images.display()
         )));
     };
+    if h == 0 || w == 0 {
+        return Err(Error::Usage(format!(
+            "{}: images of {h}×{w} pixels hold nothing to classify",
+            images.display()
+        )));
+    }
     if ldims != [n] {
         return Err(Error::Usage(format!(
             "{} has {:?} labels for {n} images",

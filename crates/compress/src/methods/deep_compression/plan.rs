@@ -127,7 +127,13 @@ impl ModelPlan {
             .iter()
             .zip(values)
             .map(|(t, v)| match (self.tensor_plan(t), v) {
-                (Some(plan), Some(v)) => deep::encode(&v, &t.shape, &plan),
+                (Some(plan), Some(v)) => deep::encode(&v, &t.shape, &plan).map_err(|e| match e {
+                    cxrm_format::Error::Usage(m) => cxrm_format::Error::Usage(format!(
+                        "tensor {:?}: {m}",
+                        cxrm_format::text::escape(&t.name)
+                    )),
+                    other => other,
+                }),
                 _ => {
                     let dense = cxrm_format::encoding::dense::encode(std::borrow::Cow::Owned(
                         t.bytes.clone(),

@@ -227,6 +227,17 @@ pub fn encode(values: &[f32], shape: &[u64], plan: &TensorPlan) -> Result<Encode
         );
         return cxrm_format::encoding::zstd::encode_if(enc, plan.zstd_level);
     }
+    if plan.bits.is_some() || plan.binary {
+        // k-means and sign/scale binarisation would turn NaN and ±Inf into finite weights
+        // without a word; refuse instead.
+        let bad = values.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(cxrm_format::Error::Usage(format!(
+                "{bad} of {} weights are NaN or infinite; quantizing would hide them",
+                values.len()
+            )));
+        }
+    }
     if !plan.sparse && plan.bits.is_none() {
         let dense = cxrm_format::encoding::dense::encode(Cow::Owned(
             values.iter().flat_map(|v| v.to_le_bytes()).collect(),

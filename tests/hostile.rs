@@ -1,0 +1,328 @@
+//! Crafted hostile inputs against the `cxrm` binary, each run under a 4 GB address-space limit
+//! (`ulimit -v`): tiny files that describe huge tensors or activations, outputs that would
+//! destroy an input or a device node, FIFOs, absurd thread counts. Every case must end in a
+//! clear message and the documented exit status (1 invalid file, 2 usage, resource or I/O),
+//! never a panic, abort, signal or hang, and must leave every file it was given intact.
+
+#![cfg(unix)]
+
+use cxrm::format::encoding::lowrank::{self, LowRank};
+use cxrm::{DType, Graph, Node, Value, Writer};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Run `cxrm ARGS` under a 4 GB address-space limit, killed after 60 s.
+fn cxrm_limited(args: &[&str]) -> Output {
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let script = format!(
+        "ulimit -v 4194304; exec '{}' {}",
+        env!("CARGO_BIN_EXE_cxrm"),
+        quoted.join(" ")
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs sh");
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("cxrm {args:?} hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Exit status `code` (not a signal) and a message containing `says`.
+fn expect(out: &Output, code: i32, says: &str) {
+    assert_eq!(out.status.code(), Some(code), "{}", text(out));
+    assert!(
+        text(out).contains(says),
+        "wanted {says:?} in: {}",
+        text(out)
+    );
+    assert!(!text(out).contains("panicked"), "{}", text(out));
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A tiny model: global average pool over `input_shape`, then a 2-class dense layer.
+fn tiny_model(input_shape: [i64; 3], fc_rows: u64) -> Vec<u8> {
+    let c = input_shape[0] as u64;
+    let mut w = Writer::new();
+    w.set_metadata("input.shape", Value::ints(input_shape));
+    let weights: Vec<u8> = vec![0u8; (fc_rows * c * 4) as usize];
+    w.add_dense("fc.w", DType::F32, &[fc_rows, c], weights)
+        .unwrap();
+    w.set_graph(Graph {
+        nodes: vec![
+            Node::new("gap", "global_avg_pool", &["input"], &[]),
+            Node::new("fc", "dense", &["gap"], &["fc.w"]),
+        ],
+    });
+    w.to_bytes().unwrap()
+}
+
+#[test]
+fn huge_tensors_in_tiny_files_are_over_the_budget_not_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    // A rank-1 factorisation of a 2^17 × 2^17 matrix: 1 MB of factors, 64 GB rebuilt.
+    let n = 1 << 17;
+    let lr = LowRank {
+        rows: n,
+        cols: n,
+        rank: 1,
+        u: vec![0.5; n],
+        v: vec![0.25; n],
+    };
+    let mut w = Writer::new();
+    w.add_tensor(
+        "big",
+        DType::F32,
+        &[n as u64, n as u64],
+        lowrank::encode(&lr, DType::F32),
+    )
+    .unwrap();
+    let path = dir.path().join("lowrank.cxrm");
+    std::fs::write(&path, w.to_bytes().unwrap()).unwrap();
+    for cmd in ["verify", "convert"] {
+        let out_file = dir.path().join("out.safetensors");
+        let mut args = vec![cmd, s(&path)];
+        if cmd == "convert" {
+            args.extend(["-o", s(&out_file)]);
+        }
+        let out = cxrm_limited(&args);
+        expect(&out, 2, "more than the memory budget");
+        assert!(
+            text(&out).contains("\"big\""),
+            "names the tensor: {}",
+            text(&out)
+        );
+        assert!(!out_file.exists());
+    }
+    // inspect reads no payload, so it lists the tensor without decoding it.
+    let out = cxrm_limited(&["inspect", s(&path)]);
+    expect(&out, 0, "lowrank rank 1");
+    // --max-memory lowers the budget for a tensor that would otherwise fit.
+    let small = dir.path().join("small.cxrm");
+    let mut w = Writer::new();
+    let lr = LowRank {
+        rows: 512,
+        cols: 512,
+        rank: 1,
+        u: vec![1.0; 512],
+        v: vec![1.0; 512],
+    };
+    w.add_tensor(
+        "m",
+        DType::F32,
+        &[512, 512],
+        lowrank::encode(&lr, DType::F32),
+    )
+    .unwrap();
+    std::fs::write(&small, w.to_bytes().unwrap()).unwrap();
+    expect(&cxrm_limited(&["verify", s(&small)]), 0, "valid");
+    expect(
+        &cxrm_limited(&["verify", s(&small), "--max-memory", "1M"]),
+        2,
+        "more than the memory budget of 1048576 bytes",
+    );
+}
+
+#[test]
+fn huge_inputs_and_activations_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("x.png");
+    image::GrayImage::new(4, 4).save(&png).unwrap();
+    let path = dir.path().join("wide.cxrm");
+    std::fs::write(&path, tiny_model([3, 65536, 65536], 2)).unwrap();
+    for args in [
+        vec!["run", s(&path), s(&png)],
+        vec!["bench", s(&path), "--iters", "1"],
+    ] {
+        expect(&cxrm_limited(&args), 2, "more than the memory budget");
+    }
+}
+
+#[test]
+fn empty_weights_and_outputs_are_load_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("x.png");
+    image::GrayImage::new(4, 4).save(&png).unwrap();
+    let path = dir.path().join("empty.cxrm");
+    std::fs::write(&path, tiny_model([1, 4, 4], 0)).unwrap();
+    for json in [false, true] {
+        let mut args = vec!["run", s(&path), s(&png)];
+        if json {
+            args.push("--json");
+        }
+        expect(&cxrm_limited(&args), 2, "with nothing in it");
+    }
+}
+
+#[test]
+fn outputs_never_replace_inputs_devices_or_read_only_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.cxrm");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/valid/model.cxrm"),
+        &model,
+    )
+    .unwrap();
+    let before = std::fs::read(&model).unwrap();
+    expect(
+        &cxrm_limited(&["convert", s(&model), "-o", s(&model)]),
+        2,
+        "it is the input",
+    );
+    let hard = dir.path().join("hard.cxrm");
+    std::fs::hard_link(&model, &hard).unwrap();
+    expect(
+        &cxrm_limited(&["convert", s(&model), "-o", s(&hard)]),
+        2,
+        "it is the input",
+    );
+    let st = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/interop/model.safetensors");
+    let st_copy = dir.path().join("x.safetensors");
+    std::fs::copy(&st, &st_copy).unwrap();
+    expect(
+        &cxrm_limited(&["pack", s(&st_copy), "-o", s(&st_copy)]),
+        2,
+        "it is the input",
+    );
+    assert_eq!(
+        std::fs::read(&st_copy).unwrap(),
+        std::fs::read(&st).unwrap()
+    );
+    for dest in ["/dev/null", "."] {
+        let out = cxrm_limited(&["pack", s(&st), "-o", dest]);
+        assert_eq!(out.status.code(), Some(2), "{dest}: {}", text(&out));
+    }
+    assert!(
+        std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device_like()
+    );
+    let ro = dir.path().join("ro.cxrm");
+    std::fs::write(&ro, &before).unwrap();
+    let mut p = std::fs::metadata(&ro).unwrap().permissions();
+    p.set_readonly(true);
+    std::fs::set_permissions(&ro, p).unwrap();
+    expect(
+        &cxrm_limited(&["pack", s(&st), "-o", s(&ro)]),
+        2,
+        "read-only",
+    );
+    expect(
+        &cxrm_limited(&["pack", s(&st), "-o", s(&ro), "--force"]),
+        0,
+        "wrote",
+    );
+    assert_eq!(std::fs::read(&model).unwrap(), before);
+    // convert writes the same bytes every time (metadata in the file's order).
+    let a = dir.path().join("a.safetensors");
+    let b = dir.path().join("b.safetensors");
+    expect(
+        &cxrm_limited(&["convert", s(&model), "-o", s(&a)]),
+        0,
+        "wrote",
+    );
+    expect(
+        &cxrm_limited(&["convert", s(&model), "-o", s(&b)]),
+        0,
+        "wrote",
+    );
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+}
+
+#[test]
+fn inputs_past_the_limits_never_replace_a_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.cxrm");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/valid/model.cxrm"),
+        &out,
+    )
+    .unwrap();
+    let good = std::fs::read(&out).unwrap();
+    let header = br#"{"a":{"dtype":"F32","shape":[0,1125899906842624],"data_offsets":[0,0]}}"#;
+    let mut st = (header.len() as u64).to_le_bytes().to_vec();
+    st.extend_from_slice(header);
+    let input = dir.path().join("huge.safetensors");
+    std::fs::write(&input, st).unwrap();
+    expect(
+        &cxrm_limited(&["pack", s(&input), "-o", s(&out)]),
+        2,
+        "exceeds the spec's limit",
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), good);
+}
+
+#[test]
+fn fifos_and_absurd_thread_counts_fail_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.cxrm");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    expect(
+        &cxrm_limited(&["verify", s(&fifo)]),
+        2,
+        "not a regular file",
+    );
+    expect(
+        &cxrm_limited(&["pack", s(&fifo), "-o", s(&dir.path().join("o.cxrm"))]),
+        2,
+        "not a regular file",
+    );
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/runtime/lenet5.cxrm");
+    let png = dir.path().join("pipe.png");
+    assert!(Command::new("mkfifo").arg(&png).status().unwrap().success());
+    expect(
+        &cxrm_limited(&["run", s(&model), s(&png)]),
+        2,
+        "not a regular file",
+    );
+    let start = Instant::now();
+    expect(
+        &cxrm_limited(&["bench", s(&model), "--threads", "100000"]),
+        2,
+        "threads on",
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+    expect(
+        &cxrm_limited(&["verify", s(dir.path())]),
+        2,
+        "it is a directory",
+    );
+}
+
+trait CharDevice {
+    fn is_char_device_like(&self) -> bool;
+}
+impl CharDevice for std::fs::FileType {
+    fn is_char_device_like(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        self.is_char_device()
+    }
+}
