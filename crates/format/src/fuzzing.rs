@@ -1,7 +1,12 @@
 //! Entry points shared by the fuzz targets (`fuzz/`) and the regression tests that replay
 //! their corpora (`tests/fuzz_regressions.rs`), so both exercise exactly the same code.
 
+use crate::budget::Budget;
 use crate::container::reader::{Cxrm, ReadOptions};
+
+/// The fuzz targets run with libFuzzer's `-malloc_limit_mb=2048`, so that any allocation sized
+/// from the input past it is reported as a crash; decoding stays within half of that.
+pub const FUZZ_BUDGET: Budget = Budget(1 << 30);
 
 /// Open arbitrary bytes as a file and, if that succeeds, run every check and decode there is.
 /// Returns whether the file was fully valid.
@@ -9,6 +14,7 @@ pub fn open_and_verify(data: &[u8]) -> bool {
     // The inspect path: opens files with unknown encodings and reads metadata and graph.
     let lenient = ReadOptions {
         allow_unknown_encodings: true,
+        budget: FUZZ_BUDGET,
         ..Default::default()
     };
     if let Ok(file) = Cxrm::parse_with(data, &lenient) {
@@ -19,7 +25,11 @@ pub fn open_and_verify(data: &[u8]) -> bool {
             let _ = file.view(t.name);
         }
     }
-    match Cxrm::parse(data) {
+    let strict = ReadOptions {
+        budget: FUZZ_BUDGET,
+        ..Default::default()
+    };
+    match Cxrm::parse_with(data, &strict) {
         Ok(file) => file.verify().is_ok(),
         Err(_) => false,
     }
@@ -50,7 +60,10 @@ fn decode_representation(stages: &[(StageId, &[u8])], shape: &[u64], payload: &[
         })
         .collect();
     let limits = Limits::SPEC;
-    let ctx = DecodeContext::in_memory("fuzz", DType::F32, shape, &limits);
+    let ctx = DecodeContext {
+        budget: FUZZ_BUDGET,
+        ..DecodeContext::in_memory("fuzz", DType::F32, shape, &limits)
+    };
     let _ = encoding::decode_detailed(&stages, payload, &ctx);
 }
 
@@ -113,7 +126,10 @@ pub fn factored_payload(data: &[u8]) -> Option<encoding::Factored> {
         offset: 0,
     }];
     let limits = Limits::SPEC;
-    let ctx = DecodeContext::in_memory("fuzz", DType::F32, &shape, &limits);
+    let ctx = DecodeContext {
+        budget: FUZZ_BUDGET,
+        ..DecodeContext::in_memory("fuzz", DType::F32, &shape, &limits)
+    };
     let factored = encoding::read_factored(&stage, &rest[3..], &ctx).ok()??;
     let _ = factored.to_f32();
     Some(factored)
