@@ -12,14 +12,13 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Run `cxrm ARGS` under a 4 GB address-space limit, killed after 60 s.
+/// Run `cxrm ARGS` under a 4 GB address-space limit, killed after 60 s. `CXRM_HOSTILE_BIN`
+/// names another binary to run the same cases against (to measure an older build).
 fn cxrm_limited(args: &[&str]) -> Output {
     let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
-    let script = format!(
-        "ulimit -v 4194304; exec '{}' {}",
-        env!("CARGO_BIN_EXE_cxrm"),
-        quoted.join(" ")
-    );
+    let bin = std::env::var("CXRM_HOSTILE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_cxrm").to_string());
+    let script = format!("ulimit -v 4194304; exec '{bin}' {}", quoted.join(" "));
     let mut child = Command::new("sh")
         .args(["-c", &script])
         .stdin(Stdio::null())
