@@ -4,6 +4,7 @@
 pub mod graph;
 pub mod header;
 pub mod input;
+pub mod input_spec;
 pub mod op;
 pub mod output;
 pub mod reader;
