@@ -679,3 +679,54 @@ fn regenerate_trained_fixture_logits() {
         .unwrap();
     }
 }
+
+#[test]
+fn a_weight_shared_by_many_nodes_is_decoded_once() {
+    // One mostly-zero 8×8 weight, stored encoded (zstd), used by four dense layers in a
+    // chain; a twin file gives each layer its own copy. Same outputs; one decode.
+    let mut rng = common::Lcg(5);
+    let w: Vec<f32> = (0..64)
+        .map(|i| if i % 9 == 0 { rng.weight(1.0) } else { 0.0 })
+        .collect();
+    let bytes = common::f32_bytes(&w);
+    let build = |shared: bool| {
+        let mut writer = Writer::new();
+        writer.set_metadata("input.shape", Value::ints([8, 1, 1]));
+        let names: Vec<String> = (0..4)
+            .map(|i| if shared { "w".into() } else { format!("w{i}") })
+            .collect();
+        let mut added = std::collections::HashSet::new();
+        for name in &names {
+            if added.insert(name.clone()) {
+                let enc = cxrm::format::encoding::zstd::encode(
+                    cxrm::format::encoding::dense::encode(bytes.clone().into()),
+                    19,
+                )
+                .unwrap();
+                assert_eq!(enc.stages.len(), 2, "the weight is stored encoded");
+                writer.add_tensor(name, DType::F32, &[8, 8], enc).unwrap();
+            }
+        }
+        let mut graph = vec![Node::new("flat", "flatten", &["input"], &[])];
+        let mut prev = "flat".to_string();
+        for (i, name) in names.iter().enumerate() {
+            let node = format!("fc{i}");
+            graph.push(Node::new(&node, "dense", &[&prev], &[name]));
+            prev = node;
+        }
+        writer.set_graph(Graph { nodes: graph });
+        writer.to_bytes().unwrap()
+    };
+    let (shared, copies) = (build(true), build(false));
+    let x = Array4::from_shape_fn((1, 8, 1, 1), |(_, c, _, _)| c as f32 / 8.0 - 0.3);
+    let run = |bytes: &[u8]| {
+        let file = Cxrm::parse(bytes).unwrap();
+        let model = Model::load(&file).unwrap();
+        (model.weights_decoded, model.forward(x.view()).unwrap())
+    };
+    let (decoded_shared, out_shared) = run(&shared);
+    let (decoded_copies, out_copies) = run(&copies);
+    assert_eq!(decoded_shared, 1);
+    assert_eq!(decoded_copies, 4);
+    assert_eq!(out_shared, out_copies);
+}

@@ -136,6 +136,8 @@ pub struct Model<'a> {
     work_per_image: usize,
     /// The most activation bytes one image keeps alive at once, planned at load.
     pub peak_bytes_per_image: u64,
+    /// Tensors decoded while loading (each at most once; dense f32 is read in place).
+    pub weights_decoded: usize,
     budget: Budget,
     threads: Threads,
 }
@@ -157,6 +159,8 @@ pub struct LayerInfo {
 enum Loaded<'a> {
     Values(Cow<'a, [f32]>),
     Factored(Factored),
+    /// A decoded weight sparse enough for the CSR kernels, shared by every node that uses it.
+    Sparse(Csr),
 }
 
 /// `rows × cols` row-major to `cols × rows`.
@@ -199,6 +203,10 @@ fn tucker_steps<'a>(
 struct Loader<'f, 'a> {
     file: &'f Cxrm<'a>,
     options: RuntimeOptions,
+    /// Decoded weights in CSR form, by tensor name.
+    sparse: std::cell::RefCell<std::collections::HashMap<String, Csr>>,
+    /// Tensors decoded so far (dense ones read in place do not count).
+    decodes: std::cell::Cell<usize>,
 }
 
 impl<'a> Loader<'_, 'a> {
@@ -238,6 +246,7 @@ impl<'a> Loader<'_, 'a> {
                 return Ok((Cow::Borrowed(values), shape));
             }
         }
+        self.decodes.set(self.decodes.get() + 1);
         Ok((
             Cow::Owned(self.file.decode_record(record)?.to_f32_vec()),
             shape,
@@ -248,12 +257,34 @@ impl<'a> Loader<'_, 'a> {
     /// else its values.
     fn weight(&self, node: &Node, name: &str) -> Result<(Loaded<'a>, Vec<usize>)> {
         let record = self.record(node, name)?;
+        let shape: Vec<usize> = record.shape.iter().map(|&d| d as usize).collect();
+        if let Some(csr) = self.sparse.borrow().get(name) {
+            return Ok((Loaded::Sparse(csr.clone()), shape));
+        }
         if let Some(f) = self.file.read_factored(record)? {
-            let shape = record.shape.iter().map(|&d| d as usize).collect();
+            self.decodes.set(self.decodes.get() + 1);
             return Ok((Loaded::Factored(f), shape));
         }
         let (values, shape) = self.tensor(node, name)?;
+        // A decoded weight that the CSR kernels will take is kept in that form, so a weight
+        // shared by many nodes is decoded and scanned once, not once per node.
+        if let Cow::Owned(v) = &values
+            && let [rows, ..] = shape[..]
+            && self.sparse_enough(v)
+        {
+            let csr = Csr::from_dense(v, rows, v.len() / rows.max(1));
+            self.sparse
+                .borrow_mut()
+                .insert(name.to_string(), csr.clone());
+            return Ok((Loaded::Sparse(csr), shape));
+        }
         Ok((Loaded::Values(values), shape))
+    }
+
+    fn sparse_enough(&self, data: &[f32]) -> bool {
+        let nonzero = data.iter().filter(|v| **v != 0.0).count();
+        let density = nonzero as f64 / data.len().max(1) as f64;
+        density <= self.options.sparse_below_density
     }
 
     /// A `rows × cols` weight matrix: low-rank and matrix-shaped Tucker factors as products,
@@ -261,6 +292,7 @@ impl<'a> Loader<'_, 'a> {
     fn weight_matrix(&self, loaded: Loaded<'a>, rows: usize, cols: usize) -> Matrix<'a> {
         match loaded {
             Loaded::Values(v) => self.matrix(v, rows, cols),
+            Loaded::Sparse(csr) => Matrix::Sparse(csr),
             Loaded::Factored(Factored::LowRank(lr)) => Matrix::Product(vec![
                 Matrix::dense(lr.u, rows, lr.rank),
                 Matrix::dense(lr.v, lr.rank, cols),
@@ -293,9 +325,7 @@ impl<'a> Loader<'_, 'a> {
     }
 
     fn matrix(&self, data: Cow<'a, [f32]>, rows: usize, cols: usize) -> Matrix<'a> {
-        let nonzero = data.iter().filter(|v| **v != 0.0).count();
-        let density = nonzero as f64 / data.len().max(1) as f64;
-        if density <= self.options.sparse_below_density {
+        if self.sparse_enough(&data) {
             Matrix::Sparse(Csr::from_dense(&data, rows, cols))
         } else {
             Matrix::Dense { data, rows, cols }
@@ -340,7 +370,12 @@ impl<'a> Model<'a> {
                     .ok_or_else(|| Error::Model("model.classes must be strings".into()))?,
                 None => Vec::new(),
             };
-        let loader = Loader { file, options };
+        let loader = Loader {
+            file,
+            options,
+            sparse: Default::default(),
+            decodes: Default::default(),
+        };
         let mut layers: Vec<Layer<'a>> = Vec::with_capacity(graph.nodes.len());
         let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(graph.nodes.len());
         let input_shape = vec![input.channels, input.height, input.width];
@@ -425,6 +460,7 @@ impl<'a> Model<'a> {
             work_per_image,
             peak_bytes_per_image,
             budget,
+            weights_decoded: loader.decodes.get(),
             threads: Threads::new(options.threads),
         })
     }
