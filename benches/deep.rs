@@ -18,7 +18,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use cxrm::compress::methods::deep_compression::prune::prune_layer;
-use cxrm::compress::methods::deep_compression::store::{Prepared, StreamMode, TensorPlan};
+use cxrm::compress::methods::deep_compression::store::{DeepPlan, Prepared, StreamMode};
 use cxrm::format::encoding::sparse::Layout;
 use cxrm::format::encoding::stream;
 use cxrm::format::encoding::{self, DecodeContext, Encoded};
@@ -95,13 +95,7 @@ fn report(weights: &[Weight]) {
         }
         let mut pruned = values.clone();
         prune_layer(&mut pruned, 0.9);
-        let plan = TensorPlan {
-            sparse: true,
-            bits: Some(5),
-            huffman: true,
-            index_bits: Some(5),
-            ..Default::default()
-        };
+        let plan = DeepPlan::pruned().gaps(Some(5)).bits(5).huffman();
         let p = Prepared::new(&pruned, shape, &plan);
         let rel = p
             .build(
@@ -185,11 +179,7 @@ fn decode(c: &mut Criterion) {
     let limits = Limits::SPEC;
     let ctx = DecodeContext::in_memory("t", DType::F32, shape, &limits);
 
-    let plan = TensorPlan {
-        bits: Some(5),
-        huffman: true,
-        ..Default::default()
-    };
+    let plan = DeepPlan::quantized(5).huffman();
     let quantized = Prepared::new(values, shape, &plan);
     let cb_huff = quantized
         .build(None, StreamMode::HuffmanOnly, None)
@@ -210,8 +200,8 @@ fn decode(c: &mut Criterion) {
     let dc = Prepared::new(
         &pruned,
         shape,
-        &TensorPlan {
-            sparse: true,
+        &DeepPlan {
+            sparse: Some(Default::default()),
             ..plan
         },
     )

@@ -58,14 +58,15 @@ fn padded_model() -> PathBuf {
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
     cxrm::compress::methods::deep_compression::prune::prune_layer(&mut values, 0.5);
-    let plan = cxrm::compress::methods::deep_compression::store::TensorPlan {
-        sparse: true,
-        bits: Some(5),
-        index_bits: Some(5),
-        ..Default::default()
-    };
-    let enc = cxrm::compress::methods::deep_compression::store::encode(&values, &[32 << 20], &plan)
-        .unwrap();
+    let plan = cxrm::compress::methods::deep_compression::store::DeepPlan::pruned()
+        .gaps(Some(5))
+        .bits(5);
+    let enc = cxrm::compress::methods::deep_compression::store::encode(
+        &values,
+        &[32 << 20],
+        &plan.into(),
+    )
+    .unwrap();
     w.add_tensor("unused.encoded", DType::F32, &[32 << 20], enc)
         .unwrap();
     w.write(&path).unwrap();

@@ -3,7 +3,7 @@
 //! encoder meant; plus one tensor of more than 2^24 elements.
 
 use cxrm::compress::methods::deep_compression::store::{
-    self as deep, Prepared, StreamMode, TensorPlan,
+    self as deep, DeepPlan, Prepared, Quantize, SparsePlan, StreamMode,
 };
 use cxrm::format::cursor::Cursor;
 use cxrm::format::encoding::codebook::Init;
@@ -75,7 +75,11 @@ proptest! {
         if sparse {
             cxrm::compress::methods::deep_compression::prune::prune_layer(&mut values, sparsity);
         }
-        let plan = TensorPlan { sparse, index_bits: Some(index_bits), bits, init, centroid_dtype: if f16 { DType::F16 } else { DType::F32 }, ..Default::default() };
+        let plan = DeepPlan {
+            sparse: sparse.then_some(SparsePlan { index_bits: Some(index_bits) }),
+            quantize: bits.map(|bits| Quantize { bits, init, centroid_dtype: if f16 { DType::F16 } else { DType::F32 } }),
+            ..DeepPlan::default()
+        };
         let p = Prepared::new(&values, &shape, &plan);
         let layout = sparse.then_some(if csr { Layout::Csr } else { Layout::Relative { index_bits } });
         let enc = p.build(layout, mode, zstd.then_some(3)).unwrap();
@@ -87,8 +91,8 @@ proptest! {
     #[test]
     fn the_chosen_encoding_is_never_larger_than_packed((shape, mut values, sparsity) in case(), bits in 1u8..=8) {
         cxrm::compress::methods::deep_compression::prune::prune_layer(&mut values, sparsity);
-        let plan = TensorPlan { sparse: true, bits: Some(bits), huffman: true, ..Default::default() };
-        let best = deep::encode(&values, &shape, &plan).unwrap();
+        let plan = DeepPlan::pruned().bits(bits).huffman();
+        let best = deep::encode(&values, &shape, &plan.into()).unwrap();
         let packed = Prepared::new(&values, &shape, &plan).build(Some(Layout::Relative { index_bits: 5 }), StreamMode::Packed, None).unwrap();
         prop_assert!(best.payload.len() <= packed.payload.len());
         let out = decode_file(&shape, best);
@@ -134,12 +138,7 @@ fn a_tensor_of_more_than_2_pow_24_elements() {
     let mut values: Vec<f32> = (0..n).map(|_| rng.centred() * 0.1).collect();
     cxrm::compress::methods::deep_compression::prune::prune_layer(&mut values, 0.9);
     let shape = [n as u64];
-    let plan = TensorPlan {
-        sparse: true,
-        bits: Some(5),
-        huffman: true,
-        ..Default::default()
-    };
+    let plan = DeepPlan::pruned().bits(5).huffman();
     let p = Prepared::new(&values, &shape, &plan);
     let enc = p
         .build(

@@ -60,15 +60,11 @@ fn spec_field_table_offsets_point_at_their_bytes() {
 
 #[test]
 fn spec_deep_compression_example_is_what_the_encoder_writes() {
-    use cxrm::compress::methods::deep_compression::store::{Prepared, StreamMode, TensorPlan};
+    use cxrm::compress::methods::deep_compression::store::{DeepPlan, Prepared, StreamMode};
     use cxrm::format::encoding::sparse::Layout;
     let lines = spec_hex_block("<!-- deep example -->");
     let values = [0.0f32, 0.5, 0.0, 0.0, -0.25, 0.0, 0.5, 0.5];
-    let plan = TensorPlan {
-        sparse: true,
-        bits: Some(1),
-        ..Default::default()
-    };
+    let plan = DeepPlan::pruned().bits(1);
     let enc = Prepared::new(&values, &[2, 4], &plan)
         .build(
             Some(Layout::Relative { index_bits: 5 }),

@@ -3,7 +3,9 @@
 //! and a change to the writer that alters their bytes fails `cargo test`.
 #![allow(dead_code)]
 
-use cxrm::compress::methods::deep_compression::store::{Prepared, StreamMode, TensorPlan};
+use cxrm::compress::methods::deep_compression::store::{
+    DeepPlan, Prepared, Quantize, SparsePlan, StreamMode,
+};
 use cxrm::format::container::graph::INPUT;
 use cxrm::format::container::header::HEADER_LEN;
 use cxrm::format::encoding;
@@ -245,11 +247,13 @@ fn deep_form(
     mode: StreamMode,
     zstd: Option<i32>,
 ) -> encoding::Encoded<'static> {
-    let plan = TensorPlan {
-        sparse: sparse.is_some(),
-        bits: bits.map(|b| b.0),
-        centroid_dtype: bits.map_or(DType::F32, |b| b.1),
-        ..Default::default()
+    let plan = DeepPlan {
+        sparse: sparse.map(|_| SparsePlan::default()),
+        quantize: bits.map(|(bits, centroid_dtype)| Quantize {
+            centroid_dtype,
+            ..Quantize::bits(bits)
+        }),
+        ..DeepPlan::default()
     };
     Prepared::new(values, shape, &plan)
         .build(sparse, mode, zstd)
@@ -1822,15 +1826,16 @@ pub fn lenet5(form: Form) -> Vec<u8> {
         let encoded = match form {
             Form::Deep => {
                 cxrm::compress::methods::deep_compression::prune::prune_layer(&mut weight, 0.8);
-                let plan = TensorPlan {
-                    sparse: true,
-                    bits: Some(5),
-                    huffman: true,
-                    index_bits: Some(if shape.len() == 4 { 8 } else { 5 }),
-                    ..Default::default()
-                };
-                cxrm::compress::methods::deep_compression::store::encode(&weight, shape, &plan)
-                    .unwrap()
+                let plan = DeepPlan::pruned()
+                    .gaps(Some(if shape.len() == 4 { 8 } else { 5 }))
+                    .bits(5)
+                    .huffman();
+                cxrm::compress::methods::deep_compression::store::encode(
+                    &weight,
+                    shape,
+                    &plan.into(),
+                )
+                .unwrap()
             }
             Form::Factored if matches!(*name, "conv2" | "fc1" | "fc2") => {
                 factored_weight(name, shape, &mut rng, scale).expect("a factored layer")

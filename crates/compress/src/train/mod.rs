@@ -298,12 +298,7 @@ impl TrainedModel {
             .filter_map(|n| n.weights.first().map(String::as_str))
             .collect();
         let plan = |t: &NamedTensor| {
-            plan(t).or_else(|| {
-                binary.contains(t.name.as_str()).then(|| TensorPlan {
-                    binary: true,
-                    ..Default::default()
-                })
-            })
+            plan(t).or_else(|| binary.contains(t.name.as_str()).then(TensorPlan::binary))
         };
         let mut w = Writer::new();
         for (k, v) in &self.metadata {

@@ -2,7 +2,7 @@
 //! settings, pruned per layer or against one global threshold.
 
 use super::prune;
-use super::store::{self as deep, TensorPlan};
+use super::store::{self as deep, DeepPlan, Quantize, SparsePlan, TensorPlan};
 use crate::rules::PerLayer;
 use cxrm_format::dtype::DType;
 use cxrm_format::encoding::Encoded;
@@ -72,16 +72,18 @@ impl ModelPlan {
         if sparsity.is_none() && bits.is_none() && !self.huffman {
             return None;
         }
-        Some(TensorPlan {
-            sparse: sparsity.is_some(),
-            index_bits: self.index_bits.get(&t.name, &t.shape),
-            bits,
-            init: self.init,
-            centroid_dtype: self.centroid_dtype,
+        Some(TensorPlan::Deep(DeepPlan {
+            sparse: sparsity.map(|_| SparsePlan {
+                index_bits: self.index_bits.get(&t.name, &t.shape),
+            }),
+            quantize: bits.map(|bits| Quantize {
+                bits,
+                init: self.init,
+                centroid_dtype: self.centroid_dtype,
+            }),
             huffman: self.huffman,
             zstd_level: self.zstd_level,
-            binary: false,
-        })
+        }))
     }
 
     /// Encode every tensor. Returns, per tensor, its encoded form (dense tensors unchanged,

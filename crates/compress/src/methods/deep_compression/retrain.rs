@@ -4,7 +4,7 @@
 //! the summed gradients of their weights; the file then stores the sparse positions, codebook
 //! indices and Huffman-coded streams (`compress::deep`).
 
-use crate::methods::deep_compression::store::TensorPlan;
+use crate::methods::deep_compression::store::{DeepPlan, TensorPlan};
 use crate::rules::PerLayer;
 use crate::train::fit::{self, Targets};
 use crate::train::net::{Form, Net};
@@ -87,16 +87,7 @@ pub struct LayerReport {
 /// How one compressed tensor is stored: sparse positions (gaps of whichever width is smallest;
 /// the paper fixed 8 bits for conv, 5 for fc), a codebook of `bits`, Huffman-coded streams.
 fn storage_plan(bits: u8) -> TensorPlan {
-    TensorPlan {
-        sparse: true,
-        index_bits: None,
-        bits: Some(bits),
-        init: Init::Linear,
-        centroid_dtype: DType::F32,
-        huffman: true,
-        zstd_level: None,
-        binary: false,
-    }
+    DeepPlan::pruned().bits(bits).huffman().into()
 }
 
 /// Keep the `keep` fraction of largest-magnitude values: a 0/1 mask.

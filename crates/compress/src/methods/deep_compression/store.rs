@@ -9,43 +9,195 @@ use cxrm_format::encoding::stream::{self, Coding};
 use cxrm_format::encoding::{Encoded, StageId, StageSpec, sparse};
 use cxrm_format::error::Result;
 use std::borrow::Cow;
+use std::fmt;
 
-/// How to store one tensor.
+/// How to store one tensor: what it becomes, so that only forms the format has can be asked
+/// for (binary weights are never also sparse or quantized, gap widths exist only for a sparse
+/// layout, k-means settings only for a codebook).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TensorPlan {
-    /// Store only nonzero weights (the tensor is expected to be pruned already).
-    pub sparse: bool,
-    /// Relative-index gap width for the sparse layout (the paper: 8 for conv, 5 for fc).
-    /// `None` tries every width in [`GAP_WIDTHS`] and keeps the one whose positions take the
-    /// fewest bytes: the best width trades escapes (too narrow) against a larger code-length
-    /// table (too wide), and depends on the layer's sparsity.
-    pub index_bits: Option<u8>,
-    /// Quantize values to a codebook of 2^bits centroids.
-    pub bits: Option<u8>,
-    pub init: Init,
-    pub centroid_dtype: DType,
-    /// Entropy-code the symbol streams; the encoder may choose zstd instead when smaller.
-    pub huffman: bool,
-    /// Also consider a zstd stage at this level.
-    pub zstd_level: Option<i32>,
-    /// Store as XNOR-Net binary weights: a scale per row (the mean magnitude) and one sign bit
-    /// per weight. Exact for values that are already `±α` per row, as XNOR training leaves
-    /// them; excludes `sparse` and `bits`.
-    pub binary: bool,
+pub enum TensorPlan {
+    /// Stored as it is (f32), with a zstd stage at this level when that is smaller.
+    Dense { zstd_level: Option<i32> },
+    /// Deep Compression's storage: any prefix of prune → quantize → Huffman.
+    Deep(DeepPlan),
+    /// XNOR-Net binary weights: a scale per row (the mean magnitude) and one sign bit per
+    /// weight, with a zstd stage at this level when that is smaller. Exact for values that are
+    /// already `±α` per row, as XNOR training leaves them.
+    Binary { zstd_level: Option<i32> },
 }
 
 impl Default for TensorPlan {
     fn default() -> Self {
-        TensorPlan {
-            sparse: false,
-            index_bits: None,
-            bits: None,
+        TensorPlan::Dense { zstd_level: None }
+    }
+}
+
+impl From<DeepPlan> for TensorPlan {
+    fn from(plan: DeepPlan) -> Self {
+        TensorPlan::Deep(plan)
+    }
+}
+
+impl TensorPlan {
+    /// XNOR-Net binary weights, without zstd.
+    pub fn binary() -> TensorPlan {
+        TensorPlan::Binary { zstd_level: None }
+    }
+
+    /// What the tensor will be, in words: "sparse (gaps 5 bits) + 4-bit codebook (linear,
+    /// f32) + huffman".
+    pub fn describe(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for TensorPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TensorPlan::Dense { zstd_level } => {
+                f.write_str("dense")?;
+                write_zstd(f, *zstd_level)
+            }
+            TensorPlan::Deep(d) => d.fmt(f),
+            TensorPlan::Binary { zstd_level } => {
+                f.write_str("binary (signs, f32 scale per row)")?;
+                write_zstd(f, *zstd_level)
+            }
+        }
+    }
+}
+
+fn write_zstd(f: &mut fmt::Formatter<'_>, level: Option<i32>) -> fmt::Result {
+    match level {
+        Some(level) => write!(f, " + zstd {level}"),
+        None => Ok(()),
+    }
+}
+
+/// Deep Compression's steps for one tensor. With neither `sparse` nor `quantize` the tensor
+/// stays dense: Huffman has no symbol streams to code there.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DeepPlan {
+    /// Store only nonzero weights (the tensor is expected to be pruned already).
+    pub sparse: Option<SparsePlan>,
+    /// Share the values (the survivors, when sparse) through a k-means codebook.
+    pub quantize: Option<Quantize>,
+    /// Entropy-code the symbol streams; the encoder may choose zstd instead when smaller.
+    pub huffman: bool,
+    /// Also consider a zstd stage at this level.
+    pub zstd_level: Option<i32>,
+}
+
+/// The sparse layout of a pruned tensor's survivors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SparsePlan {
+    /// Relative-index gap width (the paper: 8 for conv, 5 for fc). `None` tries every width
+    /// in [`GAP_WIDTHS`] and keeps the one whose positions take the fewest bytes: the best
+    /// width trades escapes (too narrow) against a larger code-length table (too wide), and
+    /// depends on the layer's sparsity.
+    pub index_bits: Option<u8>,
+}
+
+/// A k-means codebook of 2^`bits` centroids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quantize {
+    pub bits: u8,
+    pub init: Init,
+    pub centroid_dtype: DType,
+}
+
+impl Quantize {
+    /// `bits`-bit indices, linear initialisation (the paper's best), f32 centroids.
+    pub fn bits(bits: u8) -> Quantize {
+        Quantize {
+            bits,
             init: Init::Linear,
             centroid_dtype: DType::F32,
-            huffman: false,
-            zstd_level: None,
-            binary: false,
         }
+    }
+}
+
+impl DeepPlan {
+    /// Sparse storage of a pruned tensor, the gap width left to the encoder.
+    pub fn pruned() -> DeepPlan {
+        DeepPlan {
+            sparse: Some(SparsePlan::default()),
+            ..DeepPlan::default()
+        }
+    }
+
+    /// A `bits`-bit codebook over every value, dense layout.
+    pub fn quantized(bits: u8) -> DeepPlan {
+        DeepPlan::default().quantize(Quantize::bits(bits))
+    }
+
+    /// Sparse storage with gaps of `index_bits` (or, with `None`, the smallest width).
+    pub fn gaps(self, index_bits: Option<u8>) -> DeepPlan {
+        DeepPlan {
+            sparse: Some(SparsePlan { index_bits }),
+            ..self
+        }
+    }
+
+    /// Quantize the values as `q` says.
+    pub fn quantize(self, q: Quantize) -> DeepPlan {
+        DeepPlan {
+            quantize: Some(q),
+            ..self
+        }
+    }
+
+    /// Quantize the values to `bits` bits, keeping any k-means settings already chosen.
+    pub fn bits(self, bits: u8) -> DeepPlan {
+        let q = self.quantize.unwrap_or(Quantize::bits(bits));
+        self.quantize(Quantize { bits, ..q })
+    }
+
+    /// Huffman-code the symbol streams.
+    pub fn huffman(self) -> DeepPlan {
+        DeepPlan {
+            huffman: true,
+            ..self
+        }
+    }
+
+    /// Also consider a zstd stage at `level`.
+    pub fn zstd(self, level: i32) -> DeepPlan {
+        DeepPlan {
+            zstd_level: Some(level),
+            ..self
+        }
+    }
+}
+
+impl fmt::Display for DeepPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(s) = self.sparse {
+            parts.push(match s.index_bits {
+                Some(b) => format!("sparse (gaps {b} bits)"),
+                None => "sparse (gaps of the smallest width)".to_string(),
+            });
+        }
+        if let Some(q) = self.quantize {
+            let init = match q.init {
+                Init::Linear => "linear".to_string(),
+                Init::Density => "density".to_string(),
+                Init::Random(seed) => format!("random, seed {seed}"),
+            };
+            parts.push(format!(
+                "{}-bit codebook ({init}, {})",
+                q.bits, q.centroid_dtype
+            ));
+        }
+        if parts.is_empty() {
+            // Nothing to prune or quantize: no streams for Huffman to code.
+            parts.push("dense".to_string());
+        } else if self.huffman {
+            parts.push("huffman".to_string());
+        }
+        f.write_str(&parts.join(" + "))?;
+        write_zstd(f, self.zstd_level)
     }
 }
 
@@ -92,9 +244,9 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn new(values: &[f32], shape: &[u64], plan: &TensorPlan) -> Prepared {
+    pub fn new(values: &[f32], shape: &[u64], plan: &DeepPlan) -> Prepared {
         let elements = values.len() as u64;
-        let positions: Option<Vec<u64>> = plan.sparse.then(|| {
+        let positions: Option<Vec<u64>> = plan.sparse.map(|_| {
             (0..elements)
                 .filter(|&i| values[i as usize] != 0.0)
                 .collect()
@@ -103,11 +255,11 @@ impl Prepared {
             Some(p) => p.iter().map(|&i| values[i as usize]).collect(),
             None => values.to_vec(),
         };
-        let codebook = plan.bits.map(|bits| {
+        let codebook = plan.quantize.map(|q| {
             (
-                bits,
-                plan.centroid_dtype,
-                codebook::kmeans(&kept, bits, plan.init, plan.centroid_dtype),
+                q.bits,
+                q.centroid_dtype,
+                codebook::kmeans(&kept, q.bits, q.init, q.centroid_dtype),
             )
         });
         Prepared {
@@ -207,29 +359,42 @@ impl Prepared {
     }
 }
 
-/// Encode an f32 tensor (already pruned if `plan.sparse`) as `plan` says, trying every layout
-/// and stream coding allowed and returning the smallest. Dense f32 is returned when no
-/// compression step is asked for.
+/// Encode an f32 tensor (already pruned if the plan stores it sparse) as `plan` says, trying
+/// every layout and stream coding allowed and returning the smallest. Dense f32 is returned
+/// when no compression step is asked for.
 pub fn encode(values: &[f32], shape: &[u64], plan: &TensorPlan) -> Result<Encoded<'static>> {
-    if plan.binary {
-        let (rows, cols) = sparse::csr_shape(shape, values.len() as u64);
-        let b = cxrm_format::encoding::binary::binarize(
-            values,
-            rows as usize,
-            cols as usize,
-            DType::F32,
-        );
-        let enc = cxrm_format::encoding::binary::encode(
-            &b,
-            cxrm_format::encoding::binary::Params {
-                scale_dtype: DType::F32,
-            },
-        );
-        return cxrm_format::encoding::zstd::encode_if(enc, plan.zstd_level);
+    match plan {
+        TensorPlan::Dense { zstd_level } => encode_dense(values, *zstd_level),
+        TensorPlan::Deep(deep) => encode_deep(values, shape, deep),
+        TensorPlan::Binary { zstd_level } => {
+            let (rows, cols) = sparse::csr_shape(shape, values.len() as u64);
+            let b = cxrm_format::encoding::binary::binarize(
+                values,
+                rows as usize,
+                cols as usize,
+                DType::F32,
+            );
+            let enc = cxrm_format::encoding::binary::encode(
+                &b,
+                cxrm_format::encoding::binary::Params {
+                    scale_dtype: DType::F32,
+                },
+            );
+            cxrm_format::encoding::zstd::encode_if(enc, *zstd_level)
+        }
     }
-    if plan.bits.is_some() || plan.binary {
-        // k-means and sign/scale binarisation would turn NaN and ±Inf into finite weights
-        // without a word; refuse instead.
+}
+
+fn encode_dense(values: &[f32], zstd_level: Option<i32>) -> Result<Encoded<'static>> {
+    let dense = cxrm_format::encoding::dense::encode(Cow::Owned(
+        values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    ));
+    cxrm_format::encoding::zstd::encode_if(dense, zstd_level)
+}
+
+fn encode_deep(values: &[f32], shape: &[u64], plan: &DeepPlan) -> Result<Encoded<'static>> {
+    if plan.quantize.is_some() {
+        // k-means would turn NaN and ±Inf into finite weights without a word; refuse instead.
         let bad = values.iter().filter(|v| !v.is_finite()).count();
         if bad > 0 {
             return Err(cxrm_format::Error::Usage(format!(
@@ -238,16 +403,13 @@ pub fn encode(values: &[f32], shape: &[u64], plan: &TensorPlan) -> Result<Encode
             )));
         }
     }
-    if !plan.sparse && plan.bits.is_none() {
-        let dense = cxrm_format::encoding::dense::encode(Cow::Owned(
-            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ));
-        return cxrm_format::encoding::zstd::encode_if(dense, plan.zstd_level);
+    if plan.sparse.is_none() && plan.quantize.is_none() {
+        return encode_dense(values, plan.zstd_level);
     }
     let prepared = Prepared::new(values, shape, plan);
     let mut layouts = Vec::new();
-    if plan.sparse {
-        let index_bits = plan.index_bits.unwrap_or_else(|| {
+    if let Some(sparse_plan) = plan.sparse {
+        let index_bits = sparse_plan.index_bits.unwrap_or_else(|| {
             prepared.smallest_gap_width(if plan.huffman {
                 StreamMode::Entropy
             } else {
@@ -325,13 +487,8 @@ mod tests {
         }
         crate::methods::deep_compression::prune::prune_layer(&mut w, 0.9);
         let shape = [300, 100];
-        let plan = |index_bits| TensorPlan {
-            sparse: true,
-            index_bits,
-            bits: Some(4),
-            huffman: true,
-            ..Default::default()
-        };
+        let plan =
+            |index_bits| TensorPlan::from(DeepPlan::pruned().gaps(index_bits).bits(4).huffman());
         let (open, open_len, _) = decode(&w, &shape, &plan(None));
         let fixed: Vec<usize> = GAP_WIDTHS
             .map(|b| encode(&w, &shape, &plan(Some(b))).unwrap().payload.len())
@@ -352,23 +509,12 @@ mod tests {
         crate::methods::deep_compression::prune::prune_layer(&mut w, 0.9);
         let shape = [20, 50];
         // Prune only: exact.
-        let (out, _, chain) = decode(
-            &w,
-            &shape,
-            &TensorPlan {
-                sparse: true,
-                ..Default::default()
-            },
-        );
+        let (out, _, chain) = decode(&w, &shape, &DeepPlan::pruned().into());
         assert_eq!(out, w);
         assert!(chain.starts_with("sparse"), "{chain}");
         // Prune + quantize: every survivor becomes its centroid, zeros stay zero.
-        let plan = TensorPlan {
-            sparse: true,
-            bits: Some(4),
-            ..Default::default()
-        };
-        let (out, _, chain) = decode(&w, &shape, &plan);
+        let plan = DeepPlan::pruned().bits(4);
+        let (out, _, chain) = decode(&w, &shape, &plan.into());
         assert_eq!(chain, "sparse+codebook");
         let survivors: Vec<f32> = w.iter().copied().filter(|v| *v != 0.0).collect();
         let cb = codebook::kmeans(&survivors, 4, Init::Linear, DType::F32);
@@ -382,15 +528,8 @@ mod tests {
             }
         }
         // + Huffman: identical values, fewer bytes.
-        let (out_h, stored_h, chain_h) = decode(
-            &w,
-            &shape,
-            &TensorPlan {
-                huffman: true,
-                ..plan
-            },
-        );
-        let (_, stored_q, _) = decode(&w, &shape, &plan);
+        let (out_h, stored_h, chain_h) = decode(&w, &shape, &plan.huffman().into());
+        let (_, stored_q, _) = decode(&w, &shape, &plan.into());
         assert_eq!(out_h, out);
         assert!(stored_h <= stored_q, "{stored_h} > {stored_q}");
         assert!(
@@ -398,14 +537,7 @@ mod tests {
             "{chain_h}"
         );
         // Quantize only.
-        let (out, _, chain) = decode(
-            &w,
-            &shape,
-            &TensorPlan {
-                bits: Some(2),
-                ..Default::default()
-            },
-        );
+        let (out, _, chain) = decode(&w, &shape, &DeepPlan::quantized(2).into());
         assert_eq!(chain, "codebook");
         let mut distinct: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
         distinct.sort();
@@ -425,13 +557,13 @@ mod tests {
         for values in [&zeros, &full] {
             for bits in [None, Some(1), Some(8)] {
                 for huffman in [false, true] {
-                    let plan = TensorPlan {
-                        sparse: true,
-                        bits,
+                    let plan = DeepPlan {
+                        sparse: Some(SparsePlan::default()),
+                        quantize: bits.map(Quantize::bits),
                         huffman,
-                        ..Default::default()
+                        zstd_level: None,
                     };
-                    let (out, _, _) = decode(values, &shape, &plan);
+                    let (out, _, _) = decode(values, &shape, &plan.into());
                     if bits.is_none() {
                         assert_eq!(&out, values);
                     }
@@ -439,16 +571,70 @@ mod tests {
                 }
             }
         }
-        let (out, _, _) = decode(
-            &[],
-            &[0, 5],
-            &TensorPlan {
-                sparse: true,
-                bits: Some(3),
-                huffman: true,
-                ..Default::default()
-            },
-        );
+        let (out, _, _) = decode(&[], &[0, 5], &DeepPlan::pruned().bits(3).huffman().into());
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_plan_describes_itself() {
+        let deep = DeepPlan::pruned().gaps(Some(5)).bits(4).huffman();
+        assert_eq!(
+            TensorPlan::from(deep).describe(),
+            "sparse (gaps 5 bits) + 4-bit codebook (linear, f32) + huffman"
+        );
+        let q = Quantize {
+            bits: 2,
+            init: Init::Random(7),
+            centroid_dtype: DType::F16,
+        };
+        assert_eq!(
+            DeepPlan::default().quantize(q).zstd(3).to_string(),
+            "2-bit codebook (random, seed 7, f16) + zstd 3"
+        );
+        assert_eq!(
+            DeepPlan::pruned().to_string(),
+            "sparse (gaps of the smallest width)"
+        );
+        // Huffman has nothing to code in a dense tensor, and the plan says so.
+        assert_eq!(DeepPlan::default().huffman().to_string(), "dense");
+        assert_eq!(TensorPlan::default().describe(), "dense");
+        assert_eq!(
+            TensorPlan::Dense {
+                zstd_level: Some(19)
+            }
+            .describe(),
+            "dense + zstd 19"
+        );
+        assert_eq!(
+            TensorPlan::binary().describe(),
+            "binary (signs, f32 scale per row)"
+        );
+    }
+
+    #[test]
+    fn a_deep_plan_with_no_step_is_stored_as_the_dense_plan() {
+        let w = weights(6 * 7, 4);
+        for zstd_level in [None, Some(3)] {
+            let dense = encode(&w, &[6, 7], &TensorPlan::Dense { zstd_level }).unwrap();
+            let deep = DeepPlan {
+                huffman: true,
+                zstd_level,
+                ..DeepPlan::default()
+            };
+            let deep = encode(&w, &[6, 7], &deep.into()).unwrap();
+            assert_eq!(deep.stages, dense.stages);
+            assert_eq!(deep.payload, dense.payload);
+        }
+    }
+
+    #[test]
+    fn bits_keeps_the_k_means_settings_already_chosen() {
+        let q = Quantize {
+            bits: 4,
+            init: Init::Density,
+            centroid_dtype: DType::F16,
+        };
+        let plan = DeepPlan::default().quantize(q).bits(6);
+        assert_eq!(plan.quantize, Some(Quantize { bits: 6, ..q }));
     }
 }
