@@ -36,18 +36,6 @@ pub struct Args {
     runtime: crate::RuntimeArgs,
 }
 
-/// Load `--data` as the model needs it.
-pub fn load_data(spec: &str, model: &Model<'_>) -> Result<Dataset, Failure> {
-    let source = data::Source::parse(spec)?;
-    Ok(match source.layout {
-        data::Layout::Idx if source.is_named() => source.idx_test(source.idx_classes())?,
-        data::Layout::Idx => source.idx_test(model.class_names())?,
-        data::Layout::Folders => {
-            data::folder::load(&data::folder::eval_split(&source.dir), &model.input)?
-        }
-    })
-}
-
 pub fn evaluate(
     model: &Model<'_>,
     data: &Dataset,
@@ -76,7 +64,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let mapped = cxrm::Mapped::open(&args.model)?;
     let file = mapped.parse()?;
     let model = Model::load_with(&file, args.runtime.options())?;
-    let data = load_data(&args.data, &model)?;
+    let data = data::Source::parse(&args.data)?.test_set(&model)?;
     let e = evaluate(&model, &data, args.limit, args.batch, !args.json)?;
     let names = &data.classes;
     if args.json {

@@ -9,6 +9,7 @@ pub mod op;
 pub mod output;
 pub mod reader;
 pub mod summary;
+pub mod summary_text;
 pub mod table;
 pub mod value;
 pub mod writer;

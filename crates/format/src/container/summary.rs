@@ -1,7 +1,8 @@
 //! What a file holds and what its storage costs, as one value: the header's facts, each
 //! tensor's encoding, size and (for encodings worth looking inside) sparsity, codebook width,
-//! symbol-stream entropy or ranks, and the totals. `cxrm inspect` renders it; any other tool
-//! can report the same numbers without re-deriving them.
+//! symbol-stream entropy or ranks, and the totals. `cxrm inspect` renders it as text
+//! ([`Summary::to_text`]) or JSON; any other tool can report the same numbers without
+//! re-deriving them.
 
 use super::graph::Graph;
 use super::reader::Cxrm;

@@ -8,6 +8,7 @@
 //! from one checkout to another.
 
 use super::{Dataset, idx};
+use crate::Model;
 use cxrm_format::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -78,6 +79,25 @@ impl Source {
     /// The IDX test split (`t10k-*`), labelled with `classes`.
     pub fn idx_test(&self, classes: Vec<String>) -> Result<Dataset> {
         idx_test_split(&self.dir, classes)
+    }
+
+    /// The split to evaluate `model` on: the IDX test split, labelled with the named set's
+    /// classes or else the model's own; or an image tree's test split, converted to the
+    /// model's input size.
+    pub fn test_set(&self, model: &Model<'_>) -> Result<Dataset> {
+        match self.layout {
+            Layout::Idx if self.is_named() => self.idx_test(self.idx_classes()),
+            Layout::Idx => self.idx_test(model.class_names()),
+            #[cfg(feature = "image")]
+            Layout::Folders => {
+                super::folder::load(&super::folder::eval_split(&self.dir), &model.input)
+            }
+            #[cfg(not(feature = "image"))]
+            Layout::Folders => Err(Error::Usage(format!(
+                "--data {}: image folders need the `image` feature",
+                cxrm_format::text::escape(&self.spec)
+            ))),
+        }
     }
 
     /// The IDX training split (`train-*`), labelled with `classes`.
