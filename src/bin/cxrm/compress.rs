@@ -93,16 +93,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let mapped = cxrm::Mapped::open(&args.model)?;
     let file = mapped.parse()?;
     let base = TrainedModel::from_file(&file)?;
-    let data_name = match &args.data {
-        Some(d) => d.clone(),
-        None => base
-            .meta("train.data")
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                Failure::Usage("the model does not record its data; pass --data".into())
-            })?,
-    };
+    let data_name = args
+        .data
+        .as_deref()
+        .or(base.trained_on())
+        .ok_or_else(|| Failure::Usage("the model does not record its data; pass --data".into()))?
+        .to_string();
     let size = base.input_spec()?.height;
     let data = crate::train::load_data(&data_name, args.val_fraction, args.seed, args.limit, size)?;
     let mut progress = TrainProgress::new(args.quiet);
@@ -111,11 +107,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         batch_size: 64,
         lr: args.lr,
         weight_decay: 0.0,
-        shift: args.shift.unwrap_or_else(|| {
-            base.meta("train.shift")
-                .and_then(|v| v.as_int())
-                .map_or(0, |s| s.clamp(0, 8) as usize)
-        }),
+        shift: args.shift.unwrap_or_else(|| base.trained_shift()),
         seed: args.seed,
     };
     let before = file.file_len();
@@ -143,15 +135,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
                     progress.event(e)
                 })?;
             drop(progress);
-            for r in &reports {
-                println!(
-                    "  {:<16} {:>8} weights, {:>5.1}% kept, {} bits",
-                    r.name,
-                    r.params,
-                    100.0 * r.kept as f64 / r.params as f64,
-                    r.bits
-                );
-            }
+            reports.iter().for_each(|r| println!("  {r}"));
             let n = model.write(&args.output, &*plan)?;
             (model, n)
         }
@@ -168,12 +152,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             let (model, reports) =
                 cxrm::compress::train::factorize(&base, &data, &f, &mut |e| progress.event(e))?;
             drop(progress);
-            for r in &reports {
-                println!(
-                    "  {:<16} {:?} ranks {:?}: {} -> {} parameters",
-                    r.layer, r.shape, r.ranks, r.params, r.factored_params
-                );
-            }
+            reports.iter().for_each(|r| println!("  {r}"));
             let n = model.write(&args.output)?;
             (model.expanded, n)
         }

@@ -8,6 +8,7 @@ mod convert;
 mod eval;
 mod inspect;
 mod pack;
+mod process;
 #[cfg(feature = "train")]
 mod progress;
 mod run;
@@ -31,28 +32,8 @@ struct Cli {
     command: Command,
     /// The most memory one tensor's decoding or one forward pass may take, e.g. 512M or 4G
     /// (default: what the machine can give). A file that needs more fails with exit 2.
-    #[arg(long, global = true, value_parser = parse_memory)]
+    #[arg(long, global = true, value_parser = process::parse_memory)]
     max_memory: Option<u64>,
-}
-
-/// A thread count: more than 8 per core only adds waiting, and a mistyped 100000 would spend
-/// a minute starting threads before doing anything.
-fn parse_threads(text: &str) -> Result<usize, String> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let max = 8 * cores;
-    match text.parse::<usize>() {
-        Ok(n) if n <= max => Ok(n),
-        Ok(n) => Err(format!(
-            "{n} threads on {cores} core(s): at most {max} (0 means one per core)"
-        )),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-fn parse_memory(text: &str) -> Result<u64, String> {
-    cxrm::format::budget::parse_size(text)
-        .filter(|&b| b > 0)
-        .ok_or_else(|| format!("{text:?} is not a size such as 512M, 4G or 1000000"))
 }
 
 #[derive(Subcommand)]
@@ -77,7 +58,7 @@ enum Command {
 pub struct RuntimeArgs {
     /// Threads for each forward pass: 0 for one per core, 1 for no extra threads. Results are
     /// the same for every count.
-    #[arg(long, default_value_t = 0, value_parser = parse_threads)]
+    #[arg(long, default_value_t = 0, value_parser = process::parse_threads)]
     threads: usize,
 }
 
@@ -116,7 +97,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     #[cfg(unix)]
-    on_sigbus_exit_2();
+    process::on_sigbus_exit_2();
     let cli = Cli::parse();
     if let Some(bytes) = cli.max_memory {
         cxrm::format::budget::Budget::set_process_default(bytes);
@@ -148,29 +129,5 @@ fn main() -> ExitCode {
             eprintln!("cxrm: {}", cxrm::format::text::sanitize(&msg));
             ExitCode::from(2)
         }
-    }
-}
-
-/// A mapped input truncated by another process while cxrm reads it raises SIGBUS on the next
-/// touch of a lost page. Report it as the I/O error it is, with exit status 2, instead of
-/// dying by the signal. Only async-signal-safe calls (write, _exit) run in the handler.
-#[cfg(unix)]
-fn on_sigbus_exit_2() {
-    extern "C" fn handler(_: libc::c_int) {
-        const MSG: &[u8] =
-            b"cxrm: an input file changed size while it was being read (truncated while mapped)\n";
-        // SAFETY: write(2) and _exit(2) are async-signal-safe; MSG is a static buffer.
-        unsafe {
-            libc::write(2, MSG.as_ptr().cast(), MSG.len());
-            libc::_exit(2);
-        }
-    }
-    // SAFETY: installs a handler for SIGBUS before any other thread exists; the handler only
-    // makes async-signal-safe calls.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = handler as *const () as usize;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut());
     }
 }

@@ -265,6 +265,18 @@ impl TrainedModel {
         value::get(&self.metadata, key)
     }
 
+    /// The `--data` value it was trained on (`train.data`), to retrain on the same data.
+    pub fn trained_on(&self) -> Option<&str> {
+        self.meta("train.data").and_then(Value::as_str)
+    }
+
+    /// The random shift its training used (`train.shift`), clamped to 0..=8.
+    pub fn trained_shift(&self) -> usize {
+        self.meta("train.shift")
+            .and_then(Value::as_int)
+            .map_or(0, |s| s.clamp(0, 8) as usize)
+    }
+
     /// The validation accuracy its training recorded (`train.val_accuracy`).
     pub fn val_accuracy(&self) -> Option<f64> {
         self.meta("train.val_accuracy").and_then(Value::as_float)

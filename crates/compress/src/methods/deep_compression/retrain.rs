@@ -84,6 +84,20 @@ pub struct LayerReport {
     pub bits: u8,
 }
 
+/// One line of a report: name, weights, share kept and codebook bits.
+impl std::fmt::Display for LayerReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<16} {:>8} weights, {:>5.1}% kept, {} bits",
+            self.name,
+            self.params,
+            100.0 * self.kept as f64 / self.params as f64,
+            self.bits
+        )
+    }
+}
+
 /// How one compressed tensor is stored: sparse positions (gaps of whichever width is smallest;
 /// the paper fixed 8 bits for conv, 5 for fc), a codebook of `bits`, Huffman-coded streams.
 fn storage_plan(bits: u8) -> TensorPlan {

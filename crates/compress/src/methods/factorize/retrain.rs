@@ -58,6 +58,17 @@ pub struct FactorReport {
     pub factored_params: usize,
 }
 
+/// One line of a report: layer, shape, ranks and the parameters before and after.
+impl std::fmt::Display for FactorReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<16} {:?} ranks {:?}: {} -> {} parameters",
+            self.layer, self.shape, self.ranks, self.params, self.factored_params
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Split {
     LowRank { rank: usize },

@@ -1,0 +1,46 @@
+//! What the `cxrm` process sets up for every command: argument checks that bound its
+//! resources (threads, memory), and the SIGBUS handler for mapped inputs.
+
+/// A thread count: more than 8 per core only adds waiting, and a mistyped 100000 would spend
+/// a minute starting threads before doing anything.
+pub fn parse_threads(text: &str) -> Result<usize, String> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let max = 8 * cores;
+    match text.parse::<usize>() {
+        Ok(n) if n <= max => Ok(n),
+        Ok(n) => Err(format!(
+            "{n} threads on {cores} core(s): at most {max} (0 means one per core)"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    cxrm::format::budget::parse_size(text)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("{text:?} is not a size such as 512M, 4G or 1000000"))
+}
+
+/// A mapped input truncated by another process while cxrm reads it raises SIGBUS on the next
+/// touch of a lost page. Report it as the I/O error it is, with exit status 2, instead of
+/// dying by the signal. Only async-signal-safe calls (write, _exit) run in the handler.
+#[cfg(unix)]
+pub fn on_sigbus_exit_2() {
+    extern "C" fn handler(_: libc::c_int) {
+        const MSG: &[u8] =
+            b"cxrm: an input file changed size while it was being read (truncated while mapped)\n";
+        // SAFETY: write(2) and _exit(2) are async-signal-safe; MSG is a static buffer.
+        unsafe {
+            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+            libc::_exit(2);
+        }
+    }
+    // SAFETY: installs a handler for SIGBUS before any other thread exists; the handler only
+    // makes async-signal-safe calls.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler as *const () as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut());
+    }
+}
