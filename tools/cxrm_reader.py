@@ -751,6 +751,77 @@ _ZSTD_MAX_FEED = 1 << 20
 _ZSTD_BYTES_PER_INPUT_BYTE = 32 * 1024
 
 
+ZSTD_MAX_WINDOW = 1 << 27
+
+
+def _zstd_oversized_window(data: bytes) -> str | None:
+    """Why some frame declares a Window_Size above 2^27 (§5.2; RFC 8878
+    3.1.1.1.2: a single-segment frame's Window_Size is its Frame_Content_Size),
+    found by walking the frame and block headers without decoding.  libzstd
+    skips its own window check when it decodes a whole frame in one pass, so
+    the check cannot be left to it.  A header the walk cannot follow (bad
+    magic, cut short, reserved block type) ends the walk: the decoder then
+    reports it."""
+    def le(at: int, n: int) -> int | None:
+        if at + n > len(data):
+            return None
+        return int.from_bytes(data[at:at + n], "little")
+
+    pos, frame = 0, 0
+    while pos < len(data):
+        magic = le(pos, 4)
+        if magic is None:
+            return None
+        if magic & 0xFFFFFFF0 == 0x184D2A50:          # skippable frame
+            size = le(pos + 4, 4)
+            if size is None:
+                return None
+            pos += 8 + size
+            frame += 1
+            continue
+        if magic != 0xFD2FB528:
+            return None
+        fhd = le(pos + 4, 1)
+        if fhd is None:
+            return None
+        single = bool(fhd & 0x20)
+        at = pos + 5
+        window = 0
+        if not single:
+            wd = le(at, 1)
+            if wd is None:
+                return None
+            at += 1
+            base = 1 << (10 + (wd >> 3))
+            window = base + base // 8 * (wd & 7)
+        at += (0, 1, 2, 4)[fhd & 3]
+        fcs_len = (int(single), 2, 4, 8)[fhd >> 6]
+        if single:
+            fcs = le(at, fcs_len)
+            if fcs is None:
+                return None
+            window = fcs + (256 if fcs_len == 2 else 0)
+        if window > ZSTD_MAX_WINDOW:
+            return (f"zstd frame {frame} declares a window of {window} bytes, "
+                    f"above the limit of {ZSTD_MAX_WINDOW}")
+        at += fcs_len
+        while True:
+            header = le(at, 3)
+            if header is None:
+                return None
+            btype, size = (header >> 1) & 3, header >> 3
+            if btype == 3:
+                return None
+            at += 3 + (1 if btype == 1 else size)
+            if header & 1:
+                break
+        if fhd & 4:
+            at += 4
+        pos = at
+        frame += 1
+    return None
+
+
 def _zstd_decode(data: memoryview, decoded_len: int, field: str, offset: int) -> bytes:
     """Decode one or more concatenated zstd frames to exactly `decoded_len`
     bytes (§5.2).  RFC 8878 skippable frames are allowed and produce nothing.
@@ -760,14 +831,19 @@ def _zstd_decode(data: memoryview, decoded_len: int, field: str, offset: int) ->
     `decoded_len`, and the buffer grows only with output actually produced.
     The caller has already checked `decoded_len <= 2^36`.
 
-    Windows up to 2^27 bytes (libzstd's default limit) are accepted, as §5.2
-    requires; frames that need a dictionary are decode_error.
+    Windows up to 2^27 bytes are accepted and larger ones refused
+    (_zstd_oversized_window), as §5.2 requires; the frames' content sizes and
+    checksums are verified (libzstd does both); frames that need a dictionary
+    are decode_error.
     """
     def fail(msg: str):
         raise CxrmError("decode_error", field, offset, msg)
 
     if len(data) == 0:
         fail("zstd input holds no frame")
+    oversized = _zstd_oversized_window(bytes(data))
+    if oversized is not None:
+        fail(oversized)
     if _zstandard is not None:
         # Frame by frame with a streaming decompressor (one decompressobj per
         # frame; libzstd skips skippable frames), feeding a bounded amount of

@@ -594,7 +594,186 @@ pub fn valid() -> Vec<ValidFixture> {
             name: "factored",
             bytes: factored(),
         },
+        ValidFixture {
+            name: "corners",
+            bytes: corners(),
+        },
     ]
+}
+
+/// One zstd frame holding `data` in a single raw block (RFC 8878), with the given frame header
+/// descriptor, window descriptor (none for a single-segment frame) and content size field: the
+/// frames libzstd's compressor would never write, byte by byte.
+pub fn raw_zstd_frame(data: &[u8], fhd: u8, window: Option<u8>, fcs: &[u8]) -> Vec<u8> {
+    let mut f = 0xFD2F_B528u32.to_le_bytes().to_vec();
+    f.push(fhd);
+    f.extend(window);
+    f.extend_from_slice(fcs);
+    f.extend_from_slice(&((data.len() as u32) << 3 | 1).to_le_bytes()[..3]);
+    f.extend_from_slice(data);
+    f
+}
+
+/// `dense+zstd` of `decoded_len` bytes whose stored bytes are `frames`.
+fn dense_zstd(frames: Vec<u8>, decoded_len: u64) -> encoding::Encoded<'static> {
+    encoding::Encoded {
+        stages: vec![
+            stage(encoding::StageId::Dense, vec![]),
+            stage(encoding::StageId::Zstd, decoded_len.to_le_bytes().to_vec()),
+        ],
+        payload: Cow::Owned(frames),
+    }
+}
+
+/// A zstd frame of `data` with a content checksum, as libzstd writes it.
+pub fn zstd_with_checksum(data: &[u8]) -> Vec<u8> {
+    let mut c = ::zstd::bulk::Compressor::new(3).unwrap();
+    c.set_parameter(::zstd::zstd_safe::CParameter::ChecksumFlag(true))
+        .unwrap();
+    c.set_parameter(::zstd::zstd_safe::CParameter::ContentSizeFlag(true))
+        .unwrap();
+    c.compress(data).unwrap()
+}
+
+/// Valid corner cases where two readings of the spec would give different values or a reader
+/// would wrongly refuse the file: signed zeros and rounding in the factored sums, a relative gap
+/// stream exactly at its bound, CSR over `[n, 0]`, zstd windows at the limit, and names and keys
+/// that differ only by a byte-order mark.
+pub fn corners() -> Vec<u8> {
+    use encoding::{lowrank, tucker};
+    let mut w = Writer::new();
+    // Keys compared byte for byte: a BOM makes a different key.
+    w.set_metadata("k", Value::Int(1));
+    w.set_metadata("\u{feff}k", Value::Int(2));
+    // Every product is -0.0; sums start from +0.0, so every element is +0.0 (§5.8).
+    w.add_tensor(
+        "lowrank.negative_zero",
+        DType::F32,
+        &[2, 2],
+        lowrank::encode(
+            &lowrank::LowRank {
+                rows: 2,
+                cols: 2,
+                rank: 2,
+                u: vec![0.5; 4],
+                v: vec![-0.0; 4],
+            },
+            DType::F32,
+        ),
+    )
+    .unwrap();
+    w.add_tensor(
+        "tucker.negative_zero",
+        DType::F32,
+        &[2, 2],
+        tucker::encode(
+            &tucker::Tucker {
+                out: 2,
+                inp: 2,
+                spatial: 1,
+                rank_out: 1,
+                rank_in: 1,
+                u_out: vec![0.5; 2],
+                core: vec![-0.0],
+                u_in: vec![0.5; 2],
+            },
+            DType::F32,
+        ),
+    )
+    .unwrap();
+    // Rounding: element [0, 0] is 1 + 2^-p + 2^-40 (p one past the dtype's precision), which
+    // rounds up when rounded once from binary64 but to 1 when summed or rounded in f32 first;
+    // [0, 1] is the tie 1 + 2^-p, which rounds to even (1), not away from zero.
+    for (name, dtype, p) in [
+        ("lowrank.round_f32", DType::F32, 24),
+        ("lowrank.round_f16", DType::F16, 11),
+        ("lowrank.round_bf16", DType::BF16, 8),
+    ] {
+        let half_ulp = (2.0f32).powi(-p);
+        let tiny = (2.0f32).powi(-40);
+        // V's columns: [1, 2^-p, 2^-40], [1, 2^-p, 0], [0.5, 0, 0].
+        let v = vec![1.0, 1.0, 0.5, half_ulp, half_ulp, 0.0, tiny, 0.0, 0.0];
+        let u = vec![1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0];
+        w.add_tensor(
+            name,
+            dtype,
+            &[3, 3],
+            lowrank::encode(
+                &lowrank::LowRank {
+                    rows: 3,
+                    cols: 3,
+                    rank: 3,
+                    u,
+                    v,
+                },
+                DType::F32,
+            ),
+        )
+        .unwrap();
+    }
+    // Relative gaps, b = 2, 4 elements, nnz = 1: the bound is 1 + 4 / 3 + 1 = 3 symbols, and
+    // this stream has exactly 3: a survivor at 0, then two escapes (§5.7).
+    {
+        let mut payload = Vec::new();
+        encoding::stream::write(
+            &[0, 3, 3],
+            2,
+            encoding::stream::Coding::Packed,
+            &mut payload,
+        );
+        payload.extend(f32_bytes(&[1.5]));
+        w.add_tensor(
+            "sparse.gaps_at_bound",
+            DType::F32,
+            &[4],
+            encoding::Encoded {
+                stages: vec![stage(
+                    encoding::StageId::Sparse,
+                    sparse_params(Layout::Relative { index_bits: 2 }, 1),
+                )],
+                payload: Cow::Owned(payload),
+            },
+        )
+        .unwrap();
+    }
+    // CSR over [3, 0]: a tensor without elements is a 0 x 0 view, so both streams are empty.
+    {
+        let mut payload = Vec::new();
+        encoding::stream::write(&[], 1, encoding::stream::Coding::Packed, &mut payload);
+        encoding::stream::write(&[], 1, encoding::stream::Coding::Packed, &mut payload);
+        w.add_tensor(
+            "sparse.csr_no_columns",
+            DType::F32,
+            &[3, 0],
+            encoding::Encoded {
+                stages: vec![stage(
+                    encoding::StageId::Sparse,
+                    sparse_params(Layout::Csr, 0),
+                )],
+                payload: Cow::Owned(payload),
+            },
+        )
+        .unwrap();
+    }
+    // zstd: a frame whose window is exactly 2^27 (no content size), a skippable frame, then a
+    // libzstd frame with content size and checksum.
+    {
+        let first: Vec<u8> = (0..8).collect();
+        let second: Vec<u8> = (8..24).collect();
+        let mut frames = raw_zstd_frame(&first, 0x00, Some(17 << 3), &[]);
+        frames.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+        frames.extend_from_slice(&4u32.to_le_bytes());
+        frames.extend_from_slice(b"skip");
+        frames.extend(zstd_with_checksum(&second));
+        w.add_tensor("zstd.window_2_27", DType::U8, &[24], dense_zstd(frames, 24))
+            .unwrap();
+    }
+    // Names compared byte for byte: "w" and "\u{feff}w" are two names.
+    w.add_dense("w", DType::F32, &[1], f32_bytes(&[1.0]))
+        .unwrap();
+    w.add_dense("\u{feff}w", DType::F32, &[1], f32_bytes(&[2.0]))
+        .unwrap();
+    finish(&w)
 }
 
 /// What a conforming reader must produce for a valid file, as JSON.
@@ -1070,7 +1249,7 @@ pub fn invalid() -> Vec<InvalidFixture> {
         "reserved_stage_misplaced",
         "bad_chain",
         "open",
-        "chain starts with huffman (id 4, a byte stage not implemented yet)",
+        "chain starts with huffman (id 4), an entropy stage that needs sparse or codebook before it",
         edit(
             &tiny,
             &|b| {
@@ -1190,7 +1369,305 @@ pub fn invalid() -> Vec<InvalidFixture> {
     );
     deep_invalid(&mut out);
     factored_invalid(&mut out);
+    corner_invalid(&mut out);
     out
+}
+
+/// Bad files on which two readings of the spec would report different errors, or one would
+/// accept the file: each names the rule the spec fixes.
+fn corner_invalid(out: &mut Vec<InvalidFixture>) {
+    use encoding::StageId::{LowRank, Sparse};
+    use encoding::stream::{Coding, write as stream};
+    let mut add = |name, code, stage, why, bytes: Vec<u8>| {
+        out.push(InvalidFixture {
+            name,
+            bytes,
+            code,
+            stage,
+            why,
+        })
+    };
+    let one_u8_tensor = |name: &str, enc: encoding::Encoded<'static>, n: u64| {
+        let mut w = Writer::new();
+        w.add_tensor(name, DType::U8, &[n], enc).unwrap();
+        w.to_bytes().unwrap()
+    };
+    let data: Vec<u8> = (0..100).collect();
+
+    // §5.2: libzstd verifies checksums and content sizes, and so must every reader.
+    add(
+        "zstd_bad_checksum",
+        "decode_error",
+        "verify",
+        "a zstd frame whose content checksum does not match its content",
+        {
+            let mut frame = zstd_with_checksum(&data);
+            *frame.last_mut().unwrap() ^= 1;
+            one_u8_tensor("t", dense_zstd(frame, 100), 100)
+        },
+    );
+    add(
+        "zstd_content_size_mismatch",
+        "decode_error",
+        "verify",
+        "a zstd frame declaring 99 content bytes whose block holds 100 (decoded_len 100)",
+        one_u8_tensor(
+            "t",
+            dense_zstd(raw_zstd_frame(&data, 0x20, None, &[99]), 100),
+            100,
+        ),
+    );
+    add(
+        "zstd_window_too_large",
+        "decode_error",
+        "verify",
+        "a 16-byte zstd frame with its content size whose window is 2^27 + 2^24",
+        one_u8_tensor(
+            "t",
+            dense_zstd(
+                raw_zstd_frame(&data[..16], 0x80, Some(17 << 3 | 1), &16u32.to_le_bytes()),
+                16,
+            ),
+            16,
+        ),
+    );
+
+    let metadata_edit = |map: Vec<(&str, Value)>, patch: &dyn Fn(&mut [u8])| {
+        let mut w = Writer::new();
+        for (k, v) in map {
+            w.set_metadata(k, v);
+        }
+        let mut b = w.to_bytes().unwrap();
+        let (entry, off, len) = fields(&b).sections[0];
+        patch(&mut b[off as usize..(off + len) as usize]);
+        let crc = crc32fast::hash(&b[off as usize..(off + len) as usize]);
+        b[entry as usize + 24..entry as usize + 28].copy_from_slice(&crc.to_le_bytes());
+        fix_header_crc(&mut b);
+        b
+    };
+    // The map: count (4), key_len (2), "a", type 5, element type, count (4), elements.
+    add(
+        "metadata_array_count_overrun",
+        "bad_value",
+        "verify",
+        "bool array of count 3 with 2 bytes left, the second a 2: elements are read one by one",
+        metadata_edit(
+            vec![(
+                "a",
+                Value::Array(ValueType::Bool, vec![Value::Bool(true); 2]),
+            )],
+            &|m| {
+                m[9..13].copy_from_slice(&3u32.to_le_bytes());
+                m[14] = 2;
+            },
+        ),
+    );
+    add(
+        "metadata_empty_array_bad_type",
+        "bad_value",
+        "verify",
+        "an empty array of element type 9",
+        metadata_edit(vec![("a", Value::Array(ValueType::Int, vec![]))], &|m| {
+            m[8] = 9
+        }),
+    );
+    add(
+        "metadata_array_type_before_count",
+        "bad_value",
+        "verify",
+        "array element type 9 with count 2^32 - 1: the type is judged before the count",
+        metadata_edit(vec![("a", Value::Array(ValueType::Int, vec![]))], &|m| {
+            m[8] = 9;
+            m[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
+        }),
+    );
+
+    // §5.9: no rank fits a tensor without elements.
+    let lr1 = encoding::lowrank::Params {
+        rank: 1,
+        factor_dtype: DType::F32,
+    }
+    .to_bytes();
+    add(
+        "lowrank_no_elements",
+        "bad_chain",
+        "verify",
+        "lowrank rank 1 on a [2, 0] tensor (a 2 x 0 matrix: min(rows, cols) = 0)",
+        single_tensor(
+            DType::F32,
+            &[2, 0],
+            vec![stage(LowRank, lr1.clone())],
+            f32_bytes(&[0.5; 2]),
+        ),
+    );
+    // §5.7: the bound on a relative gap stream's count is inclusive; one more is too many.
+    add(
+        "sparse_gaps_over_bound",
+        "decode_error",
+        "verify",
+        "4 gap symbols for nnz 1 in 4 elements at b = 2 (the bound is 1 + 4 / 3 + 1 = 3)",
+        {
+            let mut payload = Vec::new();
+            stream(&[0, 3, 3, 3], 2, Coding::Packed, &mut payload);
+            payload.extend(f32_bytes(&[1.5]));
+            single_tensor(
+                DType::F32,
+                &[4],
+                vec![stage(
+                    Sparse,
+                    sparse_params(Layout::Relative { index_bits: 2 }, 1),
+                )],
+                payload,
+            )
+        },
+    );
+
+    add(
+        "stream_coding_before_count",
+        "bad_value",
+        "verify",
+        "gap stream of coding 7 whose count is also over its bound: the coding is judged first",
+        {
+            let mut payload = Vec::new();
+            stream(&[0, 3, 3, 3], 2, Coding::Packed, &mut payload);
+            payload[0] = 7;
+            payload.extend(f32_bytes(&[1.5]));
+            single_tensor(
+                DType::F32,
+                &[4],
+                vec![stage(
+                    Sparse,
+                    sparse_params(Layout::Relative { index_bits: 2 }, 1),
+                )],
+                payload,
+            )
+        },
+    );
+    // §5.4: a uleb128 in its shortest form only.
+    add(
+        "uleb128_not_shortest",
+        "decode_error",
+        "verify",
+        "an index stream whose count 4 is stored as 84 00",
+        {
+            let mut payload = centroids(&[0.0, 1.0]);
+            payload.extend_from_slice(&[0, 1, 0x84, 0x00, 1, 0b1010_0000]);
+            single_tensor(
+                DType::F32,
+                &[4],
+                vec![stage(encoding::StageId::Codebook, cb_params(1, 2))],
+                payload,
+            )
+        },
+    );
+
+    // §3: a section entry and a tensor's extent are read whole before they are checked.
+    let tiny = tiny();
+    let tf = fields(&tiny);
+    let cut_table = |at: usize, patch: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = tiny.clone();
+        patch(&mut b);
+        // The header stays consistent: table_size, data_offset and zero padding after the cut.
+        let data_offset = at.div_ceil(64) * 64;
+        put_u64(&mut b, 32, at as u64 - 64);
+        put_u64(&mut b, 40, data_offset as u64);
+        b[at..data_offset].fill(0);
+        fix_header_crc(&mut b);
+        b
+    };
+    add(
+        "table_cut_in_section_entry",
+        "truncated",
+        "open",
+        "table ends inside a section entry whose flags are 2: the entry is read whole first",
+        cut_table(tf.sections[0].0 as usize + 30, &|b| {
+            b[tf.sections[0].0 as usize + 4] = 2;
+        }),
+    );
+    add(
+        "table_cut_in_extent",
+        "truncated",
+        "open",
+        "table ends inside a tensor's crc32 after a misaligned offset: the extent is read whole first",
+        cut_table(tf.tensors[0].3 as usize + 18, &|b| {
+            put_u64(b, tf.tensors[0].3, tf.tensor_extents[0].0 + 4);
+        }),
+    );
+
+    // §10: duplicate names and sections, and unknown required sections, are judged after the
+    // whole table, so a later record's error comes first.
+    let dtypes = dtypes();
+    let df = fields(&dtypes);
+    let last_dtype = |b: &mut Vec<u8>| {
+        let last = df.tensors.len() - 1;
+        b[df.tensors[last].1 as usize - 2] = 99;
+    };
+    add(
+        "duplicate_name_deferred",
+        "bad_dtype",
+        "open",
+        "two tensors named t_f32, then a later tensor of dtype 99",
+        {
+            let mut b = dtypes.clone();
+            let at = df.tensors[1].0 as usize + 2;
+            b[at..at + 5].copy_from_slice(b"t_f32");
+            last_dtype(&mut b);
+            fix_header_crc(&mut b);
+            b
+        },
+    );
+    add(
+        "unknown_section_deferred",
+        "bad_dtype",
+        "open",
+        "a required section of unknown kind 1000, then a tensor of dtype 99",
+        {
+            let mut w = Writer::new();
+            // Written optional, so that `fields` can read it, then marked required.
+            w.add_raw_section(1000, false, b"must be understood".to_vec())
+                .unwrap();
+            w.add_dense("w", DType::F32, &[1], f32_bytes(&[1.0]))
+                .unwrap();
+            let mut b = w.to_bytes().unwrap();
+            let f = fields(&b);
+            b[f.sections[0].0 as usize + 4] = 1;
+            b[f.tensors[0].1 as usize - 2] = 99;
+            fix_header_crc(&mut b);
+            b
+        },
+    );
+    let model = model();
+    let mf = fields(&model);
+    add(
+        "duplicate_section_deferred",
+        "bad_dtype",
+        "open",
+        "two metadata sections, then a tensor of dtype 99",
+        {
+            let mut b = model.clone();
+            b[mf.sections[1].0 as usize] = 1;
+            b[mf.tensors[0].1 as usize - 2] = 99;
+            fix_header_crc(&mut b);
+            b
+        },
+    );
+    // §3.3: an extent starts at align64(cursor) exactly, not at any later multiple of 64.
+    add(
+        "extent_gap",
+        "bad_layout",
+        "open",
+        "64 zero bytes before the tensor's extent, which starts one multiple of 64 late",
+        {
+            let mut b = tiny.clone();
+            let at = tf.tensor_extents[0].0 as usize;
+            b.splice(at..at, [0u8; 64]);
+            put_u64(&mut b, tf.tensors[0].3, at as u64 + 64);
+            let len = b.len() as u64;
+            put_u64(&mut b, 48, len);
+            fix_header_crc(&mut b);
+            b
+        },
+    );
 }
 
 fn single_tensor(

@@ -184,21 +184,12 @@ pub fn read_positions(
     match params.layout {
         Layout::Relative { index_bits } => {
             // The symbol count is not known before reading; it is at most nnz plus the escapes
-            // needed to cross the tensor, and the stream header's count must match the data.
-            let peek_count = {
-                let mut p = c.clone();
-                p.bytes(2, || format!("{what}.gaps"))?;
-                stream::read_uleb128(&mut p, &|| format!("{what}.gaps.count"))?
-            };
+            // needed to cross the tensor (spec §5.7, the bound included), judged when the
+            // stream's count is read, after its coding and width.
             let escape = (1u64 << index_bits) - 1;
             let max_symbols = params.nnz + elements / escape + 1;
-            if peek_count > max_symbols {
-                return Err(fail(format!(
-                    "{peek_count} gap symbols cannot describe {} survivors in {elements} elements",
-                    params.nnz
-                )));
-            }
-            let gaps = stream::read(c, &format!("{what}.gaps"), index_bits, peek_count, huffman)?;
+            let gaps =
+                stream::read_at_most(c, &format!("{what}.gaps"), index_bits, max_symbols, huffman)?;
             let symbols = &gaps.symbols;
             let mut positions = Vec::with_capacity(params.nnz.min(symbols.len() as u64) as usize);
             let mut next = 0u64;

@@ -221,6 +221,38 @@ pub fn read(
     expected: u64,
     huffman_allowed: bool,
 ) -> Result<Stream> {
+    read_counted(
+        c,
+        what,
+        width_expected,
+        Some(expected),
+        expected,
+        huffman_allowed,
+    )
+}
+
+/// Read one stream of at most `max` symbols (relative sparse gaps, spec §5.7: the bound
+/// included), otherwise as [`read`].
+pub fn read_at_most(
+    c: &mut Cursor<'_>,
+    what: &str,
+    width_expected: u8,
+    max: u64,
+    huffman_allowed: bool,
+) -> Result<Stream> {
+    read_counted(c, what, width_expected, None, max, huffman_allowed)
+}
+
+/// The stream header's fields are each checked as soon as they are read, in stored order
+/// (spec §5.4): `coding`, `width`, `count` (exactly `expected`, or at most `max`), `data_len`.
+fn read_counted(
+    c: &mut Cursor<'_>,
+    what: &str,
+    width_expected: u8,
+    expected: Option<u64>,
+    max: u64,
+    huffman_allowed: bool,
+) -> Result<Stream> {
     let at = c.offset();
     if !(1..=MAX_WIDTH).contains(&width_expected) {
         // Every stage passes a width it has checked; refuse rather than trust a caller.
@@ -231,15 +263,10 @@ pub fn read(
             format!("stream widths are 1..={MAX_WIDTH}, asked for {width_expected}"),
         ));
     }
-    let coding_byte = c.u8(|| format!("{what}.coding"))?;
-    let width = c.u8(|| format!("{what}.width"))?;
-    let count_at = c.offset();
-    let count = read_uleb128(c, &|| format!("{what}.count"))?;
-    let len_at = c.offset();
-    let data_len = read_uleb128(c, &|| format!("{what}.data_len"))?;
     let err = |code, field: &str, offset: u64, detail: String| {
         Error::format(code, format!("{what}.{field}"), offset, detail)
     };
+    let coding_byte = c.u8(|| format!("{what}.coding"))?;
     let coding = match coding_byte {
         0 => Coding::Packed,
         1 => Coding::Bytes,
@@ -261,6 +288,7 @@ pub fn read(
             ));
         }
     };
+    let width = c.u8(|| format!("{what}.width"))?;
     if width != width_expected {
         return Err(err(
             ErrorCode::DecodeError,
@@ -269,14 +297,29 @@ pub fn read(
             format!("stream width must be {width_expected}, found {width}"),
         ));
     }
-    if count != expected {
-        return Err(err(
-            ErrorCode::DecodeError,
-            "count",
-            count_at,
-            format!("stream must hold {expected} symbols, found {count}"),
-        ));
+    let count_at = c.offset();
+    let count = read_uleb128(c, &|| format!("{what}.count"))?;
+    match expected {
+        Some(expected) if count != expected => {
+            return Err(err(
+                ErrorCode::DecodeError,
+                "count",
+                count_at,
+                format!("stream must hold {expected} symbols, found {count}"),
+            ));
+        }
+        None if count > max => {
+            return Err(err(
+                ErrorCode::DecodeError,
+                "count",
+                count_at,
+                format!("stream may hold at most {max} symbols, found {count}"),
+            ));
+        }
+        _ => {}
     }
+    let len_at = c.offset();
+    let data_len = read_uleb128(c, &|| format!("{what}.data_len"))?;
     if data_len > c.remaining() as u64 {
         return Err(err(
             ErrorCode::Truncated,
