@@ -7,7 +7,7 @@
 //! can repack them into machine words for the XNOR + popcount kernel.
 
 use super::bits::{self, BitWriter};
-use super::{Encoded, StageId, floats};
+use super::{Encoded, floats};
 use crate::cursor::Cursor;
 use crate::dtype::DType;
 use crate::error::{Error, ErrorCode, Result};
@@ -120,7 +120,7 @@ pub fn encode(b: &Binary, params: Params) -> Encoded<'static> {
     let mut payload = Vec::with_capacity(b.rows * params.scale_dtype.size() + b.bits.len());
     floats::write(&mut payload, &b.scales, params.scale_dtype);
     payload.extend_from_slice(&b.bits);
-    Encoded::one_stage(StageId::Binary, params.to_bytes(), payload)
+    Encoded::new(super::Repr::Binary(params), false, payload)
 }
 
 /// Read a payload for a `rows × cols` view; every byte must be consumed by the caller's

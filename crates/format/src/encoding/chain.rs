@@ -4,8 +4,8 @@
 //! then match on [`Repr`] instead of re-reading stage ids and parameter bytes.
 
 use super::{
-    DecodeContext, Decoded, Factored, Stage, StageId, StageKind, binary, check_chain, codebook,
-    dense, floats, lowrank, sparse, tensor, tucker, unimplemented, zstd,
+    DecodeContext, Decoded, Factored, Stage, StageId, StageKind, StageSpec, binary, check_chain,
+    codebook, dense, floats, lowrank, sparse, tensor, tucker, unimplemented, zstd,
 };
 use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode, Result};
@@ -35,6 +35,29 @@ impl Repr {
     /// Whether the runtime can execute the stored form without rebuilding the dense tensor.
     pub fn is_factored(&self) -> bool {
         matches!(self, Repr::LowRank(_) | Repr::Tucker(_) | Repr::Binary(_))
+    }
+
+    /// The stages a writer records for this representation, with `huffman` when its symbol
+    /// streams are Huffman-coded: the inverse of [`Chain::parse`] (byte stages are appended by
+    /// their encoders, e.g. [`super::zstd::encode`]).
+    pub fn stages(&self, huffman: bool) -> Vec<StageSpec> {
+        let stage = |id, params| StageSpec { id, params };
+        let mut stages = match *self {
+            Repr::Dense => vec![stage(StageId::Dense, Vec::new())],
+            Repr::Sparse { positions, values } => {
+                let mut v = vec![stage(StageId::Sparse, positions.to_bytes())];
+                v.extend(values.map(|cb| stage(StageId::Codebook, cb.to_bytes())));
+                v
+            }
+            Repr::Codebook(p) => vec![stage(StageId::Codebook, p.to_bytes())],
+            Repr::LowRank(p) => vec![stage(StageId::LowRank, p.to_bytes())],
+            Repr::Tucker(p) => vec![stage(StageId::Tucker, p.to_bytes())],
+            Repr::Binary(p) => vec![stage(StageId::Binary, p.to_bytes())],
+        };
+        if huffman {
+            stages.push(stage(StageId::Huffman, Vec::new()));
+        }
+        stages
     }
 }
 

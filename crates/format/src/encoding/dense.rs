@@ -1,19 +1,13 @@
 //! `dense` (spec §5.1): elements in row-major order, little-endian. The identity encoding, and
 //! the one a runtime can use in place straight from the memory map.
 
-use super::{DecodeContext, Encoded, Stage, StageId, StageSpec};
+use super::{DecodeContext, Encoded, Stage};
 use crate::error::{Error, ErrorCode, Result};
 use std::borrow::Cow;
 
 /// Store dense bytes as they are.
 pub fn encode(bytes: Cow<'_, [u8]>) -> Encoded<'_> {
-    Encoded {
-        stages: vec![StageSpec {
-            id: StageId::Dense,
-            params: Vec::new(),
-        }],
-        payload: bytes,
-    }
+    Encoded::new(super::Repr::Dense, false, bytes)
 }
 
 /// Check that `bytes` is exactly the tensor's dense size; the bytes are then the tensor.

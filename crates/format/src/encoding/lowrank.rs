@@ -6,7 +6,7 @@
 //! The factors cost `(rows + cols) · r` numbers against `rows · cols`, so a factorization only
 //! pays below `r = rows · cols / (rows + cols)`.
 
-use super::{DecodeContext, Encoded, Stage, StageId, floats};
+use super::{DecodeContext, Encoded, Stage, floats};
 use crate::cursor::Cursor;
 use crate::dtype::DType;
 use crate::error::{Error, ErrorCode, Result};
@@ -121,7 +121,7 @@ pub fn encode(lr: &LowRank, factor_dtype: DType) -> Encoded<'static> {
         rank: lr.rank as u32,
         factor_dtype,
     };
-    Encoded::one_stage(StageId::LowRank, params.to_bytes(), payload)
+    Encoded::new(super::Repr::LowRank(params), false, payload)
 }
 
 /// Read `U` then `V`; the caller checks that nothing is left over.
@@ -189,7 +189,7 @@ mod tests {
         let check = |params: Params, shape: &[u64], dtype: DType| {
             let bytes = params.to_bytes();
             let stage = Stage {
-                code: StageId::LowRank as u8,
+                code: crate::encoding::StageId::LowRank as u8,
                 params: &bytes,
                 offset: 0,
             };

@@ -166,10 +166,13 @@ pub struct Encoded<'a> {
 }
 
 impl<'a> Encoded<'a> {
-    /// A tensor stored by one representation stage.
-    pub fn one_stage(id: StageId, params: Vec<u8>, payload: impl Into<Cow<'a, [u8]>>) -> Self {
+    /// A tensor stored as `repr` (its streams Huffman-coded when `huffman`): how every encoder
+    /// builds its output, so the stages written are exactly those [`Chain::parse`] reads back.
+    /// The fields stay public for the conformance corpus, whose invalid files need chains no
+    /// encoder would write.
+    pub fn new(repr: Repr, huffman: bool, payload: impl Into<Cow<'a, [u8]>>) -> Self {
         Encoded {
-            stages: vec![StageSpec { id, params }],
+            stages: repr.stages(huffman),
             payload: payload.into(),
         }
     }

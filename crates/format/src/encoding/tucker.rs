@@ -8,7 +8,7 @@
 //! the core's `kh × kw` convolution from `r_in` to `r_out`, and a 1×1 one to `O` (`U_out`).
 //! The trailing dimensions (`s…`, the kernel window) are not factored.
 
-use super::{DecodeContext, Encoded, Stage, StageId, floats};
+use super::{DecodeContext, Encoded, Stage, floats};
 use crate::cursor::Cursor;
 use crate::dtype::DType;
 use crate::error::{Error, ErrorCode, Result};
@@ -154,7 +154,7 @@ pub fn encode(t: &Tucker, factor_dtype: DType) -> Encoded<'static> {
         rank_in: t.rank_in as u32,
         factor_dtype,
     };
-    Encoded::one_stage(StageId::Tucker, params.to_bytes(), payload)
+    Encoded::new(super::Repr::Tucker(params), false, payload)
 }
 
 /// Read `U_out`, the core, then `U_in`; the caller checks that nothing is left over.

@@ -6,7 +6,7 @@
 use cxrm_format::dtype::DType;
 use cxrm_format::encoding::codebook::{self, Init};
 use cxrm_format::encoding::stream::{self, Coding};
-use cxrm_format::encoding::{Encoded, StageId, StageSpec, sparse};
+use cxrm_format::encoding::{Encoded, Repr, sparse};
 use cxrm_format::error::Result;
 use std::borrow::Cow;
 use std::fmt;
@@ -312,20 +312,16 @@ impl Prepared {
         let choose =
             |symbols: &[u16], width: u8| stream::best_coding(symbols, width, mode.codings());
         let mut payload = Vec::new();
-        let mut stages = Vec::new();
-        if let Some(layout) = layout
-            && self.write_positions(layout, mode, &mut payload)
-        {
-            stages.push(StageSpec {
-                id: StageId::Sparse,
-                params: sparse::Params {
+        let positions = match layout {
+            Some(layout) if self.write_positions(layout, mode, &mut payload) => {
+                Some(sparse::Params {
                     layout,
                     nnz: self.kept.len() as u64,
-                }
-                .to_bytes(),
-            });
-        }
-        match &self.codebook {
+                })
+            }
+            _ => None,
+        };
+        let values = match &self.codebook {
             Some((bits, centroid_dtype, cb)) => {
                 let params = codebook::Params {
                     bits: *bits,
@@ -333,28 +329,24 @@ impl Prepared {
                     k: cb.centroids.len() as u16,
                 };
                 codebook::write_payload(cb, &params, choose(&cb.indices, *bits), &mut payload);
-                stages.push(StageSpec {
-                    id: StageId::Codebook,
-                    params: params.to_bytes(),
-                });
+                Some(params)
             }
-            None => payload.extend(self.kept.iter().flat_map(|v| v.to_le_bytes())),
-        }
-        if stages.is_empty() {
-            // Neither pruned nor quantized: plain dense, which has no streams to entropy-code.
-            let dense = cxrm_format::encoding::dense::encode(Cow::Owned(payload));
-            return cxrm_format::encoding::zstd::encode_if(dense, zstd_level);
-        }
-        if matches!(mode, StreamMode::Entropy | StreamMode::HuffmanOnly) {
-            stages.push(StageSpec {
-                id: StageId::Huffman,
-                params: Vec::new(),
-            });
-        }
-        let encoded = Encoded {
-            stages,
-            payload: Cow::Owned(payload),
+            None => {
+                payload.extend(self.kept.iter().flat_map(|v| v.to_le_bytes()));
+                None
+            }
         };
+        let repr = match (positions, values) {
+            (Some(positions), values) => Repr::Sparse { positions, values },
+            (None, Some(cb)) => Repr::Codebook(cb),
+            // Neither pruned nor quantized: plain dense, which has no streams to entropy-code.
+            (None, None) => {
+                let dense = cxrm_format::encoding::dense::encode(Cow::Owned(payload));
+                return cxrm_format::encoding::zstd::encode_if(dense, zstd_level);
+            }
+        };
+        let huffman = matches!(mode, StreamMode::Entropy | StreamMode::HuffmanOnly);
+        let encoded = Encoded::new(repr, huffman, payload);
         cxrm_format::encoding::zstd::encode_if(encoded, zstd_level)
     }
 }
