@@ -28,45 +28,84 @@ pub fn map_to_json(map: &Map) -> Json {
 }
 
 /// The document `cxrm inspect --json` prints for the file at `file` (fields documented in
-/// README.md).
+/// docs/cli.md).
 pub fn summary_to_json(s: &Summary, file: &str) -> Json {
-    let tensors: Vec<Json> = s
-        .tensors
+    let mut doc = summary_without_tensors(s, file);
+    doc["tensors"] = Json::Array(s.tensors.iter().map(tensor_summary_to_json).collect());
+    doc
+}
+
+/// [`summary_to_json`] pretty-printed to `out`, byte for byte what `to_string_pretty` gives,
+/// but one tensor at a time: a file may list 2^20 tensors, and the whole document as one
+/// JSON value would take gigabytes.
+pub fn write_summary_json(
+    s: &Summary,
+    file: &str,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(&summary_without_tensors(s, file))?;
+    // Top-level keys are indented by two spaces; nothing nested can match this line.
+    let slot = "\n  \"tensors\": []";
+    let at = text.find(slot).expect("the document has a tensors key") + slot.len() - 2;
+    out.write_all(&text.as_bytes()[..at])?;
+    if s.tensors.is_empty() {
+        out.write_all(b"[]")?;
+    } else {
+        out.write_all(b"[\n")?;
+        for (i, t) in s.tensors.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",\n")?;
+            }
+            let one = serde_json::to_string_pretty(&tensor_summary_to_json(t))?;
+            for (j, line) in one.lines().enumerate() {
+                if j > 0 {
+                    out.write_all(b"\n")?;
+                }
+                out.write_all(b"    ")?;
+                out.write_all(line.as_bytes())?;
+            }
+        }
+        out.write_all(b"\n  ]")?;
+    }
+    out.write_all(&text.as_bytes()[at + 2..])
+}
+
+fn tensor_summary_to_json(t: &crate::container::summary::TensorSummary) -> Json {
+    let streams: Vec<Json> = t
+        .streams
         .iter()
-        .map(|t| {
-            let streams: Vec<Json> = t
-                .streams
-                .iter()
-                .map(|s| {
-                    json!({
-                        "name": s.name,
-                        "coding": s.coding.name(),
-                        "width": s.width,
-                        "symbols": s.count,
-                        "bytes": s.data_bytes,
-                        "entropy": s.entropy,
-                        "bits_per_symbol": s.bits_per_symbol,
-                        "code_bits_per_symbol": s.code_bits_per_symbol,
-                    })
-                })
-                .collect();
+        .map(|s| {
             json!({
-                "name": t.name,
-                "shape": t.shape,
-                "dtype": t.dtype.name(),
-                "encoding": t.encoding,
-                "stored_bytes": t.stored_bytes,
-                "bits_per_weight": t.bits_per_weight,
-                "ratio": t.ratio,
-                "offset": t.offset,
-                "sparsity": t.sparsity,
-                "codebook_bits": t.codebook_bits,
-                "ranks": (!t.ranks.is_empty()).then_some(&t.ranks),
-                "streams": streams,
-                "decode_error": t.decode_error,
+                "name": s.name,
+                "coding": s.coding.name(),
+                "width": s.width,
+                "symbols": s.count,
+                "bytes": s.data_bytes,
+                "entropy": s.entropy,
+                "bits_per_symbol": s.bits_per_symbol,
+                "code_bits_per_symbol": s.code_bits_per_symbol,
             })
         })
         .collect();
+    json!({
+        "name": t.name,
+        "shape": t.shape,
+        "dtype": t.dtype.name(),
+        "encoding": t.encoding,
+        "stored_bytes": t.stored_bytes,
+        "bits_per_weight": t.bits_per_weight,
+        "ratio": t.ratio,
+        "offset": t.offset,
+        "sparsity": t.sparsity,
+        "codebook_bits": t.codebook_bits,
+        "ranks": (!t.ranks.is_empty()).then_some(&t.ranks),
+        "streams": streams,
+        "decode_error": t.decode_error,
+    })
+}
+
+/// The summary document with an empty `tensors` array, in the key order of the full one.
+fn summary_without_tensors(s: &Summary, file: &str) -> Json {
     let sections: Vec<Json> = s
         .sections
         .iter()
@@ -82,7 +121,7 @@ pub fn summary_to_json(s: &Summary, file: &str) -> Json {
         "sections": sections,
         "metadata": map_to_json(&s.metadata),
         "graph": s.graph.as_ref().map(graph_to_json),
-        "tensors": tensors,
+        "tensors": [],
         "totals": {
             "tensors": totals.tensors,
             "params": totals.params,
@@ -236,6 +275,31 @@ pub fn graph_from_json(j: &Json) -> Result<(Graph, Map)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_streamed_summary_is_the_pretty_document_byte_for_byte() {
+        use crate::{Cxrm, DType, Writer};
+        for tensors in [0usize, 1, 3] {
+            let mut w = Writer::new();
+            // A nested "tensors": [] must not be taken for the top-level slot.
+            w.set_metadata("tensors", Value::ints([]));
+            for i in 0..tensors {
+                let bytes = [i as f32, 2.0].map(f32::to_le_bytes).concat();
+                w.add_dense(&format!("t{i}"), DType::F32, &[2], bytes)
+                    .unwrap();
+            }
+            let bytes = w.to_bytes().unwrap();
+            let summary = Cxrm::parse(&bytes).unwrap().summary(true).unwrap();
+            let whole = serde_json::to_string_pretty(&summary_to_json(&summary, "f")).unwrap();
+            let mut streamed = Vec::new();
+            write_summary_json(&summary, "f", &mut streamed).unwrap();
+            assert_eq!(
+                String::from_utf8(streamed).unwrap(),
+                whole,
+                "{tensors} tensors"
+            );
+        }
+    }
 
     #[test]
     fn graph_json_round_trips() {

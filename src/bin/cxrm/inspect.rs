@@ -1,5 +1,6 @@
 use crate::Failure;
 use cxrm::ReadOptions;
+use std::io::Write;
 use std::path::PathBuf;
 
 /// Show a file's header, metadata, graph and per-tensor storage.
@@ -32,13 +33,19 @@ pub fn run(args: Args) -> Result<(), Failure> {
         ..Default::default()
     };
     let summary = mapped.parse_with(&options)?.summary(args.streams)?;
-    let file = cxrm::format::text::escape_path(&args.file);
     if args.json {
-        let doc = cxrm::format::json::summary_to_json(&summary, &file);
-        let text = serde_json::to_string_pretty(&doc).expect("JSON values serialise");
-        println!("{text}");
+        // JSON escapes control characters itself; the path goes in as it is.
+        let file = args.file.display().to_string();
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        cxrm::format::json::write_summary_json(&summary, &file, &mut out)
+            .and_then(|()| writeln!(out))
+            .and_then(|()| out.flush())
+            .map_err(|e| Failure::Usage(format!("cannot write the report: {e}")))?;
     } else {
-        print!("{}", summary.to_text(&file));
+        print!(
+            "{}",
+            summary.to_text(&cxrm::format::text::escape_path(&args.file))
+        );
     }
     Ok(())
 }
