@@ -1,5 +1,6 @@
 use crate::Failure;
 use crate::progress::TrainProgress;
+use cxrm::compress::methods::{Method, compress};
 use cxrm::compress::rules::PerLayer;
 use cxrm::compress::train::{
     ARCH_NAMES, Arch, DeepOptions, DistillOptions, Factorization, FactorizeOptions, TrainOptions,
@@ -111,7 +112,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         seed: args.seed,
     };
     let before = file.file_len();
-    let (model, written) = match args.method.as_str() {
+    let method = match args.method.as_str() {
         "deep-compression" => {
             let quantize = TrainOptions {
                 lr: args.quantize_lr.unwrap_or(args.lr),
@@ -130,50 +131,36 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 dc.bits = PerLayer::parse(b, |v: u8| (1..=8).contains(&v))?;
                 dc.fewer_bits.clear();
             }
-            let (model, plan, reports) =
-                cxrm::compress::train::deep_compression(&base, &data, &dc, &mut |e| {
-                    progress.event(e)
-                })?;
-            drop(progress);
-            reports.iter().for_each(|r| println!("  {r}"));
-            let n = model.write(&args.output, &*plan)?;
-            (model, n)
+            Method::DeepCompression(dc)
         }
-        method @ ("lowrank" | "tucker") => {
-            let f = FactorizeOptions {
-                method: if method == "lowrank" {
-                    Factorization::LowRank
-                } else {
-                    Factorization::Tucker
-                },
-                energy: args.energy,
-                retrain: opts,
-            };
-            let (model, reports) =
-                cxrm::compress::train::factorize(&base, &data, &f, &mut |e| progress.event(e))?;
-            drop(progress);
-            reports.iter().for_each(|r| println!("  {r}"));
-            let n = model.write(&args.output)?;
-            (model.expanded, n)
-        }
+        method @ ("lowrank" | "tucker") => Method::Factorize(FactorizeOptions {
+            method: if method == "lowrank" {
+                Factorization::LowRank
+            } else {
+                Factorization::Tucker
+            },
+            energy: args.energy,
+            retrain: opts,
+        }),
         _ => {
             let student = args
                 .student
                 .as_deref()
                 .ok_or_else(|| Failure::Usage("distill needs --student ARCH".into()))?;
-            let d = DistillOptions {
+            Method::Distill(DistillOptions {
                 student: Arch::parse(student)?,
                 temperature: args.temperature,
                 alpha: args.alpha,
                 train: opts,
-            };
-            let model =
-                cxrm::compress::train::distill(&base, &data, &d, &mut |e| progress.event(e))?;
-            drop(progress);
-            let n = model.write(&args.output, &|_| None)?;
-            (model, n)
+            })
         }
     };
+    let done = compress(&base, &data, &method, &args.output, &mut |e| {
+        progress.event(e)
+    })?;
+    drop(progress);
+    done.report.iter().for_each(|line| println!("  {line}"));
+    let (model, written) = (done.model, done.bytes);
     println!(
         "wrote {}: {written} bytes ({:.1}x smaller than {}), {} parameters, validation accuracy {:.4}",
         args.output.display(),

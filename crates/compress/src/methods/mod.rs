@@ -6,3 +6,76 @@ pub mod deep_compression;
 #[cfg(feature = "train")]
 pub mod distill;
 pub mod factorize;
+
+#[cfg(feature = "train")]
+pub use run::{Compressed, Method, compress};
+
+/// One entry point for every method with retraining, as `cxrm compress` calls it.
+#[cfg(feature = "train")]
+mod run {
+    use crate::train::{
+        DeepOptions, DistillOptions, Event, FactorizeOptions, TrainData, TrainedModel,
+    };
+    use cxrm_format::Result;
+    use std::path::Path;
+
+    /// A compression method with its settings.
+    pub enum Method {
+        DeepCompression(DeepOptions),
+        /// Low-rank (SVD) or Tucker-2 factors, as the options say.
+        Factorize(FactorizeOptions),
+        Distill(DistillOptions),
+    }
+
+    /// What compressing wrote.
+    pub struct Compressed {
+        /// The compressed model, as the runtime will run it.
+        pub model: TrainedModel,
+        /// Bytes of the file written.
+        pub bytes: u64,
+        /// One line per compressed layer (empty for distillation).
+        pub report: Vec<String>,
+    }
+
+    /// Compress `base` with `method` (retraining on `data`, progress to `on`) and write the
+    /// result to `out`.
+    pub fn compress(
+        base: &TrainedModel,
+        data: &TrainData,
+        method: &Method,
+        out: &Path,
+        on: &mut dyn FnMut(Event),
+    ) -> Result<Compressed> {
+        Ok(match method {
+            Method::DeepCompression(opts) => {
+                let (model, plan, reports) = crate::train::deep_compression(base, data, opts, on)?;
+                let bytes = model.write(out, &*plan)?;
+                let report = reports.iter().map(ToString::to_string).collect();
+                Compressed {
+                    model,
+                    bytes,
+                    report,
+                }
+            }
+            Method::Factorize(opts) => {
+                let (factorized, reports) = crate::train::factorize(base, data, opts, on)?;
+                let bytes = factorized.write(out)?;
+                let report = reports.iter().map(ToString::to_string).collect();
+                Compressed {
+                    model: factorized.expanded,
+                    bytes,
+                    report,
+                }
+            }
+            Method::Distill(opts) => {
+                let model = crate::train::distill(base, data, opts, on)?;
+                let bytes = model.write(out, &|_| None)?;
+                Compressed {
+                    model,
+                    bytes,
+                    report: Vec::new(),
+                }
+            }
+        })
+    }
+}
