@@ -1,7 +1,6 @@
 use crate::Failure;
 use cxrm::compress::interop::safetensors::Pack;
-use cxrm::compress::methods::deep_compression::plan::{ModelPlan, Scope};
-use cxrm::compress::rules::PerLayer;
+use cxrm::compress::methods::deep_compression::plan::ModelPlan;
 use cxrm::format::container::output::Output;
 use cxrm::format::encoding::codebook::Init;
 use std::path::PathBuf;
@@ -89,42 +88,26 @@ enum CentroidArg {
 }
 
 fn plan(args: &Args) -> Result<ModelPlan, Failure> {
-    let mut plan = ModelPlan {
+    let index_bits = (args.index_bits != "auto").then_some(args.index_bits.as_str());
+    let plan = ModelPlan {
         zstd_level: args.zstd,
         huffman: args.huffman,
+        init: match args.init {
+            InitArg::Linear => Init::Linear,
+            InitArg::Density => Init::Density,
+            InitArg::Random => Init::Random(args.seed),
+        },
+        centroid_dtype: match args.centroids {
+            CentroidArg::F32 => cxrm::DType::F32,
+            CentroidArg::F16 => cxrm::DType::F16,
+        },
         ..Default::default()
-    };
-    if let Some(p) = &args.prune {
-        plan.prune = PerLayer::parse(p, |s: f64| (0.0..=1.0).contains(&s))?;
     }
-    plan.scope = match args.prune_scope {
-        ScopeArg::Layer => Scope::Layer,
-        ScopeArg::Global => {
-            if plan.prune.default.is_none() {
-                return Err(Failure::Usage(
-                    "--prune-scope global needs a bare --prune SPARSITY for the pooled target"
-                        .into(),
-                ));
-            }
-            Scope::Global
-        }
-    };
-    if let Some(b) = &args.bits {
-        plan.bits = PerLayer::parse(b, |b: u8| (1..=8).contains(&b))?;
-    }
-    if args.index_bits != "auto" {
-        plan.index_bits = PerLayer::parse(&args.index_bits, |b: u8| (2..=16).contains(&b))?;
-    }
-    plan.init = match args.init {
-        InitArg::Linear => Init::Linear,
-        InitArg::Density => Init::Density,
-        InitArg::Random => Init::Random(args.seed),
-    };
-    plan.centroid_dtype = match args.centroids {
-        CentroidArg::F32 => cxrm::DType::F32,
-        CentroidArg::F16 => cxrm::DType::F16,
-    };
-    Ok(plan)
+    .with_rules(args.prune.as_deref(), args.bits.as_deref(), index_bits)?;
+    Ok(match args.prune_scope {
+        ScopeArg::Layer => plan,
+        ScopeArg::Global => plan.global()?,
+    })
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {

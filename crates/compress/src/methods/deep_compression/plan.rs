@@ -57,6 +57,38 @@ pub struct ModelTensor {
 }
 
 impl ModelPlan {
+    /// Add the per-layer rules `cxrm pack` takes as text (a bare value, `conv=8,fc=5` by
+    /// rank, or a tensor's name), each checked against its range: sparsity 0–1, codebook
+    /// bits 1–8, gap widths 2–16 (`None` leaves each to the encoder).
+    pub fn with_rules(
+        mut self,
+        prune: Option<&str>,
+        bits: Option<&str>,
+        index_bits: Option<&str>,
+    ) -> Result<Self> {
+        if let Some(p) = prune {
+            self.prune = PerLayer::parse(p, |s: f64| (0.0..=1.0).contains(&s))?;
+        }
+        if let Some(b) = bits {
+            self.bits = PerLayer::parse(b, |b: u8| (1..=8).contains(&b))?;
+        }
+        if let Some(b) = index_bits {
+            self.index_bits = PerLayer::parse(b, |b: u8| (2..=16).contains(&b))?;
+        }
+        Ok(self)
+    }
+
+    /// Prune against one threshold for all layers, which needs one bare sparsity to aim at.
+    pub fn global(mut self) -> Result<Self> {
+        if self.prune.default.is_none() {
+            return Err(cxrm_format::Error::Usage(
+                "--prune-scope global needs a bare --prune SPARSITY for the pooled target".into(),
+            ));
+        }
+        self.scope = Scope::Global;
+        Ok(self)
+    }
+
     /// Only f32 weights (rank 2 or more) are pruned or quantized; biases and the rest stay as
     /// they are, as in the paper.
     fn applies(&self, t: &ModelTensor) -> bool {
