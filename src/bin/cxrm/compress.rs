@@ -1,7 +1,6 @@
 use crate::Failure;
 use crate::progress::TrainProgress;
 use cxrm::compress::methods::{Method, compress};
-use cxrm::compress::rules::PerLayer;
 use cxrm::compress::train::{
     ARCH_NAMES, Arch, DeepOptions, DistillOptions, Factorization, FactorizeOptions, TrainOptions,
     TrainedModel,
@@ -122,16 +121,13 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 weight_decay: args.weight_decay,
                 ..opts
             };
-            let mut dc = DeepOptions::paper_defaults(retrain, quantize);
-            dc.prune_steps = args.prune_steps;
-            if let Some(k) = &args.keep {
-                dc.keep = PerLayer::parse(k, |v: f64| v > 0.0 && v <= 1.0)?;
-            }
-            if let Some(b) = &args.bits {
-                dc.bits = PerLayer::parse(b, |v: u8| (1..=8).contains(&v))?;
-                dc.fewer_bits.clear();
-            }
-            Method::DeepCompression(dc)
+            Method::DeepCompression(
+                DeepOptions {
+                    prune_steps: args.prune_steps,
+                    ..DeepOptions::paper_defaults(retrain, quantize)
+                }
+                .with_rules(args.keep.as_deref(), args.bits.as_deref())?,
+            )
         }
         method @ ("lowrank" | "tucker") => Method::Factorize(FactorizeOptions {
             method: if method == "lowrank" {

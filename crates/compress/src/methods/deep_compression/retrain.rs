@@ -43,6 +43,20 @@ pub struct DeepOptions {
 }
 
 impl DeepOptions {
+    /// Replace the kept fractions and codebook bits by per-layer rules given as text (`0.1`,
+    /// `conv=0.3,fc=0.08`, a tensor's name), each checked against its range. Bits given
+    /// explicitly are used as they are: no smaller size is tried.
+    pub fn with_rules(mut self, keep: Option<&str>, bits: Option<&str>) -> Result<Self> {
+        if let Some(k) = keep {
+            self.keep = PerLayer::parse(k, |v: f64| v > 0.0 && v <= 1.0)?;
+        }
+        if let Some(b) = bits {
+            self.bits = PerLayer::parse(b, |v: u8| (1..=8).contains(&v))?;
+            self.fewer_bits.clear();
+        }
+        Ok(self)
+    }
+
     pub fn paper_defaults(retrain: TrainOptions, quantize: TrainOptions) -> DeepOptions {
         DeepOptions {
             keep: PerLayer::default(),
