@@ -874,6 +874,22 @@ fn fields(bytes: &[u8]) -> Fields {
     }
 }
 
+/// A file with metadata `map`, its metadata section then patched by `patch`, with the
+/// section's CRC and the header's fixed so that only the patched bytes are wrong.
+fn metadata_edit(map: Vec<(&str, Value)>, patch: &dyn Fn(&mut [u8])) -> Vec<u8> {
+    let mut w = Writer::new();
+    for (k, v) in map {
+        w.set_metadata(k, v);
+    }
+    let mut b = w.to_bytes().unwrap();
+    let (entry, off, len) = fields(&b).sections[0];
+    patch(&mut b[off as usize..(off + len) as usize]);
+    let crc = crc32fast::hash(&b[off as usize..(off + len) as usize]);
+    b[entry as usize + 24..entry as usize + 28].copy_from_slice(&crc.to_le_bytes());
+    fix_header_crc(&mut b);
+    b
+}
+
 pub struct InvalidFixture {
     pub name: &'static str,
     pub bytes: Vec<u8>,
@@ -1314,19 +1330,6 @@ pub fn invalid() -> Vec<InvalidFixture> {
             w.to_bytes().unwrap()
         },
     );
-    let metadata_edit = |map: Vec<(&str, Value)>, patch: &dyn Fn(&mut [u8])| {
-        let mut w = Writer::new();
-        for (k, v) in map {
-            w.set_metadata(k, v);
-        }
-        let mut b = w.to_bytes().unwrap();
-        let (entry, off, len) = fields(&b).sections[0];
-        patch(&mut b[off as usize..(off + len) as usize]);
-        let crc = crc32fast::hash(&b[off as usize..(off + len) as usize]);
-        b[entry as usize + 24..entry as usize + 28].copy_from_slice(&crc.to_le_bytes());
-        fix_header_crc(&mut b);
-        b
-    };
     add(
         "duplicate_key",
         "duplicate_key",
@@ -1432,19 +1435,6 @@ fn corner_invalid(out: &mut Vec<InvalidFixture>) {
         ),
     );
 
-    let metadata_edit = |map: Vec<(&str, Value)>, patch: &dyn Fn(&mut [u8])| {
-        let mut w = Writer::new();
-        for (k, v) in map {
-            w.set_metadata(k, v);
-        }
-        let mut b = w.to_bytes().unwrap();
-        let (entry, off, len) = fields(&b).sections[0];
-        patch(&mut b[off as usize..(off + len) as usize]);
-        let crc = crc32fast::hash(&b[off as usize..(off + len) as usize]);
-        b[entry as usize + 24..entry as usize + 28].copy_from_slice(&crc.to_le_bytes());
-        fix_header_crc(&mut b);
-        b
-    };
     // The map: count (4), key_len (2), "a", type 5, element type, count (4), elements.
     add(
         "metadata_array_count_overrun",
