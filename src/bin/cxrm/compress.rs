@@ -9,19 +9,7 @@ use std::path::PathBuf;
 
 /// Compress a trained model with retraining, and write the result.
 #[derive(clap::Args)]
-#[command(after_help = "Methods:
-  deep-compression  iterative magnitude pruning with retraining under fixed masks, then k-means
-                    weight sharing (linear init) with trained centroids, then Huffman coding;
-                    stored as sparse + codebook + huffman chains (Han et al. 2016)
-  distill           train --student from scratch on the model's softened outputs (temperature
-                    --temperature) and the labels (Hinton et al. 2015)
-  lowrank           split each conv and dense layer (but the output layer) into two by a
-                    truncated SVD keeping --energy of the spectrum, fine-tune, and store the
-                    factors as lowrank tensors (Denton et al. 2014)
-  tucker            as lowrank, but convolutions by Tucker-2 (HOSVD ranks keeping --energy of
-                    each channel unfolding), stored as tucker tensors (Kim et al. 2016)
-
-The model's training data is used (--data overrides); choices are made on a validation split.
+#[command(long_about = cxrm::compress::methods::HELP, after_help = "The model's training data is used (--data overrides); choices are made on a validation split.
 
 Examples:
   cxrm compress base.cxrm --method deep-compression --data mnist -o dc.cxrm
@@ -102,14 +90,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let size = base.input_spec()?.height;
     let data = crate::train::load_data(&data_name, args.val_fraction, args.seed, args.limit, size)?;
     let mut progress = TrainProgress::new(args.quiet);
-    let opts = TrainOptions {
-        epochs: args.epochs,
-        batch_size: 64,
-        lr: args.lr,
-        weight_decay: 0.0,
-        shift: args.shift.unwrap_or_else(|| base.trained_shift()),
-        seed: args.seed,
-    };
+    let shift = args.shift.unwrap_or_else(|| base.trained_shift());
+    let opts = TrainOptions::retraining(args.epochs, args.lr, shift, args.seed);
     let before = file.file_len();
     let method = match args.method.as_str() {
         "deep-compression" => {

@@ -10,6 +10,21 @@ pub mod factorize;
 #[cfg(feature = "train")]
 pub use run::{Compressed, Method, compress};
 
+/// The methods with retraining, one paragraph each, as command-line help shows them.
+pub const HELP: &str = "Compress a trained model with retraining, and write the result.
+
+Methods:
+  deep-compression  iterative magnitude pruning with retraining under fixed masks, then k-means
+                    weight sharing (linear init) with trained centroids, then Huffman coding;
+                    stored as sparse + codebook + huffman chains (Han et al. 2016)
+  distill           train --student from scratch on the model's softened outputs (temperature
+                    --temperature) and the labels (Hinton et al. 2015)
+  lowrank           split each conv and dense layer (but the output layer) into two by a
+                    truncated SVD keeping --energy of the spectrum, fine-tune, and store the
+                    factors as lowrank tensors (Denton et al. 2014)
+  tucker            as lowrank, but convolutions by Tucker-2 (HOSVD ranks keeping --energy of
+                    each channel unfolding), stored as tucker tensors (Kim et al. 2016)";
+
 /// One entry point for every method with retraining, as `cxrm compress` calls it.
 #[cfg(feature = "train")]
 mod run {

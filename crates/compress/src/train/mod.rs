@@ -175,6 +175,21 @@ pub struct TrainOptions {
     pub seed: u64,
 }
 
+impl TrainOptions {
+    /// A retraining phase: `epochs` of Adam from `lr`, batches of 64, random shifts of up to
+    /// `shift` pixels, no weight decay (the methods add their own).
+    pub fn retraining(epochs: usize, lr: f64, shift: usize, seed: u64) -> TrainOptions {
+        TrainOptions {
+            epochs,
+            batch_size: 64,
+            lr,
+            weight_decay: 0.0,
+            shift,
+            seed,
+        }
+    }
+}
+
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
