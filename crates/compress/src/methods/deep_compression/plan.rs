@@ -9,6 +9,11 @@ use cxrm_format::encoding::Encoded;
 use cxrm_format::encoding::codebook::Init;
 use cxrm_format::error::Result;
 
+/// A rule's error, naming the option it came from and what it allows.
+pub(crate) fn in_rule(option: &str, allowed: &str, e: cxrm_format::Error) -> cxrm_format::Error {
+    cxrm_format::Error::Usage(format!("{option} {e} (allowed: {allowed})"))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// Each tensor pruned to its own sparsity.
@@ -67,13 +72,16 @@ impl ModelPlan {
         index_bits: Option<&str>,
     ) -> Result<Self> {
         if let Some(p) = prune {
-            self.prune = PerLayer::parse(p, |s: f64| (0.0..=1.0).contains(&s))?;
+            self.prune = PerLayer::parse(p, |s: f64| (0.0..=1.0).contains(&s))
+                .map_err(|e| in_rule("--prune", "a sparsity from 0 to 1", e))?;
         }
         if let Some(b) = bits {
-            self.bits = PerLayer::parse(b, |b: u8| (1..=8).contains(&b))?;
+            self.bits = PerLayer::parse(b, |b: u8| (1..=8).contains(&b))
+                .map_err(|e| in_rule("--bits", "1 to 8", e))?;
         }
         if let Some(b) = index_bits {
-            self.index_bits = PerLayer::parse(b, |b: u8| (2..=16).contains(&b))?;
+            self.index_bits = PerLayer::parse(b, |b: u8| (2..=16).contains(&b))
+                .map_err(|e| in_rule("--index-bits", "2 to 16", e))?;
         }
         Ok(self)
     }

@@ -4,6 +4,7 @@
 //! the summed gradients of their weights; the file then stores the sparse positions, codebook
 //! indices and Huffman-coded streams (`compress::deep`).
 
+use super::plan::in_rule;
 use crate::methods::deep_compression::store::{DeepPlan, TensorPlan};
 use crate::rules::PerLayer;
 use crate::train::fit::{self, Targets};
@@ -48,10 +49,12 @@ impl DeepOptions {
     /// explicitly are used as they are: no smaller size is tried.
     pub fn with_rules(mut self, keep: Option<&str>, bits: Option<&str>) -> Result<Self> {
         if let Some(k) = keep {
-            self.keep = PerLayer::parse(k, |v: f64| v > 0.0 && v <= 1.0)?;
+            self.keep = PerLayer::parse(k, |v: f64| v > 0.0 && v <= 1.0)
+                .map_err(|e| in_rule("--keep", "a fraction above 0, at most 1", e))?;
         }
         if let Some(b) = bits {
-            self.bits = PerLayer::parse(b, |v: u8| (1..=8).contains(&v))?;
+            self.bits = PerLayer::parse(b, |v: u8| (1..=8).contains(&v))
+                .map_err(|e| in_rule("--bits", "1 to 8", e))?;
             self.fewer_bits.clear();
         }
         Ok(self)
