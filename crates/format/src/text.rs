@@ -1,9 +1,19 @@
 //! Make untrusted text safe to print: names and strings in a hostile file may carry terminal
 //! escape sequences, so control characters are shown escaped, never sent raw.
 
+/// Characters of a name or string shown before the rest is summarised: a hostile file's
+/// 2,000-byte name should not fill a terminal.
+pub const SHOWN_CHARS: usize = 200;
+
 /// Escape control characters (C0, DEL, C1) and backslashes; everything else printable stays.
+/// Text longer than [`SHOWN_CHARS`] characters is cut there, with its length in bytes noted.
 pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+    let mut out = String::with_capacity(s.len().min(4 * SHOWN_CHARS));
+    if let Some((cut, _)) = s.char_indices().nth(SHOWN_CHARS) {
+        out.push_str(&escape(&s[..cut]));
+        out.push_str(&format!("… ({} bytes in all)", s.len()));
+        return out;
+    }
     for ch in s.chars() {
         match ch {
             '\\' => out.push_str("\\\\"),
@@ -60,5 +70,10 @@ mod tests {
         assert_eq!(escape("\u{1b}[2Jevil"), "\\u{1b}[2Jevil");
         assert_eq!(escape("a\nb\u{9b}"), "a\\nb\\u{9b}");
         assert_eq!(escape_bytes(b"CX\x00\xff"), "\"CX\\x00\\xff\"");
+        let long = "n".repeat(2000);
+        assert_eq!(
+            escape(&long),
+            format!("{}… (2000 bytes in all)", "n".repeat(SHOWN_CHARS))
+        );
     }
 }
