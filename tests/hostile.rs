@@ -291,6 +291,24 @@ fn inputs_past_the_limits_never_replace_a_good_file() {
 }
 
 #[test]
+fn a_safetensors_header_naming_a_tensor_twice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = br#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
+    let mut st = (header.len() as u64).to_le_bytes().to_vec();
+    st.extend_from_slice(header);
+    st.extend_from_slice(&[0u8; 8]);
+    let input = dir.path().join("dup.safetensors");
+    std::fs::write(&input, st).unwrap();
+    let out = dir.path().join("o.cxrm");
+    expect(
+        &cxrm_limited(&["pack", s(&input), "-o", s(&out)]),
+        2,
+        "the header names \"a\" twice",
+    );
+    assert!(!out.exists());
+}
+
+#[test]
 fn fifos_and_absurd_thread_counts_fail_fast() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("pipe.cxrm");

@@ -74,6 +74,13 @@ impl Pack {
             Error::Usage(format!("not a valid safetensors file: {e}"))
         };
         let mut writer = Writer::new();
+        // Before the safetensors crate reads the header: it keeps the last of equal keys.
+        if let Some(name) = duplicate_key(bytes) {
+            return Err(Error::Usage(format!(
+                "not a valid safetensors file: the header names {:?} twice",
+                cxrm_format::text::escape(&name)
+            )));
+        }
         let (_, meta) = SafeTensors::read_metadata(bytes).map_err(st_err)?;
         let tensors = SafeTensors::deserialize(bytes).map_err(st_err)?;
         if let Some(extra) = meta.metadata() {
@@ -153,6 +160,40 @@ impl Pack {
             f32_bytes: self.params * 4,
         })
     }
+}
+
+/// The first key the JSON header of a safetensors file repeats (`None` when it repeats none,
+/// or does not parse: the safetensors crate reports that).
+/// JSON maps keep the last of equal keys, so a parser alone would silently drop a tensor.
+fn duplicate_key(bytes: &[u8]) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct FirstDuplicate;
+    impl<'de> Visitor<'de> for FirstDuplicate {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut first = None;
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if first.is_none() && !seen.insert(key.clone()) {
+                    first = Some(key);
+                }
+            }
+            Ok(first)
+        }
+    }
+    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let header = bytes.get(8..8usize.checked_add(usize::try_from(len).ok()?)?)?;
+    serde_json::Deserializer::from_slice(header)
+        .deserialize_map(FirstDuplicate)
+        .ok()
+        .flatten()
 }
 
 /// Put `__metadata__` first in a serialised file's JSON header, entries in the order given,
