@@ -874,6 +874,31 @@ fn fields(bytes: &[u8]) -> Fields {
     }
 }
 
+/// A `[4]` f32 tensor stored sparse (relative gaps, b = 2) with nnz 1 but four gap symbols,
+/// one more than the bound allows; `coding` overwrites the gap stream's coding byte.
+fn gaps_over_bound(coding: Option<u8>) -> Vec<u8> {
+    let mut payload = Vec::new();
+    encoding::stream::write(
+        &[0, 3, 3, 3],
+        2,
+        encoding::stream::Coding::Packed,
+        &mut payload,
+    );
+    if let Some(c) = coding {
+        payload[0] = c;
+    }
+    payload.extend(f32_bytes(&[1.5]));
+    single_tensor(
+        DType::F32,
+        &[4],
+        vec![stage(
+            encoding::StageId::Sparse,
+            sparse_params(Layout::Relative { index_bits: 2 }, 1),
+        )],
+        payload,
+    )
+}
+
 /// A file with metadata `map`, its metadata section then patched by `patch`, with the
 /// section's CRC and the header's fixed so that only the patched bytes are wrong.
 fn metadata_edit(map: Vec<(&str, Value)>, patch: &dyn Fn(&mut [u8])) -> Vec<u8> {
@@ -1379,8 +1404,7 @@ pub fn invalid() -> Vec<InvalidFixture> {
 /// Bad files on which two readings of the spec would report different errors, or one would
 /// accept the file: each names the rule the spec fixes.
 fn corner_invalid(out: &mut Vec<InvalidFixture>) {
-    use encoding::StageId::{LowRank, Sparse};
-    use encoding::stream::{Coding, write as stream};
+    use encoding::StageId::LowRank;
     let mut add = |name, code, stage, why, bytes: Vec<u8>| {
         out.push(InvalidFixture {
             name,
@@ -1496,20 +1520,7 @@ fn corner_invalid(out: &mut Vec<InvalidFixture>) {
         "decode_error",
         "verify",
         "4 gap symbols for nnz 1 in 4 elements at b = 2 (the bound is 1 + 4 / 3 + 1 = 3)",
-        {
-            let mut payload = Vec::new();
-            stream(&[0, 3, 3, 3], 2, Coding::Packed, &mut payload);
-            payload.extend(f32_bytes(&[1.5]));
-            single_tensor(
-                DType::F32,
-                &[4],
-                vec![stage(
-                    Sparse,
-                    sparse_params(Layout::Relative { index_bits: 2 }, 1),
-                )],
-                payload,
-            )
-        },
+        gaps_over_bound(None),
     );
 
     add(
@@ -1517,21 +1528,7 @@ fn corner_invalid(out: &mut Vec<InvalidFixture>) {
         "bad_value",
         "verify",
         "gap stream of coding 7 whose count is also over its bound: the coding is judged first",
-        {
-            let mut payload = Vec::new();
-            stream(&[0, 3, 3, 3], 2, Coding::Packed, &mut payload);
-            payload[0] = 7;
-            payload.extend(f32_bytes(&[1.5]));
-            single_tensor(
-                DType::F32,
-                &[4],
-                vec![stage(
-                    Sparse,
-                    sparse_params(Layout::Relative { index_bits: 2 }, 1),
-                )],
-                payload,
-            )
-        },
+        gaps_over_bound(Some(7)),
     );
     // §5.4: a uleb128 in its shortest form only.
     add(
