@@ -188,12 +188,19 @@ fn duplicate_key(bytes: &[u8]) -> Option<String> {
             Ok(first)
         }
     }
-    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-    let header = bytes.get(8..8usize.checked_add(usize::try_from(len).ok()?)?)?;
+    let (header, _) = header_json(bytes)?;
     serde_json::Deserializer::from_slice(header)
         .deserialize_map(FirstDuplicate)
         .ok()
         .flatten()
+}
+
+/// A safetensors file's JSON header (after its 8-byte little-endian length), and the offset
+/// where the data starts; `None` when the length does not fit the file.
+fn header_json(bytes: &[u8]) -> Option<(&[u8], usize)> {
+    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let end = usize::try_from(len).ok()?.checked_add(8)?;
+    Some((bytes.get(8..end)?, end))
 }
 
 /// Put `__metadata__` first in a serialised file's JSON header, entries in the order given,
@@ -204,13 +211,9 @@ fn with_metadata(bytes: Vec<u8>, info: &[(String, String)]) -> Result<Vec<u8>> {
         return Ok(bytes);
     }
     let bad = || Error::Usage("safetensors: the serialised header did not parse".into());
-    let len = u64::from_le_bytes(bytes.get(..8).ok_or_else(bad)?.try_into().expect("8"));
-    let end = usize::try_from(len)
-        .ok()
-        .and_then(|l| l.checked_add(8))
-        .ok_or_else(bad)?;
+    let (json, end) = header_json(&bytes).ok_or_else(bad)?;
     let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(bytes.get(8..end).ok_or_else(bad)?).map_err(|_| bad())?;
+        serde_json::from_slice(json).map_err(|_| bad())?;
     let mut ordered = serde_json::Map::new();
     ordered.insert(
         "__metadata__".into(),
