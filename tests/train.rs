@@ -11,7 +11,8 @@ use cxrm::runtime::Model;
 use cxrm::runtime::data::Dataset;
 
 fn data() -> TrainData {
-    TrainData::load("mnist", 0.25, 5, Some(320), 28).unwrap()
+    let input = cxrm::runtime::InputSpec::new(1, 28, 28);
+    TrainData::load("mnist", 0.25, 5, Some(320), &input, None).unwrap()
 }
 
 fn quick() -> TrainOptions {

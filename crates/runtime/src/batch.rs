@@ -6,44 +6,43 @@ use crate::data::Dataset;
 use cxrm_format::error::{Error, Result};
 use ndarray::{Array2, Array3, Array4, s};
 
-/// One image of `data` as the model's input: normalised, and resized when the data set's
-/// images are not the model's size (greyscale sources only).
+/// One image of `data` as the model's input: normalised, and resized (each channel, with the
+/// model's filter) when the data set's images are not the model's size.
 pub fn input(data: &Dataset, i: usize, spec: &InputSpec) -> Result<Array3<f32>> {
     let px = data.image(i);
     if (data.channels, data.height, data.width) == (spec.channels, spec.height, spec.width) {
         return Ok(normalise(px, spec));
     }
-    resized(data, px, spec)
-}
-
-/// Scale 8-bit pixels `[C, H, W]` to [0, 1] and standardise each channel.
-pub fn normalise(pixels: &[u8], spec: &InputSpec) -> Array3<f32> {
-    let plane = spec.height * spec.width;
-    Array3::from_shape_fn((spec.channels, spec.height, spec.width), |(c, y, x)| {
-        let v = pixels[c * plane + y * spec.width + x] as f32 / 255.0;
-        (v - spec.mean[c]) / spec.std[c]
-    })
-}
-
-#[cfg(feature = "image")]
-fn resized(data: &Dataset, px: &[u8], spec: &InputSpec) -> Result<Array3<f32>> {
-    if data.channels != 1 {
+    if data.channels != spec.channels || spec.crop_from.is_some() {
         return Err(Error::Usage(format!(
             "data images are {}x{}x{}, the model takes {}x{}x{}",
             data.channels, data.height, data.width, spec.channels, spec.height, spec.width
         )));
     }
-    let img = image::GrayImage::from_raw(data.width as u32, data.height as u32, px.to_vec())
-        .ok_or_else(|| Error::Usage("image buffer does not match its size".into()))?;
-    super::preprocess::from_image(&image::DynamicImage::ImageLuma8(img), spec)
+    let plane = data.height * data.width;
+    let resized: Vec<u8> = px
+        .chunks_exact(plane)
+        .flat_map(|p| {
+            crate::resize::Resampler::for_input(spec).resize(
+                p,
+                data.width,
+                data.height,
+                1,
+                spec.width,
+                spec.height,
+            )
+        })
+        .collect();
+    Ok(normalise(&resized, spec))
 }
 
-#[cfg(not(feature = "image"))]
-fn resized(data: &Dataset, _px: &[u8], spec: &InputSpec) -> Result<Array3<f32>> {
-    Err(Error::Usage(format!(
-        "data images are {}x{}x{}, the model takes {}x{}x{} (resizing needs the `image` feature)",
-        data.channels, data.height, data.width, spec.channels, spec.height, spec.width
-    )))
+/// 8-bit pixels `[C, H, W]` as the model's input, through the file's pixel arithmetic (spec
+/// §7, "Input scaling").
+pub fn normalise(pixels: &[u8], spec: &InputSpec) -> Array3<f32> {
+    let plane = spec.height * spec.width;
+    Array3::from_shape_fn((spec.channels, spec.height, spec.width), |(c, y, x)| {
+        spec.scale_pixel(c, pixels[c * plane + y * spec.width + x])
+    })
 }
 
 /// The model's class probabilities for the first `n` images of `data`; `progress` is told how

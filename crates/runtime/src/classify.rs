@@ -7,6 +7,9 @@ use ndarray::ArrayView4;
 /// One image's classification.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classification {
+    /// The graph's raw output, before softmax; `None` when the graph itself ends in softmax
+    /// (its output is already probabilities, and the logits are gone).
+    pub logits: Option<Vec<f32>>,
     /// The probability of each class, in class order.
     pub probabilities: Vec<f32>,
     /// The most probable class (the first of equals); `None` for a model without classes.
@@ -38,6 +41,7 @@ impl Classification {
             probability: p[class],
         };
         Classification {
+            logits: None,
             best: (!p.is_empty()).then(|| ranked(best)),
             top: order.into_iter().take(k).map(ranked).collect(),
             probabilities,
@@ -48,11 +52,24 @@ impl Classification {
 impl Model<'_> {
     /// Classify every image of a batch, each with its `k` most probable classes.
     pub fn classify(&self, batch: ArrayView4<'_, f32>, k: usize) -> Result<Vec<Classification>> {
-        let probs = self.predict(batch)?;
-        Ok(probs
+        let out = self.forward(batch)?;
+        if self.ends_in_softmax() {
+            return Ok(out
+                .rows()
+                .into_iter()
+                .map(|row| Classification::new(row.to_vec(), k))
+                .collect());
+        }
+        let mut probs = out.clone();
+        crate::ops::softmax(&mut probs);
+        Ok(out
             .rows()
             .into_iter()
-            .map(|row| Classification::new(row.to_vec(), k))
+            .zip(probs.rows())
+            .map(|(logits, p)| Classification {
+                logits: Some(logits.to_vec()),
+                ..Classification::new(p.to_vec(), k)
+            })
             .collect())
     }
 

@@ -4,7 +4,7 @@
 //! gives: CSR rows, factors, sign bits) and runs forward passes, which [`classify`] turns
 //! into ranked labels; [`kernels`], [`ops`],
 //! [`xnor`] and [`parallel`] are what it runs on. [`preprocess`] turns images into the input
-//! the file's metadata describes, and [`data`] loads labelled data sets to evaluate on.
+//! the file's metadata describes (with [`resize`], Pillow's filters), and [`data`] loads labelled data sets to evaluate on.
 //! This crate depends on `cxrm-format` only, never on a training framework.
 
 pub mod batch;
@@ -18,6 +18,7 @@ pub mod ops;
 pub mod parallel;
 #[cfg(feature = "image")]
 pub mod preprocess;
+pub mod resize;
 pub mod xnor;
 
 pub use classify::{Classification, Ranked};

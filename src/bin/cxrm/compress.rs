@@ -87,8 +87,19 @@ pub fn run(args: Args) -> Result<(), Failure> {
         .or(base.trained_on())
         .ok_or_else(|| Failure::Usage("the model does not record its data; pass --data".into()))?
         .to_string();
-    let size = base.input_spec()?.height;
-    let data = crate::train::load_data(&data_name, args.val_fraction, args.seed, args.limit, size)?;
+    // Retraining sees images exactly as the model's file says (channels, resize, pixel
+    // arithmetic), and image folders are labelled by the model's classes.
+    let input = base.input_spec()?;
+    let classes = base.classes();
+    let mut data = crate::train::load_data(
+        &data_name,
+        args.val_fraction,
+        args.seed,
+        args.limit,
+        &input,
+        classes.as_deref(),
+    )?;
+    data.spec = input;
     let mut progress = TrainProgress::new(args.quiet);
     let shift = args.shift.unwrap_or_else(|| base.trained_shift());
     let opts = TrainOptions::retraining(args.epochs, args.lr, shift, args.seed);

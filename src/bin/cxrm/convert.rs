@@ -7,7 +7,8 @@ use std::path::PathBuf;
 pub struct Args {
     /// The .cxrm file to read.
     input: PathBuf,
-    /// The safetensors file to write (atomically; never over the input or a non-regular file).
+    /// The safetensors file to write (atomically; never over the input or a non-regular file;
+    /// `-` for standard output).
     #[arg(short, long)]
     output: PathBuf,
     /// Replace OUTPUT even if it is read-only.
@@ -21,9 +22,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let output =
         cxrm::format::container::output::Output::from_inputs([&args.input]).force(args.force);
     let n = cxrm::compress::interop::safetensors::write_safetensors(&file, &args.output, &output)?;
-    println!(
-        "wrote {}: {n} tensors, decoded to dense",
-        args.output.display()
+    crate::report_written(
+        &args.output,
+        format!(
+            "wrote {}: {n} tensors, decoded to dense",
+            crate::shown_output(&args.output)
+        ),
     );
     Ok(())
 }

@@ -11,7 +11,8 @@ use std::path::PathBuf;
     after_help = "DATA is `mnist` or `fashion-mnist` (their 10,000-image test split, from ../shared/data or the
 bundled subset in fixtures/data), `bundled` (always the bundled MNIST subset), a directory of
 IDX files (t10k-*), or a class-per-folder image tree (ROOT/CLASS/*.png|jpg; for a
-Kaggle-style tree with test/ the test split is used).
+Kaggle-style tree with test/ the test split is used). Folders are matched to the model's
+classes (model.classes) by name, ignoring case; a folder that names no class is refused.
 
 Examples:
   cxrm eval lenet5.cxrm --data mnist
@@ -29,9 +30,13 @@ pub struct Args {
     /// Images per forward pass.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// One JSON document with at least `accuracy` (0-1) and `n`.
+    /// One JSON document with at least `accuracy` (0-1), `n` and `skipped`.
     #[arg(long)]
     json: bool,
+    /// What an image that cannot be decoded, or a truncated one, does: `fail` stops with an
+    /// error naming it; `skip` leaves it out and lists it.
+    #[arg(long, value_name = "WHAT", default_value = "fail", value_parser = ["fail", "skip"])]
+    bad_images: String,
     #[command(flatten)]
     runtime: crate::RuntimeArgs,
 }
@@ -64,9 +69,20 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let mapped = cxrm::Mapped::open(&args.model)?;
     let file = mapped.parse()?;
     let model = Model::load_with(&file, args.runtime.options())?;
-    let data = data::Source::parse(&args.data)?.test_set(&model)?;
-    let e = evaluate(&model, &data, args.limit, args.batch, !args.json)?;
+    let bad = if args.bad_images == "skip" {
+        data::BadImages::Skip
+    } else {
+        data::BadImages::Fail
+    };
+    let loaded = data::Source::parse(&args.data)?.test_set(&model, bad)?;
+    let data = &loaded.data;
+    let e = evaluate(&model, data, args.limit, args.batch, !args.json)?;
     let names = &data.classes;
+    let skipped: Vec<_> = loaded
+        .skipped
+        .iter()
+        .map(|(path, why)| json!({"path": path.display().to_string(), "error": why}))
+        .collect();
     if args.json {
         let doc = json!({
             "model": args.model.display().to_string(),
@@ -78,6 +94,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "precision": e.precision,
             "recall": e.recall,
             "confusion": e.confusion,
+            "skipped": skipped,
         });
         println!(
             "{}",
@@ -85,7 +102,18 @@ pub fn run(args: Args) -> Result<(), Failure> {
         );
         return Ok(());
     }
-    println!("{} on {} ({} images)", args.model.display(), args.data, e.n);
+    println!(
+        "{} on {} ({} images)",
+        cxrm::format::text::escape_path(&args.model),
+        cxrm::format::text::escape(&args.data),
+        e.n
+    );
+    if !loaded.skipped.is_empty() {
+        println!("skipped {} unreadable images:", loaded.skipped.len());
+        for (_, why) in &loaded.skipped {
+            println!("  {}", cxrm::format::text::escape(why));
+        }
+    }
     println!(
         "accuracy   {:.4}  (error {:.2}%)",
         e.accuracy,

@@ -1,13 +1,16 @@
 //! `cxrm`: the command-line front end. One module per subcommand; each is thin and calls the
-//! library. Exit status: 0 success, 1 invalid file (or failed check), 2 usage or I/O error.
+//! library. Exit status: 0 success, 1 invalid file (or failed check), 2 usage or I/O error,
+//! 3 a valid file that this build cannot run (`verify --runnable` only).
 
 mod bench;
 #[cfg(feature = "train")]
 mod compress;
 mod convert;
 mod eval;
+mod import;
 mod inspect;
 mod pack;
+mod preprocessing;
 mod process;
 #[cfg(feature = "train")]
 mod progress;
@@ -42,6 +45,7 @@ enum Command {
     Verify(verify::Args),
     Pack(pack::Args),
     Convert(convert::Args),
+    Import(import::Args),
     Run(run::Args),
     Eval(eval::Args),
     Bench(bench::Args),
@@ -77,6 +81,8 @@ pub enum Failure {
     Invalid(cxrm::Error),
     /// Bad arguments, missing files, I/O (exit 2).
     Usage(String),
+    /// A valid file that this build's runtime cannot run (exit 3, `verify --runnable`).
+    NotRunnable(String),
 }
 
 impl From<cxrm::Error> for Failure {
@@ -107,6 +113,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => verify::run(a),
         Command::Pack(a) => pack::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Import(a) => import::run(a),
         Command::Run(a) => run::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
@@ -129,5 +136,28 @@ fn main() -> ExitCode {
             eprintln!("cxrm: {}", cxrm::format::text::sanitize(&msg));
             ExitCode::from(2)
         }
+        Err(Failure::NotRunnable(msg)) => {
+            eprintln!("cxrm: {}", cxrm::format::text::sanitize(&msg));
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// How an output path is named in messages: `-` is standard output.
+fn shown_output(path: &std::path::Path) -> String {
+    if cxrm::format::container::output::is_stdout(path) {
+        "standard output".into()
+    } else {
+        cxrm::format::text::escape_path(path)
+    }
+}
+
+/// Tell the user what was written: on standard output, or on standard error when the file
+/// itself went to standard output.
+fn report_written(path: &std::path::Path, line: String) {
+    if cxrm::format::container::output::is_stdout(path) {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
     }
 }

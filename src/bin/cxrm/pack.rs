@@ -26,12 +26,15 @@ Examples:
 pub struct Args {
     /// The safetensors file to read.
     input: PathBuf,
-    /// The .cxrm file to write (atomically; never over an input or a non-regular file).
+    /// The .cxrm file to write (atomically; never over an input or a non-regular file; `-` for
+    /// standard output).
     #[arg(short, long)]
     output: PathBuf,
     /// Replace OUTPUT even if it is read-only.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    preprocess: crate::preprocessing::PreprocessArgs,
     /// A JSON graph description to store as the graph section.
     #[arg(long)]
     graph: Option<PathBuf>,
@@ -127,6 +130,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 other => format!("{shown}: {other}"),
             })
         })?;
+        // A graph this build could not run is refused now, not when someone runs the file:
+        // an unknown op, or a misspelt attribute that would fall back to its default.
+        for node in &graph.nodes {
+            cxrm::format::container::op::Op::parse(node)
+                .map_err(|e| Failure::Usage(format!("{shown}: {e}")))?;
+        }
         for (k, v) in metadata {
             pack.writer.set_metadata(k, v);
         }
@@ -140,15 +149,23 @@ pub fn run(args: Args) -> Result<(), Failure> {
         pack.writer
             .set_metadata(key, cxrm::format::json::value_from_text(raw));
     }
+    let mut meta = pack.writer.metadata().clone();
+    args.preprocess.apply(&mut meta)?;
+    for (k, v) in meta {
+        pack.writer.set_metadata(k, v);
+    }
     let inputs = std::iter::once(&args.input).chain(&args.graph);
     let output = Output::from_inputs(inputs).force(args.force);
     let packed = pack.write(&args.output, &output)?;
-    println!(
-        "wrote {}: {} tensors, {} bytes ({:.2}x smaller than f32 weights)",
-        args.output.display(),
-        packed.tensors,
-        packed.bytes,
-        packed.ratio()
+    crate::report_written(
+        &args.output,
+        format!(
+            "wrote {}: {} tensors, {} bytes ({:.2}x smaller than f32 weights)",
+            crate::shown_output(&args.output),
+            packed.tensors,
+            packed.bytes,
+            packed.ratio()
+        ),
     );
     Ok(())
 }

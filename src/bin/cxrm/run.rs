@@ -9,7 +9,8 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 #[command(
     after_help = "Each image is decoded (PNG or JPEG), converted to the model's channels, resized and
-normalised as the file's metadata records (input.shape, input.mean, input.std).
+scaled as the file's metadata records (input.shape, input.resize, input.crop_from,
+input.channel_order, input.scale, input.offset, input.mean, input.std; see spec §6.1).
 
 Examples:
   cxrm run model.cxrm digit.png
@@ -21,7 +22,9 @@ pub struct Args {
     /// Images to classify.
     #[arg(required = true)]
     images: Vec<PathBuf>,
-    /// One JSON document: per image `image`, `class` and `probabilities` (in class order).
+    /// One JSON document: per image `image`, `class`, `probabilities` (in class order), `top`
+    /// (the three most probable), and `logits` (the graph's output before softmax; null when
+    /// the graph itself ends in softmax).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -45,7 +48,18 @@ pub fn run(args: Args) -> Result<(), Failure> {
         if args.json {
             // JSON escapes control characters itself.
             let image = path.display().to_string();
-            results.push(json!({"image": image, "class": names[best.class], "probabilities": c.probabilities}));
+            let top: Vec<_> = c
+                .top
+                .iter()
+                .map(|r| json!({"class": names[r.class], "probability": r.probability}))
+                .collect();
+            results.push(json!({
+                "image": image,
+                "class": names[best.class],
+                "probabilities": c.probabilities,
+                "top": top,
+                "logits": c.logits,
+            }));
         } else {
             let top: Vec<String> = c
                 .top

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 #[command(
     after_help = "DATA is mnist or fashion-mnist (the full set from ../shared/data when present, else
 the bundled subset), bundled (the MNIST subset in fixtures/data/mnist), a directory of IDX files (train-*), or a class-per-folder image tree
-(its train/ split for a Kaggle-style tree, resized to --size). A --val-fraction of the
+(its train/ split for a Kaggle-style tree, resized to --size with Pillow's bilinear filter,
+grey or, with --channels 3, RGB). A --val-fraction of the
 training images, picked by --seed, is held out; the epoch with the best validation
 accuracy is kept. Same --seed, same file.
 
@@ -42,9 +43,12 @@ pub struct Args {
     /// Use only the first N training images.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Input size for image folders (square, grey).
+    /// Input size for image folders (square).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// Channels for image folders: 1 (grey) or 3 (RGB).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub channels: u8,
     #[arg(short, long)]
     pub output: PathBuf,
     /// No progress output.
@@ -70,12 +74,23 @@ pub fn load_data(
     val_fraction: f64,
     seed: u64,
     limit: Option<usize>,
-    size: usize,
+    input: &cxrm::runtime::InputSpec,
+    classes: Option<&[String]>,
 ) -> Result<TrainData, Failure> {
     if !(0.0..1.0).contains(&val_fraction) || val_fraction == 0.0 {
         return Err(Failure::Usage("--val-fraction must be in (0, 1)".into()));
     }
-    Ok(TrainData::load(data, val_fraction, seed, limit, size)?)
+    if input.channels == 2 {
+        return Err(Failure::Usage("--channels must be 1 or 3".into()));
+    }
+    Ok(TrainData::load(
+        data,
+        val_fraction,
+        seed,
+        limit,
+        input,
+        classes,
+    )?)
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
@@ -85,7 +100,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
         args.val_fraction,
         args.seed,
         args.limit,
-        args.size,
+        &cxrm::runtime::InputSpec::new(args.channels.into(), args.size, args.size),
+        None,
     )?;
     let mut progress = TrainProgress::new(args.quiet);
     progress.println(&format!(

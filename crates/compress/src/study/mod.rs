@@ -13,8 +13,8 @@ use crate::train::{
 };
 use cxrm_format::container::reader::Mapped;
 use cxrm_format::error::{Error, Result};
-use cxrm_runtime::Model;
 use cxrm_runtime::data::{self, Dataset};
+use cxrm_runtime::{InputSpec, Model};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -100,7 +100,14 @@ fn resolve_data(opts: &StudyOptions) -> Result<(String, TrainData, Dataset)> {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default()
     };
-    let train = TrainData::load(&dir.display().to_string(), 0.1, opts.seed, None, 64)?;
+    let train = TrainData::load(
+        &dir.display().to_string(),
+        0.1,
+        opts.seed,
+        None,
+        &InputSpec::new(1, 64, 64),
+        None,
+    )?;
     let train = TrainData {
         name: name.clone(),
         train: with_classes(train.train, &classes_from),
@@ -110,7 +117,13 @@ fn resolve_data(opts: &StudyOptions) -> Result<(String, TrainData, Dataset)> {
     let test = if source.layout == data::Layout::Idx {
         source.idx_test(train.train.classes.clone())?
     } else {
-        data::folder::load(&data::folder::eval_split(&dir), &train.spec)?
+        data::folder::load(
+            &data::folder::eval_split(&dir),
+            &train.spec,
+            Some(&train.train.classes),
+            data::BadImages::Fail,
+        )?
+        .data
     };
     Ok((name, train, test))
 }

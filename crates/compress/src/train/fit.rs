@@ -8,6 +8,7 @@ use burn::optim::{AdamConfig, GradientsParams, decay::WeightDecayConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Tensor, TensorData};
 use cxrm_format::error::{Error, Result};
+use cxrm_runtime::InputSpec;
 use cxrm_runtime::data::Dataset;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -27,15 +28,15 @@ pub(crate) enum Targets<'a> {
 }
 
 /// Images normalised as the model's metadata says, `[n, C, H, W]` f32, in one buffer.
-pub(crate) fn normalised(data: &Dataset, mean: &[f32], std: &[f32]) -> Vec<f32> {
+/// The arithmetic is the runtime's (spec §7), so training sees what the runtime will see.
+pub(crate) fn normalised(data: &Dataset, spec: &InputSpec) -> Vec<f32> {
     let plane = data.height * data.width;
     data.pixels
         .chunks(plane)
         .enumerate()
         .flat_map(|(k, px)| {
             let c = k % data.channels;
-            px.iter()
-                .map(move |&p| (p as f32 / 255.0 - mean[c]) / std[c])
+            px.iter().map(move |&p| spec.scale_pixel(c, p))
         })
         .collect()
 }
@@ -85,7 +86,7 @@ pub(crate) fn fit(
         return Err(Error::Usage("the training split is empty".into()));
     }
     let classes = train.classes.len();
-    let x_all = normalised(train, &data.spec.mean, &data.spec.std);
+    let x_all = normalised(train, &data.spec);
     let per_image = train.channels * train.height * train.width;
     let batch = opts.batch_size.clamp(1, n);
     let steps_per_epoch = n.div_ceil(batch);
@@ -105,7 +106,7 @@ pub(crate) fn fit(
     let mut order: Vec<usize> = (0..n).collect();
     // What a black pixel becomes after normalisation: the fill for shifted-in borders.
     let background: Vec<f32> = (0..train.channels)
-        .map(|c| -data.spec.mean[c] / data.spec.std[c])
+        .map(|c| data.spec.scale_pixel(c, 0))
         .collect();
     let device = net.device().clone();
     // An image shifted by (dy, dx) in -s..=s is version (dy + s)·(2s + 1) + (dx + s) of it.

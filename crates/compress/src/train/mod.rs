@@ -70,20 +70,22 @@ pub struct TrainData {
 
 impl TrainData {
     /// Load `mnist`, `fashion-mnist`, `bundled`, a directory of IDX files (`train-*`) or a class-per-folder
-    /// image tree (its `train/` split for a Kaggle-style tree; images resized to `size`×`size`
-    /// grey). `val_fraction` of the training images, picked by `seed`, become the validation
-    /// split; `limit` keeps only the first N training images.
+    /// image tree (its `train/` split for a Kaggle-style tree; images converted to `input`'s
+    /// channels and size with its resize filter, and labelled by its `classes` when given).
+    /// `val_fraction` of the training images, picked by `seed`, become the validation split;
+    /// `limit` keeps only the first N training images.
     pub fn load(
         spec: &str,
         val_fraction: f64,
         seed: u64,
         limit: Option<usize>,
-        size: usize,
+        input: &InputSpec,
+        classes: Option<&[String]>,
     ) -> Result<TrainData> {
         let source = data::Source::parse(spec)?;
         let mut all = match source.layout {
             data::Layout::Idx => source.idx_train(source.idx_classes())?,
-            data::Layout::Folders => load_folder(&source.dir, size)?,
+            data::Layout::Folders => load_folder(&source.dir, input, classes)?,
         };
         if let Some(limit) = limit {
             all = all.subset(&(0..limit.min(all.len())).collect::<Vec<_>>());
@@ -114,20 +116,14 @@ impl TrainData {
     }
 }
 
-fn load_folder(dir: &Path, size: usize) -> Result<Dataset> {
+fn load_folder(dir: &Path, input: &InputSpec, classes: Option<&[String]>) -> Result<Dataset> {
     let root = if dir.join("train").is_dir() {
         dir.join("train")
     } else {
         dir.to_path_buf()
     };
-    let spec = InputSpec {
-        channels: 1,
-        height: size,
-        width: size,
-        mean: vec![0.0],
-        std: vec![1.0],
-    };
-    data::folder::load(&root, &spec)
+    let loaded = data::folder::load(&root, input, classes, data::BadImages::Fail)?;
+    Ok(loaded.data)
 }
 
 /// Per-channel mean and standard deviation of the pixels (scaled to [0, 1]).
@@ -155,11 +151,9 @@ fn measure_normalisation(d: &Dataset) -> InputSpec {
         })
         .unzip();
     InputSpec {
-        channels: d.channels,
-        height: d.height,
-        width: d.width,
         mean,
         std,
+        ..InputSpec::new(d.channels, d.height, d.width)
     }
 }
 
@@ -280,6 +274,15 @@ impl TrainedModel {
         value::get(&self.metadata, key)
     }
 
+    /// Its class names (`model.classes`), when it records them as strings.
+    pub fn classes(&self) -> Option<Vec<String>> {
+        self.meta("model.classes")?
+            .as_array()?
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect()
+    }
+
     /// The `--data` value it was trained on (`train.data`), to retrain on the same data.
     pub fn trained_on(&self) -> Option<&str> {
         self.meta("train.data").and_then(Value::as_str)
@@ -364,7 +367,7 @@ impl TrainedModel {
         use burn::tensor::{Tensor, TensorData};
         let spec = self.input_spec()?;
         let net = net::Net::new(self.graph.clone(), self.tensors.clone(), &device())?;
-        let x = fit::normalised(data, &spec.mean, &spec.std);
+        let x = fit::normalised(data, &spec);
         let x = Tensor::<4>::from_data(
             TensorData::new(x, [data.len(), data.channels, data.height, data.width]),
             net.device(),
@@ -404,25 +407,15 @@ pub(crate) fn device() -> Device {
 /// The metadata a model trained from scratch records: network, classes, input and
 /// normalisation, data and training settings.
 pub fn training_metadata(arch: &Arch, data: &TrainData, opts: &TrainOptions) -> Map {
-    let s = &data.spec;
-    vec![
+    let mut map: Map = vec![
         ("model.name".into(), Value::String(arch.name())),
         (
             "model.classes".into(),
             Value::strings(data.train.classes.iter().cloned()),
         ),
-        (
-            "input.shape".into(),
-            Value::ints([s.channels as i64, s.height as i64, s.width as i64]),
-        ),
-        (
-            "input.mean".into(),
-            Value::floats(s.mean.iter().map(|&v| v as f64)),
-        ),
-        (
-            "input.std".into(),
-            Value::floats(s.std.iter().map(|&v| v as f64)),
-        ),
+    ];
+    map.extend(data.spec.to_metadata());
+    map.extend([
         ("train.data".into(), Value::String(data.name.clone())),
         ("train.images".into(), Value::Int(data.train.len() as i64)),
         ("train.epochs".into(), Value::Int(opts.epochs as i64)),
@@ -437,7 +430,8 @@ pub fn training_metadata(arch: &Arch, data: &TrainData, opts: &TrainOptions) -> 
             "train.framework".into(),
             Value::String("burn 0.22 (flex)".into()),
         ),
-    ]
+    ]);
+    map
 }
 
 /// Run `net` to the end of a training phase and return it as a plain model.
@@ -493,7 +487,7 @@ pub(crate) mod tests {
 
     /// A small real training set: the first images of the bundled MNIST subset.
     pub fn mnist(n: usize) -> TrainData {
-        TrainData::load("mnist", 0.2, 3, Some(n), 28).unwrap()
+        TrainData::load("mnist", 0.2, 3, Some(n), &InputSpec::new(1, 28, 28), None).unwrap()
     }
 
     #[test]
@@ -514,7 +508,15 @@ pub(crate) mod tests {
             eprintln!("skipped: {} is not here", root.display());
             return;
         }
-        let d = TrainData::load(root.to_str().unwrap(), 0.25, 1, None, 48).unwrap();
+        let d = TrainData::load(
+            root.to_str().unwrap(),
+            0.25,
+            1,
+            None,
+            &InputSpec::new(1, 48, 48),
+            None,
+        )
+        .unwrap();
         assert_eq!(d.train.classes, ["NORMAL", "PNEUMONIA"]);
         assert_eq!((d.train.len(), d.val.len()), (12, 4));
         assert_eq!(

@@ -74,9 +74,42 @@ impl Op {
         "xnor_dense",
     ];
 
-    /// Read a node's op and attributes. An unknown op name is an error naming it.
+    /// The attributes an op takes (spec §7). Any other key on a node of that op is an error:
+    /// a misspelt `eps` or Keras's `strides` must not fall back to a default in silence.
+    pub fn attribute_names(op: &str) -> &'static [&'static str] {
+        match op {
+            "conv2d" | "xnor_conv2d" => &["stride", "padding", "dilation", "groups"],
+            "batch_norm" => &["epsilon"],
+            "max_pool2d" | "avg_pool2d" => &["kernel", "stride", "padding"],
+            _ => &[],
+        }
+    }
+
+    /// Read a node's op and attributes. An unknown op name, or an attribute the op does not
+    /// take, is an error naming the node and the key.
     pub fn parse(node: &Node) -> Result<Op> {
         let attrs = Attrs(node);
+        let op = Self::parse_known(node, &attrs)?;
+        let allowed = Self::attribute_names(&node.op);
+        if let Some((key, _)) = node
+            .attrs
+            .iter()
+            .find(|(k, _)| !allowed.contains(&k.as_str()))
+        {
+            let takes = if allowed.is_empty() {
+                "it takes no attributes".to_string()
+            } else {
+                format!("it takes {}", allowed.join(", "))
+            };
+            return Err(attrs.fail(format!(
+                "unknown attribute {:?} ({takes})",
+                crate::text::escape(key)
+            )));
+        }
+        Ok(op)
+    }
+
+    fn parse_known(node: &Node, attrs: &Attrs<'_>) -> Result<Op> {
         Ok(match node.op.as_str() {
             "conv2d" => Op::Conv2d(attrs.conv()?),
             "xnor_conv2d" => Op::XnorConv2d(attrs.conv()?),
@@ -265,6 +298,19 @@ mod tests {
         let short = node("avg_pool2d").attr("padding", ints_value(&[1, 1]));
         let e = Op::parse(&short).unwrap_err().to_string();
         assert!(e.contains("padding needs 4 values, found 2"), "{e}");
+        let eps = node("batch_norm").attr("eps", Value::Float(1e-3));
+        let e = Op::parse(&eps).unwrap_err().to_string();
+        assert!(
+            e.contains("node n (batch_norm): unknown attribute \"eps\" (it takes epsilon)"),
+            "{e}"
+        );
+        let keras = node("conv2d").attr("strides", ints_value(&[2, 2]));
+        let e = Op::parse(&keras).unwrap_err().to_string();
+        assert!(e.contains("unknown attribute \"strides\""), "{e}");
+        let e = Op::parse(&node("relu").attr("alpha", Value::Float(0.1)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("it takes no attributes"), "{e}");
         let e = Op::parse(&node("lstm")).unwrap_err().to_string();
         assert!(e.contains("operator \"lstm\" is not implemented"), "{e}");
         for op in Op::NAMES {

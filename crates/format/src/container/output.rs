@@ -13,6 +13,10 @@
 //! - a destination that is the same file as one of the inputs (same device and inode, through
 //!   links) is refused, so `cxrm convert m.cxrm -o m.cxrm` cannot destroy its source.
 //!
+//! `-` names standard output: the file is written to an anonymous temporary file, checked, and
+//! only then copied out, so a reader of the pipe never sees an invalid file. Standard output
+//! that is a terminal is refused: a binary file there is never what was meant.
+//!
 //! Temporary files are named `.cxrm-NAME.XXXXXX.tmp`, with NAME cut so that the whole name
 //! fits in 255 bytes, and are locked while written. A process killed mid-write leaves one
 //! behind; the next write to the same destination removes those that are unlocked and more
@@ -71,6 +75,9 @@ impl Output {
         fill: impl FnOnce(&mut std::io::BufWriter<&File>) -> std::io::Result<()>,
         check: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<()> {
+        if is_stdout(path) {
+            return write_stdout(fill, check);
+        }
         let target = self.resolve(path)?;
         let ctx = || format!("cannot write {}", crate::text::escape_path(path));
         let dir = match target.parent() {
@@ -153,6 +160,42 @@ impl Output {
         }
         Ok(target)
     }
+}
+
+/// Whether an output path names standard output.
+pub fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Build the file in a private temporary file, check it, then copy it to standard output.
+fn write_stdout(
+    fill: impl FnOnce(&mut std::io::BufWriter<&File>) -> std::io::Result<()>,
+    check: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    use std::io::{IsTerminal, Seek};
+    let ctx = || "cannot write to standard output".to_string();
+    if std::io::stdout().is_terminal() {
+        return Err(Error::Usage(
+            "will not write a binary file to a terminal: redirect standard output, or name a file"
+                .into(),
+        ));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
+        .tempfile()
+        .map_err(|e| Error::io(ctx(), e))?;
+    {
+        let mut buf = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+        fill(&mut buf).map_err(|e| Error::io(ctx(), e))?;
+        buf.flush().map_err(|e| Error::io(ctx(), e))?;
+    }
+    check(tmp.path())?;
+    let mut file = tmp.as_file();
+    file.rewind().map_err(|e| Error::io(ctx(), e))?;
+    let mut stdout = std::io::stdout().lock();
+    std::io::copy(&mut file, &mut stdout).map_err(|e| Error::io(ctx(), e))?;
+    stdout.flush().map_err(|e| Error::io(ctx(), e))
 }
 
 /// Write `path` through `fill`, atomically, with the default rules and no inputs.

@@ -71,6 +71,11 @@ impl<'a> Writer<'a> {
         Ok(w)
     }
 
+    /// The metadata set so far, in order.
+    pub fn metadata(&self) -> &Map {
+        &self.metadata
+    }
+
     /// Set a metadata key, replacing any earlier value.
     pub fn set_metadata(&mut self, key: impl Into<String>, value: Value) -> &mut Self {
         let key = key.into();
@@ -267,7 +272,7 @@ impl<'a> Writer<'a> {
         let file_size = cursor;
         let mut header = Header {
             version_major: VERSION_MAJOR,
-            version_minor: minor_version_for(must_understand),
+            version_minor: minor_version_for(must_understand).max(self.metadata_minor()),
             flags: 0,
             must_understand,
             table_offset: HEADER_LEN as u64,
@@ -378,6 +383,18 @@ impl<'a> Writer<'a> {
 }
 
 pub use super::output::write_atomically;
+
+impl Writer<'_> {
+    /// The lowest minor version whose metadata keys the file uses: 1.3 added the
+    /// preprocessing keys of spec §6.1.
+    fn metadata_minor(&self) -> u16 {
+        let uses_1_3 = self
+            .metadata
+            .iter()
+            .any(|(k, _)| super::input_spec::KEYS_SINCE_1_3.contains(&k.as_str()));
+        if uses_1_3 { 3 } else { 0 }
+    }
+}
 
 /// The lowest minor version whose features a file uses (spec §5, §9): 1.1 added the sparse,
 /// codebook and Huffman stages, 1.2 the factored ones (lowrank, tucker, binary).

@@ -43,4 +43,21 @@ impl Dataset {
     }
 }
 
+/// What to do with an image that cannot be decoded, or is truncated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BadImages {
+    /// Stop with an error naming the file.
+    #[default]
+    Fail,
+    /// Leave it out, and report it in [`Loaded::skipped`].
+    Skip,
+}
+
+/// An image tree loaded as a data set, with the files that were left out and why.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub data: Dataset,
+    pub skipped: Vec<(std::path::PathBuf, String)>,
+}
+
 pub use source::{Layout, NAMED, Source, class_names, idx_test_split, is_named, locate};

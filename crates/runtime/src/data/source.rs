@@ -7,7 +7,7 @@
 //! the same way. Models record the name they were trained on, so a name keeps files the same
 //! from one checkout to another.
 
-use super::{Dataset, idx};
+use super::{BadImages, Dataset, Loaded, idx};
 use crate::Model;
 use cxrm_format::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -84,19 +84,33 @@ impl Source {
     /// The split to evaluate `model` on: the IDX test split, labelled with the named set's
     /// classes or else the model's own; or an image tree's test split, converted to the
     /// model's input size.
-    pub fn test_set(&self, model: &Model<'_>) -> Result<Dataset> {
+    /// Images that cannot be decoded fail the load, or are skipped, as `bad` says.
+    pub fn test_set(&self, model: &Model<'_>, bad: BadImages) -> Result<Loaded> {
+        let all = |data| Loaded {
+            data,
+            skipped: Vec::new(),
+        };
         match self.layout {
-            Layout::Idx if self.is_named() => self.idx_test(self.idx_classes()),
-            Layout::Idx => self.idx_test(model.class_names()),
+            Layout::Idx if self.is_named() => self.idx_test(self.idx_classes()).map(all),
+            Layout::Idx => self.idx_test(model.class_names()).map(all),
             #[cfg(feature = "image")]
             Layout::Folders => {
-                super::folder::load(&super::folder::eval_split(&self.dir), &model.input)
+                let classes = (!model.classes.is_empty()).then_some(&model.classes[..]);
+                super::folder::load(
+                    &super::folder::eval_split(&self.dir),
+                    &model.input,
+                    classes,
+                    bad,
+                )
             }
             #[cfg(not(feature = "image"))]
-            Layout::Folders => Err(Error::Usage(format!(
-                "--data {}: image folders need the `image` feature",
-                cxrm_format::text::escape(&self.spec)
-            ))),
+            Layout::Folders => {
+                let _ = bad;
+                Err(Error::Usage(format!(
+                    "--data {}: image folders need the `image` feature",
+                    cxrm_format::text::escape(&self.spec)
+                )))
+            }
         }
     }
 

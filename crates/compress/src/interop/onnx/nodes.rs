@@ -1,0 +1,757 @@
+//! One ONNX node at a time: folded into a constant, passed through, or turned into `.cxrm`
+//! nodes. Each operator's attributes are read with its ONNX defaults; an attribute value the
+//! runtime cannot honour is an error naming the node, never ignored.
+
+use super::Val;
+use super::constants::Const;
+use super::proto::{AttributeProto, NodeProto};
+use crate::interop::builder::{ConvGeometry, GraphBuilder, Weight, same_padding, window_output};
+use cxrm_format::error::{Error, Result};
+use std::collections::HashMap;
+
+/// A node's attributes, with the node named in every error.
+struct Node<'a> {
+    proto: &'a NodeProto,
+    name: String,
+    opset: i64,
+}
+
+impl Node<'_> {
+    fn fail(&self, what: impl std::fmt::Display) -> Error {
+        Error::Usage(format!(
+            "node {} ({}, opset {}): {what}",
+            cxrm_format::text::escape(&self.name),
+            cxrm_format::text::escape(&self.proto.op_type),
+            self.opset
+        ))
+    }
+
+    fn attr(&self, key: &str) -> Option<&AttributeProto> {
+        self.proto.attribute.iter().find(|a| a.name == key)
+    }
+
+    fn int(&self, key: &str, default: i64) -> i64 {
+        self.attr(key).map_or(default, |a| a.i)
+    }
+
+    fn float(&self, key: &str, default: f32) -> f32 {
+        self.attr(key).map_or(default, |a| a.f)
+    }
+
+    fn string(&self, key: &str) -> Option<String> {
+        self.attr(key)
+            .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+    }
+
+    fn ints(&self, key: &str) -> Option<&[i64]> {
+        self.attr(key).map(|a| a.ints.as_slice())
+    }
+
+    /// `N` non-negative (or positive, with `min` 1) ints from an attribute, or `default`.
+    fn sizes<const N: usize>(
+        &self,
+        key: &str,
+        default: [usize; N],
+        min: i64,
+    ) -> Result<[usize; N]> {
+        let Some(v) = self.ints(key) else {
+            return Ok(default);
+        };
+        let vals: Option<Vec<usize>> = v
+            .iter()
+            .map(|&x| (min..=1 << 16).contains(&x).then_some(x as usize))
+            .collect();
+        vals.and_then(|v| v.try_into().ok())
+            .ok_or_else(|| self.fail(format!("{key} {v:?}: expected {N} ints from {min}")))
+    }
+
+    /// Only the attributes in `known` may appear; anything else would change the result.
+    fn only(&self, known: &[&str]) -> Result<()> {
+        match self
+            .proto
+            .attribute
+            .iter()
+            .find(|a| !known.contains(&a.name.as_str()))
+        {
+            Some(a) => Err(self.fail(format!(
+                "attribute {} is not supported",
+                cxrm_format::text::escape(&a.name)
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The value of input `i` (an empty name is an absent optional input).
+fn input<'v>(
+    node: &Node<'_>,
+    values: &'v HashMap<String, Val>,
+    i: usize,
+) -> Result<Option<&'v Val>> {
+    match node.proto.input.get(i).filter(|n| !n.is_empty()) {
+        None => Ok(None),
+        Some(name) => values.get(name).map(Some).ok_or_else(|| {
+            node.fail(format!(
+                "input {} is not computed by any earlier node",
+                cxrm_format::text::escape(name)
+            ))
+        }),
+    }
+}
+
+fn required<'v>(node: &Node<'_>, values: &'v HashMap<String, Val>, i: usize) -> Result<&'v Val> {
+    input(node, values, i)?.ok_or_else(|| node.fail(format!("input {i} is missing")))
+}
+
+fn constant<'v>(node: &Node<'_>, values: &'v HashMap<String, Val>, i: usize) -> Result<&'v Const> {
+    match required(node, values, i)? {
+        Val::Const(c) => Ok(c),
+        Val::Act { .. } => Err(node.fail(format!(
+            "input {i} must be a constant (an initializer), not computed from the image"
+        ))),
+    }
+}
+
+fn activation<'v>(
+    node: &Node<'_>,
+    values: &'v HashMap<String, Val>,
+    i: usize,
+) -> Result<(&'v crate::interop::builder::Act, &'v [usize])> {
+    match required(node, values, i)? {
+        Val::Act { act, dims } => Ok((act, dims)),
+        Val::Const(_) => {
+            Err(node.fail(format!("input {i} is a constant; expected the image path")))
+        }
+    }
+}
+
+/// Translate one node; `Ok(true)` when it was folded away (a constant or a pass-through).
+pub(super) fn translate(
+    proto: &NodeProto,
+    index: usize,
+    opset: i64,
+    values: &mut HashMap<String, Val>,
+    b: &mut GraphBuilder,
+) -> Result<bool> {
+    let name = if proto.name.is_empty() {
+        format!("{}_{index}", proto.op_type)
+    } else {
+        proto.name.clone()
+    };
+    let node = Node { proto, name, opset };
+    if !(proto.domain.is_empty() || proto.domain == "ai.onnx") {
+        return Err(node.fail(format!(
+            "operators of domain {} are not supported",
+            cxrm_format::text::escape(&proto.domain)
+        )));
+    }
+    let all_const = proto
+        .input
+        .iter()
+        .filter(|n| !n.is_empty())
+        .all(|n| matches!(values.get(n), Some(Val::Const(_))));
+    let out = match proto.op_type.as_str() {
+        "Constant" => Val::Const(constant_node(&node)?),
+        "Identity" | "Dropout" => required(&node, values, 0)?.clone(),
+        _ if all_const && !proto.input.is_empty() => Val::Const(fold(&node, values)?),
+        "Shape" => {
+            let (_, dims) = activation(&node, values, 0)?;
+            Val::Const(Const::i64(
+                vec![dims.len()],
+                dims.iter().map(|&d| d as i64).collect(),
+            ))
+        }
+        "Conv" => conv(&node, values, b)?,
+        "Gemm" => gemm(&node, values, b)?,
+        "MatMul" => matmul(&node, values, b)?,
+        "Add" => add(&node, values, b)?,
+        "BatchNormalization" => batch_norm(&node, values, b)?,
+        "Relu" => unary(&node, values, b, "relu")?,
+        "Clip" => clip(&node, values, b)?,
+        "MaxPool" | "AveragePool" => pool(&node, values, b)?,
+        "GlobalAveragePool" => {
+            let (x, dims) = activation(&node, values, 0)?;
+            let y = b.unary(&node.name, "global_avg_pool", x)?;
+            let dims = vec![1, dims[1], 1, 1];
+            Val::Act { act: y, dims }
+        }
+        "ReduceMean" => reduce_mean(&node, values, b)?,
+        "Flatten" | "Reshape" | "Squeeze" => to_vector(&node, values, b)?,
+        "Softmax" => {
+            let (x, dims) = activation(&node, values, 0)?;
+            let axis = node.int("axis", if opset >= 13 { -1 } else { 1 });
+            let last = dims.len() as i64 - 1;
+            if dims.len() != 2 || (axis != -1 && axis != last) {
+                return Err(node.fail(format!(
+                    "softmax over axis {axis} of {dims:?}: only over the classes of a [N, K] output"
+                )));
+            }
+            let dims = dims.to_vec();
+            Val::Act {
+                act: b.unary(&node.name, "softmax", x)?,
+                dims,
+            }
+        }
+        other => {
+            return Err(node.fail(format!(
+                "operator {} is not supported by cxrm import",
+                cxrm_format::text::escape(other)
+            )));
+        }
+    };
+    let folded = matches!(out, Val::Const(_))
+        || matches!(proto.op_type.as_str(), "Identity" | "Dropout")
+        || matches!(&out, Val::Act { act, .. } if proto.input.first().and_then(|i| values.get(i)).is_some_and(|v| matches!(v, Val::Act { act: a, .. } if a == act)));
+    if let Some(first) = proto.output.first() {
+        values.insert(first.clone(), out);
+    }
+    Ok(folded)
+}
+
+fn constant_node(node: &Node<'_>) -> Result<Const> {
+    if let Some(t) = node.attr("value").and_then(|a| a.t.as_ref()) {
+        return Const::from_proto(t);
+    }
+    if let Some(a) = node.attr("value_float") {
+        return Ok(Const::f32(vec![], vec![a.f]));
+    }
+    if let Some(a) = node.attr("value_floats") {
+        return Ok(Const::f32(vec![a.floats.len()], a.floats.clone()));
+    }
+    if let Some(a) = node.attr("value_int") {
+        return Ok(Const::i64(vec![], vec![a.i]));
+    }
+    if let Some(a) = node.attr("value_ints") {
+        return Ok(Const::i64(vec![a.ints.len()], a.ints.clone()));
+    }
+    Err(node.fail("a Constant without a value, or with a sparse or string value"))
+}
+
+/// Evaluate a node whose inputs are all constants.
+fn fold(node: &Node<'_>, values: &HashMap<String, Val>) -> Result<Const> {
+    let c = |i| constant(node, values, i);
+    let arith = |f: fn(f32, f32) -> f32| -> Result<Const> {
+        c(0)?
+            .zip(c(1)?, f)
+            .ok_or_else(|| node.fail("cannot broadcast these constants"))
+    };
+    match node.proto.op_type.as_str() {
+        "Shape" => {
+            let x = c(0)?;
+            Ok(Const::i64(
+                vec![x.dims.len()],
+                x.dims.iter().map(|&d| d as i64).collect(),
+            ))
+        }
+        "Add" => arith(|a, b| a + b),
+        "Sub" => arith(|a, b| a - b),
+        "Mul" => arith(|a, b| a * b),
+        "Div" => arith(|a, b| a / b),
+        "Sqrt" => {
+            let x = c(0)?;
+            Ok(Const::f32(
+                x.dims.clone(),
+                x.floats().iter().map(|v| v.sqrt()).collect(),
+            ))
+        }
+        "Neg" => {
+            let x = c(0)?;
+            Ok(Const::f32(
+                x.dims.clone(),
+                x.floats().iter().map(|v| -v).collect(),
+            ))
+        }
+        "Cast" => {
+            let x = c(0)?;
+            // FLOAT, DOUBLE and FLOAT16 are floats; the integer types stay integers.
+            match node.int("to", 1) {
+                1 | 10 | 11 => Ok(Const::f32(x.dims.clone(), x.floats())),
+                _ => Ok(Const::i64(
+                    x.dims.clone(),
+                    x.floats().iter().map(|&v| v as i64).collect(),
+                )),
+            }
+        }
+        "Transpose" => {
+            let x = c(0)?;
+            let perm = node.ints("perm").map(<[i64]>::to_vec);
+            if x.dims.len() == 2 && perm.as_deref().is_none_or(|p| p == [1, 0]) {
+                x.transposed().ok_or_else(|| node.fail("bad transpose"))
+            } else {
+                Err(node.fail("only 2-D constants are transposed"))
+            }
+        }
+        "Unsqueeze" | "Squeeze" | "Reshape" | "Flatten" => {
+            let x = c(0)?;
+            let dims = match node.proto.op_type.as_str() {
+                "Reshape" => {
+                    let target = c(1)?.ints().ok_or_else(|| node.fail("bad shape"))?;
+                    reshape_dims(&x.dims, &target).ok_or_else(|| node.fail("bad shape"))?
+                }
+                "Flatten" => {
+                    let axis = node.int("axis", 1).clamp(0, x.dims.len() as i64) as usize;
+                    vec![
+                        x.dims[..axis].iter().product(),
+                        x.dims[axis..].iter().product(),
+                    ]
+                }
+                // Unsqueeze and Squeeze of a constant only move size-1 axes; a 1-D result
+                // serves every use made of them here (shape arithmetic).
+                _ => vec![x.len()],
+            };
+            Ok(Const {
+                dims,
+                values: x.values.clone(),
+            })
+        }
+        "Concat" => {
+            let mut all = Vec::new();
+            for i in 0..node.proto.input.len() {
+                all.extend(
+                    c(i)?
+                        .ints()
+                        .ok_or_else(|| node.fail("only integer constants are concatenated"))?,
+                );
+            }
+            Ok(Const::i64(vec![all.len()], all))
+        }
+        "Gather" => {
+            let data = c(0)?
+                .ints()
+                .ok_or_else(|| node.fail("only integer constants are gathered"))?;
+            let idx = c(1)?.ints().ok_or_else(|| node.fail("bad indices"))?;
+            let picked: Option<Vec<i64>> = idx
+                .iter()
+                .map(|&i| {
+                    let i = if i < 0 { i + data.len() as i64 } else { i };
+                    usize::try_from(i).ok().and_then(|i| data.get(i).copied())
+                })
+                .collect();
+            let picked = picked.ok_or_else(|| node.fail("index out of range"))?;
+            let dims = if c(1)?.dims.is_empty() {
+                vec![]
+            } else {
+                vec![picked.len()]
+            };
+            Ok(Const::i64(dims, picked))
+        }
+        other => Err(node.fail(format!(
+            "operator {} on constants is not supported by cxrm import",
+            cxrm_format::text::escape(other)
+        ))),
+    }
+}
+
+/// ONNX `Reshape` dims: 0 copies the input's dim, -1 takes what is left.
+fn reshape_dims(from: &[usize], target: &[i64]) -> Option<Vec<usize>> {
+    let total: usize = from.iter().product();
+    let mut dims: Vec<Option<usize>> = target
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| match d {
+            0 => from.get(i).copied(),
+            -1 => None,
+            d => usize::try_from(d).ok(),
+        })
+        .collect();
+    let known: usize = dims.iter().flatten().product();
+    let unknown = dims.iter().filter(|d| d.is_none()).count();
+    match unknown {
+        0 => {}
+        1 if known > 0 && total.is_multiple_of(known) => {
+            *dims.iter_mut().find(|d| d.is_none())? = Some(total / known);
+        }
+        _ => return None,
+    }
+    let dims: Vec<usize> = dims.into_iter().collect::<Option<_>>()?;
+    (dims.iter().product::<usize>() == total).then_some(dims)
+}
+
+fn conv(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> Result<Val> {
+    node.only(&[
+        "auto_pad",
+        "dilations",
+        "group",
+        "kernel_shape",
+        "pads",
+        "strides",
+    ])?;
+    let (x, dims) = activation(node, values, 0)?;
+    let w = constant(node, values, 1)?;
+    let bias = input(node, values, 2)?
+        .map(|_| constant(node, values, 2).map(Const::floats))
+        .transpose()?;
+    if w.dims.len() != 4 || dims.len() != 4 {
+        return Err(node.fail(format!(
+            "only 2-D convolutions of [N, C, H, W] are supported (weight {:?})",
+            w.dims
+        )));
+    }
+    let kernel = [w.dims[2], w.dims[3]];
+    if let Some(k) = node.ints("kernel_shape")
+        && k.iter().map(|&v| v as usize).ne(kernel)
+    {
+        return Err(node.fail(format!(
+            "kernel_shape {k:?} does not match the weight {:?}",
+            w.dims
+        )));
+    }
+    let stride = node.sizes("strides", [1, 1], 1)?;
+    let dilation = node.sizes("dilations", [1, 1], 1)?;
+    let padding = padding(node, [dims[2], dims[3]], kernel, stride, dilation)?;
+    let groups = usize::try_from(node.int("group", 1))
+        .ok()
+        .filter(|&g| g >= 1)
+        .ok_or_else(|| node.fail("group must be positive"))?;
+    let weight = Weight::new(w.dims.clone(), w.floats())?;
+    let geometry = ConvGeometry {
+        stride,
+        padding,
+        dilation,
+        groups,
+    };
+    let y = b.conv2d(&node.name, x, weight, bias, geometry)?;
+    Ok(Val::Act {
+        dims: [vec![1], y.shape.clone()].concat(),
+        act: y,
+    })
+}
+
+/// Explicit `pads` (`[top, left, bottom, right]` in ONNX's begin-then-end order) or `auto_pad`.
+fn padding(
+    node: &Node<'_>,
+    [h, w]: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+) -> Result<[usize; 4]> {
+    let auto = node.string("auto_pad").unwrap_or_else(|| "NOTSET".into());
+    match auto.as_str() {
+        "NOTSET" => node.sizes("pads", [0; 4], 0),
+        "VALID" => Ok([0; 4]),
+        "SAME_UPPER" | "SAME_LOWER" => {
+            let upper = auto == "SAME_UPPER";
+            let [t, bo] = same_padding(h, kernel[0], stride[0], dilation[0], upper);
+            let [l, r] = same_padding(w, kernel[1], stride[1], dilation[1], upper);
+            Ok([t, l, bo, r])
+        }
+        other => Err(node.fail(format!("auto_pad {other:?} is not an ONNX value"))),
+    }
+}
+
+fn gemm(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> Result<Val> {
+    node.only(&["alpha", "beta", "transA", "transB"])?;
+    if node.int("transA", 0) != 0 {
+        return Err(node.fail("transA = 1 is not supported (the image must be the row)"));
+    }
+    let (x, dims) = activation(node, values, 0)?;
+    if dims.len() != 2 {
+        return Err(node.fail(format!("expects an [N, K] input, not {dims:?}")));
+    }
+    let w = constant(node, values, 1)?;
+    let w = if node.int("transB", 0) != 0 {
+        w.clone()
+    } else {
+        w.transposed().ok_or_else(|| node.fail("B must be 2-D"))?
+    };
+    let alpha = node.float("alpha", 1.0);
+    let beta = node.float("beta", 1.0);
+    let scaled: Vec<f32> = w.floats().iter().map(|&v| v * alpha).collect();
+    let out = w.dims[0];
+    let bias = match input(node, values, 2)? {
+        None => None,
+        Some(_) => {
+            let c = constant(node, values, 2)?.floats();
+            let c: Vec<f32> = match c.len() {
+                1 => vec![c[0]; out],
+                n if n == out => c,
+                n => return Err(node.fail(format!("C has {n} values for {out} outputs"))),
+            };
+            Some(c.iter().map(|&v| v * beta).collect())
+        }
+    };
+    let y = b.dense(&node.name, x, Weight::new(w.dims.clone(), scaled)?, bias)?;
+    Ok(Val::Act {
+        dims: vec![1, out],
+        act: y,
+    })
+}
+
+fn matmul(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> Result<Val> {
+    let (x, dims) = activation(node, values, 0)?;
+    if dims.len() != 2 {
+        return Err(node.fail(format!("expects an [N, K] input, not {dims:?}")));
+    }
+    let w = constant(node, values, 1)?
+        .transposed()
+        .ok_or_else(|| node.fail("the second input must be a 2-D constant"))?;
+    let out = w.dims[0];
+    let y = b.dense(
+        &node.name,
+        x,
+        Weight::new(w.dims.clone(), w.floats())?,
+        None,
+    )?;
+    Ok(Val::Act {
+        dims: vec![1, out],
+        act: y,
+    })
+}
+
+fn add(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> Result<Val> {
+    match (required(node, values, 0)?, required(node, values, 1)?) {
+        (Val::Act { act: a, dims }, Val::Act { act: c, .. }) => {
+            let dims = dims.clone();
+            Ok(Val::Act {
+                act: b.add(&node.name, a, c)?,
+                dims,
+            })
+        }
+        (Val::Act { act, dims }, Val::Const(k)) | (Val::Const(k), Val::Act { act, dims }) => {
+            // A bias after MatMul (or a Conv without one): per output channel.
+            let per_channel = k.dims.iter().filter(|&&d| d != 1).count() <= 1;
+            if per_channel && b.fold_bias(act, &k.floats())? {
+                Ok(Val::Act {
+                    act: act.clone(),
+                    dims: dims.clone(),
+                })
+            } else {
+                Err(node.fail(
+                    "adding a constant is supported only as the bias of the Conv, Gemm or MatMul \
+                     just before it",
+                ))
+            }
+        }
+        (Val::Const(_), Val::Const(_)) => unreachable!("folded before"),
+    }
+}
+
+fn batch_norm(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> Result<Val> {
+    node.only(&["epsilon", "momentum", "spatial", "training_mode"])?;
+    if node.int("training_mode", 0) != 0 {
+        return Err(node.fail("training_mode = 1 cannot be run for inference"));
+    }
+    let (x, dims) = activation(node, values, 0)?;
+    let p = |i| constant(node, values, i).map(Const::floats);
+    let params = [p(1)?, p(2)?, p(3)?, p(4)?];
+    let epsilon = node.float("epsilon", 1e-5) as f64;
+    let dims = dims.to_vec();
+    Ok(Val::Act {
+        act: b.batch_norm(&node.name, x, params, epsilon)?,
+        dims,
+    })
+}
+
+fn unary(
+    node: &Node<'_>,
+    values: &HashMap<String, Val>,
+    b: &mut GraphBuilder,
+    op: &str,
+) -> Result<Val> {
+    let (x, dims) = activation(node, values, 0)?;
+    let dims = dims.to_vec();
+    Ok(Val::Act {
+        act: b.unary(&node.name, op, x)?,
+        dims,
+    })
+}
+
+/// `Clip(0, 6)` is `relu6` and `Clip(0, ∞)` is `relu`; bounds are inputs from opset 11,
+/// attributes before.
+fn clip(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> Result<Val> {
+    let bound = |i: usize, key: &str, default: f32| -> Result<f32> {
+        if node.opset < 11 {
+            return Ok(node.float(key, default));
+        }
+        match input(node, values, i)? {
+            None => Ok(default),
+            Some(_) => constant(node, values, i)?
+                .scalar()
+                .ok_or_else(|| node.fail(format!("{key} must be one value"))),
+        }
+    };
+    let lo = bound(1, "min", f32::NEG_INFINITY)?;
+    let hi = bound(2, "max", f32::INFINITY)?;
+    match (lo, hi) {
+        (0.0, 6.0) => unary(node, values, b, "relu6"),
+        (0.0, f32::INFINITY) => unary(node, values, b, "relu"),
+        _ => Err(node.fail(format!(
+            "Clip({lo}, {hi}): only Clip(0, 6) (relu6) and Clip(0, inf) (relu) are supported"
+        ))),
+    }
+}
+
+fn pool(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> Result<Val> {
+    let max = node.proto.op_type == "MaxPool";
+    node.only(&[
+        "auto_pad",
+        "ceil_mode",
+        "count_include_pad",
+        "dilations",
+        "kernel_shape",
+        "pads",
+        "storage_order",
+        "strides",
+    ])?;
+    let (x, dims) = activation(node, values, 0)?;
+    if dims.len() != 4 {
+        return Err(node.fail(format!("expects [N, C, H, W], not {dims:?}")));
+    }
+    let kernel: [usize; 2] = node.sizes("kernel_shape", [0, 0], 1)?;
+    if kernel == [0, 0] {
+        return Err(node.fail("kernel_shape is required"));
+    }
+    if node.sizes("dilations", [1, 1], 1)? != [1, 1] {
+        return Err(node.fail("dilated pooling is not supported"));
+    }
+    let stride = node.sizes("strides", [1, 1], 1)?;
+    let (h, w) = (dims[2], dims[3]);
+    let mut pads = padding(node, [h, w], kernel, stride, [1, 1])?;
+    if node.int("ceil_mode", 0) != 0 {
+        // Pad the end so that flooring gives the ceiling; a last window that would start in
+        // the end padding is dropped, as ONNX and PyTorch do.
+        for (axis, len) in [(0, h), (1, w)] {
+            let padded = len + pads[axis] + pads[axis + 2];
+            let Some(span) = padded.checked_sub(kernel[axis]) else {
+                continue;
+            };
+            let mut out = span.div_ceil(stride[axis]) + 1;
+            if (out - 1) * stride[axis] >= len + pads[axis] {
+                out -= 1;
+            }
+            let need = (out - 1) * stride[axis] + kernel[axis];
+            pads[axis + 2] += need.saturating_sub(padded);
+        }
+        if !max && pads != node.sizes("pads", [0; 4], 0)? {
+            return Err(node.fail("ceil_mode on AveragePool is not supported"));
+        }
+    }
+    if !max && node.int("count_include_pad", 0) != 0 && pads != [0; 4] {
+        return Err(node.fail(
+            "count_include_pad = 1 with padding is not supported (cxrm's avg_pool2d averages \
+             only the positions inside the input)",
+        ));
+    }
+    let op = if max { "max_pool2d" } else { "avg_pool2d" };
+    debug_assert!(window_output(h, kernel[0], stride[0], 1, [pads[0], pads[2]]).is_some());
+    let y = b.pool(&node.name, op, x, kernel, stride, pads)?;
+    Ok(Val::Act {
+        dims: [vec![1], y.shape.clone()].concat(),
+        act: y,
+    })
+}
+
+/// `ReduceMean` over the spatial axes is global average pooling (the opset-18 exporters write
+/// it so). Its axes are an attribute before opset 18 and an input from 18.
+fn reduce_mean(
+    node: &Node<'_>,
+    values: &HashMap<String, Val>,
+    b: &mut GraphBuilder,
+) -> Result<Val> {
+    node.only(&["axes", "keepdims", "noop_with_empty_axes"])?;
+    let (x, dims) = activation(node, values, 0)?;
+    let axes: Vec<i64> = if node.opset >= 18 {
+        match input(node, values, 1)? {
+            Some(_) => constant(node, values, 1)?
+                .ints()
+                .ok_or_else(|| node.fail("bad axes"))?,
+            None => Vec::new(),
+        }
+    } else {
+        node.ints("axes").unwrap_or_default().to_vec()
+    };
+    let mut axes: Vec<i64> = axes
+        .iter()
+        .map(|&a| if a < 0 { a + dims.len() as i64 } else { a })
+        .collect();
+    axes.sort_unstable();
+    if dims.len() != 4 || axes != [2, 3] {
+        return Err(node.fail(format!(
+            "ReduceMean over axes {axes:?} of {dims:?}: only the mean over H and W (global \
+             average pooling) is supported"
+        )));
+    }
+    let c = dims[1];
+    let y = b.unary(&node.name, "global_avg_pool", x)?;
+    let dims = if node.int("keepdims", 1) != 0 {
+        vec![1, c, 1, 1]
+    } else {
+        vec![1, c]
+    };
+    Ok(Val::Act { act: y, dims })
+}
+
+/// `Flatten`, and `Reshape`/`Squeeze` where they only flatten `[N, C, H, W]` to `[N, C·H·W]`.
+fn to_vector(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> Result<Val> {
+    let (x, dims) = activation(node, values, 0)?;
+    let target: Vec<usize> = match node.proto.op_type.as_str() {
+        "Flatten" => {
+            let axis = node.int("axis", 1);
+            if axis != 1 {
+                return Err(node.fail(format!("Flatten axis {axis}: only axis 1 is supported")));
+            }
+            vec![1, dims[1..].iter().product()]
+        }
+        "Reshape" => {
+            let shape = constant(node, values, 1)?
+                .ints()
+                .ok_or_else(|| node.fail("the shape must be integers"))?;
+            reshape_dims(dims, &shape)
+                .ok_or_else(|| node.fail(format!("cannot reshape {dims:?} to {shape:?}")))?
+        }
+        _ => {
+            let axes: Vec<i64> = if node.opset >= 13 {
+                match input(node, values, 1)? {
+                    Some(_) => constant(node, values, 1)?
+                        .ints()
+                        .ok_or_else(|| node.fail("bad axes"))?,
+                    None => Vec::new(),
+                }
+            } else {
+                node.ints("axes").unwrap_or_default().to_vec()
+            };
+            let rank = dims.len() as i64;
+            let axes: Vec<usize> = axes
+                .iter()
+                .map(|&a| (if a < 0 { a + rank } else { a }) as usize)
+                .collect();
+            dims.iter()
+                .enumerate()
+                .filter(|&(i, &d)| !(d == 1 && (axes.is_empty() && i > 0 || axes.contains(&i))))
+                .map(|(_, &d)| d)
+                .collect()
+        }
+    };
+    if target == dims {
+        return Ok(Val::Act {
+            act: x.clone(),
+            dims: target,
+        });
+    }
+    if target.len() != 2 || target[0] != 1 {
+        return Err(node.fail(format!(
+            "{:?} to {target:?}: only flattening [N, C, H, W] to [N, C·H·W] is supported",
+            dims
+        )));
+    }
+    let act = if x.shape.len() == 1 {
+        x.clone()
+    } else {
+        b.unary(&node.name, "flatten", x)?
+    };
+    Ok(Val::Act { act, dims: target })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reshape_follows_onnx_rules() {
+        assert_eq!(reshape_dims(&[1, 8, 2, 2], &[1, -1]), Some(vec![1, 32]));
+        assert_eq!(reshape_dims(&[1, 8, 2, 2], &[0, -1]), Some(vec![1, 32]));
+        assert_eq!(reshape_dims(&[1, 8, 2, 2], &[-1, 32]), Some(vec![1, 32]));
+        assert_eq!(reshape_dims(&[1, 8], &[3, -1]), None);
+        assert_eq!(reshape_dims(&[1, 8], &[-1, -1]), None);
+    }
+}

@@ -1,0 +1,99 @@
+use crate::Failure;
+use crate::preprocessing::PreprocessArgs;
+use cxrm::format::container::output::Output;
+use std::path::PathBuf;
+
+/// Import a model trained elsewhere (ONNX, Keras 3) as a runnable .cxrm file with dense weights.
+#[derive(clap::Args)]
+#[command(
+    after_help = "The graph is translated node by node; constant subgraphs are folded, and an
+operator the runtime cannot run is refused with the node, op and opset (exit 1, nothing
+written). The written file is loaded by the runtime before it replaces anything. The
+preprocessing flags record how images must be prepared (spec §6.1); pick the ones the
+model was trained with. A Keras model's leading Rescaling/Normalization layers become the
+preprocessing, and Keras models default to Pillow's nearest resize (load_img's default).
+
+Examples:
+  cxrm import resnet.onnx -o resnet.cxrm --resize bilinear --crop-from 256x256 \\
+      --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --classes-file labels.txt
+  cxrm import xception.keras -o xray.cxrm --classes NORMAL,PNEUMONIA
+  cxrm import xray.onnx -o xray.cxrm --input 150x150x3 --resize nearest \\
+      --scale 1/127.5 --offset -1 --classes NORMAL,PNEUMONIA"
+)]
+pub struct Args {
+    /// The model to import (.onnx, or .keras from Keras 3).
+    model: PathBuf,
+    /// The .cxrm file to write (`-` for standard output).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Replace OUTPUT even if it is read-only.
+    #[arg(long)]
+    force: bool,
+    /// Class names, one per line (the same as --classes).
+    #[arg(long, value_name = "FILE")]
+    classes_file: Option<PathBuf>,
+    #[command(flatten)]
+    preprocess: PreprocessArgs,
+}
+
+pub fn run(mut args: Args) -> Result<(), Failure> {
+    let shown = cxrm::format::text::escape_path(&args.model);
+    let bytes = cxrm::format::container::input::read_regular(&args.model)?;
+    if let Some(path) = &args.classes_file {
+        let text = cxrm::format::container::input::read_regular(path)?;
+        let text = String::from_utf8(text).map_err(|_| {
+            Failure::Usage(format!(
+                "{}: not UTF-8 text",
+                cxrm::format::text::escape_path(path)
+            ))
+        })?;
+        args.preprocess.classes = Some(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect(),
+        );
+    }
+    // A model that cannot be imported is a bad input file: exit 1, like an invalid .cxrm.
+    let invalid = |e: cxrm::Error| Failure::Invalid(cxrm::Error::Model(format!("{shown}: {e}")));
+    // A .keras file is a zip; anything else is read as ONNX's protobuf.
+    let mut imported = if bytes.starts_with(b"PK\x03\x04") {
+        cxrm::compress::interop::keras::import(&bytes, args.preprocess.input_shape)
+    } else {
+        cxrm::compress::interop::onnx::import(&bytes, args.preprocess.input_shape)
+    }
+    .map_err(invalid)?;
+    args.preprocess.apply(&mut imported.metadata)?;
+    let nodes = imported.graph.nodes.len();
+    let params = imported.parameters();
+    let folded: Vec<String> = imported
+        .folded
+        .iter()
+        .map(|(op, n)| format!("{n} {op}"))
+        .collect();
+    let writer = imported.into_writer()?;
+    // Nothing is written that this build cannot run.
+    let file_bytes = writer.to_bytes()?;
+    let file = cxrm::format::container::reader::Cxrm::parse(&file_bytes)?;
+    let model = cxrm::runtime::Model::load(&file).map_err(invalid)?;
+    let output = Output::from_inputs([&args.model]).force(args.force);
+    let written = writer.write_to(&args.output, &output)?;
+    crate::report_written(
+        &args.output,
+        format!(
+            "wrote {}: {nodes} nodes, {params} parameters, input {}x{}x{}, {} outputs, {written} bytes{}",
+            crate::shown_output(&args.output),
+            model.input.channels,
+            model.input.height,
+            model.input.width,
+            model.num_classes(),
+            if folded.is_empty() {
+                String::new()
+            } else {
+                format!("; folded away: {}", folded.join(", "))
+            }
+        ),
+    );
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! `cxrm import` against the real frameworks: the models in `fixtures/import/` were written by
+//! PyTorch's ONNX exporter (and Keras), with the outputs those frameworks computed on the 16
+//! real chest X-rays of `shared/data/chest-xray-val` through their own preprocessing
+//! (`tools/make_reference_models.py`). Each model is imported with the preprocessing flags its
+//! JSON records and run on the original JPEGs by `cxrm run`; every output must be within 1e-4
+//! of the framework's, relative to the largest, and give the same class.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn cxrm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cxrm"))
+        .args(args)
+        .output()
+        .expect("runs cxrm")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `shared/data/` beside the checkout (or above it), where the real radiographs are.
+fn shared_data() -> PathBuf {
+    root()
+        .ancestors()
+        .map(|a| a.join("shared/data"))
+        .find(|p| p.join("chest-xray-val").is_dir())
+        .expect("shared/data/chest-xray-val beside the checkout (every machine and CI has it)")
+}
+
+fn expected(model: &str) -> Value {
+    let path = root().join(format!("fixtures/import/{model}.expected.json"));
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The `cxrm import` flags that say what the framework did to each image.
+fn preprocessing_flags(exp: &Value) -> Vec<String> {
+    let p = &exp["preprocessing"];
+    let list = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut flags = vec![
+        "--resize".to_string(),
+        p["resize"].as_str().unwrap().to_string(),
+    ];
+    if exp["framework"] == "keras" {
+        // Keras models carry their Rescaling/Normalization inside; the caller may scale too.
+        let scale = p["scale"].as_f64().unwrap();
+        if scale != 1.0 {
+            flags.extend(["--scale".into(), scale.to_string()]);
+        }
+    } else {
+        flags.extend(["--mean".into(), list(&p["mean"])]);
+        flags.extend(["--std".into(), list(&p["std"])]);
+    }
+    let classes: Vec<&str> = exp["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    flags.extend(["--classes".into(), classes.join(",")]);
+    flags
+}
+
+/// Import `model`, run it on every radiograph its JSON lists, and compare. Returns the worst
+/// relative difference.
+fn check(model: &str) -> f64 {
+    let exp = expected(model);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.cxrm");
+    let source = root().join("fixtures/import").join(model);
+    let mut args: Vec<String> = vec![
+        "import".into(),
+        source.to_str().unwrap().into(),
+        "-o".into(),
+        out.to_str().unwrap().into(),
+    ];
+    args.extend(preprocessing_flags(&exp));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = cxrm(&args);
+    assert!(o.status.success(), "{model}: {}", text(&o));
+
+    let data = shared_data();
+    let images: Vec<&Value> = exp["images"].as_array().unwrap().iter().collect();
+    let paths: Vec<String> = images
+        .iter()
+        .map(|i| {
+            data.join(i["path"].as_str().unwrap())
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut args = vec!["run", out.to_str().unwrap(), "--json"];
+    args.extend(paths.iter().map(String::as_str));
+    let o = cxrm(&args);
+    assert!(o.status.success(), "{model}: {}", text(&o));
+    let got: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut worst = 0.0f64;
+    for (k, image) in images.iter().enumerate() {
+        let key = if image.get("logits").is_some() {
+            "logits"
+        } else {
+            "probabilities"
+        };
+        let want: Vec<f64> = image[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let field = if got[k]["logits"].is_null() {
+            "probabilities"
+        } else {
+            key
+        };
+        let have: Vec<f64> = got[k][field]
+            .as_array()
+            .unwrap_or_else(|| panic!("{model}: no {field} in {}", got[k]))
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
+        for (h, w) in have.iter().zip(&want) {
+            worst = worst.max((h - w).abs() / scale);
+        }
+        let argmax = |v: &[f64]| (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b });
+        assert_eq!(
+            argmax(&have),
+            argmax(&want),
+            "{model}, {}: classes differ",
+            image["path"]
+        );
+    }
+    assert!(
+        worst <= 1e-4,
+        "{model}: outputs differ from the framework's by {worst:e} (relative)"
+    );
+    // Shown with --nocapture: the agreement the closing notes quote.
+    eprintln!(
+        "{model}: worst relative difference {worst:.2e} over {} images",
+        images.len()
+    );
+    worst
+}
+
+#[test]
+fn onnx_xception_matches_onnxruntime_on_real_radiographs() {
+    check("xception_op13.onnx");
+}
+
+#[test]
+fn onnx_mobilenetv2_matches_onnxruntime_at_opsets_13_and_18() {
+    check("mobilenetv2_op13.onnx");
+    check("mobilenetv2_op18.onnx");
+}
+
+#[test]
+fn onnx_vgg_matches_onnxruntime_on_real_radiographs() {
+    check("vgg_op13.onnx");
+}
+
+#[test]
+fn keras_xception_matches_keras_with_nearest_resize_on_the_original_jpegs() {
+    check("xception.keras");
+    check("xception_softmax.keras");
+}
+
+#[test]
+fn keras_mobilenetv2_with_normalization_zero_padding_and_a_nested_model_matches_keras() {
+    check("mobilenetv2.keras");
+}
+
+#[test]
+fn keras_vgg_with_fused_activations_and_hwc_flatten_matches_keras() {
+    check("vgg.keras");
+}
+
+#[test]
+fn unsupported_onnx_is_refused_with_node_op_and_opset_and_nothing_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.cxrm");
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, b"\x08\x07garbage that is not protobuf \xff\xff").unwrap();
+    let o = cxrm(&[
+        "import",
+        junk.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(!out.exists());
+}
+
+/// A one-node ONNX model: the image through `op`.
+fn one_node_model(op: &str, opset: i64) -> Vec<u8> {
+    use cxrm::compress::interop::onnx::proto::{
+        GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
+        ValueInfoProto, tensor_shape_proto::Dimension, tensor_shape_proto::dimension, type_proto,
+    };
+    use prost::Message;
+    let dims = [1i64, 1, 4, 4]
+        .iter()
+        .map(|&d| Dimension {
+            value: Some(dimension::Value::DimValue(d)),
+            ..Default::default()
+        })
+        .collect();
+    let image = ValueInfoProto {
+        name: "x".into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(TensorShapeProto { dim: dims }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: opset,
+        }],
+        graph: Some(GraphProto {
+            name: "g".into(),
+            node: vec![NodeProto {
+                name: "the_node".into(),
+                op_type: op.into(),
+                input: vec!["x".into()],
+                output: vec!["y".into()],
+                ..Default::default()
+            }],
+            input: vec![image],
+            output: vec![ValueInfoProto {
+                name: "y".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    model.encode_to_vec()
+}
+
+#[test]
+fn an_unsupported_operator_names_the_node_op_and_opset() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.cxrm");
+    let model = dir.path().join("m.onnx");
+    std::fs::write(&model, one_node_model("HardSigmoid", 17)).unwrap();
+    let o = cxrm(&[
+        "import",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let msg = text(&o);
+    assert!(
+        msg.contains("the_node") && msg.contains("HardSigmoid") && msg.contains("opset 17"),
+        "{msg}"
+    );
+    assert!(!out.exists());
+    std::fs::write(&model, one_node_model("Relu", 3)).unwrap();
+    let o = cxrm(&[
+        "import",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("opset 3 is not supported"),
+        "{}",
+        text(&o)
+    );
+}
