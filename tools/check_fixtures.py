@@ -13,7 +13,10 @@
   raises; "verify": open_cxrm succeeds and verify() raises).  The Rust
   reader's `field`/`offset` are compared too, but only reported (the spec says
   other readers need not match them, §10): each disagreement is noted on its
-  fixture's line and counted in the summary, never as a failure.
+  fixture's line and counted in the summary, never as a failure;
+* every case of fixtures/preprocess/cases.json (spec §6.1/§6.2: colour, Pillow's
+  resize filters, crop, channel order, pixel arithmetic) must give exactly the
+  listed 8-bit pixels and binary32 input bits.
 
 Prints one line per fixture, then `# K field/offset disagreements with
 expected.json (informational, not failures)` and a final `N passed, M
@@ -30,7 +33,7 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cxrm_reader import CxrmError, open_cxrm, ZSTD_BACKEND  # noqa: E402
+from cxrm_reader import CxrmError, open_cxrm, preprocess, ZSTD_BACKEND  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -226,6 +229,26 @@ def main(argv) -> int:
             disagreements.append(name)
         report(not problems, label,
                "; ".join(problems) if problems else f"{exp['error']} at {exp['stage']} ({note})")
+
+    cases_path = root / "preprocess" / "cases.json"
+    cases = json.loads(cases_path.read_text(encoding="utf-8"))["cases"]
+    for case in cases:
+        src = case["source"]
+        try:
+            px, inputs = preprocess(case["metadata"], src["mode"], src["width"], src["height"],
+                                    src["pixels"])
+            bits = [format(struct.unpack("<I", struct.pack("<f", v))[0], "08x") for v in inputs]
+            problems = []
+            if px != case["pixels"]:
+                diff = sum(a != b for a, b in zip(px, case["pixels"]))
+                problems.append(f"{diff} of {len(px)} pixels differ")
+            if bits != case["input_bits"]:
+                diff = sum(a != b for a, b in zip(bits, case["input_bits"]))
+                problems.append(f"{diff} of {len(bits)} inputs differ")
+        except Exception as e:  # noqa: BLE001
+            problems = [f"crashed: {type(e).__name__}: {e}\n{traceback.format_exc()}"]
+        report(not problems, f"preprocess/{case['name']}",
+               "; ".join(problems) if problems else f"{len(case['pixels'])} pixels, bit-exact")
 
     print(f"# {len(disagreements)} field/offset disagreements with expected.json "
           f"(informational, not failures)"

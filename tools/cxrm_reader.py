@@ -4,9 +4,11 @@ Written from `spec/cxrm.md` alone (no Rust source consulted), as a second
 implementation that proves the spec is complete.  Section references (§N) point
 into that document.
 
-Implements every stage with a layout in 1.1: dense (0), zstd (1), sparse (2),
-codebook (3) and huffman (4); the reserved stages 5..=8 are refused through
-must_understand (§5), naming what is missing.
+Implements every stage with a layout: dense (0), zstd (1), sparse (2),
+codebook (3), huffman (4), lowrank (5), tucker (6) and binary (7); the reserved
+stage 8 is refused through must_understand (§5), naming what is missing.  Also
+the image preprocessing of §6.1/§6.2 (format 1.3): `preprocess` and
+`resize_plane`.
 
 Dependencies: Python 3.11, numpy and the standard library.  CRC-32 is
 `zlib.crc32`.  The zstd stage (§5.2) uses the `zstandard` PyPI package when it
@@ -22,6 +24,7 @@ Usage:
     f.graph()                    # list of node dicts, or None without a graph
     f.tensors                    # list of TensorRecord, in table order
     f.decode("w")                # numpy array of the right dtype and shape
+    preprocess(f.metadata(), "RGB", w, h, pixels)   # §6.1: image -> (u8 planes, f32 input)
 
 Where the spec leaves a choice open, the choice made here is marked
 "SPEC GAP" in a comment, with the reasoning.
@@ -44,7 +47,7 @@ except ImportError:  # pragma: no cover - exercised only without the package
 
 __all__ = [
     "CxrmError", "CxrmFile", "Section", "Stage", "TensorRecord", "MetaArray",
-    "open_cxrm", "open_path", "ZSTD_BACKEND",
+    "open_cxrm", "open_path", "ZSTD_BACKEND", "preprocess", "resize_plane",
 ]
 
 ZSTD_BACKEND = "zstandard" if _zstandard is not None else "zstd-cli"
@@ -1891,6 +1894,169 @@ def _widen(arr: np.ndarray, t: TensorRecord) -> np.ndarray:
     if t.dtype == "bf16":
         return (arr.astype(np.uint32) << np.uint32(16)).view(np.float32)
     return arr
+
+
+# ---------------------------------------------------------------------------
+# §6.1 / §6.2: turning an image into the model input
+# ---------------------------------------------------------------------------
+
+def _f32(x: float) -> float:
+    """x rounded to binary32 (round half to even), returned as a Python float."""
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def _resize_nearest(plane: list, w: int, h: int, W: int, H: int) -> list:
+    """§6.2 NEAREST: indices from a running sum of the step, not (i + 0.5) * step."""
+    def indices(n: int, N: int) -> list:
+        s = _f32(float(n)) / N
+        pos = s * 0.5
+        out = []
+        for _ in range(N):
+            i = int(pos)                      # trunc; pos >= 0
+            out.append(i if i < n else None)
+            pos = pos + s
+        return out
+    xs, ys = indices(w, W), indices(h, H)
+    return [0 if (x is None or y is None) else plane[y * w + x] for y in ys for x in xs]
+
+
+def _coefficients(n: int, N: int, kernel: str) -> list:
+    """§6.2: per output position (lo, [fixed-point weights]) for one axis."""
+    support_k = 1.0 if kernel == "bilinear" else 0.5
+
+    def f(x: float) -> float:
+        if kernel == "bilinear":
+            x = abs(x)
+            return 1.0 - x if x < 1.0 else 0.0
+        return 1.0 if -0.5 < x <= 0.5 else 0.0
+    scale = _f32(float(n)) / N
+    fscale = max(scale, 1.0)
+    support = support_k * fscale
+    inv = 1.0 / fscale
+    out = []
+    for o in range(N):
+        center = (o + 0.5) * scale
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), n)
+        ws = []
+        total = 0.0
+        for j in range(lo, hi):
+            v = f(((j - center) + 0.5) * inv)
+            ws.append(v)
+            total = total + v
+        if total != 0.0:
+            ws = [v / total for v in ws]
+        out.append((lo, [int(v * (1 << 22) + 0.5) for v in ws]))
+    return out
+
+
+def _pass(plane: list, w: int, h: int, coeffs: list, horizontal: bool) -> list:
+    """One fixed-point pass along an axis, rounded and clamped to 8 bits (§6.2)."""
+    if horizontal:
+        out = []
+        for y in range(h):
+            row = plane[y * w:(y + 1) * w]
+            for lo, ks in coeffs:
+                acc = 1 << 21
+                for k, c in enumerate(ks):
+                    acc += row[lo + k] * c
+                out.append(min(max(acc >> 22, 0), 255))
+        return out
+    N = len(coeffs)
+    out = [0] * (N * w)
+    for o, (lo, ks) in enumerate(coeffs):
+        for x in range(w):
+            acc = 1 << 21
+            for k, c in enumerate(ks):
+                acc += plane[(lo + k) * w + x] * c
+            out[o * w + x] = min(max(acc >> 22, 0), 255)
+    return out
+
+
+def _resize_filtered(plane: list, w: int, h: int, W: int, H: int, kernel: str,
+                     version: str) -> list:
+    """§6.2 BILINEAR / BOX, with the pass order of the Pillow release `version`."""
+    cx = _coefficients(w, W, kernel) if W != w else None
+    cy = _coefficients(h, H, kernel) if H != h else None
+    if version == "13":
+        vertical_first = h - H > 0 and h - H > 2 * (w - W)
+    elif version == "12.2":
+        vertical_first = h > 100 * w and H < h
+    else:
+        vertical_first = False
+    if vertical_first:
+        if cy:
+            plane, h = _pass(plane, w, h, cy, False), H
+        if cx:
+            plane, w = _pass(plane, w, h, cx, True), W
+        return plane
+    # Horizontal first; which rows it covers has no effect on the result.
+    if cx:
+        plane, w = _pass(plane, w, h, cx, True), W
+    if cy:
+        plane, h = _pass(plane, w, h, cy, False), H
+    return plane
+
+
+def resize_plane(plane: list, w: int, h: int, W: int, H: int, filt: str = "bilinear",
+                 version: str = "13") -> list:
+    """Resize one 8-bit plane (row-major list) as §6.2 defines."""
+    if (W, H) == (w, h):
+        return list(plane)
+    if filt == "nearest":
+        return _resize_nearest(plane, w, h, W, H)
+    return _resize_filtered(plane, w, h, W, H, filt, version)
+
+
+def preprocess(metadata: dict, mode: str, width: int, height: int, pixels: list):
+    """§6.1: an image (interleaved 8-bit `pixels`, `mode` "L" or "RGB") through a model's
+    `input.*` metadata. Returns (planar u8 pixels [C, H, W], binary32 inputs as floats)."""
+    C, H, W = (int(v) for v in metadata["input.shape"])
+    filt = metadata.get("input.resize", "bilinear")
+    version = metadata.get("input.resize_version", "13")
+    RH, RW = (int(v) for v in metadata.get("input.crop_from", [H, W]))
+    src_c = 1 if mode == "L" else 3
+    plane_px = width * height
+    if C == 1:
+        if src_c == 1:
+            planes = [list(pixels)]
+        else:
+            planes = [[(pixels[3 * i] * 19595 + pixels[3 * i + 1] * 38470
+                        + pixels[3 * i + 2] * 7471 + 32768) >> 16 for i in range(plane_px)]]
+    else:
+        planes = [list(pixels)] * 3 if src_c == 1 else \
+            [[pixels[3 * i + c] for i in range(plane_px)] for c in range(3)]
+    if metadata.get("input.channel_order", "rgb") == "bgr":
+        planes = planes[::-1]
+
+    def half_even(d: int) -> int:                 # round(d / 2), ties to even
+        q, r = divmod(d, 2)
+        return q + 1 if r and q % 2 else q
+    top, left = half_even(RH - H), half_even(RW - W)
+    out = []
+    for p in planes:
+        r = resize_plane(p, width, height, RW, RH, filt, version)
+        for y in range(top, top + H):
+            out.extend(r[y * RW + left:y * RW + left + W])
+
+    def per_channel(key: str, default):
+        v = metadata.get(key)
+        if v is None:
+            return None if default is None else [default] * C
+        v = [float(x) for x in v]
+        return v * C if len(v) == 1 else v
+    scale = per_channel("input.scale", None)
+    offset, mean, std = (per_channel("input.offset", 0.0), per_channel("input.mean", 0.0),
+                         per_channel("input.std", 1.0))
+    inputs = []
+    n = H * W
+    for c in range(C):
+        sc = None if scale is None else _f32(scale[c])
+        of, me, sd = _f32(offset[c]), _f32(mean[c]), _f32(std[c])
+        for p in out[c * n:(c + 1) * n]:
+            a = _f32(p / 255.0) if sc is None else _f32(p * sc)
+            inputs.append(_f32(_f32(_f32(a + of) - me) / sd))
+    return out, inputs
 
 
 # ---------------------------------------------------------------------------

@@ -57,6 +57,24 @@ pub fn tiny() -> Vec<u8> {
     finish(&w)
 }
 
+/// Every preprocessing key of format 1.3 (spec §6.1), so a reader sees a 1.3 file.
+pub fn preprocessing() -> Vec<u8> {
+    let mut w = Writer::new();
+    w.set_metadata("model.name", Value::String("preprocessing".into()));
+    w.set_metadata("input.shape", Value::ints([3, 4, 5]));
+    w.set_metadata("input.resize", Value::String("nearest".into()));
+    w.set_metadata("input.resize_version", Value::String("10".into()));
+    w.set_metadata("input.crop_from", Value::ints([7, 8]));
+    w.set_metadata("input.channel_order", Value::String("bgr".into()));
+    w.set_metadata("input.scale", Value::floats([1.0 / 127.5]));
+    w.set_metadata("input.offset", Value::floats([-1.0]));
+    w.set_metadata("input.mean", Value::floats([0.485, 0.456, 0.406]));
+    w.set_metadata("input.std", Value::floats([0.229, 0.224, 0.225]));
+    w.add_dense("w", DType::F32, &[1], f32_bytes(&[0.5]))
+        .unwrap();
+    finish(&w)
+}
+
 pub fn dtypes() -> Vec<u8> {
     let mut w = Writer::new();
     let vals = [0.5f64, -1.25, 3.0, 0.0, -0.0, 100.0];
@@ -597,6 +615,10 @@ pub fn valid() -> Vec<ValidFixture> {
         ValidFixture {
             name: "corners",
             bytes: corners(),
+        },
+        ValidFixture {
+            name: "preprocessing",
+            bytes: preprocessing(),
         },
     ]
 }
