@@ -247,6 +247,9 @@ fn decoding_and_resizing_a_real_radiograph_gives_pillows_pixels() {
             .zip(pillow)
             .filter(|(a, b)| a != b)
             .count();
-        assert_eq!(differing, 0, "{npy}: {differing} bytes differ from Pillow's");
+        assert_eq!(
+            differing, 0,
+            "{npy}: {differing} bytes differ from Pillow's"
+        );
     }
 }

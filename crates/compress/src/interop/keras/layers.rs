@@ -123,6 +123,23 @@ fn call_inputs(node: &Json) -> Vec<Key> {
     out
 }
 
+/// The tensor `key` names. A nested model starts life with a node of its own (node 0), so a
+/// reference to its first call may count that node (`[name, 1, 0]`) or not (`[name, 0, 0]`),
+/// depending on where Keras wrote it; its loader subtracts one for models, and so does this.
+fn lookup(
+    tensors: &HashMap<Key, Tensor>,
+    models: &std::collections::HashSet<String>,
+    key: &Key,
+) -> Option<Tensor> {
+    tensors.get(key).cloned().or_else(|| {
+        if !models.contains(&key.0) {
+            return None;
+        }
+        let earlier = (key.0.clone(), key.1.checked_sub(1)?);
+        tensors.get(&earlier).cloned()
+    })
+}
+
 /// The `[layer, node]` references of a model's `input_layers` or `output_layers`.
 fn endpoints(v: &Json) -> Vec<Key> {
     match v.as_array() {
@@ -171,6 +188,21 @@ impl<'a> Translator<'a> {
         let sequential = class == "Sequential";
         let groups = group_names(prefix, &classes, sequential);
         let mut tensors: HashMap<Key, Tensor> = HashMap::new();
+        let models: std::collections::HashSet<String> = layers
+            .iter()
+            .filter(|l| {
+                matches!(
+                    l.get("class_name").and_then(Json::as_str),
+                    Some("Functional" | "Sequential" | "Model")
+                )
+            })
+            .filter_map(|l| {
+                l.get("name")
+                    .or_else(|| l.get("config").and_then(|c| c.get("name")))
+                    .and_then(Json::as_str)
+                    .map(str::to_string)
+            })
+            .collect();
         if sequential {
             let mut x = inputs
                 .into_iter()
@@ -214,7 +246,7 @@ impl<'a> Translator<'a> {
                 let args: Vec<Tensor> = call_inputs(call)
                     .into_iter()
                     .map(|key| {
-                        tensors.get(&key).cloned().ok_or_else(|| {
+                        lookup(&tensors, &models, &key).ok_or_else(|| {
                             Error::Usage(format!(
                                 "layer {} reads {}, which no earlier layer computes",
                                 cxrm_format::text::escape(&name),
@@ -230,7 +262,7 @@ impl<'a> Translator<'a> {
         endpoints(config.get("output_layers").unwrap_or(&Json::Null))
             .into_iter()
             .map(|key| {
-                tensors.get(&key).cloned().ok_or_else(|| {
+                lookup(&tensors, &models, &key).ok_or_else(|| {
                     Error::Usage(format!(
                         "the model's output {} is never computed",
                         cxrm_format::text::escape(&key.0)
