@@ -292,3 +292,117 @@ fn an_unsupported_operator_names_the_node_op_and_opset() {
         text(&o)
     );
 }
+
+fn run_logits(model: &Path, image: &Path) -> Vec<f64> {
+    let o = cxrm(&[
+        "run",
+        model.to_str().unwrap(),
+        image.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let key = if v[0]["logits"].is_null() {
+        "probabilities"
+    } else {
+        "logits"
+    };
+    v[0][key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// `cxrm export` then `cxrm import` gives back a model that computes the same outputs, with
+/// the same preprocessing: dense, Deep Compression, low-rank/Tucker (exported as factor
+/// products) and a Keras import with its 1.3 preprocessing keys. (onnxruntime itself runs
+/// every export in tools/check_export.py.)
+#[test]
+fn export_then_import_gives_the_same_model_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let keras = dir.path().join("x.cxrm");
+    let source = root().join("fixtures/import/xception.keras");
+    let o = cxrm(&[
+        "import",
+        source.to_str().unwrap(),
+        "-o",
+        keras.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let digit = root().join("fixtures/runtime/digit.png");
+    let models = [
+        ("lenet5", root().join("fixtures/runtime/lenet5.cxrm")),
+        ("lenet5_dc", root().join("fixtures/runtime/lenet5_dc.cxrm")),
+        (
+            "lenet5_factored",
+            root().join("fixtures/runtime/lenet5_factored.cxrm"),
+        ),
+        ("keras", keras),
+    ];
+    for (name, model) in models {
+        let onnx = dir.path().join(format!("{name}.onnx"));
+        let back = dir.path().join(format!("{name}.back.cxrm"));
+        for args in [
+            vec![
+                "export",
+                model.to_str().unwrap(),
+                "-o",
+                onnx.to_str().unwrap(),
+            ],
+            vec![
+                "import",
+                onnx.to_str().unwrap(),
+                "-o",
+                back.to_str().unwrap(),
+            ],
+        ] {
+            let o = cxrm(&args);
+            assert!(o.status.success(), "{name}: {}", text(&o));
+        }
+        let (a, b) = (run_logits(&model, &digit), run_logits(&back, &digit));
+        let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .fold(0.0f64, |m, (x, y)| m.max((x - y).abs() / scale));
+        assert!(worst <= 1e-5, "{name}: {worst:e}");
+        let meta = |m: &Path| {
+            let o = cxrm(&["inspect", m.to_str().unwrap(), "--json"]);
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+            let all = v["metadata"].as_object().unwrap().clone();
+            let mut kept: Vec<_> = all
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("input.") || k == "model.classes")
+                .collect();
+            kept.sort_by(|a, b| a.0.cmp(&b.0));
+            kept
+        };
+        assert_eq!(meta(&model), meta(&back), "{name}: preprocessing lost");
+    }
+}
+
+#[test]
+fn an_xnor_export_is_refused_on_import_with_the_operator_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = dir.path().join("x.onnx");
+    let model = root().join("fixtures/runtime/lenet5_xnor.cxrm");
+    let o = cxrm(&[
+        "export",
+        model.to_str().unwrap(),
+        "-o",
+        onnx.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let back = dir.path().join("back.cxrm");
+    let o = cxrm(&[
+        "import",
+        onnx.to_str().unwrap(),
+        "-o",
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("Less"), "{}", text(&o));
+    assert!(!back.exists());
+}

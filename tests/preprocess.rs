@@ -68,8 +68,11 @@ fn floats(v: &[f64]) -> Value {
     Value::floats(v.iter().copied())
 }
 
-/// Every case: name, source (mode, width, height, seed), and the model's input metadata.
-fn definitions() -> Vec<(&'static str, (&'static str, usize, usize, u64), Map)> {
+/// A source image: mode, width, height, and the seed of its pixels.
+type Source = (&'static str, usize, usize, u64);
+
+/// Every case: name, source, and the model's input metadata.
+fn definitions() -> Vec<(&'static str, Source, Map)> {
     let shape = |c: i64, h: i64, w: i64| ("input.shape".to_string(), Value::ints([c, h, w]));
     let s = |k: &str, v: &str| (k.to_string(), Value::String(v.into()));
     let f = |k: &str, v: &[f64]| (k.to_string(), floats(v));

@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
 """Compare cxrm's runtime against onnxruntime on the same model, in the same run.
 
-The .cxrm file is read with the independent Python reader (tools/cxrm_reader.py), its graph
-translated to ONNX (every op of spec §7) with the decoded weights as initializers, and timed
-with onnxruntime at batch 1; then `cxrm bench` times the same file, in alternating rounds.
+The .cxrm file is exported to ONNX by `cxrm export` and timed with onnxruntime at batch 1; then
+`cxrm bench` times the same file, in alternating rounds.
 Prints each round's medians and ratio, and the median ratio. When the model is a runtime
 fixture with expected logits, the ONNX output for the fixture's input is checked against them
 too.
@@ -14,68 +13,20 @@ Needs: pip install onnx onnxruntime (plus tools/requirements.txt).
 import argparse, json, os, re, statistics, subprocess, sys, time
 import numpy as np
 import onnx
-from onnx import helper, TensorProto, numpy_helper
 import onnxruntime as ort
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cxrm_reader  # noqa: E402
 
 
-def attr(node, key, default):
-    v = node.get(key, default)
-    return [int(x) for x in v] if isinstance(v, (list, tuple)) else v
-
-
-def to_onnx(f):
+def to_onnx(model_path, cxrm_bin):
+    """The model as ONNX, written by `cxrm export` (so what is timed is the exporter's graph)."""
+    f = cxrm_reader.open_path(model_path)
     meta = f.metadata()
     c, h, w = (int(v) for v in meta["input.shape"])
-    inits, nodes, seen = [], [], set()
-
-    def weight(name):
-        if name not in seen:
-            inits.append(numpy_helper.from_array(np.asarray(f.decode(name), dtype=np.float32), name))
-            seen.add(name)
-        return name
-
-    for n in f.graph():
-        op, name, ins = n["op"], n["name"], list(n["inputs"])
-        ws = [weight(x) for x in n.get("weights", [])]
-        if op == "conv2d":
-            k = list(np.asarray(f.decode(ws[0])).shape[2:])
-            nodes.append(helper.make_node("Conv", ins + ws, [name], kernel_shape=k, strides=attr(n, "stride", [1, 1]),
-                                          pads=attr(n, "padding", [0, 0, 0, 0]), dilations=attr(n, "dilation", [1, 1]),
-                                          group=int(n.get("groups", 1))))
-        elif op == "dense":
-            nodes.append(helper.make_node("Gemm", ins + ws, [name], transB=1))
-        elif op == "batch_norm":
-            nodes.append(helper.make_node("BatchNormalization", ins + ws, [name], epsilon=float(n.get("epsilon", 1e-5))))
-        elif op == "relu":
-            nodes.append(helper.make_node("Relu", ins, [name]))
-        elif op == "relu6":
-            lo, hi = name + ".min", name + ".max"
-            inits += [numpy_helper.from_array(np.array(0, np.float32), lo), numpy_helper.from_array(np.array(6, np.float32), hi)]
-            nodes.append(helper.make_node("Clip", ins + [lo, hi], [name]))
-        elif op == "softmax":
-            nodes.append(helper.make_node("Softmax", ins, [name], axis=1))
-        elif op == "flatten":
-            nodes.append(helper.make_node("Flatten", ins, [name], axis=1))
-        elif op in ("max_pool2d", "avg_pool2d"):
-            k = attr(n, "kernel", [2, 2])
-            kw = dict(kernel_shape=k, strides=attr(n, "stride", k), pads=attr(n, "padding", [0, 0, 0, 0]))
-            if op == "avg_pool2d":
-                kw["count_include_pad"] = 0
-            nodes.append(helper.make_node("MaxPool" if op == "max_pool2d" else "AveragePool", ins, [name], **kw))
-        elif op == "global_avg_pool":
-            nodes.append(helper.make_node("GlobalAveragePool", ins, [name + ".4d"]))
-            nodes.append(helper.make_node("Flatten", [name + ".4d"], [name], axis=1))
-        elif op == "add":
-            nodes.append(helper.make_node("Add", ins, [name]))
-        else:
-            raise SystemExit(f"op {op} has no ONNX translation here")
-    out = nodes[-1].output[0]
-    graph = helper.make_graph(nodes, "cxrm", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, h, w])],
-                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", None])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    data = subprocess.run([cxrm_bin, "export", model_path, "-o", "-"], capture_output=True,
+                          check=True).stdout
+    model = onnx.load_from_string(data)
     onnx.checker.check_model(model)
     return model, (c, h, w), meta
 
@@ -101,8 +52,7 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
     ap.add_argument("--cxrm", default=os.path.join(root, "target", "release", "cxrm"))
     args = ap.parse_args()
-    f = cxrm_reader.open_path(args.model)
-    model, shape, meta = to_onnx(f)
+    model, shape, meta = to_onnx(args.model, args.cxrm)
     so = ort.SessionOptions()
     if args.threads:
         so.intra_op_num_threads = args.threads

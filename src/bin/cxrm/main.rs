@@ -7,6 +7,7 @@ mod bench;
 mod compress;
 mod convert;
 mod eval;
+mod export;
 mod import;
 mod inspect;
 mod pack;
@@ -46,6 +47,7 @@ enum Command {
     Pack(pack::Args),
     Convert(convert::Args),
     Import(import::Args),
+    Export(export::Args),
     Run(run::Args),
     Eval(eval::Args),
     Bench(bench::Args),
@@ -114,6 +116,7 @@ fn main() -> ExitCode {
         Command::Pack(a) => pack::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Import(a) => import::run(a),
+        Command::Export(a) => export::run(a),
         Command::Run(a) => run::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),

@@ -7,6 +7,7 @@
 //! goes. Anything the runtime could not run is refused with the node, the op and the opset.
 
 pub mod constants;
+pub mod export;
 mod nodes;
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod proto;
@@ -132,10 +133,11 @@ pub fn import(bytes: &[u8], input: Option<[usize; 3]>) -> Result<Imported> {
     // Preprocessing that `cxrm export` wrote (or that a user added) comes back as it was.
     for prop in &model.metadata_props {
         if let Some(key) = prop.key.strip_prefix("cxrm:") {
-            metadata.push((
-                key.to_string(),
-                cxrm_format::json::value_from_text(&prop.value),
-            ));
+            let value = cxrm_format::json::value_from_text(&prop.value);
+            match metadata.iter_mut().find(|(k, _)| k == key) {
+                Some(slot) => slot.1 = value,
+                None => metadata.push((key.to_string(), value)),
+            }
         }
     }
     metadata.push(("import.format".into(), Value::String("onnx".into())));
