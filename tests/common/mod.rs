@@ -1937,6 +1937,61 @@ fn deep_invalid(out: &mut Vec<InvalidFixture>) {
         "a code length of 25",
         huffman_tensor(&[25, 1, 2, 3]),
     );
+    // A codebook+huffman tensor of 40 elements whose index stream is written by hand: the
+    // stored code lengths (each in `len_bits` bits) and then exactly `bits` as the bit stream.
+    let raw_huffman_tensor = |lengths: &[u8], len_bits: u8, bits: &[u8]| {
+        let mut data = Vec::new();
+        encoding::stream::write_uleb128(lengths.len() as u64, &mut data);
+        data.push(len_bits);
+        let mut packed = 0u64;
+        let mut used = 0u32;
+        for &l in lengths {
+            packed = (packed << len_bits) | l as u64;
+            used += len_bits as u32;
+        }
+        let bytes = used.div_ceil(8);
+        packed <<= bytes * 8 - used;
+        for k in (0..bytes).rev() {
+            data.push((packed >> (8 * k)) as u8);
+        }
+        data.extend_from_slice(bits);
+        let mut payload = centroids(&[-1.0, -0.5, 0.5, 1.0]);
+        payload.push(2); // coding: Huffman
+        payload.push(2); // width
+        encoding::stream::write_uleb128(40, &mut payload);
+        encoding::stream::write_uleb128(data.len() as u64, &mut payload);
+        payload.extend_from_slice(&data);
+        single_tensor(
+            DType::F32,
+            &[40],
+            vec![stage(Codebook, cb_params(2, 4)), stage(Huffman, vec![])],
+            payload,
+        )
+    };
+    add(
+        "huffman_single_symbol_length_2",
+        "decode_error",
+        "verify",
+        "one symbol with code length 2 (it MUST be 1), and 80 bits of its code \"00\": a reader \
+         that treats one symbol like many decodes 40 zeros",
+        raw_huffman_tensor(&[2], 2, &[0; 10]),
+    );
+    add(
+        "huffman_single_symbol_with_bits",
+        "decode_error",
+        "verify",
+        "one symbol of length 1 whose bit stream is not empty (40 bits of \"0\"): a lone symbol \
+         MUST cost no bits",
+        raw_huffman_tensor(&[1], 1, &[0; 5]),
+    );
+    add(
+        "huffman_trailing_byte",
+        "decode_error",
+        "verify",
+        "codes 0 and 1 of length 1 for 40 symbols (5 bytes of bits), then one more byte: the bit \
+         stream MUST be exactly ceil(bits / 8) bytes",
+        raw_huffman_tensor(&[1, 1], 1, &[0; 6]),
+    );
     add(
         "huffman_bad_padding",
         "decode_error",

@@ -99,6 +99,9 @@ fn parse_shape(s: &str) -> Result<[usize; 3], String> {
     let [a, b, c] = v[..] else {
         return Err("expected three sizes, HxWxC or CxHxW".into());
     };
+    if v.iter().any(|&d| !(1..=1 << 16).contains(&d)) {
+        return Err("sizes run from 1 to 65536".into());
+    }
     let channels = |n: usize| n == 1 || n == 3;
     match (channels(a), channels(c)) {
         (_, true) => Ok([c, a, b]),

@@ -71,7 +71,14 @@ impl Archive {
         let config: serde_json::Value =
             serde_json::from_slice(&config).map_err(|e| bad(format!("config.json: {e}")))?;
         let h5 = entry(&mut zip, "model.weights.h5", MAX_ENTRY)?;
-        let weights = hdf5_reader::Hdf5File::from_vec(h5)
+        // A dataset may claim any shape; what one read may allocate is bounded by the file's
+        // own size (Keras stores weights uncompressed), with room for compressed chunks.
+        let max_read = h5
+            .len()
+            .saturating_mul(64)
+            .clamp(64 << 20, MAX_ENTRY as usize);
+        let options = hdf5_reader::OpenOptions::default().with_max_read_bytes(max_read);
+        let weights = hdf5_reader::Hdf5File::from_vec_with_options(h5, options)
             .map_err(|e| bad(format!("model.weights.h5: {e}")))?;
         Ok(Archive { config, weights })
     }

@@ -102,7 +102,11 @@ fn input_shape(model: &Json) -> Result<[usize; 3]> {
             .collect()
     });
     match dims.as_deref() {
-        Some(&[h, w, c]) if h > 0 && w > 0 && (c == 1 || c == 3) => Ok([c, h, w]),
+        Some(&[h, w, c])
+            if (1..=1 << 16).contains(&h) && (1..=1 << 16).contains(&w) && (c == 1 || c == 3) =>
+        {
+            Ok([c, h, w])
+        }
         _ => Err(Error::Usage(
             "the model's input has no fixed [H, W, C] image shape; give one with --input HxWxC"
                 .into(),

@@ -193,6 +193,58 @@ impl Const {
         Some(Const::f32(vec![c, r], t))
     }
 
+    /// ONNX `Slice` of a constant: per listed axis, `start..end` by `step` (negative steps
+    /// run backwards; out-of-range bounds clamp as ONNX says).
+    pub fn sliced(
+        &self,
+        starts: &[i64],
+        ends: &[i64],
+        axes: &[i64],
+        steps: &[i64],
+    ) -> Option<Const> {
+        let rank = self.dims.len() as i64;
+        let mut picks: Vec<Vec<usize>> = self.dims.iter().map(|&d| (0..d).collect()).collect();
+        for (k, &axis) in axes.iter().enumerate() {
+            let axis = if axis < 0 { axis + rank } else { axis };
+            let d = *self.dims.get(usize::try_from(axis).ok()?)? as i64;
+            let (start, end, step) = (*starts.get(k)?, *ends.get(k)?, *steps.get(k)?);
+            if step == 0 {
+                return None;
+            }
+            let norm = |v: i64| if v < 0 { v + d } else { v };
+            let (mut i, stop) = if step > 0 {
+                (norm(start).clamp(0, d), norm(end).clamp(0, d))
+            } else {
+                (norm(start).clamp(-1, d - 1), norm(end).clamp(-1, d - 1))
+            };
+            let mut idx = Vec::new();
+            while (step > 0 && i < stop) || (step < 0 && i > stop) {
+                idx.push(i as usize);
+                i += step;
+            }
+            picks[axis as usize] = idx;
+        }
+        let dims: Vec<usize> = picks.iter().map(Vec::len).collect();
+        let n: usize = dims.iter().product();
+        let strides: Vec<usize> = (0..self.dims.len())
+            .map(|a| self.dims[a + 1..].iter().product())
+            .collect();
+        let source = |flat: usize| {
+            let mut rest = flat;
+            let mut at = 0;
+            for a in (0..dims.len()).rev() {
+                let k = rest % dims[a];
+                rest /= dims[a];
+                at += picks[a][k] * strides[a];
+            }
+            at
+        };
+        Some(match &self.values {
+            Values::F32(v) => Const::f32(dims.clone(), (0..n).map(|f| v[source(f)]).collect()),
+            Values::I64(v) => Const::i64(dims.clone(), (0..n).map(|f| v[source(f)]).collect()),
+        })
+    }
+
     /// Element-wise `self op other`, one side possibly a single value.
     pub fn zip(&self, other: &Const, op: impl Fn(f32, f32) -> f32) -> Option<Const> {
         let (a, b) = (self.floats(), other.floats());
@@ -271,6 +323,17 @@ mod tests {
                 .to_string()
                 .contains("not supported")
         );
+    }
+
+    #[test]
+    fn slices_run_forwards_and_backwards() {
+        let m = Const::i64(vec![4, 2], (0..8).collect());
+        let rev = m.sliced(&[-1], &[i64::MIN], &[0], &[-1]).unwrap();
+        assert_eq!(rev.dims, [4, 2]);
+        assert_eq!(rev.ints().unwrap(), [6, 7, 4, 5, 2, 3, 0, 1]);
+        let mid = m.sliced(&[1], &[3], &[0], &[1]).unwrap();
+        assert_eq!(mid.ints().unwrap(), [2, 3, 4, 5]);
+        assert!(m.sliced(&[0], &[1], &[0], &[0]).is_none());
     }
 
     #[test]

@@ -32,6 +32,13 @@ pub(crate) enum Val {
     /// Computed per image: the `.cxrm` value, and its ONNX dims with the batch as 1 (a
     /// `[1, C, 1, 1]` after global pooling is the `.cxrm` vector `[C]`).
     Act { act: Act, dims: Vec<usize> },
+    /// A computed value through a zero `Pad` (top, left, bottom, right) that only a following
+    /// `Conv` may read: its padding absorbs the `Pad`, as TensorFlow-style "same" exports need.
+    Padded {
+        act: Act,
+        dims: Vec<usize>,
+        pad: [usize; 4],
+    },
 }
 
 /// Read an ONNX model. `input` overrides the input shape `[C, H, W]` when the file leaves it
@@ -106,6 +113,9 @@ pub fn import(bytes: &[u8], input: Option<[usize; 3]>) -> Result<Imported> {
     };
     let out = match values.get(&output.name) {
         Some(Val::Act { act, .. }) => act.clone(),
+        Some(Val::Padded { .. }) => {
+            return Err(Error::Usage("the graph's output is a Pad".into()));
+        }
         Some(Val::Const(_)) => {
             return Err(Error::Usage(
                 "the graph's output does not depend on its input".into(),
@@ -177,7 +187,10 @@ fn input_shape(image: &proto::ValueInfoProto) -> Result<[usize; 3]> {
         .dim
         .iter()
         .map(|d| match d.value {
-            Some(dimension::Value::DimValue(v)) if v > 0 => usize::try_from(v).ok(),
+            // The spec's input.shape sizes run from 1 to 2^16 (§6).
+            Some(dimension::Value::DimValue(v)) if (1..=1 << 16).contains(&v) => {
+                usize::try_from(v).ok()
+            }
             _ => None,
         })
         .collect();

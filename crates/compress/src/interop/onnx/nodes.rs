@@ -106,7 +106,7 @@ fn required<'v>(node: &Node<'_>, values: &'v HashMap<String, Val>, i: usize) -> 
 fn constant<'v>(node: &Node<'_>, values: &'v HashMap<String, Val>, i: usize) -> Result<&'v Const> {
     match required(node, values, i)? {
         Val::Const(c) => Ok(c),
-        Val::Act { .. } => Err(node.fail(format!(
+        Val::Act { .. } | Val::Padded { .. } => Err(node.fail(format!(
             "input {i} must be a constant (an initializer), not computed from the image"
         ))),
     }
@@ -119,6 +119,9 @@ fn activation<'v>(
 ) -> Result<(&'v crate::interop::builder::Act, &'v [usize])> {
     match required(node, values, i)? {
         Val::Act { act, dims } => Ok((act, dims)),
+        Val::Padded { .. } => Err(node.fail(format!(
+            "input {i} comes from a Pad; only a Conv may follow a Pad (its padding absorbs it)"
+        ))),
         Val::Const(_) => {
             Err(node.fail(format!("input {i} is a constant; expected the image path")))
         }
@@ -162,6 +165,7 @@ pub(super) fn translate(
             ))
         }
         "Conv" => conv(&node, values, b)?,
+        "Pad" => pad(&node, values)?,
         "Gemm" => gemm(&node, values, b)?,
         "MatMul" => matmul(&node, values, b)?,
         "Add" => add(&node, values, b)?,
@@ -199,7 +203,7 @@ pub(super) fn translate(
             )));
         }
     };
-    let folded = matches!(out, Val::Const(_))
+    let folded = matches!(out, Val::Const(_) | Val::Padded { .. })
         || matches!(proto.op_type.as_str(), "Identity" | "Dropout")
         || matches!(&out, Val::Act { act, .. } if proto.input.first().and_then(|i| values.get(i)).is_some_and(|v| matches!(v, Val::Act { act: a, .. } if a == act)));
     if let Some(first) = proto.output.first() {
@@ -236,6 +240,50 @@ fn fold(node: &Node<'_>, values: &HashMap<String, Val>) -> Result<Const> {
             .ok_or_else(|| node.fail("cannot broadcast these constants"))
     };
     match node.proto.op_type.as_str() {
+        "ConstantOfShape" => {
+            let shape = c(0)?
+                .ints()
+                .ok_or_else(|| node.fail("the shape must be integers"))?;
+            let dims: Vec<usize> = shape
+                .iter()
+                .map(|&d| usize::try_from(d).ok().filter(|&d| d <= 1 << 16))
+                .collect::<Option<_>>()
+                .ok_or_else(|| node.fail(format!("shape {shape:?}")))?;
+            let n: usize = dims.iter().product();
+            if n > 1 << 20 {
+                return Err(node.fail(format!("a constant of shape {dims:?} is too large")));
+            }
+            let fill = match node.attr("value").and_then(|a| a.t.as_ref()) {
+                Some(t) => Const::from_proto(t)?,
+                None => Const::f32(vec![1], vec![0.0]),
+            };
+            Ok(match fill.values {
+                super::constants::Values::F32(v) => {
+                    Const::f32(dims, vec![v.first().copied().unwrap_or(0.0); n])
+                }
+                super::constants::Values::I64(v) => {
+                    Const::i64(dims, vec![v.first().copied().unwrap_or(0); n])
+                }
+            })
+        }
+        "Slice" => {
+            let x = c(0)?;
+            let ints = |i: usize| -> Result<Option<Vec<i64>>> {
+                match input(node, values, i)? {
+                    None => Ok(None),
+                    Some(_) => c(i)?
+                        .ints()
+                        .map(Some)
+                        .ok_or_else(|| node.fail("bad Slice input")),
+                }
+            };
+            let starts = ints(1)?.ok_or_else(|| node.fail("Slice needs starts"))?;
+            let ends = ints(2)?.ok_or_else(|| node.fail("Slice needs ends"))?;
+            let axes = ints(3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+            let steps = ints(4)?.unwrap_or_else(|| vec![1; starts.len()]);
+            x.sliced(&starts, &ends, &axes, &steps)
+                .ok_or_else(|| node.fail("a Slice this importer cannot fold"))
+        }
         "Shape" => {
             let x = c(0)?;
             Ok(Const::i64(
@@ -376,7 +424,13 @@ fn conv(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) ->
         "pads",
         "strides",
     ])?;
-    let (x, dims) = activation(node, values, 0)?;
+    let (x, dims, zero_pad) = match required(node, values, 0)? {
+        Val::Padded { act, dims, pad } => (act, dims.as_slice(), *pad),
+        _ => {
+            let (x, dims) = activation(node, values, 0)?;
+            (x, dims, [0; 4])
+        }
+    };
     let w = constant(node, values, 1)?;
     let bias = input(node, values, 2)?
         .map(|_| constant(node, values, 2).map(Const::floats))
@@ -398,7 +452,8 @@ fn conv(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) ->
     }
     let stride = node.sizes("strides", [1, 1], 1)?;
     let dilation = node.sizes("dilations", [1, 1], 1)?;
-    let padding = padding(node, [dims[2], dims[3]], kernel, stride, dilation)?;
+    let own = padding(node, [dims[2], dims[3]], kernel, stride, dilation)?;
+    let padding = [0, 1, 2, 3].map(|i| own[i] + zero_pad[i]);
     let groups = usize::try_from(node.int("group", 1))
         .ok()
         .filter(|&g| g >= 1)
@@ -523,6 +578,7 @@ fn add(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> 
             }
         }
         (Val::Const(_), Val::Const(_)) => unreachable!("folded before"),
+        _ => Err(node.fail("adds the output of a Pad; only a Conv may follow a Pad")),
     }
 }
 
@@ -638,6 +694,59 @@ fn pool(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) ->
     Ok(Val::Act {
         dims: [vec![1], y.shape.clone()].concat(),
         act: y,
+    })
+}
+
+/// A zero `Pad` of H and W (ONNX pads: begins then ends, per axis `[N, C, H, W]`): kept aside
+/// for the `Conv` that reads it. Pads before opset 11 are an attribute, after an input.
+fn pad(node: &Node<'_>, values: &HashMap<String, Val>) -> Result<Val> {
+    node.only(&["mode", "pads", "value"])?;
+    let mode = node.string("mode").unwrap_or_else(|| "constant".into());
+    if mode != "constant" {
+        return Err(node.fail(format!(
+            "mode {mode:?}: only constant (zero) padding is supported"
+        )));
+    }
+    let (pads, value) = if node.opset >= 11 {
+        let p = constant(node, values, 1)?
+            .ints()
+            .ok_or_else(|| node.fail("pads must be integers"))?;
+        let v = match input(node, values, 2)? {
+            Some(_) => constant(node, values, 2)?.scalar().unwrap_or(0.0),
+            None => 0.0,
+        };
+        if input(node, values, 3)?.is_some() {
+            return Err(node.fail("padding chosen axes (the axes input) is not supported"));
+        }
+        (p, v)
+    } else {
+        (
+            node.ints("pads").unwrap_or_default().to_vec(),
+            node.float("value", 0.0),
+        )
+    };
+    if value != 0.0 {
+        return Err(node.fail(format!(
+            "padding with {value}: only zero padding is supported"
+        )));
+    }
+    let (x, dims) = activation(node, values, 0)?;
+    let [0, 0, t, l, 0, 0, bo, r] = pads[..] else {
+        return Err(node.fail(format!(
+            "pads {pads:?}: only zero padding of H and W of [N, C, H, W] is supported"
+        )));
+    };
+    let pad = [t, l, bo, r].map(|p| usize::try_from(p).unwrap_or(usize::MAX));
+    if pad.iter().any(|&p| p > 1 << 16) || dims.len() != 4 {
+        return Err(node.fail(format!("pads {pads:?} on {dims:?} are not supported")));
+    }
+    let mut padded = dims.to_vec();
+    padded[2] += pad[0] + pad[2];
+    padded[3] += pad[1] + pad[3];
+    Ok(Val::Padded {
+        act: x.clone(),
+        dims: padded,
+        pad,
     })
 }
 
