@@ -265,7 +265,7 @@ fn pack_reports_bad_inputs_as_usage_errors() {
 
 #[test]
 fn every_subcommand_help_shows_an_example() {
-    for sub in ["inspect", "verify", "pack", "convert"] {
+    for sub in ["inspect", "verify", "pack", "convert", "import", "export"] {
         let out = cxrm(&[sub, "--help"]);
         assert_eq!(out.status.code(), Some(0));
         assert!(
@@ -567,4 +567,77 @@ fn train_compress_eval_through_the_cli() {
         let out = cxrm(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
     }
+}
+
+/// A file whose graph this build cannot run: `verify` says it is valid (exit 0), `verify
+/// --runnable` says why it cannot run (exit 3); `pack` refuses such a graph before writing.
+#[test]
+fn verify_runnable_and_pack_refuse_what_the_runtime_cannot_run() {
+    use cxrm::{DType, Graph, Node, Value, Writer};
+    let dir = tempfile::tempdir().unwrap();
+    let w4: Vec<u8> = [0.5f32; 4].iter().flat_map(|v| v.to_le_bytes()).collect();
+    for (op, attr, says) in [
+        ("depthwise_conv2d", None, "depthwise_conv2d"),
+        ("batch_norm", Some("eps"), "unknown attribute \"eps\""),
+    ] {
+        let mut node = Node::new("n", op, &["input"], &["g", "b", "m", "v"]);
+        if let Some(a) = attr {
+            node = node.attr(a, Value::Float(1e-3));
+        }
+        let mut w = Writer::new();
+        w.set_metadata("input.shape", Value::ints([4, 1, 1]));
+        for t in ["g", "b", "m", "v"] {
+            w.add_dense(t, DType::F32, &[4], w4.clone()).unwrap();
+        }
+        w.set_graph(Graph { nodes: vec![node] });
+        let path = dir.path().join(format!("{op}.cxrm"));
+        std::fs::write(&path, w.to_bytes().unwrap()).unwrap();
+        let out = cxrm(&["verify", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let out = cxrm(&["verify", "--runnable", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+        assert!(text(&out).contains(says), "{}", text(&out));
+    }
+    let graph = dir.path().join("g.json");
+    std::fs::write(
+        &graph,
+        r#"[{"name": "c", "op": "conv2d", "inputs": ["input"], "weights": ["conv1.weight"], "strides": [2, 2]}]"#,
+    )
+    .unwrap();
+    let out_path = dir.path().join("p.cxrm");
+    let out = cxrm(&[
+        "pack",
+        fixture("interop/model.safetensors").to_str().unwrap(),
+        "--graph",
+        graph.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown attribute \"strides\""),
+        "{}",
+        text(&out)
+    );
+    assert!(!out_path.exists());
+}
+
+/// `-o -` writes the same bytes to standard output as to a file, and the report goes to
+/// standard error.
+#[test]
+fn dash_writes_the_file_to_standard_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("runtime/lenet5.cxrm");
+    let file = dir.path().join("m.safetensors");
+    let out = cxrm(&[
+        "convert",
+        model.to_str().unwrap(),
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let piped = cxrm(&["convert", model.to_str().unwrap(), "-o", "-"]);
+    assert!(piped.status.success(), "{}", text(&piped));
+    assert_eq!(piped.stdout, std::fs::read(&file).unwrap());
+    assert!(String::from_utf8_lossy(&piped.stderr).contains("standard output"));
 }

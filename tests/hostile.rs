@@ -360,3 +360,53 @@ impl CharDevice for std::fs::FileType {
         self.is_char_device()
     }
 }
+
+/// A mapped input truncated by another process while `verify` reads it: exit 2 with a message,
+/// never death by SIGBUS. The truncation races the reader, so the file is large enough for the
+/// read to take a while, and the test retries until one run was cut mid-read; whatever the
+/// timing, no run may end by a signal.
+#[test]
+fn a_file_truncated_while_mapped_is_an_io_error_not_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.cxrm");
+    let values = vec![0.5f32; 48 << 20];
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut w = Writer::new();
+    w.add_dense("w", DType::F32, &[values.len() as u64], bytes)
+        .unwrap();
+    let file = w.to_bytes().unwrap();
+    let mut cut_mid_read = false;
+    for attempt in 0..8 {
+        std::fs::write(&path, &file).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_cxrm"))
+            .args(["verify", path.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20 + 15 * attempt));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let code = out.status.code();
+        assert!(
+            code.is_some(),
+            "verify died by a signal: {:?} {}",
+            out.status,
+            text(&out)
+        );
+        if code == Some(2) {
+            assert!(text(&out).contains("truncated while"), "{}", text(&out));
+            cut_mid_read = true;
+            break;
+        }
+    }
+    assert!(
+        cut_mid_read,
+        "no run was cut mid-read; the test proved nothing"
+    );
+}

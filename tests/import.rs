@@ -406,3 +406,63 @@ fn an_xnor_export_is_refused_on_import_with_the_operator_named() {
     assert!(text(&o).contains("Less"), "{}", text(&o));
     assert!(!back.exists());
 }
+
+/// `compress` and `train` load image folders as RGB for 3-channel models (they used to load
+/// grey and panic in the first convolution).
+#[cfg(feature = "train")]
+#[test]
+fn compress_and_train_take_rgb_image_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("x.cxrm");
+    let source = root().join("fixtures/import/xception.keras");
+    let data = shared_data().join("chest-xray-val");
+    let o = cxrm(&[
+        "import",
+        source.to_str().unwrap(),
+        "-o",
+        model.to_str().unwrap(),
+        "--classes",
+        "NORMAL,PNEUMONIA",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let small = dir.path().join("x.dc.cxrm");
+    let o = cxrm(&[
+        "compress",
+        model.to_str().unwrap(),
+        "--method",
+        "deep-compression",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--prune-steps",
+        "1",
+        "--quiet",
+        "-o",
+        small.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = cxrm(&["verify", "--runnable", small.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let trained = dir.path().join("t.cxrm");
+    let o = cxrm(&[
+        "train",
+        "--arch",
+        "lenet-5",
+        "--data",
+        data.to_str().unwrap(),
+        "--size",
+        "32",
+        "--channels",
+        "3",
+        "--epochs",
+        "1",
+        "--quiet",
+        "-o",
+        trained.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = cxrm(&["inspect", trained.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["metadata"]["input.shape"], serde_json::json!([3, 32, 32]));
+}

@@ -38,6 +38,13 @@ pub struct Args {
 
 pub fn run(mut args: Args) -> Result<(), Failure> {
     let shown = cxrm::format::text::escape_path(&args.model);
+    // The importers hold the model and its decoded weights in memory: about three times its
+    // size, checked against the memory budget before anything is read.
+    let size = std::fs::metadata(&args.model).map_or(0, |m| m.len());
+    cxrm::format::budget::Budget::default().check(
+        || format!("importing {shown} ({size} bytes)"),
+        size.saturating_mul(3),
+    )?;
     let bytes = cxrm::format::container::input::read_regular(&args.model)?;
     if let Some(path) = &args.classes_file {
         let text = cxrm::format::container::input::read_regular(path)?;
