@@ -641,3 +641,61 @@ fn dash_writes_the_file_to_standard_output() {
     assert_eq!(piped.stdout, std::fs::read(&file).unwrap());
     assert!(String::from_utf8_lossy(&piped.stderr).contains("standard output"));
 }
+
+/// `eval` on an image tree: folders matched to `model.classes` by name, a folder naming no
+/// class refused, and a truncated JPEG failing the run or, with `--bad-images skip`, listed.
+#[test]
+fn eval_matches_folders_to_classes_and_reports_truncated_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("runtime/lenet5_trained.cxrm");
+    let root = dir.path().join("data");
+    for class in ["3", "7"] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        fixture_png(&root.join(class));
+    }
+    let img = image::GrayImage::from_fn(28, 28, |x, y| image::Luma([(x * 9 + y * 5) as u8]));
+    let mut jpeg = Vec::new();
+    image::DynamicImage::ImageLuma8(img)
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    std::fs::write(root.join("7/cut.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
+    let data = root.to_str().unwrap();
+    let out = cxrm(&["eval", model.to_str().unwrap(), "--data", data]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("cut.jpg") && text(&out).contains("truncated"),
+        "{}",
+        text(&out)
+    );
+    let out = cxrm(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--data",
+        data,
+        "--bad-images",
+        "skip",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["n"], 2);
+    assert_eq!(doc["skipped"].as_array().unwrap().len(), 1);
+    std::fs::create_dir_all(root.join("cats")).unwrap();
+    let out = cxrm(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--data",
+        data,
+        "--bad-images",
+        "skip",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("cats") && text(&out).contains("matches none"),
+        "{}",
+        text(&out)
+    );
+}

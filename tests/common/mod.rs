@@ -1660,6 +1660,25 @@ fn corner_invalid(out: &mut Vec<InvalidFixture>) {
             b
         },
     );
+    // §2: data_offset is align64(64 + table_size) exactly. Here it is 64 bytes later, over zero
+    // padding, with no extents: a reader that skips this check finds nothing else wrong.
+    add(
+        "data_offset_late",
+        "bad_layout",
+        "open",
+        "data_offset one multiple of 64 past align64(64 + table_size), the gap zero-filled, no \
+         extents: only the data_offset check itself rejects it",
+        {
+            let mut b = empty();
+            let data_offset = u64::from_le_bytes(b[40..48].try_into().unwrap());
+            b.extend_from_slice(&[0u8; 64]);
+            put_u64(&mut b, 40, data_offset + 64);
+            let len = b.len() as u64;
+            put_u64(&mut b, 48, len);
+            fix_header_crc(&mut b);
+            b
+        },
+    );
     // §3.3: an extent starts at align64(cursor) exactly, not at any later multiple of 64.
     add(
         "extent_gap",
