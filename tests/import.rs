@@ -293,6 +293,19 @@ fn an_unsupported_operator_names_the_node_op_and_opset() {
     );
 }
 
+/// `cxrm import SOURCE -o OUT FLAGS...`, which must succeed.
+fn import_ok(source: &Path, out: &Path, flags: &[&str]) {
+    let mut args = vec![
+        "import",
+        source.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend(flags);
+    let o = cxrm(&args);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 fn run_logits(model: &Path, image: &Path) -> Vec<f64> {
     let o = cxrm(&[
         "run",
@@ -324,13 +337,7 @@ fn export_then_import_gives_the_same_model_back() {
     let dir = tempfile::tempdir().unwrap();
     let keras = dir.path().join("x.cxrm");
     let source = root().join("fixtures/import/xception.keras");
-    let o = cxrm(&[
-        "import",
-        source.to_str().unwrap(),
-        "-o",
-        keras.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    import_ok(&source, &keras, &[]);
     let digit = root().join("fixtures/runtime/digit.png");
     let models = [
         ("lenet5", root().join("fixtures/runtime/lenet5.cxrm")),
@@ -416,15 +423,7 @@ fn compress_and_train_take_rgb_image_folders() {
     let model = dir.path().join("x.cxrm");
     let source = root().join("fixtures/import/xception.keras");
     let data = shared_data().join("chest-xray-val");
-    let o = cxrm(&[
-        "import",
-        source.to_str().unwrap(),
-        "-o",
-        model.to_str().unwrap(),
-        "--classes",
-        "NORMAL,PNEUMONIA",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    import_ok(&source, &model, &["--classes", "NORMAL,PNEUMONIA"]);
     let small = dir.path().join("x.dc.cxrm");
     let o = cxrm(&[
         "compress",

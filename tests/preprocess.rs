@@ -47,6 +47,7 @@ fn meta_json(meta: &Map) -> Json {
     for (k, v) in meta {
         let j = match v {
             Value::String(s) => json!(s),
+            Value::Int(n) => json!(n),
             Value::Array(_, items) => Json::Array(
                 items
                     .iter()
@@ -131,6 +132,16 @@ fn definitions() -> Vec<(&'static str, Source, Map)> {
             "rgb_to_grey_luma_enlarge",
             ("RGB", 3, 2, 7),
             vec![shape(1, 4, 6), s("input.resize", "bilinear")],
+        ),
+        (
+            "rgb_resize_shorter_torchvision",
+            ("RGB", 13, 9, 9),
+            vec![
+                shape(3, 4, 4),
+                ("input.resize_shorter".to_string(), Value::Int(5)),
+                f("input.mean", &[0.485, 0.456, 0.406]),
+                f("input.std", &[0.229, 0.224, 0.225]),
+            ],
         ),
         (
             "grey_to_rgb_identity_size",

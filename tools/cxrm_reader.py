@@ -2014,7 +2014,13 @@ def preprocess(metadata: dict, mode: str, width: int, height: int, pixels: list)
     C, H, W = (int(v) for v in metadata["input.shape"])
     filt = metadata.get("input.resize", "bilinear")
     version = metadata.get("input.resize_version", "13")
-    RH, RW = (int(v) for v in metadata.get("input.crop_from", [H, W]))
+    if "input.resize_shorter" in metadata:
+        side = int(metadata["input.resize_shorter"])
+        short, long_ = min(width, height), max(width, height)
+        long_side = int(side * long_ / short)      # exact product, one rounding (§6.1)
+        RH, RW = (long_side, side) if width <= height else (side, long_side)
+    else:
+        RH, RW = (int(v) for v in metadata.get("input.crop_from", [H, W]))
     src_c = 1 if mode == "L" else 3
     plane_px = width * height
     if C == 1:

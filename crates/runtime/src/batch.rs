@@ -13,7 +13,9 @@ pub fn input(data: &Dataset, i: usize, spec: &InputSpec) -> Result<Array3<f32>> 
     if (data.channels, data.height, data.width) == (spec.channels, spec.height, spec.width) {
         return Ok(normalise(px, spec));
     }
-    if data.channels != spec.channels || spec.crop_from.is_some() {
+    if data.channels != spec.channels
+        || spec.fixed_resized_size() != Some([spec.height, spec.width])
+    {
         return Err(Error::Usage(format!(
             "data images are {}x{}x{}, the model takes {}x{}x{}",
             data.channels, data.height, data.width, spec.channels, spec.height, spec.width

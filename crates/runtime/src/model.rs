@@ -384,13 +384,14 @@ impl<'a> Model<'a> {
             || "the model's input".into(),
             elements(&input_shape).saturating_mul(4),
         )?;
-        let [rh, rw] = input.resized_size();
-        budget.check(
-            || "the resized image before its crop (input.crop_from)".into(),
-            (input.channels as u64)
-                .saturating_mul(rh as u64)
-                .saturating_mul(rw as u64),
-        )?;
+        if let Some([rh, rw]) = input.fixed_resized_size() {
+            budget.check(
+                || "the resized image before its crop (input.crop_from)".into(),
+                (input.channels as u64)
+                    .saturating_mul(rh as u64)
+                    .saturating_mul(rw as u64),
+            )?;
+        }
         // Node names to layer indices, so that resolving inputs stays linear in the graph.
         let mut index: std::collections::HashMap<&str, usize> =
             std::collections::HashMap::with_capacity(graph.nodes.len());

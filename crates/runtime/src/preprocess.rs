@@ -67,7 +67,13 @@ fn crop_start(from: usize, keep: usize) -> usize {
 /// A decoded image as the model's 8-bit input pixels, planar `[C, H, W]`.
 pub fn pixels(img: &Decoded, spec: &InputSpec) -> Result<Vec<u8>> {
     let (src_w, src_h) = img.size();
-    let [rh, rw] = spec.resized_size();
+    let [rh, rw] = spec.resized_size_for(src_w, src_h);
+    // With input.resize_shorter the resized size follows the image's aspect ratio, so a
+    // thin enough image would resize to a huge one: it is checked like any allocation.
+    cxrm_format::budget::Budget::default().check(
+        || format!("the image resized to {rw}x{rh} before its crop"),
+        (rh as u64).saturating_mul(rw as u64).saturating_mul(2),
+    )?;
     let (top, left) = (crop_start(rh, spec.height), crop_start(rw, spec.width));
     let mut planes = planes(img, spec.channels)?;
     if spec.channel_order == ChannelOrder::Bgr {

@@ -21,6 +21,10 @@ pub struct PreprocessArgs {
     /// later, the default), 12.2 (12.2-12.3) or 10 (10.0-12.1).
     #[arg(long, value_name = "RELEASE", value_parser = parse_pass_order)]
     pub resize_version: Option<PassOrder>,
+    /// Resize so that the shorter side is S, keeping the aspect ratio (torchvision's
+    /// Resize(S)), then keep the centre of the input size.
+    #[arg(long, value_name = "S")]
+    pub resize_shorter: Option<u32>,
     /// Resize to HxW first, then keep the centre of the input size.
     #[arg(long, value_name = "HxW", value_parser = parse_hw)]
     pub crop_from: Option<[usize; 2]>,
@@ -63,6 +67,9 @@ impl PreprocessArgs {
         }
         if let Some(o) = self.resize_version {
             set("input.resize_version", Value::String(o.name().into()));
+        }
+        if let Some(side) = self.resize_shorter {
+            set("input.resize_shorter", Value::Int(side.into()));
         }
         if let Some([h, w]) = self.crop_from {
             set("input.crop_from", Value::ints([h as i64, w as i64]));

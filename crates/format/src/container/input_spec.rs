@@ -104,6 +104,9 @@ pub struct InputSpec {
     pub channel_order: ChannelOrder,
     /// `input.crop_from`: resize to this `[H', W']` first, then keep the centre `[H, W]`.
     pub crop_from: Option<[usize; 2]>,
+    /// `input.resize_shorter`: resize so that the shorter side is this long, keeping the
+    /// aspect ratio (torchvision's `Resize(S)`), then keep the centre `[H, W]`.
+    pub resize_shorter: Option<usize>,
     /// `input.scale`, per channel: a pixel is multiplied by it. `None` divides by 255, the
     /// meaning of files written before the key existed.
     pub scale: Option<Vec<f32>>,
@@ -116,8 +119,9 @@ pub struct InputSpec {
 }
 
 /// The preprocessing keys that format 1.3 added; a file using any is written as 1.3.
-pub const KEYS_SINCE_1_3: [&str; 6] = [
+pub const KEYS_SINCE_1_3: [&str; 7] = [
     "input.resize",
+    "input.resize_shorter",
     "input.resize_version",
     "input.crop_from",
     "input.channel_order",
@@ -140,6 +144,7 @@ impl InputSpec {
             pass_order: PassOrder::default(),
             channel_order: ChannelOrder::default(),
             crop_from: None,
+            resize_shorter: None,
             scale: None,
             offset: vec![0.0; channels],
             mean: vec![0.0; channels],
@@ -159,9 +164,30 @@ impl InputSpec {
         }
     }
 
-    /// The size an image is resized to before any crop.
-    pub fn resized_size(&self) -> [usize; 2] {
-        self.crop_from.unwrap_or([self.height, self.width])
+    /// The size `[H', W']` a `width` × `height` image is resized to before the crop (spec
+    /// §6.1 step 2). With `input.resize_shorter` S the shorter side becomes S and the longer
+    /// `trunc(S × long / short)`, the quotient rounded once from the exact product (as
+    /// torchvision's `Resize(S)` computes it in Python).
+    pub fn resized_size_for(&self, width: usize, height: usize) -> [usize; 2] {
+        match self.resize_shorter {
+            Some(s) => {
+                let (short, long) = (width.min(height).max(1), width.max(height));
+                let long_side = ((s as u64 * long as u64) as f64 / short as f64) as usize;
+                if width <= height {
+                    [long_side, s]
+                } else {
+                    [s, long_side]
+                }
+            }
+            None => self.crop_from.unwrap_or([self.height, self.width]),
+        }
+    }
+
+    /// The resize size when it does not depend on the image (no `input.resize_shorter`).
+    pub fn fixed_resized_size(&self) -> Option<[usize; 2]> {
+        self.resize_shorter
+            .is_none()
+            .then(|| self.crop_from.unwrap_or([self.height, self.width]))
     }
 
     /// One 8-bit pixel value `p` of channel `c`, as the model sees it (spec §7, "Input
@@ -236,6 +262,28 @@ impl InputSpec {
             }
             spec.crop_from = Some([h, w]);
         }
+        if let Some(v) = value::get(meta, "input.resize_shorter") {
+            let side = v
+                .as_int()
+                .filter(|&d| (1..=MAX_SIDE).contains(&d))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "input.resize_shorter must be an int from 1 to {MAX_SIDE}"
+                    ))
+                })? as usize;
+            if side < height.max(width) {
+                return Err(bad(format!(
+                    "input.resize_shorter {side} is smaller than the input [{height}, {width}]"
+                )));
+            }
+            if spec.crop_from.is_some() {
+                return Err(bad(
+                    "input.resize_shorter and input.crop_from both say how to resize; give one"
+                        .into(),
+                ));
+            }
+            spec.resize_shorter = Some(side);
+        }
         let floats = |key: &str| per_channel(meta, key, channels);
         if let Some(scale) = floats("input.scale")? {
             spec.scale = Some(scale);
@@ -290,6 +338,9 @@ impl InputSpec {
         }
         if let Some([h, w]) = self.crop_from {
             map.push(("input.crop_from".into(), Value::ints([h as i64, w as i64])));
+        }
+        if let Some(side) = self.resize_shorter {
+            map.push(("input.resize_shorter".into(), Value::Int(side as i64)));
         }
         if let Some(scale) = &self.scale {
             map.push(("input.scale".into(), floats(scale)));
@@ -367,7 +418,7 @@ mod tests {
         let s = InputSpec::from_metadata(&m).unwrap();
         assert_eq!(s.resize, ResizeFilter::Bilinear);
         assert_eq!(s.scale, None);
-        assert_eq!(s.resized_size(), [28, 28]);
+        assert_eq!(s.resized_size_for(100, 50), [28, 28]);
         let p = 200u8;
         assert_eq!(
             s.scale_pixel(0, p),
@@ -391,12 +442,27 @@ mod tests {
         assert_eq!(s.resize, ResizeFilter::Nearest);
         assert_eq!(s.channel_order, ChannelOrder::Bgr);
         assert_eq!(s.pass_order, PassOrder::Pillow10);
-        assert_eq!(s.resized_size(), [160, 170]);
+        assert_eq!(s.resized_size_for(1000, 900), [160, 170]);
         assert_eq!(
             s.scale_pixel(2, 255),
             255.0f32 * (1.0 / 127.5f64) as f32 - 1.0
         );
         assert_eq!(s.scale_pixel(0, 0), -1.0);
+        assert_eq!(InputSpec::from_metadata(&s.to_metadata()).unwrap(), s);
+    }
+
+    #[test]
+    fn resize_shorter_keeps_the_aspect_ratio_as_torchvision_does() {
+        let m = meta(&[
+            ("input.shape", Value::ints([3, 224, 224])),
+            ("input.resize_shorter", Value::Int(256)),
+        ]);
+        let s = InputSpec::from_metadata(&m).unwrap();
+        // torchvision: int(256 * 1500 / 1000) = 384; the shorter side is the width here.
+        assert_eq!(s.resized_size_for(1000, 1500), [384, 256]);
+        assert_eq!(s.resized_size_for(1857, 1317), [256, 360]);
+        assert_eq!(s.resized_size_for(300, 300), [256, 256]);
+        assert_eq!(s.fixed_resized_size(), None);
         assert_eq!(InputSpec::from_metadata(&s.to_metadata()).unwrap(), s);
     }
 
@@ -414,6 +480,7 @@ mod tests {
         assert!(with("input.scale", Value::floats([f64::NAN])).contains("finite"));
         assert!(with("input.std", Value::floats([0.0])).contains("nonzero"));
         assert!(with("input.offset", Value::floats([1.0, 2.0])).contains("2 values"));
+        assert!(with("input.resize_shorter", Value::Int(4)).contains("smaller"));
         let m = meta(&[("input.shape", Value::ints([1, 0, 8]))]);
         assert!(InputSpec::from_metadata(&m).is_err());
     }

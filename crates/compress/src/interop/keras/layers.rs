@@ -123,6 +123,27 @@ fn call_inputs(node: &Json) -> Vec<Key> {
     out
 }
 
+/// A Keras kernel `[kh, kw, a, b]` (channels last) as `[rows, kh, kw]` planes, channels
+/// first: entry `(y, x, i, j)` goes to plane `row(i, j)`. For a convolution (HWIO) the row is
+/// `o·I + i` (OIHW); for a depthwise kernel `(kh, kw, C, M)` it is `c·M + m`.
+fn to_channels_first(
+    k: &[f32],
+    [kh, kw, a, b]: [usize; 4],
+    row: impl Fn(usize, usize) -> usize,
+) -> Vec<f32> {
+    let mut out = vec![0f32; k.len()];
+    for y in 0..kh {
+        for x in 0..kw {
+            for i in 0..a {
+                for j in 0..b {
+                    out[(row(i, j) * kh + y) * kw + x] = k[((y * kw + x) * a + i) * b + j];
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The tensor `key` names. A nested model starts life with a node of its own (node 0), so a
 /// reference to its first call may count that node (`[name, 1, 0]`) or not (`[name, 0, 0]`),
 /// depending on where Keras wrote it; its loader subtracts one for models, and so does this.
@@ -712,17 +733,7 @@ impl<'a> Translator<'a> {
             "Conv2D" => {
                 let groups = c.get("groups").and_then(Json::as_u64).unwrap_or(1) as usize;
                 // HWIO → OIHW.
-                let mut oihw = vec![0f32; k.len()];
-                for y in 0..kh {
-                    for xk in 0..kw {
-                        for i in 0..kin {
-                            for o in 0..kout {
-                                oihw[((o * kin + i) * kh + y) * kw + xk] =
-                                    k[((y * kw + xk) * kin + i) * kout + o];
-                            }
-                        }
-                    }
-                }
+                let oihw = to_channels_first(k, [kh, kw, kin, kout], |i, o| o * kin + i);
                 let g = ConvGeometry {
                     stride,
                     padding,
@@ -740,17 +751,7 @@ impl<'a> Translator<'a> {
             _ => {
                 // Depthwise (kh, kw, C, M) → (C·M, 1, kh, kw); output channel c·M + m.
                 let m = kout;
-                let mut dw = vec![0f32; k.len()];
-                for y in 0..kh {
-                    for xk in 0..kw {
-                        for cc in 0..kin {
-                            for mm in 0..m {
-                                dw[((cc * m + mm) * kh + y) * kw + xk] =
-                                    k[((y * kw + xk) * kin + cc) * m + mm];
-                            }
-                        }
-                    }
-                }
+                let dw = to_channels_first(k, [kh, kw, kin, m], |c, mm| c * m + mm);
                 let g = ConvGeometry {
                     stride,
                     padding,

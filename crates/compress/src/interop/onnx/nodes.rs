@@ -750,6 +750,20 @@ fn pad(node: &Node<'_>, values: &HashMap<String, Val>) -> Result<Val> {
     })
 }
 
+/// An op's `axes`: an attribute before opset `since`, the second input from it on (as
+/// `Squeeze` changed at 13 and `ReduceMean` at 18). Absent: none listed.
+fn axes(node: &Node<'_>, values: &HashMap<String, Val>, since: i64) -> Result<Vec<i64>> {
+    if node.opset < since {
+        return Ok(node.ints("axes").unwrap_or_default().to_vec());
+    }
+    match input(node, values, 1)? {
+        Some(_) => constant(node, values, 1)?
+            .ints()
+            .ok_or_else(|| node.fail("bad axes")),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// `ReduceMean` over the spatial axes is global average pooling (the opset-18 exporters write
 /// it so). Its axes are an attribute before opset 18 and an input from 18.
 fn reduce_mean(
@@ -759,17 +773,7 @@ fn reduce_mean(
 ) -> Result<Val> {
     node.only(&["axes", "keepdims", "noop_with_empty_axes"])?;
     let (x, dims) = activation(node, values, 0)?;
-    let axes: Vec<i64> = if node.opset >= 18 {
-        match input(node, values, 1)? {
-            Some(_) => constant(node, values, 1)?
-                .ints()
-                .ok_or_else(|| node.fail("bad axes"))?,
-            None => Vec::new(),
-        }
-    } else {
-        node.ints("axes").unwrap_or_default().to_vec()
-    };
-    let mut axes: Vec<i64> = axes
+    let mut axes: Vec<i64> = axes(node, values, 18)?
         .iter()
         .map(|&a| if a < 0 { a + dims.len() as i64 } else { a })
         .collect();
@@ -809,18 +813,8 @@ fn to_vector(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilde
                 .ok_or_else(|| node.fail(format!("cannot reshape {dims:?} to {shape:?}")))?
         }
         _ => {
-            let axes: Vec<i64> = if node.opset >= 13 {
-                match input(node, values, 1)? {
-                    Some(_) => constant(node, values, 1)?
-                        .ints()
-                        .ok_or_else(|| node.fail("bad axes"))?,
-                    None => Vec::new(),
-                }
-            } else {
-                node.ints("axes").unwrap_or_default().to_vec()
-            };
             let rank = dims.len() as i64;
-            let axes: Vec<usize> = axes
+            let axes: Vec<usize> = axes(node, values, 13)?
                 .iter()
                 .map(|&a| (if a < 0 { a + rank } else { a }) as usize)
                 .collect();
