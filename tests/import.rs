@@ -192,6 +192,12 @@ fn keras_vgg_with_fused_activations_and_hwc_flatten_matches_keras() {
 }
 
 #[test]
+fn resnet_stems_with_a_zero_pad_before_max_pooling_match_their_frameworks() {
+    check("resnet_stem.keras");
+    check("resnet_stem_op13.onnx");
+}
+
+#[test]
 fn unsupported_onnx_is_refused_with_node_op_and_opset_and_nothing_written() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.cxrm");

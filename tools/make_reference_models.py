@@ -18,6 +18,11 @@ What it makes (in fixtures/import/ unless --out says otherwise), for the `cxrm i
     vgg_op13.onnx          VGG-style net, 3x224x224, opset 13: Conv (with bias) + Relu pairs, MaxPool 2x2,
                            Flatten, Gemm, Relu, Dropout, Gemm. The Dropout node (inference: identity)
                            is inserted after export, since torch drops it from eval-mode graphs.
+    resnet_stem_op13.onnx  ResNet50-style stem + one basic residual block, 3x96x96, opset 13, TorchScript
+                           exporter in eval mode (BatchNorm folded into Conv): Conv 7x7/2 pads 3, Relu,
+                           then a Pad node (constant 0, pads 1) feeding MaxPool 3x3/2 with no padding
+                           of its own (torch ZeroPad2d(1) + MaxPool2d(3, 2)), Conv 3x3, Add, Relu,
+                           GlobalAveragePool, Flatten, Gemm.
     Every ONNX input is "input" [batch, 3, H, W] (batch is a symbolic dim), output "logits" [batch, 2].
 
   Keras 3 (model.save, the .keras zip), each with its own random weights (not the torch ones):
@@ -34,6 +39,11 @@ What it makes (in fixtures/import/ unless --out says otherwise), for the `cxrm i
     vgg.keras              Conv2D(activation="relu") fused, MaxPooling2D 2x2, Flatten (NHWC order),
                            Dense(64, activation="relu"), Dropout, Dense(2). No scaling layer: the
                            caller divides by 255 (recorded as "scale" in the expected JSON).
+    resnet_stem.keras      ResNet50's stem as keras.applications writes it: Rescaling(1/255),
+                           ZeroPadding2D(3) + Conv2D(8, 7, strides=2, "valid", no bias), BN, ReLU,
+                           ZeroPadding2D(1) + MaxPooling2D(3, strides=2, "valid") (96 -> 48 -> 24),
+                           then a basic residual block (Conv2D 3x3 "same" + BN + ReLU, Conv2D + BN,
+                           Add with the block input, ReLU), GlobalAveragePooling2D, Dense(2) logits.
 
   For each model file F: F.expected.json with the outputs on the 16 chest X-rays of
   chest-xray-val/ (paths relative to the shared data folder) and the exact preprocessing.
@@ -214,6 +224,30 @@ class VGGMini(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+class ResNetStem(nn.Module):
+    """ResNet's stem (7x7/2 conv, BN, ReLU, 3x3/2 max pool) and one basic block, 8 channels. The
+    pool's padding is a separate ZeroPad2d, so the ONNX graph has a Pad node feeding MaxPool."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 7, stride=2, padding=3, bias=False)
+        self.bn1, self.relu = nn.BatchNorm2d(8), nn.ReLU()
+        self.pad = nn.ZeroPad2d(1)
+        self.maxpool = nn.MaxPool2d(3, stride=2)
+        self.block_conv1, self.block_bn1 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.block_relu1 = nn.ReLU()
+        self.block_conv2, self.block_bn2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.block_relu2 = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        x = self.maxpool(self.pad(self.relu(self.bn1(self.conv1(x)))))
+        y = self.block_relu1(self.block_bn1(self.block_conv1(x)))
+        y = self.block_relu2(self.block_bn2(self.block_conv2(y)) + x)
+        return self.fc(torch.flatten(self.pool(y), 1))
+
+
 def randomize_torch(model, seed, batch):
     """Random weights that carry the input through: He-normal kernels, random biases and BN affine
     parameters, and BN running statistics measured on `batch` (the preprocessed X-rays) then
@@ -337,6 +371,27 @@ def k_vgg():
     x = layers.Dropout(0.5, name="dropout")(x)
     out = layers.Dense(2, name="logits")(x)
     return keras.Model(inp, out, name="vgg_mini")
+
+
+def k_resnet_stem():
+    inp = keras.Input((96, 96, 3), name="image")
+    x = layers.Rescaling(1.0 / 255, name="rescaling")(inp)
+    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+    x = layers.Conv2D(8, 7, strides=2, padding="valid", use_bias=False, name="conv1_conv")(x)   # 102 -> 48
+    x = layers.BatchNormalization(name="conv1_bn")(x)
+    x = layers.ReLU(name="conv1_relu")(x)
+    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="valid", name="pool1_pool")(x)                # 50 -> 24
+    y = layers.Conv2D(8, 3, padding="same", use_bias=False, name="block1_conv1")(x)
+    y = layers.BatchNormalization(name="block1_bn1")(y)
+    y = layers.ReLU(name="block1_relu1")(y)
+    y = layers.Conv2D(8, 3, padding="same", use_bias=False, name="block1_conv2")(y)
+    y = layers.BatchNormalization(name="block1_bn2")(y)
+    y = layers.Add(name="block1_add")([x, y])
+    y = layers.ReLU(name="block1_out")(y)
+    y = layers.GlobalAveragePooling2D(name="avg_pool")(y)
+    out = layers.Dense(2, name="logits")(y)
+    return keras.Model(inp, out, name="resnet_stem_mini")
 
 
 def all_layers(model):
@@ -612,6 +667,13 @@ def main():
     onnx_case(a.out, a.data, paths, "vgg_op13.onnx", vg, 224, 224, 13, preserve_bn=False, dropout=True,
               notes="Dropout (ratio 0.5 as an input, no training_mode: identity) inserted before the "
                     "last Gemm after export; Flatten of NCHW [N,32,7,7] before the first Gemm.")
+    torch.manual_seed(a.seed + 3)
+    rs = randomize_torch(ResNetStem(), a.seed + 3, onnx_batch(paths, 96, 96))
+    onnx_case(a.out, a.data, paths, "resnet_stem_op13.onnx", rs, 96, 96, 13, preserve_bn=False,
+              notes="BatchNorm folded into Conv; the max pool's padding is a separate Pad node "
+                    "(mode constant, value 0, pads 1 on each spatial side) feeding MaxPool 3x3/2 "
+                    "without pads (96 -> 48 -> 24); zero padding equals MaxPool's own padding here "
+                    "only because its input is a Relu output.")
 
     # Keras (own weights)
     keras.utils.set_random_seed(a.seed)
@@ -633,6 +695,11 @@ def main():
     kv = randomize_keras(k_vgg(), a.seed + 2, keras_batch(paths, 224, 224, 1.0 / 255.0))
     keras_case(a.out, a.data, paths, "vgg.keras", kv, 224, 224, 1.0 / 255.0, [],
                notes="No scaling layer in the model: the caller multiplies by 1/255 ('scale').")
+    keras.utils.set_random_seed(a.seed + 3)
+    kr = randomize_keras(k_resnet_stem(), a.seed + 3, keras_batch(paths, 96, 96, 1.0))
+    keras_case(a.out, a.data, paths, "resnet_stem.keras", kr, 96, 96, 1.0, ["Rescaling(scale=1/255)"],
+               notes="ZeroPadding2D(1) + MaxPooling2D(3, strides=2, 'valid') as ResNet50's stem "
+                     "(keras.applications): the pool sees explicit zeros, not -inf padding.")
 
     for f in sorted(a.out.iterdir()):
         print(f"{f.stat().st_size:>9}  {f.name}")

@@ -91,6 +91,8 @@ enum Op<'a> {
     AvgPool(PoolParams),
     GlobalAvgPool,
     Add,
+    /// Zeros around each channel: top, left, bottom, right.
+    Pad([usize; 4]),
     /// A batch norm folded into the layer before it.
     Identity,
 }
@@ -507,6 +509,7 @@ impl<'a> Model<'a> {
                     Op::AvgPool(_) => ("avg_pool2d", None),
                     Op::GlobalAvgPool => ("global_avg_pool", None),
                     Op::Add => ("add", None),
+                    Op::Pad(_) => ("pad", None),
                     Op::Identity => ("batch_norm (folded)", None),
                 };
                 let kernel = match (&l.op, w) {
@@ -692,6 +695,7 @@ fn run_op(op: &Op<'_>, args: &[ndarray::ArrayViewD<'_, f32>]) -> ArrayD<f32> {
         Op::MaxPool(p) => ops::pool2d(four(&args[0]), p, true).into_dyn(),
         Op::AvgPool(p) => ops::pool2d(four(&args[0]), p, false).into_dyn(),
         Op::GlobalAvgPool => ops::global_avg_pool(four(&args[0])).into_dyn(),
+        Op::Pad(padding) => ops::pad(four(&args[0]), *padding).into_dyn(),
         Op::Add => &args[0] + &args[1],
         Op::Identity => args[0].to_owned(),
     }
@@ -890,6 +894,10 @@ fn build_op<'a>(
         format::Op::GlobalAvgPool => {
             let (c, _, _) = image(ins[0])?;
             (Op::GlobalAvgPool, vec![c])
+        }
+        format::Op::Pad { padding: p } => {
+            let (c, h, w) = image(ins[0])?;
+            (Op::Pad(p), vec![c, h + p[0] + p[2], w + p[1] + p[3]])
         }
         format::Op::Add => {
             if ins[0] != ins[1] {

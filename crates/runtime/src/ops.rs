@@ -622,6 +622,15 @@ pub fn global_avg_pool(x: ArrayView4<'_, f32>) -> Array2<f32> {
     out
 }
 
+/// `[n, c, h, w]` with zeros around each plane: `padding` is top, left, bottom, right.
+pub fn pad(x: ArrayView4<'_, f32>, padding: [usize; 4]) -> Array4<f32> {
+    let (n, c, h, w) = x.dim();
+    let [t, l, b, r] = padding;
+    let mut out = Array4::<f32>::zeros((n, c, h + t + b, w + l + r));
+    out.slice_mut(s![.., .., t..t + h, l..l + w]).assign(&x);
+    out
+}
+
 /// Softmax over the last axis of `[n, k]`.
 pub fn softmax(x: &mut Array2<f32>) {
     for mut row in x.axis_iter_mut(Axis(0)) {
@@ -635,6 +644,20 @@ pub fn softmax(x: &mut Array2<f32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pad_surrounds_each_plane_with_zeros() {
+        let x = Array4::from_shape_fn((1, 2, 2, 2), |(_, c, y, x)| (c * 4 + y * 2 + x + 1) as f32);
+        let y = pad(x.view(), [1, 0, 0, 2]);
+        assert_eq!(y.dim(), (1, 2, 3, 4));
+        assert_eq!(
+            y.slice(s![0, 1, .., ..])
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            [0., 0., 0., 0., 5., 6., 0., 0., 7., 8., 0., 0.]
+        );
+    }
     use ndarray::Array;
 
     use cxrm_format::testing::uniform as rand;

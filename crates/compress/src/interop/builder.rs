@@ -417,6 +417,18 @@ impl GraphBuilder {
         self.push(node, vec![c, oh, ow])
     }
 
+    /// Zeros around each channel of a feature map: top, left, bottom, right.
+    pub fn pad(&mut self, name: &str, x: &Act, padding: [usize; 4]) -> Result<Act> {
+        let [c, h, w] = Self::spatial(x, name, "pad")?;
+        let node_name = self.unique(name);
+        let node =
+            Node::new(&node_name, "pad", &[&x.node], &[]).attr("padding", ints_value(&padding));
+        self.push(
+            node,
+            vec![c, h + padding[0] + padding[2], w + padding[1] + padding[3]],
+        )
+    }
+
     /// The sum of two values of equal shape.
     pub fn add(&mut self, name: &str, a: &Act, b: &Act) -> Result<Act> {
         if a.shape != b.shape {

@@ -20,7 +20,7 @@ use super::NamedTensor;
 use burn::module::{Module, Param};
 use burn::tensor::activation;
 use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
-use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions, PadMode};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use cxrm_format::container::graph::{Graph, INPUT};
 use cxrm_format::container::op::Op;
@@ -504,6 +504,12 @@ impl Net {
                     }
                     flat => flat,
                 },
+                Op::Pad {
+                    padding: [t, l, b, r],
+                } => {
+                    let x = map(input(0)?)?;
+                    Act::Map(x.pad([(t, b), (l, r)], PadMode::Constant(0.0)))
+                }
                 Op::Add => match (input(0)?, input(1)?) {
                     (Act::Map(a), Act::Map(b)) => Act::Map(a + b),
                     (Act::Flat(a), Act::Flat(b)) => Act::Flat(a + b),

@@ -47,6 +47,11 @@ pub enum Op {
     AvgPool2d(Pool2d),
     GlobalAvgPool,
     Add,
+    /// Zeros around each channel (format 1.3).
+    Pad {
+        /// Top, left, bottom, right.
+        padding: [usize; 4],
+    },
 }
 
 /// The largest value an integer attribute may take; larger values are certainly wrong and
@@ -58,7 +63,7 @@ pub const DEFAULT_EPSILON: f64 = 1e-5;
 
 impl Op {
     /// Every op name this version defines, in spec order.
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 14] = [
         "conv2d",
         "dense",
         "batch_norm",
@@ -72,7 +77,11 @@ impl Op {
         "add",
         "xnor_conv2d",
         "xnor_dense",
+        "pad",
     ];
+
+    /// The ops that format 1.3 added: a file whose graph uses one is written as 1.3.
+    pub const SINCE_1_3: [&'static str; 1] = ["pad"];
 
     /// The attributes an op takes (spec §7). Any other key on a node of that op is an error:
     /// a misspelt `eps` or Keras's `strides` must not fall back to a default in silence.
@@ -81,6 +90,7 @@ impl Op {
             "conv2d" | "xnor_conv2d" => &["stride", "padding", "dilation", "groups"],
             "batch_norm" => &["epsilon"],
             "max_pool2d" | "avg_pool2d" => &["kernel", "stride", "padding"],
+            "pad" => &["padding"],
             _ => &[],
         }
     }
@@ -126,6 +136,9 @@ impl Op {
             "avg_pool2d" => Op::AvgPool2d(attrs.pool()?),
             "global_avg_pool" => Op::GlobalAvgPool,
             "add" => Op::Add,
+            "pad" => Op::Pad {
+                padding: attrs.ints("padding", [0; 4], 0)?,
+            },
             other => {
                 return Err(attrs.fail(format!(
                     "operator {:?} is not implemented by this version (the ops are {})",
@@ -152,6 +165,7 @@ impl Op {
             Op::AvgPool2d(_) => "avg_pool2d",
             Op::GlobalAvgPool => "global_avg_pool",
             Op::Add => "add",
+            Op::Pad { .. } => "pad",
         }
     }
 

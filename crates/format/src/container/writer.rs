@@ -385,13 +385,19 @@ impl<'a> Writer<'a> {
 pub use super::output::write_atomically;
 
 impl Writer<'_> {
-    /// The lowest minor version whose metadata keys the file uses: 1.3 added the
-    /// preprocessing keys of spec §6.1.
+    /// The lowest minor version whose metadata keys and graph ops the file uses: 1.3 added
+    /// the preprocessing keys of spec §6.1 and the `pad` op.
     fn metadata_minor(&self) -> u16 {
-        let uses_1_3 = self
+        let keys = self
             .metadata
             .iter()
             .any(|(k, _)| super::input_spec::KEYS_SINCE_1_3.contains(&k.as_str()));
+        let ops = self.graph.as_ref().is_some_and(|g| {
+            g.nodes
+                .iter()
+                .any(|n| super::op::Op::SINCE_1_3.contains(&n.op.as_str()))
+        });
+        let uses_1_3 = keys || ops;
         if uses_1_3 { 3 } else { 0 }
     }
 }

@@ -318,16 +318,14 @@ impl<'a> Translator<'a> {
         }
     }
 
+    /// The graph value of `t`, a pending `ZeroPadding2D` made a `pad` node (before a
+    /// convolution it is absorbed instead; before pooling the zeros must take part).
     fn plain(&mut self, t: Tensor, layer: &str, class: &str) -> Result<Act> {
         let (act, pad, _) = self.value(t, layer, class)?;
-        if pad != [0; 4] {
-            return Err(fail(
-                layer,
-                class,
-                "follows a ZeroPadding2D; only a convolution may (its padding absorbs it)",
-            ));
+        if pad == [0; 4] {
+            return Ok(act);
         }
-        Ok(act)
+        self.builder.pad(&format!("{layer}_pad"), &act, pad)
     }
 
     fn out(act: Act) -> Tensor {

@@ -78,6 +78,17 @@ impl Writer {
         out
     }
 
+    fn ints(&mut self, name: &str, values: &[i64]) -> String {
+        self.initializers.push(TensorProto {
+            name: name.into(),
+            dims: vec![values.len() as i64],
+            data_type: DataType::Int64 as i32,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name.into()
+    }
+
     fn tensor(&mut self, name: &str, dims: &[usize], values: &[f32]) -> String {
         self.initializers.push(TensorProto {
             name: name.into(),
@@ -449,6 +460,15 @@ fn node_to_onnx(
         Op::Add => {
             let b = &names[&node.inputs[1]];
             (w.node("Add", n, &[x, b], vec![]), x_spatial)
+        }
+        Op::Pad {
+            padding: [t, l, b, r],
+        } => {
+            let pads = w.ints(
+                &format!("{n}.pads"),
+                &[0, 0, *t as i64, *l as i64, 0, 0, *b as i64, *r as i64],
+            );
+            (w.node("Pad", n, &[x, &pads], vec![]), true)
         }
     })
 }

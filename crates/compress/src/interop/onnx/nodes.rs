@@ -649,7 +649,16 @@ fn pool(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) ->
         "storage_order",
         "strides",
     ])?;
-    let (x, dims) = activation(node, values, 0)?;
+    // A zero Pad before pooling stays a node of its own: zeros take part in a max or a mean,
+    // where the pooling's own padding would not.
+    let padded_act;
+    let (x, dims) = match required(node, values, 0)? {
+        Val::Padded { act, dims, pad } => {
+            padded_act = b.pad(&format!("{}_pad", node.name), act, *pad)?;
+            (&padded_act, dims.as_slice())
+        }
+        _ => activation(node, values, 0)?,
+    };
     if dims.len() != 4 {
         return Err(node.fail(format!("expects [N, C, H, W], not {dims:?}")));
     }
