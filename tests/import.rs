@@ -198,6 +198,12 @@ fn resnet_stems_with_a_zero_pad_before_max_pooling_match_their_frameworks() {
 }
 
 #[test]
+fn squeeze_excite_swish_and_hard_swish_match_their_frameworks() {
+    check("se_mix.keras");
+    check("se_mix_op17.onnx");
+}
+
+#[test]
 fn unsupported_onnx_is_refused_with_node_op_and_opset_and_nothing_written() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.cxrm");

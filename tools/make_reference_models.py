@@ -23,6 +23,12 @@ What it makes (in fixtures/import/ unless --out says otherwise), for the `cxrm i
                            then a Pad node (constant 0, pads 1) feeding MaxPool 3x3/2 with no padding
                            of its own (torch ZeroPad2d(1) + MaxPool2d(3, 2)), Conv 3x3, Add, Relu,
                            GlobalAveragePool, Flatten, Gemm.
+    se_mix_op17.onnx       MobileNetV3/EfficientNet-style ops, 3x96x96, opset 17, TorchScript exporter in
+                           eval mode (BatchNorm folded into Conv): Conv 3x3/2 + HardSwish (a native op
+                           since opset 14), depthwise Conv 3x3 + SiLU (written as Sigmoid + Mul), a
+                           squeeze-excite block (GlobalAveragePool, Conv 1x1, Relu, Conv 1x1, Sigmoid,
+                           Mul of [N,16,48,48] by [N,16,1,1] with broadcasting), pointwise Conv (linear),
+                           GlobalAveragePool, Flatten, Gemm.
     Every ONNX input is "input" [batch, 3, H, W] (batch is a symbolic dim), output "logits" [batch, 2].
 
   Keras 3 (model.save, the .keras zip), each with its own random weights (not the torch ones):
@@ -44,6 +50,12 @@ What it makes (in fixtures/import/ unless --out says otherwise), for the `cxrm i
                            ZeroPadding2D(1) + MaxPooling2D(3, strides=2, "valid") (96 -> 48 -> 24),
                            then a basic residual block (Conv2D 3x3 "same" + BN + ReLU, Conv2D + BN,
                            Add with the block input, ReLU), GlobalAveragePooling2D, Dense(2) logits.
+    se_mix.keras           MobileNetV3/EfficientNet-style ops: Rescaling(1/127.5, offset=-1), Conv2D
+                           3x3/2 "same" (96 -> 48, pads 0 before, 1 after) + BN + Activation("hard_swish")
+                           (saved as "hard_silu"), DepthwiseConv2D 3x3 + BN + Activation("swish") (saved
+                           as "silu"), squeeze-excite (GlobalAveragePooling2D(keepdims=True), Conv2D 1x1
+                           activation="relu", Conv2D 1x1 activation="sigmoid", Multiply broadcasting
+                           [N,1,1,16] over [N,48,48,16]), Conv2D 1x1 + BN (linear), GAP, Dense(2) logits.
 
   For each model file F: F.expected.json with the outputs on the 16 chest X-rays of
   chest-xray-val/ (paths relative to the shared data folder) and the exact preprocessing.
@@ -77,7 +89,7 @@ so a rerun with the same package versions writes byte-identical files.
 The weights are random but not degenerate: He-normal kernels, random biases and BatchNorm
 gamma/beta, and BatchNorm running statistics measured on the 16 preprocessed images (one
 training-mode pass) and then perturbed, as in a trained net. So activations stay near unit scale,
-the outputs differ from image to image (standard deviation 0.07 to 0.5 over the 16 images, against
+the outputs differ from image to image (standard deviation 0.07 to 0.6 over the 16 images, against
 ~1e-6 between torch and onnxruntime), and an importer that drops or misorders any tensor, or
 preprocesses differently, changes them.
 """
@@ -248,6 +260,28 @@ class ResNetStem(nn.Module):
         return self.fc(torch.flatten(self.pool(y), 1))
 
 
+class SEMix(nn.Module):
+    """MobileNetV3/EfficientNet-style ops: hard-swish stem, depthwise conv + SiLU, squeeze-excite
+    (global pool, 1x1 conv, ReLU, 1x1 conv, sigmoid, channel-wise product), linear 1x1 projection."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16),
+                                  nn.Hardswish())                                          # 96 -> 48
+        self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False), nn.BatchNorm2d(16),
+                                nn.SiLU())
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 4, 1), nn.ReLU(),
+                                nn.Conv2d(4, 16, 1), nn.Sigmoid())
+        self.project = nn.Sequential(nn.Conv2d(16, 8, 1, bias=False), nn.BatchNorm2d(8))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        x = self.dw(self.stem(x))
+        x = self.project(x * self.se(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
 def randomize_torch(model, seed, batch):
     """Random weights that carry the input through: He-normal kernels, random biases and BN affine
     parameters, and BN running statistics measured on `batch` (the preprocessed X-rays) then
@@ -392,6 +426,26 @@ def k_resnet_stem():
     y = layers.GlobalAveragePooling2D(name="avg_pool")(y)
     out = layers.Dense(2, name="logits")(y)
     return keras.Model(inp, out, name="resnet_stem_mini")
+
+
+def k_se_mix():
+    inp = keras.Input((96, 96, 3), name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescaling")(inp)
+    x = layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)   # 96 -> 48
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.Activation("hard_swish", name="stem_hard_swish")(x)
+    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw_conv")(x)
+    x = layers.BatchNormalization(name="dw_bn")(x)
+    x = layers.Activation("swish", name="dw_swish")(x)
+    s = layers.GlobalAveragePooling2D(keepdims=True, name="se_squeeze")(x)                    # [N,1,1,16]
+    s = layers.Conv2D(4, 1, activation="relu", name="se_reduce")(s)
+    s = layers.Conv2D(16, 1, activation="sigmoid", name="se_expand")(s)
+    x = layers.Multiply(name="se_excite")([x, s])
+    x = layers.Conv2D(8, 1, use_bias=False, name="project_conv")(x)
+    x = layers.BatchNormalization(name="project_bn")(x)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    out = layers.Dense(2, name="logits")(x)
+    return keras.Model(inp, out, name="se_mix_mini")
 
 
 def all_layers(model):
@@ -674,6 +728,12 @@ def main():
                     "(mode constant, value 0, pads 1 on each spatial side) feeding MaxPool 3x3/2 "
                     "without pads (96 -> 48 -> 24); zero padding equals MaxPool's own padding here "
                     "only because its input is a Relu output.")
+    torch.manual_seed(a.seed + 4)
+    se = randomize_torch(SEMix(), a.seed + 4, onnx_batch(paths, 96, 96))
+    onnx_case(a.out, a.data, paths, "se_mix_op17.onnx", se, 96, 96, 17, preserve_bn=False,
+              notes="BatchNorm folded into Conv; HardSwish native (opset 14+); SiLU written as "
+                    "Sigmoid + Mul; squeeze-excite: GlobalAveragePool, Conv 1x1 (bias), Relu, Conv "
+                    "1x1 (bias), Sigmoid, then Mul of [N,16,48,48] by [N,16,1,1] (broadcast).")
 
     # Keras (own weights)
     keras.utils.set_random_seed(a.seed)
@@ -700,6 +760,14 @@ def main():
     keras_case(a.out, a.data, paths, "resnet_stem.keras", kr, 96, 96, 1.0, ["Rescaling(scale=1/255)"],
                notes="ZeroPadding2D(1) + MaxPooling2D(3, strides=2, 'valid') as ResNet50's stem "
                      "(keras.applications): the pool sees explicit zeros, not -inf padding.")
+    keras.utils.set_random_seed(a.seed + 4)
+    ke = randomize_keras(k_se_mix(), a.seed + 4, keras_batch(paths, 96, 96, 1.0))
+    keras_case(a.out, a.data, paths, "se_mix.keras", ke, 96, 96, 1.0,
+               ["Rescaling(scale=1/127.5, offset=-1)"],
+               notes="Activation('hard_swish') and Activation('swish') are saved under their canonical "
+                     "names 'hard_silu' and 'silu'; squeeze-excite: GlobalAveragePooling2D(keepdims=True), "
+                     "Conv2D(activation='relu'), Conv2D(activation='sigmoid'), Multiply (broadcast "
+                     "[N,1,1,16] over [N,48,48,16]).")
 
     for f in sorted(a.out.iterdir()):
         print(f"{f.stat().st_size:>9}  {f.name}")

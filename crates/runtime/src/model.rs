@@ -93,6 +93,10 @@ enum Op<'a> {
     Add,
     /// Zeros around each channel: top, left, bottom, right.
     Pad([usize; 4]),
+    Sigmoid,
+    HardSwish,
+    /// Element-wise, or each channel of the first input scaled by the second (`[C]`).
+    Mul,
     /// A batch norm folded into the layer before it.
     Identity,
 }
@@ -510,6 +514,9 @@ impl<'a> Model<'a> {
                     Op::GlobalAvgPool => ("global_avg_pool", None),
                     Op::Add => ("add", None),
                     Op::Pad(_) => ("pad", None),
+                    Op::Sigmoid => ("sigmoid", None),
+                    Op::HardSwish => ("hard_swish", None),
+                    Op::Mul => ("mul", None),
                     Op::Identity => ("batch_norm (folded)", None),
                 };
                 let kernel = match (&l.op, w) {
@@ -565,8 +572,10 @@ impl<'a> Model<'a> {
         let input = batch.into_dyn();
         for (i, layer) in self.layers.iter().enumerate() {
             // Element-wise ops rewrite their input in place when nothing else reads it.
-            if let (Op::Relu | Op::Relu6 | Op::Identity | Op::Flatten, [Source::Node(j)]) =
-                (&layer.op, &layer.inputs[..])
+            if let (
+                Op::Relu | Op::Relu6 | Op::Sigmoid | Op::HardSwish | Op::Identity | Op::Flatten,
+                [Source::Node(j)],
+            ) = (&layer.op, &layer.inputs[..])
                 && self.last_use[*j] == i
                 && values[*j].as_ref().is_some_and(|x| x.is_standard_layout())
                 && let Some(mut x) = values[*j].take()
@@ -574,6 +583,8 @@ impl<'a> Model<'a> {
                 match layer.op {
                     Op::Relu => x.mapv_inplace(|v| v.max(0.0)),
                     Op::Relu6 => x.mapv_inplace(|v| v.clamp(0.0, 6.0)),
+                    Op::Sigmoid => x.mapv_inplace(ops::sigmoid),
+                    Op::HardSwish => x.mapv_inplace(ops::hard_swish),
                     Op::Flatten => {
                         let n = x.shape()[0];
                         let rest = x.len() / n.max(1);
@@ -697,6 +708,9 @@ fn run_op(op: &Op<'_>, args: &[ndarray::ArrayViewD<'_, f32>]) -> ArrayD<f32> {
         Op::GlobalAvgPool => ops::global_avg_pool(four(&args[0])).into_dyn(),
         Op::Pad(padding) => ops::pad(four(&args[0]), *padding).into_dyn(),
         Op::Add => &args[0] + &args[1],
+        Op::Sigmoid => args[0].mapv(ops::sigmoid),
+        Op::HardSwish => args[0].mapv(ops::hard_swish),
+        Op::Mul => ops::mul(&args[0], &args[1]),
         Op::Identity => args[0].to_owned(),
     }
 }
@@ -894,6 +908,18 @@ fn build_op<'a>(
         format::Op::GlobalAvgPool => {
             let (c, _, _) = image(ins[0])?;
             (Op::GlobalAvgPool, vec![c])
+        }
+        format::Op::Sigmoid => (Op::Sigmoid, ins[0].clone()),
+        format::Op::HardSwish => (Op::HardSwish, ins[0].clone()),
+        format::Op::Mul => {
+            let channel_scale = ins[1].len() == 1 && ins[0].len() == 3 && ins[0][0] == ins[1][0];
+            if ins[0] != ins[1] && !channel_scale {
+                return Err(fail(format!(
+                    "multiplies shapes {:?} and {:?} (equal shapes, or [C, H, W] and [C])",
+                    ins[0], ins[1]
+                )));
+            }
+            (Op::Mul, ins[0].clone())
         }
         format::Op::Pad { padding: p } => {
             let (c, h, w) = image(ins[0])?;

@@ -622,6 +622,32 @@ pub fn global_avg_pool(x: ArrayView4<'_, f32>) -> Array2<f32> {
     out
 }
 
+/// `1 / (1 + e^−x)`.
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// `x · min(max(x + 3, 0), 6) / 6`.
+pub fn hard_swish(x: f32) -> f32 {
+    x * (x + 3.0).clamp(0.0, 6.0) / 6.0
+}
+
+/// `a × b` element-wise, or each channel of `a` (`[n, c, h, w]`) times `b[n, c]`.
+pub fn mul(
+    a: &ndarray::ArrayViewD<'_, f32>,
+    b: &ndarray::ArrayViewD<'_, f32>,
+) -> ndarray::ArrayD<f32> {
+    if a.shape() == b.shape() {
+        return a * b;
+    }
+    let (n, c) = (b.shape()[0], b.shape()[1]);
+    let scale = b
+        .view()
+        .into_shape_with_order(ndarray::IxDyn(&[n, c, 1, 1]))
+        .expect("a [n, c] scale");
+    a * &scale
+}
+
 /// `[n, c, h, w]` with zeros around each plane: `padding` is top, left, bottom, right.
 pub fn pad(x: ArrayView4<'_, f32>, padding: [usize; 4]) -> Array4<f32> {
     let (n, c, h, w) = x.dim();
@@ -644,6 +670,26 @@ pub fn softmax(x: &mut Array2<f32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sigmoid_hard_swish_and_channel_scaling_follow_the_spec() {
+        assert_eq!(sigmoid(0.0), 0.5);
+        assert!((sigmoid(2.0) as f64 - 1.0 / (1.0 + (-2.0f64).exp())).abs() < 1e-7);
+        assert_eq!(hard_swish(-4.0), -0.0);
+        assert_eq!(hard_swish(1.0), 1.0 * 4.0 / 6.0);
+        assert_eq!(hard_swish(5.0), 5.0);
+        let a = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[1, 2, 1, 2]), |i| {
+            (i[1] * 2 + i[3] + 1) as f32
+        });
+        let b =
+            ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[1, 2]), vec![10.0, 100.0]).unwrap();
+        let y = mul(&a.view(), &b.view());
+        assert_eq!(
+            y.iter().copied().collect::<Vec<_>>(),
+            [10.0, 20.0, 300.0, 400.0]
+        );
+        assert_eq!(mul(&a.view(), &a.view())[[0, 1, 0, 1]], 16.0);
+    }
 
     #[test]
     fn pad_surrounds_each_plane_with_zeros() {

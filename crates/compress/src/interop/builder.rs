@@ -368,7 +368,7 @@ impl GraphBuilder {
     /// `global_avg_pool`.
     pub fn unary(&mut self, name: &str, op: &str, x: &Act) -> Result<Act> {
         let shape = match op {
-            "relu" | "relu6" => x.shape.clone(),
+            "relu" | "relu6" | "sigmoid" | "hard_swish" => x.shape.clone(),
             "softmax" if x.shape.len() == 1 => x.shape.clone(),
             "flatten" => vec![x.shape.iter().product()],
             "global_avg_pool" => vec![Self::spatial(x, name, op)?[0]],
@@ -415,6 +415,29 @@ impl GraphBuilder {
             node = node.attr("padding", ints_value(&padding));
         }
         self.push(node, vec![c, oh, ow])
+    }
+
+    /// The element-wise product of two values of equal shape, or a `[C, H, W]` map with each
+    /// channel scaled by a `[C]` vector (squeeze-and-excite).
+    pub fn mul(&mut self, name: &str, a: &Act, b: &Act) -> Result<Act> {
+        let (a, b) = if a.shape.len() < b.shape.len() {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        let channel_scale = b.shape.len() == 1 && a.shape.len() == 3 && a.shape[0] == b.shape[0];
+        if a.shape != b.shape && !channel_scale {
+            return Err(Self::fail(
+                name,
+                "mul",
+                format!("multiplies shapes {:?} and {:?}", a.shape, b.shape),
+            ));
+        }
+        let node_name = self.unique(name);
+        self.push(
+            Node::new(&node_name, "mul", &[&a.node, &b.node], &[]),
+            a.shape.clone(),
+        )
     }
 
     /// Zeros around each channel of a feature map: top, left, bottom, right.

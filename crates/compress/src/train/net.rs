@@ -510,6 +510,29 @@ impl Net {
                     let x = map(input(0)?)?;
                     Act::Map(x.pad([(t, b), (l, r)], PadMode::Constant(0.0)))
                 }
+                Op::Sigmoid | Op::HardSwish => {
+                    let f = |t: Tensor<4>| match op {
+                        Op::Sigmoid => activation::sigmoid(t),
+                        _ => t.clone() * activation::relu6(t.add_scalar(3.0)).div_scalar(6.0),
+                    };
+                    let g = |t: Tensor<2>| match op {
+                        Op::Sigmoid => activation::sigmoid(t),
+                        _ => t.clone() * activation::relu6(t.add_scalar(3.0)).div_scalar(6.0),
+                    };
+                    match input(0)? {
+                        Act::Map(t) => Act::Map(f(t)),
+                        Act::Flat(t) => Act::Flat(g(t)),
+                    }
+                }
+                Op::Mul => match (input(0)?, input(1)?) {
+                    (Act::Map(a), Act::Map(b)) => Act::Map(a * b),
+                    (Act::Flat(a), Act::Flat(b)) => Act::Flat(a * b),
+                    (Act::Map(a), Act::Flat(b)) => {
+                        let [n, c] = b.dims();
+                        Act::Map(a * b.reshape([n, c, 1, 1]))
+                    }
+                    _ => return Err(fail("multiplies a vector by an image".into())),
+                },
                 Op::Add => match (input(0)?, input(1)?) {
                     (Act::Map(a), Act::Map(b)) => Act::Map(a + b),
                     (Act::Flat(a), Act::Flat(b)) => Act::Flat(a + b),

@@ -47,6 +47,13 @@ pub enum Op {
     AvgPool2d(Pool2d),
     GlobalAvgPool,
     Add,
+    /// `1 / (1 + e^−x)` (format 1.3).
+    Sigmoid,
+    /// `x · min(max(x + 3, 0), 6) / 6` (format 1.3).
+    HardSwish,
+    /// The product of two values of equal shape, or of `[C, H, W]` and a `[C]` that scales
+    /// each channel, as squeeze-and-excite does (format 1.3).
+    Mul,
     /// Zeros around each channel (format 1.3).
     Pad {
         /// Top, left, bottom, right.
@@ -63,7 +70,7 @@ pub const DEFAULT_EPSILON: f64 = 1e-5;
 
 impl Op {
     /// Every op name this version defines, in spec order.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 17] = [
         "conv2d",
         "dense",
         "batch_norm",
@@ -78,10 +85,13 @@ impl Op {
         "xnor_conv2d",
         "xnor_dense",
         "pad",
+        "sigmoid",
+        "hard_swish",
+        "mul",
     ];
 
     /// The ops that format 1.3 added: a file whose graph uses one is written as 1.3.
-    pub const SINCE_1_3: [&'static str; 1] = ["pad"];
+    pub const SINCE_1_3: [&'static str; 4] = ["pad", "sigmoid", "hard_swish", "mul"];
 
     /// The attributes an op takes (spec §7). Any other key on a node of that op is an error:
     /// a misspelt `eps` or Keras's `strides` must not fall back to a default in silence.
@@ -136,6 +146,9 @@ impl Op {
             "avg_pool2d" => Op::AvgPool2d(attrs.pool()?),
             "global_avg_pool" => Op::GlobalAvgPool,
             "add" => Op::Add,
+            "sigmoid" => Op::Sigmoid,
+            "hard_swish" => Op::HardSwish,
+            "mul" => Op::Mul,
             "pad" => Op::Pad {
                 padding: attrs.ints("padding", [0; 4], 0)?,
             },
@@ -166,13 +179,16 @@ impl Op {
             Op::GlobalAvgPool => "global_avg_pool",
             Op::Add => "add",
             Op::Pad { .. } => "pad",
+            Op::Sigmoid => "sigmoid",
+            Op::HardSwish => "hard_swish",
+            Op::Mul => "mul",
         }
     }
 
     /// How many inputs the op takes.
     pub fn arity(&self) -> usize {
         match self {
-            Op::Add => 2,
+            Op::Add | Op::Mul => 2,
             _ => 1,
         }
     }

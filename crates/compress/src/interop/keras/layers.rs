@@ -518,6 +518,14 @@ impl<'a> Translator<'a> {
                 };
                 Ok(Self::out(self.builder.unary(name, op, &x)?))
             }
+            "Multiply" => {
+                let mut xs = args.into_iter();
+                let (Some(a), Some(b), None) = (xs.next(), xs.next(), xs.next()) else {
+                    return Err(fail(name, class, "multiplies exactly two inputs"));
+                };
+                let (a, b) = (self.plain(a, name, class)?, self.plain(b, name, class)?);
+                Ok(Self::out(self.builder.mul(name, &a, &b)?))
+            }
             "Add" => {
                 let mut xs = args.into_iter();
                 let first = xs.next().ok_or_else(|| fail(name, class, "adds nothing"))?;
@@ -553,9 +561,8 @@ impl<'a> Translator<'a> {
             }
             "GlobalAveragePooling2D" => {
                 let x = self.plain(one(args)?, name, class)?;
-                if c.get("keepdims").and_then(Json::as_bool) == Some(true) {
-                    return Err(fail(name, class, "keepdims = true is not supported"));
-                }
+                // With keepdims the result is [1, 1, C]; the `.cxrm` vector [C] stands for it,
+                // and a 1×1 convolution or a Multiply after it reads it as such.
                 Ok(Self::out(self.builder.unary(
                     name,
                     "global_avg_pool",
@@ -626,6 +633,19 @@ impl<'a> Translator<'a> {
             "relu" => "relu",
             "relu6" => "relu6",
             "softmax" => "softmax",
+            "sigmoid" => "sigmoid",
+            // Keras 3 saves hard_swish and swish under their canonical names.
+            "hard_silu" | "hard_swish" => "hard_swish",
+            "silu" | "swish" => {
+                let s = self
+                    .builder
+                    .unary(&format!("{name}_sigmoid"), "sigmoid", &y)?;
+                return Ok(Self::out(self.builder.mul(
+                    &format!("{name}_{kind}"),
+                    &y,
+                    &s,
+                )?));
+            }
             other => {
                 return Err(fail(
                     name,
@@ -674,6 +694,39 @@ impl<'a> Translator<'a> {
         }
     }
 
+    /// A 1×1 `Conv2D` of a pooled `[1, 1, C]` value (squeeze-and-excite): a dense layer on
+    /// the `.cxrm` vector `[C]`.
+    fn conv_on_vector(
+        &mut self,
+        c: &Json,
+        class: &str,
+        name: &str,
+        group: &str,
+        x: &Act,
+    ) -> Result<Tensor> {
+        let use_bias = c.get("use_bias").and_then(Json::as_bool).unwrap_or(true);
+        let vars = self.archive.variables(group, 1 + use_bias as usize)?;
+        let (kshape, k) = &vars[0];
+        let [1, 1, kin, kout] = kshape[..] else {
+            return Err(fail(
+                name,
+                class,
+                format!("a {kshape:?} kernel on a pooled vector (only 1x1 is)"),
+            ));
+        };
+        let mut w = vec![0f32; kin * kout];
+        for i in 0..kin {
+            for o in 0..kout {
+                w[o * kin + i] = k[i * kout + o];
+            }
+        }
+        let bias = use_bias.then(|| vars[1].1.clone());
+        let y = self
+            .builder
+            .dense(name, x, Weight::new(vec![kout, kin], w)?, bias)?;
+        self.activation(c, class, name, y)
+    }
+
     fn conv(
         &mut self,
         _layer: &Json,
@@ -684,6 +737,9 @@ impl<'a> Translator<'a> {
         x: Tensor,
     ) -> Result<Tensor> {
         let (x, zero_pad, _) = self.value(x, name, class)?;
+        if x.shape.len() == 1 && class == "Conv2D" && zero_pad == [0; 4] {
+            return self.conv_on_vector(c, class, name, group, &x);
+        }
         let [ch, h, w] = match x.shape[..] {
             [a, b, d] => [a, b, d],
             _ => {

@@ -186,8 +186,7 @@ pub fn export(file: &Cxrm<'_>) -> Result<Vec<u8>> {
             .first()
             .map(|i| names[i].clone())
             .unwrap_or_default();
-        let x_spatial = node.inputs.first().is_some_and(|i| spatial[i]);
-        let (out, is_spatial) = node_to_onnx(file, &mut w, node, &op, &x, x_spatial, &names)?;
+        let (out, is_spatial) = node_to_onnx(file, &mut w, node, &op, &x, &names, &spatial)?;
         names.insert(node.name.clone(), out);
         spatial.insert(node.name.clone(), is_spatial);
     }
@@ -269,10 +268,11 @@ fn node_to_onnx(
     node: &Node,
     op: &Op,
     x: &str,
-    x_spatial: bool,
     names: &std::collections::HashMap<String, String>,
+    spatial: &std::collections::HashMap<String, bool>,
 ) -> Result<(String, bool)> {
     let n = node.name.as_str();
+    let x_spatial = node.inputs.first().is_some_and(|i| spatial[i]);
     let bias = |w: &mut Writer| -> Result<Option<String>> {
         match node.weights.get(1) {
             Some(b) => {
@@ -460,6 +460,19 @@ fn node_to_onnx(
         Op::Add => {
             let b = &names[&node.inputs[1]];
             (w.node("Add", n, &[x, b], vec![]), x_spatial)
+        }
+        Op::Sigmoid => (w.node("Sigmoid", n, &[x], vec![]), x_spatial),
+        Op::HardSwish => (w.node("HardSwish", n, &[x], vec![]), x_spatial),
+        Op::Mul => {
+            let b = names[&node.inputs[1]].clone();
+            let b = if x_spatial && !spatial[&node.inputs[1]] {
+                // A per-channel scale [N, C] broadcast over [N, C, H, W].
+                let shape = w.ints(&format!("{n}.scale_shape"), &[0, -1, 1, 1]);
+                w.node("Reshape", &format!("{n}.scale"), &[&b, &shape], vec![])
+            } else {
+                b
+            };
+            (w.node("Mul", n, &[x, &b], vec![]), x_spatial)
         }
         Op::Pad {
             padding: [t, l, b, r],

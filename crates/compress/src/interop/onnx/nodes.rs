@@ -171,6 +171,9 @@ pub(super) fn translate(
         "Add" => add(&node, values, b)?,
         "BatchNormalization" => batch_norm(&node, values, b)?,
         "Relu" => unary(&node, values, b, "relu")?,
+        "Sigmoid" => unary(&node, values, b, "sigmoid")?,
+        "HardSwish" => unary(&node, values, b, "hard_swish")?,
+        "Mul" => mul(&node, values, b)?,
         "Clip" => clip(&node, values, b)?,
         "MaxPool" | "AveragePool" => pool(&node, values, b)?,
         "GlobalAveragePool" => {
@@ -458,6 +461,16 @@ fn conv(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) ->
         .ok()
         .filter(|&g| g >= 1)
         .ok_or_else(|| node.fail("group must be positive"))?;
+    // A 1×1 convolution of a globally pooled [N, C, 1, 1] value (squeeze-and-excite) is a
+    // dense layer on the `.cxrm` vector [C].
+    if x.shape.len() == 1 && kernel == [1, 1] && padding == [0; 4] && node.int("group", 1) == 1 {
+        let [o, i] = [w.dims[0], w.dims[1]];
+        let y = b.dense(&node.name, x, Weight::new(vec![o, i], w.floats())?, bias)?;
+        return Ok(Val::Act {
+            act: y,
+            dims: vec![1, o, 1, 1],
+        });
+    }
     let weight = Weight::new(w.dims.clone(), w.floats())?;
     let geometry = ConvGeometry {
         stride,
@@ -580,6 +593,27 @@ fn add(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> 
         (Val::Const(_), Val::Const(_)) => unreachable!("folded before"),
         _ => Err(node.fail("adds the output of a Pad; only a Conv may follow a Pad")),
     }
+}
+
+/// A product of two computed values: equal shapes, or a feature map scaled per channel by a
+/// `[N, C, 1, 1]` value (squeeze-and-excite; a swish is `x · sigmoid(x)`).
+fn mul(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> Result<Val> {
+    let (Val::Act { act: a, dims: da }, Val::Act { act: c, dims: dc }) =
+        (required(node, values, 0)?, required(node, values, 1)?)
+    else {
+        return Err(
+            node.fail("only products of two computed values are supported (not of a constant)")
+        );
+    };
+    let dims = if da.len() >= dc.len() && da.iter().product::<usize>() >= dc.iter().product() {
+        da.clone()
+    } else {
+        dc.clone()
+    };
+    Ok(Val::Act {
+        act: b.mul(&node.name, a, c)?,
+        dims,
+    })
 }
 
 fn batch_norm(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> Result<Val> {
