@@ -204,6 +204,12 @@ fn squeeze_excite_swish_and_hard_swish_match_their_frameworks() {
 }
 
 #[test]
+fn inception_branches_joined_by_concat_match_their_frameworks() {
+    check("inception_mix.keras");
+    check("inception_mix_op13.onnx");
+}
+
+#[test]
 fn unsupported_onnx_is_refused_with_node_op_and_opset_and_nothing_written() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.cxrm");

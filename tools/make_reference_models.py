@@ -29,6 +29,12 @@ What it makes (in fixtures/import/ unless --out says otherwise), for the `cxrm i
                            squeeze-excite block (GlobalAveragePool, Conv 1x1, Relu, Conv 1x1, Sigmoid,
                            Mul of [N,16,48,48] by [N,16,1,1] with broadcasting), pointwise Conv (linear),
                            GlobalAveragePool, Flatten, Gemm.
+    inception_mix_op13.onnx Inception-style block, 3x96x96, opset 13, TorchScript exporter in eval mode
+                           (BatchNorm folded into Conv): Conv 3x3/2 + Relu stem, three branches (Conv
+                           1x1 + Relu; Conv 1x1 + Relu, Conv 3x3 + Relu; MaxPool 3x3 stride 1 pads 1,
+                           Conv 1x1 + Relu) joined by a Concat (axis 1) of 4-D activations into 16
+                           channels, then GlobalAveragePool + Flatten of the block and of the stem
+                           output, a Concat (axis 1) of the two 2-D vectors [N,16] and [N,8], Gemm.
     Every ONNX input is "input" [batch, 3, H, W] (batch is a symbolic dim), output "logits" [batch, 2].
 
   Keras 3 (model.save, the .keras zip), each with its own random weights (not the torch ones):
@@ -56,6 +62,12 @@ What it makes (in fixtures/import/ unless --out says otherwise), for the `cxrm i
                            as "silu"), squeeze-excite (GlobalAveragePooling2D(keepdims=True), Conv2D 1x1
                            activation="relu", Conv2D 1x1 activation="sigmoid", Multiply broadcasting
                            [N,1,1,16] over [N,48,48,16]), Conv2D 1x1 + BN (linear), GAP, Dense(2) logits.
+    inception_mix.keras    Inception-style block: Rescaling(1/127.5, offset=-1), Conv2D 3x3/2 "same" + BN
+                           + ReLU stem, three branches (Conv2D 1x1 + BN + ReLU; Conv2D 1x1 relu, Conv2D
+                           3x3 "same" + BN + ReLU; MaxPooling2D(3, strides=1, "same"), Conv2D 1x1 relu),
+                           Concatenate(axis=-1) of the branches (16 channels), GlobalAveragePooling2D of
+                           the block and of the stem, Concatenate(axis=-1) of the two vectors (16 + 8),
+                           Dense(2) logits.
 
   For each model file F: F.expected.json with the outputs on the 16 chest X-rays of
   chest-xray-val/ (paths relative to the shared data folder) and the exact preprocessing.
@@ -282,6 +294,29 @@ class SEMix(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+class InceptionMix(nn.Module):
+    """An Inception-style block between a strided stem and the head: three parallel branches (1x1
+    conv; 1x1 conv then 3x3 conv; 3x3/1 max pool then 1x1 conv) concatenated along channels, then
+    the pooled block output (16) concatenated with a pooled copy of the stem output (8)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8),
+                                  nn.ReLU())                                               # 96 -> 48
+        self.branch_a = nn.Sequential(nn.Conv2d(8, 6, 1, bias=False), nn.BatchNorm2d(6), nn.ReLU())
+        self.branch_b = nn.Sequential(nn.Conv2d(8, 4, 1), nn.ReLU(),
+                                      nn.Conv2d(4, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU())
+        self.branch_c = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), nn.Conv2d(8, 4, 1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16 + 8, 2)
+
+    def forward(self, x):
+        s = self.stem(x)
+        b = torch.cat([self.branch_a(s), self.branch_b(s), self.branch_c(s)], dim=1)     # [N,16,48,48]
+        v = torch.cat([torch.flatten(self.pool(b), 1), torch.flatten(self.pool(s), 1)], dim=1)  # [N,24]
+        return self.fc(v)
+
+
 def randomize_torch(model, seed, batch):
     """Random weights that carry the input through: He-normal kernels, random biases and BN affine
     parameters, and BN running statistics measured on `batch` (the preprocessed X-rays) then
@@ -446,6 +481,29 @@ def k_se_mix():
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     out = layers.Dense(2, name="logits")(x)
     return keras.Model(inp, out, name="se_mix_mini")
+
+
+def k_inception_mix():
+    inp = keras.Input((96, 96, 3), name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescaling")(inp)
+    x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)    # 96 -> 48
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    stem = layers.ReLU(name="stem_relu")(x)
+    a = layers.Conv2D(6, 1, use_bias=False, name="branch_a_conv")(stem)
+    a = layers.BatchNormalization(name="branch_a_bn")(a)
+    a = layers.ReLU(name="branch_a_relu")(a)
+    b = layers.Conv2D(4, 1, activation="relu", name="branch_b_reduce")(stem)
+    b = layers.Conv2D(6, 3, padding="same", use_bias=False, name="branch_b_conv")(b)
+    b = layers.BatchNormalization(name="branch_b_bn")(b)
+    b = layers.ReLU(name="branch_b_relu")(b)
+    c = layers.MaxPooling2D(3, strides=1, padding="same", name="branch_c_pool")(stem)
+    c = layers.Conv2D(4, 1, activation="relu", name="branch_c_conv")(c)
+    x = layers.Concatenate(axis=-1, name="block_concat")([a, b, c])                          # [N,48,48,16]
+    x = layers.GlobalAveragePooling2D(name="block_pool")(x)
+    s = layers.GlobalAveragePooling2D(name="stem_pool")(stem)
+    x = layers.Concatenate(axis=-1, name="head_concat")([x, s])                              # [N,24]
+    out = layers.Dense(2, name="logits")(x)
+    return keras.Model(inp, out, name="inception_mix_mini")
 
 
 def all_layers(model):
@@ -734,6 +792,13 @@ def main():
               notes="BatchNorm folded into Conv; HardSwish native (opset 14+); SiLU written as "
                     "Sigmoid + Mul; squeeze-excite: GlobalAveragePool, Conv 1x1 (bias), Relu, Conv "
                     "1x1 (bias), Sigmoid, then Mul of [N,16,48,48] by [N,16,1,1] (broadcast).")
+    torch.manual_seed(a.seed + 5)
+    im = randomize_torch(InceptionMix(), a.seed + 5, onnx_batch(paths, 96, 96))
+    onnx_case(a.out, a.data, paths, "inception_mix_op13.onnx", im, 96, 96, 13, preserve_bn=False,
+              notes="BatchNorm folded into Conv; Inception-style block: three branches (Conv 1x1; "
+                    "Conv 1x1 + Relu, Conv 3x3 pads 1; MaxPool 3x3 stride 1 pads 1, Conv 1x1 + Relu) "
+                    "joined by Concat axis 1 of [N,6,48,48], [N,6,48,48], [N,4,48,48] -> [N,16,48,48]; "
+                    "head: Concat axis 1 of [N,16] (pooled block) and [N,8] (pooled stem), Gemm.")
 
     # Keras (own weights)
     keras.utils.set_random_seed(a.seed)
@@ -768,6 +833,14 @@ def main():
                      "names 'hard_silu' and 'silu'; squeeze-excite: GlobalAveragePooling2D(keepdims=True), "
                      "Conv2D(activation='relu'), Conv2D(activation='sigmoid'), Multiply (broadcast "
                      "[N,1,1,16] over [N,48,48,16]).")
+    keras.utils.set_random_seed(a.seed + 5)
+    ki = randomize_keras(k_inception_mix(), a.seed + 5, keras_batch(paths, 96, 96, 1.0))
+    keras_case(a.out, a.data, paths, "inception_mix.keras", ki, 96, 96, 1.0,
+               ["Rescaling(scale=1/127.5, offset=-1)"],
+               notes="Inception-style block: Concatenate(axis=-1) of three branches [N,48,48,6], "
+                     "[N,48,48,6], [N,48,48,4] -> [N,48,48,16] (the third is MaxPooling2D(3, strides=1, "
+                     "'same') then Conv2D 1x1 relu); head: Concatenate(axis=-1) of two pooled vectors, "
+                     "the block's [N,16] then the stem's [N,8], before Dense(2).")
 
     for f in sorted(a.out.iterdir()):
         print(f"{f.stat().st_size:>9}  {f.name}")

@@ -97,6 +97,8 @@ enum Op<'a> {
     HardSwish,
     /// Element-wise, or each channel of the first input scaled by the second (`[C]`).
     Mul,
+    /// The inputs joined along axis 1 (channels, or vector elements).
+    Concat,
     /// A batch norm folded into the layer before it.
     Identity,
 }
@@ -517,6 +519,7 @@ impl<'a> Model<'a> {
                     Op::Sigmoid => ("sigmoid", None),
                     Op::HardSwish => ("hard_swish", None),
                     Op::Mul => ("mul", None),
+                    Op::Concat => ("concat", None),
                     Op::Identity => ("batch_norm (folded)", None),
                 };
                 let kernel = match (&l.op, w) {
@@ -711,6 +714,7 @@ fn run_op(op: &Op<'_>, args: &[ndarray::ArrayViewD<'_, f32>]) -> ArrayD<f32> {
         Op::Sigmoid => args[0].mapv(ops::sigmoid),
         Op::HardSwish => args[0].mapv(ops::hard_swish),
         Op::Mul => ops::mul(&args[0], &args[1]),
+        Op::Concat => ndarray::concatenate(ndarray::Axis(1), args).expect("shapes checked at load"),
         Op::Identity => args[0].to_owned(),
     }
 }
@@ -721,11 +725,21 @@ fn build_op<'a>(
     ins: &[&Vec<usize>],
 ) -> Result<(Op<'a>, Vec<usize>)> {
     let fail = |what: String| Error::Model(format!("node {} ({}): {what}", node.name, node.op));
-    let arity = |n: usize| {
-        if ins.len() == n {
+    let arity = |n: std::ops::RangeInclusive<usize>| {
+        if n.contains(&ins.len()) {
             Ok(())
+        } else if n.start() == n.end() {
+            Err(fail(format!(
+                "takes {} input(s), has {}",
+                n.start(),
+                ins.len()
+            )))
         } else {
-            Err(fail(format!("takes {n} input(s), has {}", ins.len())))
+            Err(fail(format!(
+                "takes at least {} inputs, has {}",
+                n.start(),
+                ins.len()
+            )))
         }
     };
     let image = |s: &Vec<usize>| -> Result<(usize, usize, usize)> {
@@ -920,6 +934,20 @@ fn build_op<'a>(
                 )));
             }
             (Op::Mul, ins[0].clone())
+        }
+        format::Op::Concat => {
+            let first = ins[0];
+            let same_rest = ins
+                .iter()
+                .all(|s| s.len() == first.len() && s[1..] == first[1..]);
+            if !same_rest {
+                return Err(fail(format!(
+                    "joins shapes {ins:?}: all must be vectors, or share H and W"
+                )));
+            }
+            let mut out = first.clone();
+            out[0] = ins.iter().map(|s| s[0]).sum();
+            (Op::Concat, out)
         }
         format::Op::Pad { padding: p } => {
             let (c, h, w) = image(ins[0])?;

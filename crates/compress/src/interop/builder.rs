@@ -440,6 +440,31 @@ impl GraphBuilder {
         )
     }
 
+    /// Two or more values joined along their first axis: feature maps of equal H and W along
+    /// the channels, or vectors end to end.
+    pub fn concat(&mut self, name: &str, parts: &[&Act]) -> Result<Act> {
+        let first = parts
+            .first()
+            .ok_or_else(|| Self::fail(name, "concat", "joins nothing".into()))?;
+        if parts.len() < 2
+            || parts
+                .iter()
+                .any(|p| p.shape.len() != first.shape.len() || p.shape[1..] != first.shape[1..])
+        {
+            let shapes: Vec<&Vec<usize>> = parts.iter().map(|p| &p.shape).collect();
+            return Err(Self::fail(
+                name,
+                "concat",
+                format!("joins shapes {shapes:?}: two or more vectors, or maps of equal H and W"),
+            ));
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = parts.iter().map(|p| p.shape[0]).sum();
+        let node_name = self.unique(name);
+        let inputs: Vec<&str> = parts.iter().map(|p| p.node.as_str()).collect();
+        self.push(Node::new(&node_name, "concat", &inputs, &[]), shape)
+    }
+
     /// Zeros around each channel of a feature map: top, left, bottom, right.
     pub fn pad(&mut self, name: &str, x: &Act, padding: [usize; 4]) -> Result<Act> {
         let [c, h, w] = Self::spatial(x, name, "pad")?;

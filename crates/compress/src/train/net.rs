@@ -524,6 +524,26 @@ impl Net {
                         Act::Flat(t) => Act::Flat(g(t)),
                     }
                 }
+                Op::Concat => {
+                    let parts: Vec<Act> =
+                        (0..node.inputs.len()).map(&input).collect::<Result<_>>()?;
+                    match &parts[0] {
+                        Act::Map(_) => Act::Map(Tensor::cat(
+                            parts.into_iter().map(map).collect::<Result<Vec<_>>>()?,
+                            1,
+                        )),
+                        Act::Flat(_) => Act::Flat(Tensor::cat(
+                            parts
+                                .into_iter()
+                                .map(|p| match p {
+                                    Act::Flat(t) => Ok(t),
+                                    Act::Map(_) => Err(fail("joins a vector and an image".into())),
+                                })
+                                .collect::<Result<Vec<_>>>()?,
+                            1,
+                        )),
+                    }
+                }
                 Op::Mul => match (input(0)?, input(1)?) {
                     (Act::Map(a), Act::Map(b)) => Act::Map(a * b),
                     (Act::Flat(a), Act::Flat(b)) => Act::Flat(a * b),

@@ -54,6 +54,8 @@ pub enum Op {
     /// The product of two values of equal shape, or of `[C, H, W]` and a `[C]` that scales
     /// each channel, as squeeze-and-excite does (format 1.3).
     Mul,
+    /// Two or more inputs joined along the channels (or vectors joined end to end) (1.3).
+    Concat,
     /// Zeros around each channel (format 1.3).
     Pad {
         /// Top, left, bottom, right.
@@ -70,7 +72,7 @@ pub const DEFAULT_EPSILON: f64 = 1e-5;
 
 impl Op {
     /// Every op name this version defines, in spec order.
-    pub const NAMES: [&'static str; 17] = [
+    pub const NAMES: [&'static str; 18] = [
         "conv2d",
         "dense",
         "batch_norm",
@@ -88,10 +90,11 @@ impl Op {
         "sigmoid",
         "hard_swish",
         "mul",
+        "concat",
     ];
 
     /// The ops that format 1.3 added: a file whose graph uses one is written as 1.3.
-    pub const SINCE_1_3: [&'static str; 4] = ["pad", "sigmoid", "hard_swish", "mul"];
+    pub const SINCE_1_3: [&'static str; 5] = ["pad", "sigmoid", "hard_swish", "mul", "concat"];
 
     /// The attributes an op takes (spec §7). Any other key on a node of that op is an error:
     /// a misspelt `eps` or Keras's `strides` must not fall back to a default in silence.
@@ -149,6 +152,7 @@ impl Op {
             "sigmoid" => Op::Sigmoid,
             "hard_swish" => Op::HardSwish,
             "mul" => Op::Mul,
+            "concat" => Op::Concat,
             "pad" => Op::Pad {
                 padding: attrs.ints("padding", [0; 4], 0)?,
             },
@@ -182,14 +186,16 @@ impl Op {
             Op::Sigmoid => "sigmoid",
             Op::HardSwish => "hard_swish",
             Op::Mul => "mul",
+            Op::Concat => "concat",
         }
     }
 
     /// How many inputs the op takes.
-    pub fn arity(&self) -> usize {
+    pub fn arity(&self) -> std::ops::RangeInclusive<usize> {
         match self {
-            Op::Add | Op::Mul => 2,
-            _ => 1,
+            Op::Add | Op::Mul => 2..=2,
+            Op::Concat => 2..=crate::limits::Limits::SPEC.graph_nodes as usize,
+            _ => 1..=1,
         }
     }
 

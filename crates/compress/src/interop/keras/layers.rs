@@ -518,6 +518,24 @@ impl<'a> Translator<'a> {
                 };
                 Ok(Self::out(self.builder.unary(name, op, &x)?))
             }
+            "Concatenate" => {
+                let axis = c.get("axis").and_then(Json::as_i64).unwrap_or(-1);
+                let parts: Vec<Act> = args
+                    .into_iter()
+                    .map(|t| self.plain(t, name, class))
+                    .collect::<Result<_>>()?;
+                // Keras's last axis is the channels of an H, W, C map, or a vector's features.
+                let rank = parts.first().map_or(1, |p| p.shape.len() as i64 + 1);
+                if axis != -1 && axis != rank - 1 {
+                    return Err(fail(
+                        name,
+                        class,
+                        format!("axis {axis}: only the channel axis is supported"),
+                    ));
+                }
+                let refs: Vec<&Act> = parts.iter().collect();
+                Ok(Self::out(self.builder.concat(name, &refs)?))
+            }
             "Multiply" => {
                 let mut xs = args.into_iter();
                 let (Some(a), Some(b), None) = (xs.next(), xs.next(), xs.next()) else {

@@ -461,6 +461,13 @@ fn node_to_onnx(
             let b = &names[&node.inputs[1]];
             (w.node("Add", n, &[x, b], vec![]), x_spatial)
         }
+        Op::Concat => {
+            let inputs: Vec<&str> = node.inputs.iter().map(|i| names[i].as_str()).collect();
+            (
+                w.node("Concat", n, &inputs, vec![attr_int("axis", 1)]),
+                x_spatial,
+            )
+        }
         Op::Sigmoid => (w.node("Sigmoid", n, &[x], vec![]), x_spatial),
         Op::HardSwish => (w.node("HardSwish", n, &[x], vec![]), x_spatial),
         Op::Mul => {

@@ -174,6 +174,7 @@ pub(super) fn translate(
         "Sigmoid" => unary(&node, values, b, "sigmoid")?,
         "HardSwish" => unary(&node, values, b, "hard_swish")?,
         "Mul" => mul(&node, values, b)?,
+        "Concat" => concat(&node, values, b)?,
         "Clip" => clip(&node, values, b)?,
         "MaxPool" | "AveragePool" => pool(&node, values, b)?,
         "GlobalAveragePool" => {
@@ -614,6 +615,27 @@ fn mul(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> 
         act: b.mul(&node.name, a, c)?,
         dims,
     })
+}
+
+/// `Concat` of computed values along axis 1: channels of `[N, C, H, W]`, or the features of
+/// `[N, F]`. (A `Concat` of constants is folded before it gets here.)
+fn concat(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> Result<Val> {
+    node.only(&["axis"])?;
+    let parts: Vec<(&crate::interop::builder::Act, &[usize])> = (0..node.proto.input.len())
+        .map(|i| activation(node, values, i))
+        .collect::<Result<_>>()?;
+    let rank = parts[0].1.len() as i64;
+    let axis = node.int("axis", 1);
+    if axis != 1 && axis != 1 - rank {
+        return Err(node.fail(format!(
+            "Concat along axis {axis}: only along the channels (axis 1) is supported"
+        )));
+    }
+    let acts: Vec<&crate::interop::builder::Act> = parts.iter().map(|(a, _)| *a).collect();
+    let y = b.concat(&node.name, &acts)?;
+    let mut dims = parts[0].1.to_vec();
+    dims[1] = parts.iter().map(|(_, d)| d[1]).sum();
+    Ok(Val::Act { act: y, dims })
 }
 
 fn batch_norm(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> Result<Val> {
