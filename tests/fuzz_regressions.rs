@@ -57,3 +57,33 @@ fn decoder_inputs_do_not_panic() {
     // Its three seeds (one per stage) are kept with the regressions, which git tracks.
     assert!(replay("factored_payload", cxrm::runtime::fuzzing::factored_payload) >= 3);
 }
+
+/// Any bytes given to `cxrm import`, the fuzzers' inputs and past crashes, end in a model or
+/// an error; the reference models of `fixtures/import/` import, and the other files there
+/// (JSON, arrays) are refused by both importers without a panic.
+#[test]
+fn import_inputs_do_not_panic() {
+    fn onnx(d: &[u8]) {
+        let _ = cxrm::compress::interop::onnx::import(d, None);
+    }
+    fn keras(d: &[u8]) {
+        let _ = cxrm::compress::interop::keras::import(d, None);
+    }
+    replay("import_onnx", onnx);
+    replay("import_keras", keras);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut models = 0;
+    for path in files_in(&root.join("fixtures/import")) {
+        let bytes = std::fs::read(&path).unwrap();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let onnx_ok = cxrm::compress::interop::onnx::import(&bytes, None).is_ok();
+        let keras_ok = cxrm::compress::interop::keras::import(&bytes, None).is_ok();
+        assert_eq!(onnx_ok, ext == "onnx", "{}", path.display());
+        assert_eq!(keras_ok, ext == "keras", "{}", path.display());
+        models += (onnx_ok || keras_ok) as usize;
+    }
+    assert!(
+        models >= 14,
+        "expected the 14 reference models, imported {models}"
+    );
+}
