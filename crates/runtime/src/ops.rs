@@ -450,7 +450,10 @@ pub fn conv2d(
 }
 
 /// Depthwise convolution (one filter per channel), computed directly: im2col would copy each
-/// input `kh × kw` times for a product with one row.
+/// input `kh × kw` times for a product with one row. Each plane is copied once into a
+/// zero-padded buffer, so the inner loop has no bounds tests; with stride 1 each filter tap
+/// then adds a scaled contiguous run of an input row to an output row, which vectorises. The
+/// taps are summed in the same order for every output, `ky` then `kx`, bias last.
 fn depthwise(
     x: ArrayView4<'_, f32>,
     weight: &Matrix<'_>,
@@ -464,31 +467,39 @@ fn depthwise(
     let Matrix::Dense { data, .. } = weight else {
         unreachable!("dense only")
     };
+    let [top, left, bottom, right] = p.padding;
+    let (ph, pw) = (h + top + bottom, w + left + right);
+    let mut padded = vec![0f32; ph * pw];
     let mut out = Array4::<f32>::zeros((n, c, oh, ow));
     for b in 0..n {
         for ch in 0..c {
             let plane = x.slice(s![b, ch, .., ..]);
+            for (y, row) in plane.rows().into_iter().enumerate() {
+                let dst = &mut padded[(y + top) * pw + left..(y + top) * pw + left + w];
+                dst.iter_mut().zip(row).for_each(|(d, &v)| *d = v);
+            }
             let filt = &data[ch * kh * kw..(ch + 1) * kh * kw];
-            let bias = bias.map_or(0.0, |b| b[ch]);
             let mut dst = out.slice_mut(s![b, ch, .., ..]);
+            let dst = dst.as_slice_mut().expect("a fresh array is contiguous");
             for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut acc = 0.0f32;
-                    for ky in 0..kh {
-                        let iy = (oy * p.stride[0] + ky * p.dilation[0]) as isize
-                            - p.padding[0] as isize;
-                        if iy < 0 || iy >= h as isize {
-                            continue;
-                        }
-                        for kx in 0..kw {
-                            let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
-                                - p.padding[1] as isize;
-                            if ix >= 0 && ix < w as isize {
-                                acc += filt[ky * kw + kx] * plane[[iy as usize, ix as usize]];
-                            }
+                let out_row = &mut dst[oy * ow..(oy + 1) * ow];
+                for ky in 0..kh {
+                    let iy = oy * p.stride[0] + ky * p.dilation[0];
+                    let in_row = &padded[iy * pw..(iy + 1) * pw];
+                    for kx in 0..kw {
+                        let wk = filt[ky * kw + kx];
+                        let x0 = kx * p.dilation[1];
+                        if p.stride[1] == 1 {
+                            let src = &in_row[x0..x0 + ow];
+                            out_row.iter_mut().zip(src).for_each(|(o, &v)| *o += wk * v);
+                        } else {
+                            let src = in_row[x0..].iter().step_by(p.stride[1]);
+                            out_row.iter_mut().zip(src).for_each(|(o, &v)| *o += wk * v);
                         }
                     }
-                    dst[[oy, ox]] = acc + bias;
+                }
+                if let Some(bias) = bias {
+                    out_row.iter_mut().for_each(|o| *o += bias[ch]);
                 }
             }
         }
@@ -769,6 +780,11 @@ mod tests {
             (2, 4, 7, 7, 6, [3, 2], [2, 1], [1, 0, 2, 1], [1, 1], 2),
             (1, 2, 9, 9, 2, [3, 3], [1, 2], [2, 2, 2, 2], [2, 2], 1),
             (2, 5, 6, 6, 5, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 5), // depthwise
+            // Depthwise with stride 2, TensorFlow's uneven "same" padding, a 5×5 window, and
+            // dilation, as EfficientNet and Xception have them.
+            (1, 4, 11, 10, 4, [3, 3], [2, 2], [0, 0, 1, 1], [1, 1], 4),
+            (2, 3, 9, 12, 3, [5, 5], [2, 1], [1, 2, 2, 1], [1, 1], 3),
+            (1, 2, 10, 10, 2, [3, 3], [1, 2], [2, 2, 2, 2], [2, 2], 2),
             // Ten output rows and 100 columns: register blocks of 4 × 16 plus leftover rows
             // and columns.
             (1, 3, 12, 12, 10, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
