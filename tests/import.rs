@@ -215,12 +215,7 @@ fn unsupported_onnx_is_refused_with_node_op_and_opset_and_nothing_written() {
     let out = dir.path().join("m.cxrm");
     let junk = dir.path().join("junk.onnx");
     std::fs::write(&junk, b"\x08\x07garbage that is not protobuf \xff\xff").unwrap();
-    let o = cxrm(&[
-        "import",
-        junk.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = import(&junk, &out, &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(!out.exists());
 }
@@ -283,12 +278,7 @@ fn an_unsupported_operator_names_the_node_op_and_opset() {
     let out = dir.path().join("m.cxrm");
     let model = dir.path().join("m.onnx");
     std::fs::write(&model, one_node_model("HardSigmoid", 17)).unwrap();
-    let o = cxrm(&[
-        "import",
-        model.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = import(&model, &out, &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let msg = text(&o);
     assert!(
@@ -297,12 +287,7 @@ fn an_unsupported_operator_names_the_node_op_and_opset() {
     );
     assert!(!out.exists());
     std::fs::write(&model, one_node_model("Relu", 3)).unwrap();
-    let o = cxrm(&[
-        "import",
-        model.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = import(&model, &out, &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("opset 3 is not supported"),
@@ -311,8 +296,8 @@ fn an_unsupported_operator_names_the_node_op_and_opset() {
     );
 }
 
-/// `cxrm import SOURCE -o OUT FLAGS...`, which must succeed.
-fn import_ok(source: &Path, out: &Path, flags: &[&str]) {
+/// `cxrm import SOURCE -o OUT FLAGS...`.
+fn import(source: &Path, out: &Path, flags: &[&str]) -> Output {
     let mut args = vec![
         "import",
         source.to_str().unwrap(),
@@ -320,7 +305,12 @@ fn import_ok(source: &Path, out: &Path, flags: &[&str]) {
         out.to_str().unwrap(),
     ];
     args.extend(flags);
-    let o = cxrm(&args);
+    cxrm(&args)
+}
+
+/// `cxrm import SOURCE -o OUT FLAGS...`, which must succeed.
+fn import_ok(source: &Path, out: &Path, flags: &[&str]) {
+    let o = import(source, out, flags);
     assert!(o.status.success(), "{}", text(&o));
 }
 
@@ -421,12 +411,7 @@ fn an_xnor_export_is_refused_on_import_with_the_operator_named() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let back = dir.path().join("back.cxrm");
-    let o = cxrm(&[
-        "import",
-        onnx.to_str().unwrap(),
-        "-o",
-        back.to_str().unwrap(),
-    ]);
+    let o = import(&onnx, &back, &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("Less"), "{}", text(&o));
     assert!(!back.exists());

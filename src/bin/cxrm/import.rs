@@ -79,13 +79,23 @@ pub fn run(mut args: Args) -> Result<(), Failure> {
         .iter()
         .map(|(op, n)| format!("{n} {op}"))
         .collect();
-    let writer = imported.into_writer()?;
-    // Nothing is written that this build cannot run.
-    let file_bytes = writer.to_bytes()?;
+    // The file is built once, in memory: it must pass `verify` and load in this build's
+    // runtime before those same bytes are written.
+    let file_bytes = imported.into_writer()?.to_bytes()?;
     let file = cxrm::format::container::reader::Cxrm::parse(&file_bytes)?;
+    file.verify().map_err(|e| {
+        Failure::Usage(format!(
+            "the file written would not be valid, so it was not kept: {e}"
+        ))
+    })?;
     let model = cxrm::runtime::Model::load(&file).map_err(invalid)?;
     let output = Output::from_inputs([&args.model]).force(args.force);
-    let written = writer.write_to(&args.output, &output)?;
+    output.write(
+        &args.output,
+        |w| std::io::Write::write_all(w, &file_bytes),
+        |_| Ok(()),
+    )?;
+    let written = file_bytes.len();
     crate::report_written(
         &args.output,
         format!(

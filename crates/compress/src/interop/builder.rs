@@ -121,6 +121,11 @@ impl GraphBuilder {
         (b, x)
     }
 
+    /// How many nodes the graph has so far.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// The input shape `[C, H, W]`.
     pub fn input_shape(&self) -> &[usize] {
         &self.input

@@ -153,6 +153,7 @@ pub(super) fn translate(
         .iter()
         .filter(|n| !n.is_empty())
         .all(|n| matches!(values.get(n), Some(Val::Const(_))));
+    let nodes_before = b.node_count();
     let out = match proto.op_type.as_str() {
         "Constant" => Val::Const(constant_node(&node)?),
         "Identity" | "Dropout" => required(&node, values, 0)?.clone(),
@@ -207,9 +208,9 @@ pub(super) fn translate(
             )));
         }
     };
-    let folded = matches!(out, Val::Const(_) | Val::Padded { .. })
-        || matches!(proto.op_type.as_str(), "Identity" | "Dropout")
-        || matches!(&out, Val::Act { act, .. } if proto.input.first().and_then(|i| values.get(i)).is_some_and(|v| matches!(v, Val::Act { act: a, .. } if a == act)));
+    // Folded: the node left no `.cxrm` node of its own (a constant, a pass-through, a Pad
+    // kept for the Conv after it, a reshape of what already was a vector).
+    let folded = b.node_count() == nodes_before;
     if let Some(first) = proto.output.first() {
         values.insert(first.clone(), out);
     }
