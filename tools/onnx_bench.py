@@ -1,16 +1,23 @@
 #!/usr/bin/env python3
 """Compare cxrm's runtime against onnxruntime on the same model, in the same run.
 
-The .cxrm file is exported to ONNX by `cxrm export` and timed with onnxruntime at batch 1; then
-`cxrm bench` times the same file, in alternating rounds.
-Prints each round's medians and ratio, and the median ratio. When the model is a runtime
-fixture with expected logits, the ONNX output for the fixture's input is checked against them
-too.
+The .cxrm file is exported to ONNX by `cxrm export` (so onnxruntime runs the exporter's graph of
+the same weights) and both runtimes are timed in alternating rounds: onnxruntime, then
+`cxrm bench --json`, then onnxruntime again, and so on. A slow minute on a shared machine then
+falls on both, and the median of the per-round ratios is the figure to quote.
 
-Usage: python3 tools/onnx_bench.py MODEL.cxrm [--runs 500] [--rounds 7] [--threads N] [--cxrm target/release/cxrm]
+Each round times batch 1 (median latency) and a throughput batch (images/s), at each thread
+setting asked for: 1 (one thread each) and 0 (each runtime's default: onnxruntime's intra-op
+pool, cxrm's one thread per available core). The summary and every round go to --json.
+
+When the model is a runtime fixture with expected logits, the ONNX output for the fixture's
+input is checked against them too.
+
+Usage: python3 tools/onnx_bench.py MODEL.cxrm [--runs 100] [--batch 16] [--batch-runs 5]
+           [--rounds 5] [--threads 1 0] [--json out.json] [--cxrm target/release/cxrm]
 Needs: pip install onnx onnxruntime (plus tools/requirements.txt).
 """
-import argparse, json, os, re, statistics, subprocess, sys, time
+import argparse, json, os, platform, statistics, subprocess, sys, time
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -23,12 +30,12 @@ def to_onnx(model_path, cxrm_bin):
     """The model as ONNX, written by `cxrm export` (so what is timed is the exporter's graph)."""
     f = cxrm_reader.open_path(model_path)
     meta = f.metadata()
-    c, h, w = (int(v) for v in meta["input.shape"])
+    shape = tuple(int(v) for v in meta["input.shape"])
     data = subprocess.run([cxrm_bin, "export", model_path, "-o", "-"], capture_output=True,
                           check=True).stdout
     model = onnx.load_from_string(data)
     onnx.checker.check_model(model)
-    return model, (c, h, w), meta
+    return model, shape, meta
 
 
 def fixture_input(meta, shape, expected):
@@ -43,55 +50,131 @@ def fixture_input(meta, shape, expected):
     return ((px - mean) / std).reshape(1, c, h, w).astype(np.float32)
 
 
+def cpu_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+class OrtRunner:
+    """One onnxruntime session per thread setting, warmed up once."""
+
+    def __init__(self, model, shape, threads):
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+        self.sess = ort.InferenceSession(model.SerializeToString(), so,
+                                         providers=["CPUExecutionProvider"])
+        self.name = self.sess.get_inputs()[0].name
+        rng = np.random.default_rng(0)
+        self.one = rng.standard_normal((1,) + shape).astype(np.float32)
+        self.shape = shape
+        for _ in range(10):
+            self.sess.run(None, {self.name: self.one})
+
+    def latency_ms(self, runs):
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            self.sess.run(None, {self.name: self.one})
+            times.append(time.perf_counter() - t)
+        return statistics.median(times) * 1e3
+
+    def images_per_s(self, batch, runs):
+        x = np.random.default_rng(1).standard_normal((batch,) + self.shape).astype(np.float32)
+        self.sess.run(None, {self.name: x})
+        t = time.perf_counter()
+        for _ in range(runs):
+            self.sess.run(None, {self.name: x})
+        return batch * runs / (time.perf_counter() - t)
+
+
+def cxrm_round(cxrm_bin, model_path, threads, runs, batch, batch_runs):
+    out = subprocess.run([cxrm_bin, "bench", model_path, "--json", "--threads", str(threads),
+                          "--iters", str(runs), "--batch", str(batch), "--batch-iters",
+                          str(batch_runs)], capture_output=True, text=True, check=True).stdout
+    doc = json.loads(out)
+    return doc["batch1_median_ms"], doc["images_per_s"], doc["threads"]
+
+
 def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
-    ap.add_argument("--runs", type=int, default=500, help="timed runs per round, each runtime")
-    ap.add_argument("--rounds", type=int, default=7, help="alternating rounds of both runtimes")
-    ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
+    ap.add_argument("--runs", type=int, default=100, help="timed batch-1 runs per round, each runtime")
+    ap.add_argument("--batch", type=int, default=16, help="throughput batch size")
+    ap.add_argument("--batch-runs", type=int, default=5, help="timed throughput batches per round")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds of both runtimes")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 0],
+                    help="thread settings to measure (0: each runtime's default)")
+    ap.add_argument("--json", help="write the rounds and the summary here")
     ap.add_argument("--cxrm", default=os.path.join(root, "target", "release", "cxrm"))
     args = ap.parse_args()
     model, shape, meta = to_onnx(args.model, args.cxrm)
-    so = ort.SessionOptions()
-    if args.threads:
-        so.intra_op_num_threads = args.threads
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal((1,) + shape).astype(np.float32)
-    for _ in range(20):
-        sess.run(None, {"input": x})
+
     expected = os.path.splitext(args.model)[0] + ".logits.json"
     if os.path.exists(expected):
         doc = json.load(open(expected))
         want = np.array(doc["logits"], np.float32)
-        got = sess.run(None, {"input": fixture_input(meta, shape, doc)})[0][0]
+        probe = OrtRunner(model, shape, 1)
+        got = probe.sess.run(None, {probe.name: fixture_input(meta, shape, doc)})[0][0]
         err = float(np.max(np.abs(got - want)) / max(1e-6, float(np.max(np.abs(want)))))
         print(f"onnxruntime logits vs {os.path.basename(expected)}: max relative difference {err:.2e}")
 
-    def time_ort():
-        times = []
-        for _ in range(args.runs):
-            t = time.perf_counter()
-            sess.run(None, {"input": x})
-            times.append(time.perf_counter() - t)
-        return statistics.median(times) * 1e3
-
-    def time_cxrm():
-        out = subprocess.run([args.cxrm, "bench", args.model, "--iters", str(args.runs)],
-                             capture_output=True, text=True, check=True).stdout
-        return float(re.search(r"batch 1\s+median ([0-9.]+) ms", out).group(1))
-
-    # Rounds alternate the two runtimes, so a slow minute on this shared machine falls on
-    # both; the median of the per-round ratios is the figure to quote.
-    print(f"model        {args.model}")
-    print(f"onnxruntime  {ort.__version__}, threads={args.threads or 'default'}; {args.runs} runs per round at batch 1")
-    ratios = []
-    for r in range(args.rounds):
-        ort_ms, cxrm_ms = time_ort(), time_cxrm()
-        ratios.append(cxrm_ms / ort_ms)
-        print(f"round {r + 1:>2}     onnxruntime median {ort_ms:.4f} ms, cxrm median {cxrm_ms:.4f} ms, ratio {ratios[-1]:.2f}")
-    print(f"ratio        cxrm / onnxruntime = {statistics.median(ratios):.2f} "
-          f"(median of {len(ratios)} rounds; range {min(ratios):.2f}-{max(ratios):.2f})")
+    report = {
+        "model": os.path.basename(args.model),
+        "input_shape": list(shape),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "onnxruntime": ort.__version__,
+        "runs": args.runs, "batch": args.batch, "batch_runs": args.batch_runs,
+        "settings": [],
+    }
+    print(f"model        {args.model} {shape}")
+    print(f"onnxruntime  {ort.__version__}; {report['cpu']}, {report['cores']} cores")
+    for threads in args.threads:
+        runner = OrtRunner(model, shape, threads)
+        rounds = []
+        label = "default" if threads == 0 else str(threads)
+        print(f"threads {label}: batch 1 ({args.runs} runs) and batch {args.batch} "
+              f"({args.batch_runs} runs) per round")
+        for r in range(args.rounds):
+            ort_ms = runner.latency_ms(args.runs)
+            ort_ips = runner.images_per_s(args.batch, args.batch_runs)
+            cx_ms, cx_ips, cx_threads = cxrm_round(args.cxrm, args.model, threads, args.runs,
+                                                   args.batch, args.batch_runs)
+            row = {"ort_ms": ort_ms, "cxrm_ms": cx_ms, "latency_ratio": cx_ms / ort_ms,
+                   "ort_images_per_s": ort_ips, "cxrm_images_per_s": cx_ips,
+                   "throughput_ratio": cx_ips / ort_ips, "cxrm_threads": cx_threads}
+            rounds.append(row)
+            print(f"  round {r + 1}: batch 1 onnxruntime {ort_ms:8.3f} ms, cxrm {cx_ms:8.3f} ms, "
+                  f"ratio {row['latency_ratio']:.2f} | batch {args.batch} onnxruntime "
+                  f"{ort_ips:7.1f}/s, cxrm {cx_ips:7.1f}/s, ratio {row['throughput_ratio']:.2f}")
+        lat = [r["latency_ratio"] for r in rounds]
+        thr = [r["throughput_ratio"] for r in rounds]
+        summary = {
+            "threads": threads,
+            "latency_ratio_median": statistics.median(lat),
+            "latency_ratio_range": [min(lat), max(lat)],
+            "throughput_ratio_median": statistics.median(thr),
+            "throughput_ratio_range": [min(thr), max(thr)],
+            "ort_ms_median": statistics.median(r["ort_ms"] for r in rounds),
+            "cxrm_ms_median": statistics.median(r["cxrm_ms"] for r in rounds),
+            "rounds": rounds,
+        }
+        report["settings"].append(summary)
+        print(f"  latency    cxrm / onnxruntime = {summary['latency_ratio_median']:.2f} "
+              f"(median of {len(lat)} rounds; range {min(lat):.2f}-{max(lat):.2f}; lower is better)")
+        print(f"  throughput cxrm / onnxruntime = {summary['throughput_ratio_median']:.2f} "
+              f"(range {min(thr):.2f}-{max(thr):.2f}; higher is better)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,29 @@
-//! The dense inner loops: matrix × matrix for convolutions ([`rows_times`]) and matrix × vector
-//! for fully connected layers at batch 1 ([`matvec`]).
+//! The dense inner loops: matrix × matrix for convolutions and batches ([`product`]), matrix ×
+//! vector for fully connected layers at batch 1 ([`matvec`]), and their sparse (CSR) twins.
 //!
-//! Both read the weights in place (row-major, as the file stores them) and are compiled twice
-//! by multiversion: for AVX2+FMA (or NEON) and for the portable baseline, chosen once at run
-//! time. Where the selected target has fused multiply-add the products are fused: LLVM never
-//! contracts `a * b + c` by itself, and a separate multiply and add halves the rate of a
-//! latency-bound accumulation. Without FMA they stay a multiply and an add, since
-//! a software `fma` would be slower than the whole layer.
+//! [`product`] hands the work to the `gemm` crate, whose packed, register-blocked kernels use
+//! AVX-512 where the CPU has it (its `x86-v4` feature), AVX2+FMA or NEON elsewhere, chosen at run
+//! time. Measured against this crate's own AVX2 kernel and `matrixmultiply` on every product
+//! shape of Xception and LeNet-5, it was the fastest on each (docs/performance.md). The others are
+//! compiled twice by multiversion: for AVX2+FMA (or NEON) and for the portable baseline. Where
+//! the selected target has fused multiply-add the products are fused: LLVM never contracts
+//! `a * b + c` by itself, and a separate multiply and add halves the rate of a latency-bound
+//! accumulation. Without FMA they stay a multiply and an add, since a software `fma` would be
+//! slower than the whole layer.
 
 use multiversion::{multiversion, target::selected_target};
 
-/// Output columns a register block holds: two 8-lane AVX vectors.
+/// Accumulators per row in [`matvec`]: two 8-lane AVX vectors.
 const LANES: usize = 16;
-/// Output rows a register block holds. 6 × 16 accumulators are 12 of AVX2's 16 vector
-/// registers, leaving room for two input vectors and a broadcast weight; with 4 rows (8
-/// accumulators) every fused multiply-add waited on the previous one's four-cycle latency.
-pub const ROWS: usize = 6;
+
+/// The depth (inner dimension) of one call into `gemm`. A product deeper than this is summed
+/// in blocks of exactly this many terms, each added to the output in turn. `gemm` picks its own
+/// depth blocking from the cache sizes and, for small products, from the output's size, so
+/// left to itself an output row's rounding would depend on how many rows the call had, and so
+/// on the thread count. With at most 512 terms per call `gemm` never splits the depth (512 is
+/// its smallest block), and every output element is one fused multiply-add chain per block,
+/// in `k` order, whatever the split.
+pub const DEPTH_BLOCK: usize = 512;
 
 /// `a · b + c`, fused where the target can.
 #[inline(always)]
@@ -23,96 +31,61 @@ fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FUSED { a.mul_add(b, c) } else { a * b + c }
 }
 
-/// `out[r, :] = Σ_k w[r, k] · rhs[k, :]` for row-major `w` (`cols` wide; rows past `out`'s are
-/// not read), `rhs` (`n` wide) and `out` (`n` wide, every element overwritten).
+/// `out[r, :] = Σ_k w[r, k] · rhs[k, :]` for row-major `w` (`cols` wide, `out.len() / n` rows
+/// read), `rhs` (`cols` rows, `n` wide) and `out` (`n` wide, every element overwritten).
 ///
-/// Blocks of [`ROWS`] output rows × [`LANES`] columns are accumulated in registers over all of
-/// `k` and written once. Each block's weights are first copied `k`-major into a small buffer,
-/// so the inner loop reads them contiguously and without bounds checks. Every element sums its
-/// products in `k` order.
-#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
-pub fn rows_times(out: &mut [f32], w: &[f32], cols: usize, rhs: &[f32], n: usize) {
-    if selected_target!().supports_feature_str("fma") || cfg!(target_arch = "aarch64") {
-        rows_times_with::<true>(out, w, cols, rhs, n)
-    } else {
-        rows_times_with::<false>(out, w, cols, rhs, n)
-    }
-}
-
-#[inline(always)]
-fn rows_times_with<const FUSED: bool>(
-    out: &mut [f32],
-    w: &[f32],
-    cols: usize,
-    rhs: &[f32],
-    n: usize,
-) {
-    if n == 0 {
+/// The result of each element depends only on its row of `w`, its column of `rhs` and `cols`,
+/// never on how many rows `out` has: the threads split a product by rows.
+pub fn product(out: &mut [f32], w: &[f32], cols: usize, rhs: &[f32], n: usize) {
+    if n == 0 || out.is_empty() {
         return;
     }
+    let rows = out.len() / n;
+    assert_eq!(out.len(), rows * n, "whole output rows");
+    assert!(w.len() >= rows * cols, "a weight row per output row");
+    assert!(rhs.len() >= cols * n, "a right-hand row per weight column");
     if cols == 0 {
         out.fill(0.0);
         return;
     }
-    let rhs = &rhs[..cols * n];
-    let mut packed = vec![[0.0f32; ROWS]; cols];
-    for (out_rows, w_rows) in out.chunks_mut(ROWS * n).zip(w.chunks(ROWS * cols)) {
-        let rows = out_rows.len() / n;
-        for (k, p) in packed.iter_mut().enumerate() {
-            for (r, v) in p.iter_mut().enumerate().take(rows) {
-                *v = w_rows[r * cols + k];
-            }
-        }
-        // One instantiation per row count, so each keeps its accumulators in registers.
-        match rows {
-            6 => row_block::<6, FUSED>(out_rows, &packed, rhs, n),
-            5 => row_block::<5, FUSED>(out_rows, &packed, rhs, n),
-            4 => row_block::<4, FUSED>(out_rows, &packed, rhs, n),
-            3 => row_block::<3, FUSED>(out_rows, &packed, rhs, n),
-            2 => row_block::<2, FUSED>(out_rows, &packed, rhs, n),
-            _ => row_block::<1, FUSED>(out_rows, &packed, rhs, n),
-        }
+    if rows == 1 && n > 1 {
+        // `gemm` computes a single row as a matrix-vector product, which rounds differently
+        // from its blocked kernel: compute it as two equal rows, as any larger split would.
+        let twice = [&w[..cols], &w[..cols]].concat();
+        let mut pair = vec![0.0f32; 2 * n];
+        product(&mut pair, &twice, cols, rhs, n);
+        out.copy_from_slice(&pair[..n]);
+        return;
     }
-}
-
-/// `R` output rows: full [`LANES`]-wide column blocks, then the columns left over through a
-/// zero-padded copy of each input row's tail.
-#[inline(always)]
-fn row_block<const R: usize, const FUSED: bool>(
-    out: &mut [f32],
-    packed: &[[f32; ROWS]],
-    rhs: &[f32],
-    n: usize,
-) {
-    let full = n - n % LANES;
-    for j in (0..full).step_by(LANES) {
-        let mut acc = [[0.0f32; LANES]; R];
-        for (wk, row) in packed.iter().zip(rhs.chunks_exact(n)) {
-            let x: &[f32; LANES] = row[j..j + LANES].try_into().expect("LANES wide");
-            for r in 0..R {
-                for l in 0..LANES {
-                    acc[r][l] = madd::<FUSED>(wk[r], x[l], acc[r][l]);
-                }
-            }
-        }
-        for (r, a) in acc.iter().enumerate() {
-            out[r * n + j..r * n + j + LANES].copy_from_slice(a);
-        }
-    }
-    if full < n {
-        let tail = n - full;
-        let mut acc = [[0.0f32; LANES]; R];
-        for (wk, row) in packed.iter().zip(rhs.chunks_exact(n)) {
-            let mut x = [0.0f32; LANES];
-            x[..tail].copy_from_slice(&row[full..]);
-            for r in 0..R {
-                for l in 0..LANES {
-                    acc[r][l] = madd::<FUSED>(wk[r], x[l], acc[r][l]);
-                }
-            }
-        }
-        for (r, a) in acc.iter().enumerate() {
-            out[r * n + full..(r + 1) * n].copy_from_slice(&a[..tail]);
+    for (block, start) in (0..cols).step_by(DEPTH_BLOCK).enumerate() {
+        let depth = DEPTH_BLOCK.min(cols - start);
+        // SAFETY: `gemm` reads `rows × depth` weights at `w[start..]` with row stride `cols`
+        // (inside `w`, whose length was checked above), `depth × n` values of `rhs` from row
+        // `start` with row stride `n` (inside `rhs`), and writes `rows × n` outputs with row
+        // stride `n` (exactly `out`). Column strides are 1. `out` is not aliased by `w` or
+        // `rhs`: it is a unique borrow.
+        unsafe {
+            gemm::gemm(
+                rows,
+                n,
+                depth,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                block > 0,
+                w[start..].as_ptr(),
+                1,
+                cols as isize,
+                rhs[start * n..].as_ptr(),
+                1,
+                n as isize,
+                1.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
         }
     }
 }
@@ -317,17 +290,41 @@ mod tests {
     }
 
     #[test]
-    fn rows_times_matches_the_plain_loop_for_every_block_shape() {
-        // Row counts around the 6-row block, columns around the 16-lane block.
+    fn product_matches_the_plain_loop_for_every_block_shape() {
+        // Row counts around gemm's register blocks, columns around its vector width, depths
+        // around the depth block.
         for rows in [1, 2, 5, 6, 7, 13, 50] {
             for n in [1, 3, 15, 16, 17, 40, 64] {
-                for cols in [0, 1, 9, 25] {
+                for cols in [0, 1, 9, 25, 600] {
                     let w = uniform(rows * cols, (rows * 100 + n) as u64);
                     let rhs = uniform(cols * n, (cols * 1000 + n) as u64);
                     let mut out = vec![f32::NAN; rows * n];
-                    rows_times(&mut out, &w, cols, &rhs, n);
+                    product(&mut out, &w, cols, &rhs, n);
                     close(&out, &plain(&w, cols, &rhs, n, 0..rows), cols);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn product_rows_do_not_depend_on_how_the_rows_are_split() {
+        // Deep enough for several depth blocks, and sizes on both sides of gemm's small-
+        // product path (64 × 64), where it would otherwise choose another depth blocking.
+        for (rows, cols, n) in [(100, 1300, 50), (70, 1100, 81), (9, 700, 200)] {
+            let w = uniform(rows * cols, 11);
+            let rhs = uniform(cols * n, 12);
+            let mut whole = vec![0.0f32; rows * n];
+            product(&mut whole, &w, cols, &rhs, n);
+            for split in [1, 2, 8, rows / 2, rows - 1] {
+                let mut parts = vec![0.0f32; rows * n];
+                let (a, b) = parts.split_at_mut(split * n);
+                product(a, &w, cols, &rhs, n);
+                product(b, &w[split * cols..], cols, &rhs, n);
+                let same = whole
+                    .iter()
+                    .zip(&parts)
+                    .all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(same, "{rows}x{cols}x{n} split at {split}");
             }
         }
     }

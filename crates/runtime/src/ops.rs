@@ -1,10 +1,10 @@
-//! Operator kernels on NCHW `f32` tensors. Convolutions lower to im2col + GEMM (matrixmultiply,
-//! through ndarray), depthwise convolutions get a direct kernel, and weight matrices can be
+//! Operator kernels on NCHW `f32` tensors. Convolutions lower to im2col + GEMM (the `gemm`
+//! crate, through [`kernels::product`]); a 1×1 convolution with stride 1 multiplies the input
+//! as it lies, and depthwise convolutions get a direct kernel, and weight matrices can be
 //! sparse (CSR), in which case the product walks only the surviving weights, or a product of
 //! factors (low-rank and Tucker layers), which is applied one thin factor at a time.
 
 use super::{kernels, parallel};
-use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis, s};
 
 /// A weight matrix `[rows, cols]`: dense (borrowed from the mapped file when it was stored
@@ -151,38 +151,32 @@ impl<'a> Matrix<'a> {
         row_end: usize,
         rhs: ArrayView2<'_, f32>,
     ) -> Array2<f32> {
+        let mut out = Array2::<f32>::zeros((row_end - row_start, rhs.ncols()));
+        let slice = out.as_slice_mut().expect("standard layout");
+        self.mul_rows_into(slice, row_start, row_end, rhs);
+        out
+    }
+
+    /// [`Matrix::mul_rows`] written into `out` (row-major, `rhs.ncols()` wide, every element
+    /// overwritten), the output's rows split over the threads.
+    pub fn mul_rows_into(
+        &self,
+        out: &mut [f32],
+        row_start: usize,
+        row_end: usize,
+        rhs: ArrayView2<'_, f32>,
+    ) {
         let n = rhs.ncols();
+        let rhs = rhs.as_standard_layout();
+        let rhs_slice = rhs.as_slice().expect("standard layout");
         match self {
-            // A right-hand side that fits in L2 goes through the register-blocked kernel, which
-            // beats a packed GEMM's overhead at the small sizes of compact CNNs. Larger
-            // products go to the blocked GEMM. Either way the output rows are split over the
-            // threads.
-            Matrix::Dense { data, cols, .. } if cols * n <= 1 << 16 && rhs.is_standard_layout() => {
-                let rhs = rhs.as_slice().expect("standard layout");
-                let mut out = Array2::<f32>::zeros((row_end - row_start, n));
-                let w = &data[row_start * cols..row_end * cols];
-                parallel::split_rows(
-                    out.as_slice_mut().expect("standard layout"),
-                    n,
-                    kernels::ROWS,
-                    cols * n,
-                    &|first, part| kernels::rows_times(part, &w[first * cols..], *cols, rhs, n),
-                );
-                out
-            }
-            Matrix::Dense { data, cols, .. } => {
-                let w = ArrayView2::from_shape(
-                    (row_end - row_start, *cols),
-                    &data[row_start * cols..row_end * cols],
-                )
-                .expect("shape checked at load");
-                let mut out = Array2::<f32>::zeros((row_end - row_start, n));
-                parallel::split(out.view_mut(), Axis(0), 8, cols * n, &|first, mut part| {
-                    let w = w.slice(s![first..first + part.nrows(), ..]);
-                    general_mat_mul(1.0, &w, &rhs, 0.0, &mut part);
-                });
-                out
-            }
+            Matrix::Dense { data, cols, .. } => product_rows(
+                out,
+                &data[row_start * cols..row_end * cols],
+                *cols,
+                rhs_slice,
+                n,
+            ),
             Matrix::Product(factors) => {
                 // Right to left, so every intermediate is as thin as a factor's rank.
                 let (first, rest) = factors.split_first().expect("a product has factors");
@@ -191,24 +185,15 @@ impl<'a> Matrix<'a> {
                     let input = t.as_ref().map_or(rhs.view(), |a| a.view());
                     t = Some(m.mul_rows(0, m.rows(), input));
                 }
-                first.mul_rows(row_start, row_end, t.as_ref().map_or(rhs, |a| a.view()))
+                let last = t.as_ref().map_or(rhs.view(), |a| a.view());
+                first.mul_rows_into(out, row_start, row_end, last)
             }
             Matrix::Sparse(csr) => {
-                let mut out = Array2::<f32>::zeros((row_end - row_start, n));
-                let rhs = rhs.as_standard_layout();
-                let rhs = rhs.as_slice().expect("standard layout");
                 let work_per_row = csr.val.len() / csr.rows.max(1) * n;
-                parallel::split_rows(
-                    out.as_slice_mut().expect("standard layout"),
-                    n,
-                    1,
-                    work_per_row,
-                    &|first, part| {
-                        let w = csr.block(row_start + first, part.len() / n.max(1));
-                        kernels::sparse_rows_times(part, w, rhs, n)
-                    },
-                );
-                out
+                parallel::split_rows(out, n, 1, work_per_row, &|first, part| {
+                    let w = csr.block(row_start + first, part.len() / n.max(1));
+                    kernels::sparse_rows_times(part, w, rhs_slice, n)
+                });
             }
         }
     }
@@ -230,16 +215,19 @@ impl<'a> Matrix<'a> {
                 out
             }
             Matrix::Dense { data, rows, cols } => {
-                let w =
-                    ArrayView2::from_shape((*rows, *cols), data).expect("shape checked at load");
-                // Batches: the output's columns (the weight's rows) split over the threads.
-                let mut out = Array2::<f32>::zeros((x.nrows(), *rows));
-                let work = x.nrows() * cols;
-                parallel::split(out.view_mut(), Axis(1), 8, work, &|first, mut part| {
-                    let w = w.slice(s![first..first + part.ncols(), ..]);
-                    general_mat_mul(1.0, &x, &w.t(), 0.0, &mut part);
-                });
-                out
+                // Batches: (W · xᵀ)ᵀ, the weight's rows split over the threads like a
+                // convolution's. The transposes copy a batch's inputs and outputs, a small
+                // fraction of the products.
+                let xt = x.t().as_standard_layout().into_owned();
+                let mut yt = Array2::<f32>::zeros((*rows, x.nrows()));
+                product_rows(
+                    yt.as_slice_mut().expect("standard layout"),
+                    data,
+                    *cols,
+                    xt.as_slice().expect("standard layout"),
+                    x.nrows(),
+                );
+                yt.reversed_axes().as_standard_layout().into_owned()
             }
             Matrix::Product(factors) => {
                 // x · (F₀ F₁ … Fₖ)ᵀ = x · Fₖᵀ · … · F₀ᵀ
@@ -272,6 +260,15 @@ impl<'a> Matrix<'a> {
             }
         }
     }
+}
+
+/// `out = w · rhs` for row-major `w` (`cols` wide, one row per output row) and `rhs` (`n`
+/// wide), the output's rows split over the threads. Each row's result does not depend on the
+/// split ([`kernels::product`]).
+fn product_rows(out: &mut [f32], w: &[f32], cols: usize, rhs: &[f32], n: usize) {
+    parallel::split_rows(out, n, 16, cols * n, &|first, part| {
+        kernels::product(part, &w[first * cols..], cols, rhs, n)
+    });
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -422,25 +419,26 @@ pub fn conv2d(
     if p.groups == cin && cout == cin && !weight.is_sparse() {
         return depthwise(x, weight, bias, p, oh, ow);
     }
-    if n == 1 && p.groups == 1 {
-        // One image, one group: the product already has the output's layout.
-        let cols = im2col(x, 0, 0, cin, p, oh, ow);
-        let mut out = weight
-            .mul_rows(0, cout, cols.view())
-            .into_shape_with_order((1, cout, oh, ow))
-            .expect("sizes match");
-        if let Some(bias) = bias {
-            add_channel_bias(&mut out, bias);
-        }
-        return out;
-    }
+    // A 1×1 convolution with stride 1 and no padding multiplies the input as it lies: each
+    // image's channels are already the rows of the product's right-hand side.
+    let pointwise = p.kernel == [1, 1] && p.stride == [1, 1] && p.padding == [0; 4];
+    let x = x.as_standard_layout();
     let mut out = Array4::<f32>::zeros((n, cout, oh, ow));
-    for b in 0..n {
-        for g in 0..p.groups {
-            let cols = im2col(x, b, g * cg, cg, p, oh, ow);
-            let y = weight.mul_rows(g * og, (g + 1) * og, cols.view());
-            let mut dst = out.slice_mut(s![b, g * og..(g + 1) * og, .., ..]);
-            dst.assign(&y.into_shape_with_order((og, oh, ow)).expect("sizes match"));
+    let plane = oh * ow;
+    let dst = out.as_slice_mut().expect("a fresh array is contiguous");
+    for (b, image_out) in dst.chunks_exact_mut((cout * plane).max(1)).enumerate() {
+        for (g, group_out) in image_out.chunks_exact_mut((og * plane).max(1)).enumerate() {
+            let rows = g * og..(g + 1) * og;
+            if pointwise {
+                let channels = x.slice(s![b, g * cg..(g + 1) * cg, .., ..]);
+                let rhs = channels
+                    .into_shape_with_order((cg, plane))
+                    .expect("a standard-layout slice of whole planes");
+                weight.mul_rows_into(group_out, rows.start, rows.end, rhs);
+            } else {
+                let cols = im2col(x.view(), b, g * cg, cg, p, oh, ow);
+                weight.mul_rows_into(group_out, rows.start, rows.end, cols.view());
+            }
         }
     }
     if let Some(bias) = bias {
@@ -467,44 +465,66 @@ fn depthwise(
     let Matrix::Dense { data, .. } = weight else {
         unreachable!("dense only")
     };
-    let [top, left, bottom, right] = p.padding;
-    let (ph, pw) = (h + top + bottom, w + left + right);
-    let mut padded = vec![0f32; ph * pw];
+    let x = x.as_standard_layout();
+    let src = x.as_slice().expect("standard layout");
     let mut out = Array4::<f32>::zeros((n, c, oh, ow));
-    for b in 0..n {
-        for ch in 0..c {
-            let plane = x.slice(s![b, ch, .., ..]);
-            for (y, row) in plane.rows().into_iter().enumerate() {
-                let dst = &mut padded[(y + top) * pw + left..(y + top) * pw + left + w];
-                dst.iter_mut().zip(row).for_each(|(d, &v)| *d = v);
+    let dst = out.as_slice_mut().expect("a fresh array is contiguous");
+    // The planes (image, channel) are independent: split over the threads, each part with its
+    // own padded buffer.
+    let (plane_in, plane_out) = (h * w, oh * ow);
+    parallel::split_rows(dst, plane_out, 1, kh * kw * plane_out, &|first, part| {
+        let [top, left, bottom, right] = p.padding;
+        let (ph, pw) = (h + top + bottom, w + left + right);
+        let mut padded = vec![0f32; ph * pw];
+        for (i, out_plane) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
+            let index = first + i;
+            let ch = index % c;
+            let plane = &src[index * plane_in..(index + 1) * plane_in];
+            for (y, row) in plane.chunks_exact(w.max(1)).enumerate() {
+                let start = (y + top) * pw + left;
+                padded[start..start + w].copy_from_slice(row);
             }
             let filt = &data[ch * kh * kw..(ch + 1) * kh * kw];
-            let mut dst = out.slice_mut(s![b, ch, .., ..]);
-            let dst = dst.as_slice_mut().expect("a fresh array is contiguous");
-            for oy in 0..oh {
-                let out_row = &mut dst[oy * ow..(oy + 1) * ow];
-                for ky in 0..kh {
-                    let iy = oy * p.stride[0] + ky * p.dilation[0];
-                    let in_row = &padded[iy * pw..(iy + 1) * pw];
-                    for kx in 0..kw {
-                        let wk = filt[ky * kw + kx];
-                        let x0 = kx * p.dilation[1];
-                        if p.stride[1] == 1 {
-                            let src = &in_row[x0..x0 + ow];
-                            out_row.iter_mut().zip(src).for_each(|(o, &v)| *o += wk * v);
-                        } else {
-                            let src = in_row[x0..].iter().step_by(p.stride[1]);
-                            out_row.iter_mut().zip(src).for_each(|(o, &v)| *o += wk * v);
-                        }
-                    }
-                }
-                if let Some(bias) = bias {
-                    out_row.iter_mut().for_each(|o| *o += bias[ch]);
+            depthwise_plane(out_plane, &padded, pw, filt, p, ow, bias.map(|b| b[ch]));
+        }
+    });
+    out
+}
+
+/// One output plane of a depthwise convolution from its zero-padded input plane (`pw` wide).
+/// Compiled for AVX-512 and AVX2 too, where each tap's row update is 16 or 8 lanes wide; the
+/// products are not fused, so every target rounds alike.
+#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
+fn depthwise_plane(
+    out: &mut [f32],
+    padded: &[f32],
+    pw: usize,
+    filt: &[f32],
+    p: &Conv2dParams,
+    ow: usize,
+    bias: Option<f32>,
+) {
+    let [kh, kw] = p.kernel;
+    for (oy, out_row) in out.chunks_exact_mut(ow.max(1)).enumerate() {
+        for ky in 0..kh {
+            let iy = oy * p.stride[0] + ky * p.dilation[0];
+            let in_row = &padded[iy * pw..(iy + 1) * pw];
+            for kx in 0..kw {
+                let wk = filt[ky * kw + kx];
+                let x0 = kx * p.dilation[1];
+                if p.stride[1] == 1 {
+                    let src = &in_row[x0..x0 + ow];
+                    out_row.iter_mut().zip(src).for_each(|(o, &v)| *o += wk * v);
+                } else {
+                    let src = in_row[x0..].iter().step_by(p.stride[1]);
+                    out_row.iter_mut().zip(src).for_each(|(o, &v)| *o += wk * v);
                 }
             }
         }
+        if let Some(bias) = bias {
+            out_row.iter_mut().for_each(|o| *o += bias);
+        }
     }
-    out
 }
 
 pub fn add_channel_bias(x: &mut Array4<f32>, bias: &[f32]) {

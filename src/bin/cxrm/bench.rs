@@ -14,7 +14,8 @@ For comparisons quote ratios measured in the same run: machines are shared and n
 Examples:
   cxrm bench model.cxrm
   cxrm bench dc.cxrm --batch 64 --dense-kernels
-  cxrm bench model.cxrm --threads 1"
+  cxrm bench model.cxrm --threads 1
+  cxrm bench model.cxrm --batch 16 --batch-iters 20 --json"
 )]
 pub struct Args {
     /// The .cxrm model.
@@ -25,6 +26,12 @@ pub struct Args {
     /// Timed runs at batch 1.
     #[arg(long, default_value_t = 200)]
     iters: usize,
+    /// Timed runs at the throughput batch.
+    #[arg(long, default_value_t = 10)]
+    batch_iters: usize,
+    /// Print the figures as one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
     /// Run every layer through dense kernels, even when its weights are mostly zero.
     #[arg(long)]
     dense_kernels: bool,
@@ -80,12 +87,29 @@ pub fn run(args: Args) -> Result<(), Failure> {
     lat.sort();
     let big = input(args.batch.max(1));
     model.forward(big.view())?;
-    let rounds = 10;
+    let rounds = args.batch_iters.max(1);
     let t = Instant::now();
     for _ in 0..rounds {
         model.forward(big.view())?;
     }
-    let per_batch = t.elapsed() / rounds;
+    let per_batch = t.elapsed() / rounds as u32;
+    if args.json {
+        let doc = serde_json::json!({
+            "model": args.model.display().to_string(),
+            "file_bytes": file.file_len(),
+            "threads": model.threads(),
+            "load_ms": ms(loads[2]),
+            "batch1_median_ms": ms(percentile(&lat, 0.5)),
+            "batch1_p95_ms": ms(percentile(&lat, 0.95)),
+            "batch1_runs": lat.len(),
+            "batch": args.batch,
+            "batch_ms": ms(per_batch),
+            "batch_runs": rounds,
+            "images_per_s": args.batch as f64 / per_batch.as_secs_f64(),
+        });
+        println!("{doc}");
+        return Ok(());
+    }
     println!(
         "model      {} ({} bytes)",
         args.model.display(),
