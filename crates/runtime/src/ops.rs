@@ -476,6 +476,7 @@ fn depthwise(
         let [top, left, bottom, right] = p.padding;
         let (ph, pw) = (h + top + bottom, w + left + right);
         let mut padded = vec![0f32; ph * pw];
+        let mut phased = Vec::new();
         for (i, out_plane) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
             let index = first + i;
             let ch = index % c;
@@ -485,15 +486,34 @@ fn depthwise(
                 padded[start..start + w].copy_from_slice(row);
             }
             let filt = &data[ch * kh * kw..(ch + 1) * kh * kw];
-            depthwise_plane(out_plane, &padded, pw, filt, p, ow, bias.map(|b| b[ch]));
+            let bias = bias.map(|b| b[ch]);
+            let square = |k: usize| p.kernel == [k, k] && p.dilation == [1, 1];
+            match (square(3), square(5), p.stride[1]) {
+                (true, _, 1) => depthwise_registers::<3, 1>(out_plane, &padded, pw, filt, p, ow),
+                (true, _, 2) => {
+                    let ph_w = split_phases::<2>(&padded, pw, &mut phased);
+                    depthwise_registers::<3, 2>(out_plane, &phased, ph_w, filt, p, ow)
+                }
+                (_, true, 1) => depthwise_registers::<5, 1>(out_plane, &padded, pw, filt, p, ow),
+                (_, true, 2) => {
+                    let ph_w = split_phases::<2>(&padded, pw, &mut phased);
+                    depthwise_registers::<5, 2>(out_plane, &phased, ph_w, filt, p, ow)
+                }
+                _ => depthwise_plane(out_plane, &padded, pw, filt, p, ow),
+            }
+            if let Some(bias) = bias {
+                out_plane.iter_mut().for_each(|o| *o += bias);
+            }
         }
     });
     out
 }
 
-/// One output plane of a depthwise convolution from its zero-padded input plane (`pw` wide).
-/// Compiled for AVX-512 and AVX2 too, where each tap's row update is 16 or 8 lanes wide; the
-/// products are not fused, so every target rounds alike.
+/// One output plane of a depthwise convolution from its zero-padded input plane (`pw` wide),
+/// for any kernel, stride and dilation: each tap adds a scaled run of an input row to an output
+/// row. The taps are summed in the same order for every output, `ky` then `kx` (the bias is
+/// added last, by the caller). Compiled for AVX-512 and AVX2 too; the products are not fused,
+/// so every target rounds alike.
 #[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
 fn depthwise_plane(
     out: &mut [f32],
@@ -502,7 +522,6 @@ fn depthwise_plane(
     filt: &[f32],
     p: &Conv2dParams,
     ow: usize,
-    bias: Option<f32>,
 ) {
     let [kh, kw] = p.kernel;
     for (oy, out_row) in out.chunks_exact_mut(ow.max(1)).enumerate() {
@@ -521,8 +540,86 @@ fn depthwise_plane(
                 }
             }
         }
-        if let Some(bias) = bias {
-            out_row.iter_mut().for_each(|o| *o += bias);
+    }
+}
+
+/// Splits each row of a padded plane (`pw` wide) into its `S` column phases, phase `r` holding
+/// columns `r, r + S, r + 2S, …`: with stride `S`, output column `ox` reads column `S·ox + kx`,
+/// which is element `ox + kx / S` of phase `kx % S`, so every tap reads a contiguous run.
+/// Row `y`'s phase `r` is row `y·S + r` of `phased`; returns the phase rows' width.
+fn split_phases<const S: usize>(padded: &[f32], pw: usize, phased: &mut Vec<f32>) -> usize {
+    let ph_w = pw.div_ceil(S);
+    let rows = padded.len() / pw.max(1);
+    phased.clear();
+    phased.resize(rows * S * ph_w, 0.0);
+    for (row, out) in padded
+        .chunks_exact(pw.max(1))
+        .zip(phased.chunks_exact_mut(S * ph_w))
+    {
+        let (groups, rest) = row.as_chunks::<S>();
+        for (r, phase) in out.chunks_exact_mut(ph_w).enumerate() {
+            // Whole groups of S columns first (a strided gather LLVM vectorises), then the
+            // columns past the last whole group.
+            for (d, g) in phase.iter_mut().zip(groups) {
+                *d = g[r];
+            }
+            if let Some(&v) = rest.get(r) {
+                phase[groups.len()] = v;
+            }
+        }
+    }
+    ph_w
+}
+
+/// A `K × K` depthwise convolution with column stride `S` and no dilation, from the plane's
+/// padded rows (`S = 1`, `width` = `pw`) or their phases ([`split_phases`]): sixteen outputs
+/// at a time are summed in registers over all `K²` taps and stored once (tap-by-tap row
+/// updates load and store each output row `K²` times). The taps are added in the same order
+/// as [`depthwise_plane`], so the results are the same bits.
+#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
+fn depthwise_registers<const K: usize, const S: usize>(
+    out: &mut [f32],
+    rows: &[f32],
+    width: usize,
+    filt: &[f32],
+    p: &Conv2dParams,
+    ow: usize,
+) {
+    let taps: [[f32; K]; K] = std::array::from_fn(|ky| std::array::from_fn(|kx| filt[ky * K + kx]));
+    for (oy, out_row) in out.chunks_exact_mut(ow.max(1)).enumerate() {
+        let top = oy * p.stride[0];
+        // Tap (ky, kx) reads row `top + ky`, phase `kx % S`, from offset `kx / S`.
+        let source: [[&[f32]; S]; K] = std::array::from_fn(|ky| {
+            std::array::from_fn(|r| {
+                let at = ((top + ky) * S + r) * width;
+                &rows[at..at + width]
+            })
+        });
+        let (blocks, tail) = out_row.as_chunks_mut::<16>();
+        for (b, block) in blocks.iter_mut().enumerate() {
+            let mut acc = [0f32; 16];
+            for (phases, tap_row) in source.iter().zip(&taps) {
+                for (kx, &wk) in tap_row.iter().enumerate() {
+                    let start = b * 16 + kx / S;
+                    let src: &[f32; 16] = phases[kx % S][start..start + 16]
+                        .try_into()
+                        .expect("16 wide");
+                    for l in 0..16 {
+                        acc[l] += wk * src[l];
+                    }
+                }
+            }
+            *block = acc;
+        }
+        let first = blocks.len() * 16;
+        for (i, o) in tail.iter_mut().enumerate() {
+            let mut acc = 0f32;
+            for (phases, tap_row) in source.iter().zip(&taps) {
+                for (kx, &wk) in tap_row.iter().enumerate() {
+                    acc += wk * phases[kx % S][first + i + kx / S];
+                }
+            }
+            *o = acc;
         }
     }
 }
@@ -576,18 +673,77 @@ pub fn pool2d(x: ArrayView4<'_, f32>, p: &PoolParams, max: bool) -> Array4<f32> 
     let src = x.as_slice().expect("standard layout");
     let mut out = Array4::<f32>::zeros((n, c, oh, ow));
     let dst = out.as_slice_mut().expect("standard layout");
-    for (plane, out_plane) in src.chunks_exact(h * w).zip(dst.chunks_exact_mut(oh * ow)) {
-        if max {
-            pool_plane::<true>(plane, out_plane, (h, w), (oh, ow), p);
-        } else {
-            pool_plane::<false>(plane, out_plane, (h, w), (oh, ow), p);
+    let (plane_in, plane_out) = (h * w, oh * ow);
+    let work = p.kernel[0] * p.kernel[1] * plane_out;
+    // Planes are independent: split over the threads.
+    parallel::split_rows(dst, plane_out.max(1), 1, work, &|first, part| {
+        let mut rows = Vec::new();
+        for (i, out_plane) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
+            let plane = &src[(first + i) * plane_in..(first + i + 1) * plane_in];
+            if max && p.kernel != [2, 2] {
+                max_pool_plane(plane, out_plane, (h, w), ow, p, &mut rows);
+            } else if max {
+                pool_plane::<true>(plane, out_plane, (h, w), (oh, ow), p);
+            } else {
+                pool_plane::<false>(plane, out_plane, (h, w), (oh, ow), p);
+            }
         }
-    }
+    });
     out
 }
 
-/// One plane of max (`MAX`) or average pooling; a const parameter so each variant's inner
-/// loop has no branch on the kind.
+/// The input positions `lo..hi` a pooling window at output `o` covers, clipped to `0..len`.
+fn window_span(o: usize, stride: usize, pad: usize, k: usize, len: usize) -> (usize, usize) {
+    let a = (o * stride) as isize - pad as isize;
+    let lo = a.max(0) as usize;
+    let hi = ((a + k as isize).min(len as isize)).max(0) as usize;
+    (lo, hi.max(lo))
+}
+
+/// Max pooling in two passes: each input row's maxima over the window's columns (`rows`, `ow`
+/// wide), then the output row as the elementwise maximum of its window's rows, which
+/// vectorises. A maximum does not depend on the order it is taken in, so this gives the same
+/// values as taking each window whole. An empty window gives 0.
+fn max_pool_plane(
+    plane: &[f32],
+    out: &mut [f32],
+    (h, w): (usize, usize),
+    ow: usize,
+    p: &PoolParams,
+    rows: &mut Vec<f32>,
+) {
+    let cols: Vec<(usize, usize)> = (0..ow)
+        .map(|ox| window_span(ox, p.stride[1], p.padding[1], p.kernel[1], w))
+        .collect();
+    rows.clear();
+    rows.resize(h * ow, f32::NEG_INFINITY);
+    for (in_row, row_max) in plane
+        .chunks_exact(w.max(1))
+        .zip(rows.chunks_exact_mut(ow.max(1)))
+    {
+        for (m, &(xa, xb)) in row_max.iter_mut().zip(&cols) {
+            *m = in_row[xa..xb]
+                .iter()
+                .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+        }
+    }
+    for (oy, out_row) in out.chunks_exact_mut(ow.max(1)).enumerate() {
+        let (ya, yb) = window_span(oy, p.stride[0], p.padding[0], p.kernel[0], h);
+        out_row.fill(f32::NEG_INFINITY);
+        for row_max in rows[ya * ow..yb * ow].chunks_exact(ow.max(1)) {
+            out_row
+                .iter_mut()
+                .zip(row_max)
+                .for_each(|(o, &v)| *o = o.max(v));
+        }
+        for (o, &(xa, xb)) in out_row.iter_mut().zip(&cols) {
+            if ya == yb || xa == xb {
+                *o = 0.0;
+            }
+        }
+    }
+}
+
 fn pool_plane<const MAX: bool>(
     plane: &[f32],
     out: &mut [f32],
@@ -616,12 +772,7 @@ fn pool_plane<const MAX: bool>(
         }
         return;
     }
-    let span = |o: usize, stride: usize, pad: usize, k: usize, len: usize| {
-        let a = (o * stride) as isize - pad as isize;
-        let lo = a.max(0) as usize;
-        let hi = ((a + k as isize).min(len as isize)).max(0) as usize;
-        (lo, hi.max(lo))
-    };
+    let span = window_span;
     for oy in 0..oh {
         let (ya, yb) = span(oy, p.stride[0], p.padding[0], p.kernel[0], h);
         for ox in 0..ow {
@@ -808,6 +959,14 @@ mod tests {
             // Ten output rows and 100 columns: register blocks of 4 × 16 plus leftover rows
             // and columns.
             (1, 3, 12, 12, 10, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+            // Depthwise rows of 37: two 16-wide register blocks and a tail; the same with
+            // stride 2 (column phases) and a 5×5 window.
+            (2, 3, 7, 37, 3, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 3),
+            (1, 2, 9, 70, 2, [3, 3], [2, 2], [0, 0, 1, 1], [1, 1], 2),
+            (1, 2, 9, 75, 2, [5, 5], [1, 2], [2, 2, 2, 2], [1, 1], 2),
+            // 1×1 convolutions, which multiply the input in place, with one and two groups.
+            (2, 6, 5, 7, 4, [1, 1], [1, 1], [0, 0, 0, 0], [1, 1], 1),
+            (1, 6, 5, 7, 4, [1, 1], [1, 1], [0, 0, 0, 0], [1, 1], 2),
         ];
         for (n, cin, h, w, cout, kernel, stride, padding, dilation, groups) in cases {
             let p = Conv2dParams {
@@ -910,7 +1069,7 @@ mod tests {
         for n in [1, 2, 5, 40] {
             let x = Array2::from_shape_vec((n, cols), rand(n * cols, 22)).unwrap();
             let xt = x.t().as_standard_layout().into_owned();
-            // 40 columns take the blocked GEMM in mul_rows; fewer the register-blocked kernel.
+            // One row or column takes gemm's matrix-vector path unless the kernel avoids it.
             let products = || {
                 [&dense, &sparse]
                     .iter()
@@ -976,6 +1135,105 @@ mod tests {
             1e-5,
         );
         assert!(data[14..21].iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn convolutions_and_pooling_give_the_same_bits_on_one_thread_and_two() {
+        // Large enough to split: a 3×3 convolution, a 1×1 one, a depthwise one and a 3×3/2 max
+        // pooling over 64 channels of 40 × 40.
+        let (c, h, w) = (64, 40, 40);
+        let x = Array::from_shape_vec((1, c, h, w), rand(c * h * w, 31)).unwrap();
+        let conv = |kernel: [usize; 2], groups: usize| Conv2dParams {
+            kernel,
+            stride: [1, 1],
+            padding: if kernel == [3, 3] { [1; 4] } else { [0; 4] },
+            dilation: [1, 1],
+            groups,
+        };
+        let weights = |k: usize| Matrix::Dense {
+            data: rand(c * k, 32).into(),
+            rows: c,
+            cols: k,
+        };
+        let (full, pointwise, depthwise) = (weights(c * 9), weights(c), weights(9));
+        let pool = PoolParams {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [0, 0, 1, 1],
+        };
+        let layers = || {
+            vec![
+                conv2d(x.view(), &full, None, &conv([3, 3], 1)),
+                conv2d(x.view(), &pointwise, None, &conv([1, 1], 1)),
+                conv2d(x.view(), &depthwise, None, &conv([3, 3], c)),
+                pool2d(x.view(), &pool, true),
+            ]
+        };
+        let one = super::super::parallel::Threads::new(1).run(usize::MAX, layers);
+        let two = super::super::parallel::Threads::new(2).run(usize::MAX, layers);
+        for (a, b) in one.iter().zip(&two) {
+            let bits = |m: &Array4<f32>| m.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(a), bits(b));
+        }
+    }
+
+    #[test]
+    fn register_blocked_depthwise_gives_the_general_loops_bits() {
+        let (h, w) = (9, 45);
+        let plane = rand(h * w, 41);
+        for (k, stride) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
+            let p = Conv2dParams {
+                kernel: [k, k],
+                stride: [stride, stride],
+                padding: [0; 4],
+                dilation: [1, 1],
+                groups: 1,
+            };
+            let (oh, ow) = p.output_size(h, w).unwrap();
+            let filt = rand(k * k, 42);
+            let mut general = vec![0f32; oh * ow];
+            depthwise_plane(&mut general, &plane, w, &filt, &p, ow);
+            let mut blocked = vec![f32::NAN; oh * ow];
+            match (k, stride) {
+                (3, 1) => depthwise_registers::<3, 1>(&mut blocked, &plane, w, &filt, &p, ow),
+                (5, 1) => depthwise_registers::<5, 1>(&mut blocked, &plane, w, &filt, &p, ow),
+                _ => {
+                    let mut phased = Vec::new();
+                    let width = split_phases::<2>(&plane, w, &mut phased);
+                    if k == 3 {
+                        depthwise_registers::<3, 2>(&mut blocked, &phased, width, &filt, &p, ow)
+                    } else {
+                        depthwise_registers::<5, 2>(&mut blocked, &phased, width, &filt, &p, ow)
+                    }
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&general), bits(&blocked), "{k}x{k} stride {stride}");
+        }
+    }
+
+    #[test]
+    fn two_pass_max_pooling_equals_whole_windows() {
+        let x = rand(9 * 11, 21);
+        for (kernel, stride, padding) in [
+            ([3, 3], [2, 2], [1, 1, 1, 1]),
+            ([3, 3], [2, 2], [0, 0, 1, 1]),
+            ([3, 2], [1, 1], [0, 1, 2, 0]),
+            ([1, 1], [2, 3], [0; 4]),
+            ([5, 5], [3, 3], [2, 2, 2, 2]),
+        ] {
+            let p = PoolParams {
+                kernel,
+                stride,
+                padding,
+            };
+            let (oh, ow) = p.output_size(9, 11).unwrap();
+            let mut whole = vec![f32::NAN; oh * ow];
+            let mut two_pass = vec![f32::NAN; oh * ow];
+            pool_plane::<true>(&x, &mut whole, (9, 11), (oh, ow), &p);
+            max_pool_plane(&x, &mut two_pass, (9, 11), ow, &p, &mut Vec::new());
+            assert_eq!(whole, two_pass, "{p:?}");
+        }
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! thread costs more than a piece of a small convolution is worth (docs/performance.md has
 //! the measurements). Splits are by whole output rows, and
 //! each row is computed by the same code whatever the split, so results do not depend on the
-//! number of threads.
+//! number of threads. The default count also watches its own speed: on a machine whose cores
+//! other programs keep busy it runs passes on one thread ([`Threads::run`]).
 
 use ndarray::{ArrayViewMut2, Axis};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Below this many multiply-adds in a part, it is not split off: handing a part to another
 /// core costs a few microseconds.
@@ -24,10 +26,57 @@ pub const MIN_WORK_FOR_THREADS: usize = 1 << 20;
 pub struct Threads {
     count: usize,
     pool: OnceLock<Option<rayon::ThreadPool>>,
+    /// For the default count only: which of one thread and all of them is faster now.
+    adapt: Option<Mutex<Adaptive>>,
+}
+
+/// How often the setting not in use is timed again, so that a change of load is noticed.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// The default thread count's choice between running a pass on the calling thread alone and
+/// splitting it over every core. On a machine where other programs keep the cores busy a split
+/// pass waits for whichever part's thread the scheduler has set aside, and can take twice as
+/// long as one thread; on an idle machine it is up to twice as fast. So each setting's time
+/// per multiply-add is kept (a moving average over its passes), the faster one runs, and the
+/// other is tried again every [`PROBE_EVERY`]. Both give the same bits, so the choice changes
+/// only the speed.
+#[derive(Default)]
+struct Adaptive {
+    /// Nanoseconds per multiply-add: `[one thread, all threads]`.
+    cost: [Option<f64>; 2],
+    last_probe: Option<Instant>,
+}
+
+impl Adaptive {
+    /// Whether the next pass splits over every core.
+    fn choose(&mut self, now: Instant) -> bool {
+        match self.cost {
+            [_, None] => true,
+            [None, _] => false,
+            [Some(one), Some(all)] => {
+                let faster = all < one;
+                let probe_due = self
+                    .last_probe
+                    .is_none_or(|t| now.duration_since(t) >= PROBE_EVERY);
+                if probe_due {
+                    self.last_probe = Some(now);
+                    !faster
+                } else {
+                    faster
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, all: bool, nanos_per_work: f64) {
+        let slot = &mut self.cost[usize::from(all)];
+        *slot = Some(slot.map_or(nanos_per_work, |c| 0.7 * c + 0.3 * nanos_per_work));
+    }
 }
 
 impl Threads {
-    /// `requested` threads; 0 means one per core.
+    /// `requested` threads; 0 means one per core this process may run on (its CPU affinity,
+    /// as `taskset` sets it, and its cgroup's CPU quota count), and adapts to the load.
     pub fn new(requested: usize) -> Threads {
         let count = match requested {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -36,6 +85,7 @@ impl Threads {
         Threads {
             count,
             pool: OnceLock::new(),
+            adapt: (requested == 0 && count > 1).then(|| Mutex::new(Adaptive::default())),
         }
     }
 
@@ -44,12 +94,27 @@ impl Threads {
     }
 
     /// Runs `f`, which does `work` multiply-adds, on this pool, the other workers spinning for
-    /// work until it returns. With one thread, less work than [`MIN_WORK_FOR_THREADS`], or a
-    /// pool that cannot be started, `f` runs on the calling thread.
+    /// work until it returns. With one thread, less work than [`MIN_WORK_FOR_THREADS`], a
+    /// pool that cannot be started, or a default count that found one thread faster under the
+    /// machine's present load, `f` runs on the calling thread.
     pub fn run<T: Send>(&self, work: usize, f: impl FnOnce() -> T + Send) -> T {
         if self.count < 2 || work < MIN_WORK_FOR_THREADS {
             return f();
         }
+        let Some(adapt) = &self.adapt else {
+            return self.run_split(f);
+        };
+        let start = Instant::now();
+        let all = adapt.lock().map_or(true, |mut a| a.choose(start));
+        let out = if all { self.run_split(f) } else { f() };
+        let nanos = start.elapsed().as_nanos() as f64 / work as f64;
+        if let Ok(mut a) = adapt.lock() {
+            a.record(all, nanos);
+        }
+        out
+    }
+
+    fn run_split<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let pool = self.pool.get_or_init(|| {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(self.count)
@@ -197,6 +262,33 @@ mod tests {
             });
             assert_eq!(calls.load(Ordering::Relaxed), 1);
         }
+    }
+
+    #[test]
+    fn the_default_count_runs_the_faster_setting_and_probes_the_other() {
+        let mut a = Adaptive::default();
+        let t0 = Instant::now();
+        // Each setting is timed once first.
+        assert!(a.choose(t0));
+        a.record(true, 2.0);
+        assert!(!a.choose(t0));
+        a.record(false, 1.0);
+        // One thread was faster (a busy machine): it runs, but the split is timed again once
+        // a probe is due, and wins back when the load has gone.
+        assert!(a.choose(t0), "the first comparison is a probe");
+        a.record(true, 2.0);
+        assert!(!a.choose(t0 + Duration::from_millis(10)));
+        assert!(a.choose(t0 + PROBE_EVERY + Duration::from_millis(10)));
+        for _ in 0..5 {
+            a.record(true, 0.4);
+        }
+        assert!(a.choose(t0 + PROBE_EVERY + Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn an_explicit_count_does_not_adapt() {
+        assert!(Threads::new(2).adapt.is_none());
+        assert!(Threads::new(1).adapt.is_none());
     }
 
     #[test]
