@@ -10,7 +10,7 @@
 //! Batch norm is folded into the convolution or dense layer before it. Shapes are checked
 //! through the whole graph at load, so a bad graph fails before any input is read.
 
-use super::ops::{self, Conv2dParams, Csr, Matrix, PoolParams};
+use super::ops::{self, Activation, Conv2dParams, Csr, Matrix, PoolParams};
 use super::parallel::Threads;
 use super::xnor::{self, BitRows, XnorWeight};
 use cxrm_format as format;
@@ -59,6 +59,8 @@ enum Op<'a> {
         weight: Matrix<'a>,
         bias: Option<Vec<f32>>,
         params: Conv2dParams,
+        /// A following `relu`/`relu6`, fused at load ([`fuse_activations`]).
+        activation: Activation,
     },
     Dense {
         weight: Matrix<'a>,
@@ -99,8 +101,8 @@ enum Op<'a> {
     Mul,
     /// The inputs joined along axis 1 (channels, or vector elements).
     Concat,
-    /// A batch norm folded into the layer before it.
-    Identity,
+    /// A layer folded into the one before it: what it was, for `layer_info`.
+    Identity(&'static str),
 }
 
 impl Op<'_> {
@@ -439,6 +441,7 @@ impl<'a> Model<'a> {
             });
         }
         fold_batch_norms(&mut layers);
+        fuse_activations(&mut layers);
         let out = shapes.last().expect("nonempty");
         if out.len() != 1 {
             return Err(Error::Model(format!(
@@ -520,7 +523,7 @@ impl<'a> Model<'a> {
                     Op::HardSwish => ("hard_swish", None),
                     Op::Mul => ("mul", None),
                     Op::Concat => ("concat", None),
-                    Op::Identity => ("batch_norm (folded)", None),
+                    Op::Identity(what) => (*what, None),
                 };
                 let kernel = match (&l.op, w) {
                     (Op::ConvChain { .. }, _) => "tucker",
@@ -576,7 +579,7 @@ impl<'a> Model<'a> {
         for (i, layer) in self.layers.iter().enumerate() {
             // Element-wise ops rewrite their input in place when nothing else reads it.
             if let (
-                Op::Relu | Op::Relu6 | Op::Sigmoid | Op::HardSwish | Op::Identity | Op::Flatten,
+                Op::Relu | Op::Relu6 | Op::Sigmoid | Op::HardSwish | Op::Identity(_) | Op::Flatten,
                 [Source::Node(j)],
             ) = (&layer.op, &layer.inputs[..])
                 && self.last_use[*j] == i
@@ -648,7 +651,9 @@ fn run_op(op: &Op<'_>, args: &[ndarray::ArrayViewD<'_, f32>]) -> ArrayD<f32> {
             weight,
             bias,
             params,
-        } => ops::conv2d(four(&args[0]), weight, bias.as_deref(), params).into_dyn(),
+            activation,
+        } => ops::conv2d_activated(four(&args[0]), weight, bias.as_deref(), params, *activation)
+            .into_dyn(),
         Op::Dense { weight, bias } => {
             let x = args[0]
                 .view()
@@ -715,7 +720,7 @@ fn run_op(op: &Op<'_>, args: &[ndarray::ArrayViewD<'_, f32>]) -> ArrayD<f32> {
         Op::HardSwish => args[0].mapv(ops::hard_swish),
         Op::Mul => ops::mul(&args[0], &args[1]),
         Op::Concat => ndarray::concatenate(ndarray::Axis(1), args).expect("shapes checked at load"),
-        Op::Identity => args[0].to_owned(),
+        Op::Identity(_) => args[0].to_owned(),
     }
 }
 
@@ -809,6 +814,7 @@ fn build_op<'a>(
                             weight,
                             bias,
                             params,
+                            activation: Activation::None,
                         }
                     }
                 }
@@ -1032,7 +1038,45 @@ fn fold_batch_norms(layers: &mut [Layer<'_>]) {
             _ => false,
         };
         if folded {
-            layers[i].op = Op::Identity;
+            layers[i].op = Op::Identity("batch_norm (folded)");
+        }
+    }
+}
+
+/// Fuse each `relu`/`relu6` into the convolution it reads, when it is that convolution's only
+/// reader (through batch norms already folded into it): the activation is then applied to each
+/// part of the output as the convolution writes it, instead of in a pass of its own. The fused
+/// layer becomes an identity.
+fn fuse_activations(layers: &mut [Layer<'_>]) {
+    let readers = |layers: &[Layer<'_>], j: usize| {
+        layers
+            .iter()
+            .filter(|l| l.inputs.contains(&Source::Node(j)))
+            .count()
+    };
+    for i in 0..layers.len() {
+        let (fused, shown) = match layers[i].op {
+            Op::Relu => (Activation::Relu, "relu (fused)"),
+            Op::Relu6 => (Activation::Relu6, "relu6 (fused)"),
+            _ => continue,
+        };
+        let [Source::Node(mut j)] = layers[i].inputs[..] else {
+            continue;
+        };
+        // Back through the identities that folded batch norms left, each read only here.
+        while readers(layers, j) == 1
+            && let (Op::Identity(_), [Source::Node(k)]) = (&layers[j].op, &layers[j].inputs[..])
+        {
+            j = *k;
+        }
+        if readers(layers, j) != 1 {
+            continue;
+        }
+        if let Op::Conv { activation, .. } = &mut layers[j].op
+            && *activation == Activation::None
+        {
+            *activation = fused;
+            layers[i].op = Op::Identity(shown);
         }
     }
 }

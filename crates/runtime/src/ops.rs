@@ -153,30 +153,33 @@ impl<'a> Matrix<'a> {
     ) -> Array2<f32> {
         let mut out = Array2::<f32>::zeros((row_end - row_start, rhs.ncols()));
         let slice = out.as_slice_mut().expect("standard layout");
-        self.mul_rows_into(slice, row_start, row_end, rhs);
+        self.mul_rows_into(slice, row_start, row_end, rhs, &|_, _| {});
         out
     }
 
     /// [`Matrix::mul_rows`] written into `out` (row-major, `rhs.ncols()` wide, every element
-    /// overwritten), the output's rows split over the threads.
+    /// overwritten), the output's rows split over the threads. `finish(row, rows)` runs on each
+    /// thread's rows (`row` is the first one's index in `self`) as soon as they are computed,
+    /// while they are still in its cache: a bias and an activation cost no pass of their own.
     pub fn mul_rows_into(
         &self,
         out: &mut [f32],
         row_start: usize,
         row_end: usize,
         rhs: ArrayView2<'_, f32>,
+        finish: &RowsFinish<'_>,
     ) {
         let n = rhs.ncols();
         let rhs = rhs.as_standard_layout();
         let rhs_slice = rhs.as_slice().expect("standard layout");
         match self {
-            Matrix::Dense { data, cols, .. } => product_rows(
-                out,
-                &data[row_start * cols..row_end * cols],
-                *cols,
-                rhs_slice,
-                n,
-            ),
+            Matrix::Dense { data, cols, .. } => {
+                let w = &data[row_start * cols..row_end * cols];
+                parallel::split_rows(out, n, 16, cols * n, &|first, part| {
+                    kernels::product(part, &w[first * cols..], *cols, rhs_slice, n);
+                    finish(row_start + first, part);
+                })
+            }
             Matrix::Product(factors) => {
                 // Right to left, so every intermediate is as thin as a factor's rank.
                 let (first, rest) = factors.split_first().expect("a product has factors");
@@ -186,13 +189,14 @@ impl<'a> Matrix<'a> {
                     t = Some(m.mul_rows(0, m.rows(), input));
                 }
                 let last = t.as_ref().map_or(rhs.view(), |a| a.view());
-                first.mul_rows_into(out, row_start, row_end, last)
+                first.mul_rows_into(out, row_start, row_end, last, finish)
             }
             Matrix::Sparse(csr) => {
                 let work_per_row = csr.val.len() / csr.rows.max(1) * n;
                 parallel::split_rows(out, n, 1, work_per_row, &|first, part| {
                     let w = csr.block(row_start + first, part.len() / n.max(1));
-                    kernels::sparse_rows_times(part, w, rhs_slice, n)
+                    kernels::sparse_rows_times(part, w, rhs_slice, n);
+                    finish(row_start + first, part);
                 });
             }
         }
@@ -269,6 +273,43 @@ fn product_rows(out: &mut [f32], w: &[f32], cols: usize, rhs: &[f32], n: usize) 
     parallel::split_rows(out, n, 16, cols * n, &|first, part| {
         kernels::product(part, &w[first * cols..], cols, rhs, n)
     });
+}
+
+/// What [`Matrix::mul_rows_into`] runs on each thread's finished rows: the index of the first
+/// row in the matrix, and the rows.
+pub type RowsFinish<'f> = dyn Fn(usize, &mut [f32]) + Sync + 'f;
+
+/// An activation applied to a convolution's output as it is written (a `relu` or `relu6`
+/// layer that was the only reader of the convolution, fused at load).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    #[default]
+    None,
+    Relu,
+    Relu6,
+}
+
+/// Each channel's bias, then the activation, on rows of output channels `n` wide, the first of
+/// them channel `channel`: the same operations, in the same order, as a bias pass followed by
+/// an activation layer, so the same bits.
+fn finish_channels(
+    rows: &mut [f32],
+    n: usize,
+    channel: usize,
+    bias: Option<&[f32]>,
+    activation: Activation,
+) {
+    for (r, row) in rows.chunks_exact_mut(n.max(1)).enumerate() {
+        if let Some(bias) = bias {
+            let b = bias[channel + r];
+            row.iter_mut().for_each(|v| *v += b);
+        }
+        match activation {
+            Activation::None => {}
+            Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Activation::Relu6 => row.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,13 +452,25 @@ pub fn conv2d(
     bias: Option<&[f32]>,
     p: &Conv2dParams,
 ) -> Array4<f32> {
+    conv2d_activated(x, weight, bias, p, Activation::None)
+}
+
+/// [`conv2d`] followed by `activation`, both applied to each part of the output as it is
+/// computed.
+pub fn conv2d_activated(
+    x: ArrayView4<'_, f32>,
+    weight: &Matrix<'_>,
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    activation: Activation,
+) -> Array4<f32> {
     let (n, cin, h, w) = x.dim();
     let cout = weight.rows();
     let (oh, ow) = p.output_size(h, w).expect("checked at load");
     let cg = cin / p.groups;
     let og = cout / p.groups;
     if p.groups == cin && cout == cin && !weight.is_sparse() {
-        return depthwise(x, weight, bias, p, oh, ow);
+        return depthwise(x, weight, bias, p, (oh, ow), activation);
     }
     // A 1×1 convolution with stride 1 and no padding multiplies the input as it lies: each
     // image's channels are already the rows of the product's right-hand side.
@@ -425,6 +478,8 @@ pub fn conv2d(
     let x = x.as_standard_layout();
     let mut out = Array4::<f32>::zeros((n, cout, oh, ow));
     let plane = oh * ow;
+    let finish =
+        |channel: usize, rows: &mut [f32]| finish_channels(rows, plane, channel, bias, activation);
     let dst = out.as_slice_mut().expect("a fresh array is contiguous");
     for (b, image_out) in dst.chunks_exact_mut((cout * plane).max(1)).enumerate() {
         for (g, group_out) in image_out.chunks_exact_mut((og * plane).max(1)).enumerate() {
@@ -434,15 +489,12 @@ pub fn conv2d(
                 let rhs = channels
                     .into_shape_with_order((cg, plane))
                     .expect("a standard-layout slice of whole planes");
-                weight.mul_rows_into(group_out, rows.start, rows.end, rhs);
+                weight.mul_rows_into(group_out, rows.start, rows.end, rhs, &finish);
             } else {
                 let cols = im2col(x.view(), b, g * cg, cg, p, oh, ow);
-                weight.mul_rows_into(group_out, rows.start, rows.end, cols.view());
+                weight.mul_rows_into(group_out, rows.start, rows.end, cols.view(), &finish);
             }
         }
-    }
-    if let Some(bias) = bias {
-        add_channel_bias(&mut out, bias);
     }
     out
 }
@@ -457,8 +509,8 @@ fn depthwise(
     weight: &Matrix<'_>,
     bias: Option<&[f32]>,
     p: &Conv2dParams,
-    oh: usize,
-    ow: usize,
+    (oh, ow): (usize, usize),
+    activation: Activation,
 ) -> Array4<f32> {
     let (n, c, h, w) = x.dim();
     let [kh, kw] = p.kernel;
@@ -486,7 +538,6 @@ fn depthwise(
                 padded[start..start + w].copy_from_slice(row);
             }
             let filt = &data[ch * kh * kw..(ch + 1) * kh * kw];
-            let bias = bias.map(|b| b[ch]);
             let square = |k: usize| p.kernel == [k, k] && p.dilation == [1, 1];
             match (square(3), square(5), p.stride[1]) {
                 (true, _, 1) => depthwise_registers::<3, 1>(out_plane, &padded, pw, filt, p, ow),
@@ -501,9 +552,7 @@ fn depthwise(
                 }
                 _ => depthwise_plane(out_plane, &padded, pw, filt, p, ow),
             }
-            if let Some(bias) = bias {
-                out_plane.iter_mut().for_each(|o| *o += bias);
-            }
+            finish_channels(out_plane, plane_out, ch, bias, activation);
         }
     });
     out
@@ -621,15 +670,6 @@ fn depthwise_registers<const K: usize, const S: usize>(
             }
             *o = acc;
         }
-    }
-}
-
-pub fn add_channel_bias(x: &mut Array4<f32>, bias: &[f32]) {
-    let plane = x.dim().2 * x.dim().3;
-    let data = x.as_slice_mut().expect("standard layout");
-    for (i, chunk) in data.chunks_exact_mut(plane.max(1)).enumerate() {
-        let b = bias[i % bias.len()];
-        chunk.iter_mut().for_each(|v| *v += b);
     }
 }
 
@@ -1174,6 +1214,31 @@ mod tests {
         for (a, b) in one.iter().zip(&two) {
             let bits = |m: &Array4<f32>| m.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(a), bits(b));
+        }
+    }
+
+    #[test]
+    fn a_fused_activation_gives_the_bits_of_a_separate_pass() {
+        let x = Array::from_shape_vec((2, 4, 9, 9), rand(2 * 4 * 81, 51)).unwrap();
+        let bias = rand(4, 52);
+        for (groups, k) in [(1, 4 * 9), (4, 9)] {
+            let p = Conv2dParams {
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding: [1; 4],
+                dilation: [1, 1],
+                groups,
+            };
+            let w = Matrix::dense(rand(4 * k, 53), 4, k);
+            for (act, f) in [
+                (Activation::Relu, (|v: f32| v.max(0.0)) as fn(f32) -> f32),
+                (Activation::Relu6, |v: f32| v.clamp(0.0, 6.0)),
+            ] {
+                let separate = conv2d(x.view(), &w, Some(&bias), &p).mapv(f);
+                let fused = conv2d_activated(x.view(), &w, Some(&bias), &p, act);
+                let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&separate), bits(&fused), "groups {groups}, {act:?}");
+            }
         }
     }
 
