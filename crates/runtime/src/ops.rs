@@ -527,8 +527,9 @@ fn depthwise(
     parallel::split_rows(dst, plane_out, 1, kh * kw * plane_out, &|first, part| {
         let [top, left, bottom, right] = p.padding;
         let (ph, pw) = (h + top + bottom, w + left + right);
-        let mut padded = vec![0f32; ph * pw];
-        let mut phased = Vec::new();
+        // Past the last padded row, zeros that the flat kernel's last block may read.
+        let mut padded = vec![0f32; ph * pw + FLAT_SLACK * (pw + 1)];
+        let (mut phased, mut wide) = (Vec::new(), Vec::new());
         for (i, out_plane) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
             let index = first + i;
             let ch = index % c;
@@ -537,20 +538,28 @@ fn depthwise(
                 let start = (y + top) * pw + left;
                 padded[start..start + w].copy_from_slice(row);
             }
+            let rows = &padded[..ph * pw];
             let filt = &data[ch * kh * kw..(ch + 1) * kh * kw];
             let square = |k: usize| p.kernel == [k, k] && p.dilation == [1, 1];
+            let flat = p.stride == [1, 1];
             match (square(3), square(5), p.stride[1]) {
-                (true, _, 1) => depthwise_registers::<3, 1>(out_plane, &padded, pw, filt, p, ow),
+                (true, _, 1) if flat => {
+                    depthwise_flat::<3>(out_plane, &padded, pw, filt, (oh, ow), &mut wide)
+                }
+                (_, true, 1) if flat => {
+                    depthwise_flat::<5>(out_plane, &padded, pw, filt, (oh, ow), &mut wide)
+                }
+                (true, _, 1) => depthwise_registers::<3, 1>(out_plane, rows, pw, filt, p, ow),
+                (_, true, 1) => depthwise_registers::<5, 1>(out_plane, rows, pw, filt, p, ow),
                 (true, _, 2) => {
-                    let ph_w = split_phases::<2>(&padded, pw, &mut phased);
+                    let ph_w = split_phases::<2>(rows, pw, &mut phased);
                     depthwise_registers::<3, 2>(out_plane, &phased, ph_w, filt, p, ow)
                 }
-                (_, true, 1) => depthwise_registers::<5, 1>(out_plane, &padded, pw, filt, p, ow),
                 (_, true, 2) => {
-                    let ph_w = split_phases::<2>(&padded, pw, &mut phased);
+                    let ph_w = split_phases::<2>(rows, pw, &mut phased);
                     depthwise_registers::<5, 2>(out_plane, &phased, ph_w, filt, p, ow)
                 }
-                _ => depthwise_plane(out_plane, &padded, pw, filt, p, ow),
+                _ => depthwise_plane(out_plane, rows, pw, filt, p, ow),
             }
             finish_channels(out_plane, plane_out, ch, bias, activation);
         }
@@ -589,6 +598,49 @@ fn depthwise_plane(
                 }
             }
         }
+    }
+}
+
+/// The zero rows past a padded plane that [`depthwise_flat`] may read: enough for its last
+/// 16-wide block and the largest window (5 × 5) it runs.
+const FLAT_SLACK: usize = 16;
+
+/// A `K × K` depthwise convolution with stride 1 and no dilation over the whole padded plane
+/// at once. Output `(oy, ox)` and tap `(ky, kx)` read padded element `(oy + ky)·pw + ox + kx`,
+/// so computing `pw`-wide output rows (the columns past `ow` are discarded) makes every tap
+/// one contiguous run over the plane: 16 outputs at a time are summed in registers however
+/// narrow the plane is (Xception's middle flow is 9 wide, which left a 16-wide row kernel only
+/// its scalar tail). `padded` must extend [`FLAT_SLACK`]` · (pw + 1)` zeros past its rows. The
+/// taps are added in [`depthwise_plane`]'s order, so the results are the same bits.
+#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
+fn depthwise_flat<const K: usize>(
+    out: &mut [f32],
+    padded: &[f32],
+    pw: usize,
+    filt: &[f32],
+    (oh, ow): (usize, usize),
+    wide: &mut Vec<f32>,
+) {
+    let taps: [[f32; K]; K] = std::array::from_fn(|ky| std::array::from_fn(|kx| filt[ky * K + kx]));
+    let len = oh * pw;
+    wide.clear();
+    wide.resize(len.div_ceil(16) * 16, 0.0);
+    for (b, block) in wide.as_chunks_mut::<16>().0.iter_mut().enumerate() {
+        let mut acc = [0f32; 16];
+        for (ky, tap_row) in taps.iter().enumerate() {
+            // One bounds check per window row: its 16 + K - 1 inputs.
+            let at = b * 16 + ky * pw;
+            let window = &padded[at..at + 16 + K - 1];
+            for (kx, &wk) in tap_row.iter().enumerate() {
+                for l in 0..16 {
+                    acc[l] += wk * window[kx + l];
+                }
+            }
+        }
+        *block = acc;
+    }
+    for (out_row, wide_row) in out.chunks_exact_mut(ow.max(1)).zip(wide.chunks(pw.max(1))) {
+        out_row.copy_from_slice(&wide_row[..ow]);
     }
 }
 
@@ -1258,6 +1310,18 @@ mod tests {
             let filt = rand(k * k, 42);
             let mut general = vec![0f32; oh * ow];
             depthwise_plane(&mut general, &plane, w, &filt, &p, ow);
+            if stride == 1 {
+                let mut padded = plane.clone();
+                padded.resize(h * w + FLAT_SLACK * (w + 1), 0.0);
+                let mut flat = vec![f32::NAN; oh * ow];
+                if k == 3 {
+                    depthwise_flat::<3>(&mut flat, &padded, w, &filt, (oh, ow), &mut Vec::new());
+                } else {
+                    depthwise_flat::<5>(&mut flat, &padded, w, &filt, (oh, ow), &mut Vec::new());
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&general), bits(&flat), "flat {k}x{k}");
+            }
             let mut blocked = vec![f32::NAN; oh * ow];
             match (k, stride) {
                 (3, 1) => depthwise_registers::<3, 1>(&mut blocked, &plane, w, &filt, &p, ow),
