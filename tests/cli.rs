@@ -452,7 +452,7 @@ fn bench_reports_load_latency_and_throughput() {
         t.contains("load")
             && t.contains("batch 1    median")
             && t.contains("images/s")
-            && t.contains("conv2d[sparse]"),
+            && t.contains("dense[sparse]"),
         "{t}"
     );
 }

@@ -11,7 +11,7 @@
 //! through the whole graph at load, so a bad graph fails before any input is read.
 
 use super::ops::{self, Activation, Conv2dParams, Csr, Matrix, PoolParams};
-use super::parallel::Threads;
+use super::parallel::{self, Threads};
 use super::xnor::{self, BitRows, XnorWeight};
 use cxrm_format as format;
 use cxrm_format::budget::Budget;
@@ -29,7 +29,8 @@ use std::borrow::Cow;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RuntimeOptions {
     /// Run weights whose density (fraction of nonzeros) is at most this through sparse kernels;
-    /// 0 disables sparse kernels.
+    /// 0 disables sparse kernels. Convolutions use a third of it (their dense kernel is a
+    /// blocked GEMM, much faster per weight than a matrix-vector product).
     pub sparse_below_density: f64,
     /// Check the CRC-32 of weights stored plain dense, which are otherwise borrowed from the
     /// map without a pass over them. Encoded weights are always checked, once, as they are
@@ -42,6 +43,14 @@ pub struct RuntimeOptions {
     /// can give. A model whose planned activations exceed it fails to load.
     pub budget: Option<Budget>,
 }
+
+/// The fraction of [`RuntimeOptions::sparse_below_density`] below which a convolution's
+/// weights run sparse. A dense layer at batch 1 is a matrix-vector product, which the CSR
+/// kernel beats up to about 30% of the weights; a convolution is a blocked GEMM (the `gemm`
+/// crate), which it beats only below about 10%: on a 728×728 pointwise product at 9×9 (one
+/// thread, `benches/kernels.rs`), 10% kept took 629 µs on CSR against 758 dense, 30% kept 1704
+/// against 646.
+const CONV_SPARSE_FACTOR: f64 = 1.0 / 3.0;
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
@@ -556,14 +565,35 @@ impl<'a> Model<'a> {
 
     /// Run a batch `[n, C, H, W]` (already preprocessed) and return the last layer's output
     /// `[n, classes]`: logits, or probabilities when the graph ends in softmax.
+    ///
+    /// The images of a batch run one at a time through the whole graph, several at once when
+    /// there are threads: an image's activations then stay the size of one image's (a layer of
+    /// a whole batch of 16 Xception inputs is 42 MB, which the allocator maps fresh, page by
+    /// page, on every pass), and an image's outputs are the same bits whatever batch it comes
+    /// in and whatever the thread count.
     pub fn forward(&self, batch: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
-        let n = batch.dim().0 as u64;
+        let n = batch.dim().0;
+        let at_once = n.min(self.threads.count()).max(1) as u64;
         self.budget.check(
-            || format!("a batch of {n} images' activations"),
-            self.peak_bytes_per_image.saturating_mul(n),
+            || format!("{at_once} images' activations at once"),
+            self.peak_bytes_per_image.saturating_mul(at_once),
         )?;
-        let work = self.work_per_image.saturating_mul(batch.dim().0);
-        self.threads.run(work, || self.forward_here(batch))
+        let work = self.work_per_image.saturating_mul(n);
+        if n <= 1 {
+            return self.threads.run(work, || self.forward_here(batch));
+        }
+        let mut rows: Vec<Option<Result<Array2<f32>>>> = (0..n).map(|_| None).collect();
+        self.threads.run(work, || {
+            parallel::each(&mut rows, self.work_per_image, &|i, row| {
+                *row = Some(self.forward_here(batch.slice(ndarray::s![i..i + 1, .., .., ..])));
+            })
+        });
+        let rows = rows
+            .into_iter()
+            .map(|r| r.expect("every image ran"))
+            .collect::<Result<Vec<_>>>()?;
+        let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+        Ok(ndarray::concatenate(ndarray::Axis(0), &views).expect("one output shape"))
     }
 
     fn forward_here(&self, batch: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
@@ -806,8 +836,19 @@ fn build_op<'a>(
                     },
                     loaded => {
                         let mut weight = loader.weight_matrix(loaded, cout, cols);
-                        if groups == c && cout == c {
+                        let density = match &weight {
+                            Matrix::Sparse(csr) => {
+                                csr.val.len() as f64 / (cout * cols).max(1) as f64
+                            }
+                            _ => 1.0,
+                        };
+                        let sparse_pays =
+                            density <= loader.options.sparse_below_density * CONV_SPARSE_FACTOR;
+                        if groups == c && cout == c || weight.is_sparse() && !sparse_pays {
                             // The depthwise kernel is direct; it takes its few weights dense.
+                            // A convolution's product is a blocked GEMM, which the CSR kernel
+                            // beats only when far fewer weights are left than a matrix-vector
+                            // product needs.
                             weight = weight.into_dense();
                         }
                         Op::Conv {

@@ -725,6 +725,39 @@ fn depthwise_registers<const K: usize, const S: usize>(
     }
 }
 
+/// A depthwise convolution (no bias) through the general tap-by-tap loop only, whatever the
+/// window: the baseline the kernel benchmarks compare the register-blocked kernels against.
+pub fn depthwise_general(x: ArrayView4<'_, f32>, weight: &[f32], p: &Conv2dParams) -> Array4<f32> {
+    let (n, c, h, w) = x.dim();
+    let [kh, kw] = p.kernel;
+    let (oh, ow) = p.output_size(h, w).expect("a valid window");
+    let [top, left, bottom, right] = p.padding;
+    let pw = w + left + right;
+    let x = x.as_standard_layout();
+    let src = x.as_slice().expect("standard layout");
+    let mut padded = vec![0f32; (h + top + bottom) * pw];
+    let mut out = Array4::<f32>::zeros((n, c, oh, ow));
+    let dst = out.as_slice_mut().expect("a fresh array is contiguous");
+    for (index, out_plane) in dst.chunks_exact_mut((oh * ow).max(1)).enumerate() {
+        for (y, row) in src[index * h * w..(index + 1) * h * w]
+            .chunks_exact(w)
+            .enumerate()
+        {
+            padded[(y + top) * pw + left..(y + top) * pw + left + w].copy_from_slice(row);
+        }
+        let ch = index % c;
+        depthwise_plane(
+            out_plane,
+            &padded,
+            pw,
+            &weight[ch * kh * kw..][..kh * kw],
+            p,
+            ow,
+        );
+    }
+    out
+}
+
 /// Fully connected: `x [n, in] · Wᵀ + b`.
 pub fn dense(x: ArrayView2<'_, f32>, weight: &Matrix<'_>, bias: Option<&[f32]>) -> Array2<f32> {
     let mut y = weight.mul_transposed(x);

@@ -197,6 +197,37 @@ where
     })
 }
 
+/// Runs `f(index, item)` on every item, items split in halves over the threads where each
+/// item's `work_per_item` multiply-adds are worth a hand-off: a batch's images, for one.
+pub fn each<T, F>(items: &mut [T], work_per_item: usize, f: &F)
+where
+    T: Send,
+    F: Fn(usize, &mut T) + Sync,
+{
+    fn run<T: Send, F: Fn(usize, &mut T) + Sync>(
+        items: &mut [T],
+        first: usize,
+        parts: usize,
+        work_per_item: usize,
+        f: &F,
+    ) {
+        let half = items.len() / 2;
+        if parts < 2 || half == 0 || half * work_per_item < MIN_WORK_PER_PART {
+            for (i, item) in items.iter_mut().enumerate() {
+                f(first + i, item);
+            }
+            return;
+        }
+        let (a, b) = items.split_at_mut(half);
+        let left = parts / 2;
+        rayon::join(
+            || run(a, first, left, work_per_item, f),
+            || run(b, first + half, parts - left, work_per_item, f),
+        );
+    }
+    run(items, 0, parts(), work_per_item, f)
+}
+
 struct Plan {
     axis: Axis,
     align: usize,

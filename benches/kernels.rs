@@ -1,0 +1,184 @@
+//! Kernel benchmarks, one thread, each against the kernel it replaced or the one a layer would
+//! otherwise take (quote them as ratios from one run):
+//!
+//! * `pointwise/*` and `conv3x3/*`: the dense products of a 1×1 and a 3×3 convolution at
+//!   Xception's shapes, through `kernels::product` (the `gemm` crate, AVX-512 where the CPU has
+//!   it) against ndarray's `general_mat_mul` (matrixmultiply, the runtime's previous path for
+//!   large products) on the same operands.
+//! * `depthwise/*`: 3×3 depthwise convolutions (Xception's 728 channels at 9×9 and 128 at
+//!   72×72, MobileNetV2's stride-2 96 channels at 112×112) through the runtime's kernels
+//!   against the general tap-by-tap loop (`ops::depthwise_general`, the previous kernel).
+//! * `sparse/*`: a 728×728 pointwise product with 10% and 30% of its weights kept, through the
+//!   CSR kernel against the dense product of the same matrix: where the sparse path stops
+//!   paying.
+//! * `xnor/*`: a binary 4096→4096 dense layer at batch 1 and a 256→256 3×3 convolution at
+//!   32×32, on bits (popcount) against the same layers in f32.
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use cxrm::format::encoding::binary::Binary;
+use cxrm::runtime::ops::{self, Conv2dParams, Csr, Matrix};
+use cxrm::runtime::{kernels, xnor};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, Array4, ArrayView2};
+use std::hint::black_box;
+
+fn uniform(seed: u64, n: usize) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+fn conv(kernel: usize, stride: usize, groups: usize) -> Conv2dParams {
+    Conv2dParams {
+        kernel: [kernel, kernel],
+        stride: [stride, stride],
+        padding: [kernel / 2; 4],
+        dilation: [1, 1],
+        groups,
+    }
+}
+
+/// `w [m, k] · x [k, n]` both ways.
+fn products(c: &mut Criterion, group: &str, shapes: &[(usize, usize, usize)]) {
+    let mut g = c.benchmark_group(group);
+    for &(m, k, n) in shapes {
+        let (w, x) = (uniform(1, m * k), uniform(2, k * n));
+        let label = format!("{m}x{k}x{n}");
+        let mut out = vec![0f32; m * n];
+        g.bench_function(BenchmarkId::new("gemm", &label), |b| {
+            b.iter(|| kernels::product(&mut out, black_box(&w), k, black_box(&x), n))
+        });
+        let (wv, xv) = (
+            ArrayView2::from_shape((m, k), &w).unwrap(),
+            ArrayView2::from_shape((k, n), &x).unwrap(),
+        );
+        let mut out = Array2::<f32>::zeros((m, n));
+        g.bench_function(BenchmarkId::new("matrixmultiply", &label), |b| {
+            b.iter(|| general_mat_mul(1.0, black_box(&wv), black_box(&xv), 0.0, &mut out))
+        });
+    }
+    g.finish();
+}
+
+fn pointwise(c: &mut Criterion) {
+    // Xception 150×150: entry flow (72×72), middle flow (9×9), exit flow (5×5).
+    products(
+        c,
+        "pointwise",
+        &[(128, 128, 5184), (728, 728, 81), (2048, 1536, 25)],
+    );
+}
+
+fn conv3x3(c: &mut Criterion) {
+    // Xception's second convolution (32 → 64 channels at 72×72): im2col rows are 32·9 deep.
+    products(c, "conv3x3", &[(64, 288, 5184)]);
+}
+
+fn depthwise(c: &mut Criterion) {
+    let mut g = c.benchmark_group("depthwise");
+    for (channels, size, stride) in [(728, 9, 1), (128, 72, 1), (96, 112, 2)] {
+        let x = Array4::from_shape_vec(
+            (1, channels, size, size),
+            uniform(3, channels * size * size),
+        )
+        .unwrap();
+        let weights = uniform(4, channels * 9);
+        let p = conv(3, stride, channels);
+        let m = Matrix::dense(weights.clone(), channels, 9);
+        let label = format!("{channels}ch_{size}x{size}_s{stride}");
+        g.bench_function(BenchmarkId::new("runtime", &label), |b| {
+            b.iter(|| ops::conv2d(black_box(x.view()), &m, None, &p))
+        });
+        g.bench_function(BenchmarkId::new("general_loop", &label), |b| {
+            b.iter(|| ops::depthwise_general(black_box(x.view()), &weights, &p))
+        });
+    }
+    g.finish();
+}
+
+fn sparse(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sparse");
+    let (m, k, n) = (728, 728, 81);
+    let x = Array2::from_shape_vec((k, n), uniform(5, k * n)).unwrap();
+    for kept in [10, 30] {
+        let mut w = uniform(6, m * k);
+        // Keep every weight whose index hashes below the fraction: scattered like pruning.
+        for (i, v) in w.iter_mut().enumerate() {
+            if (i.wrapping_mul(2654435761) % 100) >= kept {
+                *v = 0.0;
+            }
+        }
+        let csr = Matrix::Sparse(Csr::from_dense(&w, m, k));
+        let dense = Matrix::dense(w, m, k);
+        let label = format!("{m}x{k}x{n}_{kept}pct");
+        g.bench_function(BenchmarkId::new("csr", &label), |b| {
+            b.iter(|| csr.mul_rows(0, m, black_box(x.view())))
+        });
+        g.bench_function(BenchmarkId::new("dense", &label), |b| {
+            b.iter(|| dense.mul_rows(0, m, black_box(x.view())))
+        });
+    }
+    g.finish();
+}
+
+/// Random signs with one scale per row, as `binary` stores them.
+fn binary(rows: usize, cols: usize) -> Binary {
+    let bytes = rows * cols.div_ceil(8);
+    Binary {
+        rows,
+        cols,
+        scales: uniform(7, rows).iter().map(|v| v.abs() + 0.1).collect(),
+        bits: uniform(8, bytes)
+            .iter()
+            .map(|v| ((v + 0.5) * 255.0) as u8)
+            .collect(),
+    }
+}
+
+fn xnor_layers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("xnor");
+    let features = 4096;
+    let x = Array2::from_shape_vec((1, features), uniform(9, features)).unwrap();
+    let bits = xnor::XnorWeight::Bits(xnor::BitRows::from_binary(&binary(features, features)));
+    let floats = Matrix::dense(uniform(10, features * features), features, features);
+    g.bench_function("dense_4096x4096_batch1/bits", |b| {
+        b.iter(|| xnor::dense(black_box(x.view()), &bits, None))
+    });
+    g.bench_function("dense_4096x4096_batch1/f32", |b| {
+        b.iter(|| ops::dense(black_box(x.view()), &floats, None))
+    });
+    let (channels, size) = (256, 32);
+    let x = Array4::from_shape_vec(
+        (1, channels, size, size),
+        uniform(11, channels * size * size),
+    )
+    .unwrap();
+    let p = conv(3, 1, 1);
+    let bits = xnor::XnorWeight::Bits(xnor::BitRows::for_conv(
+        &binary(channels, channels * 9),
+        channels,
+    ));
+    let floats = Matrix::dense(uniform(12, channels * channels * 9), channels, channels * 9);
+    g.bench_function("conv3x3_256to256_32x32/bits", |b| {
+        b.iter(|| xnor::conv2d(black_box(x.view()), &bits, None, &p))
+    });
+    g.bench_function("conv3x3_256to256_32x32/f32", |b| {
+        b.iter(|| ops::conv2d(black_box(x.view()), &floats, None, &p))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = pointwise, conv3x3, depthwise, sparse, xnor_layers
+}
+criterion_main!(benches);
