@@ -30,47 +30,62 @@ pub struct Threads {
     adapt: Option<Mutex<Adaptive>>,
 }
 
-/// How often the setting not in use is timed again, so that a change of load is noticed.
+/// How often the setting not in use is timed again, so that a change of load is noticed: after
+/// this long, and at least [`PROBE_PASSES`] passes, so that a probe costs a few percent of the
+/// time even when each pass is a long batch.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_PASSES: u32 = 16;
 
 /// The default thread count's choice between running a pass on the calling thread alone and
 /// splitting it over every core. On a machine where other programs keep the cores busy a split
 /// pass waits for whichever part's thread the scheduler has set aside, and can take twice as
 /// long as one thread; on an idle machine it is up to twice as fast. So each setting's time
 /// per multiply-add is kept (a moving average over its passes), the faster one runs, and the
-/// other is tried again every [`PROBE_EVERY`]. Both give the same bits, so the choice changes
+/// other is tried again every [`PROBE_EVERY`] and [`PROBE_PASSES`]. Both give the same bits, so the choice changes
 /// only the speed.
 #[derive(Default)]
 struct Adaptive {
     /// Nanoseconds per multiply-add: `[one thread, all threads]`.
     cost: [Option<f64>; 2],
     last_probe: Option<Instant>,
+    passes_since_probe: u32,
 }
 
 impl Adaptive {
-    /// Whether the next pass splits over every core.
-    fn choose(&mut self, now: Instant) -> bool {
+    /// Whether the next pass splits over every core, and whether it is a probe: a timing of
+    /// the setting that is not the faster one.
+    fn choose(&mut self, now: Instant) -> (bool, bool) {
         match self.cost {
-            [_, None] => true,
-            [None, _] => false,
+            [_, None] => (true, true),
+            [None, _] => (false, true),
             [Some(one), Some(all)] => {
                 let faster = all < one;
-                let probe_due = self
-                    .last_probe
-                    .is_none_or(|t| now.duration_since(t) >= PROBE_EVERY);
+                let probe_due = self.last_probe.is_none()
+                    || self.passes_since_probe >= PROBE_PASSES
+                        && self
+                            .last_probe
+                            .is_some_and(|t| now.duration_since(t) >= PROBE_EVERY);
                 if probe_due {
                     self.last_probe = Some(now);
-                    !faster
+                    self.passes_since_probe = 0;
+                    (!faster, true)
                 } else {
-                    faster
+                    self.passes_since_probe += 1;
+                    (faster, false)
                 }
             }
         }
     }
 
-    fn record(&mut self, all: bool, nanos_per_work: f64) {
+    /// A probe's time replaces that setting's estimate, which is a second old or more (and the
+    /// first pass over all cores also started the pool); the setting in use keeps a moving
+    /// average.
+    fn record(&mut self, all: bool, probe: bool, nanos_per_work: f64) {
         let slot = &mut self.cost[usize::from(all)];
-        *slot = Some(slot.map_or(nanos_per_work, |c| 0.7 * c + 0.3 * nanos_per_work));
+        *slot = Some(match *slot {
+            Some(c) if !probe => 0.7 * c + 0.3 * nanos_per_work,
+            _ => nanos_per_work,
+        });
     }
 }
 
@@ -105,11 +120,11 @@ impl Threads {
             return self.run_split(f);
         };
         let start = Instant::now();
-        let all = adapt.lock().map_or(true, |mut a| a.choose(start));
+        let (all, probe) = adapt.lock().map_or((true, false), |mut a| a.choose(start));
         let out = if all { self.run_split(f) } else { f() };
         let nanos = start.elapsed().as_nanos() as f64 / work as f64;
         if let Ok(mut a) = adapt.lock() {
-            a.record(all, nanos);
+            a.record(all, probe, nanos);
         }
         out
     }
@@ -299,21 +314,34 @@ mod tests {
     fn the_default_count_runs_the_faster_setting_and_probes_the_other() {
         let mut a = Adaptive::default();
         let t0 = Instant::now();
-        // Each setting is timed once first.
-        assert!(a.choose(t0));
-        a.record(true, 2.0);
-        assert!(!a.choose(t0));
-        a.record(false, 1.0);
-        // One thread was faster (a busy machine): it runs, but the split is timed again once
-        // a probe is due, and wins back when the load has gone.
-        assert!(a.choose(t0), "the first comparison is a probe");
-        a.record(true, 2.0);
-        assert!(!a.choose(t0 + Duration::from_millis(10)));
-        assert!(a.choose(t0 + PROBE_EVERY + Duration::from_millis(10)));
-        for _ in 0..5 {
-            a.record(true, 0.4);
+        // Each setting is timed once first; the first split pass also started the pool.
+        assert_eq!(a.choose(t0), (true, true));
+        a.record(true, true, 50.0);
+        assert_eq!(a.choose(t0), (false, true));
+        a.record(false, true, 1.0);
+        // The first comparison is a probe of the split, whose time replaces the slow first one.
+        assert_eq!(a.choose(t0), (true, true));
+        a.record(true, true, 0.6);
+        // Now the split is faster; one thread is probed again only once a second and
+        // PROBE_PASSES passes have gone by.
+        for _ in 0..PROBE_PASSES {
+            assert_eq!(a.choose(t0 + Duration::from_millis(10)), (true, false));
+            a.record(true, false, 0.6);
         }
-        assert!(a.choose(t0 + PROBE_EVERY + Duration::from_millis(20)));
+        assert_eq!(a.choose(t0 + Duration::from_millis(20)), (true, false));
+        assert_eq!(
+            a.choose(t0 + PROBE_EVERY + Duration::from_millis(10)),
+            (false, true)
+        );
+        // A busy machine: the split slows down; the moving average follows it and one thread
+        // takes over.
+        for _ in 0..10 {
+            a.record(true, false, 2.0);
+        }
+        assert_eq!(
+            a.choose(t0 + PROBE_EVERY + Duration::from_millis(20)),
+            (false, false)
+        );
     }
 
     #[test]
