@@ -42,10 +42,35 @@ pub fn product(out: &mut [f32], w: &[f32], cols: usize, rhs: &[f32], n: usize) {
     }
     let rows = out.len() / n;
     assert_eq!(out.len(), rows * n, "whole output rows");
+    product_strided(out, n, rows, w, cols, rhs, n)
+}
+
+/// [`product`] into `rows` output rows that lie `out_stride` apart in `out` (each `n` wide,
+/// the rest of each stride untouched): a tile of an output's columns. Each element gets the
+/// same bits as from [`product`].
+pub fn product_strided(
+    out: &mut [f32],
+    out_stride: usize,
+    rows: usize,
+    w: &[f32],
+    cols: usize,
+    rhs: &[f32],
+    n: usize,
+) {
+    if n == 0 || rows == 0 {
+        return;
+    }
+    assert!(out_stride >= n, "rows do not overlap");
+    assert!(
+        out.len() >= (rows - 1) * out_stride + n,
+        "room for every output row"
+    );
     assert!(w.len() >= rows * cols, "a weight row per output row");
     assert!(rhs.len() >= cols * n, "a right-hand row per weight column");
     if cols == 0 {
-        out.fill(0.0);
+        for r in 0..rows {
+            out[r * out_stride..r * out_stride + n].fill(0.0);
+        }
         return;
     }
     if rows == 1 && n > 1 {
@@ -53,8 +78,8 @@ pub fn product(out: &mut [f32], w: &[f32], cols: usize, rhs: &[f32], n: usize) {
         // from its blocked kernel: compute it as two equal rows, as any larger split would.
         let twice = [&w[..cols], &w[..cols]].concat();
         let mut pair = vec![0.0f32; 2 * n];
-        product(&mut pair, &twice, cols, rhs, n);
-        out.copy_from_slice(&pair[..n]);
+        product_strided(&mut pair, n, 2, &twice, cols, rhs, n);
+        out[..n].copy_from_slice(&pair[..n]);
         return;
     }
     for (block, start) in (0..cols).step_by(DEPTH_BLOCK).enumerate() {
@@ -62,8 +87,8 @@ pub fn product(out: &mut [f32], w: &[f32], cols: usize, rhs: &[f32], n: usize) {
         // SAFETY: `gemm` reads `rows × depth` weights at `w[start..]` with row stride `cols`
         // (inside `w`, whose length was checked above), `depth × n` values of `rhs` from row
         // `start` with row stride `n` (inside `rhs`), and writes `rows × n` outputs with row
-        // stride `n` (exactly `out`). Column strides are 1. `out` is not aliased by `w` or
-        // `rhs`: it is a unique borrow.
+        // stride `out_stride` (inside `out`, checked above). Column strides are 1. `out` is not
+        // aliased by `w` or `rhs`: it is a unique borrow.
         unsafe {
             gemm::gemm(
                 rows,
@@ -71,7 +96,7 @@ pub fn product(out: &mut [f32], w: &[f32], cols: usize, rhs: &[f32], n: usize) {
                 depth,
                 out.as_mut_ptr(),
                 1,
-                n as isize,
+                out_stride as isize,
                 block > 0,
                 w[start..].as_ptr(),
                 1,

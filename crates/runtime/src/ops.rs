@@ -368,11 +368,12 @@ fn im2col(
     c0: usize,
     cg: usize,
     p: &Conv2dParams,
-    oh: usize,
+    out_rows: std::ops::Range<usize>,
     ow: usize,
 ) -> Array2<f32> {
     let (h, w) = (x.dim().2, x.dim().3);
     let [kh, kw] = p.kernel;
+    let (first, oh) = (out_rows.start, out_rows.len());
     let mut cols = Array2::<f32>::zeros((cg * kh * kw, oh * ow));
     let image = x.slice(s![n, c0..c0 + cg, .., ..]);
     let image = image.as_standard_layout();
@@ -382,7 +383,10 @@ fn im2col(
     for plane in image.chunks_exact(h * w) {
         for ky in 0..kh {
             let off_y = (ky * p.dilation[0]) as isize - p.padding[0] as isize;
-            let oys = inside(off_y, p.stride[0], h, oh);
+            // The output rows of this tile that read inside the image, counted from the
+            // tile's first row.
+            let all = inside(off_y, p.stride[0], h, out_rows.end);
+            let oys = all.start.max(first) - first..all.end.max(first) - first;
             for kx in 0..kw {
                 let dst = rows.next().expect("one row per kernel offset");
                 let off_x = (kx * p.dilation[1]) as isize - p.padding[1] as isize;
@@ -391,7 +395,7 @@ fn im2col(
                     continue;
                 }
                 // The first input read, and the steps between output rows.
-                let iy = ((oys.start * p.stride[0]) as isize + off_y) as usize;
+                let iy = (((oys.start + first) * p.stride[0]) as isize + off_y) as usize;
                 let ix = ((oxs.start * p.stride[1]) as isize + off_x) as usize;
                 copy_rows(
                     &mut dst[oys.start * ow + oxs.start..],
@@ -445,6 +449,10 @@ fn copy_rows(
     }
 }
 
+/// The most bytes of im2col a convolution builds at once: a tile of output rows whose columns,
+/// with the weights, stay in a core's L2 cache for the product.
+const IM2COL_TILE_BYTES: usize = 512 << 10;
+
 /// 2-D convolution. `weight` is `[cout, cin / groups * kh * kw]`.
 pub fn conv2d(
     x: ArrayView4<'_, f32>,
@@ -490,8 +498,36 @@ pub fn conv2d_activated(
                     .into_shape_with_order((cg, plane))
                     .expect("a standard-layout slice of whole planes");
                 weight.mul_rows_into(group_out, rows.start, rows.end, rhs, &finish);
+            } else if let Matrix::Dense { data, cols, .. } = weight {
+                // im2col a few output rows at a time, so that the copy stays in cache for the
+                // product that reads it (a whole VGG16 layer's is 115 MB at 224×224).
+                let w = &data[rows.start * cols..rows.end * cols];
+                let tile_rows = (IM2COL_TILE_BYTES / (4 * cols * ow).max(1)).clamp(1, oh.max(1));
+                for oy in (0..oh).step_by(tile_rows) {
+                    let tile = oy..(oy + tile_rows).min(oh);
+                    let at = tile.start * ow;
+                    let n = tile.len() * ow;
+                    let im = im2col(x.view(), b, g * cg, cg, p, tile, ow);
+                    let im = im.as_slice().expect("standard layout");
+                    parallel::split_rows(group_out, plane, 16, cols * n, &|first, part| {
+                        let count = part.len() / plane.max(1);
+                        kernels::product_strided(
+                            &mut part[at..],
+                            plane,
+                            count,
+                            &w[first * cols..],
+                            *cols,
+                            im,
+                            n,
+                        );
+                        for (r, row) in part.chunks_exact_mut(plane.max(1)).enumerate() {
+                            let channel = rows.start + first + r;
+                            finish_channels(&mut row[at..at + n], n, channel, bias, activation);
+                        }
+                    });
+                }
             } else {
-                let cols = im2col(x.view(), b, g * cg, cg, p, oh, ow);
+                let cols = im2col(x.view(), b, g * cg, cg, p, 0..oh, ow);
                 weight.mul_rows_into(group_out, rows.start, rows.end, cols.view(), &finish);
             }
         }
@@ -1300,6 +1336,30 @@ mod tests {
             let bits = |m: &Array4<f32>| m.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(a), bits(b));
         }
+    }
+
+    #[test]
+    fn tiled_im2col_gives_the_bits_of_one_whole_product() {
+        // 64 channels × 9 taps × 300 columns is more than a tile, so each output row is a tile.
+        let (cin, cout, h, w) = (64, 5, 6, 300);
+        let x = Array::from_shape_vec((1, cin, h, w), rand(cin * h * w, 61)).unwrap();
+        let p = Conv2dParams {
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1; 4],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let k = cin * 9;
+        assert!(4 * k * w > IM2COL_TILE_BYTES);
+        let weights = rand(cout * k, 62);
+        let tiled = conv2d(x.view(), &Matrix::dense(weights.clone(), cout, k), None, &p);
+        let (oh, ow) = p.output_size(h, w).unwrap();
+        let whole = im2col(x.view(), 0, 0, cin, &p, 0..oh, ow);
+        let mut want = vec![0f32; cout * oh * ow];
+        kernels::product(&mut want, &weights, k, whole.as_slice().unwrap(), oh * ow);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(tiled.as_slice().unwrap()), bits(&want));
     }
 
     #[test]
