@@ -325,9 +325,20 @@ fn results_do_not_depend_on_the_number_of_threads() {
             let y = model.forward(x.view()).unwrap();
             y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         };
+        let alone = run(1, 1);
         for batch in [1, 3, 8] {
             assert_eq!(run(1, batch), run(2, batch), "{name}, batch {batch}");
             assert_eq!(run(1, batch), run(3, batch), "{name}, batch {batch}");
+            assert_eq!(
+                run(0, batch),
+                run(1, batch),
+                "{name}, batch {batch}, default"
+            );
+            // Images run one at a time through the graph: each of a batch's rows is the
+            // image's output alone, bit for bit.
+            for row in run(2, batch).chunks(alone.len()) {
+                assert_eq!(row, &alone[..], "{name}, batch {batch}");
+            }
         }
     }
 }
