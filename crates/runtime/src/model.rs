@@ -1046,15 +1046,17 @@ fn peak_activations(
     peak
 }
 
+/// How many layers read layer `j`'s output.
+fn readers(layers: &[Layer<'_>], j: usize) -> usize {
+    layers
+        .iter()
+        .filter(|l| l.inputs.contains(&Source::Node(j)))
+        .count()
+}
+
 /// Fold each batch norm into the convolution or dense layer that feeds only it:
 /// `w' = w · γ/σ` per output channel, `b' = (b − μ) · γ/σ + β`.
 fn fold_batch_norms(layers: &mut [Layer<'_>]) {
-    let readers = |layers: &[Layer<'_>], j: usize| {
-        layers
-            .iter()
-            .filter(|l| l.inputs.contains(&Source::Node(j)))
-            .count()
-    };
     for i in 0..layers.len() {
         let (Op::BatchNorm { scale, shift }, [Source::Node(j)]) =
             (&layers[i].op, &layers[i].inputs[..])
@@ -1089,12 +1091,6 @@ fn fold_batch_norms(layers: &mut [Layer<'_>]) {
 /// part of the output as the convolution writes it, instead of in a pass of its own. The fused
 /// layer becomes an identity.
 fn fuse_activations(layers: &mut [Layer<'_>]) {
-    let readers = |layers: &[Layer<'_>], j: usize| {
-        layers
-            .iter()
-            .filter(|l| l.inputs.contains(&Source::Node(j)))
-            .count()
-    };
     for i in 0..layers.len() {
         let (fused, shown) = match layers[i].op {
             Op::Relu => (Activation::Relu, "relu (fused)"),
