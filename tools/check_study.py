@@ -43,6 +43,8 @@ for r in rows:
     failures += not ok
     print(f"{'ok ' if ok else 'BAD'} {r['model']:<15} {r['method']:<17} {r['stored_bytes']:>9} B "
           f"{r['ratio']:6.1f}x  study {r['accuracy']:.4f}  eval {acc:.4f}")
+    lo, hi = r["accuracy_ci95"]
+    assert lo <= r["accuracy"] <= hi, f"{r['file']}: accuracy outside its interval"
     # A trained model on any of the ten-class sets is far above chance (10%).
     assert r["accuracy"] > 0.5, f"{r['file']}: accuracy {r['accuracy']}"
 dc = {r["model"]: r for r in rows if r["method"] == "deep-compression"}

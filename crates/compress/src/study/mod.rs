@@ -595,6 +595,7 @@ fn write_results(study: &Study, out: &Path) -> Result<()> {
                 "roc_auc": r.roc_auc, "reference": r.reference, "weight_bytes": r.weight_bytes,
                 "weight_ratio": r.weight_ratio, "val_accuracy": r.val_accuracy, "seconds": r.seconds,
                 "reused": r.reused,
+                "accuracy_ci95": wilson_interval(r.accuracy, study.test_images),
             })
         })
         .collect();
@@ -611,27 +612,45 @@ fn write_results(study: &Study, out: &Path) -> Result<()> {
 }
 
 /// The table the seed printed, measured.
+/// The 95% Wilson score interval of an accuracy measured on `n` test images: `[lo, hi]`.
+/// Unlike the normal approximation it stays inside [0, 1] and is honest near 100%: on 1,000
+/// images, 96.3% is [94.9%, 97.3%], which holds 96.8%: the two cannot be told apart.
+pub fn wilson_interval(accuracy: f64, n: usize) -> [f64; 2] {
+    if n == 0 {
+        return [0.0, 1.0];
+    }
+    const Z: f64 = 1.959_963_984_540_054; // the normal distribution's 97.5% quantile
+    let (p, n) = (accuracy.clamp(0.0, 1.0), n as f64);
+    let z2 = Z * Z;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = Z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    [(centre - half).max(0.0), (centre + half).min(1.0)]
+}
+
 pub fn table(study: &Study) -> String {
     let two_class = study.rows.iter().any(|r| r.roc_auc.is_some());
     let mut s = format!(
-        "{:<16} {:<17} {:>9} {:>10} {:>8} {:>9}{}\n",
+        "{:<16} {:<17} {:>9} {:>10} {:>8} {:>9} {:>17}{}\n",
         "model",
         "method",
         "params",
         "stored KB",
         "ratio",
         "accuracy",
+        "95% interval",
         if two_class { "   ROC AUC" } else { "" }
     );
     for r in &study.rows {
+        let [lo, hi] = wilson_interval(r.accuracy, study.test_images);
         s += &format!(
-            "{:<16} {:<17} {:>9} {:>10.1} {:>7.1}x {:>8.2}%{}\n",
+            "{:<16} {:<17} {:>9} {:>10.1} {:>7.1}x {:>8.2}% {:>17}{}\n",
             r.model,
             r.method,
             r.params,
             r.stored_bytes as f64 / 1024.0,
             r.ratio,
             r.accuracy * 100.0,
+            format!("[{:.2}, {:.2}]%", lo * 100.0, hi * 100.0),
             match r.roc_auc {
                 Some(a) => format!("   {a:.4}"),
                 None => String::new(),
@@ -644,6 +663,30 @@ pub fn table(study: &Study) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wilson_intervals_match_the_closed_form_and_stay_in_range() {
+        // 963 of 1,000: [0.94942, 0.97304], the closed form evaluated in Python's floats.
+        let [lo, hi] = wilson_interval(0.963, 1000);
+        assert!(
+            (lo - 0.949_418).abs() < 1e-6 && (hi - 0.973_039).abs() < 1e-6,
+            "{lo} {hi}"
+        );
+        // 96.8% lies inside 96.3%'s interval: 1,000 images cannot separate them.
+        assert!(lo < 0.968 && 0.968 < hi);
+        // All right and all wrong stay inside [0, 1] and have width.
+        let [lo, hi] = wilson_interval(1.0, 100);
+        assert!(lo > 0.95 && lo < 1.0 && hi == 1.0);
+        let [lo, hi] = wilson_interval(0.0, 100);
+        assert!(lo < 1e-12 && hi > 0.0 && hi < 0.05);
+        // More images, a narrower interval.
+        let width = |n| {
+            let [lo, hi] = wilson_interval(0.99, n);
+            hi - lo
+        };
+        assert!(width(10_000) < width(1_000));
+        assert_eq!(wilson_interval(0.5, 0), [0.0, 1.0]);
+    }
 
     #[test]
     fn students_are_the_widest_lenet_shape_within_a_tenth_of_the_teacher() {
