@@ -570,10 +570,7 @@ fn depthwise(
             let index = first + i;
             let ch = index % c;
             let plane = &src[index * plane_in..(index + 1) * plane_in];
-            for (y, row) in plane.chunks_exact(w.max(1)).enumerate() {
-                let start = (y + top) * pw + left;
-                padded[start..start + w].copy_from_slice(row);
-            }
+            copy_into_padded(&mut padded, plane, w, pw, (top, left));
             let rows = &padded[..ph * pw];
             let filt = &data[ch * kh * kw..(ch + 1) * kh * kw];
             let square = |k: usize| p.kernel == [k, k] && p.dilation == [1, 1];
@@ -601,6 +598,21 @@ fn depthwise(
         }
     });
     out
+}
+
+/// Copies a plane `w` wide into a zero-padded buffer `pw` wide, `top` rows down and `left`
+/// columns in; the border keeps the zeros it has.
+fn copy_into_padded(
+    padded: &mut [f32],
+    plane: &[f32],
+    w: usize,
+    pw: usize,
+    (top, left): (usize, usize),
+) {
+    for (y, row) in plane.chunks_exact(w.max(1)).enumerate() {
+        let start = (y + top) * pw + left;
+        padded[start..start + w].copy_from_slice(row);
+    }
 }
 
 /// One output plane of a depthwise convolution from its zero-padded input plane (`pw` wide),
@@ -775,12 +787,8 @@ pub fn depthwise_general(x: ArrayView4<'_, f32>, weight: &[f32], p: &Conv2dParam
     let mut out = Array4::<f32>::zeros((n, c, oh, ow));
     let dst = out.as_slice_mut().expect("a fresh array is contiguous");
     for (index, out_plane) in dst.chunks_exact_mut((oh * ow).max(1)).enumerate() {
-        for (y, row) in src[index * h * w..(index + 1) * h * w]
-            .chunks_exact(w)
-            .enumerate()
-        {
-            padded[(y + top) * pw + left..(y + top) * pw + left + w].copy_from_slice(row);
-        }
+        let plane = &src[index * h * w..(index + 1) * h * w];
+        copy_into_padded(&mut padded, plane, w, pw, (top, left));
         let ch = index % c;
         depthwise_plane(
             out_plane,
@@ -839,10 +847,12 @@ pub fn pool2d(x: ArrayView4<'_, f32>, p: &PoolParams, max: bool) -> Array4<f32> 
     // Planes are independent: split over the threads.
     parallel::split_rows(dst, plane_out.max(1), 1, work, &|first, part| {
         let mut rows = Vec::new();
+        // Every plane's windows cover the same columns.
+        let cols = column_spans(w, ow, p);
         for (i, out_plane) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
             let plane = &src[(first + i) * plane_in..(first + i + 1) * plane_in];
             if max && p.kernel != [2, 2] {
-                max_pool_plane(plane, out_plane, (h, w), ow, p, &mut rows);
+                max_pool_plane(plane, out_plane, (h, w), &cols, p, &mut rows);
             } else if max {
                 pool_plane::<true>(plane, out_plane, (h, w), (oh, ow), p);
             } else {
@@ -861,6 +871,13 @@ fn window_span(o: usize, stride: usize, pad: usize, k: usize, len: usize) -> (us
     (lo, hi.max(lo))
 }
 
+/// The input columns each of `ow` output columns' windows covers, clipped to `0..w`.
+fn column_spans(w: usize, ow: usize, p: &PoolParams) -> Vec<(usize, usize)> {
+    (0..ow)
+        .map(|ox| window_span(ox, p.stride[1], p.padding[1], p.kernel[1], w))
+        .collect()
+}
+
 /// Max pooling in two passes: each input row's maxima over the window's columns (`rows`, `ow`
 /// wide), then the output row as the elementwise maximum of its window's rows, which
 /// vectorises. A maximum does not depend on the order it is taken in, so this gives the same
@@ -869,20 +886,18 @@ fn max_pool_plane(
     plane: &[f32],
     out: &mut [f32],
     (h, w): (usize, usize),
-    ow: usize,
+    cols: &[(usize, usize)],
     p: &PoolParams,
     rows: &mut Vec<f32>,
 ) {
-    let cols: Vec<(usize, usize)> = (0..ow)
-        .map(|ox| window_span(ox, p.stride[1], p.padding[1], p.kernel[1], w))
-        .collect();
+    let ow = cols.len();
     rows.clear();
     rows.resize(h * ow, f32::NEG_INFINITY);
     for (in_row, row_max) in plane
         .chunks_exact(w.max(1))
         .zip(rows.chunks_exact_mut(ow.max(1)))
     {
-        for (m, &(xa, xb)) in row_max.iter_mut().zip(&cols) {
+        for (m, &(xa, xb)) in row_max.iter_mut().zip(cols) {
             *m = in_row[xa..xb]
                 .iter()
                 .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
@@ -897,7 +912,7 @@ fn max_pool_plane(
                 .zip(row_max)
                 .for_each(|(o, &v)| *o = o.max(v));
         }
-        for (o, &(xa, xb)) in out_row.iter_mut().zip(&cols) {
+        for (o, &(xa, xb)) in out_row.iter_mut().zip(cols) {
             if ya == yb || xa == xb {
                 *o = 0.0;
             }
@@ -1453,7 +1468,8 @@ mod tests {
             let mut whole = vec![f32::NAN; oh * ow];
             let mut two_pass = vec![f32::NAN; oh * ow];
             pool_plane::<true>(&x, &mut whole, (9, 11), (oh, ow), &p);
-            max_pool_plane(&x, &mut two_pass, (9, 11), ow, &p, &mut Vec::new());
+            let cols = column_spans(11, ow, &p);
+            max_pool_plane(&x, &mut two_pass, (9, 11), &cols, &p, &mut Vec::new());
             assert_eq!(whole, two_pass, "{p:?}");
         }
     }
