@@ -1925,15 +1925,21 @@ fn deep_invalid(out: &mut Vec<InvalidFixture>) {
     let indices: Vec<u16> = (0..40u16)
         .map(|i| [0, 0, 0, 1, 1, 2, 3][i as usize % 7])
         .collect();
-    let huffman_tensor = |lengths: &[u8]| {
+    // A codebook+huffman tensor of 40 elements: four centroids, then `index_stream`.
+    let codebook_huffman = |index_stream: &[u8]| {
         let mut payload = centroids(&[-1.0, -0.5, 0.5, 1.0]);
-        encoding::stream::write_huffman(&indices, 2, lengths, &mut payload);
+        payload.extend_from_slice(index_stream);
         single_tensor(
             DType::F32,
             &[40],
             vec![stage(Codebook, cb_params(2, 4)), stage(Huffman, vec![])],
             payload,
         )
+    };
+    let huffman_tensor = |lengths: &[u8]| {
+        let mut stream = Vec::new();
+        encoding::stream::write_huffman(&indices, 2, lengths, &mut stream);
+        codebook_huffman(&stream)
     };
     add(
         "huffman_oversubscribed",
@@ -1974,18 +1980,11 @@ fn deep_invalid(out: &mut Vec<InvalidFixture>) {
             data.push((packed >> (8 * k)) as u8);
         }
         data.extend_from_slice(bits);
-        let mut payload = centroids(&[-1.0, -0.5, 0.5, 1.0]);
-        payload.push(2); // coding: Huffman
-        payload.push(2); // width
-        encoding::stream::write_uleb128(40, &mut payload);
-        encoding::stream::write_uleb128(data.len() as u64, &mut payload);
-        payload.extend_from_slice(&data);
-        single_tensor(
-            DType::F32,
-            &[40],
-            vec![stage(Codebook, cb_params(2, 4)), stage(Huffman, vec![])],
-            payload,
-        )
+        let mut stream = vec![2, 2]; // coding: Huffman; width
+        encoding::stream::write_uleb128(40, &mut stream);
+        encoding::stream::write_uleb128(data.len() as u64, &mut stream);
+        stream.extend_from_slice(&data);
+        codebook_huffman(&stream)
     };
     add(
         "huffman_single_symbol_length_2",
