@@ -273,11 +273,18 @@ impl<'a> Loader<'_, 'a> {
     }
 
     /// A weight tensor as the runtime will run it: its factors when it is stored factored,
-    /// else its values.
-    fn weight(&self, node: &Node, name: &str) -> Result<(Loaded<'a>, Vec<usize>)> {
+    /// else its values, as CSR rows when at most `sparse_below` of them are nonzero.
+    fn weight(
+        &self,
+        node: &Node,
+        name: &str,
+        sparse_below: f64,
+    ) -> Result<(Loaded<'a>, Vec<usize>)> {
         let record = self.record(node, name)?;
         let shape: Vec<usize> = record.shape.iter().map(|&d| d as usize).collect();
-        if let Some(csr) = self.sparse.borrow().get(name) {
+        if let Some(csr) = self.sparse.borrow().get(name)
+            && density(csr.val.len(), csr.rows * csr.cols) <= sparse_below
+        {
             return Ok((Loaded::Sparse(csr.clone()), shape));
         }
         if let Some(f) = self.file.read_factored(record)? {
@@ -289,7 +296,7 @@ impl<'a> Loader<'_, 'a> {
         // shared by many nodes is decoded and scanned once, not once per node.
         if let Cow::Owned(v) = &values
             && let [rows, ..] = shape[..]
-            && self.sparse_enough(v)
+            && self.sparse_enough(v, sparse_below)
         {
             let csr = Csr::from_dense(v, rows, v.len() / rows.max(1));
             self.sparse
@@ -300,17 +307,22 @@ impl<'a> Loader<'_, 'a> {
         Ok((Loaded::Values(values), shape))
     }
 
-    fn sparse_enough(&self, data: &[f32]) -> bool {
+    fn sparse_enough(&self, data: &[f32], sparse_below: f64) -> bool {
         let nonzero = data.iter().filter(|v| **v != 0.0).count();
-        let density = nonzero as f64 / data.len().max(1) as f64;
-        density <= self.options.sparse_below_density
+        density(nonzero, data.len()) <= sparse_below
     }
 
     /// A `rows × cols` weight matrix: low-rank and matrix-shaped Tucker factors as products,
     /// anything else as values (sparse when mostly zero).
-    fn weight_matrix(&self, loaded: Loaded<'a>, rows: usize, cols: usize) -> Matrix<'a> {
+    fn weight_matrix(
+        &self,
+        loaded: Loaded<'a>,
+        rows: usize,
+        cols: usize,
+        sparse_below: f64,
+    ) -> Matrix<'a> {
         match loaded {
-            Loaded::Values(v) => self.matrix(v, rows, cols),
+            Loaded::Values(v) => self.matrix(v, rows, cols, sparse_below),
             Loaded::Sparse(csr) => Matrix::Sparse(csr),
             Loaded::Factored(Factored::LowRank(lr)) => Matrix::Product(vec![
                 Matrix::dense(lr.u, rows, lr.rank),
@@ -321,7 +333,7 @@ impl<'a> Loader<'_, 'a> {
                 Matrix::dense(t.core.clone(), t.rank_out, t.rank_in),
                 Matrix::dense(transpose(&t.u_in, t.inp, t.rank_in), t.rank_in, t.inp),
             ]),
-            Loaded::Factored(f) => self.matrix(Cow::Owned(f.to_f32()), rows, cols),
+            Loaded::Factored(f) => self.matrix(Cow::Owned(f.to_f32()), rows, cols, sparse_below),
         }
     }
 
@@ -339,12 +351,23 @@ impl<'a> Loader<'_, 'a> {
                 Some(c) => BitRows::for_conv(&b, c),
                 None => BitRows::from_binary(&b),
             }),
-            other => XnorWeight::Float(self.weight_matrix(other, rows, cols)),
+            other => XnorWeight::Float(self.weight_matrix(
+                other,
+                rows,
+                cols,
+                self.options.sparse_below_density,
+            )),
         }
     }
 
-    fn matrix(&self, data: Cow<'a, [f32]>, rows: usize, cols: usize) -> Matrix<'a> {
-        if self.sparse_enough(&data) {
+    fn matrix(
+        &self,
+        data: Cow<'a, [f32]>,
+        rows: usize,
+        cols: usize,
+        sparse_below: f64,
+    ) -> Matrix<'a> {
+        if self.sparse_enough(&data, sparse_below) {
             Matrix::Sparse(Csr::from_dense(&data, rows, cols))
         } else {
             Matrix::Dense { data, rows, cols }
@@ -792,7 +815,15 @@ fn build_op<'a>(
                 .weights
                 .first()
                 .ok_or_else(|| fail("needs a weight tensor".into()))?;
-            let (loaded, shape) = loader.weight(node, name)?;
+            // A convolution's product is a blocked GEMM, which the CSR kernel beats only when
+            // far fewer weights are left than for a matrix-vector product; an XNOR layer's
+            // float fallback is a matrix-vector product per position.
+            let sparse_below = if matches!(op, format::Op::XnorConv2d(_)) {
+                loader.options.sparse_below_density
+            } else {
+                loader.options.sparse_below_density * CONV_SPARSE_FACTOR
+            };
+            let (loaded, shape) = loader.weight(node, name, sparse_below)?;
             let [cout, cg, kh, kw] = shape[..] else {
                 return Err(fail(format!(
                     "weight {name:?} must be [out, in/groups, kh, kw], found {shape:?}"
@@ -835,20 +866,9 @@ fn build_op<'a>(
                         bias,
                     },
                     loaded => {
-                        let mut weight = loader.weight_matrix(loaded, cout, cols);
-                        let density = match &weight {
-                            Matrix::Sparse(csr) => {
-                                csr.val.len() as f64 / (cout * cols).max(1) as f64
-                            }
-                            _ => 1.0,
-                        };
-                        let sparse_pays =
-                            density <= loader.options.sparse_below_density * CONV_SPARSE_FACTOR;
-                        if groups == c && cout == c || weight.is_sparse() && !sparse_pays {
+                        let mut weight = loader.weight_matrix(loaded, cout, cols, sparse_below);
+                        if groups == c && cout == c {
                             // The depthwise kernel is direct; it takes its few weights dense.
-                            // A convolution's product is a blocked GEMM, which the CSR kernel
-                            // beats only when far fewer weights are left than a matrix-vector
-                            // product needs.
                             weight = weight.into_dense();
                         }
                         Op::Conv {
@@ -873,7 +893,8 @@ fn build_op<'a>(
                 .weights
                 .first()
                 .ok_or_else(|| fail("needs a weight tensor".into()))?;
-            let (loaded, shape) = loader.weight(node, name)?;
+            let sparse_below = loader.options.sparse_below_density;
+            let (loaded, shape) = loader.weight(node, name, sparse_below)?;
             let [out, inp] = shape[..] else {
                 return Err(fail(format!(
                     "weight {name:?} must be [out, in], found {shape:?}"
@@ -892,7 +913,7 @@ fn build_op<'a>(
                 }
             } else {
                 Op::Dense {
-                    weight: loader.weight_matrix(loaded, out, inp),
+                    weight: loader.weight_matrix(loaded, out, inp, sparse_below),
                     bias,
                 }
             };
@@ -1007,6 +1028,11 @@ fn build_op<'a>(
             (Op::Add, ins[0].clone())
         }
     })
+}
+
+/// The fraction of `total` values that `nonzero` is.
+fn density(nonzero: usize, total: usize) -> f64 {
+    nonzero as f64 / total.max(1) as f64
 }
 
 fn elements(shape: &[usize]) -> u64 {
