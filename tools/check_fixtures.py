@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 import sys
 import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cxrm_reader import CxrmError, open_cxrm, preprocess, ZSTD_BACKEND  # noqa: E402
+from cxrm_reader import (  # noqa: E402
+    CxrmError, ZSTD_BACKEND, miracle_base, miracle_normal, open_cxrm, preprocess)
 
 import numpy as np  # noqa: E402
 
@@ -249,6 +251,19 @@ def main(argv) -> int:
             problems = [f"crashed: {type(e).__name__}: {e}\n{traceback.format_exc()}"]
         report(not problems, f"preprocess/{case['name']}",
                "; ".join(problems) if problems else f"{len(case['pixels'])} pixels, bit-exact")
+
+    # §5.12's test vectors, read from the spec's table: the generator, bit for bit.
+    spec = (root.parent / "spec" / "cxrm.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| (\d+) \| `([0-9A-F]{16})` .*?\| `([0-9A-F]{16})` .*?"
+                      r"\| `([0-9A-F]{16})` .*?\|$", spec, re.M)
+    for block, index, *want in rows:
+        base = miracle_base(0x0123456789ABCDEF, int(block), int(index))
+        got = [format(struct.unpack("<Q", struct.pack("<d", miracle_normal(base, j)))[0], "016X")
+               for j in range(3)]
+        report(got == want, f"spec/miracle_vector block {block} index {index}",
+               "bit-exact" if got == want else f"got {got}, the spec says {want}")
+    if not rows:
+        report(False, "spec/miracle_vectors", "no test vectors found in §5.12")
 
     print(f"# {len(disagreements)} field/offset disagreements with expected.json "
           f"(informational, not failures)"

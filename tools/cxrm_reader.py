@@ -5,10 +5,10 @@ implementation that proves the spec is complete.  Section references (§N) point
 into that document.
 
 Implements every stage with a layout: dense (0), zstd (1), sparse (2),
-codebook (3), huffman (4), lowrank (5), tucker (6) and binary (7); the reserved
-stage 8 is refused through must_understand (§5), naming what is missing.  Also
-the image preprocessing of §6.1/§6.2 (format 1.3): `preprocess` and
-`resize_plane`.
+codebook (3), huffman (4), lowrank (5), tucker (6), binary (7) and miracle (8,
+format 1.4: `miracle_normal` is its generator); an unassigned stage is refused
+through must_understand (§5), naming what is missing.  Also the image
+preprocessing of §6.1/§6.2 (format 1.3): `preprocess` and `resize_plane`.
 
 Dependencies: Python 3.11, numpy and the standard library.  CRC-32 is
 `zlib.crc32`.  The zstd stage (§5.2) uses the `zstandard` PyPI package when it
@@ -32,6 +32,7 @@ Where the spec leaves a choice open, the choice made here is marked
 
 from __future__ import annotations
 
+import math
 import struct
 import subprocess
 import threading
@@ -116,15 +117,17 @@ STAGE_HUFFMAN = 4
 STAGE_LOWRANK = 5
 STAGE_TUCKER = 6
 STAGE_BINARY = 7
+STAGE_MIRACLE = 8
 FACTORED_STAGES = {STAGE_LOWRANK, STAGE_TUCKER, STAGE_BINARY}
 IMPLEMENTED_STAGES = {STAGE_DENSE, STAGE_ZSTD, STAGE_SPARSE, STAGE_CODEBOOK, STAGE_HUFFMAN,
-                      STAGE_LOWRANK, STAGE_TUCKER, STAGE_BINARY}
+                      STAGE_LOWRANK, STAGE_TUCKER, STAGE_BINARY, STAGE_MIRACLE}
 # Parameter bytes each implemented stage's layout takes; a mismatch is
 # bad_chain, judged when the tensor is decoded, not at open (§5 "Decoding
 # order").
 STAGE_PARAM_LEN = {STAGE_DENSE: 0, STAGE_ZSTD: 8, STAGE_SPARSE: 12,
                    STAGE_CODEBOOK: 4, STAGE_HUFFMAN: 0,
-                   STAGE_LOWRANK: 8, STAGE_TUCKER: 12, STAGE_BINARY: 4}
+                   STAGE_LOWRANK: 8, STAGE_TUCKER: 12, STAGE_BINARY: 4,
+                   STAGE_MIRACLE: 20}
 MAX_STAGE_ID = 63   # ids >= 64 are unknown_encoding immediately
 
 # §5.4 symbol stream codings
@@ -539,15 +542,15 @@ def _stage_names(bits: int) -> str:
 #            | sparse [codebook] [huffman]   zstd*
 #            | codebook          [huffman]   zstd*
 #            | lowrank | tucker | binary    zstd*     (1.2)
-#            | miracle                      (reserved, never judged here:
-#                                            must_understand)
+#            | miracle                      zstd*     (1.4)
 #
 # as a state machine: state -> {stage id: next state}.  Every state but the
 # initial one accepts (a chain has at least one stage, §3.2).
 _GRAMMAR = {
     "start":    {STAGE_DENSE: "dense", STAGE_SPARSE: "sparse",
                  STAGE_CODEBOOK: "codebook", STAGE_LOWRANK: "dense",
-                 STAGE_TUCKER: "dense", STAGE_BINARY: "dense"},
+                 STAGE_TUCKER: "dense", STAGE_BINARY: "dense",
+                 STAGE_MIRACLE: "dense"},
     "dense":    {STAGE_ZSTD: "zstd"},
     "sparse":   {STAGE_CODEBOOK: "quantized", STAGE_HUFFMAN: "huffman",
                  STAGE_ZSTD: "zstd"},
@@ -1742,6 +1745,8 @@ class CxrmFile:
             return _dense_array(data, t)
         if rep[0].id in FACTORED_STAGES:       # grammar: stands alone
             return _decode_factored(r, t, rep[0], field_of(0))
+        if rep[0].id == STAGE_MIRACLE:         # grammar: stands alone
+            return _decode_miracle(r, t, rep[0], field_of(0))
         # sparse [codebook] [huffman] or codebook [huffman] (§5.6, §5.7)
         flat = _decode_stream_repr(r, t, rep, field_of)
         return _widen(flat, t).reshape(t.shape)
@@ -1879,6 +1884,101 @@ def _decode_factored(r: _Reader, t: TensorRecord, st: Stage, sf: str) -> np.ndar
         raise CxrmError("decode_error", f"{t.field}.payload", r.pos,
                         f"{r.remaining()} bytes left over after the last part of the payload")
     return _widen(flat, t).reshape(t.shape)
+
+
+# ---------------------------------------------------------------------------
+# §5.12 miracle: a seed and a sample index per block
+# ---------------------------------------------------------------------------
+
+_M64 = (1 << 64) - 1
+_GAMMA = 0x9E3779B97F4A7C15
+_SQRT2 = struct.unpack("<d", (0x3FF6A09E667F3BCD).to_bytes(8, "little"))[0]
+_LN2 = struct.unpack("<d", (0x3FE62E42FEFA39EF).to_bytes(8, "little"))[0]
+
+
+def _mix(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def _spec_ln(s: float) -> float:
+    """§5.12's logarithm: only correctly rounded + - * / (Python floats are
+    binary64 and never fuse a multiply-add)."""
+    fm, fe = math.frexp(s)             # s = fm * 2^fe, fm in [0.5, 1): exact
+    m, e = fm * 2.0, fe - 1            # m in [1, 2)
+    if m > _SQRT2:
+        m, e = m * 0.5, e + 1
+    t = (m - 1.0) / (m + 1.0)
+    u = t * t
+    acc = 1.0 / 23.0
+    for k in range(10, -1, -1):
+        acc = acc * u + 1.0 / (2 * k + 1)
+    return float(e) * _LN2 + (t + t) * acc
+
+
+def _uniform(w: int) -> float:
+    return float(2 * (w >> 11) + 1 - (1 << 53)) * 2.0 ** -53
+
+
+def miracle_base(seed: int, block: int, index: int) -> int:
+    h = _mix((_mix(seed) + _GAMMA * (block + 1)) & _M64)
+    return _mix((h + _GAMMA * (index + 1)) & _M64)
+
+
+def miracle_normal(base: int, position: int) -> float:
+    """The standard normal number at `position` of the block whose
+    base(seed, b, i) is `base` (§5.12: the polar method, 64 attempts)."""
+    for a in range(64):
+        c = 128 * position + 2 * a
+        v1 = _uniform(_mix((base + _GAMMA * (c + 1)) & _M64))
+        v2 = _uniform(_mix((base + _GAMMA * (c + 2)) & _M64))
+        s = v1 * v1 + v2 * v2
+        if s < 1.0:
+            return v1 * math.sqrt((-2.0 * _spec_ln(s)) / s)
+    return 0.0
+
+
+def _decode_miracle(r: _Reader, t: TensorRecord, st: Stage, sf: str) -> np.ndarray:
+    """§5.12: parameters in stored order, the block count against the tensor
+    last; then the indices, their padding, and nothing left over."""
+    _check_param_len(st, sf)
+    p, base = st.params, st.offset + 4
+    seed = int.from_bytes(p[0:8], "little")
+    blocks = int.from_bytes(p[8:12], "little")
+    bits = p[12]
+    if not 1 <= bits <= 32:
+        raise CxrmError("bad_chain", f"{sf}.params.index_bits", base + 12,
+                        f"index_bits {bits}, must be 1..=32")
+    _reserved(p[13:16], f"{sf}.params.reserved", base + 13)
+    sigma = struct.unpack("<f", bytes(p[16:20]))[0]
+    if not (math.isfinite(sigma) and sigma > 0.0):
+        raise CxrmError("bad_chain", f"{sf}.params.prior_sigma", base + 16,
+                        f"prior sigma {sigma}, must be finite and positive")
+    if t.dtype_code not in FLOAT_DTYPES:
+        raise CxrmError("bad_chain", sf, st.offset,
+                        f"miracle on a {t.dtype} tensor: its values are real")
+    n = t.element_count
+    if not (blocks == 0 if n == 0 else 1 <= blocks <= n):
+        raise CxrmError("bad_chain", f"{sf}.params.blocks", base + 8,
+                        f"{blocks} blocks for {n} elements")
+    coded = blocks * bits
+    pos = r.pos
+    raw = bytes(r.take((coded + 7) // 8, f"{t.field}.indices"))
+    word = int.from_bytes(raw, "big")
+    pad = len(raw) * 8 - coded
+    if pad and word & ((1 << pad) - 1):
+        raise CxrmError("decode_error", f"{t.field}.indices", pos + len(raw) - 1,
+                        "nonzero padding bits after the last index")
+    if r.remaining():
+        raise CxrmError("decode_error", f"{t.field}.payload", r.pos,
+                        f"{r.remaining()} bytes left over after the indices")
+    word >>= pad
+    indices = [(word >> (bits * (blocks - 1 - b))) & ((1 << bits) - 1) for b in range(blocks)]
+    bases = [miracle_base(seed, b, i) for b, i in enumerate(indices)]
+    values = np.array([sigma * miracle_normal(bases[e % blocks], e // blocks)
+                       for e in range(n)], dtype=np.float64)
+    return _widen(_round_from_f64(values, t), t).reshape(t.shape)
 
 
 def _dense_array(data: memoryview, t: TensorRecord) -> np.ndarray:

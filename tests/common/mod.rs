@@ -574,6 +574,60 @@ pub fn factored() -> Vec<u8> {
     finish(&w)
 }
 
+/// MIRACLE tensors (spec §5.12) in f32, f16, bf16 and f64: index widths of 3 to 32 bits, so
+/// the packed indices cross byte boundaries and the last byte is padded; one without
+/// elements. Every value is regenerated from the seeds, so a reader whose generator
+/// differs in any bit fails here.
+pub fn miracle() -> Vec<u8> {
+    use encoding::miracle::{self, Miracle, Params};
+    let mut rng = Lcg(0x3a1c);
+    let mut w = Writer::new();
+    w.set_metadata("model.name", Value::String("miracle".into()));
+    let mut coded = |blocks: u32, index_bits: u8, sigma: f32| {
+        let mask = if index_bits == 32 {
+            u32::MAX
+        } else {
+            (1 << index_bits) - 1
+        };
+        Miracle {
+            params: Params {
+                seed: rng.next_u64(),
+                blocks,
+                index_bits,
+                prior_sigma: sigma,
+            },
+            indices: (0..blocks).map(|_| rng.next_u64() as u32 & mask).collect(),
+        }
+    };
+    let conv = coded(7, 10, 0.125);
+    let fc = coded(5, 3, 0.03);
+    let small = coded(4, 32, 2.5);
+    let wide = coded(6, 13, 1.0e-3);
+    w.add_tensor(
+        "conv.f32",
+        DType::F32,
+        &[4, 1, 5, 5],
+        miracle::encode(&conv),
+    )
+    .unwrap();
+    w.add_tensor("fc.f16", DType::F16, &[3, 4], miracle::encode(&fc))
+        .unwrap();
+    w.add_tensor("v.f64", DType::F64, &[5], miracle::encode(&small))
+        .unwrap();
+    w.add_tensor("wide.bf16", DType::BF16, &[2, 9], miracle::encode(&wide))
+        .unwrap();
+    let empty = Miracle {
+        params: Params {
+            blocks: 0,
+            ..conv.params
+        },
+        indices: Vec::new(),
+    };
+    w.add_tensor("empty", DType::F32, &[0, 4], miracle::encode(&empty))
+        .unwrap();
+    finish(&w)
+}
+
 pub fn empty() -> Vec<u8> {
     finish(&Writer::new())
 }
@@ -619,6 +673,10 @@ pub fn valid() -> Vec<ValidFixture> {
         ValidFixture {
             name: "preprocessing",
             bytes: preprocessing(),
+        },
+        ValidFixture {
+            name: "miracle",
+            bytes: miracle(),
         },
     ]
 }
@@ -1419,8 +1477,126 @@ pub fn invalid() -> Vec<InvalidFixture> {
     );
     deep_invalid(&mut out);
     factored_invalid(&mut out);
+    miracle_invalid(&mut out);
     corner_invalid(&mut out);
     out
+}
+
+/// MIRACLE's rules (spec §5.12): each parameter out of range, and payloads of the wrong size.
+fn miracle_invalid(out: &mut Vec<InvalidFixture>) {
+    use encoding::StageId::Miracle;
+    use encoding::miracle::Params;
+    let mut add = |name, code, stage, why, bytes: Vec<u8>| {
+        out.push(InvalidFixture {
+            name,
+            bytes,
+            code,
+            stage,
+            why,
+        })
+    };
+    let params = |blocks: u32, index_bits: u8, prior_sigma: f32| {
+        Params {
+            seed: 7,
+            blocks,
+            index_bits,
+            prior_sigma,
+        }
+        .to_bytes()
+    };
+    // Three blocks of 5 bits: 15 bits, two bytes.
+    let one = |p: Vec<u8>, payload: Vec<u8>| {
+        single_tensor(DType::F32, &[2, 3], vec![stage(Miracle, p)], payload)
+    };
+    add(
+        "miracle_index_bits_zero",
+        "bad_chain",
+        "verify",
+        "index_bits 0: each block's index takes 1 to 32 bits",
+        one(params(3, 0, 0.5), vec![]),
+    );
+    add(
+        "miracle_index_bits_past_32",
+        "bad_chain",
+        "verify",
+        "index_bits 33: wider than the stage allows",
+        one(params(3, 33, 0.5), vec![0; 13]),
+    );
+    add(
+        "miracle_no_blocks",
+        "bad_chain",
+        "verify",
+        "0 blocks for 6 elements: the blocks do not cover the tensor",
+        one(params(0, 5, 0.5), vec![]),
+    );
+    add(
+        "miracle_more_blocks_than_elements",
+        "bad_chain",
+        "verify",
+        "7 blocks for 6 elements: a block would be empty",
+        one(params(7, 5, 0.5), vec![0; 5]),
+    );
+    add(
+        "miracle_sigma_zero",
+        "bad_chain",
+        "verify",
+        "prior_sigma 0: the prior's σ must be finite and positive",
+        one(params(3, 5, 0.0), vec![0; 2]),
+    );
+    add(
+        "miracle_sigma_nan",
+        "bad_chain",
+        "verify",
+        "prior_sigma NaN",
+        one(params(3, 5, f32::NAN), vec![0; 2]),
+    );
+    add(
+        "miracle_reserved",
+        "reserved_nonzero",
+        "verify",
+        "a reserved parameter byte is 1",
+        one(
+            {
+                let mut p = params(3, 5, 0.5);
+                p[13] = 1;
+                p
+            },
+            vec![0; 2],
+        ),
+    );
+    add(
+        "miracle_on_int",
+        "bad_chain",
+        "verify",
+        "miracle on an i32 tensor: its values are real",
+        single_tensor(
+            DType::I32,
+            &[2, 3],
+            vec![stage(Miracle, params(3, 5, 0.5))],
+            vec![0; 2],
+        ),
+    );
+    add(
+        "miracle_short_payload",
+        "truncated",
+        "verify",
+        "three 5-bit indices need 2 bytes, the payload holds 1",
+        one(params(3, 5, 0.5), vec![0xff]),
+    );
+    add(
+        "miracle_left_over",
+        "decode_error",
+        "verify",
+        "three 5-bit indices need 2 bytes, the payload holds 3",
+        one(params(3, 5, 0.5), vec![0, 0, 0]),
+    );
+    add(
+        "miracle_padding",
+        "decode_error",
+        "verify",
+        "the last bit after three 5-bit indices is 1",
+        one(params(3, 5, 0.5), vec![0, 1]),
+    );
 }
 
 /// Bad files on which two readings of the spec would report different errors, or one would

@@ -134,3 +134,14 @@ pub fn factored_payload(data: &[u8]) -> Option<encoding::Factored> {
     let _ = factored.to_f32();
     Some(factored)
 }
+
+/// Fuzz input → a MIRACLE tensor: `[20 parameter bytes][d0][d1][payload...]`, the tensor
+/// `[d0, d1]` in f32. Its decode regenerates every element, so the shape stays small.
+pub fn miracle_payload(data: &[u8]) {
+    if data.len() < 22 {
+        return;
+    }
+    let (params, rest) = data.split_at(encoding::miracle::PARAMS_LEN);
+    let shape = [rest[0] as u64, rest[1] as u64];
+    decode_representation(&[(StageId::Miracle, params)], &shape, &rest[2..]);
+}

@@ -99,6 +99,12 @@ fn tensor_summary_to_json(t: &crate::container::summary::TensorSummary) -> Json 
         "sparsity": t.sparsity,
         "codebook_bits": t.codebook_bits,
         "ranks": (!t.ranks.is_empty()).then_some(&t.ranks),
+        "miracle": t.miracle.map(|m| json!({
+            "blocks": m.blocks,
+            "index_bits": m.index_bits,
+            "coded_bits": m.coded_bits,
+            "coded_bits_per_weight": m.bits_per_weight(t.elements),
+        })),
         "streams": streams,
         "decode_error": t.decode_error,
     })

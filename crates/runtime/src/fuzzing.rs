@@ -1,7 +1,9 @@
 //! Fuzz entry points that reach into the runtime, shared by the fuzz targets (`fuzz/`) and the
 //! tests that replay their corpora. The format-only entries live in `cxrm_format::fuzzing`.
 
-pub use cxrm_format::fuzzing::{codebook_payload, open_and_verify, sparse_payload, symbol_stream};
+pub use cxrm_format::fuzzing::{
+    codebook_payload, miracle_payload, open_and_verify, sparse_payload, symbol_stream,
+};
 
 /// Fuzz input → a factored tensor, read as decoding reads it and then turned into the form the
 /// runtime executes (sign bits for `binary`).

@@ -66,6 +66,8 @@ pub struct TensorSummary {
     pub streams: Vec<StreamStats>,
     /// `[r]` for lowrank, `[r_out, r_in]` for tucker; empty otherwise.
     pub ranks: Vec<usize>,
+    /// Blocks and index width of a MIRACLE tensor.
+    pub miracle: Option<MiracleSummary>,
     /// Why looking inside failed: the tensor is corrupt or malformed.
     pub decode_error: Option<String>,
 }
@@ -81,6 +83,23 @@ impl TensorSummary {
     /// The chain as one name, e.g. `sparse+zstd`.
     pub fn chain(&self) -> String {
         self.encoding.join("+")
+    }
+}
+
+/// What a MIRACLE tensor's code costs (spec §5.12), from its parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MiracleSummary {
+    pub blocks: u32,
+    /// Bits of each block's sample index.
+    pub index_bits: u8,
+    /// `blocks × index_bits`: the whole code, before the last byte's padding.
+    pub coded_bits: u64,
+}
+
+impl MiracleSummary {
+    /// Coded bits per element; `None` for a tensor without elements.
+    pub fn bits_per_weight(&self, elements: u64) -> Option<f64> {
+        (elements > 0).then(|| self.coded_bits as f64 / elements as f64)
     }
 }
 
@@ -106,6 +125,7 @@ struct Inside {
     codebook_bits: Option<u8>,
     streams: Vec<StreamStats>,
     ranks: Vec<usize>,
+    miracle: Option<MiracleSummary>,
     decode_error: Option<String>,
 }
 
@@ -151,6 +171,7 @@ impl<'data> Cxrm<'data> {
                     codebook_bits: inside.codebook_bits,
                     streams: inside.streams,
                     ranks: inside.ranks,
+                    miracle: inside.miracle,
                     decode_error: inside.decode_error,
                 }
             })
@@ -220,6 +241,14 @@ impl<'data> Cxrm<'data> {
                 ..Default::default()
             },
             Repr::Binary(_) => Inside::default(),
+            Repr::Miracle(p) => Inside {
+                miracle: Some(MiracleSummary {
+                    blocks: p.blocks,
+                    index_bits: p.index_bits,
+                    coded_bits: p.coded_bits(),
+                }),
+                ..Default::default()
+            },
             Repr::Codebook(cb) => Inside {
                 codebook_bits: Some(cb.bits),
                 ..Default::default()
@@ -233,6 +262,8 @@ impl<'data> Cxrm<'data> {
         if streams {
             let checked = if chain.repr.is_factored() {
                 self.read_factored(t).map(|_| Vec::new())
+            } else if let Repr::Miracle(_) = chain.repr {
+                self.decode_detailed(t).map(|_| Vec::new())
             } else {
                 self.decode_detailed(t).map(|d| d.stream_stats())
             };

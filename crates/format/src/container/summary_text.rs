@@ -220,6 +220,25 @@ impl Summary {
                 ));
             }
         }
+        let coded: Vec<&_> = self
+            .tensors
+            .iter()
+            .filter(|t| t.miracle.is_some())
+            .collect();
+        if !coded.is_empty() {
+            out.push("\nMIRACLE tensors (one sample index per block)".into());
+            for t in coded {
+                let m = t.miracle.expect("filtered");
+                out.push(format!(
+                    "  {}: {} blocks of {} bits = {} bits, {} bits per weight",
+                    escape(&t.name),
+                    m.blocks,
+                    m.index_bits,
+                    m.coded_bits,
+                    dash(m.bits_per_weight(t.elements).map(|b| format!("{b:.4}"))),
+                ));
+            }
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 
 use super::{
     DecodeContext, Decoded, Factored, Stage, StageId, StageKind, StageSpec, binary, check_chain,
-    codebook, dense, floats, lowrank, sparse, tensor, tucker, unimplemented, zstd,
+    codebook, dense, floats, lowrank, miracle, sparse, tensor, tucker, unimplemented, zstd,
 };
 use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode, Result};
@@ -29,6 +29,8 @@ pub enum Repr {
     Tucker(tucker::Params),
     /// XNOR-Net signs with a scale per row (§5.11).
     Binary(binary::Params),
+    /// MIRACLE: a seed and a sample index per block (§5.12).
+    Miracle(miracle::Params),
 }
 
 impl Repr {
@@ -53,6 +55,7 @@ impl Repr {
             Repr::LowRank(p) => vec![stage(StageId::LowRank, p.to_bytes())],
             Repr::Tucker(p) => vec![stage(StageId::Tucker, p.to_bytes())],
             Repr::Binary(p) => vec![stage(StageId::Binary, p.to_bytes())],
+            Repr::Miracle(p) => vec![stage(StageId::Miracle, p.to_bytes())],
         };
         if huffman {
             stages.push(stage(StageId::Huffman, Vec::new()));
@@ -144,6 +147,7 @@ impl<'a> Chain<'a> {
                 floats::require_float(&first, ctx, &field(0))?;
                 Repr::Binary(p)
             }
+            StageId::Miracle => Repr::Miracle(miracle::Params::parse(&first, ctx, &field(0))?),
             _ => return Err(unimplemented(&first, &field(0))),
         };
         Ok(Chain {
@@ -196,6 +200,10 @@ impl<'a> Chain<'a> {
             Repr::Codebook(_) => ctx.elements.saturating_mul(2),
             // Rebuilt in binary64 before the one rounding to the dtype.
             Repr::LowRank(_) | Repr::Tucker(_) | Repr::Binary(_) => ctx.elements.saturating_mul(8),
+            // The indices, and every element in binary64 before the rounding.
+            Repr::Miracle(p) => {
+                (p.blocks as u64 * 4).saturating_add(ctx.elements.saturating_mul(8))
+            }
         };
         ctx.dense_len.saturating_add(zstd).saturating_add(working)
     }
@@ -232,6 +240,17 @@ impl<'a> Chain<'a> {
                 tensor::decode_sparse(&positions, values.as_ref(), self.huffman, &bytes, base, ctx)
             }
             Repr::Codebook(cb) => tensor::decode_codebook(&cb, self.huffman, &bytes, base, ctx),
+            Repr::Miracle(p) => {
+                let mut c = Cursor::new(&bytes, base);
+                let coded = miracle::read_payload(&mut c, &p, ctx.what)?;
+                tensor::finish(&c, ctx)?;
+                Ok(Decoded {
+                    bytes: Cow::Owned(coded.to_dtype(ctx.elements, ctx.dtype)),
+                    nnz: None,
+                    codebook: None,
+                    streams: Vec::new(),
+                })
+            }
             Repr::LowRank(_) | Repr::Tucker(_) | Repr::Binary(_) => {
                 unreachable!("read_factored returned them")
             }

@@ -12,6 +12,7 @@ pub mod dense;
 pub(crate) mod floats;
 pub mod huffman;
 pub mod lowrank;
+pub mod miracle;
 pub mod sparse;
 pub mod stream;
 pub(crate) mod tensor;
@@ -92,11 +93,10 @@ impl StageId {
     /// file uses, so older readers see why they cannot decode it (spec §2).
     pub fn since_minor(self) -> u16 {
         match self {
-            // miracle is reserved without a layout: the writers that carry it (the
-            // forward-compatibility fixtures) raise no version for it.
-            StageId::Dense | StageId::Zstd | StageId::Miracle => 0,
+            StageId::Dense | StageId::Zstd => 0,
             StageId::Sparse | StageId::Codebook | StageId::Huffman => 1,
             StageId::LowRank | StageId::Tucker | StageId::Binary => 2,
+            StageId::Miracle => 4,
         }
     }
 
@@ -114,7 +114,8 @@ pub const IMPLEMENTED: u64 = (1 << StageId::Dense as u8)
     | (1 << StageId::Huffman as u8)
     | (1 << StageId::LowRank as u8)
     | (1 << StageId::Tucker as u8)
-    | (1 << StageId::Binary as u8);
+    | (1 << StageId::Binary as u8)
+    | (1 << StageId::Miracle as u8);
 
 /// Human-readable name of any stage code, known or not.
 pub fn stage_name(code: u8) -> Cow<'static, str> {
