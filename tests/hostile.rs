@@ -410,3 +410,316 @@ fn a_file_truncated_while_mapped_is_an_io_error_not_a_signal() {
         "no run was cut mid-read; the test proved nothing"
     );
 }
+
+/// A model `input [1, side, side]` → `nodes`, written with no weights but `extra` tensors.
+fn graph_model(side: i64, nodes: Vec<Node>, extra: &[(&str, &[u64], Vec<f32>)]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.set_metadata("input.shape", Value::ints([1, side, side]));
+    for (name, shape, values) in extra {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        w.add_dense(name, DType::F32, shape, bytes).unwrap();
+    }
+    w.set_graph(Graph { nodes });
+    w.to_bytes().unwrap()
+}
+
+#[test]
+fn huge_padding_and_many_live_activations_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("x.png");
+    image::GrayImage::new(4, 4).save(&png).unwrap();
+    // A 1×1 convolution padded by 65,536 on every side: a 131,076² output, 68 GB.
+    let padded = dir.path().join("padded.cxrm");
+    let conv = Node::new("conv", "conv2d", &["input"], &["w"])
+        .attr("padding", Value::ints([65536, 65536, 65536, 65536]));
+    let flat = Node::new("flat", "flatten", &["conv"], &[]);
+    std::fs::write(
+        &padded,
+        graph_model(4, vec![conv, flat], &[("w", &[1, 1, 1, 1], vec![1.0])]),
+    )
+    .unwrap();
+    for args in [
+        vec!["run", s(&padded), s(&png)],
+        vec!["bench", s(&padded), "--iters", "1"],
+    ] {
+        expect(&cxrm_limited(&args), 2, "more than the memory budget");
+    }
+    // 32,768 activations of 256 KB each, all alive until a chain of adds consumes them: 8 GB.
+    let n = 32_768;
+    let mut nodes: Vec<Node> = (0..n)
+        .map(|i| Node::new(format!("r{i}"), "relu", &["input"], &[]))
+        .collect();
+    nodes.push(Node::new("a1", "add", &["r0", "r1"], &[]));
+    for i in 2..n {
+        let (prev, r) = (format!("a{}", i - 1), format!("r{i}"));
+        nodes.push(Node::new(
+            format!("a{i}"),
+            "add",
+            &[prev.as_str(), r.as_str()],
+            &[],
+        ));
+    }
+    let last = format!("a{}", n - 1);
+    nodes.push(Node::new("flat", "flatten", &[last.as_str()], &[]));
+    let live = dir.path().join("live.cxrm");
+    std::fs::write(&live, graph_model(256, nodes, &[])).unwrap();
+    expect(
+        &cxrm_limited(&["run", s(&live), s(&png)]),
+        2,
+        "more than the memory budget",
+    );
+}
+
+/// A chain of 65,534 relus and a flatten loads in linear time: the load-time passes once asked, for every
+/// node, how many nodes read it, by scanning the whole graph (87 s for this file; the harness
+/// calls anything past 60 s a hang).
+#[test]
+fn a_graph_of_65535_nodes_loads_without_quadratic_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("x.png");
+    image::GrayImage::new(2, 2).save(&png).unwrap();
+    let mut nodes = vec![Node::new("r0", "relu", &["input"], &[])];
+    for i in 1..65_534 {
+        let prev = format!("r{}", i - 1);
+        nodes.push(Node::new(format!("r{i}"), "relu", &[prev.as_str()], &[]));
+    }
+    nodes.push(Node::new("flat", "flatten", &["r65533"], &[]));
+    let chain = dir.path().join("chain.cxrm");
+    std::fs::write(&chain, graph_model(2, nodes, &[])).unwrap();
+    expect(
+        &cxrm_limited(&["verify", s(&chain), "--runnable"]),
+        0,
+        "valid",
+    );
+    expect(&cxrm_limited(&["run", s(&chain), s(&png)]), 0, "");
+}
+
+#[test]
+fn tiny_sparse_and_tucker_files_of_huge_tensors_are_over_the_budget() {
+    use cxrm::format::encoding::{Encoded, Repr, sparse, stream, tucker};
+    let dir = tempfile::tempdir().unwrap();
+    // 2^34 elements, none kept: a 132-byte file whose zero fill is 64 GB.
+    let mut payload = Vec::new();
+    stream::write(&[], 8, stream::Coding::Packed, &mut payload);
+    let positions = sparse::Params {
+        layout: sparse::Layout::Relative { index_bits: 8 },
+        nnz: 0,
+    };
+    let mut w = Writer::new();
+    w.add_tensor(
+        "empty",
+        DType::F32,
+        &[1 << 34],
+        Encoded::new(
+            Repr::Sparse {
+                positions,
+                values: None,
+            },
+            false,
+            payload,
+        ),
+    )
+    .unwrap();
+    let sparse_file = dir.path().join("sparse.cxrm");
+    std::fs::write(&sparse_file, w.to_bytes().unwrap()).unwrap();
+    // Tucker-2 of rank 1 rebuilding a [2^16, 2^16, 2, 2] tensor: 1 MB of factors, 64 GB out.
+    let n = 1 << 16;
+    let t = tucker::Tucker {
+        out: n,
+        inp: n,
+        spatial: 4,
+        rank_out: 1,
+        rank_in: 1,
+        u_out: vec![0.5; n],
+        core: vec![0.5; 4],
+        u_in: vec![0.5; n],
+    };
+    let mut w = Writer::new();
+    w.add_tensor(
+        "big",
+        DType::F32,
+        &[n as u64, n as u64, 2, 2],
+        tucker::encode(&t, DType::F32),
+    )
+    .unwrap();
+    let tucker_file = dir.path().join("tucker.cxrm");
+    std::fs::write(&tucker_file, w.to_bytes().unwrap()).unwrap();
+    for file in [&sparse_file, &tucker_file] {
+        let out_file = dir.path().join("out.safetensors");
+        expect(
+            &cxrm_limited(&["verify", s(file)]),
+            2,
+            "more than the memory budget",
+        );
+        expect(
+            &cxrm_limited(&["convert", s(file), "-o", s(&out_file)]),
+            2,
+            "more than the memory budget",
+        );
+        assert!(!out_file.exists());
+        // inspect reads no payload: the tensor is listed, not decoded.
+        expect(&cxrm_limited(&["inspect", s(file)]), 0, "tensors");
+    }
+}
+
+/// A safetensors file of `tensors` (name, dtype, shape, little-endian bytes).
+fn safetensors(tensors: &[(&str, &str, Vec<u64>, Vec<u8>)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": dtype, "shape": shape,
+                "data_offsets": [data.len(), data.len() + bytes.len()]}),
+        );
+        data.extend_from_slice(bytes);
+    }
+    let mut h = serde_json::Value::Object(header).to_string().into_bytes();
+    h.resize(h.len().div_ceil(8) * 8, b' ');
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&data);
+    out
+}
+
+#[test]
+fn more_tensors_than_the_spec_allows_never_replace_a_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.cxrm");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/valid/model.cxrm"),
+        &out,
+    )
+    .unwrap();
+    let good = std::fs::read(&out).unwrap();
+    // 1,048,577 zero-size tensors: one past the spec's limit.
+    let mut h = String::from("{");
+    for i in 0..(1 << 20) + 1 {
+        if i > 0 {
+            h.push(',');
+        }
+        h.push_str(&format!(
+            r#""t{i}":{{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}"#
+        ));
+    }
+    h.push('}');
+    let mut st = (h.len() as u64).to_le_bytes().to_vec();
+    st.extend_from_slice(h.as_bytes());
+    let input = dir.path().join("many.safetensors");
+    std::fs::write(&input, st).unwrap();
+    let result = cxrm_limited(&["pack", s(&input), "-o", s(&out)]);
+    assert_eq!(result.status.code(), Some(2), "{}", text(&result));
+    assert!(text(&result).contains("1048576"), "{}", text(&result));
+    assert_eq!(std::fs::read(&out).unwrap(), good);
+}
+
+#[test]
+fn bad_values_and_bad_arguments_get_messages_that_point_at_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // NaN and infinite weights are refused under --bits, with a count, not quantized in silence.
+    let weights: Vec<u8> = [1.0f32, f32::NAN, -2.0, f32::INFINITY]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let input = dir.path().join("nan.safetensors");
+    std::fs::write(&input, safetensors(&[("w", "F32", vec![2, 2], weights)])).unwrap();
+    let out = dir.path().join("o.cxrm");
+    expect(
+        &cxrm_limited(&["pack", s(&input), "-o", s(&out), "--bits", "4"]),
+        2,
+        "2 of 4 weights are NaN or infinite",
+    );
+    assert!(!out.exists());
+    // Each bad rule names its option.
+    let st = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/interop/model.safetensors");
+    expect(
+        &cxrm_limited(&["pack", s(&st), "-o", s(&out), "--bits", "0"]),
+        2,
+        "--bits \"0\"",
+    );
+    // A stride of 0 says so, not that the kernel does not fit.
+    let conv = Node::new("conv", "conv2d", &["input"], &["w"]).attr("stride", Value::ints([0, 0]));
+    let zero_stride = dir.path().join("stride.cxrm");
+    std::fs::write(
+        &zero_stride,
+        graph_model(8, vec![conv], &[("w", &[1, 1, 3, 3], vec![0.0; 9])]),
+    )
+    .unwrap();
+    expect(
+        &cxrm_limited(&["verify", s(&zero_stride), "--runnable"]),
+        3,
+        "stride must hold ints from 1 to 65536",
+    );
+    // `-o .` names a directory; it is not "device or resource busy".
+    expect(
+        &cxrm_limited(&["pack", s(&st), "-o", "."]),
+        2,
+        "names a directory",
+    );
+    // A JSON graph's errors name the JSON file, not a byte of a .cxrm that does not exist.
+    let graph = dir.path().join("g.json");
+    std::fs::write(
+        &graph,
+        r#"[{"name":"fc","op":"dense","inputs":["nope"],"weights":[]}]"#,
+    )
+    .unwrap();
+    let result = cxrm_limited(&["pack", s(&st), "--graph", s(&graph), "-o", s(&out)]);
+    expect(
+        &result,
+        2,
+        "g.json: node fc reads \"nope\", which is not an earlier node",
+    );
+    assert!(!text(&result).contains("at byte"), "{}", text(&result));
+}
+
+#[test]
+fn paths_with_terminal_escapes_are_printed_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m\u{1b}[2J.cxrm");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/runtime/lenet5.cxrm"),
+        &model,
+    )
+    .unwrap();
+    let png = dir.path().join("x\u{1b}[2J.png");
+    image::GrayImage::new(28, 28)
+        .save_with_format(&png, image::ImageFormat::Png)
+        .unwrap();
+    for args in [
+        vec!["inspect", s(&model)],
+        vec!["verify", s(&model)],
+        vec!["run", s(&model), s(&png)],
+    ] {
+        let out = cxrm_limited(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+        assert!(!text(&out).contains('\u{1b}'), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("\\u{1b}[2J"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn eval_refuses_a_fifo_in_its_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let class = dir.path().join("0");
+    std::fs::create_dir(&class).unwrap();
+    image::GrayImage::new(28, 28)
+        .save(class.join("a.png"))
+        .unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(class.join("b.png"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/runtime/lenet5.cxrm");
+    expect(
+        &cxrm_limited(&["eval", s(&model), "--data", s(dir.path())]),
+        2,
+        "not a regular file",
+    );
+}

@@ -157,6 +157,16 @@ impl Error {
             _ => None,
         }
     }
+
+    /// The message for something that is not (yet) a file, such as a graph being written from
+    /// JSON: a format error's detail and field, without "invalid .cxrm file" or a byte offset
+    /// that would point into nothing.
+    pub fn without_offset(&self) -> String {
+        match self {
+            Error::Format(e) => format!("{} ({})", e.detail, e.field),
+            other => other.to_string(),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1072,17 +1072,34 @@ fn peak_activations(
     peak
 }
 
-/// How many layers read layer `j`'s output.
-fn readers(layers: &[Layer<'_>], j: usize) -> usize {
-    layers
-        .iter()
-        .filter(|l| l.inputs.contains(&Source::Node(j)))
-        .count()
+/// How many layers read each layer's output, counted once in one pass over the inputs (the
+/// folding and fusing passes change ops, never inputs, so the counts hold throughout; asking
+/// per layer would make loading quadratic in the graph's size).
+fn reader_counts(layers: &[Layer<'_>]) -> Vec<usize> {
+    let mut counts = vec![0; layers.len()];
+    for layer in layers {
+        let mut read: Vec<usize> = layer
+            .inputs
+            .iter()
+            .filter_map(|s| match s {
+                Source::Node(j) => Some(*j),
+                _ => None,
+            })
+            .collect();
+        // A layer that reads the same output twice (x + x) is one reader.
+        read.sort_unstable();
+        read.dedup();
+        for j in read {
+            counts[j] += 1;
+        }
+    }
+    counts
 }
 
 /// Fold each batch norm into the convolution or dense layer that feeds only it:
 /// `w' = w · γ/σ` per output channel, `b' = (b − μ) · γ/σ + β`.
 fn fold_batch_norms(layers: &mut [Layer<'_>]) {
+    let readers = reader_counts(layers);
     for i in 0..layers.len() {
         let (Op::BatchNorm { scale, shift }, [Source::Node(j)]) =
             (&layers[i].op, &layers[i].inputs[..])
@@ -1090,7 +1107,7 @@ fn fold_batch_norms(layers: &mut [Layer<'_>]) {
             continue;
         };
         let j = *j;
-        if readers(layers, j) != 1 {
+        if readers[j] != 1 {
             continue;
         }
         let (scale, shift) = (scale.clone(), shift.clone());
@@ -1117,6 +1134,7 @@ fn fold_batch_norms(layers: &mut [Layer<'_>]) {
 /// part of the output as the convolution writes it, instead of in a pass of its own. The fused
 /// layer becomes an identity.
 fn fuse_activations(layers: &mut [Layer<'_>]) {
+    let readers = reader_counts(layers);
     for i in 0..layers.len() {
         let (fused, shown) = match layers[i].op {
             Op::Relu => (Activation::Relu, "relu (fused)"),
@@ -1127,12 +1145,12 @@ fn fuse_activations(layers: &mut [Layer<'_>]) {
             continue;
         };
         // Back through the identities that folded batch norms left, each read only here.
-        while readers(layers, j) == 1
+        while readers[j] == 1
             && let (Op::Identity(_), [Source::Node(k)]) = (&layers[j].op, &layers[j].inputs[..])
         {
             j = *k;
         }
-        if readers(layers, j) != 1 {
+        if readers[j] != 1 {
             continue;
         }
         if let Op::Conv { activation, .. } = &mut layers[j].op

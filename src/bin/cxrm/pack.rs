@@ -124,12 +124,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
             serde_json::from_slice(&text).map_err(|e| Failure::Usage(format!("{shown}: {e}")))?;
         // The graph is the user's JSON, not a .cxrm file: its errors are usage errors that
         // name the JSON file, not a byte offset of a file that does not exist yet.
-        let (graph, metadata) = cxrm::format::json::graph_from_json(&json).map_err(|e| {
-            Failure::Usage(match e {
-                cxrm::Error::Format(f) => format!("{shown}: {} ({})", f.detail, f.field),
-                other => format!("{shown}: {other}"),
-            })
-        })?;
+        let in_json = |e: cxrm::Error| Failure::Usage(format!("{shown}: {}", e.without_offset()));
+        let (graph, metadata) = cxrm::format::json::graph_from_json(&json).map_err(in_json)?;
+        graph
+            .check(&|w| pack.writer.has_tensor(w), &|_| 0)
+            .map_err(in_json)?;
         // A graph this build could not run is refused now, not when someone runs the file:
         // an unknown op, or a misspelt attribute that would fall back to its default.
         for node in &graph.nodes {

@@ -86,6 +86,11 @@ impl<'a> Writer<'a> {
         self
     }
 
+    /// Whether a tensor of this name was added (what a graph's `weights` may name).
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
     pub fn set_graph(&mut self, graph: Graph) -> &mut Self {
         self.graph = Some(graph);
         self
@@ -306,8 +311,8 @@ impl<'a> Writer<'a> {
         }
         if let Some(graph) = &self.graph {
             graph
-                .check(&|name| self.names.contains(name), &|_| 0)
-                .map_err(|e| Error::Usage(format!("graph: {e}")))?;
+                .check(&|name| self.has_tensor(name), &|_| 0)
+                .map_err(|e| Error::Usage(format!("graph: {}", e.without_offset())))?;
             let bytes = graph.to_bytes();
             // Round-trip the node maps through the reader's checks so that we never write a
             // graph our own reader rejects.

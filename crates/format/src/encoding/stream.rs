@@ -418,9 +418,16 @@ fn read_counted(
             let bits = h.bytes(h.remaining(), || format!("{what}.huffman.bits"))?;
             let hfail = |detail: String| err(ErrorCode::DecodeError, "huffman", data_at, detail);
             let decoder = huffman::Decoder::new(&lengths, &hfail)?;
-            // Grow with real output: a stream of one symbol stores no bits, so `count` alone
-            // must not size an allocation.
-            let mut symbols = Vec::with_capacity((count as usize).min(bits.len() * 8 + 1024));
+            // A stream of one symbol stores no bits, so `count` alone sizes its output: the
+            // caller checked that against the memory budget, and the allocation itself is
+            // fallible, so an allocator that cannot give it is an error, not an abort.
+            let mut symbols = Vec::new();
+            symbols.try_reserve_exact(count as usize).map_err(|_| {
+                Error::io(
+                    format!("{what}: allocating {count} symbols"),
+                    std::io::ErrorKind::OutOfMemory.into(),
+                )
+            })?;
             decoder.decode(bits, count, &hfail, |s| symbols.push(s))?;
             huffman_lengths = Some(lengths);
             symbols
