@@ -472,3 +472,225 @@ fn compress_and_train_take_rgb_image_folders() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["metadata"]["input.shape"], serde_json::json!([3, 32, 32]));
 }
+
+/// Hand-built ONNX graphs, imported and run through the library: the operator forms the
+/// exporters behind the fixtures do not write.
+mod hand_built {
+    use cxrm::compress::interop::onnx::proto::{
+        AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+        TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto::Dimension,
+        tensor_shape_proto::dimension, type_proto,
+    };
+    use prost::Message;
+
+    pub fn int(name: &str, i: i64) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            i,
+            r#type: 2,
+            ..Default::default()
+        }
+    }
+
+    pub fn ints(name: &str, ints: &[i64]) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            ints: ints.to_vec(),
+            r#type: 7,
+            ..Default::default()
+        }
+    }
+
+    pub fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            name: output.into(),
+            op_type: op.into(),
+            input: inputs.iter().map(|&i| i.into()).collect(),
+            output: vec![output.into()],
+            attribute: attrs,
+            ..Default::default()
+        }
+    }
+
+    /// An f32 initializer.
+    pub fn tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: 1,
+            float_data: values.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// A model whose image input `x` is `[1, C, H, W]` and whose output is the last node's.
+    pub fn model(input: [i64; 4], nodes: Vec<NodeProto>, init: Vec<TensorProto>) -> Vec<u8> {
+        let dims = input
+            .iter()
+            .map(|&d| Dimension {
+                value: Some(dimension::Value::DimValue(d)),
+                ..Default::default()
+            })
+            .collect();
+        let image = ValueInfoProto {
+            name: "x".into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: 1,
+                    shape: Some(TensorShapeProto { dim: dims }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let output = nodes.last().unwrap().output[0].clone();
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(GraphProto {
+                name: "g".into(),
+                node: nodes,
+                initializer: init,
+                input: vec![image],
+                output: vec![ValueInfoProto {
+                    name: output,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    /// Import `bytes` and run it on `x` (`[C, H, W]`, row-major): the output, and the `.cxrm`
+    /// graph's ops; or the importer's error.
+    pub fn run(
+        bytes: &[u8],
+        shape: [usize; 3],
+        x: &[f32],
+    ) -> Result<(Vec<f32>, Vec<String>), String> {
+        let imported =
+            cxrm::compress::interop::onnx::import(bytes, None).map_err(|e| e.to_string())?;
+        let ops = imported.graph.nodes.iter().map(|n| n.op.clone()).collect();
+        let file_bytes = imported.into_writer().unwrap().to_bytes().unwrap();
+        let file = cxrm::format::container::reader::Cxrm::parse(&file_bytes).unwrap();
+        let model = cxrm::runtime::Model::load(&file).map_err(|e| e.to_string())?;
+        let [c, h, w] = shape;
+        let batch = ndarray::Array4::from_shape_vec((1, c, h, w), x.to_vec()).unwrap();
+        let y = model.forward(batch.view()).map_err(|e| e.to_string())?;
+        Ok((y.row(0).to_vec(), ops))
+    }
+}
+
+fn assert_close(got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+            "{got:?}\nvs\n{want:?}"
+        );
+    }
+}
+
+/// ONNX AveragePool on one `h × w` plane, by its definition: `pads` (top, left, bottom, right)
+/// of zeros around it; each window's sum divided by the whole window (`include_pad`) or by
+/// the positions inside the plane.
+fn average_pool(
+    x: &[f32],
+    [h, w]: [usize; 2],
+    k: usize,
+    s: usize,
+    pads: [usize; 4],
+    include_pad: bool,
+) -> Vec<f32> {
+    let (ph, pw) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
+    let (oh, ow) = ((ph - k) / s + 1, (pw - k) / s + 1);
+    let mut out = Vec::new();
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let (mut sum, mut inside) = (0.0f32, 0usize);
+            for dy in 0..k {
+                for dx in 0..k {
+                    let (y, x_) = (oy * s + dy, ox * s + dx);
+                    if (pads[0]..pads[0] + h).contains(&y) && (pads[1]..pads[1] + w).contains(&x_) {
+                        sum += x[(y - pads[0]) * w + x_ - pads[1]];
+                        inside += 1;
+                    }
+                }
+            }
+            out.push(
+                sum / if include_pad {
+                    (k * k) as f32
+                } else {
+                    inside as f32
+                },
+            );
+        }
+    }
+    out
+}
+
+/// AveragePool with count_include_pad = 1 and padding is a `pad` of zeros then an unpadded
+/// `avg_pool2d`: the border outputs are divided by the whole window, as ONNX says, not by the
+/// positions inside the image (count_include_pad = 0). A zero Pad node before it joins the
+/// same `pad`.
+#[test]
+fn average_pool_counting_its_padding_is_a_zero_pad_then_the_pooling() {
+    use hand_built::*;
+    let x: Vec<f32> = (0..20).map(|v| (v * 7 % 11) as f32 - 3.0).collect();
+    let pool = |include: i64| {
+        node(
+            "AveragePool",
+            &["x"],
+            "pool",
+            vec![
+                ints("kernel_shape", &[3, 3]),
+                ints("strides", &[2, 2]),
+                ints("pads", &[1, 0, 1, 2]),
+                int("count_include_pad", include),
+            ],
+        )
+    };
+    let flatten = || node("Flatten", &["pool"], "y", vec![]);
+    for include in [0, 1] {
+        let m = model([1, 1, 4, 5], vec![pool(include), flatten()], vec![]);
+        let (got, ops) = run(&m, [1, 4, 5], &x).unwrap();
+        let want = average_pool(&x, [4, 5], 3, 2, [1, 0, 1, 2], include == 1);
+        assert_close(&got, &want);
+        let expected_ops: &[&str] = if include == 1 {
+            &["pad", "avg_pool2d", "flatten"]
+        } else {
+            &["avg_pool2d", "flatten"]
+        };
+        assert_eq!(ops, expected_ops);
+    }
+    // A zero Pad of 1 all round, then count_include_pad = 1 with pads 1: one pad of 2.
+    let mut pads = tensor("pads", &[8], &[]);
+    pads.data_type = 7; // INT64
+    pads.int64_data = vec![0, 0, 1, 1, 0, 0, 1, 1];
+    let m = model(
+        [1, 1, 4, 5],
+        vec![
+            node("Pad", &["x", "pads"], "padded", vec![]),
+            node(
+                "AveragePool",
+                &["padded"],
+                "pool",
+                vec![
+                    ints("kernel_shape", &[3, 3]),
+                    ints("pads", &[1, 1, 1, 1]),
+                    int("count_include_pad", 1),
+                ],
+            ),
+            flatten(),
+        ],
+        vec![pads],
+    );
+    let (got, ops) = run(&m, [1, 4, 5], &x).unwrap();
+    assert_close(&got, &average_pool(&x, [4, 5], 3, 1, [2; 4], true));
+    assert_eq!(ops, ["pad", "avg_pool2d", "flatten"]);
+}

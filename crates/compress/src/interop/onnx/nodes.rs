@@ -5,7 +5,7 @@
 use super::Val;
 use super::constants::Const;
 use super::proto::{AttributeProto, NodeProto};
-use crate::interop::builder::{ConvGeometry, GraphBuilder, Weight, same_padding, window_output};
+use crate::interop::builder::{ConvGeometry, GraphBuilder, Weight, same_padding};
 use cxrm_format::error::{Error, Result};
 use std::collections::HashMap;
 
@@ -706,15 +706,14 @@ fn pool(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) ->
         "storage_order",
         "strides",
     ])?;
-    // A zero Pad before pooling stays a node of its own: zeros take part in a max or a mean,
-    // where the pooling's own padding would not.
-    let padded_act;
-    let (x, dims) = match required(node, values, 0)? {
-        Val::Padded { act, dims, pad } => {
-            padded_act = b.pad(&format!("{}_pad", node.name), act, *pad)?;
-            (&padded_act, dims.as_slice())
+    // A zero Pad before the pooling stays zeros the window sees (in a max or a mean), where
+    // the pooling's own padding would not be: it becomes a `pad` node.
+    let (x, dims, zero_pad) = match required(node, values, 0)? {
+        Val::Padded { act, dims, pad } => (act, dims.as_slice(), *pad),
+        _ => {
+            let (x, dims) = activation(node, values, 0)?;
+            (x, dims, [0; 4])
         }
-        _ => activation(node, values, 0)?,
     };
     if dims.len() != 4 {
         return Err(node.fail(format!("expects [N, C, H, W], not {dims:?}")));
@@ -730,37 +729,50 @@ fn pool(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) ->
     let (h, w) = (dims[2], dims[3]);
     let mut pads = padding(node, [h, w], kernel, stride, [1, 1])?;
     if node.int("ceil_mode", 0) != 0 {
-        // Pad the end so that flooring gives the ceiling; a last window that would start in
-        // the end padding is dropped, as ONNX and PyTorch do.
-        for (axis, len) in [(0, h), (1, w)] {
-            let padded = len + pads[axis] + pads[axis + 2];
-            let Some(span) = padded.checked_sub(kernel[axis]) else {
-                continue;
-            };
-            let mut out = span.div_ceil(stride[axis]) + 1;
-            if (out - 1) * stride[axis] >= len + pads[axis] {
-                out -= 1;
-            }
-            let need = (out - 1) * stride[axis] + kernel[axis];
-            pads[axis + 2] += need.saturating_sub(padded);
-        }
-        if !max && pads != node.sizes("pads", [0; 4], 0)? {
+        ceil_mode_pads(&mut pads, [h, w], kernel, stride);
+        if !max && pads != padding(node, [h, w], kernel, stride, [1, 1])? {
             return Err(node.fail("ceil_mode on AveragePool is not supported"));
         }
     }
-    if !max && node.int("count_include_pad", 0) != 0 && pads != [0; 4] {
-        return Err(node.fail(
-            "count_include_pad = 1 with padding is not supported (cxrm's avg_pool2d averages \
-             only the positions inside the input)",
-        ));
-    }
+    // count_include_pad = 1 averages the padded zeros too, over the whole window: exactly a
+    // `pad` node of zeros followed by an unpadded `avg_pool2d` (which averages only positions
+    // inside its input, spec §7).
+    let include_pad = !max && node.int("count_include_pad", 0) != 0;
+    let (before, pads) = if include_pad {
+        ([0, 1, 2, 3].map(|i| zero_pad[i] + pads[i]), [0; 4])
+    } else {
+        (zero_pad, pads)
+    };
+    let padded_act;
+    let x = if before == [0; 4] {
+        x
+    } else {
+        padded_act = b.pad(&format!("{}_pad", node.name), x, before)?;
+        &padded_act
+    };
     let op = if max { "max_pool2d" } else { "avg_pool2d" };
-    debug_assert!(window_output(h, kernel[0], stride[0], 1, [pads[0], pads[2]]).is_some());
     let y = b.pool(&node.name, op, x, kernel, stride, pads)?;
     Ok(Val::Act {
         dims: [vec![1], y.shape.clone()].concat(),
         act: y,
     })
+}
+
+/// `ceil_mode`: pad the end so that flooring gives the ceiling; a last window that would
+/// start in the end padding is dropped, as ONNX and PyTorch do.
+fn ceil_mode_pads(pads: &mut [usize; 4], len: [usize; 2], kernel: [usize; 2], stride: [usize; 2]) {
+    for axis in 0..2 {
+        let padded = len[axis] + pads[axis] + pads[axis + 2];
+        let Some(span) = padded.checked_sub(kernel[axis]) else {
+            continue;
+        };
+        let mut out = span.div_ceil(stride[axis]) + 1;
+        if (out - 1) * stride[axis] >= len[axis] + pads[axis] {
+            out -= 1;
+        }
+        let need = (out - 1) * stride[axis] + kernel[axis];
+        pads[axis + 2] += need.saturating_sub(padded);
+    }
 }
 
 /// A zero `Pad` of H and W (ONNX pads: begins then ends, per axis `[N, C, H, W]`): kept aside
