@@ -492,6 +492,15 @@ mod hand_built {
         }
     }
 
+    pub fn float(name: &str, f: f32) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            f,
+            r#type: 1,
+            ..Default::default()
+        }
+    }
+
     pub fn ints(name: &str, ints: &[i64]) -> AttributeProto {
         AttributeProto {
             name: name.into(),
@@ -693,4 +702,126 @@ fn average_pool_counting_its_padding_is_a_zero_pad_then_the_pooling() {
     let (got, ops) = run(&m, [1, 4, 5], &x).unwrap();
     assert_close(&got, &average_pool(&x, [4, 5], 3, 1, [2; 4], true));
     assert_eq!(ops, ["pad", "avg_pool2d", "flatten"]);
+}
+
+/// Gemm: alpha scales the product and beta the bias, B is read either way round (transB), C
+/// may be a scalar, `[N]` or `[1, N]`; transA = 1 reads a column `[K, 1]` (from a Flatten or
+/// Reshape) as the row `[1, K]`, and is refused with the node named on a row.
+#[test]
+fn gemm_takes_alpha_beta_trans_b_and_trans_a_of_a_column() {
+    use hand_built::*;
+    // x: two 2×2 channels; their means are the features a = [2.5, -1].
+    let x = [1.0, 2.0, 3.0, 4.0, -2.0, 0.0, -1.0, -1.0];
+    let a = [2.5f32, -1.0];
+    let b = [[0.5f32, -1.0, 2.0], [1.5, 0.25, -3.0]]; // [K = 2, N = 3]
+    let b_flat: Vec<f32> = b.iter().flatten().copied().collect();
+    let bt_flat: Vec<f32> = (0..3).flat_map(|n| (0..2).map(move |k| b[k][n])).collect();
+    let c = [0.1f32, -0.2, 0.3];
+    let (alpha, beta) = (0.5f32, 2.0f32);
+    let want = |c: [f32; 3]| -> Vec<f32> {
+        (0..3)
+            .map(|n| alpha * (a[0] * b[0][n] + a[1] * b[1][n]) + beta * c[n])
+            .collect()
+    };
+    let gemm = |trans_a: i64, trans_b: i64, with_c: bool| {
+        let mut inputs = vec!["features", "B"];
+        if with_c {
+            inputs.push("C");
+        }
+        node(
+            "Gemm",
+            &inputs,
+            "y",
+            vec![
+                float("alpha", alpha),
+                float("beta", beta),
+                int("transA", trans_a),
+                int("transB", trans_b),
+            ],
+        )
+    };
+    // Flatten axis 1 gives the row [1, 2]; axis 2 the column [2, 1].
+    let features = |axis: i64| {
+        vec![
+            node("GlobalAveragePool", &["x"], "pooled", vec![]),
+            node("Flatten", &["pooled"], "features", vec![int("axis", axis)]),
+        ]
+    };
+    let b_init = |trans_b: bool| {
+        if trans_b {
+            tensor("B", &[3, 2], &bt_flat)
+        } else {
+            tensor("B", &[2, 3], &b_flat)
+        }
+    };
+    for (trans_a, axis) in [(0, 1), (1, 2)] {
+        for trans_b in [0, 1] {
+            for (c_dims, c_values, c_full) in [
+                (&[3][..], &c[..], c),
+                (&[1, 3][..], &c[..], c),
+                (&[][..], &c[..1], [c[0]; 3]),
+            ] {
+                let mut nodes = features(axis);
+                nodes.push(gemm(trans_a, trans_b, true));
+                let init = vec![b_init(trans_b == 1), tensor("C", c_dims, c_values)];
+                let (got, ops) = run(&model([1, 2, 2, 2], nodes, init), [2, 2, 2], &x)
+                    .unwrap_or_else(|e| panic!("transA {trans_a} transB {trans_b}: {e}"));
+                assert_close(&got, &want(c_full));
+                assert_eq!(ops, ["global_avg_pool", "dense"]);
+            }
+            let mut nodes = features(axis);
+            nodes.push(gemm(trans_a, trans_b, false));
+            let (got, _) = run(
+                &model([1, 2, 2, 2], nodes, vec![b_init(trans_b == 1)]),
+                [2, 2, 2],
+                &x,
+            )
+            .unwrap();
+            assert_close(&got, &want([0.0; 3]));
+        }
+    }
+    // transA = 1 on a row, and a C that does not broadcast to [1, N], are refused.
+    let mut nodes = features(1);
+    nodes.push(gemm(1, 0, false));
+    let err = run(
+        &model([1, 2, 2, 2], nodes, vec![b_init(false)]),
+        [2, 2, 2],
+        &x,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("node y (Gemm, opset 17)") && err.contains("column [K, 1]"),
+        "{err}"
+    );
+    let mut nodes = features(1);
+    nodes.push(gemm(0, 0, true));
+    let init = vec![b_init(false), tensor("C", &[3, 1], &c)];
+    let err = run(&model([1, 2, 2, 2], nodes, init), [2, 2, 2], &x).unwrap_err();
+    assert!(err.contains("does not broadcast"), "{err}");
+}
+
+/// A column `[K, 1]` holds the same values as the row `[1, K]`, but only Gemm's transA reads it
+/// so: Softmax, MatMul and an Add with a row refuse it instead of computing something else.
+#[test]
+fn a_column_is_refused_where_onnx_would_not_read_it_as_a_row() {
+    use hand_built::*;
+    let x = [1.0, 2.0, 3.0, 4.0, -2.0, 0.0, -1.0, -1.0];
+    let column = || {
+        vec![
+            node("GlobalAveragePool", &["x"], "pooled", vec![]),
+            node("Flatten", &["pooled"], "col", vec![int("axis", 2)]),
+        ]
+    };
+    let mut softmax = column();
+    softmax.push(node("Softmax", &["col"], "y", vec![]));
+    let mut matmul = column();
+    matmul.push(node("MatMul", &["col", "W"], "y", vec![]));
+    let mut add = column();
+    add.push(node("Flatten", &["pooled"], "row", vec![]));
+    add.push(node("Add", &["col", "row"], "y", vec![]));
+    for nodes in [softmax, matmul, add] {
+        let init = vec![tensor("W", &[1, 2], &[1.0, 2.0])];
+        let err = run(&model([1, 2, 2, 2], nodes, init), [2, 2, 2], &x).unwrap_err();
+        assert!(err.contains("node y"), "{err}");
+    }
 }
