@@ -209,6 +209,18 @@ fn inception_branches_joined_by_concat_match_their_frameworks() {
     check("inception_mix_op13.onnx");
 }
 
+/// The two ends of the opset range the importer is tested at, from PyTorch's two exporters:
+/// opset 11 (TorchScript: BatchNormalization nodes, Clip bounds from Constant nodes, Flatten)
+/// and opset 21 (dynamo: Clip bounds from initializers, Reshape with allowzero), each with
+/// Conv, Relu, Clip(0, 6), Add, MaxPool, an AveragePool that counts its padding
+/// (count_include_pad = 1, imported as `pad` + `avg_pool2d`) and one that does not,
+/// GlobalAveragePool and Gemm.
+#[test]
+fn opsets_11_and_21_match_onnxruntime_with_both_kinds_of_average_pooling() {
+    check("opset_mix_op11.onnx");
+    check("opset_mix_op21.onnx");
+}
+
 #[test]
 fn unsupported_onnx_is_refused_with_node_op_and_opset_and_nothing_written() {
     let dir = tempfile::tempdir().unwrap();
