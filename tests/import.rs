@@ -837,3 +837,23 @@ fn a_column_is_refused_where_onnx_would_not_read_it_as_a_row() {
         assert!(err.contains("node y"), "{err}");
     }
 }
+
+/// `--resize area` is Pillow's box filter under the name other libraries give it: accepted by
+/// `import` (and `pack`) and stored as `box`, so the file format keeps one name per filter.
+#[test]
+fn resize_area_is_stored_as_box() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.cxrm");
+    let source = root().join("fixtures/import/opset_mix_op11.onnx");
+    import_ok(&source, &out, &["--resize", "area"]);
+    let o = cxrm(&["inspect", out.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["metadata"]["input.resize"], "box");
+    let o = import(
+        &source,
+        &dir.path().join("n.cxrm"),
+        &["--resize", "lanczos"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("area"), "{}", text(&o));
+}
