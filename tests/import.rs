@@ -209,6 +209,18 @@ fn inception_branches_joined_by_concat_match_their_frameworks() {
     check("inception_mix_op13.onnx");
 }
 
+/// The two ends of the opset range the importer is tested at, from PyTorch's two exporters:
+/// opset 11 (TorchScript: BatchNormalization nodes, Clip bounds from Constant nodes, Flatten)
+/// and opset 21 (dynamo: Clip bounds from initializers, Reshape with allowzero), each with
+/// Conv, Relu, Clip(0, 6), Add, MaxPool, an AveragePool that counts its padding
+/// (count_include_pad = 1, imported as `pad` + `avg_pool2d`) and one that does not,
+/// GlobalAveragePool and Gemm.
+#[test]
+fn opsets_11_and_21_match_onnxruntime_with_both_kinds_of_average_pooling() {
+    check("opset_mix_op11.onnx");
+    check("opset_mix_op21.onnx");
+}
+
 #[test]
 fn unsupported_onnx_is_refused_with_node_op_and_opset_and_nothing_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -471,4 +483,377 @@ fn compress_and_train_take_rgb_image_folders() {
     let o = cxrm(&["inspect", trained.to_str().unwrap(), "--json"]);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["metadata"]["input.shape"], serde_json::json!([3, 32, 32]));
+}
+
+/// Hand-built ONNX graphs, imported and run through the library: the operator forms the
+/// exporters behind the fixtures do not write.
+mod hand_built {
+    use cxrm::compress::interop::onnx::proto::{
+        AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+        TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto::Dimension,
+        tensor_shape_proto::dimension, type_proto,
+    };
+    use prost::Message;
+
+    pub fn int(name: &str, i: i64) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            i,
+            r#type: 2,
+            ..Default::default()
+        }
+    }
+
+    pub fn float(name: &str, f: f32) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            f,
+            r#type: 1,
+            ..Default::default()
+        }
+    }
+
+    pub fn ints(name: &str, ints: &[i64]) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            ints: ints.to_vec(),
+            r#type: 7,
+            ..Default::default()
+        }
+    }
+
+    pub fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            name: output.into(),
+            op_type: op.into(),
+            input: inputs.iter().map(|&i| i.into()).collect(),
+            output: vec![output.into()],
+            attribute: attrs,
+            ..Default::default()
+        }
+    }
+
+    /// An f32 initializer.
+    pub fn tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: 1,
+            float_data: values.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// A model whose image input `x` is `[1, C, H, W]` and whose output is the last node's.
+    pub fn model(input: [i64; 4], nodes: Vec<NodeProto>, init: Vec<TensorProto>) -> Vec<u8> {
+        let dims = input
+            .iter()
+            .map(|&d| Dimension {
+                value: Some(dimension::Value::DimValue(d)),
+                ..Default::default()
+            })
+            .collect();
+        let image = ValueInfoProto {
+            name: "x".into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: 1,
+                    shape: Some(TensorShapeProto { dim: dims }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let output = nodes.last().unwrap().output[0].clone();
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(GraphProto {
+                name: "g".into(),
+                node: nodes,
+                initializer: init,
+                input: vec![image],
+                output: vec![ValueInfoProto {
+                    name: output,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    /// Import `bytes` and run it on `x` (`[C, H, W]`, row-major): the output, and the `.cxrm`
+    /// graph's ops; or the importer's error.
+    pub fn run(
+        bytes: &[u8],
+        shape: [usize; 3],
+        x: &[f32],
+    ) -> Result<(Vec<f32>, Vec<String>), String> {
+        let imported =
+            cxrm::compress::interop::onnx::import(bytes, None).map_err(|e| e.to_string())?;
+        let ops = imported.graph.nodes.iter().map(|n| n.op.clone()).collect();
+        let file_bytes = imported.into_writer().unwrap().to_bytes().unwrap();
+        let file = cxrm::format::container::reader::Cxrm::parse(&file_bytes).unwrap();
+        let model = cxrm::runtime::Model::load(&file).map_err(|e| e.to_string())?;
+        let [c, h, w] = shape;
+        let batch = ndarray::Array4::from_shape_vec((1, c, h, w), x.to_vec()).unwrap();
+        let y = model.forward(batch.view()).map_err(|e| e.to_string())?;
+        Ok((y.row(0).to_vec(), ops))
+    }
+}
+
+fn assert_close(got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+            "{got:?}\nvs\n{want:?}"
+        );
+    }
+}
+
+/// ONNX AveragePool on one `h × w` plane, by its definition: `pads` (top, left, bottom, right)
+/// of zeros around it; each window's sum divided by the whole window (`include_pad`) or by
+/// the positions inside the plane.
+fn average_pool(
+    x: &[f32],
+    [h, w]: [usize; 2],
+    k: usize,
+    s: usize,
+    pads: [usize; 4],
+    include_pad: bool,
+) -> Vec<f32> {
+    let (ph, pw) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
+    let (oh, ow) = ((ph - k) / s + 1, (pw - k) / s + 1);
+    let mut out = Vec::new();
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let (mut sum, mut inside) = (0.0f32, 0usize);
+            for dy in 0..k {
+                for dx in 0..k {
+                    let (y, x_) = (oy * s + dy, ox * s + dx);
+                    if (pads[0]..pads[0] + h).contains(&y) && (pads[1]..pads[1] + w).contains(&x_) {
+                        sum += x[(y - pads[0]) * w + x_ - pads[1]];
+                        inside += 1;
+                    }
+                }
+            }
+            out.push(
+                sum / if include_pad {
+                    (k * k) as f32
+                } else {
+                    inside as f32
+                },
+            );
+        }
+    }
+    out
+}
+
+/// AveragePool with count_include_pad = 1 and padding is a `pad` of zeros then an unpadded
+/// `avg_pool2d`: the border outputs are divided by the whole window, as ONNX says, not by the
+/// positions inside the image (count_include_pad = 0). A zero Pad node before it joins the
+/// same `pad`.
+#[test]
+fn average_pool_counting_its_padding_is_a_zero_pad_then_the_pooling() {
+    use hand_built::*;
+    let x: Vec<f32> = (0..20).map(|v| (v * 7 % 11) as f32 - 3.0).collect();
+    let pool = |include: i64| {
+        node(
+            "AveragePool",
+            &["x"],
+            "pool",
+            vec![
+                ints("kernel_shape", &[3, 3]),
+                ints("strides", &[2, 2]),
+                ints("pads", &[1, 0, 1, 2]),
+                int("count_include_pad", include),
+            ],
+        )
+    };
+    let flatten = || node("Flatten", &["pool"], "y", vec![]);
+    for include in [0, 1] {
+        let m = model([1, 1, 4, 5], vec![pool(include), flatten()], vec![]);
+        let (got, ops) = run(&m, [1, 4, 5], &x).unwrap();
+        let want = average_pool(&x, [4, 5], 3, 2, [1, 0, 1, 2], include == 1);
+        assert_close(&got, &want);
+        let expected_ops: &[&str] = if include == 1 {
+            &["pad", "avg_pool2d", "flatten"]
+        } else {
+            &["avg_pool2d", "flatten"]
+        };
+        assert_eq!(ops, expected_ops);
+    }
+    // A zero Pad of 1 all round, then count_include_pad = 1 with pads 1: one pad of 2.
+    let mut pads = tensor("pads", &[8], &[]);
+    pads.data_type = 7; // INT64
+    pads.int64_data = vec![0, 0, 1, 1, 0, 0, 1, 1];
+    let m = model(
+        [1, 1, 4, 5],
+        vec![
+            node("Pad", &["x", "pads"], "padded", vec![]),
+            node(
+                "AveragePool",
+                &["padded"],
+                "pool",
+                vec![
+                    ints("kernel_shape", &[3, 3]),
+                    ints("pads", &[1, 1, 1, 1]),
+                    int("count_include_pad", 1),
+                ],
+            ),
+            flatten(),
+        ],
+        vec![pads],
+    );
+    let (got, ops) = run(&m, [1, 4, 5], &x).unwrap();
+    assert_close(&got, &average_pool(&x, [4, 5], 3, 1, [2; 4], true));
+    assert_eq!(ops, ["pad", "avg_pool2d", "flatten"]);
+}
+
+/// Gemm: alpha scales the product and beta the bias, B is read either way round (transB), C
+/// may be a scalar, `[N]` or `[1, N]`; transA = 1 reads a column `[K, 1]` (from a Flatten or
+/// Reshape) as the row `[1, K]`, and is refused with the node named on a row.
+#[test]
+fn gemm_takes_alpha_beta_trans_b_and_trans_a_of_a_column() {
+    use hand_built::*;
+    // x: two 2×2 channels; their means are the features a = [2.5, -1].
+    let x = [1.0, 2.0, 3.0, 4.0, -2.0, 0.0, -1.0, -1.0];
+    let a = [2.5f32, -1.0];
+    let b = [[0.5f32, -1.0, 2.0], [1.5, 0.25, -3.0]]; // [K = 2, N = 3]
+    let b_flat: Vec<f32> = b.iter().flatten().copied().collect();
+    let bt_flat: Vec<f32> = (0..3).flat_map(|n| (0..2).map(move |k| b[k][n])).collect();
+    let c = [0.1f32, -0.2, 0.3];
+    let (alpha, beta) = (0.5f32, 2.0f32);
+    let want = |c: [f32; 3]| -> Vec<f32> {
+        (0..3)
+            .map(|n| alpha * (a[0] * b[0][n] + a[1] * b[1][n]) + beta * c[n])
+            .collect()
+    };
+    let gemm = |trans_a: i64, trans_b: i64, with_c: bool| {
+        let mut inputs = vec!["features", "B"];
+        if with_c {
+            inputs.push("C");
+        }
+        node(
+            "Gemm",
+            &inputs,
+            "y",
+            vec![
+                float("alpha", alpha),
+                float("beta", beta),
+                int("transA", trans_a),
+                int("transB", trans_b),
+            ],
+        )
+    };
+    // Flatten axis 1 gives the row [1, 2]; axis 2 the column [2, 1].
+    let features = |axis: i64| {
+        vec![
+            node("GlobalAveragePool", &["x"], "pooled", vec![]),
+            node("Flatten", &["pooled"], "features", vec![int("axis", axis)]),
+        ]
+    };
+    let b_init = |trans_b: bool| {
+        if trans_b {
+            tensor("B", &[3, 2], &bt_flat)
+        } else {
+            tensor("B", &[2, 3], &b_flat)
+        }
+    };
+    for (trans_a, axis) in [(0, 1), (1, 2)] {
+        for trans_b in [0, 1] {
+            for (c_dims, c_values, c_full) in [
+                (&[3][..], &c[..], c),
+                (&[1, 3][..], &c[..], c),
+                (&[][..], &c[..1], [c[0]; 3]),
+            ] {
+                let mut nodes = features(axis);
+                nodes.push(gemm(trans_a, trans_b, true));
+                let init = vec![b_init(trans_b == 1), tensor("C", c_dims, c_values)];
+                let (got, ops) = run(&model([1, 2, 2, 2], nodes, init), [2, 2, 2], &x)
+                    .unwrap_or_else(|e| panic!("transA {trans_a} transB {trans_b}: {e}"));
+                assert_close(&got, &want(c_full));
+                assert_eq!(ops, ["global_avg_pool", "dense"]);
+            }
+            let mut nodes = features(axis);
+            nodes.push(gemm(trans_a, trans_b, false));
+            let (got, _) = run(
+                &model([1, 2, 2, 2], nodes, vec![b_init(trans_b == 1)]),
+                [2, 2, 2],
+                &x,
+            )
+            .unwrap();
+            assert_close(&got, &want([0.0; 3]));
+        }
+    }
+    // transA = 1 on a row, and a C that does not broadcast to [1, N], are refused.
+    let mut nodes = features(1);
+    nodes.push(gemm(1, 0, false));
+    let err = run(
+        &model([1, 2, 2, 2], nodes, vec![b_init(false)]),
+        [2, 2, 2],
+        &x,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("node y (Gemm, opset 17)") && err.contains("column [K, 1]"),
+        "{err}"
+    );
+    let mut nodes = features(1);
+    nodes.push(gemm(0, 0, true));
+    let init = vec![b_init(false), tensor("C", &[3, 1], &c)];
+    let err = run(&model([1, 2, 2, 2], nodes, init), [2, 2, 2], &x).unwrap_err();
+    assert!(err.contains("does not broadcast"), "{err}");
+}
+
+/// A column `[K, 1]` holds the same values as the row `[1, K]`, but only Gemm's transA reads it
+/// so: Softmax, MatMul and an Add with a row refuse it instead of computing something else.
+#[test]
+fn a_column_is_refused_where_onnx_would_not_read_it_as_a_row() {
+    use hand_built::*;
+    let x = [1.0, 2.0, 3.0, 4.0, -2.0, 0.0, -1.0, -1.0];
+    let column = || {
+        vec![
+            node("GlobalAveragePool", &["x"], "pooled", vec![]),
+            node("Flatten", &["pooled"], "col", vec![int("axis", 2)]),
+        ]
+    };
+    let mut softmax = column();
+    softmax.push(node("Softmax", &["col"], "y", vec![]));
+    let mut matmul = column();
+    matmul.push(node("MatMul", &["col", "W"], "y", vec![]));
+    let mut add = column();
+    add.push(node("Flatten", &["pooled"], "row", vec![]));
+    add.push(node("Add", &["col", "row"], "y", vec![]));
+    for nodes in [softmax, matmul, add] {
+        let init = vec![tensor("W", &[1, 2], &[1.0, 2.0])];
+        let err = run(&model([1, 2, 2, 2], nodes, init), [2, 2, 2], &x).unwrap_err();
+        assert!(err.contains("node y"), "{err}");
+    }
+}
+
+/// `--resize area` is Pillow's box filter under the name other libraries give it: accepted by
+/// `import` (and `pack`) and stored as `box`, so the file format keeps one name per filter.
+#[test]
+fn resize_area_is_stored_as_box() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.cxrm");
+    let source = root().join("fixtures/import/opset_mix_op11.onnx");
+    import_ok(&source, &out, &["--resize", "area"]);
+    let o = cxrm(&["inspect", out.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["metadata"]["input.resize"], "box");
+    let o = import(
+        &source,
+        &dir.path().join("n.cxrm"),
+        &["--resize", "lanczos"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("area"), "{}", text(&o));
 }

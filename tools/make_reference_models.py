@@ -35,6 +35,17 @@ What it makes (in fixtures/import/ unless --out says otherwise), for the `cxrm i
                            Conv 1x1 + Relu) joined by a Concat (axis 1) of 4-D activations into 16
                            channels, then GlobalAveragePool + Flatten of the block and of the stem
                            output, a Concat (axis 1) of the two 2-D vectors [N,16] and [N,8], Gemm.
+    opset_mix_op11.onnx    The common operators at the low end of the opset range, 3x96x96, opset 11,
+                           TorchScript exporter with training=PRESERVE: Conv + BatchNormalization + Relu
+                           stem, Conv + Clip(0, 6) (bounds as Constant inputs) branch, Add,
+                           BatchNormalization of the sum, Relu, MaxPool 3x3/2 pads 1, AveragePool 3x3/1
+                           pads 1 count_include_pad=1 (torch's default), AveragePool 3x3/2 pads 1
+                           count_include_pad=0, Conv 1x1 + Relu, GlobalAveragePool, Flatten, Gemm.
+    opset_mix_op21.onnx    The same torch model and weights at opset 21, dynamo exporter: the stem's
+                           BatchNorm folded into its Conv (the one after the Add stays), Clip with
+                           initializer bounds, the same pooling nodes, GlobalAveragePool (the exporter's
+                           custom_translation_table maps adaptive_avg_pool2d to it; by default it writes
+                           ReduceMean, as in mobilenetv2_op18.onnx), Reshape (allowzero=1), Gemm.
     Every ONNX input is "input" [batch, 3, H, W] (batch is a symbolic dim), output "logits" [batch, 2].
 
   Keras 3 (model.save, the .keras zip), each with its own random weights (not the torch ones):
@@ -91,7 +102,10 @@ Packages (pip, in a venv; the CPU wheel index of PyTorch was not reachable, so p
 Run:
   python3 -m venv /tmp/refenv && /tmp/refenv/bin/pip install torch onnx onnxscript onnxruntime \
       keras pillow h5py numpy
-  /tmp/refenv/bin/python tools/make_reference_models.py [--data ../shared/data] [--out fixtures/import]
+  /tmp/refenv/bin/python tools/make_reference_models.py [--data ../shared/data] [--out fixtures/import] \
+      [--only FILE...]
+  --only makes just the named model files (and their expected JSON and input sample); every model
+  has its own seed, so the files it leaves alone are the ones a full run would write.
 
 Deterministic for a given --seed (default 0): weights come from seeded generators, inference runs
 on one thread, the .keras zips are rewritten with fixed timestamps (zip entries and metadata.json's
@@ -123,6 +137,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import onnx  # noqa: E402
+import onnxscript  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
@@ -315,6 +330,33 @@ class InceptionMix(nn.Module):
         b = torch.cat([self.branch_a(s), self.branch_b(s), self.branch_c(s)], dim=1)     # [N,16,48,48]
         v = torch.cat([torch.flatten(self.pool(b), 1), torch.flatten(self.pool(s), 1)], dim=1)  # [N,24]
         return self.fc(v)
+
+
+class OpsetMix(nn.Module):
+    """The common CNN operators in one small net, exported at the ends of the opset range the
+    importer is tested at (11 and 21): Conv + BatchNorm + ReLU stem, a Conv + ReLU6 (Clip)
+    branch added to it, a BatchNorm of the sum (no Conv before it to fold into), max pooling,
+    average pooling that counts the padding (torch's default, count_include_pad=1) and one that
+    does not, a 1x1 Conv, global average pooling, flatten, Linear (Gemm)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8),
+                                  nn.ReLU())                                               # 96 -> 48
+        self.branch = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU6())
+        self.bn_sum, self.relu = nn.BatchNorm2d(8), nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)                                # 48 -> 24
+        self.avgpool_with_pad = nn.AvgPool2d(3, stride=1, padding=1)                       # 24 -> 24
+        self.avgpool_without_pad = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)  # -> 12
+        self.expand = nn.Sequential(nn.Conv2d(8, 16, 1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, x):
+        s = self.stem(x)
+        x = self.relu(self.bn_sum(s + self.branch(s)))
+        x = self.avgpool_without_pad(self.avgpool_with_pad(self.maxpool(x)))
+        return self.fc(torch.flatten(self.pool(self.expand(x)), 1))
 
 
 def randomize_torch(model, seed, batch):
@@ -644,7 +686,18 @@ def insert_dropout(path):
     onnx.save(m, path)
 
 
-def export_onnx(model, path, h, w, opset, preserve_bn):
+def global_average_pool(opset):
+    """A translation of aten's adaptive_avg_pool2d to ONNX GlobalAveragePool, for the dynamo
+    exporter's custom_translation_table (it writes ReduceMean + Reshape otherwise). Only for
+    models whose adaptive pooling is to 1x1."""
+    op = getattr(onnxscript, f"opset{opset}")
+
+    def gap(x, output_size):
+        return op.GlobalAveragePool(x)
+    return {torch.ops.aten.adaptive_avg_pool2d.default: gap}
+
+
+def export_onnx(model, path, h, w, opset, preserve_bn, gap_op=False):
     x = torch.zeros(1, 3, h, w)
     if opset <= 17:
         torch.onnx.export(
@@ -656,7 +709,8 @@ def export_onnx(model, path, h, w, opset, preserve_bn):
         torch.onnx.export(
             model, (x,), str(path), dynamo=True, opset_version=opset, external_data=False,
             input_names=["input"], output_names=["logits"],
-            dynamic_shapes=({0: torch.export.Dim("batch")},))
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            custom_translation_table=global_average_pool(opset) if gap_op else None)
         # The dynamo exporter records each node's Python stack trace (local paths, line numbers of
         # this script) in its metadata_props; drop those so the file does not depend on the checkout.
         m = onnx.load(str(path))
@@ -668,9 +722,10 @@ def export_onnx(model, path, h, w, opset, preserve_bn):
     onnx.checker.check_model(onnx.load(str(path)))
 
 
-def onnx_case(out, data, paths, name, model, h, w, opset, preserve_bn, dropout=False, notes=""):
+def onnx_case(out, data, paths, name, model, h, w, opset, preserve_bn, dropout=False, notes="",
+              gap_op=False):
     path = out / name
-    export_onnx(model, path, h, w, opset, preserve_bn)
+    export_onnx(model, path, h, w, opset, preserve_bn, gap_op)
     if dropout:
         insert_dropout(str(path))
     batch = onnx_batch(paths, h, w)
@@ -686,7 +741,9 @@ def onnx_case(out, data, paths, name, model, h, w, opset, preserve_bn, dropout=F
     ops = sorted({n.op_type for n in graph.node})
     doc = {
         "framework": "onnx", "model": name, "opset": opset,
-        "exporter": "torch.onnx.export " + ("dynamo=True (torch.export)" if opset > 17 else
+        "exporter": "torch.onnx.export " + ("dynamo=True (torch.export)" +
+                                            (", custom_translation_table: adaptive_avg_pool2d -> "
+                                             "GlobalAveragePool" if gap_op else "") if opset > 17 else
                                             "dynamo=False (TorchScript), training=" +
                                             ("PRESERVE" if preserve_bn else "EVAL")),
         "versions": versions(), "runtime": "onnxruntime CPUExecutionProvider",
@@ -758,89 +815,131 @@ def main():
     ap.add_argument("--data", type=Path, default=here.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=here / "fixtures" / "import")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", nargs="+", metavar="FILE",
+                    help="make only these model files (e.g. opset_mix_op11.onnx); each model has its "
+                         "own seed, so the others' files would come out the same")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     paths = tuple(image_paths(a.data))
 
+    def want(*names):
+        return not a.only or any(n in a.only for n in names)
+
     # ONNX (torch weights)
-    torch.manual_seed(a.seed)
-    xc = randomize_torch(XceptionMini(), a.seed, onnx_batch(paths, 150, 150))
-    onnx_case(a.out, a.data, paths, "xception_op13.onnx", xc, 150, 150, 13, preserve_bn=True,
-              notes="BatchNormalization kept (training=PRESERVE on an eval-mode model); MaxPool 3x3 "
-                    "stride 2 pads 1 on every side (torch has no asymmetric 'same').")
-    torch.manual_seed(a.seed + 1)
-    mb = randomize_torch(MobileNetV2Mini(), a.seed + 1, onnx_batch(paths, 224, 224))
-    onnx_case(a.out, a.data, paths, "mobilenetv2_op13.onnx", mb, 224, 224, 13, preserve_bn=False,
-              notes="BatchNorm folded into Conv by the exporter; Dropout removed by the exporter.")
-    onnx_case(a.out, a.data, paths, "mobilenetv2_op18.onnx", mb, 224, 224, 18, preserve_bn=False,
-              notes="Same torch model and weights as mobilenetv2_op13.onnx, dynamo exporter.")
-    torch.manual_seed(a.seed + 2)
-    vg = randomize_torch(VGGMini(), a.seed + 2, onnx_batch(paths, 224, 224))
-    onnx_case(a.out, a.data, paths, "vgg_op13.onnx", vg, 224, 224, 13, preserve_bn=False, dropout=True,
-              notes="Dropout (ratio 0.5 as an input, no training_mode: identity) inserted before the "
-                    "last Gemm after export; Flatten of NCHW [N,32,7,7] before the first Gemm.")
-    torch.manual_seed(a.seed + 3)
-    rs = randomize_torch(ResNetStem(), a.seed + 3, onnx_batch(paths, 96, 96))
-    onnx_case(a.out, a.data, paths, "resnet_stem_op13.onnx", rs, 96, 96, 13, preserve_bn=False,
-              notes="BatchNorm folded into Conv; the max pool's padding is a separate Pad node "
-                    "(mode constant, value 0, pads 1 on each spatial side) feeding MaxPool 3x3/2 "
-                    "without pads (96 -> 48 -> 24); zero padding equals MaxPool's own padding here "
-                    "only because its input is a Relu output.")
-    torch.manual_seed(a.seed + 4)
-    se = randomize_torch(SEMix(), a.seed + 4, onnx_batch(paths, 96, 96))
-    onnx_case(a.out, a.data, paths, "se_mix_op17.onnx", se, 96, 96, 17, preserve_bn=False,
-              notes="BatchNorm folded into Conv; HardSwish native (opset 14+); SiLU written as "
-                    "Sigmoid + Mul; squeeze-excite: GlobalAveragePool, Conv 1x1 (bias), Relu, Conv "
-                    "1x1 (bias), Sigmoid, then Mul of [N,16,48,48] by [N,16,1,1] (broadcast).")
-    torch.manual_seed(a.seed + 5)
-    im = randomize_torch(InceptionMix(), a.seed + 5, onnx_batch(paths, 96, 96))
-    onnx_case(a.out, a.data, paths, "inception_mix_op13.onnx", im, 96, 96, 13, preserve_bn=False,
-              notes="BatchNorm folded into Conv; Inception-style block: three branches (Conv 1x1; "
-                    "Conv 1x1 + Relu, Conv 3x3 pads 1; MaxPool 3x3 stride 1 pads 1, Conv 1x1 + Relu) "
-                    "joined by Concat axis 1 of [N,6,48,48], [N,6,48,48], [N,4,48,48] -> [N,16,48,48]; "
-                    "head: Concat axis 1 of [N,16] (pooled block) and [N,8] (pooled stem), Gemm.")
+    if want("xception_op13.onnx"):
+        torch.manual_seed(a.seed)
+        xc = randomize_torch(XceptionMini(), a.seed, onnx_batch(paths, 150, 150))
+        onnx_case(a.out, a.data, paths, "xception_op13.onnx", xc, 150, 150, 13, preserve_bn=True,
+                  notes="BatchNormalization kept (training=PRESERVE on an eval-mode model); MaxPool 3x3 "
+                        "stride 2 pads 1 on every side (torch has no asymmetric 'same').")
+    if want("mobilenetv2_op13.onnx", "mobilenetv2_op18.onnx"):
+        torch.manual_seed(a.seed + 1)
+        mb = randomize_torch(MobileNetV2Mini(), a.seed + 1, onnx_batch(paths, 224, 224))
+        if want("mobilenetv2_op13.onnx"):
+            onnx_case(a.out, a.data, paths, "mobilenetv2_op13.onnx", mb, 224, 224, 13, preserve_bn=False,
+                      notes="BatchNorm folded into Conv by the exporter; Dropout removed by the exporter.")
+        if want("mobilenetv2_op18.onnx"):
+            onnx_case(a.out, a.data, paths, "mobilenetv2_op18.onnx", mb, 224, 224, 18, preserve_bn=False,
+                      notes="Same torch model and weights as mobilenetv2_op13.onnx, dynamo exporter.")
+    if want("vgg_op13.onnx"):
+        torch.manual_seed(a.seed + 2)
+        vg = randomize_torch(VGGMini(), a.seed + 2, onnx_batch(paths, 224, 224))
+        onnx_case(a.out, a.data, paths, "vgg_op13.onnx", vg, 224, 224, 13, preserve_bn=False, dropout=True,
+                  notes="Dropout (ratio 0.5 as an input, no training_mode: identity) inserted before the "
+                        "last Gemm after export; Flatten of NCHW [N,32,7,7] before the first Gemm.")
+    if want("resnet_stem_op13.onnx"):
+        torch.manual_seed(a.seed + 3)
+        rs = randomize_torch(ResNetStem(), a.seed + 3, onnx_batch(paths, 96, 96))
+        onnx_case(a.out, a.data, paths, "resnet_stem_op13.onnx", rs, 96, 96, 13, preserve_bn=False,
+                  notes="BatchNorm folded into Conv; the max pool's padding is a separate Pad node "
+                        "(mode constant, value 0, pads 1 on each spatial side) feeding MaxPool 3x3/2 "
+                        "without pads (96 -> 48 -> 24); zero padding equals MaxPool's own padding here "
+                        "only because its input is a Relu output.")
+    if want("se_mix_op17.onnx"):
+        torch.manual_seed(a.seed + 4)
+        se = randomize_torch(SEMix(), a.seed + 4, onnx_batch(paths, 96, 96))
+        onnx_case(a.out, a.data, paths, "se_mix_op17.onnx", se, 96, 96, 17, preserve_bn=False,
+                  notes="BatchNorm folded into Conv; HardSwish native (opset 14+); SiLU written as "
+                        "Sigmoid + Mul; squeeze-excite: GlobalAveragePool, Conv 1x1 (bias), Relu, Conv "
+                        "1x1 (bias), Sigmoid, then Mul of [N,16,48,48] by [N,16,1,1] (broadcast).")
+    if want("inception_mix_op13.onnx"):
+        torch.manual_seed(a.seed + 5)
+        im = randomize_torch(InceptionMix(), a.seed + 5, onnx_batch(paths, 96, 96))
+        onnx_case(a.out, a.data, paths, "inception_mix_op13.onnx", im, 96, 96, 13, preserve_bn=False,
+                  notes="BatchNorm folded into Conv; Inception-style block: three branches (Conv 1x1; "
+                        "Conv 1x1 + Relu, Conv 3x3 pads 1; MaxPool 3x3 stride 1 pads 1, Conv 1x1 + Relu) "
+                        "joined by Concat axis 1 of [N,6,48,48], [N,6,48,48], [N,4,48,48] -> [N,16,48,48]; "
+                        "head: Concat axis 1 of [N,16] (pooled block) and [N,8] (pooled stem), Gemm.")
+
+    # The same operators at the ends of the opset range: 11 (TorchScript exporter, BatchNorm
+    # nodes kept) and 21 (dynamo exporter; its optimizer folds the stem's BatchNorm into the Conv).
+    if want("opset_mix_op11.onnx", "opset_mix_op21.onnx"):
+        torch.manual_seed(a.seed + 6)
+        om = randomize_torch(OpsetMix(), a.seed + 6, onnx_batch(paths, 96, 96))
+        if want("opset_mix_op11.onnx"):
+            onnx_case(a.out, a.data, paths, "opset_mix_op11.onnx", om, 96, 96, 11, preserve_bn=True,
+                      notes="BatchNormalization kept (training=PRESERVE); Clip with min/max inputs "
+                            "(Constant nodes); AveragePool 3x3/1 pads 1 count_include_pad=1, AveragePool "
+                            "3x3/2 pads 1 count_include_pad=0; GlobalAveragePool, Flatten, Gemm transB=1.")
+        if want("opset_mix_op21.onnx"):
+            onnx_case(a.out, a.data, paths, "opset_mix_op21.onnx", om, 96, 96, 21, preserve_bn=False,
+                      gap_op=True,
+                      notes="Same torch model and weights as opset_mix_op11.onnx, dynamo exporter at "
+                            "opset 21: the stem's BatchNorm folded into its Conv, the one after the Add "
+                            "kept; Clip with initializer bounds; both AveragePool nodes as at opset 11; "
+                            "GlobalAveragePool (through custom_translation_table: the exporter writes "
+                            "ReduceMean otherwise, which mobilenetv2_op18.onnx covers), Reshape "
+                            "(allowzero=1), Gemm.")
 
     # Keras (own weights)
-    keras.utils.set_random_seed(a.seed)
-    kx = randomize_keras(k_xception(), a.seed, keras_batch(paths, 150, 150, 1.0))
-    keras_case(a.out, a.data, paths, "xception.keras", kx, 150, 150, 1.0,
-               ["Rescaling(scale=1/127.5, offset=-1)"],
-               notes="Output: logits (Dense without activation).")
-    ks = k_xception(softmax=True)
-    ks.set_weights(kx.get_weights())
-    keras_case(a.out, a.data, paths, "xception_softmax.keras", ks, 150, 150, 1.0,
-               ["Rescaling(scale=1/127.5, offset=-1)"], output_kind="probabilities",
-               notes="Same weights as xception.keras; the last Dense has activation='softmax'.")
-    keras.utils.set_random_seed(a.seed + 1)
-    km = randomize_keras(k_mobilenetv2(), a.seed + 1, keras_batch(paths, 224, 224, 1.0))
-    keras_case(a.out, a.data, paths, "mobilenetv2.keras", km, 224, 224, 1.0,
-               ["Rescaling(scale=1/255)", "Normalization(mean=ImageNet mean, variance=std^2; in config)"],
-               notes="Block 3 is a nested Functional model 'ir_block_nested'.")
-    keras.utils.set_random_seed(a.seed + 2)
-    kv = randomize_keras(k_vgg(), a.seed + 2, keras_batch(paths, 224, 224, 1.0 / 255.0))
-    keras_case(a.out, a.data, paths, "vgg.keras", kv, 224, 224, 1.0 / 255.0, [],
-               notes="No scaling layer in the model: the caller multiplies by 1/255 ('scale').")
-    keras.utils.set_random_seed(a.seed + 3)
-    kr = randomize_keras(k_resnet_stem(), a.seed + 3, keras_batch(paths, 96, 96, 1.0))
-    keras_case(a.out, a.data, paths, "resnet_stem.keras", kr, 96, 96, 1.0, ["Rescaling(scale=1/255)"],
-               notes="ZeroPadding2D(1) + MaxPooling2D(3, strides=2, 'valid') as ResNet50's stem "
-                     "(keras.applications): the pool sees explicit zeros, not -inf padding.")
-    keras.utils.set_random_seed(a.seed + 4)
-    ke = randomize_keras(k_se_mix(), a.seed + 4, keras_batch(paths, 96, 96, 1.0))
-    keras_case(a.out, a.data, paths, "se_mix.keras", ke, 96, 96, 1.0,
-               ["Rescaling(scale=1/127.5, offset=-1)"],
-               notes="Activation('hard_swish') and Activation('swish') are saved under their canonical "
-                     "names 'hard_silu' and 'silu'; squeeze-excite: GlobalAveragePooling2D(keepdims=True), "
-                     "Conv2D(activation='relu'), Conv2D(activation='sigmoid'), Multiply (broadcast "
-                     "[N,1,1,16] over [N,48,48,16]).")
-    keras.utils.set_random_seed(a.seed + 5)
-    ki = randomize_keras(k_inception_mix(), a.seed + 5, keras_batch(paths, 96, 96, 1.0))
-    keras_case(a.out, a.data, paths, "inception_mix.keras", ki, 96, 96, 1.0,
-               ["Rescaling(scale=1/127.5, offset=-1)"],
-               notes="Inception-style block: Concatenate(axis=-1) of three branches [N,48,48,6], "
-                     "[N,48,48,6], [N,48,48,4] -> [N,48,48,16] (the third is MaxPooling2D(3, strides=1, "
-                     "'same') then Conv2D 1x1 relu); head: Concatenate(axis=-1) of two pooled vectors, "
-                     "the block's [N,16] then the stem's [N,8], before Dense(2).")
+    if want("xception.keras", "xception_softmax.keras"):
+        keras.utils.set_random_seed(a.seed)
+        kx = randomize_keras(k_xception(), a.seed, keras_batch(paths, 150, 150, 1.0))
+        if want("xception.keras"):
+            keras_case(a.out, a.data, paths, "xception.keras", kx, 150, 150, 1.0,
+                       ["Rescaling(scale=1/127.5, offset=-1)"],
+                       notes="Output: logits (Dense without activation).")
+        ks = k_xception(softmax=True)
+        ks.set_weights(kx.get_weights())
+        if want("xception_softmax.keras"):
+            keras_case(a.out, a.data, paths, "xception_softmax.keras", ks, 150, 150, 1.0,
+                       ["Rescaling(scale=1/127.5, offset=-1)"], output_kind="probabilities",
+                       notes="Same weights as xception.keras; the last Dense has activation='softmax'.")
+    if want("mobilenetv2.keras"):
+        keras.utils.set_random_seed(a.seed + 1)
+        km = randomize_keras(k_mobilenetv2(), a.seed + 1, keras_batch(paths, 224, 224, 1.0))
+        keras_case(a.out, a.data, paths, "mobilenetv2.keras", km, 224, 224, 1.0,
+                   ["Rescaling(scale=1/255)", "Normalization(mean=ImageNet mean, variance=std^2; in config)"],
+                   notes="Block 3 is a nested Functional model 'ir_block_nested'.")
+    if want("vgg.keras"):
+        keras.utils.set_random_seed(a.seed + 2)
+        kv = randomize_keras(k_vgg(), a.seed + 2, keras_batch(paths, 224, 224, 1.0 / 255.0))
+        keras_case(a.out, a.data, paths, "vgg.keras", kv, 224, 224, 1.0 / 255.0, [],
+                   notes="No scaling layer in the model: the caller multiplies by 1/255 ('scale').")
+    if want("resnet_stem.keras"):
+        keras.utils.set_random_seed(a.seed + 3)
+        kr = randomize_keras(k_resnet_stem(), a.seed + 3, keras_batch(paths, 96, 96, 1.0))
+        keras_case(a.out, a.data, paths, "resnet_stem.keras", kr, 96, 96, 1.0, ["Rescaling(scale=1/255)"],
+                   notes="ZeroPadding2D(1) + MaxPooling2D(3, strides=2, 'valid') as ResNet50's stem "
+                         "(keras.applications): the pool sees explicit zeros, not -inf padding.")
+    if want("se_mix.keras"):
+        keras.utils.set_random_seed(a.seed + 4)
+        ke = randomize_keras(k_se_mix(), a.seed + 4, keras_batch(paths, 96, 96, 1.0))
+        keras_case(a.out, a.data, paths, "se_mix.keras", ke, 96, 96, 1.0,
+                   ["Rescaling(scale=1/127.5, offset=-1)"],
+                   notes="Activation('hard_swish') and Activation('swish') are saved under their canonical "
+                         "names 'hard_silu' and 'silu'; squeeze-excite: GlobalAveragePooling2D(keepdims=True), "
+                         "Conv2D(activation='relu'), Conv2D(activation='sigmoid'), Multiply (broadcast "
+                         "[N,1,1,16] over [N,48,48,16]).")
+    if want("inception_mix.keras"):
+        keras.utils.set_random_seed(a.seed + 5)
+        ki = randomize_keras(k_inception_mix(), a.seed + 5, keras_batch(paths, 96, 96, 1.0))
+        keras_case(a.out, a.data, paths, "inception_mix.keras", ki, 96, 96, 1.0,
+                   ["Rescaling(scale=1/127.5, offset=-1)"],
+                   notes="Inception-style block: Concatenate(axis=-1) of three branches [N,48,48,6], "
+                         "[N,48,48,6], [N,48,48,4] -> [N,48,48,16] (the third is MaxPooling2D(3, strides=1, "
+                         "'same') then Conv2D 1x1 relu); head: Concatenate(axis=-1) of two pooled vectors, "
+                         "the block's [N,16] then the stem's [N,8], before Dense(2).")
 
     for f in sorted(a.out.iterdir()):
         print(f"{f.stat().st_size:>9}  {f.name}")

@@ -14,7 +14,8 @@ pub struct PreprocessArgs {
     /// The input image size: HxWxC (e.g. 150x150x3) or CxHxW (e.g. 3x150x150); C is 1 or 3.
     #[arg(long = "input", id = "input_shape", value_name = "SHAPE", value_parser = parse_shape)]
     pub input_shape: Option<[usize; 3]>,
-    /// The resize filter, Pillow's: nearest, bilinear or box.
+    /// The resize filter, Pillow's: nearest, bilinear or box (area averaging; `area` is
+    /// accepted for it and stored as box).
     #[arg(long, value_name = "FILTER", value_parser = parse_filter)]
     pub resize: Option<ResizeFilter>,
     /// Which Pillow release's order of the two bilinear/box passes to match: 13 (13.0 and
@@ -125,8 +126,15 @@ fn parse_hw(s: &str) -> Result<[usize; 2], String> {
     v.try_into().map_err(|_| "expected HxW".to_string())
 }
 
+/// A filter by its spec name, or `area`: Pillow's box filter is area averaging (each output
+/// pixel the mean of the source area it covers), the name other libraries give it. The file
+/// stores `box`, so the format keeps one name per filter.
 fn parse_filter(s: &str) -> Result<ResizeFilter, String> {
-    ResizeFilter::from_name(s).ok_or_else(|| "expected nearest, bilinear or box".into())
+    match s {
+        "area" => Ok(ResizeFilter::Box),
+        _ => ResizeFilter::from_name(s)
+            .ok_or_else(|| "expected nearest, bilinear, box or area (= box)".into()),
+    }
 }
 
 fn parse_pass_order(s: &str) -> Result<PassOrder, String> {
@@ -171,6 +179,15 @@ mod tests {
         assert_eq!(parse_shape("1x28x28"), Ok([1, 28, 28]));
         assert!(parse_shape("28x28").is_err());
         assert!(parse_shape("5x28x28").is_err());
+    }
+
+    #[test]
+    fn area_is_the_box_filter() {
+        assert_eq!(parse_filter("area"), Ok(ResizeFilter::Box));
+        assert_eq!(parse_filter("box"), Ok(ResizeFilter::Box));
+        assert_eq!(parse_filter("nearest"), Ok(ResizeFilter::Nearest));
+        let err = parse_filter("lanczos").unwrap_err();
+        assert!(err.contains("area"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use super::Val;
 use super::constants::Const;
 use super::proto::{AttributeProto, NodeProto};
-use crate::interop::builder::{ConvGeometry, GraphBuilder, Weight, same_padding, window_output};
+use crate::interop::builder::{ConvGeometry, GraphBuilder, Weight, same_padding};
 use cxrm_format::error::{Error, Result};
 use std::collections::HashMap;
 
@@ -190,7 +190,7 @@ pub(super) fn translate(
             let (x, dims) = activation(&node, values, 0)?;
             let axis = node.int("axis", if opset >= 13 { -1 } else { 1 });
             let last = dims.len() as i64 - 1;
-            if dims.len() != 2 || (axis != -1 && axis != last) {
+            if !matches!(dims, [1, _]) || (axis != -1 && axis != last) {
                 return Err(node.fail(format!(
                     "softmax over axis {axis} of {dims:?}: only over the classes of a [N, K] output"
                 )));
@@ -339,7 +339,7 @@ fn fold(node: &Node<'_>, values: &HashMap<String, Val>) -> Result<Const> {
             let dims = match node.proto.op_type.as_str() {
                 "Reshape" => {
                     let target = c(1)?.ints().ok_or_else(|| node.fail("bad shape"))?;
-                    reshape_dims(&x.dims, &target).ok_or_else(|| node.fail("bad shape"))?
+                    reshape_target(node, &x.dims, &target)?
                 }
                 "Flatten" => {
                     let axis = node.int("axis", 1).clamp(0, x.dims.len() as i64) as usize;
@@ -393,6 +393,20 @@ fn fold(node: &Node<'_>, values: &HashMap<String, Val>) -> Result<Const> {
             cxrm_format::text::escape(other)
         ))),
     }
+}
+
+/// A `Reshape` node's output dims. With `allowzero` = 1 a 0 in the shape is an empty axis,
+/// not a copy of the input's; no image-sized value has one, so such a shape is refused rather
+/// than read the opset-13 way.
+fn reshape_target(node: &Node<'_>, from: &[usize], shape: &[i64]) -> Result<Vec<usize>> {
+    node.only(&["allowzero"])?;
+    if node.int("allowzero", 0) != 0 && shape.contains(&0) {
+        return Err(node.fail(format!(
+            "shape {shape:?} with allowzero = 1 would make an empty tensor"
+        )));
+    }
+    reshape_dims(from, shape)
+        .ok_or_else(|| node.fail(format!("cannot reshape {from:?} to {shape:?}")))
 }
 
 /// ONNX `Reshape` dims: 0 copies the input's dim, -1 takes what is left.
@@ -509,16 +523,43 @@ fn padding(
     }
 }
 
+/// One image's features as ONNX sees them: a row `[1, F]` (the batch of one first). `Gemm`,
+/// `MatMul` and `Softmax` read their input so; anything else would mix images or features.
+fn row(node: &Node<'_>, dims: &[usize]) -> Result<()> {
+    match dims {
+        [1, _] => Ok(()),
+        _ => Err(node.fail(format!(
+            "expects one image's features as a row [1, F], not {dims:?}"
+        ))),
+    }
+}
+
+/// A column `[F, 1]` (F > 1): the same values as the row `[1, F]`, from a `Reshape` or
+/// `Flatten`, which only `Gemm` with `transA` = 1 reads back as a row.
+fn is_column(dims: &[usize]) -> bool {
+    matches!(dims, [f, 1] if *f > 1)
+}
+
+/// `Y = alpha · A' · B' + beta · C`, with A the image's features: alpha is folded into the
+/// weight and beta into the bias, so the `.cxrm` node is one `dense` layer.
 fn gemm(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> Result<Val> {
     node.only(&["alpha", "beta", "transA", "transB"])?;
-    if node.int("transA", 0) != 0 {
-        return Err(node.fail("transA = 1 is not supported (the image must be the row)"));
-    }
     let (x, dims) = activation(node, values, 0)?;
-    if dims.len() != 2 {
-        return Err(node.fail(format!("expects an [N, K] input, not {dims:?}")));
+    // transA = 1 transposes A; for one image that is meaningful only when A is a column
+    // [K, 1], and then it is a reshape to the row [1, K] (the values keep their order).
+    if node.int("transA", 0) != 0 {
+        if !matches!(dims, [_, 1]) {
+            return Err(node.fail(format!(
+                "transA = 1 needs A as a column [K, 1] (one image's features); A is {dims:?}"
+            )));
+        }
+    } else {
+        row(node, dims)?;
     }
     let w = constant(node, values, 1)?;
+    if w.dims.len() != 2 {
+        return Err(node.fail(format!("B must be 2-D, not {:?}", w.dims)));
+    }
     let w = if node.int("transB", 0) != 0 {
         w.clone()
     } else {
@@ -530,15 +571,7 @@ fn gemm(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) ->
     let out = w.dims[0];
     let bias = match input(node, values, 2)? {
         None => None,
-        Some(_) => {
-            let c = constant(node, values, 2)?.floats();
-            let c: Vec<f32> = match c.len() {
-                1 => vec![c[0]; out],
-                n if n == out => c,
-                n => return Err(node.fail(format!("C has {n} values for {out} outputs"))),
-            };
-            Some(c.iter().map(|&v| v * beta).collect())
-        }
+        Some(_) => Some(gemm_bias(node, constant(node, values, 2)?, out, beta)?),
     };
     let y = b.dense(&node.name, x, Weight::new(w.dims.clone(), scaled)?, bias)?;
     Ok(Val::Act {
@@ -547,11 +580,27 @@ fn gemm(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) ->
     })
 }
 
+/// `beta · C`, with C broadcast to the output row `[1, out]` as ONNX allows: a scalar, one
+/// value, `[out]` or `[1, out]`.
+fn gemm_bias(node: &Node<'_>, c: &Const, out: usize, beta: f32) -> Result<Vec<f32>> {
+    let leading_ones = c.dims.iter().rev().skip(1).all(|&d| d == 1);
+    let values = c.floats();
+    let values = match values.len() {
+        1 if leading_ones => vec![values[0]; out],
+        n if n == out && leading_ones => values,
+        _ => {
+            return Err(node.fail(format!(
+                "C of shape {:?} does not broadcast to the output [1, {out}]",
+                c.dims
+            )));
+        }
+    };
+    Ok(values.iter().map(|&v| v * beta).collect())
+}
+
 fn matmul(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> Result<Val> {
     let (x, dims) = activation(node, values, 0)?;
-    if dims.len() != 2 {
-        return Err(node.fail(format!("expects an [N, K] input, not {dims:?}")));
-    }
+    row(node, dims)?;
     let w = constant(node, values, 1)?
         .transposed()
         .ok_or_else(|| node.fail("the second input must be a 2-D constant"))?;
@@ -570,7 +619,12 @@ fn matmul(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) 
 
 fn add(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> Result<Val> {
     match (required(node, values, 0)?, required(node, values, 1)?) {
-        (Val::Act { act: a, dims }, Val::Act { act: c, .. }) => {
+        (Val::Act { act: a, dims }, Val::Act { act: c, dims: dc }) => {
+            // A column and a row hold the same values, but ONNX broadcasts their sum to a
+            // matrix.
+            if is_column(dims) != is_column(dc) {
+                return Err(node.fail(format!("adds {dims:?} and {dc:?}")));
+            }
             let dims = dims.clone();
             Ok(Val::Act {
                 act: b.add(&node.name, a, c)?,
@@ -607,6 +661,9 @@ fn mul(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> 
             node.fail("only products of two computed values are supported (not of a constant)")
         );
     };
+    if is_column(da) != is_column(dc) {
+        return Err(node.fail(format!("multiplies {da:?} and {dc:?}")));
+    }
     let dims = if da.len() >= dc.len() && da.iter().product::<usize>() >= dc.iter().product() {
         da.clone()
     } else {
@@ -627,6 +684,9 @@ fn concat(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) 
         .collect::<Result<_>>()?;
     let rank = parts[0].1.len() as i64;
     let axis = node.int("axis", 1);
+    if parts.iter().any(|(_, d)| is_column(d)) {
+        return Err(node.fail("Concat of columns [F, 1]: only of rows or feature maps"));
+    }
     if axis != 1 && axis != 1 - rank {
         return Err(node.fail(format!(
             "Concat along axis {axis}: only along the channels (axis 1) is supported"
@@ -706,15 +766,14 @@ fn pool(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) ->
         "storage_order",
         "strides",
     ])?;
-    // A zero Pad before pooling stays a node of its own: zeros take part in a max or a mean,
-    // where the pooling's own padding would not.
-    let padded_act;
-    let (x, dims) = match required(node, values, 0)? {
-        Val::Padded { act, dims, pad } => {
-            padded_act = b.pad(&format!("{}_pad", node.name), act, *pad)?;
-            (&padded_act, dims.as_slice())
+    // A zero Pad before the pooling stays zeros the window sees (in a max or a mean), where
+    // the pooling's own padding would not be: it becomes a `pad` node.
+    let (x, dims, zero_pad) = match required(node, values, 0)? {
+        Val::Padded { act, dims, pad } => (act, dims.as_slice(), *pad),
+        _ => {
+            let (x, dims) = activation(node, values, 0)?;
+            (x, dims, [0; 4])
         }
-        _ => activation(node, values, 0)?,
     };
     if dims.len() != 4 {
         return Err(node.fail(format!("expects [N, C, H, W], not {dims:?}")));
@@ -730,37 +789,50 @@ fn pool(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) ->
     let (h, w) = (dims[2], dims[3]);
     let mut pads = padding(node, [h, w], kernel, stride, [1, 1])?;
     if node.int("ceil_mode", 0) != 0 {
-        // Pad the end so that flooring gives the ceiling; a last window that would start in
-        // the end padding is dropped, as ONNX and PyTorch do.
-        for (axis, len) in [(0, h), (1, w)] {
-            let padded = len + pads[axis] + pads[axis + 2];
-            let Some(span) = padded.checked_sub(kernel[axis]) else {
-                continue;
-            };
-            let mut out = span.div_ceil(stride[axis]) + 1;
-            if (out - 1) * stride[axis] >= len + pads[axis] {
-                out -= 1;
-            }
-            let need = (out - 1) * stride[axis] + kernel[axis];
-            pads[axis + 2] += need.saturating_sub(padded);
-        }
-        if !max && pads != node.sizes("pads", [0; 4], 0)? {
+        ceil_mode_pads(&mut pads, [h, w], kernel, stride);
+        if !max && pads != padding(node, [h, w], kernel, stride, [1, 1])? {
             return Err(node.fail("ceil_mode on AveragePool is not supported"));
         }
     }
-    if !max && node.int("count_include_pad", 0) != 0 && pads != [0; 4] {
-        return Err(node.fail(
-            "count_include_pad = 1 with padding is not supported (cxrm's avg_pool2d averages \
-             only the positions inside the input)",
-        ));
-    }
+    // count_include_pad = 1 averages the padded zeros too, over the whole window: exactly a
+    // `pad` node of zeros followed by an unpadded `avg_pool2d` (which averages only positions
+    // inside its input, spec §7).
+    let include_pad = !max && node.int("count_include_pad", 0) != 0;
+    let (before, pads) = if include_pad {
+        ([0, 1, 2, 3].map(|i| zero_pad[i] + pads[i]), [0; 4])
+    } else {
+        (zero_pad, pads)
+    };
+    let padded_act;
+    let x = if before == [0; 4] {
+        x
+    } else {
+        padded_act = b.pad(&format!("{}_pad", node.name), x, before)?;
+        &padded_act
+    };
     let op = if max { "max_pool2d" } else { "avg_pool2d" };
-    debug_assert!(window_output(h, kernel[0], stride[0], 1, [pads[0], pads[2]]).is_some());
     let y = b.pool(&node.name, op, x, kernel, stride, pads)?;
     Ok(Val::Act {
         dims: [vec![1], y.shape.clone()].concat(),
         act: y,
     })
+}
+
+/// `ceil_mode`: pad the end so that flooring gives the ceiling; a last window that would
+/// start in the end padding is dropped, as ONNX and PyTorch do.
+fn ceil_mode_pads(pads: &mut [usize; 4], len: [usize; 2], kernel: [usize; 2], stride: [usize; 2]) {
+    for axis in 0..2 {
+        let padded = len[axis] + pads[axis] + pads[axis + 2];
+        let Some(span) = padded.checked_sub(kernel[axis]) else {
+            continue;
+        };
+        let mut out = span.div_ceil(stride[axis]) + 1;
+        if (out - 1) * stride[axis] >= len[axis] + pads[axis] {
+            out -= 1;
+        }
+        let need = (out - 1) * stride[axis] + kernel[axis];
+        pads[axis + 2] += need.saturating_sub(padded);
+    }
 }
 
 /// A zero `Pad` of H and W (ONNX pads: begins then ends, per axis `[N, C, H, W]`): kept aside
@@ -860,25 +932,31 @@ fn reduce_mean(
     Ok(Val::Act { act: y, dims })
 }
 
-/// `Flatten`, and `Reshape`/`Squeeze` where they only flatten `[N, C, H, W]` to `[N, C·H·W]`.
+/// `Flatten`, and `Reshape`/`Squeeze` where they only flatten `[N, C, H, W]` to the row
+/// `[N, C·H·W]` (or to the column `[C·H·W, 1]`, for a `Gemm` with `transA` = 1). Either keeps
+/// the values in their order, so the `.cxrm` value is the flattened vector.
 fn to_vector(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> Result<Val> {
     let (x, dims) = activation(node, values, 0)?;
     let target: Vec<usize> = match node.proto.op_type.as_str() {
         "Flatten" => {
+            node.only(&["axis"])?;
+            let rank = dims.len() as i64;
             let axis = node.int("axis", 1);
-            if axis != 1 {
-                return Err(node.fail(format!("Flatten axis {axis}: only axis 1 is supported")));
+            let axis = if axis < 0 { axis + rank } else { axis };
+            if !(0..=rank).contains(&axis) {
+                return Err(node.fail(format!("Flatten axis {axis} of {dims:?}")));
             }
-            vec![1, dims[1..].iter().product()]
+            let (outer, inner) = dims.split_at(axis as usize);
+            vec![outer.iter().product(), inner.iter().product()]
         }
         "Reshape" => {
             let shape = constant(node, values, 1)?
                 .ints()
                 .ok_or_else(|| node.fail("the shape must be integers"))?;
-            reshape_dims(dims, &shape)
-                .ok_or_else(|| node.fail(format!("cannot reshape {dims:?} to {shape:?}")))?
+            reshape_target(node, dims, &shape)?
         }
         _ => {
+            node.only(&["axes"])?;
             let rank = dims.len() as i64;
             let axes: Vec<usize> = axes(node, values, 13)?
                 .iter()
@@ -897,9 +975,11 @@ fn to_vector(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilde
             dims: target,
         });
     }
-    if target.len() != 2 || target[0] != 1 {
+    let total: usize = dims.iter().product();
+    if !(target == [1, total] || target == [total, 1]) {
         return Err(node.fail(format!(
-            "{:?} to {target:?}: only flattening [N, C, H, W] to [N, C·H·W] is supported",
+            "{:?} to {target:?}: only flattening [N, C, H, W] to [N, C·H·W] (or to a column \
+             [C·H·W, 1]) is supported",
             dims
         )));
     }
