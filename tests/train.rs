@@ -138,3 +138,46 @@ fn training_is_deterministic_for_a_seed() {
     let b = train::train(&Arch::parse("mlp-8").unwrap(), &data, &quick(), &mut |_| {}).unwrap();
     assert_eq!(a.tensors, b.tensors);
 }
+
+/// MIRACLE: every trainable tensor becomes a `miracle` tensor whose decoded values are, bit for
+/// bit, the weights the coding fixed; the file's code has the blocks the target asked for; and
+/// the runtime runs the file as the trainer runs those weights.
+#[test]
+fn miracle_codes_every_tensor_and_the_file_decodes_to_the_coded_weights() {
+    use cxrm::compress::methods::miracle::{self, MiracleOptions};
+    let data = data();
+    let base = train::train(&Arch::parse("mlp-8").unwrap(), &data, &quick(), &mut |_| {}).unwrap();
+    let opts = MiracleOptions {
+        bits_per_block: 6,
+        target_kb: 0.25,
+        iters_between: 2,
+        rounds: 3,
+        ..MiracleOptions::defaults(quick())
+    };
+    let (coded, reports) = miracle::miracle(&base, &data, &opts, &mut |_| {}).unwrap();
+    assert_eq!(reports.len(), base.tensors.len());
+    let blocks: u32 = reports.iter().map(|r| r.blocks).sum();
+    assert_eq!(blocks as usize, opts.total_blocks());
+    let bytes = coded.to_bytes().unwrap();
+    let file = cxrm::Cxrm::parse(&bytes).unwrap();
+    file.verify().unwrap();
+    for t in &coded.model.tensors {
+        let record = file.tensors().iter().find(|r| r.name == t.name).unwrap();
+        assert_eq!(record.chain_name(), "miracle");
+        let decoded = file.decode_record(record).unwrap().to_f32_vec();
+        assert_eq!(decoded, t.values, "{}", t.name);
+        let params = &coded
+            .coded
+            .iter()
+            .find(|(n, _)| *n == t.name)
+            .unwrap()
+            .1
+            .params;
+        assert_eq!(
+            (params.index_bits, params.blocks as usize <= t.values.len()),
+            (6, true)
+        );
+    }
+    let dense = |_: &NamedTensor| None;
+    assert_same(&coded.model, &dense, &data.val, "miracle");
+}

@@ -1,5 +1,6 @@
 use crate::Failure;
 use crate::progress::TrainProgress;
+use cxrm::compress::methods::miracle::MiracleOptions;
 use cxrm::compress::methods::{Method, compress};
 use cxrm::compress::train::{
     ARCH_NAMES, Arch, DeepOptions, DistillOptions, Factorization, FactorizeOptions, TrainOptions,
@@ -15,18 +16,20 @@ Examples:
   cxrm compress base.cxrm --method deep-compression --data mnist -o dc.cxrm
   cxrm compress base.cxrm --method deep-compression --keep fc=0.06,conv=0.3 --bits conv=8,fc=5 -o dc.cxrm
   cxrm compress base.cxrm --method distill --student cnn-5-13-125 --temperature 4 -o student.cxrm
-  cxrm compress base.cxrm --method tucker --energy 0.5 --epochs 6 -o tucker.cxrm")]
+  cxrm compress base.cxrm --method tucker --energy 0.5 --epochs 6 -o tucker.cxrm
+  cxrm compress base.cxrm --method miracle --target-kb 3 --bits-per-block 16 --epochs 10 -o miracle.cxrm")]
 pub struct Args {
     /// The trained model (.cxrm with a graph).
     pub model: PathBuf,
-    #[arg(long, value_parser = ["deep-compression", "distill", "lowrank", "tucker"])]
+    #[arg(long, value_parser = ["deep-compression", "distill", "lowrank", "tucker", "miracle"])]
     pub method: String,
     /// mnist, fashion-mnist or a path; default: the data the model was trained on.
     #[arg(long)]
     pub data: Option<String>,
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Epochs of each retraining phase (deep-compression) or of the student (distill).
+    /// Epochs of each retraining phase (deep-compression), of the student (distill), or of
+    /// the variational training (miracle).
     #[arg(long, default_value_t = 4)]
     pub epochs: usize,
     /// deep-compression: fraction of weights kept per layer (`0.1`, `conv=0.3,fc=0.08`,
@@ -55,6 +58,19 @@ pub struct Args {
     /// study's setting; trained layers' spectra are flat, so 0.9 saves little).
     #[arg(long, default_value_t = 0.5)]
     pub energy: f64,
+    /// miracle: bits per block (C): each block's KL goal, and 2^C candidates scored per block.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=24))]
+    pub bits_per_block: u8,
+    /// miracle: the size of the whole code in KB (1,024 bytes), which sets the number of
+    /// blocks.
+    #[arg(long, default_value_t = 3.0)]
+    pub target_kb: f64,
+    /// miracle: training steps on the weights not yet coded after each group of blocks.
+    #[arg(long, default_value_t = 50)]
+    pub iters_between: usize,
+    /// miracle: groups the blocks are coded in.
+    #[arg(long, default_value_t = 20)]
+    pub coding_rounds: usize,
     #[arg(long, help = format!("distill: the student architecture ({ARCH_NAMES})"))]
     pub student: Option<String>,
     #[arg(long, default_value_t = 4.0)]
@@ -131,6 +147,21 @@ pub fn run(args: Args) -> Result<(), Failure> {
             energy: args.energy,
             retrain: opts,
         }),
+        "miracle" => {
+            if !(args.target_kb > 0.0 && args.target_kb.is_finite()) {
+                return Err(Failure::Usage(format!(
+                    "--target-kb {}: a positive size",
+                    args.target_kb
+                )));
+            }
+            Method::Miracle(MiracleOptions {
+                bits_per_block: args.bits_per_block,
+                target_kb: args.target_kb,
+                iters_between: args.iters_between,
+                rounds: args.coding_rounds,
+                ..MiracleOptions::defaults(opts)
+            })
+        }
         _ => {
             let student = args
                 .student

@@ -6,6 +6,7 @@ pub mod deep_compression;
 #[cfg(feature = "train")]
 pub mod distill;
 pub mod factorize;
+pub mod miracle;
 
 #[cfg(feature = "train")]
 pub use run::{Compressed, Method, compress};
@@ -19,6 +20,10 @@ Methods:
                     stored as sparse + codebook + huffman chains (Han et al. 2016)
   distill           train --student from scratch on the model's softened outputs (temperature
                     --temperature) and the labels (Hinton et al. 2015)
+  miracle           learn a Gaussian posterior per weight with each block's KL divergence held
+                    near --bits-per-block bits, then code every block as one of 2^bits draws
+                    from the prior, picked by importance weights, retraining the rest between
+                    groups; stored as miracle tensors, a seed and the indices (Havasi et al. 2019)
   lowrank           split each conv and dense layer (but the output layer) into two by a
                     truncated SVD keeping --energy of the spectrum, fine-tune, and store the
                     factors as lowrank tensors (Denton et al. 2014)
@@ -40,6 +45,7 @@ mod run {
         /// Low-rank (SVD) or Tucker-2 factors, as the options say.
         Factorize(FactorizeOptions),
         Distill(DistillOptions),
+        Miracle(crate::methods::miracle::MiracleOptions),
     }
 
     /// What compressing wrote.
@@ -80,6 +86,15 @@ mod run {
                     model: factorized.expanded,
                     bytes,
                     report,
+                }
+            }
+            Method::Miracle(opts) => {
+                let (coded, reports) = crate::methods::miracle::miracle(base, data, opts, on)?;
+                let bytes = coded.write(out)?;
+                Compressed {
+                    model: coded.model,
+                    bytes,
+                    report: reports.iter().map(ToString::to_string).collect(),
                 }
             }
             Method::Distill(opts) => {

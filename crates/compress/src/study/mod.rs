@@ -7,6 +7,7 @@
 pub mod plot;
 
 use crate::methods::deep_compression::store::TensorPlan;
+use crate::methods::miracle::{self, MiracleModel, MiracleOptions};
 use crate::train::{
     self, Arch, DeepOptions, DistillOptions, Event, Factorization, FactorizeOptions, Factorized,
     NamedTensor, TrainData, TrainOptions, TrainedModel,
@@ -40,7 +41,8 @@ pub struct StudyOptions {
 pub struct Row {
     /// The `--arch` name of the network in the file.
     pub model: String,
-    /// `baseline`, `separable`, `deep-compression`, `lowrank`, `tucker`, `xnor` or `distill`.
+    /// `baseline`, `separable`, `deep-compression`, `lowrank`, `tucker`, `miracle`, `xnor` or
+    /// `distill`.
     pub method: String,
     /// The network this row is compared with (its ratio's reference).
     pub reference: String,
@@ -245,7 +247,11 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
     // convolutions, + separable and XNOR twins); then student alone and distilled.
     let total = models
         .iter()
-        .map(|m| 3 + m.separable_twin().is_some() as usize * 2 + m.xnor_twin().is_some() as usize)
+        .map(|m| {
+            3 + m.separable_twin().is_some() as usize * 2
+                + m.xnor_twin().is_some() as usize
+                + (*m == Arch::LeNet5) as usize
+        })
         .sum::<usize>()
         + 2;
     let mut index = 0;
@@ -325,6 +331,26 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
                 &factored.expanded,
                 Storage::Factored(&factored),
                 method.name(),
+                &base,
+                t0,
+            )?;
+            on(StudyEvent::Row(&row));
+            rows.push(row);
+        }
+
+        // MIRACLE on the network its paper reports on.
+        if *arch == Arch::LeNet5 {
+            step(format!("{} miracle", arch.name()), on);
+            let t0 = Instant::now();
+            let m_opts = miracle_options(&plan, data.train.len());
+            let (coded, _) =
+                miracle::miracle(&base, &data, &m_opts, &mut |e| on(StudyEvent::Train(e)))?;
+            let row = record(
+                opts,
+                &test,
+                &coded.model,
+                Storage::Miracle(&coded),
+                "miracle",
                 &base,
                 t0,
             )?;
@@ -505,12 +531,24 @@ const DISTILL_SETTINGS: [(f64, f64); 2] = [(4.0, 0.9), (1.0, 0.5)];
 /// 99.23%, at 0.7 1.9x at 99.24%; trained layers' spectra are flat, so 0.9 saves little.
 const FACTOR_ENERGY: f64 = 0.5;
 
+/// MIRACLE in the study: a 3 KB code (the paper's LeNet-5 figure), its variational phase as
+/// long as the baseline's training. Full data gets 16-bit blocks; the bundled subset 12-bit
+/// ones, whose candidates cost 16 times less to score, to keep the default study short.
+fn miracle_options(plan: &Plan, train_images: usize) -> MiracleOptions {
+    MiracleOptions {
+        bits_per_block: if train_images <= 10_000 { 12 } else { 16 },
+        ..MiracleOptions::defaults(plan.base.clone())
+    }
+}
+
 /// How `record` writes a model.
 enum Storage<'a> {
     /// Each tensor as the plan says (`None`: dense).
     Plan(&'a dyn Fn(&NamedTensor) -> Option<TensorPlan>),
     /// Split layers folded back as `lowrank` / `tucker` tensors.
     Factored(&'a Factorized),
+    /// MIRACLE codes.
+    Miracle(&'a MiracleModel),
 }
 
 /// What a file trained from scratch must record, equal to this run's, to be reused.
@@ -550,6 +588,7 @@ fn record(
     let stored_bytes = match storage {
         Storage::Plan(plan) => model.write(&path, plan)?,
         Storage::Factored(f) => f.write(&path)?,
+        Storage::Miracle(m) => m.write(&path)?,
     };
     let mapped = Mapped::open(&path)?;
     let parsed = mapped.parse()?;

@@ -47,6 +47,13 @@ pub struct NamedTensor {
 }
 
 impl NamedTensor {
+    /// Its values as a `dense` f32 tensor.
+    pub fn dense(&self) -> Encoded<'static> {
+        cxrm_format::encoding::dense::encode(std::borrow::Cow::Owned(
+            bytemuck::cast_slice(&self.values).to_vec(),
+        ))
+    }
+
     pub fn new(name: &str, shape: Vec<usize>, values: Vec<f32>) -> NamedTensor {
         NamedTensor {
             name: name.to_string(),
@@ -330,6 +337,18 @@ impl TrainedModel {
         let plan = |t: &NamedTensor| {
             plan(t).or_else(|| binary.contains(t.name.as_str()).then(TensorPlan::binary))
         };
+        self.to_bytes_with(&|t: &NamedTensor, shape: &[u64]| match plan(t) {
+            Some(p) => crate::methods::deep_compression::store::encode(&t.values, shape, &p),
+            None => Ok(t.dense()),
+        })
+    }
+
+    /// The file, with each tensor stored as `encode` makes it (for encodings a
+    /// [`TensorPlan`] cannot describe, such as MIRACLE's, whose code is chosen in training).
+    pub fn to_bytes_with(
+        &self,
+        encode: &dyn Fn(&NamedTensor, &[u64]) -> Result<Encoded<'static>>,
+    ) -> Result<Vec<u8>> {
         let mut w = Writer::new();
         for (k, v) in &self.metadata {
             w.set_metadata(k.clone(), v.clone());
@@ -337,13 +356,7 @@ impl TrainedModel {
         w.set_graph(self.graph.clone());
         for t in &self.tensors {
             let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
-            let encoded: Encoded<'static> = match plan(t) {
-                Some(p) => crate::methods::deep_compression::store::encode(&t.values, &shape, &p)?,
-                None => cxrm_format::encoding::dense::encode(std::borrow::Cow::Owned(
-                    bytemuck::cast_slice(&t.values).to_vec(),
-                )),
-            };
-            w.add_tensor(&t.name, DType::F32, &shape, encoded)?;
+            w.add_tensor(&t.name, DType::F32, &shape, encode(t, &shape)?)?;
         }
         w.to_bytes()
     }

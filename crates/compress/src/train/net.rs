@@ -15,6 +15,10 @@
 //!   `α = mean |w|`, and its gradient passes straight through to the real-valued `w`, as
 //!   XNOR-Net trains (Rastegari et al. 2016; the straight-through estimator of Bengio et al.).
 //!   XNOR layers' inputs are binarized the same way, the gradient cut where `|x| > 1`.
+//! - `Gaussian` (MIRACLE, Havasi et al. 2019): the parameter is the mean `μ` of a Gaussian
+//!   posterior per weight, a second parameter its `log σ`. Given noise `ε`, the weight is the
+//!   reparameterised draw `μ + σ·ε`; without noise (evaluation), `μ`. Weights of blocks already
+//!   coded are fixed to their chosen prior draws and get no gradient.
 
 use super::NamedTensor;
 use burn::module::{Module, Param};
@@ -46,6 +50,12 @@ pub(crate) enum Form {
     Binary {
         rows: usize,
     },
+    /// `keep · (μ + σ·ε) + coded`, `log σ / LOG_SIGMA_SCALE` at parameter `log_sigma`.
+    Gaussian {
+        log_sigma: usize,
+        keep: Vec<f32>,
+        coded: Vec<f32>,
+    },
 }
 
 // A few per model: the size difference between variants costs nothing worth boxing for.
@@ -60,6 +70,13 @@ enum FormTensors {
     },
     Binary {
         rows: usize,
+    },
+    Gaussian {
+        log_sigma: usize,
+        keep: Tensor<1>,
+        coded: Tensor<1>,
+        /// This step's standard normal draws; `None` evaluates at the mean.
+        noise: Option<Tensor<1>>,
     },
 }
 
@@ -102,6 +119,11 @@ enum Act {
     Map(Tensor<4>),
     Flat(Tensor<2>),
 }
+
+/// A `Gaussian` tensor's `log σ` parameter holds `log σ / LOG_SIGMA_SCALE`, so that Adam moves
+/// `log σ` this many times faster than the means: σ travels orders of magnitude in training
+/// (from narrow around the trained weights to the prior's width), the means only a fraction.
+pub(crate) const LOG_SIGMA_SCALE: f32 = 10.0;
 
 /// Momentum of the batch-norm running averages (PyTorch's default).
 const BN_MOMENTUM: f32 = 0.1;
@@ -255,6 +277,16 @@ impl Net {
                 mask: tensor1(mask, d),
             },
             Form::Binary { rows } => FormTensors::Binary { rows: *rows },
+            Form::Gaussian {
+                log_sigma,
+                keep,
+                coded,
+            } => FormTensors::Gaussian {
+                log_sigma: *log_sigma,
+                keep: tensor1(keep, d),
+                coded: tensor1(coded, d),
+                noise: None,
+            },
         };
         self.params.tensors[param] = Param::from_tensor(tensor1(values, d));
         entry.slot = Slot::Trainable {
@@ -262,6 +294,76 @@ impl Net {
             form,
             tensors,
         };
+        Ok(())
+    }
+
+    /// Add a trainable tensor that no node uses directly (MIRACLE's `log σ` and prior); its
+    /// index into `params.tensors`.
+    pub fn add_param(&mut self, values: &[f32]) -> usize {
+        self.params
+            .tensors
+            .push(Param::from_tensor(tensor1(values, &self.device)));
+        self.params.tensors.len() - 1
+    }
+
+    /// Parameter `i`'s current value, as autodiff sees it.
+    pub fn param(&self, i: usize) -> Tensor<1> {
+        self.params.tensors[i].val()
+    }
+
+    /// The parameter behind trainable tensor `name`.
+    pub fn param_of(&self, name: &str) -> Option<usize> {
+        match self.entries.get(*self.by_name.get(name)?)?.slot {
+            Slot::Trainable { param, .. } => Some(param),
+            Slot::Running(_) => None,
+        }
+    }
+
+    /// A `Gaussian` tensor's noise for the next forward pass (`None`: its mean).
+    pub fn set_noise(&mut self, name: &str, eps: Option<&[f32]>) {
+        let device = self.device.clone();
+        if let Some(Entry {
+            slot:
+                Slot::Trainable {
+                    tensors: FormTensors::Gaussian { noise, .. },
+                    ..
+                },
+            ..
+        }) = self.by_name.get(name).map(|&i| &mut self.entries[i])
+        {
+            *noise = eps.map(|e| tensor1(e, &device));
+        }
+    }
+
+    /// Fix more of a `Gaussian` tensor's weights (MIRACLE's coded blocks), keeping its
+    /// parameters and so their optimizer state.
+    pub fn set_coded(&mut self, name: &str, keep: Vec<f32>, coded: Vec<f32>) -> Result<()> {
+        let device = self.device.clone();
+        let Some(Entry {
+            slot:
+                Slot::Trainable {
+                    form: form @ Form::Gaussian { .. },
+                    tensors:
+                        FormTensors::Gaussian {
+                            keep: kt,
+                            coded: ct,
+                            ..
+                        },
+                    ..
+                },
+            ..
+        }) = self.by_name.get(name).map(|&i| &mut self.entries[i])
+        else {
+            return Err(Error::Model(format!("{name:?} is not a Gaussian tensor")));
+        };
+        *kt = tensor1(&keep, &device);
+        *ct = tensor1(&coded, &device);
+        if let Form::Gaussian {
+            keep: k, coded: c, ..
+        } = form
+        {
+            (*k, *c) = (keep, coded);
+        }
         Ok(())
     }
 
@@ -284,6 +386,21 @@ impl Net {
                         let alpha = m.clone().abs().mean_dim(1);
                         let b = signs(m.clone()) * alpha;
                         (m.clone() + (b - m).detach()).reshape([n])
+                    }
+                    FormTensors::Gaussian {
+                        log_sigma,
+                        keep,
+                        coded,
+                        noise,
+                    } => {
+                        let drawn = match noise {
+                            Some(eps) => {
+                                let log_sigma = self.params.tensors[*log_sigma].val();
+                                p + (log_sigma * LOG_SIGMA_SCALE).exp() * eps.clone()
+                            }
+                            None => p,
+                        };
+                        drawn * keep.clone() + coded.clone()
                     }
                 }
             }
@@ -312,6 +429,12 @@ impl Net {
                                 .map(|(&i, m)| p[i as usize] * m)
                                 .collect(),
                             Form::Binary { rows } => binarized(&p, *rows),
+                            Form::Gaussian { keep, coded, .. } => p
+                                .iter()
+                                .zip(keep)
+                                .zip(coded)
+                                .map(|((v, k), c)| v * k + c)
+                                .collect(),
                         }
                     }
                 };

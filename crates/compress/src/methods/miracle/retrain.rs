@@ -1,0 +1,649 @@
+//! MIRACLE's training and coding (Havasi, Peharz & Hernández-Lobato, ICLR 2019):
+//!
+//! 1. **Variational training.** Every trainable tensor gets a Gaussian posterior per weight
+//!    (mean `μ` from the trained model, `log σ`) and a Gaussian prior `N(0, σ_p²)` per tensor
+//!    (σ_p learned). The loss is the cross-entropy of a reparameterised draw plus `β · KL(q ‖ p)
+//!    / N`, with `β` annealed as the paper does: after every step it grows by `1 + ε_β` while
+//!    the KL is above its goal and shrinks by the same factor below it. For the first half of
+//!    the epochs one `β` holds the whole network's KL to the whole code's size, so the
+//!    optimizer decides where the information goes; each tensor then gets blocks in proportion
+//!    to the KL it holds, and for the second half every block has its own `β_b` and the goal of
+//!    `C` bits, so that each block can be coded with `2^C` candidates.
+//! 2. **Coding, block by block.** The blocks are coded in a random order, a group at a time;
+//!    each block becomes one of `2^C` draws from the prior, picked by importance weights
+//!    ([`super::store`]). After each group the weights not yet coded are trained on for
+//!    `iters_between` steps, so they absorb the noise the coded ones now carry.
+//!
+//! The file then stores each tensor as `miracle` (spec §5.12): a seed, and `C` bits per block.
+
+use super::store::{self, BlockPosterior};
+use crate::train::fit::normalised;
+use crate::train::net::{Form, LOG_SIGMA_SCALE, Net, host, tensor1};
+use crate::train::{Event, TrainData, TrainOptions, TrainedModel, device, finish, validator};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Tensor, TensorData};
+use cxrm_format::container::value::Value;
+use cxrm_format::encoding::miracle::{self, Miracle, Params};
+use cxrm_format::error::{Error, Result};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use std::path::Path;
+
+#[derive(Debug, Clone)]
+pub struct MiracleOptions {
+    /// `C`: bits per block, the coding goal of each block's KL divergence.
+    pub bits_per_block: u8,
+    /// Size of the whole code (every block's index) in KB (1,024 bytes); sets the blocks.
+    pub target_kb: f64,
+    /// Training steps on the weights not yet coded after each group of coded blocks.
+    pub iters_between: usize,
+    /// Groups the blocks are coded in.
+    pub rounds: usize,
+    /// `ε_β`: the factor each block's KL weight moves by per step.
+    pub beta_step: f64,
+    /// The variational phase (epochs, Adam's learning rate, batch size, shift, seed).
+    pub train: TrainOptions,
+    /// Threads that score candidates.
+    pub threads: usize,
+}
+
+impl MiracleOptions {
+    /// cxrm's defaults for LeNet-sized networks on two CPU cores: 16-bit blocks (the paper
+    /// codes 20 bits a block on a GPU), a 3 KB code, 20 coding rounds of 50 steps between.
+    pub fn defaults(train: TrainOptions) -> MiracleOptions {
+        MiracleOptions {
+            bits_per_block: 16,
+            target_kb: 3.0,
+            iters_between: 50,
+            rounds: 20,
+            beta_step: 0.005,
+            train,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    /// Blocks in all: the code's bits over the bits per block.
+    pub fn total_blocks(&self) -> usize {
+        (self.target_kb * 1024.0 * 8.0 / self.bits_per_block as f64).floor() as usize
+    }
+}
+
+/// One coded tensor, as a line of the report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MiracleReport {
+    pub tensor: String,
+    pub elements: usize,
+    pub blocks: u32,
+    pub bits_per_block: u8,
+    pub prior_sigma: f32,
+    /// Its posterior's KL divergence from the prior when coding began, in bits.
+    pub kl_bits: f64,
+}
+
+impl std::fmt::Display for MiracleReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<16} {} weights in {} blocks of {} bits ({} bits coded; KL {:.0} bits), σ_p {:.4}",
+            self.tensor,
+            self.elements,
+            self.blocks,
+            self.bits_per_block,
+            self.blocks as u64 * self.bits_per_block as u64,
+            self.kl_bits,
+            self.prior_sigma
+        )
+    }
+}
+
+/// A model whose tensors are MIRACLE codes.
+pub struct MiracleModel {
+    /// The coded values, as the runtime will decode them.
+    pub model: TrainedModel,
+    /// Each tensor's code, by name.
+    pub coded: Vec<(String, Miracle)>,
+}
+
+impl MiracleModel {
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        self.model.to_bytes_with(
+            &|t, _| match self.coded.iter().find(|(name, _)| *name == t.name) {
+                Some((_, m)) => Ok(miracle::encode(m)),
+                None => Ok(t.dense()),
+            },
+        )
+    }
+
+    /// Write atomically; returns the file's size.
+    pub fn write(&self, path: &Path) -> Result<u64> {
+        let bytes = self.to_bytes()?;
+        cxrm_format::container::writer::write_atomically(path, |w| {
+            std::io::Write::write_all(w, &bytes)
+        })?;
+        Ok(bytes.len() as u64)
+    }
+}
+
+/// One tensor under MIRACLE: its parameters' places and its coding state.
+struct Coded {
+    name: String,
+    /// Parameters: `μ`, `log σ` and `log σ_p` (one value), both logs divided by
+    /// [`LOG_SIGMA_SCALE`].
+    mean: usize,
+    log_sigma: usize,
+    log_prior: usize,
+    params: Params,
+    /// Each block's KL weight `β_b`.
+    beta: Vec<f32>,
+    /// 1 for weights still trained, 0 for coded ones.
+    keep: Vec<f32>,
+    values: Vec<f32>,
+    indices: Vec<u32>,
+    /// Whether block `b` is coded.
+    done: Vec<bool>,
+}
+
+impl Coded {
+    fn len(&self) -> usize {
+        self.keep.len()
+    }
+
+    /// `log σ_p`, as the file will store it (f32).
+    fn prior_sigma(&self, net: &Net) -> f32 {
+        (host(net.param(self.log_prior))[0] * LOG_SIGMA_SCALE).exp()
+    }
+}
+
+/// The training state shared by both phases.
+struct Trainer<'a> {
+    net: Net,
+    coded: Vec<Coded>,
+    optim: ModuleOptimizer,
+    rng: StdRng,
+    data: &'a TrainData,
+    x_all: Vec<f32>,
+    /// KL goal of a block, in nats.
+    goal: f32,
+    beta_step: f32,
+    /// σ_p stays fixed once coding starts: the coded draws were made with it.
+    prior_frozen: bool,
+    /// While the blocks are not planned yet: one `β` (every tensor's `beta[0]`) for the whole
+    /// network's KL, against this goal in nats.
+    global_goal: Option<f32>,
+}
+
+impl Trainer<'_> {
+    /// Each block's `KL(q ‖ p)` in nats, as autodiff sees it (weights already coded count 0).
+    fn block_kl(&self, c: &Coded) -> Tensor<1> {
+        let n = c.len();
+        let blocks = c.params.blocks as usize;
+        let mu = self.net.param(c.mean);
+        let log_sigma = self.net.param(c.log_sigma) * LOG_SIGMA_SCALE;
+        let mut log_prior = self.net.param(c.log_prior) * LOG_SIGMA_SCALE;
+        if self.prior_frozen {
+            log_prior = log_prior.detach();
+        }
+        let log_prior = log_prior.repeat_dim(0, n);
+        let device = self.net.device();
+        // log σ_p − log σ + (σ² + μ²) / (2σ_p²) − 1/2, per weight.
+        let kl = log_prior.clone() - log_sigma.clone()
+            + ((log_sigma * 2.0).exp() + mu.powi_scalar(2)) / ((log_prior * 2.0).exp() * 2.0)
+            - 0.5;
+        let kl = kl * tensor1(&c.keep, device);
+        // Element e is in block e mod B: rows of B, summed down the columns.
+        let rows = n.div_ceil(blocks);
+        let padded = Tensor::cat(vec![kl, Tensor::<1>::zeros([rows * blocks - n], device)], 0);
+        padded.reshape([rows, blocks]).sum_dim(0).reshape([blocks])
+    }
+
+    /// One step of Adam on a batch: cross-entropy of a fresh draw of the weights plus the
+    /// blocks' weighted KL; then each block's `β` moves towards its goal. Returns the loss and
+    /// the batch's correct answers.
+    fn step(&mut self, batch: &[usize], lr: f64) -> Result<(f64, usize)> {
+        let train = &self.data.train;
+        let classes = train.classes.len();
+        let per_image = train.channels * train.height * train.width;
+        let b = batch.len();
+        let mut xb = Vec::with_capacity(b * per_image);
+        let mut onehot = vec![0.0f32; b * classes];
+        for (r, &i) in batch.iter().enumerate() {
+            xb.extend_from_slice(&self.x_all[i * per_image..(i + 1) * per_image]);
+            onehot[r * classes + train.labels[i]] = 1.0;
+        }
+        for k in 0..self.coded.len() {
+            let eps = gaussian_noise(&mut self.rng, self.coded[k].len());
+            let name = self.coded[k].name.clone();
+            self.net.set_noise(&name, Some(&eps));
+        }
+        let device = self.net.device().clone();
+        let x = Tensor::<4>::from_data(
+            TensorData::new(xb, [b, train.channels, train.height, train.width]),
+            &device,
+        );
+        let (logits, stats) = self.net.forward(x, true)?;
+        let target = tensor1(&onehot, &device).reshape([b, classes]);
+        let ce = (log_softmax(logits.clone(), 1) * target).sum().neg() / b as f32;
+        let kls: Vec<Tensor<1>> = self.coded.iter().map(|c| self.block_kl(c)).collect();
+        let mut kl_term = Tensor::<1>::zeros([1], &device);
+        for (c, kl) in self.coded.iter().zip(&kls) {
+            kl_term = kl_term + (kl.clone() * tensor1(&c.beta, &device)).sum();
+        }
+        let loss = ce + kl_term / train.len() as f32;
+        let grads = GradientsParams::from_grads(loss.backward(), &self.net.params);
+        let params = std::mem::take(&mut self.net.params);
+        self.net.params = self.optim.step(lr, params, grads);
+        self.net.absorb(stats);
+        let grow = |beta: f32, above: bool| {
+            if above {
+                beta * (1.0 + self.beta_step)
+            } else {
+                beta / (1.0 + self.beta_step)
+            }
+        };
+        match self.global_goal {
+            Some(goal) => {
+                let total: f32 = kls.into_iter().map(|kl| host(kl.detach().sum())[0]).sum();
+                for c in &mut self.coded {
+                    c.beta[0] = grow(c.beta[0], total > goal);
+                }
+            }
+            None => {
+                for (c, kl) in self.coded.iter_mut().zip(kls) {
+                    let blocks = host(kl.detach());
+                    for ((beta, kl), done) in c.beta.iter_mut().zip(blocks).zip(&c.done) {
+                        if !done {
+                            *beta = grow(*beta, kl > self.goal);
+                        }
+                    }
+                }
+            }
+        }
+        let loss_value = host(loss.detach())[0] as f64;
+        if !loss_value.is_finite() {
+            return Err(Error::Model(
+                "miracle: the loss diverged (try a lower --lr)".into(),
+            ));
+        }
+        let predicted = host(logits.detach().reshape([b * classes]));
+        let correct = batch
+            .iter()
+            .enumerate()
+            .filter(|&(r, &i)| {
+                cxrm_runtime::metrics::argmax(&predicted[r * classes..(r + 1) * classes])
+                    == train.labels[i]
+            })
+            .count();
+        Ok((loss_value, correct))
+    }
+
+    /// Give each tensor blocks in proportion to the KL its posterior holds, each block then
+    /// held to its own goal of `C` bits, starting from the network's shared `β`.
+    fn plan_blocks(&mut self, sizes: &[usize], total: usize) {
+        let need = self.kl_bits();
+        let blocks = store::plan_blocks(&need, sizes, total);
+        for (c, b) in self.coded.iter_mut().zip(blocks) {
+            let beta = c.beta[0];
+            c.params.blocks = b;
+            c.beta = vec![beta; b as usize];
+            c.indices = vec![0; b as usize];
+            c.done = vec![false; b as usize];
+        }
+        self.global_goal = None;
+    }
+
+    /// Evaluation uses each posterior's mean (coded weights as coded).
+    fn without_noise(&mut self) {
+        for k in 0..self.coded.len() {
+            let name = self.coded[k].name.clone();
+            self.net.set_noise(&name, None);
+        }
+    }
+
+    /// Total KL of each tensor, in bits.
+    fn kl_bits(&self) -> Vec<f64> {
+        self.coded
+            .iter()
+            .map(|c| {
+                host(self.block_kl(c).detach())
+                    .iter()
+                    .map(|&v| v as f64)
+                    .sum::<f64>()
+                    / std::f64::consts::LN_2
+            })
+            .collect()
+    }
+
+    /// Code the blocks `order` lists: each picks a prior draw by importance weight, and the
+    /// tensor's weights in it are fixed to that draw.
+    fn code(&mut self, order: &[(usize, u32)], threads: usize) {
+        let mut touched = vec![false; self.coded.len()];
+        for &(t, block) in order {
+            let c = &self.coded[t];
+            let mu = host(self.net.param(c.mean));
+            let sigma: Vec<f32> = host((self.net.param(c.log_sigma) * LOG_SIGMA_SCALE).exp());
+            let elements: Vec<usize> =
+                store::block_elements(c.len(), c.params.blocks, block).collect();
+            let mean: Vec<f32> = elements.iter().map(|&e| mu[e]).collect();
+            let sd: Vec<f32> = elements.iter().map(|&e| sigma[e]).collect();
+            let log_w = store::log_importance(
+                &c.params,
+                block,
+                &BlockPosterior {
+                    mean: &mean,
+                    sigma: &sd,
+                },
+                threads,
+            );
+            let (index, _) = store::pick(&log_w, self.rng.random::<f64>());
+            let values = store::block_values(&c.params, block, index, elements.len());
+            let c = &mut self.coded[t];
+            for (&e, v) in elements.iter().zip(values) {
+                c.values[e] = v;
+                c.keep[e] = 0.0;
+            }
+            c.indices[block as usize] = index;
+            c.done[block as usize] = true;
+            touched[t] = true;
+        }
+        for (t, c) in self.coded.iter().enumerate() {
+            if touched[t] {
+                let coded: Vec<f32> = c
+                    .values
+                    .iter()
+                    .zip(&c.keep)
+                    .map(|(v, k)| v * (1.0 - k))
+                    .collect();
+                self.net
+                    .set_coded(&c.name, c.keep.clone(), coded)
+                    .expect("a Gaussian tensor");
+            }
+        }
+    }
+}
+
+/// `n` standard normal numbers (Box–Muller), for the reparameterised draws.
+fn gaussian_noise(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n + 1);
+    while out.len() < n {
+        let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+        let u2: f64 = rng.random::<f64>();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let a = std::f64::consts::TAU * u2;
+        out.push((r * a.cos()) as f32);
+        out.push((r * a.sin()) as f32);
+    }
+    out.truncate(n);
+    out
+}
+
+fn std_dev(v: &[f32]) -> f32 {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+    (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt() as f32
+}
+
+/// Train `base`'s posterior and code every trainable tensor with MIRACLE.
+pub fn miracle(
+    base: &TrainedModel,
+    data: &TrainData,
+    opts: &MiracleOptions,
+    on: &mut dyn FnMut(Event),
+) -> Result<(MiracleModel, Vec<MiracleReport>)> {
+    if !(1..=24).contains(&opts.bits_per_block) {
+        return Err(Error::Usage(format!(
+            "--bits-per-block {}: 1 to 24 (each block scores 2^bits candidates)",
+            opts.bits_per_block
+        )));
+    }
+    let n_train = data.train.len();
+    if n_train == 0 {
+        return Err(Error::Usage("the training split is empty".into()));
+    }
+    let mut net = Net::new(base.graph.clone(), base.tensors.clone(), &device())?;
+    let names: Vec<(String, Vec<f32>)> = base
+        .tensors
+        .iter()
+        .filter(|t| net.param_of(&t.name).is_some() && !t.values.is_empty())
+        .map(|t| (t.name.clone(), t.values.clone()))
+        .collect();
+    let sizes: Vec<usize> = names.iter().map(|(_, v)| v.len()).collect();
+    let mut coded = Vec::new();
+    // One block each until the first half of training shows where the information goes.
+    let b = 1;
+    for (k, (name, values)) in names.iter().enumerate() {
+        let spread = std_dev(values).max(1e-3);
+        // The posterior starts narrow around the trained weights, the prior as wide as they.
+        let log_sigma = net.add_param(&vec![(spread * 0.1).ln() / LOG_SIGMA_SCALE; values.len()]);
+        let log_prior = net.add_param(&[spread.ln() / LOG_SIGMA_SCALE]);
+        let n = values.len();
+        net.set_form(
+            name,
+            Form::Gaussian {
+                log_sigma,
+                keep: vec![1.0; n],
+                coded: vec![0.0; n],
+            },
+            values,
+        )?;
+        coded.push(Coded {
+            name: name.clone(),
+            mean: net.param_of(name).expect("trainable"),
+            log_sigma,
+            log_prior,
+            params: Params {
+                seed: miracle::mix(opts.train.seed ^ (k as u64 + 1).wrapping_mul(0x9E37_79B9)),
+                blocks: b,
+                index_bits: opts.bits_per_block,
+                prior_sigma: 1.0,
+            },
+            beta: vec![1.0; b as usize],
+            keep: vec![1.0; n],
+            values: vec![0.0; n],
+            indices: vec![0; b as usize],
+            done: vec![false; b as usize],
+        });
+    }
+    let mut trainer = Trainer {
+        net,
+        coded,
+        optim: AdamConfig::new().init(),
+        rng: StdRng::seed_from_u64(opts.train.seed ^ 0x4d49_5241),
+        data,
+        x_all: normalised(&data.train, &data.spec),
+        goal: opts.bits_per_block as f32 * std::f32::consts::LN_2,
+        beta_step: opts.beta_step as f32,
+        prior_frozen: false,
+        global_goal: Some(
+            opts.total_blocks() as f32 * opts.bits_per_block as f32 * std::f32::consts::LN_2,
+        ),
+    };
+    let planned_after = opts.train.epochs.div_ceil(2);
+    let batch = opts.train.batch_size.clamp(1, n_train);
+    let steps_per_epoch = n_train.div_ceil(batch);
+    let mut validate = validator(&base.metadata, &data.val, &crate::train::dense);
+    let mut order: Vec<usize> = (0..n_train).collect();
+
+    // 1. The variational phase.
+    on(Event::Phase {
+        name: "miracle: variational training".into(),
+        epochs: opts.train.epochs,
+        steps_per_epoch,
+    });
+    let total_steps = (steps_per_epoch * opts.train.epochs).max(1);
+    let mut step = 0;
+    let mut last_val = 0.0;
+    for epoch in 1..=opts.train.epochs {
+        order.shuffle(&mut trainer.rng);
+        let (mut loss_sum, mut correct) = (0.0, 0);
+        for chunk in order.chunks(batch) {
+            // Constant, then a cosine decay over the last half: the KL weights need steps at a
+            // useful rate to find their balance.
+            let progress = (step as f64 / total_steps as f64 - 0.5).max(0.0) * 2.0;
+            let lr = opts.train.lr * (0.55 + 0.45 * (std::f64::consts::PI * progress).cos());
+            let (loss, ok) = trainer.step(chunk, lr)?;
+            on(Event::Step {
+                loss,
+                accuracy: ok as f64 / chunk.len() as f64,
+            });
+            loss_sum += loss * chunk.len() as f64;
+            correct += ok;
+            step += 1;
+        }
+        trainer.without_noise();
+        last_val = validate(&trainer.net)?;
+        on(Event::Epoch {
+            epoch,
+            loss: loss_sum / n_train as f64,
+            train_accuracy: correct as f64 / n_train as f64,
+            val_accuracy: last_val,
+            best: false,
+        });
+        let kl: f64 = trainer.kl_bits().iter().sum();
+        let budget = opts.total_blocks() * opts.bits_per_block as usize;
+        on(Event::Note(format!(
+            "epoch {epoch}: KL {kl:.0} bits against a code of {budget} bits"
+        )));
+        if epoch == planned_after {
+            trainer.plan_blocks(&sizes, opts.total_blocks());
+            let plan: Vec<String> = trainer
+                .coded
+                .iter()
+                .map(|c| format!("{} {}", c.name, c.params.blocks))
+                .collect();
+            on(Event::Note(format!("blocks by KL: {}", plan.join(", "))));
+        }
+    }
+    if trainer.global_goal.is_some() {
+        trainer.plan_blocks(&sizes, opts.total_blocks());
+    }
+    on(Event::PhaseEnd {
+        name: "miracle: variational training".into(),
+        best_epoch: opts.train.epochs,
+        val_accuracy: last_val,
+    });
+
+    // 2. Coding: the prior is fixed to what the file stores, then blocks are coded a group at
+    // a time, with training between.
+    trainer.prior_frozen = true;
+    let kl_bits = trainer.kl_bits();
+    for c in &mut trainer.coded {
+        c.params.prior_sigma = c.prior_sigma(&trainer.net);
+    }
+    for k in 0..trainer.coded.len() {
+        // The prior the candidates are drawn from is the f32 the file stores.
+        let sigma = trainer.coded[k].params.prior_sigma;
+        let i = trainer.coded[k].log_prior;
+        trainer.net.params.tensors[i] = burn::module::Param::from_tensor(tensor1(
+            &[sigma.ln() / LOG_SIGMA_SCALE],
+            &trainer.net.device().clone(),
+        ));
+    }
+    let mut blocks_left: Vec<(usize, u32)> = trainer
+        .coded
+        .iter()
+        .enumerate()
+        .flat_map(|(t, c)| (0..c.params.blocks).map(move |b| (t, b)))
+        .collect();
+    blocks_left.shuffle(&mut trainer.rng);
+    let rounds = opts.rounds.max(1);
+    let per_round = blocks_left.len().div_ceil(rounds).max(1);
+    on(Event::Phase {
+        name: "miracle: coding".into(),
+        epochs: rounds,
+        steps_per_epoch: opts.iters_between,
+    });
+    let mut optimizer_order: Vec<usize> = (0..n_train).collect();
+    let groups: Vec<Vec<(usize, u32)>> = blocks_left.chunks(per_round).map(<[_]>::to_vec).collect();
+    let total_groups = groups.len();
+    for (round, group) in groups.into_iter().enumerate() {
+        let started = std::time::Instant::now();
+        trainer.code(&group, opts.threads);
+        on(Event::Note(format!(
+            "round {}/{total_groups}: coded {} blocks of 2^{} candidates in {:.1} s",
+            round + 1,
+            group.len(),
+            opts.bits_per_block,
+            started.elapsed().as_secs_f64()
+        )));
+        let remaining = round + 1 < total_groups;
+        if remaining {
+            optimizer_order.shuffle(&mut trainer.rng);
+            for (s, chunk) in optimizer_order
+                .chunks(batch)
+                .cycle()
+                .take(opts.iters_between)
+                .enumerate()
+            {
+                let lr = opts.train.lr * 0.5 * (1.0 - s as f64 / opts.iters_between.max(1) as f64);
+                let (loss, ok) = trainer.step(chunk, lr)?;
+                on(Event::Step {
+                    loss,
+                    accuracy: ok as f64 / chunk.len() as f64,
+                });
+            }
+        }
+        trainer.without_noise();
+        let val = validate(&trainer.net)?;
+        on(Event::Epoch {
+            epoch: round + 1,
+            loss: 0.0,
+            train_accuracy: 0.0,
+            val_accuracy: val,
+            best: false,
+        });
+        last_val = val;
+    }
+    on(Event::PhaseEnd {
+        name: "miracle: coding".into(),
+        best_epoch: total_groups,
+        val_accuracy: last_val,
+    });
+
+    // 3. The file: every coded tensor must decode to exactly the values trained with.
+    let mut metadata = base.metadata.clone();
+    let mut out = finish(&trainer.net, std::mem::take(&mut metadata));
+    out.set_meta("compress.method", Value::String("miracle".into()));
+    out.set_meta("train.val_accuracy", Value::Float(last_val));
+    out.set_meta(
+        "miracle.bits_per_block",
+        Value::Int(opts.bits_per_block as i64),
+    );
+    out.set_meta("miracle.target_kb", Value::Float(opts.target_kb));
+    out.set_meta("miracle.epochs", Value::Int(opts.train.epochs as i64));
+    out.set_meta(
+        "miracle.iters_between",
+        Value::Int(opts.iters_between as i64),
+    );
+    let mut codes = Vec::new();
+    let mut reports = Vec::new();
+    for (c, kl) in trainer.coded.iter().zip(kl_bits) {
+        let m = Miracle {
+            params: c.params,
+            indices: c.indices.clone(),
+        };
+        if store::decoded_values(&m, c.len()) != c.values {
+            return Err(Error::Model(format!(
+                "miracle: tensor {:?} would not decode to the values it was trained with",
+                c.name
+            )));
+        }
+        reports.push(MiracleReport {
+            tensor: c.name.clone(),
+            elements: c.len(),
+            blocks: c.params.blocks,
+            bits_per_block: c.params.index_bits,
+            prior_sigma: c.params.prior_sigma,
+            kl_bits: kl,
+        });
+        codes.push((c.name.clone(), m));
+    }
+    Ok((
+        MiracleModel {
+            model: out,
+            coded: codes,
+        },
+        reports,
+    ))
+}
