@@ -495,8 +495,8 @@ fn a_graph_of_65535_nodes_loads_without_quadratic_passes() {
 }
 
 #[test]
-fn tiny_sparse_and_tucker_files_of_huge_tensors_are_over_the_budget() {
-    use cxrm::format::encoding::{Encoded, Repr, sparse, stream, tucker};
+fn tiny_sparse_tucker_and_zstd_files_of_huge_tensors_are_over_the_budget() {
+    use cxrm::format::encoding::{self, Encoded, Repr, sparse, stream, tucker};
     let dir = tempfile::tempdir().unwrap();
     // 2^34 elements, none kept: a 132-byte file whose zero fill is 64 GB.
     let mut payload = Vec::new();
@@ -544,7 +544,26 @@ fn tiny_sparse_and_tucker_files_of_huge_tensors_are_over_the_budget() {
     .unwrap();
     let tucker_file = dir.path().join("tucker.cxrm");
     std::fs::write(&tucker_file, w.to_bytes().unwrap()).unwrap();
-    for file in [&sparse_file, &tucker_file] {
+    // A zstd frame said to decode to 2^36 bytes (the spec's largest tensor): over the budget,
+    // not "zstd: out of memory" as if the file were broken.
+    let zstd = Encoded {
+        stages: vec![
+            encoding::StageSpec {
+                id: encoding::StageId::Dense,
+                params: Vec::new(),
+            },
+            encoding::StageSpec {
+                id: encoding::StageId::Zstd,
+                params: (1u64 << 36).to_le_bytes().to_vec(),
+            },
+        ],
+        payload: std::borrow::Cow::Owned(vec![0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0]),
+    };
+    let mut w = Writer::new();
+    w.add_tensor("z", DType::F32, &[1 << 34], zstd).unwrap();
+    let zstd_file = dir.path().join("zstd.cxrm");
+    std::fs::write(&zstd_file, w.to_bytes().unwrap()).unwrap();
+    for file in [&sparse_file, &tucker_file, &zstd_file] {
         let out_file = dir.path().join("out.safetensors");
         expect(
             &cxrm_limited(&["verify", s(file)]),
