@@ -73,6 +73,13 @@ fn expect(out: &Output, code: i32, says: &str) {
     assert!(!text(out).contains("panicked"), "{}", text(out));
 }
 
+/// A black `side`² greyscale PNG in `dir`.
+fn blank_png(dir: &Path, side: u32) -> std::path::PathBuf {
+    let png = dir.join("x.png");
+    image::GrayImage::new(side, side).save(&png).unwrap();
+    png
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -163,8 +170,7 @@ fn huge_tensors_in_tiny_files_are_over_the_budget_not_an_abort() {
 #[test]
 fn huge_inputs_and_activations_are_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
-    let png = dir.path().join("x.png");
-    image::GrayImage::new(4, 4).save(&png).unwrap();
+    let png = blank_png(dir.path(), 4);
     let path = dir.path().join("wide.cxrm");
     std::fs::write(&path, tiny_model([3, 65536, 65536], 2)).unwrap();
     for args in [
@@ -178,8 +184,7 @@ fn huge_inputs_and_activations_are_refused_at_load() {
 #[test]
 fn empty_weights_and_outputs_are_load_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let png = dir.path().join("x.png");
-    image::GrayImage::new(4, 4).save(&png).unwrap();
+    let png = blank_png(dir.path(), 4);
     let path = dir.path().join("empty.cxrm");
     std::fs::write(&path, tiny_model([1, 4, 4], 0)).unwrap();
     for json in [false, true] {
@@ -426,8 +431,7 @@ fn graph_model(side: i64, nodes: Vec<Node>, extra: &[(&str, &[u64], Vec<f32>)]) 
 #[test]
 fn huge_padding_and_many_live_activations_are_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
-    let png = dir.path().join("x.png");
-    image::GrayImage::new(4, 4).save(&png).unwrap();
+    let png = blank_png(dir.path(), 4);
     // A 1×1 convolution padded by 65,536 on every side: a 131,076² output, 68 GB.
     let padded = dir.path().join("padded.cxrm");
     let conv = Node::new("conv", "conv2d", &["input"], &["w"])
@@ -476,8 +480,7 @@ fn huge_padding_and_many_live_activations_are_refused_at_load() {
 #[test]
 fn a_graph_of_65535_nodes_loads_without_quadratic_passes() {
     let dir = tempfile::tempdir().unwrap();
-    let png = dir.path().join("x.png");
-    image::GrayImage::new(2, 2).save(&png).unwrap();
+    let png = blank_png(dir.path(), 2);
     let mut nodes = vec![Node::new("r0", "relu", &["input"], &[])];
     for i in 1..65_534 {
         let prev = format!("r{}", i - 1);

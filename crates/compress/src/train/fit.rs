@@ -68,6 +68,19 @@ fn shifted(
     }
 }
 
+/// How many of a batch's images (`batch`, indices into `labels`) its logits classify right.
+pub(crate) fn correct_in_batch(logits: Tensor<2>, batch: &[usize], labels: &[usize]) -> usize {
+    let [b, classes] = logits.dims();
+    let predicted = super::net::host(logits.detach().reshape([b * classes]));
+    batch
+        .iter()
+        .enumerate()
+        .filter(|&(r, &i)| {
+            cxrm_runtime::metrics::argmax(&predicted[r * classes..(r + 1) * classes]) == labels[i]
+        })
+        .count()
+}
+
 /// Train `net` in place for `opts.epochs` epochs; at the end it holds the weights of the
 /// epoch with the best validation accuracy (measured on the written form of the model by
 /// `validate`). Returns that accuracy.
@@ -182,15 +195,7 @@ pub(crate) fn fit(
             net.absorb(stats);
             step += 1;
             let loss_value = super::net::host(loss.detach())[0] as f64;
-            let predicted = super::net::host(logits.detach().reshape([b * classes]));
-            let batch_correct = chunk
-                .iter()
-                .enumerate()
-                .filter(|&(r, &i)| {
-                    cxrm_runtime::metrics::argmax(&predicted[r * classes..(r + 1) * classes])
-                        == train.labels[i]
-                })
-                .count();
+            let batch_correct = correct_in_batch(logits, chunk, &train.labels);
             loss_sum += loss_value * b as f64;
             correct += batch_correct;
             on(Event::Step {

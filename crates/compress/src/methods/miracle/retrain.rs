@@ -17,7 +17,7 @@
 //! The file then stores each tensor as `miracle` (spec §5.12): a seed, and `C` bits per block.
 
 use super::store::{self, BlockPosterior};
-use crate::train::fit::normalised;
+use crate::train::fit::{correct_in_batch, normalised};
 use crate::train::net::{Form, LOG_SIGMA_SCALE, Net, host, tensor1};
 use crate::train::{Event, TrainData, TrainOptions, TrainedModel, device, finish, validator};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
@@ -266,16 +266,7 @@ impl Trainer<'_> {
                 "miracle: the loss diverged (try a lower --lr)".into(),
             ));
         }
-        let predicted = host(logits.detach().reshape([b * classes]));
-        let correct = batch
-            .iter()
-            .enumerate()
-            .filter(|&(r, &i)| {
-                cxrm_runtime::metrics::argmax(&predicted[r * classes..(r + 1) * classes])
-                    == train.labels[i]
-            })
-            .count();
-        Ok((loss_value, correct))
+        Ok((loss_value, correct_in_batch(logits, batch, &train.labels)))
     }
 
     /// Give each tensor blocks in proportion to the KL its posterior holds, each block then
