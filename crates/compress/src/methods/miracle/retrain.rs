@@ -9,7 +9,8 @@
 //!    optimizer decides where the information goes; each tensor then gets blocks in proportion
 //!    to the KL it holds, and for the second half every block has its own `β_b` and the goal of
 //!    `C` bits, so that each block can be coded with `2^C` candidates.
-//! 2. **Coding, block by block.** The blocks are coded in a random order, a group at a time;
+//! 2. **Coding, block by block.** The blocks are coded in a random order, a group at a time
+//!    (groups shrinking, so that the last, with no training after it, is small);
 //!    each block becomes one of `2^C` draws from the prior, picked by importance weights
 //!    ([`super::store`]). After each group the weights not yet coded are trained on for
 //!    `iters_between` steps, so they absorb the noise the coded ones now carry.
@@ -539,14 +540,16 @@ pub fn miracle(
         .collect();
     blocks_left.shuffle(&mut trainer.rng);
     let rounds = opts.rounds.max(1);
-    let per_round = blocks_left.len().div_ceil(rounds).max(1);
     on(Event::Phase {
         name: "miracle: coding".into(),
         epochs: rounds,
         steps_per_epoch: opts.iters_between,
     });
     let mut optimizer_order: Vec<usize> = (0..n_train).collect();
-    let groups: Vec<Vec<(usize, u32)>> = blocks_left.chunks(per_round).map(<[_]>::to_vec).collect();
+    let groups = store::coding_groups(blocks_left.len(), rounds)
+        .into_iter()
+        .map(|range| blocks_left[range].to_vec())
+        .collect::<Vec<_>>();
     let total_groups = groups.len();
     for (round, group) in groups.into_iter().enumerate() {
         let started = std::time::Instant::now();

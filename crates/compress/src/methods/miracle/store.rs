@@ -55,6 +55,22 @@ pub fn plan_blocks(need: &[f64], sizes: &[usize], total: usize) -> Vec<u32> {
     blocks.into_iter().map(|b| b as u32).collect()
 }
 
+/// The blocks each coding round takes, as ranges of the coding order: after round `r` of `R`,
+/// `1 − (1 − r/R)²` of the `n` blocks are coded, so the groups shrink from about `2n/R` to
+/// about `n/R²`. The weights not yet coded are retrained after each group but the last, whose
+/// blocks nothing can compensate: it is the smallest.
+pub fn coding_groups(n: usize, rounds: usize) -> Vec<std::ops::Range<usize>> {
+    let rounds = rounds.max(1);
+    let after = |r: usize| {
+        let left = 1.0 - r as f64 / rounds as f64;
+        ((n as f64 * (1.0 - left * left)).ceil() as usize).min(n)
+    };
+    (0..rounds)
+        .map(|r| after(r)..after(r + 1))
+        .filter(|g| !g.is_empty())
+        .collect()
+}
+
 /// The elements of block `block` among `n` dealt into `blocks` (spec §5.12): `block`,
 /// `block + blocks`, ...
 pub fn block_elements(n: usize, blocks: u32, block: u32) -> impl Iterator<Item = usize> {
@@ -167,6 +183,22 @@ mod tests {
             plan_blocks(&[1e6, 0.0, 0.0], &[100, 5, 5], 3),
             vec![1, 1, 1]
         );
+    }
+
+    #[test]
+    fn coding_groups_cover_every_block_once_and_shrink() {
+        let groups = coding_groups(2048, 20);
+        assert_eq!(groups.len(), 20);
+        assert_eq!(groups[0].start, 0);
+        assert_eq!(groups.last().unwrap().end, 2048);
+        assert!(groups.windows(2).all(|w| w[0].end == w[1].start));
+        assert!(groups.windows(2).all(|w| w[0].len() >= w[1].len()));
+        assert!(groups.last().unwrap().len() <= 6, "{groups:?}");
+        assert_eq!(
+            coding_groups(3, 20).iter().map(|g| g.len()).sum::<usize>(),
+            3
+        );
+        assert!(coding_groups(0, 5).is_empty());
     }
 
     #[test]
