@@ -545,7 +545,7 @@ pub fn miracle(
         epochs: rounds,
         steps_per_epoch: opts.iters_between,
     });
-    let mut optimizer_order: Vec<usize> = (0..n_train).collect();
+    let mut batch_order: Vec<usize> = (0..n_train).collect();
     let groups = store::coding_groups(blocks_left.len(), rounds)
         .into_iter()
         .map(|range| blocks_left[range].to_vec())
@@ -554,17 +554,11 @@ pub fn miracle(
     for (round, group) in groups.into_iter().enumerate() {
         let started = std::time::Instant::now();
         trainer.code(&group, opts.threads);
-        on(Event::Note(format!(
-            "round {}/{total_groups}: coded {} blocks of 2^{} candidates in {:.1} s",
-            round + 1,
-            group.len(),
-            opts.bits_per_block,
-            started.elapsed().as_secs_f64()
-        )));
+        let coding_seconds = started.elapsed().as_secs_f64();
         let remaining = round + 1 < total_groups;
         if remaining {
-            optimizer_order.shuffle(&mut trainer.rng);
-            for (s, chunk) in optimizer_order
+            batch_order.shuffle(&mut trainer.rng);
+            for (s, chunk) in batch_order
                 .chunks(batch)
                 .cycle()
                 .take(opts.iters_between)
@@ -579,25 +573,18 @@ pub fn miracle(
             }
         }
         trainer.without_noise();
-        let val = validate(&trainer.net)?;
-        on(Event::Epoch {
-            epoch: round + 1,
-            loss: 0.0,
-            train_accuracy: 0.0,
-            val_accuracy: val,
-            best: false,
-        });
-        last_val = val;
+        last_val = validate(&trainer.net)?;
+        on(Event::Note(format!(
+            "round {}/{total_groups}: coded {} blocks of 2^{} candidates in {coding_seconds:.1} s; \
+             validation accuracy {last_val:.4}",
+            round + 1,
+            group.len(),
+            opts.bits_per_block,
+        )));
     }
-    on(Event::PhaseEnd {
-        name: "miracle: coding".into(),
-        best_epoch: total_groups,
-        val_accuracy: last_val,
-    });
 
     // 3. The file: every coded tensor must decode to exactly the values trained with.
-    let mut metadata = base.metadata.clone();
-    let mut out = finish(&trainer.net, std::mem::take(&mut metadata));
+    let mut out = finish(&trainer.net, base.metadata.clone());
     out.set_meta("compress.method", Value::String("miracle".into()));
     out.set_meta("train.val_accuracy", Value::Float(last_val));
     out.set_meta(
