@@ -995,6 +995,21 @@ fn metadata_edit(map: Vec<(&str, Value)>, patch: &dyn Fn(&mut [u8])) -> Vec<u8> 
     b
 }
 
+/// The one way each group of invalid fixtures is listed: `add(name, code, stage, why, bytes)`.
+fn adder(
+    out: &mut Vec<InvalidFixture>,
+) -> impl FnMut(&'static str, &'static str, &'static str, &'static str, Vec<u8>) + '_ {
+    move |name, code, stage, why, bytes| {
+        out.push(InvalidFixture {
+            name,
+            bytes,
+            code,
+            stage,
+            why,
+        })
+    }
+}
+
 pub struct InvalidFixture {
     pub name: &'static str,
     pub bytes: Vec<u8>,
@@ -1006,15 +1021,7 @@ pub struct InvalidFixture {
 
 pub fn invalid() -> Vec<InvalidFixture> {
     let mut out = Vec::new();
-    let mut add = |name, code, stage, why, bytes: Vec<u8>| {
-        out.push(InvalidFixture {
-            name,
-            bytes,
-            code,
-            stage,
-            why,
-        })
-    };
+    let mut add = adder(&mut out);
     let tiny = tiny();
     let tf = fields(&tiny);
     let dtypes = dtypes();
@@ -1475,6 +1482,8 @@ pub fn invalid() -> Vec<InvalidFixture> {
             m[n - 7..n - 3].copy_from_slice(&1000u32.to_le_bytes());
         }),
     );
+    // The groups below list into `out` themselves.
+    drop(add);
     deep_invalid(&mut out);
     factored_invalid(&mut out);
     miracle_invalid(&mut out);
@@ -1486,15 +1495,7 @@ pub fn invalid() -> Vec<InvalidFixture> {
 fn miracle_invalid(out: &mut Vec<InvalidFixture>) {
     use encoding::StageId::Miracle;
     use encoding::miracle::Params;
-    let mut add = |name, code, stage, why, bytes: Vec<u8>| {
-        out.push(InvalidFixture {
-            name,
-            bytes,
-            code,
-            stage,
-            why,
-        })
-    };
+    let mut add = adder(out);
     let params = |blocks: u32, index_bits: u8, prior_sigma: f32| {
         Params {
             seed: 7,
@@ -1603,15 +1604,7 @@ fn miracle_invalid(out: &mut Vec<InvalidFixture>) {
 /// accept the file: each names the rule the spec fixes.
 fn corner_invalid(out: &mut Vec<InvalidFixture>) {
     use encoding::StageId::LowRank;
-    let mut add = |name, code, stage, why, bytes: Vec<u8>| {
-        out.push(InvalidFixture {
-            name,
-            bytes,
-            code,
-            stage,
-            why,
-        })
-    };
+    let mut add = adder(out);
     let one_u8_tensor = |name: &str, enc: encoding::Encoded<'static>, n: u64| {
         let mut w = Writer::new();
         w.add_tensor(name, DType::U8, &[n], enc).unwrap();
@@ -1920,15 +1913,7 @@ fn centroids(values: &[f32]) -> Vec<u8> {
 fn factored_invalid(out: &mut Vec<InvalidFixture>) {
     use encoding::StageId::{Binary, Huffman, LowRank, Tucker};
     use encoding::{binary, lowrank, tucker};
-    let mut add = |name, code, stage, why, bytes: Vec<u8>| {
-        out.push(InvalidFixture {
-            name,
-            bytes,
-            code,
-            stage,
-            why,
-        })
-    };
+    let mut add = adder(out);
     let f32s = |n: usize| f32_bytes(&vec![0.5; n]);
     let lr = |rank: u32| {
         lowrank::Params {
@@ -2086,15 +2071,7 @@ fn factored_invalid(out: &mut Vec<InvalidFixture>) {
 fn deep_invalid(out: &mut Vec<InvalidFixture>) {
     use encoding::StageId::{Codebook, Huffman, Sparse};
     use encoding::stream::{Coding, write as stream};
-    let mut add = |name, code, stage, why, bytes: Vec<u8>| {
-        out.push(InvalidFixture {
-            name,
-            bytes,
-            code,
-            stage,
-            why,
-        })
-    };
+    let mut add = adder(out);
     let rel5 = Layout::Relative { index_bits: 5 };
 
     // A codebook+huffman tensor over 4 centroids whose index stream uses the given lengths.
