@@ -311,10 +311,17 @@ impl Trainer<'_> {
     /// tensor's weights in it are fixed to that draw.
     fn code(&mut self, order: &[(usize, u32)], threads: usize) {
         let mut touched = vec![false; self.coded.len()];
+        // Each tensor's posterior, read from the net once per group (nothing trains within a
+        // group), not once per block: fc1 alone has over a thousand blocks.
+        let mut posteriors: Vec<Option<(Vec<f32>, Vec<f32>)>> = vec![None; self.coded.len()];
         for &(t, block) in order {
             let c = &self.coded[t];
-            let mu = host(self.net.param(c.mean));
-            let sigma: Vec<f32> = host((self.net.param(c.log_sigma) * LOG_SIGMA_SCALE).exp());
+            let (mu, sigma) = posteriors[t].get_or_insert_with(|| {
+                (
+                    host(self.net.param(c.mean)),
+                    host((self.net.param(c.log_sigma) * LOG_SIGMA_SCALE).exp()),
+                )
+            });
             let elements: Vec<usize> =
                 store::block_elements(c.len(), c.params.blocks, block).collect();
             let mean: Vec<f32> = elements.iter().map(|&e| mu[e]).collect();
