@@ -181,3 +181,37 @@ fn miracle_codes_every_tensor_and_the_file_decodes_to_the_coded_weights() {
     let dense = |_: &NamedTensor| None;
     assert_same(&coded.model, &dense, &data.val, "miracle");
 }
+
+/// BWN: the hidden layers (not the first or last) are stored `binary`, exactly `±α` per row
+/// in the file, the rest dense; the runtime runs the file as the trainer runs those weights.
+#[test]
+fn bwn_binarizes_the_hidden_layers_and_the_file_holds_them_exactly() {
+    use cxrm::compress::methods::bwn::{self, BwnOptions};
+    let data = data();
+    let base = train::train(&Arch::LeNet5, &data, &quick(), &mut |_| {}).unwrap();
+    let opts = BwnOptions { retrain: quick() };
+    let (model, reports) = bwn::bwn(&base, &data, &opts, &mut |_| {}).unwrap();
+    let names: Vec<&str> = reports.iter().map(|r| r.tensor.as_str()).collect();
+    assert_eq!(names, ["conv2.weight", "fc1.weight"]);
+    let plan = bwn::plan(&model);
+    let bytes = model.to_bytes(&plan).unwrap();
+    let file = cxrm::Cxrm::parse(&bytes).unwrap();
+    file.verify().unwrap();
+    for t in &model.tensors {
+        let record = file.tensors().iter().find(|r| r.name == t.name).unwrap();
+        let binary = names.contains(&t.name.as_str());
+        assert_eq!(record.chain_name(), if binary { "binary" } else { "dense" });
+        assert_eq!(file.decode_record(record).unwrap().to_f32_vec(), t.values);
+        if binary {
+            // One magnitude per row: the weights really are α · sign.
+            let cols = t.values.len() / t.shape[0];
+            for row in t.values.chunks(cols) {
+                assert!(row.iter().all(|v| v.abs() == row[0].abs()), "{}", t.name);
+            }
+        }
+    }
+    assert_same(&model, &plan, &data.val, "bwn");
+    // Far smaller than the dense base: 1 bit per binarized weight.
+    let dense = |_: &NamedTensor| None;
+    assert!(bytes.len() * 3 < base.to_bytes(&dense).unwrap().len());
+}

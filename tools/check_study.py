@@ -24,11 +24,12 @@ for model, method in methods:
         if (model, "separable") in methods:
             assert (model, "tucker") in methods, f"{model}: no tucker row"
             assert (model, "xnor") in methods, f"{model}: no xnor row"
+            assert (model, "bwn") in methods, f"{model}: no bwn row"
 if doc["data"] == "bundled" or os.path.basename(doc["data"].rstrip("/")) == "mnist":
     # The networks the papers report on, so their ratios and ours compare.
     need = {("lenet-300-100", "baseline"), ("lenet-300-100", "deep-compression"),
             ("lenet-5", "baseline"), ("lenet-5", "deep-compression"), ("lenet-5", "separable"),
-            ("lenet-5", "miracle")}
+            ("lenet-5", "miracle"), ("lenet-5", "xnor"), ("lenet-5", "bwn")}
     missing = need - methods
     assert not missing, f"missing rows: {missing}"
 failures = 0

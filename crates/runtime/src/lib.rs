@@ -19,6 +19,7 @@ pub mod parallel;
 #[cfg(feature = "image")]
 pub mod preprocess;
 pub mod resize;
+pub mod signs;
 pub mod xnor;
 
 pub use classify::{Classification, Ranked};

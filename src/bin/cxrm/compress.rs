@@ -1,5 +1,6 @@
 use crate::Failure;
 use crate::progress::TrainProgress;
+use cxrm::compress::methods::bwn::BwnOptions;
 use cxrm::compress::methods::miracle::MiracleOptions;
 use cxrm::compress::methods::{Method, compress};
 use cxrm::compress::train::{
@@ -16,20 +17,21 @@ Examples:
   cxrm compress base.cxrm --method deep-compression --data mnist -o dc.cxrm
   cxrm compress base.cxrm --method deep-compression --keep fc=0.06,conv=0.3 --bits conv=8,fc=5 -o dc.cxrm
   cxrm compress base.cxrm --method distill --student cnn-5-13-125 --temperature 4 -o student.cxrm
+  cxrm compress base.cxrm --method bwn --epochs 10 -o bwn.cxrm
   cxrm compress base.cxrm --method tucker --energy 0.5 --epochs 6 -o tucker.cxrm
   cxrm compress base.cxrm --method miracle --target-kb 3 --bits-per-block 16 --epochs 10 -o miracle.cxrm")]
 pub struct Args {
     /// The trained model (.cxrm with a graph).
     pub model: PathBuf,
-    #[arg(long, value_parser = ["deep-compression", "distill", "lowrank", "tucker", "miracle"])]
+    #[arg(long, value_parser = ["deep-compression", "bwn", "distill", "lowrank", "tucker", "miracle"])]
     pub method: String,
     /// mnist, fashion-mnist or a path; default: the data the model was trained on.
     #[arg(long)]
     pub data: Option<String>,
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Epochs of each retraining phase (deep-compression), of the student (distill), or of
-    /// the variational training (miracle).
+    /// Epochs of each retraining phase (deep-compression), of the fine-tuning (bwn, lowrank,
+    /// tucker), of the student (distill), or of the variational training (miracle).
     #[arg(long, default_value_t = 4)]
     pub epochs: usize,
     /// deep-compression: fraction of weights kept per layer (`0.1`, `conv=0.3,fc=0.08`,
@@ -138,6 +140,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 .with_rules(args.keep.as_deref(), args.bits.as_deref())?,
             )
         }
+        "bwn" => Method::Bwn(BwnOptions { retrain: opts }),
         method @ ("lowrank" | "tucker") => Method::Factorize(FactorizeOptions {
             method: if method == "lowrank" {
                 Factorization::LowRank

@@ -2,6 +2,7 @@
 //! is encoded, with no training framework) sits beside its retraining side (`retrain`: the
 //! burn fine-tuning its paper pairs with it, feature `train`).
 
+pub mod bwn;
 pub mod deep_compression;
 #[cfg(feature = "train")]
 pub mod distill;
@@ -15,6 +16,10 @@ pub use run::{Compressed, Method, compress};
 pub const HELP: &str = "Compress a trained model with retraining, and write the result.
 
 Methods:
+  bwn               binary weights (Rastegari et al. 2016): every hidden conv and dense layer's
+                    weights become α·sign(w), one α per output channel, fine-tuned through the
+                    straight-through estimator; first and last layers stay real; stored as
+                    binary tensors, run by adding and subtracting
   deep-compression  iterative magnitude pruning with retraining under fixed masks, then k-means
                     weight sharing (linear init) with trained centroids, then Huffman coding;
                     stored as sparse + codebook + huffman chains (Han et al. 2016)
@@ -42,6 +47,7 @@ mod run {
     /// A compression method with its settings.
     pub enum Method {
         DeepCompression(DeepOptions),
+        Bwn(crate::methods::bwn::BwnOptions),
         /// Low-rank (SVD) or Tucker-2 factors, as the options say.
         Factorize(FactorizeOptions),
         Distill(DistillOptions),
@@ -76,6 +82,15 @@ mod run {
                     model,
                     bytes,
                     report,
+                }
+            }
+            Method::Bwn(opts) => {
+                let (model, reports) = crate::methods::bwn::bwn(base, data, opts, on)?;
+                let bytes = model.write(out, &crate::methods::bwn::plan(&model))?;
+                Compressed {
+                    model,
+                    bytes,
+                    report: reports.iter().map(ToString::to_string).collect(),
                 }
             }
             Method::Factorize(opts) => {

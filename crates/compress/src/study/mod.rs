@@ -6,6 +6,7 @@
 
 pub mod plot;
 
+use crate::methods::bwn::{self, BwnOptions};
 use crate::methods::deep_compression::store::TensorPlan;
 use crate::methods::miracle::{self, MiracleModel, MiracleOptions};
 use crate::train::{
@@ -41,8 +42,8 @@ pub struct StudyOptions {
 pub struct Row {
     /// The `--arch` name of the network in the file.
     pub model: String,
-    /// `baseline`, `separable`, `deep-compression`, `lowrank`, `tucker`, `miracle`, `xnor` or
-    /// `distill`.
+    /// `baseline`, `separable`, `deep-compression`, `lowrank`, `tucker`, `miracle`, `xnor`,
+    /// `bwn` or `distill`.
     pub method: String,
     /// The network this row is compared with (its ratio's reference).
     pub reference: String,
@@ -244,12 +245,12 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
     let [c, h, w] = [data.spec.channels, data.spec.height, data.spec.width];
     let classes = data.train.classes.len();
     // Steps: per model baseline, deep compression, low-rank (+ Tucker-2 when it has
-    // convolutions, + separable and XNOR twins); then student alone and distilled.
+    // convolutions, + separable and XNOR twins, + BWN); then student alone and distilled.
     let total = models
         .iter()
         .map(|m| {
             3 + m.separable_twin().is_some() as usize * 2
-                + m.xnor_twin().is_some() as usize
+                + m.xnor_twin().is_some() as usize * 2
                 + (*m == Arch::LeNet5) as usize
         })
         .sum::<usize>()
@@ -397,6 +398,26 @@ pub fn run(opts: &StudyOptions, on: &mut dyn FnMut(StudyEvent<'_>)) -> Result<St
                 ..record(opts, &test, &xnor, Storage::Plan(&dense), "xnor", &base, t0)?
             };
             row.model = arch.name();
+            on(StudyEvent::Row(&row));
+            rows.push(row);
+
+            // BWN, the same paper's other network: the baseline's hidden layers binarized and
+            // fine-tuned as long as a pruning step retrains.
+            step(format!("{} bwn", arch.name()), on);
+            let t0 = Instant::now();
+            let b_opts = BwnOptions {
+                retrain: plan.retrain.clone(),
+            };
+            let (binary, _) = bwn::bwn(&base, &data, &b_opts, &mut |e| on(StudyEvent::Train(e)))?;
+            let row = record(
+                opts,
+                &test,
+                &binary,
+                Storage::Plan(&bwn::plan(&binary)),
+                "bwn",
+                &base,
+                t0,
+            )?;
             on(StudyEvent::Row(&row));
             rows.push(row);
         }
