@@ -19,16 +19,43 @@ fn weights(file: &Cxrm<'_>, name: &str) -> Vec<f32> {
     file.decode(name).unwrap().to_f32_vec()
 }
 
+/// How a reference layer treats its input.
+#[derive(Clone, Copy)]
+enum Input<'t> {
+    Real,
+    /// XNOR-Net: signs, each output scaled by the mean magnitude of its receptive field.
+    Xnor,
+    /// Spec 1.5's `sign` in front: `±1` at a threshold per channel, no scaling.
+    Sign(&'t [f32]),
+}
+
+impl Input<'_> {
+    fn binary(self) -> bool {
+        !matches!(self, Input::Real)
+    }
+
+    /// The value the layer multiplies for input `v` of channel `c`.
+    fn value(self, v: f32, c: usize) -> f32 {
+        let at = match self {
+            Input::Real => return v,
+            Input::Xnor => 0.0,
+            Input::Sign(t) => t[c],
+        };
+        if v >= at { 1.0 } else { -1.0 }
+    }
+}
+
 /// LeNet-5 computed the obvious way, loop by loop, from the decoded weights. In the XNOR form
 /// (`conv2` and `fc1` XNOR layers, no ReLU before them) those layers take the signs of their
-/// input and scale each output by the mean magnitude of its receptive field.
+/// input and scale each output by the mean magnitude of its receptive field; in the sign form
+/// they take signs at the thresholds of the `sign` nodes in front, unscaled.
 fn reference_lenet5(file: &Cxrm<'_>, x: &Array3<f32>) -> Vec<f32> {
     fn conv(
         x: &Array3<f32>,
         w: &[f32],
         b: &[f32],
         (cout, k, pad): (usize, usize, usize),
-        xnor: bool,
+        input: Input<'_>,
     ) -> Array3<f32> {
         let (cin, h, wd) = x.dim();
         let (oh, ow) = (h + 2 * pad - k + 1, wd + 2 * pad - k + 1);
@@ -43,18 +70,14 @@ fn reference_lenet5(file: &Cxrm<'_>, x: &Array3<f32>) -> Vec<f32> {
                         );
                         if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
                             let v = x[[c, iy as usize, ix as usize]];
-                            let v = if xnor {
-                                mag += v.abs() as f64;
-                                if v >= 0.0 { 1.0 } else { -1.0 }
-                            } else {
-                                v
-                            };
+                            mag += v.abs() as f64;
+                            let v = input.value(v, c);
                             acc += (w[((o * cin + c) * k + ky) * k + kx] * v) as f64;
                         }
                     }
                 }
             }
-            if xnor {
+            if matches!(input, Input::Xnor) {
                 acc *= mag / (cin * k * k) as f64;
             }
             (acc + b[o] as f64) as f32
@@ -73,47 +96,61 @@ fn reference_lenet5(file: &Cxrm<'_>, x: &Array3<f32>) -> Vec<f32> {
             if relu { m.max(0.0) } else { m }
         })
     }
-    fn fc(x: &[f32], w: &[f32], b: &[f32], relu: bool, xnor: bool) -> Vec<f32> {
+    fn fc(x: &[f32], w: &[f32], b: &[f32], relu: bool, input: Input<'_>) -> Vec<f32> {
         let k = x.iter().map(|v| v.abs() as f64).sum::<f64>() / x.len() as f64;
         (0..b.len())
             .map(|o| {
                 let dot = x
                     .iter()
                     .enumerate()
-                    .map(|(i, &xi)| {
-                        let xi = match (xnor, xi >= 0.0) {
-                            (false, _) => xi,
-                            (true, true) => 1.0,
-                            (true, false) => -1.0,
-                        };
-                        (xi * w[o * x.len() + i]) as f64
-                    })
+                    .map(|(i, &xi)| (input.value(xi, i) * w[o * x.len() + i]) as f64)
                     .sum::<f64>();
+                let xnor = matches!(input, Input::Xnor);
                 let v = b[o] as f64 + if xnor { dot * k } else { dot };
                 if relu { (v as f32).max(0.0) } else { v as f32 }
             })
             .collect()
     }
-    let xnor = file
-        .graph()
-        .unwrap()
-        .unwrap()
-        .nodes
-        .iter()
-        .any(|n| n.op.starts_with("xnor"));
+    let nodes = file.graph().unwrap().unwrap().nodes;
+    let has = |op: &str| nodes.iter().any(|n| n.op.starts_with(op));
     let w = |n: &str| weights(file, n);
+    let (conv2_t, fc1_t) = if has("sign") {
+        (w("conv2_sign.threshold"), w("fc1_sign.threshold"))
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let (conv2_in, fc1_in) = if has("sign") {
+        (Input::Sign(&conv2_t), Input::Sign(&fc1_t))
+    } else if has("xnor") {
+        (Input::Xnor, Input::Xnor)
+    } else {
+        (Input::Real, Input::Real)
+    };
+    let relu = !conv2_in.binary();
     let a = pool(
-        &conv(x, &w("conv1.weight"), &w("conv1.bias"), (6, 5, 2), false),
-        !xnor,
+        &conv(
+            x,
+            &w("conv1.weight"),
+            &w("conv1.bias"),
+            (6, 5, 2),
+            Input::Real,
+        ),
+        relu,
     );
     let a = pool(
-        &conv(&a, &w("conv2.weight"), &w("conv2.bias"), (16, 5, 0), xnor),
-        !xnor,
+        &conv(
+            &a,
+            &w("conv2.weight"),
+            &w("conv2.bias"),
+            (16, 5, 0),
+            conv2_in,
+        ),
+        relu,
     );
     let flat: Vec<f32> = a.iter().copied().collect();
-    let f = fc(&flat, &w("fc1.weight"), &w("fc1.bias"), true, xnor);
-    let f = fc(&f, &w("fc2.weight"), &w("fc2.bias"), true, false);
-    fc(&f, &w("fc3.weight"), &w("fc3.bias"), false, false)
+    let f = fc(&flat, &w("fc1.weight"), &w("fc1.bias"), true, fc1_in);
+    let f = fc(&f, &w("fc2.weight"), &w("fc2.bias"), true, Input::Real);
+    fc(&f, &w("fc3.weight"), &w("fc3.bias"), false, Input::Real)
 }
 
 fn logits(bytes: &[u8], options: RuntimeOptions) -> Vec<f32> {

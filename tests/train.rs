@@ -215,3 +215,34 @@ fn bwn_binarizes_the_hidden_layers_and_the_file_holds_them_exactly() {
     let dense = |_: &NamedTensor| None;
     assert!(bytes.len() * 3 < base.to_bytes(&dense).unwrap().len());
 }
+
+/// XNOR-Net: the binary layers are written as `sign` nodes with per-channel thresholds (the
+/// batch norms in front folded into them, their tensors gone) feeding `conv2d` / `dense` with
+/// `binary` weights; the runtime runs the file as the trainer runs the same graph.
+#[test]
+fn xnor_files_fold_their_batch_norms_into_sign_thresholds() {
+    let data = data();
+    let model = train::train(&Arch::LeNet5Xnor, &data, &quick(), &mut |_| {}).unwrap();
+    let ops: Vec<&str> = model.graph.nodes.iter().map(|n| n.op.as_str()).collect();
+    assert!(!ops.contains(&"batch_norm"), "{ops:?}");
+    let signs: Vec<_> = model
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| n.op == "sign")
+        .collect();
+    assert_eq!(signs.len(), 2);
+    for s in &signs {
+        assert_eq!(s.weights.len(), 1, "{} has a threshold", s.name);
+    }
+    assert!(model.tensors.iter().all(|t| !t.name.starts_with("bn")));
+    let dense = |_: &NamedTensor| None;
+    let bytes = model.to_bytes(&dense).unwrap();
+    let file = cxrm::Cxrm::parse(&bytes).unwrap();
+    assert_eq!(file.header().version_minor, 5);
+    for name in ["conv2.weight", "fc1.weight"] {
+        let record = file.tensors().iter().find(|r| r.name == name).unwrap();
+        assert_eq!(record.chain_name(), "binary", "{name}");
+    }
+    assert_same(&model, &dense, &data.val, "xnor");
+}

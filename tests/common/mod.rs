@@ -75,6 +75,33 @@ pub fn preprocessing() -> Vec<u8> {
     finish(&w)
 }
 
+/// A binary layer of format 1.5 (spec §7): a `sign` with per-channel thresholds in front of a
+/// `conv2d` whose weights are stored `binary`, so a reader sees a 1.5 file.
+pub fn binary_layers() -> Vec<u8> {
+    let mut w = Writer::new();
+    w.set_metadata("model.name", Value::String("binary layers".into()));
+    w.set_metadata("input.shape", Value::ints([2, 3, 3]));
+    w.add_dense("s.threshold", DType::F32, &[2], f32_bytes(&[0.25, -2.0]))
+        .unwrap();
+    let b = encoding::binary::binarize(&[0.5, -0.5, 0.25, -0.25], 2, 2, DType::F32);
+    let binary = encoding::binary::encode(
+        &b,
+        encoding::binary::Params {
+            scale_dtype: DType::F32,
+        },
+    );
+    w.add_tensor("c.weight", DType::F32, &[2, 2, 1, 1], binary)
+        .unwrap();
+    w.set_graph(Graph {
+        nodes: vec![
+            Node::new("s", "sign", &[INPUT], &["s.threshold"]),
+            Node::new("c", "conv2d", &["s"], &["c.weight"]),
+            Node::new("f", "flatten", &["c"], &[]),
+        ],
+    });
+    finish(&w)
+}
+
 pub fn dtypes() -> Vec<u8> {
     let mut w = Writer::new();
     let vals = [0.5f64, -1.25, 3.0, 0.0, -0.0, 100.0];
@@ -677,6 +704,10 @@ pub fn valid() -> Vec<ValidFixture> {
         ValidFixture {
             name: "miracle",
             bytes: miracle(),
+        },
+        ValidFixture {
+            name: "binary_layers",
+            bytes: binary_layers(),
         },
     ]
 }
@@ -2455,6 +2486,9 @@ pub enum Form {
     Factored,
     /// conv2 and fc1 as XNOR layers with binary weights.
     Xnor,
+    /// conv2 and fc1 as binary layers of spec 1.5: a `sign` with per-channel thresholds in
+    /// front of a `conv2d` / `dense` with binary weights.
+    Sign,
 }
 
 /// Random factors for the `Factored` form, multiples of 2^-12 like every fixture weight.
@@ -2534,7 +2568,7 @@ pub fn lenet5(form: Form) -> Vec<u8> {
             .map(|_| rng.weight(scale))
             .collect();
         let bias: Vec<f32> = (0..shape[0]).map(|_| rng.weight(0.05)).collect();
-        let binary = form == Form::Xnor && matches!(*name, "conv2" | "fc1");
+        let binary = matches!(form, Form::Xnor | Form::Sign) && matches!(*name, "conv2" | "fc1");
         let encoded = match form {
             Form::Deep => {
                 cxrm::compress::methods::deep_compression::prune::prune_layer(&mut weight, 0.8);
@@ -2552,7 +2586,7 @@ pub fn lenet5(form: Form) -> Vec<u8> {
             Form::Factored if matches!(*name, "conv2" | "fc1" | "fc2") => {
                 factored_weight(name, shape, &mut rng, scale).expect("a factored layer")
             }
-            Form::Xnor if binary => {
+            Form::Xnor | Form::Sign if binary => {
                 let rows = shape[0] as usize;
                 let b = encoding::binary::binarize(&weight, rows, weight.len() / rows, DType::F32);
                 encoding::binary::encode(
@@ -2574,9 +2608,23 @@ pub fn lenet5(form: Form) -> Vec<u8> {
         )
         .unwrap();
     }
-    let xnor = form == Form::Xnor;
+    // Thresholds of the signs in front of conv2 (6 channels) and fc1 (400 features).
+    if form == Form::Sign {
+        for (name, n) in [("conv2_sign", 6), ("fc1_sign", 400)] {
+            let t: Vec<f32> = (0..n).map(|_| rng.weight(0.5)).collect();
+            w.add_dense(
+                &format!("{name}.threshold"),
+                DType::F32,
+                &[n as u64],
+                f32_bytes(&t),
+            )
+            .unwrap();
+        }
+    }
+    let xnor = matches!(form, Form::Xnor | Form::Sign);
+    let sign = form == Form::Sign;
     let conv = |name: &str, input: &str, pad: i64| {
-        let op = if xnor && name == "conv2" {
+        let op = if xnor && !sign && name == "conv2" {
             "xnor_conv2d"
         } else {
             "conv2d"
@@ -2595,7 +2643,7 @@ pub fn lenet5(form: Form) -> Vec<u8> {
             .attr("stride", Value::ints([2, 2]))
     };
     let dense = |name: &str, input: &str| {
-        let op = if xnor && name == "fc1" {
+        let op = if xnor && !sign && name == "fc1" {
             "xnor_dense"
         } else {
             "dense"
@@ -2619,12 +2667,28 @@ pub fn lenet5(form: Form) -> Vec<u8> {
     let mut nodes = vec![conv("conv1", INPUT, 2)];
     nodes.extend(relu_or_skip("relu1", "conv1"));
     nodes.push(pool("pool1", if xnor { "conv1" } else { "relu1" }));
-    nodes.push(conv("conv2", "pool1", 0));
+    if sign {
+        nodes.push(Node::new(
+            "conv2_sign",
+            "sign",
+            &["pool1"],
+            &["conv2_sign.threshold"],
+        ));
+    }
+    nodes.push(conv("conv2", if sign { "conv2_sign" } else { "pool1" }, 0));
     nodes.extend(relu_or_skip("relu2", "conv2"));
     nodes.push(pool("pool2", if xnor { "conv2" } else { "relu2" }));
+    nodes.extend([Node::new("flatten", "flatten", &["pool2"], &[])]);
+    if sign {
+        nodes.push(Node::new(
+            "fc1_sign",
+            "sign",
+            &["flatten"],
+            &["fc1_sign.threshold"],
+        ));
+    }
     nodes.extend([
-        Node::new("flatten", "flatten", &["pool2"], &[]),
-        dense("fc1", "flatten"),
+        dense("fc1", if sign { "fc1_sign" } else { "flatten" }),
         Node::new("relu3", "relu", &["fc1"], &[]),
         dense("fc2", "relu3"),
         Node::new("relu4", "relu", &["fc2"], &[]),
@@ -2648,5 +2712,6 @@ pub fn runtime_fixtures() -> Vec<(&'static str, Vec<u8>)> {
         ("lenet5_dc", lenet5(Form::Deep)),
         ("lenet5_factored", lenet5(Form::Factored)),
         ("lenet5_xnor", lenet5(Form::Xnor)),
+        ("lenet5_sign", lenet5(Form::Sign)),
     ]
 }

@@ -110,6 +110,11 @@ enum Op<'a> {
     Mul,
     /// The inputs joined along axis 1 (channels, or vector elements).
     Concat,
+    /// `+1` where `x ≥ τ`, else `−1`: `τ` per channel (`[C, H, W]`) or per element (vectors),
+    /// 0 without thresholds (spec §7, 1.5).
+    Sign {
+        threshold: Option<Vec<f32>>,
+    },
     /// A layer folded into the one before it: what it was, for `layer_info`.
     Identity(&'static str),
 }
@@ -555,6 +560,7 @@ impl<'a> Model<'a> {
                     Op::HardSwish => ("hard_swish", None),
                     Op::Mul => ("mul", None),
                     Op::Concat => ("concat", None),
+                    Op::Sign { .. } => ("sign", None),
                     Op::Identity(what) => (*what, None),
                 };
                 let kernel = match (&l.op, w) {
@@ -773,6 +779,11 @@ fn run_op(op: &Op<'_>, args: &[ndarray::ArrayViewD<'_, f32>]) -> ArrayD<f32> {
         Op::HardSwish => args[0].mapv(ops::hard_swish),
         Op::Mul => ops::mul(&args[0], &args[1]),
         Op::Concat => ndarray::concatenate(ndarray::Axis(1), args).expect("shapes checked at load"),
+        Op::Sign { threshold } => {
+            let mut x = args[0].to_owned();
+            crate::signs::sign_in_place(&mut x, threshold.as_deref());
+            x
+        }
         Op::Identity(_) => args[0].to_owned(),
     }
 }
@@ -1020,6 +1031,24 @@ fn build_op<'a>(
         format::Op::Pad { padding: p } => {
             let (c, h, w) = image(ins[0])?;
             (Op::Pad(p), vec![c, h + p[0] + p[2], w + p[1] + p[3]])
+        }
+        format::Op::Sign => {
+            let threshold = match node.weights.first() {
+                Some(name) => {
+                    let (t, _) = loader.tensor(node, name)?;
+                    if t.len() != ins[0][0] {
+                        return Err(fail(format!(
+                            "threshold {name:?} has {} values for an input of shape {:?} (one per \
+                             channel, or per element of a vector)",
+                            t.len(),
+                            ins[0]
+                        )));
+                    }
+                    Some(t.into_owned())
+                }
+                None => None,
+            };
+            (Op::Sign { threshold }, ins[0].clone())
         }
         format::Op::Add => {
             if ins[0] != ins[1] {

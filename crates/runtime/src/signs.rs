@@ -1,4 +1,4 @@
-//! Products with binary weights in real-valued layers (BWN: `conv2d` and `dense` whose weights
+//! The `sign` op, and products with binary weights in real-valued layers (BWN: `conv2d` and `dense` whose weights
 //! are stored `binary`, spec §5.11): every weight is `±α` of its row, so a row's product with a
 //! vector needs no multiplication but the final one by `α`:
 //!
@@ -174,6 +174,22 @@ fn masked_sum(bits: &[u64], x: &[f32]) -> f32 {
         sum += a;
     }
     sum
+}
+
+/// `sign` (spec §7): `+1` where `x ≥ τ`, else `−1` (NaN included), `τ` the element of
+/// `threshold` for the value's channel (axis 1: a map's channel or a vector's element), or 0.
+pub fn sign_in_place(x: &mut ndarray::ArrayD<f32>, threshold: Option<&[f32]>) {
+    let sign = |v: f32, t: f32| if v >= t { 1.0 } else { -1.0 };
+    match threshold {
+        None => x.mapv_inplace(|v| sign(v, 0.0)),
+        Some(t) => {
+            for mut image in x.outer_iter_mut() {
+                for (mut channel, &t) in image.outer_iter_mut().zip(t) {
+                    channel.mapv_inplace(|v| sign(v, t));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -37,11 +37,14 @@ pub enum Arch {
     /// 1×1 blocks in place of the later convolutions, the same pooling and classifier.
     MobilenetSmall,
     /// LeNet-5 as an XNOR-Net (Rastegari et al. 2016): the first and last layers stay real,
-    /// conv2 and fc1 become XNOR layers, each behind a batch norm (so the signs it takes are
-    /// not all positive) and followed by a ReLU.
+    /// conv2 and fc1 become binary layers, each behind a batch norm (so the signs it takes are
+    /// not all positive) and followed by a ReLU. A binary layer is a `sign` followed by the
+    /// layer with `α·sign(w)` weights per output channel, without XNOR-Net's input scaling `K`
+    /// (XNOR-Net++ and Bi-Real Net drop it too): the batch norm then folds into the sign's
+    /// per-channel thresholds when the model is written.
     LeNet5Xnor,
-    /// `vgg-small` as an XNOR-Net: conv1 and fc2 real, conv2–conv4 and fc1 XNOR layers, each
-    /// as batch norm → XNOR layer → ReLU.
+    /// `vgg-small` as an XNOR-Net: conv1 and fc2 real, conv2–conv4 and fc1 binary layers, each
+    /// as batch norm → binary layer → ReLU.
     VggSmallXnor,
 }
 
@@ -350,8 +353,10 @@ impl Arch {
                     }
                     (c, h, w) = (out, h + 2 * pad - kernel + 1, w + 2 * pad - kernel + 1);
                     let p = pad as i64;
-                    let op = if xnor { "xnor_conv2d" } else { "conv2d" };
-                    Node::new(&name, op, &[&prev], &[&wn, &bn])
+                    if xnor {
+                        prev = push_sign(&mut nodes, &name, &prev);
+                    }
+                    Node::new(&name, "conv2d", &[&prev], &[&wn, &bn])
                         .attr("padding", Value::ints([p, p, p, p]))
                         .attr("groups", Value::Int(groups as i64))
                 }
@@ -363,8 +368,10 @@ impl Arch {
                     tensors.push(NamedTensor::new(&wn, vec![out, inp], he(inp, out * inp)));
                     tensors.push(NamedTensor::new(&bn, vec![out], vec![0.0; out]));
                     flat = Some(out);
-                    let op = if xnor { "xnor_dense" } else { "dense" };
-                    Node::new(&name, op, &[&prev], &[&wn, &bn])
+                    if xnor {
+                        prev = push_sign(&mut nodes, &name, &prev);
+                    }
+                    Node::new(&name, "dense", &[&prev], &[&wn, &bn])
                 }
                 Layer::BatchNorm { name } => {
                     // Per channel of an image, or per feature of a vector.
@@ -396,6 +403,13 @@ impl Arch {
     }
 }
 
+/// A `sign` node binarizing `prev` for the binary layer `layer`; returns its name.
+fn push_sign(nodes: &mut Vec<Node>, layer: &str, prev: &str) -> String {
+    let name = format!("{layer}_sign");
+    nodes.push(Node::new(&name, "sign", &[prev], &[]));
+    name
+}
+
 /// One step of an architecture, before shapes are known.
 enum Layer {
     /// `depthwise`: one filter per input channel (`out` is ignored).
@@ -405,13 +419,13 @@ enum Layer {
         kernel: usize,
         pad: usize,
         depthwise: bool,
-        /// An XNOR layer (`xnor_conv2d`): binarized inputs and weights.
+        /// A binary layer: a `sign` in front, weights `α·sign(w)` per output channel.
         xnor: bool,
     },
     Dense {
         name: String,
         out: usize,
-        /// `xnor_dense`.
+        /// A binary layer, as for `Conv`.
         xnor: bool,
     },
     BatchNorm {

@@ -12,6 +12,7 @@ mod arch;
 pub(crate) mod fit;
 pub(crate) mod net;
 pub(crate) mod soft_targets;
+pub mod thresholds;
 
 pub use crate::methods::deep_compression::retrain::{
     DeepOptions, LayerReport, RETRAIN_WEIGHT_DECAY, deep_compression, default_keep_fraction,
@@ -324,14 +325,13 @@ impl TrainedModel {
     }
 
     /// The file, with each tensor stored as `plan` says (`None`: dense f32, except the
-    /// weights of XNOR layers, which are stored `binary`: XNOR training leaves them `±α` per
+    /// weights of binary layers, which are stored `binary`: training leaves them `±α` per
     /// row, so one bit each holds them exactly).
     pub fn to_bytes(&self, plan: &dyn Fn(&NamedTensor) -> Option<TensorPlan>) -> Result<Vec<u8>> {
         let binary: std::collections::HashSet<&str> = self
             .graph
-            .nodes
-            .iter()
-            .filter(|n| n.op.starts_with("xnor_"))
+            .binary_layers()
+            .into_iter()
             .filter_map(|n| n.weights.first().map(String::as_str))
             .collect();
         let plan = |t: &NamedTensor| {
@@ -447,11 +447,13 @@ pub fn training_metadata(arch: &Arch, data: &TrainData, opts: &TrainOptions) -> 
     map
 }
 
-/// Run `net` to the end of a training phase and return it as a plain model.
+/// Run `net` to the end of a training phase and return it as a plain model, as it will be
+/// written: batch norms in front of binary layers folded into sign thresholds.
 pub(crate) fn finish(net: &net::Net, metadata: Map) -> TrainedModel {
+    let (graph, tensors) = thresholds::fold_sign_thresholds(&net.graph, &net.tensors());
     TrainedModel {
-        graph: net.graph.clone(),
-        tensors: net.tensors(),
+        graph,
+        tensors,
         metadata,
     }
 }

@@ -228,11 +228,9 @@ impl Net {
         };
         let binary: Vec<(String, usize)> = net
             .graph
-            .nodes
-            .iter()
-            .zip(&net.ops)
-            .filter(|(_, op)| matches!(op, Op::XnorConv2d(_) | Op::XnorDense))
-            .filter_map(|(n, _)| n.weights.first())
+            .binary_layers()
+            .into_iter()
+            .filter_map(|n| n.weights.first())
             .map(|w| (w.clone(), net.shape(w).first().copied().unwrap_or(1)))
             .collect();
         for (name, rows) in binary {
@@ -645,6 +643,23 @@ impl Net {
                     match input(0)? {
                         Act::Map(t) => Act::Map(f(t)),
                         Act::Flat(t) => Act::Flat(g(t)),
+                    }
+                }
+                Op::Sign => {
+                    // `sign(x − τ)`: `x ≥ τ` exactly where `x − τ ≥ 0` (gradual underflow keeps
+                    // a nonzero difference nonzero), with XNOR-Net's straight-through gradient.
+                    let tau = node.weights.first().map(|t| self.weight(t)).transpose()?;
+                    match (input(0)?, tau) {
+                        (Act::Map(t), None) => Act::Map(binarize_input(t)),
+                        (Act::Flat(t), None) => Act::Flat(binarize_input(t)),
+                        (Act::Map(t), Some(tau)) => {
+                            let c = tau.dims()[0];
+                            Act::Map(binarize_input(t - tau.reshape([1, c, 1, 1])))
+                        }
+                        (Act::Flat(t), Some(tau)) => {
+                            let c = tau.dims()[0];
+                            Act::Flat(binarize_input(t - tau.reshape([1, c])))
+                        }
                     }
                 }
                 Op::Concat => {

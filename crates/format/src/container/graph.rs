@@ -68,6 +68,26 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// The binary layers (spec §7): XNOR-Net's `xnor_conv2d` and `xnor_dense`, and each
+    /// `conv2d` or `dense` whose input is a `sign`. Their weights are `±α` per output channel
+    /// when trained as binary layers.
+    pub fn binary_layers(&self) -> Vec<&Node> {
+        let signs: HashSet<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.op == "sign")
+            .map(|n| n.name.as_str())
+            .collect();
+        self.nodes
+            .iter()
+            .filter(|n| match n.op.as_str() {
+                "xnor_conv2d" | "xnor_dense" => true,
+                "conv2d" | "dense" => n.inputs.first().is_some_and(|i| signs.contains(i.as_str())),
+                _ => false,
+            })
+            .collect()
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&(self.nodes.len() as u32).to_le_bytes());

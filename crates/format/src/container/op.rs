@@ -61,6 +61,10 @@ pub enum Op {
         /// Top, left, bottom, right.
         padding: [usize; 4],
     },
+    /// `+1` where `x ≥ τ`, else `−1`: `τ` the channel's element of an optional `threshold`
+    /// weight, else 0 (format 1.5). In front of a `conv2d` or `dense` with binary weights, a
+    /// binary layer with a batch norm folded into its thresholds.
+    Sign,
 }
 
 /// The largest value an integer attribute may take; larger values are certainly wrong and
@@ -72,7 +76,7 @@ pub const DEFAULT_EPSILON: f64 = 1e-5;
 
 impl Op {
     /// Every op name this version defines, in spec order.
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 19] = [
         "conv2d",
         "dense",
         "batch_norm",
@@ -91,10 +95,14 @@ impl Op {
         "hard_swish",
         "mul",
         "concat",
+        "sign",
     ];
 
     /// The ops that format 1.3 added: a file whose graph uses one is written as 1.3.
     pub const SINCE_1_3: [&'static str; 5] = ["pad", "sigmoid", "hard_swish", "mul", "concat"];
+
+    /// The ops that format 1.5 added.
+    pub const SINCE_1_5: [&'static str; 1] = ["sign"];
 
     /// The attributes an op takes (spec §7). Any other key on a node of that op is an error:
     /// a misspelt `eps` or Keras's `strides` must not fall back to a default in silence.
@@ -153,6 +161,7 @@ impl Op {
             "hard_swish" => Op::HardSwish,
             "mul" => Op::Mul,
             "concat" => Op::Concat,
+            "sign" => Op::Sign,
             "pad" => Op::Pad {
                 padding: attrs.ints("padding", [0; 4], 0)?,
             },
@@ -187,6 +196,7 @@ impl Op {
             Op::HardSwish => "hard_swish",
             Op::Mul => "mul",
             Op::Concat => "concat",
+            Op::Sign => "sign",
         }
     }
 

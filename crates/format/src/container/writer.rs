@@ -391,7 +391,7 @@ pub use super::output::write_atomically;
 
 impl Writer<'_> {
     /// The lowest minor version whose metadata keys and graph ops the file uses: 1.3 added
-    /// the preprocessing keys of spec §6.1 and the `pad` op.
+    /// the preprocessing keys of spec §6.1 and the `pad` op, 1.5 the `sign` op.
     fn metadata_minor(&self) -> u16 {
         let keys = self
             .metadata
@@ -402,8 +402,16 @@ impl Writer<'_> {
                 .iter()
                 .any(|n| super::op::Op::SINCE_1_3.contains(&n.op.as_str()))
         });
-        let uses_1_3 = keys || ops;
-        if uses_1_3 { 3 } else { 0 }
+        let uses_1_5 = self.graph.as_ref().is_some_and(|g| {
+            g.nodes
+                .iter()
+                .any(|n| super::op::Op::SINCE_1_5.contains(&n.op.as_str()))
+        });
+        match (uses_1_5, keys || ops) {
+            (true, _) => 5,
+            (false, true) => 3,
+            (false, false) => 0,
+        }
     }
 }
 

@@ -406,6 +406,23 @@ fn node_to_onnx(
             };
             (out, false)
         }
+        Op::Sign => {
+            let threshold = match node.weights.first() {
+                Some(t) => {
+                    let v = dense_values(file, t)?;
+                    // Per channel of a map, per element of a vector.
+                    let shape = if x_spatial {
+                        vec![1, v.len(), 1, 1]
+                    } else {
+                        vec![1, v.len()]
+                    };
+                    w.tensor(&format!("{n}.threshold"), &shape, &v)
+                }
+                None => w.tensor(&format!("{n}.zero"), &[], &[0.0]),
+            };
+            let signs = signs_at(w, n, x, &threshold);
+            (w.node("Identity", n, &[&signs], vec![]), x_spatial)
+        }
         Op::BatchNorm { epsilon } => {
             let p: Vec<String> = ["gamma", "beta", "mean", "var"]
                 .iter()
@@ -496,13 +513,24 @@ fn node_to_onnx(
 /// `+1` where `x ≥ 0` (NaN included, as XNOR-Net's binarisation in spec §7), else `−1`.
 fn signs(w: &mut Writer, n: &str, x: &str) -> String {
     let zero = w.tensor(&format!("{n}.zero"), &[], &[0.0]);
+    signs_at(w, n, x, &zero)
+}
+
+/// `+1` where `x ≥ threshold`, else `−1` (NaN included, as spec §7 says: `GreaterOrEqual` is
+/// false for NaN).
+fn signs_at(w: &mut Writer, n: &str, x: &str, threshold: &str) -> String {
     let plus = w.tensor(&format!("{n}.plus"), &[], &[1.0]);
     let minus = w.tensor(&format!("{n}.minus"), &[], &[-1.0]);
-    let negative = w.node("Less", &format!("{n}.negative"), &[x, &zero], vec![]);
+    let at_least = w.node(
+        "GreaterOrEqual",
+        &format!("{n}.at_least"),
+        &[x, threshold],
+        vec![],
+    );
     w.node(
         "Where",
         &format!("{n}.signs"),
-        &[&negative, &minus, &plus],
+        &[&at_least, &plus, &minus],
         vec![],
     )
 }
