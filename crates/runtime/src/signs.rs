@@ -1,6 +1,6 @@
-//! The `sign` op, and products with binary weights in real-valued layers (BWN: `conv2d` and `dense` whose weights
-//! are stored `binary`, spec §5.11): every weight is `±α` of its row, so a row's product with a
-//! vector needs no multiplication but the final one by `α`:
+//! The `sign` op (spec §7), and products with binary weights in real-valued layers (BWN:
+//! `conv2d` and `dense` whose weights are stored `binary`, spec §5.11): every weight is `±α` of
+//! its row, so a row's product with a vector needs no multiplication but the final one by `α`:
 //!
 //! `Σ_k w[r,k]·x[k] = α_r · (Σ_{k: w>0} x[k] − Σ_{k: w<0} x[k]) = α_r · (2·Σ_{k∈S} x[k] − Σ_k x[k])`
 //!
