@@ -139,6 +139,18 @@ pub fn conv2d(
     bias: Option<&[f32]>,
     p: &Conv2dParams,
 ) -> Array4<f32> {
+    conv2d_with(Popcount::fastest(), x, weight, bias, p)
+}
+
+/// [`conv2d`] with the popcount kernel given, so that tests can hold every kernel to the same
+/// bits.
+fn conv2d_with(
+    kernel: Popcount,
+    x: ArrayView4<'_, f32>,
+    weight: &XnorWeight<'_>,
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+) -> Array4<f32> {
     let (n, _, h, w) = x.dim();
     let (oh, ow) = p.output_size(h, w).expect("checked at load");
     let scales = window_scales(x, p, oh, ow);
@@ -146,141 +158,362 @@ pub fn conv2d(
     let mut out = match weight {
         XnorWeight::Float(m) => ops::conv2d(x.mapv(sign).view(), m, None, p),
         XnorWeight::Bits(bits) => {
-            let mut out = Array4::<f32>::zeros((n, cout, oh, ow));
+            let tiles = weight_tiles(bits);
+            let mut values = Vec::with_capacity(n * cout * oh * ow);
             for b in 0..n {
-                let dots = popcount_conv(x.slice(ndarray::s![b, .., .., ..]), bits, p, oh, ow);
-                out.slice_mut(ndarray::s![b, .., .., ..])
-                    .iter_mut()
-                    .zip(&dots)
-                    .for_each(|(o, &d)| *o = d);
+                let image = x.slice(ndarray::s![b, .., .., ..]);
+                let dots = popcount_conv(kernel, image, bits, &tiles, p, oh, ow);
+                scale_rows(&mut values, &dots, &bits.alpha, oh * ow);
             }
-            out
+            Array4::from_shape_vec((n, cout, oh, ow), values).expect("n · cout · oh · ow values")
         }
     };
-    for b in 0..n {
-        for o in 0..cout {
-            let bo = bias.map_or(0.0, |bias| bias[o]);
-            let mut plane = out.slice_mut(ndarray::s![b, o, .., ..]);
-            for (v, k) in plane.iter_mut().zip(scales.row(b)) {
-                *v = *v * k + bo;
-            }
+    for (mut image, k) in out.outer_iter_mut().zip(scales.rows()) {
+        let image = image.as_slice_mut().expect("standard layout");
+        let k = k.as_slice().expect("standard layout");
+        for (o, plane) in image.chunks_exact_mut(oh * ow).enumerate() {
+            scale_and_shift(plane, k, bias.map_or(0.0, |bias| bias[o]));
         }
     }
     out
 }
 
-/// `α[o] · Σ_k sign(x)[k, p] · sign(w)[o, k]` for one image, `[cout, oh, ow]` flattened.
-/// `w` is in `(ky, kx, c)` column order ([`BitRows::for_conv`]).
+/// Append `α[o] · dot` for each row `o` of `dots` (rows of `positions`).
+fn scale_rows(values: &mut Vec<f32>, dots: &[i32], alpha: &[f32], positions: usize) {
+    for (row, &alpha) in dots.chunks_exact(positions).zip(alpha) {
+        values.extend(row.iter().map(|&dot| alpha * dot as f32));
+    }
+}
+
+/// `v · K + b` over one output plane, `K` per position.
+fn scale_and_shift(plane: &mut [f32], scales: &[f32], bias: f32) {
+    for (v, k) in plane.iter_mut().zip(scales) {
+        *v = *v * k + bias;
+    }
+}
+
+/// Output positions per panel of gathered input signs ([`gather_windows`]), which is the
+/// width of a popcount tile: four vectors of eight 64-bit lanes.
+const PANEL: usize = 32;
+
+/// Weight rows per popcount tile ([`weight_tiles`]). Four rows by four vectors of positions
+/// is 16 accumulators, which with the four input vectors and a broadcast weight word fits in
+/// AVX-512's 32 registers.
+const TILE_ROWS: usize = 4;
+
+/// How the differing sign bits are counted. Counts are integers, so every kernel gives the
+/// same bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Popcount {
+    /// Scalar popcounts, compiled for POPCNT and NEON where the CPU has them.
+    Portable,
+    /// AVX-512's vector popcount, a tile of rows × positions held in registers.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Popcount {
+    fn fastest() -> Popcount {
+        #[cfg(target_arch = "x86_64")]
+        if avx512_popcount_available() {
+            return Popcount::Avx512;
+        }
+        Popcount::Portable
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512_popcount_available() -> bool {
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vpopcntdq")
+}
+
+/// `Σ_k sign(x)[k, pos] · sign(w)[o, k]` for one image, `[cout, oh · ow]` flattened.
+/// `w` is in `(ky, kx, c)` column order ([`BitRows::for_conv`]), `tiles` its
+/// [`weight_tiles`].
 fn popcount_conv(
+    kernel: Popcount,
     x: ndarray::ArrayView3<'_, f32>,
     w: &BitRows,
+    tiles: &[u64],
     p: &Conv2dParams,
     oh: usize,
     ow: usize,
-) -> Vec<f32> {
-    let (c, h, wd) = x.dim();
-    let [kh, kw] = p.kernel;
-    let words = w.words;
+) -> Vec<i32> {
     let positions = oh * ow;
-    // Each pixel's signs across channels, packed: one window tap's contribution.
-    let cw = c.div_ceil(64);
-    let mut pixels = vec![0u64; h * wd * cw];
-    for (ch, plane) in x.outer_iter().enumerate() {
-        let (word, bit) = (ch / 64, ch % 64);
-        let plane = plane.as_standard_layout();
-        let values = plane.as_slice().expect("standard layout");
-        for (pixel, &v) in pixels.chunks_exact_mut(cw).zip(values) {
-            pixel[word] |= u64::from(v >= 0.0) << bit;
+    if w.words == 0 {
+        return vec![0; w.rows * positions];
+    }
+    let windows = gather_windows(x, w.words, p, oh, ow);
+    let stride = windows.len() / w.words;
+    let mut differ = vec![0u32; tiles.len() / w.words * stride];
+    count_differences(kernel, &mut differ, tiles, &windows, w.words);
+    let padded = padded_taps(x.dim(), p, oh, ow);
+    let padding_dots = padding_dots(w, x.dim().0);
+    let taps = p.kernel[0] * p.kernel[1];
+    let mut dots = Vec::with_capacity(w.rows * positions);
+    for (o, differ) in differ.chunks_exact(stride).take(w.rows).enumerate() {
+        let row = dots.len();
+        let cols = w.cols as i32;
+        dots.extend(differ[..positions].iter().map(|&d| cols - 2 * d as i32));
+        for &(pos, tap) in &padded {
+            dots[row + pos] -= padding_dots[o * taps + tap];
         }
     }
-    let ones: Vec<u64> = (0..cw)
-        .map(|j| {
-            let n = (c - 64 * j).min(64);
-            if n == 64 { u64::MAX } else { (1u64 << n) - 1 }
-        })
-        .collect();
-    // Per output position: the input's sign bits in the weights' column order, which bits lie
-    // inside the image, and how many do.
-    let mut signs = vec![0u64; positions * words];
-    let mut inside = vec![0u64; positions * words];
-    let mut counts = vec![0i32; positions];
-    for oy in 0..oh {
-        for ox in 0..ow {
-            let pos = oy * ow + ox;
-            let sb = &mut signs[pos * words..(pos + 1) * words];
-            let ib = &mut inside[pos * words..(pos + 1) * words];
-            for ky in 0..kh {
-                let iy = (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize;
-                if iy < 0 || iy >= h as isize {
-                    continue;
-                }
-                for kx in 0..kw {
-                    let ix =
-                        (ox * p.stride[1] + kx * p.dilation[1]) as isize - p.padding[1] as isize;
-                    if ix < 0 || ix >= wd as isize {
+    dots
+}
+
+/// `out[o, pos] = Σ_k popcount(windows[pos, k] XOR tiles[o, k])`, one row of `out` per tile
+/// row (including the zero rows that complete the last tile), one column per panel position.
+fn count_differences(
+    kernel: Popcount,
+    out: &mut [u32],
+    tiles: &[u64],
+    windows: &[u64],
+    words: usize,
+) {
+    match kernel {
+        Popcount::Portable => differences_portable(out, tiles, windows, words),
+        #[cfg(target_arch = "x86_64")]
+        Popcount::Avx512 => {
+            assert!(avx512_popcount_available());
+            // SAFETY: the CPU features the function is compiled for were just detected.
+            unsafe { avx512::differences(out, tiles, windows, words) }
+        }
+    }
+}
+
+/// Each pixel's signs across channels: `c.div_ceil(64)` planes of `h · w` words, channel `ch`
+/// at bit `ch % 64` of plane `ch / 64`. Plane by plane, each channel's pass runs over
+/// contiguous words, which vectorises.
+fn sign_planes(x: ndarray::ArrayView3<'_, f32>) -> Vec<u64> {
+    let (c, h, w) = x.dim();
+    let mut planes = vec![0u64; c.div_ceil(64) * h * w];
+    for (ch, channel) in x.outer_iter().enumerate() {
+        let channel = channel.as_standard_layout();
+        let values = channel.as_slice().expect("standard layout");
+        let plane = ch / 64 * h * w;
+        set_sign_bits(&mut planes[plane..plane + h * w], values, ch % 64);
+    }
+    planes
+}
+
+fn set_sign_bits(plane: &mut [u64], values: &[f32], bit: usize) {
+    for (word, &v) in plane.iter_mut().zip(values) {
+        *word |= u64::from(v >= 0.0) << bit;
+    }
+}
+
+/// Where output `o`, tap `k` reads along one axis (`axis` 0 for rows, 1 for columns), or
+/// `None` in the padding.
+fn input_index(o: usize, k: usize, axis: usize, p: &Conv2dParams, len: usize) -> Option<usize> {
+    let i = (o * p.stride[axis] + k * p.dilation[axis]).checked_sub(p.padding[axis])?;
+    (i < len).then_some(i)
+}
+
+/// Every output position's input signs in the weights' column order, in panels of [`PANEL`]
+/// positions: word `k` of position `pos` is at `((pos / PANEL) · words + k) · PANEL + pos %
+/// PANEL`. A tile then reads word `k` of its positions as contiguous vectors, and a panel
+/// (`words · 256` bytes) stays in L1 while every weight row passes over it. Taps in the
+/// padding, and positions past the last, have zero bits.
+fn gather_windows(
+    x: ndarray::ArrayView3<'_, f32>,
+    words: usize,
+    p: &Conv2dParams,
+    oh: usize,
+    ow: usize,
+) -> Vec<u64> {
+    let (c, h, w) = x.dim();
+    let planes = sign_planes(x);
+    let panels = (oh * ow).div_ceil(PANEL);
+    let mut windows = vec![0u64; panels * words * PANEL];
+    let [kh, kw] = p.kernel;
+    for ky in 0..kh {
+        for kx in 0..kw {
+            for (j, plane) in planes.chunks_exact(h * w).enumerate() {
+                // This plane's 64 channels start at this bit of the window: one or two words.
+                let at = (ky * kw + kx) * c + 64 * j;
+                let (word, shift) = (at / 64, at % 64);
+                let spills = shift != 0 && word + 1 < words;
+                for oy in 0..oh {
+                    let Some(iy) = input_index(oy, ky, 0, p, h) else {
                         continue;
+                    };
+                    for ox in 0..ow {
+                        let Some(ix) = input_index(ox, kx, 1, p, w) else {
+                            continue;
+                        };
+                        let bits = plane[iy * w + ix];
+                        let pos = oy * ow + ox;
+                        let first = (pos / PANEL * words + word) * PANEL + pos % PANEL;
+                        windows[first] |= bits << shift;
+                        if spills {
+                            windows[first + PANEL] |= bits >> (64 - shift);
+                        }
                     }
-                    let pixel = (iy as usize * wd + ix as usize) * cw;
-                    let at = (ky * kw + kx) * c;
-                    put_bits(sb, at, &pixels[pixel..pixel + cw], c);
-                    put_bits(ib, at, &ones, c);
-                    counts[pos] += c as i32;
                 }
             }
         }
     }
-    let mut out = vec![0.0f32; w.rows * positions];
-    sign_products(&mut out, w, &signs, &inside, &counts);
-    out
+    windows
 }
 
-/// OR the low `n` bits of `src` (bits past `n` are zero) into `dst` starting at bit `at`.
-#[inline]
-fn put_bits(dst: &mut [u64], at: usize, src: &[u64], n: usize) {
-    let shift = at % 64;
-    for (j, &v) in src.iter().enumerate() {
-        let word = at / 64 + j;
-        dst[word] |= v << shift;
-        let bits_here = (n - 64 * j).min(64);
-        if shift != 0 && shift + bits_here > 64 {
-            dst[word + 1] |= v >> (64 - shift);
+/// Every `(position, tap)` whose input lies in the padding.
+fn padded_taps(
+    (_, h, w): (usize, usize, usize),
+    p: &Conv2dParams,
+    oh: usize,
+    ow: usize,
+) -> Vec<(usize, usize)> {
+    let [kh, kw] = p.kernel;
+    let mut padded = Vec::new();
+    for oy in 0..oh {
+        for ox in 0..ow {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    if input_index(oy, ky, 0, p, h).is_none()
+                        || input_index(ox, kx, 1, p, w).is_none()
+                    {
+                        padded.push((oy * ow + ox, ky * kw + kx));
+                    }
+                }
+            }
+        }
+    }
+    padded
+}
+
+/// Per row and tap, `[o · taps + tap]`: what a tap in the padding adds to `cols − 2 ·
+/// popcount`. Its input bits are zero, read as −1, so it adds `−Σ sign(w)` over the tap's
+/// `c` columns, `c − 2 · ones`; the true dot product has nothing there.
+fn padding_dots(w: &BitRows, c: usize) -> Vec<i32> {
+    let taps = w.cols / c.max(1);
+    let mut dots = Vec::with_capacity(w.rows * taps);
+    for row in w.bits.chunks_exact(w.words.max(1)).take(w.rows) {
+        for tap in 0..taps {
+            dots.push(c as i32 - 2 * ones_in(row, tap * c, c) as i32);
+        }
+    }
+    dots
+}
+
+/// Set bits among bits `start..start + len` of `row`, a word (or the part of one in range)
+/// at a time.
+fn ones_in(row: &[u64], start: usize, len: usize) -> u32 {
+    let (mut ones, end) = (0, start + len);
+    let mut k = start;
+    while k < end {
+        let (word, bit) = (k / 64, k % 64);
+        let take = (64 - bit).min(end - k);
+        let mask = if take == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << take) - 1) << bit
+        };
+        ones += (row[word] & mask).count_ones();
+        k += take;
+    }
+    ones
+}
+
+/// The weight rows in tiles of [`TILE_ROWS`]: word `k` of row `r` of tile `t` at
+/// `(t · words + k) · TILE_ROWS + r`, so that a tile reads its rows' words for one `k`
+/// together. Rows past the last are zero.
+fn weight_tiles(w: &BitRows) -> Vec<u64> {
+    let tiles = w.rows.div_ceil(TILE_ROWS);
+    let mut packed = vec![0u64; tiles * w.words * TILE_ROWS];
+    for (o, row) in w.bits.chunks_exact(w.words.max(1)).take(w.rows).enumerate() {
+        let (tile, r) = (o / TILE_ROWS, o % TILE_ROWS);
+        for (k, &bits) in row.iter().enumerate() {
+            packed[(tile * w.words + k) * TILE_ROWS + r] = bits;
+        }
+    }
+    packed
+}
+
+/// [`count_differences`] with scalar popcounts: per tile, the counts of `TILE_ROWS × PANEL`
+/// pairs accumulate in an array the compiler can keep in vectors. Plain loops, no closures:
+/// multiversion compiles closures without the target's features.
+#[multiversion::multiversion(targets("x86_64+avx2+popcnt", "x86_64+popcnt", "aarch64+neon"))]
+fn differences_portable(out: &mut [u32], tiles: &[u64], windows: &[u64], words: usize) {
+    let stride = windows.len() / words;
+    for (panel, xs) in windows.chunks_exact(words * PANEL).enumerate() {
+        for (tile, ws) in tiles.chunks_exact(words * TILE_ROWS).enumerate() {
+            let mut counts = [[0u32; PANEL]; TILE_ROWS];
+            for (xk, wk) in xs.chunks_exact(PANEL).zip(ws.chunks_exact(TILE_ROWS)) {
+                for (row, &w) in counts.iter_mut().zip(wk) {
+                    for (count, &x) in row.iter_mut().zip(xk) {
+                        *count += (x ^ w).count_ones();
+                    }
+                }
+            }
+            for (r, row) in counts.iter().enumerate() {
+                let at = (tile * TILE_ROWS + r) * stride + panel * PANEL;
+                out[at..at + PANEL].copy_from_slice(row);
+            }
         }
     }
 }
 
-/// `out[o, pos] = α[o] · (inside − 2 · popcount((x XOR w) AND inside))`. A position whose
-/// window lies wholly inside the image (most of them) needs no mask, which halves the words
-/// read. Compiled for AVX-512 with its vector popcount (eight words per instruction), and
-/// with the POPCNT instruction as well as without (the x86-64 baseline lacks it, and its
-/// software popcount made the XNOR layers 3× slower), chosen once at run time by multiversion.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512vpopcntdq",
-    "x86_64+avx2+popcnt",
-    "x86_64+popcnt",
-    "aarch64+neon"
-))]
-fn sign_products(out: &mut [f32], w: &BitRows, signs: &[u64], inside: &[u64], counts: &[i32]) {
-    let words = w.words;
-    let positions = counts.len();
-    let whole = w.cols as i32;
-    for o in 0..w.rows {
-        let row = &w.bits[o * words..(o + 1) * words];
-        let alpha = w.alpha[o];
-        for (pos, (sb, ib)) in signs
-            .chunks_exact(words)
-            .zip(inside.chunks_exact(words))
-            .enumerate()
-        {
-            let differ: u32 = if counts[pos] == whole {
-                sb.iter().zip(row).map(|(s, r)| (s ^ r).count_ones()).sum()
-            } else {
-                sb.iter()
-                    .zip(ib)
-                    .zip(row)
-                    .map(|((s, i), r)| ((s ^ r) & i).count_ones())
-                    .sum()
-            };
-            out[o * positions + pos] = alpha * (counts[pos] - 2 * differ as i32) as f32;
+/// [`count_differences`] on AVX-512: a tile's 4 × 32 counts stay in 16 registers of eight
+/// 64-bit lanes for all `words` (XOR with the broadcast weight word, VPOPCNTQ, add), and are
+/// narrowed and stored once. No horizontal sums: each lane is one position.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{PANEL, TILE_ROWS};
+    use std::arch::x86_64::*;
+
+    const VECTORS: usize = PANEL / 8;
+
+    #[target_feature(enable = "avx512f,avx512vpopcntdq")]
+    pub(super) fn differences(out: &mut [u32], tiles: &[u64], windows: &[u64], words: usize) {
+        let stride = windows.len() / words;
+        for (panel, xs) in windows.chunks_exact(words * PANEL).enumerate() {
+            for (tile, ws) in tiles.chunks_exact(words * TILE_ROWS).enumerate() {
+                let counts = tile_counts(xs, ws);
+                for (r, row) in counts.iter().enumerate() {
+                    let at = (tile * TILE_ROWS + r) * stride + panel * PANEL;
+                    store_counts(&mut out[at..at + PANEL], row);
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512vpopcntdq")]
+    #[inline]
+    fn tile_counts(xs: &[u64], ws: &[u64]) -> [[__m512i; VECTORS]; TILE_ROWS] {
+        let mut counts = [[_mm512_setzero_si512(); VECTORS]; TILE_ROWS];
+        for (xk, wk) in xs.chunks_exact(PANEL).zip(ws.chunks_exact(TILE_ROWS)) {
+            let x = load_positions(xk);
+            for (row, &w) in counts.iter_mut().zip(wk) {
+                let w = _mm512_set1_epi64(w as i64);
+                for (count, &x) in row.iter_mut().zip(&x) {
+                    let differ = _mm512_popcnt_epi64(_mm512_xor_si512(x, w));
+                    *count = _mm512_add_epi64(*count, differ);
+                }
+            }
+        }
+        counts
+    }
+
+    /// One word of a panel's positions, `PANEL` words, as vectors.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn load_positions(xk: &[u64]) -> [__m512i; VECTORS] {
+        let mut x = [_mm512_setzero_si512(); VECTORS];
+        for (v, chunk) in x.iter_mut().zip(xk.chunks_exact(8)) {
+            // SAFETY: `chunk` is eight u64, the 64 bytes read; loadu needs no alignment.
+            *v = unsafe { _mm512_loadu_si512(chunk.as_ptr().cast()) };
+        }
+        x
+    }
+
+    /// The counts (at most 64 · words, far below 2³²) narrowed to u32 and stored.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn store_counts(out: &mut [u32], counts: &[__m512i; VECTORS]) {
+        for (chunk, &v) in out.chunks_exact_mut(8).zip(counts) {
+            // SAFETY: `chunk` is eight u32, the 32 bytes written; storeu needs no alignment.
+            unsafe { _mm256_storeu_si256(chunk.as_mut_ptr().cast(), _mm512_cvtepi64_epi32(v)) };
         }
     }
 }
@@ -431,6 +664,66 @@ mod tests {
             );
             close(bits.as_slice().unwrap(), want.as_slice().unwrap());
             close(float.as_slice().unwrap(), want.as_slice().unwrap());
+        }
+    }
+
+    /// Every popcount kernel this CPU has, against the portable one, bit for bit: interior and
+    /// border windows, channel counts that leave a tap's bits at unaligned offsets (3, 70,
+    /// 130) or fill whole words (128), strides and dilations of 2, row counts that leave the
+    /// last tile short, and position counts that leave the last panel short.
+    #[test]
+    fn popcount_kernels_agree_bit_for_bit() {
+        let cases = [
+            (2, 3, 9, 9, 5, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
+            (1, 70, 8, 7, 6, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1]),
+            (1, 130, 9, 10, 7, [3, 3], [1, 1], [2, 2, 2, 2], [2, 2]),
+            (1, 128, 12, 12, 9, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
+            (1, 64, 6, 11, 3, [1, 5], [1, 2], [0, 2, 1, 1], [1, 1]),
+        ];
+        let kernels = [
+            Popcount::Portable,
+            #[cfg(target_arch = "x86_64")]
+            Popcount::Avx512,
+        ];
+        for (i, &(n, cin, h, w, cout, kernel, stride, padding, dilation)) in
+            cases.iter().enumerate()
+        {
+            let p = Conv2dParams {
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups: 1,
+            };
+            let x = Array4::from_shape_vec((n, cin, h, w), rand(n * cin * h * w, 30 + i as u64))
+                .unwrap();
+            let cols = cin * kernel[0] * kernel[1];
+            let b = binarize(&rand(cout * cols, 40 + i as u64), cout, cols, DType::F32);
+            let bias = rand(cout, 50 + i as u64);
+            let weight = XnorWeight::Bits(BitRows::for_conv(&b, cin));
+            let run = |kernel| conv2d_with(kernel, x.view(), &weight, Some(&bias), &p);
+            let portable = run(Popcount::Portable);
+            let want = reference(&x, &b.to_f32(), cout, &p);
+            let shifted: Vec<f32> = want
+                .outer_iter()
+                .flat_map(|image| {
+                    image
+                        .outer_iter()
+                        .zip(&bias)
+                        .flat_map(|(plane, &bo)| plane.iter().map(|v| v + bo).collect::<Vec<_>>())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            close(portable.as_slice().unwrap(), &shifted);
+            for &kernel in &kernels {
+                #[cfg(target_arch = "x86_64")]
+                if kernel == Popcount::Avx512 && !avx512_popcount_available() {
+                    continue;
+                }
+                let got = run(kernel);
+                let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&portable), "case {i}, {kernel:?}");
+            }
         }
     }
 
