@@ -84,62 +84,99 @@ fn sign(x: f32) -> f32 {
     if x >= 0.0 { 1.0 } else { -1.0 }
 }
 
-/// `K` for every image and output position `[n, oh · ow]`: the sum of `|x|` over the window
-/// (all channels; padded positions count as zero) divided by `C · kh · kw`.
-fn window_scales(x: ArrayView4<'_, f32>, p: &Conv2dParams, oh: usize, ow: usize) -> Array2<f32> {
-    let (n, c, h, w) = x.dim();
-    let [kh, kw] = p.kernel;
-    let count = (c * kh * kw) as f32;
-    let mut out = Array2::<f32>::zeros((n, oh * ow));
-    for b in 0..n {
-        // Channel sums of |x| first: the window then sums one plane.
-        let mut plane = vec![0.0f32; h * w];
-        for ch in 0..c {
-            let channel = x.slice(ndarray::s![b, ch, .., ..]);
-            match channel.as_slice() {
-                Some(values) => add_magnitudes(&mut plane, values),
-                None => {
-                    for ((iy, ix), v) in channel.indexed_iter() {
-                        plane[iy * w + ix] += v.abs();
-                    }
-                }
-            }
-        }
-        let mut sums = out.row_mut(b);
-        let sums = sums.as_slice_mut().expect("standard layout");
-        // Tap by tap over the positions that tap reaches inside the image: each position
-        // still adds its taps in (ky, kx) order.
-        for ky in 0..kh {
-            let out_rows = inside_outputs(ky, 0, p, h, oh);
-            for kx in 0..kw {
-                let out_cols = inside_outputs(kx, 1, p, w, ow);
-                if out_cols.is_empty() {
-                    continue;
-                }
-                for oy in out_rows.clone() {
-                    let iy = oy * p.stride[0] + ky * p.dilation[0] - p.padding[0];
-                    let ix = out_cols.start * p.stride[1] + kx * p.dilation[1] - p.padding[1];
-                    let taps = plane[iy * w + ix..].iter().step_by(p.stride[1]);
-                    for (sum, &v) in sums[oy * ow..][out_cols.clone()].iter_mut().zip(taps) {
-                        *sum += v;
-                    }
-                }
-            }
-        }
-        for sum in sums.iter_mut() {
-            *sum /= count;
-        }
-    }
-    out
+/// What one image's layer needs of each pixel, from one pass over the image: the sum of `|x|`
+/// over channels (for `K`) and, on the popcount path, the signs across channels,
+/// `c.div_ceil(64)` planes of `h · w` words with channel `ch` at bit `ch % 64` of plane
+/// `ch / 64`.
+struct Pixels {
+    magnitudes: Vec<f32>,
+    signs: Vec<u64>,
 }
 
-/// `plane += |values|`, one vectorised pass (each element is one sum, so the width of the
-/// vectors changes no bit).
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2", "aarch64+neon"))]
-fn add_magnitudes(plane: &mut [f32], values: &[f32]) {
-    for (p, v) in plane.iter_mut().zip(values) {
-        *p += v.abs();
+fn pixels(x: ndarray::ArrayView3<'_, f32>, with_signs: bool) -> Pixels {
+    let (c, h, w) = x.dim();
+    let mut magnitudes = vec![0.0f32; h * w];
+    let mut signs = vec![
+        0u64;
+        if with_signs {
+            c.div_ceil(64) * h * w
+        } else {
+            0
+        }
+    ];
+    for (ch, channel) in x.outer_iter().enumerate() {
+        let channel = channel.as_standard_layout();
+        let values = channel.as_slice().expect("standard layout");
+        if with_signs {
+            let plane = ch / 64 * h * w;
+            let signs = &mut signs[plane..plane + h * w];
+            add_channel(signs, &mut magnitudes, values, ch % 64);
+        } else {
+            add_magnitudes(&mut magnitudes, values);
+        }
     }
+    Pixels { magnitudes, signs }
+}
+
+/// `magnitudes += |values|`, one vectorised pass (each element is one sum, so the width of
+/// the vectors changes no bit).
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2", "aarch64+neon"))]
+fn add_magnitudes(magnitudes: &mut [f32], values: &[f32]) {
+    for (m, v) in magnitudes.iter_mut().zip(values) {
+        *m += v.abs();
+    }
+}
+
+/// [`add_magnitudes`], and each value's sign as bit `bit` of its pixel's word in `signs`.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl",
+    "x86_64+avx2",
+    "aarch64+neon"
+))]
+fn add_channel(signs: &mut [u64], magnitudes: &mut [f32], values: &[f32], bit: usize) {
+    // A select of a constant: one masked OR per vector.
+    let one = 1u64 << bit;
+    for ((word, m), &v) in signs.iter_mut().zip(magnitudes.iter_mut()).zip(values) {
+        *word |= if v >= 0.0 { one } else { 0 };
+        *m += v.abs();
+    }
+}
+
+/// `K` for each output position of one image: the sum of `|x|` over the window (all
+/// channels, from the pixels' `magnitudes`; padded positions count as zero) divided by
+/// `C · kh · kw`.
+fn window_means(
+    magnitudes: &[f32],
+    (c, h, w): (usize, usize, usize),
+    p: &Conv2dParams,
+    (oh, ow): (usize, usize),
+) -> Vec<f32> {
+    let [kh, kw] = p.kernel;
+    let mut sums = vec![0.0f32; oh * ow];
+    // Tap by tap over the positions that tap reaches inside the image: each position still
+    // adds its taps in (ky, kx) order.
+    for ky in 0..kh {
+        let out_rows = inside_outputs(ky, 0, p, h, oh);
+        for kx in 0..kw {
+            let out_cols = inside_outputs(kx, 1, p, w, ow);
+            if out_cols.is_empty() {
+                continue;
+            }
+            for oy in out_rows.clone() {
+                let iy = oy * p.stride[0] + ky * p.dilation[0] - p.padding[0];
+                let ix = out_cols.start * p.stride[1] + kx * p.dilation[1] - p.padding[1];
+                let taps = magnitudes[iy * w + ix..].iter().step_by(p.stride[1]);
+                for (sum, &v) in sums[oy * ow..][out_cols.clone()].iter_mut().zip(taps) {
+                    *sum += v;
+                }
+            }
+        }
+    }
+    let count = (c * kh * kw) as f32;
+    for sum in sums.iter_mut() {
+        *sum /= count;
+    }
+    sums
 }
 
 /// Where output `o`, tap `k` reads along one axis (`axis` 0 for rows, 1 for columns), or
@@ -185,15 +222,14 @@ fn conv2d_with(
 ) -> Array4<f32> {
     let (n, c, h, w) = x.dim();
     let (oh, ow) = p.output_size(h, w).expect("checked at load");
-    let scales = window_scales(x, p, oh, ow);
     match weight {
         XnorWeight::Float(m) => {
             let mut out = ops::conv2d(x.mapv(sign).view(), m, None, p);
-            for (mut image, k) in out.outer_iter_mut().zip(scales.rows()) {
-                let image = image.as_slice_mut().expect("standard layout");
-                let k = k.as_slice().expect("standard layout");
-                for (o, plane) in image.chunks_exact_mut(oh * ow).enumerate() {
-                    scale_and_shift(plane, k, bias.map_or(0.0, |bias| bias[o]));
+            for (image, mut out) in x.outer_iter().zip(out.outer_iter_mut()) {
+                let k = window_means(&pixels(image, false).magnitudes, (c, h, w), p, (oh, ow));
+                let out = out.as_slice_mut().expect("standard layout");
+                for (o, plane) in out.chunks_exact_mut(oh * ow).enumerate() {
+                    scale_and_shift(plane, &k, bias.map_or(0.0, |bias| bias[o]));
                 }
             }
             out
@@ -202,14 +238,11 @@ fn conv2d_with(
             let conv = SignConv::new(kernel, bits, p, (c, h, w), (oh, ow));
             // Not zeroed first: every element is written below.
             let mut out = Array4::<f32>::uninit((n, bits.rows, oh, ow));
-            for ((image, mut out), k) in x.outer_iter().zip(out.outer_iter_mut()).zip(scales.rows())
-            {
-                conv.image(
-                    image,
-                    k.as_slice().expect("standard layout"),
-                    bias,
-                    out.as_slice_mut().expect("standard layout"),
-                );
+            for (image, mut out) in x.outer_iter().zip(out.outer_iter_mut()) {
+                let pixels = pixels(image, true);
+                let k = window_means(&pixels.magnitudes, (c, h, w), p, (oh, ow));
+                let out = out.as_slice_mut().expect("standard layout");
+                conv.image(&pixels.signs, &k, bias, out);
             }
             // SAFETY: `SignConv::image` writes each of its image's `cout` planes of `oh · ow`
             // elements, and every image went through it.
@@ -225,21 +258,27 @@ fn scale_and_shift(plane: &mut [f32], scales: &[f32], bias: f32) {
     }
 }
 
-/// `dots = cols − 2 · differ` for one row of counts.
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2", "aarch64+neon"))]
-fn signed_counts(dots: &mut [i32], differ: &[u32], cols: i32) {
-    for (dot, &d) in dots.iter_mut().zip(differ) {
-        *dot = cols - 2 * d as i32;
-    }
+/// One output element from its sign product: `(α · dot) · K + b`, the float path's `v · K + b`
+/// with `v = α · dot`.
+#[inline]
+fn output(dot: i32, alpha: f32, scale: f32, bias: f32) -> f32 {
+    alpha * dot as f32 * scale + bias
 }
 
-/// One output plane from its sign products, `(α · dot) · K + b`: the float path's `v · K + b`
-/// with `v = α · dot`.
+/// One output plane from its counts of differing bits, as if no tap were in the padding:
+/// [`output`] of `cols − 2 · differ` (the border positions are then rewritten).
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2", "aarch64+neon"))]
-fn scale_dots(plane: &mut [MaybeUninit<f32>], dots: &[i32], alpha: f32, scales: &[f32], bias: f32) {
-    assert_eq!(plane.len(), dots.len(), "every element written");
-    for ((v, &dot), &k) in plane.iter_mut().zip(dots).zip(scales) {
-        v.write(alpha * dot as f32 * k + bias);
+fn output_plane(
+    plane: &mut [MaybeUninit<f32>],
+    differ: &[u32],
+    cols: i32,
+    alpha: f32,
+    scales: &[f32],
+    bias: f32,
+) {
+    assert_eq!(plane.len(), differ.len(), "every element written");
+    for ((v, &d), &k) in plane.iter_mut().zip(differ).zip(scales) {
+        v.write(output(cols - 2 * d as i32, alpha, k, bias));
     }
 }
 
@@ -328,44 +367,39 @@ impl<'a> SignConv<'a> {
     /// XOR w)` over the whole window less what the padded taps added.
     fn image(
         &self,
-        x: ndarray::ArrayView3<'_, f32>,
+        signs: &[u64],
         scales: &[f32],
         bias: Option<&[f32]>,
         out: &mut [MaybeUninit<f32>],
     ) {
-        assert_eq!(x.dim(), self.input);
         assert_eq!(
             out.len(),
             self.w.rows * scales.len(),
             "every element written"
         );
         let (words, positions) = (self.w.words, scales.len());
-        let windows = gather_windows(x, words, self.p, self.output);
+        let windows = gather_windows(signs, self.input, words, self.p, self.output);
         let stride = windows.len() / words;
         // A block of rows at a time, so that the counts are still in L2 when finished.
         let mut differ = vec![0u32; ROW_BLOCK * stride];
-        let mut dots = vec![0i32; positions];
         let planes = out.chunks_exact_mut(positions);
         let mut planes = planes.enumerate();
         for tiles in self.tiles.chunks(ROW_BLOCK * words) {
             let differ = &mut differ[..tiles.len() / words * stride];
             count_differences(self.kernel, differ, tiles, &windows, words);
             for (differ, (o, plane)) in differ.chunks_exact(stride).zip(&mut planes) {
-                self.signed_dots(&mut dots, o, &differ[..positions]);
+                let (cols, alpha) = (self.w.cols as i32, self.w.alpha[o]);
                 let bias = bias.map_or(0.0, |bias| bias[o]);
-                scale_dots(plane, &dots, self.w.alpha[o], scales, bias);
+                output_plane(plane, &differ[..positions], cols, alpha, scales, bias);
+                // The border positions again, from their true products (the plane counted
+                // their padded taps).
+                let patterns = self.border_dots.len() / self.w.rows;
+                let border_dots = &self.border_dots[o * patterns..(o + 1) * patterns];
+                for &(pos, q) in &self.border {
+                    let dot = cols - 2 * differ[pos] as i32 - border_dots[q];
+                    plane[pos].write(output(dot, alpha, scales[pos], bias));
+                }
             }
-        }
-    }
-
-    /// Row `o`'s sign products from its counts of differing bits: `cols − 2 · differ`, less
-    /// what the padded taps added.
-    fn signed_dots(&self, dots: &mut [i32], o: usize, differ: &[u32]) {
-        signed_counts(dots, differ, self.w.cols as i32);
-        let patterns = self.border_dots.len() / self.w.rows;
-        let border_dots = &self.border_dots[o * patterns..(o + 1) * patterns];
-        for &(pos, q) in &self.border {
-            dots[pos] -= border_dots[q];
         }
     }
 }
@@ -390,47 +424,18 @@ fn count_differences(
     }
 }
 
-/// Each pixel's signs across channels: `c.div_ceil(64)` planes of `h · w` words, channel `ch`
-/// at bit `ch % 64` of plane `ch / 64`. Plane by plane, each channel's pass runs over
-/// contiguous words, which vectorises.
-fn sign_planes(x: ndarray::ArrayView3<'_, f32>) -> Vec<u64> {
-    let (c, h, w) = x.dim();
-    let mut planes = vec![0u64; c.div_ceil(64) * h * w];
-    for (ch, channel) in x.outer_iter().enumerate() {
-        let channel = channel.as_standard_layout();
-        let values = channel.as_slice().expect("standard layout");
-        let plane = ch / 64 * h * w;
-        set_sign_bits(&mut planes[plane..plane + h * w], values, ch % 64);
-    }
-    planes
-}
-
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl",
-    "x86_64+avx2",
-    "aarch64+neon"
-))]
-fn set_sign_bits(plane: &mut [u64], values: &[f32], bit: usize) {
-    // A select of a constant: one masked OR per vector.
-    let one = 1u64 << bit;
-    for (word, &v) in plane.iter_mut().zip(values) {
-        *word |= if v >= 0.0 { one } else { 0 };
-    }
-}
-
 /// Every output position's input signs in the weights' column order, in panels of [`PANEL`]
 /// positions: word `k` of position `pos` is at `((pos / PANEL) · words + k) · PANEL + pos %
 /// PANEL`. A tile then reads word `k` of its positions as contiguous vectors, and a panel
 /// (`words · 256` bytes) stays in L1 while every weight row passes over it. Taps in the
 /// padding, and positions past the last, have zero bits.
 fn gather_windows(
-    x: ndarray::ArrayView3<'_, f32>,
+    planes: &[u64],
+    (c, h, w): (usize, usize, usize),
     words: usize,
     p: &Conv2dParams,
     (oh, ow): (usize, usize),
 ) -> Vec<u64> {
-    let (c, h, w) = x.dim();
-    let planes = sign_planes(x);
     let mut windows = vec![0u64; (oh * ow).div_ceil(PANEL) * words * PANEL];
     let [kh, kw] = p.kernel;
     for ky in 0..kh {
