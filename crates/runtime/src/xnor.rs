@@ -258,11 +258,18 @@ fn scale_and_shift(plane: &mut [f32], scales: &[f32], bias: f32) {
     }
 }
 
+/// What turns row `o`'s sign products into its outputs: `α[o]` and `b[o]`.
+#[derive(Debug, Clone, Copy)]
+struct RowScale {
+    alpha: f32,
+    bias: f32,
+}
+
 /// One output element from its sign product: `(α · dot) · K + b`, the float path's `v · K + b`
 /// with `v = α · dot`.
 #[inline]
-fn output(dot: i32, alpha: f32, scale: f32, bias: f32) -> f32 {
-    alpha * dot as f32 * scale + bias
+fn output(dot: i32, row: RowScale, scale: f32) -> f32 {
+    row.alpha * dot as f32 * scale + row.bias
 }
 
 /// One output plane from its counts of differing bits, as if no tap were in the padding:
@@ -272,13 +279,32 @@ fn output_plane(
     plane: &mut [MaybeUninit<f32>],
     differ: &[u32],
     cols: i32,
-    alpha: f32,
+    row: RowScale,
     scales: &[f32],
-    bias: f32,
 ) {
     assert_eq!(plane.len(), differ.len(), "every element written");
     for ((v, &d), &k) in plane.iter_mut().zip(differ).zip(scales) {
-        v.write(output(cols - 2 * d as i32, alpha, k, bias));
+        v.write(output(cols - 2 * d as i32, row, k));
+    }
+}
+
+/// The border positions of an [`output_plane`] again, from their true products: less what
+/// their padded taps added (`border_dots`, this row's per pattern).
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2", "aarch64+neon"))]
+fn rewrite_border(
+    plane: &mut [MaybeUninit<f32>],
+    differ: &[u32],
+    cols: i32,
+    row: RowScale,
+    scales: &[f32],
+    (runs, border_dots): (&[BorderRun], &[i32]),
+) {
+    for run in runs {
+        let dots = cols - border_dots[run.pattern];
+        for i in 0..run.len {
+            let pos = run.start + i * run.step;
+            plane[pos].write(output(dots - 2 * differ[pos] as i32, row, scales[pos]));
+        }
     }
 }
 
@@ -333,9 +359,8 @@ struct SignConv<'a> {
     output: (usize, usize),
     /// [`weight_tiles`] of `w`.
     tiles: Vec<u64>,
-    /// The positions whose windows reach into the padding, each with its pattern of padded
-    /// taps ([`border_windows`]).
-    border: Vec<(usize, usize)>,
+    /// The positions whose windows reach into the padding ([`border_runs`]).
+    border: Vec<BorderRun>,
     /// `[o · patterns + q]`: what pattern `q`'s taps add to row `o`'s `cols − 2 · popcount`
     /// ([`border_dots`]), to be taken off.
     border_dots: Vec<i32>,
@@ -350,6 +375,7 @@ impl<'a> SignConv<'a> {
         output: (usize, usize),
     ) -> SignConv<'a> {
         let (border, patterns) = border_windows(p, input, output);
+        let border = border_runs(&border, patterns.len());
         SignConv {
             kernel,
             w,
@@ -388,17 +414,23 @@ impl<'a> SignConv<'a> {
             let differ = &mut differ[..tiles.len() / words * stride];
             count_differences(self.kernel, differ, tiles, &windows, words);
             for (differ, (o, plane)) in differ.chunks_exact(stride).zip(&mut planes) {
-                let (cols, alpha) = (self.w.cols as i32, self.w.alpha[o]);
-                let bias = bias.map_or(0.0, |bias| bias[o]);
-                output_plane(plane, &differ[..positions], cols, alpha, scales, bias);
-                // The border positions again, from their true products (the plane counted
-                // their padded taps).
+                let cols = self.w.cols as i32;
+                let row = RowScale {
+                    alpha: self.w.alpha[o],
+                    bias: bias.map_or(0.0, |bias| bias[o]),
+                };
+                let differ = &differ[..positions];
+                output_plane(plane, differ, cols, row, scales);
                 let patterns = self.border_dots.len() / self.w.rows;
                 let border_dots = &self.border_dots[o * patterns..(o + 1) * patterns];
-                for &(pos, q) in &self.border {
-                    let dot = cols - 2 * differ[pos] as i32 - border_dots[q];
-                    plane[pos].write(output(dot, alpha, scales[pos], bias));
-                }
+                rewrite_border(
+                    plane,
+                    differ,
+                    cols,
+                    row,
+                    scales,
+                    (&self.border, border_dots),
+                );
             }
         }
     }
@@ -526,6 +558,52 @@ fn border_windows(
     (border, patterns)
 }
 
+/// Positions `start + i · step` for `i < len` whose windows have the same taps in the
+/// padding (pattern number `pattern` of [`border_windows`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct BorderRun {
+    start: usize,
+    step: usize,
+    len: usize,
+    pattern: usize,
+}
+
+/// The border positions as runs: an edge of the image is one (a row of positions, or a
+/// column at a step of the row length), which the rewrite walks without looking up each
+/// position and its pattern.
+fn border_runs(border: &[(usize, usize)], patterns: usize) -> Vec<BorderRun> {
+    let mut runs = Vec::new();
+    for pattern in 0..patterns {
+        let mut run: Option<BorderRun> = None;
+        for &(pos, _) in border.iter().filter(|&&(_, q)| q == pattern) {
+            let single = BorderRun {
+                start: pos,
+                step: 1,
+                len: 1,
+                pattern,
+            };
+            run = Some(match run {
+                None => single,
+                Some(r) if r.len == 1 => BorderRun {
+                    step: pos - r.start,
+                    len: 2,
+                    ..r
+                },
+                Some(r) if pos == r.start + r.len * r.step => BorderRun {
+                    len: r.len + 1,
+                    ..r
+                },
+                Some(r) => {
+                    runs.push(r);
+                    single
+                }
+            });
+        }
+        runs.extend(run);
+    }
+    runs
+}
+
 /// `[o · patterns + q]`: what the taps of pattern `q` add to row `o`'s `cols − 2 · popcount(x
 /// XOR w)`. A tap in the padding has zero input bits, read as −1, so each of its `c` columns
 /// adds `−sign(w)`: `c − 2 · ones` in all. The true product has nothing there.
@@ -560,6 +638,14 @@ fn tap_ones(w: &BitRows, c: usize) -> Vec<u32> {
 /// at a time.
 #[inline]
 fn ones_in(row: &[u64], start: usize, len: usize) -> u32 {
+    if start % 64 == 0 && len % 64 == 0 {
+        // Whole words, as when the channels are a multiple of 64.
+        let mut ones = 0;
+        for word in &row[start / 64..(start + len) / 64] {
+            ones += word.count_ones();
+        }
+        return ones;
+    }
     let (mut ones, end) = (0, start + len);
     let mut k = start;
     while k < end {
