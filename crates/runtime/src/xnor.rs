@@ -388,9 +388,9 @@ impl<'a> SignConv<'a> {
         }
     }
 
-    /// One image `[c, h, w]` into `out` `[cout, oh · ow]`: per row and position, `(α · dot) · K
-    /// + b` with `dot = Σ_k sign(x)[k, pos] · sign(w)[o, k]`, which is `cols − 2 · popcount(x
-    /// XOR w)` over the whole window less what the padded taps added.
+    /// One image (its [`Pixels`] signs) into `out` `[cout, oh · ow]`: per row and position,
+    /// `(α · dot) · K + b` with `dot = Σ_k sign(x)[k, pos] · sign(w)[o, k]`, which is
+    /// `cols − 2 · popcount(x XOR w)` over the whole window less what the padded taps added.
     fn image(
         &self,
         signs: &[u64],
@@ -638,7 +638,7 @@ fn tap_ones(w: &BitRows, c: usize) -> Vec<u32> {
 /// at a time.
 #[inline]
 fn ones_in(row: &[u64], start: usize, len: usize) -> u32 {
-    if start % 64 == 0 && len % 64 == 0 {
+    if start.is_multiple_of(64) && len.is_multiple_of(64) {
         // Whole words, as when the channels are a multiple of 64.
         let mut ones = 0;
         for word in &row[start / 64..(start + len) / 64] {
