@@ -10,6 +10,7 @@
 use super::ops::{self, Conv2dParams, Matrix};
 use cxrm_format::encoding::binary::Binary;
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
+use std::mem::MaybeUninit;
 
 /// Sign bits of a weight matrix, one row per output channel, 64 columns per word (column `k`
 /// is bit `k % 64` of word `k / 64`); bits past `cols` are zero.
@@ -83,53 +84,121 @@ fn sign(x: f32) -> f32 {
     if x >= 0.0 { 1.0 } else { -1.0 }
 }
 
-/// `K` for every image and output position `[n, oh · ow]`: the sum of `|x|` over the window
-/// (all channels; padded positions count as zero) divided by `C · kh · kw`.
-fn window_scales(x: ArrayView4<'_, f32>, p: &Conv2dParams, oh: usize, ow: usize) -> Array2<f32> {
-    let (n, c, h, w) = x.dim();
-    let [kh, kw] = p.kernel;
-    let count = (c * kh * kw) as f32;
-    let mut out = Array2::<f32>::zeros((n, oh * ow));
-    for b in 0..n {
-        // Channel sums of |x| first: the window then sums one plane.
-        let mut plane = vec![0.0f32; h * w];
-        for ch in 0..c {
-            let channel = x.slice(ndarray::s![b, ch, .., ..]);
-            // Contiguous in a standard-layout input: one vectorised pass.
-            match channel.as_slice() {
-                Some(values) => plane
-                    .iter_mut()
-                    .zip(values)
-                    .for_each(|(p, v)| *p += v.abs()),
-                None => {
-                    for ((iy, ix), v) in channel.indexed_iter() {
-                        plane[iy * w + ix] += v.abs();
-                    }
-                }
-            }
+/// What one image's layer needs of each pixel, from one pass over the image: the sum of `|x|`
+/// over channels (for `K`) and, on the popcount path, the signs across channels,
+/// `c.div_ceil(64)` planes of `h · w` words with channel `ch` at bit `ch % 64` of plane
+/// `ch / 64`.
+struct Pixels {
+    magnitudes: Vec<f32>,
+    signs: Vec<u64>,
+}
+
+fn pixels(x: ndarray::ArrayView3<'_, f32>, with_signs: bool) -> Pixels {
+    let (c, h, w) = x.dim();
+    let mut magnitudes = vec![0.0f32; h * w];
+    let mut signs = vec![
+        0u64;
+        if with_signs {
+            c.div_ceil(64) * h * w
+        } else {
+            0
         }
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut acc = 0.0f32;
-                for ky in 0..kh {
-                    let iy =
-                        (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    for kx in 0..kw {
-                        let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
-                            - p.padding[1] as isize;
-                        if ix >= 0 && ix < w as isize {
-                            acc += plane[iy as usize * w + ix as usize];
-                        }
-                    }
+    ];
+    for (ch, channel) in x.outer_iter().enumerate() {
+        let channel = channel.as_standard_layout();
+        let values = channel.as_slice().expect("standard layout");
+        if with_signs {
+            let plane = ch / 64 * h * w;
+            let signs = &mut signs[plane..plane + h * w];
+            add_channel(signs, &mut magnitudes, values, ch % 64);
+        } else {
+            add_magnitudes(&mut magnitudes, values);
+        }
+    }
+    Pixels { magnitudes, signs }
+}
+
+/// `magnitudes += |values|`, one vectorised pass (each element is one sum, so the width of
+/// the vectors changes no bit).
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2", "aarch64+neon"))]
+fn add_magnitudes(magnitudes: &mut [f32], values: &[f32]) {
+    for (m, v) in magnitudes.iter_mut().zip(values) {
+        *m += v.abs();
+    }
+}
+
+/// [`add_magnitudes`], and each value's sign as bit `bit` of its pixel's word in `signs`.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl",
+    "x86_64+avx2",
+    "aarch64+neon"
+))]
+fn add_channel(signs: &mut [u64], magnitudes: &mut [f32], values: &[f32], bit: usize) {
+    // A select of a constant: one masked OR per vector.
+    let one = 1u64 << bit;
+    for ((word, m), &v) in signs.iter_mut().zip(magnitudes.iter_mut()).zip(values) {
+        *word |= if v >= 0.0 { one } else { 0 };
+        *m += v.abs();
+    }
+}
+
+/// `K` for each output position of one image: the sum of `|x|` over the window (all
+/// channels, from the pixels' `magnitudes`; padded positions count as zero) divided by
+/// `C · kh · kw`.
+fn window_means(
+    magnitudes: &[f32],
+    (c, h, w): (usize, usize, usize),
+    p: &Conv2dParams,
+    (oh, ow): (usize, usize),
+) -> Vec<f32> {
+    let [kh, kw] = p.kernel;
+    let mut sums = vec![0.0f32; oh * ow];
+    // Tap by tap over the positions that tap reaches inside the image: each position still
+    // adds its taps in (ky, kx) order.
+    for ky in 0..kh {
+        let out_rows = inside_outputs(ky, 0, p, h, oh);
+        for kx in 0..kw {
+            let out_cols = inside_outputs(kx, 1, p, w, ow);
+            if out_cols.is_empty() {
+                continue;
+            }
+            for oy in out_rows.clone() {
+                let iy = oy * p.stride[0] + ky * p.dilation[0] - p.padding[0];
+                let ix = out_cols.start * p.stride[1] + kx * p.dilation[1] - p.padding[1];
+                let taps = magnitudes[iy * w + ix..].iter().step_by(p.stride[1]);
+                for (sum, &v) in sums[oy * ow..][out_cols.clone()].iter_mut().zip(taps) {
+                    *sum += v;
                 }
-                out[[b, oy * ow + ox]] = acc / count;
             }
         }
     }
-    out
+    let count = (c * kh * kw) as f32;
+    for sum in sums.iter_mut() {
+        *sum /= count;
+    }
+    sums
+}
+
+/// Where output `o`, tap `k` reads along one axis (`axis` 0 for rows, 1 for columns), or
+/// `None` in the padding.
+fn input_index(o: usize, k: usize, axis: usize, p: &Conv2dParams, len: usize) -> Option<usize> {
+    let i = (o * p.stride[axis] + k * p.dilation[axis]).checked_sub(p.padding[axis])?;
+    (i < len).then_some(i)
+}
+
+/// The outputs `o < out_len` whose tap `k` reads inside the input along one axis: a range,
+/// as the input index grows with `o`.
+fn inside_outputs(
+    k: usize,
+    axis: usize,
+    p: &Conv2dParams,
+    len: usize,
+    out_len: usize,
+) -> std::ops::Range<usize> {
+    let inside = |o: &usize| input_index(*o, k, axis, p, len).is_some();
+    let start = (0..out_len).find(inside).unwrap_or(out_len);
+    let end = (start..out_len).find(|o| !inside(o)).unwrap_or(out_len);
+    start..end
 }
 
 /// `xnor_conv2d` (groups 1, checked at load).
@@ -139,148 +208,559 @@ pub fn conv2d(
     bias: Option<&[f32]>,
     p: &Conv2dParams,
 ) -> Array4<f32> {
-    let (n, _, h, w) = x.dim();
+    conv2d_with(Popcount::fastest(), x, weight, bias, p)
+}
+
+/// [`conv2d`] with the popcount kernel given, so that tests can hold every kernel to the same
+/// bits.
+fn conv2d_with(
+    kernel: Popcount,
+    x: ArrayView4<'_, f32>,
+    weight: &XnorWeight<'_>,
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+) -> Array4<f32> {
+    let (n, c, h, w) = x.dim();
     let (oh, ow) = p.output_size(h, w).expect("checked at load");
-    let scales = window_scales(x, p, oh, ow);
-    let cout = weight.rows();
-    let mut out = match weight {
-        XnorWeight::Float(m) => ops::conv2d(x.mapv(sign).view(), m, None, p),
-        XnorWeight::Bits(bits) => {
-            let mut out = Array4::<f32>::zeros((n, cout, oh, ow));
-            for b in 0..n {
-                let dots = popcount_conv(x.slice(ndarray::s![b, .., .., ..]), bits, p, oh, ow);
-                out.slice_mut(ndarray::s![b, .., .., ..])
-                    .iter_mut()
-                    .zip(&dots)
-                    .for_each(|(o, &d)| *o = d);
+    match weight {
+        XnorWeight::Float(m) => {
+            let mut out = ops::conv2d(x.mapv(sign).view(), m, None, p);
+            for (image, mut out) in x.outer_iter().zip(out.outer_iter_mut()) {
+                let k = window_means(&pixels(image, false).magnitudes, (c, h, w), p, (oh, ow));
+                let out = out.as_slice_mut().expect("standard layout");
+                for (o, plane) in out.chunks_exact_mut(oh * ow).enumerate() {
+                    scale_and_shift(plane, &k, bias.map_or(0.0, |bias| bias[o]));
+                }
             }
             out
         }
-    };
-    for b in 0..n {
-        for o in 0..cout {
-            let bo = bias.map_or(0.0, |bias| bias[o]);
-            let mut plane = out.slice_mut(ndarray::s![b, o, .., ..]);
-            for (v, k) in plane.iter_mut().zip(scales.row(b)) {
-                *v = *v * k + bo;
+        XnorWeight::Bits(bits) => {
+            let conv = SignConv::new(kernel, bits, p, (c, h, w), (oh, ow));
+            // Not zeroed first: every element is written below.
+            let mut out = Array4::<f32>::uninit((n, bits.rows, oh, ow));
+            for (image, mut out) in x.outer_iter().zip(out.outer_iter_mut()) {
+                let pixels = pixels(image, true);
+                let k = window_means(&pixels.magnitudes, (c, h, w), p, (oh, ow));
+                let out = out.as_slice_mut().expect("standard layout");
+                conv.image(&pixels.signs, &k, bias, out);
+            }
+            // SAFETY: `SignConv::image` writes each of its image's `cout` planes of `oh · ow`
+            // elements, and every image went through it.
+            unsafe { out.assume_init() }
+        }
+    }
+}
+
+/// `v · K + b` over one output plane, `K` per position.
+fn scale_and_shift(plane: &mut [f32], scales: &[f32], bias: f32) {
+    for (v, k) in plane.iter_mut().zip(scales) {
+        *v = *v * k + bias;
+    }
+}
+
+/// What turns row `o`'s sign products into its outputs: `α[o]` and `b[o]`.
+#[derive(Debug, Clone, Copy)]
+struct RowScale {
+    alpha: f32,
+    bias: f32,
+}
+
+/// One output element from its sign product: `(α · dot) · K + b`, the float path's `v · K + b`
+/// with `v = α · dot`.
+#[inline]
+fn output(dot: i32, row: RowScale, scale: f32) -> f32 {
+    row.alpha * dot as f32 * scale + row.bias
+}
+
+/// One output plane from its counts of differing bits, as if no tap were in the padding:
+/// [`output`] of `cols − 2 · differ` (the border positions are then rewritten).
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2", "aarch64+neon"))]
+fn output_plane(
+    plane: &mut [MaybeUninit<f32>],
+    differ: &[u32],
+    cols: i32,
+    row: RowScale,
+    scales: &[f32],
+) {
+    assert_eq!(plane.len(), differ.len(), "every element written");
+    for ((v, &d), &k) in plane.iter_mut().zip(differ).zip(scales) {
+        v.write(output(cols - 2 * d as i32, row, k));
+    }
+}
+
+/// The border positions of an [`output_plane`] again, from their true products: less what
+/// their padded taps added (`border_dots`, this row's per pattern).
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2", "aarch64+neon"))]
+fn rewrite_border(
+    plane: &mut [MaybeUninit<f32>],
+    differ: &[u32],
+    cols: i32,
+    row: RowScale,
+    scales: &[f32],
+    (runs, border_dots): (&[BorderRun], &[i32]),
+) {
+    for run in runs {
+        let dots = cols - border_dots[run.pattern];
+        for i in 0..run.len {
+            let pos = run.start + i * run.step;
+            plane[pos].write(output(dots - 2 * differ[pos] as i32, row, scales[pos]));
+        }
+    }
+}
+
+/// Output positions per panel of gathered input signs ([`gather_windows`]), which is the
+/// width of a popcount tile: four vectors of eight 64-bit lanes.
+const PANEL: usize = 32;
+
+/// Weight rows per popcount tile ([`weight_tiles`]). Four rows by four vectors of positions
+/// is 16 accumulators, which with the four input vectors and a broadcast weight word fits in
+/// AVX-512's 32 registers.
+const TILE_ROWS: usize = 4;
+
+/// Weight rows counted before their counts are finished: 16 rows of 1,024 positions are
+/// 64 KiB of counts, which stay in L2 (all 256 rows' 1 MiB went out to memory and back).
+const ROW_BLOCK: usize = 4 * TILE_ROWS;
+
+/// How the differing sign bits are counted. Counts are integers, so every kernel gives the
+/// same bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Popcount {
+    /// Scalar popcounts, compiled for POPCNT and NEON where the CPU has them.
+    Portable,
+    /// AVX-512's vector popcount, a tile of rows × positions held in registers.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Popcount {
+    fn fastest() -> Popcount {
+        #[cfg(target_arch = "x86_64")]
+        if avx512_popcount_available() {
+            return Popcount::Avx512;
+        }
+        Popcount::Portable
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512_popcount_available() -> bool {
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vpopcntdq")
+}
+
+/// The popcount path of one layer call: everything but the image, prepared once.
+struct SignConv<'a> {
+    kernel: Popcount,
+    /// In `(ky, kx, c)` column order ([`BitRows::for_conv`]).
+    w: &'a BitRows,
+    p: &'a Conv2dParams,
+    /// `(c, h, w)`.
+    input: (usize, usize, usize),
+    /// `(oh, ow)`.
+    output: (usize, usize),
+    /// [`weight_tiles`] of `w`.
+    tiles: Vec<u64>,
+    /// The positions whose windows reach into the padding ([`border_runs`]).
+    border: Vec<BorderRun>,
+    /// `[o · patterns + q]`: what pattern `q`'s taps add to row `o`'s `cols − 2 · popcount`
+    /// ([`border_dots`]), to be taken off.
+    border_dots: Vec<i32>,
+}
+
+impl<'a> SignConv<'a> {
+    fn new(
+        kernel: Popcount,
+        w: &'a BitRows,
+        p: &'a Conv2dParams,
+        input: (usize, usize, usize),
+        output: (usize, usize),
+    ) -> SignConv<'a> {
+        let (border, patterns) = border_windows(p, input, output);
+        let border = border_runs(&border, patterns.len());
+        SignConv {
+            kernel,
+            w,
+            p,
+            input,
+            output,
+            tiles: weight_tiles(w),
+            border,
+            border_dots: border_dots(w, input.0, &patterns),
+        }
+    }
+
+    /// One image (its [`Pixels`] signs) into `out` `[cout, oh · ow]`: per row and position,
+    /// `(α · dot) · K + b` with `dot = Σ_k sign(x)[k, pos] · sign(w)[o, k]`, which is
+    /// `cols − 2 · popcount(x XOR w)` over the whole window less what the padded taps added.
+    fn image(
+        &self,
+        signs: &[u64],
+        scales: &[f32],
+        bias: Option<&[f32]>,
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        assert_eq!(
+            out.len(),
+            self.w.rows * scales.len(),
+            "every element written"
+        );
+        let (words, positions) = (self.w.words, scales.len());
+        let windows = gather_windows(signs, self.input, words, self.p, self.output);
+        let stride = windows.len() / words;
+        // A block of rows at a time, so that the counts are still in L2 when finished.
+        let mut differ = vec![0u32; ROW_BLOCK * stride];
+        let planes = out.chunks_exact_mut(positions);
+        let mut planes = planes.enumerate();
+        for tiles in self.tiles.chunks(ROW_BLOCK * words) {
+            let differ = &mut differ[..tiles.len() / words * stride];
+            count_differences(self.kernel, differ, tiles, &windows, words);
+            for (differ, (o, plane)) in differ.chunks_exact(stride).zip(&mut planes) {
+                let cols = self.w.cols as i32;
+                let row = RowScale {
+                    alpha: self.w.alpha[o],
+                    bias: bias.map_or(0.0, |bias| bias[o]),
+                };
+                let differ = &differ[..positions];
+                output_plane(plane, differ, cols, row, scales);
+                let patterns = self.border_dots.len() / self.w.rows;
+                let border_dots = &self.border_dots[o * patterns..(o + 1) * patterns];
+                rewrite_border(
+                    plane,
+                    differ,
+                    cols,
+                    row,
+                    scales,
+                    (&self.border, border_dots),
+                );
             }
         }
     }
-    out
 }
 
-/// `α[o] · Σ_k sign(x)[k, p] · sign(w)[o, k]` for one image, `[cout, oh, ow]` flattened.
-/// `w` is in `(ky, kx, c)` column order ([`BitRows::for_conv`]).
-fn popcount_conv(
-    x: ndarray::ArrayView3<'_, f32>,
-    w: &BitRows,
-    p: &Conv2dParams,
-    oh: usize,
-    ow: usize,
-) -> Vec<f32> {
-    let (c, h, wd) = x.dim();
-    let [kh, kw] = p.kernel;
-    let words = w.words;
-    let positions = oh * ow;
-    // Each pixel's signs across channels, packed: one window tap's contribution.
-    let cw = c.div_ceil(64);
-    let mut pixels = vec![0u64; h * wd * cw];
-    for (ch, plane) in x.outer_iter().enumerate() {
-        let (word, bit) = (ch / 64, ch % 64);
-        let plane = plane.as_standard_layout();
-        let values = plane.as_slice().expect("standard layout");
-        for (pixel, &v) in pixels.chunks_exact_mut(cw).zip(values) {
-            pixel[word] |= u64::from(v >= 0.0) << bit;
+/// `out[o, pos] = Σ_k popcount(windows[pos, k] XOR tiles[o, k])`, one row of `out` per tile
+/// row (including the zero rows that complete the last tile), one column per panel position.
+fn count_differences(
+    kernel: Popcount,
+    out: &mut [u32],
+    tiles: &[u64],
+    windows: &[u64],
+    words: usize,
+) {
+    match kernel {
+        Popcount::Portable => differences_portable(out, tiles, windows, words),
+        #[cfg(target_arch = "x86_64")]
+        Popcount::Avx512 => {
+            assert!(avx512_popcount_available());
+            // SAFETY: the CPU features the function is compiled for were just detected.
+            unsafe { avx512::differences(out, tiles, windows, words) }
         }
     }
-    let ones: Vec<u64> = (0..cw)
-        .map(|j| {
-            let n = (c - 64 * j).min(64);
-            if n == 64 { u64::MAX } else { (1u64 << n) - 1 }
-        })
-        .collect();
-    // Per output position: the input's sign bits in the weights' column order, which bits lie
-    // inside the image, and how many do.
-    let mut signs = vec![0u64; positions * words];
-    let mut inside = vec![0u64; positions * words];
-    let mut counts = vec![0i32; positions];
+}
+
+/// Every output position's input signs in the weights' column order, in panels of [`PANEL`]
+/// positions: word `k` of position `pos` is at `((pos / PANEL) · words + k) · PANEL + pos %
+/// PANEL`. A tile then reads word `k` of its positions as contiguous vectors, and a panel
+/// (`words · 256` bytes) stays in L1 while every weight row passes over it. Taps in the
+/// padding, and positions past the last, have zero bits.
+fn gather_windows(
+    planes: &[u64],
+    (c, h, w): (usize, usize, usize),
+    words: usize,
+    p: &Conv2dParams,
+    (oh, ow): (usize, usize),
+) -> Vec<u64> {
+    let mut windows = vec![0u64; (oh * ow).div_ceil(PANEL) * words * PANEL];
+    let [kh, kw] = p.kernel;
+    for ky in 0..kh {
+        let out_rows = inside_outputs(ky, 0, p, h, oh);
+        for kx in 0..kw {
+            let out_cols = inside_outputs(kx, 1, p, w, ow);
+            for (j, plane) in planes.chunks_exact(h * w).enumerate() {
+                // This plane's 64 channels start at this bit of the window: one or two words.
+                let at = (ky * kw + kx) * c + 64 * j;
+                let (word, shift) = (at / 64, at % 64);
+                let spills = shift != 0 && word + 1 < words;
+                for oy in out_rows.clone() {
+                    let iy = oy * p.stride[0] + ky * p.dilation[0] - p.padding[0];
+                    let input_row = &plane[iy * w..(iy + 1) * w];
+                    // Runs of positions within one panel: contiguous words on both sides.
+                    let mut ox = out_cols.start;
+                    while ox < out_cols.end {
+                        let pos = oy * ow + ox;
+                        let run = (PANEL - pos % PANEL).min(out_cols.end - ox);
+                        let first = (pos / PANEL * words + word) * PANEL + pos % PANEL;
+                        let ix = ox * p.stride[1] + kx * p.dilation[1] - p.padding[1];
+                        let inputs = &input_row[ix..];
+                        let dst = &mut windows[first..first + run];
+                        or_shifted(dst, inputs, p.stride[1], |bits| bits << shift);
+                        if spills {
+                            let dst = &mut windows[first + PANEL..first + PANEL + run];
+                            or_shifted(dst, inputs, p.stride[1], |bits| bits >> (64 - shift));
+                        }
+                        ox += run;
+                    }
+                }
+            }
+        }
+    }
+    windows
+}
+
+/// `dst[i] |= shifted(src[i · stride])`; a plain zip for stride 1, which vectorises.
+#[inline]
+fn or_shifted(dst: &mut [u64], src: &[u64], stride: usize, shifted: impl Fn(u64) -> u64) {
+    if stride == 1 {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d |= shifted(s);
+        }
+    } else {
+        for (d, &s) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+            *d |= shifted(s);
+        }
+    }
+}
+
+/// The output positions whose windows reach into the padding, each with the index of its
+/// pattern (the taps that lie in the padding), and the patterns: a few, one per edge and
+/// corner of a 3×3 window with padding 1.
+fn border_windows(
+    p: &Conv2dParams,
+    (_, h, w): (usize, usize, usize),
+    (oh, ow): (usize, usize),
+) -> (Vec<(usize, usize)>, Vec<Vec<usize>>) {
+    let [kh, kw] = p.kernel;
+    let (mut border, mut patterns) = (Vec::new(), Vec::<Vec<usize>>::new());
+    let mut padded = Vec::new();
     for oy in 0..oh {
         for ox in 0..ow {
-            let pos = oy * ow + ox;
-            let sb = &mut signs[pos * words..(pos + 1) * words];
-            let ib = &mut inside[pos * words..(pos + 1) * words];
+            padded.clear();
             for ky in 0..kh {
-                let iy = (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize;
-                if iy < 0 || iy >= h as isize {
-                    continue;
-                }
                 for kx in 0..kw {
-                    let ix =
-                        (ox * p.stride[1] + kx * p.dilation[1]) as isize - p.padding[1] as isize;
-                    if ix < 0 || ix >= wd as isize {
-                        continue;
+                    if input_index(oy, ky, 0, p, h).is_none()
+                        || input_index(ox, kx, 1, p, w).is_none()
+                    {
+                        padded.push(ky * kw + kx);
                     }
-                    let pixel = (iy as usize * wd + ix as usize) * cw;
-                    let at = (ky * kw + kx) * c;
-                    put_bits(sb, at, &pixels[pixel..pixel + cw], c);
-                    put_bits(ib, at, &ones, c);
-                    counts[pos] += c as i32;
+                }
+            }
+            if padded.is_empty() {
+                continue;
+            }
+            let q = match patterns.iter().position(|q| *q == padded) {
+                Some(q) => q,
+                None => {
+                    patterns.push(padded.clone());
+                    patterns.len() - 1
+                }
+            };
+            border.push((oy * ow + ox, q));
+        }
+    }
+    (border, patterns)
+}
+
+/// Positions `start + i · step` for `i < len` whose windows have the same taps in the
+/// padding (pattern number `pattern` of [`border_windows`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct BorderRun {
+    start: usize,
+    step: usize,
+    len: usize,
+    pattern: usize,
+}
+
+/// The border positions as runs: an edge of the image is one (a row of positions, or a
+/// column at a step of the row length), which the rewrite walks without looking up each
+/// position and its pattern.
+fn border_runs(border: &[(usize, usize)], patterns: usize) -> Vec<BorderRun> {
+    let mut runs = Vec::new();
+    for pattern in 0..patterns {
+        let mut run: Option<BorderRun> = None;
+        for &(pos, _) in border.iter().filter(|&&(_, q)| q == pattern) {
+            let single = BorderRun {
+                start: pos,
+                step: 1,
+                len: 1,
+                pattern,
+            };
+            run = Some(match run {
+                None => single,
+                Some(r) if r.len == 1 => BorderRun {
+                    step: pos - r.start,
+                    len: 2,
+                    ..r
+                },
+                Some(r) if pos == r.start + r.len * r.step => BorderRun {
+                    len: r.len + 1,
+                    ..r
+                },
+                Some(r) => {
+                    runs.push(r);
+                    single
+                }
+            });
+        }
+        runs.extend(run);
+    }
+    runs
+}
+
+/// `[o · patterns + q]`: what the taps of pattern `q` add to row `o`'s `cols − 2 · popcount(x
+/// XOR w)`. A tap in the padding has zero input bits, read as −1, so each of its `c` columns
+/// adds `−sign(w)`: `c − 2 · ones` in all. The true product has nothing there.
+fn border_dots(w: &BitRows, c: usize, patterns: &[Vec<usize>]) -> Vec<i32> {
+    let taps = w.cols / c.max(1);
+    let ones = tap_ones(w, c);
+    let mut dots = Vec::with_capacity(w.rows * patterns.len());
+    for row in ones.chunks_exact(taps.max(1)).take(w.rows) {
+        for pattern in patterns {
+            let padded: u32 = pattern.iter().map(|&tap| row[tap]).sum();
+            dots.push((pattern.len() * c) as i32 - 2 * padded as i32);
+        }
+    }
+    dots
+}
+
+/// `[o · taps + tap]`: the set bits of each tap's `c` columns in each weight row, with the
+/// POPCNT instruction where there is one (the x86-64 baseline lacks it).
+#[multiversion::multiversion(targets("x86_64+popcnt", "aarch64+neon"))]
+fn tap_ones(w: &BitRows, c: usize) -> Vec<u32> {
+    let taps = w.cols / c.max(1);
+    let mut ones = Vec::with_capacity(w.rows * taps);
+    for row in w.bits.chunks_exact(w.words.max(1)).take(w.rows) {
+        for tap in 0..taps {
+            ones.push(ones_in(row, tap * c, c));
+        }
+    }
+    ones
+}
+
+/// Set bits among bits `start..start + len` of `row`, a word (or the part of one in range)
+/// at a time.
+#[inline]
+fn ones_in(row: &[u64], start: usize, len: usize) -> u32 {
+    if start.is_multiple_of(64) && len.is_multiple_of(64) {
+        // Whole words, as when the channels are a multiple of 64.
+        let mut ones = 0;
+        for word in &row[start / 64..(start + len) / 64] {
+            ones += word.count_ones();
+        }
+        return ones;
+    }
+    let (mut ones, end) = (0, start + len);
+    let mut k = start;
+    while k < end {
+        let (word, bit) = (k / 64, k % 64);
+        let take = (64 - bit).min(end - k);
+        let mask = if take == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << take) - 1) << bit
+        };
+        ones += (row[word] & mask).count_ones();
+        k += take;
+    }
+    ones
+}
+
+/// The weight rows in tiles of [`TILE_ROWS`]: word `k` of row `r` of tile `t` at
+/// `(t · words + k) · TILE_ROWS + r`, so that a tile reads its rows' words for one `k`
+/// together. Rows past the last are zero.
+fn weight_tiles(w: &BitRows) -> Vec<u64> {
+    let tiles = w.rows.div_ceil(TILE_ROWS);
+    let mut packed = vec![0u64; tiles * w.words * TILE_ROWS];
+    for (o, row) in w.bits.chunks_exact(w.words.max(1)).take(w.rows).enumerate() {
+        let (tile, r) = (o / TILE_ROWS, o % TILE_ROWS);
+        for (k, &bits) in row.iter().enumerate() {
+            packed[(tile * w.words + k) * TILE_ROWS + r] = bits;
+        }
+    }
+    packed
+}
+
+/// [`count_differences`] with scalar popcounts: per tile, the counts of `TILE_ROWS × PANEL`
+/// pairs accumulate in an array the compiler can keep in vectors. Plain loops, no closures:
+/// multiversion compiles closures without the target's features.
+#[multiversion::multiversion(targets("x86_64+avx2+popcnt", "x86_64+popcnt", "aarch64+neon"))]
+fn differences_portable(out: &mut [u32], tiles: &[u64], windows: &[u64], words: usize) {
+    let stride = windows.len() / words;
+    for (panel, xs) in windows.chunks_exact(words * PANEL).enumerate() {
+        for (tile, ws) in tiles.chunks_exact(words * TILE_ROWS).enumerate() {
+            let mut counts = [[0u32; PANEL]; TILE_ROWS];
+            for (xk, wk) in xs.chunks_exact(PANEL).zip(ws.chunks_exact(TILE_ROWS)) {
+                for (row, &w) in counts.iter_mut().zip(wk) {
+                    for (count, &x) in row.iter_mut().zip(xk) {
+                        *count += (x ^ w).count_ones();
+                    }
+                }
+            }
+            for (r, row) in counts.iter().enumerate() {
+                let at = (tile * TILE_ROWS + r) * stride + panel * PANEL;
+                out[at..at + PANEL].copy_from_slice(row);
+            }
+        }
+    }
+}
+
+/// [`count_differences`] on AVX-512: a tile's 4 × 32 counts stay in 16 registers of eight
+/// 64-bit lanes for all `words` (XOR with the broadcast weight word, VPOPCNTQ, add), and are
+/// narrowed and stored once. No horizontal sums: each lane is one position.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{PANEL, TILE_ROWS};
+    use std::arch::x86_64::*;
+
+    const VECTORS: usize = PANEL / 8;
+
+    #[target_feature(enable = "avx512f,avx512vpopcntdq")]
+    pub(super) fn differences(out: &mut [u32], tiles: &[u64], windows: &[u64], words: usize) {
+        let stride = windows.len() / words;
+        for (panel, xs) in windows.chunks_exact(words * PANEL).enumerate() {
+            for (tile, ws) in tiles.chunks_exact(words * TILE_ROWS).enumerate() {
+                let counts = tile_counts(xs, ws);
+                for (r, row) in counts.iter().enumerate() {
+                    let at = (tile * TILE_ROWS + r) * stride + panel * PANEL;
+                    store_counts(&mut out[at..at + PANEL], row);
                 }
             }
         }
     }
-    let mut out = vec![0.0f32; w.rows * positions];
-    sign_products(&mut out, w, &signs, &inside, &counts);
-    out
-}
 
-/// OR the low `n` bits of `src` (bits past `n` are zero) into `dst` starting at bit `at`.
-#[inline]
-fn put_bits(dst: &mut [u64], at: usize, src: &[u64], n: usize) {
-    let shift = at % 64;
-    for (j, &v) in src.iter().enumerate() {
-        let word = at / 64 + j;
-        dst[word] |= v << shift;
-        let bits_here = (n - 64 * j).min(64);
-        if shift != 0 && shift + bits_here > 64 {
-            dst[word + 1] |= v >> (64 - shift);
+    #[target_feature(enable = "avx512f,avx512vpopcntdq")]
+    #[inline]
+    fn tile_counts(xs: &[u64], ws: &[u64]) -> [[__m512i; VECTORS]; TILE_ROWS] {
+        let mut counts = [[_mm512_setzero_si512(); VECTORS]; TILE_ROWS];
+        for (xk, wk) in xs.chunks_exact(PANEL).zip(ws.chunks_exact(TILE_ROWS)) {
+            let x = load_positions(xk);
+            for (row, &w) in counts.iter_mut().zip(wk) {
+                let w = _mm512_set1_epi64(w as i64);
+                for (count, &x) in row.iter_mut().zip(&x) {
+                    let differ = _mm512_popcnt_epi64(_mm512_xor_si512(x, w));
+                    *count = _mm512_add_epi64(*count, differ);
+                }
+            }
         }
+        counts
     }
-}
 
-/// `out[o, pos] = α[o] · (inside − 2 · popcount((x XOR w) AND inside))`. A position whose
-/// window lies wholly inside the image (most of them) needs no mask, which halves the words
-/// read. Compiled for AVX-512 with its vector popcount (eight words per instruction), and
-/// with the POPCNT instruction as well as without (the x86-64 baseline lacks it, and its
-/// software popcount made the XNOR layers 3× slower), chosen once at run time by multiversion.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512vpopcntdq",
-    "x86_64+avx2+popcnt",
-    "x86_64+popcnt",
-    "aarch64+neon"
-))]
-fn sign_products(out: &mut [f32], w: &BitRows, signs: &[u64], inside: &[u64], counts: &[i32]) {
-    let words = w.words;
-    let positions = counts.len();
-    let whole = w.cols as i32;
-    for o in 0..w.rows {
-        let row = &w.bits[o * words..(o + 1) * words];
-        let alpha = w.alpha[o];
-        for (pos, (sb, ib)) in signs
-            .chunks_exact(words)
-            .zip(inside.chunks_exact(words))
-            .enumerate()
-        {
-            let differ: u32 = if counts[pos] == whole {
-                sb.iter().zip(row).map(|(s, r)| (s ^ r).count_ones()).sum()
-            } else {
-                sb.iter()
-                    .zip(ib)
-                    .zip(row)
-                    .map(|((s, i), r)| ((s ^ r) & i).count_ones())
-                    .sum()
-            };
-            out[o * positions + pos] = alpha * (counts[pos] - 2 * differ as i32) as f32;
+    /// One word of a panel's positions, `PANEL` words, as vectors.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn load_positions(xk: &[u64]) -> [__m512i; VECTORS] {
+        let mut x = [_mm512_setzero_si512(); VECTORS];
+        for (v, chunk) in x.iter_mut().zip(xk.chunks_exact(8)) {
+            // SAFETY: `chunk` is eight u64, the 64 bytes read; loadu needs no alignment.
+            *v = unsafe { _mm512_loadu_si512(chunk.as_ptr().cast()) };
+        }
+        x
+    }
+
+    /// The counts (at most 64 · words, far below 2³²) narrowed to u32 and stored.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn store_counts(out: &mut [u32], counts: &[__m512i; VECTORS]) {
+        for (chunk, &v) in out.chunks_exact_mut(8).zip(counts) {
+            // SAFETY: `chunk` is eight u32, the 32 bytes written; storeu needs no alignment.
+            unsafe { _mm256_storeu_si256(chunk.as_mut_ptr().cast(), _mm512_cvtepi64_epi32(v)) };
         }
     }
 }
@@ -431,6 +911,69 @@ mod tests {
             );
             close(bits.as_slice().unwrap(), want.as_slice().unwrap());
             close(float.as_slice().unwrap(), want.as_slice().unwrap());
+        }
+    }
+
+    /// Every popcount kernel this CPU has, against the portable one, bit for bit: interior and
+    /// border windows, channel counts that leave a tap's bits at unaligned offsets (3, 70,
+    /// 130) or fill whole words (128), strides and dilations of 2, row counts that leave the
+    /// last tile short, position counts that leave the last panel short, and output rows that
+    /// straddle panels.
+    #[test]
+    fn popcount_kernels_agree_bit_for_bit() {
+        let cases = [
+            (2, 3, 9, 9, 5, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
+            (1, 70, 8, 7, 6, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1]),
+            (1, 130, 9, 10, 7, [3, 3], [1, 1], [2, 2, 2, 2], [2, 2]),
+            (1, 128, 12, 12, 9, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
+            (1, 64, 6, 11, 3, [1, 5], [1, 2], [0, 2, 1, 1], [1, 1]),
+            // Padding wider than the window: corner outputs see nothing but padding.
+            (1, 5, 3, 3, 2, [3, 3], [1, 1], [3, 3, 3, 3], [1, 1]),
+        ];
+        let kernels = [
+            Popcount::Portable,
+            #[cfg(target_arch = "x86_64")]
+            Popcount::Avx512,
+        ];
+        for (i, &(n, cin, h, w, cout, kernel, stride, padding, dilation)) in
+            cases.iter().enumerate()
+        {
+            let p = Conv2dParams {
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups: 1,
+            };
+            let x = Array4::from_shape_vec((n, cin, h, w), rand(n * cin * h * w, 30 + i as u64))
+                .unwrap();
+            let cols = cin * kernel[0] * kernel[1];
+            let b = binarize(&rand(cout * cols, 40 + i as u64), cout, cols, DType::F32);
+            let bias = rand(cout, 50 + i as u64);
+            let weight = XnorWeight::Bits(BitRows::for_conv(&b, cin));
+            let run = |kernel| conv2d_with(kernel, x.view(), &weight, Some(&bias), &p);
+            let portable = run(Popcount::Portable);
+            let want = reference(&x, &b.to_f32(), cout, &p);
+            let shifted: Vec<f32> = want
+                .outer_iter()
+                .flat_map(|image| {
+                    image
+                        .outer_iter()
+                        .zip(&bias)
+                        .flat_map(|(plane, &bo)| plane.iter().map(|v| v + bo).collect::<Vec<_>>())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            close(portable.as_slice().unwrap(), &shifted);
+            for &kernel in &kernels {
+                #[cfg(target_arch = "x86_64")]
+                if kernel == Popcount::Avx512 && !avx512_popcount_available() {
+                    continue;
+                }
+                let got = run(kernel);
+                let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&portable), "case {i}, {kernel:?}");
+            }
         }
     }
 
