@@ -25,5 +25,5 @@ pub mod xnor;
 
 pub use classify::{Classification, Ranked};
 pub use cxrm_format::{Error, Result};
-pub use model::{InputSpec, LayerInfo, Model, RuntimeOptions};
+pub use model::{InputSpec, LayerInfo, Model, RuntimeOptions, WeightBytes};
 pub use ndarray;

@@ -177,6 +177,34 @@ pub struct Model<'a> {
     threads: Threads,
 }
 
+/// The bytes of weights a model reads on every pass: borrowed from the mapped file (resident
+/// once a pass has read them) and held as its own copies (folded, decoded, repacked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WeightBytes {
+    pub mapped: u64,
+    pub owned: u64,
+}
+
+impl WeightBytes {
+    fn add_matrix(&mut self, m: &Matrix<'_>) {
+        match m {
+            Matrix::Dense {
+                data: Cow::Borrowed(v),
+                ..
+            } => self.mapped += 4 * v.len() as u64,
+            Matrix::Dense { data, .. } => self.owned += 4 * data.len() as u64,
+            Matrix::Sparse(csr) => {
+                self.owned += (8 * csr.row_ptr.len() + 4 * csr.col.len() + 4 * csr.val.len()) as u64
+            }
+            Matrix::Product(factors) => factors.iter().for_each(|f| self.add_matrix(f)),
+        }
+    }
+
+    fn add_owned(&mut self, values: &[f32]) {
+        self.owned += 4 * values.len() as u64;
+    }
+}
+
 /// Per-layer summary, for `cxrm bench` and inspection.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerInfo {
@@ -282,10 +310,15 @@ impl<'a> Loader<'_, 'a> {
             }
         }
         self.decodes.set(self.decodes.get() + 1);
-        Ok((
-            Cow::Owned(self.file.decode_record(record)?.to_f32_vec()),
-            shape,
-        ))
+        let values = self.file.decode_record(record)?.to_f32_vec();
+        self.file.release_tensor(record);
+        Ok((Cow::Owned(values), shape))
+    }
+
+    /// Drops the mapped pages under `values` when they are borrowed from the file and the
+    /// model keeps a copy of its own instead ([`Cxrm::release`]); no-op for owned values.
+    fn release(&self, values: &[f32]) {
+        self.file.release(bytemuck::cast_slice(values));
     }
 
     /// A weight tensor as the runtime will run it: its factors when it is stored factored,
@@ -305,6 +338,7 @@ impl<'a> Loader<'_, 'a> {
         }
         if let Some(f) = self.file.read_factored(record)? {
             self.decodes.set(self.decodes.get() + 1);
+            self.file.release_tensor(record);
             return Ok((Loaded::Factored(f), shape));
         }
         let (values, shape) = self.tensor(node, name)?;
@@ -384,7 +418,9 @@ impl<'a> Loader<'_, 'a> {
         sparse_below: f64,
     ) -> Matrix<'a> {
         if self.sparse_enough(&data, sparse_below) {
-            Matrix::Sparse(Csr::from_dense(&data, rows, cols))
+            let csr = Csr::from_dense(&data, rows, cols);
+            self.release(&data);
+            Matrix::Sparse(csr)
         } else {
             Matrix::Dense { data, rows, cols }
         }
@@ -401,7 +437,9 @@ impl<'a> Loader<'_, 'a> {
                 node.name
             )));
         }
-        Ok(Some(b.into_owned()))
+        let owned = b.to_vec();
+        self.release(&b);
+        Ok(Some(owned))
     }
 }
 
@@ -488,7 +526,7 @@ impl<'a> Model<'a> {
                 inputs,
             });
         }
-        fold_batch_norms(&mut layers);
+        fold_batch_norms(&mut layers, &|copied| loader.release(copied));
         fuse_activations(&mut layers);
         let out = shapes.last().expect("nonempty");
         if out.len() != 1 {
@@ -548,6 +586,39 @@ impl<'a> Model<'a> {
             weights_decoded: loader.decodes.get(),
             threads: Threads::new(options.threads),
         })
+    }
+
+    /// The weights a pass reads, by where they live.
+    pub fn weight_bytes(&self) -> WeightBytes {
+        let mut bytes = WeightBytes::default();
+        for layer in &self.layers {
+            match &layer.op {
+                Op::Conv { weight, bias, .. } | Op::Dense { weight, bias } => {
+                    bytes.add_matrix(weight);
+                    bias.iter().for_each(|b| bytes.add_owned(b));
+                }
+                Op::ConvChain { steps, bias } => {
+                    steps.iter().for_each(|(m, _)| bytes.add_matrix(m));
+                    bias.iter().for_each(|b| bytes.add_owned(b));
+                }
+                Op::XnorConv { weight, bias, .. } | Op::XnorDense { weight, bias } => {
+                    match weight {
+                        XnorWeight::Bits(b) => {
+                            bytes.owned += 8 * b.bits.len() as u64;
+                            bytes.add_owned(&b.alpha);
+                        }
+                        XnorWeight::Float(m) => bytes.add_matrix(m),
+                    }
+                    bias.iter().for_each(|b| bytes.add_owned(b));
+                }
+                Op::BatchNorm { scale, shift } => {
+                    bytes.add_owned(scale);
+                    bytes.add_owned(shift);
+                }
+                _ => {}
+            }
+        }
+        bytes
     }
 
     /// The threads a forward pass uses.
@@ -1138,6 +1209,7 @@ fn build_op<'a>(
                 .zip(&scale)
                 .map(|((b, m), s)| b - m * s)
                 .collect();
+            t.iter().for_each(|v| loader.release(v));
             (Op::BatchNorm { scale, shift }, ins[0].clone())
         }
         format::Op::Relu => (Op::Relu, ins[0].clone()),
@@ -1253,7 +1325,8 @@ fn reader_counts(layers: &[Layer<'_>]) -> Vec<usize> {
 
 /// Fold each batch norm into the convolution or dense layer that feeds only it:
 /// `w' = w · γ/σ` per output channel, `b' = (b − μ) · γ/σ + β`.
-fn fold_batch_norms(layers: &mut [Layer<'_>]) {
+/// `release` gets the mapped weights that folding copied.
+fn fold_batch_norms(layers: &mut [Layer<'_>], release: &dyn Fn(&[f32])) {
     let readers = reader_counts(layers);
     for i in 0..layers.len() {
         let (Op::BatchNorm { scale, shift }, [Source::Node(j)]) =
@@ -1268,12 +1341,12 @@ fn fold_batch_norms(layers: &mut [Layer<'_>]) {
         let (scale, shift) = (scale.clone(), shift.clone());
         let folded = match &mut layers[j].op {
             Op::Conv { weight, bias, .. } | Op::Dense { weight, bias } => {
-                fold_into(weight, bias, &scale, &shift);
+                fold_into(weight, bias, &scale, &shift, release);
                 true
             }
             Op::ConvChain { steps, bias } => {
                 let last = steps.len() - 1;
-                fold_into(&mut steps[last].0, bias, &scale, &shift);
+                fold_into(&mut steps[last].0, bias, &scale, &shift, release);
                 true
             }
             _ => false,
@@ -1317,13 +1390,30 @@ fn fuse_activations(layers: &mut [Layer<'_>]) {
     }
 }
 
-/// `w' = w · s` per output row, `b' = b · s + t`.
-fn fold_into(weight: &mut Matrix<'_>, bias: &mut Option<Vec<f32>>, scale: &[f32], shift: &[f32]) {
+/// `w' = w · s` per output row, `b' = b · s + t`. Weights borrowed from the map are copied
+/// to be scaled, and `release` gets the originals, which no pass reads again.
+fn fold_into(
+    weight: &mut Matrix<'_>,
+    bias: &mut Option<Vec<f32>>,
+    scale: &[f32],
+    shift: &[f32],
+    release: &dyn Fn(&[f32]),
+) {
     let b = bias.get_or_insert_with(|| vec![0.0; weight.rows()]);
     for (r, bv) in b.iter_mut().enumerate() {
         *bv = *bv * scale[r] + shift[r];
     }
+    let mapped = match weight {
+        Matrix::Dense {
+            data: Cow::Borrowed(values),
+            ..
+        } => Some(*values),
+        _ => None,
+    };
     weight.scale_rows(scale);
+    if let Some(values) = mapped {
+        release(values);
+    }
 }
 
 /// Turn one preprocessed image `[C, H, W]` into a batch of one.
