@@ -7,8 +7,11 @@
 //! Factored weights run as they are stored: `lowrank` as two thin products, `tucker` as three
 //! convolutions (1×1, the core's, 1×1), `binary` weights of XNOR layers through the popcount
 //! kernel; anywhere else they are rebuilt once.
-//! Batch norm is folded into the convolution or dense layer before it. Shapes are checked
-//! through the whole graph at load, so a bad graph fails before any input is read.
+//! Batch norm is folded into the convolution or dense layer before it; the mapped pages of
+//! every weight copied this way (or decoded) are given back once the copy is made. Shapes are
+//! checked through the whole graph at load, so a bad graph fails before any input is read, and
+//! they give every activation its place in a per-image arena ([`arena`]): a forward pass
+//! writes each layer's output there and allocates nothing of its own.
 
 use super::arena::{self, Lifetime};
 use super::ops::{self, Activation, Conv2dParams, Csr, Matrix, Operand, PoolParams};
@@ -767,6 +770,7 @@ impl<'a> Model<'a> {
             Source::Node(j) => &self.shapes[j],
         }
     }
+
     /// Probabilities per class: the output itself when the graph ends in softmax, else the
     /// softmax of the logits.
     pub fn predict(&self, batch: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
