@@ -318,6 +318,22 @@ impl<'a> Loader<'_, 'a> {
         Ok((Cow::Owned(values), shape))
     }
 
+    /// `m` with its values copied out of the map, whose pages are given back.
+    fn owned(&self, m: Matrix<'a>) -> Matrix<'a> {
+        match m {
+            Matrix::Dense {
+                data: Cow::Borrowed(values),
+                rows,
+                cols,
+            } => {
+                let copy = Matrix::dense(values.to_vec(), rows, cols);
+                self.release(values);
+                copy
+            }
+            other => other,
+        }
+    }
+
     /// Drops the mapped pages under `values` when they are borrowed from the file and the
     /// model keeps a copy of its own instead ([`Cxrm::release`]); no-op for owned values.
     fn release(&self, values: &[f32]) {
@@ -1131,8 +1147,11 @@ fn build_op<'a>(
                     loaded => {
                         let mut weight = loader.weight_matrix(loaded, cout, cols, sparse_below);
                         if groups == c && cout == c {
-                            // The depthwise kernel is direct; it takes its few weights dense.
-                            weight = weight.into_dense();
+                            // The depthwise kernel is direct; it takes its few weights dense,
+                            // and as a copy of its own: read in place, they would keep resident
+                            // the file pages around them, mostly weights folded into copies (a
+                            // fault maps a whole page-cache folio, up to 2 MB).
+                            weight = loader.owned(weight.into_dense());
                         }
                         Op::Conv {
                             weight,
