@@ -778,3 +778,133 @@ fn a_weight_shared_by_many_nodes_is_decoded_once() {
     assert_eq!(decoded_copies, 4);
     assert_eq!(out_shared, out_copies);
 }
+
+/// A model of every layer kind that does not need weights of its own kind: sigmoid,
+/// hard swish, a per-channel mul, concat, pad, both poolings, add, flatten, dense, softmax,
+/// after a convolution with a folded batch norm and a fused relu6; some of them run in place,
+/// others read a value that is still needed.
+fn every_op_model() -> Vec<u8> {
+    let nodes = vec![
+        Node::new("c", "conv2d", &["input"], &["c.w"]).attr("padding", Value::ints([1, 1, 1, 1])),
+        Node::new(
+            "bn",
+            "batch_norm",
+            &["c"],
+            &["bn.0", "bn.1", "bn.2", "bn.3"],
+        ),
+        Node::new("r", "relu6", &["bn"], &[]),
+        Node::new("s", "sigmoid", &["r"], &[]),
+        Node::new("hs", "hard_swish", &["r"], &[]),
+        Node::new("g", "global_avg_pool", &["hs"], &[]),
+        Node::new("m", "mul", &["s", "g"], &[]),
+        Node::new("cat", "concat", &["m", "hs"], &[]),
+        Node::new("pd", "pad", &["cat"], &[]).attr("padding", Value::ints([1, 0, 0, 1])),
+        Node::new("mp", "max_pool2d", &["pd"], &[])
+            .attr("kernel", Value::ints([3, 3]))
+            .attr("stride", Value::ints([2, 2])),
+        Node::new("ap", "avg_pool2d", &["pd"], &[])
+            .attr("kernel", Value::ints([3, 3]))
+            .attr("stride", Value::ints([2, 2])),
+        Node::new("sum", "add", &["mp", "ap"], &[]),
+        Node::new("sq", "mul", &["sum", "sum"], &[]),
+        Node::new("f", "flatten", &["sq"], &[]),
+        Node::new("fc", "dense", &["f"], &["fc8.w"]),
+        Node::new("p", "softmax", &["fc"], &[]),
+    ];
+    tiny_model(nodes, |w| {
+        let mut rng = common::Lcg(21);
+        let fc: Vec<f32> = (0..3 * 72).map(|_| rng.weight(0.5)).collect();
+        w.add_dense("fc8.w", DType::F32, &[3, 72], common::f32_bytes(&fc))
+            .unwrap();
+    })
+}
+
+/// `count` different images for a `[2, 6, 6]` model.
+fn distinct_images(count: usize) -> Array4<f32> {
+    Array4::from_shape_fn((count, 2, 6, 6), |(n, c, y, x)| {
+        ((n * 13 + c * 5 + y * 3 + x * 7) % 17) as f32 / 8.0 - 1.0
+    })
+}
+
+#[test]
+fn passes_reuse_their_arena_without_carrying_anything_over() {
+    let models = std::iter::once(every_op_model()).chain(
+        common::runtime_fixtures()
+            .into_iter()
+            .map(|(_, bytes)| bytes),
+    );
+    for bytes in models {
+        let file = Cxrm::parse(&bytes).unwrap();
+        let model = Model::load_with(
+            &file,
+            RuntimeOptions {
+                threads: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(model.arena_bytes_per_image >= model.peak_bytes_per_image);
+        let s = &model.input;
+        let images = Array4::from_shape_fn((2, s.channels, s.height, s.width), |(n, c, y, x)| {
+            ((n * 13 + c * 5 + y * 3 + x * 7) % 17) as f32 / 8.0 - 1.0
+        });
+        let pass = |n: usize| {
+            let y = model
+                .forward(images.slice(ndarray::s![n..n + 1, .., .., ..]))
+                .unwrap();
+            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        // A, B, A, A: the arena holds B's values when A runs again.
+        let first = pass(0);
+        let other = pass(1);
+        assert_ne!(first, other);
+        assert_eq!(pass(0), first);
+        assert_eq!(pass(0), first);
+    }
+}
+
+#[test]
+fn every_image_of_a_batch_gets_its_own_bits_on_any_thread_count() {
+    let bytes = every_op_model();
+    let file = Cxrm::parse(&bytes).unwrap();
+    let model = |threads| {
+        Model::load_with(
+            &file,
+            RuntimeOptions {
+                threads,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let bits = |a: ndarray::ArrayView1<'_, f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let single = model(1);
+    let images = distinct_images(7);
+    let alone: Vec<Vec<u32>> = (0..7)
+        .map(|i| {
+            bits(
+                single
+                    .forward(images.slice(ndarray::s![i..i + 1, .., .., ..]))
+                    .unwrap()
+                    .row(0),
+            )
+        })
+        .collect();
+    for threads in [1, 2, 3, 0] {
+        let m = model(threads);
+        for batch in [1, 2, 5, 7] {
+            for _ in 0..2 {
+                let y = m
+                    .forward(images.slice(ndarray::s![..batch, .., .., ..]))
+                    .unwrap();
+                for (i, row) in y.rows().into_iter().enumerate() {
+                    assert_eq!(
+                        bits(row),
+                        alone[i],
+                        "threads {threads}, batch {batch}, image {i}"
+                    );
+                }
+            }
+        }
+    }
+}

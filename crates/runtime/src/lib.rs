@@ -7,6 +7,7 @@
 //! the file's metadata describes (with [`resize`], Pillow's filters), and [`data`] loads labelled data sets to evaluate on.
 //! This crate depends on `cxrm-format` only, never on a training framework.
 
+pub mod arena;
 pub mod batch;
 pub mod classify;
 pub mod data;
@@ -19,10 +20,11 @@ pub mod parallel;
 #[cfg(feature = "image")]
 pub mod preprocess;
 pub mod resize;
+pub mod scratch;
 pub mod signs;
 pub mod xnor;
 
 pub use classify::{Classification, Ranked};
 pub use cxrm_format::{Error, Result};
-pub use model::{InputSpec, LayerInfo, Model, RuntimeOptions};
+pub use model::{InputSpec, LayerInfo, Model, RuntimeOptions, WeightBytes};
 pub use ndarray;

@@ -7,11 +7,16 @@
 //! Factored weights run as they are stored: `lowrank` as two thin products, `tucker` as three
 //! convolutions (1×1, the core's, 1×1), `binary` weights of XNOR layers through the popcount
 //! kernel; anywhere else they are rebuilt once.
-//! Batch norm is folded into the convolution or dense layer before it. Shapes are checked
-//! through the whole graph at load, so a bad graph fails before any input is read.
+//! Batch norm is folded into the convolution or dense layer before it; the mapped pages of
+//! every weight copied this way (or decoded) are given back once the copy is made. Shapes are
+//! checked through the whole graph at load, so a bad graph fails before any input is read, and
+//! they give every activation its place in a per-image arena ([`arena`]): a forward pass
+//! writes each layer's output there and allocates nothing of its own.
 
-use super::ops::{self, Activation, Conv2dParams, Csr, Matrix, PoolParams};
+use super::arena::{self, Lifetime};
+use super::ops::{self, Activation, Conv2dParams, Csr, Matrix, Operand, PoolParams};
 use super::parallel::{self, Threads};
+use super::scratch;
 use super::xnor::{self, BitRows, XnorWeight};
 use cxrm_format as format;
 use cxrm_format::budget::Budget;
@@ -23,8 +28,10 @@ use cxrm_format::container::value::{self, Value};
 use cxrm_format::dtype::DType;
 use cxrm_format::encoding::Factored;
 use cxrm_format::error::{Error, Result};
-use ndarray::{Array2, Array4, ArrayD, ArrayView4, Ix2, Ix4, IxDyn};
+use ndarray::{Array2, Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2};
 use std::borrow::Cow;
+use std::ops::Range;
+use std::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RuntimeOptions {
@@ -152,18 +159,58 @@ pub struct Model<'a> {
     layers: Vec<Layer<'a>>,
     pub input: InputSpec,
     pub classes: Vec<String>,
-    /// Output shape of each layer (without the batch dimension).
+    /// The input's shape and each layer's output shape (without the batch dimension).
+    input_shape: Vec<usize>,
     shapes: Vec<Vec<usize>>,
-    /// For each layer, the index of the last layer that reads it (to free activations early).
-    last_use: Vec<usize>,
+    /// Where each value of a pass lives in an image's arena: the input first, then each
+    /// layer's output.
+    slots: Vec<Range<usize>>,
+    /// For each layer that runs in place, the input whose memory its output takes over.
+    in_place: Vec<Option<usize>>,
+    /// The `f32`s of one image's arena.
+    arena_len: usize,
+    /// Arenas not in use by a pass: one per image that has run at once, kept for the next.
+    arenas: Mutex<Vec<Vec<f32>>>,
     /// Multiply-adds of one image's pass through the layers that split over threads.
     work_per_image: usize,
-    /// The most activation bytes one image keeps alive at once, planned at load.
+    /// The most activation bytes one image keeps alive at once, planned at load: the largest
+    /// live set, with in-place layers sharing their input's memory.
     pub peak_bytes_per_image: u64,
+    /// The bytes of one image's arena, which holds every activation of a pass (at least
+    /// [`Model::peak_bytes_per_image`]: values that are never alive together share memory).
+    pub arena_bytes_per_image: u64,
     /// Tensors decoded while loading (each at most once; dense f32 is read in place).
     pub weights_decoded: usize,
     budget: Budget,
     threads: Threads,
+}
+
+/// The bytes of weights a model reads on every pass: borrowed from the mapped file (resident
+/// once a pass has read them) and held as its own copies (folded, decoded, repacked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WeightBytes {
+    pub mapped: u64,
+    pub owned: u64,
+}
+
+impl WeightBytes {
+    fn add_matrix(&mut self, m: &Matrix<'_>) {
+        match m {
+            Matrix::Dense {
+                data: Cow::Borrowed(v),
+                ..
+            } => self.mapped += 4 * v.len() as u64,
+            Matrix::Dense { data, .. } => self.owned += 4 * data.len() as u64,
+            Matrix::Sparse(csr) => {
+                self.owned += (8 * csr.row_ptr.len() + 4 * csr.col.len() + 4 * csr.val.len()) as u64
+            }
+            Matrix::Product(factors) => factors.iter().for_each(|f| self.add_matrix(f)),
+        }
+    }
+
+    fn add_owned(&mut self, values: &[f32]) {
+        self.owned += 4 * values.len() as u64;
+    }
 }
 
 /// Per-layer summary, for `cxrm bench` and inspection.
@@ -271,10 +318,31 @@ impl<'a> Loader<'_, 'a> {
             }
         }
         self.decodes.set(self.decodes.get() + 1);
-        Ok((
-            Cow::Owned(self.file.decode_record(record)?.to_f32_vec()),
-            shape,
-        ))
+        let values = self.file.decode_record(record)?.to_f32_vec();
+        self.file.release_tensor(record);
+        Ok((Cow::Owned(values), shape))
+    }
+
+    /// `m` with its values copied out of the map, whose pages are given back.
+    fn owned(&self, m: Matrix<'a>) -> Matrix<'a> {
+        match m {
+            Matrix::Dense {
+                data: Cow::Borrowed(values),
+                rows,
+                cols,
+            } => {
+                let copy = Matrix::dense(values.to_vec(), rows, cols);
+                self.release(values);
+                copy
+            }
+            other => other,
+        }
+    }
+
+    /// Drops the mapped pages under `values` when they are borrowed from the file and the
+    /// model keeps a copy of its own instead ([`Cxrm::release`]); no-op for owned values.
+    fn release(&self, values: &[f32]) {
+        self.file.release(bytemuck::cast_slice(values));
     }
 
     /// A weight tensor as the runtime will run it: its factors when it is stored factored,
@@ -294,6 +362,7 @@ impl<'a> Loader<'_, 'a> {
         }
         if let Some(f) = self.file.read_factored(record)? {
             self.decodes.set(self.decodes.get() + 1);
+            self.file.release_tensor(record);
             return Ok((Loaded::Factored(f), shape));
         }
         let (values, shape) = self.tensor(node, name)?;
@@ -373,7 +442,9 @@ impl<'a> Loader<'_, 'a> {
         sparse_below: f64,
     ) -> Matrix<'a> {
         if self.sparse_enough(&data, sparse_below) {
-            Matrix::Sparse(Csr::from_dense(&data, rows, cols))
+            let csr = Csr::from_dense(&data, rows, cols);
+            self.release(&data);
+            Matrix::Sparse(csr)
         } else {
             Matrix::Dense { data, rows, cols }
         }
@@ -390,7 +461,9 @@ impl<'a> Loader<'_, 'a> {
                 node.name
             )));
         }
-        Ok(Some(b.into_owned()))
+        let owned = b.to_vec();
+        self.release(&b);
+        Ok(Some(owned))
     }
 }
 
@@ -477,7 +550,7 @@ impl<'a> Model<'a> {
                 inputs,
             });
         }
-        fold_batch_norms(&mut layers);
+        fold_batch_norms(&mut layers, &|copied| loader.release(copied));
         fuse_activations(&mut layers);
         let out = shapes.last().expect("nonempty");
         if out.len() != 1 {
@@ -501,24 +574,75 @@ impl<'a> Model<'a> {
             }
         }
         let work_per_image = layers.iter().zip(&shapes).map(|(l, s)| l.op.work(s)).sum();
-        let peak_bytes_per_image =
-            peak_activations(&input_shape, &shapes, &layers, &last_use).saturating_mul(4);
+        let in_place = in_place_inputs(&layers, &input_shape, &shapes, &last_use);
+        let (lifetimes, storage) =
+            value_lifetimes(&input_shape, &shapes, &layers, &last_use, &in_place);
+        let peak_bytes_per_image = arena::peak_live(&lifetimes).saturating_mul(4);
         budget.check(
             || "one image's activations at their peak".into(),
             peak_bytes_per_image,
         )?;
+        let placement = arena::place(&lifetimes);
+        let arena_bytes_per_image = (placement.len as u64).saturating_mul(4);
+        budget.check(
+            || "one image's activation arena".into(),
+            arena_bytes_per_image,
+        )?;
+        let slots = std::iter::once(&input_shape)
+            .chain(&shapes)
+            .zip(storage)
+            .map(|(shape, at)| placement.range(at, elements(shape) as usize))
+            .collect();
         Ok(Model {
             layers,
             input,
             classes,
+            input_shape,
             shapes,
-            last_use,
+            slots,
+            in_place,
+            arena_len: placement.len,
+            arenas: Mutex::new(Vec::new()),
             work_per_image,
             peak_bytes_per_image,
+            arena_bytes_per_image,
             budget,
             weights_decoded: loader.decodes.get(),
             threads: Threads::new(options.threads),
         })
+    }
+
+    /// The weights a pass reads, by where they live.
+    pub fn weight_bytes(&self) -> WeightBytes {
+        let mut bytes = WeightBytes::default();
+        for layer in &self.layers {
+            match &layer.op {
+                Op::Conv { weight, bias, .. } | Op::Dense { weight, bias } => {
+                    bytes.add_matrix(weight);
+                    bias.iter().for_each(|b| bytes.add_owned(b));
+                }
+                Op::ConvChain { steps, bias } => {
+                    steps.iter().for_each(|(m, _)| bytes.add_matrix(m));
+                    bias.iter().for_each(|b| bytes.add_owned(b));
+                }
+                Op::XnorConv { weight, bias, .. } | Op::XnorDense { weight, bias } => {
+                    match weight {
+                        XnorWeight::Bits(b) => {
+                            bytes.owned += 8 * b.bits.len() as u64;
+                            bytes.add_owned(&b.alpha);
+                        }
+                        XnorWeight::Float(m) => bytes.add_matrix(m),
+                    }
+                    bias.iter().for_each(|b| bytes.add_owned(b));
+                }
+                Op::BatchNorm { scale, shift } => {
+                    bytes.add_owned(scale);
+                    bytes.add_owned(shift);
+                }
+                _ => {}
+            }
+        }
+        bytes
     }
 
     /// The threads a forward pass uses.
@@ -596,95 +720,77 @@ impl<'a> Model<'a> {
     /// `[n, classes]`: logits, or probabilities when the graph ends in softmax.
     ///
     /// The images of a batch run one at a time through the whole graph, several at once when
-    /// there are threads: an image's activations then stay the size of one image's (a layer of
-    /// a whole batch of 16 Xception inputs is 42 MB, which the allocator maps fresh, page by
-    /// page, on every pass), and an image's outputs are the same bits whatever batch it comes
-    /// in and whatever the thread count.
+    /// there are threads, each in an arena of its own: every activation is written into the
+    /// place planned for it at load, so a pass allocates nothing but the returned array, and
+    /// an image's outputs are the same bits whatever batch it comes in and whatever the thread
+    /// count.
     pub fn forward(&self, batch: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
-        let n = batch.dim().0;
-        let at_once = n.min(self.threads.count()).max(1) as u64;
-        self.budget.check(
-            || format!("{at_once} images' activations at once"),
-            self.peak_bytes_per_image.saturating_mul(at_once),
-        )?;
-        let work = self.work_per_image.saturating_mul(n);
-        if n <= 1 {
-            return self.threads.run(work, || self.forward_here(batch));
-        }
-        let mut rows: Vec<Option<Result<Array2<f32>>>> = (0..n).map(|_| None).collect();
-        self.threads.run(work, || {
-            parallel::each(&mut rows, self.work_per_image, &|i, row| {
-                *row = Some(self.forward_here(batch.slice(ndarray::s![i..i + 1, .., .., ..])));
-            })
-        });
-        let rows = rows
-            .into_iter()
-            .map(|r| r.expect("every image ran"))
-            .collect::<Result<Vec<_>>>()?;
-        let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
-        Ok(ndarray::concatenate(ndarray::Axis(0), &views).expect("one output shape"))
-    }
-
-    fn forward_here(&self, batch: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
-        let (_, c, h, w) = batch.dim();
+        let (n, c, h, w) = batch.dim();
         if [c, h, w] != [self.input.channels, self.input.height, self.input.width] {
             return Err(Error::Model(format!(
                 "input is {c}x{h}x{w}, the model takes {}x{}x{}",
                 self.input.channels, self.input.height, self.input.width
             )));
         }
-        let mut values: Vec<Option<ArrayD<f32>>> = vec![None; self.layers.len()];
-        let input = batch.into_dyn();
-        for (i, layer) in self.layers.iter().enumerate() {
-            // Element-wise ops rewrite their input in place when nothing else reads it.
-            if let (
-                Op::Relu | Op::Relu6 | Op::Sigmoid | Op::HardSwish | Op::Identity(_) | Op::Flatten,
-                [Source::Node(j)],
-            ) = (&layer.op, &layer.inputs[..])
-                && self.last_use[*j] == i
-                && values[*j].as_ref().is_some_and(|x| x.is_standard_layout())
-                && let Some(mut x) = values[*j].take()
-            {
-                match layer.op {
-                    Op::Relu => x.mapv_inplace(|v| v.max(0.0)),
-                    Op::Relu6 => x.mapv_inplace(|v| v.clamp(0.0, 6.0)),
-                    Op::Sigmoid => x.mapv_inplace(ops::sigmoid),
-                    Op::HardSwish => x.mapv_inplace(ops::hard_swish),
-                    Op::Flatten => {
-                        let n = x.shape()[0];
-                        let rest = x.len() / n.max(1);
-                        x = x
-                            .into_shape_with_order(IxDyn(&[n, rest]))
-                            .expect("standard layout reshapes without copying");
-                    }
-                    _ => {}
-                }
-                values[i] = Some(x);
-                continue;
-            }
-            let args: Vec<ndarray::ArrayViewD<'_, f32>> = layer
-                .inputs
-                .iter()
-                .map(|s| match s {
-                    Source::Input => input.view(),
-                    Source::Node(j) => values[*j].as_ref().expect("computed before use").view(),
+        let at_once = n.min(self.threads.count()).max(1) as u64;
+        self.budget.check(
+            || format!("{at_once} images' activations at once"),
+            self.arena_bytes_per_image.saturating_mul(at_once),
+        )?;
+        let classes = self.num_classes();
+        let mut out = Array2::<f32>::zeros((n, classes));
+        let rows = out.as_slice_mut().expect("a fresh array is contiguous");
+        let work = self.work_per_image.saturating_mul(n);
+        if n == 1 {
+            self.threads.run(work, || {
+                self.forward_image(batch.index_axis(ndarray::Axis(0), 0), rows)
+            });
+        } else if n > 1 {
+            let mut rows: Vec<&mut [f32]> = rows.chunks_exact_mut(classes).collect();
+            self.threads.run(work, || {
+                parallel::each(&mut rows, self.work_per_image, &|i, row| {
+                    self.forward_image(batch.index_axis(ndarray::Axis(0), i), row)
                 })
-                .collect();
-            let out = run_op(&layer.op, &args);
-            drop(args);
-            values[i] = Some(out);
-            for s in &layer.inputs {
-                if let Source::Node(j) = s
-                    && self.last_use[*j] == i
-                {
-                    values[*j] = None;
-                }
-            }
+            });
         }
-        let out = values.pop().flatten().expect("last layer computed");
-        Ok(out
-            .into_dimensionality::<Ix2>()
-            .expect("shape checked at load"))
+        Ok(out)
+    }
+
+    /// One image through the graph, in an arena from the model's pool (a new one when every
+    /// arena is in use by another image), its output written into `out`.
+    fn forward_image(&self, image: ArrayView3<'_, f32>, out: &mut [f32]) {
+        let mut arena = self
+            .arenas
+            .lock()
+            .ok()
+            .and_then(|mut free| free.pop())
+            .unwrap_or_default();
+        if arena.len() < self.arena_len {
+            arena.resize(self.arena_len, 0.0);
+        }
+        let input = &mut arena[self.slots[0].clone()];
+        match image.as_slice() {
+            Some(values) => input.copy_from_slice(values),
+            None => input
+                .iter_mut()
+                .zip(image.iter())
+                .for_each(|(d, s)| *d = *s),
+        }
+        for i in 0..self.layers.len() {
+            self.run_layer(i, &mut arena);
+        }
+        out.copy_from_slice(&arena[self.slots[self.layers.len()].clone()]);
+        if let Ok(mut free) = self.arenas.lock() {
+            free.push(arena);
+        }
+    }
+
+    /// The shape of a layer's input (without the batch dimension).
+    fn shape_of(&self, source: Source) -> &[usize] {
+        match source {
+            Source::Input => &self.input_shape,
+            Source::Node(j) => &self.shapes[j],
+        }
     }
 
     /// Probabilities per class: the output itself when the graph ends in softmax, else the
@@ -696,96 +802,267 @@ impl<'a> Model<'a> {
         }
         Ok(out)
     }
-}
 
-fn four<'v>(x: &ndarray::ArrayViewD<'v, f32>) -> ArrayView4<'v, f32> {
-    x.clone()
-        .into_dimensionality::<Ix4>()
-        .expect("shape checked at load")
-}
-
-fn run_op(op: &Op<'_>, args: &[ndarray::ArrayViewD<'_, f32>]) -> ArrayD<f32> {
-    match op {
-        Op::Conv {
-            weight,
-            bias,
-            params,
-            activation,
-        } => ops::conv2d_activated(four(&args[0]), weight, bias.as_deref(), params, *activation)
-            .into_dyn(),
-        Op::Dense { weight, bias } => {
-            let x = args[0]
-                .view()
-                .into_dimensionality::<Ix2>()
-                .expect("shape checked at load");
-            ops::dense(x, weight, bias.as_deref()).into_dyn()
-        }
-        Op::ConvChain { steps, bias } => {
-            let last = steps.len() - 1;
-            let mut x = ops::conv2d(four(&args[0]), &steps[0].0, None, &steps[0].1);
-            for (i, (m, p)) in steps.iter().enumerate().skip(1) {
-                let b = if i == last { bias.as_deref() } else { None };
-                x = ops::conv2d(x.view(), m, b, p);
+    /// Runs layer `i`, reading its inputs from their places in `arena` and writing its output
+    /// into its own (which is an input's, for a layer that runs in place).
+    fn run_layer(&self, i: usize, arena: &mut [f32]) {
+        let layer = &self.layers[i];
+        let place = self.slots[i + 1].clone();
+        let (before, rest) = arena.split_at_mut(place.start);
+        let (out, after) = rest.split_at_mut(place.len());
+        let (before, after) = (&*before, &*after);
+        let in_place = self.in_place[i].map(|k| layer.inputs[k]);
+        let operand = |k: usize| -> Operand<'_> {
+            let source = layer.inputs[k];
+            if Some(source) == in_place {
+                return Operand::Out;
             }
-            x.into_dyn()
-        }
-        Op::XnorConv {
-            weight,
-            bias,
-            params,
-        } => xnor::conv2d(four(&args[0]), weight, bias.as_deref(), params).into_dyn(),
-        Op::XnorDense { weight, bias } => {
-            let x = args[0]
-                .view()
-                .into_dimensionality::<Ix2>()
-                .expect("shape checked at load");
-            xnor::dense(x, weight, bias.as_deref()).into_dyn()
-        }
-        Op::BatchNorm { scale, shift } => {
-            let mut x = args[0].to_owned();
-            for mut img in x.outer_iter_mut() {
-                for ((mut ch, s), b) in img.outer_iter_mut().zip(scale).zip(shift) {
-                    ch.mapv_inplace(|v| v * s + b);
+            // The planner keeps every input of a layer apart from its output.
+            let r = &self.slots[value_index(source)];
+            Operand::Values(if r.start >= place.end {
+                &after[r.start - place.end..r.end - place.end]
+            } else {
+                &before[r.clone()]
+            })
+        };
+        let values = |k: usize| match operand(k) {
+            Operand::Values(v) => v,
+            Operand::Out => unreachable!("only element-wise layers run in place"),
+        };
+        let image = |k: usize| image_view(values(k), self.shape_of(layer.inputs[k]));
+        let vector = |k: usize| {
+            let v = values(k);
+            ArrayView2::from_shape((1, v.len()), v).expect("a vector")
+        };
+        match &layer.op {
+            Op::Conv {
+                weight,
+                bias,
+                params,
+                activation,
+            } => ops::conv2d_into(image(0), weight, bias.as_deref(), params, *activation, out),
+            Op::Dense { weight, bias } => ops::dense_into(vector(0), weight, bias.as_deref(), out),
+            Op::ConvChain { steps, bias } => run_chain(image(0), steps, bias.as_deref(), out),
+            // The popcount kernels return arrays of their own: one allocation per XNOR layer.
+            Op::XnorConv {
+                weight,
+                bias,
+                params,
+            } => out.copy_from_slice(
+                xnor::conv2d(image(0), weight, bias.as_deref(), params)
+                    .as_slice()
+                    .expect("a fresh array is contiguous"),
+            ),
+            Op::XnorDense { weight, bias } => out.copy_from_slice(
+                xnor::dense(vector(0), weight, bias.as_deref())
+                    .as_slice()
+                    .expect("a fresh array is contiguous"),
+            ),
+            Op::MaxPool(p) => ops::pool2d_into(image(0), p, true, out),
+            Op::AvgPool(p) => ops::pool2d_into(image(0), p, false, out),
+            Op::GlobalAvgPool => ops::global_avg_pool_into(image(0), out),
+            Op::Pad(padding) => ops::pad_into(image(0), *padding, out),
+            Op::Concat => {
+                // One image's inputs, each `[c_k, …]`, lie one after the other along axis 1.
+                let mut at = 0;
+                for k in 0..layer.inputs.len() {
+                    let v = values(k);
+                    out[at..at + v.len()].copy_from_slice(v);
+                    at += v.len();
                 }
             }
-            x
+            Op::Add => ops::binary_into(out, operand(0), operand(1), None, |a, b| a + b),
+            Op::Mul => {
+                let (a, b) = (
+                    self.shape_of(layer.inputs[0]),
+                    self.shape_of(layer.inputs[1]),
+                );
+                // Shapes that differ are `[C, H, W]` times one scale per channel.
+                let plane = (a != b).then(|| a[1..].iter().product());
+                ops::binary_into(out, operand(0), operand(1), plane, |a, b| a * b)
+            }
+            Op::Relu
+            | Op::Relu6
+            | Op::Sigmoid
+            | Op::HardSwish
+            | Op::BatchNorm { .. }
+            | Op::Softmax
+            | Op::Flatten
+            | Op::Sign { .. }
+            | Op::Identity(_) => {
+                // Element by element, over the input's values where the layer runs in place,
+                // else over a copy of them: the same operations either way.
+                if let Operand::Values(x) = operand(0) {
+                    out.copy_from_slice(x);
+                }
+                element_wise(&layer.op, out);
+            }
         }
-        Op::Relu => args[0].mapv(|v| v.max(0.0)),
-        Op::Relu6 => args[0].mapv(|v| v.clamp(0.0, 6.0)),
-        Op::Softmax => {
-            let mut x = args[0]
-                .view()
-                .into_dimensionality::<Ix2>()
-                .expect("shape checked at load")
-                .to_owned();
-            ops::softmax(&mut x);
-            x.into_dyn()
-        }
-        Op::Flatten => {
-            let n = args[0].shape()[0];
-            let rest: usize = args[0].shape()[1..].iter().product();
-            args[0]
-                .as_standard_layout()
-                .into_owned()
-                .into_shape_with_order(IxDyn(&[n, rest]))
-                .expect("sizes match")
-        }
-        Op::MaxPool(p) => ops::pool2d(four(&args[0]), p, true).into_dyn(),
-        Op::AvgPool(p) => ops::pool2d(four(&args[0]), p, false).into_dyn(),
-        Op::GlobalAvgPool => ops::global_avg_pool(four(&args[0])).into_dyn(),
-        Op::Pad(padding) => ops::pad(four(&args[0]), *padding).into_dyn(),
-        Op::Add => &args[0] + &args[1],
-        Op::Sigmoid => args[0].mapv(ops::sigmoid),
-        Op::HardSwish => args[0].mapv(ops::hard_swish),
-        Op::Mul => ops::mul(&args[0], &args[1]),
-        Op::Concat => ndarray::concatenate(ndarray::Axis(1), args).expect("shapes checked at load"),
-        Op::Sign { threshold } => {
-            let mut x = args[0].to_owned();
-            crate::signs::sign_in_place(&mut x, threshold.as_deref());
-            x
-        }
-        Op::Identity(_) => args[0].to_owned(),
     }
+}
+
+/// A layer that maps values one by one (or a softmax, row by row), applied to `x` in place.
+/// A flatten and an identity keep the values as they lie.
+fn element_wise(op: &Op<'_>, x: &mut [f32]) {
+    match op {
+        Op::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Op::Relu6 => x.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        Op::Sigmoid => x.iter_mut().for_each(|v| *v = ops::sigmoid(*v)),
+        Op::HardSwish => x.iter_mut().for_each(|v| *v = ops::hard_swish(*v)),
+        Op::BatchNorm { scale, shift } => {
+            let plane = x.len() / scale.len().max(1);
+            for ((channel, s), b) in x.chunks_exact_mut(plane.max(1)).zip(scale).zip(shift) {
+                channel.iter_mut().for_each(|v| *v = *v * s + b);
+            }
+        }
+        Op::Softmax => {
+            let len = x.len();
+            ops::softmax_rows(ArrayViewMut2::from_shape((1, len), x).expect("a vector"))
+        }
+        Op::Sign { threshold } => crate::signs::sign_in_place(x, threshold.as_deref()),
+        Op::Flatten | Op::Identity(_) => {}
+        _ => unreachable!("not an element-wise layer"),
+    }
+}
+
+/// One image's values of shape `[C, H, W]` as a batch of one.
+fn image_view<'v>(values: &'v [f32], shape: &[usize]) -> ArrayView4<'v, f32> {
+    let [c, h, w] = shape[..] else {
+        unreachable!("shape checked at load")
+    };
+    ArrayView4::from_shape((1, c, h, w), values).expect("a value of its planned size")
+}
+
+/// A Tucker-2 layer's three convolutions, the two intermediates in scratch buffers.
+fn run_chain(
+    x: ArrayView4<'_, f32>,
+    steps: &[(Matrix<'_>, Conv2dParams)],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let (n, mut c, mut h, mut w) = x.dim();
+    let last = steps.len() - 1;
+    let (mut input, mut next) = (scratch::take::<f32>(), scratch::take::<f32>());
+    for (s, (m, p)) in steps.iter().enumerate() {
+        let from = if s == 0 {
+            x
+        } else {
+            ArrayView4::from_shape((n, c, h, w), &input[..]).expect("the step's input")
+        };
+        let (oh, ow) = p.output_size(h, w).expect("checked at load");
+        if s == last {
+            ops::conv2d_into(from, m, bias, p, Activation::None, out);
+        } else {
+            next.resize(n * m.rows() * oh * ow, 0.0);
+            ops::conv2d_into(from, m, None, p, Activation::None, &mut next);
+            std::mem::swap(&mut input, &mut next);
+        }
+        (c, h, w) = (m.rows(), oh, ow);
+    }
+    scratch::give(input);
+    scratch::give(next);
+}
+
+/// A source's index among a pass's values: the input is value 0, layer `i`'s output `i + 1`.
+fn value_index(source: Source) -> usize {
+    match source {
+        Source::Input => 0,
+        Source::Node(j) => j + 1,
+    }
+}
+
+/// The last layer that reads the input.
+fn input_last_use(layers: &[Layer<'_>]) -> usize {
+    layers
+        .iter()
+        .rposition(|l| l.inputs.contains(&Source::Input))
+        .unwrap_or(0)
+}
+
+/// For each layer that can write its output over one of its inputs, which input: a layer
+/// that maps values one by one (a flatten or an identity keeps them as they lie) over an input
+/// of the output's shape that no later layer reads. Running in place saves the output's
+/// memory and, for a flatten or an identity, the copy.
+fn in_place_inputs(
+    layers: &[Layer<'_>],
+    input_shape: &[usize],
+    shapes: &[Vec<usize>],
+    last_use: &[usize],
+) -> Vec<Option<usize>> {
+    let input_last = input_last_use(layers);
+    layers
+        .iter()
+        .enumerate()
+        .map(|(i, layer)| {
+            let candidates: &[usize] = match layer.op {
+                Op::Relu
+                | Op::Relu6
+                | Op::Sigmoid
+                | Op::HardSwish
+                | Op::BatchNorm { .. }
+                | Op::Softmax
+                | Op::Flatten
+                | Op::Sign { .. }
+                | Op::Identity(_) => &[0],
+                Op::Add | Op::Mul => &[0, 1],
+                _ => &[],
+            };
+            candidates.iter().copied().find(|&k| {
+                let (last, shape) = match layer.inputs[k] {
+                    Source::Input => (input_last, input_shape),
+                    Source::Node(j) => (last_use[j], &shapes[j][..]),
+                };
+                // A flatten changes the shape, not the values' order.
+                let fits = if matches!(layer.op, Op::Flatten) {
+                    elements(shape) == elements(&shapes[i])
+                } else {
+                    shape == &shapes[i][..]
+                };
+                last == i && fits
+            })
+        })
+        .collect()
+}
+
+/// Each value's size and steps (step 0 copies the input in, step `i + 1` runs layer `i`), and
+/// the value whose memory holds it: its own, or for a layer that runs in place, its input's.
+/// A value and the layers that run in place over it make one lifetime, from the first write
+/// to the last read; the others get an empty one.
+fn value_lifetimes(
+    input_shape: &[usize],
+    shapes: &[Vec<usize>],
+    layers: &[Layer<'_>],
+    last_use: &[usize],
+    in_place: &[Option<usize>],
+) -> (Vec<Lifetime>, Vec<usize>) {
+    let mut lifetimes = vec![Lifetime {
+        len: elements(input_shape) as usize,
+        first: 0,
+        last: input_last_use(layers) + 1,
+    }];
+    let mut storage = vec![0];
+    for (i, (layer, shape)) in layers.iter().zip(shapes).enumerate() {
+        let own = Lifetime {
+            len: elements(shape) as usize,
+            first: i + 1,
+            last: last_use[i] + 1,
+        };
+        match in_place[i] {
+            Some(k) => {
+                let at = storage[value_index(layer.inputs[k])];
+                let held = &mut lifetimes[at];
+                held.last = held.last.max(own.last);
+                held.len = held.len.max(own.len);
+                lifetimes.push(Lifetime { len: 0, ..own });
+                storage.push(at);
+            }
+            None => {
+                lifetimes.push(own);
+                storage.push(i + 1);
+            }
+        }
+    }
+    (lifetimes, storage)
 }
 
 fn build_op<'a>(
@@ -879,8 +1156,11 @@ fn build_op<'a>(
                     loaded => {
                         let mut weight = loader.weight_matrix(loaded, cout, cols, sparse_below);
                         if groups == c && cout == c {
-                            // The depthwise kernel is direct; it takes its few weights dense.
-                            weight = weight.into_dense();
+                            // The depthwise kernel is direct; it takes its few weights dense,
+                            // and as a copy of its own: read in place, they would keep resident
+                            // the file pages around them, mostly weights folded into copies (a
+                            // fault maps a whole page-cache folio, up to 2 MB).
+                            weight = loader.owned(weight.into_dense());
                         }
                         Op::Conv {
                             weight,
@@ -961,6 +1241,7 @@ fn build_op<'a>(
                 .zip(&scale)
                 .map(|((b, m), s)| b - m * s)
                 .collect();
+            t.iter().for_each(|v| loader.release(v));
             (Op::BatchNorm { scale, shift }, ins[0].clone())
         }
         format::Op::Relu => (Op::Relu, ins[0].clone()),
@@ -1068,39 +1349,6 @@ fn elements(shape: &[usize]) -> u64 {
     shape.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64))
 }
 
-/// The most activation values one image keeps alive at once: the input, then each layer's
-/// output from the layer that makes it to the last layer that reads it.
-fn peak_activations(
-    input: &[usize],
-    shapes: &[Vec<usize>],
-    layers: &[Layer<'_>],
-    last_use: &[usize],
-) -> u64 {
-    let mut live = elements(input);
-    let mut peak = live;
-    let mut freed_at: Vec<Vec<usize>> = vec![Vec::new(); layers.len()];
-    for (j, &last) in last_use.iter().enumerate() {
-        freed_at[last].push(j);
-    }
-    let input_last = layers
-        .iter()
-        .rposition(|l| l.inputs.iter().any(|s| matches!(s, Source::Input)))
-        .unwrap_or(0);
-    for (i, shape) in shapes.iter().enumerate() {
-        live = live.saturating_add(elements(shape));
-        peak = peak.max(live);
-        for &j in &freed_at[i] {
-            if j != i {
-                live = live.saturating_sub(elements(&shapes[j]));
-            }
-        }
-        if i == input_last {
-            live = live.saturating_sub(elements(input));
-        }
-    }
-    peak
-}
-
 /// How many layers read each layer's output, counted once in one pass over the inputs (the
 /// folding and fusing passes change ops, never inputs, so the counts hold throughout; asking
 /// per layer would make loading quadratic in the graph's size).
@@ -1127,7 +1375,8 @@ fn reader_counts(layers: &[Layer<'_>]) -> Vec<usize> {
 
 /// Fold each batch norm into the convolution or dense layer that feeds only it:
 /// `w' = w · γ/σ` per output channel, `b' = (b − μ) · γ/σ + β`.
-fn fold_batch_norms(layers: &mut [Layer<'_>]) {
+/// `release` gets the mapped weights that folding copied.
+fn fold_batch_norms(layers: &mut [Layer<'_>], release: &dyn Fn(&[f32])) {
     let readers = reader_counts(layers);
     for i in 0..layers.len() {
         let (Op::BatchNorm { scale, shift }, [Source::Node(j)]) =
@@ -1142,12 +1391,12 @@ fn fold_batch_norms(layers: &mut [Layer<'_>]) {
         let (scale, shift) = (scale.clone(), shift.clone());
         let folded = match &mut layers[j].op {
             Op::Conv { weight, bias, .. } | Op::Dense { weight, bias } => {
-                fold_into(weight, bias, &scale, &shift);
+                fold_into(weight, bias, &scale, &shift, release);
                 true
             }
             Op::ConvChain { steps, bias } => {
                 let last = steps.len() - 1;
-                fold_into(&mut steps[last].0, bias, &scale, &shift);
+                fold_into(&mut steps[last].0, bias, &scale, &shift, release);
                 true
             }
             _ => false,
@@ -1191,13 +1440,30 @@ fn fuse_activations(layers: &mut [Layer<'_>]) {
     }
 }
 
-/// `w' = w · s` per output row, `b' = b · s + t`.
-fn fold_into(weight: &mut Matrix<'_>, bias: &mut Option<Vec<f32>>, scale: &[f32], shift: &[f32]) {
+/// `w' = w · s` per output row, `b' = b · s + t`. Weights borrowed from the map are copied
+/// to be scaled, and `release` gets the originals, which no pass reads again.
+fn fold_into(
+    weight: &mut Matrix<'_>,
+    bias: &mut Option<Vec<f32>>,
+    scale: &[f32],
+    shift: &[f32],
+    release: &dyn Fn(&[f32]),
+) {
     let b = bias.get_or_insert_with(|| vec![0.0; weight.rows()]);
     for (r, bv) in b.iter_mut().enumerate() {
         *bv = *bv * scale[r] + shift[r];
     }
+    let mapped = match weight {
+        Matrix::Dense {
+            data: Cow::Borrowed(values),
+            ..
+        } => Some(*values),
+        _ => None,
+    };
     weight.scale_rows(scale);
+    if let Some(values) = mapped {
+        release(values);
+    }
 }
 
 /// Turn one preprocessed image `[C, H, W]` into a batch of one.

@@ -4,7 +4,7 @@
 //! sparse (CSR), in which case the product walks only the surviving weights, or a product of
 //! factors (low-rank and Tucker layers), which is applied one thin factor at a time.
 
-use super::{kernels, parallel};
+use super::{kernels, parallel, scratch};
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis, s};
 
 /// A weight matrix `[rows, cols]`: dense (borrowed from the mapped file when it was stored
@@ -181,15 +181,25 @@ impl<'a> Matrix<'a> {
                 })
             }
             Matrix::Product(factors) => {
-                // Right to left, so every intermediate is as thin as a factor's rank.
+                // Right to left, so every intermediate is as thin as a factor's rank; the
+                // intermediates take turns in two scratch buffers.
                 let (first, rest) = factors.split_first().expect("a product has factors");
-                let mut t: Option<Array2<f32>> = None;
-                for m in rest.iter().rev() {
-                    let input = t.as_ref().map_or(rhs.view(), |a| a.view());
-                    t = Some(m.mul_rows(0, m.rows(), input));
+                let (mut input, mut next) = (scratch::take::<f32>(), scratch::take::<f32>());
+                for (i, m) in rest.iter().rev().enumerate() {
+                    next.resize(m.rows() * n, 0.0);
+                    let from = if i == 0 {
+                        rhs.view()
+                    } else {
+                        ArrayView2::from_shape((m.cols(), n), &input[..]).expect("a factor's rows")
+                    };
+                    m.mul_rows_into(&mut next, 0, m.rows(), from, &|_, _| {});
+                    std::mem::swap(&mut input, &mut next);
                 }
-                let last = t.as_ref().map_or(rhs.view(), |a| a.view());
-                first.mul_rows_into(out, row_start, row_end, last, finish)
+                let last =
+                    ArrayView2::from_shape((first.cols(), n), &input[..]).expect("a factor's rows");
+                first.mul_rows_into(out, row_start, row_end, last, finish);
+                scratch::give(input);
+                scratch::give(next);
             }
             Matrix::Sparse(csr) => {
                 let work_per_row = csr.val.len() / csr.rows.max(1) * n;
@@ -204,26 +214,34 @@ impl<'a> Matrix<'a> {
 
     /// `x · selfᵀ` for `x` of shape `[n, cols]`: a fully connected layer.
     pub fn mul_transposed(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+        let mut out = Array2::<f32>::zeros((x.nrows(), self.rows()));
+        self.mul_transposed_into(x, out.as_slice_mut().expect("a fresh array is contiguous"));
+        out
+    }
+
+    /// [`Matrix::mul_transposed`] written into `out` (`[n, rows]` row-major, every element
+    /// overwritten). One or two rows (a batch-1 pass) allocate nothing: the products write
+    /// into `out` and a product of factors keeps its intermediates in scratch buffers.
+    pub fn mul_transposed_into(&self, x: ArrayView2<'_, f32>, out: &mut [f32]) {
+        let rows = self.rows();
         match self {
-            Matrix::Dense { data, rows, cols } if x.nrows() <= 2 => {
+            Matrix::Dense { data, cols, .. } if x.nrows() <= 2 => {
                 // Matrix-vector products: one dot product per weight row, which a general
                 // GEMM with one row handles poorly.
-                let mut out = Array2::<f32>::zeros((x.nrows(), *rows));
-                for (xi, mut yi) in x.rows().into_iter().zip(out.rows_mut()) {
-                    let xs = xi.to_vec();
-                    let y = yi.as_slice_mut().expect("standard layout");
+                for (xi, y) in x.rows().into_iter().zip(out.chunks_exact_mut(rows.max(1))) {
+                    let xs = xi.as_standard_layout();
+                    let xs = xs.as_slice().expect("standard layout");
                     parallel::split_rows(y, 1, 4, *cols, &|first, part| {
-                        kernels::matvec(part, &data[first * cols..], &xs)
+                        kernels::matvec(part, &data[first * cols..], xs)
                     });
                 }
-                out
             }
-            Matrix::Dense { data, rows, cols } => {
+            Matrix::Dense { data, cols, .. } => {
                 // Batches: (W · xᵀ)ᵀ, the weight's rows split over the threads like a
                 // convolution's. The transposes copy a batch's inputs and outputs, a small
                 // fraction of the products.
                 let xt = x.t().as_standard_layout().into_owned();
-                let mut yt = Array2::<f32>::zeros((*rows, x.nrows()));
+                let mut yt = Array2::<f32>::zeros((rows, x.nrows()));
                 product_rows(
                     yt.as_slice_mut().expect("standard layout"),
                     data,
@@ -231,37 +249,56 @@ impl<'a> Matrix<'a> {
                     xt.as_slice().expect("standard layout"),
                     x.nrows(),
                 );
-                yt.reversed_axes().as_standard_layout().into_owned()
+                copy_transposed(yt.view(), out);
             }
             Matrix::Product(factors) => {
-                // x · (F₀ F₁ … Fₖ)ᵀ = x · Fₖᵀ · … · F₀ᵀ
-                let (last, rest) = factors.split_last().expect("a product has factors");
-                let mut y = last.mul_transposed(x);
-                for m in rest.iter().rev() {
-                    y = m.mul_transposed(y.view());
+                // x · (F₀ F₁ … Fₖ)ᵀ = x · Fₖᵀ · … · F₀ᵀ, the intermediates taking turns in two
+                // scratch buffers.
+                let n = x.nrows();
+                let (first, rest) = factors.split_first().expect("a product has factors");
+                let (mut input, mut next) = (scratch::take::<f32>(), scratch::take::<f32>());
+                for (i, m) in rest.iter().rev().enumerate() {
+                    next.resize(n * m.rows(), 0.0);
+                    if i == 0 {
+                        m.mul_transposed_into(x, &mut next);
+                    } else {
+                        let from = ArrayView2::from_shape((n, m.cols()), &input[..])
+                            .expect("a factor's columns");
+                        m.mul_transposed_into(from, &mut next);
+                    }
+                    std::mem::swap(&mut input, &mut next);
                 }
-                y
+                let last = ArrayView2::from_shape((n, first.cols()), &input[..])
+                    .expect("a factor's columns");
+                first.mul_transposed_into(last, out);
+                scratch::give(input);
+                scratch::give(next);
             }
             Matrix::Sparse(_) if x.nrows() >= 4 => {
                 // Batches: (W · Xᵀ)ᵀ, so the sparse kernel streams contiguous rows of Xᵀ.
                 let xt = x.t().as_standard_layout().into_owned();
-                self.mul_rows(0, self.rows(), xt.view())
-                    .reversed_axes()
-                    .as_standard_layout()
-                    .into_owned()
+                copy_transposed(self.mul_rows(0, rows, xt.view()).view(), out);
             }
             Matrix::Sparse(csr) => {
-                let mut out = Array2::<f32>::zeros((x.nrows(), csr.rows));
                 let work_per_row = csr.val.len() / csr.rows.max(1);
-                for (xi, mut yi) in x.rows().into_iter().zip(out.rows_mut()) {
-                    let xs = xi.to_vec();
-                    let y = yi.as_slice_mut().expect("standard layout");
+                for (xi, y) in x.rows().into_iter().zip(out.chunks_exact_mut(rows.max(1))) {
+                    let xs = xi.as_standard_layout();
+                    let xs = xs.as_slice().expect("standard layout");
                     parallel::split_rows(y, 1, 1, work_per_row, &|first, part| {
-                        kernels::sparse_matvec(part, csr.block(first, part.len()), &xs)
+                        kernels::sparse_matvec(part, csr.block(first, part.len()), xs)
                     });
                 }
-                out
             }
+        }
+    }
+}
+
+/// `out = mᵀ`, row-major.
+fn copy_transposed(m: ArrayView2<'_, f32>, out: &mut [f32]) {
+    let rows = m.nrows();
+    for (c, column) in m.columns().into_iter().enumerate() {
+        for (r, &v) in column.iter().enumerate() {
+            out[c * rows + r] = v;
         }
     }
 }
@@ -359,9 +396,11 @@ fn inside(offset: isize, stride: usize, len: usize, out_len: usize) -> std::ops:
     start..end.max(start)
 }
 
-/// im2col for one image and one group: `[cg * kh * kw, oh * ow]`. Per kernel offset it computes
+/// im2col for one image and one group into `out`, `[cg * kh * kw, oh * ow]` row-major and
+/// zero on entry (the padding's positions are left as they are). Per kernel offset it computes
 /// the output rows and columns that read inside the image, so padding is never tested in the
 /// loops, and copies whole runs when the stride is 1.
+#[allow(clippy::too_many_arguments)]
 fn im2col(
     x: ArrayView4<'_, f32>,
     n: usize,
@@ -370,15 +409,14 @@ fn im2col(
     p: &Conv2dParams,
     out_rows: std::ops::Range<usize>,
     ow: usize,
-) -> Array2<f32> {
+    out: &mut [f32],
+) {
     let (h, w) = (x.dim().2, x.dim().3);
     let [kh, kw] = p.kernel;
     let (first, oh) = (out_rows.start, out_rows.len());
-    let mut cols = Array2::<f32>::zeros((cg * kh * kw, oh * ow));
     let image = x.slice(s![n, c0..c0 + cg, .., ..]);
     let image = image.as_standard_layout();
     let image = image.as_slice().expect("standard layout");
-    let out = cols.as_slice_mut().expect("standard layout");
     let mut rows = out.chunks_exact_mut((oh * ow).max(1));
     for plane in image.chunks_exact(h * w) {
         for ky in 0..kh {
@@ -409,7 +447,6 @@ fn im2col(
             }
         }
     }
-    cols
 }
 
 /// `count` runs of `len` values: run `r` reads `src[r * src_step + k * stride]` and writes
@@ -472,24 +509,46 @@ pub fn conv2d_activated(
     p: &Conv2dParams,
     activation: Activation,
 ) -> Array4<f32> {
+    let (n, _, h, w) = x.dim();
+    let (oh, ow) = p.output_size(h, w).expect("a valid window");
+    let mut out = Array4::<f32>::zeros((n, weight.rows(), oh, ow));
+    let dst = out.as_slice_mut().expect("a fresh array is contiguous");
+    conv2d_into(x, weight, bias, p, activation, dst);
+    out
+}
+
+/// [`conv2d_activated`] written into `out` (`[n, cout, oh, ow]` row-major, every element
+/// overwritten, whatever it held). The scratch it needs (im2col tiles, padded planes) comes
+/// from the thread's pool ([`scratch`]), so at batch 1 it allocates nothing once warm.
+pub fn conv2d_into(
+    x: ArrayView4<'_, f32>,
+    weight: &Matrix<'_>,
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    activation: Activation,
+    out: &mut [f32],
+) {
     let (n, cin, h, w) = x.dim();
     let cout = weight.rows();
     let (oh, ow) = p.output_size(h, w).expect("checked at load");
+    assert_eq!(
+        out.len(),
+        n * cout * oh * ow,
+        "an output of the layer's shape"
+    );
     let cg = cin / p.groups;
     let og = cout / p.groups;
     if p.groups == cin && cout == cin && !weight.is_sparse() {
-        return depthwise(x, weight, bias, p, (oh, ow), activation);
+        return depthwise(x, weight, bias, p, (oh, ow), activation, out);
     }
     // A 1×1 convolution with stride 1 and no padding multiplies the input as it lies: each
     // image's channels are already the rows of the product's right-hand side.
     let pointwise = p.kernel == [1, 1] && p.stride == [1, 1] && p.padding == [0; 4];
     let x = x.as_standard_layout();
-    let mut out = Array4::<f32>::zeros((n, cout, oh, ow));
     let plane = oh * ow;
     let finish =
         |channel: usize, rows: &mut [f32]| finish_channels(rows, plane, channel, bias, activation);
-    let dst = out.as_slice_mut().expect("a fresh array is contiguous");
-    for (b, image_out) in dst.chunks_exact_mut((cout * plane).max(1)).enumerate() {
+    for (b, image_out) in out.chunks_exact_mut((cout * plane).max(1)).enumerate() {
         for (g, group_out) in image_out.chunks_exact_mut((og * plane).max(1)).enumerate() {
             let rows = g * og..(g + 1) * og;
             if pointwise {
@@ -507,32 +566,37 @@ pub fn conv2d_activated(
                     let tile = oy..(oy + tile_rows).min(oh);
                     let at = tile.start * ow;
                     let n = tile.len() * ow;
-                    let im = im2col(x.view(), b, g * cg, cg, p, tile, ow);
-                    let im = im.as_slice().expect("standard layout");
-                    parallel::split_rows(group_out, plane, 16, cols * n, &|first, part| {
-                        let count = part.len() / plane.max(1);
-                        kernels::product_strided(
-                            &mut part[at..],
-                            plane,
-                            count,
-                            &w[first * cols..],
-                            *cols,
-                            im,
-                            n,
-                        );
-                        for (r, row) in part.chunks_exact_mut(plane.max(1)).enumerate() {
-                            let channel = rows.start + first + r;
-                            finish_channels(&mut row[at..at + n], n, channel, bias, activation);
-                        }
+                    scratch::with_zeros(cols * n, |im| {
+                        im2col(x.view(), b, g * cg, cg, p, tile, ow, im);
+                        let im = &*im;
+                        parallel::split_rows(group_out, plane, 16, cols * n, &|first, part| {
+                            let count = part.len() / plane.max(1);
+                            kernels::product_strided(
+                                &mut part[at..],
+                                plane,
+                                count,
+                                &w[first * cols..],
+                                *cols,
+                                im,
+                                n,
+                            );
+                            for (r, row) in part.chunks_exact_mut(plane.max(1)).enumerate() {
+                                let channel = rows.start + first + r;
+                                finish_channels(&mut row[at..at + n], n, channel, bias, activation);
+                            }
+                        });
                     });
                 }
             } else {
-                let cols = im2col(x.view(), b, g * cg, cg, p, 0..oh, ow);
-                weight.mul_rows_into(group_out, rows.start, rows.end, cols.view(), &finish);
+                let k = cg * p.kernel[0] * p.kernel[1];
+                scratch::with_zeros(k * plane, |im| {
+                    im2col(x.view(), b, g * cg, cg, p, 0..oh, ow, im);
+                    let im = ArrayView2::from_shape((k, plane), &*im).expect("im2col's shape");
+                    weight.mul_rows_into(group_out, rows.start, rows.end, im, &finish);
+                });
             }
         }
     }
-    out
 }
 
 /// Depthwise convolution (one filter per channel), computed directly: im2col would copy each
@@ -540,6 +604,7 @@ pub fn conv2d_activated(
 /// zero-padded buffer, so the inner loop has no bounds tests; with stride 1 each filter tap
 /// then adds a scaled contiguous run of an input row to an output row, which vectorises. The
 /// taps are summed in the same order for every output, `ky` then `kx`, bias last.
+#[allow(clippy::too_many_arguments)]
 fn depthwise(
     x: ArrayView4<'_, f32>,
     weight: &Matrix<'_>,
@@ -547,16 +612,15 @@ fn depthwise(
     p: &Conv2dParams,
     (oh, ow): (usize, usize),
     activation: Activation,
-) -> Array4<f32> {
-    let (n, c, h, w) = x.dim();
+    dst: &mut [f32],
+) {
+    let (_, c, h, w) = x.dim();
     let [kh, kw] = p.kernel;
     let Matrix::Dense { data, .. } = weight else {
         unreachable!("dense only")
     };
     let x = x.as_standard_layout();
     let src = x.as_slice().expect("standard layout");
-    let mut out = Array4::<f32>::zeros((n, c, oh, ow));
-    let dst = out.as_slice_mut().expect("a fresh array is contiguous");
     // The planes (image, channel) are independent: split over the threads, each part with its
     // own padded buffer.
     let (plane_in, plane_out) = (h * w, oh * ow);
@@ -564,8 +628,12 @@ fn depthwise(
         let [top, left, bottom, right] = p.padding;
         let (ph, pw) = (h + top + bottom, w + left + right);
         // Past the last padded row, zeros that the flat kernel's last block may read.
-        let mut padded = vec![0f32; ph * pw + FLAT_SLACK * (pw + 1)];
-        let (mut phased, mut wide) = (Vec::new(), Vec::new());
+        let (mut padded, mut phased, mut wide) = (
+            scratch::take::<f32>(),
+            scratch::take::<f32>(),
+            scratch::take::<f32>(),
+        );
+        padded.resize(ph * pw + FLAT_SLACK * (pw + 1), 0.0);
         for (i, out_plane) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
             let index = first + i;
             let ch = index % c;
@@ -592,12 +660,18 @@ fn depthwise(
                     let ph_w = split_phases::<2>(rows, pw, &mut phased);
                     depthwise_registers::<5, 2>(out_plane, &phased, ph_w, filt, p, ow)
                 }
-                _ => depthwise_plane(out_plane, rows, pw, filt, p, ow),
+                _ => {
+                    // The general loop adds each tap into the output.
+                    out_plane.fill(0.0);
+                    depthwise_plane(out_plane, rows, pw, filt, p, ow)
+                }
             }
             finish_channels(out_plane, plane_out, ch, bias, activation);
         }
+        scratch::give(padded);
+        scratch::give(phased);
+        scratch::give(wide);
     });
-    out
 }
 
 /// Copies a plane `w` wide into a zero-padded buffer `pw` wide, `top` rows down and `left`
@@ -804,13 +878,29 @@ pub fn depthwise_general(x: ArrayView4<'_, f32>, weight: &[f32], p: &Conv2dParam
 
 /// Fully connected: `x [n, in] · Wᵀ + b`.
 pub fn dense(x: ArrayView2<'_, f32>, weight: &Matrix<'_>, bias: Option<&[f32]>) -> Array2<f32> {
-    let mut y = weight.mul_transposed(x);
+    let mut y = Array2::<f32>::zeros((x.nrows(), weight.rows()));
+    dense_into(
+        x,
+        weight,
+        bias,
+        y.as_slice_mut().expect("a fresh array is contiguous"),
+    );
+    y
+}
+
+/// [`dense`] written into `out` (`[n, out]` row-major, every element overwritten).
+pub fn dense_into(
+    x: ArrayView2<'_, f32>,
+    weight: &Matrix<'_>,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    weight.mul_transposed_into(x, out);
     if let Some(bias) = bias {
-        for mut row in y.rows_mut() {
+        for row in out.chunks_exact_mut(weight.rows().max(1)) {
             row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
         }
     }
-    y
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -838,17 +928,25 @@ impl PoolParams {
 pub fn pool2d(x: ArrayView4<'_, f32>, p: &PoolParams, max: bool) -> Array4<f32> {
     let (n, c, h, w) = x.dim();
     let (oh, ow) = p.output_size(h, w).expect("checked at load");
+    let mut out = Array4::<f32>::zeros((n, c, oh, ow));
+    pool2d_into(x, p, max, out.as_slice_mut().expect("standard layout"));
+    out
+}
+
+/// [`pool2d`] written into `out` (`[n, c, oh, ow]` row-major, every element overwritten).
+pub fn pool2d_into(x: ArrayView4<'_, f32>, p: &PoolParams, max: bool, dst: &mut [f32]) {
+    let (_, _, h, w) = x.dim();
+    let (oh, ow) = p.output_size(h, w).expect("checked at load");
     let x = x.as_standard_layout();
     let src = x.as_slice().expect("standard layout");
-    let mut out = Array4::<f32>::zeros((n, c, oh, ow));
-    let dst = out.as_slice_mut().expect("standard layout");
     let (plane_in, plane_out) = (h * w, oh * ow);
     let work = p.kernel[0] * p.kernel[1] * plane_out;
     // Planes are independent: split over the threads.
     parallel::split_rows(dst, plane_out.max(1), 1, work, &|first, part| {
-        let mut rows = Vec::new();
+        let mut rows = scratch::take::<f32>();
         // Every plane's windows cover the same columns.
-        let cols = column_spans(w, ow, p);
+        let mut cols = scratch::take::<(usize, usize)>();
+        cols.extend(column_spans(w, ow, p));
         for (i, out_plane) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
             let plane = &src[(first + i) * plane_in..(first + i + 1) * plane_in];
             if max && p.kernel != [2, 2] {
@@ -859,8 +957,9 @@ pub fn pool2d(x: ArrayView4<'_, f32>, p: &PoolParams, max: bool) -> Array4<f32> 
                 pool_plane::<false>(plane, out_plane, (h, w), (oh, ow), p);
             }
         }
+        scratch::give(rows);
+        scratch::give(cols);
     });
-    out
 }
 
 /// The input positions `lo..hi` a pooling window at output `o` covers, clipped to `0..len`.
@@ -872,10 +971,8 @@ fn window_span(o: usize, stride: usize, pad: usize, k: usize, len: usize) -> (us
 }
 
 /// The input columns each of `ow` output columns' windows covers, clipped to `0..w`.
-fn column_spans(w: usize, ow: usize, p: &PoolParams) -> Vec<(usize, usize)> {
-    (0..ow)
-        .map(|ox| window_span(ox, p.stride[1], p.padding[1], p.kernel[1], w))
-        .collect()
+fn column_spans(w: usize, ow: usize, p: &PoolParams) -> impl Iterator<Item = (usize, usize)> {
+    (0..ow).map(move |ox| window_span(ox, p.stride[1], p.padding[1], p.kernel[1], w))
 }
 
 /// Max pooling in two passes: each input row's maxima over the window's columns (`rows`, `ow`
@@ -970,14 +1067,20 @@ fn pool_plane<const MAX: bool>(
 }
 
 pub fn global_avg_pool(x: ArrayView4<'_, f32>) -> Array2<f32> {
-    let (n, c, h, w) = x.dim();
+    let (n, c, _, _) = x.dim();
     let mut out = Array2::<f32>::zeros((n, c));
+    global_avg_pool_into(x, out.as_slice_mut().expect("a fresh array is contiguous"));
+    out
+}
+
+/// [`global_avg_pool`] written into `out` (`[n, c]` row-major).
+pub fn global_avg_pool_into(x: ArrayView4<'_, f32>, out: &mut [f32]) {
+    let (n, c, h, w) = x.dim();
     for b in 0..n {
         for ch in 0..c {
-            out[[b, ch]] = x.slice(s![b, ch, .., ..]).sum() / (h * w).max(1) as f32;
+            out[b * c + ch] = x.slice(s![b, ch, .., ..]).sum() / (h * w).max(1) as f32;
         }
     }
-    out
 }
 
 /// `1 / (1 + e^−x)`.
@@ -1006,17 +1109,84 @@ pub fn mul(
     a * &scale
 }
 
+/// One side of an element-wise operation written into `out`: `out` itself (the operation
+/// runs in place, over a value nothing reads afterwards), or another slice of `out`'s length.
+#[derive(Clone, Copy)]
+pub enum Operand<'s> {
+    Out,
+    Values(&'s [f32]),
+}
+
+/// `out[k] = f(a[k], b[k])`, or with `per_channel`, `out[k] = f(a[k], b[k / plane])` where
+/// `b` has one value per plane of `plane` values. The operands keep their order (`a` first),
+/// so the bits are those of `a + b` or `a * b` on arrays.
+pub fn binary_into(
+    out: &mut [f32],
+    a: Operand<'_>,
+    b: Operand<'_>,
+    plane: Option<usize>,
+    f: impl Fn(f32, f32) -> f32,
+) {
+    match (a, b, plane) {
+        (Operand::Out, Operand::Out, None) => out.iter_mut().for_each(|o| *o = f(*o, *o)),
+        (Operand::Out, Operand::Values(b), None) => {
+            out.iter_mut().zip(b).for_each(|(o, &b)| *o = f(*o, b))
+        }
+        (Operand::Values(a), Operand::Out, None) => {
+            out.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a, *o))
+        }
+        (Operand::Values(a), Operand::Values(b), None) => out
+            .iter_mut()
+            .zip(a.iter().zip(b))
+            .for_each(|(o, (&a, &b))| *o = f(a, b)),
+        (Operand::Out, Operand::Values(b), Some(plane)) => {
+            for (o, &b) in out.chunks_exact_mut(plane.max(1)).zip(b) {
+                o.iter_mut().for_each(|o| *o = f(*o, b));
+            }
+        }
+        (Operand::Values(a), Operand::Values(b), Some(plane)) => {
+            for ((o, a), &b) in out
+                .chunks_exact_mut(plane.max(1))
+                .zip(a.chunks_exact(plane.max(1)))
+                .zip(b)
+            {
+                o.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a, b));
+            }
+        }
+        (_, Operand::Out, Some(_)) => unreachable!("a per-channel scale is never the output"),
+    }
+}
+
 /// `[n, c, h, w]` with zeros around each plane: `padding` is top, left, bottom, right.
 pub fn pad(x: ArrayView4<'_, f32>, padding: [usize; 4]) -> Array4<f32> {
     let (n, c, h, w) = x.dim();
     let [t, l, b, r] = padding;
     let mut out = Array4::<f32>::zeros((n, c, h + t + b, w + l + r));
-    out.slice_mut(s![.., .., t..t + h, l..l + w]).assign(&x);
+    pad_into(
+        x,
+        padding,
+        out.as_slice_mut().expect("a fresh array is contiguous"),
+    );
     out
+}
+
+/// [`pad`] written into `out` (`[n, c, h + t + b, w + l + r]` row-major, whatever it held).
+pub fn pad_into(x: ArrayView4<'_, f32>, padding: [usize; 4], out: &mut [f32]) {
+    let (n, c, h, w) = x.dim();
+    let [t, l, b, r] = padding;
+    out.fill(0.0);
+    let mut out = ndarray::ArrayViewMut4::from_shape((n, c, h + t + b, w + l + r), out)
+        .expect("an output of the padded shape");
+    out.slice_mut(s![.., .., t..t + h, l..l + w]).assign(&x);
 }
 
 /// Softmax over the last axis of `[n, k]`.
 pub fn softmax(x: &mut Array2<f32>) {
+    softmax_rows(x.view_mut())
+}
+
+/// [`softmax`] on a view: each row in place.
+pub fn softmax_rows(mut x: ndarray::ArrayViewMut2<'_, f32>) {
     for mut row in x.axis_iter_mut(Axis(0)) {
         let m = row.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         row.mapv_inplace(|v| (v - m).exp());
@@ -1370,9 +1540,10 @@ mod tests {
         let weights = rand(cout * k, 62);
         let tiled = conv2d(x.view(), &Matrix::dense(weights.clone(), cout, k), None, &p);
         let (oh, ow) = p.output_size(h, w).unwrap();
-        let whole = im2col(x.view(), 0, 0, cin, &p, 0..oh, ow);
+        let mut whole = vec![0f32; k * oh * ow];
+        im2col(x.view(), 0, 0, cin, &p, 0..oh, ow, &mut whole);
         let mut want = vec![0f32; cout * oh * ow];
-        kernels::product(&mut want, &weights, k, whole.as_slice().unwrap(), oh * ow);
+        kernels::product(&mut want, &weights, k, &whole, oh * ow);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(tiled.as_slice().unwrap()), bits(&want));
     }
@@ -1468,7 +1639,7 @@ mod tests {
             let mut whole = vec![f32::NAN; oh * ow];
             let mut two_pass = vec![f32::NAN; oh * ow];
             pool_plane::<true>(&x, &mut whole, (9, 11), (oh, ow), &p);
-            let cols = column_spans(11, ow, &p);
+            let cols: Vec<_> = column_spans(11, ow, &p).collect();
             max_pool_plane(&x, &mut two_pass, (9, 11), &cols, &p, &mut Vec::new());
             assert_eq!(whole, two_pass, "{p:?}");
         }

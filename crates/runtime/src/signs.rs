@@ -176,17 +176,17 @@ fn masked_sum(bits: &[u64], x: &[f32]) -> f32 {
     sum
 }
 
-/// `sign` (spec §7): `+1` where `x ≥ τ`, else `−1` (NaN included), `τ` the element of
-/// `threshold` for the value's channel (axis 1: a map's channel or a vector's element), or 0.
-pub fn sign_in_place(x: &mut ndarray::ArrayD<f32>, threshold: Option<&[f32]>) {
+/// `sign` (spec §7) over one image's values: `+1` where `x ≥ τ`, else `−1` (NaN included),
+/// `τ` the element of `threshold` for the value's channel (a map's channel, whose plane is
+/// `x.len() / threshold.len()` values, or a vector's element), or 0.
+pub fn sign_in_place(x: &mut [f32], threshold: Option<&[f32]>) {
     let sign = |v: f32, t: f32| if v >= t { 1.0 } else { -1.0 };
     match threshold {
-        None => x.mapv_inplace(|v| sign(v, 0.0)),
+        None => x.iter_mut().for_each(|v| *v = sign(*v, 0.0)),
         Some(t) => {
-            for mut image in x.outer_iter_mut() {
-                for (mut channel, &t) in image.outer_iter_mut().zip(t) {
-                    channel.mapv_inplace(|v| sign(v, t));
-                }
+            let plane = (x.len() / t.len().max(1)).max(1);
+            for (channel, &t) in x.chunks_exact_mut(plane).zip(t) {
+                channel.iter_mut().for_each(|v| *v = sign(*v, t));
             }
         }
     }

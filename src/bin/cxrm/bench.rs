@@ -93,6 +93,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         model.forward(big.view())?;
     }
     let per_batch = t.elapsed() / rounds as u32;
+    let weights = model.weight_bytes();
     if args.json {
         let doc = serde_json::json!({
             "model": args.model.display().to_string(),
@@ -106,6 +107,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "batch_ms": ms(per_batch),
             "batch_runs": rounds,
             "images_per_s": args.batch as f64 / per_batch.as_secs_f64(),
+            "weights_mapped_bytes": weights.mapped,
+            "weights_owned_bytes": weights.owned,
+            "peak_activation_bytes_per_image": model.peak_bytes_per_image,
+            "arena_bytes_per_image": model.arena_bytes_per_image,
         });
         println!("{doc}");
         return Ok(());
@@ -134,6 +139,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
             .join(" ")
     );
     println!("threads    {}", model.threads());
+    let mb = |b: u64| b as f64 / 1e6;
+    println!(
+        "memory     weights {:.1} MB mapped + {:.1} MB own copies; activations {:.1} MB live at most, {:.1} MB arena per image",
+        mb(weights.mapped),
+        mb(weights.owned),
+        mb(model.peak_bytes_per_image),
+        mb(model.arena_bytes_per_image)
+    );
     println!("load       {:.3} ms (median of 5)", ms(loads[2]));
     println!(
         "batch 1    median {:.3} ms, p95 {:.3} ms ({} runs)",

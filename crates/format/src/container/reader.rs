@@ -91,11 +91,15 @@ impl Mapped {
     }
 
     pub fn parse(&self) -> Result<Cxrm<'_>> {
-        Cxrm::parse(self.bytes())
+        self.parse_with(&ReadOptions::default())
     }
 
     pub fn parse_with(&self, options: &ReadOptions) -> Result<Cxrm<'_>> {
-        Cxrm::parse_with(self.bytes(), options)
+        let mut file = Cxrm::parse_with(self.bytes(), options)?;
+        if let MappedBytes::Map(map) = &self.bytes {
+            file.map = Some(map);
+        }
+        Ok(file)
     }
 }
 
@@ -107,6 +111,9 @@ pub struct Cxrm<'data> {
     tensors: Vec<TensorRecord<'data>>,
     by_name: HashMap<&'data str, usize>,
     options: ReadOptions,
+    /// The map `data` lies in, when it was opened through [`Mapped`]: [`Cxrm::release`] can
+    /// then drop pages from memory.
+    map: Option<&'data memmap2::Mmap>,
 }
 
 impl<'data> Cxrm<'data> {
@@ -191,6 +198,7 @@ impl<'data> Cxrm<'data> {
             tensors: table.tensors,
             by_name,
             options: *options,
+            map: None,
         })
     }
 
@@ -226,6 +234,36 @@ impl<'data> Cxrm<'data> {
     pub fn stored_bytes(&self, record: &TensorRecord<'_>) -> &'data [u8] {
         let e = &record.extent;
         &self.data[e.offset as usize..e.end() as usize]
+    }
+
+    /// Drops the pages that hold `bytes` (a part of this file) from the process's resident
+    /// memory, when the file is mapped; the bytes stay readable, and a later read maps them
+    /// in again from the page cache. A model calls this for each weight it has copied (folded
+    /// or decoded): the pages that loading read would otherwise stay resident beside the copy,
+    /// counted twice in the process's memory. Pages at either end that the range only partly
+    /// covers are dropped too; whoever reads them next just faults them back in.
+    pub fn release(&self, bytes: &[u8]) {
+        let Some(map) = self.map else { return };
+        let Some(offset) = (bytes.as_ptr() as usize).checked_sub(map.as_ptr() as usize) else {
+            return;
+        };
+        if bytes.is_empty() || offset.saturating_add(bytes.len()) > map.len() {
+            return;
+        }
+        #[cfg(unix)]
+        {
+            // SAFETY: `MADV_DONTNEED` discards a private mapping's modified pages, but this map
+            // is read-only and never written: every page it drops is refilled from the file
+            // with the same bytes, so no borrow of the map can see a change. A failure only
+            // leaves the pages resident.
+            let advice = memmap2::UncheckedAdvice::DontNeed;
+            let _ = unsafe { map.unchecked_advise_range(advice, offset, bytes.len()) };
+        }
+    }
+
+    /// [`Cxrm::release`] for a tensor's stored bytes.
+    pub fn release_tensor(&self, record: &TensorRecord<'_>) {
+        self.release(self.stored_bytes(record));
     }
 
     fn section_bytes(&self, section: &SectionEntry) -> &'data [u8] {

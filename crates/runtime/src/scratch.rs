@@ -1,0 +1,82 @@
+//! Buffers that kernels need only while they run (im2col tiles, zero-padded planes, the
+//! intermediates of a product of factors), kept per thread and reused across layers and
+//! passes: once each has grown to the largest size a model asks of it, a forward pass
+//! allocates nothing for them.
+//!
+//! A buffer is taken out of the thread's pool and given back after use, rather than borrowed
+//! in place: a thread waiting inside `rayon::join` may steal another part of the same pass
+//! (or another image of the batch) that asks for scratch of its own, and it then gets a
+//! different buffer instead of a double borrow.
+
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
+/// Element types that have a per-thread pool of buffers.
+pub trait Pooled: Sized + 'static {
+    fn pool() -> &'static LocalKey<RefCell<Vec<Vec<Self>>>>;
+}
+
+thread_local! {
+    static F32: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    static SPANS: RefCell<Vec<Vec<(usize, usize)>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Pooled for f32 {
+    fn pool() -> &'static LocalKey<RefCell<Vec<Vec<f32>>>> {
+        &F32
+    }
+}
+
+impl Pooled for (usize, usize) {
+    fn pool() -> &'static LocalKey<RefCell<Vec<Vec<(usize, usize)>>>> {
+        &SPANS
+    }
+}
+
+/// A buffer from this thread's pool (empty, with whatever capacity it had), or a new one.
+pub fn take<T: Pooled>() -> Vec<T> {
+    let mut v = T::pool().with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    v.clear();
+    v
+}
+
+/// Hands a buffer back to this thread's pool.
+pub fn give<T: Pooled>(v: Vec<T>) {
+    T::pool().with(|p| p.borrow_mut().push(v));
+}
+
+/// Runs `f` on a pooled buffer (empty on entry).
+pub fn with<T: Pooled, R>(f: impl FnOnce(&mut Vec<T>) -> R) -> R {
+    let mut v = take();
+    let r = f(&mut v);
+    give(v);
+    r
+}
+
+/// Runs `f` on `len` zeros from a pooled buffer.
+pub fn with_zeros<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    with(|v: &mut Vec<f32>| {
+        v.resize(len, 0.0);
+        f(v)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_comes_back_empty_and_nested_uses_get_their_own() {
+        with(|a: &mut Vec<f32>| {
+            a.extend([1.0, 2.0]);
+            with(|b: &mut Vec<f32>| {
+                assert!(b.is_empty());
+                b.push(3.0);
+            });
+        });
+        with_zeros(3, |z| assert_eq!(z, [0.0; 3]));
+        let reused = take::<f32>();
+        assert!(reused.is_empty() && reused.capacity() >= 2);
+        give(reused);
+    }
+}
