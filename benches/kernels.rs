@@ -150,7 +150,7 @@ fn xnor_layers(c: &mut Criterion) {
     let bits = xnor::XnorWeight::Bits(xnor::BitRows::from_binary(&binary(features, features)));
     let floats = Matrix::dense(uniform(10, features * features), features, features);
     g.bench_function("dense_4096x4096_batch1/bits", |b| {
-        b.iter(|| xnor::dense(black_box(x.view()), &bits, None))
+        b.iter(|| xnor::dense(black_box(x.view()), &bits, None, &xnor::SignInput::Scaled))
     });
     g.bench_function("dense_4096x4096_batch1/f32", |b| {
         b.iter(|| ops::dense(black_box(x.view()), &floats, None))
@@ -168,7 +168,15 @@ fn xnor_layers(c: &mut Criterion) {
     ));
     let floats = Matrix::dense(uniform(12, channels * channels * 9), channels, channels * 9);
     g.bench_function("conv3x3_256to256_32x32/bits", |b| {
-        b.iter(|| xnor::conv2d(black_box(x.view()), &bits, None, &p))
+        b.iter(|| {
+            xnor::conv2d(
+                black_box(x.view()),
+                &bits,
+                None,
+                &p,
+                &xnor::SignInput::Scaled,
+            )
+        })
     });
     g.bench_function("conv3x3_256to256_32x32/f32", |b| {
         b.iter(|| ops::conv2d(black_box(x.view()), &floats, None, &p))

@@ -908,3 +908,38 @@ fn every_image_of_a_batch_gets_its_own_bits_on_any_thread_count() {
         }
     }
 }
+
+/// A `sign` in front of a binary `conv2d` or `dense` runs fused into the popcount kernel; a
+/// binary weight without one (BWN) runs on the add-only kernel, and gives its dense twin's
+/// logits.
+#[test]
+fn binary_layers_take_their_kernels() {
+    let kernels = |bytes: &[u8]| {
+        let file = Cxrm::parse(bytes).unwrap();
+        let info = Model::load(&file).unwrap().layer_info();
+        let get = |name: &str| {
+            let l = info.iter().find(|l| l.name == name).unwrap();
+            (l.op, l.kernel)
+        };
+        (
+            get("conv2"),
+            get("fc1"),
+            info.iter().map(|l| l.op).collect::<Vec<_>>(),
+        )
+    };
+    let (conv2, fc1, ops) = kernels(&common::lenet5(common::Form::Sign));
+    assert_eq!((conv2.1, fc1.1), ("xnor", "xnor"));
+    assert_eq!(ops.iter().filter(|op| **op == "sign (fused)").count(), 2);
+    let bwn = common::lenet5(common::Form::Bwn);
+    let (conv2, fc1, _) = kernels(&bwn);
+    assert_eq!((conv2, fc1), (("conv2d", "binary"), ("dense", "binary")));
+    let twin = Writer::dense_copy_of(&Cxrm::parse(&bwn).unwrap())
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    assert_close(
+        &logits(&bwn, RuntimeOptions::default()),
+        &logits(&twin, RuntimeOptions::default()),
+        1e-5,
+    );
+}

@@ -2489,6 +2489,8 @@ pub enum Form {
     /// conv2 and fc1 as binary layers of spec 1.5: a `sign` with per-channel thresholds in
     /// front of a `conv2d` / `dense` with binary weights.
     Sign,
+    /// conv2 and fc1 with binary weights in ordinary layers (a binary-weight network).
+    Bwn,
 }
 
 /// Random factors for the `Factored` form, multiples of 2^-12 like every fixture weight.
@@ -2568,7 +2570,8 @@ pub fn lenet5(form: Form) -> Vec<u8> {
             .map(|_| rng.weight(scale))
             .collect();
         let bias: Vec<f32> = (0..shape[0]).map(|_| rng.weight(0.05)).collect();
-        let binary = matches!(form, Form::Xnor | Form::Sign) && matches!(*name, "conv2" | "fc1");
+        let binary =
+            matches!(form, Form::Xnor | Form::Sign | Form::Bwn) && matches!(*name, "conv2" | "fc1");
         let encoded = match form {
             Form::Deep => {
                 cxrm::compress::methods::deep_compression::prune::prune_layer(&mut weight, 0.8);
@@ -2586,7 +2589,7 @@ pub fn lenet5(form: Form) -> Vec<u8> {
             Form::Factored if matches!(*name, "conv2" | "fc1" | "fc2") => {
                 factored_weight(name, shape, &mut rng, scale).expect("a factored layer")
             }
-            Form::Xnor | Form::Sign if binary => {
+            Form::Xnor | Form::Sign | Form::Bwn if binary => {
                 let rows = shape[0] as usize;
                 let b = encoding::binary::binarize(&weight, rows, weight.len() / rows, DType::F32);
                 encoding::binary::encode(

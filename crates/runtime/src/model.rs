@@ -17,7 +17,8 @@ use super::arena::{self, Lifetime};
 use super::ops::{self, Activation, Conv2dParams, Csr, Matrix, Operand, PoolParams};
 use super::parallel::{self, Threads};
 use super::scratch;
-use super::xnor::{self, BitRows, XnorWeight};
+use super::signs::SignRows;
+use super::xnor::{self, BitRows, SignInput, XnorWeight};
 use cxrm_format as format;
 use cxrm_format::budget::Budget;
 use cxrm_format::container::graph::{INPUT, Node};
@@ -88,14 +89,18 @@ enum Op<'a> {
         steps: Vec<(Matrix<'a>, Conv2dParams)>,
         bias: Option<Vec<f32>>,
     },
+    /// XNOR-Net's convolution, or a `sign` fused into the binary `conv2d` it feeds
+    /// ([`fuse_signs`]); `input` says which.
     XnorConv {
         weight: XnorWeight<'a>,
         bias: Option<Vec<f32>>,
         params: Conv2dParams,
+        input: SignInput,
     },
     XnorDense {
         weight: XnorWeight<'a>,
         bias: Option<Vec<f32>>,
+        input: SignInput,
     },
     BatchNorm {
         scale: Vec<f32>,
@@ -205,6 +210,7 @@ impl WeightBytes {
                 self.owned += (8 * csr.row_ptr.len() + 4 * csr.col.len() + 4 * csr.val.len()) as u64
             }
             Matrix::Product(factors) => factors.iter().for_each(|f| self.add_matrix(f)),
+            Matrix::Signs(s) => self.owned += s.bytes(),
         }
     }
 
@@ -407,6 +413,7 @@ impl<'a> Loader<'_, 'a> {
                 Matrix::dense(t.core.clone(), t.rank_out, t.rank_in),
                 Matrix::dense(transpose(&t.u_in, t.inp, t.rank_in), t.rank_in, t.inp),
             ]),
+            Loaded::Factored(Factored::Binary(b)) => Matrix::Signs(SignRows::from_binary(&b)),
             Loaded::Factored(f) => self.matrix(Cow::Owned(f.to_f32()), rows, cols, sparse_below),
         }
     }
@@ -551,6 +558,7 @@ impl<'a> Model<'a> {
             });
         }
         fold_batch_norms(&mut layers, &|copied| loader.release(copied));
+        fuse_signs(&mut layers, &shapes);
         fuse_activations(&mut layers);
         let out = shapes.last().expect("nonempty");
         if out.len() != 1 {
@@ -625,7 +633,7 @@ impl<'a> Model<'a> {
                     steps.iter().for_each(|(m, _)| bytes.add_matrix(m));
                     bias.iter().for_each(|b| bytes.add_owned(b));
                 }
-                Op::XnorConv { weight, bias, .. } | Op::XnorDense { weight, bias } => {
+                Op::XnorConv { weight, bias, .. } | Op::XnorDense { weight, bias, .. } => {
                     match weight {
                         XnorWeight::Bits(b) => {
                             bytes.owned += 8 * b.bits.len() as u64;
@@ -696,6 +704,7 @@ impl<'a> Model<'a> {
                     },
                     (_, Some(Matrix::Sparse(_))) => "sparse",
                     (_, Some(Matrix::Product(_))) => "lowrank",
+                    (_, Some(Matrix::Signs(_))) => "binary",
                     (_, Some(_)) => "dense",
                     (_, None) => "",
                 };
@@ -848,13 +857,18 @@ impl<'a> Model<'a> {
                 weight,
                 bias,
                 params,
+                input,
             } => out.copy_from_slice(
-                xnor::conv2d(image(0), weight, bias.as_deref(), params)
+                xnor::conv2d(image(0), weight, bias.as_deref(), params, input)
                     .as_slice()
                     .expect("a fresh array is contiguous"),
             ),
-            Op::XnorDense { weight, bias } => out.copy_from_slice(
-                xnor::dense(vector(0), weight, bias.as_deref())
+            Op::XnorDense {
+                weight,
+                bias,
+                input,
+            } => out.copy_from_slice(
+                xnor::dense(vector(0), weight, bias.as_deref(), input)
                     .as_slice()
                     .expect("a fresh array is contiguous"),
             ),
@@ -1146,6 +1160,7 @@ fn build_op<'a>(
                     weight: loader.xnor_weight(loaded, cout, cols, Some(c)),
                     bias,
                     params,
+                    input: SignInput::Scaled,
                 }
             } else {
                 match loaded {
@@ -1201,6 +1216,7 @@ fn build_op<'a>(
                 Op::XnorDense {
                     weight: loader.xnor_weight(loaded, out, inp, None),
                     bias,
+                    input: SignInput::Scaled,
                 }
             } else {
                 Op::Dense {
@@ -1404,6 +1420,49 @@ fn fold_batch_norms(layers: &mut [Layer<'_>], release: &dyn Fn(&[f32])) {
         if folded {
             layers[i].op = Op::Identity("batch_norm (folded)");
         }
+    }
+}
+
+/// Fuse each `sign` into the binary `conv2d` (groups 1) or `dense` that is its only reader: the
+/// pair is a binary layer, run on popcounts of the input's signs at the sign's thresholds
+/// ([`xnor`], unscaled). The sign becomes an identity, which the arena runs in place.
+fn fuse_signs(layers: &mut [Layer<'_>], shapes: &[Vec<usize>]) {
+    let readers = reader_counts(layers);
+    for j in 0..layers.len() {
+        let [Source::Node(i)] = layers[j].inputs[..] else {
+            continue;
+        };
+        if readers[i] != 1 {
+            continue;
+        }
+        let Op::Sign { threshold } = &layers[i].op else {
+            continue;
+        };
+        let input = SignInput::Thresholds(threshold.clone());
+        let fused = match &mut layers[j].op {
+            Op::Conv {
+                weight: Matrix::Signs(w),
+                bias,
+                params,
+                activation: Activation::None,
+            } if params.groups == 1 => Op::XnorConv {
+                weight: XnorWeight::Bits(BitRows::for_conv(w.binary(), shapes[i][0])),
+                bias: bias.take(),
+                params: *params,
+                input,
+            },
+            Op::Dense {
+                weight: Matrix::Signs(w),
+                bias,
+            } => Op::XnorDense {
+                weight: XnorWeight::Bits(BitRows::from_binary(w.binary())),
+                bias: bias.take(),
+                input,
+            },
+            _ => continue,
+        };
+        layers[j].op = fused;
+        layers[i].op = Op::Identity("sign (fused)");
     }
 }
 

@@ -4,11 +4,13 @@
 //! sparse (CSR), in which case the product walks only the surviving weights, or a product of
 //! factors (low-rank and Tucker layers), which is applied one thin factor at a time.
 
+use super::signs::{self, SignRows};
 use super::{kernels, parallel, scratch};
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis, s};
 
 /// A weight matrix `[rows, cols]`: dense (borrowed from the mapped file when it was stored
-/// dense f32, else decoded once), or CSR when most of it is zero.
+/// dense f32, else decoded once), CSR when most of it is zero, a product of factors, or sign
+/// bits.
 #[derive(Debug, Clone)]
 pub enum Matrix<'a> {
     Dense {
@@ -19,6 +21,8 @@ pub enum Matrix<'a> {
     Sparse(Csr),
     /// `W = F₀ · F₁ · …`: each factor multiplies in turn, so `W` itself is never formed.
     Product(Vec<Matrix<'a>>),
+    /// Binary weights, `±α` per row, multiplied by adding and subtracting (BWN).
+    Signs(SignRows),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +82,7 @@ impl<'a> Matrix<'a> {
             Matrix::Dense { rows, .. } => *rows,
             Matrix::Sparse(c) => c.rows,
             Matrix::Product(f) => f[0].rows(),
+            Matrix::Signs(s) => s.rows,
         }
     }
     pub fn cols(&self) -> usize {
@@ -85,6 +90,7 @@ impl<'a> Matrix<'a> {
             Matrix::Dense { cols, .. } => *cols,
             Matrix::Sparse(c) => c.cols,
             Matrix::Product(f) => f[f.len() - 1].cols(),
+            Matrix::Signs(s) => s.cols,
         }
     }
 
@@ -94,6 +100,7 @@ impl<'a> Matrix<'a> {
             Matrix::Dense { rows, cols, .. } => rows * cols,
             Matrix::Sparse(csr) => csr.val.len(),
             Matrix::Product(factors) => factors.iter().map(Matrix::work).sum(),
+            Matrix::Signs(s) => s.rows * s.cols,
         }
     }
 
@@ -117,6 +124,7 @@ impl<'a> Matrix<'a> {
                 }
             }
             Matrix::Product(f) => f[0].scale_rows(scale),
+            Matrix::Signs(s) => s.scale_rows(scale),
         }
     }
 
@@ -134,6 +142,7 @@ impl<'a> Matrix<'a> {
                 }
                 Matrix::dense(dense, rows, cols)
             }
+            Matrix::Signs(s) => Matrix::dense(s.to_dense(), rows, cols),
             Matrix::Product(_) => {
                 // Wᵀ = (I · Wᵀ): multiply the identity through the factors.
                 let eye = Array2::<f32>::eye(cols);
@@ -206,6 +215,13 @@ impl<'a> Matrix<'a> {
                 parallel::split_rows(out, n, 1, work_per_row, &|first, part| {
                     let w = csr.block(row_start + first, part.len() / n.max(1));
                     kernels::sparse_rows_times(part, w, rhs_slice, n);
+                    finish(row_start + first, part);
+                });
+            }
+            Matrix::Signs(s) => {
+                let totals = signs::column_totals(rhs_slice, n);
+                parallel::split_rows(out, n, 1, s.cols * n / 2, &|first, part| {
+                    signs::rows_times(part, s, row_start + first, rhs_slice, n, &totals);
                     finish(row_start + first, part);
                 });
             }
@@ -286,6 +302,16 @@ impl<'a> Matrix<'a> {
                     let xs = xs.as_slice().expect("standard layout");
                     parallel::split_rows(y, 1, 1, work_per_row, &|first, part| {
                         kernels::sparse_matvec(part, csr.block(first, part.len()), xs)
+                    });
+                }
+            }
+            Matrix::Signs(s) => {
+                for (xi, y) in x.rows().into_iter().zip(out.chunks_exact_mut(rows.max(1))) {
+                    let xs = xi.as_standard_layout();
+                    let xs = xs.as_slice().expect("standard layout");
+                    let total = signs::column_totals(xs, 1)[0];
+                    parallel::split_rows(y, 1, 4, s.cols / 2, &|first, part| {
+                        signs::rows_dot(part, s, first, xs, total)
                     });
                 }
             }

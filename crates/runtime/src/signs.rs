@@ -26,6 +26,9 @@ pub struct SignRows {
     bits: Vec<u64>,
     /// Per row, `±α`: `y = scale · (2·Σ_{k∈bits} x[k] − Σ_k x[k])`.
     scale: Vec<f32>,
+    /// The weights as stored (with any folded scale), for the popcount kernels a `sign` in
+    /// front of the layer hands it to.
+    binary: Binary,
 }
 
 impl SignRows {
@@ -60,12 +63,28 @@ impl SignRows {
             words,
             bits,
             scale,
+            binary: b.clone(),
         }
     }
 
     /// Multiply row `r`'s result by `s[r]` (a batch norm folded into the layer).
     pub fn scale_rows(&mut self, s: &[f32]) {
         self.scale.iter_mut().zip(s).for_each(|(a, s)| *a *= s);
+        self.binary
+            .scales
+            .iter_mut()
+            .zip(s)
+            .for_each(|(a, s)| *a *= s);
+    }
+
+    /// The weights as a `binary` tensor: signs and a scale per row.
+    pub fn binary(&self) -> &Binary {
+        &self.binary
+    }
+
+    /// Bytes held: the bits twice (as stored and as words) and the scales.
+    pub fn bytes(&self) -> u64 {
+        (8 * self.bits.len() + self.binary.bits.len() + 8 * self.scale.len()) as u64
     }
 
     /// The dense weights, `±α` per row.

@@ -78,10 +78,37 @@ impl XnorWeight<'_> {
     }
 }
 
-/// XNOR-Net's sign: +1 for `x ≥ 0`, else −1 (NaN included).
+/// How a binary layer's input becomes signs, and whether its outputs are scaled.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum SignInput {
+    /// XNOR-Net's layers (`xnor_conv2d`, `xnor_dense`): signs at 0, each output scaled by `K`,
+    /// the mean `|x|` of its receptive field.
+    #[default]
+    Scaled,
+    /// A `sign` node fused into the `conv2d` / `dense` it feeds (spec 1.5): signs at a
+    /// threshold per input channel (0 without), outputs unscaled.
+    Thresholds(Option<Vec<f32>>),
+}
+
+impl SignInput {
+    /// The threshold of input channel `c`.
+    #[inline]
+    fn at(&self, c: usize) -> f32 {
+        match self {
+            SignInput::Thresholds(Some(t)) => t[c],
+            _ => 0.0,
+        }
+    }
+
+    fn scaled(&self) -> bool {
+        matches!(self, SignInput::Scaled)
+    }
+}
+
+/// The sign of `x` at threshold `t`: +1 for `x ≥ t`, else −1 (NaN included).
 #[inline]
-fn sign(x: f32) -> f32 {
-    if x >= 0.0 { 1.0 } else { -1.0 }
+fn sign(x: f32, t: f32) -> f32 {
+    if x >= t { 1.0 } else { -1.0 }
 }
 
 /// What one image's layer needs of each pixel, from one pass over the image: the sum of `|x|`
@@ -93,7 +120,7 @@ struct Pixels {
     signs: Vec<u64>,
 }
 
-fn pixels(x: ndarray::ArrayView3<'_, f32>, with_signs: bool) -> Pixels {
+fn pixels(x: ndarray::ArrayView3<'_, f32>, with_signs: bool, input: &SignInput) -> Pixels {
     let (c, h, w) = x.dim();
     let mut magnitudes = vec![0.0f32; h * w];
     let mut signs = vec![
@@ -110,7 +137,7 @@ fn pixels(x: ndarray::ArrayView3<'_, f32>, with_signs: bool) -> Pixels {
         if with_signs {
             let plane = ch / 64 * h * w;
             let signs = &mut signs[plane..plane + h * w];
-            add_channel(signs, &mut magnitudes, values, ch % 64);
+            add_channel(signs, &mut magnitudes, values, ch % 64, input.at(ch));
         } else {
             add_magnitudes(&mut magnitudes, values);
         }
@@ -127,17 +154,24 @@ fn add_magnitudes(magnitudes: &mut [f32], values: &[f32]) {
     }
 }
 
-/// [`add_magnitudes`], and each value's sign as bit `bit` of its pixel's word in `signs`.
+/// [`add_magnitudes`], and each value's sign at `threshold` as bit `bit` of its pixel's word
+/// in `signs`.
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl",
     "x86_64+avx2",
     "aarch64+neon"
 ))]
-fn add_channel(signs: &mut [u64], magnitudes: &mut [f32], values: &[f32], bit: usize) {
+fn add_channel(
+    signs: &mut [u64],
+    magnitudes: &mut [f32],
+    values: &[f32],
+    bit: usize,
+    threshold: f32,
+) {
     // A select of a constant: one masked OR per vector.
     let one = 1u64 << bit;
     for ((word, m), &v) in signs.iter_mut().zip(magnitudes.iter_mut()).zip(values) {
-        *word |= if v >= 0.0 { one } else { 0 };
+        *word |= if v >= threshold { one } else { 0 };
         *m += v.abs();
     }
 }
@@ -201,14 +235,31 @@ fn inside_outputs(
     start..end
 }
 
-/// `xnor_conv2d` (groups 1, checked at load).
+/// `xnor_conv2d`, or a `sign` and the binary `conv2d` it feeds (groups 1, checked at load).
 pub fn conv2d(
     x: ArrayView4<'_, f32>,
     weight: &XnorWeight<'_>,
     bias: Option<&[f32]>,
     p: &Conv2dParams,
+    input: &SignInput,
 ) -> Array4<f32> {
-    conv2d_with(Popcount::fastest(), x, weight, bias, p)
+    conv2d_with(Popcount::fastest(), x, weight, bias, p, input)
+}
+
+/// `K` per output position of one image: XNOR-Net's window means, or 1 for unscaled layers
+/// (`v · 1 + b` is `v + b` exactly).
+fn position_scales(
+    input: &SignInput,
+    magnitudes: &[f32],
+    dims: (usize, usize, usize),
+    p: &Conv2dParams,
+    (oh, ow): (usize, usize),
+) -> Vec<f32> {
+    if input.scaled() {
+        window_means(magnitudes, dims, p, (oh, ow))
+    } else {
+        vec![1.0; oh * ow]
+    }
 }
 
 /// [`conv2d`] with the popcount kernel given, so that tests can hold every kernel to the same
@@ -219,14 +270,22 @@ fn conv2d_with(
     weight: &XnorWeight<'_>,
     bias: Option<&[f32]>,
     p: &Conv2dParams,
+    input: &SignInput,
 ) -> Array4<f32> {
     let (n, c, h, w) = x.dim();
     let (oh, ow) = p.output_size(h, w).expect("checked at load");
     match weight {
         XnorWeight::Float(m) => {
-            let mut out = ops::conv2d(x.mapv(sign).view(), m, None, p);
+            let mut signs = x.to_owned();
+            for mut image in signs.outer_iter_mut() {
+                for (ch, mut channel) in image.outer_iter_mut().enumerate() {
+                    channel.mapv_inplace(|v| sign(v, input.at(ch)));
+                }
+            }
+            let mut out = ops::conv2d(signs.view(), m, None, p);
             for (image, mut out) in x.outer_iter().zip(out.outer_iter_mut()) {
-                let k = window_means(&pixels(image, false).magnitudes, (c, h, w), p, (oh, ow));
+                let magnitudes = pixels(image, false, input).magnitudes;
+                let k = position_scales(input, &magnitudes, (c, h, w), p, (oh, ow));
                 let out = out.as_slice_mut().expect("standard layout");
                 for (o, plane) in out.chunks_exact_mut(oh * ow).enumerate() {
                     scale_and_shift(plane, &k, bias.map_or(0.0, |bias| bias[o]));
@@ -239,8 +298,8 @@ fn conv2d_with(
             // Not zeroed first: every element is written below.
             let mut out = Array4::<f32>::uninit((n, bits.rows, oh, ow));
             for (image, mut out) in x.outer_iter().zip(out.outer_iter_mut()) {
-                let pixels = pixels(image, true);
-                let k = window_means(&pixels.magnitudes, (c, h, w), p, (oh, ow));
+                let pixels = pixels(image, true, input);
+                let k = position_scales(input, &pixels.magnitudes, (c, h, w), p, (oh, ow));
                 let out = out.as_slice_mut().expect("standard layout");
                 conv.image(&pixels.signs, &k, bias, out);
             }
@@ -785,22 +844,38 @@ fn sign_dots(out: &mut [f32], w: &BitRows, signs: &[u64]) {
 }
 
 /// `xnor_dense`: `y[o] = K · Σ_k sign(x[k]) · w[o, k] + b[o]` with `K` the mean of `|x|`.
-pub fn dense(x: ArrayView2<'_, f32>, weight: &XnorWeight<'_>, bias: Option<&[f32]>) -> Array2<f32> {
+pub fn dense(
+    x: ArrayView2<'_, f32>,
+    weight: &XnorWeight<'_>,
+    bias: Option<&[f32]>,
+    input: &SignInput,
+) -> Array2<f32> {
     let cols = x.ncols();
     let scales: Vec<f32> = x
         .rows()
         .into_iter()
-        .map(|r| r.iter().map(|v| v.abs()).sum::<f32>() / cols as f32)
+        .map(|r| match input {
+            SignInput::Scaled => r.iter().map(|v| v.abs()).sum::<f32>() / cols as f32,
+            SignInput::Thresholds(_) => 1.0,
+        })
         .collect();
     let mut y = match weight {
-        XnorWeight::Float(m) => m.mul_transposed(x.mapv(sign).view()),
+        XnorWeight::Float(m) => {
+            let mut signs = x.to_owned();
+            for mut row in signs.rows_mut() {
+                for (k, v) in row.iter_mut().enumerate() {
+                    *v = sign(*v, input.at(k));
+                }
+            }
+            m.mul_transposed(signs.view())
+        }
         XnorWeight::Bits(w) => {
             let mut y = Array2::<f32>::zeros((x.nrows(), w.rows));
             let mut signs = vec![0u64; w.words];
             for (xi, mut yi) in x.rows().into_iter().zip(y.rows_mut()) {
                 signs.iter_mut().for_each(|s| *s = 0);
                 for (k, &v) in xi.iter().enumerate() {
-                    if v >= 0.0 {
+                    if v >= input.at(k) {
                         signs[k / 64] |= 1 << (k % 64);
                     }
                 }
@@ -902,12 +977,14 @@ mod tests {
                 &XnorWeight::Bits(BitRows::for_conv(&b, cin)),
                 None,
                 &p,
+                &SignInput::Scaled,
             );
             let float = conv2d(
                 x.view(),
                 &XnorWeight::Float(Matrix::dense(dense.clone(), cout, cols)),
                 None,
                 &p,
+                &SignInput::Scaled,
             );
             close(bits.as_slice().unwrap(), want.as_slice().unwrap());
             close(float.as_slice().unwrap(), want.as_slice().unwrap());
@@ -951,7 +1028,16 @@ mod tests {
             let b = binarize(&rand(cout * cols, 40 + i as u64), cout, cols, DType::F32);
             let bias = rand(cout, 50 + i as u64);
             let weight = XnorWeight::Bits(BitRows::for_conv(&b, cin));
-            let run = |kernel| conv2d_with(kernel, x.view(), &weight, Some(&bias), &p);
+            let run = |kernel| {
+                conv2d_with(
+                    kernel,
+                    x.view(),
+                    &weight,
+                    Some(&bias),
+                    &p,
+                    &SignInput::Scaled,
+                )
+            };
             let portable = run(Popcount::Portable);
             let want = reference(&x, &b.to_f32(), cout, &p);
             let shifted: Vec<f32> = want
@@ -987,11 +1073,13 @@ mod tests {
             x.view(),
             &XnorWeight::Bits(BitRows::from_binary(&b)),
             Some(&bias),
+            &SignInput::Scaled,
         );
         let float = dense(
             x.view(),
             &XnorWeight::Float(Matrix::dense(b.to_f32(), rows, cols)),
             Some(&bias),
+            &SignInput::Scaled,
         );
         close(bits.as_slice().unwrap(), float.as_slice().unwrap());
         // One element by hand.
@@ -1003,5 +1091,74 @@ mod tests {
             .map(|(v, w)| if *v >= 0.0 { *w } else { -w })
             .sum();
         assert!((bits[[1, 2]] - (k * dot + bias[2])).abs() < 1e-5);
+    }
+
+    /// A `sign` with thresholds fused into a binary convolution and dense layer: the signs of
+    /// the input at each channel's threshold, times the weights as an ordinary float layer
+    /// (zero padding), unscaled; every popcount kernel and the float path agree.
+    #[test]
+    fn thresholded_signs_run_unscaled() {
+        let p = Conv2dParams {
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1, 1, 1],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let (n, cin, h, w, cout) = (2, 70, 6, 5, 6);
+        let x = Array4::from_shape_vec((n, cin, h, w), rand(n * cin * h * w, 61)).unwrap();
+        let threshold: Vec<f32> = rand(cin, 62).iter().map(|t| t * 0.5).collect();
+        let input = SignInput::Thresholds(Some(threshold.clone()));
+        let cols = cin * 9;
+        let b = binarize(&rand(cout * cols, 63), cout, cols, DType::F32);
+        let bias = rand(cout, 64);
+        let mut signs = x.clone();
+        for mut image in signs.outer_iter_mut() {
+            for (c, mut channel) in image.outer_iter_mut().enumerate() {
+                channel.mapv_inplace(|v| if v >= threshold[c] { 1.0 } else { -1.0 });
+            }
+        }
+        let dense_w = Matrix::dense(b.to_f32(), cout, cols);
+        let want = ops::conv2d(signs.view(), &dense_w, Some(&bias), &p);
+        let bits = XnorWeight::Bits(BitRows::for_conv(&b, cin));
+        let portable = conv2d_with(Popcount::Portable, x.view(), &bits, Some(&bias), &p, &input);
+        let fastest = conv2d(x.view(), &bits, Some(&bias), &p, &input);
+        let float = conv2d(
+            x.view(),
+            &XnorWeight::Float(dense_w),
+            Some(&bias),
+            &p,
+            &input,
+        );
+        close(portable.as_slice().unwrap(), want.as_slice().unwrap());
+        close(float.as_slice().unwrap(), want.as_slice().unwrap());
+        assert_eq!(fastest, portable, "popcount kernels agree bit for bit");
+
+        let x = x.into_shape_with_order((n, cin * h * w)).unwrap();
+        let threshold = rand(cin * h * w, 65);
+        let input = SignInput::Thresholds(Some(threshold.clone()));
+        let b = binarize(&rand(cout * cin * h * w, 66), cout, cin * h * w, DType::F32);
+        let got = dense(
+            x.view(),
+            &XnorWeight::Bits(BitRows::from_binary(&b)),
+            Some(&bias),
+            &input,
+        );
+        let w = b.to_f32();
+        for (i, xi) in x.rows().into_iter().enumerate() {
+            for o in 0..cout {
+                let dot: f32 = xi
+                    .iter()
+                    .zip(&threshold)
+                    .zip(&w[o * xi.len()..(o + 1) * xi.len()])
+                    .map(|((v, t), w)| if v >= t { *w } else { -w })
+                    .sum();
+                let want = dot + bias[o];
+                assert!(
+                    (got[[i, o]] - want).abs() < 1e-4 * (1.0 + want.abs()),
+                    "{i} {o}"
+                );
+            }
+        }
     }
 }
