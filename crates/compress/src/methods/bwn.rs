@@ -39,10 +39,10 @@ pub use retrain::{BwnOptions, BwnReport, bwn, plan};
 mod retrain {
     use super::binarized_weights;
     use crate::methods::deep_compression::store::TensorPlan;
-    use crate::train::fit::{self, Targets};
     use crate::train::net::{Form, Net};
     use crate::train::{
-        Event, NamedTensor, TrainData, TrainOptions, TrainedModel, device, finish, validator,
+        Event, NamedTensor, TrainData, TrainOptions, TrainedModel, device, fine_tune, finish,
+        set_meta,
     };
     use cxrm_format::container::value::Value;
     use cxrm_format::error::{Error, Result};
@@ -111,26 +111,21 @@ mod retrain {
         let mut metadata = base.metadata.clone();
         let binary: HashSet<String> = names.iter().cloned().collect();
         let plan = plan_for(binary);
-        let before = validator(&metadata, &data.val, &plan)(&net)?;
-        on(Event::Note(format!(
-            "weights binarized, before fine-tuning: validation accuracy {before:.4}"
-        )));
-        let val = fit::fit(
+        fine_tune(
             &mut net,
             data,
             &opts.retrain,
-            &Targets::Labels,
             "fine-tune bwn",
-            &mut validator(&metadata, &data.val, &plan),
+            &mut metadata,
+            &plan,
             on,
         )?;
-        set(&mut metadata, "train.val_accuracy", Value::Float(val));
-        set(
+        set_meta(
             &mut metadata,
             "compress.method",
             Value::String("bwn".into()),
         );
-        set(
+        set_meta(
             &mut metadata,
             "compress.retrain_epochs",
             Value::Int(opts.retrain.epochs as i64),
@@ -145,12 +140,5 @@ mod retrain {
 
     fn plan_for(binary: HashSet<String>) -> impl Fn(&NamedTensor) -> Option<TensorPlan> {
         move |t: &NamedTensor| binary.contains(&t.name).then(TensorPlan::binary)
-    }
-
-    fn set(meta: &mut cxrm_format::container::value::Map, key: &str, v: Value) {
-        match meta.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => slot.1 = v,
-            None => meta.push((key.to_string(), v)),
-        }
     }
 }

@@ -272,10 +272,7 @@ impl TrainedModel {
     }
 
     pub fn set_meta(&mut self, key: &str, v: Value) {
-        match self.metadata.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => slot.1 = v,
-            None => self.metadata.push((key.to_string(), v)),
-        }
+        set_meta(&mut self.metadata, key, v);
     }
 
     pub fn meta(&self, key: &str) -> Option<&Value> {
@@ -456,6 +453,43 @@ pub(crate) fn finish(net: &net::Net, metadata: Map) -> TrainedModel {
         tensors,
         metadata,
     }
+}
+
+/// Set `key` in `meta`, replacing an earlier value in its place.
+pub(crate) fn set_meta(meta: &mut Map, key: &str, v: Value) {
+    match meta.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = v,
+        None => meta.push((key.to_string(), v)),
+    }
+}
+
+/// Fine-tune a changed network on the labels (a retraining phase): its validation accuracy
+/// as `plan` writes it is noted before, then `fit` runs; returns the kept epoch's accuracy,
+/// also recorded as `train.val_accuracy` in `metadata`.
+pub(crate) fn fine_tune(
+    net: &mut net::Net,
+    data: &TrainData,
+    retrain: &TrainOptions,
+    phase: &str,
+    metadata: &mut Map,
+    plan: &dyn Fn(&NamedTensor) -> Option<TensorPlan>,
+    on: &mut dyn FnMut(Event),
+) -> Result<f64> {
+    let before = validator(metadata, &data.val, plan)(net)?;
+    on(Event::Note(format!(
+        "before {phase}: validation accuracy {before:.4}"
+    )));
+    let val = fit::fit(
+        net,
+        data,
+        retrain,
+        &fit::Targets::Labels,
+        phase,
+        &mut validator(metadata, &data.val, plan),
+        on,
+    )?;
+    set_meta(metadata, "train.val_accuracy", Value::Float(val));
+    Ok(val)
 }
 
 /// Validation accuracy of `net` as it would be written (dense), through the runtime.

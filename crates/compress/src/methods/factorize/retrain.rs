@@ -11,9 +11,10 @@
 use crate::methods::factorize::store::{
     self as factorize, low_rank_saves, rank_for_energy, tucker_saves,
 };
-use crate::train::fit::{self, Targets};
 use crate::train::net::Net;
-use crate::train::{Event, NamedTensor, TrainData, TrainOptions, TrainedModel, device, finish};
+use crate::train::{
+    Event, NamedTensor, TrainData, TrainOptions, TrainedModel, device, finish, set_meta,
+};
 use cxrm_format::container::graph::{Graph, Node};
 use cxrm_format::container::value::Value;
 use cxrm_format::container::writer::Writer;
@@ -389,27 +390,22 @@ pub fn factorize(
     let mut metadata = model.metadata.clone();
     let mut net = Net::new(graph, tensors, &device())?;
     let dense = |_: &NamedTensor| None;
-    let before = crate::train::validator(&metadata, &data.val, &dense)(&net)?;
-    on(Event::Note(format!(
-        "after the split, before fine-tuning: validation accuracy {before:.4}"
-    )));
-    let val = fit::fit(
+    crate::train::fine_tune(
         &mut net,
         data,
         &opts.retrain,
-        &Targets::Labels,
         &format!("fine-tune {}", opts.method.name()),
-        &mut crate::train::validator(&metadata, &data.val, &dense),
+        &mut metadata,
+        &dense,
         on,
     )?;
-    set(&mut metadata, "train.val_accuracy", Value::Float(val));
-    set(
+    set_meta(
         &mut metadata,
         "compress.method",
         Value::String(opts.method.name().into()),
     );
-    set(&mut metadata, "compress.energy", Value::Float(opts.energy));
-    set(
+    set_meta(&mut metadata, "compress.energy", Value::Float(opts.energy));
+    set_meta(
         &mut metadata,
         "compress.retrain_epochs",
         Value::Int(opts.retrain.epochs as i64),
@@ -418,7 +414,7 @@ pub fn factorize(
         .iter()
         .map(|r| format!("{}={:?}", r.layer, r.ranks))
         .collect();
-    set(
+    set_meta(
         &mut metadata,
         "compress.ranks",
         Value::String(ranks.join(" ")),
@@ -432,13 +428,6 @@ pub fn factorize(
         },
         reports,
     ))
-}
-
-fn set(meta: &mut cxrm_format::container::value::Map, key: &str, v: Value) {
-    match meta.iter_mut().find(|(k, _)| k == key) {
-        Some(slot) => slot.1 = v,
-        None => meta.push((key.to_string(), v)),
-    }
 }
 
 #[cfg(test)]
