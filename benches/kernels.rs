@@ -13,10 +13,13 @@
 //!   paying.
 //! * `xnor/*`: a binary 4096→4096 dense layer at batch 1 and a 256→256 3×3 convolution at
 //!   32×32, on bits (popcount) against the same layers in f32.
+//! * `bwn/*`: binary weights in real-valued layers (a 4096→4096 dense layer at batch 1,
+//!   LeNet-5's conv2), added and subtracted (`Matrix::Signs`) against the same weights in f32.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use cxrm::format::encoding::binary::Binary;
 use cxrm::runtime::ops::{self, Conv2dParams, Csr, Matrix};
+use cxrm::runtime::signs::SignRows;
 use cxrm::runtime::{kernels, xnor};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, Array4, ArrayView2};
@@ -184,9 +187,43 @@ fn xnor_layers(c: &mut Criterion) {
     g.finish();
 }
 
+/// BWN: binary weights in real-valued layers, multiplied by adding (`Matrix::Signs`), against
+/// the same layers' f32 weights.
+fn bwn_layers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("bwn");
+    let features = 4096;
+    let x = Array2::from_shape_vec((1, features), uniform(13, features)).unwrap();
+    let weights = binary(features, features);
+    let signs = Matrix::Signs(SignRows::from_binary(&weights));
+    let floats = Matrix::dense(weights.to_f32(), features, features);
+    g.bench_function("dense_4096x4096_batch1/signs", |b| {
+        b.iter(|| ops::dense(black_box(x.view()), &signs, None))
+    });
+    g.bench_function("dense_4096x4096_batch1/f32", |b| {
+        b.iter(|| ops::dense(black_box(x.view()), &floats, None))
+    });
+    // LeNet-5's conv2: 20 → 50 channels, 5×5, unpadded, on 12×12.
+    let channels = 50;
+    let x = Array4::from_shape_vec((1, 20, 12, 12), uniform(14, 20 * 144)).unwrap();
+    let weights = binary(channels, 20 * 25);
+    let signs = Matrix::Signs(SignRows::from_binary(&weights));
+    let floats = Matrix::dense(weights.to_f32(), channels, 20 * 25);
+    let p = Conv2dParams {
+        padding: [0; 4],
+        ..conv(5, 1, 1)
+    };
+    g.bench_function("lenet5_conv2_20to50_12x12/signs", |b| {
+        b.iter(|| ops::conv2d(black_box(x.view()), &signs, None, &p))
+    });
+    g.bench_function("lenet5_conv2_20to50_12x12/f32", |b| {
+        b.iter(|| ops::conv2d(black_box(x.view()), &floats, None, &p))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20);
-    targets = pointwise, conv3x3, depthwise, sparse, xnor_layers
+    targets = pointwise, conv3x3, depthwise, sparse, xnor_layers, bwn_layers
 }
 criterion_main!(benches);

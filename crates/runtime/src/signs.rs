@@ -125,7 +125,10 @@ pub fn column_totals(rhs: &[f32], n: usize) -> Vec<f32> {
 }
 
 /// `out[i, :] = w[first + i, :] · rhs` for `rhs` of `w.cols` rows, `n` wide, and `totals`
-/// its [`column_totals`]: each set bit adds a row of `rhs`.
+/// its [`column_totals`]: each set bit adds a row of `rhs`. Compiled whole for each target,
+/// so that the row additions inline (a dispatched call per 64-value row cost more than the
+/// additions).
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
 pub fn rows_times(
     out: &mut [f32],
     w: &SignRows,
@@ -141,11 +144,16 @@ pub fn rows_times(
             let mut word = word;
             while word != 0 {
                 let k = 64 * j + word.trailing_zeros() as usize;
-                add_row(y, &rhs[k * n..(k + 1) * n]);
+                for (a, b) in y.iter_mut().zip(&rhs[k * n..(k + 1) * n]) {
+                    *a += b;
+                }
                 word &= word - 1;
             }
         }
-        finish_row(y, totals, w.scale[r]);
+        let s = w.scale[r];
+        for (a, t) in y.iter_mut().zip(totals) {
+            *a = s * (2.0 * *a - t);
+        }
     }
 }
 
@@ -166,33 +174,81 @@ fn add_row(y: &mut [f32], x: &[f32]) {
     }
 }
 
-/// `y = s · (2y − totals)`.
-#[multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
-fn finish_row(y: &mut [f32], totals: &[f32], s: f32) {
-    for (a, t) in y.iter_mut().zip(totals) {
-        *a = s * (2.0 * *a - t);
+/// Lanes [`masked_sum`] keeps: the sum's order is fixed by it, whatever the target. One per
+/// bit of a word: on AVX-512 that is four independent vector sums, whose additions overlap
+/// (one accumulator made each add wait for the one before).
+const LANES: usize = 64;
+
+/// `Σ_{k: bit k set} x[k]`, in [`LANES`] partial sums (lane `j` adds the selected `x[k]` with
+/// `k % 64 == j`, in `k` order), then the lanes in order: every path gives the same bits.
+fn masked_sum(bits: &[u64], x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        return unsafe { avx512::masked_sum(bits, x) };
     }
+    masked_sum_portable(bits, x)
 }
 
-/// Lanes [`masked_sum`] keeps: the sum's order is fixed by it, whatever the target.
-const LANES: usize = 16;
-
-/// `Σ_{k: bit k set} x[k]`. Each bit becomes an all-ones or all-zeros mask on the value's bits,
-/// so the selection is an AND and the sum is adds only; 16 lanes, added up in a fixed order.
-#[multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
-fn masked_sum(bits: &[u64], x: &[f32]) -> f32 {
+/// [`masked_sum`] without intrinsics. An unselected element leaves its lane as it is (adding
+/// +0 instead would turn a lane's −0 into +0), as AVX-512's masked add does.
+#[multiversion(targets("x86_64+avx2", "aarch64+neon"))]
+fn masked_sum_portable(bits: &[u64], x: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
     for (&word, chunk) in bits.iter().zip(x.chunks(64)) {
         for (t, &v) in chunk.iter().enumerate() {
-            let keep = ((word >> t) & 1) as u32;
-            acc[t % LANES] += f32::from_bits(v.to_bits() & keep.wrapping_neg());
+            if (word >> t) & 1 == 1 {
+                acc[t % LANES] += v;
+            }
         }
     }
+    lanes_total(&acc)
+}
+
+fn lanes_total(acc: &[f32; LANES]) -> f32 {
     let mut sum = 0.0f32;
-    for a in acc {
+    for &a in acc {
         sum += a;
     }
     sum
+}
+
+/// [`masked_sum`] on AVX-512: each sixteen bits of a word are the write mask of one masked add
+/// of sixteen values into one of four accumulators, lane `j` of accumulator `q` taking element
+/// `16q + j` of each word, as the portable loop's lane `16q + j` does.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{LANES, lanes_total};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn masked_sum(bits: &[u64], x: &[f32]) -> f32 {
+        let whole = (x.len() / 64).min(bits.len());
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for (&word, chunk) in bits[..whole].iter().zip(x.chunks_exact(64)) {
+            for (q, (a, sixteen)) in acc.iter_mut().zip(chunk.chunks_exact(16)).enumerate() {
+                let mask = (word >> (16 * q)) as u16;
+                // SAFETY: `sixteen` is 16 f32, the 64 bytes read; loadu needs no alignment.
+                let v = unsafe { _mm512_loadu_ps(sixteen.as_ptr()) };
+                *a = _mm512_mask_add_ps(*a, mask, *a, v);
+            }
+        }
+        let mut lanes = [0.0f32; LANES];
+        for (a, out) in acc.iter().zip(lanes.chunks_exact_mut(16)) {
+            // SAFETY: `out` is 16 f32, the 64 bytes written.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), *a) };
+        }
+        // A last partial word continues the same lanes in the same order (its elements start
+        // at a multiple of 64, so element `k` still goes to lane `k % 64`).
+        if let (Some(&word), Some(tail)) = (bits.get(whole), x.get(64 * whole..)) {
+            for (t, &v) in tail.iter().take(64).enumerate() {
+                if (word >> t) & 1 == 1 {
+                    lanes[t % LANES] += v;
+                }
+            }
+        }
+        lanes_total(&lanes)
+    }
 }
 
 /// `sign` (spec §7) over one image's values: `+1` where `x ≥ τ`, else `−1` (NaN included),
@@ -269,6 +325,23 @@ mod tests {
             let mut y = vec![f32::NAN; rows];
             rows_dot(&mut y, &s, 0, x, total);
             close(&y, &reference(&dense, rows, cols, x, 1), "rows_dot");
+        }
+    }
+
+    #[test]
+    fn every_masked_sum_path_gives_the_same_bits() {
+        for n in [0, 5, 16, 64, 70, 130, 800] {
+            let x = rand(n, n as u64);
+            let bits: Vec<u64> = (0..n.div_ceil(64))
+                .map(|j| 0x9E37_79B9_7F4A_7C15u64.rotate_left(j as u32 * 7))
+                .collect();
+            let want = masked_sum_portable(&bits, &x);
+            assert_eq!(masked_sum(&bits, &x).to_bits(), want.to_bits(), "{n}");
+            let direct: f64 = (0..n)
+                .filter(|&k| bits[k / 64] >> (k % 64) & 1 == 1)
+                .map(|k| x[k] as f64)
+                .sum();
+            assert!((want as f64 - direct).abs() < 1e-4, "{n}");
         }
     }
 
