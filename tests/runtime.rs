@@ -929,7 +929,7 @@ fn binary_layers_take_their_kernels() {
         )
     };
     let (conv2, fc1, ops) = kernels(&common::lenet5(common::Form::Sign));
-    assert_eq!((conv2.1, fc1.1), ("xnor", "xnor"));
+    assert_eq!((conv2, fc1), (("conv2d", "xnor"), ("dense", "xnor")));
     assert_eq!(ops.iter().filter(|op| **op == "sign (fused)").count(), 2);
     let bwn = common::lenet5(common::Form::Bwn);
     let (conv2, fc1, _) = kernels(&bwn);

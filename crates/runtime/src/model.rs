@@ -5,8 +5,9 @@
 //! through sparse (CSR) kernels; the choice depends on the weights' measured density, not on
 //! how they were stored, so a pruned model and its decoded-dense twin compute identically.
 //! Factored weights run as they are stored: `lowrank` as two thin products, `tucker` as three
-//! convolutions (1×1, the core's, 1×1), `binary` weights of XNOR layers through the popcount
-//! kernel; anywhere else they are rebuilt once.
+//! convolutions (1×1, the core's, 1×1), `binary` weights of XNOR layers (and of a `conv2d` or
+//! `dense` a `sign` feeds, fused with it) through the popcount kernels, those of other dense
+//! layers through the add-only kernel; anywhere else they are rebuilt once.
 //! Batch norm is folded into the convolution or dense layer before it; the mapped pages of
 //! every weight copied this way (or decoded) are given back once the copy is made. Shapes are
 //! checked through the whole graph at load, so a bad graph fails before any input is read, and
@@ -226,8 +227,9 @@ pub struct LayerInfo {
     pub op: &'static str,
     pub output_shape: Vec<usize>,
     /// `dense`, `sparse` (CSR kernel), `lowrank` (a product of factors), `tucker` (three
-    /// convolutions), `xnor` (popcount), `xnor-float` (signs times float weights), or empty for
-    /// layers without weights.
+    /// convolutions), `xnor` (popcount: XNOR-Net layers, and binary layers with their `sign`
+    /// fused), `xnor-float` (signs times float weights), `binary` (binary weights added and
+    /// subtracted), or empty for layers without weights.
     pub kernel: &'static str,
     pub weights_borrowed: bool,
 }
@@ -677,8 +679,14 @@ impl<'a> Model<'a> {
                     Op::Conv { weight, .. } => ("conv2d", Some(weight)),
                     Op::Dense { weight, .. } => ("dense", Some(weight)),
                     Op::ConvChain { .. } => ("conv2d", None),
-                    Op::XnorConv { .. } => ("xnor_conv2d", None),
-                    Op::XnorDense { .. } => ("xnor_dense", None),
+                    Op::XnorConv { input, .. } => match input {
+                        SignInput::Scaled => ("xnor_conv2d", None),
+                        SignInput::Thresholds(_) => ("conv2d", None),
+                    },
+                    Op::XnorDense { input, .. } => match input {
+                        SignInput::Scaled => ("xnor_dense", None),
+                        SignInput::Thresholds(_) => ("dense", None),
+                    },
                     Op::BatchNorm { .. } => ("batch_norm", None),
                     Op::Relu => ("relu", None),
                     Op::Relu6 => ("relu6", None),
