@@ -552,6 +552,12 @@ fn bad_models_fail_with_clear_errors() {
     assert!(msg.contains("[out, in/groups, kh, kw]"), "{msg}");
     let msg = err(vec![Node::new("x", "lstm", &["input"], &[])]);
     assert!(msg.contains("not implemented"), "{msg}");
+    // A sign's thresholds: one per input channel (the input has 2; bn.0 holds 4 values).
+    let msg = err(vec![Node::new("s", "sign", &["input"], &["bn.0"])]);
+    assert!(
+        msg.contains("threshold") && msg.contains("4 values"),
+        "{msg}"
+    );
     let msg = err(vec![
         Node::new("c", "conv2d", &["input"], &["c.w"]).attr("stride", Value::ints([1])),
     ]);
