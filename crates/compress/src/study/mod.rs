@@ -524,13 +524,31 @@ fn train_or_reuse(
         let fresh = train::training_metadata(arch, data, train_opts);
         let same =
             |key: &str| earlier.meta(key) == fresh.iter().find(|(k, _)| k == key).map(|(_, v)| v);
-        if RESUME_KEYS.iter().all(|k| same(k)) {
+        let s = &data.spec;
+        let (graph, _) = arch.build(
+            [s.channels, s.height, s.width],
+            data.train.classes.len(),
+            train_opts.seed,
+        )?;
+        if RESUME_KEYS.iter().all(|k| same(k)) && ops_of(&earlier.graph) == ops_of(&graph) {
             on(StudyEvent::Reused(path.display().to_string()));
             return Ok((earlier, true));
         }
     }
     let trained = train::train(arch, data, train_opts, &mut |e| on(StudyEvent::Train(e)))?;
     Ok((trained, false))
+}
+
+/// The ops a graph uses, batch norms aside (the written form folds those in front of binary
+/// layers into sign thresholds): a file written by an earlier form of an architecture, such
+/// as XNOR layers as `xnor_conv2d`, is not reused for today's.
+fn ops_of(graph: &cxrm_format::container::graph::Graph) -> std::collections::BTreeSet<&str> {
+    graph
+        .nodes
+        .iter()
+        .map(|n| n.op.as_str())
+        .filter(|op| *op != "batch_norm")
+        .collect()
 }
 
 /// Distillation's temperature and soft-term weight, each tried; the student with the best
@@ -817,6 +835,15 @@ mod tests {
             ..opts.clone()
         };
         train_or_reuse(&no_resume, &arch, "baseline", &data, &one_epoch, &mut on).unwrap();
+        // The same settings, but a graph of an earlier form (here fc1 as `xnor_dense`).
+        let mut older = first.clone();
+        older.graph.nodes[1].op = "xnor_dense".into();
+        older
+            .write(&dir.join("mlp-8.baseline.cxrm"), &|_| None)
+            .unwrap();
+        let (_, reused) =
+            train_or_reuse(&opts, &arch, "baseline", &data, &one_epoch, &mut on).unwrap();
+        assert!(!reused, "an earlier form of the network is trained anew");
         assert_eq!(events.len(), 1, "{events:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
