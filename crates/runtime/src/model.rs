@@ -1455,7 +1455,7 @@ fn fuse_signs(layers: &mut [Layer<'_>], shapes: &[Vec<usize>]) {
                 params,
                 activation: Activation::None,
             } if params.groups == 1 => Op::XnorConv {
-                weight: XnorWeight::Bits(BitRows::for_conv(w.binary(), shapes[i][0])),
+                weight: XnorWeight::Bits(BitRows::for_conv(&w.to_binary(), shapes[i][0])),
                 bias: bias.take(),
                 params: *params,
                 input,
@@ -1464,7 +1464,7 @@ fn fuse_signs(layers: &mut [Layer<'_>], shapes: &[Vec<usize>]) {
                 weight: Matrix::Signs(w),
                 bias,
             } => Op::XnorDense {
-                weight: XnorWeight::Bits(BitRows::from_binary(w.binary())),
+                weight: XnorWeight::Bits(BitRows::from_binary(&w.to_binary())),
                 bias: bias.take(),
                 input,
             },

@@ -26,9 +26,6 @@ pub struct SignRows {
     bits: Vec<u64>,
     /// Per row, `±α`: `y = scale · (2·Σ_{k∈bits} x[k] − Σ_k x[k])`.
     scale: Vec<f32>,
-    /// The weights as stored (with any folded scale), for the popcount kernels a `sign` in
-    /// front of the layer hands it to.
-    binary: Binary,
 }
 
 impl SignRows {
@@ -63,28 +60,39 @@ impl SignRows {
             words,
             bits,
             scale,
-            binary: b.clone(),
         }
     }
 
     /// Multiply row `r`'s result by `s[r]` (a batch norm folded into the layer).
     pub fn scale_rows(&mut self, s: &[f32]) {
         self.scale.iter_mut().zip(s).for_each(|(a, s)| *a *= s);
-        self.binary
-            .scales
-            .iter_mut()
-            .zip(s)
-            .for_each(|(a, s)| *a *= s);
     }
 
-    /// The weights as a `binary` tensor: signs and a scale per row.
-    pub fn binary(&self) -> &Binary {
-        &self.binary
+    /// The weights as a `binary` tensor (for the popcount kernels a `sign` in front of the
+    /// layer hands it to): a row's set bits hold `scale`, the others `−scale`, which is the
+    /// encoding's `+α` / `−α` with `α = scale`, any folded factor included.
+    pub fn to_binary(&self) -> Binary {
+        let row_bytes = self.cols.div_ceil(8);
+        let mut bits = vec![0u8; self.rows * row_bytes];
+        for (r, out) in bits.chunks_exact_mut(row_bytes.max(1)).enumerate() {
+            let row = self.row(r);
+            for k in 0..self.cols {
+                if row[k / 64] >> (k % 64) & 1 == 1 {
+                    out[k / 8] |= 0x80 >> (k % 8);
+                }
+            }
+        }
+        Binary {
+            rows: self.rows,
+            cols: self.cols,
+            scales: self.scale.clone(),
+            bits,
+        }
     }
 
-    /// Bytes held: the bits twice (as stored and as words) and the scales.
+    /// Bytes held: the bits as words and the scales.
     pub fn bytes(&self) -> u64 {
-        (8 * self.bits.len() + self.binary.bits.len() + 8 * self.scale.len()) as u64
+        (8 * self.bits.len() + 4 * self.scale.len()) as u64
     }
 
     /// The dense weights, `±α` per row.
@@ -315,6 +323,11 @@ mod tests {
             let dense = b.to_f32();
             let s = SignRows::from_binary(&b);
             assert_eq!(s.to_dense(), dense, "the bits hold the weights exactly");
+            assert_eq!(
+                s.to_binary().to_f32(),
+                dense,
+                "and give them back as binary"
+            );
             let rhs = rand(cols * n, 50 + seed);
             let totals = column_totals(&rhs, n);
             let mut out = vec![f32::NAN; rows * n];
@@ -370,6 +383,7 @@ mod tests {
         let mut s = SignRows::from_binary(&b);
         let factors = [2.0, -0.5, 1.0, 0.0];
         s.scale_rows(&factors);
+        assert_eq!(s.to_binary().to_f32(), s.to_dense());
         let dense = b.to_f32();
         for (r, f) in factors.iter().enumerate() {
             for k in 0..cols {

@@ -122,7 +122,9 @@ struct Pixels {
 
 fn pixels(x: ndarray::ArrayView3<'_, f32>, with_signs: bool, input: &SignInput) -> Pixels {
     let (c, h, w) = x.dim();
-    let mut magnitudes = vec![0.0f32; h * w];
+    // Unscaled layers need no magnitudes (their `K` is 1).
+    let scaled = input.scaled();
+    let mut magnitudes = vec![0.0f32; if scaled { h * w } else { 0 }];
     let mut signs = vec![
         0u64;
         if with_signs {
@@ -134,12 +136,23 @@ fn pixels(x: ndarray::ArrayView3<'_, f32>, with_signs: bool, input: &SignInput) 
     for (ch, channel) in x.outer_iter().enumerate() {
         let channel = channel.as_standard_layout();
         let values = channel.as_slice().expect("standard layout");
-        if with_signs {
-            let plane = ch / 64 * h * w;
-            let signs = &mut signs[plane..plane + h * w];
-            add_channel(signs, &mut magnitudes, values, ch % 64, input.at(ch));
-        } else {
-            add_magnitudes(&mut magnitudes, values);
+        let plane = ch / 64 * h * w;
+        match (with_signs, scaled) {
+            (true, true) => add_channel(
+                &mut signs[plane..plane + h * w],
+                &mut magnitudes,
+                values,
+                ch % 64,
+                input.at(ch),
+            ),
+            (true, false) => add_signs(
+                &mut signs[plane..plane + h * w],
+                values,
+                ch % 64,
+                input.at(ch),
+            ),
+            (false, true) => add_magnitudes(&mut magnitudes, values),
+            (false, false) => {}
         }
     }
     Pixels { magnitudes, signs }
@@ -173,6 +186,20 @@ fn add_channel(
     for ((word, m), &v) in signs.iter_mut().zip(magnitudes.iter_mut()).zip(values) {
         *word |= if v >= threshold { one } else { 0 };
         *m += v.abs();
+    }
+}
+
+/// Each value's sign at `threshold` as bit `bit` of its pixel's word in `signs` (the
+/// [`add_channel`] of a layer without `K`).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl",
+    "x86_64+avx2",
+    "aarch64+neon"
+))]
+fn add_signs(signs: &mut [u64], values: &[f32], bit: usize, threshold: f32) {
+    let one = 1u64 << bit;
+    for (word, &v) in signs.iter_mut().zip(values) {
+        *word |= if v >= threshold { one } else { 0 };
     }
 }
 

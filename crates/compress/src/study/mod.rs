@@ -524,12 +524,7 @@ fn train_or_reuse(
         let fresh = train::training_metadata(arch, data, train_opts);
         let same =
             |key: &str| earlier.meta(key) == fresh.iter().find(|(k, _)| k == key).map(|(_, v)| v);
-        let s = &data.spec;
-        let (graph, _) = arch.build(
-            [s.channels, s.height, s.width],
-            data.train.classes.len(),
-            train_opts.seed,
-        )?;
+        let (graph, _) = train::build_for(arch, data, train_opts.seed)?;
         if RESUME_KEYS.iter().all(|k| same(k)) && ops_of(&earlier.graph) == ops_of(&graph) {
             on(StudyEvent::Reused(path.display().to_string()));
             return Ok((earlier, true));

@@ -501,6 +501,20 @@ pub(crate) fn validator<'d>(
     move |net: &net::Net| finish(net, metadata.clone()).accuracy(val, plan)
 }
 
+/// `arch`'s graph and freshly initialised tensors for `data`'s input and classes.
+pub(crate) fn build_for(
+    arch: &Arch,
+    data: &TrainData,
+    seed: u64,
+) -> Result<(Graph, Vec<NamedTensor>)> {
+    let s = &data.spec;
+    arch.build(
+        [s.channels, s.height, s.width],
+        data.train.classes.len(),
+        seed,
+    )
+}
+
 /// Train `arch` from scratch (the `baseline` and `separable` methods).
 pub fn train(
     arch: &Arch,
@@ -508,12 +522,7 @@ pub fn train(
     opts: &TrainOptions,
     on: &mut dyn FnMut(Event),
 ) -> Result<TrainedModel> {
-    let s = &data.spec;
-    let (graph, tensors) = arch.build(
-        [s.channels, s.height, s.width],
-        data.train.classes.len(),
-        opts.seed,
-    )?;
+    let (graph, tensors) = build_for(arch, data, opts.seed)?;
     let mut net = net::Net::new(graph, tensors, &device())?;
     let mut metadata = training_metadata(arch, data, opts);
     let val = fit::fit(
