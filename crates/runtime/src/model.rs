@@ -1484,9 +1484,10 @@ fn fuse_signs(layers: &mut [Layer<'_>], shapes: &[Vec<usize>]) {
 fn decode_binary_convolutions(layers: &mut [Layer<'_>]) {
     for layer in layers.iter_mut() {
         if let Op::Conv { weight, .. } = &mut layer.op
-            && matches!(weight, Matrix::Signs(_))
+            && let Matrix::Signs(signs) = weight
         {
-            *weight = std::mem::replace(weight, Matrix::Product(Vec::new())).into_dense();
+            let dense = Matrix::dense(signs.to_dense(), signs.rows, signs.cols);
+            *weight = dense;
         }
     }
 }

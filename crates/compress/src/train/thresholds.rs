@@ -16,7 +16,7 @@
 use super::NamedTensor;
 use cxrm_format::container::graph::{Graph, Node};
 use cxrm_format::container::op::{DEFAULT_EPSILON, Op};
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 /// `graph` and `tensors` with every batch norm that feeds only a threshold-less `sign` folded
 /// into that sign's threshold. Batch norms that cannot be folded (read by other nodes, or
@@ -138,15 +138,15 @@ fn apply(graph: &mut Graph, tensors: &mut Vec<NamedTensor>, fold: Fold) {
     sign.inputs = bn.inputs.clone();
     sign.weights = vec![threshold];
     graph.nodes.remove(fold.bn);
-    let used: HashMap<&str, ()> = graph
+    let used: HashSet<&str> = graph
         .nodes
         .iter()
-        .flat_map(|n| n.weights.iter().map(|w| (w.as_str(), ())))
+        .flat_map(|n| n.weights.iter().map(String::as_str))
         .collect();
     let orphans: Vec<String> = bn
         .weights
         .iter()
-        .filter(|w| !used.contains_key(w.as_str()))
+        .filter(|w| !used.contains(w.as_str()))
         .cloned()
         .collect();
     tensors.retain(|t| !orphans.contains(&t.name));
