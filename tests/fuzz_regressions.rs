@@ -57,6 +57,7 @@ fn decoder_inputs_do_not_panic() {
     // Its three seeds (one per stage) are kept with the regressions, which git tracks.
     assert!(replay("factored_payload", cxrm::runtime::fuzzing::factored_payload) >= 3);
     assert!(replay("miracle_payload", cxrm::runtime::fuzzing::miracle_payload) >= 1);
+    assert!(replay("hashed_payload", cxrm::runtime::fuzzing::hashed_payload) >= 1);
 }
 
 /// Any bytes given to `cxrm import`, the fuzzers' inputs and past crashes, end in a model or

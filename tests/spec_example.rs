@@ -140,3 +140,25 @@ fn spec_miracle_vectors_match_the_generator() {
     }
     assert_eq!(checked, 9, "three vectors of three numbers");
 }
+
+/// §5.13's sign vector is the hash's real output.
+#[test]
+fn spec_hashed_signs_match_the_hash() {
+    use cxrm::format::encoding::hashed::negated;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let spec = std::fs::read_to_string(root.join("spec/cxrm.md")).unwrap();
+    let section = &spec[spec.find("### 5.13").unwrap()..spec.find("## 6.").unwrap()];
+    let marker = "the signs of elements 0 to 15 are `";
+    let at = section.find(marker).expect("the test vector") + marker.len();
+    let printed = &section[at..at + 16];
+    let signs: String = (0..16)
+        .map(|e| {
+            if negated(0x0123_4567_89AB_CDEF, e) {
+                '-'
+            } else {
+                '+'
+            }
+        })
+        .collect();
+    assert_eq!(signs, printed);
+}

@@ -35,7 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cxrm_reader import (  # noqa: E402
-    CxrmError, ZSTD_BACKEND, miracle_base, miracle_normal, open_cxrm, preprocess)
+    CxrmError, ZSTD_BACKEND, hashed_negated, miracle_base, miracle_normal, open_cxrm,
+    preprocess)
 
 import numpy as np  # noqa: E402
 
@@ -264,6 +265,11 @@ def main(argv) -> int:
                "bit-exact" if got == want else f"got {got}, the spec says {want}")
     if not rows:
         report(False, "spec/miracle_vectors", "no test vectors found in §5.12")
+    # §5.13's sign vector: the hash, bit for bit.
+    printed = re.search(r"the signs of elements 0 to 15 are `([+-]{16})`", spec)
+    got = "".join("-" if hashed_negated(0x0123456789ABCDEF, e) else "+" for e in range(16))
+    report(bool(printed) and printed.group(1) == got, "spec/hashed_signs",
+           f"the hash gives {got}, the spec says {printed.group(1) if printed else 'nothing'}")
 
     print(f"# {len(disagreements)} field/offset disagreements with expected.json "
           f"(informational, not failures)"

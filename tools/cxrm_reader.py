@@ -5,8 +5,9 @@ implementation that proves the spec is complete.  Section references (§N) point
 into that document.
 
 Implements every stage with a layout: dense (0), zstd (1), sparse (2),
-codebook (3), huffman (4), lowrank (5), tucker (6), binary (7) and miracle (8,
-format 1.4: `miracle_normal` is its generator); an unassigned stage is refused
+codebook (3), huffman (4), lowrank (5), tucker (6), binary (7), miracle (8,
+format 1.4: `miracle_normal` is its generator) and hashed (9, format 1.6:
+`hashed_negated` is its sign); an unassigned stage is refused
 through must_understand (§5), naming what is missing.  Also the image
 preprocessing of §6.1/§6.2 (format 1.3): `preprocess` and `resize_plane`.
 
@@ -108,6 +109,7 @@ STAGE_TABLE = {
     4: ("huffman", "entropy"), 5: ("lowrank", "representation"),
     6: ("tucker", "representation"), 7: ("binary", "representation"),
     8: ("miracle", "representation"),
+    9: ("hashed", "representation"),
 }
 STAGE_DENSE = 0
 STAGE_ZSTD = 1
@@ -118,16 +120,18 @@ STAGE_LOWRANK = 5
 STAGE_TUCKER = 6
 STAGE_BINARY = 7
 STAGE_MIRACLE = 8
+STAGE_HASHED = 9
 FACTORED_STAGES = {STAGE_LOWRANK, STAGE_TUCKER, STAGE_BINARY}
 IMPLEMENTED_STAGES = {STAGE_DENSE, STAGE_ZSTD, STAGE_SPARSE, STAGE_CODEBOOK, STAGE_HUFFMAN,
-                      STAGE_LOWRANK, STAGE_TUCKER, STAGE_BINARY, STAGE_MIRACLE}
+                      STAGE_LOWRANK, STAGE_TUCKER, STAGE_BINARY, STAGE_MIRACLE,
+                      STAGE_HASHED}
 # Parameter bytes each implemented stage's layout takes; a mismatch is
 # bad_chain, judged when the tensor is decoded, not at open (§5 "Decoding
 # order").
 STAGE_PARAM_LEN = {STAGE_DENSE: 0, STAGE_ZSTD: 8, STAGE_SPARSE: 12,
                    STAGE_CODEBOOK: 4, STAGE_HUFFMAN: 0,
                    STAGE_LOWRANK: 8, STAGE_TUCKER: 12, STAGE_BINARY: 4,
-                   STAGE_MIRACLE: 20}
+                   STAGE_MIRACLE: 20, STAGE_HASHED: 16}
 MAX_STAGE_ID = 63   # ids >= 64 are unknown_encoding immediately
 
 # §5.4 symbol stream codings
@@ -543,6 +547,7 @@ def _stage_names(bits: int) -> str:
 #            | codebook          [huffman]   zstd*
 #            | lowrank | tucker | binary    zstd*     (1.2)
 #            | miracle                      zstd*     (1.4)
+#            | hashed miracle               zstd*     (1.6)
 #
 # as a state machine: state -> {stage id: next state}.  Every state but the
 # initial one accepts (a chain has at least one stage, §3.2).
@@ -550,8 +555,9 @@ _GRAMMAR = {
     "start":    {STAGE_DENSE: "dense", STAGE_SPARSE: "sparse",
                  STAGE_CODEBOOK: "codebook", STAGE_LOWRANK: "dense",
                  STAGE_TUCKER: "dense", STAGE_BINARY: "dense",
-                 STAGE_MIRACLE: "dense"},
+                 STAGE_MIRACLE: "dense", STAGE_HASHED: "hashed"},
     "dense":    {STAGE_ZSTD: "zstd"},
+    "hashed":   {STAGE_MIRACLE: "dense"},     # the only state that does not accept
     "sparse":   {STAGE_CODEBOOK: "quantized", STAGE_HUFFMAN: "huffman",
                  STAGE_ZSTD: "zstd"},
     "quantized": {STAGE_HUFFMAN: "huffman", STAGE_ZSTD: "zstd"},   # sparse+codebook
@@ -571,6 +577,8 @@ def _grammar_break(ids: list) -> int | None:
         state = _GRAMMAR[state].get(sid)
         if state is None:
             return k
+    if state == "hashed":              # nothing codes the shared values
+        return len(ids) - 1
     return None
 
 
@@ -1747,6 +1755,8 @@ class CxrmFile:
             return _decode_factored(r, t, rep[0], field_of(0))
         if rep[0].id == STAGE_MIRACLE:         # grammar: stands alone
             return _decode_miracle(r, t, rep[0], field_of(0))
+        if rep[0].id == STAGE_HASHED:          # grammar: hashed miracle
+            return _decode_hashed(r, t, rep, field_of)
         # sparse [codebook] [huffman] or codebook [huffman] (§5.6, §5.7)
         flat = _decode_stream_repr(r, t, rep, field_of)
         return _widen(flat, t).reshape(t.shape)
@@ -1942,6 +1952,41 @@ def miracle_normal(base: int, position: int) -> float:
 def _decode_miracle(r: _Reader, t: TensorRecord, st: Stage, sf: str) -> np.ndarray:
     """§5.12: parameters in stored order, the block count against the tensor
     last; then the indices, their padding, and nothing left over."""
+    values = _miracle_values(r, t, st, sf, t.element_count)
+    return _widen(_round_from_f64(values, t), t).reshape(t.shape)
+
+
+def hashed_negated(seed: int, element: int) -> bool:
+    """§5.13's sign: element `e` is negated when the top bit of
+    mix(mix(seed) + γ(e + 1)) is set."""
+    return _mix((_mix(seed) + _GAMMA * (element + 1)) & _M64) >> 63 == 1
+
+
+def _decode_hashed(r: _Reader, t: TensorRecord, rep: list, field_of) -> np.ndarray:
+    """§5.13: the hashed parameters in stored order (the shared values against
+    the tensor last), then the miracle stage as a tensor of shape [M]; element
+    e is v[e mod M], negated where the hash says."""
+    st, sf = rep[0], field_of(0)
+    _check_param_len(st, sf)
+    p, base = st.params, st.offset + 4
+    seed = int.from_bytes(p[0:8], "little")
+    m = int.from_bytes(p[8:12], "little")
+    _reserved(p[12:16], f"{sf}.params.reserved", base + 12)
+    if t.dtype_code not in FLOAT_DTYPES:
+        raise CxrmError("bad_chain", sf, st.offset,
+                        f"hashed on a {t.dtype} tensor: its values are real")
+    n = t.element_count
+    if not (m == 0 if n == 0 else 1 <= m <= n):
+        raise CxrmError("bad_chain", f"{sf}.params.values", base + 8,
+                        f"{m} shared values for {n} elements")
+    shared = _miracle_values(r, t, rep[1], field_of(1), m)
+    values = np.array([-shared[e % m] if hashed_negated(seed, e) else shared[e % m]
+                       for e in range(n)], dtype=np.float64)
+    return _widen(_round_from_f64(values, t), t).reshape(t.shape)
+
+
+def _miracle_values(r: _Reader, t: TensorRecord, st: Stage, sf: str, n: int) -> np.ndarray:
+    """§5.12's `n` values in binary64, before the rounding to the dtype."""
     _check_param_len(st, sf)
     p, base = st.params, st.offset + 4
     seed = int.from_bytes(p[0:8], "little")
@@ -1958,7 +2003,6 @@ def _decode_miracle(r: _Reader, t: TensorRecord, st: Stage, sf: str) -> np.ndarr
     if t.dtype_code not in FLOAT_DTYPES:
         raise CxrmError("bad_chain", sf, st.offset,
                         f"miracle on a {t.dtype} tensor: its values are real")
-    n = t.element_count
     if not (blocks == 0 if n == 0 else 1 <= blocks <= n):
         raise CxrmError("bad_chain", f"{sf}.params.blocks", base + 8,
                         f"{blocks} blocks for {n} elements")
@@ -1976,9 +2020,8 @@ def _decode_miracle(r: _Reader, t: TensorRecord, st: Stage, sf: str) -> np.ndarr
     word >>= pad
     indices = [(word >> (bits * (blocks - 1 - b))) & ((1 << bits) - 1) for b in range(blocks)]
     bases = [miracle_base(seed, b, i) for b, i in enumerate(indices)]
-    values = np.array([sigma * miracle_normal(bases[e % blocks], e // blocks)
-                       for e in range(n)], dtype=np.float64)
-    return _widen(_round_from_f64(values, t), t).reshape(t.shape)
+    return np.array([sigma * miracle_normal(bases[e % blocks], e // blocks)
+                     for e in range(n)], dtype=np.float64)
 
 
 def _dense_array(data: memoryview, t: TensorRecord) -> np.ndarray:

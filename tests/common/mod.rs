@@ -655,6 +655,49 @@ pub fn miracle() -> Vec<u8> {
     finish(&w)
 }
 
+/// Hashed MIRACLE tensors (spec §5.13): weights sharing fewer values, each with a hashed
+/// sign, the values MIRACLE-coded. f32 and f16, a tensor sharing a single value, one sharing
+/// none (as many values as elements), and an empty one. A reader that deals the values or
+/// hashes the signs differently fails here.
+pub fn hashed() -> Vec<u8> {
+    use encoding::hashed::{self, Params as Shared};
+    use encoding::miracle::{Miracle, Params};
+    let mut rng = Lcg(0x4a5e);
+    let mut w = Writer::new();
+    w.set_metadata("model.name", Value::String("hashed".into()));
+    let mut coded = |elements: u64, values: u32, blocks: u32, index_bits: u8, sigma: f32| {
+        let shared = Shared {
+            seed: rng.next_u64(),
+            values,
+        };
+        let m = Miracle {
+            params: Params {
+                seed: rng.next_u64(),
+                blocks,
+                index_bits,
+                prior_sigma: sigma,
+            },
+            indices: (0..blocks)
+                .map(|_| rng.next_u64() as u32 & ((1 << index_bits) - 1))
+                .collect(),
+        };
+        assert!(values as u64 <= elements);
+        hashed::encode(shared, &m)
+    };
+    let fc = coded(4 * 25, 10, 3, 7, 0.25);
+    let conv = coded(2 * 3 * 3 * 3, 27, 5, 12, 0.0625);
+    let one = coded(8, 1, 1, 4, 1.5);
+    let all = coded(6, 6, 2, 9, 0.5);
+    let empty = coded(0, 0, 0, 4, 0.5);
+    w.add_tensor("fc.f32", DType::F32, &[4, 25], fc).unwrap();
+    w.add_tensor("conv.f16", DType::F16, &[2, 3, 3, 3], conv)
+        .unwrap();
+    w.add_tensor("one.f32", DType::F32, &[8], one).unwrap();
+    w.add_tensor("all.f32", DType::F32, &[2, 3], all).unwrap();
+    w.add_tensor("empty", DType::F32, &[0, 5], empty).unwrap();
+    finish(&w)
+}
+
 pub fn empty() -> Vec<u8> {
     finish(&Writer::new())
 }
@@ -708,6 +751,10 @@ pub fn valid() -> Vec<ValidFixture> {
         ValidFixture {
             name: "binary_layers",
             bytes: binary_layers(),
+        },
+        ValidFixture {
+            name: "hashed",
+            bytes: hashed(),
         },
     ]
 }
@@ -1518,6 +1565,7 @@ pub fn invalid() -> Vec<InvalidFixture> {
     deep_invalid(&mut out);
     factored_invalid(&mut out);
     miracle_invalid(&mut out);
+    hashed_invalid(&mut out);
     corner_invalid(&mut out);
     out
 }
@@ -1628,6 +1676,109 @@ fn miracle_invalid(out: &mut Vec<InvalidFixture>) {
         "verify",
         "the last bit after three 5-bit indices is 1",
         one(params(3, 5, 0.5), vec![0, 1]),
+    );
+}
+
+/// `hashed`'s rules (spec §5.13): the shared values against the tensor, the stage that must
+/// follow, and the miracle stage judged against the shared values rather than the elements.
+fn hashed_invalid(out: &mut Vec<InvalidFixture>) {
+    use encoding::StageId::{Dense, Hashed, Miracle};
+    use encoding::hashed::Params as Shared;
+    use encoding::miracle::Params;
+    let mut add = adder(out);
+    let shared = |values: u32| Shared { seed: 9, values }.to_bytes();
+    let coded = |blocks: u32| {
+        Params {
+            seed: 7,
+            blocks,
+            index_bits: 5,
+            prior_sigma: 0.5,
+        }
+        .to_bytes()
+    };
+    // Six elements sharing three values in three blocks of 5 bits: two bytes.
+    let one = |stages: Vec<(encoding::StageId, Vec<u8>)>, payload: Vec<u8>| {
+        single_tensor(
+            DType::F32,
+            &[2, 3],
+            stages.into_iter().map(|(id, p)| stage(id, p)).collect(),
+            payload,
+        )
+    };
+    add(
+        "hashed_no_values",
+        "bad_chain",
+        "verify",
+        "0 shared values for 6 elements",
+        one(vec![(Hashed, shared(0)), (Miracle, coded(3))], vec![0; 2]),
+    );
+    add(
+        "hashed_more_values_than_elements",
+        "bad_chain",
+        "verify",
+        "7 shared values for 6 elements: a value no element uses",
+        one(vec![(Hashed, shared(7)), (Miracle, coded(3))], vec![0; 2]),
+    );
+    add(
+        "hashed_reserved",
+        "reserved_nonzero",
+        "verify",
+        "a reserved parameter byte is 1",
+        one(
+            vec![
+                (Hashed, {
+                    let mut p = shared(3);
+                    p[12] = 1;
+                    p
+                }),
+                (Miracle, coded(3)),
+            ],
+            vec![0; 2],
+        ),
+    );
+    // A writer refuses to break the grammar: a valid file, its second stage's id edited.
+    let valid = one(vec![(Hashed, shared(3)), (Miracle, coded(3))], vec![0; 2]);
+    let second_id = fields(&valid).tensors[0].2 + 4 + encoding::hashed::PARAMS_LEN as u64;
+    let mut then_dense = valid.clone();
+    then_dense[second_id as usize] = Dense as u8;
+    put_u64(
+        &mut then_dense,
+        16,
+        (1 << Hashed as u8) | (1 << Dense as u8),
+    );
+    fix_header_crc(&mut then_dense);
+    add(
+        "hashed_then_dense",
+        "bad_chain",
+        "open",
+        "hashed followed by dense: only miracle codes the shared values",
+        then_dense,
+    );
+    add(
+        "hashed_blocks_past_values",
+        "bad_chain",
+        "verify",
+        "4 blocks for 3 shared values: the blocks count the values, not the 6 elements",
+        one(vec![(Hashed, shared(3)), (Miracle, coded(4))], vec![0; 3]),
+    );
+    add(
+        "hashed_on_int",
+        "bad_chain",
+        "verify",
+        "hashed on an i32 tensor: its values are real",
+        single_tensor(
+            DType::I32,
+            &[2, 3],
+            vec![stage(Hashed, shared(3)), stage(Miracle, coded(3))],
+            vec![0; 2],
+        ),
+    );
+    add(
+        "hashed_short_payload",
+        "truncated",
+        "verify",
+        "three 5-bit indices need 2 bytes, the payload holds 1",
+        one(vec![(Hashed, shared(3)), (Miracle, coded(3))], vec![0]),
     );
 }
 

@@ -145,3 +145,20 @@ pub fn miracle_payload(data: &[u8]) {
     let shape = [rest[0] as u64, rest[1] as u64];
     decode_representation(&[(StageId::Miracle, params)], &shape, &rest[2..]);
 }
+
+/// Fuzz input → a hashed MIRACLE tensor: `[16 hashed parameter bytes][20 miracle parameter
+/// bytes][d0][d1][payload...]`, the tensor `[d0, d1]` in f32.
+pub fn hashed_payload(data: &[u8]) {
+    let head = encoding::hashed::PARAMS_LEN + encoding::miracle::PARAMS_LEN;
+    if data.len() < head + 2 {
+        return;
+    }
+    let (shared, rest) = data.split_at(encoding::hashed::PARAMS_LEN);
+    let (values, rest) = rest.split_at(encoding::miracle::PARAMS_LEN);
+    let shape = [rest[0] as u64, rest[1] as u64];
+    decode_representation(
+        &[(StageId::Hashed, shared), (StageId::Miracle, values)],
+        &shape,
+        &rest[2..],
+    );
+}

@@ -104,6 +104,7 @@ fn tensor_summary_to_json(t: &crate::container::summary::TensorSummary) -> Json 
             "index_bits": m.index_bits,
             "coded_bits": m.coded_bits,
             "coded_bits_per_weight": m.bits_per_weight(t.elements),
+            "shared_values": m.shared_values,
         })),
         "streams": streams,
         "decode_error": t.decode_error,

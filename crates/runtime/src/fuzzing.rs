@@ -2,7 +2,8 @@
 //! tests that replay their corpora. The format-only entries live in `cxrm_format::fuzzing`.
 
 pub use cxrm_format::fuzzing::{
-    codebook_payload, miracle_payload, open_and_verify, sparse_payload, symbol_stream,
+    codebook_payload, hashed_payload, miracle_payload, open_and_verify, sparse_payload,
+    symbol_stream,
 };
 
 /// Fuzz input → a factored tensor, read as decoding reads it and then turned into the form the

@@ -11,7 +11,7 @@ pub const HEADER_LEN: usize = 64;
 pub const HEADER_CRC_SPAN: usize = 60;
 pub const VERSION_MAJOR: u16 = 1;
 /// The newest minor version this crate writes and reads (spec §9).
-pub const VERSION_MINOR: u16 = 5;
+pub const VERSION_MINOR: u16 = 6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {

@@ -94,6 +94,8 @@ pub struct MiracleSummary {
     pub index_bits: u8,
     /// `blocks × index_bits`: the whole code, before the last byte's padding.
     pub coded_bits: u64,
+    /// `M`, when the elements share fewer values through `hashed` (§5.13).
+    pub shared_values: Option<u32>,
 }
 
 impl MiracleSummary {
@@ -246,6 +248,16 @@ impl<'data> Cxrm<'data> {
                     blocks: p.blocks,
                     index_bits: p.index_bits,
                     coded_bits: p.coded_bits(),
+                    shared_values: None,
+                }),
+                ..Default::default()
+            },
+            Repr::Hashed { shared, values } => Inside {
+                miracle: Some(MiracleSummary {
+                    blocks: values.blocks,
+                    index_bits: values.index_bits,
+                    coded_bits: values.coded_bits(),
+                    shared_values: Some(shared.values),
                 }),
                 ..Default::default()
             },
@@ -262,7 +274,7 @@ impl<'data> Cxrm<'data> {
         if streams {
             let checked = if chain.repr.is_factored() {
                 self.read_factored(t).map(|_| Vec::new())
-            } else if let Repr::Miracle(_) = chain.repr {
+            } else if let Repr::Miracle(_) | Repr::Hashed { .. } = chain.repr {
                 self.decode_detailed(t).map(|_| Vec::new())
             } else {
                 self.decode_detailed(t).map(|d| d.stream_stats())

@@ -229,8 +229,12 @@ impl Summary {
             out.push("\nMIRACLE tensors (one sample index per block)".into());
             for t in coded {
                 let m = t.miracle.expect("filtered");
+                let shared = m
+                    .shared_values
+                    .map(|v| format!(", {} weights sharing {v} hashed values", t.elements))
+                    .unwrap_or_default();
                 out.push(format!(
-                    "  {}: {} blocks of {} bits = {} bits, {} bits per weight",
+                    "  {}: {} blocks of {} bits = {} bits, {} bits per weight{shared}",
                     escape(&t.name),
                     m.blocks,
                     m.index_bits,

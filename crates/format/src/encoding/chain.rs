@@ -5,7 +5,7 @@
 
 use super::{
     DecodeContext, Decoded, Factored, Stage, StageId, StageKind, StageSpec, binary, check_chain,
-    codebook, dense, floats, lowrank, miracle, sparse, tensor, tucker, unimplemented, zstd,
+    codebook, dense, floats, hashed, lowrank, miracle, sparse, tensor, tucker, unimplemented, zstd,
 };
 use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode, Result};
@@ -31,6 +31,11 @@ pub enum Repr {
     Binary(binary::Params),
     /// MIRACLE: a seed and a sample index per block (§5.12).
     Miracle(miracle::Params),
+    /// Elements sharing fewer values with hashed signs (§5.13), the values MIRACLE-coded.
+    Hashed {
+        shared: hashed::Params,
+        values: miracle::Params,
+    },
 }
 
 impl Repr {
@@ -56,6 +61,10 @@ impl Repr {
             Repr::Tucker(p) => vec![stage(StageId::Tucker, p.to_bytes())],
             Repr::Binary(p) => vec![stage(StageId::Binary, p.to_bytes())],
             Repr::Miracle(p) => vec![stage(StageId::Miracle, p.to_bytes())],
+            Repr::Hashed { shared, values } => vec![
+                stage(StageId::Hashed, shared.to_bytes()),
+                stage(StageId::Miracle, values.to_bytes()),
+            ],
         };
         if huffman {
             stages.push(stage(StageId::Huffman, Vec::new()));
@@ -148,6 +157,13 @@ impl<'a> Chain<'a> {
                 Repr::Binary(p)
             }
             StageId::Miracle => Repr::Miracle(miracle::Params::parse(&first, ctx, &field(0))?),
+            StageId::Hashed => {
+                let shared = hashed::Params::parse(&first, ctx, &field(0))?;
+                let shape = [shared.values as u64];
+                let inner = hashed::values_context(ctx, &shared, &shape);
+                let values = miracle::Params::parse(&stages[1], &inner, &field(1))?;
+                Repr::Hashed { shared, values }
+            }
             _ => return Err(unimplemented(&first, &field(0))),
         };
         Ok(Chain {
@@ -204,6 +220,10 @@ impl<'a> Chain<'a> {
             Repr::Miracle(p) => {
                 (p.blocks as u64 * 4).saturating_add(ctx.elements.saturating_mul(8))
             }
+            // The same for the shared values, then every element in binary64.
+            Repr::Hashed { shared, values } => (values.blocks as u64 * 4)
+                .saturating_add((shared.values as u64).saturating_mul(8))
+                .saturating_add(ctx.elements.saturating_mul(8)),
         };
         ctx.dense_len.saturating_add(zstd).saturating_add(working)
     }
@@ -246,6 +266,18 @@ impl<'a> Chain<'a> {
                 tensor::finish(&c, ctx)?;
                 Ok(Decoded {
                     bytes: Cow::Owned(coded.to_dtype(ctx.elements, ctx.dtype)),
+                    nnz: None,
+                    codebook: None,
+                    streams: Vec::new(),
+                })
+            }
+            Repr::Hashed { shared, values } => {
+                let mut c = Cursor::new(&bytes, base);
+                let coded = miracle::read_payload(&mut c, &values, ctx.what)?;
+                tensor::finish(&c, ctx)?;
+                let expanded = shared.expand(&coded.to_f64(shared.values as u64), ctx.elements);
+                Ok(Decoded {
+                    bytes: Cow::Owned(floats::f64_to_dtype(&expanded, ctx.dtype)),
                     nnz: None,
                     codebook: None,
                     streams: Vec::new(),

@@ -23,7 +23,7 @@ pub const MAX_INDEX_BITS: u8 = 32;
 pub const MAX_ATTEMPTS: u64 = 64;
 
 /// Weyl increment (2^64 / golden ratio) that spreads the counters before each mix.
-const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+pub(crate) const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 /// ln 2, the binary64 nearest to it.
 const LN2: f64 = f64::from_bits(0x3FE6_2E42_FEFA_39EF);
 /// √2, the binary64 nearest to it.

@@ -10,6 +10,7 @@ pub mod chain;
 pub mod codebook;
 pub mod dense;
 pub(crate) mod floats;
+pub mod hashed;
 pub mod huffman;
 pub mod lowrank;
 pub mod miracle;
@@ -38,6 +39,7 @@ pub enum StageId {
     Tucker = 6,
     Binary = 7,
     Miracle = 8,
+    Hashed = 9,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +53,7 @@ pub enum StageKind {
 }
 
 impl StageId {
-    pub const ALL: [StageId; 9] = [
+    pub const ALL: [StageId; 10] = [
         StageId::Dense,
         StageId::Zstd,
         StageId::Sparse,
@@ -61,6 +63,7 @@ impl StageId {
         StageId::Tucker,
         StageId::Binary,
         StageId::Miracle,
+        StageId::Hashed,
     ];
 
     pub fn from_code(code: u8) -> Option<StageId> {
@@ -78,6 +81,7 @@ impl StageId {
             StageId::Tucker => "tucker",
             StageId::Binary => "binary",
             StageId::Miracle => "miracle",
+            StageId::Hashed => "hashed",
         }
     }
 
@@ -97,6 +101,7 @@ impl StageId {
             StageId::Sparse | StageId::Codebook | StageId::Huffman => 1,
             StageId::LowRank | StageId::Tucker | StageId::Binary => 2,
             StageId::Miracle => 4,
+            StageId::Hashed => 6,
         }
     }
 
@@ -115,7 +120,8 @@ pub const IMPLEMENTED: u64 = (1 << StageId::Dense as u8)
     | (1 << StageId::LowRank as u8)
     | (1 << StageId::Tucker as u8)
     | (1 << StageId::Binary as u8)
-    | (1 << StageId::Miracle as u8);
+    | (1 << StageId::Miracle as u8)
+    | (1 << StageId::Hashed as u8);
 
 /// Human-readable name of any stage code, known or not.
 pub fn stage_name(code: u8) -> Cow<'static, str> {
@@ -232,7 +238,8 @@ pub struct DecodeContext<'a> {
     pub budget: crate::budget::Budget,
 }
 
-/// Position classes of the chain grammar (spec §5): `repr [codebook] [huffman] zstd*`.
+/// Position classes of the chain grammar (spec §5): `repr [codebook] [huffman] zstd*`, and
+/// `hashed miracle zstd*`.
 fn check_grammar(codes: &[u8]) -> std::result::Result<(), (usize, String)> {
     use StageId::*;
     let id = |i: usize| StageId::from_code(codes[i]);
@@ -242,6 +249,15 @@ fn check_grammar(codes: &[u8]) -> std::result::Result<(), (usize, String)> {
     ))?;
     let mut i = 1;
     if repr == Sparse && codes.get(i).map(|&c| StageId::from_code(c)) == Some(Some(Codebook)) {
+        i += 1;
+    }
+    if repr == Hashed {
+        if codes.get(i).map(|&c| StageId::from_code(c)) != Some(Some(Miracle)) {
+            return Err((
+                i.min(codes.len() - 1),
+                "hashed shares values that a miracle stage must code next".to_string(),
+            ));
+        }
         i += 1;
     }
     if codes.get(i).map(|&c| StageId::from_code(c)) == Some(Some(Huffman)) {
