@@ -73,6 +73,15 @@ pub struct Args {
     /// miracle: groups the blocks are coded in.
     #[arg(long, default_value_t = 20)]
     pub coding_rounds: usize,
+    /// miracle: weights sharing values through the hashing trick (spec §5.13): `auto` (the
+    /// paper's LeNet-5 factors: a weight tensor holding over half the network's weights shares
+    /// each value among 50, over 5% among 2), `off`, or `NAME=G,...`.
+    #[arg(long, default_value = "auto")]
+    pub hash: cxrm::compress::methods::miracle::HashPlan,
+    /// miracle: epochs of plain training of the hashed weights' shared values before the
+    /// variational phase (default: half of --epochs when a tensor is hashed).
+    #[arg(long)]
+    pub pretrain_epochs: Option<usize>,
     #[arg(long, help = format!("distill: the student architecture ({ARCH_NAMES})"))]
     pub student: Option<String>,
     #[arg(long, default_value_t = 4.0)]
@@ -162,6 +171,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 target_kb: args.target_kb,
                 iters_between: args.iters_between,
                 rounds: args.coding_rounds,
+                hash: args.hash.clone(),
+                pretrain_epochs: args.pretrain_epochs,
                 ..MiracleOptions::defaults(opts)
             })
         }

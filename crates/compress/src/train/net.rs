@@ -18,7 +18,9 @@
 //! - `Gaussian` (MIRACLE, Havasi et al. 2019): the parameter is the mean `μ` of a Gaussian
 //!   posterior per weight, a second parameter its `log σ`. Given noise `ε`, the weight is the
 //!   reparameterised draw `μ + σ·ε`; without noise (evaluation), `μ`. Weights of blocks already
-//!   coded are fixed to their chosen prior draws and get no gradient.
+//!   coded are fixed to their chosen prior draws and get no gradient. With the hashing trick
+//!   (spec §5.13) the posterior is over fewer shared values, each weight one of them times its
+//!   hashed sign; autodiff of the gather sums the shared gradients.
 
 use super::NamedTensor;
 use burn::module::{Module, Param};
@@ -50,12 +52,32 @@ pub(crate) enum Form {
     Binary {
         rows: usize,
     },
-    /// `keep · (μ + σ·ε) + coded`, `log σ / LOG_SIGMA_SCALE` at parameter `log_sigma`.
+    /// `keep · (μ + σ·ε) + coded`, `log σ / LOG_SIGMA_SCALE` at parameter `log_sigma`; with
+    /// `hash`, over the shared values, each weight `sign · value[index]`.
     Gaussian {
         log_sigma: usize,
         keep: Vec<f32>,
         coded: Vec<f32>,
+        hash: Option<Hash>,
     },
+}
+
+/// The hashing trick's map from weights to shared values: per weight, its value's index and
+/// its sign (±1).
+#[derive(Debug, Clone)]
+pub(crate) struct Hash {
+    pub indices: Vec<u32>,
+    pub signs: Vec<f32>,
+}
+
+impl Hash {
+    fn expand(&self, values: &[f32]) -> Vec<f32> {
+        self.indices
+            .iter()
+            .zip(&self.signs)
+            .map(|(&i, s)| values[i as usize] * s)
+            .collect()
+    }
 }
 
 // A few per model: the size difference between variants costs nothing worth boxing for.
@@ -77,6 +99,7 @@ enum FormTensors {
         coded: Tensor<1>,
         /// This step's standard normal draws; `None` evaluates at the mean.
         noise: Option<Tensor<1>>,
+        hash: Option<(Tensor<1, Int>, Tensor<1>)>,
     },
 }
 
@@ -127,6 +150,17 @@ pub(crate) const LOG_SIGMA_SCALE: f32 = 10.0;
 
 /// Momentum of the batch-norm running averages (PyTorch's default).
 const BN_MOMENTUM: f32 = 0.1;
+
+/// Indices as burn's integer tensor, for `select`.
+fn int_tensor(indices: &[u32], device: &Device) -> Tensor<1, Int> {
+    Tensor::from_data(
+        TensorData::new(
+            indices.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+            [indices.len()],
+        ),
+        device,
+    )
+}
 
 pub(crate) fn tensor1(values: &[f32], device: &Device) -> Tensor<1> {
     Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
@@ -265,13 +299,7 @@ impl Net {
             Form::Free => FormTensors::Free,
             Form::Masked(mask) => FormTensors::Masked(tensor1(mask, d)),
             Form::Shared { indices, mask } => FormTensors::Shared {
-                indices: Tensor::from_data(
-                    TensorData::new(
-                        indices.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-                        [indices.len()],
-                    ),
-                    d,
-                ),
+                indices: int_tensor(indices, d),
                 mask: tensor1(mask, d),
             },
             Form::Binary { rows } => FormTensors::Binary { rows: *rows },
@@ -279,11 +307,15 @@ impl Net {
                 log_sigma,
                 keep,
                 coded,
+                hash,
             } => FormTensors::Gaussian {
                 log_sigma: *log_sigma,
                 keep: tensor1(keep, d),
                 coded: tensor1(coded, d),
                 noise: None,
+                hash: hash
+                    .as_ref()
+                    .map(|h| (int_tensor(&h.indices, d), tensor1(&h.signs, d))),
             },
         };
         self.params.tensors[param] = Param::from_tensor(tensor1(values, d));
@@ -390,6 +422,7 @@ impl Net {
                         keep,
                         coded,
                         noise,
+                        hash,
                     } => {
                         let drawn = match noise {
                             Some(eps) => {
@@ -398,7 +431,13 @@ impl Net {
                             }
                             None => p,
                         };
-                        drawn * keep.clone() + coded.clone()
+                        let values = drawn * keep.clone() + coded.clone();
+                        match hash {
+                            Some((indices, signs)) => {
+                                values.select(0, indices.clone()) * signs.clone()
+                            }
+                            None => values,
+                        }
                     }
                 }
             }
@@ -427,12 +466,20 @@ impl Net {
                                 .map(|(&i, m)| p[i as usize] * m)
                                 .collect(),
                             Form::Binary { rows } => binarized(&p, *rows),
-                            Form::Gaussian { keep, coded, .. } => p
-                                .iter()
-                                .zip(keep)
-                                .zip(coded)
-                                .map(|((v, k), c)| v * k + c)
-                                .collect(),
+                            Form::Gaussian {
+                                keep, coded, hash, ..
+                            } => {
+                                let values: Vec<f32> = p
+                                    .iter()
+                                    .zip(keep)
+                                    .zip(coded)
+                                    .map(|((v, k), c)| v * k + c)
+                                    .collect();
+                                match hash {
+                                    Some(h) => h.expand(&values),
+                                    None => values,
+                                }
+                            }
                         }
                     }
                 };

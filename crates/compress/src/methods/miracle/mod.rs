@@ -8,4 +8,4 @@ pub mod retrain;
 pub mod store;
 
 #[cfg(feature = "train")]
-pub use retrain::{MiracleModel, MiracleOptions, MiracleReport, miracle};
+pub use retrain::{CodedTensor, HashPlan, MiracleModel, MiracleOptions, MiracleReport, miracle};

@@ -15,16 +15,25 @@
 //!    ([`super::store`]). After each group the weights not yet coded are trained on for
 //!    `iters_between` steps, so they absorb the noise the coded ones now carry.
 //!
-//! The file then stores each tensor as `miracle` (spec §5.12): a seed, and `C` bits per block.
+//! 0. **The hashing trick** (as the paper does for LeNet-5's large layers): a weight tensor that
+//!    holds much of the network shares fewer values, each weight one of them times a hashed
+//!    sign (spec §5.13; HashedNets, Chen et al. 2015). The posterior is then over the shared
+//!    values, so the code's bits are spread over far fewer numbers. The shared values start as
+//!    the projection of the trained weights and are first trained without noise or KL
+//!    (`pretrain_epochs`), as the paper's code pretrains before the KL is switched on.
+//!
+//! The file then stores each tensor as `miracle` (spec §5.12): a seed, and `C` bits per block;
+//! a hashed tensor as `hashed` then `miracle`.
 
 use super::store::{self, BlockPosterior};
 use crate::train::fit::{correct_in_batch, normalised};
-use crate::train::net::{Form, LOG_SIGMA_SCALE, Net, host, tensor1};
+use crate::train::net::{Form, Hash, LOG_SIGMA_SCALE, Net, host, tensor1};
 use crate::train::{Event, TrainData, TrainOptions, TrainedModel, device, finish, validator};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Tensor, TensorData};
 use cxrm_format::container::value::Value;
+use cxrm_format::encoding::hashed;
 use cxrm_format::encoding::miracle::{self, Miracle, Params};
 use cxrm_format::error::{Error, Result};
 use rand::rngs::StdRng;
@@ -48,6 +57,66 @@ pub struct MiracleOptions {
     pub train: TrainOptions,
     /// Threads that score candidates.
     pub threads: usize,
+    /// Which weight tensors share values through the hashing trick.
+    pub hash: HashPlan,
+    /// Epochs of plain training of the hashed tensors' shared values before the variational
+    /// phase; `None`: half the variational epochs when some tensor is hashed, else none.
+    pub pretrain_epochs: Option<usize>,
+}
+
+/// Which weight tensors share values through the hashing trick (spec §5.13), and how many
+/// weights share each value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HashPlan {
+    /// None.
+    Off,
+    /// The paper's LeNet-5 factors (fc1 by 50, conv2 by 2), as a rule any network can follow:
+    /// a weight tensor holding over half of the network's weights shares each value among 50,
+    /// one holding over 5% among 2.
+    Auto,
+    /// `(tensor name, weights per shared value)`.
+    Groups(Vec<(String, u32)>),
+}
+
+impl HashPlan {
+    /// Weights per shared value for a tensor of `elements` (rank `rank`) in a network of
+    /// `total` weights; 1 means not hashed.
+    pub fn group(&self, name: &str, rank: usize, elements: usize, total: usize) -> u32 {
+        match self {
+            HashPlan::Off => 1,
+            HashPlan::Auto if rank < 2 => 1,
+            HashPlan::Auto if elements * 2 > total => 50,
+            HashPlan::Auto if elements * 20 > total => 2,
+            HashPlan::Auto => 1,
+            HashPlan::Groups(g) => g.iter().find(|(n, _)| n == name).map_or(1, |&(_, g)| g),
+        }
+    }
+}
+
+impl std::str::FromStr for HashPlan {
+    type Err = String;
+
+    /// `auto`, `off`, or `NAME=G,NAME=G`.
+    fn from_str(s: &str) -> std::result::Result<HashPlan, String> {
+        match s {
+            "auto" => return Ok(HashPlan::Auto),
+            "off" | "none" => return Ok(HashPlan::Off),
+            _ => {}
+        }
+        s.split(',')
+            .map(|item| {
+                let (name, g) = item
+                    .split_once('=')
+                    .ok_or_else(|| format!("{item:?}: expected NAME=WEIGHTS_PER_VALUE"))?;
+                let g: u32 =
+                    g.parse().ok().filter(|&g| g >= 1).ok_or_else(|| {
+                        format!("{item:?}: weights per value is a whole number ≥ 1")
+                    })?;
+                Ok((name.to_string(), g))
+            })
+            .collect::<std::result::Result<_, _>>()
+            .map(HashPlan::Groups)
+    }
 }
 
 impl MiracleOptions {
@@ -62,6 +131,8 @@ impl MiracleOptions {
             beta_step: 0.005,
             train,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            hash: HashPlan::Auto,
+            pretrain_epochs: None,
         }
     }
 
@@ -81,15 +152,20 @@ pub struct MiracleReport {
     pub prior_sigma: f32,
     /// Its posterior's KL divergence from the prior when coding began, in bits.
     pub kl_bits: f64,
+    /// The values its weights share (hashing trick), when hashed.
+    pub shared_values: Option<u32>,
 }
 
 impl std::fmt::Display for MiracleReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:<16} {} weights in {} blocks of {} bits ({} bits coded; KL {:.0} bits), σ_p {:.4}",
+            "{:<16} {} weights{} in {} blocks of {} bits ({} bits coded; KL {:.0} bits), σ_p {:.4}",
             self.tensor,
             self.elements,
+            self.shared_values
+                .map(|m| format!(" sharing {m} hashed values"))
+                .unwrap_or_default(),
             self.blocks,
             self.bits_per_block,
             self.blocks as u64 * self.bits_per_block as u64,
@@ -99,22 +175,38 @@ impl std::fmt::Display for MiracleReport {
     }
 }
 
+/// One tensor's code: its blocks' indices, and the hashing when its weights share values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodedTensor {
+    pub name: String,
+    pub shared: Option<hashed::Params>,
+    pub code: Miracle,
+}
+
+impl CodedTensor {
+    fn encode(&self) -> cxrm_format::encoding::Encoded<'static> {
+        match self.shared {
+            Some(shared) => hashed::encode(shared, &self.code),
+            None => miracle::encode(&self.code),
+        }
+    }
+}
+
 /// A model whose tensors are MIRACLE codes.
 pub struct MiracleModel {
     /// The coded values, as the runtime will decode them.
     pub model: TrainedModel,
-    /// Each tensor's code, by name.
-    pub coded: Vec<(String, Miracle)>,
+    /// Each tensor's code.
+    pub coded: Vec<CodedTensor>,
 }
 
 impl MiracleModel {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        self.model.to_bytes_with(
-            &|t, _| match self.coded.iter().find(|(name, _)| *name == t.name) {
-                Some((_, m)) => Ok(miracle::encode(m)),
+        self.model
+            .to_bytes_with(&|t, _| match self.coded.iter().find(|c| c.name == t.name) {
+                Some(c) => Ok(c.encode()),
                 None => Ok(t.dense()),
-            },
-        )
+            })
     }
 
     /// Write atomically; returns the file's size.
@@ -136,6 +228,9 @@ struct Coded {
     log_sigma: usize,
     log_prior: usize,
     params: Params,
+    /// The hashing trick's parameters, when the weights share fewer values (the posterior and
+    /// everything below are then over the shared values).
+    shared: Option<hashed::Params>,
     /// Each block's KL weight `β_b`.
     beta: Vec<f32>,
     /// 1 for weights still trained, 0 for coded ones.
@@ -173,6 +268,8 @@ struct Trainer<'a> {
     /// While the blocks are not planned yet: one `β` (every tensor's `beta[0]`) for the whole
     /// network's KL, against this goal in nats.
     global_goal: Option<f32>,
+    /// `false` while pretraining: the means alone, with no noise and no KL.
+    variational: bool,
 }
 
 impl Trainer<'_> {
@@ -214,9 +311,13 @@ impl Trainer<'_> {
             onehot[r * classes + train.labels[i]] = 1.0;
         }
         for k in 0..self.coded.len() {
-            let eps = gaussian_noise(&mut self.rng, self.coded[k].len());
             let name = self.coded[k].name.clone();
-            self.net.set_noise(&name, Some(&eps));
+            if self.variational {
+                let eps = gaussian_noise(&mut self.rng, self.coded[k].len());
+                self.net.set_noise(&name, Some(&eps));
+            } else {
+                self.net.set_noise(&name, None);
+            }
         }
         let device = self.net.device().clone();
         let x = Tensor::<4>::from_data(
@@ -226,6 +327,19 @@ impl Trainer<'_> {
         let (logits, stats) = self.net.forward(x, true)?;
         let target = tensor1(&onehot, &device).reshape([b, classes]);
         let ce = (log_softmax(logits.clone(), 1) * target).sum().neg() / b as f32;
+        if !self.variational {
+            let grads = GradientsParams::from_grads(ce.backward(), &self.net.params);
+            let params = std::mem::take(&mut self.net.params);
+            self.net.params = self.optim.step(lr, params, grads);
+            self.net.absorb(stats);
+            let loss = host(ce.detach())[0] as f64;
+            if !loss.is_finite() {
+                return Err(Error::Model(
+                    "miracle: pretraining diverged (try a lower --lr)".into(),
+                ));
+            }
+            return Ok((loss, correct_in_batch(logits, batch, &train.labels)));
+        }
         let kls: Vec<Tensor<1>> = self.coded.iter().map(|c| self.block_kl(c)).collect();
         let mut kl_term = Tensor::<1>::zeros([1], &device);
         for (c, kl) in self.coded.iter().zip(&kls) {
@@ -283,6 +397,23 @@ impl Trainer<'_> {
             c.done = vec![false; b as usize];
         }
         self.global_goal = None;
+    }
+
+    /// Each posterior starts narrow around its means (σ a tenth of their spread), and each
+    /// prior as wide as they.
+    fn init_sigmas(&mut self) {
+        let device = self.net.device().clone();
+        for c in &self.coded {
+            let spread = std_dev(&host(self.net.param(c.mean))).max(1e-3);
+            self.net.params.tensors[c.log_sigma] = burn::module::Param::from_tensor(tensor1(
+                &vec![(spread * 0.1).ln() / LOG_SIGMA_SCALE; c.len()],
+                &device,
+            ));
+            self.net.params.tensors[c.log_prior] = burn::module::Param::from_tensor(tensor1(
+                &[spread.ln() / LOG_SIGMA_SCALE],
+                &device,
+            ));
+        }
     }
 
     /// Evaluation uses each posterior's mean (coded weights as coded).
@@ -401,34 +532,65 @@ pub fn miracle(
         return Err(Error::Usage("the training split is empty".into()));
     }
     let mut net = Net::new(base.graph.clone(), base.tensors.clone(), &device())?;
-    let names: Vec<(String, Vec<f32>)> = base
+    let trainable: Vec<&crate::train::NamedTensor> = base
         .tensors
         .iter()
         .filter(|t| net.param_of(&t.name).is_some() && !t.values.is_empty())
-        .map(|t| (t.name.clone(), t.values.clone()))
         .collect();
-    let sizes: Vec<usize> = names.iter().map(|(_, v)| v.len()).collect();
+    let total_weights: usize = trainable
+        .iter()
+        .filter(|t| t.shape.len() >= 2)
+        .map(|t| t.values.len())
+        .sum();
     let mut coded = Vec::new();
+    let mut sizes = Vec::new();
     // One block each until the first half of training shows where the information goes.
     let b = 1;
-    for (k, (name, values)) in names.iter().enumerate() {
-        let spread = std_dev(values).max(1e-3);
-        // The posterior starts narrow around the trained weights, the prior as wide as they.
-        let log_sigma = net.add_param(&vec![(spread * 0.1).ln() / LOG_SIGMA_SCALE; values.len()]);
-        let log_prior = net.add_param(&[spread.ln() / LOG_SIGMA_SCALE]);
-        let n = values.len();
+    for (k, t) in trainable.iter().enumerate() {
+        let n = t.values.len();
+        let group = opts.hash.group(&t.name, t.shape.len(), n, total_weights);
+        let shared = (group > 1).then(|| hashed::Params {
+            seed: miracle::mix(opts.train.seed ^ (k as u64 + 1).wrapping_mul(0x51_7CC1_B727)),
+            values: n.div_ceil(group as usize) as u32,
+        });
+        // The posterior's means start at the trained weights, or at their projection onto the
+        // shared values: the mean of `ξ(e)·w[e]` over the weights sharing each.
+        let (mean, hash) = match shared {
+            None => (t.values.clone(), None),
+            Some(p) => {
+                let sums = p.gather_sums(&t.values);
+                let mean: Vec<f32> = sums
+                    .iter()
+                    .enumerate()
+                    .map(|(v, &sum)| (sum / p.uses(n as u64, v) as f64) as f32)
+                    .collect();
+                let (indices, signs) = (0..n as u64)
+                    .map(|e| {
+                        let (v, negated) = p.slot(e);
+                        (v as u32, if negated { -1.0f32 } else { 1.0 })
+                    })
+                    .unzip();
+                (mean, Some(Hash { indices, signs }))
+            }
+        };
+        let m = mean.len();
+        sizes.push(m);
+        // Placeholders until the means are final (after any pretraining): see `init_sigmas`.
+        let log_sigma = net.add_param(&vec![0.0; m]);
+        let log_prior = net.add_param(&[0.0]);
         net.set_form(
-            name,
+            &t.name,
             Form::Gaussian {
                 log_sigma,
-                keep: vec![1.0; n],
-                coded: vec![0.0; n],
+                keep: vec![1.0; m],
+                coded: vec![0.0; m],
+                hash,
             },
-            values,
+            &mean,
         )?;
         coded.push(Coded {
-            name: name.clone(),
-            mean: net.param_of(name).expect("trainable"),
+            name: t.name.clone(),
+            mean: net.param_of(&t.name).expect("trainable"),
             log_sigma,
             log_prior,
             params: Params {
@@ -437,13 +599,20 @@ pub fn miracle(
                 index_bits: opts.bits_per_block,
                 prior_sigma: 1.0,
             },
+            shared,
             beta: vec![1.0; b as usize],
-            keep: vec![1.0; n],
-            values: vec![0.0; n],
+            keep: vec![1.0; m],
+            values: vec![0.0; m],
             indices: vec![0; b as usize],
             done: vec![false; b as usize],
         });
     }
+    let any_hashed = coded.iter().any(|c| c.shared.is_some());
+    let pretrain_epochs = opts.pretrain_epochs.unwrap_or(if any_hashed {
+        opts.train.epochs.div_ceil(2)
+    } else {
+        0
+    });
     let mut trainer = Trainer {
         net,
         coded,
@@ -457,12 +626,54 @@ pub fn miracle(
         global_goal: Some(
             opts.total_blocks() as f32 * opts.bits_per_block as f32 * std::f32::consts::LN_2,
         ),
+        variational: false,
     };
-    let planned_after = opts.train.epochs.div_ceil(2);
     let batch = opts.train.batch_size.clamp(1, n_train);
     let steps_per_epoch = n_train.div_ceil(batch);
     let mut validate = validator(&base.metadata, &data.val, &crate::train::dense);
     let mut order: Vec<usize> = (0..n_train).collect();
+
+    // 0. Pretraining: the shared values learn to stand for the weights they replace.
+    if pretrain_epochs > 0 {
+        on(Event::Phase {
+            name: "miracle: pretraining the hashed weights".into(),
+            epochs: pretrain_epochs,
+            steps_per_epoch,
+        });
+        let mut last_val = 0.0;
+        for epoch in 1..=pretrain_epochs {
+            order.shuffle(&mut trainer.rng);
+            let (mut loss_sum, mut correct) = (0.0, 0);
+            for chunk in order.chunks(batch) {
+                let (loss, ok) = trainer.step(chunk, opts.train.lr)?;
+                on(Event::Step {
+                    loss,
+                    accuracy: ok as f64 / chunk.len() as f64,
+                });
+                loss_sum += loss * chunk.len() as f64;
+                correct += ok;
+            }
+            trainer.without_noise();
+            last_val = validate(&trainer.net)?;
+            on(Event::Epoch {
+                epoch,
+                loss: loss_sum / n_train as f64,
+                train_accuracy: correct as f64 / n_train as f64,
+                val_accuracy: last_val,
+                best: false,
+            });
+        }
+        on(Event::PhaseEnd {
+            name: "miracle: pretraining the hashed weights".into(),
+            best_epoch: pretrain_epochs,
+            val_accuracy: last_val,
+        });
+        // The variational phase starts its optimizer afresh.
+        trainer.optim = AdamConfig::new().init();
+    }
+    trainer.init_sigmas();
+    trainer.variational = true;
+    let planned_after = opts.train.epochs.div_ceil(2);
 
     // 1. The variational phase.
     on(Event::Phase {
@@ -604,6 +815,10 @@ pub fn miracle(
         "miracle.iters_between",
         Value::Int(opts.iters_between as i64),
     );
+    out.set_meta(
+        "miracle.pretrain_epochs",
+        Value::Int(pretrain_epochs as i64),
+    );
     let mut codes = Vec::new();
     let mut reports = Vec::new();
     for (c, kl) in trainer.coded.iter().zip(kl_bits) {
@@ -617,15 +832,28 @@ pub fn miracle(
                 c.name
             )));
         }
+        let elements = match c.shared {
+            Some(_) => base
+                .tensors
+                .iter()
+                .find(|t| t.name == c.name)
+                .map_or(0, |t| t.values.len()),
+            None => c.len(),
+        };
         reports.push(MiracleReport {
             tensor: c.name.clone(),
-            elements: c.len(),
+            elements,
             blocks: c.params.blocks,
             bits_per_block: c.params.index_bits,
             prior_sigma: c.params.prior_sigma,
             kl_bits: kl,
+            shared_values: c.shared.map(|p| p.values),
         });
-        codes.push((c.name.clone(), m));
+        codes.push(CodedTensor {
+            name: c.name.clone(),
+            shared: c.shared,
+            code: m,
+        });
     }
     Ok((
         MiracleModel {
