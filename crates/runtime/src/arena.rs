@@ -42,24 +42,25 @@ impl Placement {
 
 /// Places the values largest first, each at the lowest offset that no value it meets in time
 /// already covers (the greedy-by-size heuristic of TensorFlow Lite's arena planner; on a chain
-/// of layers it gives two buffers, and on branching graphs it stays close to the peak).
-/// Quadratic in the number of values, which a few thousand layers keep small.
+/// of layers it gives two buffers, and on branching graphs it stays close to the peak). The
+/// values a value meets are found through [`Meetings`], so a long chain costs `n log n`, not
+/// `n²` (a 65,534-layer chain took 3.8 s to plan with a scan of every placed value).
 pub fn place(values: &[Lifetime]) -> Placement {
     let mut order: Vec<usize> = (0..values.len()).collect();
     order.sort_by_key(|&v| (std::cmp::Reverse(values[v].len), values[v].first, v));
+    let meetings = Meetings::new(values);
     let mut offsets = vec![0usize; values.len()];
-    let mut placed: Vec<usize> = Vec::with_capacity(values.len());
+    let mut placed = vec![false; values.len()];
     let mut len = 0usize;
     let mut taken: Vec<(usize, usize)> = Vec::new();
     for &v in &order {
         let value = values[v];
         taken.clear();
-        taken.extend(
-            placed
-                .iter()
-                .filter(|&&p| values[p].meets(&value))
-                .map(|&p| (offsets[p], offsets[p].saturating_add(values[p].len))),
-        );
+        meetings.each(&value, &mut |p| {
+            if placed[p] {
+                taken.push((offsets[p], offsets[p].saturating_add(values[p].len)));
+            }
+        });
         taken.sort_unstable();
         let mut at = 0usize;
         for &(start, end) in &taken {
@@ -70,12 +71,74 @@ pub fn place(values: &[Lifetime]) -> Placement {
         }
         offsets[v] = at;
         len = len.max(at.saturating_add(value.len));
-        placed.push(v);
+        placed[v] = true;
     }
     Placement {
         offsets,
         len,
         peak_live: peak_live(values),
+    }
+}
+
+/// The values sorted by their first step, with a tree of the latest `last` over each run of
+/// them: the values that meet `[first, last]` are those in the prefix starting by `last` whose
+/// own `last` reaches `first`, and the tree skips every run with none.
+struct Meetings<'a> {
+    values: &'a [Lifetime],
+    /// Value indices by first step.
+    by_first: Vec<usize>,
+    /// `reach[node]`: the latest `last` under the node (a segment tree over `by_first`).
+    reach: Vec<usize>,
+    leaves: usize,
+}
+
+impl<'a> Meetings<'a> {
+    fn new(values: &'a [Lifetime]) -> Self {
+        let mut by_first: Vec<usize> = (0..values.len()).collect();
+        by_first.sort_by_key(|&v| values[v].first);
+        let leaves = values.len().next_power_of_two().max(1);
+        let mut reach = vec![0usize; 2 * leaves];
+        for (i, &v) in by_first.iter().enumerate() {
+            reach[leaves + i] = values[v].last;
+        }
+        for node in (1..leaves).rev() {
+            reach[node] = reach[2 * node].max(reach[2 * node + 1]);
+        }
+        Meetings {
+            values,
+            by_first,
+            reach,
+            leaves,
+        }
+    }
+
+    /// Calls `f` with every value that meets `value` (itself included).
+    fn each(&self, value: &Lifetime, f: &mut dyn FnMut(usize)) {
+        let end = self
+            .by_first
+            .partition_point(|&v| self.values[v].first <= value.last);
+        self.visit(1, 0, self.leaves, end, value.first, f);
+    }
+
+    fn visit(
+        &self,
+        node: usize,
+        lo: usize,
+        hi: usize,
+        end: usize,
+        from: usize,
+        f: &mut dyn FnMut(usize),
+    ) {
+        if lo >= end || self.reach[node] < from {
+            return;
+        }
+        if node >= self.leaves {
+            f(self.by_first[lo]);
+            return;
+        }
+        let mid = (lo + hi) / 2;
+        self.visit(2 * node, lo, mid, end, from, f);
+        self.visit(2 * node + 1, mid, hi, end, from, f);
     }
 }
 
@@ -178,5 +241,41 @@ mod tests {
             })
             .collect();
         check(&values);
+    }
+
+    #[test]
+    fn meetings_are_exactly_the_overlapping_lifetimes() {
+        let mut rng = cxrm_format::lcg::Lcg(11);
+        let values: Vec<Lifetime> = (0..300)
+            .map(|_| {
+                let first = (rng.centred().abs() * 100.0) as usize;
+                Lifetime {
+                    len: 1,
+                    first,
+                    last: first + (rng.centred().abs() * 30.0) as usize,
+                }
+            })
+            .collect();
+        let meetings = Meetings::new(&values);
+        for v in &values {
+            let mut found = Vec::new();
+            meetings.each(v, &mut |p| found.push(p));
+            found.sort_unstable();
+            let expected: Vec<usize> = (0..values.len()).filter(|&p| values[p].meets(v)).collect();
+            assert_eq!(found, expected);
+        }
+    }
+
+    #[test]
+    fn a_long_chain_takes_two_buffers() {
+        let chain: Vec<Lifetime> = (0..200_000)
+            .map(|i| Lifetime {
+                len: 16,
+                first: i,
+                last: i + 1,
+            })
+            .collect();
+        let p = place(&chain);
+        assert_eq!(p.len, 32);
     }
 }
