@@ -43,7 +43,7 @@ pub(crate) fn normalised(data: &Dataset, spec: &InputSpec) -> Vec<f32> {
 
 /// Append `image` (`[C, H, W]`) translated by (`dy`, `dx`) pixels, borders filled with the
 /// channel's background value: the random-shift augmentation of LeCun et al.'s MNIST work.
-fn shifted(
+pub(crate) fn shifted(
     image: &[f32],
     [c, h, w]: [usize; 3],
     dy: i64,

@@ -22,11 +22,13 @@
 //!    the projection of the trained weights and are first trained without noise or KL
 //!    (`pretrain_epochs`), as the paper's code pretrains before the KL is switched on.
 //!
+//! Every phase sees the training images shifted at random as the baseline did (`shift`).
+//!
 //! The file then stores each tensor as `miracle` (spec §5.12): a seed, and `C` bits per block;
 //! a hashed tensor as `hashed` then `miracle`.
 
 use super::store::{self, BlockPosterior};
-use crate::train::fit::{correct_in_batch, normalised};
+use crate::train::fit::{correct_in_batch, normalised, shifted};
 use crate::train::net::{Form, Hash, LOG_SIGMA_SCALE, Net, host, tensor1};
 use crate::train::{Event, TrainData, TrainOptions, TrainedModel, device, finish, validator};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
@@ -270,6 +272,10 @@ struct Trainer<'a> {
     global_goal: Option<f32>,
     /// `false` while pretraining: the means alone, with no noise and no KL.
     variational: bool,
+    /// Random shifts of up to this many pixels, as the baseline trained (`--shift`).
+    shift: usize,
+    /// What a black pixel becomes after normalisation: the fill for shifted-in borders.
+    background: Vec<f32>,
 }
 
 impl Trainer<'_> {
@@ -311,7 +317,15 @@ impl Trainer<'_> {
         let mut xb = Vec::with_capacity(b * per_image);
         let mut onehot = vec![0.0f32; b * classes];
         for (r, &i) in batch.iter().enumerate() {
-            xb.extend_from_slice(&self.x_all[i * per_image..(i + 1) * per_image]);
+            let image = &self.x_all[i * per_image..(i + 1) * per_image];
+            if self.shift > 0 {
+                let s = self.shift as i64;
+                let (dy, dx) = (self.rng.random_range(-s..=s), self.rng.random_range(-s..=s));
+                let shape = [train.channels, train.height, train.width];
+                shifted(image, shape, dy, dx, &self.background, &mut xb);
+            } else {
+                xb.extend_from_slice(image);
+            }
             onehot[r * classes + train.labels[i]] = 1.0;
         }
         for k in 0..self.coded.len() {
@@ -631,6 +645,10 @@ pub fn miracle(
             opts.total_blocks() as f32 * opts.bits_per_block as f32 * std::f32::consts::LN_2,
         ),
         variational: false,
+        shift: opts.train.shift,
+        background: (0..data.train.channels)
+            .map(|c| data.spec.scale_pixel(c, 0))
+            .collect(),
     };
     let batch = opts.train.batch_size.clamp(1, n_train);
     let steps_per_epoch = n_train.div_ceil(batch);
