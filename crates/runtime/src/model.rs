@@ -282,8 +282,11 @@ fn tucker_steps<'a>(
 struct Loader<'f, 'a> {
     file: &'f Cxrm<'a>,
     options: RuntimeOptions,
-    /// Decoded weights in CSR form, by tensor name.
+    /// Decoded weights in CSR form, by tensor name: only those more than one node uses, since
+    /// each cached matrix is a second copy of the layer's until loading ends.
     sparse: std::cell::RefCell<std::collections::HashMap<String, Csr>>,
+    /// Tensors that more than one node names.
+    shared: std::collections::HashSet<String>,
     /// Tensors decoded so far (dense ones read in place do not count).
     decodes: std::cell::Cell<usize>,
 }
@@ -381,9 +384,11 @@ impl<'a> Loader<'_, 'a> {
             && self.sparse_enough(v, sparse_below)
         {
             let csr = Csr::from_dense(v, rows, v.len() / rows.max(1));
-            self.sparse
-                .borrow_mut()
-                .insert(name.to_string(), csr.clone());
+            if self.shared.contains(name) {
+                self.sparse
+                    .borrow_mut()
+                    .insert(name.to_string(), csr.clone());
+            }
             return Ok((Loaded::Sparse(csr), shape));
         }
         Ok((Loaded::Values(values), shape))
@@ -499,10 +504,19 @@ impl<'a> Model<'a> {
                     .ok_or_else(|| Error::Model("model.classes must be strings".into()))?,
                 None => Vec::new(),
             };
+        let mut uses = std::collections::HashMap::<&str, usize>::new();
+        for name in graph.nodes.iter().flat_map(|n| &n.weights) {
+            *uses.entry(name).or_default() += 1;
+        }
         let loader = Loader {
             file,
             options,
             sparse: Default::default(),
+            shared: uses
+                .into_iter()
+                .filter(|&(_, n)| n > 1)
+                .map(|(name, _)| name.to_string())
+                .collect(),
             decodes: Default::default(),
         };
         let mut layers: Vec<Layer<'a>> = Vec::with_capacity(graph.nodes.len());
