@@ -151,24 +151,6 @@ mod tests {
         Params::parse(&stage, &ctx, "t")
     }
 
-    /// The spec's test vector (§5.13): the signs of elements 0..16 for seed 0x0123456789ABCDEF.
-    #[test]
-    fn spec_test_vector() {
-        let signs: String = (0..16)
-            .map(|e| {
-                if negated(0x0123_4567_89AB_CDEF, e) {
-                    '-'
-                } else {
-                    '+'
-                }
-            })
-            .collect();
-        assert_eq!(signs, SPEC_SIGNS);
-    }
-
-    /// The string §5.13 prints; `tests/spec_example.rs` reads the same line from the spec.
-    pub(crate) const SPEC_SIGNS: &str = "--+-++---+--+---";
-
     #[test]
     fn signs_are_balanced() {
         let n = 100_000u64;

@@ -402,6 +402,40 @@ impl Trainer<'_> {
         Ok((loss_value, correct_in_batch(logits, batch, &train.labels)))
     }
 
+    /// One pass over the training images in a fresh order, then the validation accuracy at the
+    /// posterior's means, reported as an epoch; `step` counts the steps across epochs.
+    fn epoch(
+        &mut self,
+        pass: &EpochPass<'_>,
+        order: &mut [usize],
+        step: &mut usize,
+        validate: &mut dyn FnMut(&Net) -> Result<f64>,
+        on: &mut dyn FnMut(Event),
+    ) -> Result<f64> {
+        order.shuffle(&mut self.rng);
+        let (mut loss_sum, mut correct) = (0.0, 0);
+        for chunk in order.chunks(pass.batch) {
+            let (loss, ok) = self.step(chunk, (pass.lr)(*step))?;
+            on(Event::Step {
+                loss,
+                accuracy: ok as f64 / chunk.len() as f64,
+            });
+            loss_sum += loss * chunk.len() as f64;
+            correct += ok;
+            *step += 1;
+        }
+        self.without_noise();
+        let val = validate(&self.net)?;
+        on(Event::Epoch {
+            epoch: pass.epoch,
+            loss: loss_sum / order.len() as f64,
+            train_accuracy: correct as f64 / order.len() as f64,
+            val_accuracy: val,
+            best: false,
+        });
+        Ok(val)
+    }
+
     /// Give each tensor blocks in proportion to the KL its posterior holds, each block then
     /// held to its own goal of `C` bits, starting from the network's shared `β`.
     fn plan_blocks(&mut self, sizes: &[usize], total: usize) {
@@ -509,6 +543,13 @@ impl Trainer<'_> {
             }
         }
     }
+}
+
+/// One epoch's settings: its number, the batch size, and the learning rate at each step.
+struct EpochPass<'a> {
+    epoch: usize,
+    batch: usize,
+    lr: &'a dyn Fn(usize) -> f64,
 }
 
 /// `n` standard normal numbers (Box–Muller), for the reparameterised draws.
@@ -662,34 +703,21 @@ pub fn miracle(
             epochs: pretrain_epochs,
             steps_per_epoch,
         });
-        let mut last_val = 0.0;
         let pretrain_steps = (steps_per_epoch * pretrain_epochs).max(1);
         let mut step = 0;
+        let mut last_val = 0.0;
+        // A cosine decay to a tenth: the shared values settle before the noise starts.
+        let lr = |step: usize| {
+            let progress = step as f64 / pretrain_steps as f64;
+            opts.train.lr * (0.55 + 0.45 * (std::f64::consts::PI * progress).cos())
+        };
         for epoch in 1..=pretrain_epochs {
-            order.shuffle(&mut trainer.rng);
-            let (mut loss_sum, mut correct) = (0.0, 0);
-            for chunk in order.chunks(batch) {
-                // A cosine decay to a tenth: the shared values settle before the noise starts.
-                let progress = step as f64 / pretrain_steps as f64;
-                let lr = opts.train.lr * (0.55 + 0.45 * (std::f64::consts::PI * progress).cos());
-                step += 1;
-                let (loss, ok) = trainer.step(chunk, lr)?;
-                on(Event::Step {
-                    loss,
-                    accuracy: ok as f64 / chunk.len() as f64,
-                });
-                loss_sum += loss * chunk.len() as f64;
-                correct += ok;
-            }
-            trainer.without_noise();
-            last_val = validate(&trainer.net)?;
-            on(Event::Epoch {
+            let pass = EpochPass {
                 epoch,
-                loss: loss_sum / n_train as f64,
-                train_accuracy: correct as f64 / n_train as f64,
-                val_accuracy: last_val,
-                best: false,
-            });
+                batch,
+                lr: &lr,
+            };
+            last_val = trainer.epoch(&pass, &mut order, &mut step, &mut validate, on)?;
         }
         on(Event::PhaseEnd {
             name: "miracle: pretraining the hashed weights".into(),
@@ -712,32 +740,19 @@ pub fn miracle(
     let total_steps = (steps_per_epoch * opts.train.epochs).max(1);
     let mut step = 0;
     let mut last_val = 0.0;
+    // Constant, then a cosine decay over the last half: the KL weights need steps at a useful
+    // rate to find their balance.
+    let lr = |step: usize| {
+        let progress = (step as f64 / total_steps as f64 - 0.5).max(0.0) * 2.0;
+        opts.train.lr * (0.55 + 0.45 * (std::f64::consts::PI * progress).cos())
+    };
     for epoch in 1..=opts.train.epochs {
-        order.shuffle(&mut trainer.rng);
-        let (mut loss_sum, mut correct) = (0.0, 0);
-        for chunk in order.chunks(batch) {
-            // Constant, then a cosine decay over the last half: the KL weights need steps at a
-            // useful rate to find their balance.
-            let progress = (step as f64 / total_steps as f64 - 0.5).max(0.0) * 2.0;
-            let lr = opts.train.lr * (0.55 + 0.45 * (std::f64::consts::PI * progress).cos());
-            let (loss, ok) = trainer.step(chunk, lr)?;
-            on(Event::Step {
-                loss,
-                accuracy: ok as f64 / chunk.len() as f64,
-            });
-            loss_sum += loss * chunk.len() as f64;
-            correct += ok;
-            step += 1;
-        }
-        trainer.without_noise();
-        last_val = validate(&trainer.net)?;
-        on(Event::Epoch {
+        let pass = EpochPass {
             epoch,
-            loss: loss_sum / n_train as f64,
-            train_accuracy: correct as f64 / n_train as f64,
-            val_accuracy: last_val,
-            best: false,
-        });
+            batch,
+            lr: &lr,
+        };
+        last_val = trainer.epoch(&pass, &mut order, &mut step, &mut validate, on)?;
         let kl: f64 = trainer.kl_bits().iter().sum();
         let budget = opts.total_blocks() * opts.bits_per_block as usize;
         on(Event::Note(format!(
