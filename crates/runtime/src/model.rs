@@ -22,13 +22,13 @@ use super::signs::SignRows;
 use super::xnor::{self, BitRows, SignInput, XnorWeight};
 use cxrm_format as format;
 use cxrm_format::budget::Budget;
-use cxrm_format::container::graph::{INPUT, Node};
+use cxrm_format::container::graph::{Graph, INPUT, Node};
 pub use cxrm_format::container::input_spec::InputSpec;
 use cxrm_format::container::reader::Cxrm;
 use cxrm_format::container::table::TensorRecord;
 use cxrm_format::container::value::{self, Value};
 use cxrm_format::dtype::DType;
-use cxrm_format::encoding::Factored;
+use cxrm_format::encoding::{Factored, StageId};
 use cxrm_format::error::{Error, Result};
 use ndarray::{Array2, Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2};
 use std::borrow::Cow;
@@ -287,6 +287,9 @@ struct Loader<'f, 'a> {
     sparse: std::cell::RefCell<std::collections::HashMap<String, Csr>>,
     /// Tensors that more than one node names.
     shared: std::collections::HashSet<String>,
+    /// Large encoded tensors decoded ahead of the layers, largest first ([`Loader::predecode`]);
+    /// each is taken by the first layer that asks for it.
+    decoded: std::cell::RefCell<std::collections::HashMap<String, Vec<f32>>>,
     /// Tensors decoded so far (dense ones read in place do not count).
     decodes: std::cell::Cell<usize>,
 }
@@ -328,10 +331,45 @@ impl<'a> Loader<'_, 'a> {
                 return Ok((Cow::Borrowed(values), shape));
             }
         }
+        if let Some(values) = self.decoded.borrow_mut().remove(name) {
+            return Ok((Cow::Owned(values), shape));
+        }
         self.decodes.set(self.decodes.get() + 1);
         let values = self.file.decode_record(record)?.to_f32_vec();
         self.file.release_tensor(record);
         Ok((Cow::Owned(values), shape))
+    }
+
+    /// Decode the graph's large encoded tensors now, largest first. Decoding one holds its
+    /// bytes, its f32 copy and the decoder's working memory at once; in graph order the largest
+    /// (an exit-flow pointwise weight, say) comes last, on top of every weight loaded before it,
+    /// and set the load's peak. First, they meet an almost empty heap. Tensors stored dense f32
+    /// (read in place) or factored (run as stored) are left to the layers, as are small ones.
+    fn predecode(&self, graph: &Graph) -> Result<()> {
+        const LARGE: u64 = 1 << 16;
+        let mut names: Vec<&TensorRecord<'a>> = graph
+            .nodes
+            .iter()
+            .flat_map(|n| &n.weights)
+            .filter_map(|name| self.file.tensor(name).ok())
+            .filter(|r| r.elements >= LARGE && !r.is_plain_dense())
+            .filter(|r| {
+                !r.stages.first().and_then(|s| s.id()).is_some_and(|id| {
+                    matches!(id, StageId::LowRank | StageId::Tucker | StageId::Binary)
+                })
+            })
+            .collect();
+        names.sort_by_key(|r| (std::cmp::Reverse(r.elements), r.index));
+        names.dedup_by_key(|r| r.index);
+        for record in names {
+            self.decodes.set(self.decodes.get() + 1);
+            let values = self.file.decode_record(record)?.to_f32_vec();
+            self.file.release_tensor(record);
+            self.decoded
+                .borrow_mut()
+                .insert(record.name.to_string(), values);
+        }
+        Ok(())
     }
 
     /// `m` with its values copied out of the map, whose pages are given back.
@@ -518,7 +556,9 @@ impl<'a> Model<'a> {
                 .map(|(name, _)| name.to_string())
                 .collect(),
             decodes: Default::default(),
+            decoded: Default::default(),
         };
+        loader.predecode(&graph)?;
         let mut layers: Vec<Layer<'a>> = Vec::with_capacity(graph.nodes.len());
         let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(graph.nodes.len());
         let input_shape = vec![input.channels, input.height, input.width];
