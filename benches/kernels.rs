@@ -107,6 +107,28 @@ fn depthwise(c: &mut Criterion) {
     g.finish();
 }
 
+/// Max pooling, 3×3 stride 2 with one pixel of padding (Xception's entry and exit flows).
+fn max_pool(c: &mut Criterion) {
+    let mut g = c.benchmark_group("max_pool");
+    for (channels, size) in [(128, 147), (256, 74), (728, 37)] {
+        let x = Array4::from_shape_vec(
+            (1, channels, size, size),
+            uniform(5, channels * size * size),
+        )
+        .unwrap();
+        let p = ops::PoolParams {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [0, 0, 1, 1],
+        };
+        let label = format!("{channels}ch_{size}x{size}_3x3s2");
+        g.bench_function(BenchmarkId::new("runtime", &label), |b| {
+            b.iter(|| ops::pool2d(black_box(x.view()), &p, true))
+        });
+    }
+    g.finish();
+}
+
 fn sparse(c: &mut Criterion) {
     let mut g = c.benchmark_group("sparse");
     let (m, k, n) = (728, 728, 81);
@@ -224,6 +246,6 @@ fn bwn_layers(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20);
-    targets = pointwise, conv3x3, depthwise, sparse, xnor_layers, bwn_layers
+    targets = pointwise, conv3x3, depthwise, max_pool, sparse, xnor_layers, bwn_layers
 }
 criterion_main!(benches);
