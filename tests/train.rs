@@ -162,10 +162,16 @@ fn miracle_codes_every_tensor_and_the_file_decodes_to_the_coded_weights() {
         .iter()
         .map(|r| r.shared_values.map_or(r.elements, |m| m as usize))
         .sum();
-    assert_eq!(blocks as usize, opts.total_blocks().min(values));
+    assert_eq!(
+        blocks as usize,
+        opts.total_blocks(reports.len()).min(values)
+    );
     let bytes = coded.to_bytes().unwrap();
     let file = cxrm::Cxrm::parse(&bytes).unwrap();
     file.verify().unwrap();
+    // The whole code, each tensor's indices padded to a byte, within the target.
+    let code: u64 = file.tensors().iter().map(|r| r.extent.length).sum();
+    assert!(code as f64 <= opts.target_kb * 1024.0, "{code} bytes");
     for t in &coded.model.tensors {
         let record = file.tensors().iter().find(|r| r.name == t.name).unwrap();
         let c = coded.coded.iter().find(|c| c.name == t.name).unwrap();

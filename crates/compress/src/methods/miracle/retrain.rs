@@ -138,9 +138,12 @@ impl MiracleOptions {
         }
     }
 
-    /// Blocks in all: the code's bits over the bits per block.
-    pub fn total_blocks(&self) -> usize {
-        (self.target_kb * 1024.0 * 8.0 / self.bits_per_block as f64).floor() as usize
+    /// Blocks in all for `tensors` coded tensors: the code's bits over the bits per block,
+    /// less 7 bits a tensor, since each tensor's indices end on a whole byte; so the tensors'
+    /// payloads together never pass `target_kb`.
+    pub fn total_blocks(&self, tensors: usize) -> usize {
+        let bits = (self.target_kb * 1024.0 * 8.0).floor() - 7.0 * tensors as f64;
+        (bits.max(0.0) / self.bits_per_block as f64).floor() as usize
     }
 }
 
@@ -667,6 +670,7 @@ pub fn miracle(
         });
     }
     let any_hashed = coded.iter().any(|c| c.shared.is_some());
+    let total_blocks = opts.total_blocks(coded.len());
     let pretrain_epochs = opts.pretrain_epochs.unwrap_or(if any_hashed {
         opts.train.epochs.div_ceil(2)
     } else {
@@ -683,7 +687,7 @@ pub fn miracle(
         beta_step: opts.beta_step as f32,
         prior_frozen: false,
         global_goal: Some(
-            opts.total_blocks() as f32 * opts.bits_per_block as f32 * std::f32::consts::LN_2,
+            total_blocks as f32 * opts.bits_per_block as f32 * std::f32::consts::LN_2,
         ),
         variational: false,
         shift: opts.train.shift,
@@ -754,12 +758,12 @@ pub fn miracle(
         };
         last_val = trainer.epoch(&pass, &mut order, &mut step, &mut validate, on)?;
         let kl: f64 = trainer.kl_bits().iter().sum();
-        let budget = opts.total_blocks() * opts.bits_per_block as usize;
+        let budget = total_blocks * opts.bits_per_block as usize;
         on(Event::Note(format!(
             "epoch {epoch}: KL {kl:.0} bits against a code of {budget} bits"
         )));
         if epoch == planned_after {
-            trainer.plan_blocks(&sizes, opts.total_blocks());
+            trainer.plan_blocks(&sizes, total_blocks);
             let plan: Vec<String> = trainer
                 .coded
                 .iter()
@@ -769,7 +773,7 @@ pub fn miracle(
         }
     }
     if trainer.global_goal.is_some() {
-        trainer.plan_blocks(&sizes, opts.total_blocks());
+        trainer.plan_blocks(&sizes, total_blocks);
     }
     on(Event::PhaseEnd {
         name: "miracle: variational training".into(),
