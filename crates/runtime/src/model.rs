@@ -331,13 +331,20 @@ impl<'a> Loader<'_, 'a> {
                 return Ok((Cow::Borrowed(values), shape));
             }
         }
-        if let Some(values) = self.decoded.borrow_mut().remove(name) {
-            return Ok((Cow::Owned(values), shape));
-        }
+        let decoded = self.decoded.borrow_mut().remove(name);
+        let values = match decoded {
+            Some(values) => values,
+            None => self.decode(record)?,
+        };
+        Ok((Cow::Owned(values), shape))
+    }
+
+    /// A tensor decoded to f32, its mapped pages given back.
+    fn decode(&self, record: &TensorRecord<'a>) -> Result<Vec<f32>> {
         self.decodes.set(self.decodes.get() + 1);
         let values = self.file.decode_record(record)?.to_f32_vec();
         self.file.release_tensor(record);
-        Ok((Cow::Owned(values), shape))
+        Ok(values)
     }
 
     /// Decode the graph's large encoded tensors now, largest first. Decoding one holds its
@@ -354,17 +361,16 @@ impl<'a> Loader<'_, 'a> {
             .filter_map(|name| self.file.tensor(name).ok())
             .filter(|r| r.elements >= LARGE && !r.is_plain_dense())
             .filter(|r| {
-                !r.stages.first().and_then(|s| s.id()).is_some_and(|id| {
-                    matches!(id, StageId::LowRank | StageId::Tucker | StageId::Binary)
-                })
+                !r.stages
+                    .first()
+                    .and_then(|s| s.id())
+                    .is_some_and(StageId::is_factored)
             })
             .collect();
         names.sort_by_key(|r| (std::cmp::Reverse(r.elements), r.index));
         names.dedup_by_key(|r| r.index);
         for record in names {
-            self.decodes.set(self.decodes.get() + 1);
-            let values = self.file.decode_record(record)?.to_f32_vec();
-            self.file.release_tensor(record);
+            let values = self.decode(record)?;
             self.decoded
                 .borrow_mut()
                 .insert(record.name.to_string(), values);

@@ -105,6 +105,12 @@ impl StageId {
         }
     }
 
+    /// Whether the stage is a factored representation, which a runtime executes as stored
+    /// ([`read_factored`]).
+    pub fn is_factored(self) -> bool {
+        matches!(self, StageId::LowRank | StageId::Tucker | StageId::Binary)
+    }
+
     /// Whether this build can decode the stage.
     pub fn implemented(self) -> bool {
         IMPLEMENTED & (1 << self as u8) != 0
@@ -381,7 +387,7 @@ pub fn read_factored(
     let Some(first) = stages.first().and_then(Stage::id) else {
         return Ok(None);
     };
-    if !matches!(first, StageId::LowRank | StageId::Tucker | StageId::Binary) {
+    if !first.is_factored() {
         return Ok(None);
     }
     Chain::parse(stages, ctx)?.read_factored(stored, ctx)
