@@ -56,8 +56,21 @@ fn products(c: &mut Criterion, group: &str, shapes: &[(usize, usize, usize)]) {
         let (w, x) = (uniform(1, m * k), uniform(2, k * n));
         let label = format!("{m}x{k}x{n}");
         let mut out = vec![0f32; m * n];
-        g.bench_function(BenchmarkId::new("gemm", &label), |b| {
+        g.bench_function(BenchmarkId::new("runtime", &label), |b| {
             b.iter(|| kernels::product(&mut out, black_box(&w), k, black_box(&x), n))
+        });
+        g.bench_function(BenchmarkId::new("gemm_crate", &label), |b| {
+            b.iter(|| {
+                kernels::gemm_crate_product_strided(
+                    &mut out,
+                    n,
+                    m,
+                    black_box(&w),
+                    k,
+                    black_box(&x),
+                    n,
+                )
+            })
         });
         let (wv, xv) = (
             ArrayView2::from_shape((m, k), &w).unwrap(),

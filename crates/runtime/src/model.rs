@@ -232,6 +232,11 @@ pub struct LayerInfo {
     /// subtracted), or empty for layers without weights.
     pub kernel: &'static str,
     pub weights_borrowed: bool,
+    /// What the layer computes, finer than `op` for convolutions: `conv1x1`, `conv3x3` (any
+    /// window), `depthwise3x3` (one input channel per filter), else `op`. For profiles.
+    pub kind: String,
+    /// Multiply-adds of the layer's products per image (0 for layers without weights).
+    pub multiply_adds: usize,
 }
 
 /// A weight as loaded: values (borrowed from the map when stored dense f32), or factors.
@@ -777,11 +782,22 @@ impl<'a> Model<'a> {
                     (_, Some(_)) => "dense",
                     (_, None) => "",
                 };
+                let kind = match &l.op {
+                    Op::Conv { weight, params, .. } => {
+                        let [kh, kw] = params.kernel;
+                        let depthwise = params.groups > 1 && weight.cols() == kh * kw;
+                        let name = if depthwise { "depthwise" } else { "conv" };
+                        format!("{name}{kh}x{kw}")
+                    }
+                    _ => op.to_string(),
+                };
                 LayerInfo {
                     name: l.name.clone(),
                     op,
                     output_shape: s.clone(),
                     kernel,
+                    kind,
+                    multiply_adds: l.op.work(s),
                     weights_borrowed: matches!(
                         w,
                         Some(Matrix::Dense {
@@ -832,6 +848,40 @@ impl<'a> Model<'a> {
             });
         }
         Ok(out)
+    }
+
+    /// Runs one image through the graph, as [`Model::forward`] does, timing each layer: the
+    /// seconds each layer took, in graph order (one per [`Model::layer_info`] entry). The pass
+    /// runs on the model's threads, so each time is the layer's wall time with every thread
+    /// the model would use.
+    pub fn profile(&self, image: ArrayView3<'_, f32>) -> Result<Vec<f64>> {
+        let shape = [self.input.channels, self.input.height, self.input.width];
+        if image.dim() != (shape[0], shape[1], shape[2]) {
+            return Err(Error::Model(format!(
+                "input is {:?}, the model takes {}x{}x{}",
+                image.dim(),
+                shape[0],
+                shape[1],
+                shape[2]
+            )));
+        }
+        self.budget.check(
+            || "one image's activations".to_string(),
+            self.arena_bytes_per_image,
+        )?;
+        let mut arena = vec![0.0f32; self.arena_len];
+        for (d, s) in arena[self.slots[0].clone()].iter_mut().zip(image.iter()) {
+            *d = *s;
+        }
+        let mut times = Vec::with_capacity(self.layers.len());
+        self.threads.run(self.work_per_image, || {
+            for i in 0..self.layers.len() {
+                let start = std::time::Instant::now();
+                self.run_layer(i, &mut arena);
+                times.push(start.elapsed().as_secs_f64());
+            }
+        });
+        Ok(times)
     }
 
     /// One image through the graph, in an arena from the model's pool (a new one when every

@@ -969,14 +969,14 @@ pub fn pool2d_into(x: ArrayView4<'_, f32>, p: &PoolParams, max: bool, dst: &mut 
     let work = p.kernel[0] * p.kernel[1] * plane_out;
     // Planes are independent: split over the threads.
     parallel::split_rows(dst, plane_out.max(1), 1, work, &|first, part| {
-        let mut rows = scratch::take::<f32>();
+        let (mut rows, mut phases) = (scratch::take::<f32>(), scratch::take::<f32>());
         // Every plane's windows cover the same columns.
         let mut cols = scratch::take::<(usize, usize)>();
         cols.extend(column_spans(w, ow, p));
         for (i, out_plane) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
             let plane = &src[(first + i) * plane_in..(first + i + 1) * plane_in];
             if max && p.kernel != [2, 2] {
-                max_pool_plane(plane, out_plane, (h, w), &cols, p, &mut rows);
+                max_pool_plane(plane, out_plane, (h, w), &cols, p, (&mut rows, &mut phases));
             } else if max {
                 pool_plane::<true>(plane, out_plane, (h, w), (oh, ow), p);
             } else {
@@ -984,6 +984,7 @@ pub fn pool2d_into(x: ArrayView4<'_, f32>, p: &PoolParams, max: bool, dst: &mut 
             }
         }
         scratch::give(rows);
+        scratch::give(phases);
         scratch::give(cols);
     });
 }
@@ -1002,28 +1003,67 @@ fn column_spans(w: usize, ow: usize, p: &PoolParams) -> impl Iterator<Item = (us
 }
 
 /// Max pooling in two passes: each input row's maxima over the window's columns (`rows`, `ow`
-/// wide), then the output row as the elementwise maximum of its window's rows, which
-/// vectorises. A maximum does not depend on the order it is taken in, so this gives the same
-/// values as taking each window whole. An empty window gives 0.
+/// wide), then the output row as the elementwise maximum of its window's rows. Both passes are
+/// elementwise maxima of contiguous runs, which vectorise: in the first, each column tap of the
+/// window reads the input columns `ox·stride + tap − pad`, which are one contiguous run of the
+/// row's phase `(tap − pad) mod stride` (its columns split by their remainder modulo the
+/// stride, in `phases`). A maximum does not depend on the order it is taken in, so this gives
+/// the same values as taking each window whole. An empty window gives 0. Compiled for AVX-512
+/// and AVX2 too: in the baseline's four lanes, with the comparisons that make `f32::max` skip
+/// a NaN, pooling was 7% of Xception's time.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 fn max_pool_plane(
     plane: &[f32],
     out: &mut [f32],
     (h, w): (usize, usize),
     cols: &[(usize, usize)],
     p: &PoolParams,
-    rows: &mut Vec<f32>,
+    (rows, phases): (&mut Vec<f32>, &mut Vec<f32>),
 ) {
     let ow = cols.len();
+    let stride = p.stride[1].max(1);
+    // Phase `q` holds columns `q, q + stride, …`: `phase_len` of them, the last padded.
+    let phase_len = w.div_ceil(stride);
     rows.clear();
     rows.resize(h * ow, f32::NEG_INFINITY);
+    phases.clear();
+    phases.resize(stride * phase_len, f32::NEG_INFINITY);
     for (in_row, row_max) in plane
         .chunks_exact(w.max(1))
         .zip(rows.chunks_exact_mut(ow.max(1)))
     {
-        for (m, &(xa, xb)) in row_max.iter_mut().zip(cols) {
-            *m = in_row[xa..xb]
-                .iter()
-                .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+        let row = if stride == 1 {
+            in_row
+        } else {
+            for (q, phase) in phases.chunks_exact_mut(phase_len).enumerate() {
+                for (d, &v) in phase
+                    .iter_mut()
+                    .zip(in_row[q.min(w)..].iter().step_by(stride))
+                {
+                    *d = v;
+                }
+            }
+            &phases[..]
+        };
+        for tap in 0..p.kernel[1] {
+            let offset = tap as isize - p.padding[1] as isize;
+            let oxs = inside(offset, stride, w, ow);
+            if oxs.is_empty() {
+                continue;
+            }
+            // The first input column read, then its phase and place in the phase.
+            let x0 = (oxs.start * stride) as isize + offset;
+            let x0 = x0 as usize;
+            let from = (x0 % stride) * phase_len + x0 / stride;
+            let src = &row[from..from + oxs.len()];
+            row_max[oxs]
+                .iter_mut()
+                .zip(src)
+                .for_each(|(m, &v)| *m = m.max(v));
         }
     }
     for (oy, out_row) in out.chunks_exact_mut(ow.max(1)).enumerate() {
@@ -1669,7 +1709,14 @@ mod tests {
             let mut two_pass = vec![f32::NAN; oh * ow];
             pool_plane::<true>(&x, &mut whole, (9, 11), (oh, ow), &p);
             let cols: Vec<_> = column_spans(11, ow, &p).collect();
-            max_pool_plane(&x, &mut two_pass, (9, 11), &cols, &p, &mut Vec::new());
+            max_pool_plane(
+                &x,
+                &mut two_pass,
+                (9, 11),
+                &cols,
+                &p,
+                (&mut Vec::new(), &mut Vec::new()),
+            );
             assert_eq!(whole, two_pass, "{p:?}");
         }
     }

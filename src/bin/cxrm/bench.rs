@@ -1,4 +1,5 @@
 use crate::Failure;
+use crate::profile;
 use cxrm::runtime::ndarray::Array4;
 use cxrm::runtime::{Model, RuntimeOptions};
 use std::path::PathBuf;
@@ -35,6 +36,11 @@ pub struct Args {
     /// Run every layer through dense kernels, even when its weights are mostly zero.
     #[arg(long)]
     dense_kernels: bool,
+    /// Also time each layer over this many batch-1 passes: the median per layer, summed by
+    /// kind of layer (1×1, k×k and depthwise convolutions, pooling, …), with the products'
+    /// multiply-adds per second, and the slowest layers.
+    #[arg(long, value_name = "PASSES")]
+    profile: Option<usize>,
     #[command(flatten)]
     runtime: crate::RuntimeArgs,
 }
@@ -94,6 +100,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
     let per_batch = t.elapsed() / rounds as u32;
     let weights = model.weight_bytes();
+    let profile = match args.profile {
+        Some(passes) => Some(profile::measure(&model, one.view(), passes)?),
+        None => None,
+    };
     if args.json {
         let doc = serde_json::json!({
             "model": args.model.display().to_string(),
@@ -111,6 +121,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "weights_owned_bytes": weights.owned,
             "peak_activation_bytes_per_image": model.peak_bytes_per_image,
             "arena_bytes_per_image": model.arena_bytes_per_image,
+            "profile": profile.as_ref().map(profile::Profile::to_json),
         });
         println!("{doc}");
         return Ok(());
@@ -160,5 +171,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
         ms(per_batch),
         args.batch as f64 / per_batch.as_secs_f64()
     );
+    if let Some(profile) = &profile {
+        profile.print(15);
+    }
     Ok(())
 }

@@ -13,6 +13,7 @@ mod inspect;
 mod pack;
 mod preprocessing;
 mod process;
+mod profile;
 #[cfg(feature = "train")]
 mod progress;
 mod run;

@@ -13,6 +13,9 @@
 
 use multiversion::{multiversion, target::selected_target};
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 /// Accumulators per row in [`matvec`]: two 8-lane AVX vectors.
 const LANES: usize = 16;
 
@@ -73,12 +76,48 @@ pub fn product_strided(
         }
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU has AVX-512F, and the bounds were checked above.
+        return unsafe { avx512::product_strided(out, out_stride, rows, w, cols, rhs, n) };
+    }
+    gemm_crate_product_strided(out, out_stride, rows, w, cols, rhs, n)
+}
+
+/// [`product_strided`] through the `gemm` crate, the path for CPUs without AVX-512 (and the
+/// baseline the benchmarks measure the AVX-512 kernel against). The bounds are checked as
+/// there.
+pub fn gemm_crate_product_strided(
+    out: &mut [f32],
+    out_stride: usize,
+    rows: usize,
+    w: &[f32],
+    cols: usize,
+    rhs: &[f32],
+    n: usize,
+) {
+    if n == 0 || rows == 0 {
+        return;
+    }
+    assert!(out_stride >= n, "rows do not overlap");
+    assert!(
+        out.len() >= (rows - 1) * out_stride + n,
+        "room for every output row"
+    );
+    assert!(w.len() >= rows * cols, "a weight row per output row");
+    assert!(rhs.len() >= cols * n, "a right-hand row per weight column");
+    if cols == 0 {
+        for r in 0..rows {
+            out[r * out_stride..r * out_stride + n].fill(0.0);
+        }
+        return;
+    }
     if rows == 1 && n > 1 {
         // `gemm` computes a single row as a matrix-vector product, which rounds differently
         // from its blocked kernel: compute it as two equal rows, as any larger split would.
         let twice = [&w[..cols], &w[..cols]].concat();
         let mut pair = vec![0.0f32; 2 * n];
-        product_strided(&mut pair, n, 2, &twice, cols, rhs, n);
+        gemm_crate_product_strided(&mut pair, n, 2, &twice, cols, rhs, n);
         out[..n].copy_from_slice(&pair[..n]);
         return;
     }

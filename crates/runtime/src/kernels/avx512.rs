@@ -1,0 +1,239 @@
+//! The dense product on AVX-512, register-blocked in the layout the convolutions hand it: the
+//! weights row-major (one row per output channel), the right-hand side row-major with the
+//! pixels along its rows. Each tile of [`ROWS`] output rows × up to three 16-lane vectors of
+//! columns is held in 24 of the 32 vector registers; each step of the depth broadcasts one
+//! weight per row and loads the right-hand side's vectors once for all the rows, so a step is
+//! 24 fused multiply-adds against 11 loads, which the two load ports keep up with. The weights
+//! are read where they lie, a row per stream: packing them (as the `gemm` crate does on every
+//! call) would copy a matrix that a layer with few pixels only reads a few times.
+//!
+//! Columns past a multiple of 16 are loaded and stored under a lane mask, so any pixel count
+//! runs without a scalar edge. The depth is never split: every output element is a single
+//! chain of fused multiply-adds over `k` in order, started from zero, whatever the tile, the
+//! number of rows or the thread that computes it. So a split of the rows gives the same bits.
+
+use std::arch::x86_64::*;
+
+/// Output rows per tile: one broadcast weight each per step of the depth.
+const ROWS: usize = 8;
+/// The most 16-lane vectors of columns per tile.
+const VECTORS: usize = 3;
+const LANES: usize = 16;
+/// The columns of a tile, and of a panel of the packed right-hand side.
+const PANEL: usize = LANES * VECTORS;
+/// The most bytes of packed right-hand side swept by every tile of rows.
+const RHS_BLOCK_BYTES: usize = 1 << 20;
+
+/// Whether this CPU runs [`product_strided`].
+pub fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// `out[r·out_stride + j] = Σ_k w[r·cols + k] · rhs[k·n + j]` for `r < rows`, `j < n`: the
+/// contract of [`super::product_strided`], whose caller checks the bounds and `cols > 0`.
+///
+/// # Safety
+/// The CPU has AVX-512F ([`available`]), and `out`, `w` and `rhs` hold what the contract reads
+/// and writes.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn product_strided(
+    out: &mut [f32],
+    out_stride: usize,
+    rows: usize,
+    w: &[f32],
+    cols: usize,
+    rhs: &[f32],
+    n: usize,
+) {
+    debug_assert!(out.len() >= (rows - 1) * out_stride + n);
+    debug_assert!(w.len() >= rows * cols && rhs.len() >= cols * n);
+    // Columns in blocks whose packed panels fill half a core's L2 (2 MiB on the Xeons this
+    // was tuned on); each tile of rows then sweeps the block's panels, its own weights staying
+    // in L1 while the panels come from L2. (Panels outermost, each swept by every tile of
+    // rows, was slower where the weights are large and the pixels few: Xception's 728×728
+    // middle flow at 9×9 re-read its 2 MiB of weights once per panel, 0.88 against 0.64 ms.)
+    let block = (RHS_BLOCK_BYTES / (4 * cols) / PANEL).max(1) * PANEL;
+    let block = block.min(n.next_multiple_of(PANEL));
+    crate::scratch::with(|buffer: &mut Vec<f32>| {
+        // A 64-byte aligned start, so that no vector load straddles two cache lines.
+        buffer.resize(cols * block + LANES, 0.0);
+        let align = buffer.as_ptr().align_offset(64).min(LANES);
+        let packed = &mut buffer[align..align + cols * block];
+        for first_col in (0..n).step_by(block) {
+            let block_cols = block.min(n - first_col);
+            for (p, col) in (first_col..first_col + block_cols)
+                .step_by(PANEL)
+                .enumerate()
+            {
+                let width = PANEL.min(first_col + block_cols - col);
+                pack(
+                    rhs,
+                    n,
+                    col,
+                    width,
+                    &mut packed[p * cols * PANEL..(p + 1) * cols * PANEL],
+                );
+            }
+            for first_row in (0..rows).step_by(ROWS) {
+                let tile_rows = ROWS.min(rows - first_row);
+                // While the block's first panel is computed, the next tile of rows' weights
+                // are fetched into L1: they come from memory or L3 (Xception's 83 MB of
+                // weights do not stay in L2 between passes), a row a stream, and each row of
+                // a 728-deep layer is shorter than a page, too short for the prefetchers to
+                // catch on before it ends.
+                let next = first_row + ROWS;
+                let ahead = ROWS.min(rows.saturating_sub(next));
+                for (p, col) in (first_col..first_col + block_cols)
+                    .step_by(PANEL)
+                    .enumerate()
+                {
+                    let ahead = if p == 0 { ahead } else { 0 };
+                    // SAFETY: the tile's rows are below `rows` and its columns below `n`,
+                    // inside the bounds the caller checked; panel `p` is `cols` steps of
+                    // `PANEL` values inside `packed`.
+                    unsafe {
+                        tile_of(
+                            tile_rows,
+                            PANEL.min(first_col + block_cols - col),
+                            w.as_ptr().add(first_row * cols),
+                            (w.as_ptr().wrapping_add(next * cols), ahead),
+                            cols,
+                            packed.as_ptr().add(p * cols * PANEL),
+                            out.as_mut_ptr().add(first_row * out_stride + col),
+                            out_stride,
+                        )
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Copies columns `col..col + width` of the right-hand side (`n` wide, one row per step of
+/// the depth) into a panel of [`PANEL`] columns, its rows one after another, zero past
+/// `width`: the tiles then read their steps from consecutive, aligned addresses. (Read in
+/// place, each step is a row of the right-hand side further on: a page apart on the wide
+/// layers, where neither the prefetchers nor the TLB kept up, and 1.45× slower on Xception's
+/// middle flow.)
+///
+/// Three masked vector loads and stores per step: a `copy_from_slice` of 48 values was a call
+/// to `memmove` per step, 7% of Xception's time.
+#[target_feature(enable = "avx512f")]
+fn pack(rhs: &[f32], n: usize, col: usize, width: usize, panel: &mut [f32]) {
+    let m = masks(width);
+    let steps = panel.len() / PANEL;
+    assert!(width <= PANEL && col + width <= n && rhs.len() >= (steps - 1) * n + col + width);
+    let (src, dst) = (rhs.as_ptr(), panel.as_mut_ptr());
+    for step in 0..steps {
+        for (v, &mask) in m.iter().enumerate() {
+            // SAFETY: the masked lanes of step `step` are columns `col..col + width` of row
+            // `step` of `rhs` (checked above); the store writes the panel's step, inside it.
+            unsafe {
+                let x = _mm512_maskz_loadu_ps(mask, src.add(step * n + col + v * LANES));
+                _mm512_storeu_ps(dst.add(step * PANEL + v * LANES), x);
+            }
+        }
+    }
+}
+
+/// The lane masks of `width` columns in [`VECTORS`] vectors.
+#[inline(always)]
+fn masks(width: usize) -> [__mmask16; VECTORS] {
+    std::array::from_fn(|v| {
+        let lanes = width.saturating_sub(v * LANES).min(LANES);
+        ((1u32 << lanes) - 1) as __mmask16
+    })
+}
+
+/// One tile, `rows` (1..=[`ROWS`]) by `width` (1..=48) columns, through the instance of
+/// [`tile`] for its shape.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_of(
+    rows: usize,
+    width: usize,
+    w: *const f32,
+    ahead: (*const f32, usize),
+    cols: usize,
+    panel: *const f32,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let m = masks(width);
+    let vectors = width.div_ceil(LANES);
+    macro_rules! by_rows {
+        ($v:literal) => {
+            // SAFETY: as for the tile.
+            unsafe {
+                match rows {
+                    8 => tile::<8, $v>(w, ahead, cols, panel, out, out_stride, m),
+                    7 => tile::<7, $v>(w, ahead, cols, panel, out, out_stride, m),
+                    6 => tile::<6, $v>(w, ahead, cols, panel, out, out_stride, m),
+                    5 => tile::<5, $v>(w, ahead, cols, panel, out, out_stride, m),
+                    4 => tile::<4, $v>(w, ahead, cols, panel, out, out_stride, m),
+                    3 => tile::<3, $v>(w, ahead, cols, panel, out, out_stride, m),
+                    2 => tile::<2, $v>(w, ahead, cols, panel, out, out_stride, m),
+                    _ => tile::<1, $v>(w, ahead, cols, panel, out, out_stride, m),
+                }
+            }
+        };
+    }
+    match vectors {
+        3 => by_rows!(3),
+        2 => by_rows!(2),
+        _ => by_rows!(1),
+    }
+}
+
+/// `R` output rows × `V` vectors of columns (the lanes in `m`), summed over the whole depth
+/// `cols` in registers and stored once. Plain loops, no closures: these are unrolled over the
+/// constant `R` and `V` into the registers.
+// Indexed loops over the constant bounds are what unroll into the registers.
+#[allow(clippy::needless_range_loop)]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile<const R: usize, const V: usize>(
+    w: *const f32,
+    (ahead, ahead_rows): (*const f32, usize),
+    cols: usize,
+    panel: *const f32,
+    out: *mut f32,
+    out_stride: usize,
+    m: [__mmask16; VECTORS],
+) {
+    // SAFETY (whole body): row `r < R` of the weights is `cols` long from `w + r·cols`, and so
+    // is row `r < ahead_rows` from `ahead` (only prefetched); step
+    // `k < cols` reads `V` aligned vectors of the packed panel at `panel + k·PANEL`, and the
+    // stores write the tile's masked lanes of its rows.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        let mut row = [w; R];
+        for (r, p) in row.iter_mut().enumerate() {
+            *p = w.add(r * cols);
+        }
+        let mut b = panel;
+        for k in 0..cols {
+            if ahead_rows > 0 && k % LANES == 0 {
+                for r in 0..ahead_rows {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.add(r * cols + k) as *const i8);
+                }
+            }
+            let mut x = [_mm512_setzero_ps(); V];
+            for v in 0..V {
+                x[v] = _mm512_loadu_ps(b.add(v * LANES));
+            }
+            for r in 0..R {
+                let a = _mm512_set1_ps(*row[r].add(k));
+                for v in 0..V {
+                    acc[r][v] = _mm512_fmadd_ps(a, x[v], acc[r][v]);
+                }
+            }
+            b = b.add(PANEL);
+        }
+        for r in 0..R {
+            for v in 0..V {
+                _mm512_mask_storeu_ps(out.add(r * out_stride + v * LANES), m[v], acc[r][v]);
+            }
+        }
+    }
+}
