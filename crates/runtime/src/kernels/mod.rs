@@ -1,10 +1,12 @@
 //! The dense inner loops: matrix × matrix for convolutions and batches ([`product`]), matrix ×
 //! vector for fully connected layers at batch 1 ([`matvec`]), and their sparse (CSR) twins.
 //!
-//! [`product`] hands the work to the `gemm` crate, whose packed, register-blocked kernels use
-//! AVX-512 where the CPU has it (its `x86-v4` feature), AVX2+FMA or NEON elsewhere, chosen at run
-//! time. Measured against this crate's own AVX2 kernel and `matrixmultiply` on every product
-//! shape of Xception and LeNet-5, it was the fastest on each (docs/performance.md). The others are
+//! [`product`] runs on this crate's AVX-512 kernel where the CPU has AVX-512F ([`avx512`]:
+//! 8 × 48 register tiles over packed panels of the right-hand side, reading the weights in
+//! place), and on the `gemm` crate's packed kernels elsewhere (AVX2+FMA or NEON, chosen at run
+//! time). On Xception's product shapes the AVX-512 kernel was level with the `gemm` crate's
+//! AVX-512 kernels in isolation and faster inside the model, where it prefetches the weights
+//! that the caches no longer hold (docs/performance.md). The other kernels here are
 //! compiled twice by multiversion: for AVX2+FMA (or NEON) and for the portable baseline. Where
 //! the selected target has fused multiply-add the products are fused: LLVM never contracts
 //! `a * b + c` by itself, and a separate multiply and add halves the rate of a latency-bound
@@ -19,7 +21,8 @@ mod avx512;
 /// Accumulators per row in [`matvec`]: two 8-lane AVX vectors.
 const LANES: usize = 16;
 
-/// The depth (inner dimension) of one call into `gemm`. A product deeper than this is summed
+/// The depth (inner dimension) of one call into `gemm` (the path without AVX-512; the AVX-512
+/// kernel never splits the depth). A product deeper than this is summed
 /// in blocks of exactly this many terms, each added to the output in turn. `gemm` picks its own
 /// depth blocking from the cache sizes and, for small products, from the output's size, so
 /// left to itself an output row's rounding would depend on how many rows the call had, and so
