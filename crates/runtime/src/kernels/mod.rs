@@ -63,8 +63,31 @@ pub fn product_strided(
     rhs: &[f32],
     n: usize,
 ) {
-    if n == 0 || rows == 0 {
+    if !needs_product(out, out_stride, rows, w, cols, rhs, n) {
         return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU has AVX-512F, and the bounds were checked above.
+        return unsafe { avx512::product_strided(out, out_stride, rows, w, cols, rhs, n) };
+    }
+    gemm_crate_product_strided(out, out_stride, rows, w, cols, rhs, n)
+}
+
+/// Checks a strided product's bounds (panics on slices too short for the contract) and
+/// handles the empty cases: false when nothing is left to compute (no rows or columns, or a
+/// depth of 0, whose output rows are then zeros).
+fn needs_product(
+    out: &mut [f32],
+    out_stride: usize,
+    rows: usize,
+    w: &[f32],
+    cols: usize,
+    rhs: &[f32],
+    n: usize,
+) -> bool {
+    if n == 0 || rows == 0 {
+        return false;
     }
     assert!(out_stride >= n, "rows do not overlap");
     assert!(
@@ -77,14 +100,9 @@ pub fn product_strided(
         for r in 0..rows {
             out[r * out_stride..r * out_stride + n].fill(0.0);
         }
-        return;
+        return false;
     }
-    #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        // SAFETY: the CPU has AVX-512F, and the bounds were checked above.
-        return unsafe { avx512::product_strided(out, out_stride, rows, w, cols, rhs, n) };
-    }
-    gemm_crate_product_strided(out, out_stride, rows, w, cols, rhs, n)
+    true
 }
 
 /// [`product_strided`] through the `gemm` crate, the path for CPUs without AVX-512 (and the
@@ -99,20 +117,7 @@ pub fn gemm_crate_product_strided(
     rhs: &[f32],
     n: usize,
 ) {
-    if n == 0 || rows == 0 {
-        return;
-    }
-    assert!(out_stride >= n, "rows do not overlap");
-    assert!(
-        out.len() >= (rows - 1) * out_stride + n,
-        "room for every output row"
-    );
-    assert!(w.len() >= rows * cols, "a weight row per output row");
-    assert!(rhs.len() >= cols * n, "a right-hand row per weight column");
-    if cols == 0 {
-        for r in 0..rows {
-            out[r * out_stride..r * out_stride + n].fill(0.0);
-        }
+    if !needs_product(out, out_stride, rows, w, cols, rhs, n) {
         return;
     }
     if rows == 1 && n > 1 {
