@@ -980,7 +980,9 @@ pub fn pool2d_into(x: ArrayView4<'_, f32>, p: &PoolParams, max: bool, dst: &mut 
         cols.extend(column_spans(w, ow, p));
         for (i, out_plane) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
             let plane = &src[(first + i) * plane_in..(first + i + 1) * plane_in];
-            if max && p.kernel != [2, 2] {
+            // 2×2 windows without a stride of 2 on AVX-512 take the loop of `pool_plane`.
+            let strided_max = p.stride[1] == 2 && kernels::window_max_available();
+            if max && (p.kernel != [2, 2] || strided_max) {
                 max_pool_plane(plane, out_plane, (h, w), &cols, p, (&mut rows, &mut phases));
             } else if max {
                 pool_plane::<true>(plane, out_plane, (h, w), (oh, ow), p);
@@ -1035,6 +1037,19 @@ fn max_pool_plane(
     let phase_len = w.div_ceil(stride);
     rows.clear();
     rows.resize(h * ow, f32::NEG_INFINITY);
+    #[cfg(target_arch = "x86_64")]
+    if stride == 2 && kernels::window_max_available() {
+        for (in_row, row_max) in plane
+            .chunks_exact(w.max(1))
+            .zip(rows.chunks_exact_mut(ow.max(1)))
+        {
+            // SAFETY: the CPU has AVX-512F (checked above).
+            unsafe {
+                kernels::window_max::row_maxima_stride2(in_row, p.padding[1], p.kernel[1], row_max)
+            };
+        }
+        return max_of_window_rows(out, rows, cols, (h, ow), p);
+    }
     phases.clear();
     phases.resize(stride * phase_len, f32::NEG_INFINITY);
     for (in_row, row_max) in plane
@@ -1071,18 +1086,51 @@ fn max_pool_plane(
                 .for_each(|(m, &v)| *m = m.max(v));
         }
     }
+    max_of_window_rows(out, rows, cols, (h, ow), p)
+}
+
+/// The second pass of [`max_pool_plane`]: each output row is the elementwise maximum of its
+/// window's rows of `rows` (each input row's window maxima, `ow` wide); an empty window gives 0.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
+fn max_of_window_rows(
+    out: &mut [f32],
+    rows: &[f32],
+    cols: &[(usize, usize)],
+    (h, ow): (usize, usize),
+    p: &PoolParams,
+) {
+    // Only a padding wider than the window leaves a column's windows empty.
+    let empty_columns = cols.iter().any(|&(xa, xb)| xa == xb);
     for (oy, out_row) in out.chunks_exact_mut(ow.max(1)).enumerate() {
         let (ya, yb) = window_span(oy, p.stride[0], p.padding[0], p.kernel[0], h);
-        out_row.fill(f32::NEG_INFINITY);
-        for row_max in rows[ya * ow..yb * ow].chunks_exact(ow.max(1)) {
+        if ya == yb {
+            out_row.fill(0.0);
+            continue;
+        }
+        // The row maxima are never NaN (they start at −∞ and `max` skips a NaN), so starting
+        // from the window's first two rows gives the values of starting from −∞; a copy of the
+        // first alone would be a call to `memcpy` per row.
+        let mut window = rows[ya * ow..yb * ow].chunks_exact(ow.max(1));
+        let top = window.next().expect("a row in the window");
+        let next = window.next().unwrap_or(top);
+        for ((o, &a), &b) in out_row.iter_mut().zip(top).zip(next) {
+            *o = a.max(b);
+        }
+        for row_max in window {
             out_row
                 .iter_mut()
                 .zip(row_max)
                 .for_each(|(o, &v)| *o = o.max(v));
         }
-        for (o, &(xa, xb)) in out_row.iter_mut().zip(cols) {
-            if ya == yb || xa == xb {
-                *o = 0.0;
+        if empty_columns {
+            for (o, &(xa, xb)) in out_row.iter_mut().zip(cols) {
+                if xa == xb {
+                    *o = 0.0;
+                }
             }
         }
     }

@@ -17,6 +17,16 @@ use multiversion::{multiversion, target::selected_target};
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub mod window_max;
+
+/// Whether max pooling at a column stride of 2 runs on [`window_max`] (AVX-512).
+pub fn window_max_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return window_max::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
 
 /// Accumulators per row in [`matvec`]: two 8-lane AVX vectors.
 const LANES: usize = 16;

@@ -1,0 +1,111 @@
+//! Window maxima along a row at stride 2, on AVX-512: the first pass of a strided max pooling
+//! (`ops::max_pool_plane`). Output `i` is the maximum of `row[2i .. 2i + k]`; sixteen outputs
+//! at a time, each tap `t` loading the 32 values from `2i + t` and keeping their even lanes
+//! (one cross-lane permute). The portable pass split every row into its even and odd columns
+//! with scalar copies first, and Xception's four 3×3/2 poolings took 2.8 ms of a 38 ms pass
+//! against onnxruntime's 0.35 ms.
+//!
+//! `_mm512_max_ps(x, m)` returns `m` where `x` is NaN, as `f32::max` does, and the running
+//! maximum starts at −∞, never NaN: the values are those of the portable pass.
+
+use std::arch::x86_64::*;
+
+const LANES: usize = 16;
+
+/// Whether [`row_maxima_stride2`] can run: the CPU has AVX-512F. Read once.
+pub fn available() -> bool {
+    static CHOSEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+}
+
+/// `out[i] = max(row[2i − pad], …, row[2i − pad + k − 1])` over the columns inside `row`, −∞
+/// for a window wholly outside it, for every `i < out.len()`. The row is read in place under
+/// lane masks: copying each row between −∞ columns first was a call to `memmove` per row,
+/// and on the small planes of Xception's later poolings (18 and 10 wide) the calls cost more
+/// than the maxima.
+///
+/// # Safety
+/// The CPU has AVX-512F ([`available`]).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn row_maxima_stride2(row: &[f32], pad: usize, k: usize, out: &mut [f32]) {
+    // Lanes 0, 2, …, 30 of the pair (lo, hi): the even positions of 32 values.
+    let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
+    let w = row.len() as isize;
+    for first in (0..out.len()).step_by(LANES) {
+        let lanes = LANES.min(out.len() - first);
+        let mut m = neg_inf;
+        for tap in 0..k {
+            // The 32 columns `c0..c0 + 32`; lane `j` is loaded where `0 ≤ c0 + j < w`.
+            let c0 = (2 * first + tap) as isize - pad as isize;
+            let below = (-c0).clamp(0, 32) as u32;
+            let end = (w - c0).clamp(0, 32) as u32;
+            let valid = low_bits(end) & !low_bits(below);
+            let at = row.as_ptr().wrapping_offset(c0);
+            // SAFETY: only the lanes in `valid` are read, and each is a column of `row`.
+            let (lo, hi) = unsafe {
+                (
+                    _mm512_mask_loadu_ps(neg_inf, valid as __mmask16, at),
+                    _mm512_mask_loadu_ps(
+                        neg_inf,
+                        (valid >> 16) as __mmask16,
+                        at.wrapping_add(LANES),
+                    ),
+                )
+            };
+            let x = _mm512_permutex2var_ps(lo, evens, hi);
+            m = _mm512_max_ps(x, m);
+        }
+        // SAFETY: the masked lanes are `out[first..first + lanes]`.
+        unsafe {
+            _mm512_mask_storeu_ps(
+                out.as_mut_ptr().add(first),
+                low_bits(lanes as u32) as __mmask16,
+                m,
+            )
+        };
+    }
+}
+
+/// The lowest `n` bits set, `n ≤ 32`.
+#[inline(always)]
+fn low_bits(n: u32) -> u32 {
+    if n >= 32 { u32::MAX } else { (1 << n) - 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maxima_match_whole_windows_for_every_width_and_window() {
+        if !available() {
+            return;
+        }
+        for w in [1, 2, 5, 10, 18, 31, 32, 33, 72, 150] {
+            for k in 1..=4 {
+                for pad in 0..k {
+                    // Distinct values in no order, a NaN among them (skipped like f32::max).
+                    let mut row: Vec<f32> =
+                        (0..w).map(|i| ((i * 37) % 101) as f32 - 50.0).collect();
+                    row[w / 2] = f32::NAN;
+                    let out_len = (w + 2 * pad).saturating_sub(k) / 2 + 1;
+                    let mut out = vec![0.0; out_len];
+                    // SAFETY: the CPU has AVX-512F (checked above).
+                    unsafe { row_maxima_stride2(&row, pad, k, &mut out) };
+                    for (i, &o) in out.iter().enumerate() {
+                        let want = (0..k)
+                            .filter_map(|t| (2 * i + t).checked_sub(pad))
+                            .filter_map(|c| row.get(c))
+                            .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                        assert_eq!(
+                            o.to_bits(),
+                            want.to_bits(),
+                            "w {w}, k {k}, pad {pad}, i {i}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
