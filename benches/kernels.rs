@@ -96,6 +96,30 @@ fn pointwise(c: &mut Criterion) {
 fn conv3x3(c: &mut Criterion) {
     // Xception's second convolution (32 → 64 channels at 72×72): im2col rows are 32·9 deep.
     products(c, "conv3x3", &[(64, 288, 5184)]);
+    // Whole stride-1 convolutions through `ops::conv2d`: on AVX-512, shifted rows packed
+    // straight into the kernel's panels; with `CXRM_GEMM_CRATE=1` in the environment, im2col
+    // tiles through the `gemm` crate (run the bench both ways to compare).
+    let mut g = c.benchmark_group("conv3x3");
+    // Xception's block1_conv2 (valid padding), VGG16's block1_conv2, block3_conv2, block4_conv2.
+    for (cin, cout, size, pad) in [
+        (32, 64, 74, 0),
+        (64, 64, 224, 1),
+        (256, 256, 56, 1),
+        (512, 512, 28, 1),
+    ] {
+        let x =
+            Array4::from_shape_vec((1, cin, size, size), uniform(6, cin * size * size)).unwrap();
+        let m = Matrix::dense(uniform(7, cout * cin * 9), cout, cin * 9);
+        let p = Conv2dParams {
+            padding: [pad; 4],
+            ..conv(3, 1, 1)
+        };
+        let label = format!("{cin}to{cout}_{size}x{size}");
+        g.bench_function(BenchmarkId::new("conv2d", &label), |b| {
+            b.iter(|| ops::conv2d(black_box(x.view()), &m, None, &p))
+        });
+    }
+    g.finish();
 }
 
 fn depthwise(c: &mut Criterion) {

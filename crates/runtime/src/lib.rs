@@ -11,6 +11,7 @@ pub mod arena;
 pub mod batch;
 pub mod classify;
 pub mod data;
+mod depthwise;
 pub mod fuzzing;
 pub mod kernels;
 pub mod metrics;

@@ -6,6 +6,7 @@
 
 use super::signs::{self, SignRows};
 use super::{kernels, parallel, scratch};
+pub use crate::depthwise::depthwise_general;
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis, s};
 
 /// A weight matrix `[rows, cols]`: dense (borrowed from the mapped file when it was stored
@@ -354,24 +355,34 @@ pub enum Activation {
 
 /// Each channel's bias, then the activation, on rows of output channels `n` wide, the first of
 /// them channel `channel`: the same operations, in the same order, as a bias pass followed by
-/// an activation layer, so the same bits.
-fn finish_channels(
+/// an activation layer, so the same bits. One pass per row, compiled for AVX-512 and AVX2:
+/// in the baseline's four lanes, two passes were 16% of MobileNetV2's time.
+pub(crate) fn finish_channels(
     rows: &mut [f32],
     n: usize,
     channel: usize,
     bias: Option<&[f32]>,
     activation: Activation,
 ) {
+    if bias.is_none() && activation == Activation::None {
+        return;
+    }
     for (r, row) in rows.chunks_exact_mut(n.max(1)).enumerate() {
-        if let Some(bias) = bias {
-            let b = bias[channel + r];
-            row.iter_mut().for_each(|v| *v += b);
-        }
-        match activation {
-            Activation::None => {}
-            Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Activation::Relu6 => row.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
-        }
+        let b = bias.map(|bias| bias[channel + r]);
+        finish_row(row, b, activation);
+    }
+}
+
+#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
+fn finish_row(row: &mut [f32], bias: Option<f32>, activation: Activation) {
+    // One loop per case, so that each is a plain elementwise loop to vectorise.
+    match (bias, activation) {
+        (None, Activation::None) => {}
+        (Some(b), Activation::None) => row.iter_mut().for_each(|v| *v += b),
+        (Some(b), Activation::Relu) => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+        (Some(b), Activation::Relu6) => row.iter_mut().for_each(|v| *v = (*v + b).clamp(0.0, 6.0)),
+        (None, Activation::Relu) => row.iter_mut().for_each(|v| *v = v.max(0.0)),
+        (None, Activation::Relu6) => row.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
     }
 }
 
@@ -565,7 +576,10 @@ pub fn conv2d_into(
     let cg = cin / p.groups;
     let og = cout / p.groups;
     if p.groups == cin && cout == cin && !weight.is_sparse() {
-        return depthwise(x, weight, bias, p, (oh, ow), activation, out);
+        let Matrix::Dense { data, .. } = weight else {
+            unreachable!("dense, checked above")
+        };
+        return crate::depthwise::depthwise(x, data, bias, p, (oh, ow), activation, out);
     }
     // A 1×1 convolution with stride 1 and no padding multiplies the input as it lies: each
     // image's channels are already the rows of the product's right-hand side.
@@ -583,6 +597,28 @@ pub fn conv2d_into(
                     .into_shape_with_order((cg, plane))
                     .expect("a standard-layout slice of whole planes");
                 weight.mul_rows_into(group_out, rows.start, rows.end, rhs, &finish);
+            } else if let (Matrix::Dense { data, cols, .. }, true) = (
+                weight,
+                p.stride == [1, 1] && kernels::shifted_product_available(),
+            ) {
+                let image = x.slice(s![b, g * cg..(g + 1) * cg, .., ..]);
+                let image = image.as_slice().expect("whole planes of a standard layout");
+                let weights = &data[rows.start * cols..rows.end * cols];
+                let finish = Finish {
+                    first_channel: rows.start,
+                    bias,
+                    activation,
+                };
+                let shape = (cg, h, w);
+                shifted_conv(
+                    image,
+                    shape,
+                    (weights, *cols),
+                    p,
+                    (oh, ow),
+                    finish,
+                    group_out,
+                );
             } else if let Matrix::Dense { data, cols, .. } = weight {
                 // im2col a few output rows at a time, so that the copy stays in cache for the
                 // product that reads it (a whole VGG16 layer's is 115 MB at 224×224).
@@ -630,281 +666,104 @@ pub fn conv2d_into(
     }
 }
 
-/// Depthwise convolution (one filter per channel), computed directly: im2col would copy each
-/// input `kh × kw` times for a product with one row. Each plane is copied once into a
-/// zero-padded buffer, so the inner loop has no bounds tests; with stride 1 each filter tap
-/// then adds a scaled contiguous run of an input row to an output row, which vectorises. The
-/// taps are summed in the same order for every output, `ky` then `kx`, bias last.
-#[allow(clippy::too_many_arguments)]
-fn depthwise(
-    x: ArrayView4<'_, f32>,
-    weight: &Matrix<'_>,
-    bias: Option<&[f32]>,
-    p: &Conv2dParams,
-    (oh, ow): (usize, usize),
+/// What a convolution does to its output rows once they are computed: each channel's bias,
+/// then the activation ([`finish_channels`]), the first row being channel `first_channel`.
+#[derive(Clone, Copy)]
+struct Finish<'a> {
+    first_channel: usize,
+    bias: Option<&'a [f32]>,
     activation: Activation,
-    dst: &mut [f32],
-) {
-    let (_, c, h, w) = x.dim();
-    let [kh, kw] = p.kernel;
-    let Matrix::Dense { data, .. } = weight else {
-        unreachable!("dense only")
-    };
-    let x = x.as_standard_layout();
-    let src = x.as_slice().expect("standard layout");
-    // The planes (image, channel) are independent: split over the threads, each part with its
-    // own padded buffer.
-    let (plane_in, plane_out) = (h * w, oh * ow);
-    parallel::split_rows(dst, plane_out, 1, kh * kw * plane_out, &|first, part| {
-        let [top, left, bottom, right] = p.padding;
-        let (ph, pw) = (h + top + bottom, w + left + right);
-        // Past the last padded row, zeros that the flat kernel's last block may read.
-        let (mut padded, mut phased, mut wide) = (
-            scratch::take::<f32>(),
-            scratch::take::<f32>(),
-            scratch::take::<f32>(),
-        );
-        padded.resize(ph * pw + FLAT_SLACK * (pw + 1), 0.0);
-        for (i, out_plane) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
-            let index = first + i;
-            let ch = index % c;
-            let plane = &src[index * plane_in..(index + 1) * plane_in];
-            copy_into_padded(&mut padded, plane, w, pw, (top, left));
-            let rows = &padded[..ph * pw];
-            let filt = &data[ch * kh * kw..(ch + 1) * kh * kw];
-            let square = |k: usize| p.kernel == [k, k] && p.dilation == [1, 1];
-            let flat = p.stride == [1, 1];
-            match (square(3), square(5), p.stride[1]) {
-                (true, _, 1) if flat => {
-                    depthwise_flat::<3>(out_plane, &padded, pw, filt, (oh, ow), &mut wide)
-                }
-                (_, true, 1) if flat => {
-                    depthwise_flat::<5>(out_plane, &padded, pw, filt, (oh, ow), &mut wide)
-                }
-                (true, _, 1) => depthwise_registers::<3, 1>(out_plane, rows, pw, filt, p, ow),
-                (_, true, 1) => depthwise_registers::<5, 1>(out_plane, rows, pw, filt, p, ow),
-                (true, _, 2) => {
-                    let ph_w = split_phases::<2>(rows, pw, &mut phased);
-                    depthwise_registers::<3, 2>(out_plane, &phased, ph_w, filt, p, ow)
-                }
-                (_, true, 2) => {
-                    let ph_w = split_phases::<2>(rows, pw, &mut phased);
-                    depthwise_registers::<5, 2>(out_plane, &phased, ph_w, filt, p, ow)
-                }
-                _ => {
-                    // The general loop adds each tap into the output.
-                    out_plane.fill(0.0);
-                    depthwise_plane(out_plane, rows, pw, filt, p, ow)
-                }
-            }
-            finish_channels(out_plane, plane_out, ch, bias, activation);
-        }
-        scratch::give(padded);
-        scratch::give(phased);
-        scratch::give(wide);
-    });
 }
 
-/// Copies a plane `w` wide into a zero-padded buffer `pw` wide, `top` rows down and `left`
-/// columns in; the border keeps the zeros it has.
-fn copy_into_padded(
-    padded: &mut [f32],
-    plane: &[f32],
-    w: usize,
-    pw: usize,
-    (top, left): (usize, usize),
-) {
-    for (y, row) in plane.chunks_exact(w.max(1)).enumerate() {
-        let start = (y + top) * pw + left;
-        padded[start..start + w].copy_from_slice(row);
-    }
-}
+/// The most bytes of zero-padded input a [`shifted_conv`] band copies: with the weights, what
+/// a core's L2 holds while the product packs its panels from it.
+const SHIFTED_BAND_BYTES: usize = 1 << 20;
 
-/// One output plane of a depthwise convolution from its zero-padded input plane (`pw` wide),
-/// for any kernel, stride and dilation: each tap adds a scaled run of an input row to an output
-/// row. The taps are summed in the same order for every output, `ky` then `kx` (the bias is
-/// added last, by the caller). Compiled for AVX-512 and AVX2 too; the products are not fused,
-/// so every target rounds alike.
-#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
-fn depthwise_plane(
-    out: &mut [f32],
-    padded: &[f32],
-    pw: usize,
-    filt: &[f32],
+/// A stride-1 convolution of one image's group (`cg` planes `h × w` in `image`) without
+/// im2col. A band of output rows at a time, the input rows it reads are copied into
+/// zero-padded planes `pw = w + left + right` wide; output `(oy, ox)` is then the weights
+/// times the window at padded position `oy·pw + ox` of every plane, so computing `pw`-wide
+/// output rows makes each step of the depth (a channel and a window tap) one contiguous run of
+/// a plane, shifted by the tap ([`kernels::shifted_product`], which packs those runs straight
+/// into its panels). The `pw − ow` extra columns of each row are computed and dropped as the
+/// rows are copied into `out`, with the bias and activation.
+///
+/// In place of the im2col tiles on the `gemm` crate (see `docs/performance.md`).
+fn shifted_conv(
+    image: &[f32],
+    (cg, h, w): (usize, usize, usize),
+    (weights, cols): (&[f32], usize),
     p: &Conv2dParams,
-    ow: usize,
-) {
-    let [kh, kw] = p.kernel;
-    for (oy, out_row) in out.chunks_exact_mut(ow.max(1)).enumerate() {
-        for ky in 0..kh {
-            let iy = oy * p.stride[0] + ky * p.dilation[0];
-            let in_row = &padded[iy * pw..(iy + 1) * pw];
-            for kx in 0..kw {
-                let wk = filt[ky * kw + kx];
-                let x0 = kx * p.dilation[1];
-                if p.stride[1] == 1 {
-                    let src = &in_row[x0..x0 + ow];
-                    out_row.iter_mut().zip(src).for_each(|(o, &v)| *o += wk * v);
-                } else {
-                    let src = in_row[x0..].iter().step_by(p.stride[1]);
-                    out_row.iter_mut().zip(src).for_each(|(o, &v)| *o += wk * v);
-                }
-            }
-        }
-    }
-}
-
-/// The zero rows past a padded plane that [`depthwise_flat`] may read: enough for its last
-/// 16-wide block and the largest window (5 × 5) it runs.
-const FLAT_SLACK: usize = 16;
-
-/// A `K × K` depthwise convolution with stride 1 and no dilation over the whole padded plane
-/// at once. Output `(oy, ox)` and tap `(ky, kx)` read padded element `(oy + ky)·pw + ox + kx`,
-/// so computing `pw`-wide output rows (the columns past `ow` are discarded) makes every tap
-/// one contiguous run over the plane: 16 outputs at a time are summed in registers however
-/// narrow the plane is (Xception's middle flow is 9 wide, which left a 16-wide row kernel only
-/// its scalar tail). `padded` must extend [`FLAT_SLACK`]` · (pw + 1)` zeros past its rows. The
-/// taps are added in [`depthwise_plane`]'s order, so the results are the same bits.
-#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
-fn depthwise_flat<const K: usize>(
-    out: &mut [f32],
-    padded: &[f32],
-    pw: usize,
-    filt: &[f32],
     (oh, ow): (usize, usize),
-    wide: &mut Vec<f32>,
-) {
-    let taps: [[f32; K]; K] = std::array::from_fn(|ky| std::array::from_fn(|kx| filt[ky * K + kx]));
-    let len = oh * pw;
-    wide.clear();
-    wide.resize(len.div_ceil(16) * 16, 0.0);
-    for (b, block) in wide.as_chunks_mut::<16>().0.iter_mut().enumerate() {
-        let mut acc = [0f32; 16];
-        for (ky, tap_row) in taps.iter().enumerate() {
-            // One bounds check per window row: its 16 + K - 1 inputs.
-            let at = b * 16 + ky * pw;
-            let window = &padded[at..at + 16 + K - 1];
-            for (kx, &wk) in tap_row.iter().enumerate() {
-                for l in 0..16 {
-                    acc[l] += wk * window[kx + l];
-                }
-            }
-        }
-        *block = acc;
-    }
-    for (out_row, wide_row) in out.chunks_exact_mut(ow.max(1)).zip(wide.chunks(pw.max(1))) {
-        out_row.copy_from_slice(&wide_row[..ow]);
-    }
-}
-
-/// Splits each row of a padded plane (`pw` wide) into its `S` column phases, phase `r` holding
-/// columns `r, r + S, r + 2S, …`: with stride `S`, output column `ox` reads column `S·ox + kx`,
-/// which is element `ox + kx / S` of phase `kx % S`, so every tap reads a contiguous run.
-/// Row `y`'s phase `r` is row `y·S + r` of `phased`; returns the phase rows' width.
-fn split_phases<const S: usize>(padded: &[f32], pw: usize, phased: &mut Vec<f32>) -> usize {
-    let ph_w = pw.div_ceil(S);
-    let rows = padded.len() / pw.max(1);
-    phased.clear();
-    phased.resize(rows * S * ph_w, 0.0);
-    for (row, out) in padded
-        .chunks_exact(pw.max(1))
-        .zip(phased.chunks_exact_mut(S * ph_w))
-    {
-        let (groups, rest) = row.as_chunks::<S>();
-        for (r, phase) in out.chunks_exact_mut(ph_w).enumerate() {
-            // Whole groups of S columns first (a strided gather LLVM vectorises), then the
-            // columns past the last whole group.
-            for (d, g) in phase.iter_mut().zip(groups) {
-                *d = g[r];
-            }
-            if let Some(&v) = rest.get(r) {
-                phase[groups.len()] = v;
-            }
-        }
-    }
-    ph_w
-}
-
-/// A `K × K` depthwise convolution with column stride `S` and no dilation, from the plane's
-/// padded rows (`S = 1`, `width` = `pw`) or their phases ([`split_phases`]): sixteen outputs
-/// at a time are summed in registers over all `K²` taps and stored once (tap-by-tap row
-/// updates load and store each output row `K²` times). The taps are added in the same order
-/// as [`depthwise_plane`], so the results are the same bits.
-#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
-fn depthwise_registers<const K: usize, const S: usize>(
+    finish: Finish<'_>,
     out: &mut [f32],
-    rows: &[f32],
-    width: usize,
-    filt: &[f32],
-    p: &Conv2dParams,
-    ow: usize,
 ) {
-    let taps: [[f32; K]; K] = std::array::from_fn(|ky| std::array::from_fn(|kx| filt[ky * K + kx]));
-    for (oy, out_row) in out.chunks_exact_mut(ow.max(1)).enumerate() {
-        let top = oy * p.stride[0];
-        // Tap (ky, kx) reads row `top + ky`, phase `kx % S`, from offset `kx / S`.
-        let source: [[&[f32]; S]; K] = std::array::from_fn(|ky| {
-            std::array::from_fn(|r| {
-                let at = ((top + ky) * S + r) * width;
-                &rows[at..at + width]
-            })
-        });
-        let (blocks, tail) = out_row.as_chunks_mut::<16>();
-        for (b, block) in blocks.iter_mut().enumerate() {
-            let mut acc = [0f32; 16];
-            for (phases, tap_row) in source.iter().zip(&taps) {
-                for (kx, &wk) in tap_row.iter().enumerate() {
-                    let start = b * 16 + kx / S;
-                    let src: &[f32; 16] = phases[kx % S][start..start + 16]
-                        .try_into()
-                        .expect("16 wide");
-                    for l in 0..16 {
-                        acc[l] += wk * src[l];
+    let [top, left, _, right] = p.padding;
+    let pw = w + left + right;
+    let [kh, kw] = p.kernel;
+    let (dy, dx) = (p.dilation[0], p.dilation[1]);
+    let (reach_y, reach_x) = (dy * (kh - 1), dx * (kw - 1));
+    let plane_out = oh * ow;
+    let mut taps = scratch::take::<usize>();
+    taps.extend((0..kh).flat_map(|ky| (0..kw).map(move |kx| ky * dy * pw + kx * dx)));
+    let band = (SHIFTED_BAND_BYTES / (4 * cg * pw).max(1)).clamp(1, oh.max(1));
+    for oy0 in (0..oh).step_by(band) {
+        let band_rows = band.min(oh - oy0);
+        // The padded rows `oy0..oy0 + band_rows + reach_y` of every plane, and past the last
+        // plane the `reach_x` values its last row's dropped columns read.
+        let padded_rows = band_rows + reach_y;
+        let plane = padded_rows * pw;
+        let n = band_rows * pw;
+        scratch::with(|padded: &mut Vec<f32>| {
+            padded.clear();
+            padded.resize(cg * plane + reach_x, 0.0);
+            for (c, dst) in padded.chunks_exact_mut(plane).enumerate() {
+                for (r, row) in dst.chunks_exact_mut(pw).enumerate() {
+                    let iy = (oy0 + r).checked_sub(top).filter(|&iy| iy < h);
+                    if let Some(iy) = iy {
+                        let src = &image[(c * h + iy) * w..(c * h + iy + 1) * w];
+                        row[left..left + w].copy_from_slice(src);
                     }
                 }
             }
-            *block = acc;
-        }
-        let first = blocks.len() * 16;
-        for (i, o) in tail.iter_mut().enumerate() {
-            let mut acc = 0f32;
-            for (phases, tap_row) in source.iter().zip(&taps) {
-                for (kx, &wk) in tap_row.iter().enumerate() {
-                    acc += wk * phases[kx % S][first + i + kx / S];
-                }
-            }
-            *o = acc;
-        }
+            let padded = &padded[..];
+            let work = cols * n;
+            parallel::split_rows(out, plane_out.max(1), 16, work, &|first, part| {
+                let count = part.len() / plane_out.max(1);
+                scratch::with(|rows_out: &mut Vec<f32>| {
+                    rows_out.resize(count * n, 0.0);
+                    kernels::shifted_product(
+                        rows_out,
+                        n,
+                        count,
+                        &weights[first * cols..],
+                        cols,
+                        (padded, plane, &taps),
+                        n,
+                    );
+                    for (r, (computed, out_plane)) in rows_out
+                        .chunks_exact(n)
+                        .zip(part.chunks_exact_mut(plane_out))
+                        .enumerate()
+                    {
+                        let out_rows = &mut out_plane[oy0 * ow..(oy0 + band_rows) * ow];
+                        for (dst, src) in out_rows.chunks_exact_mut(ow).zip(computed.chunks(pw)) {
+                            dst.copy_from_slice(&src[..ow]);
+                        }
+                        let channel = finish.first_channel + first + r;
+                        finish_channels(
+                            out_rows,
+                            out_rows.len(),
+                            channel,
+                            finish.bias,
+                            finish.activation,
+                        );
+                    }
+                });
+            });
+        });
     }
-}
-
-/// A depthwise convolution (no bias) through the general tap-by-tap loop only, whatever the
-/// window: the baseline the kernel benchmarks compare the register-blocked kernels against.
-pub fn depthwise_general(x: ArrayView4<'_, f32>, weight: &[f32], p: &Conv2dParams) -> Array4<f32> {
-    let (n, c, h, w) = x.dim();
-    let [kh, kw] = p.kernel;
-    let (oh, ow) = p.output_size(h, w).expect("a valid window");
-    let [top, left, bottom, right] = p.padding;
-    let pw = w + left + right;
-    let x = x.as_standard_layout();
-    let src = x.as_slice().expect("standard layout");
-    let mut padded = vec![0f32; (h + top + bottom) * pw];
-    let mut out = Array4::<f32>::zeros((n, c, oh, ow));
-    let dst = out.as_slice_mut().expect("a fresh array is contiguous");
-    for (index, out_plane) in dst.chunks_exact_mut((oh * ow).max(1)).enumerate() {
-        let plane = &src[index * h * w..(index + 1) * h * w];
-        copy_into_padded(&mut padded, plane, w, pw, (top, left));
-        let ch = index % c;
-        depthwise_plane(
-            out_plane,
-            &padded,
-            pw,
-            &weight[ch * kh * kw..][..kh * kw],
-            p,
-            ow,
-        );
-    }
-    out
+    scratch::give(taps);
 }
 
 /// Fully connected: `x [n, in] · Wᵀ + b`.
@@ -1643,30 +1502,38 @@ mod tests {
     }
 
     #[test]
-    fn tiled_im2col_gives_the_bits_of_one_whole_product() {
-        // 64 channels × 9 taps × 300 columns is more than a tile, so each output row is a tile.
-        let (cin, cout, h, w) = (64, 5, 6, 300);
-        let x = Array::from_shape_vec((1, cin, h, w), rand(cin * h * w, 61)).unwrap();
-        let p = Conv2dParams {
-            kernel: [3, 3],
-            stride: [1, 1],
-            padding: [1; 4],
-            dilation: [1, 1],
-            groups: 1,
-        };
-        let k = cin * 9;
-        assert!(4 * k * w > IM2COL_TILE_BYTES);
-        let weights = rand(cout * k, 62);
-        let tiled = conv2d(x.view(), &Matrix::dense(weights.clone(), cout, k), None, &p);
-        let (oh, ow) = p.output_size(h, w).unwrap();
-        let mut whole = vec![0f32; k * oh * ow];
-        im2col(x.view(), 0, 0, cin, &p, 0..oh, ow, &mut whole);
-        let mut want = vec![0f32; cout * oh * ow];
-        // The tiles go through the `gemm` crate (see `conv2d_into`).
-        let n = oh * ow;
-        kernels::gemm_crate_product_strided(&mut want, n, cout, &weights, k, &whole, n);
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(tiled.as_slice().unwrap()), bits(&want));
+    fn banded_convolutions_give_the_bits_of_one_whole_product() {
+        // 64 channels of 300 columns: more than a band (shifted) or a tile (im2col) of rows,
+        // so the output comes in several; 40 rows of weights, packed.
+        for (padding, dilation) in [([1; 4], [1, 1]), ([2, 1, 3, 2], [2, 1])] {
+            let (cin, cout, h, w) = (64, 40, 30, 300);
+            let x = Array::from_shape_vec((1, cin, h, w), rand(cin * h * w, 61)).unwrap();
+            let p = Conv2dParams {
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding,
+                dilation,
+                groups: 1,
+            };
+            let k = cin * 9;
+            assert!(4 * k * w > IM2COL_TILE_BYTES && 4 * cin * w * h > SHIFTED_BAND_BYTES);
+            let weights = rand(cout * k, 62);
+            let banded = conv2d(x.view(), &Matrix::dense(weights.clone(), cout, k), None, &p);
+            let (oh, ow) = p.output_size(h, w).unwrap();
+            let mut whole = vec![0f32; k * oh * ow];
+            im2col(x.view(), 0, 0, cin, &p, 0..oh, ow, &mut whole);
+            let mut want = vec![0f32; cout * oh * ow];
+            let n = oh * ow;
+            // Shifted rows on AVX-512 (one chain per element, as the kernel's product); else
+            // im2col tiles through the `gemm` crate (see `conv2d_into`).
+            if kernels::shifted_product_available() {
+                kernels::product(&mut want, &weights, k, &whole, n);
+            } else {
+                kernels::gemm_crate_product_strided(&mut want, n, cout, &weights, k, &whole, n);
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(banded.as_slice().unwrap()), bits(&want));
+        }
     }
 
     #[test]
@@ -1691,53 +1558,6 @@ mod tests {
                 let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&separate), bits(&fused), "groups {groups}, {act:?}");
             }
-        }
-    }
-
-    #[test]
-    fn register_blocked_depthwise_gives_the_general_loops_bits() {
-        let (h, w) = (9, 45);
-        let plane = rand(h * w, 41);
-        for (k, stride) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
-            let p = Conv2dParams {
-                kernel: [k, k],
-                stride: [stride, stride],
-                padding: [0; 4],
-                dilation: [1, 1],
-                groups: 1,
-            };
-            let (oh, ow) = p.output_size(h, w).unwrap();
-            let filt = rand(k * k, 42);
-            let mut general = vec![0f32; oh * ow];
-            depthwise_plane(&mut general, &plane, w, &filt, &p, ow);
-            if stride == 1 {
-                let mut padded = plane.clone();
-                padded.resize(h * w + FLAT_SLACK * (w + 1), 0.0);
-                let mut flat = vec![f32::NAN; oh * ow];
-                if k == 3 {
-                    depthwise_flat::<3>(&mut flat, &padded, w, &filt, (oh, ow), &mut Vec::new());
-                } else {
-                    depthwise_flat::<5>(&mut flat, &padded, w, &filt, (oh, ow), &mut Vec::new());
-                }
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&general), bits(&flat), "flat {k}x{k}");
-            }
-            let mut blocked = vec![f32::NAN; oh * ow];
-            match (k, stride) {
-                (3, 1) => depthwise_registers::<3, 1>(&mut blocked, &plane, w, &filt, &p, ow),
-                (5, 1) => depthwise_registers::<5, 1>(&mut blocked, &plane, w, &filt, &p, ow),
-                _ => {
-                    let mut phased = Vec::new();
-                    let width = split_phases::<2>(&plane, w, &mut phased);
-                    if k == 3 {
-                        depthwise_registers::<3, 2>(&mut blocked, &phased, width, &filt, &p, ow)
-                    } else {
-                        depthwise_registers::<5, 2>(&mut blocked, &phased, width, &filt, &p, ow)
-                    }
-                }
-            }
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&general), bits(&blocked), "{k}x{k} stride {stride}");
         }
     }
 

@@ -19,11 +19,18 @@ pub trait Pooled: Sized + 'static {
 thread_local! {
     static F32: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
     static SPANS: RefCell<Vec<Vec<(usize, usize)>>> = const { RefCell::new(Vec::new()) };
+    static OFFSETS: RefCell<Vec<Vec<usize>>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Pooled for f32 {
     fn pool() -> &'static LocalKey<RefCell<Vec<Vec<f32>>>> {
         &F32
+    }
+}
+
+impl Pooled for usize {
+    fn pool() -> &'static LocalKey<RefCell<Vec<Vec<usize>>>> {
+        &OFFSETS
     }
 }
 

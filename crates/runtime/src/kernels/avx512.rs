@@ -63,6 +63,59 @@ pub unsafe fn product_strided(
     if rows < PACK_FROM_ROWS {
         return in_place(out, out_stride, rows, w, cols, rhs, n);
     }
+    // SAFETY: as for this function; row `k` of `rhs` is `k·n..(k + 1)·n`, inside it.
+    unsafe {
+        packed(
+            out,
+            out_stride,
+            rows,
+            w,
+            cols,
+            (rhs, RhsRows::Strided(n)),
+            n,
+        )
+    }
+}
+
+/// Where each step of the depth reads its row of the right-hand side (its `n` columns).
+#[derive(Clone, Copy, Debug)]
+pub enum RhsRows<'a> {
+    /// Step `k` reads row `k` of a row-major matrix `n` wide: from `k·n`.
+    Strided(usize),
+    /// A stride-1 convolution's windows over zero-padded planes `plane` values apart: step
+    /// `k = c·taps.len() + t` (channel `c`, window tap `t`, the weights' column order) reads
+    /// from `c·plane + taps[t]`, the plane shifted by the tap. Output column `j` is then the
+    /// window at padded position `j`, and the packing of the panels is the im2col.
+    Shifted { plane: usize, taps: &'a [usize] },
+}
+
+impl RhsRows<'_> {
+    /// Where step `k` starts.
+    #[inline(always)]
+    pub fn offset(&self, k: usize) -> usize {
+        match *self {
+            RhsRows::Strided(n) => k * n,
+            RhsRows::Shifted { plane, taps } => (k / taps.len()) * plane + taps[k % taps.len()],
+        }
+    }
+}
+
+/// The product over packed panels: `out[r·out_stride + j] = Σ_k w[r·cols + k] · rhs[at(k) + j]`,
+/// `at` from `rows_of`.
+///
+/// # Safety
+/// The CPU has AVX-512F; `out` and `w` hold what [`product_strided`]'s contract reads and
+/// writes, and `rhs` holds `at(k) + n` values for every step `k < cols`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn packed(
+    out: &mut [f32],
+    out_stride: usize,
+    rows: usize,
+    w: &[f32],
+    cols: usize,
+    (rhs, rows_of): (&[f32], RhsRows<'_>),
+    n: usize,
+) {
     // Columns in blocks whose packed panels fill half a core's L2 (2 MiB on the Xeons this
     // was tuned on); each tile of rows then sweeps the block's panels, its own weights staying
     // in L1 while the panels come from L2. (Panels outermost, each swept by every tile of
@@ -85,7 +138,6 @@ pub unsafe fn product_strided(
                     accumulate: first_step > 0,
                 };
                 let panel_len = depth.steps * PANEL;
-                let rhs = &rhs[first_step * n..];
                 for (p, col) in (first_col..first_col + block_cols)
                     .step_by(PANEL)
                     .enumerate()
@@ -93,7 +145,7 @@ pub unsafe fn product_strided(
                     let width = PANEL.min(first_col + block_cols - col);
                     pack(
                         rhs,
-                        n,
+                        (rows_of, first_step),
                         col,
                         width,
                         &mut packed[p * panel_len..(p + 1) * panel_len],
@@ -186,27 +238,38 @@ fn in_place(
     }
 }
 
-/// Copies columns `col..col + width` of the right-hand side (`n` wide, one row per step of
-/// the depth) into a panel of [`PANEL`] columns, its rows one after another, zero past
-/// `width`: the tiles then read their steps from consecutive, aligned addresses. (Read in
-/// place, each step is a row of the right-hand side further on: a page apart on the wide
-/// layers, where neither the prefetchers nor the TLB kept up, and 1.45× slower on Xception's
-/// middle flow.)
+/// Copies columns `col..col + width` of the right-hand side's rows for steps `first_step..`
+/// (one per step of the panel, where `rows_of` says) into a panel of [`PANEL`] columns, its
+/// rows one after another, zero past `width`: the tiles then read their steps from
+/// consecutive, aligned addresses. (Read in place, each step is a row of the right-hand side
+/// further on: a page apart on the wide layers, where neither the prefetchers nor the TLB kept
+/// up, and 1.45× slower on Xception's middle flow.)
 ///
 /// Three masked vector loads and stores per step: a `copy_from_slice` of 48 values was a call
 /// to `memmove` per step, 7% of Xception's time.
 #[target_feature(enable = "avx512f")]
-fn pack(rhs: &[f32], n: usize, col: usize, width: usize, panel: &mut [f32]) {
+fn pack(
+    rhs: &[f32],
+    (rows_of, first_step): (RhsRows<'_>, usize),
+    col: usize,
+    width: usize,
+    panel: &mut [f32],
+) {
     let m = masks(width);
     let steps = panel.len() / PANEL;
-    assert!(width <= PANEL && col + width <= n && rhs.len() >= (steps - 1) * n + col + width);
+    assert!(width <= PANEL);
     let (src, dst) = (rhs.as_ptr(), panel.as_mut_ptr());
     for step in 0..steps {
+        let from = rows_of.offset(first_step + step) + col;
+        assert!(
+            from + width <= rhs.len(),
+            "a step's columns inside the right-hand side"
+        );
         for (v, &mask) in m.iter().enumerate() {
-            // SAFETY: the masked lanes of step `step` are columns `col..col + width` of row
-            // `step` of `rhs` (checked above); the store writes the panel's step, inside it.
+            // SAFETY: the masked lanes are `rhs[from..from + width]` (checked above); the
+            // store writes the panel's step, inside it.
             unsafe {
-                let x = _mm512_maskz_loadu_ps(mask, src.add(step * n + col + v * LANES));
+                let x = _mm512_maskz_loadu_ps(mask, src.add(from + v * LANES));
                 _mm512_storeu_ps(dst.add(step * PANEL + v * LANES), x);
             }
         }
@@ -298,23 +361,26 @@ unsafe fn tile<const R: usize, const V: usize>(
             *p = w.add(r * cols);
         }
         let mut b = rhs;
-        for k in 0..depth.steps {
-            if ahead_rows > 0 && k % LANES == 0 {
-                for r in 0..ahead_rows {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.add(r * cols + k) as *const i8);
-                }
+        // Steps in runs of 16 (a cache line of each weight row), the next tile's prefetches
+        // issued between runs: tested inside the loop, the condition cost more than the
+        // prefetches.
+        for run in (0..depth.steps).step_by(LANES) {
+            for r in 0..ahead_rows {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.add(r * cols + run) as *const i8);
             }
-            let mut x = [_mm512_setzero_ps(); V];
-            for v in 0..V {
-                x[v] = _mm512_maskz_loadu_ps(m[v], b.add(v * LANES));
-            }
-            for r in 0..R {
-                let a = _mm512_set1_ps(*row[r].add(k));
+            for k in run..(run + LANES).min(depth.steps) {
+                let mut x = [_mm512_setzero_ps(); V];
                 for v in 0..V {
-                    acc[r][v] = _mm512_fmadd_ps(a, x[v], acc[r][v]);
+                    x[v] = _mm512_maskz_loadu_ps(m[v], b.add(v * LANES));
                 }
+                for r in 0..R {
+                    let a = _mm512_set1_ps(*row[r].add(k));
+                    for v in 0..V {
+                        acc[r][v] = _mm512_fmadd_ps(a, x[v], acc[r][v]);
+                    }
+                }
+                b = b.add(rhs_stride);
             }
-            b = b.add(rhs_stride);
         }
         for r in 0..R {
             for v in 0..V {

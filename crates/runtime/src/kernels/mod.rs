@@ -84,6 +84,62 @@ pub fn product_strided(
     gemm_crate_product_strided(out, out_stride, rows, w, cols, rhs, n)
 }
 
+/// Whether [`shifted_product`] can run: the AVX-512 kernel is in use.
+pub fn shifted_product_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return avx512::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// A stride-1 convolution as one product without im2col: `out[r·out_stride + j] =
+/// Σ_c Σ_t w[r·cols + c·taps.len() + t] · padded[c·plane + taps[t] + j]` for `r < rows`,
+/// `j < n`, where `padded` holds the input's zero-padded planes `plane` values apart and
+/// `taps` each window tap's offset in a plane. The kernel packs the shifted rows straight into
+/// its panels, so the windows are copied once, into cache, and never as a whole im2col
+/// matrix. Each element is one fused multiply-add chain in `k` order, as in [`product`].
+///
+/// Panics where [`shifted_product_available`] is false or the slices are too short.
+#[allow(clippy::too_many_arguments)]
+pub fn shifted_product(
+    out: &mut [f32],
+    out_stride: usize,
+    rows: usize,
+    w: &[f32],
+    cols: usize,
+    (padded, plane, taps): (&[f32], usize, &[usize]),
+    n: usize,
+) {
+    assert!(shifted_product_available(), "the AVX-512 kernel");
+    assert!(
+        !taps.is_empty() && cols.is_multiple_of(taps.len()),
+        "whole windows per channel"
+    );
+    if n == 0 || rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(out_stride >= n && out.len() >= (rows - 1) * out_stride + n);
+    assert!(w.len() >= rows * cols, "a weight row per output row");
+    let last = (cols / taps.len() - 1) * plane + taps.iter().max().expect("a tap");
+    assert!(
+        padded.len() >= last + n,
+        "every shifted row inside the planes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU has AVX-512F (asserted), and every step's row ends inside `padded`.
+    unsafe {
+        avx512::packed(
+            out,
+            out_stride,
+            rows,
+            w,
+            cols,
+            (padded, avx512::RhsRows::Shifted { plane, taps }),
+            n,
+        )
+    }
+}
+
 /// Checks a strided product's bounds (panics on slices too short for the contract) and
 /// handles the empty cases: false when nothing is left to compute (no rows or columns, or a
 /// depth of 0, whose output rows are then zeros).

@@ -1,0 +1,375 @@
+//! Depthwise convolutions (one filter per channel), computed directly: im2col would copy each
+//! input `kh × kw` times for a product with one row.
+//!
+//! Every window, stride and dilation runs through one kernel, [`taps_over_plane`]. A plane is
+//! copied once into a zero-padded buffer `pw` wide; with stride 1, output `(oy, ox)` and tap
+//! `(ky, kx)` read padded element `(oy + dy·ky)·pw + ox + dx·kx`, so computing `pw`-wide output
+//! rows (the columns past `ow` are dropped) makes each tap one contiguous run over the whole
+//! plane, whatever its width (Xception's middle flow is 9 wide). With stride `s` the padded
+//! plane is first split into its `s × s` phases (rows and columns by remainder modulo `s`),
+//! each `sw = ⌈pw/s⌉` wide: output `(oy, ox)` then reads element `oy + ⌊dy·ky/s⌋, ox +
+//! ⌊dx·kx/s⌋` of phase `(dy·ky mod s, dx·kx mod s)`, again one contiguous run per tap, with
+//! `sw − ow` (one or none) columns dropped per row.
+//!
+//! The taps are added in the same order for every output, `ky` then `kx`, each product rounded
+//! before its sum (not fused), as [`depthwise_plane`] does: every path, target and thread
+//! count gives the same bits (tested).
+
+use crate::ops::{Activation, Conv2dParams, finish_channels};
+use crate::{parallel, scratch};
+use ndarray::{Array4, ArrayView4};
+
+/// Outputs summed at once by [`taps_over_plane`]: four 16-lane accumulators, so that four
+/// independent chains of additions hide each addition's latency. (One accumulator, the
+/// previous kernel, waited on its chain: 9 dependent additions per 16 outputs of a 3×3
+/// window, 3.6–7 billion multiply-adds a second; MobileNetV2's depthwise layers were 35% of
+/// its pass.)
+const BLOCK: usize = 64;
+
+/// `dst[b, c] = Σ_taps filter[c] ∗ x[b, c]` (+ bias, then the activation) for every image `b`
+/// and channel `c`; `filters` holds each channel's `kh × kw` window row-major. Planes are split
+/// over the threads, each part with its own buffers from the scratch pool.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn depthwise(
+    x: ArrayView4<'_, f32>,
+    filters: &[f32],
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    (oh, ow): (usize, usize),
+    activation: Activation,
+    dst: &mut [f32],
+) {
+    let (_, c, h, w) = x.dim();
+    let [kh, kw] = p.kernel;
+    let x = x.as_standard_layout();
+    let src = x.as_slice().expect("standard layout");
+    let (plane_in, plane_out) = (h * w, oh * ow);
+    let layout = Phases::of(p, (h, w));
+    let taps = kh * kw;
+    parallel::split_rows(
+        dst,
+        plane_out.max(1),
+        1,
+        taps * plane_out,
+        &|first, part| {
+            let (mut padded, mut phases, mut wide) = (
+                scratch::take::<f32>(),
+                scratch::take::<f32>(),
+                scratch::take::<f32>(),
+            );
+            let mut offsets = scratch::take::<usize>();
+            layout.tap_offsets(p, &mut offsets);
+            for (i, out_plane) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
+                let index = first + i;
+                let ch = index % c;
+                let plane = &src[index * plane_in..(index + 1) * plane_in];
+                let source = layout.fill(plane, (h, w), p, &mut padded, &mut phases);
+                wide.clear();
+                wide.resize(layout.wide_len(oh), 0.0);
+                let filter = &filters[ch * taps..(ch + 1) * taps];
+                taps_over_plane(&mut wide, source, &offsets, filter);
+                for (out_row, wide_row) in out_plane
+                    .chunks_exact_mut(ow.max(1))
+                    .zip(wide.chunks(layout.width))
+                {
+                    out_row.copy_from_slice(&wide_row[..ow]);
+                }
+                finish_channels(out_plane, plane_out, ch, bias, activation);
+            }
+            for buffer in [padded, phases, wide] {
+                scratch::give(buffer);
+            }
+            scratch::give(offsets);
+        },
+    );
+}
+
+/// Where a plane's taps read: the padded plane (`pw` wide) at stride 1, else its phases.
+#[derive(Clone, Copy, Debug)]
+struct Phases {
+    /// The stride, the same in both directions, or the phases are per direction.
+    stride: [usize; 2],
+    /// The padded plane's size.
+    padded: (usize, usize),
+    /// The rows of a phase and their width, which is also the width of the computed output
+    /// rows.
+    rows: usize,
+    width: usize,
+}
+
+impl Phases {
+    fn of(p: &Conv2dParams, (h, w): (usize, usize)) -> Phases {
+        let [top, left, bottom, right] = p.padding;
+        let (ph, pw) = (h + top + bottom, w + left + right);
+        let [sy, sx] = p.stride;
+        Phases {
+            stride: [sy, sx],
+            padded: (ph, pw),
+            rows: ph.div_ceil(sy),
+            width: pw.div_ceil(sx),
+        }
+    }
+
+    /// Zeros past the last phase: the last row's widest tap reads up to `dx·(kw − 1)` values
+    /// past its row, and the last vector of outputs up to 15 more.
+    fn slack(p: &Conv2dParams) -> usize {
+        p.dilation[1] * (p.kernel[1] - 1) + 16
+    }
+
+    /// Values in one phase.
+    fn phase_len(&self) -> usize {
+        self.rows * self.width
+    }
+
+    /// The computed outputs: `oh` rows of `width`, rounded up to whole 16-lane vectors.
+    fn wide_len(&self, oh: usize) -> usize {
+        (oh * self.width).next_multiple_of(16)
+    }
+
+    /// Each tap's offset, `ky` then `kx`: its phase's start plus its shift inside the phase.
+    fn tap_offsets(&self, p: &Conv2dParams, offsets: &mut Vec<usize>) {
+        let [sy, sx] = self.stride;
+        let [dy, dx] = p.dilation;
+        offsets.clear();
+        for ky in 0..p.kernel[0] {
+            for kx in 0..p.kernel[1] {
+                let (ry, rx) = ((dy * ky) % sy, (dx * kx) % sx);
+                let phase = (ry * sx + rx) * self.phase_len();
+                offsets.push(phase + (dy * ky / sy) * self.width + dx * kx / sx);
+            }
+        }
+    }
+
+    /// Copies `plane` into the padded buffer or, with a stride, its phases; returns what the
+    /// taps read, with [`Phases::slack`] zeros past it. The buffers keep their zero borders
+    /// from one plane of the layer to the next: only the interior is rewritten.
+    fn fill<'b>(
+        &self,
+        plane: &[f32],
+        (h, w): (usize, usize),
+        p: &Conv2dParams,
+        padded: &'b mut Vec<f32>,
+        phases: &'b mut Vec<f32>,
+    ) -> &'b [f32] {
+        let (ph, pw) = self.padded;
+        let (top, left) = (p.padding[0], p.padding[1]);
+        let slack = Phases::slack(p);
+        let rows = plane.chunks_exact(w.max(1)).take(h);
+        match self.stride {
+            [1, 1] => {
+                zeros(padded, ph * pw + slack);
+                for (y, row) in rows.enumerate() {
+                    let start = (y + top) * pw + left;
+                    copy_run(&mut padded[start..start + w], row);
+                }
+                &padded[..]
+            }
+            [2, 2] => {
+                // Each input row straight into its row's two column phases: padded column
+                // `x + left` is element `(x + left) / 2` of phase `(x + left) % 2`.
+                zeros(phases, 4 * self.phase_len() + slack);
+                let width = self.width;
+                for (y, row) in rows.enumerate() {
+                    let (ry, iy) = ((y + top) % 2, (y + top) / 2);
+                    let at = |rx: usize, x: usize| {
+                        (ry * 2 + rx) * self.phase_len() + iy * width + (x + left) / 2
+                    };
+                    let (even_at, odd_at) = (at(left % 2, 0), at((left + 1) % 2, 1));
+                    // The two runs lie in different phases, so never overlap.
+                    let (even, odd) = if even_at < odd_at {
+                        let (a, b) = phases.split_at_mut(odd_at);
+                        (&mut a[even_at..], b)
+                    } else {
+                        let (a, b) = phases.split_at_mut(even_at);
+                        (b, &mut a[odd_at..])
+                    };
+                    let (pairs, last) = row.as_chunks::<2>();
+                    let (even, odd) = (&mut even[..w.div_ceil(2)], &mut odd[..pairs.len()]);
+                    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                        *e = pair[0];
+                        *o = pair[1];
+                    }
+                    if let [v] = last {
+                        even[pairs.len()] = *v;
+                    }
+                }
+                &phases[..]
+            }
+            [sy, sx] => {
+                zeros(padded, ph * pw);
+                for (y, row) in rows.enumerate() {
+                    let start = (y + top) * pw + left;
+                    copy_run(&mut padded[start..start + w], row);
+                }
+                zeros(phases, sy * sx * self.phase_len() + slack);
+                let (rows, width) = (self.rows, self.width);
+                for (y, row) in padded[..ph * pw].chunks_exact(pw).enumerate() {
+                    let (ry, iy) = (y % sy, y / sy);
+                    for rx in 0..sx {
+                        let at = (ry * sx + rx) * rows * width + iy * width;
+                        let dst = &mut phases[at..at + width];
+                        for (d, &v) in dst.iter_mut().zip(row[rx.min(pw)..].iter().step_by(sx)) {
+                            *d = v;
+                        }
+                    }
+                }
+                &phases[..]
+            }
+        }
+    }
+}
+
+/// Makes `buffer` `len` zeros, unless it is that long already (a buffer from the scratch pool
+/// comes empty; one kept from the layer's previous plane has the borders zero still).
+fn zeros(buffer: &mut Vec<f32>, len: usize) {
+    if buffer.len() != len {
+        buffer.clear();
+        buffer.resize(len, 0.0);
+    }
+}
+
+/// `dst.copy_from_slice(src)` in fixed 16-value copies that inline: a call to `memcpy` per
+/// row cost more than the rows of the small planes (7 to 28 wide) it copied.
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    let (d16, d_rest) = dst.as_chunks_mut::<16>();
+    let (s16, s_rest) = src.as_chunks::<16>();
+    for (d, s) in d16.iter_mut().zip(s16) {
+        *d = *s;
+    }
+    for (d, s) in d_rest.iter_mut().zip(s_rest) {
+        *d = *s;
+    }
+}
+
+/// `wide[j] = Σ_t filter[t] · source[offsets[t] + j]`, taps in order, each product rounded
+/// before it is added, for every `j < wide.len()` (a multiple of 16); `source` holds at least
+/// `max(offsets) + wide.len()` values. [`BLOCK`] outputs at a time in registers.
+#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
+fn taps_over_plane(wide: &mut [f32], source: &[f32], offsets: &[usize], filter: &[f32]) {
+    let (blocks, rest) = wide.as_chunks_mut::<BLOCK>();
+    for (b, block) in blocks.iter_mut().enumerate() {
+        let mut acc = [0f32; BLOCK];
+        for (&offset, &wk) in offsets.iter().zip(filter) {
+            // One bounds check per tap: its `BLOCK` inputs.
+            let at = offset + b * BLOCK;
+            let src: &[f32; BLOCK] = source[at..at + BLOCK].try_into().expect("a block");
+            for l in 0..BLOCK {
+                acc[l] += wk * src[l];
+            }
+        }
+        *block = acc;
+    }
+    let first = blocks.len() * BLOCK;
+    for (v, vector) in rest.as_chunks_mut::<16>().0.iter_mut().enumerate() {
+        let mut acc = [0f32; 16];
+        for (&offset, &wk) in offsets.iter().zip(filter) {
+            let at = offset + first + v * 16;
+            let src: &[f32; 16] = source[at..at + 16].try_into().expect("a vector");
+            for l in 0..16 {
+                acc[l] += wk * src[l];
+            }
+        }
+        *vector = acc;
+    }
+}
+
+/// One output plane of a depthwise convolution from its zero-padded input plane (`pw` wide),
+/// for any kernel, stride and dilation: each tap adds a scaled run of an input row to an output
+/// row, `ky` then `kx`. The reference the kernel above is tested against, and the benchmarks'
+/// baseline.
+fn depthwise_plane(
+    out: &mut [f32],
+    padded: &[f32],
+    pw: usize,
+    filt: &[f32],
+    p: &Conv2dParams,
+    ow: usize,
+) {
+    let [kh, kw] = p.kernel;
+    out.fill(0.0);
+    for (oy, out_row) in out.chunks_exact_mut(ow.max(1)).enumerate() {
+        for ky in 0..kh {
+            let iy = oy * p.stride[0] + ky * p.dilation[0];
+            let in_row = &padded[iy * pw..(iy + 1) * pw];
+            for kx in 0..kw {
+                let wk = filt[ky * kw + kx];
+                let src = in_row[kx * p.dilation[1]..].iter().step_by(p.stride[1]);
+                out_row.iter_mut().zip(src).for_each(|(o, &v)| *o += wk * v);
+            }
+        }
+    }
+}
+
+/// A depthwise convolution (no bias) through the general tap-by-tap loop only, whatever the
+/// window: the baseline the kernel benchmarks compare [`taps_over_plane`] against.
+pub fn depthwise_general(x: ArrayView4<'_, f32>, weight: &[f32], p: &Conv2dParams) -> Array4<f32> {
+    let (n, c, h, w) = x.dim();
+    let [kh, kw] = p.kernel;
+    let (oh, ow) = p.output_size(h, w).expect("a valid window");
+    let [top, left, bottom, right] = p.padding;
+    let pw = w + left + right;
+    let x = x.as_standard_layout();
+    let src = x.as_slice().expect("standard layout");
+    let mut padded = vec![0f32; (h + top + bottom) * pw];
+    let mut out = Array4::<f32>::zeros((n, c, oh, ow));
+    let dst = out.as_slice_mut().expect("a fresh array is contiguous");
+    for (index, out_plane) in dst.chunks_exact_mut((oh * ow).max(1)).enumerate() {
+        let plane = &src[index * h * w..(index + 1) * h * w];
+        for (y, row) in plane.chunks_exact(w.max(1)).enumerate() {
+            let start = (y + top) * pw + left;
+            padded[start..start + w].copy_from_slice(row);
+        }
+        let filt = &weight[(index % c) * kh * kw..][..kh * kw];
+        depthwise_plane(out_plane, &padded, pw, filt, p, ow);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cxrm_format::testing::uniform as rand;
+    use ndarray::Array;
+
+    #[test]
+    fn every_window_stride_and_dilation_gives_the_general_loops_bits() {
+        // Widths below, at and past a block; strides 1–3, dilation, uneven padding.
+        for (h, w) in [(9, 45), (7, 7), (12, 70), (5, 130)] {
+            for (k, stride, dilation, padding) in [
+                (3, 1, 1, [1, 1, 1, 1]),
+                (3, 2, 1, [0, 0, 1, 1]),
+                (5, 1, 1, [2, 2, 2, 2]),
+                (5, 2, 1, [1, 2, 2, 1]),
+                (3, 1, 2, [2, 2, 2, 2]),
+                (3, 3, 1, [1, 1, 1, 1]),
+                (2, 2, 1, [0, 0, 0, 0]),
+            ] {
+                let p = Conv2dParams {
+                    kernel: [k, k],
+                    stride: [stride, stride],
+                    padding,
+                    dilation: [dilation, dilation],
+                    groups: 3,
+                };
+                let x = Array::from_shape_vec((2, 3, h, w), rand(6 * h * w, 41)).unwrap();
+                let filters = rand(3 * k * k, 42);
+                let (oh, ow) = p.output_size(h, w).unwrap();
+                let mut fast = vec![f32::NAN; 6 * oh * ow];
+                depthwise(
+                    x.view(),
+                    &filters,
+                    None,
+                    &p,
+                    (oh, ow),
+                    Activation::None,
+                    &mut fast,
+                );
+                let general = depthwise_general(x.view(), &filters, &p);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let label = format!("{h}×{w}, {k}×{k}/{stride}, dilation {dilation}");
+                assert_eq!(bits(general.as_slice().unwrap()), bits(&fast), "{label}");
+            }
+        }
+    }
+}
