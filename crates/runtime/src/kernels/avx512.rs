@@ -12,6 +12,7 @@
 //! chain of fused multiply-adds over `k` in order, started from zero, whatever the tile, the
 //! number of rows or the thread that computes it. So a split of the rows gives the same bits.
 
+use super::{Activation, Epilogue};
 use std::arch::x86_64::*;
 
 /// Output rows per tile: one broadcast weight each per step of the depth.
@@ -58,22 +59,36 @@ pub unsafe fn product_strided(
     rhs: &[f32],
     n: usize,
 ) {
+    // SAFETY: as for this function.
+    unsafe { product_finished(out, out_stride, rows, w, cols, rhs, n, Epilogue::default()) }
+}
+
+/// [`product_strided`] with `epilogue` applied to the registers of the last depth block
+/// before they are stored.
+///
+/// # Safety
+/// As for [`product_strided`]; the epilogue's bias, if any, has `rows` values.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn product_finished(
+    out: &mut [f32],
+    out_stride: usize,
+    rows: usize,
+    w: &[f32],
+    cols: usize,
+    rhs: &[f32],
+    n: usize,
+    epilogue: Epilogue<'_>,
+) {
     debug_assert!(out.len() >= (rows - 1) * out_stride + n);
     debug_assert!(w.len() >= rows * cols && rhs.len() >= cols * n);
     if rows < PACK_FROM_ROWS {
-        return in_place(out, out_stride, rows, w, cols, rhs, n);
+        return in_place(out, out_stride, rows, w, cols, rhs, n, epilogue);
     }
     // SAFETY: as for this function; row `k` of `rhs` is `k·n..(k + 1)·n`, inside it.
     unsafe {
-        packed(
-            out,
-            out_stride,
-            rows,
-            w,
-            cols,
-            (rhs, RhsRows::Strided(n)),
-            n,
-        )
+        let rhs = (rhs, RhsRows::Strided(n));
+        packed(out, out_stride, rows, w, cols, rhs, n, epilogue)
     }
 }
 
@@ -106,6 +121,7 @@ impl RhsRows<'_> {
 /// # Safety
 /// The CPU has AVX-512F; `out` and `w` hold what [`product_strided`]'s contract reads and
 /// writes, and `rhs` holds `at(k) + n` values for every step `k < cols`.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn packed(
     out: &mut [f32],
@@ -115,6 +131,7 @@ pub unsafe fn packed(
     cols: usize,
     (rhs, rows_of): (&[f32], RhsRows<'_>),
     n: usize,
+    epilogue: Epilogue<'_>,
 ) {
     // Columns in blocks whose packed panels fill half a core's L2 (2 MiB on the Xeons this
     // was tuned on); each tile of rows then sweeps the block's panels, its own weights staying
@@ -132,10 +149,13 @@ pub unsafe fn packed(
         for first_col in (0..n).step_by(block) {
             let block_cols = block.min(n - first_col);
             for first_step in (0..cols).step_by(DEPTH_BLOCK) {
+                let steps = DEPTH_BLOCK.min(cols - first_step);
+                let last = first_step + steps == cols;
                 let depth = Depth {
                     stride: cols,
-                    steps: DEPTH_BLOCK.min(cols - first_step),
+                    steps,
                     accumulate: first_step > 0,
+                    finish: TileFinish::none(),
                 };
                 let panel_len = depth.steps * PANEL;
                 for (p, col) in (first_col..first_col + block_cols)
@@ -166,6 +186,12 @@ pub unsafe fn packed(
                         .enumerate()
                     {
                         let ahead = if p == 0 { ahead } else { 0 };
+                        let finish = if last {
+                            TileFinish::of(epilogue, first_row)
+                        } else {
+                            TileFinish::none()
+                        };
+                        let depth = Depth { finish, ..depth };
                         // SAFETY: the tile's rows are below `rows`, its columns below `n` and
                         // its steps below `cols`, inside the bounds the caller checked; panel
                         // `p` is `depth.steps` steps of `PANEL` values inside `packed`.
@@ -197,12 +223,41 @@ struct Depth {
     stride: usize,
     steps: usize,
     accumulate: bool,
+    /// Applied before the store: set on the last block of the depth only.
+    finish: TileFinish,
+}
+
+/// An [`Epilogue`] for one tile: its first row's bias (null for none) and the activation.
+#[derive(Clone, Copy)]
+struct TileFinish {
+    bias: *const f32,
+    activation: Activation,
+}
+
+impl TileFinish {
+    fn none() -> TileFinish {
+        TileFinish {
+            bias: std::ptr::null(),
+            activation: Activation::None,
+        }
+    }
+
+    /// The tile whose first row is `first_row`.
+    fn of(epilogue: Epilogue<'_>, first_row: usize) -> TileFinish {
+        TileFinish {
+            bias: epilogue
+                .bias
+                .map_or(std::ptr::null(), |b| b[first_row..].as_ptr()),
+            activation: epilogue.activation,
+        }
+    }
 }
 
 /// [`product_strided`] with the tiles reading the right-hand side where it lies, `n` apart per
 /// step of the depth, under the lane masks: for few rows, packing would copy each value of the
 /// right-hand side for as few multiply-adds as the copy costs (MobileNetV2's 16-channel
 /// projection at 112×112 took 0.25 ms packed, 0.16 ms through the `gemm` crate).
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 fn in_place(
     out: &mut [f32],
@@ -212,6 +267,7 @@ fn in_place(
     cols: usize,
     rhs: &[f32],
     n: usize,
+    epilogue: Epilogue<'_>,
 ) {
     for first_row in (0..rows).step_by(ROWS) {
         for col in (0..n).step_by(PANEL) {
@@ -228,6 +284,7 @@ fn in_place(
                         stride: cols,
                         steps: cols,
                         accumulate: false,
+                        finish: TileFinish::of(epilogue, first_row),
                     },
                     (rhs.as_ptr().add(col), n),
                     out.as_mut_ptr().add(first_row * out_stride + col),
@@ -382,7 +439,26 @@ unsafe fn tile<const R: usize, const V: usize>(
                 b = b.add(rhs_stride);
             }
         }
+        // The epilogue, as `kernels::finish_row` computes it: the bias added, then
+        // `max(x, 0)` (0 for NaN, as `f32::max`), or `min(max(x, 0), 6)` keeping NaN and
+        // −0 (as `f32::clamp`): `max_ps(a, b)` is `a > b ? a : b`.
+        let finish = depth.finish;
+        let zero = _mm512_setzero_ps();
+        let six = _mm512_set1_ps(6.0);
         for r in 0..R {
+            if !finish.bias.is_null() {
+                let b = _mm512_set1_ps(*finish.bias.add(r));
+                for v in 0..V {
+                    acc[r][v] = _mm512_add_ps(acc[r][v], b);
+                }
+            }
+            for v in 0..V {
+                acc[r][v] = match finish.activation {
+                    Activation::None => acc[r][v],
+                    Activation::Relu => _mm512_max_ps(acc[r][v], zero),
+                    Activation::Relu6 => _mm512_min_ps(six, _mm512_max_ps(zero, acc[r][v])),
+                };
+            }
             for v in 0..V {
                 _mm512_mask_storeu_ps(out.add(r * out_stride + v * LANES), m[v], acc[r][v]);
             }
