@@ -64,15 +64,17 @@ pub(crate) fn depthwise(
                 let ch = index % c;
                 let plane = &src[index * plane_in..(index + 1) * plane_in];
                 let source = layout.fill(plane, (h, w), p, &mut padded, &mut phases);
-                wide.clear();
-                wide.resize(layout.wide_len(oh), 0.0);
+                // Every value is written by the kernel: no need to zero it first.
+                let len = layout.wide_len(oh);
+                wide.truncate(len);
+                wide.resize(len, 0.0);
                 let filter = &filters[ch * taps..(ch + 1) * taps];
                 taps_over_plane(&mut wide, source, &offsets, filter);
                 for (out_row, wide_row) in out_plane
                     .chunks_exact_mut(ow.max(1))
                     .zip(wide.chunks(layout.width))
                 {
-                    out_row.copy_from_slice(&wide_row[..ow]);
+                    copy_run(out_row, &wide_row[..ow]);
                 }
                 finish_channels(out_plane, plane_out, ch, bias, activation);
             }
@@ -183,15 +185,7 @@ impl Phases {
                         let (a, b) = phases.split_at_mut(even_at);
                         (b, &mut a[odd_at..])
                     };
-                    let (pairs, last) = row.as_chunks::<2>();
-                    let (even, odd) = (&mut even[..w.div_ceil(2)], &mut odd[..pairs.len()]);
-                    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
-                        *e = pair[0];
-                        *o = pair[1];
-                    }
-                    if let [v] = last {
-                        even[pairs.len()] = *v;
-                    }
+                    split_pairs(row, &mut even[..w.div_ceil(2)], &mut odd[..w / 2]);
                 }
                 &phases[..]
             }
@@ -228,9 +222,23 @@ fn zeros(buffer: &mut Vec<f32>, len: usize) {
     }
 }
 
-/// `dst.copy_from_slice(src)` in fixed 16-value copies that inline: a call to `memcpy` per
-/// row cost more than the rows of the small planes (7 to 28 wide) it copied.
-#[inline(always)]
+/// `even[i] = row[2i]`, `odd[i] = row[2i + 1]`. Compiled for AVX-512 and AVX2, where LLVM
+/// turns the pairs into vector shuffles; in the baseline it copied one value at a time.
+#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
+fn split_pairs(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let (pairs, last) = row.as_chunks::<2>();
+    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+        *e = pair[0];
+        *o = pair[1];
+    }
+    if let ([v], Some(e)) = (last, even.get_mut(pairs.len())) {
+        *e = *v;
+    }
+}
+
+/// `dst.copy_from_slice(src)` in fixed 16-value copies, compiled for AVX-512 and AVX2: a call
+/// to `memcpy` per row cost more than the rows of the small planes (7 to 28 wide) it copied.
+#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
 fn copy_run(dst: &mut [f32], src: &[f32]) {
     let (d16, d_rest) = dst.as_chunks_mut::<16>();
     let (s16, s_rest) = src.as_chunks::<16>();

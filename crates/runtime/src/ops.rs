@@ -744,8 +744,8 @@ fn shifted_conv(
             let work = cols * n;
             parallel::split_rows(out, plane_out.max(1), 16, work, &|first, part| {
                 let count = part.len() / plane_out.max(1);
-                scratch::with(|rows_out: &mut Vec<f32>| {
-                    rows_out.resize(count * n, 0.0);
+                // Every value is written by the product before it is copied out.
+                scratch::with_len(count * n, |rows_out: &mut [f32]| {
                     let channel = finish.first_channel + first;
                     let epilogue = Epilogue {
                         bias: finish.bias.map(|b| &b[channel..]),

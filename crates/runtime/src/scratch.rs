@@ -60,6 +60,20 @@ pub fn with<T: Pooled, R>(f: impl FnOnce(&mut Vec<T>) -> R) -> R {
     r
 }
 
+/// Runs `f` on `len` values from a pooled buffer, for a kernel that writes all of them before
+/// it reads any: what they hold on entry is whatever the buffer last held (zeros where it
+/// grows). Zeroing a buffer only to overwrite it was 2–4% of MobileNetV2's time.
+pub fn with_len<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut v = F32.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    // `take` would clear it; keep its values instead, and grow or shrink it to `len`.
+    let kept = v.len().min(len);
+    v.truncate(kept);
+    v.resize(len, 0.0);
+    let r = f(&mut v);
+    give(v);
+    r
+}
+
 /// Runs `f` on `len` zeros from a pooled buffer.
 pub fn with_zeros<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     with(|v: &mut Vec<f32>| {

@@ -141,9 +141,9 @@ pub unsafe fn packed(
     let block = (RHS_BLOCK_BYTES / (4 * DEPTH_BLOCK.min(cols)) / PANEL).max(1) * PANEL;
     let block = block.min(n.next_multiple_of(PANEL));
     let depth_block = DEPTH_BLOCK.min(cols);
-    crate::scratch::with(|buffer: &mut Vec<f32>| {
+    // Every panel value is written by `pack` before the tiles read it.
+    crate::scratch::with_len(depth_block * block + LANES, |buffer: &mut [f32]| {
         // A 64-byte aligned start, so that no vector load straddles two cache lines.
-        buffer.resize(depth_block * block + LANES, 0.0);
         let align = buffer.as_ptr().align_offset(64).min(LANES);
         let packed = &mut buffer[align..align + depth_block * block];
         for first_col in (0..n).step_by(block) {
