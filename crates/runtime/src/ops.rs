@@ -184,6 +184,11 @@ impl<'a> Matrix<'a> {
             let rhs = rhs.as_standard_layout();
             let rhs_slice = rhs.as_slice().expect("standard layout");
             let w = &data[row_start * cols..row_end * cols];
+            if kernels::column_split_available() {
+                let view = ndarray::ArrayViewMut2::from_shape((row_end - row_start, n), out)
+                    .expect("rows × n");
+                return split_product(view, w, *cols, rhs_slice, epilogue.from_row(row_start));
+            }
             return parallel::split_rows(out, n, 16, cols * n, &|first, part| {
                 let rows = part.len() / n.max(1);
                 let epilogue = epilogue.from_row(row_start + first);
@@ -376,6 +381,47 @@ fn product_rows(out: &mut [f32], w: &[f32], cols: usize, rhs: &[f32], n: usize) 
     parallel::split_rows(out, n, 16, cols * n, &|first, part| {
         kernels::product(part, &w[first * cols..], cols, rhs, n)
     });
+}
+
+/// `out = w · rhs` then the epilogue, on the AVX-512 kernel ([`kernels::product_columns`]),
+/// for an output view `rows × n` (rows any distance apart) and `rhs` `n` wide: split over the
+/// threads by rows, or by columns where [`splits_by_columns`] says. Each element's bits are
+/// the same either way.
+fn split_product(
+    out: ndarray::ArrayViewMut2<'_, f32>,
+    w: &[f32],
+    cols: usize,
+    rhs: &[f32],
+    epilogue: Epilogue<'_>,
+) {
+    let (rows, n) = out.dim();
+    if splits_by_columns(rows, cols, n) {
+        parallel::split(out, Axis(1), 48, rows * cols, &|first, part| {
+            kernels::product_columns(part, w, cols, (&rhs[first..], n), epilogue);
+        })
+    } else {
+        parallel::split(out, Axis(0), 16, cols * n, &|first, part| {
+            let rhs = (rhs, n);
+            kernels::product_columns(
+                part,
+                &w[first * cols..],
+                cols,
+                rhs,
+                epilogue.from_row(first),
+            );
+        })
+    }
+}
+
+/// Whether the threads split a product `rows × depth` by `n` columns rather than by rows:
+/// where the rows are too few to give each thread a packed tile's worth (16–32-channel
+/// layers), and where the right-hand side is wide and the weights small, so that each thread
+/// packs only its own columns instead of all of them, and reads back the pixels it wrote.
+fn splits_by_columns(rows: usize, depth: usize, n: usize) -> bool {
+    const MIN_COLUMNS: usize = 4 * 48;
+    kernels::column_split_available()
+        && n >= 2 * MIN_COLUMNS
+        && (rows < 64 || (n >= 1024 && rows * depth * 4 <= 1 << 20))
 }
 
 /// What [`Matrix::mul_rows_into`] runs on each thread's finished rows: the index of the first
@@ -645,13 +691,18 @@ pub fn conv2d_into(
                     scratch::with_zeros(cols * n, |im| {
                         im2col(x.view(), b, g * cg, cg, p, tile, ow, im);
                         let im = &*im;
+                        if kernels::column_split_available() {
+                            // The tile's columns of every output row, `plane` apart.
+                            let mut view =
+                                ndarray::ArrayViewMut2::from_shape((og, plane), &mut *group_out)
+                                    .expect("og × plane");
+                            let tile_view = view.slice_mut(s![.., at..at + n]);
+                            let epilogue = Epilogue { bias, activation }.from_row(rows.start);
+                            return split_product(tile_view, w, *cols, im, epilogue);
+                        }
                         parallel::split_rows(group_out, plane, 16, cols * n, &|first, part| {
                             let count = part.len() / plane.max(1);
-                            // The `gemm` crate, not the AVX-512 kernel: on these tiles (a few
-                            // output rows' worth of columns, 28–224 wide, up to 4,608 deep)
-                            // VGG16's 3×3 layers ran at 48 billion multiply-adds a second
-                            // through it against 37 through the 48-column panels. Chosen per
-                            // layer, so every thread count still gives the same bits.
+                            // Without AVX-512, the `gemm` crate.
                             kernels::gemm_crate_product_strided(
                                 &mut part[at..],
                                 plane,
@@ -1492,6 +1543,7 @@ mod tests {
             cols: k,
         };
         let (full, pointwise, depthwise) = (weights(c * 9), weights(c), weights(9));
+        let projection = Matrix::dense(rand(24 * c, 33), 24, c);
         let pool = PoolParams {
             kernel: [3, 3],
             stride: [2, 2],
@@ -1501,6 +1553,8 @@ mod tests {
             vec![
                 conv2d(x.view(), &full, None, &conv([3, 3], 1)),
                 conv2d(x.view(), &pointwise, None, &conv([1, 1], 1)),
+                // Too few rows to split by rows: split by columns.
+                conv2d(x.view(), &projection, None, &conv([1, 1], 1)),
                 conv2d(x.view(), &depthwise, None, &conv([3, 3], c)),
                 pool2d(x.view(), &pool, true),
             ]

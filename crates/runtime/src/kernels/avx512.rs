@@ -59,35 +59,63 @@ pub unsafe fn product_strided(
     rhs: &[f32],
     n: usize,
 ) {
-    // SAFETY: as for this function.
-    unsafe { product_finished(out, out_stride, rows, w, cols, rhs, n, Epilogue::default()) }
+    debug_assert!(out.len() >= (rows - 1) * out_stride + n);
+    let out = out.as_mut_ptr();
+    // SAFETY: as for this function; the right-hand side's rows are `n` apart.
+    unsafe {
+        product_finished(
+            out,
+            out_stride,
+            rows,
+            w,
+            cols,
+            (rhs, n),
+            n,
+            Epilogue::default(),
+        )
+    }
 }
 
-/// [`product_strided`] with `epilogue` applied to the registers of the last depth block
-/// before they are stored.
+/// [`product_strided`] with the right-hand side's rows `rhs_stride` apart (a strip of its
+/// columns, when the threads split a product by columns) and `epilogue` applied to the
+/// registers of the last depth block before they are stored. The output is a pointer: the
+/// strips that other threads write lie between this one's rows.
 ///
 /// # Safety
-/// As for [`product_strided`]; the epilogue's bias, if any, has `rows` values.
+/// The CPU has AVX-512F; `out` is valid for writes of `n` values at `r·out_stride` for every
+/// `r < rows`, which nothing else accesses meanwhile; `w` holds `rows · cols` values, `rhs`
+/// `(cols − 1)·rhs_stride + n`, and the epilogue's bias, if any, `rows`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn product_finished(
-    out: &mut [f32],
+    out: *mut f32,
     out_stride: usize,
     rows: usize,
     w: &[f32],
     cols: usize,
-    rhs: &[f32],
+    (rhs, rhs_stride): (&[f32], usize),
     n: usize,
     epilogue: Epilogue<'_>,
 ) {
-    debug_assert!(out.len() >= (rows - 1) * out_stride + n);
-    debug_assert!(w.len() >= rows * cols && rhs.len() >= cols * n);
+    debug_assert!(w.len() >= rows * cols && rhs.len() >= (cols - 1) * rhs_stride + n);
     if rows < PACK_FROM_ROWS {
-        return in_place(out, out_stride, rows, w, cols, rhs, n, epilogue);
+        // SAFETY: as for this function.
+        return unsafe {
+            in_place(
+                out,
+                out_stride,
+                rows,
+                w,
+                cols,
+                (rhs, rhs_stride),
+                n,
+                epilogue,
+            )
+        };
     }
-    // SAFETY: as for this function; row `k` of `rhs` is `k·n..(k + 1)·n`, inside it.
+    // SAFETY: as for this function; row `k` of `rhs` starts at `k·rhs_stride`.
     unsafe {
-        let rhs = (rhs, RhsRows::Strided(n));
+        let rhs = (rhs, RhsRows::Strided(rhs_stride));
         packed(out, out_stride, rows, w, cols, rhs, n, epilogue)
     }
 }
@@ -124,7 +152,7 @@ impl RhsRows<'_> {
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn packed(
-    out: &mut [f32],
+    out: *mut f32,
     out_stride: usize,
     rows: usize,
     w: &[f32],
@@ -203,7 +231,7 @@ pub unsafe fn packed(
                                 (w.as_ptr().wrapping_add(weights + ROWS * cols), ahead),
                                 depth,
                                 (packed.as_ptr().add(p * panel_len), PANEL),
-                                out.as_mut_ptr().add(first_row * out_stride + col),
+                                out.add(first_row * out_stride + col),
                                 out_stride,
                             )
                         }
@@ -259,13 +287,13 @@ impl TileFinish {
 /// projection at 112×112 took 0.25 ms packed, 0.16 ms through the `gemm` crate).
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-fn in_place(
-    out: &mut [f32],
+unsafe fn in_place(
+    out: *mut f32,
     out_stride: usize,
     rows: usize,
     w: &[f32],
     cols: usize,
-    rhs: &[f32],
+    (rhs, rhs_stride): (&[f32], usize),
     n: usize,
     epilogue: Epilogue<'_>,
 ) {
@@ -286,8 +314,8 @@ fn in_place(
                         accumulate: false,
                         finish: TileFinish::of(epilogue, first_row),
                     },
-                    (rhs.as_ptr().add(col), n),
-                    out.as_mut_ptr().add(first_row * out_stride + col),
+                    (rhs.as_ptr().add(col), rhs_stride),
+                    out.add(first_row * out_stride + col),
                     out_stride,
                 )
             }

@@ -127,7 +127,8 @@ pub fn product_finished(
     if avx512::available() && cols > 0 && needs_product(out, out_stride, rows, w, cols, rhs, n) {
         // SAFETY: the CPU has AVX-512F, and the bounds were checked above.
         return unsafe {
-            avx512::product_finished(out, out_stride, rows, w, cols, rhs, n, epilogue)
+            let out = out.as_mut_ptr();
+            avx512::product_finished(out, out_stride, rows, w, cols, (rhs, n), n, epilogue)
         };
     }
     product_strided(out, out_stride, rows, w, cols, rhs, n);
@@ -177,6 +178,63 @@ pub fn product_strided(
     gemm_crate_product_strided(out, out_stride, rows, w, cols, rhs, n)
 }
 
+/// Whether [`product_columns`] can run: the AVX-512 kernel is in use.
+pub fn column_split_available() -> bool {
+    shifted_product_available()
+}
+
+/// [`product_finished`] for a strip of the output's columns: `out` is `rows × m`, a view
+/// into a product `rhs_stride` wide whose other columns other threads write, and `rhs` starts
+/// at the strip's first column (its rows `rhs_stride` apart). For products with too few rows
+/// to split by rows (MobileNetV2's 16- to 32-channel projections at up to 112×112). Each
+/// element's chain of fused multiply-adds is the same whatever the strip, so the bits are
+/// those of one whole product.
+///
+/// Panics where [`column_split_available`] is false or the operands are too short.
+pub fn product_columns(
+    mut out: ndarray::ArrayViewMut2<'_, f32>,
+    w: &[f32],
+    cols: usize,
+    (rhs, rhs_stride): (&[f32], usize),
+    epilogue: Epilogue<'_>,
+) {
+    assert!(column_split_available(), "the AVX-512 kernel");
+    let (rows, m) = out.dim();
+    if rows == 0 || m == 0 {
+        return;
+    }
+    assert!(cols > 0, "a depth");
+    assert!(w.len() >= rows * cols, "a weight row per output row");
+    assert!(
+        rhs.len() >= (cols - 1) * rhs_stride + m,
+        "the strip of every right-hand row"
+    );
+    if let Some(bias) = epilogue.bias {
+        assert!(bias.len() >= rows, "a bias per row");
+    }
+    let strides = out.strides();
+    assert!(
+        strides[1] == 1 && strides[0] >= m as isize,
+        "rows of contiguous columns"
+    );
+    let out_stride = strides[0] as usize;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU has AVX-512F (asserted); the view's rows are `m` contiguous values
+    // `out_stride` apart, borrowed mutably for this call; the operands' bounds are checked.
+    unsafe {
+        avx512::product_finished(
+            out.as_mut_ptr(),
+            out_stride,
+            rows,
+            w,
+            cols,
+            (rhs, rhs_stride),
+            m,
+            epilogue,
+        )
+    }
+}
+
 /// Whether [`shifted_product`] can run: the AVX-512 kernel is in use.
 pub fn shifted_product_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -223,7 +281,7 @@ pub fn shifted_product(
     // SAFETY: the CPU has AVX-512F (asserted), and every step's row ends inside `padded`.
     unsafe {
         avx512::packed(
-            out,
+            out.as_mut_ptr(),
             out_stride,
             rows,
             w,
