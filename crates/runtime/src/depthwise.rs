@@ -43,47 +43,107 @@ pub(crate) fn depthwise(
     let [kh, kw] = p.kernel;
     let x = x.as_standard_layout();
     let src = x.as_slice().expect("standard layout");
-    let (plane_in, plane_out) = (h * w, oh * ow);
+    let plane_out = oh * ow;
     let layout = Phases::of(p, (h, w));
     let taps = kh * kw;
+    let plan = Plan {
+        src,
+        channels: c,
+        input: (h, w),
+        output: (oh, ow),
+        layout,
+        p,
+        filters,
+        bias,
+        activation,
+    };
     parallel::split_rows(
         dst,
         plane_out.max(1),
         1,
         taps * plane_out,
         &|first, part| {
-            let (mut padded, mut phases, mut wide) = (
-                scratch::take::<f32>(),
-                scratch::take::<f32>(),
-                scratch::take::<f32>(),
-            );
-            let mut offsets = scratch::take::<usize>();
-            layout.tap_offsets(p, &mut offsets);
-            for (i, out_plane) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
-                let index = first + i;
-                let ch = index % c;
-                let plane = &src[index * plane_in..(index + 1) * plane_in];
-                let source = layout.fill(plane, (h, w), p, &mut padded, &mut phases);
-                // Every value is written by the kernel: no need to zero it first.
-                let len = layout.wide_len(oh);
-                wide.truncate(len);
-                wide.resize(len, 0.0);
-                let filter = &filters[ch * taps..(ch + 1) * taps];
-                taps_over_plane(&mut wide, source, &offsets, filter);
-                for (out_row, wide_row) in out_plane
-                    .chunks_exact_mut(ow.max(1))
-                    .zip(wide.chunks(layout.width))
-                {
-                    copy_run(out_row, &wide_row[..ow]);
-                }
-                finish_channels(out_plane, plane_out, ch, bias, activation);
-            }
-            for buffer in [padded, phases, wide] {
+            let mut buffers = Buffers {
+                padded: scratch::take(),
+                phases: scratch::take(),
+                wide: scratch::take(),
+                offsets: scratch::take(),
+            };
+            layout.tap_offsets(p, &mut buffers.offsets);
+            planes(&plan, first, part, &mut buffers);
+            for buffer in [buffers.padded, buffers.phases, buffers.wide] {
                 scratch::give(buffer);
             }
-            scratch::give(offsets);
+            scratch::give(buffers.offsets);
         },
     );
+}
+
+/// A depthwise layer's operands and shapes.
+struct Plan<'a> {
+    src: &'a [f32],
+    channels: usize,
+    input: (usize, usize),
+    output: (usize, usize),
+    layout: Phases,
+    p: &'a Conv2dParams,
+    filters: &'a [f32],
+    bias: Option<&'a [f32]>,
+    activation: Activation,
+}
+
+/// One thread's buffers: the padded plane, its phases, the computed rows, the taps' offsets.
+struct Buffers {
+    padded: Vec<f32>,
+    phases: Vec<f32>,
+    wide: Vec<f32>,
+    offsets: Vec<usize>,
+}
+
+/// The output planes `first..` in `part`: each input plane copied, its taps summed, the rows
+/// copied out and finished. One function compiled for each target, the copies and the kernel
+/// inlined into it: as separate multiversioned functions, a dispatch per row copied cost
+/// Xception's small planes (9 and 18 wide) more than the copies.
+#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
+fn planes<'a>(plan: &Plan<'a>, first: usize, part: &mut [f32], buffers: &mut Buffers) {
+    let (h, w) = plan.input;
+    let (oh, ow) = plan.output;
+    let (plane_in, plane_out) = (h * w, oh * ow);
+    let taps = plan.p.kernel[0] * plan.p.kernel[1];
+    let layout = plan.layout;
+    for (i, out_plane) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
+        let index = first + i;
+        let ch = index % plan.channels;
+        let plane = &plan.src[index * plane_in..(index + 1) * plane_in];
+        let source = layout.fill(
+            plane,
+            (h, w),
+            plan.p,
+            &mut buffers.padded,
+            &mut buffers.phases,
+        );
+        // Every value is written by the kernel: no need to zero it first.
+        let len = layout.wide_len(oh);
+        let wide = &mut buffers.wide;
+        wide.truncate(len);
+        wide.resize(len, 0.0);
+        let filter = &plan.filters[ch * taps..(ch + 1) * taps];
+        match (
+            <&[usize; 9]>::try_from(&buffers.offsets[..]),
+            <&[f32; 9]>::try_from(filter),
+        ) {
+            // 3×3 windows, the common case, with the taps unrolled.
+            (Ok(offsets), Ok(filter)) => fixed_taps_over_plane(wide, source, offsets, filter),
+            _ => taps_over_plane(wide, source, &buffers.offsets, filter),
+        }
+        for (out_row, wide_row) in out_plane
+            .chunks_exact_mut(ow.max(1))
+            .zip(wide.chunks(layout.width))
+        {
+            copy_run(out_row, &wide_row[..ow]);
+        }
+        finish_channels(out_plane, plane_out, ch, plan.bias, plan.activation);
+    }
 }
 
 /// Where a plane's taps read: the padded plane (`pw` wide) at stride 1, else its phases.
@@ -145,6 +205,7 @@ impl Phases {
     /// Copies `plane` into the padded buffer or, with a stride, its phases; returns what the
     /// taps read, with [`Phases::slack`] zeros past it. The buffers keep their zero borders
     /// from one plane of the layer to the next: only the interior is rewritten.
+    #[inline(always)]
     fn fill<'b>(
         &self,
         plane: &[f32],
@@ -222,9 +283,10 @@ fn zeros(buffer: &mut Vec<f32>, len: usize) {
     }
 }
 
-/// `even[i] = row[2i]`, `odd[i] = row[2i + 1]`. Compiled for AVX-512 and AVX2, where LLVM
-/// turns the pairs into vector shuffles; in the baseline it copied one value at a time.
-#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
+/// `even[i] = row[2i]`, `odd[i] = row[2i + 1]`. Inlined into [`planes`], compiled for
+/// AVX-512 and AVX2, where LLVM turns the pairs into vector shuffles; in the baseline it
+/// copied one value at a time.
+#[inline(always)]
 fn split_pairs(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
     let (pairs, last) = row.as_chunks::<2>();
     for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
@@ -236,50 +298,88 @@ fn split_pairs(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
     }
 }
 
-/// `dst.copy_from_slice(src)` in fixed 16-value copies, compiled for AVX-512 and AVX2: a call
-/// to `memcpy` per row cost more than the rows of the small planes (7 to 28 wide) it copied.
-#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
+/// `dst.copy_from_slice(src)` in fixed 16-value copies, inlined into [`planes`]: a call to
+/// `memcpy` per row cost more than the rows of the small planes (7 to 28 wide) it copied.
+#[inline(always)]
 fn copy_run(dst: &mut [f32], src: &[f32]) {
-    let (d16, d_rest) = dst.as_chunks_mut::<16>();
-    let (s16, s_rest) = src.as_chunks::<16>();
-    for (d, s) in d16.iter_mut().zip(s16) {
-        *d = *s;
+    let len = dst.len();
+    assert_eq!(src.len(), len, "runs of one length");
+    // Whole 16-value copies, then the tail as one more copy of the last 16 (or 8), which
+    // overlaps values already copied: every copy a fixed-size vector move, even for rows of
+    // 9 or 14.
+    fn tail<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        let at = dst.len() - N;
+        let d: &mut [f32; N] = (&mut dst[at..]).try_into().expect("N values");
+        *d = src[at..].try_into().expect("N values");
     }
-    for (d, s) in d_rest.iter_mut().zip(s_rest) {
-        *d = *s;
+    if len >= 16 {
+        let (d16, _) = dst.as_chunks_mut::<16>();
+        let (s16, _) = src.as_chunks::<16>();
+        for (d, s) in d16.iter_mut().zip(s16) {
+            *d = *s;
+        }
+        if !len.is_multiple_of(16) {
+            tail::<16>(dst, src);
+        }
+    } else if len >= 8 {
+        let d: &mut [f32; 8] = (&mut dst[..8]).try_into().expect("8 values");
+        *d = src[..8].try_into().expect("8 values");
+        tail::<8>(dst, src);
+    } else {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
     }
 }
 
 /// `wide[j] = Σ_t filter[t] · source[offsets[t] + j]`, taps in order, each product rounded
 /// before it is added, for every `j < wide.len()` (a multiple of 16); `source` holds at least
-/// `max(offsets) + wide.len()` values. [`BLOCK`] outputs at a time in registers.
-#[multiversion::multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
+/// `max(offsets) + wide.len()` values. [`BLOCK`] outputs at a time in registers. Written once
+/// for a window of any size (`taps_over_plane`) and once for `T` taps known at compile time
+/// (`fixed_taps_over_plane`, 3×3 windows), whose loop over the taps unrolls.
+macro_rules! taps_over_plane_body {
+    ($wide:ident, $source:ident, $offsets:ident, $filter:ident) => {{
+        let (blocks, rest) = $wide.as_chunks_mut::<BLOCK>();
+        for (b, block) in blocks.iter_mut().enumerate() {
+            let mut acc = [0f32; BLOCK];
+            for (&offset, &wk) in $offsets.iter().zip($filter.iter()) {
+                // One bounds check per tap: its `BLOCK` inputs.
+                let at = offset + b * BLOCK;
+                let src: &[f32; BLOCK] = $source[at..at + BLOCK].try_into().expect("a block");
+                for l in 0..BLOCK {
+                    acc[l] += wk * src[l];
+                }
+            }
+            *block = acc;
+        }
+        let first = blocks.len() * BLOCK;
+        for (v, vector) in rest.as_chunks_mut::<16>().0.iter_mut().enumerate() {
+            let mut acc = [0f32; 16];
+            for (&offset, &wk) in $offsets.iter().zip($filter.iter()) {
+                let at = offset + first + v * 16;
+                let src: &[f32; 16] = $source[at..at + 16].try_into().expect("a vector");
+                for l in 0..16 {
+                    acc[l] += wk * src[l];
+                }
+            }
+            *vector = acc;
+        }
+    }};
+}
+
+#[inline(always)]
 fn taps_over_plane(wide: &mut [f32], source: &[f32], offsets: &[usize], filter: &[f32]) {
-    let (blocks, rest) = wide.as_chunks_mut::<BLOCK>();
-    for (b, block) in blocks.iter_mut().enumerate() {
-        let mut acc = [0f32; BLOCK];
-        for (&offset, &wk) in offsets.iter().zip(filter) {
-            // One bounds check per tap: its `BLOCK` inputs.
-            let at = offset + b * BLOCK;
-            let src: &[f32; BLOCK] = source[at..at + BLOCK].try_into().expect("a block");
-            for l in 0..BLOCK {
-                acc[l] += wk * src[l];
-            }
-        }
-        *block = acc;
-    }
-    let first = blocks.len() * BLOCK;
-    for (v, vector) in rest.as_chunks_mut::<16>().0.iter_mut().enumerate() {
-        let mut acc = [0f32; 16];
-        for (&offset, &wk) in offsets.iter().zip(filter) {
-            let at = offset + first + v * 16;
-            let src: &[f32; 16] = source[at..at + 16].try_into().expect("a vector");
-            for l in 0..16 {
-                acc[l] += wk * src[l];
-            }
-        }
-        *vector = acc;
-    }
+    taps_over_plane_body!(wide, source, offsets, filter)
+}
+
+#[inline(always)]
+fn fixed_taps_over_plane<const T: usize>(
+    wide: &mut [f32],
+    source: &[f32],
+    offsets: &[usize; T],
+    filter: &[f32; T],
+) {
+    taps_over_plane_body!(wide, source, offsets, filter)
 }
 
 /// One output plane of a depthwise convolution from its zero-padded input plane (`pw` wide),
@@ -343,7 +443,7 @@ mod tests {
     #[test]
     fn every_window_stride_and_dilation_gives_the_general_loops_bits() {
         // Widths below, at and past a block; strides 1–3, dilation, uneven padding.
-        for (h, w) in [(9, 45), (7, 7), (12, 70), (5, 130)] {
+        for (h, w) in [(9, 45), (7, 7), (6, 12), (12, 70), (5, 130)] {
             for (k, stride, dilation, padding) in [
                 (3, 1, 1, [1, 1, 1, 1]),
                 (3, 2, 1, [0, 0, 1, 1]),
