@@ -446,26 +446,23 @@ unsafe fn tile<const R: usize, const V: usize>(
             *p = w.add(r * cols);
         }
         let mut b = rhs;
-        // Steps in runs of 16 (a cache line of each weight row), the next tile's prefetches
-        // issued between runs: tested inside the loop, the condition cost more than the
-        // prefetches.
-        for run in (0..depth.steps).step_by(LANES) {
-            for r in 0..ahead_rows {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.add(r * cols + run) as *const i8);
+        for k in 0..depth.steps {
+            if ahead_rows > 0 && k % LANES == 0 {
+                for r in 0..ahead_rows {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.add(r * cols + k) as *const i8);
+                }
             }
-            for k in run..(run + LANES).min(depth.steps) {
-                let mut x = [_mm512_setzero_ps(); V];
+            let mut x = [_mm512_setzero_ps(); V];
+            for v in 0..V {
+                x[v] = _mm512_maskz_loadu_ps(m[v], b.add(v * LANES));
+            }
+            for r in 0..R {
+                let a = _mm512_set1_ps(*row[r].add(k));
                 for v in 0..V {
-                    x[v] = _mm512_maskz_loadu_ps(m[v], b.add(v * LANES));
+                    acc[r][v] = _mm512_fmadd_ps(a, x[v], acc[r][v]);
                 }
-                for r in 0..R {
-                    let a = _mm512_set1_ps(*row[r].add(k));
-                    for v in 0..V {
-                        acc[r][v] = _mm512_fmadd_ps(a, x[v], acc[r][v]);
-                    }
-                }
-                b = b.add(rhs_stride);
             }
+            b = b.add(rhs_stride);
         }
         // The epilogue, as `kernels::finish_row` computes it: the bias added, then
         // `max(x, 0)` (0 for NaN, as `f32::max`), or `min(max(x, 0), 6)` keeping NaN and
