@@ -740,8 +740,8 @@ struct Finish<'a> {
     activation: Activation,
 }
 
-/// The most bytes of zero-padded input a [`shifted_conv`] band copies: with the weights, what
-/// a core's L2 holds while the product packs its panels from it.
+/// The most bytes of zero-padded input a [`shifted_conv`] band copies, and of output rows it
+/// computes: with the weights, what a core's L2 holds while the product packs its panels.
 const SHIFTED_BAND_BYTES: usize = 1 << 20;
 
 /// A stride-1 convolution of one image's group (`cg` planes `h × w` in `image`) without
@@ -771,7 +771,12 @@ fn shifted_conv(
     let plane_out = oh * ow;
     let mut taps = scratch::take::<usize>();
     taps.extend((0..kh).flat_map(|ky| (0..kw).map(move |kx| ky * dy * pw + kx * dx)));
-    let band = (SHIFTED_BAND_BYTES / (4 * cg * pw).max(1)).clamp(1, oh.max(1));
+    // Both the band's padded input and its computed rows (`pw` wide, for every output
+    // channel) within the bound: on a 3-channel input the output rows are the larger (64
+    // channels of VGG16's first layer at 224×226 were 13 MB for one whole-image band).
+    let rows_out = weights.len() / cols.max(1);
+    let band = SHIFTED_BAND_BYTES / (4 * cg.max(rows_out) * pw).max(1);
+    let band = band.clamp(1, oh.max(1));
     for oy0 in (0..oh).step_by(band) {
         let band_rows = band.min(oh - oy0);
         // The padded rows `oy0..oy0 + band_rows + reach_y` of every plane, and past the last
