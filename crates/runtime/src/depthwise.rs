@@ -410,7 +410,7 @@ fn depthwise_plane(
 }
 
 /// A depthwise convolution (no bias) through the general tap-by-tap loop only, whatever the
-/// window: the baseline the kernel benchmarks compare [`taps_over_plane`] against.
+/// window: the baseline the kernel benchmarks compare the tap-offset kernel against.
 pub fn depthwise_general(x: ArrayView4<'_, f32>, weight: &[f32], p: &Conv2dParams) -> Array4<f32> {
     let (n, c, h, w) = x.dim();
     let [kh, kw] = p.kernel;

@@ -1,8 +1,10 @@
-//! Operator kernels on NCHW `f32` tensors. Convolutions lower to im2col + GEMM (the `gemm`
-//! crate, through [`kernels::product`]); a 1×1 convolution with stride 1 multiplies the input
-//! as it lies, and depthwise convolutions get a direct kernel, and weight matrices can be
-//! sparse (CSR), in which case the product walks only the surviving weights, or a product of
-//! factors (low-rank and Tucker layers), which is applied one thin factor at a time.
+//! Operator kernels on NCHW `f32` tensors. Convolutions are products ([`kernels::product`]):
+//! a 1×1 convolution with stride 1 multiplies the input as it lies, a stride-1 convolution on
+//! AVX-512 packs shifted rows of zero-padded bands ([`kernels::shifted_product`]), others go
+//! through im2col tiles; depthwise convolutions get a direct kernel (`crate::depthwise`).
+//! Weight matrices can be sparse (CSR), in which case the product walks only the surviving
+//! weights, or a product of factors (low-rank and Tucker layers), which is applied one thin
+//! factor at a time.
 
 use super::signs::{self, SignRows};
 use super::{kernels, parallel, scratch};

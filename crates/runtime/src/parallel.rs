@@ -42,19 +42,29 @@ const PROBE_PASSES: u32 = 16;
 /// long as one thread; on an idle machine it is up to twice as fast. So each setting's time
 /// per multiply-add is kept (a moving average over its passes), the faster one runs, and the
 /// other is tried again every [`PROBE_EVERY`] and [`PROBE_PASSES`]. Both give the same bits, so the choice changes
-/// only the speed.
+/// only the speed. A probe waits for one of the smallest passes the model runs (at most
+/// [`PROBE_WORK_SLACK`] times the smallest seen): a batch pass on the slower setting costs
+/// the whole batch, and when a program times single images and then one batch (as `cxrm
+/// bench` does) the probe fell on that batch and halved its measured throughput.
 #[derive(Default)]
 struct Adaptive {
     /// Nanoseconds per multiply-add: `[one thread, all threads]`.
     cost: [Option<f64>; 2],
     last_probe: Option<Instant>,
     passes_since_probe: u32,
+    /// The fewest multiply-adds of a pass seen.
+    smallest_work: Option<usize>,
 }
+
+/// How much larger than the smallest pass seen a pass may be and still be a probe.
+const PROBE_WORK_SLACK: usize = 2;
 
 impl Adaptive {
     /// Whether the next pass splits over every core, and whether it is a probe: a timing of
     /// the setting that is not the faster one.
-    fn choose(&mut self, now: Instant) -> (bool, bool) {
+    fn choose(&mut self, now: Instant, work: usize) -> (bool, bool) {
+        let smallest = self.smallest_work.map_or(work, |w| w.min(work));
+        self.smallest_work = Some(smallest);
         match self.cost {
             [_, None] => (true, true),
             [None, _] => (false, true),
@@ -64,7 +74,8 @@ impl Adaptive {
                     || self.passes_since_probe >= PROBE_PASSES
                         && self
                             .last_probe
-                            .is_some_and(|t| now.duration_since(t) >= PROBE_EVERY);
+                            .is_some_and(|t| now.duration_since(t) >= PROBE_EVERY)
+                        && work <= smallest.saturating_mul(PROBE_WORK_SLACK);
                 if probe_due {
                     self.last_probe = Some(now);
                     self.passes_since_probe = 0;
@@ -120,7 +131,9 @@ impl Threads {
             return self.run_split(f);
         };
         let start = Instant::now();
-        let (all, probe) = adapt.lock().map_or((true, false), |mut a| a.choose(start));
+        let (all, probe) = adapt
+            .lock()
+            .map_or((true, false), |mut a| a.choose(start, work));
         let out = if all { self.run_split(f) } else { f() };
         let nanos = start.elapsed().as_nanos() as f64 / work as f64;
         if let Ok(mut a) = adapt.lock() {
@@ -315,22 +328,22 @@ mod tests {
         let mut a = Adaptive::default();
         let t0 = Instant::now();
         // Each setting is timed once first; the first split pass also started the pool.
-        assert_eq!(a.choose(t0), (true, true));
+        assert_eq!(a.choose(t0, 100), (true, true));
         a.record(true, true, 50.0);
-        assert_eq!(a.choose(t0), (false, true));
+        assert_eq!(a.choose(t0, 100), (false, true));
         a.record(false, true, 1.0);
         // The first comparison is a probe of the split, whose time replaces the slow first one.
-        assert_eq!(a.choose(t0), (true, true));
+        assert_eq!(a.choose(t0, 100), (true, true));
         a.record(true, true, 0.6);
         // Now the split is faster; one thread is probed again only once a second and
         // PROBE_PASSES passes have gone by.
         for _ in 0..PROBE_PASSES {
-            assert_eq!(a.choose(t0 + Duration::from_millis(10)), (true, false));
+            assert_eq!(a.choose(t0 + Duration::from_millis(10), 100), (true, false));
             a.record(true, false, 0.6);
         }
-        assert_eq!(a.choose(t0 + Duration::from_millis(20)), (true, false));
+        assert_eq!(a.choose(t0 + Duration::from_millis(20), 100), (true, false));
         assert_eq!(
-            a.choose(t0 + PROBE_EVERY + Duration::from_millis(10)),
+            a.choose(t0 + PROBE_EVERY + Duration::from_millis(10), 100),
             (false, true)
         );
         // A busy machine: the split slows down; the moving average follows it and one thread
@@ -339,9 +352,29 @@ mod tests {
             a.record(true, false, 2.0);
         }
         assert_eq!(
-            a.choose(t0 + PROBE_EVERY + Duration::from_millis(20)),
+            a.choose(t0 + PROBE_EVERY + Duration::from_millis(20), 100),
             (false, false)
         );
+    }
+
+    #[test]
+    fn a_probe_waits_for_one_of_the_smallest_passes() {
+        let mut a = Adaptive::default();
+        let t0 = Instant::now();
+        a.choose(t0, 100);
+        a.record(true, true, 0.6);
+        a.choose(t0, 100);
+        a.record(false, true, 1.0);
+        a.choose(t0, 100);
+        a.record(true, true, 0.6);
+        for _ in 0..PROBE_PASSES {
+            a.choose(t0, 100);
+        }
+        // Due, but a batch sixteen times the size runs on the faster setting; the next single
+        // image is the probe.
+        let later = t0 + PROBE_EVERY * 2;
+        assert_eq!(a.choose(later, 1600), (true, false));
+        assert_eq!(a.choose(later, 100), (false, true));
     }
 
     #[test]
