@@ -765,75 +765,129 @@ fn shifted_conv(
     finish: Finish<'_>,
     out: &mut [f32],
 ) {
-    let [top, left, _, right] = p.padding;
+    let [_, left, _, right] = p.padding;
     let pw = w + left + right;
     let [kh, kw] = p.kernel;
     let (dy, dx) = (p.dilation[0], p.dilation[1]);
-    let (reach_y, reach_x) = (dy * (kh - 1), dx * (kw - 1));
     let plane_out = oh * ow;
+    let og = weights.len() / cols.max(1);
     let mut taps = scratch::take::<usize>();
     taps.extend((0..kh).flat_map(|ky| (0..kw).map(move |kx| ky * dy * pw + kx * dx)));
     // Both the band's padded input and its computed rows (`pw` wide, for every output
     // channel) within the bound: on a 3-channel input the output rows are the larger (64
     // channels of VGG16's first layer at 224×226 were 13 MB for one whole-image band).
-    let rows_out = weights.len() / cols.max(1);
-    let band = SHIFTED_BAND_BYTES / (4 * cg.max(rows_out) * pw).max(1);
+    let band = SHIFTED_BAND_BYTES / (4 * cg.max(og) * pw).max(1);
     let band = band.clamp(1, oh.max(1));
-    for oy0 in (0..oh).step_by(band) {
-        let band_rows = band.min(oh - oy0);
-        // The padded rows `oy0..oy0 + band_rows + reach_y` of every plane, and past the last
-        // plane the `reach_x` values its last row's dropped columns read.
-        let padded_rows = band_rows + reach_y;
-        let plane = padded_rows * pw;
-        let n = band_rows * pw;
-        scratch::with(|padded: &mut Vec<f32>| {
-            padded.clear();
-            padded.resize(cg * plane + reach_x, 0.0);
-            for (c, dst) in padded.chunks_exact_mut(plane).enumerate() {
-                for (r, row) in dst.chunks_exact_mut(pw).enumerate() {
-                    let iy = (oy0 + r).checked_sub(top).filter(|&iy| iy < h);
-                    if let Some(iy) = iy {
-                        let src = &image[(c * h + iy) * w..(c * h + iy + 1) * w];
-                        row[left..left + w].copy_from_slice(src);
-                    }
-                }
+    let shape = Band {
+        image,
+        input: (cg, h, w),
+        p,
+        pw,
+        ow,
+        taps: &taps,
+    };
+    let epilogue = |channel: usize| Epilogue {
+        bias: finish.bias.map(|b| &b[finish.first_channel + channel..]),
+        activation: finish.activation,
+    };
+    let view = ndarray::ArrayViewMut2::from_shape((og, plane_out), out).expect("og × plane");
+    if oh.div_ceil(band) >= 4 {
+        // Enough bands to go round: each thread takes whole bands, copies their input itself
+        // and computes every channel of them, so no band is packed twice.
+        let work = og * cols * pw;
+        parallel::split(view, Axis(1), band * ow, work, &|first, mut part| {
+            let first_row = first / ow.max(1);
+            let rows = part.ncols() / ow.max(1);
+            for oy0 in (first_row..first_row + rows).step_by(band) {
+                let band_rows = band.min(first_row + rows - oy0);
+                let at = (oy0 - first_row) * ow;
+                let strip = part.slice_mut(s![.., at..at + band_rows * ow]);
+                scratch::with(|padded: &mut Vec<f32>| {
+                    let plane = shape.fill(oy0, band_rows, padded);
+                    let operands = (&padded[..], plane, weights, cols);
+                    shape.product(operands, band_rows, strip, epilogue(0));
+                });
             }
-            let padded = &padded[..];
-            let work = cols * n;
-            parallel::split_rows(out, plane_out.max(1), 16, work, &|first, part| {
-                let count = part.len() / plane_out.max(1);
-                // Every value is written by the product before it is copied out.
-                scratch::with_len(count * n, |rows_out: &mut [f32]| {
-                    let channel = finish.first_channel + first;
-                    let epilogue = Epilogue {
-                        bias: finish.bias.map(|b| &b[channel..]),
-                        activation: finish.activation,
-                    };
-                    kernels::shifted_product(
-                        rows_out,
-                        n,
-                        count,
-                        &weights[first * cols..],
-                        cols,
-                        (padded, plane, &taps),
-                        n,
-                        epilogue,
-                    );
-                    // Each output row is the first `ow` of a computed row `pw` wide.
-                    for (computed, out_plane) in rows_out
-                        .chunks_exact(n)
-                        .zip(part.chunks_exact_mut(plane_out))
-                    {
-                        let out_rows = &mut out_plane[oy0 * ow..(oy0 + band_rows) * ow];
-                        for (dst, src) in out_rows.chunks_exact_mut(ow).zip(computed.chunks(pw)) {
-                            dst.copy_from_slice(&src[..ow]);
-                        }
-                    }
+        });
+    } else {
+        // Few bands: each is copied once and its output channels split over the threads.
+        let mut view = view;
+        for oy0 in (0..oh).step_by(band) {
+            let band_rows = band.min(oh - oy0);
+            let strip = view.slice_mut(s![.., oy0 * ow..(oy0 + band_rows) * ow]);
+            scratch::with(|padded: &mut Vec<f32>| {
+                let plane = shape.fill(oy0, band_rows, padded);
+                let work = cols * band_rows * pw;
+                parallel::split(strip, Axis(0), 16, work, &|first, part| {
+                    let w = &weights[first * cols..];
+                    let operands = (&padded[..], plane, w, cols);
+                    shape.product(operands, band_rows, part, epilogue(first));
                 });
             });
-        });
+        }
     }
     scratch::give(taps);
+}
+
+/// A [`shifted_conv`]'s input and how it is cut into bands of output rows.
+struct Band<'a> {
+    image: &'a [f32],
+    input: (usize, usize, usize),
+    p: &'a Conv2dParams,
+    pw: usize,
+    ow: usize,
+    taps: &'a [usize],
+}
+
+impl Band<'_> {
+    /// Copies the padded input rows that output rows `oy0..oy0 + band_rows` read, every
+    /// channel, into `padded` (zero elsewhere, and past the last plane the values its last
+    /// row's dropped columns read); returns the length of one plane.
+    fn fill(&self, oy0: usize, band_rows: usize, padded: &mut Vec<f32>) -> usize {
+        let (cg, h, w) = self.input;
+        let (top, left) = (self.p.padding[0], self.p.padding[1]);
+        let [kh, kw] = self.p.kernel;
+        let reach_y = self.p.dilation[0] * (kh - 1);
+        let reach_x = self.p.dilation[1] * (kw - 1);
+        let plane = (band_rows + reach_y) * self.pw;
+        padded.clear();
+        padded.resize(cg * plane + reach_x, 0.0);
+        for (c, dst) in padded.chunks_exact_mut(plane).enumerate() {
+            for (r, row) in dst.chunks_exact_mut(self.pw).enumerate() {
+                let iy = (oy0 + r).checked_sub(top).filter(|&iy| iy < h);
+                if let Some(iy) = iy {
+                    let src = &self.image[(c * h + iy) * w..(c * h + iy + 1) * w];
+                    row[left..left + w].copy_from_slice(src);
+                }
+            }
+        }
+        plane
+    }
+
+    /// The band's output rows for the channels of `out` (`weights` from its first), each
+    /// computed `pw` wide and its first `ow` values copied into its row of `out`.
+    fn product(
+        &self,
+        (padded, plane, weights, cols): (&[f32], usize, &[f32], usize),
+        band_rows: usize,
+        mut out: ndarray::ArrayViewMut2<'_, f32>,
+        epilogue: Epilogue<'_>,
+    ) {
+        let (pw, ow) = (self.pw, self.ow);
+        let n = band_rows * pw;
+        let count = out.nrows();
+        // Every value is written by the product before it is copied out.
+        scratch::with_len(count * n, |computed: &mut [f32]| {
+            let operands = (padded, plane, self.taps);
+            kernels::shifted_product(computed, n, count, weights, cols, operands, n, epilogue);
+            for (rows, mut dst) in computed.chunks_exact(n).zip(out.rows_mut()) {
+                let dst = dst.as_slice_mut().expect("a contiguous row");
+                for (d, src) in dst.chunks_exact_mut(ow).zip(rows.chunks(pw)) {
+                    d.copy_from_slice(&src[..ow]);
+                }
+            }
+        });
+    }
 }
 
 /// Fully connected: `x [n, in] · Wᵀ + b`.
@@ -1578,8 +1632,12 @@ mod tests {
     fn banded_convolutions_give_the_bits_of_one_whole_product() {
         // 64 channels of 300 columns: more than a band (shifted) or a tile (im2col) of rows,
         // so the output comes in several; 40 rows of weights, packed.
-        for (padding, dilation) in [([1; 4], [1, 1]), ([2, 1, 3, 2], [2, 1])] {
-            let (cin, cout, h, w) = (64, 40, 30, 300);
+        for (padding, dilation, h) in [
+            ([1; 4], [1, 1], 30),
+            ([2, 1, 3, 2], [2, 1], 30),
+            ([1; 4], [1, 1], 70),
+        ] {
+            let (cin, cout, w) = (64, 40, 300);
             let x = Array::from_shape_vec((1, cin, h, w), rand(cin * h * w, 61)).unwrap();
             let p = Conv2dParams {
                 kernel: [3, 3],
@@ -1591,7 +1649,10 @@ mod tests {
             let k = cin * 9;
             assert!(4 * k * w > IM2COL_TILE_BYTES && 4 * cin * w * h > SHIFTED_BAND_BYTES);
             let weights = rand(cout * k, 62);
-            let banded = conv2d(x.view(), &Matrix::dense(weights.clone(), cout, k), None, &p);
+            let m = Matrix::dense(weights.clone(), cout, k);
+            // 70 rows are more than four bands: two threads take whole bands each.
+            let banded = super::super::parallel::Threads::new(2)
+                .run(usize::MAX, || conv2d(x.view(), &m, None, &p));
             let (oh, ow) = p.output_size(h, w).unwrap();
             let mut whole = vec![0f32; k * oh * ow];
             im2col(x.view(), 0, 0, cin, &p, 0..oh, ow, &mut whole);
