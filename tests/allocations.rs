@@ -74,7 +74,7 @@ fn a_warm_batch_1_pass_allocates_only_its_logits() {
     let count = ALLOCATIONS.load(Ordering::Relaxed) - before;
     assert!(logits.iter().all(|v| v.is_finite()));
     println!("allocations in a warm batch-1 pass: {count}");
-    if kernels::column_split_available() {
+    if kernels::own_kernel_available() {
         assert!(
             count <= 1,
             "{count} allocations in a warm pass; only the logits expected"

@@ -186,7 +186,7 @@ impl<'a> Matrix<'a> {
             let rhs = rhs.as_standard_layout();
             let rhs_slice = rhs.as_slice().expect("standard layout");
             let w = &data[row_start * cols..row_end * cols];
-            if kernels::column_split_available() {
+            if kernels::own_kernel_available() {
                 let view = ndarray::ArrayViewMut2::from_shape((row_end - row_start, n), out)
                     .expect("rows × n");
                 return split_product(view, w, *cols, rhs_slice, epilogue.from_row(row_start));
@@ -421,7 +421,7 @@ fn split_product(
 /// packs only its own columns instead of all of them, and reads back the pixels it wrote.
 fn splits_by_columns(rows: usize, depth: usize, n: usize) -> bool {
     const MIN_COLUMNS: usize = 4 * 48;
-    kernels::column_split_available()
+    kernels::own_kernel_available()
         && n >= 2 * MIN_COLUMNS
         && (rows < 64 || (n >= 1024 && rows * depth * 4 <= 1 << 20))
 }
@@ -661,16 +661,12 @@ pub fn conv2d_into(
                 weight.mul_rows_finished_into(group_out, (rows.start, rows.end), rhs, epilogue);
             } else if let (Matrix::Dense { data, cols, .. }, true) = (
                 weight,
-                p.stride == [1, 1] && kernels::shifted_product_available(),
+                p.stride == [1, 1] && kernels::own_kernel_available(),
             ) {
                 let image = x.slice(s![b, g * cg..(g + 1) * cg, .., ..]);
                 let image = image.as_slice().expect("whole planes of a standard layout");
                 let weights = &data[rows.start * cols..rows.end * cols];
-                let finish = Finish {
-                    first_channel: rows.start,
-                    bias,
-                    activation,
-                };
+                let epilogue = Epilogue { bias, activation }.from_row(rows.start);
                 let shape = (cg, h, w);
                 shifted_conv(
                     image,
@@ -678,7 +674,7 @@ pub fn conv2d_into(
                     (weights, *cols),
                     p,
                     (oh, ow),
-                    finish,
+                    epilogue,
                     group_out,
                 );
             } else if let Matrix::Dense { data, cols, .. } = weight {
@@ -693,7 +689,7 @@ pub fn conv2d_into(
                     scratch::with_zeros(cols * n, |im| {
                         im2col(x.view(), b, g * cg, cg, p, tile, ow, im);
                         let im = &*im;
-                        if kernels::column_split_available() {
+                        if kernels::own_kernel_available() {
                             // The tile's columns of every output row, `plane` apart.
                             let mut view =
                                 ndarray::ArrayViewMut2::from_shape((og, plane), &mut *group_out)
@@ -733,15 +729,6 @@ pub fn conv2d_into(
     }
 }
 
-/// What a convolution does to its output rows once they are computed: each channel's bias,
-/// then the activation ([`finish_channels`]), the first row being channel `first_channel`.
-#[derive(Clone, Copy)]
-struct Finish<'a> {
-    first_channel: usize,
-    bias: Option<&'a [f32]>,
-    activation: Activation,
-}
-
 /// The most bytes of zero-padded input a [`shifted_conv`] band copies, and of output rows it
 /// computes: with the weights, what a core's L2 holds while the product packs its panels.
 const SHIFTED_BAND_BYTES: usize = 1 << 20;
@@ -762,7 +749,7 @@ fn shifted_conv(
     (weights, cols): (&[f32], usize),
     p: &Conv2dParams,
     (oh, ow): (usize, usize),
-    finish: Finish<'_>,
+    epilogue: Epilogue<'_>,
     out: &mut [f32],
 ) {
     let [_, left, _, right] = p.padding;
@@ -786,10 +773,6 @@ fn shifted_conv(
         ow,
         taps: &taps,
     };
-    let epilogue = |channel: usize| Epilogue {
-        bias: finish.bias.map(|b| &b[finish.first_channel + channel..]),
-        activation: finish.activation,
-    };
     let view = ndarray::ArrayViewMut2::from_shape((og, plane_out), out).expect("og × plane");
     if oh.div_ceil(band) >= 4 {
         // Enough bands to go round: each thread takes whole bands, copies their input itself
@@ -805,7 +788,7 @@ fn shifted_conv(
                 scratch::with(|padded: &mut Vec<f32>| {
                     let plane = shape.fill(oy0, band_rows, padded);
                     let operands = (&padded[..], plane, weights, cols);
-                    shape.product(operands, band_rows, strip, epilogue(0));
+                    shape.product(operands, band_rows, strip, epilogue);
                 });
             }
         });
@@ -821,7 +804,7 @@ fn shifted_conv(
                 parallel::split(strip, Axis(0), 16, work, &|first, part| {
                     let w = &weights[first * cols..];
                     let operands = (&padded[..], plane, w, cols);
-                    shape.product(operands, band_rows, part, epilogue(first));
+                    shape.product(operands, band_rows, part, epilogue.from_row(first));
                 });
             });
         }
@@ -1660,7 +1643,7 @@ mod tests {
             let n = oh * ow;
             // Shifted rows on AVX-512 (one chain per element, as the kernel's product); else
             // im2col tiles through the `gemm` crate (see `conv2d_into`).
-            if kernels::shifted_product_available() {
+            if kernels::own_kernel_available() {
                 kernels::product(&mut want, &weights, k, &whole, n);
             } else {
                 kernels::gemm_crate_product_strided(&mut want, n, cout, &weights, k, &whole, n);

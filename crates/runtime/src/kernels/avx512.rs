@@ -43,43 +43,12 @@ pub fn available() -> bool {
     })
 }
 
-/// `out[r·out_stride + j] = Σ_k w[r·cols + k] · rhs[k·n + j]` for `r < rows`, `j < n`: the
-/// contract of [`super::product_strided`], whose caller checks the bounds and `cols > 0`.
-///
-/// # Safety
-/// The CPU has AVX-512F ([`available`]), and `out`, `w` and `rhs` hold what the contract reads
-/// and writes.
-#[target_feature(enable = "avx512f")]
-pub unsafe fn product_strided(
-    out: &mut [f32],
-    out_stride: usize,
-    rows: usize,
-    w: &[f32],
-    cols: usize,
-    rhs: &[f32],
-    n: usize,
-) {
-    debug_assert!(out.len() >= (rows - 1) * out_stride + n);
-    let out = out.as_mut_ptr();
-    // SAFETY: as for this function; the right-hand side's rows are `n` apart.
-    unsafe {
-        product_finished(
-            out,
-            out_stride,
-            rows,
-            w,
-            cols,
-            (rhs, n),
-            n,
-            Epilogue::default(),
-        )
-    }
-}
-
-/// [`product_strided`] with the right-hand side's rows `rhs_stride` apart (a strip of its
-/// columns, when the threads split a product by columns) and `epilogue` applied to the
-/// registers of the last depth block before they are stored. The output is a pointer: the
-/// strips that other threads write lie between this one's rows.
+/// `out[r·out_stride + j] = Σ_k w[r·cols + k] · rhs[k·rhs_stride + j]` for `r < rows` and
+/// `j < n` (the contract of [`super::product_strided`], whose callers check the bounds and
+/// `cols > 0`), then `epilogue`, applied to the registers of the last depth block before they
+/// are stored. The right-hand side's rows are `rhs_stride` apart, so that a thread can take a
+/// strip of its columns; the output is a pointer, since the strips other threads write lie
+/// between this one's rows.
 ///
 /// # Safety
 /// The CPU has AVX-512F; `out` is valid for writes of `n` values at `r·out_stride` for every

@@ -173,14 +173,13 @@ pub fn product_strided(
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
         // SAFETY: the CPU has AVX-512F, and the bounds were checked above.
-        return unsafe { avx512::product_strided(out, out_stride, rows, w, cols, rhs, n) };
+        return unsafe {
+            let out = out.as_mut_ptr();
+            let none = Epilogue::default();
+            avx512::product_finished(out, out_stride, rows, w, cols, (rhs, n), n, none)
+        };
     }
     gemm_crate_product_strided(out, out_stride, rows, w, cols, rhs, n)
-}
-
-/// Whether [`product_columns`] can run: the AVX-512 kernel is in use.
-pub fn column_split_available() -> bool {
-    shifted_product_available()
 }
 
 /// [`product_finished`] for a strip of the output's columns: `out` is `rows × m`, a view
@@ -190,7 +189,7 @@ pub fn column_split_available() -> bool {
 /// element's chain of fused multiply-adds is the same whatever the strip, so the bits are
 /// those of one whole product.
 ///
-/// Panics where [`column_split_available`] is false or the operands are too short.
+/// Panics where [`own_kernel_available`] is false or the operands are too short.
 pub fn product_columns(
     mut out: ndarray::ArrayViewMut2<'_, f32>,
     w: &[f32],
@@ -198,7 +197,7 @@ pub fn product_columns(
     (rhs, rhs_stride): (&[f32], usize),
     epilogue: Epilogue<'_>,
 ) {
-    assert!(column_split_available(), "the AVX-512 kernel");
+    assert!(own_kernel_available(), "the AVX-512 kernel");
     let (rows, m) = out.dim();
     if rows == 0 || m == 0 {
         return;
@@ -235,8 +234,9 @@ pub fn product_columns(
     }
 }
 
-/// Whether [`shifted_product`] can run: the AVX-512 kernel is in use.
-pub fn shifted_product_available() -> bool {
+/// Whether the runtime's own AVX-512 product runs ([`avx512::available`]), and with it the
+/// entries only it has: [`shifted_product`] and [`product_columns`].
+pub fn own_kernel_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     return avx512::available();
     #[cfg(not(target_arch = "x86_64"))]
@@ -250,7 +250,7 @@ pub fn shifted_product_available() -> bool {
 /// its panels, so the windows are copied once, into cache, and never as a whole im2col
 /// matrix. Each element is one fused multiply-add chain in `k` order, as in [`product`].
 ///
-/// Panics where [`shifted_product_available`] is false or the slices are too short.
+/// Panics where [`own_kernel_available`] is false or the slices are too short.
 #[allow(clippy::too_many_arguments)]
 pub fn shifted_product(
     out: &mut [f32],
@@ -262,7 +262,7 @@ pub fn shifted_product(
     n: usize,
     epilogue: Epilogue<'_>,
 ) {
-    assert!(shifted_product_available(), "the AVX-512 kernel");
+    assert!(own_kernel_available(), "the AVX-512 kernel");
     assert!(
         !taps.is_empty() && cols.is_multiple_of(taps.len()),
         "whole windows per channel"
