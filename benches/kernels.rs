@@ -59,6 +59,16 @@ fn products(c: &mut Criterion, group: &str, shapes: &[(usize, usize, usize)]) {
         g.bench_function(BenchmarkId::new("runtime", &label), |b| {
             b.iter(|| kernels::product(&mut out, black_box(&w), k, black_box(&x), n))
         });
+        if kernels::own_kernel_available() {
+            // The output channels in the lanes, the weights packed as at load.
+            let panels = kernels::ChannelPanels::pack(&w, m, k).unwrap();
+            g.bench_function(BenchmarkId::new("channel_panels", &label), |b| {
+                b.iter(|| {
+                    let none = kernels::Epilogue::default();
+                    kernels::channel_panels_product(&mut out, &panels, 0, black_box(&x), n, none)
+                })
+            });
+        }
         g.bench_function(BenchmarkId::new("gemm_crate", &label), |b| {
             b.iter(|| {
                 kernels::gemm_crate_product_strided(
@@ -89,7 +99,13 @@ fn pointwise(c: &mut Criterion) {
     products(
         c,
         "pointwise",
-        &[(128, 128, 5184), (728, 728, 81), (2048, 1536, 25)],
+        &[
+            (128, 128, 5184),
+            (728, 728, 81),
+            (2048, 1536, 25),
+            (1280, 320, 49),
+            (728, 728, 324),
+        ],
     );
 }
 

@@ -15,7 +15,7 @@
 //! before its sum (not fused), as [`depthwise_plane`] does: every path, target and thread
 //! count gives the same bits (tested).
 
-use crate::ops::{Activation, Conv2dParams, finish_channels};
+use crate::ops::{Activation, Conv2dParams};
 use crate::{parallel, scratch};
 use ndarray::{Array4, ArrayView4};
 
@@ -136,13 +136,35 @@ fn planes<'a>(plan: &Plan<'a>, first: usize, part: &mut [f32], buffers: &mut Buf
             (Ok(offsets), Ok(filter)) => fixed_taps_over_plane(wide, source, offsets, filter),
             _ => taps_over_plane(wide, source, &buffers.offsets, filter),
         }
-        for (out_row, wide_row) in out_plane
-            .chunks_exact_mut(ow.max(1))
-            .zip(wide.chunks(layout.width))
-        {
-            copy_run(out_row, &wide_row[..ow]);
+        // The rows out, each value through the bias and activation on the way (the
+        // expressions of `kernels::finish_rows`, so its bits): a separate pass cost a call and
+        // a read of the plane, as much as the copy on Xception's 9×9 planes.
+        let rows = (&wide[..], (ow, layout.width));
+        match (plan.bias.map(|b| b[ch]), plan.activation) {
+            (None, Activation::None) => rows_out(out_plane, rows, |v| v),
+            (Some(b), Activation::None) => rows_out(out_plane, rows, move |v| v + b),
+            (Some(b), Activation::Relu) => rows_out(out_plane, rows, move |v| (v + b).max(0.0)),
+            (Some(b), Activation::Relu6) => {
+                rows_out(out_plane, rows, move |v| (v + b).clamp(0.0, 6.0))
+            }
+            (None, Activation::Relu) => rows_out(out_plane, rows, |v| v.max(0.0)),
+            (None, Activation::Relu6) => rows_out(out_plane, rows, |v| v.clamp(0.0, 6.0)),
         }
-        finish_channels(out_plane, plane_out, ch, plan.bias, plan.activation);
+    }
+}
+
+/// `ow` values of each `width`-wide computed row into the output plane's rows, through `f`.
+#[inline(always)]
+fn rows_out(
+    out_plane: &mut [f32],
+    (wide, (ow, width)): (&[f32], (usize, usize)),
+    f: impl Fn(f32) -> f32 + Copy,
+) {
+    for (out_row, wide_row) in out_plane
+        .chunks_exact_mut(ow.max(1))
+        .zip(wide.chunks(width))
+    {
+        map_run(out_row, &wide_row[..ow], f);
     }
 }
 
@@ -302,32 +324,42 @@ fn split_pairs(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
 /// `memcpy` per row cost more than the rows of the small planes (7 to 28 wide) it copied.
 #[inline(always)]
 fn copy_run(dst: &mut [f32], src: &[f32]) {
+    map_run(dst, src, |v| v)
+}
+
+/// `dst[i] = f(src[i])`, as [`copy_run`] copies: the tail's moves overlap values already
+/// written, and write them again with the same values.
+#[inline(always)]
+fn map_run(dst: &mut [f32], src: &[f32], f: impl Fn(f32) -> f32 + Copy) {
     let len = dst.len();
     assert_eq!(src.len(), len, "runs of one length");
     // Whole 16-value copies, then the tail as one more copy of the last 16 (or 8), which
     // overlaps values already copied: every copy a fixed-size vector move, even for rows of
     // 9 or 14.
-    fn tail<const N: usize>(dst: &mut [f32], src: &[f32]) {
+    #[inline(always)]
+    fn tail<const N: usize>(dst: &mut [f32], src: &[f32], f: impl Fn(f32) -> f32) {
         let at = dst.len() - N;
         let d: &mut [f32; N] = (&mut dst[at..]).try_into().expect("N values");
-        *d = src[at..].try_into().expect("N values");
+        let s: &[f32; N] = src[at..].try_into().expect("N values");
+        *d = s.map(f);
     }
     if len >= 16 {
         let (d16, _) = dst.as_chunks_mut::<16>();
         let (s16, _) = src.as_chunks::<16>();
         for (d, s) in d16.iter_mut().zip(s16) {
-            *d = *s;
+            *d = s.map(f);
         }
         if !len.is_multiple_of(16) {
-            tail::<16>(dst, src);
+            tail::<16>(dst, src, f);
         }
     } else if len >= 8 {
         let d: &mut [f32; 8] = (&mut dst[..8]).try_into().expect("8 values");
-        *d = src[..8].try_into().expect("8 values");
-        tail::<8>(dst, src);
+        let s: &[f32; 8] = src[..8].try_into().expect("8 values");
+        *d = s.map(f);
+        tail::<8>(dst, src, f);
     } else {
         for (d, s) in dst.iter_mut().zip(src) {
-            *d = *s;
+            *d = f(*s);
         }
     }
 }
@@ -439,6 +471,36 @@ mod tests {
     use super::*;
     use cxrm_format::testing::uniform as rand;
     use ndarray::Array;
+
+    #[test]
+    fn bias_and_activation_on_the_way_out_give_the_bits_of_a_separate_pass() {
+        let (h, w, c) = (9, 9, 5);
+        let x = Array::from_shape_vec((1, c, h, w), rand(c * h * w, 43)).unwrap();
+        let filters: Vec<f32> = rand(c * 9, 44).iter().map(|v| 4.0 * v).collect();
+        let bias = rand(c, 45);
+        for stride in [1, 2] {
+            let p = Conv2dParams {
+                kernel: [3, 3],
+                stride: [stride, stride],
+                padding: [1, 1, 1, 1],
+                dilation: [1, 1],
+                groups: c,
+            };
+            let (oh, ow) = p.output_size(h, w).unwrap();
+            let general = depthwise_general(x.view(), &filters, &p);
+            for bias in [None, Some(&bias[..])] {
+                for activation in [Activation::None, Activation::Relu, Activation::Relu6] {
+                    let mut want = general.as_slice().unwrap().to_vec();
+                    let epilogue = crate::kernels::Epilogue { bias, activation };
+                    crate::kernels::finish_rows(&mut want, oh * ow, c, oh * ow, epilogue);
+                    let mut got = vec![f32::NAN; c * oh * ow];
+                    depthwise(x.view(), &filters, bias, &p, (oh, ow), activation, &mut got);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "stride {stride} {activation:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_window_stride_and_dilation_gives_the_general_loops_bits() {

@@ -17,9 +17,9 @@
 use super::arena::{self, Lifetime};
 use super::ops::{self, Activation, Conv2dParams, Csr, Matrix, Operand, PoolParams};
 use super::parallel::{self, Threads};
-use super::scratch;
 use super::signs::SignRows;
 use super::xnor::{self, BitRows, SignInput, XnorWeight};
+use super::{kernels, scratch};
 use cxrm_format as format;
 use cxrm_format::budget::Budget;
 use cxrm_format::container::graph::{Graph, INPUT, Node};
@@ -212,6 +212,7 @@ impl WeightBytes {
             }
             Matrix::Product(factors) => factors.iter().for_each(|f| self.add_matrix(f)),
             Matrix::Signs(s) => self.owned += s.bytes(),
+            Matrix::Panels(p) => self.owned += p.bytes(),
         }
     }
 
@@ -628,6 +629,7 @@ impl<'a> Model<'a> {
         fuse_signs(&mut layers, &shapes);
         decode_binary_convolutions(&mut layers);
         fuse_activations(&mut layers);
+        pack_channel_panels(&mut layers, &shapes, &|copied| loader.release(copied));
         let out = shapes.last().expect("nonempty");
         if out.len() != 1 {
             return Err(Error::Model(format!(
@@ -1631,6 +1633,38 @@ fn fuse_activations(layers: &mut [Layer<'_>]) {
         {
             *activation = fused;
             layers[i].op = Op::Identity(shown);
+        }
+    }
+}
+
+/// Repacks the weights of each 1×1 convolution whose output planes fill fewer vector lanes
+/// than its channels would ([`kernels::channels_fill_more_lanes`]) as channel panels, in
+/// place of the row-major weights (mapped pages are given to `release`). Only where the
+/// runtime's own AVX-512 kernel runs, which is the only one that reads them.
+fn pack_channel_panels(layers: &mut [Layer<'_>], shapes: &[Vec<usize>], release: &dyn Fn(&[f32])) {
+    if !kernels::own_kernel_available() {
+        return;
+    }
+    for (layer, shape) in layers.iter_mut().zip(shapes) {
+        let Op::Conv { weight, params, .. } = &mut layer.op else {
+            continue;
+        };
+        let pointwise = params.kernel == [1, 1]
+            && params.stride == [1, 1]
+            && params.padding == [0; 4]
+            && params.groups == 1;
+        let plane = shape.iter().skip(1).product::<usize>();
+        let Matrix::Dense { data, rows, cols } = weight else {
+            continue;
+        };
+        if !pointwise || !kernels::channels_fill_more_lanes(*rows, plane) {
+            continue;
+        }
+        if let Some(panels) = kernels::ChannelPanels::pack(data, *rows, *cols) {
+            if let Cow::Borrowed(values) = data {
+                release(values);
+            }
+            *weight = Matrix::Panels(panels);
         }
     }
 }

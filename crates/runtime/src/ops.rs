@@ -10,7 +10,7 @@ use super::signs::{self, SignRows};
 use super::{kernels, parallel, scratch};
 pub use crate::depthwise::depthwise_general;
 pub use crate::kernels::Activation;
-use crate::kernels::Epilogue;
+use crate::kernels::{CHANNEL_PANEL, Epilogue};
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis, s};
 
 /// A weight matrix `[rows, cols]`: dense (borrowed from the mapped file when it was stored
@@ -28,6 +28,10 @@ pub enum Matrix<'a> {
     Product(Vec<Matrix<'a>>),
     /// Binary weights, `±α` per row, multiplied by adding and subtracting (BWN).
     Signs(SignRows),
+    /// Dense weights packed with their columns as vectors, for a convolution whose output
+    /// planes are too small to fill the vector lanes ([`kernels::ChannelPanels`]; only made
+    /// where [`kernels::own_kernel_available`]).
+    Panels(kernels::ChannelPanels),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +92,7 @@ impl<'a> Matrix<'a> {
             Matrix::Sparse(c) => c.rows,
             Matrix::Product(f) => f[0].rows(),
             Matrix::Signs(s) => s.rows,
+            Matrix::Panels(p) => p.rows(),
         }
     }
     pub fn cols(&self) -> usize {
@@ -96,6 +101,7 @@ impl<'a> Matrix<'a> {
             Matrix::Sparse(c) => c.cols,
             Matrix::Product(f) => f[f.len() - 1].cols(),
             Matrix::Signs(s) => s.cols,
+            Matrix::Panels(p) => p.cols(),
         }
     }
 
@@ -103,6 +109,7 @@ impl<'a> Matrix<'a> {
     pub fn work(&self) -> usize {
         match self {
             Matrix::Dense { rows, cols, .. } => rows * cols,
+            Matrix::Panels(p) => p.rows() * p.cols(),
             Matrix::Sparse(csr) => csr.val.len(),
             Matrix::Product(factors) => factors.iter().map(Matrix::work).sum(),
             Matrix::Signs(s) => s.rows * s.cols,
@@ -130,6 +137,7 @@ impl<'a> Matrix<'a> {
             }
             Matrix::Product(f) => f[0].scale_rows(scale),
             Matrix::Signs(s) => s.scale_rows(scale),
+            Matrix::Panels(p) => p.scale_rows(scale),
         }
     }
 
@@ -148,6 +156,7 @@ impl<'a> Matrix<'a> {
                 Matrix::dense(dense, rows, cols)
             }
             Matrix::Signs(s) => Matrix::dense(s.to_dense(), rows, cols),
+            Matrix::Panels(p) => Matrix::dense(p.to_rows(), rows, cols),
             Matrix::Product(_) => {
                 // Wᵀ = (I · Wᵀ): multiply the identity through the factors.
                 let eye = Array2::<f32>::eye(cols);
@@ -206,6 +215,11 @@ impl<'a> Matrix<'a> {
                 );
             });
         }
+        if let Matrix::Panels(panels) = self {
+            let rhs = rhs.as_standard_layout();
+            let rhs_slice = rhs.as_slice().expect("standard layout");
+            return panels_product(out, panels, row_start, rhs_slice, n, epilogue);
+        }
         let finish = |first: usize, rows: &mut [f32]| {
             let n = n.max(1);
             kernels::finish_rows(rows, n, rows.len() / n, n, epilogue.from_row(first))
@@ -263,6 +277,12 @@ impl<'a> Matrix<'a> {
                     let w = csr.block(row_start + first, part.len() / n.max(1));
                     kernels::sparse_rows_times(part, w, rhs_slice, n);
                     finish(row_start + first, part);
+                });
+            }
+            Matrix::Panels(panels) => {
+                panels_product(out, panels, row_start, rhs_slice, n, Epilogue::default());
+                parallel::split_rows(out, n, CHANNEL_PANEL, n, &|first, part| {
+                    finish(row_start + first, part)
                 });
             }
             Matrix::Signs(s) => {
@@ -352,6 +372,11 @@ impl<'a> Matrix<'a> {
                     });
                 }
             }
+            Matrix::Panels(_) => {
+                // A fully connected layer is never packed; a caller that packs one gets the
+                // row-major product of the same weights.
+                self.clone().into_dense().mul_transposed_into(x, out)
+            }
             Matrix::Signs(s) => {
                 for (xi, y) in x.rows().into_iter().zip(out.chunks_exact_mut(rows.max(1))) {
                     let xs = xi.as_standard_layout();
@@ -364,6 +389,22 @@ impl<'a> Matrix<'a> {
             }
         }
     }
+}
+
+/// `out = W[row_start.., :] · rhs`, then `epilogue` (indexed by the matrix's rows), on weights
+/// packed as channel panels: the output's rows split over the threads a panel at a time.
+fn panels_product(
+    out: &mut [f32],
+    panels: &kernels::ChannelPanels,
+    row_start: usize,
+    rhs: &[f32],
+    n: usize,
+    epilogue: Epilogue<'_>,
+) {
+    parallel::split_rows(out, n, CHANNEL_PANEL, panels.cols() * n, &|first, part| {
+        let from = row_start + first;
+        kernels::channel_panels_product(part, panels, from, rhs, n, epilogue.from_row(from));
+    })
 }
 
 /// `out = mᵀ`, row-major.

@@ -266,8 +266,11 @@ unsafe fn in_place(
     n: usize,
     epilogue: Epilogue<'_>,
 ) {
-    for first_row in (0..rows).step_by(ROWS) {
-        for col in (0..n).step_by(PANEL) {
+    // Each strip of 48 columns through every tile of rows, so that the strip is read from
+    // memory once and then from the core's cache: with the rows outermost, MobileNetV2's
+    // 32→16 projection at 112×112 read its 1.6 MB input once per tile of rows.
+    for col in (0..n).step_by(PANEL) {
+        for first_row in (0..rows).step_by(ROWS) {
             // SAFETY: the tile's rows are below `rows` and its columns below `n`, inside the
             // bounds the caller checked; step `k` reads the tile's masked lanes of row `k` of
             // `rhs`.

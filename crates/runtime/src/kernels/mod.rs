@@ -17,6 +17,8 @@ use multiversion::{multiversion, target::selected_target};
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod channel_panels;
+pub use channel_panels::{ChannelPanels, PANEL as CHANNEL_PANEL, channels_fill_more_lanes};
 #[cfg(target_arch = "x86_64")]
 pub mod window_max;
 
@@ -231,6 +233,40 @@ pub fn product_columns(
             m,
             epilogue,
         )
+    }
+}
+
+/// `out = W[first_row.., :] · rhs`, then `epilogue` (its bias from row `first_row`), for
+/// weights packed as [`ChannelPanels`]: `out` holds whole rows `n` wide, `rhs` is `w.cols()`
+/// rows of `n`. The output channels are in the vector lanes (see [`ChannelPanels`]); the bits
+/// are those of [`product_finished`] on the row-major weights.
+///
+/// Panics where [`own_kernel_available`] is false, `first_row` is not a multiple of
+/// [`CHANNEL_PANEL`] or the operands are too short.
+pub fn channel_panels_product(
+    out: &mut [f32],
+    w: &ChannelPanels,
+    first_row: usize,
+    rhs: &[f32],
+    n: usize,
+    epilogue: Epilogue<'_>,
+) {
+    assert!(own_kernel_available(), "the AVX-512 kernel");
+    if n == 0 || out.is_empty() {
+        return;
+    }
+    let rows = out.len() / n;
+    assert_eq!(out.len(), rows * n, "whole output rows");
+    assert_eq!(first_row % CHANNEL_PANEL, 0, "a panel's first row");
+    assert!(first_row + rows <= w.rows(), "rows of the weights");
+    assert!(rhs.len() >= w.cols() * n, "a right-hand row per step");
+    if let Some(bias) = epilogue.bias {
+        assert!(bias.len() >= rows, "a bias per row");
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU has AVX-512F (asserted) and the bounds are checked above.
+    unsafe {
+        channel_panels::product(out, w, first_row, rhs, n, epilogue)
     }
 }
 
@@ -618,6 +654,63 @@ mod tests {
                 assert!(same, "{rows}x{cols}x{n} split at {split}");
             }
         }
+    }
+
+    #[test]
+    fn channel_panels_give_the_bits_of_the_row_major_product() {
+        if !own_kernel_available() {
+            return;
+        }
+        let activations = [Activation::None, Activation::Relu, Activation::Relu6];
+        for (rows, n, cols) in [
+            (16, 81, 300),
+            (40, 9, 7),
+            (50, 25, 1),
+            (96, 49, 33),
+            (100, 10, 64),
+        ] {
+            let w = uniform(rows * cols, (rows * 7 + cols) as u64);
+            let rhs = uniform(cols * n, (n * 11 + cols) as u64);
+            let bias: Vec<f32> = uniform(rows, 5).iter().map(|b| 8.0 * b).collect();
+            let panels = ChannelPanels::pack(&w, rows, cols).unwrap();
+            assert_eq!(panels.to_rows(), w);
+            for (i, activation) in activations.into_iter().enumerate() {
+                let epilogue = Epilogue {
+                    bias: (i != 1).then_some(&bias[..]),
+                    activation,
+                };
+                let mut want = vec![f32::NAN; rows * n];
+                product_finished(&mut want, n, rows, &w, cols, &rhs, n, epilogue);
+                // Whole, and from the second panel on (a thread's part).
+                let mut got = vec![f32::NAN; rows * n];
+                channel_panels_product(&mut got, &panels, 0, &rhs, n, epilogue);
+                assert_eq!(bits(&got), bits(&want), "{rows}x{cols}x{n}");
+                if rows > CHANNEL_PANEL {
+                    let rest = &mut got[CHANNEL_PANEL * n..];
+                    rest.fill(f32::NAN);
+                    let from = epilogue.from_row(CHANNEL_PANEL);
+                    channel_panels_product(rest, &panels, CHANNEL_PANEL, &rhs, n, from);
+                    assert_eq!(bits(&got), bits(&want), "{rows}x{cols}x{n} from a panel");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scaled_channel_panels_are_the_scaled_rows() {
+        let (rows, cols) = (50, 3);
+        let mut w = uniform(rows * cols, 9);
+        let mut panels = ChannelPanels::pack(&w, rows, cols).unwrap();
+        let scale: Vec<f32> = (0..rows).map(|r| r as f32 - 7.5).collect();
+        panels.scale_rows(&scale);
+        for (row, s) in w.chunks_exact_mut(cols).zip(&scale) {
+            row.iter_mut().for_each(|v| *v *= s);
+        }
+        assert_eq!(panels.to_rows(), w);
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
     }
 
     #[test]

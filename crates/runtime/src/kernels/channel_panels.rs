@@ -1,0 +1,280 @@
+//! The dense product with the output channels in the vector lanes, for convolutions whose
+//! pixels are too few to fill them.
+//!
+//! [`super::avx512`] puts an output row's pixels in the lanes: a 9×9 plane is 81 pixels, six
+//! 16-lane vectors, 96 lanes computed for 81 kept (84%); 5×5 and 7×7 planes keep 78% and 77%.
+//! Xception's middle flow (25 products 728×728 over 9×9) ran at 43 billion multiply-adds a
+//! second there against the core's 56. Channels come in multiples of 8 or 16 (728, 1024,
+//! 2048), so with the channels in the lanes and up to [`MAX_PIXELS`] pixels broadcast per
+//! tile, almost every lane computed is kept.
+//!
+//! That needs the weights' columns as vectors: [`ChannelPanels`] stores `Wᵀ` in panels of
+//! [`PANEL`] output channels, packed once when the model is loaded, in place of the row-major
+//! weights. Each output element is still one chain of fused multiply-adds over `k` in order
+//! from zero, then the bias, then the activation, and `fma(a, b, c)` does not depend on the
+//! order of `a` and `b`: the bits are those of the row-major kernel (tested), whatever the
+//! tile or the thread.
+
+/// Output channels per panel: three 16-lane vectors.
+pub const PANEL: usize = 48;
+
+/// Weights `[rows, cols]` stored as `Wᵀ` in panels of [`PANEL`] rows: panel `p`, step `k`,
+/// lane `j` holds `W[p·PANEL + j, k]`, and lanes past the last row hold zeros.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelPanels {
+    data: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
+
+impl ChannelPanels {
+    /// `w` (row-major, `rows × cols`) repacked, or `None` where the allocator refuses the
+    /// copy (the caller keeps the row-major weights, which compute the same values).
+    pub fn pack(w: &[f32], rows: usize, cols: usize) -> Option<ChannelPanels> {
+        assert_eq!(w.len(), rows * cols, "a row-major matrix");
+        let len = rows.div_ceil(PANEL).checked_mul(cols * PANEL)?;
+        let mut data = Vec::new();
+        data.try_reserve_exact(len).ok()?;
+        data.resize(len, 0.0);
+        for (r, row) in w.chunks_exact(cols.max(1)).enumerate().take(rows) {
+            let panel = &mut data[(r / PANEL) * cols * PANEL..];
+            for (k, &value) in row.iter().enumerate() {
+                panel[k * PANEL + r % PANEL] = value;
+            }
+        }
+        Some(ChannelPanels { data, rows, cols })
+    }
+
+    /// The row-major weights back.
+    pub fn to_rows(&self) -> Vec<f32> {
+        let mut w = vec![0.0; self.rows * self.cols];
+        for (r, row) in w.chunks_exact_mut(self.cols.max(1)).enumerate() {
+            let panel = &self.data[(r / PANEL) * self.cols * PANEL..];
+            for (k, value) in row.iter_mut().enumerate() {
+                *value = panel[k * PANEL + r % PANEL];
+            }
+        }
+        w
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held, padding included.
+    pub fn bytes(&self) -> u64 {
+        4 * self.data.len() as u64
+    }
+
+    /// Row `r` times `scale[r]`.
+    pub fn scale_rows(&mut self, scale: &[f32]) {
+        for (p, panel) in self
+            .data
+            .chunks_exact_mut((self.cols * PANEL).max(1))
+            .enumerate()
+        {
+            for step in panel.chunks_exact_mut(PANEL) {
+                for (j, value) in step.iter_mut().enumerate() {
+                    if let Some(s) = scale.get(p * PANEL + j) {
+                        *value *= s;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The panels from the one holding row `first_row` (a multiple of [`PANEL`]).
+    #[cfg(target_arch = "x86_64")]
+    fn panels_from(&self, first_row: usize) -> &[f32] {
+        &self.data[first_row / PANEL * self.cols * PANEL..]
+    }
+}
+
+/// Whether a product with `rows` output channels over `n` pixels keeps more of its lanes
+/// with the channels in them: at least 4% more (a 9×9 or 7×7 plane; not an 18×18 one, at 96%
+/// either way, whose many pixels the row-major kernel's packed panels serve better).
+pub fn channels_fill_more_lanes(rows: usize, n: usize) -> bool {
+    let kept = |len: usize| len as f64 / len.next_multiple_of(16).max(1) as f64;
+    rows >= 16 && kept(rows) >= kept(n) + 0.04
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) use avx512::product;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{ChannelPanels, PANEL};
+    use crate::kernels::{Activation, Epilogue};
+    use std::arch::x86_64::*;
+
+    const LANES: usize = 16;
+    /// The most pixels per tile: 9 × 3 accumulators, 3 weight vectors and a broadcast fill
+    /// 31 of the 32 vector registers.
+    const MAX_PIXELS: usize = 9;
+
+    /// `out[r·n + j] = Σ_k W[first_row + r, k] · rhs[k·n + j]`, then `epilogue` (its bias
+    /// from row `first_row`), for `r < out.len() / n` and `j < n`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F. The caller checked that `first_row` is a multiple of [`PANEL`],
+    /// that `first_row + out.len() / n ≤ w.rows()`, that `rhs` holds `w.cols() · n` values
+    /// and the bias, if any, `out.len() / n`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn product(
+        out: &mut [f32],
+        w: &ChannelPanels,
+        first_row: usize,
+        rhs: &[f32],
+        n: usize,
+        epilogue: Epilogue<'_>,
+    ) {
+        let rows = out.len() / n;
+        let panels = w.panels_from(first_row);
+        // The pixels in tiles as even as the count allows (81: nine of 9; 25: 9, 8, 8), so
+        // no tile is left with one or two pixels, whose few multiply-adds per weight loaded
+        // would run below the rate of the rest.
+        let tiles = n.div_ceil(MAX_PIXELS);
+        let (base, longer) = (n / tiles, n % tiles);
+        for (p, first) in (0..rows).step_by(PANEL).enumerate() {
+            let channels = PANEL.min(rows - first);
+            let panel = panels[p * w.cols * PANEL..].as_ptr();
+            let bias = epilogue
+                .bias
+                .map_or(std::ptr::null(), |b| b[first..].as_ptr());
+            let mut pixel = 0;
+            for t in 0..tiles {
+                let width = base + usize::from(t < longer);
+                // SAFETY: the panel holds `w.cols` steps of `PANEL` values; the tile's
+                // pixels are below `n`, so every step's broadcasts are inside `rhs`; the
+                // tile writes `channels` rows of `width` values from `out[first·n + pixel]`,
+                // inside `out`; the bias holds `channels` values from `first`.
+                unsafe {
+                    tile_of(
+                        (width, channels),
+                        panel,
+                        w.cols,
+                        rhs.as_ptr().add(pixel),
+                        n,
+                        out.as_mut_ptr().add(first * n + pixel),
+                        (bias, epilogue.activation),
+                    )
+                }
+                pixel += width;
+            }
+        }
+    }
+
+    /// One tile, `pixels` (1..=[`MAX_PIXELS`]) by `channels` (1..=[`PANEL`]), through the
+    /// instance of [`tile`] for its shape.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_of(
+        (pixels, channels): (usize, usize),
+        panel: *const f32,
+        cols: usize,
+        x: *const f32,
+        n: usize,
+        out: *mut f32,
+        finish: (*const f32, Activation),
+    ) {
+        macro_rules! by_pixels {
+            ($v:literal) => {
+                // SAFETY: as for the tile.
+                unsafe {
+                    match pixels {
+                        9 => tile::<9, $v>(panel, cols, x, n, out, channels, finish),
+                        8 => tile::<8, $v>(panel, cols, x, n, out, channels, finish),
+                        7 => tile::<7, $v>(panel, cols, x, n, out, channels, finish),
+                        6 => tile::<6, $v>(panel, cols, x, n, out, channels, finish),
+                        5 => tile::<5, $v>(panel, cols, x, n, out, channels, finish),
+                        4 => tile::<4, $v>(panel, cols, x, n, out, channels, finish),
+                        3 => tile::<3, $v>(panel, cols, x, n, out, channels, finish),
+                        2 => tile::<2, $v>(panel, cols, x, n, out, channels, finish),
+                        _ => tile::<1, $v>(panel, cols, x, n, out, channels, finish),
+                    }
+                }
+            };
+        }
+        match channels.div_ceil(LANES) {
+            3 => by_pixels!(3),
+            2 => by_pixels!(2),
+            _ => by_pixels!(1),
+        }
+    }
+
+    /// `P` pixels × `V` vectors of channels summed over the whole depth in registers; then
+    /// the bias and activation as [`crate::kernels::finish_rows`] computes them, and the
+    /// tile written transposed (a pixel's channels are `n` apart in the output) through a
+    /// buffer on the stack.
+    // Indexed loops over the constant bounds are what unroll into the registers.
+    #[allow(clippy::needless_range_loop)]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const P: usize, const V: usize>(
+        panel: *const f32,
+        cols: usize,
+        x: *const f32,
+        n: usize,
+        out: *mut f32,
+        channels: usize,
+        (bias, activation): (*const f32, Activation),
+    ) {
+        // SAFETY (whole body): step `k` reads `V` vectors at `panel + k·PANEL` and `P` values
+        // at `x + k·n`; the bias, if not null, holds `channels` values; the output rows
+        // `c < channels` hold `P` values at `out + c·n`.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); V]; P];
+            let (mut w, mut xk) = (panel, x);
+            for _ in 0..cols {
+                let mut wv = [_mm512_setzero_ps(); V];
+                for v in 0..V {
+                    wv[v] = _mm512_loadu_ps(w.add(v * LANES));
+                }
+                for p in 0..P {
+                    let a = _mm512_set1_ps(*xk.add(p));
+                    for v in 0..V {
+                        acc[p][v] = _mm512_fmadd_ps(a, wv[v], acc[p][v]);
+                    }
+                }
+                w = w.add(PANEL);
+                xk = xk.add(n);
+            }
+            let zero = _mm512_setzero_ps();
+            let six = _mm512_set1_ps(6.0);
+            for v in 0..V {
+                let lanes = channels.saturating_sub(v * LANES).min(LANES);
+                let mask = ((1u32 << lanes) - 1) as __mmask16;
+                let b = if bias.is_null() {
+                    None
+                } else {
+                    Some(_mm512_maskz_loadu_ps(mask, bias.add(v * LANES)))
+                };
+                for p in 0..P {
+                    if let Some(b) = b {
+                        acc[p][v] = _mm512_add_ps(acc[p][v], b);
+                    }
+                    acc[p][v] = match activation {
+                        Activation::None => acc[p][v],
+                        Activation::Relu => _mm512_max_ps(acc[p][v], zero),
+                        Activation::Relu6 => _mm512_min_ps(six, _mm512_max_ps(zero, acc[p][v])),
+                    };
+                }
+            }
+            let mut buffer = [0f32; MAX_PIXELS * PANEL];
+            for p in 0..P {
+                for v in 0..V {
+                    _mm512_storeu_ps(buffer.as_mut_ptr().add(p * PANEL + v * LANES), acc[p][v]);
+                }
+            }
+            for c in 0..channels {
+                for p in 0..P {
+                    *out.add(c * n + p) = buffer[p * PANEL + c];
+                }
+            }
+        }
+    }
+}
