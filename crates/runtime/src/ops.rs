@@ -1045,16 +1045,13 @@ fn max_pool_plane(
     rows.clear();
     rows.resize(h * ow, f32::NEG_INFINITY);
     #[cfg(target_arch = "x86_64")]
-    if stride == 2 && kernels::window_max_available() {
-        for (in_row, row_max) in plane
-            .chunks_exact(w.max(1))
-            .zip(rows.chunks_exact_mut(ow.max(1)))
-        {
-            // SAFETY: the CPU has AVX-512F (checked above).
-            unsafe {
-                kernels::window_max::row_maxima_stride2(in_row, p.padding[1], p.kernel[1], row_max)
-            };
-        }
+    if stride == 2
+        && p.kernel[1] <= kernels::window_max::MAX_TAPS
+        && kernels::window_max_available()
+    {
+        let window = (p.padding[1], p.kernel[1]);
+        // SAFETY: the CPU has AVX-512F (checked above).
+        unsafe { kernels::window_max::rows_maxima_stride2(plane, w, window, rows, ow) };
         return max_of_window_rows(out, rows, cols, (h, ow), p);
     }
     phases.clear();
@@ -1202,10 +1199,18 @@ pub fn global_avg_pool(x: ArrayView4<'_, f32>) -> Array2<f32> {
 /// [`global_avg_pool`] written into `out` (`[n, c]` row-major).
 pub fn global_avg_pool_into(x: ArrayView4<'_, f32>, out: &mut [f32]) {
     let (n, c, h, w) = x.dim();
-    for b in 0..n {
-        for ch in 0..c {
-            out[b * c + ch] = x.slice(s![b, ch, .., ..]).sum() / (h * w).max(1) as f32;
-        }
+    let x = x.as_standard_layout();
+    let planes = x.as_slice().expect("standard layout");
+    if h * w == 0 {
+        out[..n * c].fill(0.0);
+        return;
+    }
+    let plane = h * w;
+    // Each plane as a contiguous one-dimensional view: its sum is ndarray's unrolled fold, the
+    // bits of a slice of the four-dimensional array, without building that slice per channel
+    // (MobileNetV2's 1280 channels of 7×7 took 0.06 ms that way).
+    for (mean, values) in out[..n * c].iter_mut().zip(planes.chunks_exact(plane)) {
+        *mean = ndarray::ArrayView1::from(values).sum() / plane as f32;
     }
 }
 

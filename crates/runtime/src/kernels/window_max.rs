@@ -18,52 +18,69 @@ pub fn available() -> bool {
     *CHOSEN.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
 }
 
-/// `out[i] = max(row[2i − pad], …, row[2i − pad + k − 1])` over the columns inside `row`, −∞
-/// for a window wholly outside it, for every `i < out.len()`. The row is read in place under
-/// lane masks: copying each row between −∞ columns first was a call to `memmove` per row,
+/// The most window columns [`rows_maxima_stride2`] takes.
+pub const MAX_TAPS: usize = 8;
+
+/// For each row of `rows` (`w` wide), `out[i] = max(row[2i − pad], …, row[2i − pad + k −
+/// 1])` over the columns inside the row, −∞ for a window wholly outside it, for every `i <
+/// ow`; `out` holds the rows' maxima one after another, `ow` apart. The rows are read in place
+/// under lane masks: copying each row between −∞ columns first was a call to `memmove` per row,
 /// and on the small planes of Xception's later poolings (18 and 10 wide) the calls cost more
-/// than the maxima.
+/// than the maxima. Every row has the same masks, so they are worked out once per vector of
+/// outputs, for all the rows: per row and tap, they took more of the pass than the maxima.
 ///
 /// # Safety
 /// The CPU has AVX-512F ([`available`]).
 #[target_feature(enable = "avx512f")]
-pub unsafe fn row_maxima_stride2(row: &[f32], pad: usize, k: usize, out: &mut [f32]) {
+pub unsafe fn rows_maxima_stride2(
+    rows: &[f32],
+    w: usize,
+    (pad, k): (usize, usize),
+    out: &mut [f32],
+    ow: usize,
+) {
+    assert!(k <= MAX_TAPS, "at most MAX_TAPS columns");
+    let (w, ow) = (w.max(1), ow.max(1));
+    let count = (rows.len() / w).min(out.len() / ow);
     // Lanes 0, 2, …, 30 of the pair (lo, hi): the even positions of 32 values.
     let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
-    let w = row.len() as isize;
-    for first in (0..out.len()).step_by(LANES) {
-        let lanes = LANES.min(out.len() - first);
-        let mut m = neg_inf;
+    for first in (0..ow).step_by(LANES) {
+        let lanes = LANES.min(ow - first);
+        // Tap `t` reads the 32 columns from `c0[t]`; lane `j` is loaded where `0 ≤ c0 + j <
+        // w`, the lanes in `valid[t]`.
+        let mut c0 = [0isize; MAX_TAPS];
+        let mut valid = [0u32; MAX_TAPS];
         for tap in 0..k {
-            // The 32 columns `c0..c0 + 32`; lane `j` is loaded where `0 ≤ c0 + j < w`.
-            let c0 = (2 * first + tap) as isize - pad as isize;
-            let below = (-c0).clamp(0, 32) as u32;
-            let end = (w - c0).clamp(0, 32) as u32;
-            let valid = low_bits(end) & !low_bits(below);
-            let at = row.as_ptr().wrapping_offset(c0);
-            // SAFETY: only the lanes in `valid` are read, and each is a column of `row`.
-            let (lo, hi) = unsafe {
-                (
-                    _mm512_mask_loadu_ps(neg_inf, valid as __mmask16, at),
-                    _mm512_mask_loadu_ps(
-                        neg_inf,
-                        (valid >> 16) as __mmask16,
-                        at.wrapping_add(LANES),
-                    ),
-                )
-            };
-            let x = _mm512_permutex2var_ps(lo, evens, hi);
-            m = _mm512_max_ps(x, m);
+            let c = (2 * first + tap) as isize - pad as isize;
+            let below = (-c).clamp(0, 32) as u32;
+            let end = (w as isize - c).clamp(0, 32) as u32;
+            c0[tap] = c;
+            valid[tap] = low_bits(end) & !low_bits(below);
         }
-        // SAFETY: the masked lanes are `out[first..first + lanes]`.
-        unsafe {
-            _mm512_mask_storeu_ps(
-                out.as_mut_ptr().add(first),
-                low_bits(lanes as u32) as __mmask16,
-                m,
-            )
-        };
+        let store = low_bits(lanes as u32) as __mmask16;
+        for r in 0..count {
+            let row = rows[r * w..].as_ptr();
+            let mut m = neg_inf;
+            for tap in 0..k {
+                let at = row.wrapping_offset(c0[tap]);
+                // SAFETY: only the lanes in `valid` are read, and each is a column of row `r`.
+                let (lo, hi) = unsafe {
+                    (
+                        _mm512_mask_loadu_ps(neg_inf, valid[tap] as __mmask16, at),
+                        _mm512_mask_loadu_ps(
+                            neg_inf,
+                            (valid[tap] >> 16) as __mmask16,
+                            at.wrapping_add(LANES),
+                        ),
+                    )
+                };
+                let x = _mm512_permutex2var_ps(lo, evens, hi);
+                m = _mm512_max_ps(x, m);
+            }
+            // SAFETY: the masked lanes are `out[r·ow + first..][..lanes]`, inside `out`.
+            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(r * ow + first), store, m) };
+        }
     }
 }
 
@@ -92,7 +109,7 @@ mod tests {
                     let out_len = (w + 2 * pad).saturating_sub(k) / 2 + 1;
                     let mut out = vec![0.0; out_len];
                     // SAFETY: the CPU has AVX-512F (checked above).
-                    unsafe { row_maxima_stride2(&row, pad, k, &mut out) };
+                    unsafe { rows_maxima_stride2(&row, w, (pad, k), &mut out, out_len) };
                     for (i, &o) in out.iter().enumerate() {
                         let want = (0..k)
                             .filter_map(|t| (2 * i + t).checked_sub(pad))
