@@ -15,6 +15,9 @@
 //! before its sum (not fused), as [`depthwise_plane`] does: every path, target and thread
 //! count gives the same bits (tested).
 
+#[cfg(target_arch = "x86_64")]
+mod channel_blocks;
+
 use crate::ops::{Activation, Conv2dParams};
 use crate::{parallel, scratch};
 use ndarray::{Array4, ArrayView4};
@@ -31,6 +34,43 @@ const BLOCK: usize = 64;
 /// over the threads, each part with its own buffers from the scratch pool.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn depthwise(
+    x: ArrayView4<'_, f32>,
+    filters: &[f32],
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    output: (usize, usize),
+    activation: Activation,
+    dst: &mut [f32],
+) {
+    let (_, _, h, w) = x.dim();
+    let path = Path::choose(p, (h, w));
+    depthwise_on(path, x, filters, bias, p, output, activation, dst)
+}
+
+/// Which kernel runs a depthwise layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Path {
+    /// [`planes`]: one plane at a time, its taps over a padded copy.
+    PerPlane,
+    /// [`channel_blocks`]: sixteen channels to a vector, for small planes on AVX-512.
+    ChannelBlocks,
+}
+
+impl Path {
+    fn choose(p: &Conv2dParams, input: (usize, usize)) -> Path {
+        #[cfg(target_arch = "x86_64")]
+        if channel_blocks::fits(p, input) {
+            return Path::ChannelBlocks;
+        }
+        let _ = (p, input);
+        Path::PerPlane
+    }
+}
+
+/// [`depthwise`] on the kernel `path` says.
+#[allow(clippy::too_many_arguments)]
+fn depthwise_on(
+    path: Path,
     x: ArrayView4<'_, f32>,
     filters: &[f32],
     bias: Option<&[f32]>,
@@ -57,6 +97,21 @@ pub(crate) fn depthwise(
         bias,
         activation,
     };
+    #[cfg(target_arch = "x86_64")]
+    if path == Path::ChannelBlocks {
+        return parallel::split_rows(
+            dst,
+            plane_out.max(1),
+            1,
+            taps * plane_out,
+            &|first, part| {
+                let (mut block, mut sums) = (scratch::take(), scratch::take());
+                channel_blocks::planes(&plan, first, part, (&mut block, &mut sums));
+                scratch::give(block);
+                scratch::give(sums);
+            },
+        );
+    }
     parallel::split_rows(
         dst,
         plane_out.max(1),
@@ -472,10 +527,21 @@ mod tests {
     use cxrm_format::testing::uniform as rand;
     use ndarray::Array;
 
+    /// The kernels that can run a layer here: the per-plane one always, the channel blocks
+    /// where the CPU and the layer allow.
+    fn paths(p: &Conv2dParams, input: (usize, usize)) -> Vec<Path> {
+        let mut paths = vec![Path::PerPlane];
+        if Path::choose(p, input) == Path::ChannelBlocks {
+            paths.push(Path::ChannelBlocks);
+        }
+        paths
+    }
+
     #[test]
     fn bias_and_activation_on_the_way_out_give_the_bits_of_a_separate_pass() {
-        let (h, w, c) = (9, 9, 5);
-        let x = Array::from_shape_vec((1, c, h, w), rand(c * h * w, 43)).unwrap();
+        // 20 channels: a block of sixteen and one of four per image.
+        let (h, w, c) = (9, 9, 20);
+        let x = Array::from_shape_vec((2, c, h, w), rand(2 * c * h * w, 43)).unwrap();
         let filters: Vec<f32> = rand(c * 9, 44).iter().map(|v| 4.0 * v).collect();
         let bias = rand(c, 45);
         for stride in [1, 2] {
@@ -492,11 +558,26 @@ mod tests {
                 for activation in [Activation::None, Activation::Relu, Activation::Relu6] {
                     let mut want = general.as_slice().unwrap().to_vec();
                     let epilogue = crate::kernels::Epilogue { bias, activation };
-                    crate::kernels::finish_rows(&mut want, oh * ow, c, oh * ow, epilogue);
-                    let mut got = vec![f32::NAN; c * oh * ow];
-                    depthwise(x.view(), &filters, bias, &p, (oh, ow), activation, &mut got);
+                    for image in want.chunks_exact_mut(c * oh * ow) {
+                        crate::kernels::finish_rows(image, oh * ow, c, oh * ow, epilogue);
+                    }
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&got), bits(&want), "stride {stride} {activation:?}");
+                    for path in paths(&p, (h, w)) {
+                        let mut got = vec![f32::NAN; 2 * c * oh * ow];
+                        let out = (oh, ow);
+                        depthwise_on(
+                            path,
+                            x.view(),
+                            &filters,
+                            bias,
+                            &p,
+                            out,
+                            activation,
+                            &mut got,
+                        );
+                        let label = format!("stride {stride} {activation:?} {path:?}");
+                        assert_eq!(bits(&got), bits(&want), "{label}");
+                    }
                 }
             }
         }
@@ -525,20 +606,24 @@ mod tests {
                 let x = Array::from_shape_vec((2, 3, h, w), rand(6 * h * w, 41)).unwrap();
                 let filters = rand(3 * k * k, 42);
                 let (oh, ow) = p.output_size(h, w).unwrap();
-                let mut fast = vec![f32::NAN; 6 * oh * ow];
-                depthwise(
-                    x.view(),
-                    &filters,
-                    None,
-                    &p,
-                    (oh, ow),
-                    Activation::None,
-                    &mut fast,
-                );
                 let general = depthwise_general(x.view(), &filters, &p);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                let label = format!("{h}×{w}, {k}×{k}/{stride}, dilation {dilation}");
-                assert_eq!(bits(general.as_slice().unwrap()), bits(&fast), "{label}");
+                for path in paths(&p, (h, w)) {
+                    let mut fast = vec![f32::NAN; 6 * oh * ow];
+                    let none = Activation::None;
+                    depthwise_on(
+                        path,
+                        x.view(),
+                        &filters,
+                        None,
+                        &p,
+                        (oh, ow),
+                        none,
+                        &mut fast,
+                    );
+                    let label = format!("{h}×{w}, {k}×{k}/{stride}, dilation {dilation}, {path:?}");
+                    assert_eq!(bits(general.as_slice().unwrap()), bits(&fast), "{label}");
+                }
             }
         }
     }

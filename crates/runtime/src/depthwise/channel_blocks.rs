@@ -1,0 +1,227 @@
+//! Depthwise convolutions over small planes, sixteen channels to a vector (AVX-512).
+//!
+//! On a small plane the per-plane kernel ([`super::planes`]) spends more on each plane's
+//! copies, row by row, than on its sums: Xception's 9×9 planes took 2.2× onnxruntime's time,
+//! MobileNetV2's 7×7 ones 2.3×. onnxruntime keeps its activations in blocks of channels
+//! (NCHWc), where each tap is one multiply and one add on sixteen channels at once. Here a
+//! block of up to sixteen planes is gathered into that layout, zero-padded (`[ph][pw][16]`),
+//! summed a whole output pixel per vector, and gathered back into its planes.
+//!
+//! The taps are added in the same order, `ky` then `kx`, from zero, each product rounded
+//! before its sum, as in [`super::depthwise_plane`]; then the bias and activation as
+//! `kernels::finish_rows` computes them: the bits of the per-plane kernel (tested).
+
+use super::Plan;
+use crate::ops::{Activation, Conv2dParams};
+use std::arch::x86_64::*;
+
+const LANES: usize = 16;
+/// The padded plane's most pixels (16×16: a 14×14 plane and its border). Past it the
+/// per-plane kernel's overheads are a small part of its plane, and the transposes cost more
+/// than they save: Xception's 18×18 layers (20×20 padded) took 0.22 ms against 0.19, and
+/// MobileNetV2's 28×28 ones (a 56 KiB block, past L1) were no faster.
+const MAX_PADDED_PIXELS: usize = 256;
+
+/// Whether a layer runs here: the CPU has AVX-512F, the window is 3×3 (the separable
+/// networks' window; others keep the per-plane kernel), and the padded plane is small.
+pub(super) fn fits(p: &Conv2dParams, (h, w): (usize, usize)) -> bool {
+    let [top, left, bottom, right] = p.padding;
+    let padded = (h + top + bottom) * (w + left + right);
+    p.kernel == [3, 3] && padded <= MAX_PADDED_PIXELS && is_x86_feature_detected!("avx512f")
+}
+
+/// The output planes `first..` in `part` (whole planes, `oh·ow` each), sixteen channels of
+/// one image at a time; `block` and `sums` are this thread's buffers.
+pub(super) fn planes(
+    plan: &Plan<'_>,
+    first: usize,
+    part: &mut [f32],
+    (block, sums): (&mut Vec<f32>, &mut Vec<f32>),
+) {
+    let (h, w) = plan.input;
+    let (oh, ow) = plan.output;
+    let [top, left, bottom, right] = plan.p.padding;
+    let (ph, pw) = (h + top + bottom, w + left + right);
+    let plane_out = (oh * ow).max(1);
+    // Zeros once: the borders are never written, the interior is rewritten per block.
+    block.clear();
+    block.resize(ph * pw * LANES, 0.0);
+    sums.clear();
+    sums.resize(oh * ow * LANES, 0.0);
+    let planes = part.len() / plane_out;
+    let mut done = 0;
+    while done < planes {
+        let index = first + done;
+        let channel = index % plan.channels;
+        // Up to sixteen planes of one image: the block's lanes share an image's planes.
+        let count = LANES.min(planes - done).min(plan.channels - channel);
+        let out = &mut part[done * plane_out..(done + count) * plane_out];
+        // SAFETY: the CPU has AVX-512F (`fits`); the planes `index..index + count` are in
+        // `plan.src`, the block and the sums have the sizes set above, and `out` holds the
+        // `count` output planes.
+        unsafe { block_of_planes(plan, (index, count), block, sums, out) };
+        done += count;
+    }
+}
+
+/// One block: `count` planes from plane `index` (channel `index % channels`).
+#[target_feature(enable = "avx512f")]
+unsafe fn block_of_planes(
+    plan: &Plan<'_>,
+    (index, count): (usize, usize),
+    block: &mut [f32],
+    sums: &mut [f32],
+    out: &mut [f32],
+) {
+    let (h, w) = plan.input;
+    let (oh, ow) = plan.output;
+    let p = plan.p;
+    let [top, left, _, right] = p.padding;
+    let pw = w + left + right;
+    let plane_in = h * w;
+    let plane_out = oh * ow;
+    let channel = index % plan.channels;
+    let lanes = ((1u32 << count) - 1) as __mmask16;
+    let planes = plan.src[index * plane_in..].as_ptr();
+    // SAFETY (whole body): lanes below `count` gather from planes `index..index + count`
+    // (inside `plan.src`) at pixels below `plane_in`; block positions are below `ph·pw`
+    // (the interior of the padded plane), sum positions below `oh·ow`; the stores write the
+    // output planes' pixels below `plane_out` of the `count` planes in `out`.
+    unsafe {
+        // Sixteen pixels of the block's planes at a time, turned into sixteen pixels of
+        // sixteen channels and stored at their places in the padded plane.
+        let (mut y, mut x) = (0, 0);
+        for first in (0..plane_in).step_by(LANES) {
+            let pixels = LANES.min(plane_in - first);
+            let mask = ((1u32 << pixels) - 1) as __mmask16;
+            let mut rows = [_mm512_setzero_ps(); LANES];
+            for (j, row) in rows.iter_mut().enumerate().take(count) {
+                *row = _mm512_maskz_loadu_ps(mask, planes.add(j * plane_in + first));
+            }
+            let columns = transpose(rows);
+            for column in columns.iter().take(pixels) {
+                let at = ((y + top) * pw + x + left) * LANES;
+                _mm512_storeu_ps(block.as_mut_ptr().add(at), *column);
+                x += 1;
+                if x == w {
+                    (y, x) = (y + 1, 0);
+                }
+            }
+        }
+        // The taps' weights, a vector of `count` channels each, zero past them.
+        let mut weights = [_mm512_setzero_ps(); 9];
+        let filter_at = |j: usize, t: usize| plan.filters[(channel + j) * 9 + t];
+        for (t, wv) in weights.iter_mut().enumerate() {
+            let mut column = [0f32; LANES];
+            for (j, c) in column.iter_mut().enumerate().take(count) {
+                *c = filter_at(j, t);
+            }
+            *wv = _mm512_loadu_ps(column.as_ptr());
+        }
+        let [sy, sx] = p.stride;
+        let [dy, dx] = p.dilation;
+        let mut offsets = [0usize; 9];
+        for (t, offset) in offsets.iter_mut().enumerate() {
+            *offset = ((t / 3) * dy * pw + (t % 3) * dx) * LANES;
+        }
+        let bias = match plan.bias {
+            Some(b) => _mm512_maskz_loadu_ps(lanes, b[channel..].as_ptr()),
+            None => _mm512_setzero_ps(),
+        };
+        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+        let src = block.as_ptr();
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let at = src.add((oy * sy * pw + ox * sx) * LANES);
+                let mut acc = _mm512_setzero_ps();
+                for t in 0..9 {
+                    let x = _mm512_loadu_ps(at.add(offsets[t]));
+                    acc = _mm512_add_ps(acc, _mm512_mul_ps(weights[t], x));
+                }
+                if plan.bias.is_some() {
+                    acc = _mm512_add_ps(acc, bias);
+                }
+                acc = match plan.activation {
+                    Activation::None => acc,
+                    Activation::Relu => _mm512_max_ps(acc, zero),
+                    Activation::Relu6 => _mm512_min_ps(six, _mm512_max_ps(zero, acc)),
+                };
+                _mm512_storeu_ps(sums.as_mut_ptr().add((oy * ow + ox) * LANES), acc);
+            }
+        }
+        // Back into the planes: sixteen pixels of sixteen channels turned into sixteen
+        // pixels of each channel.
+        for first in (0..plane_out).step_by(LANES) {
+            let pixels = LANES.min(plane_out - first);
+            let mask = ((1u32 << pixels) - 1) as __mmask16;
+            let mut rows = [zero; LANES];
+            for (i, row) in rows.iter_mut().enumerate().take(pixels) {
+                *row = _mm512_loadu_ps(sums.as_ptr().add((first + i) * LANES));
+            }
+            let columns = transpose(rows);
+            for (j, column) in columns.iter().enumerate().take(count) {
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(j * plane_out + first), mask, *column);
+            }
+        }
+    }
+}
+
+/// `out[j][i] = rows[i][j]`: a 16×16 block transposed in registers, in four rounds of
+/// shuffles (pairs, then quadruples within 128-bit lanes, then lanes across pairs of
+/// registers, twice).
+#[inline]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::needless_range_loop)]
+fn transpose(r: [__m512; LANES]) -> [__m512; LANES] {
+    let mut t = [_mm512_setzero_ps(); LANES];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // `u[4g + m]`, 128-bit lane `k`: rows `4g..4g + 4` of column `4k + m`.
+    let mut u = [_mm512_setzero_ps(); LANES];
+    for g in 0..4 {
+        let b = 4 * g;
+        u[b] = _mm512_shuffle_ps::<0x44>(t[b], t[b + 2]);
+        u[b + 1] = _mm512_shuffle_ps::<0xEE>(t[b], t[b + 2]);
+        u[b + 2] = _mm512_shuffle_ps::<0x44>(t[b + 1], t[b + 3]);
+        u[b + 3] = _mm512_shuffle_ps::<0xEE>(t[b + 1], t[b + 3]);
+    }
+    let mut c = [_mm512_setzero_ps(); LANES];
+    for m in 0..4 {
+        let even_lanes_low = _mm512_shuffle_f32x4::<0x88>(u[m], u[4 + m]);
+        let odd_lanes_low = _mm512_shuffle_f32x4::<0xDD>(u[m], u[4 + m]);
+        let even_lanes_high = _mm512_shuffle_f32x4::<0x88>(u[8 + m], u[12 + m]);
+        let odd_lanes_high = _mm512_shuffle_f32x4::<0xDD>(u[8 + m], u[12 + m]);
+        c[m] = _mm512_shuffle_f32x4::<0x88>(even_lanes_low, even_lanes_high);
+        c[8 + m] = _mm512_shuffle_f32x4::<0xDD>(even_lanes_low, even_lanes_high);
+        c[4 + m] = _mm512_shuffle_f32x4::<0x88>(odd_lanes_low, odd_lanes_high);
+        c[12 + m] = _mm512_shuffle_f32x4::<0xDD>(odd_lanes_low, odd_lanes_high);
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_transposes() {
+        if !is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let m: Vec<f32> = (0..256).map(|v| v as f32).collect();
+        // SAFETY: the CPU has AVX-512F (checked above); each load reads 16 values of `m`.
+        let got = unsafe {
+            let rows = std::array::from_fn(|i| _mm512_loadu_ps(m[16 * i..].as_ptr()));
+            transpose(rows)
+        };
+        for (j, column) in got.iter().enumerate() {
+            let mut values = [0f32; LANES];
+            // SAFETY: as above; the store writes the 16 values of `values`.
+            unsafe { _mm512_storeu_ps(values.as_mut_ptr(), *column) };
+            let want: Vec<f32> = (0..16).map(|i| m[16 * i + j]).collect();
+            assert_eq!(values.to_vec(), want, "column {j}");
+        }
+    }
+}
