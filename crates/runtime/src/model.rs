@@ -1654,18 +1654,30 @@ fn pack_channel_panels(layers: &mut [Layer<'_>], shapes: &[Vec<usize>], release:
             && params.padding == [0; 4]
             && params.groups == 1;
         let plane = shape.iter().skip(1).product::<usize>();
-        let Matrix::Dense { data, rows, cols } = weight else {
+        let Matrix::Dense { rows, .. } = weight else {
             continue;
         };
         if !pointwise || !kernels::channels_fill_more_lanes(*rows, plane) {
             continue;
         }
-        if let Some(panels) = kernels::ChannelPanels::pack(data, *rows, *cols) {
-            if let Cow::Borrowed(values) = data {
-                release(values);
+        let Matrix::Dense { data, rows, cols } =
+            std::mem::replace(weight, Matrix::dense(vec![], 0, 0))
+        else {
+            unreachable!("dense, matched above")
+        };
+        let mapped = match &data {
+            Cow::Borrowed(values) => Some(*values),
+            Cow::Owned(_) => None,
+        };
+        *weight = match kernels::ChannelPanels::pack_in_place(data.into_owned(), rows, cols) {
+            Ok(panels) => {
+                if let Some(values) = mapped {
+                    release(values);
+                }
+                Matrix::Panels(panels)
             }
-            *weight = Matrix::Panels(panels);
-        }
+            Err(values) => Matrix::dense(values, rows, cols),
+        };
     }
 }
 

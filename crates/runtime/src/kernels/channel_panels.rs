@@ -19,7 +19,8 @@
 pub const PANEL: usize = 48;
 
 /// Weights `[rows, cols]` stored as `Wᵀ` in panels of [`PANEL`] rows: panel `p`, step `k`,
-/// lane `j` holds `W[p·PANEL + j, k]`, and lanes past the last row hold zeros.
+/// lane `j` holds `W[p·PANEL + j, k]`. The last panel is as wide as its rows rounded up to
+/// 16 lanes (728 rows: fifteen panels of 48 and one of 16), zeros past its last row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelPanels {
     data: Vec<f32>,
@@ -31,27 +32,69 @@ impl ChannelPanels {
     /// `w` (row-major, `rows × cols`) repacked, or `None` where the allocator refuses the
     /// copy (the caller keeps the row-major weights, which compute the same values).
     pub fn pack(w: &[f32], rows: usize, cols: usize) -> Option<ChannelPanels> {
+        let mut copy = Vec::new();
+        copy.try_reserve_exact(w.len()).ok()?;
+        copy.extend_from_slice(w);
+        ChannelPanels::pack_in_place(copy, rows, cols).ok()
+    }
+
+    /// `w` (row-major, `rows × cols`) repacked in its own buffer, or `w` back where the
+    /// allocator refuses the room. Rows `48p..48p + 48` and panel `p` take the same span,
+    /// so each panel is transposed through a buffer of one panel and only the last, partial
+    /// panel grows the buffer: a copy of the whole matrix, made when every other weight was
+    /// loaded, raised Xception's peak by the size of its largest layer (12.6 MB).
+    pub fn pack_in_place(
+        mut w: Vec<f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<ChannelPanels, Vec<f32>> {
         assert_eq!(w.len(), rows * cols, "a row-major matrix");
-        let len = rows.div_ceil(PANEL).checked_mul(cols * PANEL)?;
-        let mut data = Vec::new();
-        data.try_reserve_exact(len).ok()?;
-        data.resize(len, 0.0);
-        for (r, row) in w.chunks_exact(cols.max(1)).enumerate().take(rows) {
-            let panel = &mut data[(r / PANEL) * cols * PANEL..];
-            for (k, &value) in row.iter().enumerate() {
-                panel[k * PANEL + r % PANEL] = value;
+        let len = Self::spans(rows)
+            .map(|(_, width)| width * cols)
+            .sum::<usize>();
+        let mut panel = Vec::new();
+        if w.try_reserve_exact(len - w.len()).is_err()
+            || panel.try_reserve_exact(PANEL * cols).is_err()
+        {
+            return Err(w);
+        }
+        w.resize(len, 0.0);
+        for (first, width) in Self::spans(rows) {
+            let count = PANEL.min(rows - first);
+            let span = &mut w[first * cols..(first + width) * cols];
+            panel.clear();
+            panel.extend_from_slice(&span[..count * cols]);
+            for (k, step) in span.chunks_exact_mut(width.max(1)).enumerate() {
+                for (j, value) in step.iter_mut().enumerate() {
+                    *value = if j < count { panel[j * cols + k] } else { 0.0 };
+                }
             }
         }
-        Some(ChannelPanels { data, rows, cols })
+        Ok(ChannelPanels {
+            data: w,
+            rows,
+            cols,
+        })
+    }
+
+    /// Each panel's first row and width (its lanes per step); a panel starts at value
+    /// `first·cols`.
+    fn spans(rows: usize) -> impl Iterator<Item = (usize, usize)> {
+        (0..rows)
+            .step_by(PANEL)
+            .map(move |first| (first, PANEL.min((rows - first).next_multiple_of(16))))
     }
 
     /// The row-major weights back.
     pub fn to_rows(&self) -> Vec<f32> {
         let mut w = vec![0.0; self.rows * self.cols];
-        for (r, row) in w.chunks_exact_mut(self.cols.max(1)).enumerate() {
-            let panel = &self.data[(r / PANEL) * self.cols * PANEL..];
-            for (k, value) in row.iter_mut().enumerate() {
-                *value = panel[k * PANEL + r % PANEL];
+        for (first, width) in Self::spans(self.rows) {
+            let panel = &self.data[first * self.cols..];
+            let rows = w[first * self.cols..].chunks_exact_mut(self.cols.max(1));
+            for (j, row) in rows.take(PANEL).enumerate() {
+                for (k, value) in row.iter_mut().enumerate() {
+                    *value = panel[k * width + j];
+                }
             }
         }
         w
@@ -72,14 +115,11 @@ impl ChannelPanels {
 
     /// Row `r` times `scale[r]`.
     pub fn scale_rows(&mut self, scale: &[f32]) {
-        for (p, panel) in self
-            .data
-            .chunks_exact_mut((self.cols * PANEL).max(1))
-            .enumerate()
-        {
-            for step in panel.chunks_exact_mut(PANEL) {
+        for (first, width) in Self::spans(self.rows) {
+            let panel = &mut self.data[first * self.cols..(first + width) * self.cols];
+            for step in panel.chunks_exact_mut(width.max(1)) {
                 for (j, value) in step.iter_mut().enumerate() {
-                    if let Some(s) = scale.get(p * PANEL + j) {
+                    if let Some(s) = scale.get(first + j) {
                         *value *= s;
                     }
                 }
@@ -90,7 +130,7 @@ impl ChannelPanels {
     /// The panels from the one holding row `first_row` (a multiple of [`PANEL`]).
     #[cfg(target_arch = "x86_64")]
     fn panels_from(&self, first_row: usize) -> &[f32] {
-        &self.data[first_row / PANEL * self.cols * PANEL..]
+        &self.data[first_row * self.cols..]
     }
 }
 
@@ -139,23 +179,26 @@ mod avx512 {
         // would run below the rate of the rest.
         let tiles = n.div_ceil(MAX_PIXELS);
         let (base, longer) = (n / tiles, n % tiles);
-        for (p, first) in (0..rows).step_by(PANEL).enumerate() {
+        for first in (0..rows).step_by(PANEL) {
             let channels = PANEL.min(rows - first);
-            let panel = panels[p * w.cols * PANEL..].as_ptr();
+            // A full panel is `PANEL` lanes a step; the matrix's last, its rows rounded up
+            // to 16 (`ChannelPanels::spans`).
+            let step = PANEL.min((w.rows - first_row - first).next_multiple_of(16));
+            let panel = panels[first * w.cols..].as_ptr();
             let bias = epilogue
                 .bias
                 .map_or(std::ptr::null(), |b| b[first..].as_ptr());
             let mut pixel = 0;
             for t in 0..tiles {
                 let width = base + usize::from(t < longer);
-                // SAFETY: the panel holds `w.cols` steps of `PANEL` values; the tile's
+                // SAFETY: the panel holds `w.cols` steps of `step ≥ channels` values; the tile's
                 // pixels are below `n`, so every step's broadcasts are inside `rhs`; the
                 // tile writes `channels` rows of `width` values from `out[first·n + pixel]`,
                 // inside `out`; the bias holds `channels` values from `first`.
                 unsafe {
                     tile_of(
                         (width, channels),
-                        panel,
+                        (panel, step),
                         w.cols,
                         rhs.as_ptr().add(pixel),
                         n,
@@ -174,7 +217,7 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     unsafe fn tile_of(
         (pixels, channels): (usize, usize),
-        panel: *const f32,
+        panel: (*const f32, usize),
         cols: usize,
         x: *const f32,
         n: usize,
@@ -215,7 +258,7 @@ mod avx512 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn tile<const P: usize, const V: usize>(
-        panel: *const f32,
+        (panel, step): (*const f32, usize),
         cols: usize,
         x: *const f32,
         n: usize,
@@ -223,7 +266,7 @@ mod avx512 {
         channels: usize,
         (bias, activation): (*const f32, Activation),
     ) {
-        // SAFETY (whole body): step `k` reads `V` vectors at `panel + k·PANEL` and `P` values
+        // SAFETY (whole body): step `k` reads `V` vectors at `panel + k·step` and `P` values
         // at `x + k·n`; the bias, if not null, holds `channels` values; the output rows
         // `c < channels` hold `P` values at `out + c·n`.
         unsafe {
@@ -240,7 +283,7 @@ mod avx512 {
                         acc[p][v] = _mm512_fmadd_ps(a, wv[v], acc[p][v]);
                     }
                 }
-                w = w.add(PANEL);
+                w = w.add(step);
                 xk = xk.add(n);
             }
             let zero = _mm512_setzero_ps();
