@@ -1638,7 +1638,8 @@ fn fuse_activations(layers: &mut [Layer<'_>]) {
 }
 
 /// Repacks the weights of each 1×1 convolution whose output planes fill fewer vector lanes
-/// than its channels would ([`kernels::channels_fill_more_lanes`]) as channel panels, in
+/// than its channels would, by more than the repacked kernel's own cost
+/// ([`kernels::channels_fill_more_lanes`]), as channel panels, in
 /// place of the row-major weights (mapped pages are given to `release`). Only where the
 /// runtime's own AVX-512 kernel runs, which is the only one that reads them.
 fn pack_channel_panels(layers: &mut [Layer<'_>], shapes: &[Vec<usize>], release: &dyn Fn(&[f32])) {
@@ -1654,10 +1655,10 @@ fn pack_channel_panels(layers: &mut [Layer<'_>], shapes: &[Vec<usize>], release:
             && params.padding == [0; 4]
             && params.groups == 1;
         let plane = shape.iter().skip(1).product::<usize>();
-        let Matrix::Dense { rows, .. } = weight else {
+        let Matrix::Dense { rows, cols, .. } = weight else {
             continue;
         };
-        if !pointwise || !kernels::channels_fill_more_lanes(*rows, plane) {
+        if !pointwise || !kernels::channels_fill_more_lanes(*rows, *cols, plane) {
             continue;
         }
         let Matrix::Dense { data, rows, cols } =

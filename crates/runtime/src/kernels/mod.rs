@@ -20,6 +20,8 @@ mod avx512;
 mod channel_panels;
 pub use channel_panels::{ChannelPanels, PANEL as CHANNEL_PANEL, channels_fill_more_lanes};
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod transpose16;
+#[cfg(target_arch = "x86_64")]
 pub mod window_max;
 
 /// Whether max pooling at a column stride of 2 runs on [`window_max`] (AVX-512).
