@@ -11,6 +11,10 @@
 //! ⌊dx·kx/s⌋` of phase `(dy·ky mod s, dx·kx mod s)`, again one contiguous run per tap, with
 //! `sw − ow` (one or none) columns dropped per row.
 //!
+//! On AVX-512, 3×3 layers over small planes (16×16 padded at most) take [`channel_blocks`]
+//! instead: sixteen planes at a time in the vector lanes, where the per-plane copies above
+//! would cost more than the sums.
+//!
 //! The taps are added in the same order for every output, `ky` then `kx`, each product rounded
 //! before its sum (not fused), as [`depthwise_plane`] does: every path, target and thread
 //! count gives the same bits (tested).
