@@ -1042,18 +1042,21 @@ fn max_pool_plane(
     let stride = p.stride[1].max(1);
     // Phase `q` holds columns `q, q + stride, …`: `phase_len` of them, the last padded.
     let phase_len = w.div_ceil(stride);
-    rows.clear();
-    rows.resize(h * ow, f32::NEG_INFINITY);
     #[cfg(target_arch = "x86_64")]
     if stride == 2
         && p.kernel[1] <= kernels::window_max::MAX_TAPS
         && kernels::window_max_available()
     {
+        // Every row maximum is written below: the buffer needs its length, not a fill
+        // (a pass over 100 KB per plane of VGG16's first pooling).
+        rows.resize(h * ow, f32::NEG_INFINITY);
         let window = (p.padding[1], p.kernel[1]);
         // SAFETY: the CPU has AVX-512F (checked above).
         unsafe { kernels::window_max::rows_maxima_stride2(plane, w, window, rows, ow) };
         return max_of_window_rows(out, rows, cols, (h, ow), p);
     }
+    rows.clear();
+    rows.resize(h * ow, f32::NEG_INFINITY);
     phases.clear();
     phases.resize(stride * phase_len, f32::NEG_INFINITY);
     for (in_row, row_max) in plane
@@ -1762,36 +1765,40 @@ mod tests {
 
     #[test]
     fn two_pass_max_pooling_equals_whole_windows() {
-        let x = rand(9 * 11, 21);
-        for (kernel, stride, padding) in [
-            ([3, 3], [2, 2], [1, 1, 1, 1]),
-            ([3, 3], [2, 2], [0, 0, 1, 1]),
-            ([3, 2], [1, 1], [0, 1, 2, 0]),
-            ([1, 1], [2, 3], [0; 4]),
-            ([5, 5], [3, 3], [2, 2, 2, 2]),
-            ([3, 3], [1, 1], [1, 1, 1, 1]),
-            ([3, 3], [2, 2], [0; 4]),
-            ([2, 4], [1, 2], [0, 3, 0, 0]),
-        ] {
-            let p = PoolParams {
-                kernel,
-                stride,
-                padding,
-            };
-            let (oh, ow) = p.output_size(9, 11).unwrap();
-            let mut whole = vec![f32::NAN; oh * ow];
-            let mut two_pass = vec![f32::NAN; oh * ow];
-            pool_plane::<true>(&x, &mut whole, (9, 11), (oh, ow), &p);
-            let cols: Vec<_> = column_spans(11, ow, &p).collect();
-            max_pool_plane(
-                &x,
-                &mut two_pass,
-                (9, 11),
-                &cols,
-                &p,
-                (&mut Vec::new(), &mut Vec::new()),
-            );
-            assert_eq!(whole, two_pass, "{p:?}");
+        // 40 rows as well as 9: taller planes, more output rows.
+        for (h, w) in [(9, 11), (40, 13)] {
+            let x = rand(h * w, 21);
+            for (kernel, stride, padding) in [
+                ([3, 3], [2, 2], [1, 1, 1, 1]),
+                ([3, 3], [2, 2], [0, 0, 1, 1]),
+                ([2, 2], [2, 2], [0; 4]),
+                ([3, 2], [1, 1], [0, 1, 2, 0]),
+                ([1, 1], [2, 3], [0; 4]),
+                ([5, 5], [3, 3], [2, 2, 2, 2]),
+                ([3, 3], [1, 1], [1, 1, 1, 1]),
+                ([3, 3], [2, 2], [0; 4]),
+                ([2, 4], [1, 2], [0, 3, 0, 0]),
+            ] {
+                let p = PoolParams {
+                    kernel,
+                    stride,
+                    padding,
+                };
+                let (oh, ow) = p.output_size(h, w).unwrap();
+                let mut whole = vec![f32::NAN; oh * ow];
+                let mut two_pass = vec![f32::NAN; oh * ow];
+                pool_plane::<true>(&x, &mut whole, (h, w), (oh, ow), &p);
+                let cols: Vec<_> = column_spans(w, ow, &p).collect();
+                max_pool_plane(
+                    &x,
+                    &mut two_pass,
+                    (h, w),
+                    &cols,
+                    &p,
+                    (&mut Vec::new(), &mut Vec::new()),
+                );
+                assert_eq!(whole, two_pass, "{h}×{w} {p:?}");
+            }
         }
     }
 
