@@ -381,7 +381,10 @@ fn a_file_truncated_while_mapped_is_an_io_error_not_a_signal() {
         .unwrap();
     let file = w.to_bytes().unwrap();
     let mut cut_mid_read = false;
-    for attempt in 0..8 {
+    // From a few milliseconds on: on a fast machine `verify` reads the whole file within 20 ms
+    // of its start, and a first cut at 20 ms then never fell mid-read. A cut before the file
+    // is mapped is another clean error, and the next attempt waits longer.
+    for wait_ms in [2, 5, 10, 15, 20, 30, 40, 55, 70, 90, 115, 145] {
         std::fs::write(&path, &file).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_cxrm"))
             .args(["verify", path.to_str().unwrap()])
@@ -389,7 +392,7 @@ fn a_file_truncated_while_mapped_is_an_io_error_not_a_signal() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(20 + 15 * attempt));
+        std::thread::sleep(Duration::from_millis(wait_ms));
         std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
@@ -404,8 +407,7 @@ fn a_file_truncated_while_mapped_is_an_io_error_not_a_signal() {
             out.status,
             text(&out)
         );
-        if code == Some(2) {
-            assert!(text(&out).contains("truncated while"), "{}", text(&out));
+        if code == Some(2) && text(&out).contains("truncated while") {
             cut_mid_read = true;
             break;
         }
