@@ -1655,17 +1655,14 @@ fn pack_channel_panels(layers: &mut [Layer<'_>], shapes: &[Vec<usize>], release:
             && params.padding == [0; 4]
             && params.groups == 1;
         let plane = shape.iter().skip(1).product::<usize>();
-        let Matrix::Dense { rows, cols, .. } = weight else {
+        let Matrix::Dense { data, rows, cols } = weight else {
             continue;
         };
-        if !pointwise || !kernels::channels_fill_more_lanes(*rows, *cols, plane) {
+        let (rows, cols) = (*rows, *cols);
+        if !pointwise || !kernels::channels_fill_more_lanes(rows, cols, plane) {
             continue;
         }
-        let Matrix::Dense { data, rows, cols } =
-            std::mem::replace(weight, Matrix::dense(vec![], 0, 0))
-        else {
-            unreachable!("dense, matched above")
-        };
+        let data = std::mem::take(data);
         let mapped = match &data {
             Cow::Borrowed(values) => Some(*values),
             Cow::Owned(_) => None,

@@ -4,16 +4,18 @@
 //! copies, row by row, than on its sums: Xception's 9×9 planes took 2.2× onnxruntime's time,
 //! MobileNetV2's 7×7 ones 2.3×. onnxruntime keeps its activations in blocks of channels
 //! (NCHWc), where each tap is one multiply and one add on sixteen channels at once. Here a
-//! block of up to sixteen planes is gathered into that layout, zero-padded (`[ph][pw][16]`),
-//! summed a whole output pixel per vector, and gathered back into its planes.
+//! block of up to sixteen planes is transposed into that layout in registers, zero-padded
+//! (`[ph][pw][16]`), summed a whole output pixel per vector, and transposed back into its
+//! planes.
 //!
 //! The taps are added in the same order, `ky` then `kx`, from zero, each product rounded
 //! before its sum, as in [`super::depthwise_plane`]; then the bias and activation as
 //! `kernels::finish_rows` computes them: the bits of the per-plane kernel (tested).
 
 use super::Plan;
+use crate::kernels::activate;
 use crate::kernels::transpose16::transpose;
-use crate::ops::{Activation, Conv2dParams};
+use crate::ops::Conv2dParams;
 use std::arch::x86_64::*;
 
 const LANES: usize = 16;
@@ -129,7 +131,7 @@ unsafe fn block_of_planes(
             Some(b) => _mm512_maskz_loadu_ps(lanes, b[channel..].as_ptr()),
             None => _mm512_setzero_ps(),
         };
-        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+        let zero = _mm512_setzero_ps();
         let src = block.as_ptr();
         for oy in 0..oh {
             for ox in 0..ow {
@@ -142,11 +144,7 @@ unsafe fn block_of_planes(
                 if plan.bias.is_some() {
                     acc = _mm512_add_ps(acc, bias);
                 }
-                acc = match plan.activation {
-                    Activation::None => acc,
-                    Activation::Relu => _mm512_max_ps(acc, zero),
-                    Activation::Relu6 => _mm512_min_ps(six, _mm512_max_ps(zero, acc)),
-                };
+                acc = activate(acc, plan.activation);
                 _mm512_storeu_ps(sums.as_mut_ptr().add((oy * ow + ox) * LANES), acc);
             }
         }

@@ -436,12 +436,9 @@ unsafe fn tile<const R: usize, const V: usize>(
             }
             b = b.add(rhs_stride);
         }
-        // The epilogue, as `kernels::finish_row` computes it: the bias added, then
-        // `max(x, 0)` (0 for NaN, as `f32::max`), or `min(max(x, 0), 6)` keeping NaN and
-        // −0 (as `f32::clamp`): `max_ps(a, b)` is `a > b ? a : b`.
+        // The epilogue, as `kernels::finish_row` computes it: the bias added, then the
+        // activation ([`activate`]).
         let finish = depth.finish;
-        let zero = _mm512_setzero_ps();
-        let six = _mm512_set1_ps(6.0);
         for r in 0..R {
             if !finish.bias.is_null() {
                 let b = _mm512_set1_ps(*finish.bias.add(r));
@@ -450,15 +447,25 @@ unsafe fn tile<const R: usize, const V: usize>(
                 }
             }
             for v in 0..V {
-                acc[r][v] = match finish.activation {
-                    Activation::None => acc[r][v],
-                    Activation::Relu => _mm512_max_ps(acc[r][v], zero),
-                    Activation::Relu6 => _mm512_min_ps(six, _mm512_max_ps(zero, acc[r][v])),
-                };
+                acc[r][v] = activate(acc[r][v], finish.activation);
             }
             for v in 0..V {
                 _mm512_mask_storeu_ps(out.add(r * out_stride + v * LANES), m[v], acc[r][v]);
             }
         }
+    }
+}
+
+/// `activation` on sixteen lanes, with the values of `kernels::finish_row`: `max(x, 0)` (0 for
+/// NaN, as `f32::max`), or `min(max(x, 0), 6)` keeping NaN and −0 (as `f32::clamp`);
+/// `max_ps(a, b)` is `a > b ? a : b`. The one definition every AVX-512 epilogue uses.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn activate(x: __m512, activation: Activation) -> __m512 {
+    let zero = _mm512_setzero_ps();
+    match activation {
+        Activation::None => x,
+        Activation::Relu => _mm512_max_ps(x, zero),
+        Activation::Relu6 => _mm512_min_ps(_mm512_set1_ps(6.0), _mm512_max_ps(zero, x)),
     }
 }

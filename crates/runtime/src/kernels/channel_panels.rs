@@ -152,7 +152,7 @@ pub(super) use avx512::product;
 mod avx512 {
     use super::{ChannelPanels, PANEL};
     use crate::kernels::transpose16::transpose;
-    use crate::kernels::{Activation, Epilogue};
+    use crate::kernels::{Activation, Epilogue, activate};
     use std::arch::x86_64::*;
 
     const LANES: usize = 16;
@@ -291,7 +291,6 @@ mod avx512 {
                 xk = xk.add(n);
             }
             let zero = _mm512_setzero_ps();
-            let six = _mm512_set1_ps(6.0);
             for v in 0..V {
                 let lanes = channels.saturating_sub(v * LANES).min(LANES);
                 let mask = ((1u32 << lanes) - 1) as __mmask16;
@@ -304,11 +303,7 @@ mod avx512 {
                     if let Some(b) = b {
                         acc[p][v] = _mm512_add_ps(acc[p][v], b);
                     }
-                    acc[p][v] = match activation {
-                        Activation::None => acc[p][v],
-                        Activation::Relu => _mm512_max_ps(acc[p][v], zero),
-                        Activation::Relu6 => _mm512_min_ps(six, _mm512_max_ps(zero, acc[p][v])),
-                    };
+                    acc[p][v] = activate(acc[p][v], activation);
                 }
             }
             // Each vector of channels as sixteen rows of pixels: transposed in registers,
