@@ -23,6 +23,7 @@ pub mod preprocess;
 pub mod resize;
 pub mod scratch;
 pub mod signs;
+pub mod winograd;
 pub mod xnor;
 
 pub use classify::{Classification, Ranked};

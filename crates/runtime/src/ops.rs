@@ -11,6 +11,7 @@ use super::{kernels, parallel, scratch};
 pub use crate::depthwise::depthwise_general;
 pub use crate::kernels::Activation;
 use crate::kernels::{CHANNEL_PANEL, Epilogue};
+use crate::winograd::{self, WinogradWeights};
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis, s};
 
 /// A weight matrix `[rows, cols]`: dense (borrowed from the mapped file when it was stored
@@ -32,6 +33,13 @@ pub enum Matrix<'a> {
     /// planes are too small to fill the vector lanes ([`kernels::ChannelPanels`]; only made
     /// where [`kernels::own_kernel_available`]).
     Panels(kernels::ChannelPanels),
+    /// Dense 3×3 weights and their transform for Winograd's F(4×4, 3×3) ([`crate::winograd`];
+    /// only made where it is available): a stride-1 convolution multiplies in the transformed
+    /// domain, everything else reads the dense weights.
+    Winograd {
+        dense: Box<Matrix<'a>>,
+        domain: Box<WinogradWeights>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +101,7 @@ impl<'a> Matrix<'a> {
             Matrix::Product(f) => f[0].rows(),
             Matrix::Signs(s) => s.rows,
             Matrix::Panels(p) => p.rows(),
+            Matrix::Winograd { dense, .. } => dense.rows(),
         }
     }
     pub fn cols(&self) -> usize {
@@ -102,6 +111,7 @@ impl<'a> Matrix<'a> {
             Matrix::Product(f) => f[f.len() - 1].cols(),
             Matrix::Signs(s) => s.cols,
             Matrix::Panels(p) => p.cols(),
+            Matrix::Winograd { dense, .. } => dense.cols(),
         }
     }
 
@@ -113,6 +123,7 @@ impl<'a> Matrix<'a> {
             Matrix::Sparse(csr) => csr.val.len(),
             Matrix::Product(factors) => factors.iter().map(Matrix::work).sum(),
             Matrix::Signs(s) => s.rows * s.cols,
+            Matrix::Winograd { dense, .. } => dense.work(),
         }
     }
 
@@ -138,6 +149,10 @@ impl<'a> Matrix<'a> {
             Matrix::Product(f) => f[0].scale_rows(scale),
             Matrix::Signs(s) => s.scale_rows(scale),
             Matrix::Panels(p) => p.scale_rows(scale),
+            Matrix::Winograd { dense, domain } => {
+                dense.scale_rows(scale);
+                domain.scale_rows(scale);
+            }
         }
     }
 
@@ -157,6 +172,7 @@ impl<'a> Matrix<'a> {
             }
             Matrix::Signs(s) => Matrix::dense(s.to_dense(), rows, cols),
             Matrix::Panels(p) => Matrix::dense(p.to_rows(), rows, cols),
+            Matrix::Winograd { dense, .. } => dense.into_dense(),
             Matrix::Product(_) => {
                 // Wᵀ = (I · Wᵀ): multiply the identity through the factors.
                 let eye = Array2::<f32>::eye(cols);
@@ -214,6 +230,9 @@ impl<'a> Matrix<'a> {
                     epilogue,
                 );
             });
+        }
+        if let Matrix::Winograd { dense, .. } = self {
+            return dense.mul_rows_finished_into(out, (row_start, row_end), rhs, epilogue);
         }
         if let Matrix::Panels(panels) = self {
             let rhs = rhs.as_standard_layout();
@@ -284,6 +303,9 @@ impl<'a> Matrix<'a> {
                 parallel::split_rows(out, n, CHANNEL_PANEL, n, &|first, part| {
                     finish(row_start + first, part)
                 });
+            }
+            Matrix::Winograd { dense, .. } => {
+                dense.mul_rows_into(out, row_start, row_end, rhs.view(), finish)
             }
             Matrix::Signs(s) => {
                 let totals = signs::column_totals(rhs_slice, n);
@@ -372,6 +394,7 @@ impl<'a> Matrix<'a> {
                     });
                 }
             }
+            Matrix::Winograd { dense, .. } => dense.mul_transposed_into(x, out),
             Matrix::Panels(_) => {
                 // A fully connected layer is never packed; a caller that packs one gets the
                 // row-major product of the same weights.
@@ -682,6 +705,19 @@ pub fn conv2d_into(
             unreachable!("dense, checked above")
         };
         return crate::depthwise::depthwise(x, data, bias, p, (oh, ow), activation, out);
+    }
+    if let Matrix::Winograd { domain, .. } = weight {
+        let x = x.as_standard_layout();
+        let images = x.as_slice().expect("standard layout");
+        let epilogue = Epilogue { bias, activation };
+        let plane_out = (cout * oh * ow).max(1);
+        for (image, image_out) in images
+            .chunks_exact(cin * h * w)
+            .zip(out.chunks_exact_mut(plane_out))
+        {
+            winograd::conv(image, (h, w), domain, p, (oh, ow), epilogue, image_out);
+        }
+        return;
     }
     // A 1×1 convolution with stride 1 and no padding multiplies the input as it lies: each
     // image's channels are already the rows of the product's right-hand side.

@@ -67,12 +67,17 @@ pub struct RuntimeArgs {
     /// the same for every count.
     #[arg(long, default_value_t = 0, value_parser = process::parse_threads)]
     threads: usize,
+    /// Run stride-1 3×3 convolutions as direct products instead of by Winograd's F(4×4, 3×3),
+    /// which takes 4× fewer multiply-adds and rounds a little more (docs/performance.md).
+    #[arg(long)]
+    no_winograd: bool,
 }
 
 impl RuntimeArgs {
     pub fn options(&self) -> cxrm::runtime::RuntimeOptions {
         cxrm::runtime::RuntimeOptions {
             threads: self.threads,
+            winograd: !self.no_winograd,
             ..Default::default()
         }
     }
