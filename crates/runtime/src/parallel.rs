@@ -32,7 +32,8 @@ pub struct Threads {
 
 /// How often the setting not in use is timed again, so that a change of load is noticed: after
 /// this long, and at least [`PROBE_PASSES`] passes, so that a probe costs a few percent of the
-/// time even when each pass is a long batch.
+/// time even when each pass is a long batch (and sooner while the choice is young,
+/// [`Adaptive::interval`]).
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_PASSES: u32 = 16;
 
@@ -40,8 +41,9 @@ const PROBE_PASSES: u32 = 16;
 /// splitting it over every core. On a machine where other programs keep the cores busy a split
 /// pass waits for whichever part's thread the scheduler has set aside, and can take twice as
 /// long as one thread; on an idle machine it is up to twice as fast. So each setting's time
-/// per multiply-add is kept (a moving average over its passes), the faster one runs, and the
-/// other is tried again every [`PROBE_EVERY`] and [`PROBE_PASSES`]. Both give the same bits, so the choice changes
+/// per multiply-add is kept (the fastest of the first [`CALIBRATION_PASSES`], then a moving
+/// average over its passes), the faster one runs, and the other is tried again every
+/// [`PROBE_EVERY`] and [`PROBE_PASSES`], or sooner while the choice is young. Both give the same bits, so the choice changes
 /// only the speed. A probe waits for one of the smallest passes the model runs (at most
 /// [`PROBE_WORK_SLACK`] times the smallest seen): a batch pass on the slower setting costs
 /// the whole batch, and when a program times single images and then one batch (as `cxrm
@@ -54,35 +56,58 @@ struct Adaptive {
     passes_since_probe: u32,
     /// The fewest multiply-adds of a pass seen.
     smallest_work: Option<usize>,
+    /// Calibration passes chosen so far (up to [`CALIBRATION_PASSES`]).
+    calibration: u32,
+    /// Passes after which a probe is due even within [`PROBE_EVERY`]: [`PROBE_PASSES`] at
+    /// first, doubled by each probe that confirms the choice, back to it when one changes
+    /// it. So a choice made on a few noisy passes is checked again within the first few dozen
+    /// (a `cxrm bench` round of 40 passes ran whole on the wrong setting), while a settled one
+    /// costs ever fewer probes.
+    interval: u32,
 }
 
 /// How much larger than the smallest pass seen a pass may be and still be a probe.
 const PROBE_WORK_SLACK: usize = 2;
 
+/// The first passes alternate the two settings, starting with the split (which starts the
+/// pool), and each setting keeps its fastest. One pass of each was too few: a single slow pass
+/// (the pool's threads still starting, a burst from another process) sent one run of
+/// `cxrm bench` in two to one thread on an idle 2-core machine, where two threads took 4.8 ms
+/// a pass against 8.2 ms, and no probe came before the run ended.
+const CALIBRATION_PASSES: u32 = 6;
+
 impl Adaptive {
-    /// Whether the next pass splits over every core, and whether it is a probe: a timing of
-    /// the setting that is not the faster one.
-    fn choose(&mut self, now: Instant, work: usize) -> (bool, bool) {
+    /// Whether the next pass splits over every core, and what its time is for: calibration,
+    /// a probe (a timing of the setting that is not the faster one), or the running average.
+    fn choose(&mut self, now: Instant, work: usize) -> (bool, Timing) {
         let smallest = self.smallest_work.map_or(work, |w| w.min(work));
         self.smallest_work = Some(smallest);
+        if self.calibration < CALIBRATION_PASSES {
+            let all = self.calibration.is_multiple_of(2);
+            self.calibration += 1;
+            self.last_probe = Some(now);
+            self.passes_since_probe = 0;
+            return (all, Timing::Calibration);
+        }
         match self.cost {
-            [_, None] => (true, true),
-            [None, _] => (false, true),
+            [_, None] => (true, Timing::Probe),
+            [None, _] => (false, Timing::Probe),
             [Some(one), Some(all)] => {
                 let faster = all < one;
-                let probe_due = self.last_probe.is_none()
+                let waited = self.passes_since_probe >= self.interval.max(PROBE_PASSES)
                     || self.passes_since_probe >= PROBE_PASSES
                         && self
                             .last_probe
-                            .is_some_and(|t| now.duration_since(t) >= PROBE_EVERY)
-                        && work <= smallest.saturating_mul(PROBE_WORK_SLACK);
+                            .is_some_and(|t| now.duration_since(t) >= PROBE_EVERY);
+                let probe_due = self.last_probe.is_none()
+                    || waited && work <= smallest.saturating_mul(PROBE_WORK_SLACK);
                 if probe_due {
                     self.last_probe = Some(now);
                     self.passes_since_probe = 0;
-                    (!faster, true)
+                    (!faster, Timing::Probe)
                 } else {
                     self.passes_since_probe += 1;
-                    (faster, false)
+                    (faster, Timing::Steady)
                 }
             }
         }
@@ -91,13 +116,34 @@ impl Adaptive {
     /// A probe's time replaces that setting's estimate, which is a second old or more (and the
     /// first pass over all cores also started the pool); the setting in use keeps a moving
     /// average.
-    fn record(&mut self, all: bool, probe: bool, nanos_per_work: f64) {
+    fn record(&mut self, all: bool, timing: Timing, nanos_per_work: f64) {
+        if timing == Timing::Probe
+            && let Some(other) = self.cost[usize::from(!all)]
+        {
+            self.interval = if nanos_per_work < other {
+                PROBE_PASSES
+            } else {
+                self.interval.max(PROBE_PASSES).saturating_mul(2)
+            };
+        }
         let slot = &mut self.cost[usize::from(all)];
-        *slot = Some(match *slot {
-            Some(c) if !probe => 0.7 * c + 0.3 * nanos_per_work,
+        *slot = Some(match (*slot, timing) {
+            (Some(c), Timing::Calibration) => c.min(nanos_per_work),
+            (Some(c), Timing::Steady) => 0.7 * c + 0.3 * nanos_per_work,
             _ => nanos_per_work,
         });
     }
+}
+
+/// What a pass's time is recorded for ([`Adaptive::record`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Timing {
+    /// One of the first passes: each setting keeps its fastest.
+    Calibration,
+    /// The setting not in use, timed again: its time replaces the old one.
+    Probe,
+    /// The setting in use: a moving average.
+    Steady,
 }
 
 impl Threads {
@@ -131,13 +177,13 @@ impl Threads {
             return self.run_split(f);
         };
         let start = Instant::now();
-        let (all, probe) = adapt
+        let (all, timing) = adapt
             .lock()
-            .map_or((true, false), |mut a| a.choose(start, work));
+            .map_or((true, Timing::Steady), |mut a| a.choose(start, work));
         let out = if all { self.run_split(f) } else { f() };
         let nanos = start.elapsed().as_nanos() as f64 / work as f64;
         if let Ok(mut a) = adapt.lock() {
-            a.record(all, probe, nanos);
+            a.record(all, timing, nanos);
         }
         out
     }
@@ -327,54 +373,61 @@ mod tests {
     fn the_default_count_runs_the_faster_setting_and_probes_the_other() {
         let mut a = Adaptive::default();
         let t0 = Instant::now();
-        // Each setting is timed once first; the first split pass also started the pool.
-        assert_eq!(a.choose(t0, 100), (true, true));
-        a.record(true, true, 50.0);
-        assert_eq!(a.choose(t0, 100), (false, true));
-        a.record(false, true, 1.0);
-        // The first comparison is a probe of the split, whose time replaces the slow first one.
-        assert_eq!(a.choose(t0, 100), (true, true));
-        a.record(true, true, 0.6);
-        // Now the split is faster; one thread is probed again only once a second and
-        // PROBE_PASSES passes have gone by.
-        for _ in 0..PROBE_PASSES {
-            assert_eq!(a.choose(t0 + Duration::from_millis(10), 100), (true, false));
-            a.record(true, false, 0.6);
+        // The first passes alternate the settings, the split first (it starts the pool); each
+        // keeps its fastest, so one slow pass of the split does not decide.
+        for (pass, time) in [50.0, 1.0, 0.6, 1.1, 3.0, 1.2].into_iter().enumerate() {
+            let split = pass % 2 == 0;
+            assert_eq!(a.choose(t0, 100), (split, Timing::Calibration));
+            a.record(split, Timing::Calibration, time);
         }
-        assert_eq!(a.choose(t0 + Duration::from_millis(20), 100), (true, false));
-        assert_eq!(
-            a.choose(t0 + PROBE_EVERY + Duration::from_millis(10), 100),
-            (false, true)
-        );
+        assert_eq!(a.cost, [Some(1.0), Some(0.6)]);
+        // The split is faster. One thread is probed again after PROBE_PASSES passes; a probe
+        // that confirms the choice doubles the wait for the next.
+        let soon = t0 + Duration::from_millis(10);
+        for wait in [PROBE_PASSES, 2 * PROBE_PASSES] {
+            for _ in 0..wait {
+                assert_eq!(a.choose(soon, 100), (true, Timing::Steady));
+                a.record(true, Timing::Steady, 0.6);
+            }
+            assert_eq!(a.choose(soon, 100), (false, Timing::Probe));
+            a.record(false, Timing::Probe, 1.0);
+        }
+        // Past PROBE_EVERY a probe comes after PROBE_PASSES passes whatever the wait.
+        for _ in 0..PROBE_PASSES {
+            assert_eq!(a.choose(soon, 100), (true, Timing::Steady));
+        }
+        let at = t0 + PROBE_EVERY + Duration::from_millis(10);
+        assert_eq!(a.choose(at, 100), (false, Timing::Probe));
+        // A probe's time replaces the old one; one that finds the other setting faster
+        // brings the wait back to PROBE_PASSES.
+        a.record(false, Timing::Probe, 0.5);
+        assert_eq!((a.cost[0], a.interval), (Some(0.5), PROBE_PASSES));
+        a.record(false, Timing::Probe, 0.9);
         // A busy machine: the split slows down; the moving average follows it and one thread
         // takes over.
         for _ in 0..10 {
-            a.record(true, false, 2.0);
+            a.record(true, Timing::Steady, 2.0);
         }
-        assert_eq!(
-            a.choose(t0 + PROBE_EVERY + Duration::from_millis(20), 100),
-            (false, false)
-        );
+        let at = t0 + PROBE_EVERY + Duration::from_millis(20);
+        assert_eq!(a.choose(at, 100), (false, Timing::Steady));
     }
 
     #[test]
     fn a_probe_waits_for_one_of_the_smallest_passes() {
         let mut a = Adaptive::default();
         let t0 = Instant::now();
-        a.choose(t0, 100);
-        a.record(true, true, 0.6);
-        a.choose(t0, 100);
-        a.record(false, true, 1.0);
-        a.choose(t0, 100);
-        a.record(true, true, 0.6);
+        for pass in 0..CALIBRATION_PASSES {
+            let (split, timing) = a.choose(t0, 100);
+            a.record(split, timing, if pass % 2 == 0 { 0.6 } else { 1.0 });
+        }
         for _ in 0..PROBE_PASSES {
             a.choose(t0, 100);
         }
         // Due, but a batch sixteen times the size runs on the faster setting; the next single
         // image is the probe.
         let later = t0 + PROBE_EVERY * 2;
-        assert_eq!(a.choose(later, 1600), (true, false));
-        assert_eq!(a.choose(later, 100), (false, true));
+        assert_eq!(a.choose(later, 1600), (true, Timing::Steady));
+        assert_eq!(a.choose(later, 100), (false, Timing::Probe));
     }
 
     #[test]
