@@ -271,8 +271,12 @@ where
     })
 }
 
-/// Runs `f(index, item)` on every item, items split in halves over the threads where each
-/// item's `work_per_item` multiply-adds are worth a hand-off: a batch's images, for one.
+/// Runs `f(index, item)` on every item, items split in halves down to single items where each
+/// item's `work_per_item` multiply-adds are worth a hand-off: a batch's images, for one. The
+/// halves are split to the last item, not only once per thread, so that a thread whose core
+/// is free steals the images of one that shares its core with another program: split once
+/// per thread, a batch waited for the slower half, and MobileNetV2 at batch 16 on two cores,
+/// one of them busy, ran at 82 images/s against 110 on one thread.
 pub fn each<T, F>(items: &mut [T], work_per_item: usize, f: &F)
 where
     T: Send,
@@ -299,7 +303,8 @@ where
             || run(b, first + half, parts - left, work_per_item, f),
         );
     }
-    run(items, 0, parts(), work_per_item, f)
+    let parts = if parts() > 1 { items.len() } else { 1 };
+    run(items, 0, parts, work_per_item, f)
 }
 
 struct Plan {
