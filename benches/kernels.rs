@@ -5,6 +5,8 @@
 //!   Xception's shapes, through `kernels::product` (the `gemm` crate, AVX-512 where the CPU has
 //!   it) against ndarray's `general_mat_mul` (matrixmultiply, the runtime's previous path for
 //!   large products) on the same operands.
+//! * `conv3x3/winograd/*`: the same stride-1 layers by Winograd's F(4×4, 3×3) against
+//!   `conv3x3/conv2d/*`, the direct product.
 //! * `depthwise/*`: 3×3 depthwise convolutions (Xception's 728 channels at 9×9 and 128 at
 //!   72×72, MobileNetV2's stride-2 96 channels at 112×112) through the runtime's kernels
 //!   against the general tap-by-tap loop (`ops::depthwise_general`, the previous kernel).
@@ -20,6 +22,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use cxrm::format::encoding::binary::Binary;
 use cxrm::runtime::ops::{self, Conv2dParams, Csr, Matrix};
 use cxrm::runtime::signs::SignRows;
+use cxrm::runtime::winograd::{self, WinogradWeights};
 use cxrm::runtime::{kernels, xnor};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, Array4, ArrayView2};
@@ -134,6 +137,20 @@ fn conv3x3(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("conv2d", &label), |b| {
             b.iter(|| ops::conv2d(black_box(x.view()), &m, None, &p))
         });
+        // The same layer by Winograd's F(4×4, 3×3), where the CPU runs it.
+        if winograd::available() {
+            let Matrix::Dense { data, .. } = &m else {
+                unreachable!("made dense above")
+            };
+            let domain = WinogradWeights::transform(data, cout, cin).expect("memory");
+            let w = Matrix::Winograd {
+                dense: Box::new(m.clone()),
+                domain: Box::new(domain),
+            };
+            g.bench_function(BenchmarkId::new("winograd", &label), |b| {
+                b.iter(|| ops::conv2d(black_box(x.view()), &w, None, &p))
+            });
+        }
     }
     g.finish();
 }
