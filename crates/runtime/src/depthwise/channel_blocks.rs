@@ -24,13 +24,24 @@ const LANES: usize = 16;
 /// than they save: Xception's 18×18 layers (20×20 padded) took 0.22 ms against 0.19, and
 /// MobileNetV2's 28×28 ones (a 56 KiB block, past L1) were no faster.
 const MAX_PADDED_PIXELS: usize = 256;
+/// The same at stride 2, where the per-plane kernel first splits each plane into its phases
+/// and here the stride costs nothing: MobileNetV2's 192 channels from 28×28 to 14×14 took
+/// 0.053 ms against 0.080. From 56×56 to 28×28 the two were level, and from 112×112 (a 0.8 MB
+/// block) this one was slower. A kernel that streamed rows through a ring in L1 instead of a
+/// whole block was measured too: level at stride 2, and 1.5–2× slower on Xception's 9×9
+/// planes, whose rows of 9 each took a transpose where 16 pixels of the plane did.
+const MAX_PADDED_PIXELS_STRIDE_2: usize = 1024;
 
 /// Whether a layer runs here: the CPU has AVX-512F, the window is 3×3 (the separable
 /// networks' window; others keep the per-plane kernel), and the padded plane is small.
 pub(super) fn fits(p: &Conv2dParams, (h, w): (usize, usize)) -> bool {
     let [top, left, bottom, right] = p.padding;
     let padded = (h + top + bottom) * (w + left + right);
-    p.kernel == [3, 3] && padded <= MAX_PADDED_PIXELS && is_x86_feature_detected!("avx512f")
+    let most = match p.stride {
+        [2, 2] => MAX_PADDED_PIXELS_STRIDE_2,
+        _ => MAX_PADDED_PIXELS,
+    };
+    p.kernel == [3, 3] && padded <= most && is_x86_feature_detected!("avx512f")
 }
 
 /// The output planes `first..` in `part` (whole planes, `oh·ow` each), sixteen channels of
