@@ -201,9 +201,11 @@ fn max_pool(c: &mut Criterion) {
 
 fn sparse(c: &mut Criterion) {
     let mut g = c.benchmark_group("sparse");
-    let (m, k, n) = (728, 728, 81);
-    let x = Array2::from_shape_vec((k, n), uniform(5, k * n)).unwrap();
-    for kept in [10, 30] {
+    // Xception's middle flow (9×9) and its 18×18 layers; a density on each side of where the
+    // sparse kernel stops paying.
+    for (n, kept) in [(81, 10), (81, 30), (81, 50), (324, 30), (324, 50)] {
+        let (m, k) = (728, 728);
+        let x = Array2::from_shape_vec((k, n), uniform(5, k * n)).unwrap();
         let mut w = uniform(6, m * k);
         // Keep every weight whose index hashes below the fraction: scattered like pruning.
         for (i, v) in w.iter_mut().enumerate() {

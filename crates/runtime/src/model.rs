@@ -60,12 +60,20 @@ pub struct RuntimeOptions {
 }
 
 /// The fraction of [`RuntimeOptions::sparse_below_density`] below which a convolution's
-/// weights run sparse. A dense layer at batch 1 is a matrix-vector product, which the CSR
-/// kernel beats up to about 30% of the weights; a convolution is a blocked GEMM (the `gemm`
-/// crate), which it beats only below about 10%: on a 728×728 pointwise product at 9×9 (one
-/// thread, `benches/kernels.rs`), 10% kept took 629 µs on CSR against 758 dense, 30% kept 1704
-/// against 646.
-const CONV_SPARSE_FACTOR: f64 = 1.0 / 3.0;
+/// weights run sparse, where its output has at least [`CONV_SPARSE_MIN_PIXELS`]. A dense
+/// layer at batch 1 is a matrix-vector product, which the CSR kernel beats up to about 30% of
+/// the weights; a convolution is a blocked GEMM, which the AVX-512 CSR kernel beats up to
+/// about 40% on planes of 18×18 and more (728×728 at 18×18, one thread, `benches/kernels.rs`:
+/// 30% kept 2.6 ms sparse against 3.7 dense, 50% kept 4.3 against 4.0).
+const CONV_SPARSE_FACTOR: f64 = 4.0 / 3.0;
+/// The same fraction for smaller planes, and for the 3×3 convolutions that run by Winograd's
+/// F(4×4, 3×3) at a quarter of the multiply-adds. On small planes the dense product keeps the
+/// output channels in its vector lanes ([`kernels::ChannelPanels`]): Xception's 728-channel
+/// layers at 9×9 with 30% kept took 24.1 ms sparse against 23.2 ms dense; with 10% kept the
+/// CSR kernel took 0.32 ms against 0.96.
+const SMALL_CONV_SPARSE_FACTOR: f64 = 1.0 / 3.0;
+/// See [`CONV_SPARSE_FACTOR`].
+const CONV_SPARSE_MIN_PIXELS: usize = 256;
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
@@ -1254,12 +1262,15 @@ fn build_op<'a>(
                 .first()
                 .ok_or_else(|| fail("needs a weight tensor".into()))?;
             // A convolution's product is a blocked GEMM, which the CSR kernel beats only when
-            // far fewer weights are left than for a matrix-vector product; an XNOR layer's
-            // float fallback is a matrix-vector product per position.
+            // fewer weights are left than for a matrix-vector product; an XNOR layer's float
+            // fallback is a matrix-vector product per position.
+            let pixels = (h / conv.stride[0].max(1)) * (w / conv.stride[1].max(1));
             let sparse_below = if matches!(op, format::Op::XnorConv2d(_)) {
                 loader.options.sparse_below_density
-            } else {
+            } else if pixels >= CONV_SPARSE_MIN_PIXELS {
                 loader.options.sparse_below_density * CONV_SPARSE_FACTOR
+            } else {
+                loader.options.sparse_below_density * SMALL_CONV_SPARSE_FACTOR
             };
             let (loaded, shape) = loader.weight(node, name, sparse_below)?;
             let [cout, cg, kh, kw] = shape[..] else {
@@ -1306,6 +1317,15 @@ fn build_op<'a>(
                     },
                     loaded => {
                         let mut weight = loader.weight_matrix(loaded, cout, cols, sparse_below);
+                        let small = loader.options.sparse_below_density * SMALL_CONV_SPARSE_FACTOR;
+                        if let Matrix::Sparse(csr) = &weight
+                            && loader.options.winograd
+                            && winograd::suits(&params, cg, cout)
+                            && density(csr.val.len(), cout * cols) > small
+                        {
+                            // Winograd's quarter of the multiply-adds beats the CSR kernel.
+                            weight = weight.into_dense();
+                        }
                         if groups == c && cout == c {
                             // The depthwise kernel is direct; it takes its few weights dense,
                             // and as a copy of its own: read in place, they would keep resident

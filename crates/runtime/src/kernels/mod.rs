@@ -22,6 +22,8 @@ pub(crate) use avx512::activate;
 mod channel_panels;
 pub use channel_panels::{ChannelPanels, PANEL as CHANNEL_PANEL, channels_fill_more_lanes};
 #[cfg(target_arch = "x86_64")]
+mod sparse_avx512;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod transpose16;
 #[cfg(target_arch = "x86_64")]
 pub mod window_max;
@@ -522,9 +524,32 @@ pub struct SparseRows<'a> {
 
 /// `out[r, :] = Σ_k val[k] · rhs[col[k], :]` over row `r`'s nonzeros, for `rhs` and `out`
 /// row-major and `n` wide (`out` every element overwritten). Each nonzero adds a scaled row
-/// of `rhs`, vectorised along `n`.
+/// of `rhs`, vectorised along `n`: on AVX-512 into a strip of the output row held in
+/// registers ([`sparse_avx512`]), elsewhere into the row in memory. Both give the same bits
+/// where the target has fused multiply-add.
+pub fn sparse_rows_times(out: &mut [f32], w: SparseRows<'_>, rhs: &[f32], n: usize) {
+    if n == 0 {
+        return;
+    }
+    let rows = w.row_ptr.len().saturating_sub(1);
+    assert!(out.len() >= rows * n, "an output row per weight row");
+    let cols = &w.col[w.row_ptr[0]..w.row_ptr[rows]];
+    let depth = cols.iter().fold(0, |most, &c| most.max(c)) as usize + 1;
+    assert!(
+        cols.is_empty() || depth * n <= rhs.len(),
+        "a right-hand row per column"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU has AVX-512F, and the bounds were checked above.
+        return unsafe { sparse_avx512::rows_times(&mut out[..rows * n], w, rhs, n) };
+    }
+    sparse_rows_times_portable(out, w, rhs, n)
+}
+
+/// [`sparse_rows_times`] without AVX-512.
 #[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
-pub fn sparse_rows_times<'a>(out: &mut [f32], w: SparseRows<'a>, rhs: &[f32], n: usize) {
+fn sparse_rows_times_portable<'a>(out: &mut [f32], w: SparseRows<'a>, rhs: &[f32], n: usize) {
     if selected_target!().supports_feature_str("fma") || cfg!(target_arch = "aarch64") {
         sparse_rows_times_with::<true>(out, w, rhs, n)
     } else {
@@ -759,5 +784,42 @@ mod tests {
         let mut y = vec![f32::NAN; 6];
         sparse_matvec(&mut y, block, &x);
         close(&y, &plain(&w, cols, &x, 1, 2..8), cols);
+    }
+
+    #[test]
+    fn the_sparse_product_gives_the_portable_kernels_bits_at_every_width() {
+        // Strips of one to eight vectors, a masked last vector, and rows wider than a strip.
+        let (rows, cols) = (7, 50);
+        let mut w = uniform(rows * cols, 8);
+        w.iter_mut().step_by(4).for_each(|v| *v = 0.0);
+        let (mut row_ptr, mut col, mut val) = (vec![0], vec![], vec![]);
+        for r in 0..rows {
+            for (c, &v) in w[r * cols..(r + 1) * cols].iter().enumerate() {
+                if v != 0.0 {
+                    col.push(c as u32);
+                    val.push(v);
+                }
+            }
+            row_ptr.push(col.len());
+        }
+        let block = SparseRows {
+            row_ptr: &row_ptr[1..],
+            col: &col,
+            val: &val,
+        };
+        for n in [1, 15, 16, 17, 49, 81, 128, 129, 300] {
+            let rhs = uniform(cols * n, 9);
+            let mut fast = vec![f32::NAN; (rows - 1) * n];
+            let mut portable = vec![f32::NAN; (rows - 1) * n];
+            sparse_rows_times(&mut fast, block, &rhs, n);
+            sparse_rows_times_portable(&mut portable, block, &rhs, n);
+            close(&fast, &plain(&w, cols, &rhs, n, 1..rows), cols);
+            // Both fuse their multiply-adds where the CPU has FMA (every AVX-512 CPU does).
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("fma") {
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&fast), bits(&portable), "{n} columns");
+            }
+        }
     }
 }
