@@ -327,12 +327,19 @@ fn import_ok(source: &Path, out: &Path, flags: &[&str]) {
 }
 
 fn run_logits(model: &Path, image: &Path) -> Vec<f64> {
-    let o = cxrm(&[
+    run_logits_with(model, image, &[])
+}
+
+/// [`run_logits`] with more flags for `cxrm run`.
+fn run_logits_with(model: &Path, image: &Path, flags: &[&str]) -> Vec<f64> {
+    let mut args = vec![
         "run",
         model.to_str().unwrap(),
         image.to_str().unwrap(),
         "--json",
-    ]);
+    ];
+    args.extend(flags);
+    let o = cxrm(&args);
     assert!(o.status.success(), "{}", text(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let key = if v[0]["logits"].is_null() {
@@ -346,6 +353,41 @@ fn run_logits(model: &Path, image: &Path) -> Vec<f64> {
         .iter()
         .map(|x| x.as_f64().unwrap())
         .collect()
+}
+
+/// The VGG fixture's six 3×3 stride-1 layers run by Winograd's F(4×4, 3×3) where the CPU has
+/// AVX-512 (`cxrm bench` names their kernel), and give the direct product's logits within the
+/// fidelity bound; `--no-winograd` runs the direct product.
+#[test]
+fn winograd_and_the_direct_product_agree_on_a_real_radiograph() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("vgg.cxrm");
+    let exp = expected("vgg.keras");
+    let flags = preprocessing_flags(&exp);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    import_ok(&root().join("fixtures/import/vgg.keras"), &model, &flags);
+    let image = shared_data().join(exp["images"][0]["path"].as_str().unwrap());
+    let winograd = run_logits(&model, &image);
+    let direct = run_logits_with(&model, &image, &["--no-winograd"]);
+    let scale = direct.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
+    let worst = winograd
+        .iter()
+        .zip(&direct)
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs() / scale));
+    assert!(worst <= 1e-5, "{worst:e}");
+    let layers = |flags: &[&str]| {
+        let mut args = vec!["bench", model.to_str().unwrap(), "--iters", "1"];
+        args.extend(["--batch", "1", "--batch-iters", "1"]);
+        args.extend(flags);
+        let o = cxrm(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        text(&o).matches("conv2d[winograd]").count()
+    };
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        assert_eq!(layers(&[]), 6);
+    }
+    assert_eq!(layers(&["--no-winograd"]), 0);
 }
 
 /// `cxrm export` then `cxrm import` gives back a model that computes the same outputs, with
