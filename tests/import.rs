@@ -383,8 +383,7 @@ fn winograd_and_the_direct_product_agree_on_a_real_radiograph() {
         assert!(o.status.success(), "{}", text(&o));
         text(&o).matches("conv2d[winograd]").count()
     };
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if cxrm::runtime::winograd::available() {
         assert_eq!(layers(&[]), 6);
     }
     assert_eq!(layers(&["--no-winograd"]), 0);

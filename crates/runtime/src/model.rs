@@ -60,19 +60,22 @@ pub struct RuntimeOptions {
 }
 
 /// The fraction of [`RuntimeOptions::sparse_below_density`] below which a convolution's
-/// weights run sparse, where its output has at least [`CONV_SPARSE_MIN_PIXELS`]. A dense
-/// layer at batch 1 is a matrix-vector product, which the CSR kernel beats up to about 30% of
-/// the weights; a convolution is a blocked GEMM, which the AVX-512 CSR kernel beats up to
-/// about 40% on planes of 18×18 and more (728×728 at 18×18, one thread, `benches/kernels.rs`:
-/// 30% kept 2.6 ms sparse against 3.7 dense, 50% kept 4.3 against 4.0).
+/// weights run sparse on the AVX-512 CSR kernel, where its input has at least
+/// [`CONV_SPARSE_MIN_PIXELS`] over the stride's square. A dense layer at batch 1 is a
+/// matrix-vector product, which the CSR kernel beats up to about 30% of the weights; a
+/// convolution is a blocked GEMM, which the AVX-512 CSR kernel beats up to about 40% on planes
+/// of 18×18 and more (728×728 at 18×18, one thread, `benches/kernels.rs`: 30% kept 2.6 ms
+/// sparse against 3.7 dense, 50% kept 4.3 against 4.0).
 const CONV_SPARSE_FACTOR: f64 = 4.0 / 3.0;
-/// The same fraction for smaller planes, and for the 3×3 convolutions that run by Winograd's
-/// F(4×4, 3×3) at a quarter of the multiply-adds. On small planes the dense product keeps the
-/// output channels in its vector lanes ([`kernels::ChannelPanels`]): Xception's 728-channel
-/// layers at 9×9 with 30% kept took 24.1 ms sparse against 23.2 ms dense; with 10% kept the
-/// CSR kernel took 0.32 ms against 0.96.
+/// The same fraction for smaller planes, for the 3×3 convolutions that run by Winograd's
+/// F(4×4, 3×3) at a quarter of the multiply-adds, and for every convolution where the portable
+/// CSR kernel runs (no AVX-512). On small planes the dense 1×1 product keeps the output
+/// channels in its vector lanes ([`kernels::ChannelPanels`]): Xception's 728-channel layers at
+/// 9×9 with 30% kept took 24.1 ms sparse against 23.2 ms dense; with 10% kept the CSR kernel
+/// took 0.32 ms against 0.96. The portable kernel took 2.6× the dense time at 30% kept.
 const SMALL_CONV_SPARSE_FACTOR: f64 = 1.0 / 3.0;
-/// See [`CONV_SPARSE_FACTOR`].
+/// See [`CONV_SPARSE_FACTOR`]: 16×16, between the 9×9 planes where the CSR kernel lost and
+/// the 18×18 ones where it won.
 const CONV_SPARSE_MIN_PIXELS: usize = 256;
 
 impl Default for RuntimeOptions {
@@ -1265,9 +1268,26 @@ fn build_op<'a>(
             // fewer weights are left than for a matrix-vector product; an XNOR layer's float
             // fallback is a matrix-vector product per position.
             let pixels = (h / conv.stride[0].max(1)) * (w / conv.stride[1].max(1));
+            let stored = &loader.record(node, name)?.shape;
+            let winograd = match stored[..] {
+                [cout, cin, 3, 3] => {
+                    let p = Conv2dParams {
+                        kernel: [3, 3],
+                        stride: conv.stride,
+                        padding: conv.padding,
+                        dilation: conv.dilation,
+                        groups: conv.groups,
+                    };
+                    loader.options.winograd && winograd::suits(&p, cin as usize, cout as usize)
+                }
+                _ => false,
+            };
             let sparse_below = if matches!(op, format::Op::XnorConv2d(_)) {
                 loader.options.sparse_below_density
-            } else if pixels >= CONV_SPARSE_MIN_PIXELS {
+            } else if pixels >= CONV_SPARSE_MIN_PIXELS
+                && !winograd
+                && kernels::own_kernel_available()
+            {
                 loader.options.sparse_below_density * CONV_SPARSE_FACTOR
             } else {
                 loader.options.sparse_below_density * SMALL_CONV_SPARSE_FACTOR
@@ -1317,15 +1337,6 @@ fn build_op<'a>(
                     },
                     loaded => {
                         let mut weight = loader.weight_matrix(loaded, cout, cols, sparse_below);
-                        let small = loader.options.sparse_below_density * SMALL_CONV_SPARSE_FACTOR;
-                        if let Matrix::Sparse(csr) = &weight
-                            && loader.options.winograd
-                            && winograd::suits(&params, cg, cout)
-                            && density(csr.val.len(), cout * cols) > small
-                        {
-                            // Winograd's quarter of the multiply-adds beats the CSR kernel.
-                            weight = weight.into_dense();
-                        }
                         if groups == c && cout == c {
                             // The depthwise kernel is direct; it takes its few weights dense,
                             // and as a copy of its own: read in place, they would keep resident

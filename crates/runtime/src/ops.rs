@@ -727,7 +727,11 @@ pub fn conv2d_into(
         };
         return crate::depthwise::depthwise(x, data, bias, p, (oh, ow), activation, out);
     }
-    if let Matrix::Winograd { domain, .. } = weight {
+    // Only where the transform holds (the loader makes `Winograd` weights for no other
+    // layer); anything else multiplies the dense weights below.
+    if let Matrix::Winograd { domain, .. } = weight
+        && winograd::suits(p, cin, cout)
+    {
         let x = x.as_standard_layout();
         let images = x.as_slice().expect("standard layout");
         let epilogue = Epilogue { bias, activation };

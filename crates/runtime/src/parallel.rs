@@ -271,40 +271,45 @@ where
     })
 }
 
-/// Runs `f(index, item)` on every item, items split in halves down to single items where each
-/// item's `work_per_item` multiply-adds are worth a hand-off: a batch's images, for one. The
-/// halves are split to the last item, not only once per thread, so that a thread whose core
-/// is free steals the images of one that shares its core with another program: split once
-/// per thread, a batch waited for the slower half, and MobileNetV2 at batch 16 on two cores,
-/// one of them busy, ran at 82 images/s against 110 on one thread.
+/// Runs `f(index, item)` on every item: a batch's images, for one. One worker per thread (where
+/// `work_per_item` multiply-adds are worth a hand-off) takes the next item from a shared queue
+/// until none is left, so a thread whose core is free takes the images of one that shares its
+/// core with another program: split once per thread, a batch waited for the slower half, and
+/// MobileNetV2 at batch 16 on two cores, one of them busy, ran at 82 images/s against 110 on
+/// one thread. Split in halves down to single items instead, a thread waiting inside a
+/// layer's split could start another image from its own queue on top of the one it was
+/// running, and hold more images' activations than [`Threads::count`].
 pub fn each<T, F>(items: &mut [T], work_per_item: usize, f: &F)
 where
     T: Send,
     F: Fn(usize, &mut T) + Sync,
 {
-    fn run<T: Send, F: Fn(usize, &mut T) + Sync>(
-        items: &mut [T],
-        first: usize,
-        parts: usize,
-        work_per_item: usize,
+    fn workers<T: Send, F: Fn(usize, &mut T) + Sync>(
+        queue: &Mutex<std::iter::Enumerate<std::slice::IterMut<'_, T>>>,
+        count: usize,
         f: &F,
     ) {
-        let half = items.len() / 2;
-        if parts < 2 || half == 0 || half * work_per_item < MIN_WORK_PER_PART {
-            for (i, item) in items.iter_mut().enumerate() {
-                f(first + i, item);
+        if count < 2 {
+            // The lock is held only to take the next item, never while one runs.
+            let next = || queue.lock().ok().and_then(|mut q| q.next());
+            while let Some((i, item)) = next() {
+                f(i, item);
             }
             return;
         }
-        let (a, b) = items.split_at_mut(half);
-        let left = parts / 2;
+        let left = count / 2;
         rayon::join(
-            || run(a, first, left, work_per_item, f),
-            || run(b, first + half, parts - left, work_per_item, f),
+            || workers(queue, left, f),
+            || workers(queue, count - left, f),
         );
     }
-    let parts = if parts() > 1 { items.len() } else { 1 };
-    run(items, 0, parts, work_per_item, f)
+    let threads = parts().min(items.len());
+    let count = if items.len() * work_per_item >= 2 * MIN_WORK_PER_PART {
+        threads
+    } else {
+        1
+    };
+    workers(&Mutex::new(items.iter_mut().enumerate()), count, f)
 }
 
 struct Plan {

@@ -17,7 +17,12 @@
 //! its tile and the weights, never by how the tiles or the channels are split over threads,
 //! so every thread count gives the same bits.
 //!
-//! Memory: the transformed weights take 36/9 = 4× the 3×3 weights.
+//! Memory: the transformed weights take 36/9 = 4× the 3×3 weights. The dense weights stay
+//! beside them for the other paths ([`crate::ops::Matrix::Winograd`]); read from the map they
+//! are released and cost nothing, but where they are the model's own copy (a folded batch
+//! norm) the layer holds 5× its 3×3 weights. Each thread's transformed input and products
+//! for a band (2 MB, or a quarter of the transformed weights where those are larger) come
+//! from its scratch pool, outside the activations' budget.
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -193,7 +198,8 @@ pub(crate) fn conv(
     if tiles_y.div_ceil(band) >= 4 {
         // Enough bands to go round: each thread transforms its own bands' input and computes
         // every channel of them.
-        let work = POSITIONS * cin * cout / TILE;
+        // Multiply-adds per output pixel: 36 per tile of 16, input and output channel.
+        let work = POSITIONS * cin * cout / (TILE * TILE);
         parallel::split(view, Axis(1), tile_row, work, &|first, mut part| {
             let ty_first = first / tile_row;
             let ty_end = ty_first + part.ncols().div_ceil(tile_row);

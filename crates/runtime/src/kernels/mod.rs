@@ -532,17 +532,32 @@ pub fn sparse_rows_times(out: &mut [f32], w: SparseRows<'_>, rhs: &[f32], n: usi
         return;
     }
     let rows = w.row_ptr.len().saturating_sub(1);
-    assert!(out.len() >= rows * n, "an output row per weight row");
+    assert_eq!(
+        Some(out.len()),
+        rows.checked_mul(n),
+        "an output row per weight row"
+    );
+    if rows == 0 {
+        return;
+    }
+    assert!(
+        w.row_ptr.windows(2).all(|b| b[0] <= b[1]),
+        "row offsets that never decrease"
+    );
+    // Both slices hold every row's nonzeros (indexing panics otherwise).
+    let _ = &w.val[..w.row_ptr[rows]];
     let cols = &w.col[w.row_ptr[0]..w.row_ptr[rows]];
     let depth = cols.iter().fold(0, |most, &c| most.max(c)) as usize + 1;
     assert!(
-        cols.is_empty() || depth * n <= rhs.len(),
+        cols.is_empty() || depth.checked_mul(n).is_some_and(|len| len <= rhs.len()),
         "a right-hand row per column"
     );
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
-        // SAFETY: the CPU has AVX-512F, and the bounds were checked above.
-        return unsafe { sparse_avx512::rows_times(&mut out[..rows * n], w, rhs, n) };
+        // SAFETY: the CPU has AVX-512F, and the bounds were checked above: every row's
+        // nonzeros lie within `col` and `val` (offsets in order, the last one inside both),
+        // each column's right-hand row within `rhs`, each row's output within `out`.
+        return unsafe { sparse_avx512::rows_times(out, w, rhs, n) };
     }
     sparse_rows_times_portable(out, w, rhs, n)
 }
