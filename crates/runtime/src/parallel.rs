@@ -64,17 +64,28 @@ struct Adaptive {
     /// (a `cxrm bench` round of 40 passes ran whole on the wrong setting), while a settled one
     /// costs ever fewer probes.
     interval: u32,
+    /// The setting of the last pass recorded.
+    last_all: Option<bool>,
+    /// A probe of the split takes two passes; set between them.
+    probe_again: bool,
 }
 
 /// How much larger than the smallest pass seen a pass may be and still be a probe.
 const PROBE_WORK_SLACK: usize = 2;
 
-/// The first passes alternate the two settings, starting with the split (which starts the
-/// pool), and each setting keeps its fastest. One pass of each was too few: a single slow pass
-/// (the pool's threads still starting, a burst from another process) sent one run of
-/// `cxrm bench` in two to one thread on an idle 2-core machine, where two threads took 4.8 ms
-/// a pass against 8.2 ms, and no probe came before the run ended.
-const CALIBRATION_PASSES: u32 = 6;
+/// The first passes take the two settings two passes each, starting with the split (which
+/// starts the pool), and each setting keeps its fastest. One pass of each was too few: a
+/// single slow pass (the pool's threads still starting, a burst from another process) sent
+/// one run of `cxrm bench` in two to one thread on an idle 2-core machine, where two threads
+/// took 4.8 ms a pass against 8.2 ms, and no probe came before the run ended. Four turns of
+/// two (eight passes) cost 9–11% at one busy core, where each split pass takes about twice
+/// one thread's time.
+///
+/// The first split pass after passes on one thread is not timed at all: the other cores have
+/// idled meanwhile, and on a virtual machine waking an idle virtual CPU cost that pass 5–12 ms
+/// more (MobileNetV2: 16–18 ms against 5.5–6), enough to tip the choice to one thread on an
+/// idle machine. So a probe of the split runs two passes and times the second.
+const CALIBRATION_PASSES: u32 = 4;
 
 impl Adaptive {
     /// Whether the next pass splits over every core, and what its time is for: calibration,
@@ -82,8 +93,11 @@ impl Adaptive {
     fn choose(&mut self, now: Instant, work: usize) -> (bool, Timing) {
         let smallest = self.smallest_work.map_or(work, |w| w.min(work));
         self.smallest_work = Some(smallest);
+        if std::mem::take(&mut self.probe_again) {
+            return (true, Timing::Probe);
+        }
         if self.calibration < CALIBRATION_PASSES {
-            let all = self.calibration.is_multiple_of(2);
+            let all = (self.calibration / 2).is_multiple_of(2);
             self.calibration += 1;
             self.last_probe = Some(now);
             self.passes_since_probe = 0;
@@ -104,6 +118,7 @@ impl Adaptive {
                 if probe_due {
                     self.last_probe = Some(now);
                     self.passes_since_probe = 0;
+                    self.probe_again = !faster;
                     (!faster, Timing::Probe)
                 } else {
                     self.passes_since_probe += 1;
@@ -117,6 +132,11 @@ impl Adaptive {
     /// first pass over all cores also started the pool); the setting in use keeps a moving
     /// average.
     fn record(&mut self, all: bool, timing: Timing, nanos_per_work: f64) {
+        let woke = all && self.last_all != Some(true);
+        self.last_all = Some(all);
+        if woke {
+            return;
+        }
         if timing == Timing::Probe
             && let Some(other) = self.cost[usize::from(!all)]
         {
@@ -383,10 +403,12 @@ mod tests {
     fn the_default_count_runs_the_faster_setting_and_probes_the_other() {
         let mut a = Adaptive::default();
         let t0 = Instant::now();
-        // The first passes alternate the settings, the split first (it starts the pool); each
-        // keeps its fastest, so one slow pass of the split does not decide.
-        for (pass, time) in [50.0, 1.0, 0.6, 1.1, 3.0, 1.2].into_iter().enumerate() {
-            let split = pass % 2 == 0;
+        // The first passes take the settings in turns of two, the split first (it starts the
+        // pool); each keeps its fastest, and a split pass after one-thread passes (the pool's
+        // first, or after an idle spell) is not timed.
+        let times = [50.0, 0.6, 1.0, 1.1];
+        for (pass, time) in times.into_iter().enumerate() {
+            let split = (pass / 2) % 2 == 0;
             assert_eq!(a.choose(t0, 100), (split, Timing::Calibration));
             a.record(split, Timing::Calibration, time);
         }
@@ -394,16 +416,21 @@ mod tests {
         // The split is faster. One thread is probed again after PROBE_PASSES passes; a probe
         // that confirms the choice doubles the wait for the next.
         let soon = t0 + Duration::from_millis(10);
-        for wait in [PROBE_PASSES, 2 * PROBE_PASSES] {
+        // (The second wait counts the untimed split pass after the first probe.)
+        for wait in [PROBE_PASSES, 2 * PROBE_PASSES - 1] {
             for _ in 0..wait {
                 assert_eq!(a.choose(soon, 100), (true, Timing::Steady));
                 a.record(true, Timing::Steady, 0.6);
             }
             assert_eq!(a.choose(soon, 100), (false, Timing::Probe));
             a.record(false, Timing::Probe, 1.0);
+            // The split pass after it waits for the idle cores: not timed.
+            assert_eq!(a.choose(soon, 100), (true, Timing::Steady));
+            a.record(true, Timing::Steady, 99.0);
+            assert_eq!(a.cost[1], Some(0.6));
         }
         // Past PROBE_EVERY a probe comes after PROBE_PASSES passes whatever the wait.
-        for _ in 0..PROBE_PASSES {
+        for _ in 1..PROBE_PASSES {
             assert_eq!(a.choose(soon, 100), (true, Timing::Steady));
         }
         let at = t0 + PROBE_EVERY + Duration::from_millis(10);
@@ -415,11 +442,24 @@ mod tests {
         a.record(false, Timing::Probe, 0.9);
         // A busy machine: the split slows down; the moving average follows it and one thread
         // takes over.
+        a.record(true, Timing::Steady, 0.6);
         for _ in 0..10 {
             a.record(true, Timing::Steady, 2.0);
         }
         let at = t0 + PROBE_EVERY + Duration::from_millis(20);
         assert_eq!(a.choose(at, 100), (false, Timing::Steady));
+        a.record(false, Timing::Steady, 0.9);
+        // A probe of the split is two passes, and only the second is timed.
+        for _ in 1..PROBE_PASSES {
+            assert_eq!(a.choose(at, 100), (false, Timing::Steady));
+        }
+        let later = at + PROBE_EVERY;
+        assert_eq!(a.choose(later, 100), (true, Timing::Probe));
+        a.record(true, Timing::Probe, 50.0);
+        assert_eq!(a.choose(later, 100), (true, Timing::Probe));
+        a.record(true, Timing::Probe, 0.5);
+        assert_eq!(a.cost[1], Some(0.5));
+        assert_eq!(a.choose(later, 100), (true, Timing::Steady));
     }
 
     #[test]
@@ -428,7 +468,7 @@ mod tests {
         let t0 = Instant::now();
         for pass in 0..CALIBRATION_PASSES {
             let (split, timing) = a.choose(t0, 100);
-            a.record(split, timing, if pass % 2 == 0 { 0.6 } else { 1.0 });
+            a.record(split, timing, if (pass / 2) % 2 == 0 { 0.6 } else { 1.0 });
         }
         for _ in 0..PROBE_PASSES {
             a.choose(t0, 100);
