@@ -232,7 +232,16 @@ impl WeightBytes {
             Matrix::Signs(s) => self.owned += s.bytes(),
             Matrix::Panels(p) => self.owned += p.bytes(),
             Matrix::Winograd { dense, domain } => {
-                self.add_matrix(dense);
+                // Dense weights read from the map were released: no pass reads them.
+                if !matches!(
+                    **dense,
+                    Matrix::Dense {
+                        data: Cow::Borrowed(_),
+                        ..
+                    }
+                ) {
+                    self.add_matrix(dense);
+                }
                 self.owned += domain.bytes();
             }
         }
