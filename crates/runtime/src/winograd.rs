@@ -365,13 +365,10 @@ impl Plan<'_> {
 mod tests {
     use super::*;
 
-    /// The f64 reference: `out[o][y][x] = Σ_c Σ_taps w · x` with zero padding.
-    #[allow(clippy::too_many_arguments)]
+    /// The f64 reference: `out[o][y][x] = Σ_c Σ_taps w · x` with zero padding, and the sum of
+    /// the terms' magnitudes for each output.
     fn reference(
-        x: &[f32],
-        (cin, h, w): (usize, usize, usize),
-        weights: &[f32],
-        cout: usize,
+        (x, (cin, h, w), weights, cout): (&[f32], (usize, usize, usize), &[f32], usize),
         p: &Conv2dParams,
         bias: &[f32],
     ) -> (Vec<f64>, Vec<f64>, (usize, usize)) {
@@ -425,29 +422,55 @@ mod tests {
         }
     }
 
-    /// Runs a layer through [`conv`] on `threads` threads.
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        x: &[f32],
-        (cin, h, w): (usize, usize, usize),
-        weights: &[f32],
+    /// A layer's operands: input planes, weights, bias.
+    struct Layer {
+        x: Vec<f32>,
+        input: (usize, usize, usize),
+        weights: Vec<f32>,
         cout: usize,
-        p: &Conv2dParams,
-        bias: &[f32],
-        activation: kernels::Activation,
-        threads: usize,
-    ) -> Vec<f32> {
-        let (oh, ow) = p.output_size(h, w).unwrap();
-        let domain = WinogradWeights::transform(weights, cout, cin).unwrap();
-        let mut out = vec![f32::NAN; cout * oh * ow];
-        let epilogue = Epilogue {
-            bias: Some(bias),
-            activation,
-        };
-        parallel::Threads::new(threads).run(usize::MAX, || {
-            conv(x, (h, w), &domain, p, (oh, ow), epilogue, &mut out)
-        });
-        out
+        p: Conv2dParams,
+        bias: Vec<f32>,
+    }
+
+    impl Layer {
+        fn new(
+            (cin, cout, h, w): (usize, usize, usize, usize),
+            padding: usize,
+            seed: u32,
+        ) -> Layer {
+            Layer {
+                x: values(cin * h * w, seed),
+                input: (cin, h, w),
+                weights: values(cout * cin * 9, seed + 1),
+                cout,
+                p: params(padding),
+                bias: values(cout, seed + 2),
+            }
+        }
+
+        /// The layer through [`conv`] on `threads` threads.
+        fn run(&self, activation: kernels::Activation, threads: usize) -> Vec<f32> {
+            let (cin, h, w) = self.input;
+            let (oh, ow) = self.p.output_size(h, w).unwrap();
+            let domain = WinogradWeights::transform(&self.weights, self.cout, cin).unwrap();
+            let mut out = vec![f32::NAN; self.cout * oh * ow];
+            let epilogue = Epilogue {
+                bias: Some(&self.bias),
+                activation,
+            };
+            parallel::Threads::new(threads).run(usize::MAX, || {
+                conv(
+                    &self.x,
+                    (h, w),
+                    &domain,
+                    &self.p,
+                    (oh, ow),
+                    epilogue,
+                    &mut out,
+                )
+            });
+            out
+        }
     }
 
     #[test]
@@ -457,28 +480,18 @@ mod tests {
         }
         // Planes that are and are not multiples of the tile, narrower and wider than sixteen
         // tiles, same and valid padding.
-        for (cin, cout, h, w, pad) in [
-            (8, 16, 4, 4, 1),
-            (9, 17, 7, 5, 1),
-            (16, 24, 13, 70, 1),
-            (12, 16, 74, 9, 0),
-            (32, 48, 20, 20, 1),
+        for (shape, pad) in [
+            ((8, 16, 4, 4), 1),
+            ((9, 17, 7, 5), 1),
+            ((16, 24, 13, 70), 1),
+            ((12, 16, 74, 9), 0),
+            ((32, 48, 20, 20), 1),
         ] {
-            let x = values(cin * h * w, 1);
-            let weights = values(cout * cin * 9, 2);
-            let bias = values(cout, 3);
-            let p = params(pad);
-            let (want, size, _) = reference(&x, (cin, h, w), &weights, cout, &p, &bias);
-            let got = run(
-                &x,
-                (cin, h, w),
-                &weights,
-                cout,
-                &p,
-                &bias,
-                Default::default(),
-                1,
-            );
+            let layer = Layer::new(shape, pad, 1);
+            let (cin, h, w) = layer.input;
+            let operands = (&layer.x[..], layer.input, &layer.weights[..], layer.cout);
+            let (want, size, _) = reference(operands, &layer.p, &layer.bias);
+            let got = layer.run(Default::default(), 1);
             let mut worst = 0.0f64;
             for ((g, w), s) in got.iter().zip(&want).zip(&size) {
                 assert!(g.is_finite(), "every output written");
@@ -486,7 +499,7 @@ mod tests {
             }
             // Relative to the sum of the terms' magnitudes: measured 1.0–2.2e-6 on these
             // layers, where the direct product's rounding is about 1e-7.
-            assert!(worst < 1e-5, "{cin}→{cout} at {h}×{w}: {worst:e}");
+            assert!(worst < 1e-5, "{cin}→{} at {h}×{w}: {worst:e}", layer.cout);
         }
     }
 
@@ -495,28 +508,12 @@ mod tests {
         if !available() {
             return;
         }
-        let (cin, cout, h, w) = (16, 40, 30, 37);
-        let x = values(cin * h * w, 4);
-        let weights = values(cout * cin * 9, 5);
-        let bias = values(cout, 6);
-        let p = params(1);
+        let layer = Layer::new((16, 40, 30, 37), 1, 4);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let plain = layer.run(Default::default(), 1);
         for activation in [kernels::Activation::Relu, kernels::Activation::Relu6] {
-            let one = run(&x, (cin, h, w), &weights, cout, &p, &bias, activation, 1);
-            let two = run(&x, (cin, h, w), &weights, cout, &p, &bias, activation, 2);
-            assert_eq!(
-                one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                two.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-            );
-            let plain = run(
-                &x,
-                (cin, h, w),
-                &weights,
-                cout,
-                &p,
-                &bias,
-                Default::default(),
-                1,
-            );
+            let one = layer.run(activation, 1);
+            assert_eq!(bits(&one), bits(&layer.run(activation, 2)));
             for (a, b) in one.iter().zip(&plain) {
                 let want = match activation {
                     kernels::Activation::Relu => b.max(0.0),

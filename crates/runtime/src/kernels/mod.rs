@@ -807,20 +807,12 @@ mod tests {
         let (rows, cols) = (7, 50);
         let mut w = uniform(rows * cols, 8);
         w.iter_mut().step_by(4).for_each(|v| *v = 0.0);
-        let (mut row_ptr, mut col, mut val) = (vec![0], vec![], vec![]);
-        for r in 0..rows {
-            for (c, &v) in w[r * cols..(r + 1) * cols].iter().enumerate() {
-                if v != 0.0 {
-                    col.push(c as u32);
-                    val.push(v);
-                }
-            }
-            row_ptr.push(col.len());
-        }
+        let csr = crate::ops::Csr::from_dense(&w, rows, cols);
+        // Rows 1.., as a split hands them to a thread.
         let block = SparseRows {
-            row_ptr: &row_ptr[1..],
-            col: &col,
-            val: &val,
+            row_ptr: &csr.row_ptr[1..],
+            col: &csr.col,
+            val: &csr.val,
         };
         for n in [1, 15, 16, 17, 49, 81, 128, 129, 300] {
             let rhs = uniform(cols * n, 9);

@@ -59,6 +59,16 @@ fn indices(lanes: [i32; LANES]) -> __m512i {
     unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
 }
 
+/// The indices that put the low (high) halves of two vectors side by side.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn halves() -> (__m512i, __m512i) {
+    (
+        indices([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]),
+        indices([8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31]),
+    )
+}
+
 /// Columns `4t + j` (`j < 4`, `t < 16`) of the 64 values in `v`, one vector per `j`.
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -67,8 +77,7 @@ fn deinterleave(v: [__m512; 4]) -> [__m512; 4] {
     // tiles side by side; second round: each phase's two halves together.
     let even = indices([0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29]);
     let odd = indices([2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31]);
-    let low = indices([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]);
-    let high = indices([8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31]);
+    let (low, high) = halves();
     let ab01 = _mm512_permutex2var_ps(v[0], even, v[1]);
     let ab23 = _mm512_permutex2var_ps(v[0], odd, v[1]);
     let cd01 = _mm512_permutex2var_ps(v[2], even, v[3]);
@@ -85,8 +94,7 @@ fn deinterleave(v: [__m512; 4]) -> [__m512; 4] {
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn interleave(p: [__m512; 4]) -> [__m512; 4] {
-    let low = indices([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]);
-    let high = indices([8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31]);
+    let (low, high) = halves();
     // Tiles 0–7 of phases 0 and 1 (2 and 3) side by side, then tiles 8–15.
     let ab01 = _mm512_permutex2var_ps(p[0], low, p[1]);
     let ab23 = _mm512_permutex2var_ps(p[2], low, p[3]);
