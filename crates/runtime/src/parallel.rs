@@ -43,8 +43,8 @@ const PROBE_PASSES: u32 = 16;
 /// long as one thread; on an idle machine it is up to twice as fast. So each setting's time
 /// per multiply-add is kept (the fastest of the first [`CALIBRATION_PASSES`], then a moving
 /// average over its passes), the faster one runs, and the other is tried again every
-/// [`PROBE_EVERY`] and [`PROBE_PASSES`], or sooner while the choice is young. Both give the same bits, so the choice changes
-/// only the speed. A probe waits for one of the smallest passes the model runs (at most
+/// [`PROBE_EVERY`] and [`PROBE_PASSES`], or sooner while the choice is young. Both give the
+/// same bits, so the choice changes only the speed. A probe waits for one of the smallest passes the model runs (at most
 /// [`PROBE_WORK_SLACK`] times the smallest seen): a batch pass on the slower setting costs
 /// the whole batch, and when a program times single images and then one batch (as `cxrm
 /// bench` does) the probe fell on that batch and halved its measured throughput.
@@ -128,9 +128,10 @@ impl Adaptive {
         }
     }
 
-    /// A probe's time replaces that setting's estimate, which is a second old or more (and the
-    /// first pass over all cores also started the pool); the setting in use keeps a moving
-    /// average.
+    /// Calibration keeps each setting's fastest pass, a probe's time replaces that setting's
+    /// estimate (and sets the wait for the next probe), and the setting in use keeps a moving
+    /// average. A split pass after one-thread passes is not recorded: it paid for waking the
+    /// idle cores ([`CALIBRATION_PASSES`]).
     fn record(&mut self, all: bool, timing: Timing, nanos_per_work: f64) {
         let woke = all && self.last_all != Some(true);
         self.last_all = Some(all);
@@ -324,7 +325,7 @@ where
         );
     }
     let threads = parts().min(items.len());
-    let count = if items.len() * work_per_item >= 2 * MIN_WORK_PER_PART {
+    let count = if items.len().saturating_mul(work_per_item) >= 2 * MIN_WORK_PER_PART {
         threads
     } else {
         1
