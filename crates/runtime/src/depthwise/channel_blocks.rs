@@ -13,8 +13,8 @@
 //! `kernels::finish_rows` computes them: the bits of the per-plane kernel (tested).
 
 use super::Plan;
-use crate::kernels::activate;
 use crate::kernels::transpose16::transpose;
+use crate::kernels::{activate, first_lanes};
 use crate::ops::Conv2dParams;
 use std::arch::x86_64::*;
 
@@ -95,7 +95,7 @@ unsafe fn block_of_planes(
     let plane_in = h * w;
     let plane_out = oh * ow;
     let channel = index % plan.channels;
-    let lanes = ((1u32 << count) - 1) as __mmask16;
+    let lanes = first_lanes(count);
     let planes = plan.src[index * plane_in..].as_ptr();
     // SAFETY (whole body): lanes below `count` gather from planes `index..index + count`
     // (inside `plan.src`) at pixels below `plane_in`; block positions are below `ph·pw`
@@ -107,7 +107,7 @@ unsafe fn block_of_planes(
         let (mut y, mut x) = (0, 0);
         for first in (0..plane_in).step_by(LANES) {
             let pixels = LANES.min(plane_in - first);
-            let mask = ((1u32 << pixels) - 1) as __mmask16;
+            let mask = first_lanes(pixels);
             let mut rows = [_mm512_setzero_ps(); LANES];
             for (j, row) in rows.iter_mut().enumerate().take(count) {
                 *row = _mm512_maskz_loadu_ps(mask, planes.add(j * plane_in + first));
@@ -163,7 +163,7 @@ unsafe fn block_of_planes(
         // pixels of each channel.
         for first in (0..plane_out).step_by(LANES) {
             let pixels = LANES.min(plane_out - first);
-            let mask = ((1u32 << pixels) - 1) as __mmask16;
+            let mask = first_lanes(pixels);
             let mut rows = [zero; LANES];
             for (i, row) in rows.iter_mut().enumerate().take(pixels) {
                 *row = _mm512_loadu_ps(sums.as_ptr().add((first + i) * LANES));

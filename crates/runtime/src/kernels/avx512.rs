@@ -336,10 +336,7 @@ fn pack(
 /// The lane masks of `width` columns in [`VECTORS`] vectors.
 #[inline(always)]
 fn masks(width: usize) -> [__mmask16; VECTORS] {
-    std::array::from_fn(|v| {
-        let lanes = width.saturating_sub(v * LANES).min(LANES);
-        ((1u32 << lanes) - 1) as __mmask16
-    })
+    std::array::from_fn(|v| first_lanes(width.saturating_sub(v * LANES)))
 }
 
 /// One tile, `rows` (1..=[`ROWS`]) by `width` (1..=48) columns, through the instance of
@@ -454,6 +451,13 @@ unsafe fn tile<const R: usize, const V: usize>(
             }
         }
     }
+}
+
+/// The mask of the first `count` lanes: all sixteen from 16 on. The one definition every
+/// AVX-512 kernel's edge uses.
+#[inline]
+pub(crate) fn first_lanes(count: usize) -> __mmask16 {
+    ((1u32 << count.min(LANES)) - 1) as __mmask16
 }
 
 /// `activation` on sixteen lanes, with the values of `kernels::finish_row`: `max(x, 0)` (0 for

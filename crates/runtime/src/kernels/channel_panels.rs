@@ -152,7 +152,7 @@ pub(super) use avx512::product;
 mod avx512 {
     use super::{ChannelPanels, PANEL};
     use crate::kernels::transpose16::transpose;
-    use crate::kernels::{Activation, Epilogue, activate};
+    use crate::kernels::{Activation, Epilogue, activate, first_lanes};
     use std::arch::x86_64::*;
 
     const LANES: usize = 16;
@@ -292,8 +292,7 @@ mod avx512 {
             }
             let zero = _mm512_setzero_ps();
             for v in 0..V {
-                let lanes = channels.saturating_sub(v * LANES).min(LANES);
-                let mask = ((1u32 << lanes) - 1) as __mmask16;
+                let mask = first_lanes(channels.saturating_sub(v * LANES));
                 let b = if bias.is_null() {
                     None
                 } else {
@@ -309,7 +308,7 @@ mod avx512 {
             // Each vector of channels as sixteen rows of pixels: transposed in registers,
             // then each channel's `P` pixels stored under a mask. (Through a buffer on the
             // stack, 432 scalar moves a tile, the store cost a quarter of a 64-deep tile.)
-            let pixels = ((1u32 << P) - 1) as __mmask16;
+            let pixels = first_lanes(P);
             for v in 0..V {
                 let mut rows = [zero; LANES];
                 for p in 0..P {

@@ -18,7 +18,7 @@ use multiversion::{multiversion, target::selected_target};
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
-pub(crate) use avx512::activate;
+pub(crate) use avx512::{activate, first_lanes};
 mod channel_panels;
 pub use channel_panels::{ChannelPanels, PANEL as CHANNEL_PANEL, channels_fill_more_lanes};
 #[cfg(target_arch = "x86_64")]

@@ -11,7 +11,7 @@
 //! Each output element is the same chain of fused multiply-adds as in the portable kernel
 //! (from zero, over the row's nonzeros in order), whatever the strip: the same bits.
 
-use super::SparseRows;
+use super::{SparseRows, first_lanes};
 use std::arch::x86_64::*;
 
 const LANES: usize = 16;
@@ -97,7 +97,7 @@ impl Strip {
     #[target_feature(enable = "avx512f")]
     unsafe fn sum<const R: usize, const V: usize>(rows: [RowStrip<'_>; R]) {
         let width = rows[0].0.width;
-        let last = ((1u32 << (width - (V - 1) * LANES)) - 1) as __mmask16;
+        let last = first_lanes(width - (V - 1) * LANES);
         let mask = |i: usize| if i + 1 == V { last } else { 0xffff };
         let mut acc = [[_mm512_setzero_ps(); V]; R];
         // One nonzero `(c, v)` of row `r` into its sums.

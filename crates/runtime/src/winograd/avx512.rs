@@ -9,7 +9,7 @@
 //! four vectors of each output row.
 
 use super::{ALPHA, TILE};
-use crate::kernels::{Activation, activate};
+use crate::kernels::{Activation, activate, first_lanes};
 use std::arch::x86_64::*;
 
 const LANES: usize = 16;
@@ -117,12 +117,6 @@ fn interleave(p: [__m512; 4]) -> [__m512; 4] {
 fn shifted(v: __m512, next: f32) -> __m512 {
     let next = _mm512_castps_si512(_mm512_set1_ps(next));
     _mm512_castsi512_ps(_mm512_alignr_epi32(next, _mm512_castps_si512(v), 1))
-}
-
-/// The mask of the first `count` lanes.
-#[inline]
-fn first_lanes(count: usize) -> __mmask16 {
-    (((1u32 << count.min(LANES)) - 1) & 0xffff) as __mmask16
 }
 
 /// The transformed input of one tile row of one channel: `rows` holds the six padded input
