@@ -1277,16 +1277,18 @@ fn build_op<'a>(
             // fewer weights are left than for a matrix-vector product; an XNOR layer's float
             // fallback is a matrix-vector product per position.
             let pixels = (h / conv.stride[0].max(1)) * (w / conv.stride[1].max(1));
-            let stored = &loader.record(node, name)?.shape;
-            let winograd = match stored[..] {
-                [cout, cin, 3, 3] => {
-                    let p = Conv2dParams {
-                        kernel: [3, 3],
-                        stride: conv.stride,
-                        padding: conv.padding,
-                        dilation: conv.dilation,
-                        groups: conv.groups,
-                    };
+            let params_with = |kernel: [usize; 2]| Conv2dParams {
+                kernel,
+                stride: conv.stride,
+                padding: conv.padding,
+                dilation: conv.dilation,
+                groups: conv.groups,
+            };
+            // Layers that run by Winograd's F(4×4, 3×3) stay dense: told from the stored
+            // shape, before the weight is decoded.
+            let winograd = match loader.record(node, name)?.shape[..] {
+                [cout, cin, kh, kw] => {
+                    let p = params_with([kh as usize, kw as usize]);
                     loader.options.winograd && winograd::suits(&p, cin as usize, cout as usize)
                 }
                 _ => false,
@@ -1314,13 +1316,7 @@ fn build_op<'a>(
                     cg * groups
                 )));
             }
-            let params = Conv2dParams {
-                kernel: [kh, kw],
-                stride: conv.stride,
-                padding: conv.padding,
-                dilation: conv.dilation,
-                groups,
-            };
+            let params = params_with([kh, kw]);
             let (oh, ow) = params
                 .output_size(h, w)
                 .ok_or_else(|| fail(format!("a {kh}x{kw} kernel does not fit a {h}x{w} input")))?;
