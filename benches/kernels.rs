@@ -157,7 +157,13 @@ fn conv3x3(c: &mut Criterion) {
 
 fn depthwise(c: &mut Criterion) {
     let mut g = c.benchmark_group("depthwise");
-    for (channels, size, stride) in [(728, 9, 1), (128, 72, 1), (96, 112, 2)] {
+    for (channels, size, stride) in [
+        (728, 9, 1),
+        (128, 72, 1),
+        (32, 112, 1),
+        (96, 112, 2),
+        (144, 56, 2),
+    ] {
         let x = Array4::from_shape_vec(
             (1, channels, size, size),
             uniform(3, channels * size * size),
@@ -169,6 +175,9 @@ fn depthwise(c: &mut Criterion) {
         let label = format!("{channels}ch_{size}x{size}_s{stride}");
         g.bench_function(BenchmarkId::new("runtime", &label), |b| {
             b.iter(|| ops::conv2d(black_box(x.view()), &m, None, &p))
+        });
+        g.bench_function(BenchmarkId::new("per_plane", &label), |b| {
+            b.iter(|| ops::depthwise_per_plane(black_box(x.view()), &weights, &p))
         });
         g.bench_function(BenchmarkId::new("general_loop", &label), |b| {
             b.iter(|| ops::depthwise_general(black_box(x.view()), &weights, &p))

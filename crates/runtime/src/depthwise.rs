@@ -21,6 +21,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod channel_blocks;
+#[cfg(target_arch = "x86_64")]
+mod rows;
 
 use crate::ops::{Activation, Conv2dParams};
 use crate::{parallel, scratch};
@@ -47,7 +49,7 @@ pub(crate) fn depthwise(
     dst: &mut [f32],
 ) {
     let (_, _, h, w) = x.dim();
-    let path = Path::choose(p, (h, w));
+    let path = Path::choose(p, (h, w), output.1);
     depthwise_on(path, x, filters, bias, p, output, activation, dst)
 }
 
@@ -58,15 +60,22 @@ enum Path {
     PerPlane,
     /// [`channel_blocks`]: sixteen channels to a vector, for small planes on AVX-512.
     ChannelBlocks,
+    /// [`rows`]: straight from the planes, for 3×3 windows over larger planes on AVX-512.
+    Rows,
 }
 
 impl Path {
-    fn choose(p: &Conv2dParams, input: (usize, usize)) -> Path {
+    fn choose(p: &Conv2dParams, input: (usize, usize), output_width: usize) -> Path {
         #[cfg(target_arch = "x86_64")]
-        if channel_blocks::fits(p, input) {
-            return Path::ChannelBlocks;
+        {
+            if channel_blocks::fits(p, input) {
+                return Path::ChannelBlocks;
+            }
+            if rows::fits(p, output_width) {
+                return Path::Rows;
+            }
         }
-        let _ = (p, input);
+        let _ = (p, input, output_width);
         Path::PerPlane
     }
 }
@@ -101,6 +110,16 @@ fn depthwise_on(
         bias,
         activation,
     };
+    #[cfg(target_arch = "x86_64")]
+    if path == Path::Rows {
+        return parallel::split_rows(
+            dst,
+            plane_out.max(1),
+            1,
+            taps * plane_out,
+            &|first, part| rows::planes(&plan, first, part),
+        );
+    }
     #[cfg(target_arch = "x86_64")]
     if path == Path::ChannelBlocks {
         return parallel::split_rows(
@@ -500,6 +519,22 @@ fn depthwise_plane(
     }
 }
 
+/// A depthwise convolution (no bias) on the per-plane kernel, whatever the layer would take:
+/// the baseline the kernel benchmarks compare the other paths against.
+pub fn depthwise_per_plane(
+    x: ArrayView4<'_, f32>,
+    weight: &[f32],
+    p: &Conv2dParams,
+) -> Array4<f32> {
+    let (n, c, h, w) = x.dim();
+    let (oh, ow) = p.output_size(h, w).expect("a valid window");
+    let mut out = Array4::<f32>::zeros((n, c, oh, ow));
+    let dst = out.as_slice_mut().expect("a fresh array is contiguous");
+    let none = Activation::None;
+    depthwise_on(Path::PerPlane, x, weight, None, p, (oh, ow), none, dst);
+    out
+}
+
 /// A depthwise convolution (no bias) through the general tap-by-tap loop only, whatever the
 /// window: the baseline the kernel benchmarks compare the tap-offset kernel against.
 pub fn depthwise_general(x: ArrayView4<'_, f32>, weight: &[f32], p: &Conv2dParams) -> Array4<f32> {
@@ -532,55 +567,68 @@ mod tests {
     use ndarray::Array;
 
     /// The kernels that can run a layer here: the per-plane one always, the channel blocks
-    /// where the CPU and the layer allow.
+    /// and the rows where the CPU and the layer allow.
     fn paths(p: &Conv2dParams, input: (usize, usize)) -> Vec<Path> {
         let mut paths = vec![Path::PerPlane];
-        if Path::choose(p, input) == Path::ChannelBlocks {
-            paths.push(Path::ChannelBlocks);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if channel_blocks::fits(p, input) {
+                paths.push(Path::ChannelBlocks);
+            }
+            let (_, ow) = p.output_size(input.0, input.1).unwrap();
+            if rows::fits(p, ow) {
+                paths.push(Path::Rows);
+            }
         }
         paths
     }
 
     #[test]
     fn bias_and_activation_on_the_way_out_give_the_bits_of_a_separate_pass() {
-        // 20 channels: a block of sixteen and one of four per image.
-        let (h, w, c) = (9, 9, 20);
-        let x = Array::from_shape_vec((2, c, h, w), rand(2 * c * h * w, 43)).unwrap();
-        let filters: Vec<f32> = rand(c * 9, 44).iter().map(|v| 4.0 * v).collect();
-        let bias = rand(c, 45);
-        for stride in [1, 2] {
-            let p = Conv2dParams {
-                kernel: [3, 3],
-                stride: [stride, stride],
-                padding: [1, 1, 1, 1],
-                dilation: [1, 1],
-                groups: c,
-            };
-            let (oh, ow) = p.output_size(h, w).unwrap();
-            let general = depthwise_general(x.view(), &filters, &p);
-            for bias in [None, Some(&bias[..])] {
-                for activation in [Activation::None, Activation::Relu, Activation::Relu6] {
-                    let mut want = general.as_slice().unwrap().to_vec();
-                    let epilogue = crate::kernels::Epilogue { bias, activation };
-                    for image in want.chunks_exact_mut(c * oh * ow) {
-                        crate::kernels::finish_rows(image, oh * ow, c, oh * ow, epilogue);
-                    }
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    for path in paths(&p, (h, w)) {
-                        let mut got = vec![f32::NAN; 2 * c * oh * ow];
-                        let out = (oh, ow);
-                        depthwise_on(
-                            path,
-                            x.view(),
-                            &filters,
-                            bias,
-                            &p,
-                            out,
-                            activation,
-                            &mut got,
-                        );
-                        let label = format!("stride {stride} {activation:?} {path:?}");
-                        assert_eq!(bits(&got), bits(&want), "{label}");
+        // 20 channels: a block of sixteen and one of four per image. 9×9 planes for the
+        // channel blocks, 21×37 ones for the rows.
+        let c = 20;
+        for ((h, w), stride) in [(9, 9), (21, 37)]
+            .into_iter()
+            .flat_map(|s| [(s, 1), (s, 2)])
+        {
+            let x = Array::from_shape_vec((2, c, h, w), rand(2 * c * h * w, 43)).unwrap();
+            let filters: Vec<f32> = rand(c * 9, 44).iter().map(|v| 4.0 * v).collect();
+            let bias = rand(c, 45);
+            {
+                let p = Conv2dParams {
+                    kernel: [3, 3],
+                    stride: [stride, stride],
+                    padding: [1, 1, 1, 1],
+                    dilation: [1, 1],
+                    groups: c,
+                };
+                let (oh, ow) = p.output_size(h, w).unwrap();
+                let general = depthwise_general(x.view(), &filters, &p);
+                for bias in [None, Some(&bias[..])] {
+                    for activation in [Activation::None, Activation::Relu, Activation::Relu6] {
+                        let mut want = general.as_slice().unwrap().to_vec();
+                        let epilogue = crate::kernels::Epilogue { bias, activation };
+                        for image in want.chunks_exact_mut(c * oh * ow) {
+                            crate::kernels::finish_rows(image, oh * ow, c, oh * ow, epilogue);
+                        }
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        for path in paths(&p, (h, w)) {
+                            let mut got = vec![f32::NAN; 2 * c * oh * ow];
+                            let out = (oh, ow);
+                            depthwise_on(
+                                path,
+                                x.view(),
+                                &filters,
+                                bias,
+                                &p,
+                                out,
+                                activation,
+                                &mut got,
+                            );
+                            let label = format!("stride {stride} {activation:?} {path:?}");
+                            assert_eq!(bits(&got), bits(&want), "{label}");
+                        }
                     }
                 }
             }
