@@ -8,8 +8,10 @@
 //! * `conv3x3/winograd/*`: the same stride-1 layers by Winograd's F(4×4, 3×3) against
 //!   `conv3x3/conv2d/*`, the direct product.
 //! * `depthwise/*`: 3×3 depthwise convolutions (Xception's 728 channels at 9×9 and 128 at
-//!   72×72, MobileNetV2's stride-2 96 channels at 112×112) through the runtime's kernels
-//!   against the general tap-by-tap loop (`ops::depthwise_general`, the previous kernel).
+//!   72×72, MobileNetV2's 32 at 112×112 and its stride-2 96 channels at 112×112 and 144 at
+//!   56×56) through the kernel the runtime chooses, against the per-plane kernel
+//!   (`ops::depthwise_per_plane`, padded copies of each plane) and the general tap-by-tap
+//!   loop (`ops::depthwise_general`, the first kernel).
 //! * `sparse/*`: a 728×728 pointwise product with 10% and 30% of its weights kept, through the
 //!   CSR kernel against the dense product of the same matrix: where the sparse path stops
 //!   paying.

@@ -5,7 +5,8 @@
 //! (at stride 2, into its four phases), and copies the computed rows out again. On
 //! MobileNetV2's 112×112 planes those copies were most of the layer: a profile of
 //! `block_1_depthwise` (96 planes from 112² to 56²) put 42% of its time in splitting the rows
-//! into phases, 28% in the sums. Here every tap is a load from the input row itself: at
+//! into phases, 28% in the sums. Here that layer took 0.19 ms against 0.48, and Xception's
+//! 74×74 ones 0.28 against 0.58 (one thread, Zen 4). Here every tap is a load from the input row itself: at
 //! stride 1 one unaligned load, at stride 2 two loads whose even lanes one permute gathers
 //! (the odd lanes of the same pair are the middle column's tap). The padding is the loads'
 //! masks: a lane left of or past the row reads zero, as it would from the padded copy, and a
@@ -24,25 +25,17 @@ use std::arch::x86_64::*;
 const LANES: usize = 16;
 /// The widest output row: the column table lives on the stack.
 const MAX_VECTORS_PER_ROW: usize = 64;
-/// The narrowest output row taken here at stride 2. Below one vector a row wastes most of
-/// its lanes, and the per-plane kernel, whose computed rows run on into each other, does
-/// better.
+/// The narrowest output row taken here. Below one vector a row wastes most of its lanes,
+/// and the per-plane kernel, whose computed rows run on into each other, does better.
 const MIN_OUTPUT_WIDTH: usize = 16;
-/// The same at stride 1, where the per-plane kernel only copies its plane once, into L1: it
-/// was level or faster up to MobileNetV2's 56×56 planes, and slower at 112×112.
-const MIN_OUTPUT_WIDTH_STRIDE_1: usize = 96;
 
 /// Whether a layer runs here: AVX-512F, a 3×3 window without dilation, stride 1 or 2, and
-/// output rows from the stride's least width to [`MAX_VECTORS_PER_ROW`] vectors.
+/// output rows from one to [`MAX_VECTORS_PER_ROW`] vectors wide.
 pub(super) fn fits(p: &Conv2dParams, ow: usize) -> bool {
-    let least = match p.stride {
-        [1, 1] => MIN_OUTPUT_WIDTH_STRIDE_1,
-        [2, 2] => MIN_OUTPUT_WIDTH,
-        _ => return false,
-    };
     p.kernel == [3, 3]
         && p.dilation == [1, 1]
-        && (least..=MAX_VECTORS_PER_ROW * LANES).contains(&ow)
+        && matches!(p.stride, [1, 1] | [2, 2])
+        && (MIN_OUTPUT_WIDTH..=MAX_VECTORS_PER_ROW * LANES).contains(&ow)
         && is_x86_feature_detected!("avx512f")
 }
 
@@ -98,65 +91,124 @@ pub(super) fn planes(plan: &Plan<'_>, first: usize, part: &mut [f32]) {
         *column = Column::of(v, stride, left, (w, ow));
     }
     let columns = &columns[..vectors];
+    let mut groups = [Group::default(); MAX_VECTORS_PER_ROW];
+    let groups = Group::split(columns, &mut groups);
     let plane_out = oh * ow;
-    for (i, out) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
-        // SAFETY: the CPU has AVX-512F (`fits`); plane `first + i` is in `plan.src`, `out`
-        // is its output plane, and the columns were made for this layer's widths.
-        unsafe {
-            if stride == 1 {
-                plane::<1>(plan, first + i, columns, out)
-            } else {
-                plane::<2>(plan, first + i, columns, out)
+    // The rows of the padding above and below the plane: the same masked loads read zeros
+    // from here, so that no load asks whether its row exists.
+    crate::scratch::with_zeros(w, |zeros| {
+        for (i, out) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
+            let layout = Layout {
+                columns,
+                groups,
+                zeros,
+            };
+            // SAFETY: the CPU has AVX-512F (`fits`); plane `first + i` is in `plan.src`,
+            // `out` is its output plane, the columns and groups were made for this layer's
+            // widths, and `zeros` is as wide as its rows.
+            unsafe {
+                if stride == 1 {
+                    plane::<1>(plan, first + i, &layout, out)
+                } else {
+                    plane::<2>(plan, first + i, &layout, out)
+                }
             }
         }
+    })
+}
+
+/// Where a layer's rows read: its columns, their groups, and a row of zeros.
+struct Layout<'a> {
+    columns: &'a [Column],
+    groups: &'a [Group],
+    zeros: &'a [f32],
+}
+
+/// Vectors of a row summed side by side: four independent chains of additions (one vector
+/// at a time waited on its chain of nine).
+const GROUP: usize = 4;
+
+/// Neighbouring vectors of a row computed together: up to [`GROUP`] whole ones, or one at the
+/// row's edge, whose loads or store need masks. Masks only where needed: with every load
+/// masked, loading the masks took 39% of the kernel's time (samples on `kmovw`), and a
+/// vector took 80 cycles.
+#[derive(Clone, Copy, Default)]
+struct Group {
+    first: usize,
+    count: usize,
+    masked: bool,
+}
+
+impl Group {
+    /// The row's columns in groups, into `groups`; returns the groups used.
+    fn split<'g>(columns: &[Column], groups: &'g mut [Group]) -> &'g [Group] {
+        let mut used = 0;
+        let mut v = 0;
+        while v < columns.len() {
+            let whole = |c: &Column| c.masks == [u16::MAX; 4] && c.store == u16::MAX;
+            let count = if whole(&columns[v]) {
+                columns[v..]
+                    .iter()
+                    .take(GROUP)
+                    .take_while(|c| whole(c))
+                    .count()
+            } else {
+                1
+            };
+            groups[used] = Group {
+                first: v,
+                count,
+                masked: !whole(&columns[v]),
+            };
+            used += 1;
+            v += count;
+        }
+        &groups[..used]
     }
 }
 
-/// One plane (`index`, channel `index % channels`) at stride `S`: each output row in groups
-/// of up to four vectors, whose sums are four independent chains of additions (one vector
-/// at a time waited on its chain of nine).
+/// One plane (`index`, channel `index % channels`) at stride `S`, a row at a time.
 #[target_feature(enable = "avx512f")]
-unsafe fn plane<const S: usize>(
-    plan: &Plan<'_>,
-    index: usize,
-    columns: &[Column],
-    out: &mut [f32],
-) {
+unsafe fn plane<const S: usize>(plan: &Plan<'_>, index: usize, layout: &Layout, out: &mut [f32]) {
     let (h, w) = plan.input;
     let (oh, ow) = plan.output;
     let top = plan.p.padding[0];
     let channel = index % plan.channels;
     let input = &plan.src[index * h * w..(index + 1) * h * w];
     let filter = &plan.filters[channel * 9..(channel + 1) * 9];
+    let mut weights = [_mm512_setzero_ps(); 9];
+    for (weight, &f) in weights.iter_mut().zip(filter) {
+        *weight = _mm512_set1_ps(f);
+    }
     let taps = Taps {
-        weights: std::array::from_fn(|t| _mm512_set1_ps(filter[t])),
+        weights,
         bias: plan.bias.map(|b| _mm512_set1_ps(b[channel])),
         activation: plan.activation,
     };
     for (oy, out_row) in out.chunks_exact_mut(ow).enumerate().take(oh) {
-        // The three input rows, `None` for a row of the padding.
-        let rows: [Option<*const f32>; 3] = std::array::from_fn(|ky| {
-            let iy = (oy * S + ky).checked_sub(top)?;
-            (iy < h).then(|| input[iy * w..].as_ptr())
-        });
-        let groups = columns.chunks(GROUP);
-        for (g, group) in groups.enumerate() {
-            let out = out_row[g * GROUP * LANES..].as_mut_ptr();
+        // The three input rows, the row of zeros for one of the padding.
+        let mut rows = [layout.zeros.as_ptr(); 3];
+        for (ky, row) in rows.iter_mut().enumerate() {
+            if let Some(iy) = (oy * S + ky).checked_sub(top).filter(|&iy| iy < h) {
+                *row = input[iy * w..].as_ptr();
+            }
+        }
+        for group in layout.groups {
+            let columns = &layout.columns[group.first..group.first + group.count];
+            let out = out_row[group.first * LANES..].as_mut_ptr();
             // SAFETY: as `vectors` asks; `out` is the row from the group's first output.
             unsafe {
-                match group.len() {
-                    4 => vectors::<S, 4>(&taps, &rows, group, out),
-                    3 => vectors::<S, 3>(&taps, &rows, group, out),
-                    2 => vectors::<S, 2>(&taps, &rows, group, out),
-                    _ => vectors::<S, 1>(&taps, &rows, group, out),
+                match (group.masked, group.count) {
+                    (true, _) => vectors::<S, 1, true>(&taps, &rows, columns, out),
+                    (false, 4) => vectors::<S, 4, false>(&taps, &rows, columns, out),
+                    (false, 3) => vectors::<S, 3, false>(&taps, &rows, columns, out),
+                    (false, 2) => vectors::<S, 2, false>(&taps, &rows, columns, out),
+                    (false, _) => vectors::<S, 1, false>(&taps, &rows, columns, out),
                 }
             }
         }
     }
 }
-
-/// Vectors of a row summed side by side.
-const GROUP: usize = 4;
 
 /// One channel's weights, each broadcast to a vector, its bias and the activation.
 struct Taps {
@@ -166,34 +218,42 @@ struct Taps {
 }
 
 /// The `N` vectors of outputs of `columns` in one row, from its three input `rows`, stored
-/// from `out` on.
+/// from `out` on; through the columns' masks if `MASKED`, else whole.
 ///
 /// # Safety
-/// AVX-512F; each row holds the plane's `w` columns the columns' masks were made for, and
-/// `out` the outputs the columns' store masks let through.
+/// AVX-512F; each row holds the `w` columns the columns' masks were made for, and `out` the
+/// outputs the columns' store masks let through; without `MASKED`, every mask of the
+/// columns is whole.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn vectors<const S: usize, const N: usize>(
+unsafe fn vectors<const S: usize, const N: usize, const MASKED: bool>(
     taps: &Taps,
-    rows: &[Option<*const f32>; 3],
+    rows: &[*const f32; 3],
     columns: &[Column],
     out: *mut f32,
 ) {
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    let zero = _mm512_setzero_ps();
-    let mut acc = [zero; N];
-    for (ky, row) in rows.iter().enumerate() {
-        for (j, column) in columns.iter().enumerate().take(N) {
+    let mut acc = [_mm512_setzero_ps(); N];
+    // The masks in locals: read through `column` inside the loops, they were loaded again
+    // for every row.
+    let mut masks = [[u16::MAX; 4]; N];
+    let mut starts = [0isize; N];
+    for (j, column) in columns.iter().enumerate().take(N) {
+        (masks[j], starts[j]) = (column.masks, column.start);
+    }
+    for (ky, &row) in rows.iter().enumerate() {
+        for j in 0..N {
             // SAFETY: every lane a mask lets through is a column of the row, `0..w`; the
             // others are not read, so their addresses (`wrapping_offset`) may lie outside
-            // the plane.
-            let load = |k: usize| match row {
-                Some(row) => unsafe {
-                    let at = row.wrapping_offset(column.start + LOADS[S - 1][k]);
-                    _mm512_maskz_loadu_ps(column.masks[k], at)
-                },
-                None => zero,
+            // the plane. Unmasked loads read only columns of the row (the caller's promise).
+            let load = |k: usize| unsafe {
+                let at = row.wrapping_offset(starts[j] + LOADS[S - 1][k]);
+                if MASKED {
+                    _mm512_maskz_loadu_ps(masks[j][k], at)
+                } else {
+                    _mm512_loadu_ps(at)
+                }
             };
             let x = if S == 1 {
                 [load(0), load(1), load(2)]
@@ -217,7 +277,13 @@ unsafe fn vectors<const S: usize, const N: usize>(
         }
         acc = activate(acc, taps.activation);
         // SAFETY: the store's lanes are outputs of the row (the caller's promise).
-        unsafe { _mm512_mask_storeu_ps(out.add(j * LANES), column.store, acc) };
+        unsafe {
+            if MASKED {
+                _mm512_mask_storeu_ps(out.add(j * LANES), column.store, acc)
+            } else {
+                _mm512_storeu_ps(out.add(j * LANES), acc)
+            }
+        };
     }
 }
 
