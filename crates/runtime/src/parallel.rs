@@ -41,8 +41,8 @@ const PROBE_PASSES: u32 = 16;
 /// splitting it over every core. On a machine where other programs keep the cores busy a split
 /// pass waits for whichever part's thread the scheduler has set aside, and can take twice as
 /// long as one thread; on an idle machine it is up to twice as fast. So each setting's time
-/// per multiply-add is kept (the fastest of the first [`CALIBRATION_PASSES`], then a moving
-/// average over its passes), the faster one runs, and the other is tried again every
+/// per multiply-add is kept (the fastest of the first [`CALIBRATION_PASSES`], then the median
+/// of its last passes, [`Recent`]), the faster one runs, and the other is tried again every
 /// [`PROBE_EVERY`] and [`PROBE_PASSES`], or sooner while the choice is young. Both give the
 /// same bits, so the choice changes only the speed. A probe waits for one of the smallest passes the model runs (at most
 /// [`PROBE_WORK_SLACK`] times the smallest seen): a batch pass on the slower setting costs
@@ -51,7 +51,7 @@ const PROBE_PASSES: u32 = 16;
 #[derive(Default)]
 struct Adaptive {
     /// Nanoseconds per multiply-add: `[one thread, all threads]`.
-    cost: [Option<f64>; 2],
+    cost: [Recent; 2],
     last_probe: Option<Instant>,
     passes_since_probe: u32,
     /// The fewest multiply-adds of a pass seen.
@@ -103,7 +103,7 @@ impl Adaptive {
             self.passes_since_probe = 0;
             return (all, Timing::Calibration);
         }
-        match self.cost {
+        match self.cost.map(|c| c.estimate()) {
             [_, None] => (true, Timing::Probe),
             [None, _] => (false, Timing::Probe),
             [Some(one), Some(all)] => {
@@ -129,9 +129,9 @@ impl Adaptive {
     }
 
     /// Calibration keeps each setting's fastest pass, a probe's time replaces that setting's
-    /// estimate (and sets the wait for the next probe), and the setting in use keeps a moving
-    /// average. A split pass after one-thread passes is not recorded: it paid for waking the
-    /// idle cores ([`CALIBRATION_PASSES`]).
+    /// estimate (and sets the wait for the next probe), and the setting in use keeps the
+    /// median of its last passes. A split pass after one-thread passes is not recorded: it
+    /// paid for waking the idle cores ([`CALIBRATION_PASSES`]).
     fn record(&mut self, all: bool, timing: Timing, nanos_per_work: f64) {
         let woke = all && self.last_all != Some(true);
         self.last_all = Some(all);
@@ -139,7 +139,7 @@ impl Adaptive {
             return;
         }
         if timing == Timing::Probe
-            && let Some(other) = self.cost[usize::from(!all)]
+            && let Some(other) = self.cost[usize::from(!all)].estimate()
         {
             self.interval = if nanos_per_work < other {
                 PROBE_PASSES
@@ -147,12 +147,46 @@ impl Adaptive {
                 self.interval.max(PROBE_PASSES).saturating_mul(2)
             };
         }
-        let slot = &mut self.cost[usize::from(all)];
-        *slot = Some(match (*slot, timing) {
-            (Some(c), Timing::Calibration) => c.min(nanos_per_work),
-            (Some(c), Timing::Steady) => 0.7 * c + 0.3 * nanos_per_work,
-            _ => nanos_per_work,
-        });
+        let cost = &mut self.cost[usize::from(all)];
+        match (cost.estimate(), timing) {
+            (Some(c), Timing::Calibration) => cost.restart(c.min(nanos_per_work)),
+            (Some(_), Timing::Steady) => cost.push(nanos_per_work),
+            _ => cost.restart(nanos_per_work),
+        }
+    }
+}
+
+/// A setting's last few times, whose median is its estimate. A moving average took 30% of
+/// each pass: one pass slowed by another program (0.056 against 0.026 ns per multiply-add)
+/// sent MobileNetV2 to one thread for the rest of a `cxrm bench` run, at 1.7× the time.
+#[derive(Clone, Copy, Default)]
+struct Recent {
+    times: [f64; RECENT],
+    len: usize,
+    next: usize,
+}
+
+/// Passes in a setting's median: one or two outliers among five leave it where it was.
+const RECENT: usize = 5;
+
+impl Recent {
+    fn estimate(&self) -> Option<f64> {
+        let mut times = self.times;
+        let times = &mut times[..self.len];
+        times.sort_unstable_by(f64::total_cmp);
+        times.get(times.len() / 2).copied()
+    }
+
+    fn push(&mut self, time: f64) {
+        self.times[self.next] = time;
+        self.next = (self.next + 1) % RECENT;
+        self.len = (self.len + 1).min(RECENT);
+    }
+
+    /// Forgets the older times: `time` alone is the estimate.
+    fn restart(&mut self, time: f64) {
+        *self = Recent::default();
+        self.push(time);
     }
 }
 
@@ -413,7 +447,7 @@ mod tests {
             assert_eq!(a.choose(t0, 100), (split, Timing::Calibration));
             a.record(split, Timing::Calibration, time);
         }
-        assert_eq!(a.cost, [Some(1.0), Some(0.6)]);
+        assert_eq!(a.cost.map(|c| c.estimate()), [Some(1.0), Some(0.6)]);
         // The split is faster. One thread is probed again after PROBE_PASSES passes; a probe
         // that confirms the choice doubles the wait for the next.
         let soon = t0 + Duration::from_millis(10);
@@ -428,7 +462,7 @@ mod tests {
             // The split pass after it waits for the idle cores: not timed.
             assert_eq!(a.choose(soon, 100), (true, Timing::Steady));
             a.record(true, Timing::Steady, 99.0);
-            assert_eq!(a.cost[1], Some(0.6));
+            assert_eq!(a.cost[1].estimate(), Some(0.6));
         }
         // Past PROBE_EVERY a probe comes after PROBE_PASSES passes whatever the wait.
         for _ in 1..PROBE_PASSES {
@@ -439,11 +473,19 @@ mod tests {
         // A probe's time replaces the old one; one that finds the other setting faster
         // brings the wait back to PROBE_PASSES.
         a.record(false, Timing::Probe, 0.5);
-        assert_eq!((a.cost[0], a.interval), (Some(0.5), PROBE_PASSES));
+        assert_eq!(
+            (a.cost[0].estimate(), a.interval),
+            (Some(0.5), PROBE_PASSES)
+        );
         a.record(false, Timing::Probe, 0.9);
-        // A busy machine: the split slows down; the moving average follows it and one thread
-        // takes over.
-        a.record(true, Timing::Steady, 0.6);
+        // One slow split pass, or two, among five: the median stays, and so does the split.
+        for time in [0.6, 0.6, 5.0, 0.6, 4.0] {
+            a.record(true, Timing::Steady, time);
+        }
+        let at = t0 + PROBE_EVERY + Duration::from_millis(15);
+        assert_eq!(a.choose(at, 100), (true, Timing::Steady));
+        // A busy machine: the split slows down; the median follows it and one thread takes
+        // over.
         for _ in 0..10 {
             a.record(true, Timing::Steady, 2.0);
         }
@@ -459,7 +501,7 @@ mod tests {
         a.record(true, Timing::Probe, 50.0);
         assert_eq!(a.choose(later, 100), (true, Timing::Probe));
         a.record(true, Timing::Probe, 0.5);
-        assert_eq!(a.cost[1], Some(0.5));
+        assert_eq!(a.cost[1].estimate(), Some(0.5));
         assert_eq!(a.choose(later, 100), (true, Timing::Steady));
     }
 
