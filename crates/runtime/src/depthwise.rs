@@ -11,12 +11,12 @@
 //! ⌊dx·kx/s⌋` of phase `(dy·ky mod s, dx·kx mod s)`, again one contiguous run per tap, with
 //! `sw − ow` (one or none) columns dropped per row.
 //!
-//! On AVX-512, 3×3 layers at stride 1 or 2 take one of two other kernels instead. Over small
-//! planes (16×16 padded at most; 32×32 at stride 2), [`channel_blocks`]: sixteen planes at
-//! a time in the vector lanes, where the per-plane copies above would cost more than the
-//! sums. Over planes with output rows of 16 or more, [`rows`]: each tap loaded straight from
-//! the input rows, the padding as masks, so no copies at all. The per-plane kernel keeps
-//! other windows, strides and dilations, and the CPUs without AVX-512.
+//! On AVX-512, 3×3 layers at stride 1 or 2 take one of two other kernels instead. Where the
+//! output rows are 12 or more wide, [`rows`]: each tap loaded straight from the input rows,
+//! the padding as masks, so no copies at all. Below that, over small planes (16×16 padded at
+//! most; 32×32 at stride 2), [`channel_blocks`]: sixteen planes at a time in the vector
+//! lanes, where the per-plane copies above would cost more than the sums. The per-plane
+//! kernel keeps other windows, strides and dilations, and the CPUs without AVX-512.
 //!
 //! The taps are added in the same order for every output, `ky` then `kx`, each product rounded
 //! before its sum (not fused), as [`depthwise_plane`] does: every path, target and thread
@@ -63,7 +63,8 @@ enum Path {
     PerPlane,
     /// [`channel_blocks`]: sixteen channels to a vector, for small planes on AVX-512.
     ChannelBlocks,
-    /// [`rows`]: straight from the planes, for 3×3 windows over larger planes on AVX-512.
+    /// [`rows`]: straight from the planes, for 3×3 windows with rows of 12 or more outputs
+    /// on AVX-512.
     Rows,
 }
 
@@ -71,11 +72,11 @@ impl Path {
     fn choose(p: &Conv2dParams, input: (usize, usize), output_width: usize) -> Path {
         #[cfg(target_arch = "x86_64")]
         {
-            if channel_blocks::fits(p, input) {
-                return Path::ChannelBlocks;
-            }
             if rows::fits(p, output_width) {
                 return Path::Rows;
+            }
+            if channel_blocks::fits(p, input) {
+                return Path::ChannelBlocks;
             }
         }
         let _ = (p, input, output_width);

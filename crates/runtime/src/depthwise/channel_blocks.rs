@@ -26,7 +26,7 @@ const LANES: usize = 16;
 const MAX_PADDED_PIXELS: usize = 256;
 /// The same at stride 2, where the per-plane kernel first splits each plane into its phases
 /// and here the stride costs nothing: MobileNetV2's 192 channels from 28×28 to 14×14 took
-/// 0.053 ms against 0.080. From 56×56 to 28×28 the two were level, and from 112×112 (a 0.8 MB
+/// 0.053 ms against 0.080 (output rows of 12 or more now take [`super::rows`] first). From 56×56 to 28×28 the two were level, and from 112×112 (a 0.8 MB
 /// block) this one was slower. A kernel that streamed rows through a ring in L1 instead of a
 /// whole block was measured too: level at stride 2, and 1.5–2× slower on Xception's 9×9
 /// planes, whose rows of 9 each took a transpose where 16 pixels of the plane did.
