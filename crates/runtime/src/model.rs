@@ -906,7 +906,9 @@ impl<'a> Model<'a> {
             || "one image's activations".to_string(),
             self.arena_bytes_per_image,
         )?;
-        let mut arena = vec![0.0f32; self.arena_len];
+        // An arena from the pool, as a pass takes: a fresh one would time each layer's first
+        // touch of its pages (the allocator maps large blocks anew, `cxrm`'s process setup).
+        let mut arena = self.take_arena();
         for (d, s) in arena[self.slots[0].clone()].iter_mut().zip(image.iter()) {
             *d = *s;
         }
@@ -918,12 +920,13 @@ impl<'a> Model<'a> {
                 times.push(start.elapsed().as_secs_f64());
             }
         });
+        self.give_arena(arena);
         Ok(times)
     }
 
-    /// One image through the graph, in an arena from the model's pool (a new one when every
-    /// arena is in use by another image), its output written into `out`.
-    fn forward_image(&self, image: ArrayView3<'_, f32>, out: &mut [f32]) {
+    /// An arena from the model's pool, or a new one when every arena is in use by another
+    /// image.
+    fn take_arena(&self) -> Vec<f32> {
         let mut arena = self
             .arenas
             .lock()
@@ -933,6 +936,19 @@ impl<'a> Model<'a> {
         if arena.len() < self.arena_len {
             arena.resize(self.arena_len, 0.0);
         }
+        arena
+    }
+
+    fn give_arena(&self, arena: Vec<f32>) {
+        if let Ok(mut free) = self.arenas.lock() {
+            free.push(arena);
+        }
+    }
+
+    /// One image through the graph, in an arena from the model's pool (a new one when every
+    /// arena is in use by another image), its output written into `out`.
+    fn forward_image(&self, image: ArrayView3<'_, f32>, out: &mut [f32]) {
+        let mut arena = self.take_arena();
         let input = &mut arena[self.slots[0].clone()];
         match image.as_slice() {
             Some(values) => input.copy_from_slice(values),
@@ -945,9 +961,7 @@ impl<'a> Model<'a> {
             self.run_layer(i, &mut arena);
         }
         out.copy_from_slice(&arena[self.slots[self.layers.len()].clone()]);
-        if let Ok(mut free) = self.arenas.lock() {
-            free.push(arena);
-        }
+        self.give_arena(arena);
     }
 
     /// The shape of a layer's input (without the batch dimension).

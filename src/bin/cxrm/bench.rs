@@ -1,5 +1,5 @@
-use crate::Failure;
 use crate::profile;
+use crate::{Failure, process};
 use cxrm::runtime::ndarray::Array4;
 use cxrm::runtime::{Model, RuntimeOptions};
 use std::path::PathBuf;
@@ -68,14 +68,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
         let t = Instant::now();
         let mapped = cxrm::Mapped::open(&args.model)?;
         let file = mapped.parse()?;
-        let model = Model::load_with(&file, options)?;
+        let model = process::loading(|| Model::load_with(&file, options))?;
         loads.push(t.elapsed());
         drop(model);
     }
     loads.sort();
     let mapped = cxrm::Mapped::open(&args.model)?;
     let file = mapped.parse()?;
-    let model = Model::load_with(&file, options)?;
+    let model = process::loading(|| Model::load_with(&file, options))?;
     let s = &model.input;
     let mut rng = cxrm::format::lcg::Lcg(12345);
     let mut input =

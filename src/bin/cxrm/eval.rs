@@ -1,4 +1,4 @@
-use crate::Failure;
+use crate::{Failure, process};
 use cxrm::runtime::Model;
 use cxrm::runtime::data::{self, Dataset};
 use cxrm::runtime::metrics::Evaluation;
@@ -68,7 +68,7 @@ pub fn evaluate(
 pub fn run(args: Args) -> Result<(), Failure> {
     let mapped = cxrm::Mapped::open(&args.model)?;
     let file = mapped.parse()?;
-    let model = Model::load_with(&file, args.runtime.options())?;
+    let model = process::loading(|| Model::load_with(&file, args.runtime.options()))?;
     let bad = if args.bad_images == "skip" {
         data::BadImages::Skip
     } else {

@@ -1,5 +1,5 @@
-use crate::Failure;
 use crate::preprocessing::PreprocessArgs;
+use crate::{Failure, process};
 use cxrm::format::container::output::Output;
 use std::path::PathBuf;
 
@@ -88,7 +88,7 @@ pub fn run(mut args: Args) -> Result<(), Failure> {
             "the file written would not be valid, so it was not kept: {e}"
         ))
     })?;
-    let model = cxrm::runtime::Model::load(&file).map_err(invalid)?;
+    let model = process::loading(|| cxrm::runtime::Model::load(&file)).map_err(invalid)?;
     let output = Output::from_inputs([&args.model]).force(args.force);
     output.write(
         &args.output,

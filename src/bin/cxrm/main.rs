@@ -112,7 +112,6 @@ fn main() -> ExitCode {
     }
     #[cfg(unix)]
     process::on_sigbus_exit_2();
-    process::large_allocations_return_to_the_system();
     let cli = Cli::parse();
     if let Some(bytes) = cli.max_memory {
         cxrm::format::budget::Budget::set_process_default(bytes);

@@ -1,6 +1,6 @@
 //! What the `cxrm` process sets up for every command: argument checks that bound its
 //! resources (threads, memory), the SIGBUS handler for mapped inputs, and the allocator's
-//! threshold for returning large blocks.
+//! setting while a model loads.
 
 /// A thread count: more than 8 per core only adds waiting, and a mistyped 100000 would spend
 /// a minute starting threads before doing anything.
@@ -46,19 +46,32 @@ pub fn on_sigbus_exit_2() {
     }
 }
 
-/// glibc's allocator serves an allocation of 1 MiB or more by its own mapping, returned to the
-/// system when it is freed. By default that threshold rises to the size of each such block
-/// freed (up to 32 MiB), and later large blocks then come from the heap, whose freed middle
-/// stays resident. Loading a model decodes its weights through large temporary buffers: on
-/// the pruned Xception they left 96.0 MB resident after loading for 82.6 MB of weights, and
-/// a peak under `cxrm run` of 112.6 MB, 9.6 MB over the memory bound (docs/performance.md);
-/// with the threshold fixed, 89.1 and 99.6 MB. The cost is at load, fresh pages for each
-/// large block: 214 against 158 ms (median of five loads). A threshold of 4 MiB kept most of
-/// the cost and half the excess (106.1 MB).
-pub fn large_allocations_return_to_the_system() {
+/// Runs `load` (a model's loading) with glibc's allocator serving every block of 1 MiB or
+/// more by a mapping of its own, returned to the system when it is freed; afterwards such
+/// mappings start at 32 MiB.
+///
+/// By default the threshold rises to the size of each large block freed, and later large
+/// blocks come from the heap, whose freed middle stays resident. Loading decodes weights
+/// through large temporary buffers: on the pruned Xception they left 96.0 MB resident after
+/// loading for 82.6 MB of weights, and a peak under `cxrm run` of 112.6 MB, 9.6 MB over the
+/// memory bound (docs/performance.md); with the threshold fixed, 89.1 and 99.6 MB. The cost
+/// is fresh pages for each large block: loading took 214 against 158 ms (median of five). A
+/// threshold of 4 MiB kept most of the cost and half the excess (106.1 MB). A pass, unlike
+/// a load, should reuse its blocks: the `gemm` crate (the products where the CPU lacks
+/// AVX-512) allocates its packing buffers on every call, and mapping each anew would fault
+/// in its pages every time, so after loading the threshold is raised to glibc's own most.
+pub fn loading<T>(load: impl FnOnce() -> T) -> T {
+    set_large_block_threshold(1 << 20);
+    let loaded = load();
+    set_large_block_threshold(32 << 20);
+    loaded
+}
+
+fn set_large_block_threshold(bytes: i32) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
+    // SAFETY: mallopt only sets an allocator parameter, under the allocator's own lock.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, bytes);
     }
+    let _ = bytes;
 }

@@ -1,4 +1,4 @@
-use crate::Failure;
+use crate::{Failure, process};
 use cxrm::format::text::escape;
 use cxrm::runtime::{Model, preprocess};
 use serde_json::json;
@@ -34,7 +34,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<(), Failure> {
     let mapped = cxrm::Mapped::open(&args.model)?;
     let file = mapped.parse()?;
-    let model = Model::load_with(&file, args.runtime.options())?;
+    let model = process::loading(|| Model::load_with(&file, args.runtime.options()))?;
     let names = model.class_names();
     let mut results = Vec::new();
     for path in &args.images {

@@ -1,4 +1,4 @@
-use crate::Failure;
+use crate::{Failure, process};
 use std::path::PathBuf;
 
 /// Full structural validation: every offset, CRC, section and tensor decode.
@@ -33,7 +33,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         report.graph_nodes
     );
     if args.runnable {
-        let model = cxrm::runtime::Model::load(&file).map_err(|e| {
+        let model = process::loading(|| cxrm::runtime::Model::load(&file)).map_err(|e| {
             Failure::NotRunnable(format!(
                 "{} is valid, but this build cannot run it: {e}",
                 cxrm::format::text::escape_path(&args.file)
