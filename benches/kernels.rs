@@ -12,9 +12,10 @@
 //!   56×56) through the kernel the runtime chooses, against the per-plane kernel
 //!   (`ops::depthwise_per_plane`, padded copies of each plane) and the general tap-by-tap
 //!   loop (`ops::depthwise_general`, the first kernel).
-//! * `sparse/*`: a 728×728 pointwise product with 10% and 30% of its weights kept, through the
-//!   CSR kernel against the dense product of the same matrix: where the sparse path stops
-//!   paying.
+//! * `sparse/*`: a 728×728 pointwise product with 10–50% of its weights kept, over 25 to 324
+//!   pixels, through the CSR kernel against the dense product of the same matrix (row-major,
+//!   and with the output channels in the lanes, as layers of small planes take it): where the
+//!   sparse path stops paying.
 //! * `xnor/*`: a binary 4096→4096 dense layer at batch 1 and a 256→256 3×3 convolution at
 //!   32×32, on bits (popcount) against the same layers in f32.
 //! * `bwn/*`: binary weights in real-valued layers (a 4096→4096 dense layer at batch 1,
@@ -214,7 +215,15 @@ fn sparse(c: &mut Criterion) {
     let mut g = c.benchmark_group("sparse");
     // Xception's middle flow (9×9) and its 18×18 layers; a density on each side of where the
     // sparse kernel stops paying.
-    for (n, kept) in [(81, 10), (81, 30), (81, 50), (324, 30), (324, 50)] {
+    for (n, kept) in [
+        (81, 10),
+        (81, 30),
+        (81, 50),
+        (100, 30),
+        (25, 30),
+        (324, 30),
+        (324, 50),
+    ] {
         let (m, k) = (728, 728);
         let x = Array2::from_shape_vec((k, n), uniform(5, k * n)).unwrap();
         let mut w = uniform(6, m * k);
@@ -225,6 +234,7 @@ fn sparse(c: &mut Criterion) {
             }
         }
         let csr = Matrix::Sparse(Csr::from_dense(&w, m, k));
+        let panels = kernels::ChannelPanels::pack(&w, m, k);
         let dense = Matrix::dense(w, m, k);
         let label = format!("{m}x{k}x{n}_{kept}pct");
         g.bench_function(BenchmarkId::new("csr", &label), |b| {
@@ -233,6 +243,17 @@ fn sparse(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("dense", &label), |b| {
             b.iter(|| dense.mul_rows(0, m, black_box(x.view())))
         });
+        if let (true, Some(panels)) = (kernels::own_kernel_available(), panels) {
+            // The dense kernel a layer of small planes takes: the output channels in the lanes.
+            let mut out = vec![0f32; m * n];
+            let x = x.as_slice().unwrap();
+            g.bench_function(BenchmarkId::new("channel_panels", &label), |b| {
+                b.iter(|| {
+                    let none = kernels::Epilogue::default();
+                    kernels::channel_panels_product(&mut out, &panels, 0, black_box(x), n, none)
+                })
+            });
+        }
     }
     g.finish();
 }

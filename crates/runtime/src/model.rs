@@ -39,8 +39,9 @@ use std::sync::Mutex;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RuntimeOptions {
     /// Run weights whose density (fraction of nonzeros) is at most this through sparse kernels;
-    /// 0 disables sparse kernels. Convolutions use a third of it (their dense kernel is a
-    /// blocked GEMM, much faster per weight than a matrix-vector product).
+    /// 0 disables sparse kernels. Convolutions scale it by the plane they run over: their dense
+    /// kernel is a blocked GEMM, much faster per weight than a matrix-vector product, and the
+    /// CSR kernel's edge over it depends on the plane (`CONV_SPARSE_FACTOR` and its kin).
     pub sparse_below_density: f64,
     /// Check the CRC-32 of weights stored plain dense, which are otherwise borrowed from the
     /// map without a pass over them. Encoded weights are always checked, once, as they are
@@ -67,16 +68,25 @@ pub struct RuntimeOptions {
 /// of 18×18 and more (728×728 at 18×18, one thread, `benches/kernels.rs`: 30% kept 2.6 ms
 /// sparse against 3.7 dense, 50% kept 4.3 against 4.0).
 const CONV_SPARSE_FACTOR: f64 = 4.0 / 3.0;
-/// The same fraction for smaller planes, for the 3×3 convolutions that run by Winograd's
-/// F(4×4, 3×3) at a quarter of the multiply-adds, and for every convolution where the portable
-/// CSR kernel runs (no AVX-512). On small planes the dense 1×1 product keeps the output
-/// channels in its vector lanes ([`kernels::ChannelPanels`]): Xception's 728-channel layers at
-/// 9×9 with 30% kept took 24.1 ms sparse against 23.2 ms dense; with 10% kept the CSR kernel
-/// took 0.32 ms against 0.96. The portable kernel took 2.6× the dense time at 30% kept.
+/// The same fraction for planes of [`CONV_SPARSE_MID_PIXELS`] up to 16×16, where the dense
+/// 1×1 product keeps the output channels in its vector lanes ([`kernels::ChannelPanels`]).
+/// There the CSR kernel, summing rows of up to 112 in one strip, wins up to about 40% kept:
+/// 728×728 at 9×9, one thread, 30% kept 0.64 ms sparse against 0.81 dense, 50% kept 1.02
+/// against 0.82 (`benches/kernels.rs`). 35% leaves a margin to that crossing.
+const MID_CONV_SPARSE_FACTOR: f64 = 7.0 / 6.0;
+/// The same fraction for smaller planes still, for the 3×3 convolutions that run by
+/// Winograd's F(4×4, 3×3) at a quarter of the multiply-adds, and for every convolution where
+/// the portable CSR kernel runs (no AVX-512). At 5×5 the CSR kernel lost at 30% kept (0.26
+/// against 0.24 ms); with 10% kept it took 0.32 ms against 0.96 at 9×9. The portable kernel
+/// took 2.6× the dense time at 30% kept.
 const SMALL_CONV_SPARSE_FACTOR: f64 = 1.0 / 3.0;
-/// See [`CONV_SPARSE_FACTOR`]: 16×16, between the 9×9 planes where the CSR kernel lost and
-/// the 18×18 ones where it won.
+/// See [`CONV_SPARSE_FACTOR`]: 16×16. (Before the CSR kernel took rows of up to 112 in one
+/// strip, it lost on 9×9 planes too: Xception's 728-channel layers with 30% kept took 24.1 ms
+/// sparse against 23.2 dense.)
 const CONV_SPARSE_MIN_PIXELS: usize = 256;
+/// See [`MID_CONV_SPARSE_FACTOR`]: 8×8, between the 5×5 planes where the CSR kernel lost at
+/// 30% and the 9×9 ones where it won.
+const CONV_SPARSE_MID_PIXELS: usize = 64;
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
@@ -1314,6 +1324,11 @@ fn build_op<'a>(
                 && kernels::own_kernel_available()
             {
                 loader.options.sparse_below_density * CONV_SPARSE_FACTOR
+            } else if pixels >= CONV_SPARSE_MID_PIXELS
+                && !winograd
+                && kernels::own_kernel_available()
+            {
+                loader.options.sparse_below_density * MID_CONV_SPARSE_FACTOR
             } else {
                 loader.options.sparse_below_density * SMALL_CONV_SPARSE_FACTOR
             };

@@ -31,7 +31,7 @@ const MAX_VECTORS_PER_ROW: usize = 64;
 const MIN_OUTPUT_WIDTH: usize = 12;
 
 /// Whether a layer runs here: AVX-512F, a 3×3 window without dilation, stride 1 or 2, and
-/// output rows from one to [`MAX_VECTORS_PER_ROW`] vectors wide.
+/// output rows from [`MIN_OUTPUT_WIDTH`] values to [`MAX_VECTORS_PER_ROW`] vectors wide.
 pub(super) fn fits(p: &Conv2dParams, ow: usize) -> bool {
     p.kernel == [3, 3]
         && p.dilation == [1, 1]
@@ -53,7 +53,7 @@ struct Column {
     store: __mmask16,
 }
 
-/// Where each load of a vector starts, relative to [`Column::start`].
+/// Where each load of a vector starts, relative to [`Column::start`] (stride 1 makes three).
 const STRIDE_1_LOADS: [isize; 4] = [0, 1, 2, 0];
 const STRIDE_2_LOADS: [isize; 4] = [0, 16, 2, 18];
 
@@ -98,12 +98,12 @@ pub(super) fn planes(plan: &Plan<'_>, first: usize, part: &mut [f32]) {
     // The rows of the padding above and below the plane: the same masked loads read zeros
     // from here, so that no load asks whether its row exists.
     crate::scratch::with_zeros(w, |zeros| {
+        let layout = Layout {
+            columns,
+            groups,
+            zeros,
+        };
         for (i, out) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
-            let layout = Layout {
-                columns,
-                groups,
-                zeros,
-            };
             // SAFETY: the CPU has AVX-512F (`fits`); plane `first + i` is in `plan.src`,
             // `out` is its output plane, the columns and groups were made for this layer's
             // widths, and `zeros` is as wide as its rows.

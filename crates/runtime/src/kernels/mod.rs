@@ -803,7 +803,8 @@ mod tests {
 
     #[test]
     fn the_sparse_product_gives_the_portable_kernels_bits_at_every_width() {
-        // Strips of one to eight vectors, a masked last vector, and rows wider than a strip.
+        // One strip of one to seven vectors (rows up to 112), a masked last vector, and rows
+        // wider, in strips of four vectors and the rest.
         let (rows, cols) = (7, 50);
         let mut w = uniform(rows * cols, 8);
         w.iter_mut().step_by(4).for_each(|v| *v = 0.0);
@@ -814,7 +815,7 @@ mod tests {
             col: &csr.col,
             val: &csr.val,
         };
-        for n in [1, 15, 16, 17, 49, 81, 128, 129, 300] {
+        for n in [1, 15, 16, 17, 49, 81, 100, 112, 113, 128, 129, 300] {
             let rhs = uniform(cols * n, 9);
             let mut fast = vec![f32::NAN; (rows - 1) * n];
             let mut portable = vec![f32::NAN; (rows - 1) * n];

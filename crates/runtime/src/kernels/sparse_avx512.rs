@@ -19,6 +19,11 @@ const LANES: usize = 16;
 /// multiply-adds are in flight: each nonzero's sum waits on the row's previous one (4 cycles on
 /// Zen 4), and one row's four chains left the unit idle half the time.
 const VECTORS: usize = 4;
+/// The most vectors of a row taken as one strip: rows up to 112 wide (Xception's 10×10 and
+/// 9×9 planes, MobileNetV2's 7×7) are summed in one pass over their nonzeros, 14 accumulators
+/// for the two rows. In strips of 64 and the rest, each nonzero was read, broadcast and
+/// addressed twice, and the rest's strip of one or two vectors left the chains too few.
+const MAX_ONE_STRIP: usize = 7;
 
 /// `out[r, :] = Σ_k val[k] · rhs[col[k], :]` over row `r`'s nonzeros (the contract of
 /// [`super::sparse_rows_times`]).
@@ -33,8 +38,13 @@ pub unsafe fn rows_times(out: &mut [f32], w: SparseRows<'_>, rhs: &[f32], n: usi
         let (a, b) = (w.row_ptr[r], w.row_ptr[r + 1]);
         (&w.col[a..b], &w.val[a..b])
     };
-    for x0 in (0..n).step_by(VECTORS * LANES) {
-        let width = (VECTORS * LANES).min(n - x0);
+    let strip_width = if n <= MAX_ONE_STRIP * LANES {
+        n
+    } else {
+        VECTORS * LANES
+    };
+    for x0 in (0..n).step_by(strip_width) {
+        let width = strip_width.min(n - x0);
         let strip = |row: &mut [f32]| Strip {
             out: row[x0..].as_mut_ptr(),
             rhs: rhs[x0..].as_ptr(),
@@ -69,7 +79,10 @@ unsafe fn sum_rows<const R: usize>(rows: [RowStrip<'_>; R], width: usize) {
             1 => Strip::sum::<R, 1>(rows),
             2 => Strip::sum::<R, 2>(rows),
             3 => Strip::sum::<R, 3>(rows),
-            _ => Strip::sum::<R, 4>(rows),
+            4 => Strip::sum::<R, 4>(rows),
+            5 => Strip::sum::<R, 5>(rows),
+            6 => Strip::sum::<R, 6>(rows),
+            _ => Strip::sum::<R, 7>(rows),
         }
     }
 }
