@@ -4,7 +4,7 @@
 //! The portable kernel ([`super::sparse_rows_times`]) adds each nonzero's scaled right-hand
 //! row into the output row in memory: two loads and a store per fused multiply-add, so it ran
 //! at a third of the dense product's rate, and a 728×728 pointwise layer with 30% of its
-//! weights kept took 2.6× the dense time. Here a strip of up to [`VECTORS`] 16-lane vectors
+//! weights kept took 2.6× the dense time. Here a strip of up to [`MAX_VECTORS`] 16-lane vectors
 //! of two output rows at a time accumulates in registers while the rows' nonzeros go by, and
 //! is stored once.
 //!
@@ -15,15 +15,14 @@ use super::{SparseRows, first_lanes};
 use std::arch::x86_64::*;
 
 const LANES: usize = 16;
-/// Vectors of a strip: 64 columns. Two rows run at once, so that eight chains of fused
-/// multiply-adds are in flight: each nonzero's sum waits on the row's previous one (4 cycles on
-/// Zen 4), and one row's four chains left the unit idle half the time.
-const VECTORS: usize = 4;
-/// The most vectors of a row taken as one strip: rows up to 112 wide (Xception's 10×10 and
-/// 9×9 planes, MobileNetV2's 7×7) are summed in one pass over their nonzeros, 14 accumulators
-/// for the two rows. In strips of 64 and the rest, each nonzero was read, broadcast and
-/// addressed twice, and the rest's strip of one or two vectors left the chains too few.
-const MAX_ONE_STRIP: usize = 7;
+/// The most vectors of a strip. Two rows run at once, so that at least eight chains of fused
+/// multiply-adds are in flight: each nonzero's sum waits on the row's previous one (4 cycles
+/// on Zen 4), and one row's four chains left the unit idle half the time. A row is cut into
+/// strips of as equal a width as this allows: rows up to 112 wide (Xception's 9×9 planes) in
+/// one pass over their nonzeros, an 18×18 plane's 324 in three of 112, 112 and 100. In
+/// strips of 64 and the rest, each nonzero was read, broadcast and addressed once per strip,
+/// and the rest's strip (324: 4 columns) cost a whole pass for a few lanes.
+const MAX_VECTORS: usize = 7;
 
 /// `out[r, :] = Σ_k val[k] · rhs[col[k], :]` over row `r`'s nonzeros (the contract of
 /// [`super::sparse_rows_times`]).
@@ -38,11 +37,8 @@ pub unsafe fn rows_times(out: &mut [f32], w: SparseRows<'_>, rhs: &[f32], n: usi
         let (a, b) = (w.row_ptr[r], w.row_ptr[r + 1]);
         (&w.col[a..b], &w.val[a..b])
     };
-    let strip_width = if n <= MAX_ONE_STRIP * LANES {
-        n
-    } else {
-        VECTORS * LANES
-    };
+    let vectors = n.div_ceil(LANES);
+    let strip_width = vectors.div_ceil(vectors.div_ceil(MAX_VECTORS)) * LANES;
     for x0 in (0..n).step_by(strip_width) {
         let width = strip_width.min(n - x0);
         let strip = |row: &mut [f32]| Strip {
