@@ -785,6 +785,63 @@ fn a_weight_shared_by_many_nodes_is_decoded_once() {
     assert_eq!(out_shared, out_copies);
 }
 
+#[test]
+fn a_large_pruned_weight_decoded_ahead_runs_sparse_or_dense_with_its_values() {
+    // A 300×300 dense layer (large enough to be decoded ahead of the layers) with 28% of its
+    // weights kept, stored encoded. Decoded ahead, it is kept as CSR rows, since a
+    // convolution could take it sparse up to 40%; a threshold below 28% sends it back to
+    // dense values, which must be the values stored: the same bits as a model that never
+    // runs anything sparse.
+    let n = 300;
+    let mut rng = common::Lcg(11);
+    let w: Vec<f32> = (0..n * n)
+        .map(|i| {
+            let v = rng.weight(1.0);
+            if (i * 7919) % 100 < 28 { v } else { 0.0 }
+        })
+        .collect();
+    let mut writer = Writer::new();
+    writer.set_metadata("input.shape", Value::ints([n as i64, 1, 1]));
+    let enc = cxrm::format::encoding::zstd::encode(
+        cxrm::format::encoding::dense::encode(common::f32_bytes(&w).into()),
+        3,
+    )
+    .unwrap();
+    writer
+        .add_tensor("w", DType::F32, &[n as u64, n as u64], enc)
+        .unwrap();
+    writer.set_graph(Graph {
+        nodes: vec![
+            Node::new("flat", "flatten", &["input"], &[]),
+            Node::new("fc", "dense", &["flat"], &["w"]),
+        ],
+    });
+    let bytes = writer.to_bytes().unwrap();
+    let x = Array4::from_shape_fn((1, n, 1, 1), |(_, c, _, _)| (c as f32 * 0.37).sin());
+    let run = |sparse_below_density: f64| {
+        let file = Cxrm::parse(&bytes).unwrap();
+        let options = RuntimeOptions {
+            sparse_below_density,
+            ..Default::default()
+        };
+        let model = Model::load_with(&file, options).unwrap();
+        let out = model.forward(x.view()).unwrap();
+        let owned = model.weight_bytes().owned;
+        (
+            owned,
+            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            out,
+        )
+    };
+    let (dense_bytes, dense_bits, dense) = run(0.0);
+    let (densified_bytes, densified_bits, _) = run(0.25);
+    let (sparse_bytes, _, sparse) = run(0.3);
+    assert_eq!(densified_bits, dense_bits);
+    assert_eq!(densified_bytes, dense_bytes, "run dense");
+    assert!(sparse_bytes < dense_bytes, "run as CSR rows");
+    assert_close(sparse.as_slice().unwrap(), dense.as_slice().unwrap(), 1e-5);
+}
+
 /// A model of every layer kind that does not need weights of its own kind: sigmoid,
 /// hard swish, a per-channel mul, concat, pad, both poolings, add, flatten, dense, softmax,
 /// after a convolution with a folded batch norm and a fused relu6; some of them run in place,

@@ -80,6 +80,14 @@ const MID_CONV_SPARSE_FACTOR: f64 = 7.0 / 6.0;
 /// against 0.24 ms); with 10% kept it took 0.32 ms against 0.96 at 9×9. The portable kernel
 /// took 2.6× the dense time at 30% kept.
 const SMALL_CONV_SPARSE_FACTOR: f64 = 1.0 / 3.0;
+/// The largest of the factors above (and 1, a dense layer's): what a tensor decoded ahead of
+/// its layers must be under to be kept as CSR rows ([`Loader::predecode`]).
+const MOST_SPARSE_FACTOR: f64 = CONV_SPARSE_FACTOR;
+const _: () = assert!(
+    MOST_SPARSE_FACTOR >= MID_CONV_SPARSE_FACTOR
+        && MOST_SPARSE_FACTOR >= SMALL_CONV_SPARSE_FACTOR
+        && MOST_SPARSE_FACTOR >= 1.0
+);
 /// See [`CONV_SPARSE_FACTOR`]: 16×16. (Before the CSR kernel took rows of up to 112 in one
 /// strip, it lost on 9×9 planes too: Xception's 728-channel layers with 30% kept took 24.1 ms
 /// sparse against 23.2 dense.)
@@ -336,9 +344,16 @@ struct Loader<'f, 'a> {
     shared: std::collections::HashSet<String>,
     /// Large encoded tensors decoded ahead of the layers, largest first ([`Loader::predecode`]);
     /// each is taken by the first layer that asks for it.
-    decoded: std::cell::RefCell<std::collections::HashMap<String, Vec<f32>>>,
+    decoded: std::cell::RefCell<std::collections::HashMap<String, Decoded>>,
     /// Tensors decoded so far (dense ones read in place do not count).
     decodes: std::cell::Cell<usize>,
+}
+
+/// A tensor decoded ahead of its layer: its values, or CSR rows where few enough of them are
+/// nonzero that some layer could run it sparse.
+enum Decoded {
+    Values(Vec<f32>),
+    Sparse(Csr),
 }
 
 impl<'a> Loader<'_, 'a> {
@@ -380,10 +395,37 @@ impl<'a> Loader<'_, 'a> {
         }
         let decoded = self.decoded.borrow_mut().remove(name);
         let values = match decoded {
-            Some(values) => values,
+            Some(Decoded::Values(values)) => values,
+            Some(Decoded::Sparse(csr)) => self.densified(node, name, &csr)?,
             None => self.decode(record)?,
         };
         Ok((Cow::Owned(values), shape))
+    }
+
+    /// A tensor kept as CSR rows at [`Loader::predecode`], back in dense form for a layer that
+    /// runs it dense.
+    fn densified(&self, node: &Node, name: &str, csr: &Csr) -> Result<Vec<f32>> {
+        csr.to_dense().ok_or_else(|| {
+            Error::Model(format!(
+                "node {}: no memory for the {}×{} values of {:?}",
+                cxrm_format::text::escape(&node.name),
+                csr.rows,
+                csr.cols,
+                cxrm_format::text::escape(name)
+            ))
+        })
+    }
+
+    /// The CSR rows [`Loader::predecode`] kept for `name`, taken out of its keeping.
+    fn take_predecoded_sparse(&self, name: &str) -> Option<Csr> {
+        let mut decoded = self.decoded.borrow_mut();
+        match decoded.remove(name)? {
+            Decoded::Sparse(csr) => Some(csr),
+            values => {
+                decoded.insert(name.to_string(), values);
+                None
+            }
+        }
     }
 
     /// A tensor decoded to f32, its mapped pages given back.
@@ -399,6 +441,12 @@ impl<'a> Loader<'_, 'a> {
     /// (an exit-flow pointwise weight, say) comes last, on top of every weight loaded before it,
     /// and set the load's peak. First, they meet an almost empty heap. Tensors stored dense f32
     /// (read in place) or factored (run as stored) are left to the layers, as are small ones.
+    ///
+    /// A tensor sparse enough for the most generous of the layers' thresholds is kept as CSR
+    /// rows at once, the layer that runs it dense making its values again: kept dense, every
+    /// pruned weight was decoded whole before any layer took its CSR rows, and the pruned
+    /// Xception (30% kept, 59.5 MB of weights as the layers keep them) peaked at 92.7 MB while
+    /// loading, past the memory bound.
     fn predecode(&self, graph: &Graph) -> Result<()> {
         const LARGE: u64 = 1 << 16;
         let mut names: Vec<&TensorRecord<'a>> = graph
@@ -416,11 +464,18 @@ impl<'a> Loader<'_, 'a> {
             .collect();
         names.sort_by_key(|r| (std::cmp::Reverse(r.elements), r.index));
         names.dedup_by_key(|r| r.index);
+        let most_sparse = self.options.sparse_below_density * MOST_SPARSE_FACTOR;
         for record in names {
             let values = self.decode(record)?;
+            let rows = record.shape.first().map_or(1, |&r| r as usize).max(1);
+            let decoded = if self.sparse_enough(&values, most_sparse) {
+                Decoded::Sparse(Csr::from_dense(&values, rows, values.len() / rows))
+            } else {
+                Decoded::Values(values)
+            };
             self.decoded
                 .borrow_mut()
-                .insert(record.name.to_string(), values);
+                .insert(record.name.to_string(), decoded);
         }
         Ok(())
     }
@@ -466,6 +521,18 @@ impl<'a> Loader<'_, 'a> {
             self.decodes.set(self.decodes.get() + 1);
             self.file.release_tensor(record);
             return Ok((Loaded::Factored(f), shape));
+        }
+        if let Some(csr) = self.take_predecoded_sparse(name) {
+            if density(csr.val.len(), csr.rows * csr.cols) > sparse_below {
+                let values = self.densified(node, name, &csr)?;
+                return Ok((Loaded::Values(Cow::Owned(values)), shape));
+            }
+            if self.shared.contains(name) {
+                self.sparse
+                    .borrow_mut()
+                    .insert(name.to_string(), csr.clone());
+            }
+            return Ok((Loaded::Sparse(csr), shape));
         }
         let (values, shape) = self.tensor(node, name)?;
         // A decoded weight that the CSR kernels will take is kept in that form, so a weight

@@ -62,18 +62,28 @@ impl Csr {
     }
 
     pub fn from_dense(data: &[f32], rows: usize, cols: usize) -> Csr {
+        let data = &data[..rows * cols];
         let mut row_ptr = Vec::with_capacity(rows + 1);
-        let (mut col, mut val) = (Vec::new(), Vec::new());
+        // Counted first, so that the rows take their room exactly, not doubled as they grow;
+        // one slot more, which every value is written to before the count says whether it
+        // stays. Without a branch per value: at 30% kept the branch was mispredicted so often
+        // that building the rows was a fifth of loading a pruned Xception (perf).
+        let nonzeros = data.iter().filter(|&&v| v != 0.0).count();
+        let (mut col, mut val) = (vec![0u32; nonzeros + 1], vec![0f32; nonzeros + 1]);
+        let mut kept = 0;
         row_ptr.push(0);
-        for r in 0..rows {
-            for (c, &v) in data[r * cols..(r + 1) * cols].iter().enumerate() {
-                if v != 0.0 {
-                    col.push(c as u32);
-                    val.push(v);
-                }
+        for row in data.chunks_exact(cols.max(1)).take(rows) {
+            for (c, &v) in row.iter().enumerate() {
+                col[kept] = c as u32;
+                val[kept] = v;
+                kept += usize::from(v != 0.0);
             }
-            row_ptr.push(col.len());
+            row_ptr.push(kept);
         }
+        // Rows of no columns: every row is empty.
+        row_ptr.resize(rows + 1, 0);
+        col.truncate(kept);
+        val.truncate(kept);
         Csr {
             rows,
             cols,
@@ -81,6 +91,22 @@ impl Csr {
             col,
             val,
         }
+    }
+
+    /// The matrix row-major, zeros where no value is stored; `None` where the allocator
+    /// refuses its room.
+    pub fn to_dense(&self) -> Option<Vec<f32>> {
+        let mut data = Vec::new();
+        data.try_reserve_exact(self.rows.checked_mul(self.cols)?)
+            .ok()?;
+        data.resize(self.rows * self.cols, 0.0);
+        for (r, row) in data.chunks_exact_mut(self.cols.max(1)).enumerate() {
+            let (a, b) = (self.row_ptr[r], self.row_ptr[r + 1]);
+            for (&c, &v) in self.col[a..b].iter().zip(&self.val[a..b]) {
+                row[c as usize] = v;
+            }
+        }
+        Some(data)
     }
 }
 

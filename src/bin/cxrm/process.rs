@@ -46,22 +46,23 @@ pub fn on_sigbus_exit_2() {
     }
 }
 
-/// Runs `load` (a model's loading) with glibc's allocator serving every block of 1 MiB or
+/// Runs `load` (a model's loading) with glibc's allocator serving every block of 128 KiB or
 /// more by a mapping of its own, returned to the system when it is freed; afterwards such
 /// mappings start at 32 MiB.
 ///
-/// By default the threshold rises to the size of each large block freed, and later large
-/// blocks come from the heap, whose freed middle stays resident. Loading decodes weights
-/// through large temporary buffers: on the pruned Xception they left 96.0 MB resident after
-/// loading for 82.6 MB of weights, and a peak under `cxrm run` of 112.6 MB, 9.6 MB over the
-/// memory bound (docs/performance.md); with the threshold fixed, 89.1 and 99.6 MB. The cost
-/// is fresh pages for each large block: loading took 214 against 158 ms (median of five). A
-/// threshold of 4 MiB kept most of the cost and half the excess (106.1 MB). A pass, unlike
-/// a load, should reuse its blocks: the `gemm` crate (the products where the CPU lacks
-/// AVX-512) allocates its packing buffers on every call, and mapping each anew would fault
-/// in its pages every time, so after loading the threshold is raised to glibc's own most.
+/// By default that threshold rises to the size of each large block freed, and later blocks
+/// below it come from the heap, whose freed middle stays resident. Loading decodes weights
+/// through large temporary buffers, so the heap kept them: on the pruned Xception (30% kept,
+/// 59.5 MB of weights as the model keeps them), peak RSS under `cxrm bench` was 89.7 MB by
+/// default, 88.7 MB with a threshold of 1 MiB and 78.4 MB with 128 KiB (the memory bound,
+/// docs/performance.md, is 78.7 MB). The cost is fresh pages for each block: loading took
+/// 234–290 ms against 114–139 by default (median of five loads); the dense models loaded in
+/// the same time either way. A pass, unlike a load, should reuse its blocks: the `gemm` crate
+/// (the products where the CPU lacks AVX-512) allocates its packing buffers on every call,
+/// and mapping each anew would fault in its pages every time, so after loading the threshold
+/// is raised to glibc's own most.
 pub fn loading<T>(load: impl FnOnce() -> T) -> T {
-    set_large_block_threshold(1 << 20);
+    set_large_block_threshold(128 << 10);
     let loaded = load();
     set_large_block_threshold(32 << 20);
     loaded
