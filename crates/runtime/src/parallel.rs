@@ -197,7 +197,7 @@ enum Timing {
     Calibration,
     /// The setting not in use, timed again: its time replaces the old one.
     Probe,
-    /// The setting in use: a moving average.
+    /// The setting in use: one of its last passes, whose median is its estimate.
     Steady,
 }
 
