@@ -114,49 +114,36 @@ fn depthwise_on(
         bias,
         activation,
     };
-    #[cfg(target_arch = "x86_64")]
-    if path == Path::Rows {
-        return parallel::split_rows(
-            dst,
-            plane_out.max(1),
-            1,
-            taps * plane_out,
-            &|first, part| rows::planes(&plan, first, part),
-        );
-    }
-    #[cfg(target_arch = "x86_64")]
-    if path == Path::ChannelBlocks {
-        return parallel::split_rows(
-            dst,
-            plane_out.max(1),
-            1,
-            taps * plane_out,
-            &|first, part| {
-                let (mut block, mut sums) = (scratch::take(), scratch::take());
-                channel_blocks::planes(&plan, first, part, (&mut block, &mut sums));
-                scratch::give(block);
-                scratch::give(sums);
-            },
-        );
-    }
+    // Each thread's planes on the kernel `path` names, with that kernel's buffers.
     parallel::split_rows(
         dst,
         plane_out.max(1),
         1,
         taps * plane_out,
-        &|first, part| {
-            let mut buffers = Buffers {
-                padded: scratch::take(),
-                phases: scratch::take(),
-                wide: scratch::take(),
-                offsets: scratch::take(),
-            };
-            layout.tap_offsets(p, &mut buffers.offsets);
-            planes(&plan, first, part, &mut buffers);
-            for buffer in [buffers.padded, buffers.phases, buffers.wide] {
-                scratch::give(buffer);
+        &|first, part| match path {
+            #[cfg(target_arch = "x86_64")]
+            Path::Rows => rows::planes(&plan, first, part),
+            #[cfg(target_arch = "x86_64")]
+            Path::ChannelBlocks => {
+                let (mut block, mut sums) = (scratch::take(), scratch::take());
+                channel_blocks::planes(&plan, first, part, (&mut block, &mut sums));
+                scratch::give(block);
+                scratch::give(sums);
             }
-            scratch::give(buffers.offsets);
+            _ => {
+                let mut buffers = Buffers {
+                    padded: scratch::take(),
+                    phases: scratch::take(),
+                    wide: scratch::take(),
+                    offsets: scratch::take(),
+                };
+                layout.tap_offsets(p, &mut buffers.offsets);
+                planes(&plan, first, part, &mut buffers);
+                for buffer in [buffers.padded, buffers.phases, buffers.wide] {
+                    scratch::give(buffer);
+                }
+                scratch::give(buffers.offsets);
+            }
         },
     );
 }

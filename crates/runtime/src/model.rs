@@ -527,12 +527,7 @@ impl<'a> Loader<'_, 'a> {
                 let values = self.densified(node, name, &csr)?;
                 return Ok((Loaded::Values(Cow::Owned(values)), shape));
             }
-            if self.shared.contains(name) {
-                self.sparse
-                    .borrow_mut()
-                    .insert(name.to_string(), csr.clone());
-            }
-            return Ok((Loaded::Sparse(csr), shape));
+            return Ok((self.sparse_weight(name, csr), shape));
         }
         let (values, shape) = self.tensor(node, name)?;
         // A decoded weight that the CSR kernels will take is kept in that form, so a weight
@@ -542,14 +537,19 @@ impl<'a> Loader<'_, 'a> {
             && self.sparse_enough(v, sparse_below)
         {
             let csr = Csr::from_dense(v, rows, v.len() / rows.max(1));
-            if self.shared.contains(name) {
-                self.sparse
-                    .borrow_mut()
-                    .insert(name.to_string(), csr.clone());
-            }
-            return Ok((Loaded::Sparse(csr), shape));
+            return Ok((self.sparse_weight(name, csr), shape));
         }
         Ok((Loaded::Values(values), shape))
+    }
+
+    /// `csr` as a layer's weight, a copy kept for the other nodes when more than one uses it.
+    fn sparse_weight(&self, name: &str, csr: Csr) -> Loaded<'a> {
+        if self.shared.contains(name) {
+            self.sparse
+                .borrow_mut()
+                .insert(name.to_string(), csr.clone());
+        }
+        Loaded::Sparse(csr)
     }
 
     fn sparse_enough(&self, data: &[f32], sparse_below: f64) -> bool {

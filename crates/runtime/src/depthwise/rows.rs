@@ -143,23 +143,24 @@ struct Group {
 impl Group {
     /// The row's columns in groups, into `groups`; returns the groups used.
     fn split<'g>(columns: &[Column], groups: &'g mut [Group]) -> &'g [Group] {
+        let whole = |c: &Column| c.masks == [u16::MAX; 4] && c.store == u16::MAX;
         let mut used = 0;
         let mut v = 0;
         while v < columns.len() {
-            let whole = |c: &Column| c.masks == [u16::MAX; 4] && c.store == u16::MAX;
-            let count = if whole(&columns[v]) {
+            let masked = !whole(&columns[v]);
+            let count = if masked {
+                1
+            } else {
                 columns[v..]
                     .iter()
                     .take(GROUP)
                     .take_while(|c| whole(c))
                     .count()
-            } else {
-                1
             };
             groups[used] = Group {
                 first: v,
                 count,
-                masked: !whole(&columns[v]),
+                masked,
             };
             used += 1;
             v += count;
