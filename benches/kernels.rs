@@ -162,7 +162,12 @@ fn depthwise(c: &mut Criterion) {
     let mut g = c.benchmark_group("depthwise");
     for (channels, size, stride) in [
         (728, 9, 1),
+        (1024, 5, 1),
+        (728, 18, 1),
+        (256, 36, 1),
         (128, 72, 1),
+        (960, 7, 1),
+        (144, 56, 1),
         (32, 112, 1),
         (96, 112, 2),
         (144, 56, 2),
@@ -179,9 +184,15 @@ fn depthwise(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("runtime", &label), |b| {
             b.iter(|| ops::conv2d(black_box(x.view()), &m, None, &p))
         });
-        g.bench_function(BenchmarkId::new("per_plane", &label), |b| {
-            b.iter(|| ops::depthwise_per_plane(black_box(x.view()), &weights, &p))
-        });
+        for kernel in ops::DepthwiseKernel::ALL {
+            if ops::depthwise_through(kernel, x.view(), &weights, &p).is_none() {
+                continue;
+            }
+            let name = format!("{kernel:?}").to_lowercase();
+            g.bench_function(BenchmarkId::new(name, &label), |b| {
+                b.iter(|| ops::depthwise_through(kernel, black_box(x.view()), &weights, &p))
+            });
+        }
         g.bench_function(BenchmarkId::new("general_loop", &label), |b| {
             b.iter(|| ops::depthwise_general(black_box(x.view()), &weights, &p))
         });

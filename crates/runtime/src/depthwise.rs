@@ -11,12 +11,14 @@
 //! ⌊dx·kx/s⌋` of phase `(dy·ky mod s, dx·kx mod s)`, again one contiguous run per tap, with
 //! `sw − ow` (one or none) columns dropped per row.
 //!
-//! On AVX-512, 3×3 layers at stride 1 or 2 take one of two other kernels instead. Where the
-//! output rows are 12 or more wide, [`rows`]: each tap loaded straight from the input rows,
-//! the padding as masks, so no copies at all. Below that, over small planes (16×16 padded at
-//! most; 32×32 at stride 2), [`channel_blocks`]: sixteen planes at a time in the vector
-//! lanes, where the per-plane copies above would cost more than the sums. The per-plane
-//! kernel keeps other windows, strides and dilations, and the CPUs without AVX-512.
+//! On AVX-512, 3×3 layers take one of three other kernels instead. At stride 1 with one
+//! pixel of padding and rows up to 80 wide, [`flat`]: each plane read as one run, sixteen
+//! outputs to a vector whatever the row width, the padding as load masks. At stride 1 or 2
+//! where the output rows are 12 or more wide, [`rows`]: each tap loaded straight from the
+//! input rows, the padding as masks, so no copies at all. Below that, over small planes
+//! (16×16 padded at most; 32×32 at stride 2), [`channel_blocks`]: sixteen planes at a time in
+//! the vector lanes, where the per-plane copies above would cost more than the sums. The
+//! per-plane kernel keeps other windows, strides and dilations, and the CPUs without AVX-512.
 //!
 //! The taps are added in the same order for every output, `ky` then `kx`, each product rounded
 //! before its sum (not fused), as [`depthwise_plane`] does: every path, target and thread
@@ -24,6 +26,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod channel_blocks;
+#[cfg(target_arch = "x86_64")]
+mod flat;
 #[cfg(target_arch = "x86_64")]
 mod rows;
 
@@ -56,31 +60,51 @@ pub(crate) fn depthwise(
     depthwise_on(path, x, filters, bias, p, output, activation, dst)
 }
 
-/// Which kernel runs a depthwise layer.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Path {
-    /// [`planes`]: one plane at a time, its taps over a padded copy.
+/// The kernels a depthwise layer can run on. [`Path::choose`] picks one per layer; the
+/// benchmarks and tests run each that fits ([`depthwise_through`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// [`planes`]: one plane at a time, its taps over a padded copy. Fits every layer.
     PerPlane,
     /// [`channel_blocks`]: sixteen channels to a vector, for small planes on AVX-512.
     ChannelBlocks,
     /// [`rows`]: straight from the planes, for 3×3 windows with rows of 12 or more outputs
     /// on AVX-512.
     Rows,
+    /// [`flat`]: each plane as one run, for 3×3 windows at stride 1 with one pixel of
+    /// padding, rows up to 48 wide, on AVX-512.
+    Flat,
 }
 
 impl Path {
+    /// Every kernel, the one each layer falls back on first.
+    pub const ALL: [Path; 4] = [Path::PerPlane, Path::ChannelBlocks, Path::Rows, Path::Flat];
+
+    /// The kernel a layer runs on: the first of flat, rows and channel blocks that fits it,
+    /// else the per-plane one.
     fn choose(p: &Conv2dParams, input: (usize, usize), output_width: usize) -> Path {
+        [Path::Flat, Path::Rows, Path::ChannelBlocks]
+            .into_iter()
+            .find(|path| path.fits(p, input, output_width))
+            .unwrap_or(Path::PerPlane)
+    }
+
+    /// Whether this kernel can run a layer on this CPU.
+    pub fn fits(self, p: &Conv2dParams, input: (usize, usize), output_width: usize) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            if rows::fits(p, output_width) {
-                return Path::Rows;
-            }
-            if channel_blocks::fits(p, input) {
-                return Path::ChannelBlocks;
+            match self {
+                Path::PerPlane => true,
+                Path::ChannelBlocks => channel_blocks::fits(p, input),
+                Path::Rows => rows::fits(p, output_width),
+                Path::Flat => flat::fits(p, input),
             }
         }
-        let _ = (p, input, output_width);
-        Path::PerPlane
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (p, input, output_width);
+            self == Path::PerPlane
+        }
     }
 }
 
@@ -123,6 +147,8 @@ fn depthwise_on(
         &|first, part| match path {
             #[cfg(target_arch = "x86_64")]
             Path::Rows => rows::planes(&plan, first, part),
+            #[cfg(target_arch = "x86_64")]
+            Path::Flat => flat::planes(&plan, first, part),
             #[cfg(target_arch = "x86_64")]
             Path::ChannelBlocks => {
                 let (mut block, mut sums) = (scratch::take(), scratch::take());
@@ -510,20 +536,25 @@ fn depthwise_plane(
     }
 }
 
-/// A depthwise convolution (no bias) on the per-plane kernel, whatever the layer would take:
-/// the baseline the kernel benchmarks compare the other paths against.
-pub fn depthwise_per_plane(
+/// A depthwise convolution (no bias) on kernel `path`, whatever the layer would take; `None`
+/// where that kernel does not fit the layer or the CPU. The benchmarks compare the kernels
+/// with it.
+pub fn depthwise_through(
+    path: Path,
     x: ArrayView4<'_, f32>,
     weight: &[f32],
     p: &Conv2dParams,
-) -> Array4<f32> {
+) -> Option<Array4<f32>> {
     let (n, c, h, w) = x.dim();
-    let (oh, ow) = p.output_size(h, w).expect("a valid window");
+    let (oh, ow) = p.output_size(h, w)?;
+    if !path.fits(p, (h, w), ow) {
+        return None;
+    }
     let mut out = Array4::<f32>::zeros((n, c, oh, ow));
     let dst = out.as_slice_mut().expect("a fresh array is contiguous");
     let none = Activation::None;
-    depthwise_on(Path::PerPlane, x, weight, None, p, (oh, ow), none, dst);
-    out
+    depthwise_on(path, x, weight, None, p, (oh, ow), none, dst);
+    Some(out)
 }
 
 /// A depthwise convolution (no bias) through the general tap-by-tap loop only, whatever the
@@ -557,21 +588,14 @@ mod tests {
     use cxrm_format::testing::uniform as rand;
     use ndarray::Array;
 
-    /// The kernels that can run a layer here: the per-plane one always, the channel blocks
-    /// and the rows where the CPU and the layer allow.
+    /// The kernels that can run a layer here: the per-plane one always, the others where
+    /// the CPU and the layer allow.
     fn paths(p: &Conv2dParams, input: (usize, usize)) -> Vec<Path> {
-        let mut paths = vec![Path::PerPlane];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if channel_blocks::fits(p, input) {
-                paths.push(Path::ChannelBlocks);
-            }
-            let (_, ow) = p.output_size(input.0, input.1).unwrap();
-            if rows::fits(p, ow) {
-                paths.push(Path::Rows);
-            }
-        }
-        paths
+        let (_, ow) = p.output_size(input.0, input.1).unwrap();
+        Path::ALL
+            .into_iter()
+            .filter(|path| path.fits(p, input, ow))
+            .collect()
     }
 
     #[test]
@@ -622,6 +646,43 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn planes_of_any_shape_at_stride_1_give_the_general_loops_bits() {
+        // The flat kernel's edges: one pixel, one row, one column, planes of whole vectors
+        // and planes whose vectors span several rows or end partway.
+        let p = Conv2dParams {
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1, 1, 1],
+            dilation: [1, 1],
+            groups: 3,
+        };
+        for (h, w) in [
+            (1, 1),
+            (1, 17),
+            (17, 1),
+            (2, 2),
+            (4, 4),
+            (16, 16),
+            (3, 48),
+            (18, 18),
+        ] {
+            let x = Array::from_shape_vec((2, 3, h, w), rand(6 * h * w, 46)).unwrap();
+            let filters = rand(27, 47);
+            let general = depthwise_general(x.view(), &filters, &p);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            for path in paths(&p, (h, w)) {
+                let got = depthwise_through(path, x.view(), &filters, &p).unwrap();
+                let label = format!("{h}×{w}, {path:?}");
+                assert_eq!(
+                    bits(general.as_slice().unwrap()),
+                    bits(got.as_slice().unwrap()),
+                    "{label}"
+                );
             }
         }
     }

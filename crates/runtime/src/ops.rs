@@ -8,7 +8,7 @@
 
 use super::signs::{self, SignRows};
 use super::{kernels, parallel, scratch};
-pub use crate::depthwise::{depthwise_general, depthwise_per_plane};
+pub use crate::depthwise::{Path as DepthwiseKernel, depthwise_general, depthwise_through};
 pub use crate::kernels::Activation;
 use crate::kernels::{CHANNEL_PANEL, Epilogue};
 use crate::winograd::{self, WinogradWeights};
