@@ -200,10 +200,11 @@ fn depthwise(c: &mut Criterion) {
     g.finish();
 }
 
-/// Max pooling, 3×3 stride 2 with one pixel of padding (Xception's entry and exit flows).
+/// Max pooling, 3×3 stride 2 with one pixel of padding below and right (Xception's four
+/// poolings, 72×72 to 9×9, and a larger plane).
 fn max_pool(c: &mut Criterion) {
     let mut g = c.benchmark_group("max_pool");
-    for (channels, size) in [(128, 147), (256, 74), (728, 37)] {
+    for (channels, size) in [(128, 147), (128, 72), (256, 36), (728, 18), (1024, 9)] {
         let x = Array4::from_shape_vec(
             (1, channels, size, size),
             uniform(5, channels * size * size),

@@ -1067,6 +1067,27 @@ pub fn pool2d_into(x: ArrayView4<'_, f32>, p: &PoolParams, max: bool, dst: &mut 
     let (plane_in, plane_out) = (h * w, oh * ow);
     let work = p.kernel[0] * p.kernel[1] * plane_out;
     // Planes are independent: split over the threads.
+    #[cfg(target_arch = "x86_64")]
+    if max && stride2_max_fits(p, (h, w), (oh, ow)) {
+        let (top, left) = (p.padding[0], p.padding[1]);
+        let window = ((top, left), (p.kernel[0], p.kernel[1]));
+        parallel::split_rows(dst, plane_out.max(1), 1, work, &|first, part| {
+            for (i, out_plane) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
+                let plane = &src[(first + i) * plane_in..(first + i + 1) * plane_in];
+                // SAFETY: the CPU has AVX-512F (`stride2_max_fits`).
+                unsafe {
+                    kernels::window_max::plane_max_stride2(
+                        plane,
+                        (h, w),
+                        window,
+                        out_plane,
+                        (oh, ow),
+                    )
+                }
+            }
+        });
+        return;
+    }
     parallel::split_rows(dst, plane_out.max(1), 1, work, &|first, part| {
         let (mut rows, mut phases) = (scratch::take::<f32>(), scratch::take::<f32>());
         // Every plane's windows cover the same columns.
@@ -1088,6 +1109,20 @@ pub fn pool2d_into(x: ArrayView4<'_, f32>, p: &PoolParams, max: bool, dst: &mut 
         scratch::give(phases);
         scratch::give(cols);
     });
+}
+
+/// Whether a max pooling runs whole planes on `window_max::plane_max_stride2`: AVX-512F,
+/// stride 2 both ways, a window 2 or 3 wide, and no window wholly in the padding.
+#[cfg(target_arch = "x86_64")]
+fn stride2_max_fits(p: &PoolParams, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> bool {
+    let nonempty = |o: usize, pad: usize, k: usize, len: usize| {
+        let (lo, hi) = window_span(o, 2, pad, k, len);
+        lo < hi
+    };
+    p.stride == [2, 2]
+        && kernels::window_max::plane_max_fits(p.kernel[1])
+        && (0..oh).all(|oy| nonempty(oy, p.padding[0], p.kernel[0], h))
+        && (0..ow).all(|ox| nonempty(ox, p.padding[1], p.kernel[1], w))
 }
 
 /// The input positions `lo..hi` a pooling window at output `o` covers, clipped to `0..len`.
@@ -1892,6 +1927,50 @@ mod tests {
                     (&mut Vec::new(), &mut Vec::new()),
                 );
                 assert_eq!(whole, two_pass, "{h}×{w} {p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn max_pooling_at_stride_2_equals_whole_windows_on_every_path() {
+        // Xception's planes (9 to 72 wide), one pixel, and rows past two vectors of outputs;
+        // a NaN in each plane, which `max` skips.
+        for (h, w) in [
+            (9, 9),
+            (18, 18),
+            (36, 36),
+            (72, 72),
+            (1, 1),
+            (2, 5),
+            (40, 70),
+        ] {
+            let mut x = rand(3 * h * w, 22);
+            for plane in x.chunks_exact_mut(h * w) {
+                plane[(h * w) / 2] = f32::NAN;
+            }
+            for (kernel, padding) in [
+                ([3, 3], [0, 0, 1, 1]),
+                ([3, 3], [1, 1, 1, 1]),
+                ([2, 2], [0; 4]),
+                ([3, 2], [2, 1, 0, 0]),
+            ] {
+                let p = PoolParams {
+                    kernel,
+                    stride: [2, 2],
+                    padding,
+                };
+                let Some((oh, ow)) = p.output_size(h, w) else {
+                    continue;
+                };
+                let mut whole = vec![f32::NAN; 3 * oh * ow];
+                for (plane, out) in x.chunks_exact(h * w).zip(whole.chunks_exact_mut(oh * ow)) {
+                    pool_plane::<true>(plane, out, (h, w), (oh, ow), &p);
+                }
+                let input = ArrayView4::from_shape((1, 3, h, w), &x).unwrap();
+                let pooled = pool2d(input, &p, true);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let label = format!("{h}×{w} {p:?}");
+                assert_eq!(bits(&whole), bits(pooled.as_slice().unwrap()), "{label}");
             }
         }
     }
