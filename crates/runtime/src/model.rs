@@ -955,7 +955,7 @@ impl<'a> Model<'a> {
             });
         } else if n > 1 {
             let mut rows: Vec<&mut [f32]> = rows.chunks_exact_mut(classes).collect();
-            self.threads.run(work, || {
+            self.threads.run_pass(parallel::Pass::Images, work, || {
                 parallel::each(&mut rows, self.work_per_image, &|i, row| {
                     self.forward_image(batch.index_axis(ndarray::Axis(0), i), row)
                 })
