@@ -441,7 +441,8 @@ impl<'a> Matrix<'a> {
 }
 
 /// `out = W[row_start.., :] · rhs`, then `epilogue` (indexed by the matrix's rows), on weights
-/// packed as channel panels: the output's rows split over the threads a panel at a time.
+/// packed as channel panels: the output's rows split over the threads a vector (16 rows) at
+/// a time, so that the parts are even where the panels do not halve.
 fn panels_product(
     out: &mut [f32],
     panels: &kernels::ChannelPanels,
@@ -450,7 +451,7 @@ fn panels_product(
     n: usize,
     epilogue: Epilogue<'_>,
 ) {
-    parallel::split_rows(out, n, CHANNEL_PANEL, panels.cols() * n, &|first, part| {
+    parallel::split_rows(out, n, 16, panels.cols() * n, &|first, part| {
         let from = row_start + first;
         kernels::channel_panels_product(part, panels, from, rhs, n, epilogue.from_row(from));
     })

@@ -126,12 +126,6 @@ impl ChannelPanels {
             }
         }
     }
-
-    /// The panels from the one holding row `first_row` (a multiple of [`PANEL`]).
-    #[cfg(target_arch = "x86_64")]
-    fn panels_from(&self, first_row: usize) -> &[f32] {
-        &self.data[first_row * self.cols..]
-    }
 }
 
 /// Whether a product with `rows` output channels, `cols` deep, over `n` pixels runs faster
@@ -163,10 +157,14 @@ mod avx512 {
     /// `out[r·n + j] = Σ_k W[first_row + r, k] · rhs[k·n + j]`, then `epilogue` (its bias
     /// from row `first_row`), for `r < out.len() / n` and `j < n`.
     ///
+    /// The rows may start and end inside a panel, on a vector's boundary: a thread's part
+    /// need not be whole panels. Split by whole panels, Xception's 728 channels (15⅙
+    /// panels) went to two threads as 384 and 344, so one thread did 5.5% more than half.
+    ///
     /// # Safety
-    /// The CPU has AVX-512F. The caller checked that `first_row` is a multiple of [`PANEL`],
-    /// that `first_row + out.len() / n ≤ w.rows()`, that `rhs` holds `w.cols() · n` values
-    /// and the bias, if any, `out.len() / n`.
+    /// The CPU has AVX-512F. The caller checked that `first_row` is a multiple of 16, that
+    /// `first_row + out.len() / n ≤ w.rows()`, that `rhs` holds `w.cols() · n` values and the
+    /// bias, if any, `out.len() / n`.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn product(
         out: &mut [f32],
@@ -177,28 +175,33 @@ mod avx512 {
         epilogue: Epilogue<'_>,
     ) {
         let rows = out.len() / n;
-        let panels = w.panels_from(first_row);
         // The pixels in tiles as even as the count allows (81: nine of 9; 25: 9, 8, 8), so
         // no tile is left with one or two pixels, whose few multiply-adds per weight loaded
         // would run below the rate of the rest.
         let tiles = n.div_ceil(MAX_PIXELS);
         let (base, longer) = (n / tiles, n % tiles);
-        for first in (0..rows).step_by(PANEL) {
-            let channels = PANEL.min(rows - first);
+        let mut first = 0;
+        while first < rows {
+            // The panel holding row `first_row + first`, and the lane that row is in.
+            let row = first_row + first;
+            let (panel_row, lane) = (row / PANEL * PANEL, row % PANEL);
             // A full panel is `PANEL` lanes a step; the matrix's last, its rows rounded up
             // to 16 (`ChannelPanels::spans`).
-            let step = PANEL.min((w.rows - first_row - first).next_multiple_of(16));
-            let panel = panels[first * w.cols..].as_ptr();
+            let step = PANEL.min((w.rows - panel_row).next_multiple_of(16));
+            let channels = (step - lane).min(rows - first);
+            let panel = w.data[panel_row * w.cols + lane..].as_ptr();
             let bias = epilogue
                 .bias
                 .map_or(std::ptr::null(), |b| b[first..].as_ptr());
             let mut pixel = 0;
             for t in 0..tiles {
                 let width = base + usize::from(t < longer);
-                // SAFETY: the panel holds `w.cols` steps of `step ≥ channels` values; the tile's
-                // pixels are below `n`, so every step's broadcasts are inside `rhs`; the
-                // tile writes `channels` rows of `width` values from `out[first·n + pixel]`,
-                // inside `out`; the bias holds `channels` values from `first`.
+                // SAFETY: the panel holds `w.cols` steps of `step` values, of which the tile
+                // reads lanes `lane..lane + channels` (rounded up to whole vectors, at most
+                // `step`); the tile's pixels are below `n`, so every step's broadcasts are
+                // inside `rhs`; the tile writes `channels` rows of `width` values from
+                // `out[first·n + pixel]`, inside `out`; the bias holds `channels` values from
+                // `first`.
                 unsafe {
                     tile_of(
                         (width, channels),
@@ -212,6 +215,7 @@ mod avx512 {
                 }
                 pixel += width;
             }
+            first += channels;
         }
     }
 

@@ -247,8 +247,8 @@ pub fn product_columns(
 /// rows of `n`. The output channels are in the vector lanes (see [`ChannelPanels`]); the bits
 /// are those of [`product_finished`] on the row-major weights.
 ///
-/// Panics where [`own_kernel_available`] is false, `first_row` is not a multiple of
-/// [`CHANNEL_PANEL`] or the operands are too short.
+/// Panics where [`own_kernel_available`] is false, `first_row` is not a multiple of 16 (a
+/// vector of a panel) or the operands are too short.
 pub fn channel_panels_product(
     out: &mut [f32],
     w: &ChannelPanels,
@@ -263,7 +263,7 @@ pub fn channel_panels_product(
     }
     let rows = out.len() / n;
     assert_eq!(out.len(), rows * n, "whole output rows");
-    assert_eq!(first_row % CHANNEL_PANEL, 0, "a panel's first row");
+    assert_eq!(first_row % 16, 0, "a vector's first row");
     assert!(first_row + rows <= w.rows(), "rows of the weights");
     assert!(rhs.len() >= w.cols() * n, "a right-hand row per step");
     if let Some(bias) = epilogue.bias {
@@ -712,6 +712,7 @@ mod tests {
             (50, 25, 1),
             (96, 49, 33),
             (100, 10, 64),
+            (136, 25, 20),
         ] {
             let w = uniform(rows * cols, (rows * 7 + cols) as u64);
             let rhs = uniform(cols * n, (n * 11 + cols) as u64);
@@ -725,16 +726,18 @@ mod tests {
                 };
                 let mut want = vec![f32::NAN; rows * n];
                 product_finished(&mut want, n, rows, &w, cols, &rhs, n, epilogue);
-                // Whole, and from the second panel on (a thread's part).
+                // Whole, and in two parts cut at every vector's boundary (threads' parts),
+                // inside a panel or between two.
                 let mut got = vec![f32::NAN; rows * n];
                 channel_panels_product(&mut got, &panels, 0, &rhs, n, epilogue);
                 assert_eq!(bits(&got), bits(&want), "{rows}x{cols}x{n}");
-                if rows > CHANNEL_PANEL {
-                    let rest = &mut got[CHANNEL_PANEL * n..];
-                    rest.fill(f32::NAN);
-                    let from = epilogue.from_row(CHANNEL_PANEL);
-                    channel_panels_product(rest, &panels, CHANNEL_PANEL, &rhs, n, from);
-                    assert_eq!(bits(&got), bits(&want), "{rows}x{cols}x{n} from a panel");
+                for cut in (16..rows).step_by(16) {
+                    got.fill(f32::NAN);
+                    let (head, rest) = got.split_at_mut(cut * n);
+                    channel_panels_product(head, &panels, 0, &rhs, n, epilogue);
+                    let from = epilogue.from_row(cut);
+                    channel_panels_product(rest, &panels, cut, &rhs, n, from);
+                    assert_eq!(bits(&got), bits(&want), "{rows}x{cols}x{n} cut at {cut}");
                 }
             }
         }
