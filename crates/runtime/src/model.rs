@@ -1086,6 +1086,8 @@ impl<'a> Model<'a> {
             Operand::Out => unreachable!("only element-wise layers run in place"),
         };
         let image = |k: usize| image_view(values(k), self.shape_of(layer.inputs[k]));
+        // The rows an element-wise layer may be split in: the output's planes.
+        let row_len = self.shapes[i].iter().skip(1).product::<usize>();
         let vector = |k: usize| {
             let v = values(k);
             ArrayView2::from_shape((1, v.len()), v).expect("a vector")
@@ -1132,7 +1134,10 @@ impl<'a> Model<'a> {
                     at += v.len();
                 }
             }
-            Op::Add => ops::binary_into(out, operand(0), operand(1), None, |a, b| a + b),
+            Op::Add => {
+                let rows = (None, row_len);
+                ops::binary_into(out, operand(0), operand(1), rows, |a, b| a + b)
+            }
             Op::Mul => {
                 let (a, b) = (
                     self.shape_of(layer.inputs[0]),
@@ -1140,13 +1145,18 @@ impl<'a> Model<'a> {
                 );
                 // Shapes that differ are `[C, H, W]` times one scale per channel.
                 let plane = (a != b).then(|| a[1..].iter().product());
-                ops::binary_into(out, operand(0), operand(1), plane, |a, b| a * b)
+                ops::binary_into(out, operand(0), operand(1), (plane, row_len), |a, b| a * b)
             }
-            Op::Relu
-            | Op::Relu6
-            | Op::Sigmoid
-            | Op::HardSwish
-            | Op::BatchNorm { .. }
+            Op::Relu | Op::Relu6 | Op::Sigmoid | Op::HardSwish => {
+                // Value by value from the input straight into the output (or in place), split
+                // over the threads as an add is.
+                let x = operand(0);
+                ops::split_elements(out, row_len, &|at, part| match x {
+                    Operand::Values(x) => map_values(&layer.op, &x[at..at + part.len()], part),
+                    Operand::Out => element_wise(&layer.op, part),
+                });
+            }
+            Op::BatchNorm { .. }
             | Op::Softmax
             | Op::Flatten
             | Op::Sign { .. }
@@ -1159,6 +1169,18 @@ impl<'a> Model<'a> {
                 element_wise(&layer.op, out);
             }
         }
+    }
+}
+
+/// A layer that maps values one by one, from `x` into `out`.
+fn map_values(op: &Op<'_>, x: &[f32], out: &mut [f32]) {
+    let pairs = out.iter_mut().zip(x);
+    match op {
+        Op::Relu => pairs.for_each(|(o, v)| *o = v.max(0.0)),
+        Op::Relu6 => pairs.for_each(|(o, v)| *o = v.clamp(0.0, 6.0)),
+        Op::Sigmoid => pairs.for_each(|(o, &v)| *o = ops::sigmoid(v)),
+        Op::HardSwish => pairs.for_each(|(o, &v)| *o = ops::hard_swish(v)),
+        _ => unreachable!("not a value-by-value layer"),
     }
 }
 

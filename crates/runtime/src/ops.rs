@@ -1374,34 +1374,86 @@ pub enum Operand<'s> {
     Values(&'s [f32]),
 }
 
+/// What one value of an element-wise layer counts as, in multiply-adds, when the threads
+/// decide whether to split it: a value read, another read or not, and one written take
+/// about as long as eight multiply-adds of a product. So a layer of 16K values or more is
+/// split between two threads, each part about as large as a product's smallest part.
+const ELEMENT_WORK: usize = 8;
+
+/// `f(at, part)` over `out` in parts of whole `row_len`-value rows, split over the threads
+/// where the layer is large enough ([`ELEMENT_WORK`]); `at` is the part's first value. Each
+/// thread then reads back the values it has just written: a layer that follows a split
+/// product runs on the cores that hold its halves. (Run on one thread, MobileNetV2's adds
+/// took twice as long at two threads as at one, reading the other core's half.)
+pub fn split_elements(out: &mut [f32], row_len: usize, f: &(impl Fn(usize, &mut [f32]) + Sync)) {
+    let row_len = if row_len > 0 && out.len().is_multiple_of(row_len) {
+        row_len
+    } else {
+        out.len().max(1)
+    };
+    parallel::split_rows(out, row_len, 1, row_len * ELEMENT_WORK, &|first, part| {
+        f(first * row_len, part)
+    })
+}
+
 /// `out[k] = f(a[k], b[k])`, or with `per_channel`, `out[k] = f(a[k], b[k / plane])` where
 /// `b` has one value per plane of `plane` values. The operands keep their order (`a` first),
-/// so the bits are those of `a + b` or `a * b` on arrays.
+/// so the bits are those of `a + b` or `a * b` on arrays. Without `per_channel` the values
+/// are split over the threads in rows of `row_len` ([`split_elements`]).
 pub fn binary_into(
     out: &mut [f32],
     a: Operand<'_>,
     b: Operand<'_>,
-    plane: Option<usize>,
-    f: impl Fn(f32, f32) -> f32,
+    (per_channel, row_len): (Option<usize>, usize),
+    f: impl Fn(f32, f32) -> f32 + Sync,
 ) {
-    match (a, b, plane) {
-        (Operand::Out, Operand::Out, None) => out.iter_mut().for_each(|o| *o = f(*o, *o)),
-        (Operand::Out, Operand::Values(b), None) => {
+    fn part_of(operand: Operand<'_>, at: usize, len: usize) -> Operand<'_> {
+        match operand {
+            Operand::Out => Operand::Out,
+            Operand::Values(v) => Operand::Values(&v[at..at + len]),
+        }
+    }
+    match per_channel {
+        None => split_elements(out, row_len, &|at, part| {
+            let len = part.len();
+            binary_part(part, part_of(a, at, len), part_of(b, at, len), &f)
+        }),
+        Some(plane) => binary_per_channel(out, a, b, plane, f),
+    }
+}
+
+/// [`binary_into`] on one part: `out[k] = f(a[k], b[k])`.
+fn binary_part(out: &mut [f32], a: Operand<'_>, b: Operand<'_>, f: &impl Fn(f32, f32) -> f32) {
+    match (a, b) {
+        (Operand::Out, Operand::Out) => out.iter_mut().for_each(|o| *o = f(*o, *o)),
+        (Operand::Out, Operand::Values(b)) => {
             out.iter_mut().zip(b).for_each(|(o, &b)| *o = f(*o, b))
         }
-        (Operand::Values(a), Operand::Out, None) => {
+        (Operand::Values(a), Operand::Out) => {
             out.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a, *o))
         }
-        (Operand::Values(a), Operand::Values(b), None) => out
+        (Operand::Values(a), Operand::Values(b)) => out
             .iter_mut()
             .zip(a.iter().zip(b))
             .for_each(|(o, (&a, &b))| *o = f(a, b)),
-        (Operand::Out, Operand::Values(b), Some(plane)) => {
+    }
+}
+
+/// [`binary_into`] with one `b` per plane of `plane` values.
+fn binary_per_channel(
+    out: &mut [f32],
+    a: Operand<'_>,
+    b: Operand<'_>,
+    plane: usize,
+    f: impl Fn(f32, f32) -> f32,
+) {
+    match (a, b) {
+        (Operand::Out, Operand::Values(b)) => {
             for (o, &b) in out.chunks_exact_mut(plane.max(1)).zip(b) {
                 o.iter_mut().for_each(|o| *o = f(*o, b));
             }
         }
-        (Operand::Values(a), Operand::Values(b), Some(plane)) => {
+        (Operand::Values(a), Operand::Values(b)) => {
             for ((o, a), &b) in out
                 .chunks_exact_mut(plane.max(1))
                 .zip(a.chunks_exact(plane.max(1)))
@@ -1410,7 +1462,7 @@ pub fn binary_into(
                 o.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a, b));
             }
         }
-        (_, Operand::Out, Some(_)) => unreachable!("a per-channel scale is never the output"),
+        (_, Operand::Out) => unreachable!("a per-channel scale is never the output"),
     }
 }
 
