@@ -35,12 +35,15 @@ pub struct Threads {
 /// What a pass splits over the threads. A single image's layers are split at every layer,
 /// each split waiting for its slowest part, so a core that another program holds for a
 /// moment holds up the whole pass: the default count watches for that ([`Adaptive`]). A
-/// batch's images go to the threads from a queue, a whole image at a time, so a thread whose
-/// core is busy takes fewer of them and the others are not held up: the default count always
-/// splits a batch. On a 2-core virtual machine whose second core the host now and then took,
+/// batch's images go to the threads from a queue, a whole image at a time (its layers are
+/// not split further while other threads run theirs), so a thread whose core is busy takes
+/// fewer of them and holds up no other: the default count always splits a batch. On a 2-core virtual machine whose second core the host now and then took,
 /// MobileNetV2's batches of 16 took 68 ms split against 130 on one thread, while the choice
-/// made for its single images (one thread, then) had kept them at 95–130; with another
-/// program busy on one core, 118–150 ms split against 140–162 on one thread.
+/// made for its single images (one thread, then) had kept them at 95–130. With another
+/// program busy on one core, a batch whose images also split their layers ran at 127–147
+/// images/s against 121–128 on one thread (and once at 88 against 124): the thread that
+/// had run out of images took halves of the other's layers, which then waited on it. With
+/// each image whole, 153–185.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Pass {
     /// One image, its layers split.
@@ -81,33 +84,46 @@ struct Adaptive {
     interval: u32,
     /// The setting of the last pass recorded.
     last_all: Option<bool>,
-    /// A probe of the split takes two passes; set between them.
-    probe_again: bool,
+    /// Passes of a probe of the split still to come (it takes three).
+    probe_again: u8,
 }
 
-/// The first passes take the two settings two passes each, starting with the split (which
-/// starts the pool), and each setting keeps its fastest. One pass of each was too few: a
-/// single slow pass (the pool's threads still starting, a burst from another process) sent
-/// one run of `cxrm bench` in two to one thread on an idle 2-core machine, where two threads
-/// took 4.8 ms a pass against 8.2 ms, and no probe came before the run ended. Four turns of
-/// two (eight passes) cost 9–11% at one busy core, where each split pass takes about twice
-/// one thread's time.
+/// The first passes take the split four times (the first starts the pool), then one thread
+/// twice, and each setting keeps its fastest. One pass of each was too few: a single slow
+/// pass (the pool's threads still starting, a burst from another process) sent one run of
+/// `cxrm bench` in two to one thread on an idle 2-core machine, where two threads took 4.8 ms
+/// a pass against 8.2 ms, and no probe came before the run ended. Four turns of two (eight
+/// passes) cost 9–11% at one busy core, where each split pass takes about twice one thread's
+/// time.
 ///
 /// The first split pass after passes on one thread is not timed at all: the other cores have
 /// idled meanwhile, and on a virtual machine waking an idle virtual CPU cost that pass 5–12 ms
 /// more (MobileNetV2: 16–18 ms against 5.5–6), enough to tip the choice to one thread on an
-/// idle machine. So a probe of the split runs two passes and times the second.
-const CALIBRATION_PASSES: u32 = 4;
+/// idle machine. The next few can still be slow: traced on the Zen 4 VM, MobileNetV2's first
+/// timed split pass took 0.058–0.067 ns per multiply-add in two runs of four, against 0.028
+/// on one thread and 0.0175–0.019 for the split from then on, and those runs spent their
+/// first 20 passes on one thread (in six alternating runs the default took 7.4–8.0 ms in
+/// three, where `--threads 2` took 4.2–5.0). So the split's calibration times three passes
+/// after the untimed one, and each probe of it two, keeping the fastest.
+const CALIBRATION_PASSES: u32 = 6;
+/// Calibration passes that take the split, the first of them untimed.
+const CALIBRATION_SPLIT_PASSES: u32 = 4;
 
 impl Adaptive {
     /// Whether the next pass splits over every core, and what its time is for: calibration,
     /// a probe (a timing of the setting that is not the faster one), or the running average.
     fn choose(&mut self, now: Instant) -> (bool, Timing) {
-        if std::mem::take(&mut self.probe_again) {
-            return (true, Timing::Probe);
+        if self.probe_again > 0 {
+            self.probe_again -= 1;
+            let timing = if self.probe_again == 1 {
+                Timing::Probe
+            } else {
+                Timing::ProbeAgain
+            };
+            return (true, timing);
         }
         if self.calibration < CALIBRATION_PASSES {
-            let all = (self.calibration / 2).is_multiple_of(2);
+            let all = self.calibration < CALIBRATION_SPLIT_PASSES;
             self.calibration += 1;
             self.last_probe = Some(now);
             self.passes_since_probe = 0;
@@ -127,7 +143,7 @@ impl Adaptive {
                 if probe_due {
                     self.last_probe = Some(now);
                     self.passes_since_probe = 0;
-                    self.probe_again = !faster;
+                    self.probe_again = if faster { 0 } else { 2 };
                     (!faster, Timing::Probe)
                 } else {
                     self.passes_since_probe += 1;
@@ -147,10 +163,19 @@ impl Adaptive {
         if woke {
             return;
         }
-        if timing == Timing::Probe
-            && let Some(other) = self.cost[usize::from(!all)].estimate()
-        {
-            self.interval = if nanos_per_work < other {
+        // A probe's last pass sets the wait for the next: one pass of one thread, the second
+        // timed pass of the split (the faster of its two).
+        let last_of_probe = match timing {
+            Timing::Probe => !all,
+            Timing::ProbeAgain => true,
+            _ => false,
+        };
+        if last_of_probe && let Some(other) = self.cost[usize::from(!all)].estimate() {
+            let probed = match (timing, self.cost[usize::from(all)].estimate()) {
+                (Timing::ProbeAgain, Some(first)) => first.min(nanos_per_work),
+                _ => nanos_per_work,
+            };
+            self.interval = if probed < other {
                 PROBE_PASSES
             } else {
                 self.interval.max(PROBE_PASSES).saturating_mul(2)
@@ -158,7 +183,9 @@ impl Adaptive {
         }
         let cost = &mut self.cost[usize::from(all)];
         match (cost.estimate(), timing) {
-            (Some(c), Timing::Calibration) => cost.restart(c.min(nanos_per_work)),
+            (Some(c), Timing::Calibration | Timing::ProbeAgain) => {
+                cost.restart(c.min(nanos_per_work))
+            }
             (Some(_), Timing::Steady) => cost.push(nanos_per_work),
             _ => cost.restart(nanos_per_work),
         }
@@ -206,6 +233,8 @@ enum Timing {
     Calibration,
     /// The setting not in use, timed again: its time replaces the old one.
     Probe,
+    /// The split's second timed pass of a probe: the faster of the two is kept.
+    ProbeAgain,
     /// The setting in use: one of its last passes, whose median is its estimate.
     Steady,
 }
@@ -306,9 +335,15 @@ fn spin_for_work(done: &AtomicBool) {
 /// 90 µs (one thread: 104 µs).
 fn parts() -> usize {
     match rayon::current_thread_index() {
-        Some(_) => rayon::current_num_threads(),
-        None => 1,
+        Some(_) if !WHOLE_ITEM.get() => rayon::current_num_threads(),
+        _ => 1,
     }
+}
+
+thread_local! {
+    /// Set while this thread runs an item of [`each`] beside other threads running theirs:
+    /// the item's own splits then stay on this thread ([`parts`]).
+    static WHOLE_ITEM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Runs `f(first_index, part)` over parts of `out` along `axis`, each a whole number of
@@ -348,7 +383,10 @@ where
 /// MobileNetV2 at batch 16 on two cores, one of them busy, ran at 82 images/s against 110 on
 /// one thread. Split in halves down to single items instead, a thread waiting inside a
 /// layer's split could start another image from its own queue on top of the one it was
-/// running, and hold more images' activations than [`Threads::count`].
+/// running, and hold more images' activations than [`Threads::count`]. While several
+/// threads run items, each item's own splits stay on its thread: a thread that had run out
+/// of items took halves of another's layers, and that one then waited on it whenever its
+/// core was busy.
 pub fn each<T, F>(items: &mut [T], work_per_item: usize, f: &F)
 where
     T: Send,
@@ -356,21 +394,23 @@ where
 {
     fn workers<T: Send, F: Fn(usize, &mut T) + Sync>(
         queue: &Mutex<std::iter::Enumerate<std::slice::IterMut<'_, T>>>,
-        count: usize,
+        (count, beside_others): (usize, bool),
         f: &F,
     ) {
         if count < 2 {
             // The lock is held only to take the next item, never while one runs.
             let next = || queue.lock().ok().and_then(|mut q| q.next());
+            let outer = WHOLE_ITEM.replace(beside_others);
             while let Some((i, item)) = next() {
                 f(i, item);
             }
+            WHOLE_ITEM.set(outer);
             return;
         }
         let left = count / 2;
         rayon::join(
-            || workers(queue, left, f),
-            || workers(queue, count - left, f),
+            || workers(queue, (left, true), f),
+            || workers(queue, (count - left, true), f),
         );
     }
     let threads = parts().min(items.len());
@@ -379,7 +419,7 @@ where
     } else {
         1
     };
-    workers(&Mutex::new(items.iter_mut().enumerate()), count, f)
+    workers(&Mutex::new(items.iter_mut().enumerate()), (count, false), f)
 }
 
 struct Plan {
@@ -453,12 +493,12 @@ mod tests {
     fn the_default_count_runs_the_faster_setting_and_probes_the_other() {
         let mut a = Adaptive::default();
         let t0 = Instant::now();
-        // The first passes take the settings in turns of two, the split first (it starts the
-        // pool); each keeps its fastest, and a split pass after one-thread passes (the pool's
-        // first, or after an idle spell) is not timed.
-        let times = [50.0, 0.6, 1.0, 1.1];
+        // The first passes take the split four times (it starts the pool), then one thread
+        // twice; each keeps its fastest, and a split pass after one-thread passes (the
+        // pool's first, or after an idle spell) is not timed.
+        let times = [50.0, 1.9, 0.6, 0.7, 1.0, 1.1];
         for (pass, time) in times.into_iter().enumerate() {
-            let split = (pass / 2) % 2 == 0;
+            let split = pass < 4;
             assert_eq!(a.choose(t0), (split, Timing::Calibration));
             a.record(split, Timing::Calibration, time);
         }
@@ -507,7 +547,8 @@ mod tests {
         let at = t0 + PROBE_EVERY + Duration::from_millis(20);
         assert_eq!(a.choose(at), (false, Timing::Steady));
         a.record(false, Timing::Steady, 0.9);
-        // A probe of the split is two passes, and only the second is timed.
+        // A probe of the split is three passes: the first is not timed, and the faster of
+        // the other two is kept.
         for _ in 1..PROBE_PASSES {
             assert_eq!(a.choose(at), (false, Timing::Steady));
         }
@@ -515,8 +556,13 @@ mod tests {
         assert_eq!(a.choose(later), (true, Timing::Probe));
         a.record(true, Timing::Probe, 50.0);
         assert_eq!(a.choose(later), (true, Timing::Probe));
-        a.record(true, Timing::Probe, 0.5);
-        assert_eq!(a.cost[1].estimate(), Some(0.5));
+        a.record(true, Timing::Probe, 1.5);
+        assert_eq!(a.choose(later), (true, Timing::ProbeAgain));
+        a.record(true, Timing::ProbeAgain, 0.5);
+        assert_eq!(
+            (a.cost[1].estimate(), a.interval),
+            (Some(0.5), PROBE_PASSES)
+        );
         assert_eq!(a.choose(later), (true, Timing::Steady));
     }
 
@@ -535,6 +581,18 @@ mod tests {
         assert_eq!(calibrated(), 0);
         threads.run(usize::MAX, || ());
         assert_eq!(calibrated(), 1);
+    }
+
+    #[test]
+    fn an_image_beside_others_keeps_its_splits_on_its_own_thread() {
+        let threads = Threads::new(2);
+        let mut items = [0usize; 8];
+        threads.run_pass(Pass::Images, usize::MAX, || {
+            each(&mut items, usize::MAX / 16, &|_, item| *item = parts());
+        });
+        assert_eq!(items, [1; 8]);
+        // A single image still splits over the pool.
+        assert_eq!(threads.run(usize::MAX, parts), 2);
     }
 
     #[test]
