@@ -7,11 +7,14 @@
 //!   large products) on the same operands.
 //! * `conv3x3/winograd/*`: the same stride-1 layers by Winograd's F(4×4, 3×3) against
 //!   `conv3x3/conv2d/*`, the direct product.
-//! * `depthwise/*`: 3×3 depthwise convolutions (Xception's 728 channels at 9×9 and 128 at
-//!   72×72, MobileNetV2's 32 at 112×112 and its stride-2 96 channels at 112×112 and 144 at
-//!   56×56) through the kernel the runtime chooses, against the per-plane kernel
-//!   (`ops::depthwise_per_plane`, padded copies of each plane) and the general tap-by-tap
-//!   loop (`ops::depthwise_general`, the first kernel).
+//! * `depthwise/*`: 3×3 depthwise convolutions at Xception's and MobileNetV2's shapes (9×9
+//!   to 112×112, stride 1 and 2) through the kernel the runtime chooses (`runtime`), each
+//!   kernel that fits the layer (`ops::depthwise_through`: `perplane`, `channelblocks`,
+//!   `rows`, `flat`) and the general tap-by-tap loop (`ops::depthwise_general`, the first
+//!   kernel).
+//! * `max_pool/*`: 3×3/2 max pooling over Xception's four pooled planes (72×72 to 9×9) and a
+//!   larger one, through the runtime (compare it with a commit before by criterion's
+//!   `--save-baseline` and `--baseline`).
 //! * `sparse/*`: a 728×728 pointwise product with 10–50% of its weights kept, over 25 to 324
 //!   pixels, through the CSR kernel against the dense product of the same matrix (row-major,
 //!   and with the output channels in the lanes, as layers of small planes take it): where the

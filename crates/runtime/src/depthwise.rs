@@ -72,12 +72,12 @@ pub enum Path {
     /// on AVX-512.
     Rows,
     /// [`flat`]: each plane as one run, for 3×3 windows at stride 1 with one pixel of
-    /// padding, rows up to 48 wide, on AVX-512.
+    /// padding, rows up to 80 wide, on AVX-512.
     Flat,
 }
 
 impl Path {
-    /// Every kernel, the one each layer falls back on first.
+    /// Every kernel, the per-plane one (which fits every layer) first.
     pub const ALL: [Path; 4] = [Path::PerPlane, Path::ChannelBlocks, Path::Rows, Path::Flat];
 
     /// The kernel a layer runs on: the first of flat, rows and channel blocks that fits it,
