@@ -468,10 +468,10 @@ impl<'a> Loader<'_, 'a> {
         for record in names {
             let values = self.decode(record)?;
             let rows = record.shape.first().map_or(1, |&r| r as usize).max(1);
-            let decoded = if self.sparse_enough(&values, most_sparse) {
-                Decoded::Sparse(Csr::from_dense(&values, rows, values.len() / rows))
-            } else {
-                Decoded::Values(values)
+            let cols = values.len() / rows;
+            let decoded = match sparse_rows(&values, (rows, cols), most_sparse) {
+                Some(csr) => Decoded::Sparse(csr),
+                None => Decoded::Values(values),
             };
             self.decoded
                 .borrow_mut()
@@ -534,9 +534,8 @@ impl<'a> Loader<'_, 'a> {
         // shared by many nodes is decoded and scanned once, not once per node.
         if let Cow::Owned(v) = &values
             && let [rows, ..] = shape[..]
-            && self.sparse_enough(v, sparse_below)
+            && let Some(csr) = sparse_rows(v, (rows, v.len() / rows.max(1)), sparse_below)
         {
-            let csr = Csr::from_dense(v, rows, v.len() / rows.max(1));
             return Ok((self.sparse_weight(name, csr), shape));
         }
         Ok((Loaded::Values(values), shape))
@@ -550,11 +549,6 @@ impl<'a> Loader<'_, 'a> {
                 .insert(name.to_string(), csr.clone());
         }
         Loaded::Sparse(csr)
-    }
-
-    fn sparse_enough(&self, data: &[f32], sparse_below: f64) -> bool {
-        let nonzero = data.iter().filter(|v| **v != 0.0).count();
-        density(nonzero, data.len()) <= sparse_below
     }
 
     /// A `rows × cols` weight matrix: low-rank and matrix-shaped Tucker factors as products,
@@ -613,12 +607,12 @@ impl<'a> Loader<'_, 'a> {
         cols: usize,
         sparse_below: f64,
     ) -> Matrix<'a> {
-        if self.sparse_enough(&data, sparse_below) {
-            let csr = Csr::from_dense(&data, rows, cols);
-            self.release(&data);
-            Matrix::Sparse(csr)
-        } else {
-            Matrix::Dense { data, rows, cols }
+        match sparse_rows(&data, (rows, cols), sparse_below) {
+            Some(csr) => {
+                self.release(&data);
+                Matrix::Sparse(csr)
+            }
+            None => Matrix::Dense { data, rows, cols },
         }
     }
 
@@ -1151,9 +1145,12 @@ impl<'a> Model<'a> {
                 // Value by value from the input straight into the output (or in place), split
                 // over the threads as an add is.
                 let x = operand(0);
-                ops::split_elements(out, row_len, &|at, part| match x {
-                    Operand::Values(x) => map_values(&layer.op, &x[at..at + part.len()], part),
-                    Operand::Out => element_wise(&layer.op, part),
+                ops::split_elements(out, row_len, &|at, part| {
+                    let x = match x {
+                        Operand::Values(x) => Some(&x[at..at + part.len()]),
+                        Operand::Out => None,
+                    };
+                    map_values(&layer.op, x, part)
                 });
             }
             Op::BatchNorm { .. }
@@ -1172,14 +1169,20 @@ impl<'a> Model<'a> {
     }
 }
 
-/// A layer that maps values one by one, from `x` into `out`.
-fn map_values(op: &Op<'_>, x: &[f32], out: &mut [f32]) {
-    let pairs = out.iter_mut().zip(x);
+/// A layer that maps values one by one, from `x` into `out`, or over `out` in place where
+/// `x` is `None`: the one definition of each map, whichever way the layer runs.
+fn map_values(op: &Op<'_>, x: Option<&[f32]>, out: &mut [f32]) {
+    fn apply(x: Option<&[f32]>, out: &mut [f32], f: impl Fn(f32) -> f32) {
+        match x {
+            Some(x) => out.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v)),
+            None => out.iter_mut().for_each(|v| *v = f(*v)),
+        }
+    }
     match op {
-        Op::Relu => pairs.for_each(|(o, v)| *o = v.max(0.0)),
-        Op::Relu6 => pairs.for_each(|(o, v)| *o = v.clamp(0.0, 6.0)),
-        Op::Sigmoid => pairs.for_each(|(o, &v)| *o = ops::sigmoid(v)),
-        Op::HardSwish => pairs.for_each(|(o, &v)| *o = ops::hard_swish(v)),
+        Op::Relu => apply(x, out, |v| v.max(0.0)),
+        Op::Relu6 => apply(x, out, |v| v.clamp(0.0, 6.0)),
+        Op::Sigmoid => apply(x, out, ops::sigmoid),
+        Op::HardSwish => apply(x, out, ops::hard_swish),
         _ => unreachable!("not a value-by-value layer"),
     }
 }
@@ -1188,10 +1191,7 @@ fn map_values(op: &Op<'_>, x: &[f32], out: &mut [f32]) {
 /// A flatten and an identity keep the values as they lie.
 fn element_wise(op: &Op<'_>, x: &mut [f32]) {
     match op {
-        Op::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
-        Op::Relu6 => x.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
-        Op::Sigmoid => x.iter_mut().for_each(|v| *v = ops::sigmoid(*v)),
-        Op::HardSwish => x.iter_mut().for_each(|v| *v = ops::hard_swish(*v)),
+        Op::Relu | Op::Relu6 | Op::Sigmoid | Op::HardSwish => map_values(op, None, x),
         Op::BatchNorm { scale, shift } => {
             let plane = x.len() / scale.len().max(1);
             for ((channel, s), b) in x.chunks_exact_mut(plane.max(1)).zip(scale).zip(shift) {
@@ -1644,6 +1644,15 @@ fn build_op<'a>(
             (Op::Add, ins[0].clone())
         }
     })
+}
+
+/// `data` (`rows × cols`) as CSR rows where at most `sparse_below` of its values are nonzero;
+/// the nonzeros counted once, for the decision and the rows' room.
+fn sparse_rows(data: &[f32], (rows, cols): (usize, usize), sparse_below: f64) -> Option<Csr> {
+    let data = data.get(..rows.checked_mul(cols)?)?;
+    let nonzero = ops::nonzeros(data);
+    (density(nonzero, data.len()) <= sparse_below)
+        .then(|| Csr::from_dense_counted(data, rows, cols, nonzero))
 }
 
 /// The fraction of `total` values that `nonzero` is.

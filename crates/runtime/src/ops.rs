@@ -63,12 +63,23 @@ impl Csr {
 
     pub fn from_dense(data: &[f32], rows: usize, cols: usize) -> Csr {
         let data = &data[..rows * cols];
+        Csr::from_dense_counted(data, rows, cols, nonzeros(data))
+    }
+
+    /// [`Csr::from_dense`] for a caller that has counted `data`'s nonzeros already
+    /// ([`nonzeros`]), as the loader has to decide whether to keep the rows at all.
+    pub(crate) fn from_dense_counted(
+        data: &[f32],
+        rows: usize,
+        cols: usize,
+        nonzeros: usize,
+    ) -> Csr {
+        let data = &data[..rows * cols];
         let mut row_ptr = Vec::with_capacity(rows + 1);
         // Counted first, so that the rows take their room exactly, not doubled as they grow;
         // one slot more, which every value is written to before the count says whether it
         // stays. Without a branch per value: at 30% kept the branch was mispredicted so often
         // that building the rows was a fifth of loading a pruned Xception (perf).
-        let nonzeros = data.iter().filter(|&&v| v != 0.0).count();
         let (mut col, mut val) = (vec![0u32; nonzeros + 1], vec![0f32; nonzeros + 1]);
         let mut kept = 0;
         row_ptr.push(0);
@@ -108,6 +119,11 @@ impl Csr {
         }
         Some(data)
     }
+}
+
+/// The values of `data` that are not zero.
+pub(crate) fn nonzeros(data: &[f32]) -> usize {
+    data.iter().filter(|&&v| v != 0.0).count()
 }
 
 impl<'a> Matrix<'a> {

@@ -37,13 +37,14 @@ pub struct Threads {
 /// moment holds up the whole pass: the default count watches for that ([`Adaptive`]). A
 /// batch's images go to the threads from a queue, a whole image at a time (its layers are
 /// not split further while other threads run theirs), so a thread whose core is busy takes
-/// fewer of them and holds up no other: the default count always splits a batch. On a 2-core virtual machine whose second core the host now and then took,
-/// MobileNetV2's batches of 16 took 68 ms split against 130 on one thread, while the choice
-/// made for its single images (one thread, then) had kept them at 95–130. With another
-/// program busy on one core, a batch whose images also split their layers ran at 127–147
-/// images/s against 121–128 on one thread (and once at 88 against 124): the thread that
-/// had run out of images took halves of the other's layers, which then waited on it. With
-/// each image whole, 153–185.
+/// fewer of them and holds up no other: the default count always splits a batch. On a
+/// 2-core virtual machine whose second core the host now and then took, MobileNetV2's
+/// batches of 16 took 68 ms split against 130 on one thread, while the choice made for its
+/// single images (one thread, then) had kept them at 95–130. With another program busy on
+/// one core, a batch whose images also split their layers ran at 127–147 images/s against
+/// 121–128 on one thread (and once at 88 against 124): the thread that had run out of
+/// images took halves of the other's layers, which then waited on it. With each image
+/// whole, 153–185.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Pass {
     /// One image, its layers split.
