@@ -174,6 +174,42 @@ fn depthwise_on(
     );
 }
 
+/// One channel's 3×3 weights, each broadcast to a vector, its bias and the layer's
+/// activation: what the AVX-512 kernels that sum a plane's taps in registers ([`rows`],
+/// [`flat`]) take for each plane.
+#[cfg(target_arch = "x86_64")]
+struct Taps {
+    weights: [std::arch::x86_64::__m512; 9],
+    bias: Option<std::arch::x86_64::__m512>,
+    activation: Activation,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Taps {
+    /// Channel `channel`'s taps.
+    #[target_feature(enable = "avx512f")]
+    fn of(plan: &Plan<'_>, channel: usize) -> Taps {
+        use std::arch::x86_64::_mm512_set1_ps;
+        let filter = &plan.filters[channel * 9..(channel + 1) * 9];
+        Taps {
+            weights: std::array::from_fn(|t| _mm512_set1_ps(filter[t])),
+            bias: plan.bias.map(|b| _mm512_set1_ps(b[channel])),
+            activation: plan.activation,
+        }
+    }
+
+    /// A vector of sums with the bias added and the activation applied, as
+    /// `kernels::finish_rows` computes them.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn finish(&self, mut sums: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+        if let Some(bias) = self.bias {
+            sums = std::arch::x86_64::_mm512_add_ps(sums, bias);
+        }
+        crate::kernels::activate(sums, self.activation)
+    }
+}
+
 /// A depthwise layer's operands and shapes.
 struct Plan<'a> {
     src: &'a [f32],

@@ -19,8 +19,7 @@
 //! bias and activation as `kernels::finish_rows` computes them: the per-plane kernel's bits
 //! (tested).
 
-use super::Plan;
-use crate::kernels::activate;
+use super::{Plan, Taps};
 use crate::ops::Conv2dParams;
 use std::arch::x86_64::*;
 
@@ -119,15 +118,6 @@ pub(super) fn planes(plan: &Plan<'_>, first: usize, part: &mut [f32]) {
 /// Vectors summed side by side: four independent chains of additions.
 const GROUP: usize = 4;
 
-/// One channel's weights, each broadcast to a vector, its bias, the activation, and each
-/// tap's offset from the output it is for.
-struct Taps {
-    weights: [__m512; 9],
-    offsets: [isize; 9],
-    bias: Option<__m512>,
-    activation: crate::ops::Activation,
-}
-
 /// One plane (`index`, channel `index % channels`): runs of up to [`GROUP`] vectors whose
 /// rows all lie inside the plane (only their columns need masks), and each vector that
 /// touches the first or last row, or the plane's end, on its own.
@@ -136,18 +126,11 @@ unsafe fn plane(plan: &Plan<'_>, index: usize, masks: &[Masks], out: &mut [f32])
     let (h, w) = plan.input;
     let channel = index % plan.channels;
     let input = &plan.src[index * h * w..(index + 1) * h * w];
-    let filter = &plan.filters[channel * 9..(channel + 1) * 9];
-    let mut weights = [_mm512_setzero_ps(); 9];
-    for (weight, &f) in weights.iter_mut().zip(filter) {
-        *weight = _mm512_set1_ps(f);
-    }
+    let taps = Taps::of(plan, channel);
+    // Each tap's offset from the output it is for.
     let w = w as isize;
-    let taps = Taps {
-        weights,
-        offsets: std::array::from_fn(|t| (t as isize / 3 - 1) * w + t as isize % 3 - 1),
-        bias: plan.bias.map(|b| _mm512_set1_ps(b[channel])),
-        activation: plan.activation,
-    };
+    let offsets: [isize; 9] =
+        std::array::from_fn(|t| (t as isize / 3 - 1) * w + t as isize % 3 - 1);
     let (input, out) = (input.as_ptr(), out.as_mut_ptr());
     let mut v = 0;
     while v < masks.len() {
@@ -160,11 +143,11 @@ unsafe fn plane(plan: &Plan<'_>, index: usize, masks: &[Masks], out: &mut [f32])
         // they are.
         unsafe {
             match interior {
-                0 => vectors::<1, false>(&taps, input, &masks[v..], v, out),
-                4 => vectors::<4, true>(&taps, input, &masks[v..], v, out),
-                3 => vectors::<3, true>(&taps, input, &masks[v..], v, out),
-                2 => vectors::<2, true>(&taps, input, &masks[v..], v, out),
-                _ => vectors::<1, true>(&taps, input, &masks[v..], v, out),
+                0 => vectors::<1, false>((&taps, &offsets), input, &masks[v..], v, out),
+                4 => vectors::<4, true>((&taps, &offsets), input, &masks[v..], v, out),
+                3 => vectors::<3, true>((&taps, &offsets), input, &masks[v..], v, out),
+                2 => vectors::<2, true>((&taps, &offsets), input, &masks[v..], v, out),
+                _ => vectors::<1, true>((&taps, &offsets), input, &masks[v..], v, out),
             }
         }
         v += interior.max(1);
@@ -181,7 +164,7 @@ unsafe fn plane(plan: &Plan<'_>, index: usize, masks: &[Masks], out: &mut [f32])
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn vectors<const N: usize, const INTERIOR: bool>(
-    taps: &Taps,
+    (taps, offsets): (&Taps, &[isize; 9]),
     input: *const f32,
     masks: &[Masks],
     first: usize,
@@ -189,10 +172,10 @@ unsafe fn vectors<const N: usize, const INTERIOR: bool>(
 ) {
     let mut acc = [_mm512_setzero_ps(); N];
     let masks: [Masks; N] = std::array::from_fn(|j| masks[j]);
-    for t in 0..9 {
+    for (t, &offset) in offsets.iter().enumerate() {
         let (ky, kx) = (t / 3, t % 3);
         for j in 0..N {
-            let at = input.wrapping_offset(((first + j) * LANES) as isize + taps.offsets[t]);
+            let at = input.wrapping_offset(((first + j) * LANES) as isize + offset);
             // SAFETY: a mask lets through only lanes whose tap is a pixel of the plane; the
             // others are not read, so their addresses (`wrapping_offset`) may lie outside it.
             // An interior vector's middle column reads its rows' own pixels.
@@ -206,11 +189,8 @@ unsafe fn vectors<const N: usize, const INTERIOR: bool>(
             acc[j] = _mm512_add_ps(acc[j], _mm512_mul_ps(taps.weights[t], x));
         }
     }
-    for (j, mut acc) in acc.into_iter().enumerate() {
-        if let Some(bias) = taps.bias {
-            acc = _mm512_add_ps(acc, bias);
-        }
-        acc = activate(acc, taps.activation);
+    for (j, acc) in acc.into_iter().enumerate() {
+        let acc = taps.finish(acc);
         // SAFETY: the store mask lets through only outputs of the plane; an interior
         // vector's lanes all are.
         unsafe {

@@ -17,8 +17,8 @@
 //! copy does; then the bias and activation as `kernels::finish_rows` computes them. So the
 //! bits are the per-plane kernel's (tested).
 
-use super::Plan;
-use crate::kernels::{activate, first_lanes};
+use super::{Plan, Taps};
+use crate::kernels::first_lanes;
 use crate::ops::Conv2dParams;
 use std::arch::x86_64::*;
 
@@ -177,16 +177,7 @@ unsafe fn plane<const S: usize>(plan: &Plan<'_>, index: usize, layout: &Layout, 
     let top = plan.p.padding[0];
     let channel = index % plan.channels;
     let input = &plan.src[index * h * w..(index + 1) * h * w];
-    let filter = &plan.filters[channel * 9..(channel + 1) * 9];
-    let mut weights = [_mm512_setzero_ps(); 9];
-    for (weight, &f) in weights.iter_mut().zip(filter) {
-        *weight = _mm512_set1_ps(f);
-    }
-    let taps = Taps {
-        weights,
-        bias: plan.bias.map(|b| _mm512_set1_ps(b[channel])),
-        activation: plan.activation,
-    };
+    let taps = Taps::of(plan, channel);
     for (oy, out_row) in out.chunks_exact_mut(ow).enumerate().take(oh) {
         // The three input rows, the row of zeros for one of the padding.
         let mut rows = [layout.zeros.as_ptr(); 3];
@@ -210,13 +201,6 @@ unsafe fn plane<const S: usize>(plan: &Plan<'_>, index: usize, layout: &Layout, 
             }
         }
     }
-}
-
-/// One channel's weights, each broadcast to a vector, its bias and the activation.
-struct Taps {
-    weights: [__m512; 9],
-    bias: Option<__m512>,
-    activation: crate::ops::Activation,
 }
 
 /// The `N` vectors of outputs of `columns` in one row, from its three input `rows`, stored
@@ -273,11 +257,8 @@ unsafe fn vectors<const S: usize, const N: usize, const MASKED: bool>(
             }
         }
     }
-    for (j, (mut acc, column)) in acc.into_iter().zip(columns).enumerate() {
-        if let Some(bias) = taps.bias {
-            acc = _mm512_add_ps(acc, bias);
-        }
-        acc = activate(acc, taps.activation);
+    for (j, (acc, column)) in acc.into_iter().zip(columns).enumerate() {
+        let acc = taps.finish(acc);
         // SAFETY: the store's lanes are outputs of the row (the caller's promise).
         unsafe {
             if MASKED {
