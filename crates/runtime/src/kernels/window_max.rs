@@ -53,10 +53,8 @@ pub unsafe fn rows_maxima_stride2(
         let mut valid = [0u32; MAX_TAPS];
         for tap in 0..k {
             let c = (2 * first + tap) as isize - pad as isize;
-            let below = (-c).clamp(0, 32) as u32;
-            let end = (w as isize - c).clamp(0, 32) as u32;
             c0[tap] = c;
-            valid[tap] = low_bits(end) & !low_bits(below);
+            valid[tap] = pair_inside(c, w);
         }
         let store = low_bits(lanes as u32) as __mmask16;
         for r in 0..count {
@@ -121,12 +119,7 @@ pub unsafe fn plane_max_stride2(
         // The pairs of loads from columns `c0` and `c0 + 2`; lane `j` of a pair is loaded
         // where its column is in the row.
         let c0 = (2 * x) as isize - left as isize;
-        let valid = |c: isize| {
-            let below = (-c).clamp(0, 32) as u32;
-            let end = (w as isize - c).clamp(0, 32) as u32;
-            low_bits(end) & !low_bits(below)
-        };
-        let (first_pair, second_pair) = (valid(c0), valid(c0 + 2));
+        let (first_pair, second_pair) = (pair_inside(c0, w), pair_inside(c0 + 2, w));
         let store = low_bits((ow - x).min(LANES) as u32) as __mmask16;
         // The window maxima of row `y` for these sixteen outputs.
         let row_max = |y: usize| {
@@ -170,6 +163,13 @@ pub unsafe fn plane_max_stride2(
             unsafe { _mm512_mask_storeu_ps(out[oy * ow + x..].as_mut_ptr(), store, m) };
         }
     }
+}
+
+/// The lanes `j` of a pair of loads (32 values) from column `c` with `0 ≤ c + j < w`.
+fn pair_inside(c: isize, w: usize) -> u32 {
+    let below = (-c).clamp(0, 32) as u32;
+    let end = (w as isize - c).clamp(0, 32) as u32;
+    low_bits(end) & !low_bits(below)
 }
 
 /// The lowest `n` bits set, `n ≤ 32`.
