@@ -1904,16 +1904,19 @@ mod tests {
     fn banded_convolutions_give_the_bits_of_one_whole_product() {
         // 64 channels of 300 columns: more than a band (shifted) or a tile (im2col) of rows,
         // so the output comes in several; 40 rows of weights, packed.
-        for (padding, dilation, h) in [
-            ([1; 4], [1, 1], 30),
-            ([2, 1, 3, 2], [2, 1], 30),
-            ([1; 4], [1, 1], 70),
+        // At stride 2, im2col tiles: 70 rows are more than four tiles, which two threads
+        // share.
+        for (stride, padding, dilation, h) in [
+            ([1, 1], [1; 4], [1, 1], 30),
+            ([1, 1], [2, 1, 3, 2], [2, 1], 30),
+            ([1, 1], [1; 4], [1, 1], 70),
+            ([2, 2], [0, 0, 1, 1], [1, 1], 70),
         ] {
             let (cin, cout, w) = (64, 40, 300);
             let x = Array::from_shape_vec((1, cin, h, w), rand(cin * h * w, 61)).unwrap();
             let p = Conv2dParams {
                 kernel: [3, 3],
-                stride: [1, 1],
+                stride,
                 padding,
                 dilation,
                 groups: 1,
@@ -1930,8 +1933,8 @@ mod tests {
             im2col(x.view(), 0, 0, cin, &p, 0..oh, ow, &mut whole);
             let mut want = vec![0f32; cout * oh * ow];
             let n = oh * ow;
-            // Shifted rows on AVX-512 (one chain per element, as the kernel's product); else
-            // im2col tiles through the `gemm` crate (see `conv2d_into`).
+            // Shifted rows or im2col tiles on AVX-512 (one chain per element, as the kernel's
+            // product); else im2col tiles through the `gemm` crate (see `conv2d_into`).
             if kernels::own_kernel_available() {
                 kernels::product(&mut want, &weights, k, &whole, n);
             } else {
