@@ -207,11 +207,16 @@ struct Recent {
 const RECENT: usize = 5;
 
 impl Recent {
+    /// The median, the lower of the middle two for an even count. (The upper one let a single
+    /// slow pass decide: after calibration a setting holds one time, its fastest, and the
+    /// next pass makes two. Traced on the 2-core VM, the second split pass after the
+    /// calibration's one-thread passes took 9.8 ms against 4.7 for the split's fastest, still
+    /// waking the other core, and sent MobileNetV2 to one thread for the next 16 passes.)
     fn estimate(&self) -> Option<f64> {
         let mut times = self.times;
         let times = &mut times[..self.len];
         times.sort_unstable_by(f64::total_cmp);
-        times.get(times.len() / 2).copied()
+        times.get(times.len().checked_sub(1)? / 2).copied()
     }
 
     fn push(&mut self, time: f64) {
@@ -565,6 +570,29 @@ mod tests {
             (Some(0.5), PROBE_PASSES)
         );
         assert_eq!(a.choose(later), (true, Timing::Steady));
+    }
+
+    #[test]
+    fn one_slow_pass_after_calibration_does_not_send_the_split_to_one_thread() {
+        let mut a = Adaptive::default();
+        let t0 = Instant::now();
+        for (pass, time) in [50.0, 0.6, 0.7, 0.6, 1.0, 1.1].into_iter().enumerate() {
+            let split = pass < 4;
+            assert_eq!(a.choose(t0), (split, Timing::Calibration));
+            a.record(split, Timing::Calibration, time);
+        }
+        // The first split pass after the one-thread passes is not timed; the second is still
+        // slow (the other core waking): the split's fastest and it make two times, whose
+        // lower one stands.
+        for time in [9.0, 5.0] {
+            assert_eq!(a.choose(t0), (true, Timing::Steady));
+            a.record(true, Timing::Steady, time);
+        }
+        assert_eq!(a.cost[1].estimate(), Some(0.6));
+        assert_eq!(a.choose(t0), (true, Timing::Steady));
+        // A second slow pass of three is the median: the split has slowed down.
+        a.record(true, Timing::Steady, 5.0);
+        assert_eq!(a.choose(t0), (false, Timing::Steady));
     }
 
     #[test]
