@@ -1904,8 +1904,8 @@ mod tests {
     fn banded_convolutions_give_the_bits_of_one_whole_product() {
         // 64 channels of 300 columns: more than a band (shifted) or a tile (im2col) of rows,
         // so the output comes in several; 40 rows of weights, packed.
-        // At stride 2, im2col tiles: 70 rows are more than four tiles, which two threads
-        // share.
+        // At stride 2, im2col tiles: 35 output rows of 300 columns, a tile each, which two
+        // threads share.
         for (stride, padding, dilation, h) in [
             ([1, 1], [1; 4], [1, 1], 30),
             ([1, 1], [2, 1, 3, 2], [2, 1], 30),
