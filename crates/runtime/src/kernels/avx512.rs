@@ -29,8 +29,9 @@ const PANEL: usize = LANES * VECTORS;
 const DEPTH_BLOCK: usize = 256;
 /// Products with at most this many rows (four tiles) read the right-hand side in place
 /// ([`in_place`]): packing copies the whole right-hand side for few tiles to read it.
-/// MobileNetV2's 144→32 and 192→32 projections at 28×28 took 0.069–0.071 ms in place
-/// against 0.081–0.091 packed (one thread), while its 64-row products were level either way.
+/// MobileNetV2's 144→32 projection at 28×28 took 0.069–0.071 ms in place against
+/// 0.081–0.088 packed, its 192→32 ones 0.091–0.093 against 0.104–0.117 (one thread), while
+/// its 64-row products were level either way.
 const IN_PLACE_MOST_ROWS: usize = 32;
 /// The most bytes of packed right-hand side swept by every tile of rows.
 const RHS_BLOCK_BYTES: usize = 1 << 20;
