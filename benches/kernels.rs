@@ -174,6 +174,8 @@ fn depthwise(c: &mut Criterion) {
         (32, 112, 1),
         (96, 112, 2),
         (144, 56, 2),
+        (192, 28, 2),
+        (576, 14, 2),
     ] {
         let x = Array4::from_shape_vec(
             (1, channels, size, size),
