@@ -830,7 +830,8 @@ pub fn conv2d_into(
                 if oh > tile_rows && kernels::own_kernel_available() {
                     let epilogue = Epilogue { bias, activation }.from_row(rows.start);
                     let image = (x.view(), b, g * cg, cg);
-                    im2col_tiles_on_threads(image, p, (oh, ow), (w, *cols), epilogue, group_out);
+                    let shape = ((oh, ow), tile_rows);
+                    im2col_tiles_on_threads(image, p, shape, (w, *cols), epilogue, group_out);
                     continue;
                 }
                 for oy in (0..oh).step_by(tile_rows) {
@@ -880,21 +881,20 @@ pub fn conv2d_into(
     }
 }
 
-/// A convolution through im2col tiles of output rows ([`IM2COL_TILE_BYTES`] each), as many
-/// tiles as the threads can share evenly, each thread copying and multiplying whole tiles of
-/// its own. (The tiles' copies ran on the calling thread, only their products split: on
+/// A convolution through im2col tiles of at most `most_rows` output rows (the rows of
+/// [`IM2COL_TILE_BYTES`]), as many tiles as the threads can share evenly, each thread
+/// copying and multiplying whole tiles of its own. (The tiles' copies ran on the calling thread, only their products split: on
 /// MobileNetV2's first layer, 3 → 32 channels at stride 2, two threads took 0.32 ms against
 /// one thread's 0.42.)
 fn im2col_tiles_on_threads(
     (x, b, first_channel, cg): (ArrayView4<'_, f32>, usize, usize, usize),
     p: &Conv2dParams,
-    (oh, ow): (usize, usize),
+    ((oh, ow), most_rows): ((usize, usize), usize),
     (w, cols): (&[f32], usize),
     epilogue: Epilogue<'_>,
     out: &mut [f32],
 ) {
     let plane = oh * ow;
-    let most_rows = (IM2COL_TILE_BYTES / (4 * cols * ow).max(1)).max(1);
     // An even number of tiles, so that two threads take the same share.
     let tiles = oh.div_ceil(most_rows).next_multiple_of(2);
     let tile_rows = oh.div_ceil(tiles);
