@@ -1683,6 +1683,11 @@ mod tests {
             // A first layer: three channels at stride 2 through im2col, an odd width (the
             // last pair of a row is half outside the plane) and TensorFlow's "same" padding.
             (1, 3, 10, 11, 8, [3, 3], [2, 2], [0, 0, 1, 1], [1, 1], 1),
+            // Strided products whose output views are one row or one column wide: a single
+            // output channel, one output channel per group, and a 1×1 output plane.
+            (1, 3, 9, 9, 1, [3, 3], [2, 2], [0, 0, 1, 1], [1, 1], 1),
+            (1, 4, 9, 9, 2, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 2),
+            (1, 3, 3, 3, 2, [3, 3], [2, 2], [0, 0, 0, 0], [1, 1], 1),
         ];
         for (n, cin, h, w, cout, kernel, stride, padding, dilation, groups) in cases {
             let p = Conv2dParams {

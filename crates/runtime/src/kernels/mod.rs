@@ -219,12 +219,15 @@ pub fn product_columns(
     if let Some(bias) = epilogue.bias {
         assert!(bias.len() >= rows, "a bias per row");
     }
+    // A view sliced to one row or one column has a stride of 0 along that axis (ndarray's
+    // choice), which says nothing of the layout: one row needs no row stride, one column
+    // no column stride.
     let strides = out.strides();
     assert!(
-        strides[1] == 1 && strides[0] >= m as isize,
+        (strides[1] == 1 || m == 1) && (strides[0] >= m as isize || rows == 1),
         "rows of contiguous columns"
     );
-    let out_stride = strides[0] as usize;
+    let out_stride = if rows == 1 { m } else { strides[0] as usize };
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU has AVX-512F (asserted); the view's rows are `m` contiguous values
     // `out_stride` apart, borrowed mutably for this call; the operands' bounds are checked.
