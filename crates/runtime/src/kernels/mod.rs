@@ -681,6 +681,50 @@ mod tests {
     }
 
     #[test]
+    fn in_place_products_over_many_chunks_match_the_plain_loop_whatever_the_strip() {
+        if !own_kernel_available() {
+            return;
+        }
+        // Up to 32 rows run in place, the columns in chunks of the right-hand side's L1 share:
+        // shallow products make chunks of many strips, and these widths make several chunks
+        // and a ragged last strip.
+        for (rows, cols, n) in [(16, 32, 2000), (24, 9, 1901), (32, 27, 3001), (8, 96, 777)] {
+            let w = uniform(rows * cols, (rows + cols) as u64);
+            let rhs = uniform(cols * n, n as u64);
+            let mut whole = vec![f32::NAN; rows * n];
+            product(&mut whole, &w, cols, &rhs, n);
+            close(&whole, &plain(&w, cols, &rhs, n, 0..rows), cols);
+            // Any strip of the columns gives the same bits as the whole product.
+            for at in [1, 48 * 7 + 5, n / 2] {
+                let mut parts = vec![f32::NAN; rows * n];
+                let mut view = ndarray::ArrayViewMut2::from_shape((rows, n), &mut parts[..])
+                    .expect("rows × n");
+                let epilogue = Epilogue::default();
+                product_columns(
+                    view.slice_mut(ndarray::s![.., ..at]),
+                    &w,
+                    cols,
+                    (&rhs, n),
+                    epilogue,
+                );
+                let rest = (&rhs[at..], n);
+                product_columns(
+                    view.slice_mut(ndarray::s![.., at..]),
+                    &w,
+                    cols,
+                    rest,
+                    epilogue,
+                );
+                let same = whole
+                    .iter()
+                    .zip(&parts)
+                    .all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(same, "{rows}x{cols}x{n} split at column {at}");
+            }
+        }
+    }
+
+    #[test]
     fn product_rows_do_not_depend_on_how_the_rows_are_split() {
         // Deep enough for several depth blocks, and sizes on both sides of gemm's small-
         // product path (64 × 64), where it would otherwise choose another depth blocking.
