@@ -87,6 +87,9 @@ struct Adaptive {
     last_all: Option<bool>,
     /// Passes of a probe of the split still to come (it takes three).
     probe_again: u8,
+    /// Whether a probe has come since the calibration: the first comes after
+    /// [`FIRST_PROBE_PASSES`].
+    probed: bool,
 }
 
 /// The first passes take the split four times (the first starts the pool), then one thread
@@ -107,6 +110,13 @@ struct Adaptive {
 /// three, where `--threads 2` took 4.2–5.0). So the split's calibration times three passes
 /// after the untimed one, and each probe of it two, keeping the fastest.
 const CALIBRATION_PASSES: u32 = 6;
+/// The passes after the calibration before the first probe. The calibration takes about
+/// 0.1 s, and the host's other work can slow a few passes of it: on the 2-core VM, one run of
+/// `cxrm bench` timed the split's calibration passes at 9.1–9.5 ms against one thread's 7.9
+/// and ran its next 16 passes on one thread at 8.0–8.6 ms, until the probe timed the split
+/// at 4.9. With four, such a start costs four passes, and an idle machine's first probe of
+/// one thread costs one.
+const FIRST_PROBE_PASSES: u32 = 4;
 /// Calibration passes that take the split, the first of them untimed.
 const CALIBRATION_SPLIT_PASSES: u32 = 4;
 
@@ -135,13 +145,19 @@ impl Adaptive {
             [None, _] => (false, Timing::Probe),
             [Some(one), Some(all)] => {
                 let faster = all < one;
-                let waited = self.passes_since_probe >= self.interval.max(PROBE_PASSES)
-                    || self.passes_since_probe >= PROBE_PASSES
+                let (most, least) = if self.probed {
+                    (self.interval.max(PROBE_PASSES), PROBE_PASSES)
+                } else {
+                    (FIRST_PROBE_PASSES, FIRST_PROBE_PASSES)
+                };
+                let waited = self.passes_since_probe >= most
+                    || self.passes_since_probe >= least
                         && self
                             .last_probe
                             .is_some_and(|t| now.duration_since(t) >= PROBE_EVERY);
                 let probe_due = self.last_probe.is_none() || waited;
                 if probe_due {
+                    self.probed = true;
                     self.last_probe = Some(now);
                     self.passes_since_probe = 0;
                     self.probe_again = if faster { 0 } else { 2 };
@@ -509,11 +525,12 @@ mod tests {
             a.record(split, Timing::Calibration, time);
         }
         assert_eq!(a.cost.map(|c| c.estimate()), [Some(1.0), Some(0.6)]);
-        // The split is faster. One thread is probed again after PROBE_PASSES passes; a probe
-        // that confirms the choice doubles the wait for the next.
+        // The split is faster. One thread is probed again after FIRST_PROBE_PASSES passes,
+        // then after PROBE_PASSES; a probe that confirms the choice doubles the wait for the
+        // next.
         let soon = t0 + Duration::from_millis(10);
-        // (The second wait counts the untimed split pass after the first probe.)
-        for wait in [PROBE_PASSES, 2 * PROBE_PASSES - 1] {
+        // (The later waits count the untimed split pass after each probe.)
+        for wait in [FIRST_PROBE_PASSES, PROBE_PASSES * 2 - 1, 4 * PROBE_PASSES - 1] {
             for _ in 0..wait {
                 assert_eq!(a.choose(soon), (true, Timing::Steady));
                 a.record(true, Timing::Steady, 0.6);
