@@ -530,7 +530,11 @@ mod tests {
         // next.
         let soon = t0 + Duration::from_millis(10);
         // (The later waits count the untimed split pass after each probe.)
-        for wait in [FIRST_PROBE_PASSES, PROBE_PASSES * 2 - 1, 4 * PROBE_PASSES - 1] {
+        for wait in [
+            FIRST_PROBE_PASSES,
+            PROBE_PASSES * 2 - 1,
+            4 * PROBE_PASSES - 1,
+        ] {
             for _ in 0..wait {
                 assert_eq!(a.choose(soon), (true, Timing::Steady));
                 a.record(true, Timing::Steady, 0.6);
