@@ -1007,3 +1007,35 @@ fn binary_layers_take_their_kernels() {
         1e-5,
     );
 }
+
+#[test]
+fn a_contiguous_image_is_read_where_it_lies_and_gives_the_bits_of_a_copy() {
+    // A relu on the input runs in place, over the pass's copy of it; in the other model the
+    // first layer reads the caller's image itself.
+    let relu_first = vec![
+        Node::new("r", "relu", &["input"], &[]),
+        Node::new("c", "conv2d", &["r"], &["c.w"]).attr("padding", Value::ints([1, 1, 1, 1])),
+        Node::new("g", "global_avg_pool", &["c"], &[]),
+        Node::new("fc", "dense", &["g"], &["fc.w"]),
+    ];
+    for bytes in [tiny_model(relu_first, |_| {}), every_op_model()] {
+        let file = Cxrm::parse(&bytes).unwrap();
+        let model = Model::load(&file).unwrap();
+        let image = distinct_images(1);
+        let kept = image.clone();
+        let read_in_place = model.forward(image.view()).unwrap();
+        assert_eq!(image, kept, "the caller's image is never written");
+        // The same values every other column of a wider array: not contiguous, so copied.
+        let wide = Array4::from_shape_fn((1, 2, 6, 12), |(n, c, y, x)| {
+            if x % 2 == 0 {
+                image[[n, c, y, x / 2]]
+            } else {
+                f32::NAN
+            }
+        });
+        let strided = wide.slice(ndarray::s![.., .., .., ..;2]);
+        let copied = model.forward(strided).unwrap();
+        let bits = |a: &ndarray::Array2<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&read_in_place), bits(&copied));
+    }
+}
