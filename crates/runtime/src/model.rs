@@ -58,6 +58,11 @@ pub struct RuntimeOptions {
     /// direct product's and 4× the memory for those layers' weights. `false` keeps the
     /// direct product.
     pub winograd: bool,
+    /// Keep each worker of the model's pool on a CPU of its own, where the pool has one
+    /// worker for every CPU the process may run on (the default count; `parallel::pinning`).
+    /// `false` leaves them to the scheduler, for machines where several such processes run
+    /// at once.
+    pub pin_threads: bool,
 }
 
 /// The fraction of [`RuntimeOptions::sparse_below_density`] below which a convolution's
@@ -104,6 +109,7 @@ impl Default for RuntimeOptions {
             threads: 0,
             budget: None,
             winograd: true,
+            pin_threads: true,
         }
     }
 }
@@ -799,7 +805,7 @@ impl<'a> Model<'a> {
             arena_bytes_per_image,
             budget,
             weights_decoded: loader.decodes.get(),
-            threads: Threads::new(options.threads),
+            threads: Threads::pinned_if(options.threads, options.pin_threads),
         })
     }
 

@@ -9,6 +9,8 @@
 //! other programs keep busy it runs single images on one thread ([`Threads::run`]); batches
 //! it always splits, an image to a thread ([`Pass`]).
 
+mod pinning;
+
 use ndarray::{ArrayViewMut2, Axis};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -26,6 +28,8 @@ pub const MIN_WORK_FOR_THREADS: usize = 1 << 20;
 /// A model's worker threads, started on its first forward pass that can use them.
 pub struct Threads {
     count: usize,
+    /// The CPUs the pool's workers are pinned to, one each ([`pinning`]); empty for none.
+    pinned: Vec<usize>,
     pool: OnceLock<Option<rayon::ThreadPool>>,
     /// For the default count only: which of one thread and all of them is faster now, for
     /// single images ([`Pass::Layers`]).
@@ -265,12 +269,28 @@ impl Threads {
     /// `requested` threads; 0 means one per core this process may run on (its CPU affinity,
     /// as `taskset` sets it, and its cgroup's CPU quota count), and adapts to the load.
     pub fn new(requested: usize) -> Threads {
+        Threads::pinned_if(requested, false)
+    }
+
+    /// [`Threads::new`], the pool's workers each pinned to a CPU of its own where `pin` and
+    /// the pool has one worker for every CPU the process may run on ([`pinning`]).
+    pub fn pinned_if(requested: usize, pin: bool) -> Threads {
         let count = match requested {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let cpus = if pin && count > 1 {
+            pinning::allowed_cpus()
+        } else {
+            Vec::new()
+        };
         Threads {
             count,
+            pinned: if cpus.len() == count {
+                cpus
+            } else {
+                Vec::new()
+            },
             pool: OnceLock::new(),
             adapt: (requested == 0 && count > 1).then(|| Mutex::new(Adaptive::default())),
         }
@@ -311,9 +331,15 @@ impl Threads {
 
     fn run_split<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let pool = self.pool.get_or_init(|| {
+            let pinned = self.pinned.clone();
             rayon::ThreadPoolBuilder::new()
                 .num_threads(self.count)
                 .thread_name(|i| format!("cxrm-runtime-{i}"))
+                .start_handler(move |i| {
+                    if let Some(&cpu) = pinned.get(i) {
+                        pinning::pin_to(cpu);
+                    }
+                })
                 .build()
                 .ok()
         });
@@ -620,6 +646,7 @@ mod tests {
     fn batches_split_without_touching_the_choice_for_single_images() {
         let threads = Threads {
             count: 2,
+            pinned: Vec::new(),
             pool: OnceLock::new(),
             adapt: Some(Mutex::new(Adaptive::default())),
         };

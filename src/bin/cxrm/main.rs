@@ -71,6 +71,10 @@ pub struct RuntimeArgs {
     /// which takes 4× fewer multiply-adds and rounds a little more (docs/performance.md).
     #[arg(long)]
     no_winograd: bool,
+    /// Leave the threads to the scheduler instead of keeping each on a CPU of its own (which
+    /// the default count does), for machines where several such programs run at once.
+    #[arg(long)]
+    no_pin: bool,
 }
 
 impl RuntimeArgs {
@@ -78,6 +82,7 @@ impl RuntimeArgs {
         cxrm::runtime::RuntimeOptions {
             threads: self.threads,
             winograd: !self.no_winograd,
+            pin_threads: !self.no_pin,
             ..Default::default()
         }
     }
