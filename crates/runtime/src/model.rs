@@ -59,7 +59,8 @@ pub struct RuntimeOptions {
     /// direct product.
     pub winograd: bool,
     /// Keep each worker of the model's pool on a CPU of its own, where the pool has one
-    /// worker for every CPU the process may run on (the default count; `parallel::pinning`).
+    /// worker for every CPU the process may run on (the default count, or as many threads
+    /// given; `parallel::pinning`).
     /// `false` leaves them to the scheduler, for machines where several such processes run
     /// at once.
     pub pin_threads: bool,
@@ -1052,10 +1053,13 @@ impl<'a> Model<'a> {
             return Some(values);
         }
         let input = &mut arena[self.slots[0].clone()];
-        input
-            .iter_mut()
-            .zip(image.iter())
-            .for_each(|(d, s)| *d = *s);
+        match image.to_slice() {
+            Some(values) => input.copy_from_slice(values),
+            None => input
+                .iter_mut()
+                .zip(image.iter())
+                .for_each(|(d, s)| *d = *s),
+        }
         None
     }
 
