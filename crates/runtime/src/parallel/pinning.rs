@@ -6,7 +6,7 @@
 //! runs of one binary, pinned against `--no-pin`): at `--threads 2` 3.91 ms against 4.06
 //! (12 runs each) and, in an earlier build, 3.79 against 4.06 and 3.84 against 4.22 (16);
 //! at the default count 3.91 against 4.17, and 3.90 against 4.24 and 4.09 against 3.92.
-//! Unpinned, 2 of 12 default runs took 6.8–7.0 ms; pinned, none passed 4.7.
+//! Unpinned, 2 of 12 default runs took 6.8–7.0 ms; pinned, none more than 4.71.
 //!
 //! Only a pool with one worker for every CPU the process may run on is pinned (the default
 //! count, or as many threads given): a smaller one leaves the scheduler the CPUs to choose
