@@ -29,8 +29,8 @@ pub const MIN_WORK_FOR_THREADS: usize = 1 << 20;
 /// A model's worker threads, started on its first forward pass that can use them.
 pub struct Threads {
     count: usize,
-    /// The CPUs the pool's workers are pinned to, one each ([`pinning`]); empty for none.
-    pinned: Vec<usize>,
+    /// Whether the pool's workers are pinned, one to each CPU, when it starts ([`pinning`]).
+    pin: bool,
     pool: OnceLock<Option<rayon::ThreadPool>>,
     /// For the default count only: which of one thread and all of them is faster now, for
     /// single images ([`Pass::Layers`]).
@@ -280,18 +280,9 @@ impl Threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let cpus = if pin && count > 1 {
-            pinning::allowed_cpus()
-        } else {
-            Vec::new()
-        };
         Threads {
             count,
-            pinned: if cpus.len() == count {
-                cpus
-            } else {
-                Vec::new()
-            },
+            pin,
             pool: OnceLock::new(),
             adapt: (requested == 0 && count > 1).then(|| Mutex::new(Adaptive::default())),
         }
@@ -332,7 +323,17 @@ impl Threads {
 
     fn run_split<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let pool = self.pool.get_or_init(|| {
-            let pinned = self.pinned.clone();
+            // Asked when the pool starts, not at load: most small models never start one.
+            let cpus = if self.pin {
+                pinning::allowed_cpus()
+            } else {
+                Vec::new()
+            };
+            let pinned = if cpus.len() == self.count {
+                cpus
+            } else {
+                Vec::new()
+            };
             rayon::ThreadPoolBuilder::new()
                 .num_threads(self.count)
                 .thread_name(|i| format!("cxrm-runtime-{i}"))
@@ -647,7 +648,7 @@ mod tests {
     fn batches_split_without_touching_the_choice_for_single_images() {
         let threads = Threads {
             count: 2,
-            pinned: Vec::new(),
+            pin: false,
             pool: OnceLock::new(),
             adapt: Some(Mutex::new(Adaptive::default())),
         };
