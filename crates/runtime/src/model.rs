@@ -1047,13 +1047,12 @@ impl<'a> Model<'a> {
     /// it, the first layer's im2col reads the image from further away, and the two together
     /// went from 2.6% to 2.1%.
     fn place_input<'i>(&self, image: ArrayView3<'i, f32>, arena: &mut [f32]) -> Option<&'i [f32]> {
-        if self.reads_input_in_place
-            && let Some(values) = image.to_slice()
-        {
-            return Some(values);
+        let contiguous = image.to_slice();
+        if self.reads_input_in_place && contiguous.is_some() {
+            return contiguous;
         }
         let input = &mut arena[self.slots[0].clone()];
-        match image.to_slice() {
+        match contiguous {
             Some(values) => input.copy_from_slice(values),
             None => input
                 .iter_mut()

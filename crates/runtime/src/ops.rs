@@ -883,9 +883,9 @@ pub fn conv2d_into(
 
 /// A convolution through im2col tiles of at most `most_rows` output rows (the rows of
 /// [`IM2COL_TILE_BYTES`]), as many tiles as the threads can share evenly, each thread
-/// copying and multiplying whole tiles of its own. (The tiles' copies ran on the calling thread, only their products split: on
-/// MobileNetV2's first layer, 3 → 32 channels at stride 2, two threads took 0.32 ms against
-/// one thread's 0.42.)
+/// copying and multiplying whole tiles of its own. (The tiles' copies ran on the calling
+/// thread, only their products split: on MobileNetV2's first layer, 3 → 32 channels at
+/// stride 2, two threads took 0.32 ms against one thread's 0.42.)
 fn im2col_tiles_on_threads(
     (x, b, first_channel, cg): (ArrayView4<'_, f32>, usize, usize, usize),
     p: &Conv2dParams,
