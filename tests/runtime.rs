@@ -1039,3 +1039,105 @@ fn a_contiguous_image_is_read_where_it_lies_and_gives_the_bits_of_a_copy() {
         assert_eq!(bits(&read_in_place), bits(&copied));
     }
 }
+
+/// A model of 1×1 convolutions whose residual adds fuse into them: at 32×32 (a product split
+/// by columns), 16×16 (by rows) and 7×7 (channel panels, on AVX-512), each large enough to
+/// split over two threads. With `keep_apart`, a global pool also reads each projection, so
+/// that no add fuses.
+fn residual_model(keep_apart: bool) -> Vec<u8> {
+    let conv = |name: &str, input: &str| {
+        Node::new(
+            name,
+            "conv2d",
+            &[input],
+            &[&format!("{name}.w"), &format!("{name}.b")],
+        )
+    };
+    let pool = |name: &str, input: &str, k: i64| {
+        Node::new(name, "max_pool2d", &[input], &[])
+            .attr("kernel", Value::ints([k, k]))
+            .attr("stride", Value::ints([2, 2]))
+    };
+    let mut nodes = vec![
+        conv("e1", "input"),
+        Node::new("e1r", "relu6", &["e1"], &[]),
+        conv("p1", "e1r"),
+        Node::new("sum1", "add", &["input", "p1"], &[]),
+        pool("m1", "sum1", 2),
+        conv("e2", "m1"),
+        Node::new("e2r", "relu", &["e2"], &[]),
+        conv("p2", "e2r"),
+        // The other order: the convolution's output first.
+        Node::new("sum2", "add", &["p2", "e2r"], &[]),
+        pool("m2", "sum2", 3),
+        conv("p3", "m2"),
+        Node::new("sum3", "add", &["m2", "p3"], &[]),
+        // A 3×3 convolution's add stays a layer of its own.
+        Node::new("c4", "conv2d", &["sum3"], &["c4.w"]).attr("padding", Value::ints([1, 1, 1, 1])),
+        Node::new("sum4", "add", &["c4", "sum3"], &[]),
+        Node::new("g", "global_avg_pool", &["sum4"], &[]),
+        Node::new("fc", "dense", &["g"], &["fc.w"]),
+    ];
+    if keep_apart {
+        for p in ["p1", "p2", "p3"] {
+            let after = nodes.iter().position(|n| n.name == p).unwrap() + 1;
+            let kept = Node::new(format!("{p}_kept"), "global_avg_pool", &[p], &[]);
+            nodes.insert(after, kept);
+        }
+    }
+    let mut w = Writer::new();
+    w.set_metadata("input.shape", Value::ints([16, 32, 32]));
+    let mut rng = common::Lcg(5);
+    let mut add = |name: &str, shape: &[u64]| {
+        let len = shape.iter().product::<u64>() as usize;
+        let values: Vec<f32> = (0..len).map(|_| rng.weight(0.3)).collect();
+        w.add_dense(name, DType::F32, shape, common::f32_bytes(&values))
+            .unwrap();
+    };
+    for (name, cout, cin) in [
+        ("e1", 64, 16),
+        ("p1", 16, 64),
+        ("e2", 128, 16),
+        ("p2", 128, 128),
+        ("p3", 128, 128),
+    ] {
+        add(&format!("{name}.w"), &[cout, cin, 1, 1]);
+        add(&format!("{name}.b"), &[cout]);
+    }
+    add("c4.w", &[128, 128, 3, 3]);
+    add("fc.w", &[3, 128]);
+    w.set_graph(Graph { nodes });
+    w.to_bytes().unwrap()
+}
+
+#[test]
+fn residual_adds_fused_into_pointwise_convolutions_give_the_bits_of_the_add() {
+    let bits = |bytes: &[u8], threads: usize| {
+        let file = Cxrm::parse(bytes).unwrap();
+        let options = RuntimeOptions {
+            threads,
+            ..RuntimeOptions::default()
+        };
+        let model = Model::load_with(&file, options).unwrap();
+        let fused: Vec<String> = model
+            .layer_info()
+            .into_iter()
+            .filter(|l| l.op == "add (fused)")
+            .map(|l| l.name)
+            .collect();
+        let x = Array4::from_shape_fn((1, 16, 32, 32), |(_, c, y, x)| {
+            ((c * 5 + y * 3 + x * 7) % 17) as f32 / 8.0 - 1.0
+        });
+        let out = model.forward(x.view()).unwrap();
+        (fused, out.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+    };
+    let (fused_model, apart_model) = (residual_model(false), residual_model(true));
+    let (fused, want) = bits(&apart_model, 1);
+    assert!(fused.is_empty(), "{fused:?}");
+    for threads in [1, 2] {
+        let (fused, got) = bits(&fused_model, threads);
+        assert_eq!(fused, ["sum1", "sum2", "sum3"], "threads {threads}");
+        assert_eq!(got, want, "threads {threads}");
+        assert_eq!(bits(&apart_model, threads).1, want, "threads {threads}");
+    }
+}

@@ -122,6 +122,9 @@ enum Op<'a> {
         params: Conv2dParams,
         /// A following `relu`/`relu6`, fused at load ([`fuse_activations`]).
         activation: Activation,
+        /// Whether the layer's second input is added to its output, after the activation: a
+        /// residual `add` fused at load ([`fuse_residual_adds`]).
+        residual: bool,
     },
     Dense {
         weight: Matrix<'a>,
@@ -741,6 +744,8 @@ impl<'a> Model<'a> {
         if options.winograd {
             transform_for_winograd(&mut layers, &|copied| loader.release(copied));
         }
+        // Last: it changes layers' inputs, which the passes above count.
+        fuse_residual_adds(&mut layers);
         let out = shapes.last().expect("nonempty");
         if out.len() != 1 {
             return Err(Error::Model(format!(
@@ -1119,7 +1124,12 @@ impl<'a> Model<'a> {
                 bias,
                 params,
                 activation,
-            } => ops::conv2d_into(image(0), weight, bias.as_deref(), params, *activation, out),
+                residual,
+            } => {
+                let residual = residual.then(|| values(1));
+                let bias = bias.as_deref();
+                ops::conv2d_plus_into(image(0), weight, bias, params, *activation, residual, out)
+            }
             Op::Dense { weight, bias } => ops::dense_into(vector(0), weight, bias.as_deref(), out),
             Op::ConvChain { steps, bias } => run_chain(image(0), steps, bias.as_deref(), out),
             // The popcount kernels return arrays of their own: one allocation per XNOR layer.
@@ -1499,6 +1509,7 @@ fn build_op<'a>(
                             bias,
                             params,
                             activation: Activation::None,
+                            residual: false,
                         }
                     }
                 }
@@ -1692,7 +1703,8 @@ fn elements(shape: &[usize]) -> u64 {
 }
 
 /// How many layers read each layer's output, counted once in one pass over the inputs (the
-/// folding and fusing passes change ops, never inputs, so the counts hold throughout; asking
+/// folding and fusing passes change ops, and only the last of them inputs, so the counts
+/// hold throughout; asking
 /// per layer would make loading quadratic in the graph's size).
 fn reader_counts(layers: &[Layer<'_>]) -> Vec<usize> {
     let mut counts = vec![0; layers.len()];
@@ -1771,6 +1783,7 @@ fn fuse_signs(layers: &mut [Layer<'_>], shapes: &[Vec<usize>]) {
                 bias,
                 params,
                 activation: Activation::None,
+                residual: false,
             } if params.groups == 1 => Op::XnorConv {
                 weight: XnorWeight::Bits(BitRows::for_conv(&w.to_binary(), shapes[i][0])),
                 bias: bias.take(),
@@ -1838,6 +1851,61 @@ fn fuse_activations(layers: &mut [Layer<'_>]) {
         {
             *activation = fused;
             layers[i].op = Op::Identity(shown);
+        }
+    }
+}
+
+/// Fuses each residual `add` into the 1×1 convolution (stride 1, no padding, one group) that
+/// gives one of its operands, where the add is that convolution's only reader (through the
+/// identities that folded batch norms left) and the other operand is computed before the
+/// convolution runs. The convolution takes the other operand as a second input and adds it
+/// to each thread's part of its output as soon as the part is done
+/// ([`ops::conv2d_plus_into`]); the add becomes an identity, which runs in place. So end
+/// MobileNetV2's projections and Xception's middle flow. (Where the other operand comes
+/// later, as in Xception's entry flow, whose shortcut convolution runs before the block it
+/// bypasses, fusing would keep that operand's inputs alive longer.)
+fn fuse_residual_adds(layers: &mut [Layer<'_>]) {
+    let readers = reader_counts(layers);
+    for i in 0..layers.len() {
+        let (Op::Add, &[a, b]) = (&layers[i].op, &layers[i].inputs[..]) else {
+            continue;
+        };
+        let fusable = |conv_side: Source, other: Source| {
+            let Source::Node(mut j) = conv_side else {
+                return None;
+            };
+            while readers[j] == 1
+                && let (Op::Identity(_), [Source::Node(k)]) = (&layers[j].op, &layers[j].inputs[..])
+            {
+                j = *k;
+            }
+            let Op::Conv {
+                params,
+                residual: false,
+                ..
+            } = &layers[j].op
+            else {
+                return None;
+            };
+            let pointwise = params.kernel == [1, 1]
+                && params.stride == [1, 1]
+                && params.padding == [0; 4]
+                && params.groups == 1;
+            let computed_before = match other {
+                Source::Input => true,
+                Source::Node(k) => k < j,
+            };
+            (readers[j] == 1 && pointwise && computed_before && other != conv_side)
+                .then_some((j, conv_side, other))
+        };
+        let Some((j, conv_side, other)) = fusable(a, b).or_else(|| fusable(b, a)) else {
+            continue;
+        };
+        if let Op::Conv { residual, .. } = &mut layers[j].op {
+            *residual = true;
+            layers[j].inputs.push(other);
+            layers[i].op = Op::Identity("add (fused)");
+            layers[i].inputs = vec![conv_side];
         }
     }
 }

@@ -240,23 +240,31 @@ impl<'a> Matrix<'a> {
 
     /// [`Matrix::mul_rows_into`] with each output row's bias and activation (`epilogue`,
     /// its bias indexed by the matrix's row): dense weights on AVX-512 apply it in the
-    /// product's registers, the rest as a pass over each thread's rows.
+    /// product's registers, the rest as a pass over each thread's rows. Then, with a
+    /// `residual` (laid out as `out` is), its values are added to each thread's part of the
+    /// output while the part is still in that thread's cache ([`add_residual`]).
     pub fn mul_rows_finished_into(
         &self,
         out: &mut [f32],
         (row_start, row_end): (usize, usize),
         rhs: ArrayView2<'_, f32>,
         epilogue: Epilogue<'_>,
+        residual: Option<&[f32]>,
     ) {
         let n = rhs.ncols();
+        // Each part's residual: the same span of `residual` as the part's of `out`.
+        let residual_rows = |first: usize, len: usize| residual.map(|r| &r[first * n..][..len]);
         if let Matrix::Dense { data, cols, .. } = self {
             let rhs = rhs.as_standard_layout();
             let rhs_slice = rhs.as_slice().expect("standard layout");
             let w = &data[row_start * cols..row_end * cols];
             if kernels::own_kernel_available() {
-                let view = ndarray::ArrayViewMut2::from_shape((row_end - row_start, n), out)
-                    .expect("rows × n");
-                return split_product(view, w, *cols, rhs_slice, epilogue.from_row(row_start));
+                let shape = (row_end - row_start, n);
+                let view = ndarray::ArrayViewMut2::from_shape(shape, out).expect("rows × n");
+                let residual =
+                    residual.map(|r| ArrayView2::from_shape(shape, r).expect("rows × n"));
+                let epilogue = epilogue.from_row(row_start);
+                return split_product(view, w, *cols, rhs_slice, epilogue, residual);
             }
             return parallel::split_rows(out, n, 16, cols * n, &|first, part| {
                 let rows = part.len() / n.max(1);
@@ -271,19 +279,27 @@ impl<'a> Matrix<'a> {
                     n,
                     epilogue,
                 );
+                add_residual(part, residual_rows(first, part.len()));
             });
         }
         if let Matrix::Winograd { dense, .. } = self {
-            return dense.mul_rows_finished_into(out, (row_start, row_end), rhs, epilogue);
+            let rows = (row_start, row_end);
+            return dense.mul_rows_finished_into(out, rows, rhs, epilogue, residual);
         }
         if let Matrix::Panels(panels) = self {
             let rhs = rhs.as_standard_layout();
             let rhs_slice = rhs.as_slice().expect("standard layout");
-            return panels_product(out, panels, row_start, rhs_slice, n, epilogue);
+            return parallel::split_rows(out, n, 16, panels.cols() * n, &|first, part| {
+                let from = row_start + first;
+                let epilogue = epilogue.from_row(from);
+                kernels::channel_panels_product(part, panels, from, rhs_slice, n, epilogue);
+                add_residual(part, residual_rows(first, part.len()));
+            });
         }
         let finish = |first: usize, rows: &mut [f32]| {
             let n = n.max(1);
-            kernels::finish_rows(rows, n, rows.len() / n, n, epilogue.from_row(first))
+            kernels::finish_rows(rows, n, rows.len() / n, n, epilogue.from_row(first));
+            add_residual(rows, residual_rows(first - row_start, rows.len()));
         };
         self.mul_rows_into(out, row_start, row_end, rhs, &finish)
     }
@@ -341,7 +357,7 @@ impl<'a> Matrix<'a> {
                 });
             }
             Matrix::Panels(panels) => {
-                panels_product(out, panels, row_start, rhs_slice, n, Epilogue::default());
+                panels_product(out, panels, row_start, rhs_slice, n);
                 parallel::split_rows(out, n, CHANNEL_PANEL, n, &|first, part| {
                     finish(row_start + first, part)
                 });
@@ -465,12 +481,22 @@ fn panels_product(
     row_start: usize,
     rhs: &[f32],
     n: usize,
-    epilogue: Epilogue<'_>,
 ) {
     parallel::split_rows(out, n, 16, panels.cols() * n, &|first, part| {
         let from = row_start + first;
-        kernels::channel_panels_product(part, panels, from, rhs, n, epilogue.from_row(from));
+        kernels::channel_panels_product(part, panels, from, rhs, n, Epilogue::default());
     })
+}
+
+/// `out[k] += residual[k]`: a residual `add` fused into the layer before it, on one thread's
+/// part of that layer's output just after its epilogue, so the same operation on the same
+/// values as the `add` layer (whose operands' order cannot change a sum of two). Run as a
+/// layer of its own, the add read the part back from whichever core had written it, and
+/// waited for a split of its own.
+fn add_residual(out: &mut [f32], residual: Option<&[f32]>) {
+    if let Some(residual) = residual {
+        kernels::add_to_row(out, residual);
+    }
 }
 
 /// `out = mᵀ`, row-major.
@@ -502,22 +528,31 @@ fn split_product(
     cols: usize,
     rhs: &[f32],
     epilogue: Epilogue<'_>,
+    residual: Option<ArrayView2<'_, f32>>,
 ) {
     let (rows, n) = out.dim();
+    // A part's residual, of the part's shape, and its addition row by row.
+    let add = |mut part: ndarray::ArrayViewMut2<'_, f32>, residual: Option<ArrayView2<'_, f32>>| {
+        let Some(residual) = residual else { return };
+        for (mut row, from) in part.rows_mut().into_iter().zip(residual.rows()) {
+            let row = row.as_slice_mut().expect("a row is contiguous");
+            kernels::add_to_row(row, from.as_slice().expect("a row is contiguous"));
+        }
+    };
     if splits_by_columns(rows, cols, n) {
-        parallel::split(out, Axis(1), 48, rows * cols, &|first, part| {
-            kernels::product_columns(part, w, cols, (&rhs[first..], n), epilogue);
+        parallel::split(out, Axis(1), 48, rows * cols, &|first, mut part| {
+            let rhs = (&rhs[first..], n);
+            kernels::product_columns(part.view_mut(), w, cols, rhs, epilogue);
+            let columns = first..first + part.ncols();
+            add(part, residual.map(|r| r.slice_move(s![.., columns])));
         })
     } else {
-        parallel::split(out, Axis(0), 16, cols * n, &|first, part| {
+        parallel::split(out, Axis(0), 16, cols * n, &|first, mut part| {
             let rhs = (rhs, n);
-            kernels::product_columns(
-                part,
-                &w[first * cols..],
-                cols,
-                rhs,
-                epilogue.from_row(first),
-            );
+            let epilogue = epilogue.from_row(first);
+            kernels::product_columns(part.view_mut(), &w[first * cols..], cols, rhs, epilogue);
+            let rows = first..first + part.nrows();
+            add(part, residual.map(|r| r.slice_move(s![rows, ..])));
         })
     }
 }
@@ -754,6 +789,30 @@ pub fn conv2d_into(
     activation: Activation,
     out: &mut [f32],
 ) {
+    conv2d_plus_into(x, weight, bias, p, activation, None, out)
+}
+
+/// [`conv2d_into`], then `out += residual` (laid out as `out`): a residual `add` fused into
+/// the convolution before it. A 1×1 convolution's product adds it to each thread's part of
+/// the output as soon as the part is done ([`add_residual`]); any other convolution, as a
+/// pass over the whole output.
+pub fn conv2d_plus_into(
+    x: ArrayView4<'_, f32>,
+    weight: &Matrix<'_>,
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    activation: Activation,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    if let Some(residual) = residual {
+        assert_eq!(
+            residual.len(),
+            out.len(),
+            "a residual of the output's shape"
+        );
+    }
+    let add_after = |out: &mut [f32]| add_residual(out, residual);
     let (n, cin, h, w) = x.dim();
     let cout = weight.rows();
     let (oh, ow) = p.output_size(h, w).expect("checked at load");
@@ -768,7 +827,8 @@ pub fn conv2d_into(
         let Matrix::Dense { data, .. } = weight else {
             unreachable!("dense, checked above")
         };
-        return crate::depthwise::depthwise(x, data, bias, p, (oh, ow), activation, out);
+        crate::depthwise::depthwise(x, data, bias, p, (oh, ow), activation, out);
+        return add_after(out);
     }
     // Only where the transform holds (the loader makes `Winograd` weights for no other
     // layer); anything else multiplies the dense weights below.
@@ -785,7 +845,7 @@ pub fn conv2d_into(
         {
             winograd::conv(image, (h, w), domain, p, (oh, ow), epilogue, image_out);
         }
-        return;
+        return add_after(out);
     }
     // A 1×1 convolution with stride 1 and no padding multiplies the input as it lies: each
     // image's channels are already the rows of the product's right-hand side.
@@ -797,13 +857,18 @@ pub fn conv2d_into(
     for (b, image_out) in out.chunks_exact_mut((cout * plane).max(1)).enumerate() {
         for (g, group_out) in image_out.chunks_exact_mut((og * plane).max(1)).enumerate() {
             let rows = g * og..(g + 1) * og;
+            let first_value = (b * cout + rows.start) * plane;
+            let group_residual = residual
+                .filter(|_| pointwise)
+                .map(|r| &r[first_value..first_value + og * plane]);
             if pointwise {
                 let channels = x.slice(s![b, g * cg..(g + 1) * cg, .., ..]);
                 let rhs = channels
                     .into_shape_with_order((cg, plane))
                     .expect("a standard-layout slice of whole planes");
                 let epilogue = Epilogue { bias, activation };
-                weight.mul_rows_finished_into(group_out, (rows.start, rows.end), rhs, epilogue);
+                let rows = (rows.start, rows.end);
+                weight.mul_rows_finished_into(group_out, rows, rhs, epilogue, group_residual);
             } else if let (Matrix::Dense { data, cols, .. }, true) = (
                 weight,
                 p.stride == [1, 1] && kernels::own_kernel_available(),
@@ -848,7 +913,7 @@ pub fn conv2d_into(
                                     .expect("og × plane");
                             let tile_view = view.slice_mut(s![.., at..at + n]);
                             let epilogue = Epilogue { bias, activation }.from_row(rows.start);
-                            return split_product(tile_view, w, *cols, im, epilogue);
+                            return split_product(tile_view, w, *cols, im, epilogue, None);
                         }
                         parallel::split_rows(group_out, plane, 16, cols * n, &|first, part| {
                             let count = part.len() / plane.max(1);
@@ -878,6 +943,9 @@ pub fn conv2d_into(
                 });
             }
         }
+    }
+    if !pointwise {
+        add_after(out);
     }
 }
 

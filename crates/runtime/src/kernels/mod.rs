@@ -115,6 +115,13 @@ fn finish_row(row: &mut [f32], bias: Option<f32>, activation: Activation) {
     }
 }
 
+/// `row[j] += residual[j]`, compiled for AVX-512 and AVX2 as [`finish_row`] is.
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
+pub fn add_to_row(row: &mut [f32], residual: &[f32]) {
+    assert_eq!(row.len(), residual.len(), "a residual of the row's length");
+    row.iter_mut().zip(residual).for_each(|(v, r)| *v += r);
+}
+
 /// [`product_strided`], then the epilogue on its output rows: in the AVX-512 kernel's
 /// registers before the store, elsewhere as a pass over the rows.
 #[allow(clippy::too_many_arguments)]
