@@ -289,12 +289,7 @@ impl<'a> Matrix<'a> {
         if let Matrix::Panels(panels) = self {
             let rhs = rhs.as_standard_layout();
             let rhs_slice = rhs.as_slice().expect("standard layout");
-            return parallel::split_rows(out, n, 16, panels.cols() * n, &|first, part| {
-                let from = row_start + first;
-                let epilogue = epilogue.from_row(from);
-                kernels::channel_panels_product(part, panels, from, rhs_slice, n, epilogue);
-                add_residual(part, residual_rows(first, part.len()));
-            });
+            return panels_product(out, panels, row_start, (rhs_slice, n), epilogue, residual);
         }
         let finish = |first: usize, rows: &mut [f32]| {
             let n = n.max(1);
@@ -357,7 +352,8 @@ impl<'a> Matrix<'a> {
                 });
             }
             Matrix::Panels(panels) => {
-                panels_product(out, panels, row_start, rhs_slice, n);
+                let none = Epilogue::default();
+                panels_product(out, panels, row_start, (rhs_slice, n), none, None);
                 parallel::split_rows(out, n, CHANNEL_PANEL, n, &|first, part| {
                     finish(row_start + first, part)
                 });
@@ -472,19 +468,23 @@ impl<'a> Matrix<'a> {
     }
 }
 
-/// `out = W[row_start.., :] · rhs`, then `epilogue` (indexed by the matrix's rows), on weights
-/// packed as channel panels: the output's rows split over the threads a vector (16 rows) at
-/// a time, so that the parts are even where the panels do not halve.
+/// `out = W[row_start.., :] · rhs`, then `epilogue` (indexed by the matrix's rows) and the
+/// `residual` (laid out as `out`, [`add_residual`]), on weights packed as channel panels: the
+/// output's rows split over the threads a vector (16 rows) at a time, so that the parts are
+/// even where the panels do not halve.
 fn panels_product(
     out: &mut [f32],
     panels: &kernels::ChannelPanels,
     row_start: usize,
-    rhs: &[f32],
-    n: usize,
+    (rhs, n): (&[f32], usize),
+    epilogue: Epilogue<'_>,
+    residual: Option<&[f32]>,
 ) {
     parallel::split_rows(out, n, 16, panels.cols() * n, &|first, part| {
         let from = row_start + first;
-        kernels::channel_panels_product(part, panels, from, rhs, n, Epilogue::default());
+        let epilogue = epilogue.from_row(from);
+        kernels::channel_panels_product(part, panels, from, rhs, n, epilogue);
+        add_residual(part, residual.map(|r| &r[first * n..][..part.len()]));
     })
 }
 
