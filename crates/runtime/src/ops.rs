@@ -557,6 +557,16 @@ fn split_product(
     }
 }
 
+/// Whether the threads split a 1×1 convolution's product over `n` pixels by rows (output
+/// channels), each thread then reading the whole input, where it splits at all.
+pub(crate) fn splits_by_rows(weight: &Matrix<'_>, n: usize) -> bool {
+    match weight {
+        Matrix::Dense { rows, cols, .. } => !splits_by_columns(*rows, *cols, n),
+        // Channel panels, CSR rows and factors split by rows.
+        _ => true,
+    }
+}
+
 /// Whether the threads split a product `rows × depth` by `n` columns rather than by rows:
 /// where the rows are too few to give each thread a packed tile's worth (16–32-channel
 /// layers), and where the right-hand side is wide and the weights small, so that each thread
