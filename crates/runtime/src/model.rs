@@ -1325,10 +1325,7 @@ fn placement_lifetimes(
         let Op::Conv { weight, params, .. } = &layer.op else {
             continue;
         };
-        let pointwise = params.kernel == [1, 1]
-            && params.stride == [1, 1]
-            && params.padding == [0; 4]
-            && params.groups == 1;
+        let pointwise = params.is_pointwise();
         let plane = shape.iter().skip(1).product::<usize>();
         if pointwise && ops::splits_by_rows(weight, plane) {
             let held = &mut placed[storage[value_index(layer.inputs[0])]];
@@ -1942,10 +1939,7 @@ fn fuse_residual_adds(layers: &mut [Layer<'_>]) {
             else {
                 return None;
             };
-            let pointwise = params.kernel == [1, 1]
-                && params.stride == [1, 1]
-                && params.padding == [0; 4]
-                && params.groups == 1;
+            let pointwise = params.is_pointwise();
             let computed_before = match other {
                 Source::Input => true,
                 Source::Node(k) => k < j,
@@ -1978,10 +1972,7 @@ fn pack_channel_panels(layers: &mut [Layer<'_>], shapes: &[Vec<usize>], release:
         let Op::Conv { weight, params, .. } = &mut layer.op else {
             continue;
         };
-        let pointwise = params.kernel == [1, 1]
-            && params.stride == [1, 1]
-            && params.padding == [0; 4]
-            && params.groups == 1;
+        let pointwise = params.is_pointwise();
         let plane = shape.iter().skip(1).product::<usize>();
         let Matrix::Dense { data, rows, cols } = weight else {
             continue;

@@ -610,6 +610,12 @@ pub struct Conv2dParams {
 }
 
 impl Conv2dParams {
+    /// A 1×1 window, stride 1, no padding and one group: the product of the weights and the
+    /// input as it lies, which the loader's fusions and the arena's placement look for.
+    pub fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0; 4] && self.groups == 1
+    }
+
     pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
         let eff = |k: usize, d: usize| d * (k - 1) + 1;
         let hp = h + self.padding[0] + self.padding[2];
