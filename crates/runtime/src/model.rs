@@ -1756,8 +1756,7 @@ fn elements(shape: &[usize]) -> u64 {
 
 /// How many layers read each layer's output, counted once in one pass over the inputs (the
 /// folding and fusing passes change ops, and only the last of them inputs, so the counts
-/// hold throughout; asking
-/// per layer would make loading quadratic in the graph's size).
+/// hold throughout; asking per layer would make loading quadratic in the graph's size).
 fn reader_counts(layers: &[Layer<'_>]) -> Vec<usize> {
     let mut counts = vec![0; layers.len()];
     for layer in layers {
@@ -1912,10 +1911,10 @@ fn fuse_activations(layers: &mut [Layer<'_>]) {
 /// identities that folded batch norms left) and the other operand is computed before the
 /// convolution runs. The convolution takes the other operand as a second input and adds it
 /// to each thread's part of its output as soon as the part is done
-/// ([`ops::conv2d_plus_into`]); the add becomes an identity, which runs in place. So end
-/// MobileNetV2's projections and Xception's middle flow. (Where the other operand comes
-/// later, as in Xception's entry flow, whose shortcut convolution runs before the block it
-/// bypasses, fusing would keep that operand's inputs alive longer.)
+/// ([`ops::conv2d_plus_into`]); the add becomes an identity, which runs in place.
+/// MobileNetV2's projections and Xception's middle flow end this way. (Where the other
+/// operand comes later, as in Xception's entry flow, whose shortcut convolution runs before
+/// the block it bypasses, fusing would keep that operand's inputs alive longer.)
 fn fuse_residual_adds(layers: &mut [Layer<'_>]) {
     let readers = reader_counts(layers);
     for i in 0..layers.len() {
