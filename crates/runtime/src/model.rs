@@ -775,22 +775,28 @@ impl<'a> Model<'a> {
             .any(|(l, k)| k.is_some_and(|k| l.inputs[k] == Source::Input));
         let (lifetimes, storage) =
             value_lifetimes(&input_shape, &shapes, &layers, &last_use, &in_place);
-        let peak_bytes_per_image = arena::peak_live(&lifetimes).saturating_mul(4);
+        let peak_live = arena::peak_live(&lifetimes);
+        let peak_bytes_per_image = peak_live.saturating_mul(4);
         budget.check(
             || "one image's activations at their peak".into(),
             peak_bytes_per_image,
         )?;
         let threads = Threads::pinned_if(options.threads, options.pin_threads);
         // Values that every thread reads whole kept apart from what comes soon after, where
-        // that costs no memory.
-        let placement = {
-            let plain = arena::place(&lifetimes);
-            let apart =
-                placement_lifetimes(&layers, &shapes, &storage, &lifetimes, threads.count());
-            (apart != lifetimes)
-                .then(|| arena::place(&apart))
-                .filter(|spread| spread.len <= plain.len)
-                .unwrap_or(plain)
+        // that costs no memory. No placement is shorter than the peak, so a spread one that
+        // reaches it is kept without planning the plain one too (a long graph takes seconds).
+        let apart = placement_lifetimes(&layers, &shapes, &storage, &lifetimes, threads.count());
+        let placement = match (apart != lifetimes).then(|| arena::place(&apart)) {
+            Some(spread) if spread.len as u64 <= peak_live => spread,
+            Some(spread) => {
+                let plain = arena::place(&lifetimes);
+                if spread.len <= plain.len {
+                    spread
+                } else {
+                    plain
+                }
+            }
+            None => arena::place(&lifetimes),
         };
         let arena_bytes_per_image = (placement.len as u64).saturating_mul(4);
         budget.check(
