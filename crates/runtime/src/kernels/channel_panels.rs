@@ -150,6 +150,20 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     const LANES: usize = 16;
+    /// Bytes in a cache line.
+    const LINE: usize = 64;
+
+    /// What a tile reads of its panel: `count` steps of `step` values from `at`, of which
+    /// the tile's lanes; and `ahead_lines` lines of the next panel from `ahead` to prefetch
+    /// meanwhile (never dereferenced).
+    #[derive(Clone, Copy)]
+    struct PanelSteps {
+        at: *const f32,
+        step: usize,
+        count: usize,
+        ahead: *const i8,
+        ahead_lines: usize,
+    }
     /// The most pixels per tile: 9 × 3 accumulators, 3 weight vectors and a broadcast fill
     /// 31 of the 32 vector registers.
     const MAX_PIXELS: usize = 9;
@@ -193,9 +207,32 @@ mod avx512 {
             let bias = epilogue
                 .bias
                 .map_or(std::ptr::null(), |b| b[first..].as_ptr());
+            // The next panel this part reads, fetched into L2 while this one's tiles run,
+            // an equal share of its lines a tile: the first tile of a panel otherwise waits
+            // on memory for every step (the weights of a whole network do not stay in cache
+            // between passes, and one step of a panel, three lines, is 27 multiply-adds).
+            // Measured at one thread: MobileNetV2's 7×7 products 5–10% faster (`Conv_1`
+            // 0.493 → 0.442 ms), Xception's 5×5 exit flow 13% (2.27 → 1.97 ms); the 9×9
+            // middle flow, nine tiles to a panel, did not move.
+            let ahead = if first + channels < rows {
+                let next = (panel_row + PANEL) * w.cols;
+                let next_step = PANEL.min((w.rows - panel_row - PANEL).next_multiple_of(16));
+                &w.data[next..next + next_step * w.cols]
+            } else {
+                &[]
+            };
+            let ahead_lines = (4 * ahead.len()).div_ceil(LINE);
             let mut pixel = 0;
             for t in 0..tiles {
                 let width = base + usize::from(t < longer);
+                let (from, to) = (t * ahead_lines / tiles, (t + 1) * ahead_lines / tiles);
+                let steps = PanelSteps {
+                    at: panel,
+                    step,
+                    count: w.cols,
+                    ahead: ahead.as_ptr().cast::<i8>().wrapping_add(from * LINE),
+                    ahead_lines: to - from,
+                };
                 // SAFETY: the panel holds `w.cols` steps of `step` values, of which the tile
                 // reads lanes `lane..lane + channels` (rounded up to whole vectors, at most
                 // `step`); the tile's pixels are below `n`, so every step's broadcasts are
@@ -205,8 +242,7 @@ mod avx512 {
                 unsafe {
                     tile_of(
                         (width, channels),
-                        (panel, step),
-                        w.cols,
+                        steps,
                         rhs.as_ptr().add(pixel),
                         n,
                         out.as_mut_ptr().add(first * n + pixel),
@@ -225,8 +261,7 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     unsafe fn tile_of(
         (pixels, channels): (usize, usize),
-        panel: (*const f32, usize),
-        cols: usize,
+        steps: PanelSteps,
         x: *const f32,
         n: usize,
         out: *mut f32,
@@ -237,15 +272,15 @@ mod avx512 {
                 // SAFETY: as for the tile.
                 unsafe {
                     match pixels {
-                        9 => tile::<9, $v>(panel, cols, x, n, out, channels, finish),
-                        8 => tile::<8, $v>(panel, cols, x, n, out, channels, finish),
-                        7 => tile::<7, $v>(panel, cols, x, n, out, channels, finish),
-                        6 => tile::<6, $v>(panel, cols, x, n, out, channels, finish),
-                        5 => tile::<5, $v>(panel, cols, x, n, out, channels, finish),
-                        4 => tile::<4, $v>(panel, cols, x, n, out, channels, finish),
-                        3 => tile::<3, $v>(panel, cols, x, n, out, channels, finish),
-                        2 => tile::<2, $v>(panel, cols, x, n, out, channels, finish),
-                        _ => tile::<1, $v>(panel, cols, x, n, out, channels, finish),
+                        9 => tile::<9, $v>(steps, x, n, out, channels, finish),
+                        8 => tile::<8, $v>(steps, x, n, out, channels, finish),
+                        7 => tile::<7, $v>(steps, x, n, out, channels, finish),
+                        6 => tile::<6, $v>(steps, x, n, out, channels, finish),
+                        5 => tile::<5, $v>(steps, x, n, out, channels, finish),
+                        4 => tile::<4, $v>(steps, x, n, out, channels, finish),
+                        3 => tile::<3, $v>(steps, x, n, out, channels, finish),
+                        2 => tile::<2, $v>(steps, x, n, out, channels, finish),
+                        _ => tile::<1, $v>(steps, x, n, out, channels, finish),
                     }
                 }
             };
@@ -266,21 +301,30 @@ mod avx512 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn tile<const P: usize, const V: usize>(
-        (panel, step): (*const f32, usize),
-        cols: usize,
+        steps: PanelSteps,
         x: *const f32,
         n: usize,
         out: *mut f32,
         channels: usize,
         (bias, activation): (*const f32, Activation),
     ) {
-        // SAFETY (whole body): step `k` reads `V` vectors at `panel + k·step` and `P` values
-        // at `x + k·n`; the bias, if not null, holds `channels` values; the output rows
+        // SAFETY (whole body): step `k` reads `V` vectors at `steps.at + k·steps.step` and
+        // `P` values at `x + k·n` (the `ahead` lines are only prefetched); the bias, if not null, holds `channels` values; the output rows
         // `c < channels` hold `P` values at `out + c·n`.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); V]; P];
-            let (mut w, mut xk) = (panel, x);
-            for _ in 0..cols {
+            let (mut w, mut xk) = (steps.at, x);
+            // Lines to fetch a step: one, or more where the tile is shallower than its share.
+            let per_step = steps.ahead_lines.div_ceil(steps.count.max(1));
+            let mut fetch = steps.ahead;
+            let fetch_end = fetch.wrapping_add(steps.ahead_lines * LINE);
+            for _ in 0..steps.count {
+                for _ in 0..per_step {
+                    if fetch < fetch_end {
+                        _mm_prefetch::<_MM_HINT_T1>(fetch);
+                        fetch = fetch.wrapping_add(LINE);
+                    }
+                }
                 let mut wv = [_mm512_setzero_ps(); V];
                 for v in 0..V {
                     wv[v] = _mm512_loadu_ps(w.add(v * LANES));
@@ -291,7 +335,7 @@ mod avx512 {
                         acc[p][v] = _mm512_fmadd_ps(a, wv[v], acc[p][v]);
                     }
                 }
-                w = w.add(step);
+                w = w.add(steps.step);
                 xk = xk.add(n);
             }
             let zero = _mm512_setzero_ps();
