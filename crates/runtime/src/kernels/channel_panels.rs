@@ -153,17 +153,6 @@ mod avx512 {
     /// Bytes in a cache line.
     const LINE: usize = 64;
 
-    /// What a tile reads of its panel: `count` steps of `step` values from `at`, of which
-    /// the tile's lanes; and `ahead_lines` lines of the next panel from `ahead` to prefetch
-    /// meanwhile (never dereferenced).
-    #[derive(Clone, Copy)]
-    struct PanelSteps {
-        at: *const f32,
-        step: usize,
-        count: usize,
-        ahead: *const i8,
-        ahead_lines: usize,
-    }
     /// The most pixels per tile: 9 × 3 accumulators, 3 weight vectors and a broadcast fill
     /// 31 of the 32 vector registers.
     const MAX_PIXELS: usize = 9;
@@ -226,13 +215,10 @@ mod avx512 {
             for t in 0..tiles {
                 let width = base + usize::from(t < longer);
                 let (from, to) = (t * ahead_lines / tiles, (t + 1) * ahead_lines / tiles);
-                let steps = PanelSteps {
-                    at: panel,
-                    step,
-                    count: w.cols,
-                    ahead: ahead.as_ptr().cast::<i8>().wrapping_add(from * LINE),
-                    ahead_lines: to - from,
-                };
+                let share = (
+                    ahead.as_ptr().cast::<i8>().wrapping_add(from * LINE),
+                    to - from,
+                );
                 // SAFETY: the panel holds `w.cols` steps of `step` values, of which the tile
                 // reads lanes `lane..lane + channels` (rounded up to whole vectors, at most
                 // `step`); the tile's pixels are below `n`, so every step's broadcasts are
@@ -242,7 +228,8 @@ mod avx512 {
                 unsafe {
                     tile_of(
                         (width, channels),
-                        steps,
+                        (panel, step, w.cols),
+                        share,
                         rhs.as_ptr().add(pixel),
                         n,
                         out.as_mut_ptr().add(first * n + pixel),
@@ -261,26 +248,28 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     unsafe fn tile_of(
         (pixels, channels): (usize, usize),
-        steps: PanelSteps,
+        panel: (*const f32, usize, usize),
+        ahead: (*const i8, usize),
         x: *const f32,
         n: usize,
         out: *mut f32,
         finish: (*const f32, Activation),
     ) {
+        let (at, step, count) = panel;
         macro_rules! by_pixels {
             ($v:literal) => {
                 // SAFETY: as for the tile.
                 unsafe {
                     match pixels {
-                        9 => tile::<9, $v>(steps, x, n, out, channels, finish),
-                        8 => tile::<8, $v>(steps, x, n, out, channels, finish),
-                        7 => tile::<7, $v>(steps, x, n, out, channels, finish),
-                        6 => tile::<6, $v>(steps, x, n, out, channels, finish),
-                        5 => tile::<5, $v>(steps, x, n, out, channels, finish),
-                        4 => tile::<4, $v>(steps, x, n, out, channels, finish),
-                        3 => tile::<3, $v>(steps, x, n, out, channels, finish),
-                        2 => tile::<2, $v>(steps, x, n, out, channels, finish),
-                        _ => tile::<1, $v>(steps, x, n, out, channels, finish),
+                        9 => tile::<9, $v>((at, step), count, ahead, x, n, out, (channels, finish)),
+                        8 => tile::<8, $v>((at, step), count, ahead, x, n, out, (channels, finish)),
+                        7 => tile::<7, $v>((at, step), count, ahead, x, n, out, (channels, finish)),
+                        6 => tile::<6, $v>((at, step), count, ahead, x, n, out, (channels, finish)),
+                        5 => tile::<5, $v>((at, step), count, ahead, x, n, out, (channels, finish)),
+                        4 => tile::<4, $v>((at, step), count, ahead, x, n, out, (channels, finish)),
+                        3 => tile::<3, $v>((at, step), count, ahead, x, n, out, (channels, finish)),
+                        2 => tile::<2, $v>((at, step), count, ahead, x, n, out, (channels, finish)),
+                        _ => tile::<1, $v>((at, step), count, ahead, x, n, out, (channels, finish)),
                     }
                 }
             };
@@ -296,35 +285,45 @@ mod avx512 {
     /// the bias and activation as [`crate::kernels::finish_rows`] computes them, and the
     /// tile written transposed (a pixel's channels are `n` apart in the output), a 16×16
     /// block at a time in registers.
+    ///
+    /// The tile reads `count` steps of `step` values from `at` (its lanes of each), and
+    /// prefetches `ahead_lines` lines of the next panel from `ahead` meanwhile. (With
+    /// `at`, `step` and `count` passed in a struct or a triple, which go by reference,
+    /// LLVM stored all the accumulators to the stack at every step.)
     // Indexed loops over the constant bounds are what unroll into the registers.
     #[allow(clippy::needless_range_loop)]
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn tile<const P: usize, const V: usize>(
-        steps: PanelSteps,
+        (at, step): (*const f32, usize),
+        count: usize,
+        (ahead, ahead_lines): (*const i8, usize),
         x: *const f32,
         n: usize,
         out: *mut f32,
-        channels: usize,
-        (bias, activation): (*const f32, Activation),
+        (channels, (bias, activation)): (usize, (*const f32, Activation)),
     ) {
         // SAFETY (whole body): step `k` reads `V` vectors at `steps.at + k·steps.step` and
         // `P` values at `x + k·n` (the `ahead` lines are only prefetched); the bias, if not null, holds `channels` values; the output rows
         // `c < channels` hold `P` values at `out + c·n`.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); V]; P];
-            let (mut w, mut xk) = (steps.at, x);
-            // Lines to fetch a step: one, or more where the tile is shallower than its share.
-            let per_step = steps.ahead_lines.div_ceil(steps.count.max(1));
-            let mut fetch = steps.ahead;
-            let fetch_end = fetch.wrapping_add(steps.ahead_lines * LINE);
-            for _ in 0..steps.count {
-                for _ in 0..per_step {
-                    if fetch < fetch_end {
-                        _mm_prefetch::<_MM_HINT_T1>(fetch);
-                        fetch = fetch.wrapping_add(LINE);
-                    }
-                }
+            // One line fetched a step, the lines beyond one a step at once before. Past its
+            // share a tile fetches its last line again (or, with no share, the panel's
+            // first), so the loop has no branch; a prefetch of a cached line costs a load slot.
+            // The fields as locals: read through the struct inside the loop, they were loads
+            // that LLVM could not move past the accumulators' stores, nor those stores out
+            // of the loop.
+            let (ahead, last) = match ahead_lines {
+                0 => (at.cast::<i8>(), 0),
+                lines => (ahead, lines - 1),
+            };
+            for line in count..ahead_lines {
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line * LINE));
+            }
+            let (mut w, mut xk) = (at, x);
+            for k in 0..count {
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(k.min(last) * LINE));
                 let mut wv = [_mm512_setzero_ps(); V];
                 for v in 0..V {
                     wv[v] = _mm512_loadu_ps(w.add(v * LANES));
@@ -335,7 +334,7 @@ mod avx512 {
                         acc[p][v] = _mm512_fmadd_ps(a, wv[v], acc[p][v]);
                     }
                 }
-                w = w.add(steps.step);
+                w = w.add(step);
                 xk = xk.add(n);
             }
             let zero = _mm512_setzero_ps();
