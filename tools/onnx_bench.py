@@ -3,8 +3,12 @@
 
 The .cxrm file is exported to ONNX by `cxrm export` (so onnxruntime runs the exporter's graph of
 the same weights) and both runtimes are timed in alternating rounds: onnxruntime, then
-`cxrm bench --json`, then onnxruntime again, and so on. A slow minute on a shared machine then
-falls on both, and the median of the per-round ratios is the figure to quote.
+`cxrm bench --json`, then onnxruntime again, and so on, the one that goes first swapping every
+round. A slow minute on a shared machine then falls on both, and the median of the per-round
+ratios is the figure to quote. With it come a 95% confidence interval for that median (from
+the order statistics of the rounds' ratios, so no assumption about the noise's distribution;
+at least 6 rounds) and the number of rounds each runtime won: on a busy machine, many short
+rounds (say `--rounds 21 --runs 20`) give a narrower interval than a few long ones.
 
 Each round times batch 1 (median latency) and a throughput batch (images/s), at each thread
 setting asked for: 1 (one thread each) and 0 (each runtime's default: onnxruntime's intra-op
@@ -17,7 +21,7 @@ Usage: python3 tools/onnx_bench.py MODEL.cxrm [--runs 100] [--batch 16] [--batch
            [--rounds 5] [--threads 1 0] [--json out.json] [--cxrm target/release/cxrm]
 Needs: pip install onnx onnxruntime (plus tools/requirements.txt).
 """
-import argparse, json, os, platform, statistics, subprocess, sys, time
+import argparse, json, math, os, platform, statistics, subprocess, sys, time
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -101,6 +105,21 @@ def cxrm_round(cxrm_bin, model_path, threads, runs, batch, batch_runs):
     return doc["batch1_median_ms"], doc["images_per_s"], doc["threads"]
 
 
+def median_interval(values, confidence=0.95):
+    """A distribution-free confidence interval for the median of `values`: the order
+    statistics x(k) and x(n+1-k), with k the largest rank for which a Binomial(n, 1/2) count
+    falls below k with probability at most (1 - confidence) / 2. None below 6 values, where
+    even the extremes do not cover 95%."""
+    xs, n = sorted(values), len(values)
+    tail, k, below = (1 - confidence) / 2, 0, 0.0
+    while True:
+        below += math.comb(n, k) / 2 ** n  # P(count <= k)
+        if below > tail:
+            break
+        k += 1
+    return None if k == 0 else [xs[k - 1], xs[n - k]]
+
+
 def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser()
@@ -143,10 +162,17 @@ def main():
         print(f"threads {label}: batch 1 ({args.runs} runs) and batch {args.batch} "
               f"({args.batch_runs} runs) per round")
         for r in range(args.rounds):
-            ort_ms = runner.latency_ms(args.runs)
-            ort_ips = runner.images_per_s(args.batch, args.batch_runs)
-            cx_ms, cx_ips, cx_threads = cxrm_round(args.cxrm, args.model, threads, args.runs,
-                                                   args.batch, args.batch_runs)
+            def ort_side():
+                return runner.latency_ms(args.runs), runner.images_per_s(args.batch, args.batch_runs)
+
+            def cxrm_side():
+                return cxrm_round(args.cxrm, args.model, threads, args.runs, args.batch,
+                                  args.batch_runs)
+
+            if r % 2 == 0:
+                (ort_ms, ort_ips), (cx_ms, cx_ips, cx_threads) = ort_side(), cxrm_side()
+            else:
+                (cx_ms, cx_ips, cx_threads), (ort_ms, ort_ips) = cxrm_side(), ort_side()
             row = {"ort_ms": ort_ms, "cxrm_ms": cx_ms, "latency_ratio": cx_ms / ort_ms,
                    "ort_images_per_s": ort_ips, "cxrm_images_per_s": cx_ips,
                    "throughput_ratio": cx_ips / ort_ips, "cxrm_threads": cx_threads}
@@ -160,17 +186,27 @@ def main():
             "threads": threads,
             "latency_ratio_median": statistics.median(lat),
             "latency_ratio_range": [min(lat), max(lat)],
+            "latency_ratio_median_ci95": median_interval(lat),
+            "rounds_cxrm_faster": sum(x < 1 for x in lat),
             "throughput_ratio_median": statistics.median(thr),
             "throughput_ratio_range": [min(thr), max(thr)],
+            "throughput_ratio_median_ci95": median_interval(thr),
+            "rounds_cxrm_more_images": sum(x > 1 for x in thr),
             "ort_ms_median": statistics.median(r["ort_ms"] for r in rounds),
             "cxrm_ms_median": statistics.median(r["cxrm_ms"] for r in rounds),
             "rounds": rounds,
         }
         report["settings"].append(summary)
+        def interval(ci):
+            return "n/a, fewer than 6 rounds" if ci is None else f"{ci[0]:.2f}-{ci[1]:.2f}"
+
         print(f"  latency    cxrm / onnxruntime = {summary['latency_ratio_median']:.2f} "
-              f"(median of {len(lat)} rounds; range {min(lat):.2f}-{max(lat):.2f}; lower is better)")
+              f"(median of {len(lat)} rounds; 95% interval {interval(summary['latency_ratio_median_ci95'])}; "
+              f"range {min(lat):.2f}-{max(lat):.2f}; cxrm faster in {summary['rounds_cxrm_faster']}; "
+              f"lower is better)")
         print(f"  throughput cxrm / onnxruntime = {summary['throughput_ratio_median']:.2f} "
-              f"(range {min(thr):.2f}-{max(thr):.2f}; higher is better)")
+              f"(95% interval {interval(summary['throughput_ratio_median_ci95'])}; "
+              f"range {min(thr):.2f}-{max(thr):.2f}; higher is better)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
