@@ -197,12 +197,14 @@ mod avx512 {
                 .bias
                 .map_or(std::ptr::null(), |b| b[first..].as_ptr());
             // The next panel this part reads, fetched into L2 while this one's tiles run,
-            // an equal share of its lines a tile: the first tile of a panel otherwise waits
-            // on memory for every step (the weights of a whole network do not stay in cache
-            // between passes, and one step of a panel, three lines, is 27 multiply-adds).
-            // Measured at one thread: MobileNetV2's 7×7 products 5–10% faster (`Conv_1`
-            // 0.493 → 0.442 ms), Xception's 5×5 exit flow 13% (2.27 → 1.97 ms); the 9×9
-            // middle flow, nine tiles to a panel, did not move.
+            // shared among the first half of the tiles, two lines a step: the first tile of
+            // a panel otherwise waits on memory for every step (the weights of a whole
+            // network do not stay in cache between passes, and one step of a panel, three
+            // lines, is 27 multiply-adds). Measured at one thread, against no prefetch:
+            // MobileNetV2's 7×7 products 5–13% faster (`Conv_1` 0.481 → 0.424 ms),
+            // Xception's 5×5 exit flow 10% (1.895 → 1.704 ms), its 9×9 middle flow level.
+            // Spread over every tile at one line a step instead, the 7×7 products were
+            // 3–6% slower than this.
             let ahead = if first + channels < rows {
                 let next = (panel_row + PANEL) * w.cols;
                 let next_step = PANEL.min((w.rows - panel_row - PANEL).next_multiple_of(16));
@@ -214,7 +216,12 @@ mod avx512 {
             let mut pixel = 0;
             for t in 0..tiles {
                 let width = base + usize::from(t < longer);
-                let (from, to) = (t * ahead_lines / tiles, (t + 1) * ahead_lines / tiles);
+                let fetching = tiles.div_ceil(2);
+                let (from, to) = if t < fetching {
+                    (t * ahead_lines / fetching, (t + 1) * ahead_lines / fetching)
+                } else {
+                    (0, 0)
+                };
                 let share = (
                     ahead.as_ptr().cast::<i8>().wrapping_add(from * LINE),
                     to - from,
@@ -304,26 +311,25 @@ mod avx512 {
         (channels, (bias, activation)): (usize, (*const f32, Activation)),
     ) {
         // SAFETY (whole body): step `k` reads `V` vectors at `steps.at + k·steps.step` and
-        // `P` values at `x + k·n` (the `ahead` lines are only prefetched); the bias, if not null, holds `channels` values; the output rows
-        // `c < channels` hold `P` values at `out + c·n`.
+        // `P` values at `x + k·n` (the `ahead` lines are only prefetched); the bias, if not
+        // null, holds `channels` values; the output rows `c < channels` hold `P` values at
+        // `out + c·n`.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); V]; P];
-            // One line fetched a step, the lines beyond one a step at once before. Past its
+            // Two lines fetched a step, any lines beyond two a step at once before. Past its
             // share a tile fetches its last line again (or, with no share, the panel's
             // first), so the loop has no branch; a prefetch of a cached line costs a load slot.
-            // The fields as locals: read through the struct inside the loop, they were loads
-            // that LLVM could not move past the accumulators' stores, nor those stores out
-            // of the loop.
             let (ahead, last) = match ahead_lines {
                 0 => (at.cast::<i8>(), 0),
                 lines => (ahead, lines - 1),
             };
-            for line in count..ahead_lines {
+            for line in 2 * count..ahead_lines {
                 _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line * LINE));
             }
             let (mut w, mut xk) = (at, x);
             for k in 0..count {
-                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(k.min(last) * LINE));
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add((2 * k).min(last) * LINE));
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add((2 * k + 1).min(last) * LINE));
                 let mut wv = [_mm512_setzero_ps(); V];
                 for v in 0..V {
                     wv[v] = _mm512_loadu_ps(w.add(v * LANES));
