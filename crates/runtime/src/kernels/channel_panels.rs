@@ -310,7 +310,7 @@ mod avx512 {
         out: *mut f32,
         (channels, (bias, activation)): (usize, (*const f32, Activation)),
     ) {
-        // SAFETY (whole body): step `k` reads `V` vectors at `steps.at + k·steps.step` and
+        // SAFETY (whole body): step `k` reads `V` vectors at `at + k·step` and
         // `P` values at `x + k·n` (the `ahead` lines are only prefetched); the bias, if not
         // null, holds `channels` values; the output rows `c < channels` hold `P` values at
         // `out + c·n`.
