@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Draw `tools/onnx_bench.py` results as an SVG chart: one group of bars per model, one bar
 per measure (batch-1 latency and batch throughput, at one thread and at the defaults), each
-the median ratio of the rounds with their range as a whisker, and a line at 1.0.
+the median ratio of the rounds with a whisker, and a line at 1.0. The whiskers are the 95%
+intervals of the medians where every file has them (`onnx_bench.py` with 6 rounds or more),
+else the ranges of the rounds.
 
 Latency is drawn as onnxruntime / cxrm (the inverse of the JSON's cxrm / onnxruntime ratio),
 so that for every bar higher is better for cxrm and the line at 1.0 is parity.
@@ -21,8 +23,15 @@ MEASURES = [  # (setting's threads, key, label, inverted)
 COLOURS = ["#4c72b0", "#55a868", "#c44e52", "#8172b2"]
 
 
-def bars(result):
-    """The four (median, low, high) speed-ups of one result file, higher better for cxrm."""
+def has_intervals(result):
+    """Whether every measure of a result file has a 95% interval for its median."""
+    return all(s.get(f"{key}_ratio_median_ci95")
+               for s in result["settings"] for key in ("latency", "throughput"))
+
+
+def bars(result, intervals):
+    """The four (median, low, high) speed-ups of one result file, higher better for cxrm;
+    low and high from the 95% interval of the median with `intervals`, else the range."""
     by_threads = {s["threads"]: s for s in result["settings"]}
     out = []
     for threads, key, _, inverted in MEASURES:
@@ -30,7 +39,8 @@ def bars(result):
         if s is None:
             out.append(None)
             continue
-        median, (low, high) = s[f"{key}_ratio_median"], s[f"{key}_ratio_range"]
+        spread = f"{key}_ratio_median_ci95" if intervals else f"{key}_ratio_range"
+        median, (low, high) = s[f"{key}_ratio_median"], s[spread]
         if inverted:
             median, low, high = 1 / median, 1 / high, 1 / low
         out.append((median, low, high))
@@ -94,17 +104,21 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
     ap.add_argument("results", nargs="+")
-    ap.add_argument("--title", default="cxrm against onnxruntime (medians of the rounds, "
-                    "whiskers: range)")
+    ap.add_argument("--title", help="the chart's title (default: what the bars and whiskers are)")
     args = ap.parse_args()
-    results = []
+    loaded = []
     for path in args.results:
         with open(path) as f:
-            result = json.load(f)
+            loaded.append((path, json.load(f)))
+    intervals = all(has_intervals(result) for _, result in loaded)
+    results = []
+    for path, result in loaded:
         name = os.path.splitext(os.path.basename(result.get("model", path)))[0]
-        results.append((name, bars(result)))
+        results.append((name, bars(result, intervals)))
+    whiskers = "95% intervals of the medians" if intervals else "range"
+    title = args.title or f"cxrm against onnxruntime (medians of the rounds, whiskers: {whiskers})"
     with open(args.out, "w") as f:
-        f.write(svg(results, args.title))
+        f.write(svg(results, title))
     print(f"wrote {args.out}")
 
 
