@@ -10,7 +10,7 @@ use super::signs::{self, SignRows};
 use super::{kernels, parallel, scratch};
 pub use crate::depthwise::{Path as DepthwiseKernel, depthwise_general, depthwise_through};
 pub use crate::kernels::Activation;
-use crate::kernels::{CHANNEL_PANEL, Epilogue};
+use crate::kernels::Epilogue;
 use crate::winograd::{self, WinogradWeights};
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis, s};
 
@@ -289,7 +289,10 @@ impl<'a> Matrix<'a> {
         if let Matrix::Panels(panels) = self {
             let rhs = rhs.as_standard_layout();
             let rhs_slice = rhs.as_slice().expect("standard layout");
-            return panels_product(out, panels, row_start, (rhs_slice, n), epilogue, residual);
+            let add = |first: usize, part: &mut [f32]| {
+                add_residual(part, residual_rows(first - row_start, part.len()))
+            };
+            return panels_product(out, panels, row_start, (rhs_slice, n), epilogue, &add);
         }
         let finish = |first: usize, rows: &mut [f32]| {
             let n = n.max(1);
@@ -353,10 +356,7 @@ impl<'a> Matrix<'a> {
             }
             Matrix::Panels(panels) => {
                 let none = Epilogue::default();
-                panels_product(out, panels, row_start, (rhs_slice, n), none, None);
-                parallel::split_rows(out, n, CHANNEL_PANEL, n, &|first, part| {
-                    finish(row_start + first, part)
-                });
+                panels_product(out, panels, row_start, (rhs_slice, n), none, finish);
             }
             Matrix::Winograd { dense, .. } => {
                 dense.mul_rows_into(out, row_start, row_end, rhs.view(), finish)
@@ -468,23 +468,24 @@ impl<'a> Matrix<'a> {
     }
 }
 
-/// `out = W[row_start.., :] · rhs`, then `epilogue` (indexed by the matrix's rows) and the
-/// `residual` (laid out as `out`, [`add_residual`]), on weights packed as channel panels: the
-/// output's rows split over the threads a vector (16 rows) at a time, so that the parts are
-/// even where the panels do not halve.
+/// `out = W[row_start.., :] · rhs`, then `epilogue` (indexed by the matrix's rows) in the
+/// tiles' registers and `finish(row, rows)` on each thread's rows while they are in its cache
+/// (as [`Matrix::mul_rows_into`]'s), on weights packed as channel panels: the output's rows
+/// split over the threads a vector (16 rows) at a time, so that the parts are even where the
+/// panels do not halve.
 fn panels_product(
     out: &mut [f32],
     panels: &kernels::ChannelPanels,
     row_start: usize,
     (rhs, n): (&[f32], usize),
     epilogue: Epilogue<'_>,
-    residual: Option<&[f32]>,
+    finish: &RowsFinish<'_>,
 ) {
     parallel::split_rows(out, n, 16, panels.cols() * n, &|first, part| {
         let from = row_start + first;
         let epilogue = epilogue.from_row(from);
         kernels::channel_panels_product(part, panels, from, rhs, n, epilogue);
-        add_residual(part, residual.map(|r| &r[first * n..][..part.len()]));
+        finish(from, part);
     })
 }
 
@@ -1668,6 +1669,34 @@ mod tests {
             [10.0, 20.0, 300.0, 400.0]
         );
         assert_eq!(mul(&a.view(), &a.view())[[0, 1, 0, 1]], 16.0);
+    }
+
+    #[test]
+    fn channel_panels_finish_each_row_as_the_row_major_weights_do() {
+        if !kernels::own_kernel_available() {
+            return;
+        }
+        let (rows, cols, n) = (70, 20, 9);
+        let w = rand(rows * cols, 3);
+        let x = Array2::from_shape_vec((cols, n), rand(cols * n, 4)).unwrap();
+        let panels = Matrix::Panels(kernels::ChannelPanels::pack(&w, rows, cols).unwrap());
+        let dense = Matrix::dense(w, rows, cols);
+        // A finish that depends on each row's index and values.
+        let finish = |row: usize, part: &mut [f32]| {
+            for (r, values) in part.chunks_exact_mut(n).enumerate() {
+                values
+                    .iter_mut()
+                    .for_each(|v| *v = *v * 0.5 + (row + r) as f32);
+            }
+        };
+        for (start, end) in [(0, rows), (16, 64)] {
+            let mut want = vec![f32::NAN; (end - start) * n];
+            dense.mul_rows_into(&mut want, start, end, x.view(), &finish);
+            let mut got = vec![f32::NAN; (end - start) * n];
+            panels.mul_rows_into(&mut got, start, end, x.view(), &finish);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "rows {start}..{end}");
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx512::{activate, first_lanes};
 mod channel_panels;
-pub use channel_panels::{ChannelPanels, PANEL as CHANNEL_PANEL, channels_fill_more_lanes};
+pub use channel_panels::{ChannelPanels, channels_fill_more_lanes};
 #[cfg(target_arch = "x86_64")]
 mod sparse_avx512;
 #[cfg(target_arch = "x86_64")]
