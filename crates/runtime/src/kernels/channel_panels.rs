@@ -213,10 +213,10 @@ mod avx512 {
                 &[]
             };
             let ahead_lines = (4 * ahead.len()).div_ceil(LINE);
+            let fetching = tiles.div_ceil(2);
             let mut pixel = 0;
             for t in 0..tiles {
                 let width = base + usize::from(t < longer);
-                let fetching = tiles.div_ceil(2);
                 let (from, to) = if t < fetching {
                     (t * ahead_lines / fetching, (t + 1) * ahead_lines / fetching)
                 } else {
