@@ -6,10 +6,11 @@
 //! the measurements). A pool with a worker for every CPU the process may run on keeps each
 //! worker on a CPU of its own ([`pinning`]). Splits are by whole output rows, and
 //! each row is computed by the same code whatever the split, so results do not depend on the
-//! number of threads. The default count also watches its own speed: on a machine whose cores
-//! other programs keep busy it runs single images on one thread ([`Threads::run`]); batches
-//! it always splits, an image to a thread ([`Pass`]).
+//! number of threads. The default count also watches its own speed and how busy other
+//! programs keep the CPUs ([`load`]): on a machine whose cores they hold it runs single images
+//! on one thread ([`Threads::run`]); batches it always splits, an image to a thread ([`Pass`]).
 
+mod load;
 mod pinning;
 
 use ndarray::{ArrayViewMut2, Axis};
@@ -34,7 +35,31 @@ pub struct Threads {
     pool: OnceLock<Option<rayon::ThreadPool>>,
     /// For the default count only: which of one thread and all of them is faster now, for
     /// single images ([`Pass::Layers`]).
-    adapt: Option<Mutex<Adaptive>>,
+    adapt: Option<Mutex<Choice>>,
+}
+
+/// The default count's choice for single images: timed ([`Adaptive`]), and overruled while
+/// other programs hold the CPUs ([`load`]).
+struct Choice {
+    timing: Adaptive,
+    /// `None` where the CPUs' load cannot be read.
+    load: Option<load::Meter>,
+}
+
+impl Choice {
+    fn new(count: usize) -> Choice {
+        Choice {
+            timing: Adaptive::default(),
+            load: load::Meter::new(count, pinning::allowed_cpus()),
+        }
+    }
+
+    fn choose(&mut self, now: Instant) -> (bool, Timing) {
+        if let Some(crowded) = self.load.as_mut().and_then(|m| m.crowded(now)) {
+            self.timing.crowded = crowded;
+        }
+        self.timing.choose(now)
+    }
 }
 
 /// What a pass splits over the threads. A single image's layers are split at every layer,
@@ -95,6 +120,9 @@ struct Adaptive {
     /// Whether a probe has come since the calibration: the first comes after
     /// [`FIRST_PROBE_PASSES`].
     probed: bool,
+    /// Whether other programs held the CPUs at the last reading ([`load`]): one thread then
+    /// runs, and the split is not probed, whatever the times say.
+    crowded: bool,
 }
 
 /// The first passes take the split four times (the first starts the pool), then one thread
@@ -129,6 +157,10 @@ impl Adaptive {
     /// Whether the next pass splits over every core, and what its time is for: calibration,
     /// a probe (a timing of the setting that is not the faster one), or the running average.
     fn choose(&mut self, now: Instant) -> (bool, Timing) {
+        if self.crowded && self.calibration >= CALIBRATION_PASSES {
+            self.probe_again = 0;
+            return (false, Timing::Steady);
+        }
         if self.probe_again > 0 {
             self.probe_again -= 1;
             let timing = if self.probe_again == 1 {
@@ -284,7 +316,7 @@ impl Threads {
             count,
             pin,
             pool: OnceLock::new(),
-            adapt: (requested == 0 && count > 1).then(|| Mutex::new(Adaptive::default())),
+            adapt: (requested == 0 && count > 1).then(|| Mutex::new(Choice::new(count))),
         }
     }
 
@@ -316,7 +348,7 @@ impl Threads {
         let out = if all { self.run_split(f) } else { f() };
         let nanos = start.elapsed().as_nanos() as f64 / work as f64;
         if let Ok(mut a) = adapt.lock() {
-            a.record(all, timing, nanos);
+            a.timing.record(all, timing, nanos);
         }
         out
     }
@@ -645,14 +677,51 @@ mod tests {
     }
 
     #[test]
+    fn a_crowded_machine_runs_one_thread_without_probing_the_split_until_it_clears() {
+        let mut a = Adaptive::default();
+        let t0 = Instant::now();
+        for (pass, time) in [50.0, 0.6, 0.6, 0.6, 1.0, 1.0].into_iter().enumerate() {
+            let split = pass < 4;
+            assert_eq!(a.choose(t0), (split, Timing::Calibration));
+            a.record(split, Timing::Calibration, time);
+        }
+        // The split times faster, but another program holds a CPU: one thread, and no probe
+        // of the split however long it lasts.
+        a.crowded = true;
+        let later = t0 + 10 * PROBE_EVERY;
+        for _ in 0..4 * PROBE_PASSES {
+            assert_eq!(a.choose(later), (false, Timing::Steady));
+            a.record(false, Timing::Steady, 1.0);
+        }
+        // A probe of the split that had begun is dropped.
+        a.crowded = false;
+        a.probe_again = 2;
+        a.crowded = true;
+        assert_eq!(a.choose(later), (false, Timing::Steady));
+        assert_eq!(a.probe_again, 0);
+        // Once the CPUs are free again, the times decide.
+        a.crowded = false;
+        assert_eq!(a.choose(later), (true, Timing::Steady));
+    }
+
+    #[test]
     fn batches_split_without_touching_the_choice_for_single_images() {
         let threads = Threads {
             count: 2,
             pin: false,
             pool: OnceLock::new(),
-            adapt: Some(Mutex::new(Adaptive::default())),
+            adapt: Some(Mutex::new(Choice::new(2))),
         };
-        let calibrated = || threads.adapt.as_ref().unwrap().lock().unwrap().calibration;
+        let calibrated = || {
+            threads
+                .adapt
+                .as_ref()
+                .unwrap()
+                .lock()
+                .unwrap()
+                .timing
+                .calibration
+        };
         let on_pool = || rayon::current_thread_index().is_some();
         for _ in 0..3 {
             assert!(threads.run_pass(Pass::Images, usize::MAX, on_pool));
