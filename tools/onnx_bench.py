@@ -21,13 +21,14 @@ Usage: python3 tools/onnx_bench.py MODEL.cxrm [--runs 100] [--batch 16] [--batch
            [--rounds 5] [--threads 1 0] [--json out.json] [--cxrm target/release/cxrm]
 Needs: pip install onnx onnxruntime (plus tools/requirements.txt).
 """
-import argparse, json, math, os, platform, statistics, subprocess, sys, time
+import argparse, json, os, statistics, subprocess, sys, time
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cxrm_reader  # noqa: E402
+from bench_stats import cpu_name, median_interval  # noqa: E402
 
 
 def to_onnx(model_path, cxrm_bin):
@@ -52,16 +53,6 @@ def fixture_input(meta, shape, expected):
         px = np.array([[(7 * y + 3 * x) % 256 for x in range(w)] for y in range(h)], np.float32) / 255.0
     mean, std = float(meta["input.mean"][0]), float(meta["input.std"][0])
     return ((px - mean) / std).reshape(1, c, h, w).astype(np.float32)
-
-
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class OrtRunner:
@@ -103,21 +94,6 @@ def cxrm_round(cxrm_bin, model_path, threads, runs, batch, batch_runs):
                           str(batch_runs)], capture_output=True, text=True, check=True).stdout
     doc = json.loads(out)
     return doc["batch1_median_ms"], doc["images_per_s"], doc["threads"]
-
-
-def median_interval(values, confidence=0.95):
-    """A distribution-free confidence interval for the median of `values`: the order
-    statistics x(k) and x(n+1-k), with k the largest rank for which a Binomial(n, 1/2) count
-    falls below k with probability at most (1 - confidence) / 2. None below 6 values, where
-    even the extremes do not cover 95%."""
-    xs, n = sorted(values), len(values)
-    tail, k, below = (1 - confidence) / 2, 0, 0.0
-    while True:
-        below += math.comb(n, k) / 2 ** n  # P(count <= k)
-        if below > tail:
-            break
-        k += 1
-    return None if k == 0 else [xs[k - 1], xs[n - k]]
 
 
 def main():
