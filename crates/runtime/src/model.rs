@@ -866,6 +866,12 @@ impl<'a> Model<'a> {
         self.threads.count()
     }
 
+    /// How the single-image passes so far ran: on one thread or split over the threads.
+    /// With the default count this is its choice under the machine's load.
+    pub fn layer_passes(&self) -> parallel::LayerPasses {
+        self.threads.layer_passes()
+    }
+
     pub fn num_classes(&self) -> usize {
         self.shapes.last().map_or(0, |s| s[0])
     }

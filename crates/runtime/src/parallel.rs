@@ -14,7 +14,7 @@ mod load;
 mod pinning;
 
 use ndarray::{ArrayViewMut2, Axis};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,18 @@ pub struct Threads {
     /// For the default count only: which of one thread and all of them is faster now, for
     /// single images ([`Pass::Layers`]).
     adapt: Option<Mutex<Choice>>,
+    /// Single-image passes that could split, so far: `[run on one thread, split]`.
+    layer_passes: [AtomicU64; 2],
+}
+
+/// How a pool has run its single-image passes ([`Threads::layer_passes`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LayerPasses {
+    /// On the calling thread alone: the default count's choice while one thread was the
+    /// faster or other programs held the CPUs.
+    pub one_thread: u64,
+    /// Split over the pool.
+    pub split: u64,
 }
 
 /// The default count's choice for single images: timed ([`Adaptive`]), and overruled while
@@ -317,7 +329,18 @@ impl Threads {
             pin,
             pool: OnceLock::new(),
             adapt: (requested == 0 && count > 1).then(|| Mutex::new(Choice::new(count))),
+            layer_passes: Default::default(),
         }
+    }
+
+    /// The single-image passes with work enough to split, run on one thread and split, since
+    /// the model loaded: with the default count, how its choice has gone.
+    pub fn layer_passes(&self) -> LayerPasses {
+        let [one_thread, split] = self
+            .layer_passes
+            .each_ref()
+            .map(|n| n.load(Ordering::Relaxed));
+        LayerPasses { one_thread, split }
     }
 
     pub fn count(&self) -> usize {
@@ -338,13 +361,20 @@ impl Threads {
         if self.count < 2 || work < MIN_WORK_FOR_THREADS {
             return f();
         }
+        let count = |split: bool| {
+            if pass == Pass::Layers {
+                self.layer_passes[usize::from(split)].fetch_add(1, Ordering::Relaxed);
+            }
+        };
         let Some(adapt) = self.adapt.as_ref().filter(|_| pass == Pass::Layers) else {
+            count(true);
             return self.run_split(f);
         };
         let start = Instant::now();
         let (all, timing) = adapt
             .lock()
             .map_or((true, Timing::Steady), |mut a| a.choose(start));
+        count(all);
         let out = if all { self.run_split(f) } else { f() };
         let nanos = start.elapsed().as_nanos() as f64 / work as f64;
         if let Ok(mut a) = adapt.lock() {
@@ -711,6 +741,7 @@ mod tests {
             pin: false,
             pool: OnceLock::new(),
             adapt: Some(Mutex::new(Choice::new(2))),
+            layer_passes: Default::default(),
         };
         let calibrated = || {
             threads

@@ -85,11 +85,17 @@ pub fn run(args: Args) -> Result<(), Failure> {
         model.forward(one.view())?;
     }
     let mut lat = Vec::with_capacity(args.iters);
+    let before = model.layer_passes();
     for _ in 0..args.iters.max(1) {
         let t = Instant::now();
         model.forward(one.view())?;
         lat.push(t.elapsed());
     }
+    let after = model.layer_passes();
+    let (one_thread, split) = (
+        after.one_thread - before.one_thread,
+        after.split - before.split,
+    );
     // The mean counts every stall; the median shows a typical pass.
     let mean = lat.iter().sum::<Duration>() / lat.len() as u32;
     lat.sort();
@@ -116,6 +122,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "batch1_p95_ms": ms(percentile(&lat, 0.95)),
             "batch1_mean_ms": ms(mean),
             "batch1_runs": lat.len(),
+            "batch1_split_runs": split,
+            "batch1_one_thread_runs": one_thread,
             "batch": args.batch,
             "batch_ms": ms(per_batch),
             "batch_runs": rounds,
@@ -162,8 +170,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
         mb(model.arena_bytes_per_image)
     );
     println!("load       {:.3} ms (median of 5)", ms(loads[2]));
+    // With several threads, how many runs split: the default count's choice shows here.
+    let how = if split + one_thread > 0 {
+        format!("; {split} split over the threads, {one_thread} on one")
+    } else {
+        String::new()
+    };
     println!(
-        "batch 1    median {:.3} ms, p95 {:.3} ms, mean {:.3} ms ({} runs)",
+        "batch 1    median {:.3} ms, p95 {:.3} ms, mean {:.3} ms ({} runs{how})",
         ms(percentile(&lat, 0.5)),
         ms(percentile(&lat, 0.95)),
         ms(mean),
