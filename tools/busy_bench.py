@@ -33,7 +33,8 @@ def bench(cxrm_bin, model, threads, iters, batch, batch_iters):
     doc = json.loads(out)
     return {"median_ms": doc["batch1_median_ms"], "mean_ms": doc["batch1_mean_ms"],
             "p95_ms": doc["batch1_p95_ms"], "images_per_s": doc["images_per_s"],
-            "threads": doc["threads"]}
+            "threads": doc["threads"], "split_runs": doc.get("batch1_split_runs", 0),
+            "runs": doc["batch1_runs"]}
 
 
 def summary(ratios):
@@ -71,7 +72,8 @@ def main():
             print(f"round {r + 1:>2}: mean {a['mean_ms']:7.2f} / {b['mean_ms']:7.2f} ms = "
                   f"{a['mean_ms'] / b['mean_ms']:.2f}; median {a['median_ms']:7.2f} / "
                   f"{b['median_ms']:7.2f} ms; batch {a['images_per_s']:.0f} / "
-                  f"{b['images_per_s']:.0f} images/s", flush=True)
+                  f"{b['images_per_s']:.0f} images/s; first setting split {a['split_runs']} of "
+                  f"{a['runs']} runs", flush=True)
     finally:
         for hog in hogs:
             hog.kill()
