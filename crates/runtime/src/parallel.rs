@@ -54,20 +54,28 @@ pub struct LayerPasses {
 /// other programs hold the CPUs ([`load`]).
 struct Choice {
     timing: Adaptive,
-    /// `None` where the CPUs' load cannot be read.
-    load: Option<load::Meter>,
+    /// The pool's threads, one per CPU the process may run on.
+    count: usize,
+    /// Made at the first pass that could split (most small models never reach one): `None`
+    /// inside where the CPUs' load cannot be read.
+    load: Option<Option<load::Meter>>,
 }
 
 impl Choice {
     fn new(count: usize) -> Choice {
         Choice {
             timing: Adaptive::default(),
-            load: load::Meter::new(count, pinning::allowed_cpus()),
+            count,
+            load: None,
         }
     }
 
     fn choose(&mut self, now: Instant) -> (bool, Timing) {
-        if let Some(crowded) = self.load.as_mut().and_then(|m| m.crowded(now)) {
+        let count = self.count;
+        let meter = self
+            .load
+            .get_or_insert_with(|| load::Meter::new(count, pinning::allowed_cpus()));
+        if let Some(crowded) = meter.as_mut().and_then(|m| m.crowded(now)) {
             self.timing.crowded = crowded;
         }
         self.timing.choose(now)
@@ -724,9 +732,7 @@ mod tests {
             a.record(false, Timing::Steady, 1.0);
         }
         // A probe of the split that had begun is dropped.
-        a.crowded = false;
         a.probe_again = 2;
-        a.crowded = true;
         assert_eq!(a.choose(later), (false, Timing::Steady));
         assert_eq!(a.probe_again, 0);
         // Once the CPUs are free again, the times decide.
@@ -772,6 +778,22 @@ mod tests {
         assert_eq!(items, [1; 8]);
         // A single image still splits over the pool.
         assert_eq!(threads.run(usize::MAX, parts), 2);
+    }
+
+    #[test]
+    fn the_pool_counts_how_single_images_ran_and_not_batches() {
+        let threads = Threads::new(2);
+        threads.run(usize::MAX, || ());
+        threads.run(1, || ());
+        threads.run_pass(Pass::Images, usize::MAX, || ());
+        let counted = LayerPasses {
+            one_thread: 0,
+            split: 1,
+        };
+        assert_eq!(threads.layer_passes(), counted);
+        let one = Threads::new(1);
+        one.run(usize::MAX, || ());
+        assert_eq!(one.layer_passes(), LayerPasses::default());
     }
 
     #[test]
