@@ -51,8 +51,10 @@ pub(super) struct Meter {
     /// The CPUs this process may run on, in order.
     cpus: Vec<usize>,
     last: Option<Sample>,
-    /// `/proc/stat`'s text, kept so that reading it does not allocate each time.
+    /// `/proc/stat`'s text and the counters of the reading before last, kept so that a
+    /// reading allocates nothing once the first has been made.
     text: String,
+    spare: Vec<CpuTicks>,
 }
 
 impl Meter {
@@ -67,6 +69,7 @@ impl Meter {
             cpus: allowed,
             last: None,
             text: String::new(),
+            spare: Vec::new(),
         };
         meter.last = Some(meter.sample(Instant::now())?);
         Some(meter)
@@ -92,13 +95,16 @@ impl Meter {
             next.own.saturating_sub(last.own),
             next.at.duration_since(last.at),
         );
+        self.spare = last.cpus;
         Some(self.cpus.len() as f64 - others < CROWDED_BELOW)
     }
 
     fn sample(&mut self, at: Instant) -> Option<Sample> {
         let own = process_cpu_time()?;
         read_proc_stat(&mut self.text)?;
-        let mut cpus = vec![CpuTicks::default(); self.cpus.len()];
+        let mut cpus = std::mem::take(&mut self.spare);
+        cpus.clear();
+        cpus.resize(self.cpus.len(), CpuTicks::default());
         let mut seen = 0;
         for (cpu, ticks) in parse_cpu_lines(&self.text) {
             if let Ok(i) = self.cpus.binary_search(&cpu) {
