@@ -279,6 +279,37 @@ ctxt 999
     }
 
     #[test]
+    fn busy_programs_on_every_cpu_read_as_crowded() {
+        let cpus = super::super::pinning::allowed_cpus();
+        // A busy loop per CPU, so that they hold at least half of them even while the other
+        // tests keep this process busy; on a large machine that would be a heavy test.
+        if !(2..=4).contains(&cpus.len()) {
+            return;
+        }
+        let Some(mut meter) = Meter::new(cpus.len(), cpus.clone()) else {
+            return;
+        };
+        let spin = || {
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+        };
+        let Ok(mut hogs) = cpus.iter().map(|_| spin()).collect::<Result<Vec<_>, _>>() else {
+            return;
+        };
+        // A reading that starts once the loops run, then one over 300 ms of them.
+        std::thread::sleep(SAMPLE_EVERY);
+        meter.crowded(Instant::now());
+        std::thread::sleep(3 * SAMPLE_EVERY);
+        let crowded = meter.crowded(Instant::now());
+        for hog in &mut hogs {
+            let _ = hog.kill();
+            let _ = hog.wait();
+        }
+        assert_eq!(crowded, Some(true));
+    }
+
+    #[test]
     fn the_meter_waits_for_enough_ticks_before_it_answers() {
         let cpus = super::super::pinning::allowed_cpus();
         let Some(mut meter) = Meter::new(cpus.len(), cpus) else {
