@@ -409,19 +409,20 @@ fn reshape_target(node: &Node<'_>, from: &[usize], shape: &[i64]) -> Result<Vec<
         .ok_or_else(|| node.fail(format!("cannot reshape {from:?} to {shape:?}")))
 }
 
-/// ONNX `Reshape` dims: 0 copies the input's dim, -1 takes what is left.
+/// ONNX `Reshape` dims: 0 copies the input's dim, -1 takes what is left. `None` for a shape
+/// that cannot hold the input: a 0 past the input's rank, a negative dim other than one -1,
+/// or dims whose product overflows (a hostile file's, which must not wrap to a match).
 fn reshape_dims(from: &[usize], target: &[i64]) -> Option<Vec<usize>> {
-    let total: usize = from.iter().product();
-    let mut dims: Vec<Option<usize>> = target
-        .iter()
-        .enumerate()
-        .map(|(i, &d)| match d {
-            0 => from.get(i).copied(),
+    let total = checked_product(from)?;
+    let mut dims: Vec<Option<usize>> = Vec::with_capacity(target.len());
+    for (i, &d) in target.iter().enumerate() {
+        dims.push(match d {
+            0 => Some(*from.get(i)?),
             -1 => None,
-            d => usize::try_from(d).ok(),
-        })
-        .collect();
-    let known: usize = dims.iter().flatten().product();
+            d => Some(usize::try_from(d).ok()?),
+        });
+    }
+    let known = checked_product(dims.iter().flatten())?;
     let unknown = dims.iter().filter(|d| d.is_none()).count();
     match unknown {
         0 => {}
@@ -431,7 +432,12 @@ fn reshape_dims(from: &[usize], target: &[i64]) -> Option<Vec<usize>> {
         _ => return None,
     }
     let dims: Vec<usize> = dims.into_iter().collect::<Option<_>>()?;
-    (dims.iter().product::<usize>() == total).then_some(dims)
+    (checked_product(&dims)? == total).then_some(dims)
+}
+
+/// The product of `dims`, or `None` where it overflows.
+fn checked_product<'a>(dims: impl IntoIterator<Item = &'a usize>) -> Option<usize> {
+    dims.into_iter().try_fold(1usize, |p, &d| p.checked_mul(d))
 }
 
 fn conv(node: &Node<'_>, values: &HashMap<String, Val>, b: &mut GraphBuilder) -> Result<Val> {
@@ -1002,5 +1008,17 @@ mod tests {
         assert_eq!(reshape_dims(&[1, 8, 2, 2], &[-1, 32]), Some(vec![1, 32]));
         assert_eq!(reshape_dims(&[1, 8], &[3, -1]), None);
         assert_eq!(reshape_dims(&[1, 8], &[-1, -1]), None);
+    }
+
+    #[test]
+    fn hostile_reshape_targets_are_refused_not_wrapped() {
+        // Dims whose product overflows, whether or not a -1 is left to fill.
+        let huge = 1i64 << 40;
+        assert_eq!(reshape_dims(&[1, 8], &[huge, huge, -1]), None);
+        assert_eq!(reshape_dims(&[1, 8], &[huge, huge, 8]), None);
+        // A 0 past the input's rank copies nothing; a negative dim other than -1 is no dim.
+        assert_eq!(reshape_dims(&[8], &[0, -1]), Some(vec![8, 1]));
+        assert_eq!(reshape_dims(&[8], &[-1, 0]), None);
+        assert_eq!(reshape_dims(&[1, 8], &[-2, -4]), None);
     }
 }
