@@ -416,6 +416,9 @@ enum Popcount {
     /// AVX-512's vector popcount, a tile of rows × positions held in registers.
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    /// AVX2's nibble lookups, counts summed in bytes over blocks of words.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
 }
 
 impl Popcount {
@@ -423,6 +426,10 @@ impl Popcount {
         #[cfg(target_arch = "x86_64")]
         if avx512_popcount_available() {
             return Popcount::Avx512;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            return Popcount::Avx2;
         }
         Popcount::Portable
     }
@@ -538,6 +545,12 @@ fn count_differences(
             assert!(avx512_popcount_available());
             // SAFETY: the CPU features the function is compiled for were just detected.
             unsafe { avx512::differences(out, tiles, windows, words) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Popcount::Avx2 => {
+            assert!(is_x86_feature_detected!("avx2"));
+            // SAFETY: the CPU feature the function is compiled for was just detected.
+            unsafe { avx2::differences(out, tiles, windows, words) }
         }
     }
 }
@@ -851,6 +864,94 @@ mod avx512 {
     }
 }
 
+/// [`count_differences`] on AVX2, which has no vector popcount: each byte of `x XOR w` is
+/// counted by two 16-entry lookups (`VPSHUFB`, one per nibble), the byte counts of up to
+/// [`BYTE_BLOCK`] words are added as bytes, and only then widened into 64-bit lanes by
+/// `VPSADBW`, one per block instead of one per word. A row's half panel (16 positions, four
+/// vectors) is one pass: its four byte and four lane accumulators, the table, the mask and the
+/// weight word fit in the 16 registers.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{PANEL, TILE_ROWS};
+    use std::arch::x86_64::*;
+
+    /// Words whose byte counts (at most 8 each) add up within a byte: 31 · 8 = 248.
+    const BYTE_BLOCK: usize = 31;
+    /// Vectors of four positions per pass.
+    const VECTORS: usize = 4;
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn differences(out: &mut [u32], tiles: &[u64], windows: &[u64], words: usize) {
+        let stride = windows.len() / words;
+        for (panel, xs) in windows.chunks_exact(words * PANEL).enumerate() {
+            for (tile, ws) in tiles.chunks_exact(words * TILE_ROWS).enumerate() {
+                for r in 0..TILE_ROWS {
+                    let at = (tile * TILE_ROWS + r) * stride + panel * PANEL;
+                    for half in 0..PANEL / (4 * VECTORS) {
+                        let first = half * 4 * VECTORS;
+                        let counts = half_row_counts(xs, ws, r, first, words);
+                        let to = &mut out[at + first..at + first + 4 * VECTORS];
+                        for (chunk, &count) in to.chunks_exact_mut(4).zip(&counts) {
+                            let mut lanes = [0u64; 4];
+                            // SAFETY: `lanes` is 32 bytes; storeu needs no alignment.
+                            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), count) };
+                            // Counts are at most 64 · words, far below 2³².
+                            for (c, &l) in chunk.iter_mut().zip(&lanes) {
+                                *c = l as u32;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The counts of weight row `r` of a tile against positions `first..first + 16` of a
+    /// panel, in four vectors of four 64-bit lanes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn half_row_counts(
+        xs: &[u64],
+        ws: &[u64],
+        r: usize,
+        first: usize,
+        words: usize,
+    ) -> [__m256i; VECTORS] {
+        let table = _mm256_setr_epi8(
+            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, //
+            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+        );
+        let nibble = _mm256_set1_epi8(0x0f);
+        let mut counts = [_mm256_setzero_si256(); VECTORS];
+        let mut k = 0;
+        while k < words {
+            let end = (k + BYTE_BLOCK).min(words);
+            let mut bytes = [_mm256_setzero_si256(); VECTORS];
+            for k in k..end {
+                let w = _mm256_set1_epi64x(ws[k * TILE_ROWS + r] as i64);
+                let xk = &xs[k * PANEL + first..k * PANEL + first + 4 * VECTORS];
+                for (b, chunk) in bytes.iter_mut().zip(xk.chunks_exact(4)) {
+                    // SAFETY: `chunk` is four u64, the 32 bytes read; loadu needs no alignment.
+                    let x = unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) };
+                    let d = _mm256_xor_si256(x, w);
+                    let low = _mm256_and_si256(d, nibble);
+                    let high = _mm256_and_si256(_mm256_srli_epi16::<4>(d), nibble);
+                    let ones = _mm256_add_epi8(
+                        _mm256_shuffle_epi8(table, low),
+                        _mm256_shuffle_epi8(table, high),
+                    );
+                    *b = _mm256_add_epi8(*b, ones);
+                }
+            }
+            for (c, &b) in counts.iter_mut().zip(&bytes) {
+                *c = _mm256_add_epi64(*c, _mm256_sad_epu8(b, _mm256_setzero_si256()));
+            }
+            k = end;
+        }
+        counts
+    }
+}
+
 /// Per row of `w`: `α · (cols − 2 · popcount(x XOR w))` (bits past `cols` are zero in both).
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512vpopcntdq",
@@ -1031,6 +1132,8 @@ mod tests {
             (1, 130, 9, 10, 7, [3, 3], [1, 1], [2, 2, 2, 2], [2, 2]),
             (1, 128, 12, 12, 9, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
             (1, 64, 6, 11, 3, [1, 5], [1, 2], [0, 2, 1, 1], [1, 1]),
+            // 36 words a position: more than AVX2's block of byte counts.
+            (1, 256, 6, 7, 5, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
             // Padding wider than the window: corner outputs see nothing but padding.
             (1, 5, 3, 3, 2, [3, 3], [1, 1], [3, 3, 3, 3], [1, 1]),
         ];
@@ -1038,6 +1141,8 @@ mod tests {
             Popcount::Portable,
             #[cfg(target_arch = "x86_64")]
             Popcount::Avx512,
+            #[cfg(target_arch = "x86_64")]
+            Popcount::Avx2,
         ];
         for (i, &(n, cin, h, w, cout, kernel, stride, padding, dilation)) in
             cases.iter().enumerate()
@@ -1080,13 +1185,32 @@ mod tests {
             close(portable.as_slice().unwrap(), &shifted);
             for &kernel in &kernels {
                 #[cfg(target_arch = "x86_64")]
-                if kernel == Popcount::Avx512 && !avx512_popcount_available() {
+                if kernel == Popcount::Avx512 && !avx512_popcount_available()
+                    || kernel == Popcount::Avx2 && !is_x86_feature_detected!("avx2")
+                {
                     continue;
                 }
                 let got = run(kernel);
                 let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&portable), "case {i}, {kernel:?}");
             }
+        }
+    }
+
+    /// Every bit differing, over more words than the AVX2 kernel adds up in bytes: the
+    /// largest counts a layer can have, which must not wrap.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_avx2_counts_do_not_wrap_at_the_largest_counts() {
+        if !is_x86_feature_detected!("avx2") {
+            return;
+        }
+        for words in [1, 31, 32, 40, 63, 64] {
+            let windows = vec![u64::MAX; 2 * words * PANEL];
+            let tiles = vec![0u64; 2 * words * TILE_ROWS];
+            let mut out = vec![0u32; 2 * TILE_ROWS * 2 * PANEL];
+            count_differences(Popcount::Avx2, &mut out, &tiles, &windows, words);
+            assert!(out.iter().all(|&c| c == 64 * words as u32), "{words} words");
         }
     }
 
