@@ -424,20 +424,26 @@ enum Popcount {
 impl Popcount {
     fn fastest() -> Popcount {
         #[cfg(target_arch = "x86_64")]
-        if avx512_popcount_available() {
-            return Popcount::Avx512;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") {
-            return Popcount::Avx2;
+        for kernel in [Popcount::Avx512, Popcount::Avx2] {
+            if kernel.available() {
+                return kernel;
+            }
         }
         Popcount::Portable
     }
-}
 
-#[cfg(target_arch = "x86_64")]
-fn avx512_popcount_available() -> bool {
-    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vpopcntdq")
+    /// Whether this CPU has the features the kernel is compiled for.
+    fn available(self) -> bool {
+        match self {
+            Popcount::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Popcount::Avx512 => {
+                is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vpopcntdq")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Popcount::Avx2 => is_x86_feature_detected!("avx2"),
+        }
+    }
 }
 
 /// The popcount path of one layer call: everything but the image, prepared once.
@@ -538,20 +544,17 @@ fn count_differences(
     windows: &[u64],
     words: usize,
 ) {
+    assert!(
+        kernel.available(),
+        "{kernel:?} on a CPU without its features"
+    );
     match kernel {
         Popcount::Portable => differences_portable(out, tiles, windows, words),
+        // SAFETY (both): the CPU features the functions are compiled for were just detected.
         #[cfg(target_arch = "x86_64")]
-        Popcount::Avx512 => {
-            assert!(avx512_popcount_available());
-            // SAFETY: the CPU features the function is compiled for were just detected.
-            unsafe { avx512::differences(out, tiles, windows, words) }
-        }
+        Popcount::Avx512 => unsafe { avx512::differences(out, tiles, windows, words) },
         #[cfg(target_arch = "x86_64")]
-        Popcount::Avx2 => {
-            assert!(is_x86_feature_detected!("avx2"));
-            // SAFETY: the CPU feature the function is compiled for was just detected.
-            unsafe { avx2::differences(out, tiles, windows, words) }
-        }
+        Popcount::Avx2 => unsafe { avx2::differences(out, tiles, windows, words) },
     }
 }
 
@@ -1184,10 +1187,7 @@ mod tests {
                 .collect();
             close(portable.as_slice().unwrap(), &shifted);
             for &kernel in &kernels {
-                #[cfg(target_arch = "x86_64")]
-                if kernel == Popcount::Avx512 && !avx512_popcount_available()
-                    || kernel == Popcount::Avx2 && !is_x86_feature_detected!("avx2")
-                {
+                if !kernel.available() {
                     continue;
                 }
                 let got = run(kernel);
@@ -1202,7 +1202,7 @@ mod tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn the_avx2_counts_do_not_wrap_at_the_largest_counts() {
-        if !is_x86_feature_detected!("avx2") {
+        if !Popcount::Avx2.available() {
             return;
         }
         for words in [1, 31, 32, 40, 63, 64] {
