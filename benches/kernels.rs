@@ -68,7 +68,7 @@ fn products(c: &mut Criterion, group: &str, shapes: &[(usize, usize, usize)]) {
         g.bench_function(BenchmarkId::new("runtime", &label), |b| {
             b.iter(|| kernels::product(&mut out, black_box(&w), k, black_box(&x), n))
         });
-        if kernels::own_kernel_available() {
+        if kernels::channel_panels_available() {
             // The output channels in the lanes, the weights packed as at load.
             let panels = kernels::ChannelPanels::pack(&w, m, k).unwrap();
             g.bench_function(BenchmarkId::new("channel_panels", &label), |b| {
@@ -260,7 +260,7 @@ fn sparse(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("dense", &label), |b| {
             b.iter(|| dense.mul_rows(0, m, black_box(x.view())))
         });
-        if let (true, Some(panels)) = (kernels::own_kernel_available(), panels) {
+        if let (true, Some(panels)) = (kernels::channel_panels_available(), panels) {
             // The dense kernel a layer of small planes takes: the output channels in the lanes.
             let mut out = vec![0f32; m * n];
             let x = x.as_slice().unwrap();

@@ -1511,12 +1511,12 @@ fn build_op<'a>(
                 loader.options.sparse_below_density
             } else if pixels >= CONV_SPARSE_MIN_PIXELS
                 && !winograd
-                && kernels::own_kernel_available()
+                && kernels::sparse_in_registers()
             {
                 loader.options.sparse_below_density * CONV_SPARSE_FACTOR
             } else if pixels >= CONV_SPARSE_MID_PIXELS
                 && !winograd
-                && kernels::own_kernel_available()
+                && kernels::sparse_in_registers()
             {
                 loader.options.sparse_below_density * MID_CONV_SPARSE_FACTOR
             } else {
@@ -1974,9 +1974,9 @@ fn fuse_residual_adds(layers: &mut [Layer<'_>]) {
 /// than its channels would, by more than the repacked kernel's own cost
 /// ([`kernels::channels_fill_more_lanes`]), as channel panels, in
 /// place of the row-major weights (mapped pages are given to `release`). Only where the
-/// runtime's own AVX-512 kernel runs, which is the only one that reads them.
+/// runtime's own AVX-512 kernel runs, the only one that reads them.
 fn pack_channel_panels(layers: &mut [Layer<'_>], shapes: &[Vec<usize>], release: &dyn Fn(&[f32])) {
-    if !kernels::own_kernel_available() {
+    if !kernels::channel_panels_available() {
         return;
     }
     for (layer, shape) in layers.iter_mut().zip(shapes) {

@@ -1673,7 +1673,7 @@ mod tests {
 
     #[test]
     fn channel_panels_finish_each_row_as_the_row_major_weights_do() {
-        if !kernels::own_kernel_available() {
+        if !kernels::channel_panels_available() {
             return;
         }
         let (rows, cols, n) = (70, 20, 9);

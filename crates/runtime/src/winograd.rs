@@ -154,7 +154,7 @@ pub fn suits(p: &Conv2dParams, cin: usize, cout: usize) -> bool {
 
 /// Whether this CPU runs the transforms: AVX-512F, and the runtime's own product.
 pub fn available() -> bool {
-    kernels::own_kernel_available()
+    kernels::own_kernel() == Some(kernels::OwnKernel::Avx512)
 }
 
 /// One image's convolution: `image` holds `cin` planes `h × w`, `out` the `cout` output

@@ -1,12 +1,14 @@
 //! The dense inner loops: matrix × matrix for convolutions and batches ([`product`]), matrix ×
 //! vector for fully connected layers at batch 1 ([`matvec`]), and their sparse (CSR) twins.
 //!
-//! [`product`] runs on this crate's AVX-512 kernel where the CPU has AVX-512F ([`avx512`]:
-//! 8 × 48 register tiles over packed panels of the right-hand side, reading the weights in
-//! place), and on the `gemm` crate's packed kernels elsewhere (AVX2+FMA or NEON, chosen at run
-//! time). On Xception's product shapes the AVX-512 kernel was level with the `gemm` crate's
-//! AVX-512 kernels in isolation and faster inside the model, where it prefetches the weights
-//! that the caches no longer hold (docs/performance.md). The other kernels here are
+//! [`product`] runs on this crate's own register tiles ([`tiled`]: 8 × 48 on AVX-512F
+//! ([`avx512`]), 6 × 16 on AVX2 with FMA ([`avx2`]), over packed panels of the right-hand side,
+//! reading the weights in place), and on the `gemm` crate's packed kernels elsewhere. On
+//! Xception's product shapes the AVX-512 kernel was level with the `gemm` crate's AVX-512
+//! kernels in isolation and faster inside the model, where it prefetches the weights that the
+//! caches no longer hold (docs/performance.md); the AVX2 tiles were within 10% of the `gemm`
+//! crate's AVX2 kernels either way, and ahead where the weights come from memory. Both give
+//! the same bits, and they fuse the bias and activation into the store. The other kernels here are
 //! compiled twice by multiversion: for AVX2+FMA (or NEON) and for the portable baseline. Where
 //! the selected target has fused multiply-add the products are fused: LLVM never contracts
 //! `a * b + c` by itself, and a separate multiply and add halves the rate of a latency-bound
@@ -16,10 +18,16 @@
 use multiversion::{multiversion, target::selected_target};
 
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::activate as activate_avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx512::{activate, first_lanes};
 mod channel_panels;
+#[cfg(target_arch = "x86_64")]
+mod tiled;
 pub use channel_panels::{ChannelPanels, channels_fill_more_lanes};
 #[cfg(target_arch = "x86_64")]
 mod sparse_avx512;
@@ -39,8 +47,8 @@ pub fn window_max_available() -> bool {
 /// Accumulators per row in [`matvec`]: two 8-lane AVX vectors.
 const LANES: usize = 16;
 
-/// The depth (inner dimension) of one call into `gemm` (the path without AVX-512; the AVX-512
-/// kernel never splits the depth). A product deeper than this is summed
+/// The depth (inner dimension) of one call into `gemm` (the path without the own kernels,
+/// which never split the depth). A product deeper than this is summed
 /// in blocks of exactly this many terms, each added to the output in turn. `gemm` picks its own
 /// depth blocking from the cache sizes and, for small products, from the output's size, so
 /// left to itself an output row's rounding would depend on how many rows the call had, and so
@@ -61,8 +69,8 @@ pub enum Activation {
 
 /// What a product does to each output row once its sum is complete: add the row's bias, then
 /// apply the activation. The same operations in the same order as a bias pass followed by an
-/// activation layer ([`finish_rows`]), so the same values; the AVX-512 kernel applies them to
-/// its registers before the store, saving a pass over the output.
+/// activation layer ([`finish_rows`]), so the same values; the own kernels apply them to
+/// their registers before the store, saving a pass over the output.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Epilogue<'a> {
     /// One value per output row of the product, from its first.
@@ -122,7 +130,7 @@ pub fn add_to_row(row: &mut [f32], residual: &[f32]) {
     row.iter_mut().zip(residual).for_each(|(v, r)| *v += r);
 }
 
-/// [`product_strided`], then the epilogue on its output rows: in the AVX-512 kernel's
+/// [`product_strided`], then the epilogue on its output rows: in the own kernels'
 /// registers before the store, elsewhere as a pass over the rows.
 #[allow(clippy::too_many_arguments)]
 pub fn product_finished(
@@ -139,11 +147,24 @@ pub fn product_finished(
         assert!(bias.len() >= rows, "a bias per row");
     }
     #[cfg(target_arch = "x86_64")]
-    if avx512::available() && cols > 0 && needs_product(out, out_stride, rows, w, cols, rhs, n) {
-        // SAFETY: the CPU has AVX-512F, and the bounds were checked above.
+    if let Some(kernel) = own_kernel()
+        && cols > 0
+        && needs_product(out, out_stride, rows, w, cols, rhs, n)
+    {
+        // SAFETY: the CPU has the kernel's instruction set, and the bounds were checked above.
         return unsafe {
             let out = out.as_mut_ptr();
-            avx512::product_finished(out, out_stride, rows, w, cols, (rhs, n), n, epilogue)
+            own_product(
+                kernel,
+                out,
+                out_stride,
+                rows,
+                w,
+                cols,
+                (rhs, n),
+                n,
+                epilogue,
+            )
         };
     }
     product_strided(out, out_stride, rows, w, cols, rhs, n);
@@ -186,12 +207,12 @@ pub fn product_strided(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        // SAFETY: the CPU has AVX-512F, and the bounds were checked above.
+    if let Some(kernel) = own_kernel() {
+        // SAFETY: the CPU has the kernel's instruction set, and the bounds were checked above.
         return unsafe {
             let out = out.as_mut_ptr();
             let none = Epilogue::default();
-            avx512::product_finished(out, out_stride, rows, w, cols, (rhs, n), n, none)
+            own_product(kernel, out, out_stride, rows, w, cols, (rhs, n), n, none)
         };
     }
     gemm_crate_product_strided(out, out_stride, rows, w, cols, rhs, n)
@@ -212,7 +233,7 @@ pub fn product_columns(
     (rhs, rhs_stride): (&[f32], usize),
     epilogue: Epilogue<'_>,
 ) {
-    assert!(own_kernel_available(), "the AVX-512 kernel");
+    let kernel = own_kernel().expect("the runtime's own product kernel");
     let (rows, m) = out.dim();
     if rows == 0 || m == 0 {
         return;
@@ -236,10 +257,12 @@ pub fn product_columns(
     );
     let out_stride = if rows == 1 { m } else { strides[0] as usize };
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU has AVX-512F (asserted); the view's rows are `m` contiguous values
-    // `out_stride` apart, borrowed mutably for this call; the operands' bounds are checked.
+    // SAFETY: the CPU has the kernel's instruction set; the view's rows are `m` contiguous
+    // values `out_stride` apart, borrowed mutably for this call; the operands' bounds are
+    // checked.
     unsafe {
-        avx512::product_finished(
+        own_product(
+            kernel,
             out.as_mut_ptr(),
             out_stride,
             rows,
@@ -257,7 +280,7 @@ pub fn product_columns(
 /// rows of `n`. The output channels are in the vector lanes (see [`ChannelPanels`]); the bits
 /// are those of [`product_finished`] on the row-major weights.
 ///
-/// Panics where [`own_kernel_available`] is false, `first_row` is not a multiple of 16 (a
+/// Panics where [`channel_panels_available`] is false, `first_row` is not a multiple of 16 (a
 /// vector of a panel) or the operands are too short.
 pub fn channel_panels_product(
     out: &mut [f32],
@@ -267,7 +290,7 @@ pub fn channel_panels_product(
     n: usize,
     epilogue: Epilogue<'_>,
 ) {
-    assert!(own_kernel_available(), "the AVX-512 kernel");
+    assert!(channel_panels_available(), "the AVX-512 kernel");
     if n == 0 || out.is_empty() {
         return;
     }
@@ -286,13 +309,89 @@ pub fn channel_panels_product(
     }
 }
 
-/// Whether the runtime's own AVX-512 product runs ([`avx512::available`]), and with it the
-/// entries only it has: [`shifted_product`] and [`product_columns`].
+/// The runtime's own dense product kernels ([`tiled`]), one per instruction set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnKernel {
+    /// 8 × 48 register tiles of 16-lane vectors ([`avx512`]).
+    Avx512,
+    /// 6 × 16 register tiles of 8-lane vectors, with FMA ([`avx2`]).
+    Avx2,
+}
+
+/// Which of the runtime's own product kernels runs on this CPU: AVX-512F's, else AVX2 with
+/// FMA's, else none (the `gemm` crate's products, with im2col). Setting the environment
+/// variable `CXRM_GEMM_CRATE` sends every product to the `gemm` crate instead, so that a
+/// benchmark can compare the two on a whole model in one run. Read once.
+pub fn own_kernel() -> Option<OwnKernel> {
+    static CHOSEN: std::sync::OnceLock<Option<OwnKernel>> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        if std::env::var_os("CXRM_GEMM_CRATE").is_some() {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Some(OwnKernel::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Some(OwnKernel::Avx2);
+            }
+        }
+        None
+    })
+}
+
+/// Whether one of the runtime's own product kernels runs ([`own_kernel`]), and with it the
+/// entries only they have: [`shifted_product`] and [`product_columns`].
 pub fn own_kernel_available() -> bool {
+    own_kernel().is_some()
+}
+
+/// Whether the products whose weights are packed as [`ChannelPanels`] run
+/// ([`channel_panels_product`]): AVX-512 only, where the own kernel is AVX-512's.
+pub fn channel_panels_available() -> bool {
+    own_kernel() == Some(OwnKernel::Avx512)
+}
+
+/// Whether [`sparse_rows_times`] sums each strip of an output row in registers (AVX-512),
+/// which makes a sparse product worth it at higher densities than one that adds into memory.
+pub fn sparse_in_registers() -> bool {
     #[cfg(target_arch = "x86_64")]
     return avx512::available();
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+/// [`tiled::product_finished`] on `kernel`'s tiles.
+///
+/// # Safety
+/// As for [`tiled::product_finished`], the CPU having `kernel`'s instruction set.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn own_product(
+    kernel: OwnKernel,
+    out: *mut f32,
+    out_stride: usize,
+    rows: usize,
+    w: &[f32],
+    cols: usize,
+    rhs: (&[f32], usize),
+    n: usize,
+    epilogue: Epilogue<'_>,
+) {
+    // SAFETY: as for this function.
+    unsafe {
+        match kernel {
+            OwnKernel::Avx512 => tiled::product_finished::<avx512::Avx512>(
+                out, out_stride, rows, w, cols, rhs, n, epilogue,
+            ),
+            OwnKernel::Avx2 => tiled::product_finished::<avx2::Avx2>(
+                out, out_stride, rows, w, cols, rhs, n, epilogue,
+            ),
+        }
+    }
 }
 
 /// A stride-1 convolution as one product without im2col: `out[r·out_stride + j] =
@@ -314,7 +413,7 @@ pub fn shifted_product(
     n: usize,
     epilogue: Epilogue<'_>,
 ) {
-    assert!(own_kernel_available(), "the AVX-512 kernel");
+    let kernel = own_kernel().expect("the runtime's own product kernel");
     assert!(
         !taps.is_empty() && cols.is_multiple_of(taps.len()),
         "whole windows per channel"
@@ -330,18 +429,19 @@ pub fn shifted_product(
         "every shifted row inside the planes"
     );
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU has AVX-512F (asserted), and every step's row ends inside `padded`.
+    // SAFETY: the CPU has the kernel's instruction set, and every step's row ends inside
+    // `padded`.
     unsafe {
-        avx512::packed(
-            out.as_mut_ptr(),
-            out_stride,
-            rows,
-            w,
-            cols,
-            (padded, avx512::RhsRows::Shifted { plane, taps }),
-            n,
-            epilogue,
-        )
+        let out = out.as_mut_ptr();
+        let rhs = (padded, tiled::RhsRows::Shifted { plane, taps });
+        match kernel {
+            OwnKernel::Avx512 => {
+                tiled::packed::<avx512::Avx512>(out, out_stride, rows, w, cols, rhs, n, epilogue)
+            }
+            OwnKernel::Avx2 => {
+                tiled::packed::<avx2::Avx2>(out, out_stride, rows, w, cols, rhs, n, epilogue)
+            }
+        }
     }
 }
 
@@ -376,8 +476,8 @@ fn needs_product(
     true
 }
 
-/// [`product_strided`] through the `gemm` crate, the path for CPUs without AVX-512 (and the
-/// baseline the benchmarks measure the AVX-512 kernel against). The bounds are checked as
+/// [`product_strided`] through the `gemm` crate, the path for CPUs without AVX2 and FMA (and
+/// the baseline the benchmarks measure the own kernels against). The bounds are checked as
 /// there.
 pub fn gemm_crate_product_strided(
     out: &mut [f32],
@@ -756,7 +856,7 @@ mod tests {
 
     #[test]
     fn channel_panels_give_the_bits_of_the_row_major_product() {
-        if !own_kernel_available() {
+        if !channel_panels_available() {
             return;
         }
         let activations = [Activation::None, Activation::Relu, Activation::Relu6];

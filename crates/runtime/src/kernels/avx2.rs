@@ -1,0 +1,282 @@
+//! The dense product's register tile on AVX2 with FMA ([`super::tiled`] blocks over it), for
+//! the CPUs without AVX-512: AMD before Zen 4, Intel's client cores. A tile holds [`ROWS`]
+//! output rows × two 8-lane vectors of columns in 12 of the 16 vector registers, leaving two
+//! for the right-hand side's loads and one for the broadcast weight: a step of the depth is 12
+//! fused multiply-adds against 2 loads and 6 broadcasts from memory, which two FMA units and
+//! the load ports keep up with (BLIS's Haswell tile is the same 6 × 16).
+//!
+//! AVX2 has no lane masks of its own: `vmaskmovps` takes a vector of them and is slower than a
+//! plain move, so the tiles use it only where they must. Packed panels are padded with zeros,
+//! so a tile reads them whole and masks only the stores of its last columns; a tile reading the
+//! right-hand side in place masks its last vector's loads as well.
+
+use super::Activation;
+use super::tiled::{Depth, RhsRows, TileRhs, Tiles};
+use std::arch::x86_64::*;
+
+/// Output rows per tile: one broadcast weight each per step of the depth.
+const ROWS: usize = 6;
+/// The most 8-lane vectors of columns per tile.
+const VECTORS: usize = 2;
+const LANES: usize = 8;
+/// The columns of a tile, and of a panel of the packed right-hand side.
+const PANEL: usize = LANES * VECTORS;
+
+/// The AVX2 tile, for [`super::tiled`].
+pub(crate) struct Avx2;
+
+impl Tiles for Avx2 {
+    const ROWS: usize = ROWS;
+    const PANEL: usize = PANEL;
+    const RHS_BLOCK_BYTES: usize = 256 << 10;
+
+    unsafe fn pack(
+        rhs: &[f32],
+        rows_of: (RhsRows<'_>, usize),
+        col: usize,
+        width: usize,
+        panel: &mut [f32],
+    ) {
+        // SAFETY: the CPU has AVX2 and FMA (the caller's contract).
+        unsafe { pack(rhs, rows_of, col, width, panel) }
+    }
+
+    unsafe fn tile(
+        rows: usize,
+        width: usize,
+        w: *const f32,
+        ahead: (*const f32, usize),
+        depth: Depth,
+        rhs: TileRhs,
+        out: *mut f32,
+        out_stride: usize,
+    ) {
+        // SAFETY: as for the trait's method.
+        unsafe { tile_of(rows, width, w, ahead, depth, rhs, out, out_stride) }
+    }
+}
+
+/// [`Tiles::pack`]: two vector moves per step, masked loads at the last columns only.
+#[target_feature(enable = "avx2,fma")]
+fn pack(
+    rhs: &[f32],
+    (rows_of, first_step): (RhsRows<'_>, usize),
+    col: usize,
+    width: usize,
+    panel: &mut [f32],
+) {
+    let m = masks(width);
+    let steps = panel.len() / PANEL;
+    assert!(width <= PANEL);
+    let (src, dst) = (rhs.as_ptr(), panel.as_mut_ptr());
+    for step in 0..steps {
+        let from = rows_of.offset(first_step + step) + col;
+        assert!(
+            from + width <= rhs.len(),
+            "a step's columns inside the right-hand side"
+        );
+        for (v, &mask) in m.iter().enumerate() {
+            // SAFETY: the loads read `rhs[from..from + width]` (checked above), masked unless
+            // the vector is whole; the store writes the panel's step, inside it.
+            unsafe {
+                let at = src.add(from + v * LANES);
+                let x = if width >= (v + 1) * LANES {
+                    _mm256_loadu_ps(at)
+                } else {
+                    _mm256_maskload_ps(at, mask)
+                };
+                _mm256_storeu_ps(dst.add(step * PANEL + v * LANES), x);
+            }
+        }
+    }
+}
+
+/// The lane masks of `width` columns in [`VECTORS`] vectors: all ones in a lane that holds a
+/// column (`vmaskmovps` reads each lane's top bit).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn masks(width: usize) -> [__m256i; VECTORS] {
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let mut m = [_mm256_setzero_si256(); VECTORS];
+    for (v, mask) in m.iter_mut().enumerate() {
+        let count = width.saturating_sub(v * LANES).min(LANES) as i32;
+        *mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lanes);
+    }
+    m
+}
+
+/// One tile through the instance of [`tile`] for its shape: its rows, its vectors, and
+/// whether its last vector's loads need a mask.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_of(
+    rows: usize,
+    width: usize,
+    w: *const f32,
+    ahead: (*const f32, usize),
+    depth: Depth,
+    rhs: TileRhs,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let m = masks(width);
+    let vectors = width.div_ceil(LANES);
+    let partial = !width.is_multiple_of(LANES);
+    let rhs_at = (rhs.at, rhs.stride);
+    macro_rules! by_rows {
+        ($v:literal, $masked:literal) => {
+            // SAFETY: as for the tile.
+            unsafe {
+                match rows {
+                    6 => tile::<6, $v, $masked>(w, ahead, depth, rhs_at, out, out_stride, m),
+                    5 => tile::<5, $v, $masked>(w, ahead, depth, rhs_at, out, out_stride, m),
+                    4 => tile::<4, $v, $masked>(w, ahead, depth, rhs_at, out, out_stride, m),
+                    3 => tile::<3, $v, $masked>(w, ahead, depth, rhs_at, out, out_stride, m),
+                    2 => tile::<2, $v, $masked>(w, ahead, depth, rhs_at, out, out_stride, m),
+                    _ => tile::<1, $v, $masked>(w, ahead, depth, rhs_at, out, out_stride, m),
+                }
+            }
+        };
+    }
+    match (vectors, partial && !rhs.padded) {
+        (2, false) => by_rows!(2, false),
+        (2, true) => by_rows!(2, true),
+        (_, false) => by_rows!(1, false),
+        (_, true) => by_rows!(1, true),
+    }
+}
+
+/// `R` output rows × `V` vectors of columns, summed over the depth in registers and stored
+/// once, the last vector under its mask where the tile is narrower than `V` whole vectors.
+/// With `MASKED_LOADS`, the last vector's loads of the right-hand side are masked too. Plain
+/// indexed loops over the constant bounds, which unroll into the registers.
+#[allow(clippy::needless_range_loop)]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile<const R: usize, const V: usize, const MASKED_LOADS: bool>(
+    w: *const f32,
+    (ahead, ahead_rows): (*const f32, usize),
+    depth: Depth,
+    (rhs, rhs_stride): (*const f32, usize),
+    out: *mut f32,
+    out_stride: usize,
+    m: [__m256i; VECTORS],
+) {
+    // Whether the last vector holds fewer than eight of the tile's columns (its mask is not
+    // all ones): its lanes of `out` are then read and written under the mask.
+    let partial = _mm256_movemask_ps(_mm256_castsi256_ps(m[V - 1])) != 0xff;
+    // SAFETY (whole body): row `r < R` of the weights has `depth.steps` values from
+    // `w + r·depth.stride`, and so has row `r < ahead_rows` from `ahead` (only prefetched); with
+    // `accumulate` the tile's lanes of `out` are read; step `k` reads `V` vectors at
+    // `rhs + k·rhs_stride` (a padded panel's step, or the tile's columns of a row of the
+    // right-hand side, the last under its mask), and the stores write the tile's lanes.
+    unsafe {
+        let cols = depth.stride;
+        let mut acc = [[_mm256_setzero_ps(); V]; R];
+        if depth.accumulate {
+            for r in 0..R {
+                for v in 0..V {
+                    let at = out.add(r * out_stride + v * LANES);
+                    acc[r][v] = if partial && v == V - 1 {
+                        _mm256_maskload_ps(at, m[v])
+                    } else {
+                        _mm256_loadu_ps(at)
+                    };
+                }
+            }
+        }
+        let mut row = [w; R];
+        for (r, p) in row.iter_mut().enumerate() {
+            *p = w.add(r * cols);
+        }
+        let mut b = rhs;
+        // Two loops, so that the tiles that prefetch nothing (all but a block's first panel)
+        // test nothing per step: with the test inside, LLVM kept the prefetch address in
+        // memory and added to it every step.
+        if ahead_rows == 0 {
+            for k in 0..depth.steps {
+                step::<R, V, MASKED_LOADS>(&mut acc, &row, k, b, &m);
+                b = b.add(rhs_stride);
+            }
+        } else {
+            for k in 0..depth.steps {
+                if k % 16 == 0 {
+                    for r in 0..ahead_rows {
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.add(r * cols + k) as *const i8);
+                    }
+                }
+                step::<R, V, MASKED_LOADS>(&mut acc, &row, k, b, &m);
+                b = b.add(rhs_stride);
+            }
+        }
+        // The epilogue, as `kernels::finish_row` computes it: the bias added, then the
+        // activation.
+        let finish = depth.finish;
+        for r in 0..R {
+            if !finish.bias.is_null() {
+                let b = _mm256_broadcast_ss(&*finish.bias.add(r));
+                for v in 0..V {
+                    acc[r][v] = _mm256_add_ps(acc[r][v], b);
+                }
+            }
+            for v in 0..V {
+                let value = activate(acc[r][v], finish.activation);
+                let at = out.add(r * out_stride + v * LANES);
+                if partial && v == V - 1 {
+                    _mm256_maskstore_ps(at, m[v], value);
+                } else {
+                    _mm256_storeu_ps(at, value);
+                }
+            }
+        }
+    }
+}
+
+/// One step `k` of the depth: `V` vectors of the right-hand side from `b`, one broadcast
+/// weight per row, `R × V` fused multiply-adds.
+///
+/// # Safety
+/// Row `r`'s weights hold step `k`; `b` holds `V` vectors (the last masked with
+/// `MASKED_LOADS`).
+#[allow(clippy::needless_range_loop)]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn step<const R: usize, const V: usize, const MASKED_LOADS: bool>(
+    acc: &mut [[__m256; V]; R],
+    row: &[*const f32; R],
+    k: usize,
+    b: *const f32,
+    m: &[__m256i; VECTORS],
+) {
+    // SAFETY: as for this function.
+    unsafe {
+        let mut x = [_mm256_setzero_ps(); V];
+        for v in 0..V {
+            x[v] = if MASKED_LOADS && v == V - 1 {
+                _mm256_maskload_ps(b.add(v * LANES), m[v])
+            } else {
+                _mm256_loadu_ps(b.add(v * LANES))
+            };
+        }
+        for r in 0..R {
+            let a = _mm256_broadcast_ss(&*row[r].add(k));
+            for v in 0..V {
+                acc[r][v] = _mm256_fmadd_ps(a, x[v], acc[r][v]);
+            }
+        }
+    }
+}
+
+/// `activation` on eight lanes, with the values of `kernels::finish_row` and of the AVX-512
+/// epilogue: `max(x, 0)` (0 for NaN, as `f32::max`), or `min(max(x, 0), 6)` keeping NaN and
+/// −0 (as `f32::clamp`); `max_ps(a, b)` is `a > b ? a : b`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn activate(x: __m256, activation: Activation) -> __m256 {
+    let zero = _mm256_setzero_ps();
+    match activation {
+        Activation::None => x,
+        Activation::Relu => _mm256_max_ps(x, zero),
+        Activation::Relu6 => _mm256_min_ps(_mm256_set1_ps(6.0), _mm256_max_ps(zero, x)),
+    }
+}

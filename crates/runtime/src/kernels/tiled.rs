@@ -1,0 +1,363 @@
+//! The blocking of the runtime's own dense product, shared by its instruction sets
+//! ([`super::avx512`], [`super::avx2`]): which tiles of the output are computed in which order,
+//! and which parts of the right-hand side are packed into panels first. Each instruction set
+//! supplies only its register tile and its packing ([`Tiles`]).
+//!
+//! The layout is the one the convolutions hand over: the weights row-major (one row per output
+//! channel), the right-hand side row-major with the pixels along its rows. A tile holds
+//! [`Tiles::ROWS`] output rows × [`Tiles::PANEL`] columns in registers; each step of the depth
+//! broadcasts one weight per row and loads the right-hand side's vectors once for all the rows.
+//! The weights are read where they lie, a row per stream: packing them (as the `gemm` crate
+//! does on every call) would copy a matrix that a layer with few pixels only reads a few times.
+//!
+//! The depth is never split inside a register: every output element is a single chain of fused
+//! multiply-adds over `k` in order, started from zero, whatever the tile, the number of rows,
+//! the thread or the instruction set. So a split of the rows or columns gives the same bits, and
+//! so do the AVX-512 and the AVX2 tiles.
+
+/// The most steps of the depth a packed panel holds: 256 steps of 48 columns are 48 KiB, and
+/// an AVX-512 tile's 8 weight rows over them 8 KiB, so both stay in L1 and L2 while the tiles
+/// sweep them. (Without it, VGG16's 4,608-deep products read 884 KiB panels and 147 KiB of
+/// weights per tile from L2, and ran 1.9× onnxruntime's time against 1.6× through the `gemm`
+/// crate.)
+const DEPTH_BLOCK: usize = 256;
+/// Products with at most this many rows (four AVX-512 tiles) read the right-hand side in place
+/// ([`in_place`]): packing copies the whole right-hand side for few tiles to read it.
+/// MobileNetV2's 144→32 projection at 28×28 took 0.069–0.071 ms in place against
+/// 0.081–0.088 packed, its 192→32 ones 0.091–0.093 against 0.104–0.117 (one thread, AVX-512),
+/// while its 64-row products were level either way.
+const IN_PLACE_MOST_ROWS: usize = 32;
+/// The most bytes of the right-hand side that [`in_place`] sweeps with each tile of rows
+/// before the next: what a core's L1 holds (32 KiB on Zen 3 and Zen 4), so that the tiles after
+/// the first read it from there. A deep product keeps one strip to a chunk. On MobileNetV2
+/// (one thread, AVX-512, medians of eight alternating profiles), against one strip to a chunk:
+/// `Conv1` (27 deep) 0.415 → 0.338 ms, `expanded_conv_project` (32 deep) 0.266 → 0.229,
+/// `block_1_project` (96 deep) 0.170 → 0.157, the deeper projections level. 48 and 128 KiB
+/// were no better; at two threads 16 and 32 KiB were level.
+const IN_PLACE_CHUNK_BYTES: usize = 32 << 10;
+/// The alignment of a packed panel's start, so that no vector load straddles two cache lines.
+const PANEL_ALIGN_VALUES: usize = 16;
+
+/// One instruction set's register tile and panel packing, which [`product_finished`] and
+/// [`packed`] block over.
+pub(crate) trait Tiles {
+    /// Output rows per tile: one broadcast weight each per step of the depth.
+    const ROWS: usize;
+    /// The columns of a tile, and of a packed panel.
+    const PANEL: usize;
+    /// The most bytes of packed right-hand side that every tile of rows sweeps: about half
+    /// the L2 of the cores that have the instruction set.
+    const RHS_BLOCK_BYTES: usize;
+
+    /// Copies columns `col..col + width` (`width ≤ PANEL`) of the right-hand side's rows for
+    /// steps `first_step..` (one per step of the panel, where `rows_of` says) into `panel`,
+    /// [`Self::PANEL`] values a step, zero past `width`: the tiles then read their steps from
+    /// consecutive, aligned addresses, without masks. (Read in place, each step is a row of
+    /// the right-hand side further on: a page apart on the wide layers, where neither the
+    /// prefetchers nor the TLB kept up, and 1.45× slower on Xception's middle flow.)
+    ///
+    /// # Safety
+    /// The CPU has the instruction set. (The bounds are checked.)
+    unsafe fn pack(
+        rhs: &[f32],
+        rows_of: (RhsRows<'_>, usize),
+        col: usize,
+        width: usize,
+        panel: &mut [f32],
+    );
+
+    /// One tile, `rows` (1..=[`Self::ROWS`]) by `width` (1..=[`Self::PANEL`]) columns:
+    /// `out[r·out_stride + j] = Σ_k w[r·depth.stride + k] · rhs[k·rhs.stride + j]` over
+    /// `depth.steps` steps (continuing from `out` with `depth.accumulate`), then the tile's
+    /// finish, stored to the tile's `width` columns only. The `ahead.1` weight rows from
+    /// `ahead.0` (`depth.stride` apart) are prefetched along the way.
+    ///
+    /// # Safety
+    /// The CPU has the instruction set; row `r < rows` of the weights has `depth.steps`
+    /// values from `w + r·depth.stride`, and so has row `r < ahead.1` from `ahead.0`; step `k`
+    /// reads `width` values at `rhs.at + k·rhs.stride`, or [`Self::PANEL`] where `rhs.padded`;
+    /// `out` holds `width` values at `r·out_stride` for `r < rows`, which nothing else
+    /// accesses meanwhile; the finish's bias, if any, `rows` values.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        rows: usize,
+        width: usize,
+        w: *const f32,
+        ahead: (*const f32, usize),
+        depth: Depth,
+        rhs: TileRhs,
+        out: *mut f32,
+        out_stride: usize,
+    );
+}
+
+/// Where a tile reads its right-hand side: step `k` at `at + k·stride`.
+#[derive(Clone, Copy)]
+pub(crate) struct TileRhs {
+    pub at: *const f32,
+    pub stride: usize,
+    /// A packed panel: every step holds a whole panel of columns (zeros past the tile's
+    /// width), so the loads need no mask.
+    pub padded: bool,
+}
+
+/// Where each step of the depth reads its row of the right-hand side (its `n` columns).
+#[derive(Clone, Copy, Debug)]
+pub enum RhsRows<'a> {
+    /// Step `k` reads row `k` of a row-major matrix `n` wide: from `k·n`.
+    Strided(usize),
+    /// A stride-1 convolution's windows over zero-padded planes `plane` values apart: step
+    /// `k = c·taps.len() + t` (channel `c`, window tap `t`, the weights' column order) reads
+    /// from `c·plane + taps[t]`, the plane shifted by the tap. Output column `j` is then the
+    /// window at padded position `j`, and the packing of the panels is the im2col.
+    Shifted { plane: usize, taps: &'a [usize] },
+}
+
+impl RhsRows<'_> {
+    /// Where step `k` starts.
+    #[inline(always)]
+    pub fn offset(&self, k: usize) -> usize {
+        match *self {
+            RhsRows::Strided(n) => k * n,
+            RhsRows::Shifted { plane, taps } => (k / taps.len()) * plane + taps[k % taps.len()],
+        }
+    }
+}
+
+/// How a tile walks the depth: `steps` steps from where its weight pointer starts, the weight
+/// rows `stride` apart; with `accumulate`, the sums continue from what the output holds (the
+/// earlier steps' sums, stored as the same `f32`s the registers held, so the chain of fused
+/// multiply-adds and its bits are those of an unsplit depth).
+#[derive(Clone, Copy)]
+pub(crate) struct Depth {
+    pub stride: usize,
+    pub steps: usize,
+    pub accumulate: bool,
+    /// Applied before the store: set on the last block of the depth only.
+    pub finish: TileFinish,
+}
+
+/// An [`super::Epilogue`] for one tile: its first row's bias (null for none) and the
+/// activation.
+#[derive(Clone, Copy)]
+pub(crate) struct TileFinish {
+    pub bias: *const f32,
+    pub activation: super::Activation,
+}
+
+impl TileFinish {
+    fn none() -> TileFinish {
+        TileFinish {
+            bias: std::ptr::null(),
+            activation: super::Activation::None,
+        }
+    }
+
+    /// The tile whose first row is `first_row`.
+    fn of(epilogue: super::Epilogue<'_>, first_row: usize) -> TileFinish {
+        TileFinish {
+            bias: epilogue
+                .bias
+                .map_or(std::ptr::null(), |b| b[first_row..].as_ptr()),
+            activation: epilogue.activation,
+        }
+    }
+}
+
+/// `out[r·out_stride + j] = Σ_k w[r·cols + k] · rhs[k·rhs_stride + j]` for `r < rows` and
+/// `j < n` (the contract of [`super::product_strided`], whose callers check the bounds and
+/// `cols > 0`), then `epilogue`, applied to the registers of the last depth block before they
+/// are stored. The right-hand side's rows are `rhs_stride` apart, so that a thread can take a
+/// strip of its columns; the output is a pointer, since the strips other threads write lie
+/// between this one's rows.
+///
+/// # Safety
+/// The CPU has `K`'s instruction set; `out` is valid for writes of `n` values at
+/// `r·out_stride` for every `r < rows`, which nothing else accesses meanwhile; `w` holds
+/// `rows · cols` values, `rhs` `(cols − 1)·rhs_stride + n`, and the epilogue's bias, if any,
+/// `rows`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn product_finished<K: Tiles>(
+    out: *mut f32,
+    out_stride: usize,
+    rows: usize,
+    w: &[f32],
+    cols: usize,
+    (rhs, rhs_stride): (&[f32], usize),
+    n: usize,
+    epilogue: super::Epilogue<'_>,
+) {
+    debug_assert!(w.len() >= rows * cols && rhs.len() >= (cols - 1) * rhs_stride + n);
+    if rows <= IN_PLACE_MOST_ROWS {
+        // SAFETY: as for this function.
+        return unsafe {
+            in_place::<K>(
+                out,
+                out_stride,
+                rows,
+                w,
+                cols,
+                (rhs, rhs_stride),
+                n,
+                epilogue,
+            )
+        };
+    }
+    // SAFETY: as for this function; row `k` of `rhs` starts at `k·rhs_stride`.
+    unsafe {
+        let rhs = (rhs, RhsRows::Strided(rhs_stride));
+        packed::<K>(out, out_stride, rows, w, cols, rhs, n, epilogue)
+    }
+}
+
+/// The product over packed panels: `out[r·out_stride + j] = Σ_k w[r·cols + k] · rhs[at(k) + j]`,
+/// `at` from `rows_of`.
+///
+/// # Safety
+/// The CPU has `K`'s instruction set; `out` and `w` hold what [`product_finished`]'s contract
+/// reads and writes, and `rhs` holds `at(k) + n` values for every step `k < cols`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn packed<K: Tiles>(
+    out: *mut f32,
+    out_stride: usize,
+    rows: usize,
+    w: &[f32],
+    cols: usize,
+    (rhs, rows_of): (&[f32], RhsRows<'_>),
+    n: usize,
+    epilogue: super::Epilogue<'_>,
+) {
+    // Columns in blocks whose packed panels fill half a core's L2 (2 MiB on the Xeons this
+    // was tuned on); each tile of rows then sweeps the block's panels, its own weights staying
+    // in L1 while the panels come from L2. (Panels outermost, each swept by every tile of
+    // rows, was slower where the weights are large and the pixels few: Xception's 728×728
+    // middle flow at 9×9 re-read its 2 MiB of weights once per panel, 0.88 against 0.64 ms.)
+    let block = (K::RHS_BLOCK_BYTES / (4 * DEPTH_BLOCK.min(cols)) / K::PANEL).max(1) * K::PANEL;
+    let block = block.min(n.next_multiple_of(K::PANEL));
+    let depth_block = DEPTH_BLOCK.min(cols);
+    // Every panel value is written by `pack` before the tiles read it.
+    crate::scratch::with_len(depth_block * block + PANEL_ALIGN_VALUES, |buffer| {
+        let align = buffer.as_ptr().align_offset(64).min(PANEL_ALIGN_VALUES);
+        let packed = &mut buffer[align..align + depth_block * block];
+        for first_col in (0..n).step_by(block) {
+            let block_cols = block.min(n - first_col);
+            for first_step in (0..cols).step_by(DEPTH_BLOCK) {
+                let steps = DEPTH_BLOCK.min(cols - first_step);
+                let last = first_step + steps == cols;
+                let panel_len = steps * K::PANEL;
+                let panels = (first_col..first_col + block_cols).step_by(K::PANEL);
+                for (p, col) in panels.clone().enumerate() {
+                    let width = K::PANEL.min(first_col + block_cols - col);
+                    let panel = &mut packed[p * panel_len..(p + 1) * panel_len];
+                    // SAFETY: the CPU has the instruction set (this function's contract).
+                    unsafe { K::pack(rhs, (rows_of, first_step), col, width, panel) };
+                }
+                for first_row in (0..rows).step_by(K::ROWS) {
+                    // While the block's first panel is computed, the next tile of rows'
+                    // weights are fetched into L1: they come from memory or L3 (Xception's
+                    // 83 MB of weights do not stay in L2 between passes), a row a stream,
+                    // and each row of a 728-deep layer is shorter than a page, too short for
+                    // the prefetchers to catch on before it ends.
+                    let next = first_row + K::ROWS;
+                    let ahead = K::ROWS.min(rows.saturating_sub(next));
+                    let weights = first_row * cols + first_step;
+                    let finish = if last {
+                        TileFinish::of(epilogue, first_row)
+                    } else {
+                        TileFinish::none()
+                    };
+                    let depth = Depth {
+                        stride: cols,
+                        steps,
+                        accumulate: first_step > 0,
+                        finish,
+                    };
+                    for (p, col) in panels.clone().enumerate() {
+                        let ahead = if p == 0 { ahead } else { 0 };
+                        let rhs = TileRhs {
+                            at: packed[p * panel_len..].as_ptr(),
+                            stride: K::PANEL,
+                            padded: true,
+                        };
+                        // SAFETY: the tile's rows are below `rows`, its columns below `n` and
+                        // its steps below `cols`, inside the bounds the caller checked; panel
+                        // `p` is `steps` steps of `PANEL` values inside `packed`.
+                        unsafe {
+                            K::tile(
+                                K::ROWS.min(rows - first_row),
+                                K::PANEL.min(first_col + block_cols - col),
+                                w.as_ptr().add(weights),
+                                (w.as_ptr().wrapping_add(weights + K::ROWS * cols), ahead),
+                                depth,
+                                rhs,
+                                out.add(first_row * out_stride + col),
+                                out_stride,
+                            )
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// [`product_finished`] with the tiles reading the right-hand side where it lies, `rhs_stride`
+/// apart per step of the depth, masked at the last columns: for few rows, packing would copy
+/// each value of the right-hand side for as few multiply-adds as the copy costs (MobileNetV2's
+/// 16-channel projection at 112×112 took 0.25 ms packed, 0.16 ms through the `gemm` crate).
+///
+/// # Safety
+/// As for [`product_finished`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn in_place<K: Tiles>(
+    out: *mut f32,
+    out_stride: usize,
+    rows: usize,
+    w: &[f32],
+    cols: usize,
+    (rhs, rhs_stride): (&[f32], usize),
+    n: usize,
+    epilogue: super::Epilogue<'_>,
+) {
+    // The columns in chunks whose right-hand side fits in L1 ([`IN_PLACE_CHUNK_BYTES`]); each
+    // tile of rows sweeps a chunk's strips, and the next tile reads the chunk again from L1.
+    // With the rows outermost, MobileNetV2's 32→16 projection at 112×112 read its 1.6 MB input
+    // from memory once per tile of rows; with one strip to a chunk, the tiles wrote their 16
+    // output rows 192 bytes at a time each, streams too short for the prefetchers: reading the
+    // output before the layer (to bring it into cache) made that layer faster, the read
+    // included (0.277 → 0.207 ms).
+    let chunk = (IN_PLACE_CHUNK_BYTES / (4 * cols) / K::PANEL).max(1) * K::PANEL;
+    for first_col in (0..n).step_by(chunk) {
+        let chunk_end = (first_col + chunk).min(n);
+        for first_row in (0..rows).step_by(K::ROWS) {
+            for col in (first_col..chunk_end).step_by(K::PANEL) {
+                let rhs = TileRhs {
+                    at: rhs[col..].as_ptr(),
+                    stride: rhs_stride,
+                    padded: false,
+                };
+                let depth = Depth {
+                    stride: cols,
+                    steps: cols,
+                    accumulate: false,
+                    finish: TileFinish::of(epilogue, first_row),
+                };
+                // SAFETY: the tile's rows are below `rows` and its columns below `n`, inside
+                // the bounds the caller checked; step `k` reads the tile's columns of row `k`
+                // of `rhs`.
+                unsafe {
+                    K::tile(
+                        K::ROWS.min(rows - first_row),
+                        K::PANEL.min(n - col),
+                        w.as_ptr().add(first_row * cols),
+                        (w.as_ptr(), 0),
+                        depth,
+                        rhs,
+                        out.add(first_row * out_stride + col),
+                        out_stride,
+                    )
+                }
+            }
+        }
+    }
+}
