@@ -17,8 +17,10 @@
 //! where the output rows are 12 or more wide, [`rows`]: each tap loaded straight from the
 //! input rows, the padding as masks, so no copies at all. Below that, over small planes
 //! (16×16 padded at most; 32×32 at stride 2), [`channel_blocks`]: sixteen planes at a time in
-//! the vector lanes, where the per-plane copies above would cost more than the sums. The
-//! per-plane kernel keeps other windows, strides and dilations, and the CPUs without AVX-512.
+//! the vector lanes, where the per-plane copies above would cost more than the sums. On AVX2,
+//! [`flat_avx2`] takes the stride-1 layers with one pixel of padding and rows up to 112 wide,
+//! eight outputs to a vector. The per-plane kernel keeps other windows, strides and
+//! dilations, and the other CPUs.
 //!
 //! The taps are added in the same order for every output, `ky` then `kx`, each product rounded
 //! before its sum (not fused), as [`depthwise_plane`] does: every path, target and thread
@@ -28,6 +30,8 @@
 mod channel_blocks;
 #[cfg(target_arch = "x86_64")]
 mod flat;
+#[cfg(target_arch = "x86_64")]
+mod flat_avx2;
 #[cfg(target_arch = "x86_64")]
 mod rows;
 
@@ -72,7 +76,7 @@ pub enum Path {
     /// on AVX-512.
     Rows,
     /// [`flat`]: each plane as one run, for 3×3 windows at stride 1 with one pixel of
-    /// padding, rows up to 80 wide, on AVX-512.
+    /// padding, rows up to 80 wide on AVX-512; [`flat_avx2`], up to 112 wide, on AVX2.
     Flat,
 }
 
@@ -97,7 +101,7 @@ impl Path {
                 Path::PerPlane => true,
                 Path::ChannelBlocks => channel_blocks::fits(p, input),
                 Path::Rows => rows::fits(p, output_width),
-                Path::Flat => flat::fits(p, input),
+                Path::Flat => flat::fits(p, input) || flat_avx2::fits(p, input),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -148,7 +152,9 @@ fn depthwise_on(
             #[cfg(target_arch = "x86_64")]
             Path::Rows => rows::planes(&plan, first, part),
             #[cfg(target_arch = "x86_64")]
-            Path::Flat => flat::planes(&plan, first, part),
+            Path::Flat if flat::fits(p, (h, w)) => flat::planes(&plan, first, part),
+            #[cfg(target_arch = "x86_64")]
+            Path::Flat => flat_avx2::planes(&plan, first, part),
             #[cfg(target_arch = "x86_64")]
             Path::ChannelBlocks => {
                 let (mut block, mut sums) = (scratch::take(), scratch::take());
@@ -706,6 +712,9 @@ mod tests {
             (16, 16),
             (3, 48),
             (18, 18),
+            (9, 9),
+            (5, 8),
+            (6, 112),
         ] {
             let x = Array::from_shape_vec((2, 3, h, w), rand(6 * h * w, 46)).unwrap();
             let filters = rand(27, 47);

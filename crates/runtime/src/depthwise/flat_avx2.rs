@@ -1,0 +1,276 @@
+//! [`super::flat`]'s kernel on AVX2, for CPUs without AVX-512: each plane of a 3×3 stride-1
+//! layer with one pixel of padding read as one run, eight outputs to a vector whatever the row
+//! width, no copies.
+//!
+//! AVX2 has no mask registers, and its masked load (`vmaskmovps`) is slower than a plain one.
+//! So a vector whose rows above and below lie inside the plane (an interior vector) loads each
+//! tap whole, since every value it reads is a pixel of the plane, and clears with a bitwise
+//! `and` the lanes whose left or right tap falls in the padding (they read a neighbouring row's
+//! pixel). Only the vectors on the first and last rows, and the plane's last, load through
+//! `vmaskmovps`, which leaves the lanes outside the plane untouched in memory too.
+//!
+//! Without the other AVX-512 kernels ([`super::rows`], [`super::channel_blocks`]) the per-plane
+//! kernel's copies are the alternative for every layer, so the rows here go up to
+//! MobileNetV2's 112.
+//!
+//! The taps are added in the order of [`super::depthwise_plane`], `ky` then `kx`, from zero,
+//! each product rounded before its sum, and a padded tap adds its zero product; then the bias
+//! and activation as `kernels::finish_rows` computes them: the per-plane kernel's bits
+//! (tested).
+
+use super::Plan;
+use crate::ops::{Activation, Conv2dParams};
+use std::arch::x86_64::*;
+
+const LANES: usize = 8;
+/// The widest rows taken here: MobileNetV2's 112.
+const MAX_WIDTH: usize = 112;
+/// The largest plane taken here, in vectors (112×112 is 1,568): the masks of a layer live on
+/// the stack, six bytes a vector.
+const MAX_VECTORS: usize = 1568;
+
+/// Whether a layer runs here: AVX2 and FMA (the runtime's AVX2 level; no product here is
+/// fused), a 3×3 window at stride 1 without dilation, one pixel of
+/// padding on every side, rows up to [`MAX_WIDTH`] wide and planes up to [`MAX_VECTORS`]
+/// vectors.
+pub(super) fn fits(p: &Conv2dParams, (h, w): (usize, usize)) -> bool {
+    p.kernel == [3, 3]
+        && p.stride == [1, 1]
+        && p.dilation == [1, 1]
+        && p.padding == [1, 1, 1, 1]
+        && (1..=MAX_WIDTH).contains(&w)
+        && h >= 1
+        && (h * w).div_ceil(LANES) <= MAX_VECTORS
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+}
+
+/// Which lanes of one vector of outputs read a real input through each tap, a bit per lane:
+/// `rows[ky]` for the row the tap reads (`ky = 0` above, `2` below), `columns[kx]` for its
+/// column; a tap's mask is the two together. Every mask leaves out the lanes past the plane's
+/// end.
+#[derive(Clone, Copy, Default)]
+struct Masks {
+    rows: [u8; 3],
+    columns: [u8; 3],
+    /// Every lane is an output whose rows above and below are in the plane, and the whole
+    /// vectors its taps load, a pixel left and right of those rows included, lie inside it.
+    interior: bool,
+}
+
+impl Masks {
+    /// The masks of vector `vector` of an `h × w` plane: one division for its first pixel,
+    /// then a step along the row for each lane.
+    fn of(vector: usize, (h, w): (usize, usize)) -> Masks {
+        let mut masks = Masks::default();
+        let first = vector * LANES;
+        let (mut y, mut x) = (first / w, first % w);
+        for lane in 0..LANES.min(h * w - first) {
+            if lane > 0 {
+                x += 1;
+                if x == w {
+                    (y, x) = (y + 1, 0);
+                }
+            }
+            let bit = 1 << lane;
+            let inside = [y > 0, true, y + 1 < h];
+            for (mask, inside) in masks.rows.iter_mut().zip(inside) {
+                *mask |= if inside { bit } else { 0 };
+            }
+            let inside = [x > 0, true, x + 1 < w];
+            for (mask, inside) in masks.columns.iter_mut().zip(inside) {
+                *mask |= if inside { bit } else { 0 };
+            }
+        }
+        // The vector's loads reach from `first − w − 1` to `first + LANES + w` (exclusive
+        // end `+ 1`): the first and last values of the plane's interior rows would otherwise
+        // read one value past either end.
+        masks.interior = masks.rows == [u8::MAX; 3] && first > w && first + LANES + w < h * w;
+        masks
+    }
+
+    fn tap(&self, ky: usize, kx: usize) -> u8 {
+        self.rows[ky] & self.columns[kx]
+    }
+
+    /// The lanes that are outputs of the plane.
+    fn store(&self) -> u8 {
+        self.rows[1]
+    }
+
+    fn is_interior(&self) -> bool {
+        self.interior
+    }
+}
+
+/// The lanes whose bit is set in `bits`, as a vector mask: all ones or all zeros per lane.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn lanes(bits: u8) -> __m256i {
+    let select = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    let set = _mm256_and_si256(_mm256_set1_epi32(bits as i32), select);
+    _mm256_cmpeq_epi32(set, select)
+}
+
+/// The output planes `first..` in `part` (whole planes, `h·w` each).
+pub(super) fn planes(plan: &Plan<'_>, first: usize, part: &mut [f32]) {
+    let (h, w) = plan.input;
+    let vectors = (h * w).div_ceil(LANES);
+    let mut masks = [Masks::default(); MAX_VECTORS];
+    for (v, masks) in masks.iter_mut().enumerate().take(vectors) {
+        *masks = Masks::of(v, (h, w));
+    }
+    let masks = &masks[..vectors];
+    for (i, out) in part.chunks_exact_mut((h * w).max(1)).enumerate() {
+        // SAFETY: the CPU has AVX2 (`fits`); plane `first + i` is in `plan.src`, `out` is its
+        // output plane, and the masks were made for this plane's shape.
+        unsafe { plane(plan, first + i, masks, out) }
+    }
+}
+
+/// One channel's nine weights, each broadcast to a vector, its bias and the layer's
+/// activation.
+struct Taps {
+    weights: [__m256; 9],
+    bias: Option<__m256>,
+    activation: Activation,
+}
+
+impl Taps {
+    #[target_feature(enable = "avx2,fma")]
+    fn of(plan: &Plan<'_>, channel: usize) -> Taps {
+        let filter = &plan.filters[channel * 9..(channel + 1) * 9];
+        let mut weights = [_mm256_setzero_ps(); 9];
+        for (weight, &value) in weights.iter_mut().zip(filter) {
+            *weight = _mm256_set1_ps(value);
+        }
+        Taps {
+            weights,
+            bias: plan.bias.map(|b| _mm256_set1_ps(b[channel])),
+            activation: plan.activation,
+        }
+    }
+
+    /// A vector of sums with the bias added and the activation applied, as
+    /// `kernels::finish_rows` computes them.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn finish(&self, mut sums: __m256) -> __m256 {
+        if let Some(bias) = self.bias {
+            sums = _mm256_add_ps(sums, bias);
+        }
+        // SAFETY: the CPU has AVX2 and FMA wherever this kernel runs (`fits`).
+        unsafe { crate::kernels::activate_avx2(sums, self.activation) }
+    }
+}
+
+/// Vectors summed side by side: four independent chains of additions.
+const GROUP: usize = 4;
+
+/// One plane (`index`, channel `index % channels`): runs of up to [`GROUP`] interior vectors,
+/// and each vector that touches the first or last row, or the plane's end, on its own.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn plane(plan: &Plan<'_>, index: usize, masks: &[Masks], out: &mut [f32]) {
+    let (h, w) = plan.input;
+    let channel = index % plan.channels;
+    let input = &plan.src[index * h * w..(index + 1) * h * w];
+    let taps = Taps::of(plan, channel);
+    // Each tap's offset from the output it is for.
+    let w = w as isize;
+    let offsets: [isize; 9] =
+        std::array::from_fn(|t| (t as isize / 3 - 1) * w + t as isize % 3 - 1);
+    let (input, out) = (input.as_ptr(), out.as_mut_ptr());
+    let mut v = 0;
+    while v < masks.len() {
+        let interior = masks[v..]
+            .iter()
+            .take(GROUP)
+            .take_while(|m| m.is_interior())
+            .count();
+        // SAFETY: the masks of vectors `v..` are this plane's; run as interior only while
+        // they are.
+        unsafe {
+            let taps = (&taps, &offsets);
+            match interior {
+                0 => edge_vector(taps, input, masks[v], v, out),
+                4 => interior_vectors::<4>(taps, input, &masks[v..], v, out),
+                3 => interior_vectors::<3>(taps, input, &masks[v..], v, out),
+                2 => interior_vectors::<2>(taps, input, &masks[v..], v, out),
+                _ => interior_vectors::<1>(taps, input, &masks[v..], v, out),
+            }
+        }
+        v += interior.max(1);
+    }
+}
+
+/// Interior vectors `first..first + N` of the plane at `input`, stored at the same place from
+/// `out`: every tap loaded whole, the left and right taps' lanes in the padding cleared.
+///
+/// # Safety
+/// AVX2 and FMA; `masks` starts with the masks of vector `first` of the plane `input` points at, the
+/// first `N` of them interior, and `out` points at its output plane.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn interior_vectors<const N: usize>(
+    (taps, offsets): (&Taps, &[isize; 9]),
+    input: *const f32,
+    masks: &[Masks],
+    first: usize,
+    out: *mut f32,
+) {
+    let mut acc = [_mm256_setzero_ps(); N];
+    // The left and right taps' lanes, for each vector.
+    let mut sides = [[_mm256_setzero_ps(); 2]; N];
+    for (side, masks) in sides.iter_mut().zip(masks) {
+        side[0] = _mm256_castsi256_ps(lanes(masks.columns[0]));
+        side[1] = _mm256_castsi256_ps(lanes(masks.columns[2]));
+    }
+    for (t, &offset) in offsets.iter().enumerate() {
+        let kx = t % 3;
+        for j in 0..N {
+            // SAFETY: an interior vector's whole loads lie inside the plane (`Masks::of`).
+            let mut x = unsafe { _mm256_loadu_ps(input.offset((first + j) as isize * 8 + offset)) };
+            if kx != 1 {
+                x = _mm256_and_ps(x, sides[j][kx / 2]);
+            }
+            acc[j] = _mm256_add_ps(acc[j], _mm256_mul_ps(taps.weights[t], x));
+        }
+    }
+    for (j, acc) in acc.into_iter().enumerate() {
+        // SAFETY: an interior vector's lanes are all outputs of the plane.
+        unsafe { _mm256_storeu_ps(out.add((first + j) * LANES), taps.finish(acc)) }
+    }
+}
+
+/// Vector `first` of the plane at `input`, which touches its first or last row or its end:
+/// each tap through `vmaskmovps`, the store masked to the plane.
+///
+/// # Safety
+/// AVX2 and FMA; `masks` are the masks of vector `first` of the plane `input` points at, and `out`
+/// points at its output plane.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn edge_vector(
+    (taps, offsets): (&Taps, &[isize; 9]),
+    input: *const f32,
+    masks: Masks,
+    first: usize,
+    out: *mut f32,
+) {
+    let mut acc = _mm256_setzero_ps();
+    for (t, &offset) in offsets.iter().enumerate() {
+        let at = input.wrapping_offset(first as isize * 8 + offset);
+        // SAFETY: the mask lets through only lanes whose tap is a pixel of the plane; the
+        // others are not read, so their addresses (`wrapping_offset`) may lie outside it.
+        let x = unsafe { _mm256_maskload_ps(at, lanes(masks.tap(t / 3, t % 3))) };
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(taps.weights[t], x));
+    }
+    // SAFETY: the store mask lets through only outputs of the plane.
+    unsafe {
+        _mm256_maskstore_ps(
+            out.add(first * LANES),
+            lanes(masks.store()),
+            taps.finish(acc),
+        )
+    }
+}
