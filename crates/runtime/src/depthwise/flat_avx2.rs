@@ -101,6 +101,12 @@ impl Masks {
     fn is_interior(&self) -> bool {
         self.interior
     }
+
+    /// Whether every lane's left and right taps are in the plane's row (no lane is in its
+    /// first or last column).
+    fn has_whole_sides(&self) -> bool {
+        self.columns[0] & self.columns[2] == u8::MAX
+    }
 }
 
 /// The lanes whose bit is set in `bits`, as a vector mask: all ones or all zeros per lane.
@@ -159,8 +165,7 @@ impl Taps {
         if let Some(bias) = self.bias {
             sums = _mm256_add_ps(sums, bias);
         }
-        // SAFETY: the CPU has AVX2 and FMA wherever this kernel runs (`fits`).
-        unsafe { crate::kernels::activate_avx2(sums, self.activation) }
+        crate::kernels::activate_avx2(sums, self.activation)
     }
 }
 
@@ -182,21 +187,29 @@ unsafe fn plane(plan: &Plan<'_>, index: usize, masks: &[Masks], out: &mut [f32])
     let (input, out) = (input.as_ptr(), out.as_mut_ptr());
     let mut v = 0;
     while v < masks.len() {
+        // A run of interior vectors whose left and right taps all need their masks, or all
+        // none (every vector off the rows' first and last columns).
+        let whole = masks[v].has_whole_sides();
         let interior = masks[v..]
             .iter()
             .take(GROUP)
-            .take_while(|m| m.is_interior())
+            .take_while(|m| m.is_interior() && m.has_whole_sides() == whole)
             .count();
         // SAFETY: the masks of vectors `v..` are this plane's; run as interior only while
         // they are.
         unsafe {
             let taps = (&taps, &offsets);
-            match interior {
-                0 => edge_vector(taps, input, masks[v], v, out),
-                4 => interior_vectors::<4>(taps, input, &masks[v..], v, out),
-                3 => interior_vectors::<3>(taps, input, &masks[v..], v, out),
-                2 => interior_vectors::<2>(taps, input, &masks[v..], v, out),
-                _ => interior_vectors::<1>(taps, input, &masks[v..], v, out),
+            let masks = &masks[v..];
+            match (interior, whole) {
+                (0, _) => edge_vector(taps, input, masks[0], v, out),
+                (4, true) => interior_vectors::<4, false>(taps, input, masks, v, out),
+                (3, true) => interior_vectors::<3, false>(taps, input, masks, v, out),
+                (2, true) => interior_vectors::<2, false>(taps, input, masks, v, out),
+                (_, true) => interior_vectors::<1, false>(taps, input, masks, v, out),
+                (4, false) => interior_vectors::<4, true>(taps, input, masks, v, out),
+                (3, false) => interior_vectors::<3, true>(taps, input, masks, v, out),
+                (2, false) => interior_vectors::<2, true>(taps, input, masks, v, out),
+                (_, false) => interior_vectors::<1, true>(taps, input, masks, v, out),
             }
         }
         v += interior.max(1);
@@ -204,14 +217,16 @@ unsafe fn plane(plan: &Plan<'_>, index: usize, masks: &[Masks], out: &mut [f32])
 }
 
 /// Interior vectors `first..first + N` of the plane at `input`, stored at the same place from
-/// `out`: every tap loaded whole, the left and right taps' lanes in the padding cleared.
+/// `out`: every tap loaded whole, and with `SIDES` the left and right taps' lanes in the
+/// padding cleared.
 ///
 /// # Safety
-/// AVX2 and FMA; `masks` starts with the masks of vector `first` of the plane `input` points at, the
-/// first `N` of them interior, and `out` points at its output plane.
+/// AVX2 and FMA; `masks` starts with the masks of vector `first` of the plane `input` points
+/// at, the first `N` of them interior (and without `SIDES`, their sides whole), and `out`
+/// points at its output plane.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn interior_vectors<const N: usize>(
+unsafe fn interior_vectors<const N: usize, const SIDES: bool>(
     (taps, offsets): (&Taps, &[isize; 9]),
     input: *const f32,
     masks: &[Masks],
@@ -221,7 +236,7 @@ unsafe fn interior_vectors<const N: usize>(
     let mut acc = [_mm256_setzero_ps(); N];
     // The left and right taps' lanes, for each vector.
     let mut sides = [[_mm256_setzero_ps(); 2]; N];
-    for (side, masks) in sides.iter_mut().zip(masks) {
+    for (side, masks) in sides.iter_mut().zip(masks).filter(|_| SIDES) {
         side[0] = _mm256_castsi256_ps(lanes(masks.columns[0]));
         side[1] = _mm256_castsi256_ps(lanes(masks.columns[2]));
     }
@@ -230,7 +245,7 @@ unsafe fn interior_vectors<const N: usize>(
         for j in 0..N {
             // SAFETY: an interior vector's whole loads lie inside the plane (`Masks::of`).
             let mut x = unsafe { _mm256_loadu_ps(input.offset((first + j) as isize * 8 + offset)) };
-            if kx != 1 {
+            if SIDES && kx != 1 {
                 x = _mm256_and_ps(x, sides[j][kx / 2]);
             }
             acc[j] = _mm256_add_ps(acc[j], _mm256_mul_ps(taps.weights[t], x));
