@@ -33,12 +33,12 @@ impl Tiles for Avx2 {
     unsafe fn pack(
         rhs: &[f32],
         rows_of: (RhsRows<'_>, usize),
-        col: usize,
-        width: usize,
-        panel: &mut [f32],
+        columns: (usize, usize),
+        steps: usize,
+        panels: &mut [f32],
     ) {
         // SAFETY: the CPU has AVX2 and FMA (the caller's contract).
-        unsafe { pack(rhs, rows_of, col, width, panel) }
+        unsafe { pack(rhs, rows_of, columns, steps, panels) }
     }
 
     unsafe fn tile(
@@ -56,36 +56,49 @@ impl Tiles for Avx2 {
     }
 }
 
-/// [`Tiles::pack`]: two vector moves per step, masked loads at the last columns only.
+/// [`Tiles::pack`], a step at a time across all the panels: each step's row of the
+/// right-hand side is read from its first column to its last, so the prefetchers follow it.
+/// (A panel at a time, each step read 64 bytes of a row and moved to the next row: on
+/// Xception's 728×728 products over 324 pixels, with the right-hand side no longer in cache as
+/// in the model, that took the product from 34 to 24 billion multiply-adds a second.) Two
+/// vector moves per panel and step, masked loads at the last columns only.
 #[target_feature(enable = "avx2,fma")]
 fn pack(
     rhs: &[f32],
     (rows_of, first_step): (RhsRows<'_>, usize),
-    col: usize,
-    width: usize,
-    panel: &mut [f32],
+    (col, width): (usize, usize),
+    steps: usize,
+    panels: &mut [f32],
 ) {
-    let m = masks(width);
-    let steps = panel.len() / PANEL;
-    assert!(width <= PANEL);
-    let (src, dst) = (rhs.as_ptr(), panel.as_mut_ptr());
+    let count = width.div_ceil(PANEL);
+    assert!(
+        panels.len() >= count * steps * PANEL,
+        "room for every panel"
+    );
+    let last = masks(width - (count - 1) * PANEL);
+    let (src, dst) = (rhs.as_ptr(), panels.as_mut_ptr());
     for step in 0..steps {
         let from = rows_of.offset(first_step + step) + col;
         assert!(
             from + width <= rhs.len(),
             "a step's columns inside the right-hand side"
         );
-        for (v, &mask) in m.iter().enumerate() {
-            // SAFETY: the loads read `rhs[from..from + width]` (checked above), masked unless
-            // the vector is whole; the store writes the panel's step, inside it.
-            unsafe {
-                let at = src.add(from + v * LANES);
-                let x = if width >= (v + 1) * LANES {
-                    _mm256_loadu_ps(at)
-                } else {
-                    _mm256_maskload_ps(at, mask)
-                };
-                _mm256_storeu_ps(dst.add(step * PANEL + v * LANES), x);
+        for p in 0..count {
+            let whole = p + 1 < count;
+            for (v, &mask) in last.iter().enumerate() {
+                let first = p * PANEL + v * LANES;
+                // SAFETY: the loads read `rhs[from..from + width]` (checked above), masked in
+                // the last panel unless the vector is whole; the store writes step `step` of
+                // panel `p`, inside `panels` (checked above).
+                unsafe {
+                    let at = src.add(from + first);
+                    let x = if whole || width >= first + LANES {
+                        _mm256_loadu_ps(at)
+                    } else {
+                        _mm256_maskload_ps(at, mask)
+                    };
+                    _mm256_storeu_ps(dst.add((p * steps + step) * PANEL + v * LANES), x);
+                }
             }
         }
     }

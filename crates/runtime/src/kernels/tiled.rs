@@ -49,21 +49,22 @@ pub(crate) trait Tiles {
     /// the L2 of the cores that have the instruction set.
     const RHS_BLOCK_BYTES: usize;
 
-    /// Copies columns `col..col + width` (`width ≤ PANEL`) of the right-hand side's rows for
-    /// steps `first_step..` (one per step of the panel, where `rows_of` says) into `panel`,
-    /// [`Self::PANEL`] values a step, zero past `width`: the tiles then read their steps from
-    /// consecutive, aligned addresses, without masks. (Read in place, each step is a row of
-    /// the right-hand side further on: a page apart on the wide layers, where neither the
-    /// prefetchers nor the TLB kept up, and 1.45× slower on Xception's middle flow.)
+    /// Copies `columns` (the first and how many: `col..col + width`) of the right-hand side's rows for `steps` steps from
+    /// `first_step` (one per step, where `rows_of` says) into `⌈width / PANEL⌉` panels one
+    /// after another in `panels`, each `steps` steps of [`Self::PANEL`] values, zero past
+    /// `width`: the tiles then read their steps from consecutive, aligned addresses, without
+    /// masks. (Read in place, each step is a row of the right-hand side further on: a page
+    /// apart on the wide layers, where neither the prefetchers nor the TLB kept up, and 1.45×
+    /// slower on Xception's middle flow.)
     ///
     /// # Safety
     /// The CPU has the instruction set. (The bounds are checked.)
     unsafe fn pack(
         rhs: &[f32],
         rows_of: (RhsRows<'_>, usize),
-        col: usize,
-        width: usize,
-        panel: &mut [f32],
+        columns: (usize, usize),
+        steps: usize,
+        panels: &mut [f32],
     );
 
     /// One tile, `rows` (1..=[`Self::ROWS`]) by `width` (1..=[`Self::PANEL`]) columns:
@@ -246,12 +247,12 @@ pub(crate) unsafe fn packed<K: Tiles>(
                 let last = first_step + steps == cols;
                 let panel_len = steps * K::PANEL;
                 let panels = (first_col..first_col + block_cols).step_by(K::PANEL);
-                for (p, col) in panels.clone().enumerate() {
-                    let width = K::PANEL.min(first_col + block_cols - col);
-                    let panel = &mut packed[p * panel_len..(p + 1) * panel_len];
-                    // SAFETY: the CPU has the instruction set (this function's contract).
-                    unsafe { K::pack(rhs, (rows_of, first_step), col, width, panel) };
-                }
+                let block_panels = &mut packed[..block_cols.div_ceil(K::PANEL) * panel_len];
+                // SAFETY: the CPU has the instruction set (this function's contract).
+                unsafe {
+                    let columns = (first_col, block_cols);
+                    K::pack(rhs, (rows_of, first_step), columns, steps, block_panels)
+                };
                 for first_row in (0..rows).step_by(K::ROWS) {
                     // While the block's first panel is computed, the next tile of rows'
                     // weights are fetched into L1: they come from memory or L3 (Xception's
