@@ -67,7 +67,8 @@ pub struct RuntimeOptions {
 }
 
 /// The fraction of [`RuntimeOptions::sparse_below_density`] below which a convolution's
-/// weights run sparse on the AVX-512 CSR kernel, where its input has at least
+/// weights run sparse on the CSR kernel that sums in registers (AVX-512 or AVX2,
+/// [`kernels::sparse_in_registers`]), where its input has at least
 /// [`CONV_SPARSE_MIN_PIXELS`] over the stride's square. A dense layer at batch 1 is a
 /// matrix-vector product, which the CSR kernel beats up to about 30% of the weights; a
 /// convolution is a blocked GEMM, which the AVX-512 CSR kernel beats up to about 40% on planes
@@ -82,7 +83,7 @@ const CONV_SPARSE_FACTOR: f64 = 4.0 / 3.0;
 const MID_CONV_SPARSE_FACTOR: f64 = 7.0 / 6.0;
 /// The same fraction for smaller planes still, for the 3×3 convolutions that run by
 /// Winograd's F(4×4, 3×3) at a quarter of the multiply-adds, and for every convolution where
-/// the portable CSR kernel runs (no AVX-512). At 5×5 the CSR kernel lost at 30% kept (0.26
+/// the portable CSR kernel runs (no AVX2). At 5×5 the CSR kernel lost at 30% kept (0.26
 /// against 0.24 ms); with 10% kept it took 0.32 ms against 0.96 at 9×9. The portable kernel
 /// took 2.6× the dense time at 30% kept.
 const SMALL_CONV_SPARSE_FACTOR: f64 = 1.0 / 3.0;
@@ -2110,7 +2111,7 @@ mod tests {
             inputs: vec![input],
         };
         // A 1×1 convolution at 14×14, split by rows, then one at 112×112 with 16 rows, which
-        // the AVX-512 kernel splits by columns.
+        // the own kernels split by columns.
         let layers = vec![
             layer(Op::Relu, Source::Input),
             layer(pointwise(64, 16), Source::Node(0)),
