@@ -5,7 +5,7 @@
 //! 3×3 one through im2col, residual adds, a dense layer), imported from the ONNX fixture.
 //!
 //! The `gemm` crate allocates its packing buffers on every call, so the count is only
-//! asserted where the runtime's own AVX-512 kernel runs the products.
+//! asserted where the runtime's own kernels (AVX-512 or AVX2) run the products.
 
 use cxrm::Cxrm;
 use cxrm::runtime::{Model, RuntimeOptions, kernels};
