@@ -1218,16 +1218,7 @@ pub fn pool2d_into(x: ArrayView4<'_, f32>, p: &PoolParams, max: bool, dst: &mut 
         parallel::split_rows(dst, plane_out.max(1), 1, work, &|first, part| {
             for (i, out_plane) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
                 let plane = &src[(first + i) * plane_in..(first + i + 1) * plane_in];
-                // SAFETY: the CPU has AVX-512F (`stride2_max_fits`).
-                unsafe {
-                    kernels::window_max::plane_max_stride2(
-                        plane,
-                        (h, w),
-                        window,
-                        out_plane,
-                        (oh, ow),
-                    )
-                }
+                kernels::window_max::plane_max(plane, (h, w), window, out_plane, (oh, ow))
             }
         });
         return;
@@ -1255,7 +1246,7 @@ pub fn pool2d_into(x: ArrayView4<'_, f32>, p: &PoolParams, max: bool, dst: &mut 
     });
 }
 
-/// Whether a max pooling runs whole planes on `window_max::plane_max_stride2`: AVX-512F,
+/// Whether a max pooling runs whole planes on `window_max::plane_max` (AVX-512F or AVX2),
 /// stride 2 both ways, a window 2 or 3 wide, and no window wholly in the padding.
 #[cfg(target_arch = "x86_64")]
 fn stride2_max_fits(p: &PoolParams, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> bool {

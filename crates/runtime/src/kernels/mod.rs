@@ -37,6 +37,8 @@ mod sparse_avx512;
 pub(crate) mod transpose16;
 #[cfg(target_arch = "x86_64")]
 pub mod window_max;
+#[cfg(target_arch = "x86_64")]
+mod window_max_avx2;
 
 /// Whether max pooling at a column stride of 2 runs on [`window_max`] (AVX-512).
 pub fn window_max_available() -> bool {

@@ -82,9 +82,33 @@ pub unsafe fn rows_maxima_stride2(
     }
 }
 
-/// Whether [`plane_max_stride2`] takes a window `kw` columns wide.
+/// Whether [`plane_max`] takes a window `kw` columns wide on this CPU: AVX-512F, or AVX2
+/// ([`super::window_max_avx2`]).
 pub fn plane_max_fits(kw: usize) -> bool {
-    matches!(kw, 2 | 3) && available()
+    matches!(kw, 2 | 3) && (available() || super::window_max_avx2::available())
+}
+
+/// [`plane_max_stride2`] on AVX-512F, or its AVX2 twin where the CPU has only that.
+///
+/// Panics where [`plane_max_fits`] is false for the window, or the planes are too short.
+pub fn plane_max(
+    plane: &[f32],
+    input: (usize, usize),
+    window: ((usize, usize), (usize, usize)),
+    out: &mut [f32],
+    output: (usize, usize),
+) {
+    assert!(
+        plane_max_fits(window.1.1),
+        "a window this CPU's kernels take"
+    );
+    if available() {
+        // SAFETY: the CPU has AVX-512F.
+        unsafe { plane_max_stride2(plane, input, window, out, output) }
+    } else {
+        // SAFETY: the CPU has AVX2 (`plane_max_fits`).
+        unsafe { super::window_max_avx2::plane_max_stride2(plane, input, window, out, output) }
+    }
 }
 
 /// Max pooling of one `h × w` plane at stride 2 in both directions, with a window 2 or 3

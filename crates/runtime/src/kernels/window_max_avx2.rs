@@ -1,0 +1,148 @@
+//! [`super::window_max::plane_max_stride2`] on AVX2, for CPUs without AVX-512: max pooling of
+//! a plane at stride 2 with a window 2 or 3 columns wide, eight outputs of a row at a time.
+//!
+//! A pair of loads (16 columns from the window's first) holds the first tap in its even lanes
+//! and the second in its odd ones; AVX2 has no two-register permute, so each is gathered by a
+//! shuffle within 128-bit halves and a permute of 64-bit quarters. Columns outside the row
+//! (the padding, the row's end) are loaded through `vmaskmovps` and set to −∞ by a blend, at
+//! the planes' edges only. The maxima are taken in the AVX-512 kernel's order from −∞ (NaN
+//! skipped as `f32::max` skips it): its bits (tested against whole windows).
+
+use std::arch::x86_64::*;
+
+const LANES: usize = 8;
+
+/// Whether [`plane_max_stride2`] can run: the CPU has AVX2. Read once.
+pub fn available() -> bool {
+    static CHOSEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
+}
+
+/// The contract of [`super::window_max::plane_max_stride2`], on AVX2.
+///
+/// # Safety
+/// The CPU has AVX2 ([`available`]).
+#[target_feature(enable = "avx2")]
+pub unsafe fn plane_max_stride2(
+    plane: &[f32],
+    (h, w): (usize, usize),
+    ((top, left), (kh, kw)): ((usize, usize), (usize, usize)),
+    out: &mut [f32],
+    (oh, ow): (usize, usize),
+) {
+    assert!(plane.len() >= h * w && out.len() >= oh * ow, "whole planes");
+    assert!(matches!(kw, 2 | 3), "a window 2 or 3 wide");
+    let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+    for x in (0..ow).step_by(LANES) {
+        // The pairs of loads from columns `c0` and `c0 + 2`; lane `j` of a pair is loaded
+        // where its column is in the row.
+        let c0 = (2 * x) as isize - left as isize;
+        let (first_pair, second_pair) = (pair_inside(c0, w), pair_inside(c0 + 2, w));
+        let lanes = (ow - x).min(LANES);
+        let store = lane_mask(((1u32 << lanes) - 1) as u8);
+        // The window maxima of row `y` for these eight outputs.
+        let row_max = |y: usize| {
+            let at = plane[y * w..].as_ptr().wrapping_offset(c0);
+            let (a, b) = load_pair(at, first_pair, neg_inf);
+            let (even, odd) = evens_and_odds(a, b);
+            let mut m = _mm256_max_ps(odd, neg_inf);
+            m = _mm256_max_ps(even, m);
+            if kw == 3 {
+                let (c, d) = load_pair(at.wrapping_offset(2), second_pair, neg_inf);
+                m = _mm256_max_ps(evens_and_odds(c, d).0, m);
+            }
+            m
+        };
+        let mut kept: Option<(usize, __m256)> = None;
+        for oy in 0..oh {
+            let first = (2 * oy).saturating_sub(top);
+            let last = (2 * oy + kh).saturating_sub(top).min(h);
+            assert!(first < last, "no empty window");
+            // The row maxima are never NaN, so the order they are combined in does not
+            // matter.
+            let mut m = match kept {
+                Some((y, m)) if y == first => m,
+                _ => row_max(first),
+            };
+            for y in first + 1..last {
+                let r = row_max(y);
+                m = _mm256_max_ps(r, m);
+                kept = Some((y, r));
+            }
+            if last == first + 1 {
+                kept = None;
+            }
+            let at = out[oy * ow + x..].as_mut_ptr();
+            // SAFETY: the stored lanes are outputs `x..ow` of row `oy`, inside `out`.
+            unsafe {
+                if lanes == LANES {
+                    _mm256_storeu_ps(at, m)
+                } else {
+                    _mm256_maskstore_ps(at, store, m)
+                }
+            }
+        }
+    }
+}
+
+/// Sixteen values from `at`: those whose bit is set in `valid` (bit `j` for value `j`), −∞
+/// for the others, which are not read.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn load_pair(at: *const f32, valid: u32, neg_inf: __m256) -> (__m256, __m256) {
+    let half = |at: *const f32, bits: u8| {
+        // SAFETY: only the lanes whose bit is set are read, and the caller's `valid` holds
+        // the columns of the row (a whole half is all of them).
+        unsafe {
+            if bits == u8::MAX {
+                _mm256_loadu_ps(at)
+            } else {
+                let mask = lane_mask(bits);
+                _mm256_blendv_ps(
+                    neg_inf,
+                    _mm256_maskload_ps(at, mask),
+                    _mm256_castsi256_ps(mask),
+                )
+            }
+        }
+    };
+    (
+        half(at, valid as u8),
+        half(at.wrapping_add(LANES), (valid >> 8) as u8),
+    )
+}
+
+/// The even and the odd lanes of the sixteen values `a, b`, each in order.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn evens_and_odds(a: __m256, b: __m256) -> (__m256, __m256) {
+    // Within each 128-bit half: a0 a2 b0 b2 | a4 a6 b4 b6; then the quarters in the order
+    // 0, 2, 1, 3: a0 a2 a4 a6 b0 b2 b4 b6.
+    let order =
+        |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+    (
+        order(_mm256_shuffle_ps::<0b10_00_10_00>(a, b)),
+        order(_mm256_shuffle_ps::<0b11_01_11_01>(a, b)),
+    )
+}
+
+/// The lanes whose bit is set in `bits`, as a vector mask (all ones per such lane).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn lane_mask(bits: u8) -> __m256i {
+    let select = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    let set = _mm256_and_si256(_mm256_set1_epi32(bits as i32), select);
+    _mm256_cmpeq_epi32(set, select)
+}
+
+/// The values `j < 16` of a pair of loads from column `c` with `0 ≤ c + j < w`, as bits.
+fn pair_inside(c: isize, w: usize) -> u32 {
+    let below = (-c).clamp(0, 16) as u32;
+    let end = (w as isize - c).clamp(0, 16) as u32;
+    low_bits(end) & !low_bits(below)
+}
+
+/// The lowest `n` bits set, `n ≤ 16`.
+fn low_bits(n: u32) -> u32 {
+    (1 << n) - 1
+}
