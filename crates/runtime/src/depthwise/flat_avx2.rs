@@ -19,6 +19,7 @@
 //! (tested).
 
 use super::Plan;
+use crate::kernels::lane_mask as lanes;
 use crate::ops::{Activation, Conv2dParams};
 use std::arch::x86_64::*;
 
@@ -107,15 +108,6 @@ impl Masks {
     fn has_whole_sides(&self) -> bool {
         self.columns[0] & self.columns[2] == u8::MAX
     }
-}
-
-/// The lanes whose bit is set in `bits`, as a vector mask: all ones or all zeros per lane.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn lanes(bits: u8) -> __m256i {
-    let select = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    let set = _mm256_and_si256(_mm256_set1_epi32(bits as i32), select);
-    _mm256_cmpeq_epi32(set, select)
 }
 
 /// The output planes `first..` in `part` (whole planes, `h·w` each).

@@ -280,6 +280,16 @@ unsafe fn step<const R: usize, const V: usize, const MASKED_LOADS: bool>(
     }
 }
 
+/// The lanes whose bit is set in `bits` (bit `j` for lane `j`), as a vector mask: all ones in
+/// each such lane, zeros elsewhere, as `vmaskmovps` and `vblendvps` read it.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn lane_mask(bits: u8) -> __m256i {
+    let select = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    let set = _mm256_and_si256(_mm256_set1_epi32(bits as i32), select);
+    _mm256_cmpeq_epi32(set, select)
+}
+
 /// `activation` on eight lanes, with the values of `kernels::finish_row` and of the AVX-512
 /// epilogue: `max(x, 0)` (0 for NaN, as `f32::max`), or `min(max(x, 0), 6)` keeping NaN and
 /// −0 (as `f32::clamp`); `max_ps(a, b)` is `a > b ? a : b`.

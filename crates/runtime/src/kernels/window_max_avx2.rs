@@ -8,21 +8,25 @@
 //! the planes' edges only. The maxima are taken in the AVX-512 kernel's order from −∞ (NaN
 //! skipped as `f32::max` skips it): its bits (tested against whole windows).
 
+use super::lane_mask;
 use std::arch::x86_64::*;
 
 const LANES: usize = 8;
 
-/// Whether [`plane_max_stride2`] can run: the CPU has AVX2. Read once.
+/// Whether [`plane_max_stride2`] can run: the CPU has AVX2 and FMA (the runtime's AVX2
+/// level; no FMA instruction is used). Read once.
 pub fn available() -> bool {
     static CHOSEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *CHOSEN.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
+    *CHOSEN.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    })
 }
 
 /// The contract of [`super::window_max::plane_max_stride2`], on AVX2.
 ///
 /// # Safety
-/// The CPU has AVX2 ([`available`]).
-#[target_feature(enable = "avx2")]
+/// The CPU has AVX2 and FMA ([`available`]).
+#[target_feature(enable = "avx2,fma")]
 pub unsafe fn plane_max_stride2(
     plane: &[f32],
     (h, w): (usize, usize),
@@ -88,7 +92,7 @@ pub unsafe fn plane_max_stride2(
 /// Sixteen values from `at`: those whose bit is set in `valid` (bit `j` for value `j`), −∞
 /// for the others, which are not read.
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 fn load_pair(at: *const f32, valid: u32, neg_inf: __m256) -> (__m256, __m256) {
     let half = |at: *const f32, bits: u8| {
         // SAFETY: only the lanes whose bit is set are read, and the caller's `valid` holds
@@ -114,7 +118,7 @@ fn load_pair(at: *const f32, valid: u32, neg_inf: __m256) -> (__m256, __m256) {
 
 /// The even and the odd lanes of the sixteen values `a, b`, each in order.
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 fn evens_and_odds(a: __m256, b: __m256) -> (__m256, __m256) {
     // Within each 128-bit half: a0 a2 b0 b2 | a4 a6 b4 b6; then the quarters in the order
     // 0, 2, 1, 3: a0 a2 a4 a6 b0 b2 b4 b6.
@@ -124,15 +128,6 @@ fn evens_and_odds(a: __m256, b: __m256) -> (__m256, __m256) {
         order(_mm256_shuffle_ps::<0b10_00_10_00>(a, b)),
         order(_mm256_shuffle_ps::<0b11_01_11_01>(a, b)),
     )
-}
-
-/// The lanes whose bit is set in `bits`, as a vector mask (all ones per such lane).
-#[inline]
-#[target_feature(enable = "avx2")]
-fn lane_mask(bits: u8) -> __m256i {
-    let select = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    let set = _mm256_and_si256(_mm256_set1_epi32(bits as i32), select);
-    _mm256_cmpeq_epi32(set, select)
 }
 
 /// The values `j < 16` of a pair of loads from column `c` with `0 ≤ c + j < w`, as bits.
