@@ -216,6 +216,34 @@ impl Taps {
     }
 }
 
+/// Which of the `lanes` outputs from pixel `first` of an `h × w` plane (fewer at the plane's
+/// end) read a real input through each tap of a 3×3 window with one pixel of padding: bit `j`
+/// of `rows[ky]` where output `first + j`'s row `ky − 1` away is in the plane, of
+/// `columns[kx]` where its column `kx − 1` away is. One division for the first pixel, then a
+/// step along the row for each lane: a division per lane would be 5,184 of them for a 72×72
+/// plane. The masks of both flat kernels ([`flat`], [`flat_avx2`]).
+#[cfg(target_arch = "x86_64")]
+fn tap_lane_bits(first: usize, lanes: usize, (h, w): (usize, usize)) -> ([u32; 3], [u32; 3]) {
+    let (mut rows, mut columns) = ([0u32; 3], [0u32; 3]);
+    let (mut y, mut x) = (first / w, first % w);
+    for lane in 0..lanes.min(h * w - first) {
+        if lane > 0 {
+            x += 1;
+            if x == w {
+                (y, x) = (y + 1, 0);
+            }
+        }
+        let bit = 1 << lane;
+        for (mask, inside) in rows.iter_mut().zip([y > 0, true, y + 1 < h]) {
+            *mask |= if inside { bit } else { 0 };
+        }
+        for (mask, inside) in columns.iter_mut().zip([x > 0, true, x + 1 < w]) {
+            *mask |= if inside { bit } else { 0 };
+        }
+    }
+    (rows, columns)
+}
+
 /// A depthwise layer's operands and shapes.
 struct Plan<'a> {
     src: &'a [f32],

@@ -61,27 +61,11 @@ impl Masks {
     /// pixel, then a step along the row for each lane: a division per lane would be 5,184 of
     /// them for a 72×72 plane, whose masks each thread builds once per layer.
     fn of(vector: usize, (h, w): (usize, usize)) -> Masks {
-        let mut masks = Masks::default();
-        let first = vector * LANES;
-        let (mut y, mut x) = (first / w, first % w);
-        for lane in 0..LANES.min(h * w - first) {
-            if lane > 0 {
-                x += 1;
-                if x == w {
-                    (y, x) = (y + 1, 0);
-                }
-            }
-            let bit = 1 << lane;
-            let inside = [y > 0, true, y + 1 < h];
-            for (mask, inside) in masks.rows.iter_mut().zip(inside) {
-                *mask |= if inside { bit } else { 0 };
-            }
-            let inside = [x > 0, true, x + 1 < w];
-            for (mask, inside) in masks.columns.iter_mut().zip(inside) {
-                *mask |= if inside { bit } else { 0 };
-            }
+        let (rows, columns) = super::tap_lane_bits(vector * LANES, LANES, (h, w));
+        Masks {
+            rows: rows.map(|bits| bits as __mmask16),
+            columns: columns.map(|bits| bits as __mmask16),
         }
-        masks
     }
 
     fn tap(&self, ky: usize, kx: usize) -> __mmask16 {

@@ -63,26 +63,13 @@ impl Masks {
     /// The masks of vector `vector` of an `h × w` plane: one division for its first pixel,
     /// then a step along the row for each lane.
     fn of(vector: usize, (h, w): (usize, usize)) -> Masks {
-        let mut masks = Masks::default();
         let first = vector * LANES;
-        let (mut y, mut x) = (first / w, first % w);
-        for lane in 0..LANES.min(h * w - first) {
-            if lane > 0 {
-                x += 1;
-                if x == w {
-                    (y, x) = (y + 1, 0);
-                }
-            }
-            let bit = 1 << lane;
-            let inside = [y > 0, true, y + 1 < h];
-            for (mask, inside) in masks.rows.iter_mut().zip(inside) {
-                *mask |= if inside { bit } else { 0 };
-            }
-            let inside = [x > 0, true, x + 1 < w];
-            for (mask, inside) in masks.columns.iter_mut().zip(inside) {
-                *mask |= if inside { bit } else { 0 };
-            }
-        }
+        let (rows, columns) = super::tap_lane_bits(first, LANES, (h, w));
+        let mut masks = Masks {
+            rows: rows.map(|bits| bits as u8),
+            columns: columns.map(|bits| bits as u8),
+            interior: false,
+        };
         // The vector's loads reach from `first − w − 1` to `first + LANES + w` (exclusive
         // end `+ 1`): the first and last values of the plane's interior rows would otherwise
         // read one value past either end.
