@@ -19,8 +19,8 @@
 //! (16×16 padded at most; 32×32 at stride 2), [`channel_blocks`]: sixteen planes at a time in
 //! the vector lanes, where the per-plane copies above would cost more than the sums. On AVX2,
 //! [`flat_avx2`] takes the stride-1 layers with one pixel of padding and rows up to 112 wide,
-//! eight outputs to a vector. The per-plane kernel keeps other windows, strides and
-//! dilations, and the other CPUs.
+//! and [`rows_avx2`] the other 3×3 layers at stride 1 or 2, eight outputs to a vector. The
+//! per-plane kernel keeps other windows, strides and dilations, and the other CPUs.
 //!
 //! The taps are added in the same order for every output, `ky` then `kx`, each product rounded
 //! before its sum (not fused), as [`depthwise_plane`] does: every path, target and thread
@@ -34,6 +34,8 @@ mod flat;
 mod flat_avx2;
 #[cfg(target_arch = "x86_64")]
 mod rows;
+#[cfg(target_arch = "x86_64")]
+mod rows_avx2;
 
 use crate::ops::{Activation, Conv2dParams};
 use crate::{parallel, scratch};
@@ -72,8 +74,8 @@ pub enum Path {
     PerPlane,
     /// [`channel_blocks`]: sixteen channels to a vector, for small planes on AVX-512.
     ChannelBlocks,
-    /// [`rows`]: straight from the planes, for 3×3 windows with rows of 12 or more outputs
-    /// on AVX-512.
+    /// [`rows`]: straight from the planes, for 3×3 windows at stride 1 or 2 with rows of 12
+    /// or more outputs on AVX-512; [`rows_avx2`], any row up to 1,024 outputs, on AVX2.
     Rows,
     /// [`flat`]: each plane as one run, for 3×3 windows at stride 1 with one pixel of
     /// padding, rows up to 80 wide on AVX-512; [`flat_avx2`], up to 112 wide, on AVX2.
@@ -100,7 +102,7 @@ impl Path {
             match self {
                 Path::PerPlane => true,
                 Path::ChannelBlocks => channel_blocks::fits(p, input),
-                Path::Rows => rows::fits(p, output_width),
+                Path::Rows => rows::fits(p, output_width) || rows_avx2::fits(p, output_width),
                 Path::Flat => flat::fits(p, input) || flat_avx2::fits(p, input),
             }
         }
@@ -150,7 +152,9 @@ fn depthwise_on(
         taps * plane_out,
         &|first, part| match path {
             #[cfg(target_arch = "x86_64")]
-            Path::Rows => rows::planes(&plan, first, part),
+            Path::Rows if rows::fits(p, ow) => rows::planes(&plan, first, part),
+            #[cfg(target_arch = "x86_64")]
+            Path::Rows => rows_avx2::planes(&plan, first, part),
             #[cfg(target_arch = "x86_64")]
             Path::Flat if flat::fits(p, (h, w)) => flat::planes(&plan, first, part),
             #[cfg(target_arch = "x86_64")]

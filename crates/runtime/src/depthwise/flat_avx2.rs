@@ -114,16 +114,16 @@ pub(super) fn planes(plan: &Plan<'_>, first: usize, part: &mut [f32]) {
 }
 
 /// One channel's nine weights, each broadcast to a vector, its bias and the layer's
-/// activation.
-struct Taps {
-    weights: [__m256; 9],
+/// activation: what the AVX2 kernels (here and [`super::rows_avx2`]) take for each plane.
+pub(super) struct Taps {
+    pub(super) weights: [__m256; 9],
     bias: Option<__m256>,
     activation: Activation,
 }
 
 impl Taps {
     #[target_feature(enable = "avx2,fma")]
-    fn of(plan: &Plan<'_>, channel: usize) -> Taps {
+    pub(super) fn of(plan: &Plan<'_>, channel: usize) -> Taps {
         let filter = &plan.filters[channel * 9..(channel + 1) * 9];
         let mut weights = [_mm256_setzero_ps(); 9];
         for (weight, &value) in weights.iter_mut().zip(filter) {
@@ -140,7 +140,7 @@ impl Taps {
     /// `kernels::finish_rows` computes them.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn finish(&self, mut sums: __m256) -> __m256 {
+    pub(super) fn finish(&self, mut sums: __m256) -> __m256 {
         if let Some(bias) = self.bias {
             sums = _mm256_add_ps(sums, bias);
         }

@@ -1,0 +1,308 @@
+//! [`super::rows`]' kernel on AVX2, for CPUs without AVX-512: 3×3 depthwise convolutions at
+//! stride 1 or 2 read straight from the input rows, eight outputs of a row to a vector, no
+//! copies. [`super::flat_avx2`] takes the stride-1 layers it fits first; here are the
+//! stride-2 ones, which the per-plane kernel otherwise splits into phases (MobileNetV2's
+//! four stride-2 layers took 1.11 ms there against onnxruntime's 0.45, one thread, Zen 3),
+//! and stride-1 rows wider than 112.
+//!
+//! At stride 2, one vector's taps in a row are 16 consecutive values for the left and
+//! middle columns, whose even and odd lanes a shuffle and a quarter permute separate, and the
+//! 16 from two columns on, whose even lanes are the right column's. AVX2 has no mask
+//! registers and its masked load (`vmaskmovps`) is slower than a plain one, so only the
+//! vectors at the row's edges load through masks (lanes outside the row read zero, as from a
+//! padded copy); a row above or below the plane reads a row of zeros.
+//!
+//! The taps are added in the order of [`super::depthwise_plane`], `ky` then `kx`, from zero,
+//! each product rounded before its sum; then the bias and activation as
+//! `kernels::finish_rows` computes them: the per-plane kernel's bits (tested).
+
+use super::Plan;
+use super::flat_avx2::Taps;
+use crate::kernels::lane_mask;
+use crate::ops::Conv2dParams;
+use std::arch::x86_64::*;
+
+const LANES: usize = 8;
+/// The widest output row, in vectors: the column table lives on the stack.
+const MAX_VECTORS_PER_ROW: usize = 128;
+
+/// Whether a layer runs here: AVX2 and FMA (the runtime's AVX2 level), a 3×3 window without
+/// dilation, stride 1 or 2, and output rows up to [`MAX_VECTORS_PER_ROW`] vectors wide.
+pub(super) fn fits(p: &Conv2dParams, ow: usize) -> bool {
+    p.kernel == [3, 3]
+        && p.dilation == [1, 1]
+        && matches!(p.stride, [1, 1] | [2, 2])
+        && (1..=MAX_VECTORS_PER_ROW * LANES).contains(&ow)
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+}
+
+/// Where the taps of one vector of outputs (`ox0..ox0 + 8`) read in each input row: the
+/// column of the first load and each load's lanes inside the row, a bit per lane. At stride
+/// 1 loads 0–2 are the three columns' taps; at stride 2, loads 0 and 1 are one run of 16
+/// values from the left column (even lanes left taps, odd lanes middle ones), and loads 2 and
+/// 3 the run two columns on (the right taps).
+#[derive(Clone, Copy, Default)]
+struct Column {
+    start: isize,
+    masks: [u8; 4],
+    /// The outputs of the vector that are in the row.
+    store: u8,
+}
+
+/// Where each load of a vector starts, relative to [`Column::start`], at stride 1 (three
+/// loads; the fourth repeats the first) and 2.
+const LOADS: [[isize; 4]; 2] = [[0, 1, 2, 0], [0, 8, 2, 10]];
+
+impl Column {
+    fn of(vector: usize, stride: usize, left: usize, (w, ow): (usize, usize)) -> Column {
+        let ox0 = vector * LANES;
+        let start = (ox0 * stride) as isize - left as isize;
+        Column {
+            start,
+            masks: LOADS[stride - 1].map(|at| inside(start + at, w)),
+            store: first_lanes(ow - ox0),
+        }
+    }
+
+    /// Whether every load and the store take all eight lanes.
+    fn is_whole(&self) -> bool {
+        self.masks == [u8::MAX; 4] && self.store == u8::MAX
+    }
+}
+
+/// The first `count` lanes (all eight from 8 on), a bit per lane.
+fn first_lanes(count: usize) -> u8 {
+    ((1u32 << count.min(LANES)) - 1) as u8
+}
+
+/// The lanes `j` of a load from column `start` with `0 ≤ start + j < w`.
+fn inside(start: isize, w: usize) -> u8 {
+    let below = (-start).clamp(0, LANES as isize) as usize;
+    let within = (w as isize - start).clamp(0, LANES as isize) as usize;
+    first_lanes(within) & !first_lanes(below)
+}
+
+/// Vectors of a row summed side by side: four independent chains of additions.
+const GROUP: usize = 4;
+
+/// Neighbouring vectors of a row computed together: up to [`GROUP`] whole ones, or one at the
+/// row's edge, whose loads or store need masks.
+#[derive(Clone, Copy, Default)]
+struct Group {
+    first: usize,
+    count: usize,
+    masked: bool,
+}
+
+impl Group {
+    /// The row's columns in groups, into `groups`; returns the groups used.
+    fn split<'g>(columns: &[Column], groups: &'g mut [Group]) -> &'g [Group] {
+        let mut used = 0;
+        let mut v = 0;
+        while v < columns.len() {
+            let masked = !columns[v].is_whole();
+            let count = if masked {
+                1
+            } else {
+                columns[v..]
+                    .iter()
+                    .take(GROUP)
+                    .take_while(|c| c.is_whole())
+                    .count()
+            };
+            groups[used] = Group {
+                first: v,
+                count,
+                masked,
+            };
+            used += 1;
+            v += count;
+        }
+        &groups[..used]
+    }
+}
+
+/// Where a layer's rows read: its columns, their groups, and a row of zeros.
+struct Layout<'a> {
+    columns: &'a [Column],
+    groups: &'a [Group],
+    zeros: &'a [f32],
+}
+
+/// The output planes `first..` in `part` (whole planes, `oh·ow` each).
+pub(super) fn planes(plan: &Plan<'_>, first: usize, part: &mut [f32]) {
+    let (_, w) = plan.input;
+    let (oh, ow) = plan.output;
+    let vectors = ow.div_ceil(LANES);
+    let mut columns = [Column::default(); MAX_VECTORS_PER_ROW];
+    let (stride, left) = (plan.p.stride[1], plan.p.padding[1]);
+    for (v, column) in columns.iter_mut().enumerate().take(vectors) {
+        *column = Column::of(v, stride, left, (w, ow));
+    }
+    let columns = &columns[..vectors];
+    let mut groups = [Group::default(); MAX_VECTORS_PER_ROW];
+    let groups = Group::split(columns, &mut groups);
+    let plane_out = oh * ow;
+    // The rows of the padding above and below the plane: the same loads read zeros from
+    // here, so that no load asks whether its row exists.
+    crate::scratch::with_zeros(w, |zeros| {
+        let layout = Layout {
+            columns,
+            groups,
+            zeros,
+        };
+        for (i, out) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
+            // SAFETY: the CPU has AVX2 and FMA (`fits`); plane `first + i` is in
+            // `plan.src`, `out` is its output plane, the columns and groups were made for
+            // this layer's widths, and `zeros` is as wide as its rows.
+            unsafe {
+                if stride == 1 {
+                    plane::<1>(plan, first + i, &layout, out)
+                } else {
+                    plane::<2>(plan, first + i, &layout, out)
+                }
+            }
+        }
+    })
+}
+
+/// One plane (`index`, channel `index % channels`) at stride `S`, a row at a time.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn plane<const S: usize>(plan: &Plan<'_>, index: usize, layout: &Layout, out: &mut [f32]) {
+    let (h, w) = plan.input;
+    let (oh, ow) = plan.output;
+    let top = plan.p.padding[0];
+    let channel = index % plan.channels;
+    let input = &plan.src[index * h * w..(index + 1) * h * w];
+    let taps = Taps::of(plan, channel);
+    for (oy, out_row) in out.chunks_exact_mut(ow).enumerate().take(oh) {
+        // The three input rows, the row of zeros for one of the padding.
+        let mut rows = [layout.zeros.as_ptr(); 3];
+        for (ky, row) in rows.iter_mut().enumerate() {
+            if let Some(iy) = (oy * S + ky).checked_sub(top).filter(|&iy| iy < h) {
+                *row = input[iy * w..].as_ptr();
+            }
+        }
+        for group in layout.groups {
+            let columns = &layout.columns[group.first..group.first + group.count];
+            let out = out_row[group.first * LANES..].as_mut_ptr();
+            // SAFETY: as `vectors` asks; `out` is the row from the group's first output.
+            unsafe {
+                match (group.masked, group.count) {
+                    (true, _) => vectors::<S, 1, true>(&taps, &rows, columns, out),
+                    (false, 4) => vectors::<S, 4, false>(&taps, &rows, columns, out),
+                    (false, 3) => vectors::<S, 3, false>(&taps, &rows, columns, out),
+                    (false, 2) => vectors::<S, 2, false>(&taps, &rows, columns, out),
+                    (false, _) => vectors::<S, 1, false>(&taps, &rows, columns, out),
+                }
+            }
+        }
+    }
+}
+
+/// The even lanes of the 16 values `a, b` (left taps at stride 2): `shufps` takes lanes 0 and
+/// 2 of each within 128-bit halves, and a permute of 64-bit quarters puts `a`'s before `b`'s.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn even_lanes(a: __m256, b: __m256) -> __m256 {
+    let pairs = _mm256_shuffle_ps::<0x88>(a, b);
+    _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(pairs)))
+}
+
+/// The odd lanes of the 16 values `a, b` (middle taps at stride 2), as [`even_lanes`].
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn odd_lanes(a: __m256, b: __m256) -> __m256 {
+    let pairs = _mm256_shuffle_ps::<0xDD>(a, b);
+    _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(pairs)))
+}
+
+/// The `N` vectors of outputs of `columns` in one row, from its three input `rows`, stored
+/// from `out` on; through the columns' masks if `MASKED`, else whole.
+///
+/// # Safety
+/// AVX2 and FMA; each row holds the `w` columns the columns' masks were made for, and `out`
+/// the outputs the columns' store masks let through; without `MASKED`, every mask of the
+/// columns is whole.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn vectors<const S: usize, const N: usize, const MASKED: bool>(
+    taps: &Taps,
+    rows: &[*const f32; 3],
+    columns: &[Column],
+    out: *mut f32,
+) {
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut masks = [[_mm256_setzero_si256(); 4]; N];
+    let mut starts = [0isize; N];
+    for (j, column) in columns.iter().enumerate().take(N) {
+        starts[j] = column.start;
+        if MASKED {
+            for (mask, &bits) in masks[j].iter_mut().zip(&column.masks) {
+                *mask = lane_mask(bits);
+            }
+        }
+    }
+    for (ky, &row) in rows.iter().enumerate() {
+        for j in 0..N {
+            // SAFETY: every lane a mask lets through is a column of the row, `0..w`; the
+            // others are not read, so their addresses (`wrapping_offset`) may lie outside
+            // the plane. Unmasked loads read only columns of the row (the caller's promise).
+            let load = |k: usize| unsafe {
+                let at = row.wrapping_offset(starts[j] + LOADS[S - 1][k]);
+                if MASKED {
+                    _mm256_maskload_ps(at, masks[j][k])
+                } else {
+                    _mm256_loadu_ps(at)
+                }
+            };
+            let x = if S == 1 {
+                [load(0), load(1), load(2)]
+            } else {
+                let (a, b) = (load(0), load(1));
+                let (c, d) = (load(2), load(3));
+                [even_lanes(a, b), odd_lanes(a, b), even_lanes(c, d)]
+            };
+            for (kx, x) in x.into_iter().enumerate() {
+                acc[j] = _mm256_add_ps(acc[j], _mm256_mul_ps(taps.weights[ky * 3 + kx], x));
+            }
+        }
+    }
+    for (j, (acc, column)) in acc.into_iter().zip(columns).enumerate() {
+        let acc = taps.finish(acc);
+        // SAFETY: the store's lanes are outputs of the row (the caller's promise).
+        unsafe {
+            if MASKED {
+                _mm256_maskstore_ps(out.add(j * LANES), lane_mask(column.store), acc)
+            } else {
+                _mm256_storeu_ps(out.add(j * LANES), acc)
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn even_and_odd_lanes_split_sixteen_values() {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            return;
+        }
+        let values: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        let mut got = [[0f32; 8]; 2];
+        // SAFETY: AVX2 and FMA (checked above); the loads read `values`, the stores `got`.
+        unsafe {
+            let (a, b) = (
+                _mm256_loadu_ps(values.as_ptr()),
+                _mm256_loadu_ps(values[8..].as_ptr()),
+            );
+            _mm256_storeu_ps(got[0].as_mut_ptr(), even_lanes(a, b));
+            _mm256_storeu_ps(got[1].as_mut_ptr(), odd_lanes(a, b));
+        }
+        assert_eq!(got[0], [0., 2., 4., 6., 8., 10., 12., 14.]);
+        assert_eq!(got[1], [1., 3., 5., 7., 9., 11., 13., 15.]);
+    }
+}
