@@ -36,6 +36,8 @@ mod sparse_avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod transpose16;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod transpose8;
+#[cfg(target_arch = "x86_64")]
 pub mod window_max;
 #[cfg(target_arch = "x86_64")]
 mod window_max_avx2;
