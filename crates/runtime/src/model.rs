@@ -53,8 +53,8 @@ pub struct RuntimeOptions {
     /// The most memory a forward pass's activations may take; `None` for what the machine
     /// can give. A model whose planned activations exceed it fails to load.
     pub budget: Option<Budget>,
-    /// Run stride-1 3×3 convolutions by Winograd's F(4×4, 3×3) where the CPU has AVX-512
-    /// ([`crate::winograd`]): 4× fewer multiply-adds, at a rounding error a few times the
+    /// Run stride-1 3×3 convolutions by Winograd's F(4×4, 3×3) where the CPU has AVX-512 or
+    /// AVX2 with FMA ([`crate::winograd`]): 4× fewer multiply-adds, at a rounding error a few times the
     /// direct product's and 4× the memory for those layers' weights. `false` keeps the
     /// direct product.
     pub winograd: bool,

@@ -26,6 +26,8 @@
 //! from its scratch pool, outside the activations' budget.
 
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 
 use crate::kernels::{self, Epilogue};
@@ -152,9 +154,10 @@ pub fn suits(p: &Conv2dParams, cin: usize, cout: usize) -> bool {
         && available()
 }
 
-/// Whether this CPU runs the transforms: AVX-512F, and the runtime's own product.
+/// Whether this CPU runs the transforms: beside the runtime's own product, AVX-512F's
+/// ([`avx512`]) or AVX2's ([`avx2`]).
 pub fn available() -> bool {
-    kernels::own_kernel() == Some(kernels::OwnKernel::Avx512)
+    kernels::own_kernel().is_some()
 }
 
 /// One image's convolution: `image` holds `cin` planes `h × w`, `out` the `cout` output
@@ -170,7 +173,7 @@ pub(crate) fn conv(
     epilogue: Epilogue<'_>,
     out: &mut [f32],
 ) {
-    assert!(available(), "AVX-512");
+    assert!(available(), "the own kernels' instruction sets");
     let (cin, cout) = (weights.cols, weights.rows);
     assert_eq!(image.len(), cin * h * w, "cin planes h × w");
     assert_eq!(out.len(), cout * oh * ow, "cout planes oh × ow");
@@ -292,14 +295,21 @@ impl Plan<'_> {
                             }
                         }
                         let at = c * tiles + row_index * tiles_x;
-                        // SAFETY: the CPU has AVX-512F (`available`, asserted by `conv`);
-                        // `rows` and `columns` hold six rows of `width`, which `conv` sized
-                        // for `tiles_x`; position `p` of tile `t` is written at
+                        // SAFETY: the CPU has the own kernel's instruction set (`available`,
+                        // asserted by `conv`); `rows` and `columns` hold six rows of
+                        // `width`, which `conv` sized for `tiles_x` (enough for sixteen
+                        // lanes, so for eight); position `p` of tile `t` is written at
                         // `at + p·cin·tiles + t < 36·cin·tiles` (asserted above).
                         #[cfg(target_arch = "x86_64")]
                         unsafe {
                             let v = v.as_mut_ptr().add(at);
-                            avx512::input_row(rows, columns, width, tiles_x, v, cin * tiles);
+                            let stride = cin * tiles;
+                            match kernels::own_kernel() {
+                                Some(kernels::OwnKernel::Avx2) => {
+                                    avx2::input_row(rows, columns, width, tiles_x, v, stride)
+                                }
+                                _ => avx512::input_row(rows, columns, width, tiles_x, v, stride),
+                            }
                         }
                         #[cfg(not(target_arch = "x86_64"))]
                         let _ = at;
@@ -343,16 +353,21 @@ impl Plan<'_> {
                         row.len() >= (output_rows - 1) * ow + ow,
                         "the tile row's rows"
                     );
-                    // SAFETY: the CPU has AVX-512F; position `p` of tile `t` is at
-                    // `p·rows·tiles + t` of `products`, inside `m`; the tile row's
-                    // `output_rows` rows of `ow` are in `row` (asserted).
+                    // SAFETY: the CPU has the own kernel's instruction set; position `p` of
+                    // tile `t` is at `p·rows·tiles + t` of `products`, inside `m`; the tile
+                    // row's `output_rows` rows of `ow` are in `row` (asserted).
                     #[cfg(target_arch = "x86_64")]
                     unsafe {
                         let target = (row.as_mut_ptr(), ow, output_rows, ow);
                         let products = products.as_ptr();
                         let stride = rows * tiles;
                         let act = epilogue.activation;
-                        avx512::output_row(products, stride, tiles_x, target, bias, act);
+                        match kernels::own_kernel() {
+                            Some(kernels::OwnKernel::Avx2) => {
+                                avx2::output_row(products, stride, tiles_x, target, bias, act)
+                            }
+                            _ => avx512::output_row(products, stride, tiles_x, target, bias, act),
+                        }
                     }
                     #[cfg(not(target_arch = "x86_64"))]
                     let _ = (products, row, bias);
