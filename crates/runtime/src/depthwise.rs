@@ -20,7 +20,7 @@
 //! the vector lanes, where the per-plane copies above would cost more than the sums. On AVX2,
 //! [`flat_avx2`] takes the stride-1 layers with one pixel of padding and rows up to 112 wide,
 //! and [`rows_avx2`] the other 3×3 layers at stride 1 or 2, eight outputs to a vector; ahead
-//! of both, [`channel_blocks_avx2`] takes the small planes (20×20 padded at most; 64×64 at
+//! of both, [`channel_blocks_avx2`] takes the small planes (20×20 padded at most; 32×32 at
 //! stride 2), eight channels to a vector. The per-plane kernel keeps other windows, strides
 //! and dilations, and the other CPUs.
 //!

@@ -24,9 +24,10 @@ const LANES: usize = 8;
 /// and its 14×14 ones 0.061 against 0.078; its 28×28 ones were level.
 const MAX_PADDED_PIXELS: usize = 400;
 /// The same at stride 2, against [`super::rows_avx2`]: MobileNetV2's layers from 14×14 took
-/// 0.047 ms against 0.094, from 28×28 0.056 against 0.078, from 56×56 (57×57 padded)
-/// 0.158–0.166 against 0.169–0.172. From 112×112 the rows are the faster.
-const MAX_PADDED_PIXELS_STRIDE_2: usize = 4096;
+/// 0.047–0.051 ms against 0.086–0.092, from 28×28 (29×29 padded) 0.062–0.065 against
+/// 0.069–0.073; from 56×56 (57×57 padded) the rows were the faster, 0.150–0.160 against
+/// 0.163–0.177.
+const MAX_PADDED_PIXELS_STRIDE_2: usize = 1024;
 
 /// Whether a layer runs here: the CPU has AVX2 and FMA (the runtime's AVX2 level), the window
 /// is 3×3, and the padded plane is small.

@@ -6,8 +6,10 @@
 //! and stride-1 rows wider than 112.
 //!
 //! At stride 2, one vector's taps in a row are 16 consecutive values for the left and
-//! middle columns, whose even and odd lanes a shuffle and a quarter permute separate, and the
-//! 16 from two columns on, whose even lanes are the right column's. AVX2 has no mask
+//! middle columns, whose even and odd lanes a shuffle within 128-bit halves separates, and
+//! the 16 from two columns on, whose even lanes are the right column's. The shuffles leave
+//! the outputs' quarters out of order, the same for every tap, so one permute per vector
+//! puts the sums in order. AVX2 has no mask
 //! registers and its masked load (`vmaskmovps`) is slower than a plain one, so only the
 //! vectors at the row's edges load through masks (lanes outside the row read zero, as from a
 //! padded copy); a row above or below the plane reads a row of zeros.
@@ -201,21 +203,34 @@ unsafe fn plane<const S: usize>(plan: &Plan<'_>, index: usize, layout: &Layout, 
     }
 }
 
-/// The even lanes of the 16 values `a, b` (left taps at stride 2): `shufps` takes lanes 0 and
-/// 2 of each within 128-bit halves, and a permute of 64-bit quarters puts `a`'s before `b`'s.
+/// The even lanes of the 16 values `a, b` (left taps at stride 2) in the order
+/// [`PAIRED`]: `shufps` takes lanes 0 and 2 of each within 128-bit halves, and leaves the
+/// halves where they are, since a permute across them costs more than the shuffle (one per
+/// tap, nine a vector, took more time than the sums).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn even_lanes(a: __m256, b: __m256) -> __m256 {
-    let pairs = _mm256_shuffle_ps::<0x88>(a, b);
-    _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(pairs)))
+    _mm256_shuffle_ps::<0x88>(a, b)
 }
 
 /// The odd lanes of the 16 values `a, b` (middle taps at stride 2), as [`even_lanes`].
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn odd_lanes(a: __m256, b: __m256) -> __m256 {
-    let pairs = _mm256_shuffle_ps::<0xDD>(a, b);
-    _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(pairs)))
+    _mm256_shuffle_ps::<0xDD>(a, b)
+}
+
+/// The order of the outputs in [`even_lanes`] and [`odd_lanes`]: lane `j` holds output
+/// `PAIRED[j]`, its 64-bit quarters 0, 2, 1, 3. Every tap of a vector comes in this order, so
+/// the sums are put back in order once ([`in_order`]).
+#[cfg(test)]
+const PAIRED: [usize; 8] = [0, 1, 4, 5, 2, 3, 6, 7];
+
+/// Sums in the order [`PAIRED`] back in output order: quarters 0, 2, 1, 3 swapped back.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn in_order(v: __m256) -> __m256 {
+    _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)))
 }
 
 /// The `N` vectors of outputs of `columns` in one row, from its three input `rows`, stored
@@ -270,7 +285,7 @@ unsafe fn vectors<const S: usize, const N: usize, const MASKED: bool>(
         }
     }
     for (j, (acc, column)) in acc.into_iter().zip(columns).enumerate() {
-        let acc = taps.finish(acc);
+        let acc = taps.finish(if S == 2 { in_order(acc) } else { acc });
         // SAFETY: the store's lanes are outputs of the row (the caller's promise).
         unsafe {
             if MASKED {
@@ -287,12 +302,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn even_and_odd_lanes_split_sixteen_values() {
+    fn even_and_odd_lanes_split_sixteen_values_in_paired_order() {
         if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
             return;
         }
         let values: Vec<f32> = (0..16).map(|v| v as f32).collect();
-        let mut got = [[0f32; 8]; 2];
+        let mut got = [[0f32; 8]; 3];
         // SAFETY: AVX2 and FMA (checked above); the loads read `values`, the stores `got`.
         unsafe {
             let (a, b) = (
@@ -301,8 +316,11 @@ mod tests {
             );
             _mm256_storeu_ps(got[0].as_mut_ptr(), even_lanes(a, b));
             _mm256_storeu_ps(got[1].as_mut_ptr(), odd_lanes(a, b));
+            _mm256_storeu_ps(got[2].as_mut_ptr(), in_order(even_lanes(a, b)));
         }
-        assert_eq!(got[0], [0., 2., 4., 6., 8., 10., 12., 14.]);
-        assert_eq!(got[1], [1., 3., 5., 7., 9., 11., 13., 15.]);
+        let paired = |first: f32| PAIRED.map(|j| first + 2.0 * j as f32);
+        assert_eq!(got[0], paired(0.0));
+        assert_eq!(got[1], paired(1.0));
+        assert_eq!(got[2], [0., 2., 4., 6., 8., 10., 12., 14.]);
     }
 }
