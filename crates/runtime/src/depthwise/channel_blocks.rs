@@ -46,11 +46,30 @@ pub(super) fn fits(p: &Conv2dParams, (h, w): (usize, usize)) -> bool {
 
 /// The output planes `first..` in `part` (whole planes, `oh·ow` each), sixteen channels of
 /// one image at a time; `block` and `sums` are this thread's buffers.
-pub(super) fn planes(
+pub(super) fn planes(plan: &Plan<'_>, first: usize, part: &mut [f32], buffers: Buffers<'_>) {
+    // SAFETY: the CPU has AVX-512F (`fits`), which `block_of_planes` needs.
+    unsafe { in_blocks(plan, (first, part), buffers, (LANES, block_of_planes)) }
+}
+
+/// A thread's two buffers: the padded block of planes and the sums.
+pub(super) type Buffers<'a> = (&'a mut Vec<f32>, &'a mut Vec<f32>);
+
+/// One instruction set's kernel for a block: `count` planes from plane `index` into `out`,
+/// through the padded `block` and the `sums` ([`block_of_planes`]).
+pub(super) type BlockKernel =
+    unsafe fn(&Plan<'_>, (usize, usize), &mut [f32], &mut [f32], &mut [f32]);
+
+/// The output planes `first..` in `part`, `lanes` channels of one image at a time, each block
+/// through `kernel`: the driver of this kernel and of its AVX2 twin
+/// ([`super::channel_blocks_avx2`]).
+///
+/// # Safety
+/// The CPU has the instruction set `kernel` is compiled for.
+pub(super) unsafe fn in_blocks(
     plan: &Plan<'_>,
-    first: usize,
-    part: &mut [f32],
-    (block, sums): (&mut Vec<f32>, &mut Vec<f32>),
+    (first, part): (usize, &mut [f32]),
+    (block, sums): Buffers<'_>,
+    (lanes, kernel): (usize, BlockKernel),
 ) {
     let (h, w) = plan.input;
     let (oh, ow) = plan.output;
@@ -59,21 +78,21 @@ pub(super) fn planes(
     let plane_out = (oh * ow).max(1);
     // Zeros once: the borders are never written, the interior is rewritten per block.
     block.clear();
-    block.resize(ph * pw * LANES, 0.0);
+    block.resize(ph * pw * lanes, 0.0);
     sums.clear();
-    sums.resize(oh * ow * LANES, 0.0);
+    sums.resize(oh * ow * lanes, 0.0);
     let planes = part.len() / plane_out;
     let mut done = 0;
     while done < planes {
         let index = first + done;
         let channel = index % plan.channels;
-        // Up to sixteen planes of one image: the block's lanes share an image's planes.
-        let count = LANES.min(planes - done).min(plan.channels - channel);
+        // Up to `lanes` planes of one image: the block's lanes share an image's planes.
+        let count = lanes.min(planes - done).min(plan.channels - channel);
         let out = &mut part[done * plane_out..(done + count) * plane_out];
-        // SAFETY: the CPU has AVX-512F (`fits`); the planes `index..index + count` are in
-        // `plan.src`, the block and the sums have the sizes set above, and `out` holds the
-        // `count` output planes.
-        unsafe { block_of_planes(plan, (index, count), block, sums, out) };
+        // SAFETY: the CPU has the kernel's instruction set (this function's contract); the
+        // planes `index..index + count` are in `plan.src`, the block and the sums have the
+        // sizes set above, and `out` holds the `count` output planes.
+        unsafe { kernel(plan, (index, count), block, sums, out) };
         done += count;
     }
 }

@@ -12,6 +12,7 @@
 //! `kernels::finish_rows` computes them: the bits of the per-plane kernel (tested).
 
 use super::Plan;
+use super::channel_blocks::{Buffers, in_blocks};
 use crate::kernels::transpose8::transpose;
 use crate::kernels::{activate_avx2, lane_mask};
 use crate::ops::Conv2dParams;
@@ -53,36 +54,9 @@ fn first_lanes(count: usize) -> __m256i {
 
 /// The output planes `first..` in `part` (whole planes, `oh·ow` each), eight channels of
 /// one image at a time; `block` and `sums` are this thread's buffers.
-pub(super) fn planes(
-    plan: &Plan<'_>,
-    first: usize,
-    part: &mut [f32],
-    (block, sums): (&mut Vec<f32>, &mut Vec<f32>),
-) {
-    let (h, w) = plan.input;
-    let (oh, ow) = plan.output;
-    let [top, left, bottom, right] = plan.p.padding;
-    let (ph, pw) = (h + top + bottom, w + left + right);
-    let plane_out = (oh * ow).max(1);
-    // Zeros once: the borders are never written, the interior is rewritten per block.
-    block.clear();
-    block.resize(ph * pw * LANES, 0.0);
-    sums.clear();
-    sums.resize(oh * ow * LANES, 0.0);
-    let planes = part.len() / plane_out;
-    let mut done = 0;
-    while done < planes {
-        let index = first + done;
-        let channel = index % plan.channels;
-        // Up to eight planes of one image: the block's lanes share an image's planes.
-        let count = LANES.min(planes - done).min(plan.channels - channel);
-        let out = &mut part[done * plane_out..(done + count) * plane_out];
-        // SAFETY: the CPU has AVX2 and FMA (`fits`); the planes `index..index + count` are in
-        // `plan.src`, the block and the sums have the sizes set above, and `out` holds the
-        // `count` output planes.
-        unsafe { block_of_planes(plan, (index, count), block, sums, out) };
-        done += count;
-    }
+pub(super) fn planes(plan: &Plan<'_>, first: usize, part: &mut [f32], buffers: Buffers<'_>) {
+    // SAFETY: the CPU has AVX2 and FMA (`fits`), which `block_of_planes` needs.
+    unsafe { in_blocks(plan, (first, part), buffers, (LANES, block_of_planes)) }
 }
 
 /// One block: `count` planes from plane `index` (channel `index % channels`).

@@ -93,7 +93,8 @@ pub(super) fn planes(plan: &Plan<'_>, first: usize, part: &mut [f32]) {
     }
     let columns = &columns[..vectors];
     let mut groups = [Group::default(); MAX_VECTORS_PER_ROW];
-    let groups = Group::split(columns, &mut groups);
+    let whole = |c: &Column| c.masks == [u16::MAX; 4] && c.store == u16::MAX;
+    let groups = Group::split(columns, whole, &mut groups);
     let plane_out = oh * ow;
     // The rows of the padding above and below the plane: the same masked loads read zeros
     // from here, so that no load asks whether its row exists.
@@ -134,16 +135,21 @@ const GROUP: usize = 4;
 /// masked, loading the masks took 39% of the kernel's time (samples on `kmovw`), and a
 /// vector took 80 cycles.
 #[derive(Clone, Copy, Default)]
-struct Group {
-    first: usize,
-    count: usize,
-    masked: bool,
+pub(super) struct Group {
+    pub(super) first: usize,
+    pub(super) count: usize,
+    pub(super) masked: bool,
 }
 
 impl Group {
-    /// The row's columns in groups, into `groups`; returns the groups used.
-    fn split<'g>(columns: &[Column], groups: &'g mut [Group]) -> &'g [Group] {
-        let whole = |c: &Column| c.masks == [u16::MAX; 4] && c.store == u16::MAX;
+    /// The row's columns in groups, into `groups`; returns the groups used. A column is
+    /// `whole` where none of its loads or its store needs a mask. (Shared with the AVX2
+    /// kernel, [`super::rows_avx2`].)
+    pub(super) fn split<'g, C>(
+        columns: &[C],
+        whole: impl Fn(&C) -> bool,
+        groups: &'g mut [Group],
+    ) -> &'g [Group] {
         let mut used = 0;
         let mut v = 0;
         while v < columns.len() {

@@ -20,6 +20,7 @@
 
 use super::Plan;
 use super::flat_avx2::Taps;
+use super::rows::Group;
 use crate::kernels::lane_mask;
 use crate::ops::Conv2dParams;
 use std::arch::x86_64::*;
@@ -85,46 +86,6 @@ fn inside(start: isize, w: usize) -> u8 {
     first_lanes(within) & !first_lanes(below)
 }
 
-/// Vectors of a row summed side by side: four independent chains of additions.
-const GROUP: usize = 4;
-
-/// Neighbouring vectors of a row computed together: up to [`GROUP`] whole ones, or one at the
-/// row's edge, whose loads or store need masks.
-#[derive(Clone, Copy, Default)]
-struct Group {
-    first: usize,
-    count: usize,
-    masked: bool,
-}
-
-impl Group {
-    /// The row's columns in groups, into `groups`; returns the groups used.
-    fn split<'g>(columns: &[Column], groups: &'g mut [Group]) -> &'g [Group] {
-        let mut used = 0;
-        let mut v = 0;
-        while v < columns.len() {
-            let masked = !columns[v].is_whole();
-            let count = if masked {
-                1
-            } else {
-                columns[v..]
-                    .iter()
-                    .take(GROUP)
-                    .take_while(|c| c.is_whole())
-                    .count()
-            };
-            groups[used] = Group {
-                first: v,
-                count,
-                masked,
-            };
-            used += 1;
-            v += count;
-        }
-        &groups[..used]
-    }
-}
-
 /// Where a layer's rows read: its columns, their groups, and a row of zeros.
 struct Layout<'a> {
     columns: &'a [Column],
@@ -144,7 +105,7 @@ pub(super) fn planes(plan: &Plan<'_>, first: usize, part: &mut [f32]) {
     }
     let columns = &columns[..vectors];
     let mut groups = [Group::default(); MAX_VECTORS_PER_ROW];
-    let groups = Group::split(columns, &mut groups);
+    let groups = Group::split(columns, Column::is_whole, &mut groups);
     let plane_out = oh * ow;
     // The rows of the padding above and below the plane: the same loads read zeros from
     // here, so that no load asks whether its row exists.
