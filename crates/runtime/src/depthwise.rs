@@ -114,10 +114,12 @@ impl Path {
         {
             match self {
                 Path::PerPlane => true,
-                Path::ChannelBlocks => {
-                    channel_blocks::fits(p, input) || channel_blocks_avx2::fits(p, input)
-                }
-                Path::Rows => rows::fits(p, output_width) || rows_avx2::fits(p, output_width),
+                // On AVX-512 only the AVX-512 kernels of these two, so that a CPU with both
+                // runs the layers it ran before the AVX2 twins came.
+                Path::ChannelBlocks if avx512() => channel_blocks::fits(p, input),
+                Path::ChannelBlocks => channel_blocks_avx2::fits(p, input),
+                Path::Rows if avx512() => rows::fits(p, output_width),
+                Path::Rows => rows_avx2::fits(p, output_width),
                 Path::Flat => flat::fits(p, input) || flat_avx2::fits(p, input),
             }
         }
@@ -178,7 +180,7 @@ fn depthwise_on(
         taps * plane_out,
         &|first, part| match path {
             #[cfg(target_arch = "x86_64")]
-            Path::Rows if rows::fits(p, ow) => rows::planes(&plan, first, part),
+            Path::Rows if avx512() => rows::planes(&plan, first, part),
             #[cfg(target_arch = "x86_64")]
             Path::Rows => rows_avx2::planes(&plan, first, part),
             #[cfg(target_arch = "x86_64")]
@@ -189,7 +191,7 @@ fn depthwise_on(
             Path::ChannelBlocks => {
                 let (mut block, mut sums) = (scratch::take(), scratch::take());
                 let buffers = (&mut block, &mut sums);
-                if channel_blocks::fits(p, (h, w)) {
+                if avx512() {
                     channel_blocks::planes(&plan, first, part, buffers);
                 } else {
                     channel_blocks_avx2::planes(&plan, first, part, buffers);
