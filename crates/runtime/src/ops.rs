@@ -1214,6 +1214,22 @@ pub fn pool2d_into(x: ArrayView4<'_, f32>, p: &PoolParams, max: bool, dst: &mut 
     #[cfg(target_arch = "x86_64")]
     if max && stride2_max_fits(p, (h, w), (oh, ow)) {
         let (top, left) = (p.padding[0], p.padding[1]);
+        let geometry = kernels::window_max_blocks::Geometry {
+            input: (h, w),
+            origin: (top, left),
+            window: (p.kernel[0], p.kernel[1]),
+            output: (oh, ow),
+        };
+        if kernels::window_max_blocks::fits(&geometry) {
+            parallel::split_rows(dst, plane_out.max(1), 1, work, &|first, part| {
+                let (mut block, mut maxima) = (scratch::take(), scratch::take());
+                let buffers = (&mut block, &mut maxima);
+                kernels::window_max_blocks::planes(src, &geometry, (first, part), buffers);
+                scratch::give(block);
+                scratch::give(maxima);
+            });
+            return;
+        }
         let window = ((top, left), (p.kernel[0], p.kernel[1]));
         parallel::split_rows(dst, plane_out.max(1), 1, work, &|first, part| {
             for (i, out_plane) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {

@@ -41,6 +41,8 @@ pub(crate) mod transpose8;
 pub mod window_max;
 #[cfg(target_arch = "x86_64")]
 mod window_max_avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod window_max_blocks;
 
 /// Whether max pooling at a column stride of 2 runs on [`window_max`] (AVX-512).
 pub fn window_max_available() -> bool {
