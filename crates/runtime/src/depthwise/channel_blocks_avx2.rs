@@ -14,7 +14,7 @@
 use super::Plan;
 use super::channel_blocks::{Buffers, in_blocks};
 use crate::kernels::transpose8::transpose;
-use crate::kernels::{activate_avx2, lane_mask};
+use crate::kernels::{activate_avx2, first_lanes_avx2 as first_lanes};
 use crate::ops::Conv2dParams;
 use std::arch::x86_64::*;
 
@@ -43,13 +43,6 @@ pub(super) fn fits(p: &Conv2dParams, (h, w): (usize, usize)) -> bool {
         && padded <= most
         && is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
-}
-
-/// The first `count` lanes (all eight from 8 on), as a vector mask.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn first_lanes(count: usize) -> __m256i {
-    lane_mask(((1u32 << count.min(LANES)) - 1) as u8)
 }
 
 /// The output planes `first..` in `part` (whole planes, `oh·ow` each), eight channels of

@@ -290,6 +290,14 @@ pub(crate) fn lane_mask(bits: u8) -> __m256i {
     _mm256_cmpeq_epi32(set, select)
 }
 
+/// The first `count` lanes (all eight from 8 on), as a vector mask: the AVX2 twin of
+/// [`super::first_lanes`].
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn first_lanes(count: usize) -> __m256i {
+    lane_mask(((1u32 << count.min(LANES)) - 1) as u8)
+}
+
 /// `activation` on eight lanes, with the values of `kernels::finish_row` and of the AVX-512
 /// epilogue: `max(x, 0)` (0 for NaN, as `f32::max`), or `min(max(x, 0), 6)` keeping NaN and
 /// −0 (as `f32::clamp`); `max_ps(a, b)` is `a > b ? a : b`.

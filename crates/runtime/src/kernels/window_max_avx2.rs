@@ -8,7 +8,7 @@
 //! the planes' edges only. The maxima are taken in the AVX-512 kernel's order from −∞ (NaN
 //! skipped as `f32::max` skips it): its bits (tested against whole windows).
 
-use super::lane_mask;
+use super::{first_lanes_avx2, lane_mask};
 use std::arch::x86_64::*;
 
 const LANES: usize = 8;
@@ -43,7 +43,7 @@ pub unsafe fn plane_max_stride2(
         let c0 = (2 * x) as isize - left as isize;
         let (first_pair, second_pair) = (pair_inside(c0, w), pair_inside(c0 + 2, w));
         let lanes = (ow - x).min(LANES);
-        let store = lane_mask(((1u32 << lanes) - 1) as u8);
+        let store = first_lanes_avx2(lanes);
         // The window maxima of row `y` for these eight outputs.
         let row_max = |y: usize| {
             let at = plane[y * w..].as_ptr().wrapping_offset(c0);

@@ -12,7 +12,7 @@
 //! left, then its right, and the rows in order, with `max(x, m)` from −∞: a NaN is skipped as
 //! `f32::max` skips it, and the values are those of whole windows (tested in `ops`).
 
-use super::lane_mask;
+use super::first_lanes_avx2 as first_lanes;
 use super::transpose8::transpose;
 use std::arch::x86_64::*;
 
@@ -100,7 +100,6 @@ unsafe fn block_of_planes(
     let ((h, w), (top, left), (kh, kw), (oh, ow)) = (g.input, g.origin, g.window, g.output);
     let columns = g.padded().1;
     let (plane_in, plane_out) = (h * w, oh * ow);
-    let first_lanes = |n: usize| lane_mask(((1u32 << n.min(LANES)) - 1) as u8);
     // SAFETY (whole body): loads read pixels below `plane_in` of planes below `count`, inside
     // `input`; block positions are inside the padded plane (`Geometry::padded`), maxima
     // positions below `oh·ow`; the stores write pixels below `plane_out` of the `count`

@@ -11,7 +11,7 @@
 //! into each tile's four values, stored a half at a time.
 
 use super::{ALPHA, TILE};
-use crate::kernels::{Activation, activate_avx2, lane_mask};
+use crate::kernels::{Activation, activate_avx2, first_lanes_avx2 as first_lanes};
 use std::arch::x86_64::*;
 
 const LANES: usize = 8;
@@ -89,13 +89,6 @@ unsafe fn deinterleave(row: *const f32) -> [__m256; 4] {
 fn shifted(v: __m256, next: f32) -> __m256 {
     let rotated = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0));
     _mm256_blend_ps::<0x80>(rotated, _mm256_set1_ps(next))
-}
-
-/// The first `count` lanes (all eight from 8 on), as a vector mask.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn first_lanes(count: usize) -> __m256i {
-    lane_mask(((1u32 << count.min(LANES)) - 1) as u8)
 }
 
 /// The transformed input of one tile row of one channel: `rows` holds the six padded input
