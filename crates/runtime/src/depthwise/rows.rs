@@ -119,11 +119,31 @@ pub(super) fn planes(plan: &Plan<'_>, first: usize, part: &mut [f32]) {
     })
 }
 
-/// Where a layer's rows read: its columns, their groups, and a row of zeros.
-struct Layout<'a> {
-    columns: &'a [Column],
-    groups: &'a [Group],
-    zeros: &'a [f32],
+/// Where a layer's rows read: its columns (each instruction set's own), their groups, and a
+/// row of zeros. (Shared with [`super::rows_avx2`].)
+pub(super) struct Layout<'a, C> {
+    pub(super) columns: &'a [C],
+    pub(super) groups: &'a [Group],
+    pub(super) zeros: &'a [f32],
+}
+
+impl<C> Layout<'_, C> {
+    /// The three input rows of output row `oy` at stride `stride` of the plane `input`
+    /// (`h × w`, `top` rows of padding above it): the row of zeros for one of the padding.
+    pub(super) fn window_rows(
+        &self,
+        input: &[f32],
+        (h, w): (usize, usize),
+        (oy, stride, top): (usize, usize, usize),
+    ) -> [*const f32; 3] {
+        let mut rows = [self.zeros.as_ptr(); 3];
+        for (ky, row) in rows.iter_mut().enumerate() {
+            if let Some(iy) = (oy * stride + ky).checked_sub(top).filter(|&iy| iy < h) {
+                *row = input[iy * w..].as_ptr();
+            }
+        }
+        rows
+    }
 }
 
 /// Vectors of a row summed side by side: four independent chains of additions (one vector
@@ -177,7 +197,12 @@ impl Group {
 
 /// One plane (`index`, channel `index % channels`) at stride `S`, a row at a time.
 #[target_feature(enable = "avx512f")]
-unsafe fn plane<const S: usize>(plan: &Plan<'_>, index: usize, layout: &Layout, out: &mut [f32]) {
+unsafe fn plane<const S: usize>(
+    plan: &Plan<'_>,
+    index: usize,
+    layout: &Layout<'_, Column>,
+    out: &mut [f32],
+) {
     let (h, w) = plan.input;
     let (oh, ow) = plan.output;
     let top = plan.p.padding[0];
@@ -185,13 +210,7 @@ unsafe fn plane<const S: usize>(plan: &Plan<'_>, index: usize, layout: &Layout, 
     let input = &plan.src[index * h * w..(index + 1) * h * w];
     let taps = Taps::of(plan, channel);
     for (oy, out_row) in out.chunks_exact_mut(ow).enumerate().take(oh) {
-        // The three input rows, the row of zeros for one of the padding.
-        let mut rows = [layout.zeros.as_ptr(); 3];
-        for (ky, row) in rows.iter_mut().enumerate() {
-            if let Some(iy) = (oy * S + ky).checked_sub(top).filter(|&iy| iy < h) {
-                *row = input[iy * w..].as_ptr();
-            }
-        }
+        let rows = layout.window_rows(input, (h, w), (oy, S, top));
         for group in layout.groups {
             let columns = &layout.columns[group.first..group.first + group.count];
             let out = out_row[group.first * LANES..].as_mut_ptr();

@@ -20,7 +20,7 @@
 
 use super::Plan;
 use super::flat_avx2::Taps;
-use super::rows::Group;
+use super::rows::{Group, Layout};
 use crate::kernels::lane_mask;
 use crate::ops::Conv2dParams;
 use std::arch::x86_64::*;
@@ -86,13 +86,6 @@ fn inside(start: isize, w: usize) -> u8 {
     first_lanes(within) & !first_lanes(below)
 }
 
-/// Where a layer's rows read: its columns, their groups, and a row of zeros.
-struct Layout<'a> {
-    columns: &'a [Column],
-    groups: &'a [Group],
-    zeros: &'a [f32],
-}
-
 /// The output planes `first..` in `part` (whole planes, `oh·ow` each).
 pub(super) fn planes(plan: &Plan<'_>, first: usize, part: &mut [f32]) {
     let (_, w) = plan.input;
@@ -132,7 +125,12 @@ pub(super) fn planes(plan: &Plan<'_>, first: usize, part: &mut [f32]) {
 
 /// One plane (`index`, channel `index % channels`) at stride `S`, a row at a time.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn plane<const S: usize>(plan: &Plan<'_>, index: usize, layout: &Layout, out: &mut [f32]) {
+unsafe fn plane<const S: usize>(
+    plan: &Plan<'_>,
+    index: usize,
+    layout: &Layout<'_, Column>,
+    out: &mut [f32],
+) {
     let (h, w) = plan.input;
     let (oh, ow) = plan.output;
     let top = plan.p.padding[0];
@@ -140,13 +138,7 @@ unsafe fn plane<const S: usize>(plan: &Plan<'_>, index: usize, layout: &Layout, 
     let input = &plan.src[index * h * w..(index + 1) * h * w];
     let taps = Taps::of(plan, channel);
     for (oy, out_row) in out.chunks_exact_mut(ow).enumerate().take(oh) {
-        // The three input rows, the row of zeros for one of the padding.
-        let mut rows = [layout.zeros.as_ptr(); 3];
-        for (ky, row) in rows.iter_mut().enumerate() {
-            if let Some(iy) = (oy * S + ky).checked_sub(top).filter(|&iy| iy < h) {
-                *row = input[iy * w..].as_ptr();
-            }
-        }
+        let rows = layout.window_rows(input, (h, w), (oy, S, top));
         for group in layout.groups {
             let columns = &layout.columns[group.first..group.first + group.count];
             let out = out_row[group.first * LANES..].as_mut_ptr();
