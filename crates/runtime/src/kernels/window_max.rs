@@ -164,28 +164,45 @@ pub unsafe fn plane_max_stride2(
             }
             m
         };
-        let mut kept: Option<(usize, __m512)> = None;
-        for oy in 0..oh {
-            let first = (2 * oy).saturating_sub(top);
-            let last = (2 * oy + kh).saturating_sub(top).min(h);
-            assert!(first < last, "no empty window");
-            // The row maxima are never NaN, so the order they are combined in does not
-            // matter.
-            let mut m = match kept {
-                Some((y, m)) if y == first => m,
-                _ => row_max(first),
-            };
-            for y in first + 1..last {
-                let r = row_max(y);
-                m = _mm512_max_ps(r, m);
-                kept = Some((y, r));
-            }
-            if last == first + 1 {
-                kept = None;
-            }
+        let max = |r, m| _mm512_max_ps(r, m);
+        strip_of_windows((h, top, kh, oh), row_max, max, |oy, m| {
             // SAFETY: the masked lanes are outputs `x..ow` of row `oy`, inside `out`.
-            unsafe { _mm512_mask_storeu_ps(out[oy * ow + x..].as_mut_ptr(), store, m) };
+            unsafe { _mm512_mask_storeu_ps(out[oy * ow + x..].as_mut_ptr(), store, m) }
+        });
+    }
+}
+
+/// The output rows of one strip of columns at stride 2: each output row's window maximum,
+/// `max` over `row_max(y)` of its input rows `y` (`h` rows, `top` of padding above, a window
+/// `kh` high), handed to `store(oy, maximum)`. A window 3 high starts on the last row of the
+/// one before, whose maxima are kept rather than taken again. The row maxima are never NaN,
+/// so the order they are combined in does not matter. The driver of this kernel and of its
+/// AVX2 twin ([`super::window_max_avx2`]), each with its own vectors.
+#[inline(always)]
+pub(super) fn strip_of_windows<V: Copy>(
+    (h, top, kh, oh): (usize, usize, usize, usize),
+    mut row_max: impl FnMut(usize) -> V,
+    max: impl Fn(V, V) -> V,
+    mut store: impl FnMut(usize, V),
+) {
+    let mut kept: Option<(usize, V)> = None;
+    for oy in 0..oh {
+        let first = (2 * oy).saturating_sub(top);
+        let last = (2 * oy + kh).saturating_sub(top).min(h);
+        assert!(first < last, "no empty window");
+        let mut m = match kept {
+            Some((y, m)) if y == first => m,
+            _ => row_max(first),
+        };
+        for y in first + 1..last {
+            let r = row_max(y);
+            m = max(r, m);
+            kept = Some((y, r));
         }
+        if last == first + 1 {
+            kept = None;
+        }
+        store(oy, m);
     }
 }
 

@@ -57,25 +57,8 @@ pub unsafe fn plane_max_stride2(
             }
             m
         };
-        let mut kept: Option<(usize, __m256)> = None;
-        for oy in 0..oh {
-            let first = (2 * oy).saturating_sub(top);
-            let last = (2 * oy + kh).saturating_sub(top).min(h);
-            assert!(first < last, "no empty window");
-            // The row maxima are never NaN, so the order they are combined in does not
-            // matter.
-            let mut m = match kept {
-                Some((y, m)) if y == first => m,
-                _ => row_max(first),
-            };
-            for y in first + 1..last {
-                let r = row_max(y);
-                m = _mm256_max_ps(r, m);
-                kept = Some((y, r));
-            }
-            if last == first + 1 {
-                kept = None;
-            }
+        let max = |r, m| _mm256_max_ps(r, m);
+        super::window_max::strip_of_windows((h, top, kh, oh), row_max, max, |oy, m| {
             let at = out[oy * ow + x..].as_mut_ptr();
             // SAFETY: the stored lanes are outputs `x..ow` of row `oy`, inside `out`.
             unsafe {
@@ -85,7 +68,7 @@ pub unsafe fn plane_max_stride2(
                     _mm256_maskstore_ps(at, store, m)
                 }
             }
-        }
+        });
     }
 }
 
