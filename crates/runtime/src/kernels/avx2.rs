@@ -22,6 +22,9 @@ const LANES: usize = 8;
 /// The columns of a tile, and of a panel of the packed right-hand side.
 const PANEL: usize = LANES * VECTORS;
 
+// A call for a few columns covers whole tiles of rows.
+const _: () = assert!(super::few_columns_avx2::ROWS.is_multiple_of(ROWS));
+
 /// The AVX2 tile, for [`super::tiled`].
 pub(crate) struct Avx2;
 
@@ -29,6 +32,22 @@ impl Tiles for Avx2 {
     const ROWS: usize = ROWS;
     const PANEL: usize = PANEL;
     const RHS_BLOCK_BYTES: usize = 256 << 10;
+    const LANES: usize = LANES;
+    const FEW_COLUMNS: usize = super::few_columns_avx2::MOST_COLUMNS;
+    const FEW_ROWS: usize = super::few_columns_avx2::ROWS;
+
+    unsafe fn few_columns(
+        rows: (usize, usize),
+        w: *const f32,
+        depth: Depth,
+        x: (*const f32, usize),
+        width: usize,
+        out: *mut f32,
+        out_stride: usize,
+    ) {
+        // SAFETY: as for the trait's method.
+        unsafe { super::few_columns_avx2::rows_in_lanes(rows, w, depth, x, width, out, out_stride) }
+    }
 
     unsafe fn pack(
         rhs: &[f32],

@@ -29,6 +29,7 @@ impl Tiles for Avx512 {
     const ROWS: usize = ROWS;
     const PANEL: usize = PANEL;
     const RHS_BLOCK_BYTES: usize = 1 << 20;
+    const LANES: usize = LANES;
 
     unsafe fn pack(
         rhs: &[f32],

@@ -24,6 +24,8 @@ pub(crate) use avx2::{activate as activate_avx2, first_lanes as first_lanes_avx2
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
+mod few_columns_avx2;
+#[cfg(target_arch = "x86_64")]
 pub(crate) use avx512::{activate, first_lanes};
 mod channel_panels;
 #[cfg(target_arch = "x86_64")]
@@ -841,6 +843,45 @@ mod tests {
                     .zip(&parts)
                     .all(|(p, q)| p.to_bits() == q.to_bits());
                 assert!(same, "{rows}x{cols}x{n} split at column {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_last_few_columns_get_the_bits_of_a_tile() {
+        // Widths a few columns past a vector (Xception's 81 and 25 pixels among them), taken
+        // with the rows in the lanes where the CPU has that kernel; the same columns inside a
+        // product five columns wider fall in a tile's masked vector instead. Rows past the
+        // in-place limit (the packed path), not a whole number of vectors; depths short, odd
+        // and deeper than a depth block; widths of one and of several blocks of columns.
+        let activations = [Activation::None, Activation::Relu, Activation::Relu6];
+        for (rows, cols) in [(33, 1), (40, 7), (70, 9), (45, 300), (50, 600)] {
+            let w = uniform(rows * cols, (rows + cols) as u64);
+            let bias: Vec<f32> = uniform(rows, 3).iter().map(|b| 4.0 * b).collect();
+            for n in [1, 2, 3, 9, 10, 11, 25, 81, 513] {
+                let wide = n + 5;
+                let rhs = uniform(cols * wide, (n * 31 + cols) as u64);
+                let narrow: Vec<f32> = rhs
+                    .chunks_exact(wide)
+                    .flat_map(|r| &r[..n])
+                    .copied()
+                    .collect();
+                for (i, activation) in activations.into_iter().enumerate() {
+                    let epilogue = Epilogue {
+                        bias: (i != 1).then_some(&bias[..]),
+                        activation,
+                    };
+                    let mut want = vec![f32::NAN; rows * wide];
+                    product_finished(&mut want, wide, rows, &w, cols, &rhs, wide, epilogue);
+                    let mut got = vec![f32::NAN; rows * n];
+                    product_finished(&mut got, n, rows, &w, cols, &narrow, n, epilogue);
+                    let want: Vec<f32> = want
+                        .chunks_exact(wide)
+                        .flat_map(|r| &r[..n])
+                        .copied()
+                        .collect();
+                    assert_eq!(bits(&got), bits(&want), "{rows}x{cols}x{n}, {activation:?}");
+                }
             }
         }
     }

@@ -48,6 +48,36 @@ pub(crate) trait Tiles {
     /// The most bytes of packed right-hand side that every tile of rows sweeps: about half
     /// the L2 of the cores that have the instruction set.
     const RHS_BLOCK_BYTES: usize;
+    /// The lanes of a vector of columns.
+    const LANES: usize;
+    /// The most columns past a product's last whole panel that [`Tiles::few_columns`]
+    /// computes instead of a tile's masked vector; 0 where the instruction set has no such
+    /// kernel.
+    const FEW_COLUMNS: usize = 0;
+    /// The rows of a call of [`Tiles::few_columns`]: a multiple of [`Self::ROWS`].
+    const FEW_ROWS: usize = Self::ROWS;
+
+    /// A tile's contract for rows `skip..rows` (`rows` from [`Self::LANES`] to
+    /// [`Self::FEW_ROWS`]) by `width` (at most [`Self::FEW_COLUMNS`]) columns, with the same
+    /// bits, where the right-hand side's columns lie one after another, `x.1` apart, each
+    /// `depth.steps` deep from `x.0`. The first `skip` rows are read from the weights but not
+    /// from or to `out`: a caller with fewer rows left than a vector moves the call back over
+    /// rows it has done.
+    ///
+    /// # Safety
+    /// As for [`Tiles::tile`] over rows `0..rows` (`out` at rows `skip..rows`), column
+    /// `j < width` holding `depth.steps` values from `x.0 + j·x.1`.
+    unsafe fn few_columns(
+        _rows: (usize, usize),
+        _w: *const f32,
+        _depth: Depth,
+        _x: (*const f32, usize),
+        _width: usize,
+        _out: *mut f32,
+        _out_stride: usize,
+    ) {
+        unreachable!("no kernel for a few columns")
+    }
 
     /// Copies `columns` (the first and how many: `col..col + width`) of the right-hand side's rows for `steps` steps from
     /// `first_step` (one per step, where `rows_of` says) into `⌈width / PANEL⌉` panels one
@@ -212,7 +242,8 @@ pub(crate) unsafe fn product_finished<K: Tiles>(
 }
 
 /// The product over packed panels: `out[r·out_stride + j] = Σ_k w[r·cols + k] · rhs[at(k) + j]`,
-/// `at` from `rows_of`.
+/// `at` from `rows_of`. The last few columns past the last whole panel go to
+/// [`Tiles::few_columns`] where the instruction set has it.
 ///
 /// # Safety
 /// The CPU has `K`'s instruction set; `out` and `w` hold what [`product_finished`]'s contract
@@ -227,6 +258,120 @@ pub(crate) unsafe fn packed<K: Tiles>(
     (rhs, rows_of): (&[f32], RhsRows<'_>),
     n: usize,
     epilogue: super::Epilogue<'_>,
+) {
+    // The last few columns past the last whole panel, where the instruction set computes
+    // them with the rows in the lanes (`few_columns`): in a tile of their own they would
+    // cost a whole vector of multiply-adds per weight, and its loads. (Past a panel and a
+    // vector, as 25 columns are 16 + 9, the last vector shares a tile's loads and costs
+    // less than the transposes here: Xception's 2048×1536 product at 5×5 took 2.5 ms with
+    // its 25th column here against 2.3 ms as the tile's.)
+    let few = match n % K::PANEL {
+        t if t <= K::FEW_COLUMNS => t,
+        _ => 0,
+    };
+    let tiled = n - few;
+    // The few columns, each one after another, `cols` deep.
+    crate::scratch::with_len(few * cols, |columns| {
+        for k in 0..cols {
+            let at = rows_of.offset(k) + tiled;
+            for (j, value) in rhs[at..at + few].iter().enumerate() {
+                columns[j * cols + k] = *value;
+            }
+        }
+        let few = FewColumns {
+            columns,
+            width: few,
+            first: tiled,
+        };
+        // SAFETY: as for this function.
+        unsafe {
+            if tiled > 0 {
+                let rhs = (rhs, rows_of);
+                tiles_over_panels::<K>(out, out_stride, rows, w, cols, rhs, tiled, epilogue, few)
+            } else {
+                few.below_tiles::<K>(out, out_stride, (0, rows), w, cols, (0, cols), epilogue)
+            }
+        }
+    })
+}
+
+/// The last columns of a packed product that [`Tiles::few_columns`] takes, one after another
+/// in `columns`, each as deep as the product: columns `first..first + width` of the output.
+#[derive(Clone, Copy)]
+struct FewColumns<'a> {
+    columns: &'a [f32],
+    width: usize,
+    first: usize,
+}
+
+impl FewColumns<'_> {
+    /// The columns over `steps` steps of the depth (from the first and how many) for `rows`
+    /// rows (from the first and how many), in calls of [`Tiles::FEW_ROWS`] rows, finished on
+    /// the depth's last step.
+    ///
+    /// # Safety
+    /// As for [`packed`], for a product `cols` deep.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn below_tiles<K: Tiles>(
+        self,
+        out: *mut f32,
+        out_stride: usize,
+        (first_row, rows): (usize, usize),
+        w: &[f32],
+        cols: usize,
+        (first_step, steps): (usize, usize),
+        epilogue: super::Epilogue<'_>,
+    ) {
+        if self.width == 0 {
+            return;
+        }
+        for start in (first_row..first_row + rows).step_by(K::FEW_ROWS) {
+            let end = (start + K::FEW_ROWS).min(first_row + rows);
+            // A group shorter than a vector starts earlier, over rows already done.
+            let skip = K::LANES.saturating_sub(end - start).min(start);
+            let start = start - skip;
+            let depth = Depth {
+                stride: cols,
+                steps,
+                accumulate: first_step > 0,
+                finish: if first_step + steps == cols {
+                    TileFinish::of(epilogue, start)
+                } else {
+                    TileFinish::none()
+                },
+            };
+            // SAFETY: as for this function: the rows are below the product's, the steps
+            // below its depth, and the columns' values were gathered that deep.
+            unsafe {
+                K::few_columns(
+                    (skip, end - start),
+                    w.as_ptr().add(start * cols + first_step),
+                    depth,
+                    (self.columns.as_ptr().add(first_step), cols),
+                    self.width,
+                    out.add(start * out_stride + self.first),
+                    out_stride,
+                )
+            }
+        }
+    }
+}
+
+/// The tiles of [`packed`] over its first `n` columns, a block of packed panels at a time.
+///
+/// # Safety
+/// As for [`packed`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn tiles_over_panels<K: Tiles>(
+    out: *mut f32,
+    out_stride: usize,
+    rows: usize,
+    w: &[f32],
+    cols: usize,
+    (rhs, rows_of): (&[f32], RhsRows<'_>),
+    n: usize,
+    epilogue: super::Epilogue<'_>,
+    few: FewColumns<'_>,
 ) {
     // Columns in blocks whose packed panels fill half a core's L2 (2 MiB on the Xeons this
     // was tuned on); each tile of rows then sweeps the block's panels, its own weights staying
@@ -294,6 +439,20 @@ pub(crate) unsafe fn packed<K: Tiles>(
                                 out.add(first_row * out_stride + col),
                                 out_stride,
                             )
+                        }
+                    }
+                    // The few columns of the rows the tiles have just swept, while their
+                    // weights are in L1: after the last block of columns, a call every
+                    // `FEW_ROWS` rows. (A pass of their own after the tiles read the weights
+                    // from memory again: Xception's 2048×1536 product at 5×5 took 3.1 against
+                    // 2.3 ms with it.)
+                    let end = (first_row + K::ROWS).min(rows);
+                    if first_col + block_cols == n && (end % K::FEW_ROWS == 0 || end == rows) {
+                        let start = (end - 1) / K::FEW_ROWS * K::FEW_ROWS;
+                        // SAFETY: as for this function; rows `start..end` are below `rows`.
+                        unsafe {
+                            let (rows, depth) = ((start, end - start), (first_step, steps));
+                            few.below_tiles::<K>(out, out_stride, rows, w, cols, depth, epilogue)
                         }
                     }
                 }

@@ -36,6 +36,23 @@ pub(crate) fn transpose(r: [__m256; LANES]) -> [__m256; LANES] {
     c
 }
 
+/// A 4×4 transpose within each 128-bit half of four vectors: lane `i` of half `h` of output
+/// `j` is lane `j` of half `h` of input `i`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn transpose_halves(v: [__m256; 4]) -> [__m256; 4] {
+    let low01 = _mm256_unpacklo_ps(v[0], v[1]);
+    let low23 = _mm256_unpacklo_ps(v[2], v[3]);
+    let high01 = _mm256_unpackhi_ps(v[0], v[1]);
+    let high23 = _mm256_unpackhi_ps(v[2], v[3]);
+    [
+        _mm256_shuffle_ps::<0x44>(low01, low23),
+        _mm256_shuffle_ps::<0xEE>(low01, low23),
+        _mm256_shuffle_ps::<0x44>(high01, high23),
+        _mm256_shuffle_ps::<0xEE>(high01, high23),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

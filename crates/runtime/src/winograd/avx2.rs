@@ -11,6 +11,7 @@
 //! into each tile's four values, stored a half at a time.
 
 use super::{ALPHA, TILE};
+use crate::kernels::transpose8::transpose_halves;
 use crate::kernels::{Activation, activate_avx2, first_lanes_avx2 as first_lanes};
 use std::arch::x86_64::*;
 
@@ -49,23 +50,6 @@ fn output_1d(m: [__m256; ALPHA]) -> [__m256; TILE] {
         _mm256_fmadd_ps(_mm256_set1_ps(2.0), d, b),
         _mm256_fmadd_ps(_mm256_set1_ps(4.0), c, a),
         _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.0), d, b), m[5]),
-    ]
-}
-
-/// A 4×4 transpose within each 128-bit half of four vectors: lane `i` of half `h` of output
-/// `j` is lane `j` of half `h` of input `i`.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn transpose_halves(v: [__m256; 4]) -> [__m256; 4] {
-    let low01 = _mm256_unpacklo_ps(v[0], v[1]);
-    let low23 = _mm256_unpacklo_ps(v[2], v[3]);
-    let high01 = _mm256_unpackhi_ps(v[0], v[1]);
-    let high23 = _mm256_unpackhi_ps(v[2], v[3]);
-    [
-        _mm256_shuffle_ps::<0x44>(low01, low23),
-        _mm256_shuffle_ps::<0xEE>(low01, low23),
-        _mm256_shuffle_ps::<0x44>(high01, high23),
-        _mm256_shuffle_ps::<0xEE>(high01, high23),
     ]
 }
 
