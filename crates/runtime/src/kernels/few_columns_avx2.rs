@@ -22,8 +22,8 @@ const LANES: usize = 8;
 
 /// The most columns [`rows_in_lanes`] takes: a masked vector of the tiles costs the same
 /// whatever its lanes hold, while here each column costs its own multiply-adds, on top of the
-/// transposes that every column shares. (Three columns would need twelve accumulators beside
-/// the eight transposed weights, more than the sixteen registers.)
+/// transposes that every column shares. (Three columns would need nine accumulators beside
+/// the eight transposed weights and a broadcast, more than the sixteen registers.)
 pub(crate) const MOST_COLUMNS: usize = 2;
 /// The rows of a call: four of the tiles' six rows, three vectors of eight here, so that a
 /// call follows the tiles that have just read the same weights into L1.

@@ -283,16 +283,49 @@ pub(crate) unsafe fn packed<K: Tiles>(
             width: few,
             first: tiled,
         };
+        let product = Product {
+            out,
+            out_stride,
+            w,
+            cols,
+            epilogue,
+        };
         // SAFETY: as for this function.
         unsafe {
             if tiled > 0 {
-                let rhs = (rhs, rows_of);
-                tiles_over_panels::<K>(out, out_stride, rows, w, cols, rhs, tiled, epilogue, few)
+                tiles_over_panels::<K>(&product, rows, (rhs, rows_of), tiled, few)
             } else {
-                few.below_tiles::<K>(out, out_stride, (0, rows), w, cols, (0, cols), epilogue)
+                few.below_tiles::<K>(&product, (0, rows), (0, cols))
             }
         }
     })
+}
+
+/// What the tiles of a packed product share: where they write, the weights (`cols` deep),
+/// and the finish.
+struct Product<'a> {
+    out: *mut f32,
+    out_stride: usize,
+    w: &'a [f32],
+    cols: usize,
+    epilogue: super::Epilogue<'a>,
+}
+
+impl Product<'_> {
+    /// How a tile (or a call for the few columns) of the rows from `first_row` walks steps
+    /// `first_step..first_step + steps`, finishing on the depth's last step.
+    fn depth(&self, first_row: usize, (first_step, steps): (usize, usize)) -> Depth {
+        Depth {
+            stride: self.cols,
+            steps,
+            accumulate: first_step > 0,
+            finish: if first_step + steps == self.cols {
+                TileFinish::of(self.epilogue, first_row)
+            } else {
+                TileFinish::none()
+            },
+        }
+    }
 }
 
 /// The last columns of a packed product that [`Tiles::few_columns`] takes, one after another
@@ -310,17 +343,12 @@ impl FewColumns<'_> {
     /// the depth's last step.
     ///
     /// # Safety
-    /// As for [`packed`], for a product `cols` deep.
-    #[allow(clippy::too_many_arguments)]
+    /// As for [`packed`].
     unsafe fn below_tiles<K: Tiles>(
         self,
-        out: *mut f32,
-        out_stride: usize,
+        p: &Product<'_>,
         (first_row, rows): (usize, usize),
-        w: &[f32],
-        cols: usize,
-        (first_step, steps): (usize, usize),
-        epilogue: super::Epilogue<'_>,
+        steps: (usize, usize),
     ) {
         if self.width == 0 {
             return;
@@ -330,27 +358,17 @@ impl FewColumns<'_> {
             // A group shorter than a vector starts earlier, over rows already done.
             let skip = K::LANES.saturating_sub(end - start).min(start);
             let start = start - skip;
-            let depth = Depth {
-                stride: cols,
-                steps,
-                accumulate: first_step > 0,
-                finish: if first_step + steps == cols {
-                    TileFinish::of(epilogue, start)
-                } else {
-                    TileFinish::none()
-                },
-            };
             // SAFETY: as for this function: the rows are below the product's, the steps
             // below its depth, and the columns' values were gathered that deep.
             unsafe {
                 K::few_columns(
                     (skip, end - start),
-                    w.as_ptr().add(start * cols + first_step),
-                    depth,
-                    (self.columns.as_ptr().add(first_step), cols),
+                    p.w.as_ptr().add(start * p.cols + steps.0),
+                    p.depth(start, steps),
+                    (self.columns.as_ptr().add(steps.0), p.cols),
                     self.width,
-                    out.add(start * out_stride + self.first),
-                    out_stride,
+                    p.out.add(start * p.out_stride + self.first),
+                    p.out_stride,
                 )
             }
         }
@@ -361,18 +379,14 @@ impl FewColumns<'_> {
 ///
 /// # Safety
 /// As for [`packed`].
-#[allow(clippy::too_many_arguments)]
 unsafe fn tiles_over_panels<K: Tiles>(
-    out: *mut f32,
-    out_stride: usize,
+    p: &Product<'_>,
     rows: usize,
-    w: &[f32],
-    cols: usize,
     (rhs, rows_of): (&[f32], RhsRows<'_>),
     n: usize,
-    epilogue: super::Epilogue<'_>,
     few: FewColumns<'_>,
 ) {
+    let (w, cols) = (p.w, p.cols);
     // Columns in blocks whose packed panels fill half a core's L2 (2 MiB on the Xeons this
     // was tuned on); each tile of rows then sweeps the block's panels, its own weights staying
     // in L1 while the panels come from L2. (Panels outermost, each swept by every tile of
@@ -389,7 +403,6 @@ unsafe fn tiles_over_panels<K: Tiles>(
             let block_cols = block.min(n - first_col);
             for first_step in (0..cols).step_by(DEPTH_BLOCK) {
                 let steps = DEPTH_BLOCK.min(cols - first_step);
-                let last = first_step + steps == cols;
                 let panel_len = steps * K::PANEL;
                 let panels = (first_col..first_col + block_cols).step_by(K::PANEL);
                 let block_panels = &mut packed[..block_cols.div_ceil(K::PANEL) * panel_len];
@@ -407,27 +420,17 @@ unsafe fn tiles_over_panels<K: Tiles>(
                     let next = first_row + K::ROWS;
                     let ahead = K::ROWS.min(rows.saturating_sub(next));
                     let weights = first_row * cols + first_step;
-                    let finish = if last {
-                        TileFinish::of(epilogue, first_row)
-                    } else {
-                        TileFinish::none()
-                    };
-                    let depth = Depth {
-                        stride: cols,
-                        steps,
-                        accumulate: first_step > 0,
-                        finish,
-                    };
-                    for (p, col) in panels.clone().enumerate() {
-                        let ahead = if p == 0 { ahead } else { 0 };
+                    let depth = p.depth(first_row, (first_step, steps));
+                    for (panel, col) in panels.clone().enumerate() {
+                        let ahead = if panel == 0 { ahead } else { 0 };
                         let rhs = TileRhs {
-                            at: packed[p * panel_len..].as_ptr(),
+                            at: packed[panel * panel_len..].as_ptr(),
                             stride: K::PANEL,
                             padded: true,
                         };
                         // SAFETY: the tile's rows are below `rows`, its columns below `n` and
                         // its steps below `cols`, inside the bounds the caller checked; panel
-                        // `p` is `steps` steps of `PANEL` values inside `packed`.
+                        // `panel` is `steps` steps of `PANEL` values inside `packed`.
                         unsafe {
                             K::tile(
                                 K::ROWS.min(rows - first_row),
@@ -436,8 +439,8 @@ unsafe fn tiles_over_panels<K: Tiles>(
                                 (w.as_ptr().wrapping_add(weights + K::ROWS * cols), ahead),
                                 depth,
                                 rhs,
-                                out.add(first_row * out_stride + col),
-                                out_stride,
+                                p.out.add(first_row * p.out_stride + col),
+                                p.out_stride,
                             )
                         }
                     }
@@ -451,8 +454,7 @@ unsafe fn tiles_over_panels<K: Tiles>(
                         let start = (end - 1) / K::FEW_ROWS * K::FEW_ROWS;
                         // SAFETY: as for this function; rows `start..end` are below `rows`.
                         unsafe {
-                            let (rows, depth) = ((start, end - start), (first_step, steps));
-                            few.below_tiles::<K>(out, out_stride, rows, w, cols, depth, epilogue)
+                            few.below_tiles::<K>(p, (start, end - start), (first_step, steps))
                         }
                     }
                 }
