@@ -29,6 +29,8 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod columns;
 
 use crate::kernels::{self, Epilogue};
 use crate::ops::Conv2dParams;

@@ -10,6 +10,7 @@
 //! outputs are computed in registers, and the same transpose turns the four output columns
 //! into each tile's four values, stored a half at a time.
 
+use super::columns::{Lanes, input_1d, output_1d};
 use super::{ALPHA, TILE};
 use crate::kernels::transpose8::transpose_halves;
 use crate::kernels::{Activation, activate_avx2, first_lanes_avx2 as first_lanes};
@@ -17,40 +18,32 @@ use std::arch::x86_64::*;
 
 const LANES: usize = 8;
 
-/// `Bᵀ d` for one column of six values (each a vector of eight tiles).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn input_1d(d: [__m256; ALPHA]) -> [__m256; ALPHA] {
-    let (four, five) = (_mm256_set1_ps(4.0), _mm256_set1_ps(5.0));
-    let two = _mm256_set1_ps(2.0);
-    let t1 = _mm256_fnmadd_ps(four, d[2], d[4]); // d4 − 4·d2
-    let t2 = _mm256_fnmadd_ps(four, d[1], d[3]); // d3 − 4·d1
-    let t3 = _mm256_sub_ps(d[4], d[2]);
-    let t4 = _mm256_mul_ps(two, _mm256_sub_ps(d[3], d[1]));
-    [
-        _mm256_fnmadd_ps(five, d[2], _mm256_fmadd_ps(four, d[0], d[4])),
-        _mm256_add_ps(t1, t2),
-        _mm256_sub_ps(t1, t2),
-        _mm256_add_ps(t3, t4),
-        _mm256_sub_ps(t3, t4),
-        _mm256_fnmadd_ps(five, d[3], _mm256_fmadd_ps(four, d[1], d[5])),
-    ]
-}
-
-/// `Aᵀ m` for one column of six values.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn output_1d(m: [__m256; ALPHA]) -> [__m256; TILE] {
-    let a = _mm256_add_ps(m[1], m[2]);
-    let b = _mm256_sub_ps(m[1], m[2]);
-    let c = _mm256_add_ps(m[3], m[4]);
-    let d = _mm256_sub_ps(m[3], m[4]);
-    [
-        _mm256_add_ps(_mm256_add_ps(m[0], a), c),
-        _mm256_fmadd_ps(_mm256_set1_ps(2.0), d, b),
-        _mm256_fmadd_ps(_mm256_set1_ps(4.0), c, a),
-        _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.0), d, b), m[5]),
-    ]
+impl Lanes for __m256 {
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        // SAFETY (every method): the CPU has the instruction set (the trait's contract).
+        unsafe { _mm256_set1_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn add(self, other: Self) -> Self {
+        unsafe { _mm256_add_ps(self, other) }
+    }
+    #[inline(always)]
+    unsafe fn sub(self, other: Self) -> Self {
+        unsafe { _mm256_sub_ps(self, other) }
+    }
+    #[inline(always)]
+    unsafe fn mul(self, other: Self) -> Self {
+        unsafe { _mm256_mul_ps(self, other) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self {
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn neg_mul_add(a: Self, b: Self, c: Self) -> Self {
+        unsafe { _mm256_fnmadd_ps(a, b, c) }
+    }
 }
 
 /// Columns `4t + j` (`j < 4`, `t < 8`) of the 32 values from `row`, one vector per `j`.
@@ -168,12 +161,15 @@ pub(super) unsafe fn output_row(
                     _mm256_maskload_ps(at, mask)
                 }
             });
-            output_1d(column)
+            // SAFETY: the CPU has the instruction set (this function's contract).
+            unsafe { output_1d(column) }
         });
         let down: [[__m256; ALPHA]; TILE] = std::array::from_fn(|r| columns.map(|c| c[r]));
         let first_column = TILE * t0;
         for (r, row) in down.iter().enumerate().take(rows) {
-            let values = output_1d(*row).map(|y| activate_avx2(_mm256_add_ps(y, bias), activation));
+            // SAFETY: as above.
+            let values = unsafe { output_1d(*row) }
+                .map(|y| activate_avx2(_mm256_add_ps(y, bias), activation));
             // Vector `q` holds tile `q`'s four values in its low half, tile `q + 4`'s in its
             // high half.
             let tiles_of = transpose_halves(values);

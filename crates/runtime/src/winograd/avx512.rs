@@ -8,46 +8,39 @@
 //! way back: the sixteen tiles' 4×4 outputs are computed in registers and interleaved into
 //! four vectors of each output row.
 
+use super::columns::{Lanes, input_1d, output_1d};
 use super::{ALPHA, TILE};
 use crate::kernels::{Activation, activate, first_lanes};
 use std::arch::x86_64::*;
 
 const LANES: usize = 16;
 
-/// `Bᵀ d` for one column of six values (each a vector of sixteen tiles).
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn input_1d(d: [__m512; ALPHA]) -> [__m512; ALPHA] {
-    let (four, five) = (_mm512_set1_ps(4.0), _mm512_set1_ps(5.0));
-    let two = _mm512_set1_ps(2.0);
-    let t1 = _mm512_fnmadd_ps(four, d[2], d[4]); // d4 − 4·d2
-    let t2 = _mm512_fnmadd_ps(four, d[1], d[3]); // d3 − 4·d1
-    let t3 = _mm512_sub_ps(d[4], d[2]);
-    let t4 = _mm512_mul_ps(two, _mm512_sub_ps(d[3], d[1]));
-    [
-        _mm512_fnmadd_ps(five, d[2], _mm512_fmadd_ps(four, d[0], d[4])),
-        _mm512_add_ps(t1, t2),
-        _mm512_sub_ps(t1, t2),
-        _mm512_add_ps(t3, t4),
-        _mm512_sub_ps(t3, t4),
-        _mm512_fnmadd_ps(five, d[3], _mm512_fmadd_ps(four, d[1], d[5])),
-    ]
-}
-
-/// `Aᵀ m` for one column of six values.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn output_1d(m: [__m512; ALPHA]) -> [__m512; TILE] {
-    let a = _mm512_add_ps(m[1], m[2]);
-    let b = _mm512_sub_ps(m[1], m[2]);
-    let c = _mm512_add_ps(m[3], m[4]);
-    let d = _mm512_sub_ps(m[3], m[4]);
-    [
-        _mm512_add_ps(_mm512_add_ps(m[0], a), c),
-        _mm512_fmadd_ps(_mm512_set1_ps(2.0), d, b),
-        _mm512_fmadd_ps(_mm512_set1_ps(4.0), c, a),
-        _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), d, b), m[5]),
-    ]
+impl Lanes for __m512 {
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        // SAFETY (every method): the CPU has the instruction set (the trait's contract).
+        unsafe { _mm512_set1_ps(v) }
+    }
+    #[inline(always)]
+    unsafe fn add(self, other: Self) -> Self {
+        unsafe { _mm512_add_ps(self, other) }
+    }
+    #[inline(always)]
+    unsafe fn sub(self, other: Self) -> Self {
+        unsafe { _mm512_sub_ps(self, other) }
+    }
+    #[inline(always)]
+    unsafe fn mul(self, other: Self) -> Self {
+        unsafe { _mm512_mul_ps(self, other) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self {
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn neg_mul_add(a: Self, b: Self, c: Self) -> Self {
+        unsafe { _mm512_fnmadd_ps(a, b, c) }
+    }
 }
 
 /// Lane indices for `_mm512_permutex2var_ps` (0–15 from the first operand, 16–31 from the
@@ -203,12 +196,15 @@ pub(super) unsafe fn output_row(
             let column = std::array::from_fn(|i| unsafe {
                 _mm512_maskz_loadu_ps(mask, m.add((i * ALPHA + j) * position_stride + t0))
             });
-            output_1d(column)
+            // SAFETY: the CPU has the instruction set (this function's contract).
+            unsafe { output_1d(column) }
         });
         let down: [[__m512; ALPHA]; TILE] = std::array::from_fn(|r| columns.map(|c| c[r]));
         let first_column = TILE * t0;
         for (r, row) in down.iter().enumerate().take(rows) {
-            let values = output_1d(*row).map(|y| activate(_mm512_add_ps(y, bias), activation));
+            // SAFETY: as above.
+            let values =
+                unsafe { output_1d(*row) }.map(|y| activate(_mm512_add_ps(y, bias), activation));
             for (q, quarter) in interleave(values).into_iter().enumerate() {
                 let x = first_column + q * LANES;
                 if x >= ow {
