@@ -272,10 +272,13 @@ pub(crate) unsafe fn packed<K: Tiles>(
     let tiled = n - few;
     // The few columns, each one after another, `cols` deep.
     crate::scratch::with_len(few * cols, |columns| {
-        for k in 0..cols {
-            let at = rows_of.offset(k) + tiled;
-            for (j, value) in rhs[at..at + few].iter().enumerate() {
-                columns[j * cols + k] = *value;
+        // Most products have no such columns: no walk down the depth for them.
+        if few > 0 {
+            for k in 0..cols {
+                let at = rows_of.offset(k) + tiled;
+                for (j, value) in rhs[at..at + few].iter().enumerate() {
+                    columns[j * cols + k] = *value;
+                }
             }
         }
         let few = FewColumns {
