@@ -882,6 +882,40 @@ fn every_op_model() -> Vec<u8> {
     })
 }
 
+/// 1×1 convolutions wide enough for the packed product (40 channels), with a bias, a fused
+/// relu and a fused residual add, and a narrow one (4 channels) read in place: a batch's
+/// images run them together, each image's 36 pixels ending inside a panel.
+fn pointwise_model() -> Vec<u8> {
+    let nodes = vec![
+        Node::new("c", "conv2d", &["input"], &["c.w"]).attr("padding", Value::ints([1, 1, 1, 1])),
+        Node::new("r", "relu", &["c"], &[]),
+        Node::new("p1", "conv2d", &["r"], &["p1.w", "p1.b"]),
+        Node::new("r1", "relu", &["p1"], &[]),
+        Node::new("p2", "conv2d", &["r1"], &["p2.w"]),
+        Node::new("sum", "add", &["p2", "r1"], &[]),
+        Node::new("r2", "relu", &["sum"], &[]),
+        Node::new("p3", "conv2d", &["r2"], &["p3.w"]),
+        Node::new("g", "global_avg_pool", &["p3"], &[]),
+        Node::new("f", "flatten", &["g"], &[]),
+        Node::new("fc", "dense", &["f"], &["fc.w"]),
+        Node::new("p", "softmax", &["fc"], &[]),
+    ];
+    tiny_model(nodes, |w| {
+        let mut rng = common::Lcg(33);
+        let mut add = |name: &str, shape: &[u64]| {
+            let values: Vec<f32> = (0..shape.iter().product::<u64>())
+                .map(|_| rng.weight(0.5))
+                .collect();
+            w.add_dense(name, DType::F32, shape, common::f32_bytes(&values))
+                .unwrap();
+        };
+        add("p1.w", &[40, 4, 1, 1]);
+        add("p1.b", &[40]);
+        add("p2.w", &[40, 40, 1, 1]);
+        add("p3.w", &[4, 40, 1, 1]);
+    })
+}
+
 /// `count` different images for a `[2, 6, 6]` model.
 fn distinct_images(count: usize) -> Array4<f32> {
     Array4::from_shape_fn((count, 2, 6, 6), |(n, c, y, x)| {
@@ -928,8 +962,13 @@ fn passes_reuse_their_arena_without_carrying_anything_over() {
 
 #[test]
 fn every_image_of_a_batch_gets_its_own_bits_on_any_thread_count() {
-    let bytes = every_op_model();
-    let file = Cxrm::parse(&bytes).unwrap();
+    for bytes in [every_op_model(), pointwise_model()] {
+        each_image_of_a_batch_gets_its_own_bits(&bytes);
+    }
+}
+
+fn each_image_of_a_batch_gets_its_own_bits(bytes: &[u8]) {
+    let file = Cxrm::parse(bytes).unwrap();
     let model = |threads| {
         Model::load_with(
             &file,

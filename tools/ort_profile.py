@@ -45,12 +45,15 @@ def main():
     ap.add_argument("--runs", type=int, default=30, help="timed passes")
     ap.add_argument("--warmup", type=int, default=10, help="untimed passes first")
     ap.add_argument("--top", type=int, default=15, help="slowest nodes listed")
+    ap.add_argument("--batch", type=int, default=1,
+                    help="images per pass; the times are then per image (a pass's over the batch)")
     ap.add_argument("--cxrm", default=os.path.join(root, "target", "release", "cxrm"))
     args = ap.parse_args()
 
     data = export(args.model, args.cxrm)
     graph = onnx.load_from_string(data).graph
     shape = [d.dim_value or 1 for d in graph.input[0].type.tensor_type.shape.dim]
+    shape[0] = args.batch
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     options.enable_profiling = True
@@ -70,7 +73,7 @@ def main():
         if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
             continue
         name = e["name"][: -len("_kernel_time")]
-        times[name].append(e["dur"] / 1000.0)
+        times[name].append(e["dur"] / 1000.0 / args.batch)
         shapes = [next(iter(s.values())) for s in e["args"].get("input_type_shape", [])]
         kinds[name] = kind_of(e["args"].get("op_name", "?"), shapes)
     medians = {name: statistics.median(t[args.warmup:] or t) for name, t in times.items()}
@@ -80,8 +83,9 @@ def main():
         by_kind[kinds[name]][0] += 1
         by_kind[kinds[name]][1] += ms
 
+    per = f", per image of batches of {args.batch}" if args.batch > 1 else ""
     print(f"onnxruntime {ort.__version__}, {args.threads or 'default'} thread(s): median of "
-          f"{args.runs} passes per node, {total:.3f} ms in all")
+          f"{args.runs} passes per node{per}, {total:.3f} ms in all")
     print(f"  {'kind':16s} {'nodes':>6s} {'ms':>10s} {'share':>7s}")
     for kind, (count, ms) in sorted(by_kind.items(), key=lambda kv: -kv[1][1]):
         print(f"  {kind:16s} {count:6d} {ms:10.3f} {100 * ms / total:6.1f}%")

@@ -809,6 +809,44 @@ pub fn conv2d_into(
     conv2d_plus_into(x, weight, bias, p, activation, None, out)
 }
 
+/// Whether a convolution runs the images of a batch's group as one product
+/// ([`pointwise_images`]): a 1×1 window at stride 1 with no padding and one group, over
+/// dense weights, on the runtime's own kernels.
+pub fn runs_images_together(weight: &Matrix<'_>, p: &Conv2dParams) -> bool {
+    p.is_pointwise()
+        && p.groups == 1
+        && kernels::own_kernel_available()
+        && matches!(weight, Matrix::Dense { .. })
+}
+
+/// A 1×1 convolution ([`runs_images_together`]) of several images at once: image `g`'s
+/// channels `xs[g]` (`[cin, plane]`) into `outs[g]` (`[cout, plane]`), with the bias, the
+/// activation and then `residuals[g]` added. All the images' pixels are one product
+/// ([`kernels::product_images`]), whose weights each tile reads once for the group; each value
+/// gets the bits of [`conv2d_plus_into`] on its own image.
+pub fn pointwise_images(
+    xs: &[&[f32]],
+    weight: &Matrix<'_>,
+    bias: Option<&[f32]>,
+    activation: Activation,
+    residuals: &[Option<&[f32]>],
+    outs: &mut [&mut [f32]],
+) {
+    let Matrix::Dense { data, rows, cols } = weight else {
+        panic!("dense weights (runs_images_together)")
+    };
+    let plane = xs.first().map_or(0, |x| x.len() / (*cols).max(1));
+    assert!(
+        xs.iter().all(|x| x.len() == cols * plane) && outs.iter().all(|o| o.len() == rows * plane),
+        "whole images of one shape"
+    );
+    let epilogue = Epilogue { bias, activation };
+    kernels::product_images(outs, *rows, data, *cols, xs, plane, epilogue);
+    for (out, residual) in outs.iter_mut().zip(residuals) {
+        add_residual(out, *residual);
+    }
+}
+
 /// [`conv2d_into`], then `out += residual` (laid out as `out`): a residual `add` fused into
 /// the convolution before it. A 1×1 convolution's product adds it to each thread's part of
 /// the output as soon as the part is done ([`add_residual`]); any other convolution, as a

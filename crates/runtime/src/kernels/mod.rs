@@ -30,6 +30,8 @@ pub(crate) use avx512::{activate, first_lanes};
 mod channel_panels;
 #[cfg(target_arch = "x86_64")]
 mod tiled;
+#[cfg(target_arch = "x86_64")]
+mod tiled_columns;
 pub use channel_panels::{ChannelPanels, channels_fill_more_lanes};
 #[cfg(target_arch = "x86_64")]
 mod sparse_avx2;
@@ -179,6 +181,59 @@ pub fn product_finished(
     }
     product_strided(out, out_stride, rows, w, cols, rhs, n);
     finish_rows(out, out_stride, rows, n, epilogue);
+}
+
+/// [`product_finished`] for each of several images: `outs[g] = w · rhs[g]`, each output
+/// `rows × n` and each right-hand side `cols × n` (row-major), then the epilogue. On the own
+/// kernels the images' columns are one product, so that each tile of weights, read from
+/// memory once, serves every image (a batch's pointwise convolutions); each element gets the
+/// same bits as from a call per image.
+pub fn product_images(
+    outs: &mut [&mut [f32]],
+    rows: usize,
+    w: &[f32],
+    cols: usize,
+    rhs: &[&[f32]],
+    n: usize,
+    epilogue: Epilogue<'_>,
+) {
+    assert_eq!(outs.len(), rhs.len(), "an output per image");
+    assert!(w.len() >= rows * cols, "a weight row per output row");
+    assert!(
+        outs.iter().all(|o| o.len() >= rows * n) && rhs.iter().all(|r| r.len() >= cols * n),
+        "whole images"
+    );
+    if let Some(bias) = epilogue.bias {
+        assert!(bias.len() >= rows, "a bias per row");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(kernel) = own_kernel()
+        && rows > 0
+        && cols > 0
+        && n > 0
+    {
+        let out: Vec<*mut f32> = outs.iter_mut().map(|o| o.as_mut_ptr()).collect();
+        let images = tiled::Images {
+            rhs,
+            out: &out,
+            width: n,
+        };
+        // SAFETY: the CPU has the kernel's instruction set, the bounds were checked above,
+        // and each output is a distinct `&mut`.
+        return unsafe {
+            match kernel {
+                OwnKernel::Avx512 => tiled::product_images_finished::<avx512::Avx512>(
+                    &images, rows, w, cols, epilogue,
+                ),
+                OwnKernel::Avx2 => {
+                    tiled::product_images_finished::<avx2::Avx2>(&images, rows, w, cols, epilogue)
+                }
+            }
+        };
+    }
+    for (out, rhs) in outs.iter_mut().zip(rhs) {
+        product_finished(out, n, rows, w, cols, rhs, n, epilogue);
+    }
 }
 
 /// `a · b + c`, fused where the target can.
@@ -881,6 +936,39 @@ mod tests {
                         .copied()
                         .collect();
                     assert_eq!(bits(&got), bits(&want), "{rows}x{cols}x{n}, {activation:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn images_side_by_side_get_the_bits_of_a_product_each() {
+        // Images narrower than a panel (several in one), a panel and a few columns wide
+        // (Xception's 25 and 81 pixels), and wider than a block of columns; rows in place and
+        // packed; depths short and deeper than a depth block; image counts that end a product
+        // inside a panel and on a few columns.
+        for (rows, cols) in [(20, 5), (50, 9), (70, 300)] {
+            let w = uniform(rows * cols, (rows + cols) as u64);
+            let bias: Vec<f32> = uniform(rows, 3).iter().map(|b| 4.0 * b).collect();
+            let epilogue = Epilogue {
+                bias: Some(&bias),
+                activation: Activation::Relu,
+            };
+            for n in [1, 3, 7, 16, 25, 81, 1100] {
+                for images in [1, 2, 3, 5] {
+                    let rhs: Vec<Vec<f32>> = (0..images)
+                        .map(|g| uniform(cols * n, (g * 7 + n) as u64))
+                        .collect();
+                    let rhs: Vec<&[f32]> = rhs.iter().map(|r| &r[..]).collect();
+                    let mut got = vec![vec![f32::NAN; rows * n]; images];
+                    let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|o| &mut o[..]).collect();
+                    product_images(&mut outs, rows, &w, cols, &rhs, n, epilogue);
+                    for (g, image) in rhs.iter().enumerate() {
+                        let mut want = vec![f32::NAN; rows * n];
+                        product_finished(&mut want, n, rows, &w, cols, image, n, epilogue);
+                        let at = format!("{rows}x{cols}, {images} images of {n}, image {g}");
+                        assert_eq!(bits(&got[g]), bits(&want), "{at}");
+                    }
                 }
             }
         }

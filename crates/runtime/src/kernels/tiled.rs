@@ -15,6 +15,8 @@
 //! the thread or the instruction set. So a split of the rows or columns gives the same bits, and
 //! so do the AVX-512 and the AVX2 tiles.
 
+pub(crate) use super::tiled_columns::{Columns, Images, OneMatrix};
+
 /// The most steps of the depth a packed panel holds: 256 steps of 48 columns are 48 KiB, and
 /// an AVX-512 tile's 8 weight rows over them 8 KiB, so both stay in L1 and L2 while the tiles
 /// sweep them. (Without it, VGG16's 4,608-deep products read 884 KiB panels and 147 KiB of
@@ -259,36 +261,103 @@ pub(crate) unsafe fn packed<K: Tiles>(
     n: usize,
     epilogue: super::Epilogue<'_>,
 ) {
+    let columns = OneMatrix {
+        rhs,
+        rows_of,
+        out,
+        out_stride,
+    };
+    // SAFETY: as for this function.
+    unsafe { packed_over::<K, _>(&columns, rows, w, cols, n, epilogue) }
+}
+
+/// [`product_finished`] for each image of `images`: one packed product over all their columns
+/// ([`packed_images`]), except where the rows are few enough to read each image in place.
+///
+/// # Safety
+/// As for [`packed_images`].
+pub(crate) unsafe fn product_images_finished<K: Tiles>(
+    images: &Images<'_>,
+    rows: usize,
+    w: &[f32],
+    cols: usize,
+    epilogue: super::Epilogue<'_>,
+) {
+    let n = images.width;
+    // SAFETY: as for this function.
+    unsafe {
+        if rows <= IN_PLACE_MOST_ROWS {
+            for (&out, rhs) in images.out.iter().zip(images.rhs) {
+                in_place::<K>(out, n, rows, w, cols, (rhs, n), n, epilogue)
+            }
+        } else {
+            packed_images::<K>(images, rows, w, cols, epilogue)
+        }
+    }
+}
+
+/// [`packed`] over the columns of several images side by side: image `g`'s right-hand side is
+/// `images.rhs[g]` (`cols` rows, `images.width` wide) and its output rows start at
+/// `images.out[g]`, `images.width` apart. Each tile's weights then serve every image's columns
+/// while they are in cache, and only the last image's last panel can be partial: Xception's
+/// 2048×1536 product at 5×5 took 2.4 ms an image alone and about 2.0 eight images at a time
+/// (its weights, 12 MB, read once for eight images, and 200 columns fill whole panels).
+///
+/// # Safety
+/// As for [`packed`], for each image: `images.out[g]` valid for writes of `rows` rows of
+/// `images.width` values, which nothing else accesses meanwhile.
+unsafe fn packed_images<K: Tiles>(
+    images: &Images<'_>,
+    rows: usize,
+    w: &[f32],
+    cols: usize,
+    epilogue: super::Epilogue<'_>,
+) {
+    let n = images.width * images.rhs.len();
+    // SAFETY: as for this function.
+    unsafe { packed_over::<K, _>(images, rows, w, cols, n, epilogue) }
+}
+
+/// [`packed`] over any [`Columns`]: the few columns gathered, then the tiles.
+///
+/// # Safety
+/// As for [`packed`], with the columns' own contract.
+unsafe fn packed_over<K: Tiles, C: Columns>(
+    columns: &C,
+    rows: usize,
+    w: &[f32],
+    cols: usize,
+    n: usize,
+    epilogue: super::Epilogue<'_>,
+) {
     // The last few columns past the last whole panel, where the instruction set computes
     // them with the rows in the lanes (`few_columns`): in a tile of their own they would
     // cost a whole vector of multiply-adds per weight, and its loads. (Past a panel and a
     // vector, as 25 columns are 16 + 9, the last vector shares a tile's loads and costs
     // less than the transposes here: Xception's 2048×1536 product at 5×5 took 2.5 ms with
-    // its 25th column here against 2.3 ms as the tile's.)
+    // its 25th column here against 2.3 ms as the tile's.) They must lie in one stretch.
     let few = match n % K::PANEL {
-        t if t <= K::FEW_COLUMNS => t,
+        t if t <= K::FEW_COLUMNS && columns.stretch_end(n - t) >= n => t,
         _ => 0,
     };
     let tiled = n - few;
     // The few columns, each one after another, `cols` deep.
-    crate::scratch::with_len(few * cols, |columns| {
+    crate::scratch::with_len(few * cols, |gathered| {
         // Most products have no such columns: no walk down the depth for them.
         if few > 0 {
             for k in 0..cols {
-                let at = rows_of.offset(k) + tiled;
-                for (j, value) in rhs[at..at + few].iter().enumerate() {
-                    columns[j * cols + k] = *value;
+                for (j, value) in columns.step_from(k, tiled)[..few].iter().enumerate() {
+                    gathered[j * cols + k] = *value;
                 }
             }
         }
         let few = FewColumns {
-            columns,
+            columns: gathered,
             width: few,
             first: tiled,
         };
         let product = Product {
-            out,
-            out_stride,
+            columns,
             w,
             cols,
             epilogue,
@@ -296,25 +365,24 @@ pub(crate) unsafe fn packed<K: Tiles>(
         // SAFETY: as for this function.
         unsafe {
             if tiled > 0 {
-                tiles_over_panels::<K>(&product, rows, (rhs, rows_of), tiled, few)
+                tiles_over_panels::<K, C>(&product, rows, tiled, few)
             } else {
-                few.below_tiles::<K>(&product, (0, rows), (0, cols))
+                few.below_tiles::<K, C>(&product, (0, rows), (0, cols))
             }
         }
     })
 }
 
-/// What the tiles of a packed product share: where they write, the weights (`cols` deep),
-/// and the finish.
-struct Product<'a> {
-    out: *mut f32,
-    out_stride: usize,
+/// What the tiles of a packed product share: where its columns lie, the weights (`cols`
+/// deep), and the finish.
+struct Product<'a, C> {
+    columns: &'a C,
     w: &'a [f32],
     cols: usize,
     epilogue: super::Epilogue<'a>,
 }
 
-impl Product<'_> {
+impl<C> Product<'_, C> {
     /// How a tile (or a call for the few columns) of the rows from `first_row` walks steps
     /// `first_step..first_step + steps`, finishing on the depth's last step.
     fn depth(&self, first_row: usize, (first_step, steps): (usize, usize)) -> Depth {
@@ -347,9 +415,9 @@ impl FewColumns<'_> {
     ///
     /// # Safety
     /// As for [`packed`].
-    unsafe fn below_tiles<K: Tiles>(
+    unsafe fn below_tiles<K: Tiles, C: Columns>(
         self,
-        p: &Product<'_>,
+        p: &Product<'_, C>,
         (first_row, rows): (usize, usize),
         steps: (usize, usize),
     ) {
@@ -361,8 +429,10 @@ impl FewColumns<'_> {
             // A group shorter than a vector starts earlier, over rows already done.
             let skip = K::LANES.saturating_sub(end - start).min(start);
             let start = start - skip;
+            let (out, out_stride) = p.columns.out_at(start, self.first);
             // SAFETY: as for this function: the rows are below the product's, the steps
-            // below its depth, and the columns' values were gathered that deep.
+            // below its depth, the columns' values were gathered that deep, and they lie in
+            // one stretch of the output (`packed_over`).
             unsafe {
                 K::few_columns(
                     (skip, end - start),
@@ -370,8 +440,8 @@ impl FewColumns<'_> {
                     p.depth(start, steps),
                     (self.columns.as_ptr().add(steps.0), p.cols),
                     self.width,
-                    p.out.add(start * p.out_stride + self.first),
-                    p.out_stride,
+                    out,
+                    out_stride,
                 )
             }
         }
@@ -382,10 +452,9 @@ impl FewColumns<'_> {
 ///
 /// # Safety
 /// As for [`packed`].
-unsafe fn tiles_over_panels<K: Tiles>(
-    p: &Product<'_>,
+unsafe fn tiles_over_panels<K: Tiles, C: Columns>(
+    p: &Product<'_, C>,
     rows: usize,
-    (rhs, rows_of): (&[f32], RhsRows<'_>),
     n: usize,
     few: FewColumns<'_>,
 ) {
@@ -398,72 +467,128 @@ unsafe fn tiles_over_panels<K: Tiles>(
     let block = (K::RHS_BLOCK_BYTES / (4 * DEPTH_BLOCK.min(cols)) / K::PANEL).max(1) * K::PANEL;
     let block = block.min(n.next_multiple_of(K::PANEL));
     let depth_block = DEPTH_BLOCK.min(cols);
-    // Every panel value is written by `pack` before the tiles read it.
-    crate::scratch::with_len(depth_block * block + PANEL_ALIGN_VALUES, |buffer| {
-        let align = buffer.as_ptr().align_offset(64).min(PANEL_ALIGN_VALUES);
-        let packed = &mut buffer[align..align + depth_block * block];
-        for first_col in (0..n).step_by(block) {
-            let block_cols = block.min(n - first_col);
-            for first_step in (0..cols).step_by(DEPTH_BLOCK) {
-                let steps = DEPTH_BLOCK.min(cols - first_step);
-                let panel_len = steps * K::PANEL;
-                let panels = (first_col..first_col + block_cols).step_by(K::PANEL);
-                let block_panels = &mut packed[..block_cols.div_ceil(K::PANEL) * panel_len];
-                // SAFETY: the CPU has the instruction set (this function's contract).
-                unsafe {
-                    let columns = (first_col, block_cols);
-                    K::pack(rhs, (rows_of, first_step), columns, steps, block_panels)
-                };
-                for first_row in (0..rows).step_by(K::ROWS) {
-                    // While the block's first panel is computed, the next tile of rows'
-                    // weights are fetched into L1: they come from memory or L3 (Xception's
-                    // 83 MB of weights do not stay in L2 between passes), a row a stream,
-                    // and each row of a 728-deep layer is shorter than a page, too short for
-                    // the prefetchers to catch on before it ends.
-                    let next = first_row + K::ROWS;
-                    let ahead = K::ROWS.min(rows.saturating_sub(next));
-                    let weights = first_row * cols + first_step;
-                    let depth = p.depth(first_row, (first_step, steps));
-                    for (panel, col) in panels.clone().enumerate() {
-                        let ahead = if panel == 0 { ahead } else { 0 };
-                        let rhs = TileRhs {
-                            at: packed[panel * panel_len..].as_ptr(),
-                            stride: K::PANEL,
-                            padded: true,
-                        };
-                        // SAFETY: the tile's rows are below `rows`, its columns below `n` and
-                        // its steps below `cols`, inside the bounds the caller checked; panel
-                        // `panel` is `steps` steps of `PANEL` values inside `packed`.
-                        unsafe {
-                            K::tile(
-                                K::ROWS.min(rows - first_row),
-                                K::PANEL.min(first_col + block_cols - col),
-                                w.as_ptr().add(weights),
-                                (w.as_ptr().wrapping_add(weights + K::ROWS * cols), ahead),
-                                depth,
-                                rhs,
-                                p.out.add(first_row * p.out_stride + col),
-                                p.out_stride,
-                            )
+    // The tiles whose columns span two stretches (images) sum into a buffer of their own,
+    // a slot per stretch they start in, and are stored when their depth is done.
+    let side_len = p.columns.stretches_crossed() * rows * K::PANEL;
+    // Every panel value is written by `pack` before the tiles read it, and every side value by
+    // its tile's first depth block.
+    crate::scratch::with_len(side_len, |side| {
+        crate::scratch::with_len(depth_block * block + PANEL_ALIGN_VALUES, |buffer| {
+            let align = buffer.as_ptr().align_offset(64).min(PANEL_ALIGN_VALUES);
+            let packed = &mut buffer[align..align + depth_block * block];
+            for first_col in (0..n).step_by(block) {
+                let block_cols = block.min(n - first_col);
+                for first_step in (0..cols).step_by(DEPTH_BLOCK) {
+                    let steps = DEPTH_BLOCK.min(cols - first_step);
+                    let panel_len = steps * K::PANEL;
+                    let panels = (first_col..first_col + block_cols).step_by(K::PANEL);
+                    let block_panels = &mut packed[..block_cols.div_ceil(K::PANEL) * panel_len];
+                    // SAFETY: the CPU has the instruction set (this function's contract).
+                    unsafe {
+                        let columns = (first_col, block_cols);
+                        p.columns
+                            .pack::<K>((first_step, steps), columns, block_panels)
+                    };
+                    for first_row in (0..rows).step_by(K::ROWS) {
+                        // While the block's first panel is computed, the next tile of rows'
+                        // weights are fetched into L1: they come from memory or L3 (Xception's
+                        // 83 MB of weights do not stay in L2 between passes), a row a stream,
+                        // and each row of a 728-deep layer is shorter than a page, too short for
+                        // the prefetchers to catch on before it ends.
+                        let next = first_row + K::ROWS;
+                        let ahead = K::ROWS.min(rows.saturating_sub(next));
+                        let weights = first_row * cols + first_step;
+                        let depth = p.depth(first_row, (first_step, steps));
+                        let tile_rows = K::ROWS.min(rows - first_row);
+                        for (panel, col) in panels.clone().enumerate() {
+                            let ahead = if panel == 0 { ahead } else { 0 };
+                            let rhs = TileRhs {
+                                at: packed[panel * panel_len..].as_ptr(),
+                                stride: K::PANEL,
+                                padded: true,
+                            };
+                            let width = K::PANEL.min(first_col + block_cols - col);
+                            let at = w.as_ptr().wrapping_add(weights);
+                            let ahead = (at.wrapping_add(K::ROWS * cols), ahead);
+                            // SAFETY: the tile's rows are below `rows`, its columns below `n` and
+                            // its steps below `cols`, inside the bounds the caller checked; panel
+                            // `panel` is `steps` steps of `PANEL` values inside `packed`.
+                            unsafe {
+                                if p.columns.stretch_end(col) >= col + width {
+                                    let (out, out_stride) = p.columns.out_at(first_row, col);
+                                    K::tile(
+                                        tile_rows, width, at, ahead, depth, rhs, out, out_stride,
+                                    )
+                                } else {
+                                    let slot = p.columns.stretch_of(col) * rows + first_row;
+                                    let sums = side[slot * K::PANEL..].as_mut_ptr();
+                                    K::tile(
+                                        tile_rows,
+                                        width,
+                                        at,
+                                        ahead,
+                                        depth,
+                                        rhs,
+                                        sums,
+                                        K::PANEL,
+                                    );
+                                    if first_step + steps == cols {
+                                        let tile = (first_row, tile_rows, col, width);
+                                        store_across::<K, C>(p.columns, tile, sums);
+                                    }
+                                }
+                            }
                         }
-                    }
-                    // The few columns of the rows the tiles have just swept, while their
-                    // weights are in L1: after the last block of columns, a call every
-                    // `FEW_ROWS` rows. (A pass of their own after the tiles read the weights
-                    // from memory again: Xception's 2048×1536 product at 5×5 took 3.1 against
-                    // 2.3 ms with it.)
-                    let end = (first_row + K::ROWS).min(rows);
-                    if first_col + block_cols == n && (end % K::FEW_ROWS == 0 || end == rows) {
-                        let start = (end - 1) / K::FEW_ROWS * K::FEW_ROWS;
-                        // SAFETY: as for this function; rows `start..end` are below `rows`.
-                        unsafe {
-                            few.below_tiles::<K>(p, (start, end - start), (first_step, steps))
+                        // The few columns of the rows the tiles have just swept, while their
+                        // weights are in L1: after the last block of columns, a call every
+                        // `FEW_ROWS` rows. (A pass of their own after the tiles read the weights
+                        // from memory again: Xception's 2048×1536 product at 5×5 took 3.1 against
+                        // 2.3 ms with it.)
+                        let end = (first_row + K::ROWS).min(rows);
+                        if first_col + block_cols == n && (end % K::FEW_ROWS == 0 || end == rows) {
+                            let start = (end - 1) / K::FEW_ROWS * K::FEW_ROWS;
+                            // SAFETY: as for this function; rows `start..end` are below `rows`.
+                            unsafe {
+                                few.below_tiles::<K, C>(
+                                    p,
+                                    (start, end - start),
+                                    (first_step, steps),
+                                )
+                            }
                         }
                     }
                 }
             }
-        }
+        })
     })
+}
+
+/// A finished tile whose columns (`tile.2..tile.2 + tile.3`, `tile.1` rows from `tile.0`)
+/// span stretches of the output (two images' columns), from where it summed them (`sums`,
+/// rows [`Tiles::PANEL`] apart), stretch by stretch. Its sums are those of any tile: one
+/// chain of multiply-adds each, finished in registers, so the same bits.
+///
+/// # Safety
+/// `sums` holds the tile's rows; each stretch's rows hold its columns for the tile's rows
+/// (as for [`packed_images`]).
+unsafe fn store_across<K: Tiles, C: Columns>(
+    columns: &C,
+    (first_row, rows, col, width): (usize, usize, usize, usize),
+    sums: *const f32,
+) {
+    let mut first = col;
+    while first < col + width {
+        let end = columns.stretch_end(first).min(col + width);
+        let (out, stride) = columns.out_at(first_row, first);
+        // SAFETY: as for this function.
+        unsafe {
+            for r in 0..rows {
+                let from = sums.add(r * K::PANEL + first - col);
+                std::ptr::copy_nonoverlapping(from, out.add(r * stride), end - first);
+            }
+        }
+        first = end;
+    }
 }
 
 /// [`product_finished`] with the tiles reading the right-hand side where it lies, `rhs_stride`
