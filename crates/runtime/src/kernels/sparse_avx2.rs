@@ -17,13 +17,19 @@ const LANES: usize = 8;
 const MAX_VECTORS: usize = 6;
 
 /// `out[r, :] = Σ_k val[k] · rhs[col[k], :]` over row `r`'s nonzeros (the contract of
-/// [`super::sparse_rows_times`]).
+/// [`super::sparse_rows_times`]), the right-hand side's rows `rhs_stride` apart.
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA; `out` holds `rows · n` values for the `rows = row_ptr.len() − 1`
-/// rows of `w`, and `rhs` a row of `n` values for every column index in `w.col`.
+/// rows of `w`, and `rhs` a row of `n` values at `c · rhs_stride` for every column index `c`
+/// in `w.col`.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn rows_times(out: &mut [f32], w: SparseRows<'_>, rhs: &[f32], n: usize) {
+pub unsafe fn rows_times(
+    out: &mut [f32],
+    w: SparseRows<'_>,
+    (rhs, rhs_stride): (&[f32], usize),
+    n: usize,
+) {
     let rows = w.row_ptr.len() - 1;
     let nonzeros = |r: usize| {
         let (a, b) = (w.row_ptr[r], w.row_ptr[r + 1]);
@@ -36,7 +42,7 @@ pub unsafe fn rows_times(out: &mut [f32], w: SparseRows<'_>, rhs: &[f32], n: usi
         let strip = |row: &mut [f32]| Strip {
             out: row[x0..].as_mut_ptr(),
             rhs: rhs[x0..].as_ptr(),
-            n,
+            rhs_stride,
             width,
         };
         let mut pairs = out[..rows * n].chunks_exact_mut(2 * n);
@@ -78,11 +84,11 @@ unsafe fn sum_rows<const R: usize>(rows: [RowStrip<'_>; R], width: usize) {
 type RowStrip<'a> = (Strip, (&'a [u32], &'a [f32]));
 
 /// `width` columns of one output row (`out`), and the same columns of the right-hand side's
-/// first row (`rhs`, rows `n` apart).
+/// first row (`rhs`, rows `rhs_stride` apart).
 struct Strip {
     out: *mut f32,
     rhs: *const f32,
-    n: usize,
+    rhs_stride: usize,
     width: usize,
 }
 
@@ -109,7 +115,7 @@ impl Strip {
         let step = |acc: &mut [__m256; V], strip: &Strip, c: u32, v: f32| {
             let weight = _mm256_set1_ps(v);
             // SAFETY: columns below `width` of right-hand row `c` (the caller's bounds).
-            let row = unsafe { strip.rhs.add(c as usize * strip.n) };
+            let row = unsafe { strip.rhs.add(c as usize * strip.rhs_stride) };
             for (i, a) in acc.iter_mut().enumerate() {
                 // SAFETY: as above; a partial last vector reads only its lanes.
                 let x = unsafe {
