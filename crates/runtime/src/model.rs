@@ -208,10 +208,12 @@ struct Layer<'a> {
 }
 
 /// The most images of a batch that one thread runs through the layers together
-/// ([`Model::forward_images`]). Eight images' pixels fill whole panels of Xception's 5×5
-/// products; more gained nothing further (2048×1536 at 5×5: 1.99 ms an image at four,
-/// 1.95 at eight, 2.09 at sixteen).
-const MOST_IMAGES_TOGETHER: usize = 8;
+/// ([`Model::forward_images`]), each with an arena of its own. Four took most of what more
+/// gave (Xception's 2048×1536 product at 5×5: 2.44 ms an image alone, 1.99 four at a time,
+/// 1.95 eight, 2.09 sixteen; its 728×728 at 9×9: 1.03, 1.02, 0.99), and Xception's
+/// throughput at batch 16 was level at four and eight (four alternating pairs) for half the
+/// arenas.
+const MOST_IMAGES_TOGETHER: usize = 4;
 /// The most pixels of a 1×1 convolution that runs a group's images together: wider ones fill
 /// whole panels on their own and read their weights once for many panels. Run together,
 /// their inputs come from further away (a layer's eight inputs do not fit in L2), and
