@@ -220,8 +220,8 @@ const MOST_IMAGES_TOGETHER: usize = 4;
 /// Xception's 72×72 and 36×36 layers were slower (2.25 against 2.13 ms an image), as were the
 /// depthwise and pooling layers between them.
 const TOGETHER_MOST_PIXELS: usize = 256;
-/// The most bytes of arenas a thread's group of images holds at once: fewer images go
-/// together where one image's activations are large.
+/// The most bytes of group arenas ([`GroupPlan`]) a thread holds at once: fewer images go
+/// together where the activations they share are large.
 const GROUP_ARENA_BYTES: u64 = 64 << 20;
 
 /// A model ready to run, borrowing its dense weights from the file.
@@ -244,6 +244,11 @@ pub struct Model<'a> {
     arena_len: usize,
     /// Arenas not in use by a pass: one per image that has run at once, kept for the next.
     arenas: Mutex<Vec<Vec<f32>>>,
+    /// Where a batch's groups keep their values from the first layer they run together; none
+    /// where no layer does.
+    group: Option<GroupPlan>,
+    /// Group arenas not in use, kept for the next batch.
+    group_arenas: Mutex<Vec<Vec<f32>>>,
     /// Multiply-adds of one image's pass through the layers that split over threads.
     work_per_image: usize,
     /// The most activation bytes one image keeps alive at once, planned at load: the largest
@@ -821,11 +826,18 @@ impl<'a> Model<'a> {
             || "one image's activation arena".into(),
             arena_bytes_per_image,
         )?;
-        let slots = std::iter::once(&input_shape)
+        let lens: Vec<usize> = std::iter::once(&input_shape)
             .chain(&shapes)
-            .zip(storage)
-            .map(|(shape, at)| placement.range(at, elements(shape) as usize))
+            .map(|shape| elements(shape) as usize)
             .collect();
+        let slots = storage
+            .iter()
+            .zip(&lens)
+            .map(|(&at, &len)| placement.range(at, len))
+            .collect();
+        let group = (0..layers.len())
+            .find(|&i| runs_images_together(&layers[i], &shapes[i], in_place[i]))
+            .map(|first| GroupPlan::new(first, &lifetimes, &storage, &lens, &placement));
         Ok(Model {
             layers,
             input,
@@ -837,6 +849,8 @@ impl<'a> Model<'a> {
             reads_input_in_place,
             arena_len: placement.len,
             arenas: Mutex::new(Vec::new()),
+            group,
+            group_arenas: Mutex::new(Vec::new()),
             work_per_image,
             peak_bytes_per_image,
             arena_bytes_per_image,
@@ -978,11 +992,12 @@ impl<'a> Model<'a> {
     /// Run a batch `[n, C, H, W]` (already preprocessed) and return the last layer's output
     /// `[n, classes]`: logits, or probabilities when the graph ends in softmax.
     ///
-    /// The images of a batch run one at a time through the whole graph, several at once when
-    /// there are threads, each in an arena of its own: every activation is written into the
-    /// place planned for it at load, so a pass allocates nothing but the returned array, and
-    /// an image's outputs are the same bits whatever batch it comes in and whatever the thread
-    /// count.
+    /// A single image runs through the whole graph in an arena of its own. A batch's images
+    /// are shared among the threads in groups ([`Model::forward_images`]), which run the small
+    /// 1×1 convolutions as one product over their images. Every activation is written into the
+    /// place planned for it at load, so a batch-1 pass allocates nothing but the returned
+    /// array, and an image's outputs are the same bits whatever batch it comes in and
+    /// whatever the thread count.
     pub fn forward(&self, batch: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
         let (n, c, h, w) = batch.dim();
         if [c, h, w] != [self.input.channels, self.input.height, self.input.width] {
@@ -993,9 +1008,17 @@ impl<'a> Model<'a> {
         }
         let together = self.images_together(n);
         let at_once = n.min(self.threads.count() * together).max(1) as u64;
+        // A thread with a group holds a whole-pass arena and a group arena per image.
+        let per_thread = match (&self.group, together) {
+            (Some(plan), 2..) => (4 * plan.len as u64)
+                .saturating_mul(together as u64)
+                .saturating_add(self.arena_bytes_per_image),
+            _ => self.arena_bytes_per_image,
+        };
+        let threads = at_once.div_ceil(together as u64);
         self.budget.check(
             || format!("{at_once} images' activations at once"),
-            self.arena_bytes_per_image.saturating_mul(at_once),
+            per_thread.saturating_mul(threads),
         )?;
         let classes = self.num_classes();
         let mut out = Array2::<f32>::zeros((n, classes));
@@ -1026,12 +1049,11 @@ impl<'a> Model<'a> {
     /// [`MOST_IMAGES_TOGETHER`] and [`GROUP_ARENA_BYTES`] of arenas; one where no layer runs
     /// images together.
     fn images_together(&self, n: usize) -> usize {
-        let any = (0..self.layers.len()).any(|i| self.runs_images_together(i));
-        if !any {
+        let Some(plan) = &self.group else {
             return 1;
-        }
+        };
         let per_thread = n.div_ceil(self.threads.count().max(1));
-        let by_memory = GROUP_ARENA_BYTES / self.arena_bytes_per_image.max(1);
+        let by_memory = GROUP_ARENA_BYTES / (4 * plan.len as u64).max(1);
         per_thread
             .min(MOST_IMAGES_TOGETHER)
             .min(usize::try_from(by_memory).unwrap_or(usize::MAX))
@@ -1041,66 +1063,92 @@ impl<'a> Model<'a> {
     /// Whether layer `i` runs a group's images as one product ([`ops::pointwise_images`]): a
     /// 1×1 convolution over at most [`TOGETHER_MOST_PIXELS`].
     fn runs_images_together(&self, i: usize) -> bool {
-        let pixels: usize = self.shapes[i].iter().skip(1).product();
-        match &self.layers[i].op {
-            Op::Conv { weight, params, .. } => {
-                pixels <= TOGETHER_MOST_PIXELS
-                    && self.in_place[i].is_none()
-                    && ops::runs_images_together(weight, params)
-            }
-            _ => false,
-        }
+        runs_images_together(&self.layers[i], &self.shapes[i], self.in_place[i])
     }
 
-    /// Several images through the graph a layer at a time, each in an arena of its own, their
-    /// outputs written into `out` one after another. The 1×1 convolutions take all the
-    /// images' pixels in one product, so each tile of weights is read from memory once for
-    /// the group (Xception's 728×728 middle flow took 0.99 against 1.04 ms an image eight at a
-    /// time, its 2048×1536 layer at 5×5 2.0 against 2.5); every other layer runs on each image
-    /// in turn, as in [`Model::forward_image`], with the same bits.
+    /// Several images through the graph, their outputs written into `out` one after another:
+    /// each alone up to the first layer that runs them together ([`GroupPlan`]), then the
+    /// group a layer at a time, each image in a group arena of its own. The small 1×1
+    /// convolutions take all the images' pixels in one product, so each tile of weights is
+    /// read from memory once for the group (Xception's 728×728 middle flow took 0.99 against
+    /// 1.04 ms an image eight at a time, its 2048×1536 layer at 5×5 2.0 against 2.5); every
+    /// other layer runs on each image in turn, as in [`Model::forward_image`], with the same
+    /// bits.
     fn forward_images(&self, images: &[ArrayView3<'_, f32>], out: &mut [f32]) {
-        if let [image] = images {
-            return self.forward_image(image.view(), out);
-        }
-        let mut buffers: Vec<Vec<f32>> = images.iter().map(|_| self.take_arena()).collect();
+        let (Some(plan), [_, _, ..]) = (&self.group, images) else {
+            let rows = out.chunks_exact_mut(self.num_classes());
+            for (image, row) in images.iter().zip(rows) {
+                self.forward_image(image.view(), row);
+            }
+            return;
+        };
+        // Up to the first layer that runs them together, each image runs alone in one arena,
+        // its activations in cache from one layer to the next; then what the rest of the
+        // pass reads moves to the image's group arena.
+        let mut alone = self.take_arena();
+        let mut buffers: Vec<Vec<f32>> = images.iter().map(|_| self.take_group_arena()).collect();
         let mut arenas: Vec<&mut [f32]> = buffers
             .iter_mut()
-            .map(|b| aligned_arena(b, self.arena_len))
+            .map(|b| aligned_arena(b, plan.len))
             .collect();
-        let inputs: Vec<Option<&[f32]>> = images
-            .iter()
-            .zip(&mut arenas)
-            .map(|(image, arena)| self.place_input(image.view(), arena))
-            .collect();
-        // Up to the first layer that runs them together, each image runs alone, its
-        // activations in cache from one layer to the next.
-        let first = (0..self.layers.len())
-            .find(|&i| self.runs_images_together(i))
-            .unwrap_or(self.layers.len());
-        for (arena, input) in arenas.iter_mut().zip(&inputs) {
-            for i in 0..first {
-                self.run_layer(i, arena, *input);
+        let mut inputs: Vec<Option<&[f32]>> = Vec::with_capacity(images.len());
+        for (image, group_arena) in images.iter().zip(&mut arenas) {
+            let arena = aligned_arena(&mut alone, self.arena_len);
+            let input = self.place_input(image.view(), arena);
+            for i in 0..plan.first {
+                self.run_layer(i, arena, input, &self.slots);
             }
+            for (value, from, to) in &plan.carried {
+                // The input stays where the caller holds it when the pass reads it there.
+                if *value > 0 || input.is_none() {
+                    group_arena[to.clone()].copy_from_slice(&arena[from.clone()]);
+                }
+            }
+            inputs.push(input);
         }
-        for i in first..self.layers.len() {
+        self.give_arena(alone);
+        for i in plan.first..self.layers.len() {
             if self.runs_images_together(i) {
-                self.run_layer_on_images(i, &mut arenas, &inputs);
+                self.run_layer_on_images(i, &mut arenas, &inputs, &plan.slots);
             } else {
                 for (arena, input) in arenas.iter_mut().zip(&inputs) {
-                    self.run_layer(i, arena, *input);
+                    self.run_layer(i, arena, *input, &plan.slots);
                 }
             }
         }
-        let last = &self.slots[self.layers.len()];
+        let last = &plan.slots[self.layers.len()];
         for (arena, row) in arenas.iter().zip(out.chunks_exact_mut(last.len())) {
             row.copy_from_slice(&arena[last.clone()]);
         }
-        buffers.into_iter().for_each(|b| self.give_arena(b));
+        if let Ok(mut free) = self.group_arenas.lock() {
+            free.extend(buffers);
+        }
+    }
+
+    /// A group arena's buffer ([`GroupPlan`]) from the model's pool, or a new one.
+    fn take_group_arena(&self) -> Vec<f32> {
+        let mut buffer = self
+            .group_arenas
+            .lock()
+            .ok()
+            .and_then(|mut free| free.pop())
+            .unwrap_or_default();
+        let len = self.group.as_ref().map_or(0, |g| g.len) + LINE_VALUES;
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+        buffer
     }
 
     /// Layer `i`, a 1×1 convolution ([`Model::runs_images_together`]), on every image of a
     /// group at once: each arena's operands, then one [`ops::pointwise_images`].
-    fn run_layer_on_images(&self, i: usize, arenas: &mut [&mut [f32]], inputs: &[Option<&[f32]>]) {
+    fn run_layer_on_images(
+        &self,
+        i: usize,
+        arenas: &mut [&mut [f32]],
+        inputs: &[Option<&[f32]>],
+        slots: &[Range<usize>],
+    ) {
         let layer = &self.layers[i];
         let Op::Conv {
             weight,
@@ -1112,7 +1160,7 @@ impl<'a> Model<'a> {
         else {
             unreachable!("a convolution (runs_images_together)")
         };
-        let place = self.slots[i + 1].clone();
+        let place = slots[i + 1].clone();
         let mut xs = Vec::with_capacity(arenas.len());
         let mut residuals = Vec::with_capacity(arenas.len());
         let mut outs = Vec::with_capacity(arenas.len());
@@ -1121,7 +1169,7 @@ impl<'a> Model<'a> {
             let (out, after) = rest.split_at_mut(place.len());
             let (before, after) = (&*before, &*after);
             let value =
-                |k: usize| self.value_beside(layer.inputs[k], &place, (before, after), *input);
+                |k: usize| value_beside(slots, layer.inputs[k], &place, (before, after), *input);
             xs.push(value(0));
             residuals.push(residual.then(|| value(1)));
             outs.push(out);
@@ -1134,27 +1182,6 @@ impl<'a> Model<'a> {
             &residuals,
             &mut outs,
         );
-    }
-
-    /// Where `source` lies for a layer whose output takes `place` of an arena, split around
-    /// it into `before` and `after`: the caller's input where the pass reads it in place, else
-    /// its slot. (The planner keeps every input of a layer apart from its output.)
-    fn value_beside<'v>(
-        &self,
-        source: Source,
-        place: &Range<usize>,
-        (before, after): (&'v [f32], &'v [f32]),
-        input: Option<&'v [f32]>,
-    ) -> &'v [f32] {
-        if let (Source::Input, Some(values)) = (source, input) {
-            return values;
-        }
-        let r = &self.slots[value_index(source)];
-        if r.start >= place.end {
-            &after[r.start - place.end..r.end - place.end]
-        } else {
-            &before[r.clone()]
-        }
     }
 
     /// Runs one image through the graph, as [`Model::forward`] does, timing each layer: the
@@ -1185,7 +1212,7 @@ impl<'a> Model<'a> {
         self.threads.run(self.work_per_image, || {
             for i in 0..self.layers.len() {
                 let start = std::time::Instant::now();
-                self.run_layer(i, arena, input);
+                self.run_layer(i, arena, input, &self.slots);
                 times.push(start.elapsed().as_secs_f64());
             }
         });
@@ -1223,7 +1250,7 @@ impl<'a> Model<'a> {
         let arena = aligned_arena(&mut buffer, self.arena_len);
         let input = self.place_input(image, arena);
         for i in 0..self.layers.len() {
-            self.run_layer(i, arena, input);
+            self.run_layer(i, arena, input, &self.slots);
         }
         out.copy_from_slice(&arena[self.slots[self.layers.len()].clone()]);
         self.give_arena(buffer);
@@ -1271,9 +1298,15 @@ impl<'a> Model<'a> {
     /// Runs layer `i`, reading its inputs from their places in `arena` (the model's input
     /// from `input`, where the pass reads it where the caller holds it) and writing its output
     /// into its own place (which is an input's, for a layer that runs in place).
-    fn run_layer(&self, i: usize, arena: &mut [f32], input: Option<&[f32]>) {
+    fn run_layer(
+        &self,
+        i: usize,
+        arena: &mut [f32],
+        input: Option<&[f32]>,
+        slots: &[Range<usize>],
+    ) {
         let layer = &self.layers[i];
-        let place = self.slots[i + 1].clone();
+        let place = slots[i + 1].clone();
         let (before, rest) = arena.split_at_mut(place.start);
         let (out, after) = rest.split_at_mut(place.len());
         let (before, after) = (&*before, &*after);
@@ -1283,7 +1316,7 @@ impl<'a> Model<'a> {
             if Some(source) == in_place {
                 return Operand::Out;
             }
-            Operand::Values(self.value_beside(source, &place, (before, after), input))
+            Operand::Values(value_beside(slots, source, &place, (before, after), input))
         };
         let values = |k: usize| match operand(k) {
             Operand::Values(v) => v,
@@ -1503,6 +1536,108 @@ fn placement_lifetimes(
 }
 
 /// A source's index among a pass's values: the input is value 0, layer `i`'s output `i + 1`.
+/// Whether `layer` (its output `shape`, `in_place` its input run over) runs a group's images
+/// as one product: a 1×1 convolution over at most [`TOGETHER_MOST_PIXELS`].
+fn runs_images_together(layer: &Layer<'_>, shape: &[usize], in_place: Option<usize>) -> bool {
+    let pixels: usize = shape.iter().skip(1).product();
+    match &layer.op {
+        Op::Conv { weight, params, .. } => {
+            pixels <= TOGETHER_MOST_PIXELS
+                && in_place.is_none()
+                && ops::runs_images_together(weight, params)
+        }
+        _ => false,
+    }
+}
+
+/// Where a group's images keep their values from the first layer they run together
+/// ([`Model::forward_images`]): arenas of their own, planned at load for that part of the
+/// graph only, so that a group holds one whole-pass arena (for each image's layers before,
+/// in turn) and a small one per image, not a whole-pass arena per image (Xception's is 6.6
+/// MB, the part from its middle flow on much less).
+struct GroupPlan {
+    /// The first layer that runs a group's images together.
+    first: usize,
+    /// Each value's place in a group arena (those alive from `first` on).
+    slots: Vec<Range<usize>>,
+    /// What each image brings from its pass through the layers before `first`: a value
+    /// (0 for the input) and where it lies in the whole-pass arena and in the group arena.
+    carried: Vec<(usize, Range<usize>, Range<usize>)>,
+    /// The `f32`s of a group arena.
+    len: usize,
+}
+
+impl GroupPlan {
+    /// The plan for a graph whose first layer to run images together is `first`: every
+    /// lifetime that reaches that layer's step, those begun before it starting just before
+    /// it, when they are carried over; `storage` maps each value to the lifetime that holds
+    /// it, `lens` gives each value's length, `whole` is the whole-pass placement.
+    fn new(
+        first: usize,
+        lifetimes: &[Lifetime],
+        storage: &[usize],
+        lens: &[usize],
+        whole: &arena::Placement,
+    ) -> GroupPlan {
+        let step = first + 1;
+        let reaches = |l: &Lifetime| l.len > 0 && l.last >= step;
+        let clipped: Vec<Lifetime> = lifetimes
+            .iter()
+            .map(|l| match reaches(l) {
+                true => Lifetime {
+                    first: l.first.max(step - 1),
+                    ..*l
+                },
+                false => Lifetime {
+                    len: 0,
+                    last: l.first,
+                    ..*l
+                },
+            })
+            .collect();
+        let placement = arena::place(&clipped);
+        let slots = storage
+            .iter()
+            .zip(lens)
+            .map(|(&at, &len)| placement.range(at, len))
+            .collect();
+        let carried = lifetimes
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| reaches(l) && l.first < step)
+            .map(|(t, l)| (t, whole.range(t, l.len), placement.range(t, l.len)))
+            .collect();
+        GroupPlan {
+            first,
+            slots,
+            carried,
+            len: placement.len,
+        }
+    }
+}
+
+/// Where `source` lies for a layer whose output takes `place` of an arena whose values lie
+/// at `slots`, split around it into `before` and `after`: the caller's input where the pass
+/// reads it in place, else its slot. (The planner keeps every input of a layer apart from its
+/// output.)
+fn value_beside<'v>(
+    slots: &[Range<usize>],
+    source: Source,
+    place: &Range<usize>,
+    (before, after): (&'v [f32], &'v [f32]),
+    input: Option<&'v [f32]>,
+) -> &'v [f32] {
+    if let (Source::Input, Some(values)) = (source, input) {
+        return values;
+    }
+    let r = &slots[value_index(source)];
+    if r.start >= place.end {
+        &after[r.start - place.end..r.end - place.end]
+    } else {
+        &before[r.clone()]
+    }
+}
+
 /// The `f32`s of a cache line.
 const LINE_VALUES: usize = 16;
 
