@@ -1127,17 +1127,8 @@ impl<'a> Model<'a> {
 
     /// A group arena's buffer ([`GroupPlan`]) from the model's pool, or a new one.
     fn take_group_arena(&self) -> Vec<f32> {
-        let mut buffer = self
-            .group_arenas
-            .lock()
-            .ok()
-            .and_then(|mut free| free.pop())
-            .unwrap_or_default();
-        let len = self.group.as_ref().map_or(0, |g| g.len) + LINE_VALUES;
-        if buffer.len() < len {
-            buffer.resize(len, 0.0);
-        }
-        buffer
+        let len = self.group.as_ref().map_or(0, |g| g.len);
+        take_buffer(&self.group_arenas, len + LINE_VALUES)
     }
 
     /// Layer `i`, a 1×1 convolution ([`Model::runs_images_together`]), on every image of a
@@ -1224,17 +1215,7 @@ impl<'a> Model<'a> {
     /// another image: room for the arena from its buffer's first cache line boundary
     /// ([`aligned_arena`]).
     fn take_arena(&self) -> Vec<f32> {
-        let mut buffer = self
-            .arenas
-            .lock()
-            .ok()
-            .and_then(|mut free| free.pop())
-            .unwrap_or_default();
-        let len = self.arena_len + LINE_VALUES;
-        if buffer.len() < len {
-            buffer.resize(len, 0.0);
-        }
-        buffer
+        take_buffer(&self.arenas, self.arena_len + LINE_VALUES)
     }
 
     fn give_arena(&self, arena: Vec<f32>) {
@@ -1636,6 +1617,19 @@ fn value_beside<'v>(
     } else {
         &before[r.clone()]
     }
+}
+
+/// A buffer of at least `len` values from `pool`, or a new one when the pool has none.
+fn take_buffer(pool: &Mutex<Vec<Vec<f32>>>, len: usize) -> Vec<f32> {
+    let mut buffer = pool
+        .lock()
+        .ok()
+        .and_then(|mut free| free.pop())
+        .unwrap_or_default();
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    buffer
 }
 
 /// The `f32`s of a cache line.
