@@ -1128,7 +1128,7 @@ impl<'a> Model<'a> {
     /// A group arena's buffer ([`GroupPlan`]) from the model's pool, or a new one.
     fn take_group_arena(&self) -> Vec<f32> {
         let len = self.group.as_ref().map_or(0, |g| g.len);
-        take_buffer(&self.group_arenas, len + LINE_VALUES)
+        take_buffer(&self.group_arenas, len + scratch::LINE_VALUES)
     }
 
     /// Layer `i`, a 1×1 convolution ([`Model::runs_images_together`]), on every image of a
@@ -1215,7 +1215,7 @@ impl<'a> Model<'a> {
     /// another image: room for the arena from its buffer's first cache line boundary
     /// ([`aligned_arena`]).
     fn take_arena(&self) -> Vec<f32> {
-        take_buffer(&self.arenas, self.arena_len + LINE_VALUES)
+        take_buffer(&self.arenas, self.arena_len + scratch::LINE_VALUES)
     }
 
     fn give_arena(&self, arena: Vec<f32>) {
@@ -1632,18 +1632,14 @@ fn take_buffer(pool: &Mutex<Vec<Vec<f32>>>, len: usize) -> Vec<f32> {
     buffer
 }
 
-/// The `f32`s of a cache line.
-const LINE_VALUES: usize = 16;
-
-/// The `len` values of an arena from the first cache line boundary of its `buffer` (which
-/// holds [`LINE_VALUES`] more). The planner places every value a whole number of lines from
-/// the arena's start, so each then starts on a line of its own. The allocator returns large
-/// blocks 16 bytes past a page boundary, where every 64-byte AVX-512 load of a whole vector
-/// of activations straddles two lines (that CPU was not at hand to measure it); the AVX2
-/// passes of Xception and MobileNetV2 on Zen 3 measured level either way.
+/// The `len` values of an arena from the first cache line boundary of its `buffer`
+/// ([`scratch::line_aligned`]). The planner places every value a whole number of lines from
+/// the arena's start, so each then starts on a line of its own: without it every 64-byte
+/// AVX-512 load of a whole vector of activations straddles two lines (that CPU was not at
+/// hand to measure it); the AVX2 passes of Xception and MobileNetV2 on Zen 3 measured level
+/// either way.
 fn aligned_arena(buffer: &mut [f32], len: usize) -> &mut [f32] {
-    let start = buffer.as_ptr().align_offset(64).min(LINE_VALUES);
-    &mut buffer[start..start + len]
+    scratch::line_aligned(buffer, len)
 }
 
 fn value_index(source: Source) -> usize {

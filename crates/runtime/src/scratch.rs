@@ -83,6 +83,23 @@ pub fn with<T: Pooled, R>(f: impl FnOnce(&mut Vec<T>) -> R) -> R {
 /// panels of one product are not zeroed again for the next. Taking the longest every time
 /// grew every buffer of nested uses to the longest's size: an im2col tile and the panels of
 /// its product each became 1 MiB on Xception, 3.2 MB of scratch on one thread.
+/// The `f32`s of a cache line.
+pub const LINE_VALUES: usize = 16;
+
+/// The `len` values of `buffer` from its first cache line boundary (`buffer` holds
+/// [`LINE_VALUES`] more): large blocks from the allocator start 16 bytes past a page
+/// boundary, where a vector load at every whole number of lines from the start would
+/// straddle two.
+pub fn line_aligned(buffer: &mut [f32], len: usize) -> &mut [f32] {
+    let start = buffer.as_ptr().align_offset(64).min(LINE_VALUES);
+    &mut buffer[start..start + len]
+}
+
+/// [`with_len`], the `len` values starting on a cache line ([`line_aligned`]).
+pub fn with_line_aligned_len<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    with_len(len + LINE_VALUES, |buffer| f(line_aligned(buffer, len)))
+}
+
 pub fn with_len<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let fitting = KEPT.with(|p| {
         let mut p = p.borrow_mut();

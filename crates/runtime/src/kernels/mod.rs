@@ -742,14 +742,12 @@ pub fn sparse_rows_times(out: &mut [f32], w: SparseRows<'_>, rhs: &[f32], n: usi
         // loads straddle two lines. So the rows are copied first into rows of whole lines,
         // aligned, for as many rows as the nonzeros read. (Not on AVX-512, where this was
         // not measured.)
-        let stride = n.next_multiple_of(ALIGNED_ROW_VALUES);
+        let stride = n.next_multiple_of(crate::scratch::LINE_VALUES);
         if stride == n && rhs.as_ptr().align_offset(64) == 0 || cols.is_empty() {
             // SAFETY: the CPU has AVX2 and FMA, and the bounds were checked above.
             return unsafe { sparse_avx2::rows_times(out, w, (rhs, n), n) };
         }
-        return crate::scratch::with_len(depth * stride + ALIGNED_ROW_VALUES, |buffer| {
-            let start = buffer.as_ptr().align_offset(64).min(ALIGNED_ROW_VALUES);
-            let aligned = &mut buffer[start..start + depth * stride];
+        return crate::scratch::with_line_aligned_len(depth * stride, |aligned| {
             for (to, from) in aligned.chunks_exact_mut(stride).zip(rhs.chunks(n)) {
                 to[..n].copy_from_slice(from);
             }
@@ -760,11 +758,6 @@ pub fn sparse_rows_times(out: &mut [f32], w: SparseRows<'_>, rhs: &[f32], n: usi
     }
     sparse_rows_times_portable(out, w, rhs, n)
 }
-
-/// The values of a cache line: the right-hand rows of the AVX2 sparse product are copied
-/// into rows of whole lines.
-#[cfg(target_arch = "x86_64")]
-const ALIGNED_ROW_VALUES: usize = 16;
 
 /// [`sparse_rows_times`] without AVX-512.
 #[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]

@@ -37,8 +37,6 @@ const IN_PLACE_MOST_ROWS: usize = 32;
 /// `block_1_project` (96 deep) 0.170 → 0.157, the deeper projections level. 48 and 128 KiB
 /// were no better; at two threads 16 and 32 KiB were level.
 const IN_PLACE_CHUNK_BYTES: usize = 32 << 10;
-/// The alignment of a packed panel's start, so that no vector load straddles two cache lines.
-const PANEL_ALIGN_VALUES: usize = 16;
 
 /// One instruction set's register tile and panel packing, which [`product_finished`] and
 /// [`packed`] block over.
@@ -473,9 +471,7 @@ unsafe fn tiles_over_panels<K: Tiles, C: Columns>(
     // Every panel value is written by `pack` before the tiles read it, and every side value by
     // its tile's first depth block.
     crate::scratch::with_len(side_len, |side| {
-        crate::scratch::with_len(depth_block * block + PANEL_ALIGN_VALUES, |buffer| {
-            let align = buffer.as_ptr().align_offset(64).min(PANEL_ALIGN_VALUES);
-            let packed = &mut buffer[align..align + depth_block * block];
+        crate::scratch::with_line_aligned_len(depth_block * block, |packed| {
             for first_col in (0..n).step_by(block) {
                 let block_cols = block.min(n - first_col);
                 for first_step in (0..cols).step_by(DEPTH_BLOCK) {
