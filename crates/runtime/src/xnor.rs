@@ -10,17 +10,31 @@
 use super::ops::{self, Conv2dParams, Matrix};
 use cxrm_format::encoding::binary::Binary;
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
+use std::sync::OnceLock;
 
 /// Sign bits of a weight matrix, one row per output channel, 64 columns per word (column `k`
 /// is bit `k % 64` of word `k / 64`); bits past `cols` are zero.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct BitRows {
     pub rows: usize,
     pub cols: usize,
     pub words: usize,
     pub bits: Vec<u64>,
     pub alpha: Vec<f32>,
+    /// The rows as the fastest popcount kernel's convolution reads them
+    /// ([`Popcount::lay_out_tiles`]), made by the first call and kept for the next passes.
+    tiles: OnceLock<Vec<u64>>,
+}
+
+/// Equal weights: the kept tiles are made from them.
+impl PartialEq for BitRows {
+    fn eq(&self, other: &BitRows) -> bool {
+        (self.rows, self.cols, self.words) == (other.rows, other.cols, other.words)
+            && self.bits == other.bits
+            && self.alpha == other.alpha
+    }
 }
 
 impl BitRows {
@@ -56,6 +70,20 @@ impl BitRows {
             words,
             bits,
             alpha: b.scales.clone(),
+            tiles: OnceLock::new(),
+        }
+    }
+
+    /// The rows in the tiles `kernel` reads: kept for the fastest kernel, which is the one
+    /// every pass takes, and made anew for the others (which only tests take).
+    fn tiles_for(&self, kernel: Popcount) -> Cow<'_, [u64]> {
+        if kernel == Popcount::fastest() {
+            Cow::Borrowed(
+                self.tiles
+                    .get_or_init(|| kernel.lay_out_tiles(weight_tiles(self))),
+            )
+        } else {
+            Cow::Owned(kernel.lay_out_tiles(weight_tiles(self)))
         }
     }
 }
@@ -489,8 +517,8 @@ struct SignConv<'a> {
     input: (usize, usize, usize),
     /// `(oh, ow)`.
     output: (usize, usize),
-    /// [`weight_tiles`] of `w`.
-    tiles: Vec<u64>,
+    /// [`BitRows::tiles_for`] the kernel.
+    tiles: Cow<'a, [u64]>,
     /// The positions whose windows reach into the padding ([`border_runs`]).
     border: Vec<BorderRun>,
     /// `[o · patterns + q]`: what pattern `q`'s taps add to row `o`'s `cols − 2 · popcount`
@@ -514,7 +542,7 @@ impl<'a> SignConv<'a> {
             p,
             input,
             output,
-            tiles: kernel.lay_out_tiles(weight_tiles(w)),
+            tiles: w.tiles_for(kernel),
             border,
             border_dots: border_dots(w, input.0, &patterns),
         }
@@ -945,37 +973,24 @@ mod avx2 {
     /// [`VECTOR`] positions, their high nibbles shifted down, and its last [`SCALAR`]
     /// positions whole.
     pub(super) fn window_groups(windows: &[u64]) -> Vec<u64> {
-        let groups = windows.len() / PANEL;
-        let mut laid = vec![0u64; groups * WINDOW_GROUP];
-        for (from, to) in windows
-            .chunks_exact(PANEL)
-            .zip(laid.chunks_exact_mut(WINDOW_GROUP))
-        {
-            let (low, rest) = to.split_at_mut(VECTOR);
-            let (high, whole) = rest.split_at_mut(VECTOR);
-            for ((l, h), &x) in low.iter_mut().zip(high).zip(&from[..VECTOR]) {
-                (*l, *h) = nibbles(x);
-            }
-            whole.copy_from_slice(&from[VECTOR..]);
-        }
-        laid
+        split_groups(windows, PANEL, VECTOR, VECTOR)
     }
 
     /// Each word of each tile ([`TILE_ROWS`] rows) as its rows' low nibbles, their high
     /// nibbles shifted down, and the rows whole.
     pub(super) fn tile_groups(tiles: &[u64]) -> Vec<u64> {
-        let groups = tiles.len() / TILE_ROWS;
-        let mut laid = vec![0u64; groups * TILE_GROUP];
-        for (from, to) in tiles
-            .chunks_exact(TILE_ROWS)
-            .zip(laid.chunks_exact_mut(TILE_GROUP))
-        {
-            let (low, rest) = to.split_at_mut(TILE_ROWS);
-            let (high, whole) = rest.split_at_mut(TILE_ROWS);
-            for ((l, h), &w) in low.iter_mut().zip(high).zip(from) {
-                (*l, *h) = nibbles(w);
-            }
-            whole.copy_from_slice(from);
+        split_groups(tiles, TILE_ROWS, TILE_ROWS, 0)
+    }
+
+    /// `words` in groups of `group`: each as the low nibbles of its first `split` words,
+    /// their high nibbles shifted down, then its words from `whole` on as they are. Built by
+    /// extending, so nothing is zeroed first.
+    fn split_groups(words: &[u64], group: usize, split: usize, whole: usize) -> Vec<u64> {
+        let mut laid = Vec::with_capacity(words.len() / group * (2 * split + group - whole));
+        for from in words.chunks_exact(group) {
+            laid.extend(from[..split].iter().map(|&x| nibbles(x).0));
+            laid.extend(from[..split].iter().map(|&x| nibbles(x).1));
+            laid.extend_from_slice(&from[whole..]);
         }
         laid
     }
