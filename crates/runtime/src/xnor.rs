@@ -948,7 +948,11 @@ mod avx512 {
 ///   integer ones idle. So the last [`SCALAR`] positions of each panel are counted there, by
 ///   scalar `POPCNT`, in the same loop.
 /// - A row's whole panel is one pass: its byte accumulators, the table and the weight word's
-///   two halves fit in the 16 registers.
+///   two halves fit in the 16 registers. The widened counts must not take registers too:
+///   where a change around the loop led the compiler to keep them there, it loaded the table
+///   again for every lookup and the layer took 1.4 times as long. Check the loop's
+///   disassembly (`perf annotate`) after changing it: one register for the table, no loads
+///   of it inside.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{PANEL, TILE_ROWS};
