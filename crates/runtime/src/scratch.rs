@@ -74,15 +74,6 @@ pub fn with<T: Pooled, R>(f: impl FnOnce(&mut Vec<T>) -> R) -> R {
     r
 }
 
-/// Runs `f` on `len` values from a pooled buffer, for a kernel that writes all of them before
-/// it reads any: what they hold on entry is whatever the buffer last held (zeros where it
-/// grows). Zeroing a buffer only to overwrite it was 2–4% of MobileNetV2's time.
-///
-/// The shortest of this thread's [`with_len`] buffers that holds `len` values is used, else
-/// the longest, grown (a pool of their own, which [`take`] never empties), so the packed
-/// panels of one product are not zeroed again for the next. Taking the longest every time
-/// grew every buffer of nested uses to the longest's size: an im2col tile and the panels of
-/// its product each became 1 MiB on Xception, 3.2 MB of scratch on one thread.
 /// The `f32`s of a cache line.
 pub const LINE_VALUES: usize = 16;
 
@@ -100,6 +91,15 @@ pub fn with_line_aligned_len<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> 
     with_len(len + LINE_VALUES, |buffer| f(line_aligned(buffer, len)))
 }
 
+/// Runs `f` on `len` values from a pooled buffer, for a kernel that writes all of them before
+/// it reads any: what they hold on entry is whatever the buffer last held (zeros where it
+/// grows). Zeroing a buffer only to overwrite it was 2–4% of MobileNetV2's time.
+///
+/// The shortest of this thread's [`with_len`] buffers that holds `len` values is used, else
+/// the longest, grown (a pool of their own, which [`take`] never empties), so the packed
+/// panels of one product are not zeroed again for the next. Taking the longest every time
+/// grew every buffer of nested uses to the longest's size: an im2col tile and the panels of
+/// its product each became 1 MiB on Xception, 3.2 MB of scratch on one thread.
 pub fn with_len<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let fitting = KEPT.with(|p| {
         let mut p = p.borrow_mut();
