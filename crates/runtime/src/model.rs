@@ -2267,8 +2267,8 @@ fn fuse_residual_adds(layers: &mut [Layer<'_>]) {
 /// Repacks the weights of each 1×1 convolution whose output planes fill fewer vector lanes
 /// than its channels would, by more than the repacked kernel's own cost
 /// ([`kernels::channels_fill_more_lanes`]), as channel panels, in
-/// place of the row-major weights (mapped pages are given to `release`). Only where the
-/// runtime's own AVX-512 kernel runs, the only one that reads them.
+/// place of the row-major weights (mapped pages are given to `release`). Only where one of
+/// the runtime's own kernels runs (AVX-512, or AVX2 with FMA), the only ones that read them.
 fn pack_channel_panels(layers: &mut [Layer<'_>], shapes: &[Vec<usize>], release: &dyn Fn(&[f32])) {
     if !kernels::channel_panels_available() {
         return;

@@ -9,23 +9,30 @@
 //! tile, almost every lane computed is kept.
 //!
 //! That needs the weights' columns as vectors: [`ChannelPanels`] stores `Wᵀ` in panels of
-//! [`PANEL`] output channels, packed once when the model is loaded, in place of the row-major
+//! [`PANEL`] output channels ([`NARROW_PANEL`] on AVX2), packed once when the model is loaded, in place of the row-major
 //! weights. Each output element is still one chain of fused multiply-adds over `k` in order
 //! from zero, then the bias, then the activation, and `fma(a, b, c)` does not depend on the
 //! order of `a` and `b`: the bits are those of the row-major kernel (tested), whatever the
 //! tile or the thread.
 
-/// Output channels per panel: three 16-lane vectors.
+/// Output channels per panel for the AVX-512 kernel: three 16-lane vectors.
 pub const PANEL: usize = 48;
+/// Output channels per panel for the AVX2 kernel, which takes 16 channels at a time: each
+/// step of a panel is then one cache line, and a tile reads its panel front to back. With
+/// 48-channel panels, each tile reading one line of every three-line step, Xception's
+/// 2048×1536 product at 5×5 took 3.7–3.8 ms inside the model against 2.4–2.5 row-major.
+pub const NARROW_PANEL: usize = 16;
 
-/// Weights `[rows, cols]` stored as `Wᵀ` in panels of [`PANEL`] rows: panel `p`, step `k`,
-/// lane `j` holds `W[p·PANEL + j, k]`. The last panel is as wide as its rows rounded up to
-/// 16 lanes (728 rows: fifteen panels of 48 and one of 16), zeros past its last row.
+/// Weights `[rows, cols]` stored as `Wᵀ` in panels of `panel` rows ([`PANEL`], or
+/// [`NARROW_PANEL`] where the AVX2 kernel reads them): panel `p`, step `k`, lane `j` holds
+/// `W[p·panel + j, k]`. The last panel is as wide as its rows rounded up to 16 lanes (728
+/// rows in panels of 48: fifteen of 48 and one of 16), zeros past its last row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelPanels {
     data: Vec<f32>,
     rows: usize,
     cols: usize,
+    panel: usize,
 }
 
 impl ChannelPanels {
@@ -49,18 +56,19 @@ impl ChannelPanels {
         cols: usize,
     ) -> Result<ChannelPanels, Vec<f32>> {
         assert_eq!(w.len(), rows * cols, "a row-major matrix");
-        let len = Self::spans(rows)
+        let panel_rows = panel_for_this_cpu();
+        let len = Self::spans(rows, panel_rows)
             .map(|(_, width)| width * cols)
             .sum::<usize>();
         let mut panel = Vec::new();
         if w.try_reserve_exact(len - w.len()).is_err()
-            || panel.try_reserve_exact(PANEL * cols).is_err()
+            || panel.try_reserve_exact(panel_rows * cols).is_err()
         {
             return Err(w);
         }
         w.resize(len, 0.0);
-        for (first, width) in Self::spans(rows) {
-            let count = PANEL.min(rows - first);
+        for (first, width) in Self::spans(rows, panel_rows) {
+            let count = panel_rows.min(rows - first);
             let span = &mut w[first * cols..(first + width) * cols];
             panel.clear();
             panel.extend_from_slice(&span[..count * cols]);
@@ -74,24 +82,25 @@ impl ChannelPanels {
             data: w,
             rows,
             cols,
+            panel: panel_rows,
         })
     }
 
     /// Each panel's first row and width (its lanes per step); a panel starts at value
     /// `first·cols`.
-    fn spans(rows: usize) -> impl Iterator<Item = (usize, usize)> {
+    fn spans(rows: usize, panel: usize) -> impl Iterator<Item = (usize, usize)> {
         (0..rows)
-            .step_by(PANEL)
-            .map(move |first| (first, PANEL.min((rows - first).next_multiple_of(16))))
+            .step_by(panel)
+            .map(move |first| (first, panel.min((rows - first).next_multiple_of(16))))
     }
 
     /// The row-major weights back.
     pub fn to_rows(&self) -> Vec<f32> {
         let mut w = vec![0.0; self.rows * self.cols];
-        for (first, width) in Self::spans(self.rows) {
+        for (first, width) in Self::spans(self.rows, self.panel) {
             let panel = &self.data[first * self.cols..];
             let rows = w[first * self.cols..].chunks_exact_mut(self.cols.max(1));
-            for (j, row) in rows.take(PANEL).enumerate() {
+            for (j, row) in rows.take(self.panel).enumerate() {
                 for (k, value) in row.iter_mut().enumerate() {
                     *value = panel[k * width + j];
                 }
@@ -108,6 +117,11 @@ impl ChannelPanels {
         self.cols
     }
 
+    /// The rows of a panel: [`PANEL`], or [`NARROW_PANEL`] where the AVX2 kernel reads them.
+    pub fn panel_rows(&self) -> usize {
+        self.panel
+    }
+
     /// Bytes held, padding included.
     pub fn bytes(&self) -> u64 {
         4 * self.data.len() as u64
@@ -115,7 +129,7 @@ impl ChannelPanels {
 
     /// Row `r` times `scale[r]`.
     pub fn scale_rows(&mut self, scale: &[f32]) {
-        for (first, width) in Self::spans(self.rows) {
+        for (first, width) in Self::spans(self.rows, self.panel) {
             let panel = &mut self.data[first * self.cols..(first + width) * self.cols];
             for step in panel.chunks_exact_mut(width.max(1)) {
                 for (j, value) in step.iter_mut().enumerate() {
@@ -128,17 +142,49 @@ impl ChannelPanels {
     }
 }
 
-/// Whether a product with `rows` output channels, `cols` deep, over `n` pixels runs faster
-/// with the channels in the lanes: they must fill more of the lanes than the pixels do, by
-/// 4% plus what the transposed store of each tile costs against its depth (about 8 steps'
-/// worth of multiply-adds). So a 9×9 or 7×7 plane qualifies, an 18×18 one (96% either way)
-/// does not, nor do MobileNetV2's 64→384 expansions at 14×14 (94% of the lanes kept, 64
-/// steps deep), which took 0.147 ms with the channels in the lanes against 0.107.
-pub fn channels_fill_more_lanes(rows: usize, cols: usize, n: usize) -> bool {
-    let kept = |len: usize| len as f64 / len.next_multiple_of(16).max(1) as f64;
-    rows >= 16 && cols > 0 && kept(rows) >= kept(n) + 0.04 + 8.0 / cols as f64
+/// The rows of a panel for the kernel that runs here.
+fn panel_for_this_cpu() -> usize {
+    match super::own_kernel() {
+        Some(super::OwnKernel::Avx2) => NARROW_PANEL,
+        _ => PANEL,
+    }
 }
 
+/// Whether a product with `rows` output channels, `cols` deep, over `n` pixels runs faster
+/// with the channels in the lanes: they must fill more of the lanes than the pixels do, by a
+/// margin plus what the transposed store of each tile costs against its depth.
+///
+/// On AVX-512 the margin is 4% and the store is about 8 steps' worth of multiply-adds (a 16×16 transpose). So a
+/// 9×9 or 7×7 plane qualifies, an 18×18 one (96% either way) does not, nor do MobileNetV2's
+/// 64→384 expansions at 14×14 (94% of the lanes kept, 64 steps deep), which took 0.147 ms
+/// with the channels in the lanes against 0.107.
+///
+/// On AVX2 the row-major tiles take the one or two columns past their last whole panel of 16
+/// without wasting lanes ([`super::few_columns_avx2`]), so 9×9 and 7×7 planes keep all of
+/// theirs there and stay row-major. The 8×8 transposes of the store cost about 4 steps, and
+/// the margin is 10%: inside MobileNetV2 (one thread, Zen 3, three alternating profiles) its
+/// 14×14 projections (94% of the lanes) gained 5% at 64 output channels and lost 2–5% at 96,
+/// while Xception's 1536×1024 product at 5×5 (78%) gained 14% and its 2048×1536 one was
+/// level.
+pub fn channels_fill_more_lanes(rows: usize, cols: usize, n: usize) -> bool {
+    let kept = |len: usize| len as f64 / len.next_multiple_of(16).max(1) as f64;
+    let (pixels_kept, margin, store_steps) = match super::own_kernel() {
+        Some(super::OwnKernel::Avx2) => {
+            // The columns past the last whole panel that take no lanes; all of them where
+            // there is no whole panel.
+            let few = match n % 16 {
+                past if past <= super::few_columns_avx2::MOST_COLUMNS => past,
+                _ => 0,
+            };
+            (if n > few { kept(n - few) } else { 1.0 }, 0.10, 4.0)
+        }
+        _ => (kept(n), 0.04, 8.0),
+    };
+    rows >= 16 && cols > 0 && kept(rows) >= pixels_kept + margin + store_steps / cols as f64
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) use avx2::product as product_avx2;
 #[cfg(target_arch = "x86_64")]
 pub(super) use avx512::product;
 
@@ -371,6 +417,180 @@ mod avx512 {
                 let lanes = channels.saturating_sub(v * LANES).min(LANES);
                 for (c, column) in columns.iter().enumerate().take(lanes) {
                     _mm512_mask_storeu_ps(out.add((v * LANES + c) * n), pixels, *column);
+                }
+            }
+        }
+    }
+}
+
+/// The same product on AVX2 with FMA, for CPUs without AVX-512, on panels of
+/// [`NARROW_PANEL`] channels: two 8-lane vectors, a cache line a step, against up to
+/// [`avx2::MAX_PIXELS`] broadcast pixels, 12 of the 16 vector registers.
+///
+/// Measured on a 2-core Zen 3, one thread, weights cold (an example program timing both
+/// products, medians of 40): Xception's 1536×1024 product at 5×5 took 1.18–1.19 ms against
+/// 1.39–1.41 with the pixels in the lanes, its 2048×1536 one 2.25–2.29 against 2.37–2.40,
+/// MobileNetV2's 64×384 projections at 14×14 0.112–0.114 against 0.120–0.121.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{ChannelPanels, NARROW_PANEL};
+    use crate::kernels::transpose8::transpose;
+    use crate::kernels::{Activation, Epilogue, activate_avx2 as activate, first_lanes_avx2};
+    use std::arch::x86_64::*;
+
+    const LANES: usize = 8;
+    /// The channels of a tile: two vectors, a whole panel.
+    const CHANNELS: usize = 2 * LANES;
+    const _: () = assert!(CHANNELS == NARROW_PANEL);
+    /// The most pixels per tile: 6 × 2 accumulators, two weight vectors and a broadcast fill
+    /// 15 of the 16 vector registers.
+    pub(super) const MAX_PIXELS: usize = 6;
+
+    /// The contract of [`super::avx512::product`], on AVX2, for panels of [`NARROW_PANEL`].
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA. The caller checked that `w` is in panels of
+    /// [`NARROW_PANEL`], that `first_row` is a multiple of 16,
+    /// that `first_row + out.len() / n ≤ w.rows()`, that `rhs` holds `w.cols() · n` values
+    /// and the bias, if any, `out.len() / n`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn product(
+        out: &mut [f32],
+        w: &ChannelPanels,
+        first_row: usize,
+        rhs: &[f32],
+        n: usize,
+        epilogue: Epilogue<'_>,
+    ) {
+        let rows = out.len() / n;
+        // The pixels in tiles as even as the count allows (25: five of 5; 196: 6 and 5), so
+        // that no tile has too few chains of multiply-adds for the FMA units' latency.
+        let tiles = n.div_ceil(MAX_PIXELS);
+        let (base, longer) = (n / tiles, n % tiles);
+        // A panel at a time: rows `first..first + 16` of this part, which start a panel since
+        // `first_row` does.
+        for first in (0..rows).step_by(CHANNELS) {
+            let channels = CHANNELS.min(rows - first);
+            let panel = w.data[(first_row + first) * w.cols..].as_ptr();
+            // The next panel this part reads, a line a step, fetched into L2 by the first
+            // tile while it sums this one: each panel's first tile otherwise waits on memory
+            // at every step (a network's weights do not stay in cache between passes). The
+            // other tiles fetch their own panel's lines, which are in cache.
+            let next = if first + CHANNELS < rows {
+                panel.wrapping_add(CHANNELS * w.cols)
+            } else {
+                panel
+            };
+            let bias = epilogue
+                .bias
+                .map_or(std::ptr::null(), |b| b[first..].as_ptr());
+            let mut pixel = 0;
+            for t in 0..tiles {
+                let width = base + usize::from(t < longer);
+                let ahead = if t == 0 { next } else { panel };
+                // SAFETY: the panel holds `w.cols` steps of 16 values (the last panel's rows
+                // rounded up to 16, `ChannelPanels::spans`); the tile's pixels are below `n`, so every
+                // step's broadcasts are inside `rhs`; the tile writes `channels` rows of
+                // `width` values from `out[first·n + pixel]`, inside `out`; the bias holds
+                // `channels` values from `first`.
+                unsafe {
+                    tile_of(
+                        width,
+                        (panel, CHANNELS, w.cols),
+                        ahead,
+                        rhs.as_ptr().add(pixel),
+                        n,
+                        out.as_mut_ptr().add(first * n + pixel),
+                        (channels, (bias, epilogue.activation)),
+                    )
+                }
+                pixel += width;
+            }
+        }
+    }
+
+    /// One tile of `pixels` (1..=[`MAX_PIXELS`]) through the instance of [`tile`] for it.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_of(
+        pixels: usize,
+        (at, step, count): (*const f32, usize, usize),
+        ahead: *const f32,
+        x: *const f32,
+        n: usize,
+        out: *mut f32,
+        finish: (usize, (*const f32, Activation)),
+    ) {
+        // SAFETY: as for the tile.
+        unsafe {
+            match pixels {
+                6 => tile::<6>((at, step), count, ahead, x, n, out, finish),
+                5 => tile::<5>((at, step), count, ahead, x, n, out, finish),
+                4 => tile::<4>((at, step), count, ahead, x, n, out, finish),
+                3 => tile::<3>((at, step), count, ahead, x, n, out, finish),
+                2 => tile::<2>((at, step), count, ahead, x, n, out, finish),
+                _ => tile::<1>((at, step), count, ahead, x, n, out, finish),
+            }
+        }
+    }
+
+    /// `P` pixels × 16 channels summed over the whole depth in registers, each output one
+    /// chain of fused multiply-adds in `k` order from zero; then the bias and activation as
+    /// [`crate::kernels::finish_rows`] computes them, and the tile written transposed (a
+    /// pixel's channels are `n` apart in the output), an 8×8 block at a time in registers,
+    /// each channel's `P` pixels stored under a mask.
+    // Indexed loops over the constant bounds are what unroll into the registers.
+    #[allow(clippy::needless_range_loop)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile<const P: usize>(
+        (at, step): (*const f32, usize),
+        count: usize,
+        ahead: *const f32,
+        x: *const f32,
+        n: usize,
+        out: *mut f32,
+        (channels, (bias, activation)): (usize, (*const f32, Activation)),
+    ) {
+        // SAFETY (whole body): step `k` reads two vectors at `at + k·step` and `P` values
+        // at `x + k·n` (and only prefetches `ahead + k·step`); the bias, if not null, holds `channels` values; the output rows
+        // `c < channels` hold `P` values at `out + c·n`.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; P];
+            let (mut w, mut xk, mut fetch) = (at, x, ahead);
+            for _ in 0..count {
+                _mm_prefetch::<_MM_HINT_T1>(fetch.cast());
+                fetch = fetch.wrapping_add(step);
+                let w0 = _mm256_loadu_ps(w);
+                let w1 = _mm256_loadu_ps(w.add(LANES));
+                for p in 0..P {
+                    let a = _mm256_broadcast_ss(&*xk.add(p));
+                    acc[p][0] = _mm256_fmadd_ps(a, w0, acc[p][0]);
+                    acc[p][1] = _mm256_fmadd_ps(a, w1, acc[p][1]);
+                }
+                w = w.add(step);
+                xk = xk.add(n);
+            }
+            let zero = _mm256_setzero_ps();
+            let pixels = first_lanes_avx2(P);
+            for v in 0..2 {
+                let lanes = channels.saturating_sub(v * LANES).min(LANES);
+                if lanes == 0 {
+                    break;
+                }
+                let b = (!bias.is_null())
+                    .then(|| _mm256_maskload_ps(bias.add(v * LANES), first_lanes_avx2(lanes)));
+                let mut rows = [zero; LANES];
+                for p in 0..P {
+                    let mut sums = acc[p][v];
+                    if let Some(b) = b {
+                        sums = _mm256_add_ps(sums, b);
+                    }
+                    rows[p] = activate(sums, activation);
+                }
+                let columns = transpose(rows);
+                for (c, column) in columns.iter().enumerate().take(lanes) {
+                    _mm256_maskstore_ps(out.add((v * LANES + c) * n), pixels, *column);
                 }
             }
         }

@@ -355,7 +355,10 @@ pub fn channel_panels_product(
     n: usize,
     epilogue: Epilogue<'_>,
 ) {
-    assert!(channel_panels_available(), "the AVX-512 kernel");
+    assert!(
+        channel_panels_available(),
+        "an own kernel for channel panels"
+    );
     if n == 0 || out.is_empty() {
         return;
     }
@@ -368,9 +371,23 @@ pub fn channel_panels_product(
         assert!(bias.len() >= rows, "a bias per row");
     }
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU has AVX-512F (asserted) and the bounds are checked above.
+    // SAFETY: the CPU has the kernel's instruction set (asserted) and the bounds are checked
+    // above.
     unsafe {
-        channel_panels::product(out, w, first_row, rhs, n, epilogue)
+        match own_kernel() {
+            Some(OwnKernel::Avx512) => {
+                assert_eq!(w.panel_rows(), channel_panels::PANEL, "AVX-512's panels");
+                channel_panels::product(out, w, first_row, rhs, n, epilogue)
+            }
+            _ => {
+                assert_eq!(
+                    w.panel_rows(),
+                    channel_panels::NARROW_PANEL,
+                    "AVX2's panels"
+                );
+                channel_panels::product_avx2(out, w, first_row, rhs, n, epilogue)
+            }
+        }
     }
 }
 
@@ -415,9 +432,9 @@ pub fn own_kernel_available() -> bool {
 }
 
 /// Whether the products whose weights are packed as [`ChannelPanels`] run
-/// ([`channel_panels_product`]): AVX-512 only, where the own kernel is AVX-512's.
+/// ([`channel_panels_product`]): wherever one of the own kernels does.
 pub fn channel_panels_available() -> bool {
-    own_kernel() == Some(OwnKernel::Avx512)
+    own_kernel().is_some()
 }
 
 /// Whether [`sparse_rows_times`] sums each strip of an output row in registers (AVX-512, or
