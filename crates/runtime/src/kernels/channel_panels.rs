@@ -183,6 +183,46 @@ pub fn channels_fill_more_lanes(rows: usize, cols: usize, n: usize) -> bool {
     rows >= 16 && cols > 0 && kept(rows) >= pixels_kept + margin + store_steps / cols as f64
 }
 
+/// A product on channel panels, its operands checked by `kernels::channel_panels_product`:
+/// `out[r·n + j] = Σ_k W[first_row + r, k] · rhs[k·n + j]`, then `epilogue` (its bias from
+/// row `first_row`), for `r < out.len() / n` and `j < n`; `first_row` a multiple of 16,
+/// `first_row + out.len() / n ≤ w.rows()`, `rhs` holding `w.cols() · n` values and the bias,
+/// if any, `out.len() / n`.
+pub(super) struct Operands<'a> {
+    pub out: &'a mut [f32],
+    pub w: &'a ChannelPanels,
+    pub first_row: usize,
+    pub rhs: &'a [f32],
+    pub n: usize,
+    pub epilogue: super::Epilogue<'a>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Operands<'_> {
+    /// The output rows.
+    fn rows(&self) -> usize {
+        self.out.len() / self.n
+    }
+
+    /// The bias of output rows `first..`, or null.
+    fn bias_from(&self, first: usize) -> *const f32 {
+        self.epilogue
+            .bias
+            .map_or(std::ptr::null(), |b| b[first..].as_ptr())
+    }
+}
+
+/// The first pixel and the width of each tile of `n` pixels, at most `most` to a tile, in
+/// tiles as even as the count allows (81 by 9: nine of 9; 25 by 9: 9, 8, 8; 25 by 6: five
+/// of 5), so no tile is left with one or two pixels, whose few multiply-adds per weight
+/// loaded would run below the rate of the rest.
+#[cfg(target_arch = "x86_64")]
+fn pixel_tiles(n: usize, most: usize) -> impl Iterator<Item = (usize, usize)> {
+    let tiles = n.div_ceil(most);
+    let (base, longer) = (n / tiles.max(1), n % tiles.max(1));
+    (0..tiles).map(move |t| (t * base + t.min(longer), base + usize::from(t < longer)))
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(super) use avx2::product as product_avx2;
 #[cfg(target_arch = "x86_64")]
@@ -190,9 +230,9 @@ pub(super) use avx512::product;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{ChannelPanels, PANEL};
+    use super::{Operands, PANEL, pixel_tiles};
     use crate::kernels::transpose16::transpose;
-    use crate::kernels::{Activation, Epilogue, activate, first_lanes};
+    use crate::kernels::{Activation, activate, first_lanes};
     use std::arch::x86_64::*;
 
     const LANES: usize = 16;
@@ -203,45 +243,29 @@ mod avx512 {
     /// 31 of the 32 vector registers.
     const MAX_PIXELS: usize = 9;
 
-    /// `out[r·n + j] = Σ_k W[first_row + r, k] · rhs[k·n + j]`, then `epilogue` (its bias
-    /// from row `first_row`), for `r < out.len() / n` and `j < n`.
+    /// The product of `p` ([`Operands`]).
     ///
     /// The rows may start and end inside a panel, on a vector's boundary: a thread's part
     /// need not be whole panels. Split by whole panels, Xception's 728 channels (15⅙
     /// panels) went to two threads as 384 and 344, so one thread did 5.5% more than half.
     ///
     /// # Safety
-    /// The CPU has AVX-512F. The caller checked that `first_row` is a multiple of 16, that
-    /// `first_row + out.len() / n ≤ w.rows()`, that `rhs` holds `w.cols() · n` values and the
-    /// bias, if any, `out.len() / n`.
+    /// The CPU has AVX-512F; `p`'s operands were checked, and `w` is in panels of [`PANEL`].
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn product(
-        out: &mut [f32],
-        w: &ChannelPanels,
-        first_row: usize,
-        rhs: &[f32],
-        n: usize,
-        epilogue: Epilogue<'_>,
-    ) {
-        let rows = out.len() / n;
-        // The pixels in tiles as even as the count allows (81: nine of 9; 25: 9, 8, 8), so
-        // no tile is left with one or two pixels, whose few multiply-adds per weight loaded
-        // would run below the rate of the rest.
+    pub unsafe fn product(p: Operands<'_>) {
+        let (w, n, rows) = (p.w, p.n, p.rows());
         let tiles = n.div_ceil(MAX_PIXELS);
-        let (base, longer) = (n / tiles, n % tiles);
         let mut first = 0;
         while first < rows {
             // The panel holding row `first_row + first`, and the lane that row is in.
-            let row = first_row + first;
+            let row = p.first_row + first;
             let (panel_row, lane) = (row / PANEL * PANEL, row % PANEL);
             // A full panel is `PANEL` lanes a step; the matrix's last, its rows rounded up
             // to 16 (`ChannelPanels::spans`).
             let step = PANEL.min((w.rows - panel_row).next_multiple_of(16));
             let channels = (step - lane).min(rows - first);
             let panel = w.data[panel_row * w.cols + lane..].as_ptr();
-            let bias = epilogue
-                .bias
-                .map_or(std::ptr::null(), |b| b[first..].as_ptr());
+            let bias = p.bias_from(first);
             // The next panel this part reads, fetched into L2 while this one's tiles run,
             // shared among the first half of the tiles, two lines a step: the first tile of
             // a panel otherwise waits on memory for every step (the weights of a whole
@@ -260,9 +284,7 @@ mod avx512 {
             };
             let ahead_lines = (4 * ahead.len()).div_ceil(LINE);
             let fetching = tiles.div_ceil(2);
-            let mut pixel = 0;
-            for t in 0..tiles {
-                let width = base + usize::from(t < longer);
+            for (t, (pixel, width)) in pixel_tiles(n, MAX_PIXELS).enumerate() {
                 let (from, to) = if t < fetching {
                     (t * ahead_lines / fetching, (t + 1) * ahead_lines / fetching)
                 } else {
@@ -283,13 +305,12 @@ mod avx512 {
                         (width, channels),
                         (panel, step, w.cols),
                         share,
-                        rhs.as_ptr().add(pixel),
+                        p.rhs.as_ptr().add(pixel),
                         n,
-                        out.as_mut_ptr().add(first * n + pixel),
-                        (bias, epilogue.activation),
+                        p.out.as_mut_ptr().add(first * n + pixel),
+                        (bias, p.epilogue.activation),
                     )
                 }
-                pixel += width;
             }
             first += channels;
         }
@@ -433,9 +454,9 @@ mod avx512 {
 /// MobileNetV2's 64×384 projections at 14×14 0.112–0.114 against 0.120–0.121.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{ChannelPanels, NARROW_PANEL};
+    use super::{NARROW_PANEL, Operands, pixel_tiles};
     use crate::kernels::transpose8::transpose;
-    use crate::kernels::{Activation, Epilogue, activate_avx2 as activate, first_lanes_avx2};
+    use crate::kernels::{Activation, activate_avx2 as activate, first_lanes_avx2};
     use std::arch::x86_64::*;
 
     const LANES: usize = 8;
@@ -446,32 +467,19 @@ mod avx2 {
     /// 15 of the 16 vector registers.
     pub(super) const MAX_PIXELS: usize = 6;
 
-    /// The contract of [`super::avx512::product`], on AVX2, for panels of [`NARROW_PANEL`].
+    /// The product of `p` ([`Operands`]) on AVX2.
     ///
     /// # Safety
-    /// The CPU has AVX2 and FMA. The caller checked that `w` is in panels of
-    /// [`NARROW_PANEL`], that `first_row` is a multiple of 16,
-    /// that `first_row + out.len() / n ≤ w.rows()`, that `rhs` holds `w.cols() · n` values
-    /// and the bias, if any, `out.len() / n`.
+    /// The CPU has AVX2 and FMA; `p`'s operands were checked, and `w` is in panels of
+    /// [`NARROW_PANEL`].
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn product(
-        out: &mut [f32],
-        w: &ChannelPanels,
-        first_row: usize,
-        rhs: &[f32],
-        n: usize,
-        epilogue: Epilogue<'_>,
-    ) {
-        let rows = out.len() / n;
-        // The pixels in tiles as even as the count allows (25: five of 5; 196: 6 and 5), so
-        // that no tile has too few chains of multiply-adds for the FMA units' latency.
-        let tiles = n.div_ceil(MAX_PIXELS);
-        let (base, longer) = (n / tiles, n % tiles);
+    pub unsafe fn product(p: Operands<'_>) {
+        let (w, n, rows) = (p.w, p.n, p.rows());
         // A panel at a time: rows `first..first + 16` of this part, which start a panel since
         // `first_row` does.
         for first in (0..rows).step_by(CHANNELS) {
             let channels = CHANNELS.min(rows - first);
-            let panel = w.data[(first_row + first) * w.cols..].as_ptr();
+            let panel = w.data[(p.first_row + first) * w.cols..].as_ptr();
             // The next panel this part reads, a line a step, fetched into L2 by the first
             // tile while it sums this one: each panel's first tile otherwise waits on memory
             // at every step (a network's weights do not stay in cache between passes). The
@@ -481,13 +489,9 @@ mod avx2 {
             } else {
                 panel
             };
-            let bias = epilogue
-                .bias
-                .map_or(std::ptr::null(), |b| b[first..].as_ptr());
-            let mut pixel = 0;
-            for t in 0..tiles {
-                let width = base + usize::from(t < longer);
-                let ahead = if t == 0 { next } else { panel };
+            let bias = p.bias_from(first);
+            for (pixel, width) in pixel_tiles(n, MAX_PIXELS) {
+                let ahead = if pixel == 0 { next } else { panel };
                 // SAFETY: the panel holds `w.cols` steps of 16 values (the last panel's rows
                 // rounded up to 16, `ChannelPanels::spans`); the tile's pixels are below `n`, so every
                 // step's broadcasts are inside `rhs`; the tile writes `channels` rows of
@@ -498,13 +502,12 @@ mod avx2 {
                         width,
                         (panel, CHANNELS, w.cols),
                         ahead,
-                        rhs.as_ptr().add(pixel),
+                        p.rhs.as_ptr().add(pixel),
                         n,
-                        out.as_mut_ptr().add(first * n + pixel),
-                        (channels, (bias, epilogue.activation)),
+                        p.out.as_mut_ptr().add(first * n + pixel),
+                        (channels, (bias, p.epilogue.activation)),
                     )
                 }
-                pixel += width;
             }
         }
     }

@@ -374,18 +374,23 @@ pub fn channel_panels_product(
     // SAFETY: the CPU has the kernel's instruction set (asserted) and the bounds are checked
     // above.
     unsafe {
+        let operands = channel_panels::Operands {
+            out,
+            w,
+            first_row,
+            rhs,
+            n,
+            epilogue,
+        };
         match own_kernel() {
             Some(OwnKernel::Avx512) => {
                 assert_eq!(w.panel_rows(), channel_panels::PANEL, "AVX-512's panels");
-                channel_panels::product(out, w, first_row, rhs, n, epilogue)
+                channel_panels::product(operands)
             }
             _ => {
-                assert_eq!(
-                    w.panel_rows(),
-                    channel_panels::NARROW_PANEL,
-                    "AVX2's panels"
-                );
-                channel_panels::product_avx2(out, w, first_row, rhs, n, epilogue)
+                let narrow = channel_panels::NARROW_PANEL;
+                assert_eq!(w.panel_rows(), narrow, "AVX2's panels");
+                channel_panels::product_avx2(operands)
             }
         }
     }
