@@ -883,8 +883,10 @@ fn every_op_model() -> Vec<u8> {
 }
 
 /// 1×1 convolutions wide enough for the packed product (40 channels), with a bias, a fused
-/// relu and a fused residual add, and a narrow one (4 channels) read in place: a batch's
-/// images run them together, each image's 36 pixels ending inside a panel.
+/// relu and a fused residual add, one whose 64 channels fill more lanes than its 36 pixels
+/// (its weights packed as channel panels where the own kernels run), and a narrow one (4
+/// channels) read in place: a batch's images run them together, each image's 36 pixels
+/// ending inside a panel.
 fn pointwise_model() -> Vec<u8> {
     let nodes = vec![
         Node::new("c", "conv2d", &["input"], &["c.w"]).attr("padding", Value::ints([1, 1, 1, 1])),
@@ -894,7 +896,9 @@ fn pointwise_model() -> Vec<u8> {
         Node::new("p2", "conv2d", &["r1"], &["p2.w"]),
         Node::new("sum", "add", &["p2", "r1"], &[]),
         Node::new("r2", "relu", &["sum"], &[]),
-        Node::new("p3", "conv2d", &["r2"], &["p3.w"]),
+        Node::new("q", "conv2d", &["r2"], &["q.w", "q.b"]),
+        Node::new("rq", "relu", &["q"], &[]),
+        Node::new("p3", "conv2d", &["rq"], &["p3.w"]),
         Node::new("g", "global_avg_pool", &["p3"], &[]),
         Node::new("f", "flatten", &["g"], &[]),
         Node::new("fc", "dense", &["f"], &["fc.w"]),
@@ -912,7 +916,9 @@ fn pointwise_model() -> Vec<u8> {
         add("p1.w", &[40, 4, 1, 1]);
         add("p1.b", &[40]);
         add("p2.w", &[40, 40, 1, 1]);
-        add("p3.w", &[4, 40, 1, 1]);
+        add("q.w", &[64, 40, 1, 1]);
+        add("q.b", &[64]);
+        add("p3.w", &[4, 64, 1, 1]);
     })
 }
 

@@ -816,7 +816,7 @@ pub fn runs_images_together(weight: &Matrix<'_>, p: &Conv2dParams) -> bool {
     p.is_pointwise()
         && p.groups == 1
         && kernels::own_kernel_available()
-        && matches!(weight, Matrix::Dense { .. })
+        && matches!(weight, Matrix::Dense { .. } | Matrix::Panels(_))
 }
 
 /// A 1×1 convolution ([`runs_images_together`]) of several images at once: image `g`'s
@@ -832,16 +832,22 @@ pub fn pointwise_images(
     residuals: &[Option<&[f32]>],
     outs: &mut [&mut [f32]],
 ) {
-    let Matrix::Dense { data, rows, cols } = weight else {
-        panic!("dense weights (runs_images_together)")
-    };
-    let plane = xs.first().map_or(0, |x| x.len() / (*cols).max(1));
+    let (rows, cols) = (weight.rows(), weight.cols());
+    let plane = xs.first().map_or(0, |x| x.len() / cols.max(1));
     assert!(
         xs.iter().all(|x| x.len() == cols * plane) && outs.iter().all(|o| o.len() == rows * plane),
         "whole images of one shape"
     );
     let epilogue = Epilogue { bias, activation };
-    kernels::product_images(outs, *rows, data, *cols, xs, plane, epilogue);
+    match weight {
+        Matrix::Dense { data, .. } => {
+            kernels::product_images(outs, rows, data, cols, xs, plane, epilogue)
+        }
+        Matrix::Panels(panels) => {
+            kernels::channel_panels_product_images(outs, panels, xs, plane, epilogue)
+        }
+        _ => panic!("dense weights or channel panels (runs_images_together)"),
+    }
     for (out, residual) in outs.iter_mut().zip(residuals) {
         add_residual(out, *residual);
     }

@@ -467,47 +467,73 @@ mod avx2 {
     /// 15 of the 16 vector registers.
     pub(super) const MAX_PIXELS: usize = 6;
 
-    /// The product of `p` ([`Operands`]) on AVX2.
+    /// The product of each of `images` ([`Operands`], the same weights, rows and width for
+    /// all) on AVX2: a panel at a time, for every image in turn, so that the panel, read from
+    /// memory for the first image, is in L2 for the others (a batch's images, as the
+    /// row-major kernels run them together, `kernels::product_images`).
     ///
     /// # Safety
-    /// The CPU has AVX2 and FMA; `p`'s operands were checked, and `w` is in panels of
+    /// The CPU has AVX2 and FMA; each image's operands were checked, and `w` is in panels of
     /// [`NARROW_PANEL`].
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn product(p: Operands<'_>) {
-        let (w, n, rows) = (p.w, p.n, p.rows());
+    pub unsafe fn product(images: &mut [Operands<'_>]) {
+        let Some(first_image) = images.first() else {
+            return;
+        };
+        let (w, n, rows) = (first_image.w, first_image.n, first_image.rows());
+        debug_assert!(
+            images
+                .iter()
+                .all(|p| std::ptr::eq(p.w, w) && p.n == n && p.rows() == rows)
+        );
         // A panel at a time: rows `first..first + 16` of this part, which start a panel since
         // `first_row` does.
         for first in (0..rows).step_by(CHANNELS) {
-            let channels = CHANNELS.min(rows - first);
-            let panel = w.data[(p.first_row + first) * w.cols..].as_ptr();
-            // The next panel this part reads, a line a step, fetched into L2 by the first
-            // tile while it sums this one: each panel's first tile otherwise waits on memory
-            // at every step (a network's weights do not stay in cache between passes). The
-            // other tiles fetch their own panel's lines, which are in cache.
-            let next = if first + CHANNELS < rows {
-                panel.wrapping_add(CHANNELS * w.cols)
-            } else {
-                panel
-            };
-            let bias = p.bias_from(first);
-            for (pixel, width) in pixel_tiles(n, MAX_PIXELS) {
-                let ahead = if pixel == 0 { next } else { panel };
-                // SAFETY: the panel holds `w.cols` steps of 16 values (the last panel's rows
-                // rounded up to 16, `ChannelPanels::spans`); the tile's pixels are below `n`, so every
-                // step's broadcasts are inside `rhs`; the tile writes `channels` rows of
-                // `width` values from `out[first·n + pixel]`, inside `out`; the bias holds
-                // `channels` values from `first`.
-                unsafe {
-                    tile_of(
-                        width,
-                        (panel, CHANNELS, w.cols),
-                        ahead,
-                        p.rhs.as_ptr().add(pixel),
-                        n,
-                        p.out.as_mut_ptr().add(first * n + pixel),
-                        (channels, (bias, p.epilogue.activation)),
-                    )
-                }
+            for (image, p) in images.iter_mut().enumerate() {
+                // SAFETY: as for this function.
+                unsafe { panel_of_image(p, first, image == 0) };
+            }
+        }
+    }
+
+    /// Rows `first..first + 16` of the part `p`, a panel; `fetch` says whether its first tile
+    /// fetches the next panel.
+    ///
+    /// # Safety
+    /// As for [`product`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn panel_of_image(p: &mut Operands<'_>, first: usize, fetch: bool) {
+        let (w, n, rows) = (p.w, p.n, p.rows());
+        let channels = CHANNELS.min(rows - first);
+        let panel = w.data[(p.first_row + first) * w.cols..].as_ptr();
+        // The next panel this part reads, a line a step, fetched into L2 by the first
+        // tile while it sums this one: each panel's first tile otherwise waits on memory
+        // at every step (a network's weights do not stay in cache between passes). The
+        // other tiles fetch their own panel's lines, which are in cache.
+        let next = if fetch && first + CHANNELS < rows {
+            panel.wrapping_add(CHANNELS * w.cols)
+        } else {
+            panel
+        };
+        let bias = p.bias_from(first);
+        for (pixel, width) in pixel_tiles(n, MAX_PIXELS) {
+            let ahead = if pixel == 0 { next } else { panel };
+            // SAFETY: the panel holds `w.cols` steps of 16 values (the last panel's rows
+            // rounded up to 16, `ChannelPanels::spans`); the tile's pixels are below `n`, so
+            // every step's broadcasts are inside `rhs`; the tile writes `channels` rows of
+            // `width` values from `out[first·n + pixel]`, inside `out`; the bias holds
+            // `channels` values from `first`.
+            unsafe {
+                tile_of(
+                    width,
+                    (panel, CHANNELS, w.cols),
+                    ahead,
+                    p.rhs.as_ptr().add(pixel),
+                    n,
+                    p.out.as_mut_ptr().add(first * n + pixel),
+                    (channels, (bias, p.epilogue.activation)),
+                )
             }
         }
     }

@@ -390,9 +390,60 @@ pub fn channel_panels_product(
             _ => {
                 let narrow = channel_panels::NARROW_PANEL;
                 assert_eq!(w.panel_rows(), narrow, "AVX2's panels");
-                channel_panels::product_avx2(operands)
+                channel_panels::product_avx2(&mut [operands])
             }
         }
+    }
+}
+
+/// [`channel_panels_product`] of the whole matrix for each of several images: `outs[g] = W ·
+/// rhs[g]`, then the epilogue, each output `w.rows() × n` and each right-hand side
+/// `w.cols() × n` (row-major). On AVX2 a panel serves every image while it is in cache, as
+/// [`product_images`] does for row-major weights; each element gets the bits of a call per
+/// image.
+///
+/// Panics where [`channel_panels_available`] is false or the operands are too short.
+pub fn channel_panels_product_images(
+    outs: &mut [&mut [f32]],
+    w: &ChannelPanels,
+    rhs: &[&[f32]],
+    n: usize,
+    epilogue: Epilogue<'_>,
+) {
+    assert_eq!(outs.len(), rhs.len(), "an output per image");
+    #[cfg(target_arch = "x86_64")]
+    if own_kernel() == Some(OwnKernel::Avx2) && n > 0 && w.rows() > 0 {
+        assert_eq!(
+            w.panel_rows(),
+            channel_panels::NARROW_PANEL,
+            "AVX2's panels"
+        );
+        assert!(
+            outs.iter().all(|o| o.len() == w.rows() * n)
+                && rhs.iter().all(|r| r.len() >= w.cols() * n),
+            "whole images"
+        );
+        if let Some(bias) = epilogue.bias {
+            assert!(bias.len() >= w.rows(), "a bias per row");
+        }
+        let mut images: Vec<channel_panels::Operands<'_>> = outs
+            .iter_mut()
+            .zip(rhs)
+            .map(|(out, rhs)| channel_panels::Operands {
+                out,
+                w,
+                first_row: 0,
+                rhs,
+                n,
+                epilogue,
+            })
+            .collect();
+        // SAFETY: the CPU has AVX2 and FMA (the own kernel is AVX2's), and the bounds are
+        // checked above.
+        return unsafe { channel_panels::product_avx2(&mut images) };
+    }
+    for (out, rhs) in outs.iter_mut().zip(rhs) {
+        channel_panels_product(out, w, 0, rhs, n, epilogue);
     }
 }
 
@@ -1074,6 +1125,32 @@ mod tests {
                     channel_panels_product(rest, &panels, cut, &rhs, n, from);
                     assert_eq!(bits(&got), bits(&want), "{rows}x{cols}x{n} cut at {cut}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn images_on_channel_panels_get_the_bits_of_a_product_each() {
+        if !channel_panels_available() {
+            return;
+        }
+        for (rows, cols, n) in [(64, 40, 25), (40, 9, 36), (50, 7, 3)] {
+            let w = uniform(rows * cols, (rows + cols) as u64);
+            let panels = ChannelPanels::pack(&w, rows, cols).unwrap();
+            let bias = uniform(rows, 9);
+            let epilogue = Epilogue {
+                bias: Some(&bias),
+                activation: Activation::Relu,
+            };
+            let rhs: Vec<Vec<f32>> = (0..3).map(|g| uniform(cols * n, 20 + g)).collect();
+            let rhs_refs: Vec<&[f32]> = rhs.iter().map(|r| &r[..]).collect();
+            let mut outs = vec![vec![f32::NAN; rows * n]; 3];
+            let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[..]).collect();
+            channel_panels_product_images(&mut out_refs, &panels, &rhs_refs, n, epilogue);
+            for (g, out) in outs.iter().enumerate() {
+                let mut want = vec![f32::NAN; rows * n];
+                product_finished(&mut want, n, rows, &w, cols, &rhs[g], n, epilogue);
+                assert_eq!(bits(out), bits(&want), "{rows}x{cols}x{n}, image {g}");
             }
         }
     }
