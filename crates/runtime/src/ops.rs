@@ -816,7 +816,11 @@ pub fn runs_images_together(weight: &Matrix<'_>, p: &Conv2dParams) -> bool {
     p.is_pointwise()
         && p.groups == 1
         && kernels::own_kernel_available()
-        && matches!(weight, Matrix::Dense { .. } | Matrix::Panels(_))
+        && match weight {
+            Matrix::Dense { .. } => true,
+            Matrix::Panels(_) => kernels::channel_panels_share_images(),
+            _ => false,
+        }
 }
 
 /// A 1×1 convolution ([`runs_images_together`]) of several images at once: image `g`'s

@@ -396,6 +396,13 @@ pub fn channel_panels_product(
     }
 }
 
+/// Whether [`channel_panels_product_images`] reads each panel once for all the images (the
+/// AVX2 kernel), rather than running an image at a time (AVX-512, whose grouped speed was
+/// not measured).
+pub fn channel_panels_share_images() -> bool {
+    own_kernel() == Some(OwnKernel::Avx2)
+}
+
 /// [`channel_panels_product`] of the whole matrix for each of several images: `outs[g] = W ·
 /// rhs[g]`, then the epilogue, each output `w.rows() × n` and each right-hand side
 /// `w.cols() × n` (row-major). On AVX2 a panel serves every image while it is in cache, as
@@ -412,7 +419,7 @@ pub fn channel_panels_product_images(
 ) {
     assert_eq!(outs.len(), rhs.len(), "an output per image");
     #[cfg(target_arch = "x86_64")]
-    if own_kernel() == Some(OwnKernel::Avx2) && n > 0 && w.rows() > 0 {
+    if channel_panels_share_images() && n > 0 && w.rows() > 0 {
         assert_eq!(
             w.panel_rows(),
             channel_panels::NARROW_PANEL,
