@@ -47,6 +47,12 @@ const POSITIONS: usize = ALPHA * ALPHA;
 /// thread), unless the weights are large ([`conv`]): both are read back from cache by the
 /// products and the output transform.
 const BAND_BYTES: usize = 2 << 20;
+/// The fewest bands that the threads split between them (each band's input transformed by
+/// the thread that computes it); with fewer, one thread transforms each band and the threads
+/// split its output channels.
+const SPLIT_BANDS: usize = 4;
+/// Transformed weights this small (a Zen 3 core's L2) are read from cache by every band.
+const SMALL_WEIGHT_BYTES: usize = 512 << 10;
 
 /// `G g Gᵀ` for one 3×3 window `g` (row-major), in f64 and rounded once.
 fn transform_window(g: &[f32]) -> [f32; POSITIONS] {
@@ -197,11 +203,17 @@ pub(crate) fn conv(
     // 64-channel layer at 224×224: 19.1 ms in 2 MB bands, 22.1 in 4 MB ones).
     let band_bytes = BAND_BYTES.max(weights.bytes() as usize / 4);
     let row_bytes = 4 * POSITIONS * (cin + cout) * tiles_x;
-    let bands = tiles_y.div_ceil((band_bytes / row_bytes.max(1)).max(1));
+    let mut bands = tiles_y.div_ceil((band_bytes / row_bytes.max(1)).max(1));
+    // Small weights stay in L2 however often the bands read them: such a layer takes at least
+    // `SPLIT_BANDS` bands, so that the threads split it by bands, each transforming its own
+    // input, instead of one thread transforming every band for all of them.
+    if weights.bytes() as usize <= SMALL_WEIGHT_BYTES && tiles_y >= SPLIT_BANDS {
+        bands = bands.max(SPLIT_BANDS);
+    }
     let band = tiles_y.div_ceil(bands.max(1)).max(1);
     let view = ArrayViewMut2::from_shape((cout, oh * ow), out).expect("cout × plane");
     let tile_row = TILE * ow;
-    if tiles_y.div_ceil(band) >= 4 {
+    if tiles_y.div_ceil(band) >= SPLIT_BANDS {
         // Enough bands to go round: each thread transforms its own bands' input and computes
         // every channel of them.
         // Multiply-adds per output pixel: 36 per tile of 16, input and output channel.
