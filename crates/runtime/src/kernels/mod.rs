@@ -355,12 +355,46 @@ pub fn channel_panels_product(
     n: usize,
     epilogue: Epilogue<'_>,
 ) {
+    let Some(operands) = channel_panels_operands(out, w, first_row, rhs, n, epilogue) else {
+        return;
+    };
+    // No own kernel elsewhere: `channel_panels_operands` has panicked.
+    #[cfg(not(target_arch = "x86_64"))]
+    drop(operands);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU has the kernel's instruction set and the operands are checked
+    // (`channel_panels_operands`).
+    unsafe {
+        match own_kernel() {
+            Some(OwnKernel::Avx512) => channel_panels::product(operands),
+            _ => channel_panels::product_avx2(&mut [operands]),
+        }
+    }
+}
+
+/// The operands of a product on channel panels ([`channel_panels_product`]), checked: an own
+/// kernel runs and `w`'s panels are its width, the output is whole rows of the weights from a
+/// vector's first row, and `rhs` and the bias hold what the rows read. `None` where there is
+/// nothing to compute.
+fn channel_panels_operands<'a>(
+    out: &'a mut [f32],
+    w: &'a ChannelPanels,
+    first_row: usize,
+    rhs: &'a [f32],
+    n: usize,
+    epilogue: Epilogue<'a>,
+) -> Option<channel_panels::Operands<'a>> {
     assert!(
         channel_panels_available(),
         "an own kernel for channel panels"
     );
+    let panel = match own_kernel() {
+        Some(OwnKernel::Avx512) => channel_panels::PANEL,
+        _ => channel_panels::NARROW_PANEL,
+    };
+    assert_eq!(w.panel_rows(), panel, "panels of this CPU's kernel");
     if n == 0 || out.is_empty() {
-        return;
+        return None;
     }
     let rows = out.len() / n;
     assert_eq!(out.len(), rows * n, "whole output rows");
@@ -370,30 +404,14 @@ pub fn channel_panels_product(
     if let Some(bias) = epilogue.bias {
         assert!(bias.len() >= rows, "a bias per row");
     }
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU has the kernel's instruction set (asserted) and the bounds are checked
-    // above.
-    unsafe {
-        let operands = channel_panels::Operands {
-            out,
-            w,
-            first_row,
-            rhs,
-            n,
-            epilogue,
-        };
-        match own_kernel() {
-            Some(OwnKernel::Avx512) => {
-                assert_eq!(w.panel_rows(), channel_panels::PANEL, "AVX-512's panels");
-                channel_panels::product(operands)
-            }
-            _ => {
-                let narrow = channel_panels::NARROW_PANEL;
-                assert_eq!(w.panel_rows(), narrow, "AVX2's panels");
-                channel_panels::product_avx2(&mut [operands])
-            }
-        }
-    }
+    Some(channel_panels::Operands {
+        out,
+        w,
+        first_row,
+        rhs,
+        n,
+        epilogue,
+    })
 }
 
 /// Whether [`channel_panels_product_images`] reads each panel once for all the images (the
@@ -418,35 +436,19 @@ pub fn channel_panels_product_images(
     epilogue: Epilogue<'_>,
 ) {
     assert_eq!(outs.len(), rhs.len(), "an output per image");
+    assert!(
+        outs.iter().all(|o| o.len() == w.rows() * n),
+        "every row of the weights"
+    );
     #[cfg(target_arch = "x86_64")]
-    if channel_panels_share_images() && n > 0 && w.rows() > 0 {
-        assert_eq!(
-            w.panel_rows(),
-            channel_panels::NARROW_PANEL,
-            "AVX2's panels"
-        );
-        assert!(
-            outs.iter().all(|o| o.len() == w.rows() * n)
-                && rhs.iter().all(|r| r.len() >= w.cols() * n),
-            "whole images"
-        );
-        if let Some(bias) = epilogue.bias {
-            assert!(bias.len() >= w.rows(), "a bias per row");
-        }
+    if channel_panels_share_images() {
         let mut images: Vec<channel_panels::Operands<'_>> = outs
             .iter_mut()
             .zip(rhs)
-            .map(|(out, rhs)| channel_panels::Operands {
-                out,
-                w,
-                first_row: 0,
-                rhs,
-                n,
-                epilogue,
-            })
+            .filter_map(|(out, rhs)| channel_panels_operands(out, w, 0, rhs, n, epilogue))
             .collect();
-        // SAFETY: the CPU has AVX2 and FMA (the own kernel is AVX2's), and the bounds are
-        // checked above.
+        // SAFETY: the CPU has AVX2 and FMA (the own kernel is AVX2's), and the operands are
+        // checked (`channel_panels_operands`).
         return unsafe { channel_panels::product_avx2(&mut images) };
     }
     for (out, rhs) in outs.iter_mut().zip(rhs) {
