@@ -9,11 +9,11 @@
 //! tile, almost every lane computed is kept.
 //!
 //! That needs the weights' columns as vectors: [`ChannelPanels`] stores `Wᵀ` in panels of
-//! [`PANEL`] output channels ([`NARROW_PANEL`] on AVX2), packed once when the model is loaded, in place of the row-major
-//! weights. Each output element is still one chain of fused multiply-adds over `k` in order
-//! from zero, then the bias, then the activation, and `fma(a, b, c)` does not depend on the
-//! order of `a` and `b`: the bits are those of the row-major kernel (tested), whatever the
-//! tile or the thread.
+//! [`PANEL`] output channels ([`NARROW_PANEL`] on AVX2), packed once when the model is
+//! loaded, in place of the row-major weights. Each output element is still one chain of
+//! fused multiply-adds over `k` in order from zero, then the bias, then the activation, and
+//! `fma(a, b, c)` does not depend on the order of `a` and `b`: the bits are those of the
+//! row-major kernel (tested), whatever the tile or the thread.
 
 /// Output channels per panel for the AVX-512 kernel: three 16-lane vectors.
 pub const PANEL: usize = 48;
@@ -154,10 +154,10 @@ fn panel_for_this_cpu() -> usize {
 /// with the channels in the lanes: they must fill more of the lanes than the pixels do, by a
 /// margin plus what the transposed store of each tile costs against its depth.
 ///
-/// On AVX-512 the margin is 4% and the store is about 8 steps' worth of multiply-adds (a 16×16 transpose). So a
-/// 9×9 or 7×7 plane qualifies, an 18×18 one (96% either way) does not, nor do MobileNetV2's
-/// 64→384 expansions at 14×14 (94% of the lanes kept, 64 steps deep), which took 0.147 ms
-/// with the channels in the lanes against 0.107.
+/// On AVX-512 the margin is 4% and the store is about 8 steps' worth of multiply-adds (a
+/// 16×16 transpose). So a 9×9 or 7×7 plane qualifies, an 18×18 one (96% either way) does
+/// not, nor do MobileNetV2's 64→384 expansions at 14×14 (94% of the lanes kept, 64 steps
+/// deep), which took 0.147 ms with the channels in the lanes against 0.107.
 ///
 /// On AVX2 the row-major tiles take the one or two columns past their last whole panel of 16
 /// without wasting lanes ([`super::few_columns_avx2`]), so 9×9 and 7×7 planes keep all of
@@ -582,8 +582,8 @@ mod avx2 {
         (channels, (bias, activation)): (usize, (*const f32, Activation)),
     ) {
         // SAFETY (whole body): step `k` reads two vectors at `at + k·step` and `P` values
-        // at `x + k·n` (and only prefetches `ahead + k·step`); the bias, if not null, holds `channels` values; the output rows
-        // `c < channels` hold `P` values at `out + c·n`.
+        // at `x + k·n` (and only prefetches `ahead + k·step`); the bias, if not null, holds
+        // `channels` values; the output rows `c < channels` hold `P` values at `out + c·n`.
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); 2]; P];
             let (mut w, mut xk, mut fetch) = (at, x, ahead);
