@@ -38,7 +38,18 @@ impl Tiles for Avx512 {
         steps: usize,
         panels: &mut [f32],
     ) {
-        for (p, panel) in panels.chunks_exact_mut(steps * PANEL).enumerate() {
+        // `panels` may run on past this call's panels (a batch's images pack into one buffer,
+        // each image's columns from where the last left off): only `⌈width / PANEL⌉` are ours.
+        let count = width.div_ceil(PANEL);
+        assert!(
+            panels.len() >= count * steps * PANEL,
+            "room for every panel"
+        );
+        for (p, panel) in panels
+            .chunks_exact_mut(steps * PANEL)
+            .take(count)
+            .enumerate()
+        {
             let first = p * PANEL;
             let columns = (col + first, PANEL.min(width - first));
             // SAFETY: the CPU has AVX-512F (the caller's contract).
