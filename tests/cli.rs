@@ -458,6 +458,44 @@ fn bench_reports_load_latency_and_throughput() {
 }
 
 #[test]
+fn bench_names_the_instruction_set_the_cap_leaves() {
+    // `CXRM_MAX_ISA` holds the kernels at or below a level, and `bench` says which ran; a name
+    // it does not know is ignored, with a warning, not an error.
+    let model = fixture("runtime/lenet5_dc.cxrm");
+    let args = [
+        "bench",
+        model.to_str().unwrap(),
+        "--iters",
+        "2",
+        "--batch",
+        "2",
+        "--json",
+    ];
+    let run = |cap: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cxrm"))
+            .args(args)
+            .env("CXRM_MAX_ISA", cap)
+            .output()
+            .expect("runs cxrm")
+    };
+    let level = |out: &Output| {
+        assert_eq!(out.status.code(), Some(0), "{}", text(out));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["instruction_set"].as_str().unwrap().to_string()
+    };
+    assert_eq!(level(&run("portable")), "portable");
+    let capped = level(&run("avx2"));
+    assert!(capped == "avx2" || capped == "portable", "{capped}");
+    let unknown = run("sse9");
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("names no level"),
+        "{}",
+        text(&unknown)
+    );
+    assert!(["avx512", "avx2", "portable"].contains(&level(&unknown).as_str()));
+}
+
+#[test]
 fn runtime_subcommands_help_shows_an_example() {
     for sub in ["run", "eval", "bench"] {
         let out = cxrm(&[sub, "--help"]);

@@ -131,15 +131,9 @@ impl Path {
     }
 }
 
-/// Whether the CPU has AVX-512F, read once.
+/// Whether the AVX-512F kernels run ([`crate::cpu`]).
 fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    crate::cpu::avx512f()
 }
 
 /// [`depthwise`] on the kernel `path` says.

@@ -10,6 +10,7 @@
 pub mod arena;
 pub mod batch;
 pub mod classify;
+pub mod cpu;
 pub mod data;
 mod depthwise;
 pub mod fuzzing;

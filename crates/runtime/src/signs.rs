@@ -191,7 +191,7 @@ const LANES: usize = 64;
 /// `k % 64 == j`, in `k` order), then the lanes in order: every path gives the same bits.
 fn masked_sum(bits: &[u64], x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if crate::cpu::avx512f() {
         // SAFETY: the CPU has AVX-512F, checked just above.
         return unsafe { avx512::masked_sum(bits, x) };
     }

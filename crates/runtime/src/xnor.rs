@@ -465,11 +465,9 @@ impl Popcount {
         match self {
             Popcount::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            Popcount::Avx512 => {
-                is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vpopcntdq")
-            }
+            Popcount::Avx512 => crate::cpu::avx512_vpopcntdq(),
             #[cfg(target_arch = "x86_64")]
-            Popcount::Avx2 => is_x86_feature_detected!("avx2"),
+            Popcount::Avx2 => crate::cpu::avx2(),
         }
     }
 

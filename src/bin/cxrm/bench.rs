@@ -54,6 +54,9 @@ fn ms(d: Duration) -> f64 {
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
+    if let Some(unknown) = cxrm_runtime::cpu::cap_error() {
+        eprintln!("warning: {unknown}; the kernels follow the CPU");
+    }
     let defaults = args.runtime.options();
     let options = RuntimeOptions {
         sparse_below_density: if args.dense_kernels {
@@ -117,6 +120,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "model": args.model.display().to_string(),
             "file_bytes": file.file_len(),
             "threads": model.threads(),
+            "instruction_set": cxrm_runtime::cpu::level().name(),
             "load_ms": ms(loads[2]),
             "batch1_median_ms": ms(percentile(&lat, 0.5)),
             "batch1_p95_ms": ms(percentile(&lat, 0.95)),
@@ -161,6 +165,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             .join(" ")
     );
     println!("threads    {}", model.threads());
+    println!("kernels    {}", cxrm_runtime::cpu::level().name());
     let mb = |b: u64| b as f64 / 1e6;
     println!(
         "memory     weights {:.1} MB mapped + {:.1} MB own copies; activations {:.1} MB live at most, {:.1} MB arena per image",

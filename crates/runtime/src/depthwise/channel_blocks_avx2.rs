@@ -39,10 +39,7 @@ pub(super) fn fits(p: &Conv2dParams, (h, w): (usize, usize)) -> bool {
         [2, 2] => MAX_PADDED_PIXELS_STRIDE_2,
         _ => MAX_PADDED_PIXELS,
     };
-    p.kernel == [3, 3]
-        && padded <= most
-        && is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
+    p.kernel == [3, 3] && padded <= most && crate::cpu::avx2_fma()
 }
 
 /// The output planes `first..` in `part` (whole planes, `oh·ow` each), eight channels of

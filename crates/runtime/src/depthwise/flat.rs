@@ -44,7 +44,7 @@ pub(super) fn fits(p: &Conv2dParams, (h, w): (usize, usize)) -> bool {
         && (1..=MAX_WIDTH).contains(&w)
         && h >= 1
         && (h * w).div_ceil(LANES) <= MAX_VECTORS
-        && is_x86_feature_detected!("avx512f")
+        && crate::cpu::avx512f()
 }
 
 /// Which lanes of one vector of outputs read a real input through each tap: `rows[ky]` for

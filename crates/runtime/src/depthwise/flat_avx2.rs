@@ -42,8 +42,7 @@ pub(super) fn fits(p: &Conv2dParams, (h, w): (usize, usize)) -> bool {
         && (1..=MAX_WIDTH).contains(&w)
         && h >= 1
         && (h * w).div_ceil(LANES) <= MAX_VECTORS
-        && is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
+        && crate::cpu::avx2_fma()
 }
 
 /// Which lanes of one vector of outputs read a real input through each tap, a bit per lane:

@@ -37,7 +37,7 @@ pub(super) fn fits(p: &Conv2dParams, ow: usize) -> bool {
         && p.dilation == [1, 1]
         && matches!(p.stride, [1, 1] | [2, 2])
         && (MIN_OUTPUT_WIDTH..=MAX_VECTORS_PER_ROW * LANES).contains(&ow)
-        && is_x86_feature_detected!("avx512f")
+        && crate::cpu::avx512f()
 }
 
 /// Where the taps of one vector of outputs (`ox0..ox0 + 16`) read in each input row: the

@@ -36,8 +36,7 @@ pub(super) fn fits(p: &Conv2dParams, ow: usize) -> bool {
         && p.dilation == [1, 1]
         && matches!(p.stride, [1, 1] | [2, 2])
         && (1..=MAX_VECTORS_PER_ROW * LANES).contains(&ow)
-        && is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
+        && crate::cpu::avx2_fma()
 }
 
 /// Where the taps of one vector of outputs (`ox0..ox0 + 8`) read in each input row: the

@@ -14,8 +14,7 @@ const LANES: usize = 16;
 
 /// Whether [`row_maxima_stride2`] can run: the CPU has AVX-512F. Read once.
 pub fn available() -> bool {
-    static CHOSEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *CHOSEN.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+    crate::cpu::avx512f()
 }
 
 /// The most window columns [`rows_maxima_stride2`] takes.

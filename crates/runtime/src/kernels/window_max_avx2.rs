@@ -16,10 +16,7 @@ const LANES: usize = 8;
 /// Whether [`plane_max_stride2`] can run: the CPU has AVX2 and FMA (the runtime's AVX2
 /// level; no FMA instruction is used). Read once.
 pub fn available() -> bool {
-    static CHOSEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *CHOSEN.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    })
+    crate::cpu::avx2_fma()
 }
 
 /// The contract of [`super::window_max::plane_max_stride2`], on AVX2.

@@ -51,7 +51,7 @@ pub fn fits(g: &Geometry) -> bool {
     matches!(g.window, (2 | 3, 2 | 3))
         && rows * columns <= MAX_PADDED_PIXELS
         && super::window_max_avx2::available()
-        && !std::arch::is_x86_feature_detected!("avx512f")
+        && !crate::cpu::avx512f()
 }
 
 /// The output planes from plane `first` in `part` (whole planes), eight planes at a time;
