@@ -481,6 +481,14 @@ fn bench_names_the_instruction_set_the_cap_leaves() {
     let level = |out: &Output| {
         assert_eq!(out.status.code(), Some(0), "{}", text(out));
         let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // Before and after the runs; null where fewer than two CPUs can be pinned.
+        let trips = doc["cpu_round_trip_ns"].as_array().unwrap();
+        assert!(
+            trips.len() == 2
+                && trips
+                    .iter()
+                    .all(|t| t.is_null() || t.as_f64().unwrap() > 0.0)
+        );
         doc["instruction_set"].as_str().unwrap().to_string()
     };
     assert_eq!(level(&run("portable")), "portable");

@@ -93,7 +93,10 @@ def cxrm_round(cxrm_bin, model_path, threads, runs, batch, batch_runs):
                           "--iters", str(runs), "--batch", str(batch), "--batch-iters",
                           str(batch_runs)], capture_output=True, text=True, check=True).stdout
     doc = json.loads(out)
-    return doc["batch1_median_ms"], doc["images_per_s"], doc["threads"]
+    # A cache line's round trip between two CPUs before and after cxrm's runs (None where
+    # unmeasured): far-apart CPUs slow both runtimes' split passes (docs/performance.md).
+    trips = doc.get("cpu_round_trip_ns") or [None, None]
+    return doc["batch1_median_ms"], doc["images_per_s"], doc["threads"], trips
 
 
 def main():
@@ -146,16 +149,20 @@ def main():
                                   args.batch_runs)
 
             if r % 2 == 0:
-                (ort_ms, ort_ips), (cx_ms, cx_ips, cx_threads) = ort_side(), cxrm_side()
+                (ort_ms, ort_ips), (cx_ms, cx_ips, cx_threads, trips) = ort_side(), cxrm_side()
             else:
-                (cx_ms, cx_ips, cx_threads), (ort_ms, ort_ips) = cxrm_side(), ort_side()
+                (cx_ms, cx_ips, cx_threads, trips), (ort_ms, ort_ips) = cxrm_side(), ort_side()
             row = {"ort_ms": ort_ms, "cxrm_ms": cx_ms, "latency_ratio": cx_ms / ort_ms,
                    "ort_images_per_s": ort_ips, "cxrm_images_per_s": cx_ips,
-                   "throughput_ratio": cx_ips / ort_ips, "cxrm_threads": cx_threads}
+                   "throughput_ratio": cx_ips / ort_ips, "cxrm_threads": cx_threads,
+                   "cpu_round_trip_ns": trips}
             rounds.append(row)
+            cores = ("" if None in trips else
+                     f" | CPUs' round trip {trips[0]:.0f}/{trips[1]:.0f} ns")
             print(f"  round {r + 1}: batch 1 onnxruntime {ort_ms:8.3f} ms, cxrm {cx_ms:8.3f} ms, "
                   f"ratio {row['latency_ratio']:.2f} | batch {args.batch} onnxruntime "
-                  f"{ort_ips:7.1f}/s, cxrm {cx_ips:7.1f}/s, ratio {row['throughput_ratio']:.2f}")
+                  f"{ort_ips:7.1f}/s, cxrm {cx_ips:7.1f}/s, ratio {row['throughput_ratio']:.2f}"
+                  f"{cores}")
         lat = [r["latency_ratio"] for r in rounds]
         thr = [r["throughput_ratio"] for r in rounds]
         summary = {

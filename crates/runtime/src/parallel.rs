@@ -12,6 +12,9 @@
 
 mod load;
 mod pinning;
+mod round_trip;
+
+pub use round_trip::cpu_round_trip;
 
 use ndarray::{ArrayViewMut2, Axis};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

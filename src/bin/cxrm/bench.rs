@@ -66,6 +66,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
         },
         ..defaults
     };
+    // How far apart two CPUs are, around the timed runs: a split pass's parts meet in the
+    // caches, and a host that moves the CPUs apart slows it (docs/performance.md, Threads).
+    let round_trip_ns = || cxrm_runtime::parallel::cpu_round_trip().map(|t| t.as_secs_f64() * 1e9);
+    let trip_before = round_trip_ns();
     let mut loads = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
@@ -110,6 +114,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         model.forward(big.view())?;
     }
     let per_batch = t.elapsed() / rounds as u32;
+    let trip_after = round_trip_ns();
     let weights = model.weight_bytes();
     let profile = match args.profile {
         Some(passes) => Some(profile::measure(&model, one.view(), passes)?),
@@ -121,6 +126,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "file_bytes": file.file_len(),
             "threads": model.threads(),
             "instruction_set": cxrm_runtime::cpu::level().name(),
+            "cpu_round_trip_ns": [trip_before, trip_after],
             "load_ms": ms(loads[2]),
             "batch1_median_ms": ms(percentile(&lat, 0.5)),
             "batch1_p95_ms": ms(percentile(&lat, 0.95)),
@@ -166,6 +172,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
     );
     println!("threads    {}", model.threads());
     println!("kernels    {}", cxrm_runtime::cpu::level().name());
+    if let (Some(before), Some(after)) = (trip_before, trip_after) {
+        println!(
+            "cores      a cache line's round trip between two CPUs {before:.0} ns before the runs, {after:.0} ns after"
+        );
+    }
     let mb = |b: u64| b as f64 / 1e6;
     println!(
         "memory     weights {:.1} MB mapped + {:.1} MB own copies; activations {:.1} MB live at most, {:.1} MB arena per image",
