@@ -107,18 +107,21 @@ def cxrm_round(cxrm_bin, model_path, threads, runs, batch, batch_runs):
 def by_cpu_distance(rounds):
     """The rounds' ratios split by how far apart cxrm found the CPUs: `near` where both of a
     round's round trips were within FAR_FACTOR of the run's shortest, `far` where both were
-    beyond it (rounds whose state changed between the two timings are in neither). None
-    where the trips were not measured (one CPU, or an older cxrm)."""
-    trips = [r["cpu_round_trip_ns"] for r in rounds]
-    if not trips or any(None in t for t in trips):
+    beyond it (rounds whose state changed between the two timings, or with a trip not
+    measured, are in neither). None where no round's trips were measured (one CPU, or an
+    older cxrm)."""
+    timed = [r for r in rounds if None not in r["cpu_round_trip_ns"]]
+    if not timed:
         return None
-    shortest = min(min(t) for t in trips)
+    # Relative to the run's own shortest, since what is near depends on the machine: a run
+    # whose CPUs were far apart throughout finds every round near, which `shortest` shows.
+    shortest = min(min(r["cpu_round_trip_ns"]) for r in timed)
     groups = {"near": [], "far": []}
-    for r, (before, after) in zip(rounds, trips):
-        far = [t > FAR_FACTOR * shortest for t in (before, after)]
+    for r in timed:
+        far = [t > FAR_FACTOR * shortest for t in r["cpu_round_trip_ns"]]
         if far[0] == far[1]:
             groups["far" if far[0] else "near"].append(r)
-    return {name: {"rounds": len(g),
+    return {name: {"rounds": len(g), "shortest_round_trip_ns": shortest,
                    "latency_ratio_median": statistics.median(r["latency_ratio"] for r in g),
                    "throughput_ratio_median": statistics.median(r["throughput_ratio"] for r in g),
                    "ort_ms_median": statistics.median(r["ort_ms"] for r in g),

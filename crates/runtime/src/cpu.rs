@@ -3,7 +3,10 @@
 //!
 //! Every kernel choice asks here rather than the CPU, so that `CXRM_MAX_ISA` can keep the
 //! runtime below what the CPU offers: `avx2` leaves out the AVX-512 kernels, `portable` every
-//! vector kernel, and `avx512` (or the variable unset) leaves the choice to the CPU. Each
+//! kernel written with intrinsics, and `avx512` (or the variable unset) leaves the choice to
+//! the CPU. (The portable loops that `multiversion` compiles for several targets, and the
+//! `gemm` crate, still pick their own copies for the CPU: the cap does not make an AVX-512
+//! machine into one without FMA.) Each
 //! level's kernels give the same bits as the others', which the tests check on the CPU they
 //! run on; with the cap, one AVX-512 machine runs the tests of all three levels (`.ci/run`
 //! does), where otherwise a CI machine tests only the paths of the CPU it was given. A
@@ -60,11 +63,13 @@ pub fn avx2_fma() -> bool {
     level() >= Level::Avx2
 }
 
-/// Whether the kernels that need AVX2 alone (no FMA: the XNOR counts' nibble lookups) run.
+/// Whether the kernels that need AVX2 and POPCNT but no FMA (the XNOR counts' nibble
+/// lookups) run.
 pub fn avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        cap() >= Level::Avx2 && std::arch::is_x86_feature_detected!("avx2")
+        use std::arch::is_x86_feature_detected as has;
+        cap() >= Level::Avx2 && has!("avx2") && has!("popcnt")
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
@@ -146,10 +151,26 @@ mod tests {
     }
 
     #[test]
-    fn each_kernel_family_follows_the_level() {
-        assert_eq!(avx512f(), level() == Level::Avx512);
-        assert_eq!(avx2_fma(), level() >= Level::Avx2);
-        if level() == Level::Portable && cap() == Level::Portable {
+    fn the_kernel_choices_follow_the_level() {
+        use crate::kernels::{OwnKernel, own_kernel};
+        assert!(level() <= detected() && level() <= cap());
+        let product = match level() {
+            Level::Avx512 => Some(OwnKernel::Avx512),
+            Level::Avx2 => Some(OwnKernel::Avx2),
+            Level::Portable => None,
+        };
+        if std::env::var_os("CXRM_GEMM_CRATE").is_none() {
+            assert_eq!(own_kernel(), product);
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(
+                crate::kernels::window_max::available(),
+                level() == Level::Avx512
+            );
+            assert_eq!(crate::winograd::available(), product.is_some());
+        }
+        if cap() == Level::Portable {
             assert!(!avx2() && !avx512_vpopcntdq());
         }
     }

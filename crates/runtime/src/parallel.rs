@@ -412,7 +412,8 @@ impl Threads {
                 .thread_name(|i| format!("cxrm-runtime-{i}"))
                 .start_handler(move |i| {
                     if let Some(&cpu) = pinned.get(i) {
-                        pinning::pin_to(cpu);
+                        // A worker that cannot be pinned runs where the scheduler puts it.
+                        let _ = pinning::pin_to(cpu);
                     }
                 })
                 .build()

@@ -33,23 +33,27 @@ pub(super) fn allowed_cpus() -> Vec<usize> {
     Vec::new()
 }
 
-/// Keeps the calling thread on `cpu` from now on; does nothing where it cannot.
-pub(super) fn pin_to(cpu: usize) {
+/// Keeps the calling thread on `cpu` from now on, and says whether it could; where it could
+/// not, the thread stays where it was, which for a pool's worker is only slower.
+pub(super) fn pin_to(cpu: usize) -> bool {
     #[cfg(target_os = "linux")]
     {
         if cpu >= libc::CPU_SETSIZE as usize {
-            return;
+            return false;
         }
         // SAFETY: `cpu` is below `CPU_SETSIZE`; `sched_setaffinity` reads the set it is
-        // given. A refusal leaves the thread where it was, which is only slower.
+        // given.
         unsafe {
             let mut one: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(cpu, &mut one);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) == 0
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = cpu;
+    {
+        let _ = cpu;
+        false
+    }
 }
 
 #[cfg(test)]
@@ -64,7 +68,7 @@ mod tests {
         }
         let cpu = *allowed.last().expect("a CPU");
         let seen = std::thread::spawn(move || {
-            pin_to(cpu);
+            assert!(pin_to(cpu));
             allowed_cpus()
         })
         .join()
