@@ -6,12 +6,13 @@
 //! kernel written with intrinsics, and `avx512` (or the variable unset) leaves the choice to
 //! the CPU. (The portable loops that `multiversion` compiles for several targets, and the
 //! `gemm` crate, still pick their own copies for the CPU: the cap does not make an AVX-512
-//! machine into one without FMA.) Each
-//! level's kernels give the same bits as the others', which the tests check on the CPU they
-//! run on; with the cap, one AVX-512 machine runs the tests of all three levels (`.ci/run`
-//! does), where otherwise a CI machine tests only the paths of the CPU it was given. A
-//! benchmark can also time one model at each level in one run. The cap is read once, at the
-//! first kernel choice; a value it does not know leaves the choice to the CPU, and
+//! machine into one without FMA.)
+//!
+//! Each level's kernels give the same bits as the others', which the tests check on the CPU
+//! they run on; with the cap, one AVX-512 machine runs the tests of all three levels
+//! (`.ci/run` does), where otherwise a CI machine tests only the paths of the CPU it was
+//! given. A benchmark can also time one model at each level in one run. The cap is read once,
+//! at the first kernel choice; a value it does not know leaves the choice to the CPU, and
 //! [`cap_error`] names it.
 
 /// The levels of instruction sets the kernels are written for, lowest first.

@@ -41,6 +41,7 @@ mod rows;
 #[cfg(target_arch = "x86_64")]
 mod rows_avx2;
 
+use crate::cpu::avx512f;
 use crate::ops::{Activation, Conv2dParams};
 use crate::{parallel, scratch};
 use ndarray::{Array4, ArrayView4};
@@ -97,7 +98,7 @@ impl Path {
         // The channel blocks' AVX2 kernel is ahead of the flat and row kernels on the small
         // planes it takes; on AVX-512 the flat kernel, with 16 lanes and mask registers, was
         // ahead of them on Xception's 9×9 planes.
-        let order = if avx512() {
+        let order = if avx512f() {
             [Path::Flat, Path::Rows, Path::ChannelBlocks]
         } else {
             [Path::ChannelBlocks, Path::Flat, Path::Rows]
@@ -116,9 +117,9 @@ impl Path {
                 Path::PerPlane => true,
                 // On AVX-512 only the AVX-512 kernels of these two, so that a CPU with both
                 // runs the layers it ran before the AVX2 twins came.
-                Path::ChannelBlocks if avx512() => channel_blocks::fits(p, input),
+                Path::ChannelBlocks if avx512f() => channel_blocks::fits(p, input),
                 Path::ChannelBlocks => channel_blocks_avx2::fits(p, input),
-                Path::Rows if avx512() => rows::fits(p, output_width),
+                Path::Rows if avx512f() => rows::fits(p, output_width),
                 Path::Rows => rows_avx2::fits(p, output_width),
                 Path::Flat => flat::fits(p, input) || flat_avx2::fits(p, input),
             }
@@ -129,11 +130,6 @@ impl Path {
             self == Path::PerPlane
         }
     }
-}
-
-/// Whether the AVX-512F kernels run ([`crate::cpu`]).
-fn avx512() -> bool {
-    crate::cpu::avx512f()
 }
 
 /// [`depthwise`] on the kernel `path` says.
@@ -174,7 +170,7 @@ fn depthwise_on(
         taps * plane_out,
         &|first, part| match path {
             #[cfg(target_arch = "x86_64")]
-            Path::Rows if avx512() => rows::planes(&plan, first, part),
+            Path::Rows if avx512f() => rows::planes(&plan, first, part),
             #[cfg(target_arch = "x86_64")]
             Path::Rows => rows_avx2::planes(&plan, first, part),
             #[cfg(target_arch = "x86_64")]
@@ -185,7 +181,7 @@ fn depthwise_on(
             Path::ChannelBlocks => {
                 let (mut block, mut sums) = (scratch::take(), scratch::take());
                 let buffers = (&mut block, &mut sums);
-                if avx512() {
+                if avx512f() {
                     channel_blocks::planes(&plan, first, part, buffers);
                 } else {
                     channel_blocks_avx2::planes(&plan, first, part, buffers);
