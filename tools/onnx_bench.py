@@ -26,7 +26,7 @@ Usage: python3 tools/onnx_bench.py MODEL.cxrm [--runs 100] [--batch 16] [--batch
            [--rounds 5] [--threads 1 0] [--json out.json] [--cxrm target/release/cxrm]
 Needs: pip install onnx onnxruntime (plus tools/requirements.txt).
 """
-import argparse, json, os, statistics, subprocess, sys, time
+import argparse, json, math, os, statistics, subprocess, sys, time
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -106,22 +106,22 @@ def cxrm_round(cxrm_bin, model_path, threads, runs, batch, batch_runs):
 
 def by_cpu_distance(rounds):
     """The rounds' ratios split by how far apart cxrm found the CPUs: `near` where both of a
-    round's round trips were within FAR_FACTOR of the run's shortest, `far` where both were
-    beyond it (rounds whose state changed between the two timings, or with a trip not
+    round's round trips were below the run's far boundary (`far_boundary`), `far` where both
+    were above it (rounds whose state changed between the two timings, or with a trip not
     measured, are in neither). None where no round's trips were measured (one CPU, or an
     older cxrm)."""
     timed = [r for r in rounds if None not in r["cpu_round_trip_ns"]]
     if not timed:
         return None
-    # Relative to the run's own shortest, since what is near depends on the machine: a run
-    # whose CPUs were far apart throughout finds every round near, which `shortest` shows.
-    shortest = min(min(r["cpu_round_trip_ns"]) for r in timed)
+    boundary = far_boundary([t for r in timed for t in r["cpu_round_trip_ns"]])
     groups = {"near": [], "far": []}
     for r in timed:
-        far = [t > FAR_FACTOR * shortest for t in r["cpu_round_trip_ns"]]
+        far = [t > boundary for t in r["cpu_round_trip_ns"]]
         if far[0] == far[1]:
             groups["far" if far[0] else "near"].append(r)
-    return {name: {"rounds": len(g), "shortest_round_trip_ns": shortest,
+    return {name: {"rounds": len(g), "shortest_round_trip_ns": min(
+                       min(r["cpu_round_trip_ns"]) for r in timed),
+                   "far_boundary_ns": boundary if math.isfinite(boundary) else None,
                    "latency_ratio_median": statistics.median(r["latency_ratio"] for r in g),
                    "throughput_ratio_median": statistics.median(r["throughput_ratio"] for r in g),
                    "ort_ms_median": statistics.median(r["ort_ms"] for r in g),
@@ -129,8 +129,24 @@ def by_cpu_distance(rounds):
             for name, g in groups.items() if g}
 
 
-# A round trip this many times the run's shortest puts the CPUs far apart: on the 2-core Zen 4
-# VM the two states measured 50-100 ns and 325-400 ns.
+def far_boundary(trips):
+    """The round trip above which the CPUs count as far apart: the middle (geometric) of the
+    widest step up between the run's sorted round trips, where that step is at least
+    FAR_FACTOR; infinite where none is (every round near, which `shortest_round_trip_ns`
+    then places). Relative to the run's own trips, since what is near depends on the machine;
+    and at the widest step, not at a multiple of the shortest, since the host also put both
+    CPUs on one core at times (a 30 ns round trip, against 50-100 near and 325-400 far), which
+    would have made a near round trip of 100 ns far."""
+    trips = sorted(trips)
+    steps = [(b / a, a, b) for a, b in zip(trips, trips[1:]) if a > 0]
+    if not steps:
+        return math.inf
+    ratio, below, above = max(steps)
+    return math.sqrt(below * above) if ratio >= FAR_FACTOR else math.inf
+
+
+# The widest step up between a run's round trips that splits it into near and far apart: on
+# the 2-core Zen 4 VM the two states measured 50-100 ns and 325-400 ns.
 FAR_FACTOR = 2.5
 
 
@@ -231,7 +247,8 @@ def main():
         for name, g in (distance or {}).items():
             print(f"  CPUs {name:4s}  {g['rounds']} rounds: latency {g['latency_ratio_median']:.2f} "
                   f"(onnxruntime {g['ort_ms_median']:.3f} ms, cxrm {g['cxrm_ms_median']:.3f}), "
-                  f"throughput {g['throughput_ratio_median']:.2f}")
+                  f"throughput {g['throughput_ratio_median']:.2f}"
+                  + (f"; far above {g['far_boundary_ns']:.0f} ns" if g["far_boundary_ns"] else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
