@@ -751,6 +751,31 @@ mod tests {
     }
 
     #[test]
+    fn each_instruction_set_takes_only_its_own_kernels() {
+        // A 3×3 stride-1 layer at 112×112 fits the AVX2 flat kernel (rows up to 112) but not
+        // the AVX-512 one (up to 80): on AVX-512 it must go to the AVX-512 row kernel, not
+        // to the AVX2 flat one, which took it for a while at 1.6× the time.
+        let p = Conv2dParams {
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1, 1, 1],
+            dilation: [1, 1],
+            groups: 32,
+        };
+        let path = Path::choose(&p, (112, 112), 112);
+        if crate::cpu::avx512f() {
+            assert_eq!(path, Path::Rows);
+        } else if crate::cpu::avx2_fma() {
+            assert_eq!(path, Path::Flat);
+        }
+        // At 56×56 both flat kernels fit; each CPU takes its own.
+        assert_eq!(
+            Path::Flat.fits(&p, (56, 56), 56),
+            crate::cpu::avx512f() || crate::cpu::avx2_fma()
+        );
+    }
+
+    #[test]
     fn planes_of_any_shape_at_stride_1_give_the_general_loops_bits() {
         // The flat kernel's edges: one pixel, one row, one column, planes of whole vectors
         // and planes whose vectors span several rows or end partway.
