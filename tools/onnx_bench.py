@@ -33,7 +33,7 @@ import onnxruntime as ort
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cxrm_reader  # noqa: E402
-from bench_stats import cpu_name, median_interval  # noqa: E402
+from bench_stats import cpu_name, far_boundary, median_interval  # noqa: E402
 
 
 def to_onnx(model_path, cxrm_bin):
@@ -127,27 +127,6 @@ def by_cpu_distance(rounds):
                    "ort_ms_median": statistics.median(r["ort_ms"] for r in g),
                    "cxrm_ms_median": statistics.median(r["cxrm_ms"] for r in g)}
             for name, g in groups.items() if g}
-
-
-def far_boundary(trips):
-    """The round trip above which the CPUs count as far apart: the middle (geometric) of the
-    widest step up between the run's sorted round trips, where that step is at least
-    FAR_FACTOR; infinite where none is (every round near, which `shortest_round_trip_ns`
-    then places). Relative to the run's own trips, since what is near depends on the machine;
-    and at the widest step, not at a multiple of the shortest, since the host also put both
-    CPUs on one core at times (a 30 ns round trip, against 50-100 near and 325-400 far), which
-    would have made a near round trip of 100 ns far."""
-    trips = sorted(trips)
-    steps = [(b / a, a, b) for a, b in zip(trips, trips[1:]) if a > 0]
-    if not steps:
-        return math.inf
-    ratio, below, above = max(steps)
-    return math.sqrt(below * above) if ratio >= FAR_FACTOR else math.inf
-
-
-# The widest step up between a run's round trips that splits it into near and far apart: on
-# the 2-core Zen 4 VM the two states measured 50-100 ns and 325-400 ns.
-FAR_FACTOR = 2.5
 
 
 def main():
@@ -244,11 +223,14 @@ def main():
         print(f"  throughput cxrm / onnxruntime = {summary['throughput_ratio_median']:.2f} "
               f"(95% interval {interval(summary['throughput_ratio_median_ci95'])}; "
               f"range {min(thr):.2f}-{max(thr):.2f}; higher is better)")
+        boundary = next(iter((distance or {}).values()), {}).get("far_boundary_ns")
+        if boundary:
+            print(f"  CPUs far apart above a round trip of {boundary:.0f} ns "
+                  "(the widest step between the run's round trips)")
         for name, g in (distance or {}).items():
             print(f"  CPUs {name:4s}  {g['rounds']} rounds: latency {g['latency_ratio_median']:.2f} "
                   f"(onnxruntime {g['ort_ms_median']:.3f} ms, cxrm {g['cxrm_ms_median']:.3f}), "
-                  f"throughput {g['throughput_ratio_median']:.2f}"
-                  + (f"; far above {g['far_boundary_ns']:.0f} ns" if g["far_boundary_ns"] else ""))
+                  f"throughput {g['throughput_ratio_median']:.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

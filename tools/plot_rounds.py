@@ -6,32 +6,33 @@ between two CPUs in that round (log scale). The host of a virtual machine places
 near or far apart for minutes at a time (docs/performance.md, "CPUs far apart"), and the
 two-thread passes of both runtimes come in one speed for each placement; this shows which.
 
-A round is drawn at the geometric mean of its two round trips, hollow where one is 2.5 times
-the other or more (the placement changed during the round). Dashed lines give each runtime's
-median at one thread where the file has that setting. One panel per file.
+A round is drawn at the geometric mean of its two round trips, hollow where they lie on both
+sides of the run's far boundary (`bench_stats.far_boundary`, the rule `onnx_bench.py` splits
+its near and far rounds by): the placement changed during the round. Dashed lines give each
+runtime's median at one thread where the file has that setting. One panel per file.
 
 Usage: python3 tools/plot_rounds.py OUT.svg RESULT.json [RESULT.json ...] [--threads 0]
 Needs only the standard library.
 """
-import argparse, json, math, os
+import argparse, json, math, os, sys
 from xml.sax.saxutils import escape
 
+from bench_stats import far_boundary
+
 RUNTIMES = [("ort_ms", "onnxruntime", "#4c72b0"), ("cxrm_ms", "cxrm", "#c44e52")]
-PANEL_W, PANEL_H, LEFT, TOP, BOTTOM = 360, 260, 60, 40, 50
+PANEL_W, PANEL_H, LEFT, TOP, BOTTOM = 360, 280, 60, 60, 50
 TRIP_RANGE = (20.0, 1000.0)
 
 
-# Two round trips of one round this far apart mean the placement changed during it (the
-# step between near and far that `onnx_bench.py` looks for is at least this wide).
-CHANGED_FACTOR = 2.5
-
-
 def rounds_of(result, threads):
-    """The rounds of the setting with `threads` that timed both round trips."""
+    """The rounds of the setting with `threads` that timed both round trips; None where the
+    file has no such setting."""
     for s in result["settings"]:
         if s["threads"] == threads:
-            return [r for r in s["rounds"] if None not in r.get("cpu_round_trip_ns", [None])]
-    return []
+            return [r for r in s["rounds"]
+                    if len(r.get("cpu_round_trip_ns") or []) == 2
+                    and None not in r["cpu_round_trip_ns"]]
+    return None
 
 
 def one_thread_medians(result):
@@ -44,9 +45,14 @@ def one_thread_medians(result):
 def panel(title, result, threads, x0):
     """The SVG of one file's panel, its left edge at `x0`."""
     points, lines = [], {}
-    for r in rounds_of(result, threads):
+    rounds = rounds_of(result, threads)
+    if rounds is None:
+        print(f"{title}: no setting with --threads {threads}", file=sys.stderr)
+        rounds = []
+    boundary = far_boundary([t for r in rounds for t in r["cpu_round_trip_ns"]])
+    for r in rounds:
         a, b = (max(t, 1.0) for t in r["cpu_round_trip_ns"])
-        changed = max(a, b) >= CHANGED_FACTOR * min(a, b)
+        changed = (a > boundary) != (b > boundary)
         points.append((math.sqrt(a * b), r, changed))
     for key, value in one_thread_medians(result).items():
         if value:
@@ -55,7 +61,7 @@ def panel(title, result, threads, x0):
     times += [v for vs in lines.values() for v in vs]
     if not times:
         return ""
-    top_ms = max(times) * 1.1
+    top_ms = max(max(times) * 1.1, 1e-6)
     plot_w, plot_h = PANEL_W - LEFT - 10, PANEL_H - TOP - BOTTOM
     lo, hi = (math.log10(t) for t in TRIP_RANGE)
 
