@@ -223,10 +223,13 @@ def main():
         print(f"  throughput cxrm / onnxruntime = {summary['throughput_ratio_median']:.2f} "
               f"(95% interval {interval(summary['throughput_ratio_median_ci95'])}; "
               f"range {min(thr):.2f}-{max(thr):.2f}; higher is better)")
-        boundary = next(iter((distance or {}).values()), {}).get("far_boundary_ns")
-        if boundary:
-            print(f"  CPUs far apart above a round trip of {boundary:.0f} ns "
+        first = next(iter((distance or {}).values()), {})
+        if first.get("far_boundary_ns"):
+            print(f"  CPUs far apart above a round trip of {first['far_boundary_ns']:.0f} ns "
                   "(the widest step between the run's round trips)")
+        elif first:
+            print("  CPUs in one placement throughout (no step between the round trips), the "
+                  f"shortest round trip {first['shortest_round_trip_ns']:.0f} ns")
         for name, g in (distance or {}).items():
             print(f"  CPUs {name:4s}  {g['rounds']} rounds: latency {g['latency_ratio_median']:.2f} "
                   f"(onnxruntime {g['ort_ms_median']:.3f} ms, cxrm {g['cxrm_ms_median']:.3f}), "
