@@ -177,7 +177,7 @@ fn depthwise_on(
             #[cfg(target_arch = "x86_64")]
             Path::Rows => rows_avx2::planes(&plan, first, part),
             #[cfg(target_arch = "x86_64")]
-            Path::Flat if flat::fits(p, (h, w)) => flat::planes(&plan, first, part),
+            Path::Flat if avx512f() => flat::planes(&plan, first, part),
             #[cfg(target_arch = "x86_64")]
             Path::Flat => flat_avx2::planes(&plan, first, part),
             #[cfg(target_arch = "x86_64")]
