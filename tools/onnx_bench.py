@@ -101,7 +101,18 @@ def cxrm_round(cxrm_bin, model_path, threads, runs, batch, batch_runs):
     # A cache line's round trip between two CPUs before and after cxrm's runs (None where
     # unmeasured): far-apart CPUs slow both runtimes' split passes (docs/performance.md).
     trips = doc.get("cpu_round_trip_ns") or [None, None]
-    return doc["batch1_median_ms"], doc["images_per_s"], doc["threads"], trips
+    return doc["batch1_median_ms"], doc["images_per_s"], doc["threads"], trips, doc.get(
+        "instruction_set")
+
+
+def avx512_visible():
+    """Whether this process sees AVX-512, as numpy's own `cpuid` check found it: False on an
+    AVX2-only CPU and under tools/avx2_only.sh, which hides it from onnxruntime as well."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy 1.x
+        from numpy.core._multiarray_umath import __cpu_features__
+    return bool(__cpu_features__.get("AVX512F"))
 
 
 def by_cpu_distance(rounds):
@@ -159,11 +170,15 @@ def main():
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "onnxruntime": ort.__version__,
+        # What each runtime's kernels were chosen for: onnxruntime's follow this process's
+        # `cpuid`, cxrm reports its level (rounds' `cxrm_instruction_set`).
+        "avx512_visible": avx512_visible(),
         "runs": args.runs, "batch": args.batch, "batch_runs": args.batch_runs,
         "settings": [],
     }
     print(f"model        {args.model} {shape}")
-    print(f"onnxruntime  {ort.__version__}; {report['cpu']}, {report['cores']} cores")
+    print(f"onnxruntime  {ort.__version__}; {report['cpu']}, {report['cores']} cores; AVX-512 "
+          f"{'visible' if report['avx512_visible'] else 'not visible (an AVX2 CPU, or hidden)'}")
     for threads in args.threads:
         runner = OrtRunner(model, shape, threads)
         rounds = []
@@ -179,12 +194,13 @@ def main():
                                   args.batch_runs)
 
             if r % 2 == 0:
-                (ort_ms, ort_ips), (cx_ms, cx_ips, cx_threads, trips) = ort_side(), cxrm_side()
+                (ort_ms, ort_ips), (cx_ms, cx_ips, cx_threads, trips, isa) = ort_side(), cxrm_side()
             else:
-                (cx_ms, cx_ips, cx_threads, trips), (ort_ms, ort_ips) = cxrm_side(), ort_side()
+                (cx_ms, cx_ips, cx_threads, trips, isa), (ort_ms, ort_ips) = cxrm_side(), ort_side()
             row = {"ort_ms": ort_ms, "cxrm_ms": cx_ms, "latency_ratio": cx_ms / ort_ms,
                    "ort_images_per_s": ort_ips, "cxrm_images_per_s": cx_ips,
                    "throughput_ratio": cx_ips / ort_ips, "cxrm_threads": cx_threads,
+                   "cxrm_instruction_set": isa,
                    "cpu_round_trip_ns": trips}
             rounds.append(row)
             cores = ("" if None in trips else
