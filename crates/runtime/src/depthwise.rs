@@ -798,6 +798,8 @@ mod tests {
             (9, 9),
             (5, 8),
             (6, 112),
+            (7, 56),
+            (10, 28),
         ] {
             let x = Array::from_shape_vec((2, 3, h, w), rand(6 * h * w, 46)).unwrap();
             let filters = rand(27, 47);
