@@ -3,7 +3,9 @@
 //!
 //! A pair of loads (16 columns from the window's first) holds the first tap in its even lanes
 //! and the second in its odd ones; AVX2 has no two-register permute, so each is gathered by a
-//! shuffle within 128-bit halves and a permute of 64-bit quarters. Columns outside the row
+//! shuffle within 128-bit halves, which leaves the outputs' 64-bit quarters in the order 0, 2,
+//! 1, 3. Every tap comes in that order, so the maxima are taken in it and one permute per
+//! vector of outputs puts them back before the store. Columns outside the row
 //! (the padding, the row's end) are loaded through `vmaskmovps` and set to −∞ by a blend, at
 //! the planes' edges only. The maxima are taken in the AVX-512 kernel's order from −∞ (NaN
 //! skipped as `f32::max` skips it): its bits (tested against whole windows).
@@ -45,17 +47,18 @@ pub unsafe fn plane_max_stride2(
         let row_max = |y: usize| {
             let at = plane[y * w..].as_ptr().wrapping_offset(c0);
             let (a, b) = load_pair(at, first_pair, neg_inf);
-            let (even, odd) = evens_and_odds(a, b);
+            let (even, odd) = (even_lanes(a, b), odd_lanes(a, b));
             let mut m = _mm256_max_ps(odd, neg_inf);
             m = _mm256_max_ps(even, m);
             if kw == 3 {
                 let (c, d) = load_pair(at.wrapping_offset(2), second_pair, neg_inf);
-                m = _mm256_max_ps(evens_and_odds(c, d).0, m);
+                m = _mm256_max_ps(even_lanes(c, d), m);
             }
             m
         };
         let max = |r, m| _mm256_max_ps(r, m);
         super::window_max::strip_of_windows((h, top, kh, oh), row_max, max, |oy, m| {
+            let m = in_order(m);
             let at = out[oy * ow + x..].as_mut_ptr();
             // SAFETY: the stored lanes are outputs `x..ow` of row `oy`, inside `out`.
             unsafe {
@@ -96,18 +99,27 @@ fn load_pair(at: *const f32, valid: u32, neg_inf: __m256) -> (__m256, __m256) {
     )
 }
 
-/// The even and the odd lanes of the sixteen values `a, b`, each in order.
+/// The even lanes of the sixteen values `a, b`, shuffled within 128-bit halves: `a0 a2 b0 b2
+/// | a4 a6 b4 b6`, the outputs' quarters in the order 0, 2, 1, 3 ([`in_order`] undoes it).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn evens_and_odds(a: __m256, b: __m256) -> (__m256, __m256) {
-    // Within each 128-bit half: a0 a2 b0 b2 | a4 a6 b4 b6; then the quarters in the order
-    // 0, 2, 1, 3: a0 a2 a4 a6 b0 b2 b4 b6.
-    let order =
-        |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
-    (
-        order(_mm256_shuffle_ps::<0b10_00_10_00>(a, b)),
-        order(_mm256_shuffle_ps::<0b11_01_11_01>(a, b)),
-    )
+fn even_lanes(a: __m256, b: __m256) -> __m256 {
+    _mm256_shuffle_ps::<0b10_00_10_00>(a, b)
+}
+
+/// The odd lanes of the sixteen values `a, b`, in the order of [`even_lanes`].
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn odd_lanes(a: __m256, b: __m256) -> __m256 {
+    _mm256_shuffle_ps::<0b11_01_11_01>(a, b)
+}
+
+/// A vector in the order of [`even_lanes`] back in output order: quarters 0, 2, 1, 3 swapped
+/// back.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn in_order(v: __m256) -> __m256 {
+    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
 }
 
 /// The values `j < 16` of a pair of loads from column `c` with `0 ≤ c + j < w`, as bits.
