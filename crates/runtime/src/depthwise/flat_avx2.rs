@@ -19,7 +19,6 @@
 //! (tested).
 
 use super::Plan;
-use crate::kernels::lane_mask as lanes;
 use crate::ops::{Activation, Conv2dParams};
 use std::arch::x86_64::*;
 
@@ -235,6 +234,7 @@ unsafe fn plane(plan: &Plan<'_>, index: usize, masks: &[Masks], order: &Order, o
     let channel = index % plan.channels;
     let input = &plan.src[index * h * w..(index + 1) * h * w];
     let taps = Taps::of(plan, channel);
+    let len = h * w;
     // Each tap's offset from the output it is for.
     let w = w as isize;
     let offsets: [isize; 9] =
@@ -268,7 +268,7 @@ unsafe fn plane(plan: &Plan<'_>, index: usize, masks: &[Masks], order: &Order, o
     for &v in &order.vectors[order.interior_end..order.len] {
         let v = v as usize;
         // SAFETY: vector `v` is this plane's, with its masks.
-        unsafe { edge_vector(taps, input, masks[v], v, out) }
+        unsafe { edge_vector(taps, (input, len), masks[v], v, out) }
     }
 }
 
@@ -327,8 +327,13 @@ unsafe fn interior_vectors<const N: usize, const SIDES: bool>(
     }
 }
 
-/// Vector `first` of the plane at `input`, which touches its first or last row or its end:
-/// each tap through `vmaskmovps`, the store masked to the plane.
+/// Vector `first` of the plane at `input` (`len` values), which touches its first or last row
+/// or its end. A tap whose lanes all fall in the padding adds a product of zeros, with no
+/// load; one whose loads lie inside the plane loads whole and clears the padding's lanes with
+/// a bitwise `and`, as the interior vectors' sides do; only the others (past the plane's ends)
+/// load through `vmaskmovps`. The store is masked only where the vector runs past the plane.
+/// (Every tap through `vmaskmovps`, MobileNetV2's 56×56 layer spent a tenth of its time on
+/// the two rows' vectors; docs/performance.md.)
 ///
 /// # Safety
 /// AVX2 and FMA; `masks` are the masks of vector `first` of the plane `input` points at, and `out`
@@ -337,25 +342,36 @@ unsafe fn interior_vectors<const N: usize, const SIDES: bool>(
 #[target_feature(enable = "avx2,fma")]
 unsafe fn edge_vector(
     (taps, offsets): (&Taps, &[isize; 9]),
-    input: *const f32,
+    (input, len): (*const f32, usize),
     masks: Masks,
     first: usize,
     out: *mut f32,
 ) {
     let mut acc = _mm256_setzero_ps();
     for (t, &offset) in offsets.iter().enumerate() {
-        let at = input.wrapping_offset(first as isize * 8 + offset);
-        // SAFETY: the mask lets through only lanes whose tap is a pixel of the plane; the
-        // others are not read, so their addresses (`wrapping_offset`) may lie outside it.
-        let x = unsafe { _mm256_maskload_ps(at, lanes(masks.tap(t / 3, t % 3))) };
+        let bits = masks.tap(t / 3, t % 3);
+        let start = (first * LANES) as isize + offset;
+        let at = input.wrapping_offset(start);
+        let x = if bits == 0 {
+            _mm256_setzero_ps()
+        } else if start >= 0 && start as usize + LANES <= len {
+            // SAFETY: the load lies inside the plane.
+            unsafe { _mm256_and_ps(_mm256_loadu_ps(at), mask_of(bits)) }
+        } else {
+            // SAFETY: the mask lets through only lanes whose tap is a pixel of the plane; the
+            // others are not read, so their addresses (`wrapping_offset`) may lie outside it.
+            unsafe { _mm256_maskload_ps(at, _mm256_castps_si256(mask_of(bits))) }
+        };
         acc = _mm256_add_ps(acc, _mm256_mul_ps(taps.weights[t], x));
     }
-    // SAFETY: the store mask lets through only outputs of the plane.
+    let value = taps.finish(acc);
+    // SAFETY: the store's lanes are outputs of the plane: all eight, or those its mask lets
+    // through.
     unsafe {
-        _mm256_maskstore_ps(
-            out.add(first * LANES),
-            lanes(masks.store()),
-            taps.finish(acc),
-        )
+        let at = out.add(first * LANES);
+        match masks.store() {
+            u8::MAX => _mm256_storeu_ps(at, value),
+            bits => _mm256_maskstore_ps(at, _mm256_castps_si256(mask_of(bits)), value),
+        }
     }
 }
