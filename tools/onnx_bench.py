@@ -119,19 +119,26 @@ def by_cpu_distance(rounds):
     """The rounds' ratios split by how far apart cxrm found the CPUs: `near` where both of a
     round's round trips were below the run's far boundary (`far_boundary`), `far` where both
     were above it (rounds whose state changed between the two timings, or with a trip not
-    measured, are in neither). None where no round's trips were measured (one CPU, or an
-    older cxrm)."""
+    measured, are in neither); `one placement` holding every round where the trips show no
+    such step, since whether that one placement was near or far is not known from the run
+    alone (its median round trip says). None where no round's trips were measured (one CPU,
+    or an older cxrm)."""
     timed = [r for r in rounds if None not in r["cpu_round_trip_ns"]]
     if not timed:
         return None
-    boundary = far_boundary([t for r in timed for t in r["cpu_round_trip_ns"]])
-    groups = {"near": [], "far": []}
-    for r in timed:
-        far = [t > boundary for t in r["cpu_round_trip_ns"]]
-        if far[0] == far[1]:
-            groups["far" if far[0] else "near"].append(r)
-    return {name: {"rounds": len(g), "shortest_round_trip_ns": min(
-                       min(r["cpu_round_trip_ns"]) for r in timed),
+    trips = [t for r in timed for t in r["cpu_round_trip_ns"]]
+    boundary = far_boundary(trips)
+    if not math.isfinite(boundary):
+        groups = {"one placement": timed}
+    else:
+        groups = {"near": [], "far": []}
+        for r in timed:
+            far = [t > boundary for t in r["cpu_round_trip_ns"]]
+            if far[0] == far[1]:
+                groups["far" if far[0] else "near"].append(r)
+    return {name: {"rounds": len(g), "shortest_round_trip_ns": min(trips),
+                   "median_round_trip_ns": statistics.median(
+                       t for r in g for t in r["cpu_round_trip_ns"]),
                    "far_boundary_ns": boundary if math.isfinite(boundary) else None,
                    "latency_ratio_median": statistics.median(r["latency_ratio"] for r in g),
                    "throughput_ratio_median": statistics.median(r["throughput_ratio"] for r in g),
@@ -244,8 +251,9 @@ def main():
             print(f"  CPUs far apart above a round trip of {first['far_boundary_ns']:.0f} ns "
                   "(the widest step between the run's round trips)")
         elif first:
-            print("  CPUs in one placement throughout (no step between the round trips), the "
-                  f"shortest round trip {first['shortest_round_trip_ns']:.0f} ns")
+            print("  CPUs in one placement throughout (no step between the round trips): round "
+                  f"trips {first['shortest_round_trip_ns']:.0f} ns at the shortest, "
+                  f"{first['median_round_trip_ns']:.0f} the median")
         for name, g in (distance or {}).items():
             print(f"  CPUs {name:4s}  {g['rounds']} rounds: latency {g['latency_ratio_median']:.2f} "
                   f"(onnxruntime {g['ort_ms_median']:.3f} ms, cxrm {g['cxrm_ms_median']:.3f}), "
