@@ -818,6 +818,51 @@ mod tests {
     }
 
     #[test]
+    fn rows_of_every_width_give_the_general_loops_bits() {
+        // The row kernels' groups of vectors: rows of one vector to several groups, whose
+        // first, last or middle vectors touch an edge, at both strides; five rows, so that
+        // the planes' first and last rows (loads past the input's ends) and the rows between
+        // (whole loads, lanes cleared) all occur; and paddings past the zero rows' margins.
+        let cases = [1, 2].into_iter().flat_map(|stride| {
+            let widths = (1..=72).map(move |w| (stride, w, [1, 1, 1, 1]));
+            let wide = [(stride, 9, [40, 40, 40, 40]), (stride, 30, [0, 0, 1, 1])];
+            widths.chain(wide)
+        });
+        for (stride, w, padding) in cases {
+            let p = Conv2dParams {
+                kernel: [3, 3],
+                stride: [stride, stride],
+                padding,
+                dilation: [1, 1],
+                groups: 2,
+            };
+            let h = 5;
+            let (oh, ow) = p.output_size(h, w).unwrap();
+            if !Path::Rows.fits(&p, (h, w), ow) {
+                continue;
+            }
+            let x = Array::from_shape_vec((1, 2, h, w), rand(2 * h * w, 48)).unwrap();
+            let filters = rand(18, 49);
+            let general = depthwise_general(x.view(), &filters, &p);
+            let mut got = vec![f32::NAN; 2 * oh * ow];
+            let none = Activation::None;
+            depthwise_on(
+                Path::Rows,
+                x.view(),
+                &filters,
+                None,
+                &p,
+                (oh, ow),
+                none,
+                &mut got,
+            );
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let label = format!("{h}×{w}, stride {stride}, padding {padding:?}");
+            assert_eq!(bits(general.as_slice().unwrap()), bits(&got), "{label}");
+        }
+    }
+
+    #[test]
     fn every_window_stride_and_dilation_gives_the_general_loops_bits() {
         // Widths below, at and past a block; strides 1–3, dilation, uneven padding.
         for (h, w) in [(9, 45), (7, 7), (6, 12), (12, 70), (5, 130)] {

@@ -215,7 +215,7 @@ static LANE_MASKS: [[u32; LANES]; 256] = {
 /// The lanes set in `bits`, as a vector mask.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn mask_of(bits: u8) -> __m256 {
+pub(super) fn mask_of(bits: u8) -> __m256 {
     // SAFETY: each entry of the table is eight u32s, one vector.
     unsafe { _mm256_loadu_ps(LANE_MASKS[bits as usize].as_ptr().cast()) }
 }

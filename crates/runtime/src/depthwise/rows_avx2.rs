@@ -19,7 +19,7 @@
 //! `kernels::finish_rows` computes them: the per-plane kernel's bits (tested).
 
 use super::Plan;
-use super::flat_avx2::Taps;
+use super::flat_avx2::{Taps, mask_of};
 use super::rows::{Group, Layout};
 use crate::kernels::lane_mask;
 use crate::ops::Conv2dParams;
@@ -97,15 +97,31 @@ pub(super) fn planes(plan: &Plan<'_>, first: usize, part: &mut [f32]) {
     }
     let columns = &columns[..vectors];
     let mut groups = [Group::default(); MAX_VECTORS_PER_ROW];
-    let groups = Group::split(columns, Column::is_whole, &mut groups);
+    let groups = groups_of_four(columns, &mut groups);
+    let mut kinds = [Masked::None; MAX_VECTORS_PER_ROW];
+    for (kind, group) in kinds.iter_mut().zip(groups) {
+        let columns = &columns[group.first..group.first + group.count];
+        *kind = if group.masked {
+            Masked::of(columns)
+        } else {
+            Masked::None
+        };
+    }
     let plane_out = oh * ow;
     // The rows of the padding above and below the plane: the same loads read zeros from
     // here, so that no load asks whether its row exists.
-    crate::scratch::with_zeros(w, |zeros| {
+    // With a margin either side, so that a masked vector's loads from it lie inside it.
+    crate::scratch::with_zeros(w + 2 * MARGIN, |padded_zeros| {
+        let readable = Readable {
+            input: plan.src.as_ptr_range(),
+            zeros: padded_zeros.as_ptr_range(),
+            reach: Readable::reach(columns, stride),
+            kinds: &kinds[..groups.len()],
+        };
         let layout = Layout {
             columns,
             groups,
-            zeros,
+            zeros: &padded_zeros[MARGIN..],
         };
         for (i, out) in part.chunks_exact_mut(plane_out.max(1)).enumerate() {
             // SAFETY: the CPU has AVX2 and FMA (`fits`); plane `first + i` is in
@@ -113,13 +129,114 @@ pub(super) fn planes(plan: &Plan<'_>, first: usize, part: &mut [f32]) {
             // this layer's widths, and `zeros` is as wide as its rows.
             unsafe {
                 if stride == 1 {
-                    plane::<1>(plan, first + i, &layout, out)
+                    plane::<1>(plan, first + i, (&layout, &readable), out)
                 } else {
-                    plane::<2>(plan, first + i, &layout, out)
+                    plane::<2>(plan, first + i, (&layout, &readable), out)
                 }
             }
         }
     })
+}
+
+/// The zeros' margin either side of the padding's row, in values: past the farthest a load
+/// reaches beyond its row with one column of padding (a column before it; at stride 2, 18
+/// after it). Wider paddings load the padding's rows through masks.
+const MARGIN: usize = 32;
+
+/// The memory a masked vector may load whole from, clearing the lanes outside its row: the
+/// layer's input and the padding's row of zeros with its margins; how far a row's loads
+/// reach either side of it; and which vectors of each group take masks.
+struct Readable<'a> {
+    input: std::ops::Range<*const f32>,
+    zeros: std::ops::Range<*const f32>,
+    /// The first and one past the last value a row's loads read, from the row's start.
+    reach: (isize, isize),
+    kinds: &'a [Masked],
+}
+
+impl Readable<'_> {
+    /// The reach of the loads of `columns`.
+    fn reach(columns: &[Column], stride: usize) -> (isize, isize) {
+        let loads = &LOADS[stride - 1];
+        let first = columns.iter().map(|c| c.start).min().unwrap_or(0);
+        let last = columns.iter().map(|c| c.start).max().unwrap_or(0);
+        let end = last + loads.iter().max().unwrap_or(&0) + LANES as isize;
+        (first + loads.iter().min().unwrap_or(&0), end)
+    }
+
+    /// Whether every load of a row's vectors from each of `rows` lies in readable memory:
+    /// true but at the input's two ends (and for paddings wider than the zeros' margins).
+    /// Once per output row, since a check per group cost as much as the loads it saved.
+    fn holds(&self, rows: &[*const f32; 3]) -> bool {
+        rows.iter().all(|&row| {
+            let (from, to) = (
+                row.wrapping_offset(self.reach.0),
+                row.wrapping_offset(self.reach.1),
+            );
+            [&self.input, &self.zeros]
+                .iter()
+                .any(|range| range.start <= from && to <= range.end)
+        })
+    }
+}
+
+/// A row's columns in groups of four neighbours (fewer at its end), each masked where any of
+/// its columns needs a mask. A row's edge vectors then sum beside three others, the whole
+/// ones among them loading whole ([`Masked`]). (On their own, as [`Group::split`] leaves them
+/// for the AVX-512 kernel, each waited on its chain of nine additions: MobileNetV2's stride-2
+/// layer from 56×56, four vectors a row, two of them at an edge, spent 40% of its time on
+/// those; with every load of a group masked it was slower still. docs/performance.md.)
+fn groups_of_four<'g>(columns: &[Column], groups: &'g mut [Group]) -> &'g [Group] {
+    let mut used = 0;
+    for (i, chunk) in columns.chunks(GROUP).enumerate() {
+        groups[used] = Group {
+            first: i * GROUP,
+            count: chunk.len(),
+            masked: !chunk.iter().all(Column::is_whole),
+        };
+        used += 1;
+    }
+    &groups[..used]
+}
+
+/// Vectors of a row summed side by side.
+const GROUP: usize = 4;
+
+/// Which vectors of a group load and store through masks: none, its first, its last, both,
+/// or all of them, where a vector between them needs masks too (a row of few columns). Each
+/// is a constant of [`vectors`], so the other vectors' loads stay whole.
+#[derive(Clone, Copy)]
+enum Masked {
+    None,
+    First,
+    Last,
+    Edges,
+    All,
+}
+
+/// [`Masked`] as the bits of [`vectors`]' constant.
+const NONE: u8 = 0;
+const FIRST: u8 = 1;
+const LAST: u8 = 2;
+const ALL: u8 = 4;
+/// With [`Masked`]'s bits: the masked vectors load whole and clear the lanes outside the row.
+const WHOLE: u8 = 8;
+
+impl Masked {
+    /// The vectors of `columns` (a group with a column that needs masks) that take masks.
+    fn of(columns: &[Column]) -> Masked {
+        let needs = |c: &Column| !c.is_whole();
+        let last = columns.len() - 1;
+        if columns[1.min(last)..last].iter().any(needs) {
+            return Masked::All;
+        }
+        match (needs(&columns[0]), last > 0 && needs(&columns[last])) {
+            (true, true) => Masked::Edges,
+            (true, false) => Masked::First,
+            (false, true) => Masked::Last,
+            (false, false) => Masked::None,
+        }
+    }
 }
 
 /// One plane (`index`, channel `index % channels`) at stride `S`, a row at a time.
@@ -127,7 +244,7 @@ pub(super) fn planes(plan: &Plan<'_>, first: usize, part: &mut [f32]) {
 unsafe fn plane<const S: usize>(
     plan: &Plan<'_>,
     index: usize,
-    layout: &Layout<'_, Column>,
+    (layout, readable): (&Layout<'_, Column>, &Readable<'_>),
     out: &mut [f32],
 ) {
     let (h, w) = plan.input;
@@ -138,17 +255,35 @@ unsafe fn plane<const S: usize>(
     let taps = Taps::of(plan, channel);
     for (oy, out_row) in out.chunks_exact_mut(ow).enumerate().take(oh) {
         let rows = layout.window_rows(input, (h, w), (oy, S, top));
-        for group in layout.groups {
+        // Masked vectors load whole and clear the lanes outside the row, but where a load
+        // would leave readable memory (vmaskmovps side by side stalled: 0.120 ms against
+        // 0.113 on the stride-2 layer from 56×56).
+        let whole = readable.holds(&rows);
+        for (group, &masked) in layout.groups.iter().zip(readable.kinds) {
             let columns = &layout.columns[group.first..group.first + group.count];
             let out = out_row[group.first * LANES..].as_mut_ptr();
             // SAFETY: as `vectors` asks; `out` is the row from the group's first output.
             unsafe {
-                match (group.masked, group.count) {
-                    (true, _) => vectors::<S, 1, true>(&taps, &rows, columns, out),
-                    (false, 4) => vectors::<S, 4, false>(&taps, &rows, columns, out),
-                    (false, 3) => vectors::<S, 3, false>(&taps, &rows, columns, out),
-                    (false, 2) => vectors::<S, 2, false>(&taps, &rows, columns, out),
-                    (false, _) => vectors::<S, 1, false>(&taps, &rows, columns, out),
+                macro_rules! by_count {
+                    ($mask:expr) => {
+                        match group.count {
+                            4 => vectors::<S, 4, { $mask }>(&taps, &rows, columns, out),
+                            3 => vectors::<S, 3, { $mask }>(&taps, &rows, columns, out),
+                            2 => vectors::<S, 2, { $mask }>(&taps, &rows, columns, out),
+                            _ => vectors::<S, 1, { $mask }>(&taps, &rows, columns, out),
+                        }
+                    };
+                }
+                match (masked, whole) {
+                    (Masked::None, _) => by_count!(NONE),
+                    (Masked::First, true) => by_count!(FIRST | WHOLE),
+                    (Masked::Last, true) => by_count!(LAST | WHOLE),
+                    (Masked::Edges, true) => by_count!(FIRST | LAST | WHOLE),
+                    (Masked::All, true) => by_count!(ALL | WHOLE),
+                    (Masked::First, false) => by_count!(FIRST),
+                    (Masked::Last, false) => by_count!(LAST),
+                    (Masked::Edges, false) => by_count!(FIRST | LAST),
+                    (Masked::All, false) => by_count!(ALL),
                 }
             }
         }
@@ -186,40 +321,47 @@ fn in_order(v: __m256) -> __m256 {
 }
 
 /// The `N` vectors of outputs of `columns` in one row, from its three input `rows`, stored
-/// from `out` on; through the columns' masks if `MASKED`, else whole.
+/// from `out` on. The vectors `MASK` names ([`Masked`]) load and store through the columns'
+/// masks: with [`WHOLE`], their loads read whole vectors and clear the lanes outside the row;
+/// without it, through `vmaskmovps`, reading only the row's columns. The others load and
+/// store whole.
 ///
 /// # Safety
 /// AVX2 and FMA; each row holds the `w` columns the columns' masks were made for, and `out`
-/// the outputs the columns' store masks let through; without `MASKED`, every mask of the
-/// columns is whole.
+/// the outputs the columns' store masks let through; the vectors `MASK` leaves out have whole
+/// masks; with [`WHOLE`], every load of the masked vectors lies in readable memory.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn vectors<const S: usize, const N: usize, const MASKED: bool>(
+unsafe fn vectors<const S: usize, const N: usize, const MASK: u8>(
     taps: &Taps,
     rows: &[*const f32; 3],
     columns: &[Column],
     out: *mut f32,
 ) {
+    // Whether vector `j` loads and stores through its masks.
+    let masked = |j: usize| {
+        MASK & ALL != 0 || (MASK & FIRST != 0 && j == 0) || (MASK & LAST != 0 && j == N - 1)
+    };
     let mut acc = [_mm256_setzero_ps(); N];
-    let mut masks = [[_mm256_setzero_si256(); 4]; N];
     let mut starts = [0isize; N];
     for (j, column) in columns.iter().enumerate().take(N) {
         starts[j] = column.start;
-        if MASKED {
-            for (mask, &bits) in masks[j].iter_mut().zip(&column.masks) {
-                *mask = lane_mask(bits);
-            }
-        }
     }
     for (ky, &row) in rows.iter().enumerate() {
         for j in 0..N {
             // SAFETY: every lane a mask lets through is a column of the row, `0..w`; the
-            // others are not read, so their addresses (`wrapping_offset`) may lie outside
-            // the plane. Unmasked loads read only columns of the row (the caller's promise).
+            // others are not read by `vmaskmovps`, so their addresses (`wrapping_offset`) may
+            // lie outside the plane, and are read whole only where the caller found them
+            // readable. Unmasked loads read only columns of the row (the caller's promise).
             let load = |k: usize| unsafe {
                 let at = row.wrapping_offset(starts[j] + LOADS[S - 1][k]);
-                if MASKED {
-                    _mm256_maskload_ps(at, masks[j][k])
+                // The masks come from a table, a load each, rather than held in registers,
+                // which four vectors' sums and loads already fill.
+                let mask = || mask_of(columns[j].masks[k]);
+                if masked(j) && MASK & WHOLE != 0 {
+                    _mm256_and_ps(_mm256_loadu_ps(at), mask())
+                } else if masked(j) {
+                    _mm256_maskload_ps(at, _mm256_castps_si256(mask()))
                 } else {
                     _mm256_loadu_ps(at)
                 }
@@ -240,7 +382,7 @@ unsafe fn vectors<const S: usize, const N: usize, const MASKED: bool>(
         let acc = taps.finish(if S == 2 { in_order(acc) } else { acc });
         // SAFETY: the store's lanes are outputs of the row (the caller's promise).
         unsafe {
-            if MASKED {
+            if masked(j) && column.store != u8::MAX {
                 _mm256_maskstore_ps(out.add(j * LANES), lane_mask(column.store), acc)
             } else {
                 _mm256_storeu_ps(out.add(j * LANES), acc)
