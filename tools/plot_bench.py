@@ -9,6 +9,7 @@ Latency is drawn as onnxruntime / cxrm (the inverse of the JSON's cxrm / onnxrun
 so that for every bar higher is better for cxrm and the line at 1.0 is parity.
 
 Usage: python3 tools/plot_bench.py OUT.svg RESULT.json [RESULT.json ...] [--title TEXT]
+           [--labels NAME ...]   (one per file: the groups' names, default the models')
 Needs only the standard library.
 """
 import argparse, json, os
@@ -105,15 +106,22 @@ def main():
     ap.add_argument("out")
     ap.add_argument("results", nargs="+")
     ap.add_argument("--title", help="the chart's title (default: what the bars and whiskers are)")
+    ap.add_argument("--labels", nargs="+",
+                    help="each file's group name, in order (default: the model's file name), "
+                         "for runs of one model before and after a change")
     args = ap.parse_args()
+    if args.labels and len(args.labels) != len(args.results):
+        ap.error(f"{len(args.labels)} labels for {len(args.results)} files")
     loaded = []
     for path in args.results:
         with open(path) as f:
             loaded.append((path, json.load(f)))
     intervals = all(has_intervals(result) for _, result in loaded)
     results = []
-    for path, result in loaded:
+    for i, (path, result) in enumerate(loaded):
         name = os.path.splitext(os.path.basename(result.get("model", path)))[0]
+        if args.labels:
+            name = args.labels[i]
         results.append((name, bars(result, intervals)))
     whiskers = "95% intervals of the medians" if intervals else "range"
     title = args.title or f"cxrm against onnxruntime (medians of the rounds, whiskers: {whiskers})"
