@@ -22,6 +22,7 @@ use super::Plan;
 use super::flat_avx2::{Taps, mask_of};
 use super::rows::{Group, Layout};
 use crate::kernels::lane_mask;
+use crate::kernels::pairs_avx2::{even_lanes, in_order, odd_lanes};
 use crate::ops::Conv2dParams;
 use std::arch::x86_64::*;
 
@@ -290,36 +291,6 @@ unsafe fn plane<const S: usize>(
     }
 }
 
-/// The even lanes of the 16 values `a, b` (left taps at stride 2) in the order
-/// [`PAIRED`]: `shufps` takes lanes 0 and 2 of each within 128-bit halves, and leaves the
-/// halves where they are, since a permute across them costs more than the shuffle (one per
-/// tap, nine a vector, took more time than the sums).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn even_lanes(a: __m256, b: __m256) -> __m256 {
-    _mm256_shuffle_ps::<0x88>(a, b)
-}
-
-/// The odd lanes of the 16 values `a, b` (middle taps at stride 2), as [`even_lanes`].
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn odd_lanes(a: __m256, b: __m256) -> __m256 {
-    _mm256_shuffle_ps::<0xDD>(a, b)
-}
-
-/// The order of the outputs in [`even_lanes`] and [`odd_lanes`]: lane `j` holds output
-/// `PAIRED[j]`, its 64-bit quarters 0, 2, 1, 3. Every tap of a vector comes in this order, so
-/// the sums are put back in order once ([`in_order`]).
-#[cfg(test)]
-const PAIRED: [usize; 8] = [0, 1, 4, 5, 2, 3, 6, 7];
-
-/// Sums in the order [`PAIRED`] back in output order: quarters 0, 2, 1, 3 swapped back.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn in_order(v: __m256) -> __m256 {
-    _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)))
-}
-
 /// The `N` vectors of outputs of `columns` in one row, from its three input `rows`, stored
 /// from `out` on. The vectors `MASK` names ([`Masked`]) load and store through the columns'
 /// masks: with [`WHOLE`], their loads read whole vectors and clear the lanes outside the row;
@@ -388,33 +359,5 @@ unsafe fn vectors<const S: usize, const N: usize, const MASK: u8>(
                 _mm256_storeu_ps(out.add(j * LANES), acc)
             }
         };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn even_and_odd_lanes_split_sixteen_values_in_paired_order() {
-        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
-            return;
-        }
-        let values: Vec<f32> = (0..16).map(|v| v as f32).collect();
-        let mut got = [[0f32; 8]; 3];
-        // SAFETY: AVX2 and FMA (checked above); the loads read `values`, the stores `got`.
-        unsafe {
-            let (a, b) = (
-                _mm256_loadu_ps(values.as_ptr()),
-                _mm256_loadu_ps(values[8..].as_ptr()),
-            );
-            _mm256_storeu_ps(got[0].as_mut_ptr(), even_lanes(a, b));
-            _mm256_storeu_ps(got[1].as_mut_ptr(), odd_lanes(a, b));
-            _mm256_storeu_ps(got[2].as_mut_ptr(), in_order(even_lanes(a, b)));
-        }
-        let paired = |first: f32| PAIRED.map(|j| first + 2.0 * j as f32);
-        assert_eq!(got[0], paired(0.0));
-        assert_eq!(got[1], paired(1.0));
-        assert_eq!(got[2], [0., 2., 4., 6., 8., 10., 12., 14.]);
     }
 }

@@ -26,6 +26,8 @@ mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod few_columns_avx2;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod pairs_avx2;
+#[cfg(target_arch = "x86_64")]
 pub(crate) use avx512::{activate, first_lanes};
 mod channel_panels;
 #[cfg(target_arch = "x86_64")]

@@ -10,6 +10,7 @@
 //! the planes' edges only. The maxima are taken in the AVX-512 kernel's order from −∞ (NaN
 //! skipped as `f32::max` skips it): its bits (tested against whole windows).
 
+use super::pairs_avx2::{even_lanes, in_order, odd_lanes};
 use super::{first_lanes_avx2, lane_mask};
 use std::arch::x86_64::*;
 
@@ -97,29 +98,6 @@ fn load_pair(at: *const f32, valid: u32, neg_inf: __m256) -> (__m256, __m256) {
         half(at, valid as u8),
         half(at.wrapping_add(LANES), (valid >> 8) as u8),
     )
-}
-
-/// The even lanes of the sixteen values `a, b`, shuffled within 128-bit halves: `a0 a2 b0 b2
-/// | a4 a6 b4 b6`, the outputs' quarters in the order 0, 2, 1, 3 ([`in_order`] undoes it).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn even_lanes(a: __m256, b: __m256) -> __m256 {
-    _mm256_shuffle_ps::<0b10_00_10_00>(a, b)
-}
-
-/// The odd lanes of the sixteen values `a, b`, in the order of [`even_lanes`].
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn odd_lanes(a: __m256, b: __m256) -> __m256 {
-    _mm256_shuffle_ps::<0b11_01_11_01>(a, b)
-}
-
-/// A vector in the order of [`even_lanes`] back in output order: quarters 0, 2, 1, 3 swapped
-/// back.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn in_order(v: __m256) -> __m256 {
-    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
 }
 
 /// The values `j < 16` of a pair of loads from column `c` with `0 ≤ c + j < w`, as bits.
