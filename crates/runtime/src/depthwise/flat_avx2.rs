@@ -19,6 +19,7 @@
 //! (tested).
 
 use super::Plan;
+use crate::kernels::lane_mask_loaded;
 use crate::ops::{Activation, Conv2dParams};
 use std::arch::x86_64::*;
 
@@ -116,26 +117,27 @@ struct Order {
 
 impl Order {
     fn of(masks: &[Masks]) -> Order {
+        // 0: interior with whole sides, 1: interior with a side in the padding, 2: edge.
+        let kind = |m: &Masks| match (m.is_interior(), m.has_whole_sides()) {
+            (true, true) => 0,
+            (true, false) => 1,
+            (false, _) => 2,
+        };
         let mut order = Order {
             vectors: [0; MAX_VECTORS],
             whole_end: 0,
             interior_end: 0,
             len: 0,
         };
-        let kinds: [&dyn Fn(&Masks) -> bool; 3] = [
-            &|m| m.is_interior() && m.has_whole_sides(),
-            &|m| m.is_interior() && !m.has_whole_sides(),
-            &|m| !m.is_interior(),
-        ];
-        for (k, kind) in kinds.into_iter().enumerate() {
-            for (v, _) in masks.iter().enumerate().filter(|(_, m)| kind(m)) {
+        for k in 0..3 {
+            for (v, _) in masks.iter().enumerate().filter(|(_, m)| kind(m) == k) {
                 order.vectors[order.len] = v as u16;
                 order.len += 1;
             }
-            match k {
-                0 => order.whole_end = order.len,
-                1 => order.interior_end = order.len,
-                _ => {}
+            if k == 0 {
+                order.whole_end = order.len;
+            } else if k == 1 {
+                order.interior_end = order.len;
             }
         }
         order
@@ -192,32 +194,6 @@ impl Taps {
         }
         crate::kernels::activate_avx2(sums, self.activation)
     }
-}
-
-/// Every lane mask, a bit per lane: one load each where the interior vectors' sides need
-/// them, instead of the four instructions of `lane_mask`.
-static LANE_MASKS: [[u32; LANES]; 256] = {
-    let mut table = [[0; LANES]; 256];
-    let mut bits = 0;
-    while bits < 256 {
-        let mut lane = 0;
-        while lane < LANES {
-            if bits >> lane & 1 == 1 {
-                table[bits][lane] = u32::MAX;
-            }
-            lane += 1;
-        }
-        bits += 1;
-    }
-    table
-};
-
-/// The lanes set in `bits`, as a vector mask.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-pub(super) fn mask_of(bits: u8) -> __m256 {
-    // SAFETY: each entry of the table is eight u32s, one vector.
-    unsafe { _mm256_loadu_ps(LANE_MASKS[bits as usize].as_ptr().cast()) }
 }
 
 /// Vectors summed side by side: four independent chains of additions.
@@ -298,8 +274,8 @@ unsafe fn interior_vectors<const N: usize, const SIDES: bool>(
     let mut sides = [[_mm256_setzero_ps(); 2]; N];
     for (side, &v) in sides.iter_mut().zip(group).filter(|_| SIDES) {
         let masks = &masks[v as usize];
-        side[0] = mask_of(masks.columns[0]);
-        side[1] = mask_of(masks.columns[2]);
+        side[0] = lane_mask_loaded(masks.columns[0]);
+        side[1] = lane_mask_loaded(masks.columns[2]);
     }
     // A row of taps at a time: each vector's loads in that row are one pointer and the
     // constant displacements −1, 0 and +1 (with a pointer per vector and tap, the sorted
@@ -356,11 +332,11 @@ unsafe fn edge_vector(
             _mm256_setzero_ps()
         } else if start >= 0 && start as usize + LANES <= len {
             // SAFETY: the load lies inside the plane.
-            unsafe { _mm256_and_ps(_mm256_loadu_ps(at), mask_of(bits)) }
+            unsafe { _mm256_and_ps(_mm256_loadu_ps(at), lane_mask_loaded(bits)) }
         } else {
             // SAFETY: the mask lets through only lanes whose tap is a pixel of the plane; the
             // others are not read, so their addresses (`wrapping_offset`) may lie outside it.
-            unsafe { _mm256_maskload_ps(at, _mm256_castps_si256(mask_of(bits))) }
+            unsafe { _mm256_maskload_ps(at, _mm256_castps_si256(lane_mask_loaded(bits))) }
         };
         acc = _mm256_add_ps(acc, _mm256_mul_ps(taps.weights[t], x));
     }
@@ -371,7 +347,7 @@ unsafe fn edge_vector(
         let at = out.add(first * LANES);
         match masks.store() {
             u8::MAX => _mm256_storeu_ps(at, value),
-            bits => _mm256_maskstore_ps(at, _mm256_castps_si256(mask_of(bits)), value),
+            bits => _mm256_maskstore_ps(at, _mm256_castps_si256(lane_mask_loaded(bits)), value),
         }
     }
 }

@@ -19,10 +19,10 @@
 //! `kernels::finish_rows` computes them: the per-plane kernel's bits (tested).
 
 use super::Plan;
-use super::flat_avx2::{Taps, mask_of};
+use super::flat_avx2::Taps;
 use super::rows::{Group, Layout};
-use crate::kernels::lane_mask;
 use crate::kernels::pairs_avx2::{even_lanes, in_order, odd_lanes};
+use crate::kernels::{lane_mask, lane_mask_loaded};
 use crate::ops::Conv2dParams;
 use std::arch::x86_64::*;
 
@@ -328,7 +328,7 @@ unsafe fn vectors<const S: usize, const N: usize, const MASK: u8>(
                 let at = row.wrapping_offset(starts[j] + LOADS[S - 1][k]);
                 // The masks come from a table, a load each, rather than held in registers,
                 // which four vectors' sums and loads already fill.
-                let mask = || mask_of(columns[j].masks[k]);
+                let mask = || lane_mask_loaded(columns[j].masks[k]);
                 if masked(j) && MASK & WHOLE != 0 {
                     _mm256_and_ps(_mm256_loadu_ps(at), mask())
                 } else if masked(j) {

@@ -20,7 +20,9 @@ use multiversion::{multiversion, target::selected_target};
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
-pub(crate) use avx2::{activate as activate_avx2, first_lanes as first_lanes_avx2, lane_mask};
+pub(crate) use avx2::{
+    activate as activate_avx2, first_lanes as first_lanes_avx2, lane_mask, lane_mask_loaded,
+};
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
