@@ -16,6 +16,7 @@ use super::Plan;
 use crate::kernels::transpose16::transpose;
 use crate::kernels::{activate, first_lanes};
 use crate::ops::Conv2dParams;
+use crate::scratch;
 use std::arch::x86_64::*;
 
 const LANES: usize = 16;
@@ -76,11 +77,14 @@ pub(super) unsafe fn in_blocks(
     let [top, left, bottom, right] = plan.p.padding;
     let (ph, pw) = (h + top + bottom, w + left + right);
     let plane_out = (oh * ow).max(1);
-    // Zeros once: the borders are never written, the interior is rewritten per block.
+    // Zeros once: the borders are never written, the interior is rewritten per block. Each
+    // from a cache line, so that no vector of a pixel's channels straddles two.
     block.clear();
-    block.resize(ph * pw * lanes, 0.0);
+    block.resize(ph * pw * lanes + scratch::LINE_VALUES, 0.0);
+    let block = scratch::line_aligned(block, ph * pw * lanes);
     sums.clear();
-    sums.resize(oh * ow * lanes, 0.0);
+    sums.resize(oh * ow * lanes + scratch::LINE_VALUES, 0.0);
+    let sums = scratch::line_aligned(sums, oh * ow * lanes);
     let planes = part.len() / plane_out;
     let mut done = 0;
     while done < planes {

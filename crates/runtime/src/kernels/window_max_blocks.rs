@@ -14,6 +14,7 @@
 
 use super::first_lanes_avx2 as first_lanes;
 use super::transpose8::transpose;
+use crate::scratch::{LINE_VALUES, line_aligned};
 use std::arch::x86_64::*;
 
 const LANES: usize = 8;
@@ -71,11 +72,14 @@ pub fn planes(
     let planes = part.len() / plane_out;
     assert!(src.len() >= (first + planes) * plane_in, "the input planes");
     let (rows, columns) = g.padded();
-    // −∞ once: the padding is never written, the interior is rewritten per block.
+    // −∞ once: the padding is never written, the interior is rewritten per block. Each from
+    // a cache line, so that no vector of a pixel's planes straddles two.
     block.clear();
-    block.resize(rows * columns * LANES, f32::NEG_INFINITY);
+    block.resize(rows * columns * LANES + LINE_VALUES, f32::NEG_INFINITY);
+    let block = line_aligned(block, rows * columns * LANES);
     maxima.clear();
-    maxima.resize(oh * ow * LANES, 0.0);
+    maxima.resize(oh * ow * LANES + LINE_VALUES, 0.0);
+    let maxima = line_aligned(maxima, oh * ow * LANES);
     let mut done = 0;
     while done < planes {
         let count = LANES.min(planes - done);
