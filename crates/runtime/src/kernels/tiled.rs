@@ -17,12 +17,21 @@
 
 pub(crate) use super::tiled_columns::{Columns, Images, OneMatrix};
 
-/// The most steps of the depth a packed panel holds: 256 steps of 48 columns are 48 KiB, and
-/// an AVX-512 tile's 8 weight rows over them 8 KiB, so both stay in L1 and L2 while the tiles
-/// sweep them. (Without it, VGG16's 4,608-deep products read 884 KiB panels and 147 KiB of
-/// weights per tile from L2, and ran 1.9× onnxruntime's time against 1.6× through the `gemm`
-/// crate.)
-const DEPTH_BLOCK: usize = 256;
+/// The bytes of a packed panel's block of the depth: 256 steps of AVX-512's 48 columns, and an
+/// AVX-512 tile's 8 weight rows over them 8 KiB, so both stay in L1 and L2 while the tiles
+/// sweep them. (Without a bound, VGG16's 4,608-deep products read 884 KiB panels and 147 KiB
+/// of weights per tile from L2, and ran 1.9× onnxruntime's time against 1.6× through the
+/// `gemm` crate.) AVX2's 16-column panels take 768 steps in the same bytes (6 weight rows,
+/// 18 KiB); with 256 there, as AVX-512 has, Xception's 728-deep middle flow took three blocks
+/// a product, each reading and writing the tile's sums again: 0.877 against 0.822 ms a layer,
+/// its 1×1 layers in all 36.4 against 35.4 ms (one thread, AVX-512 hidden, three alternating
+/// profiles; 512 steps gave 36.0, 1,024 35.8).
+const PANEL_BLOCK_BYTES: usize = 48 << 10;
+
+/// The most steps of the depth a packed panel of `K` holds ([`PANEL_BLOCK_BYTES`]).
+const fn depth_block<K: Tiles>() -> usize {
+    PANEL_BLOCK_BYTES / (4 * K::PANEL)
+}
 /// Products with at most this many rows (four AVX-512 tiles) read the right-hand side in place
 /// ([`in_place`]): packing copies the whole right-hand side for few tiles to read it.
 /// MobileNetV2's 144→32 projection at 28×28 took 0.069–0.071 ms in place against
@@ -473,20 +482,21 @@ unsafe fn tiles_over_panels<K: Tiles, C: Columns>(
     // in L1 while the panels come from L2. (Panels outermost, each swept by every tile of
     // rows, was slower where the weights are large and the pixels few: Xception's 728×728
     // middle flow at 9×9 re-read its 2 MiB of weights once per panel, 0.88 against 0.64 ms.)
-    let block = (K::RHS_BLOCK_BYTES / (4 * DEPTH_BLOCK.min(cols)) / K::PANEL).max(1) * K::PANEL;
+    let block =
+        (K::RHS_BLOCK_BYTES / (4 * depth_block::<K>().min(cols)) / K::PANEL).max(1) * K::PANEL;
     let block = block.min(n.next_multiple_of(K::PANEL));
-    let depth_block = DEPTH_BLOCK.min(cols);
+    let block_steps = depth_block::<K>().min(cols);
     // The tiles whose columns span two stretches (images) sum into a buffer of their own,
     // a slot per stretch they start in, and are stored when their depth is done.
     let side_len = p.columns.stretches_crossed() * rows * K::PANEL;
     // Every panel value is written by `pack` before the tiles read it, and every side value by
     // its tile's first depth block.
     crate::scratch::with_len(side_len, |side| {
-        crate::scratch::with_line_aligned_len(depth_block * block, |packed| {
+        crate::scratch::with_line_aligned_len(block_steps * block, |packed| {
             for first_col in (0..n).step_by(block) {
                 let block_cols = block.min(n - first_col);
-                for first_step in (0..cols).step_by(DEPTH_BLOCK) {
-                    let steps = DEPTH_BLOCK.min(cols - first_step);
+                for first_step in (0..cols).step_by(block_steps) {
+                    let steps = block_steps.min(cols - first_step);
                     let panel_len = steps * K::PANEL;
                     let panels = (first_col..first_col + block_cols).step_by(K::PANEL);
                     let block_panels = &mut packed[..block_cols.div_ceil(K::PANEL) * panel_len];
