@@ -180,8 +180,6 @@ enum Op<'a> {
 }
 
 impl Op<'_> {
-    /// Multiply-adds per image of the products that split over threads, given the layer's
-    /// output shape; 0 for layers that always run on one thread.
     /// Adds the bytes of this layer's weights to `bytes`, by where they live.
     fn add_weight_bytes(&self, bytes: &mut WeightBytes) {
         match self {
@@ -211,6 +209,8 @@ impl Op<'_> {
         }
     }
 
+    /// Multiply-adds per image of the products that split over threads, given the layer's
+    /// output shape; 0 for layers that always run on one thread.
     fn work(&self, out_shape: &[usize]) -> usize {
         let positions: usize = out_shape.iter().skip(1).product();
         match self {
