@@ -86,6 +86,15 @@ pub fn line_aligned(buffer: &mut [f32], len: usize) -> &mut [f32] {
     &mut buffer[start..start + len]
 }
 
+/// `buffer` emptied and refilled with `len` copies of `value` from its first cache line
+/// ([`line_aligned`]), for a kernel's blocked copies that must not straddle lines: the
+/// allocator's large blocks start 16 bytes past one.
+pub fn filled_line_aligned(buffer: &mut Vec<f32>, len: usize, value: f32) -> &mut [f32] {
+    buffer.clear();
+    buffer.resize(len + LINE_VALUES, value);
+    line_aligned(buffer, len)
+}
+
 /// [`with_len`], the `len` values starting on a cache line ([`line_aligned`]).
 pub fn with_line_aligned_len<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     with_len(len + LINE_VALUES, |buffer| f(line_aligned(buffer, len)))

@@ -79,12 +79,8 @@ pub(super) unsafe fn in_blocks(
     let plane_out = (oh * ow).max(1);
     // Zeros once: the borders are never written, the interior is rewritten per block. Each
     // from a cache line, so that no vector of a pixel's channels straddles two.
-    block.clear();
-    block.resize(ph * pw * lanes + scratch::LINE_VALUES, 0.0);
-    let block = scratch::line_aligned(block, ph * pw * lanes);
-    sums.clear();
-    sums.resize(oh * ow * lanes + scratch::LINE_VALUES, 0.0);
-    let sums = scratch::line_aligned(sums, oh * ow * lanes);
+    let block = scratch::filled_line_aligned(block, ph * pw * lanes, 0.0);
+    let sums = scratch::filled_line_aligned(sums, oh * ow * lanes, 0.0);
     let planes = part.len() / plane_out;
     let mut done = 0;
     while done < planes {

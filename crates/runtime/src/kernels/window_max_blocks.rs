@@ -14,7 +14,7 @@
 
 use super::first_lanes_avx2 as first_lanes;
 use super::transpose8::transpose;
-use crate::scratch::{LINE_VALUES, line_aligned};
+use crate::scratch::filled_line_aligned;
 use std::arch::x86_64::*;
 
 const LANES: usize = 8;
@@ -74,12 +74,8 @@ pub fn planes(
     let (rows, columns) = g.padded();
     // −∞ once: the padding is never written, the interior is rewritten per block. Each from
     // a cache line, so that no vector of a pixel's planes straddles two.
-    block.clear();
-    block.resize(rows * columns * LANES + LINE_VALUES, f32::NEG_INFINITY);
-    let block = line_aligned(block, rows * columns * LANES);
-    maxima.clear();
-    maxima.resize(oh * ow * LANES + LINE_VALUES, 0.0);
-    let maxima = line_aligned(maxima, oh * ow * LANES);
+    let block = filled_line_aligned(block, rows * columns * LANES, f32::NEG_INFINITY);
+    let maxima = filled_line_aligned(maxima, oh * ow * LANES, 0.0);
     let mut done = 0;
     while done < planes {
         let count = LANES.min(planes - done);
