@@ -482,9 +482,9 @@ unsafe fn tiles_over_panels<K: Tiles, C: Columns>(
     // in L1 while the panels come from L2. (Panels outermost, each swept by every tile of
     // rows, was slower where the weights are large and the pixels few: Xception's 728×728
     // middle flow at 9×9 re-read its 2 MiB of weights once per panel, 0.88 against 0.64 ms.)
-    let most = (K::RHS_BLOCK_BYTES / (4 * depth_block::<K>().min(cols)) / K::PANEL).max(1);
-    let block = balanced_block(n.div_ceil(K::PANEL), most) * K::PANEL;
     let block_steps = depth_block::<K>().min(cols);
+    let most = (K::RHS_BLOCK_BYTES / (4 * block_steps) / K::PANEL).max(1);
+    let block = balanced_block(n.div_ceil(K::PANEL), most) * K::PANEL;
     // The tiles whose columns span two stretches (images) sum into a buffer of their own,
     // a slot per stretch they start in, and are stored when their depth is done.
     let side_len = p.columns.stretches_crossed() * rows * K::PANEL;
