@@ -2461,36 +2461,29 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
 
-    fn pointwise(rows: usize, cols: usize) -> Op<'static> {
+    /// A convolution with zero weights `rows × cols`, at stride 1.
+    fn conv(rows: usize, cols: usize, kernel: usize, groups: usize) -> Op<'static> {
         Op::Conv {
             weight: Matrix::dense(vec![0.0; rows * cols], rows, cols),
             bias: None,
             params: Conv2dParams {
-                kernel: [1, 1],
+                kernel: [kernel; 2],
                 stride: [1, 1],
-                padding: [0; 4],
+                padding: [kernel / 2; 4],
                 dilation: [1, 1],
-                groups: 1,
+                groups,
             },
             activation: Activation::None,
             residual: false,
         }
     }
 
+    fn pointwise(rows: usize, cols: usize) -> Op<'static> {
+        conv(rows, cols, 1, 1)
+    }
+
     fn depthwise(channels: usize) -> Op<'static> {
-        Op::Conv {
-            weight: Matrix::dense(vec![0.0; channels * 9], channels, 9),
-            bias: None,
-            params: Conv2dParams {
-                kernel: [3, 3],
-                stride: [1, 1],
-                padding: [1; 4],
-                dilation: [1, 1],
-                groups: channels,
-            },
-            activation: Activation::None,
-            residual: false,
-        }
+        conv(channels, 9, 3, channels)
     }
 
     fn layer(op: Op<'static>, input: Source) -> Layer<'static> {
