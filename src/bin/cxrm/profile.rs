@@ -9,6 +9,12 @@ use std::collections::BTreeMap;
 pub struct Profile {
     passes: usize,
     layers: Vec<LayerTime>,
+    /// The median over the passes of each pass's layers summed: above the layers' medians
+    /// summed ([`Profile::total`]) where each pass has a few slow layers, but not the same ones.
+    pass_layers_seconds: f64,
+    /// The median over the passes of each whole pass, its hand-off to the threads and back
+    /// included.
+    pass_seconds: f64,
 }
 
 struct LayerTime {
@@ -29,8 +35,13 @@ pub fn measure(
     let image = image.index_axis(cxrm::runtime::ndarray::Axis(0), 0);
     let passes = passes.max(1);
     let mut samples: Vec<Vec<f64>> = Vec::new();
+    let mut pass_layers = Vec::with_capacity(passes);
+    let mut pass_walls = Vec::with_capacity(passes);
     for _ in 0..passes {
+        let start = std::time::Instant::now();
         let times = model.profile(image)?;
+        pass_walls.push(start.elapsed().as_secs_f64());
+        pass_layers.push(times.iter().sum::<f64>());
         samples.resize(times.len(), Vec::with_capacity(passes));
         for (s, t) in samples.iter_mut().zip(times) {
             s.push(t);
@@ -40,19 +51,26 @@ pub fn measure(
         .layer_info()
         .into_iter()
         .zip(samples)
-        .map(|(info, mut s)| {
-            s.sort_by(f64::total_cmp);
-            LayerTime {
-                name: info.name,
-                kind: info.kind,
-                kernel: info.kernel,
-                output_shape: info.output_shape,
-                multiply_adds: info.multiply_adds,
-                seconds: s[s.len() / 2],
-            }
+        .map(|(info, mut s)| LayerTime {
+            name: info.name,
+            kind: info.kind,
+            kernel: info.kernel,
+            output_shape: info.output_shape,
+            multiply_adds: info.multiply_adds,
+            seconds: median(&mut s),
         })
         .collect();
-    Ok(Profile { passes, layers })
+    Ok(Profile {
+        passes,
+        layers,
+        pass_layers_seconds: median(&mut pass_layers),
+        pass_seconds: median(&mut pass_walls),
+    })
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Per kind of layer: layers, seconds, multiply-adds.
@@ -82,6 +100,8 @@ impl Profile {
         serde_json::json!({
             "passes": self.passes,
             "total_ms": self.total() * 1e3,
+            "pass_layers_ms": self.pass_layers_seconds * 1e3,
+            "pass_ms": self.pass_seconds * 1e3,
             "kinds": by_kind(&self.layers).iter().map(|(kind, n, s, m)| serde_json::json!({
                 "kind": kind, "layers": n, "ms": s * 1e3, "multiply_adds": m,
                 "gmac_per_s": gmacs(*m, *s),
@@ -105,6 +125,11 @@ impl Profile {
             "profile    median of {} batch-1 passes per layer, {:.3} ms in all",
             self.passes,
             total * 1e3
+        );
+        println!(
+            "           a pass: its layers {:.3} ms, in all {:.3} ms (medians over the passes)",
+            self.pass_layers_seconds * 1e3,
+            self.pass_seconds * 1e3
         );
         println!(
             "  {:<16} {:>6} {:>10} {:>7} {:>10}",
