@@ -20,7 +20,9 @@
 //!   and with the output channels in the lanes, as layers of small planes take it): where the
 //!   sparse path stops paying.
 //! * `xnor/*`: a binary 4096→4096 dense layer at batch 1 and a 256→256 3×3 convolution at
-//!   32×32, on bits (popcount) against the same layers in f32.
+//!   32×32, on bits (popcount) against the same layers in f32: the direct product (`f32`) and,
+//!   for the convolution, Winograd's F(4×4, 3×3) (`f32_winograd`), which is what a model's f32
+//!   layer of that shape runs on where the CPU has the runtime's own kernels.
 //! * `bwn/*`: binary weights in real-valued layers (a 4096→4096 dense layer at batch 1,
 //!   LeNet-5's conv2), added and subtracted (`Matrix::Signs`) against the same weights in f32.
 
@@ -328,6 +330,19 @@ fn xnor_layers(c: &mut Criterion) {
     g.bench_function("conv3x3_256to256_32x32/f32", |b| {
         b.iter(|| ops::conv2d(black_box(x.view()), &floats, None, &p))
     });
+    if winograd::suits(&p, channels, channels) {
+        let Matrix::Dense { data, .. } = &floats else {
+            unreachable!("made dense above")
+        };
+        let domain = WinogradWeights::transform(data, channels, channels).expect("memory");
+        let winograd = Matrix::Winograd {
+            dense: Box::new(floats.clone()),
+            domain: Box::new(domain),
+        };
+        g.bench_function("conv3x3_256to256_32x32/f32_winograd", |b| {
+            b.iter(|| ops::conv2d(black_box(x.view()), &winograd, None, &p))
+        });
+    }
     g.finish();
 }
 
