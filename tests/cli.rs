@@ -458,6 +458,35 @@ fn bench_reports_load_latency_and_throughput() {
 }
 
 #[test]
+fn bench_profiles_each_layer_and_each_pass() {
+    let model = fixture("runtime/lenet5_dc.cxrm");
+    let args = [
+        "bench",
+        model.to_str().unwrap(),
+        "--iters",
+        "2",
+        "--batch",
+        "2",
+    ];
+    let out = cxrm(&[&args[..], &["--profile", "5", "--json"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let profile = &doc["profile"];
+    let ms = |key: &str| profile[key].as_f64().unwrap();
+    let layers: f64 = profile["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ms"].as_f64().unwrap())
+        .sum();
+    assert!((ms("total_ms") - layers).abs() <= 1e-9 * layers.max(1.0));
+    // Each pass takes at least its layers, so the medians keep that order.
+    assert!(ms("pass_layers_ms") > 0.0 && ms("pass_ms") >= ms("pass_layers_ms"));
+    let out = cxrm(&[&args[..], &["--profile", "5"]].concat());
+    assert!(text(&out).contains("a pass: its layers"), "{}", text(&out));
+}
+
+#[test]
 fn bench_names_the_instruction_set_the_cap_leaves() {
     // `CXRM_MAX_ISA` holds the kernels at or below a level, and `bench` says which ran; a name
     // it does not know is ignored, with a warning, not an error.

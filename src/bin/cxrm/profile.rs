@@ -68,6 +68,8 @@ pub fn measure(
     })
 }
 
+/// The middle value, the upper of the middle two for an even count (as the layers' medians
+/// have always been taken here); 0 for none.
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
