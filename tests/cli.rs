@@ -457,18 +457,16 @@ fn bench_reports_load_latency_and_throughput() {
     );
 }
 
+/// `cxrm bench` on `model` with two runs at each batch size, then `extra`.
+fn quick_bench<'a>(model: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let model = model.to_str().unwrap();
+    [&["bench", model, "--iters", "2", "--batch", "2"][..], extra].concat()
+}
+
 #[test]
 fn bench_profiles_each_layer_and_each_pass() {
     let model = fixture("runtime/lenet5_dc.cxrm");
-    let args = [
-        "bench",
-        model.to_str().unwrap(),
-        "--iters",
-        "2",
-        "--batch",
-        "2",
-    ];
-    let out = cxrm(&[&args[..], &["--profile", "5", "--json"]].concat());
+    let out = cxrm(&quick_bench(&model, &["--profile", "5", "--json"]));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let profile = &doc["profile"];
@@ -482,7 +480,7 @@ fn bench_profiles_each_layer_and_each_pass() {
     assert!((ms("total_ms") - layers).abs() <= 1e-9 * layers.max(1.0));
     // Each pass takes at least its layers, so the medians keep that order.
     assert!(ms("pass_layers_ms") > 0.0 && ms("pass_ms") >= ms("pass_layers_ms"));
-    let out = cxrm(&[&args[..], &["--profile", "5"]].concat());
+    let out = cxrm(&quick_bench(&model, &["--profile", "5"]));
     assert!(text(&out).contains("a pass: its layers"), "{}", text(&out));
 }
 
@@ -491,18 +489,10 @@ fn bench_names_the_instruction_set_the_cap_leaves() {
     // `CXRM_MAX_ISA` holds the kernels at or below a level, and `bench` says which ran; a name
     // it does not know is ignored, with a warning, not an error.
     let model = fixture("runtime/lenet5_dc.cxrm");
-    let args = [
-        "bench",
-        model.to_str().unwrap(),
-        "--iters",
-        "2",
-        "--batch",
-        "2",
-        "--json",
-    ];
+    let args = quick_bench(&model, &["--json"]);
     let run = |cap: &str| {
         Command::new(env!("CARGO_BIN_EXE_cxrm"))
-            .args(args)
+            .args(&args)
             .env("CXRM_MAX_ISA", cap)
             .output()
             .expect("runs cxrm")
