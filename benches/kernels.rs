@@ -121,6 +121,19 @@ fn pointwise(c: &mut Criterion) {
     );
 }
 
+/// A dense 3×3 convolution's weights (`cout` × `cin · 9`) with their Winograd transform, as the
+/// loader gives a layer that runs by Winograd's F(4×4, 3×3).
+fn with_winograd(dense: &Matrix<'static>, cout: usize, cin: usize) -> Matrix<'static> {
+    let Matrix::Dense { data, .. } = dense else {
+        unreachable!("dense weights")
+    };
+    let domain = WinogradWeights::transform(data, cout, cin).expect("memory");
+    Matrix::Winograd {
+        dense: Box::new(dense.clone()),
+        domain: Box::new(domain),
+    }
+}
+
 fn conv3x3(c: &mut Criterion) {
     // Xception's second convolution (32 → 64 channels at 72×72): im2col rows are 32·9 deep.
     products(c, "conv3x3", &[(64, 288, 5184)]);
@@ -148,14 +161,7 @@ fn conv3x3(c: &mut Criterion) {
         });
         // The same layer by Winograd's F(4×4, 3×3), where the CPU runs it.
         if winograd::available() {
-            let Matrix::Dense { data, .. } = &m else {
-                unreachable!("made dense above")
-            };
-            let domain = WinogradWeights::transform(data, cout, cin).expect("memory");
-            let w = Matrix::Winograd {
-                dense: Box::new(m.clone()),
-                domain: Box::new(domain),
-            };
+            let w = with_winograd(&m, cout, cin);
             g.bench_function(BenchmarkId::new("winograd", &label), |b| {
                 b.iter(|| ops::conv2d(black_box(x.view()), &w, None, &p))
             });
@@ -331,14 +337,7 @@ fn xnor_layers(c: &mut Criterion) {
         b.iter(|| ops::conv2d(black_box(x.view()), &floats, None, &p))
     });
     if winograd::suits(&p, channels, channels) {
-        let Matrix::Dense { data, .. } = &floats else {
-            unreachable!("made dense above")
-        };
-        let domain = WinogradWeights::transform(data, channels, channels).expect("memory");
-        let winograd = Matrix::Winograd {
-            dense: Box::new(floats.clone()),
-            domain: Box::new(domain),
-        };
+        let winograd = with_winograd(&floats, channels, channels);
         g.bench_function("conv3x3_256to256_32x32/f32_winograd", |b| {
             b.iter(|| ops::conv2d(black_box(x.view()), &winograd, None, &p))
         });
