@@ -1,4 +1,4 @@
-//! Kernel benchmarks, one thread, each against the kernel it replaced or the one a layer would
+//! Kernel benchmarks, one thread unless named, each against the kernel it replaced or the one a layer would
 //! otherwise take (quote them as ratios from one run):
 //!
 //! * `pointwise/*` and `conv3x3/*`: the dense products of a 1×1 and a 3×3 convolution at
@@ -22,13 +22,16 @@
 //! * `xnor/*`: a binary 4096→4096 dense layer at batch 1 and a 256→256 3×3 convolution at
 //!   32×32, on bits (popcount) against the same layers in f32: the direct product (`f32`) and,
 //!   for the convolution, Winograd's F(4×4, 3×3) (`f32_winograd`), which is what a model's f32
-//!   layer of that shape runs on where the CPU has the runtime's own kernels.
+//!   layer of that shape runs on where the CPU has the runtime's own kernels. The convolutions
+//!   write into an output made once, as a model's pass does, and the popcount and Winograd
+//!   ones run on two threads too (`*_2_threads`), split as in a model's pass.
 //! * `bwn/*`: binary weights in real-valued layers (a 4096→4096 dense layer at batch 1,
 //!   LeNet-5's conv2), added and subtracted (`Matrix::Signs`) against the same weights in f32.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use cxrm::format::encoding::binary::Binary;
 use cxrm::runtime::ops::{self, Conv2dParams, Csr, Matrix};
+use cxrm::runtime::parallel::Threads;
 use cxrm::runtime::signs::SignRows;
 use cxrm::runtime::winograd::{self, WinogradWeights};
 use cxrm::runtime::{kernels, xnor};
@@ -322,24 +325,41 @@ fn xnor_layers(c: &mut Criterion) {
         channels,
     ));
     let floats = Matrix::dense(uniform(12, channels * channels * 9), channels, channels * 9);
-    g.bench_function("conv3x3_256to256_32x32/bits", |b| {
+    // Each into an output made once, as a model's pass writes into its arena.
+    let mut out = vec![0.0f32; channels * size * size];
+    let mut bits_into = |b: &mut criterion::Bencher<'_>, threads: &Threads| {
         b.iter(|| {
-            xnor::conv2d(
-                black_box(x.view()),
-                &bits,
-                None,
-                &p,
-                &xnor::SignInput::Scaled,
-            )
+            threads.run(usize::MAX, || {
+                let input = xnor::SignInput::Scaled;
+                xnor::conv2d_into(black_box(x.view()), &bits, None, &p, &input, &mut out)
+            })
         })
+    };
+    g.bench_function("conv3x3_256to256_32x32/bits", |b| {
+        bits_into(b, &Threads::new(1))
     });
+    g.bench_function("conv3x3_256to256_32x32/bits_2_threads", |b| {
+        bits_into(b, &Threads::new(2))
+    });
+    let mut out = vec![0.0f32; channels * size * size];
+    let mut f32_into = |b: &mut criterion::Bencher<'_>, weight: &Matrix<'_>, threads: &Threads| {
+        b.iter(|| {
+            threads.run(usize::MAX, || {
+                let x = black_box(x.view());
+                ops::conv2d_into(x, weight, None, &p, ops::Activation::None, &mut out)
+            })
+        })
+    };
     g.bench_function("conv3x3_256to256_32x32/f32", |b| {
-        b.iter(|| ops::conv2d(black_box(x.view()), &floats, None, &p))
+        f32_into(b, &floats, &Threads::new(1))
     });
     if winograd::suits(&p, channels, channels) {
         let winograd = with_winograd(&floats, channels, channels);
         g.bench_function("conv3x3_256to256_32x32/f32_winograd", |b| {
-            b.iter(|| ops::conv2d(black_box(x.view()), &winograd, None, &p))
+            f32_into(b, &winograd, &Threads::new(1))
+        });
+        g.bench_function("conv3x3_256to256_32x32/f32_winograd_2_threads", |b| {
+            f32_into(b, &winograd, &Threads::new(2))
         });
     }
     g.finish();

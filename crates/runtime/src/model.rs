@@ -1329,17 +1329,13 @@ impl<'a> Model<'a> {
             }
             Op::Dense { weight, bias } => ops::dense_into(vector(0), weight, bias.as_deref(), out),
             Op::ConvChain { steps, bias } => run_chain(image(0), steps, bias.as_deref(), out),
-            // The popcount kernels return arrays of their own: one allocation per XNOR layer.
             Op::XnorConv {
                 weight,
                 bias,
                 params,
                 input,
-            } => out.copy_from_slice(
-                xnor::conv2d(image(0), weight, bias.as_deref(), params, input)
-                    .as_slice()
-                    .expect("a fresh array is contiguous"),
-            ),
+            } => xnor::conv2d_into(image(0), weight, bias.as_deref(), params, input, out),
+            // The dense popcount kernel returns an array of its own: one allocation a layer.
             Op::XnorDense {
                 weight,
                 bias,

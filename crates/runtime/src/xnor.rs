@@ -8,10 +8,10 @@
 //! `K` with the same code, so they differ only by float rounding in the sums.
 
 use super::ops::{self, Conv2dParams, Matrix};
+use super::parallel;
 use cxrm_format::encoding::binary::Binary;
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
 use std::borrow::Cow;
-use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 /// Sign bits of a weight matrix, one row per output channel, 64 columns per word (column `k`
@@ -298,7 +298,25 @@ pub fn conv2d(
     p: &Conv2dParams,
     input: &SignInput,
 ) -> Array4<f32> {
-    conv2d_with(Popcount::fastest(), x, weight, bias, p, input)
+    let (n, _, h, w) = x.dim();
+    let (oh, ow) = p.output_size(h, w).expect("checked at load");
+    let mut out = Array4::zeros((n, weight.rows(), oh, ow));
+    let dst = out.as_slice_mut().expect("a fresh array is contiguous");
+    conv2d_with(Popcount::fastest(), x, weight, bias, p, input, dst);
+    out
+}
+
+/// [`conv2d`] into `dst` (`[n, cout, oh, ow]`, every element written), as a model's pass
+/// runs it: into its arena, the popcount path's rows split over the pass's threads.
+pub fn conv2d_into(
+    x: ArrayView4<'_, f32>,
+    weight: &XnorWeight<'_>,
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    input: &SignInput,
+    dst: &mut [f32],
+) {
+    conv2d_with(Popcount::fastest(), x, weight, bias, p, input, dst)
 }
 
 /// `K` per output position of one image: XNOR-Net's window means, or 1 for unscaled layers
@@ -317,8 +335,8 @@ fn position_scales(
     }
 }
 
-/// [`conv2d`] with the popcount kernel given, so that tests can hold every kernel to the same
-/// bits.
+/// [`conv2d_into`] with the popcount kernel given, so that tests can hold every kernel to
+/// the same bits.
 fn conv2d_with(
     kernel: Popcount,
     x: ArrayView4<'_, f32>,
@@ -326,9 +344,12 @@ fn conv2d_with(
     bias: Option<&[f32]>,
     p: &Conv2dParams,
     input: &SignInput,
-) -> Array4<f32> {
-    let (n, c, h, w) = x.dim();
+    dst: &mut [f32],
+) {
+    let (_, c, h, w) = x.dim();
     let (oh, ow) = p.output_size(h, w).expect("checked at load");
+    let image_len = weight.rows() * oh * ow;
+    assert_eq!(dst.len(), x.dim().0 * image_len, "one output per element");
     match weight {
         XnorWeight::Float(m) => {
             let mut signs = x.to_owned();
@@ -337,30 +358,24 @@ fn conv2d_with(
                     channel.mapv_inplace(|v| sign(v, input.at(ch)));
                 }
             }
-            let mut out = ops::conv2d(signs.view(), m, None, p);
-            for (image, mut out) in x.outer_iter().zip(out.outer_iter_mut()) {
+            let out = ops::conv2d(signs.view(), m, None, p);
+            let out = out.as_slice().expect("a fresh array is contiguous");
+            dst.copy_from_slice(out);
+            for (image, out) in x.outer_iter().zip(dst.chunks_exact_mut(image_len)) {
                 let magnitudes = pixels(image, false, input).magnitudes;
                 let k = position_scales(input, &magnitudes, (c, h, w), p, (oh, ow));
-                let out = out.as_slice_mut().expect("standard layout");
                 for (o, plane) in out.chunks_exact_mut(oh * ow).enumerate() {
                     scale_and_shift(plane, &k, bias.map_or(0.0, |bias| bias[o]));
                 }
             }
-            out
         }
         XnorWeight::Bits(bits) => {
             let conv = SignConv::new(kernel, bits, p, (c, h, w), (oh, ow));
-            // Not zeroed first: every element is written below.
-            let mut out = Array4::<f32>::uninit((n, bits.rows, oh, ow));
-            for (image, mut out) in x.outer_iter().zip(out.outer_iter_mut()) {
+            for (image, out) in x.outer_iter().zip(dst.chunks_exact_mut(image_len)) {
                 let pixels = pixels(image, true, input);
                 let k = position_scales(input, &pixels.magnitudes, (c, h, w), p, (oh, ow));
-                let out = out.as_slice_mut().expect("standard layout");
                 conv.image(&pixels.signs, &k, bias, out);
             }
-            // SAFETY: `SignConv::image` writes each of its image's `cout` planes of `oh · ow`
-            // elements, and every image went through it.
-            unsafe { out.assume_init() }
         }
     }
 }
@@ -389,16 +404,10 @@ fn output(dot: i32, row: RowScale, scale: f32) -> f32 {
 /// One output plane from its counts of differing bits, as if no tap were in the padding:
 /// [`output`] of `cols − 2 · differ` (the border positions are then rewritten).
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2", "aarch64+neon"))]
-fn output_plane(
-    plane: &mut [MaybeUninit<f32>],
-    differ: &[u32],
-    cols: i32,
-    row: RowScale,
-    scales: &[f32],
-) {
+fn output_plane(plane: &mut [f32], differ: &[u32], cols: i32, row: RowScale, scales: &[f32]) {
     assert_eq!(plane.len(), differ.len(), "every element written");
     for ((v, &d), &k) in plane.iter_mut().zip(differ).zip(scales) {
-        v.write(output(cols - 2 * d as i32, row, k));
+        *v = output(cols - 2 * d as i32, row, k);
     }
 }
 
@@ -406,7 +415,7 @@ fn output_plane(
 /// their padded taps added (`border_dots`, this row's per pattern).
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2", "aarch64+neon"))]
 fn rewrite_border(
-    plane: &mut [MaybeUninit<f32>],
+    plane: &mut [f32],
     differ: &[u32],
     cols: i32,
     row: RowScale,
@@ -417,7 +426,7 @@ fn rewrite_border(
         let dots = cols - border_dots[run.pattern];
         for i in 0..run.len {
             let pos = run.start + i * run.step;
-            plane[pos].write(output(dots - 2 * differ[pos] as i32, row, scales[pos]));
+            plane[pos] = output(dots - 2 * differ[pos] as i32, row, scales[pos]);
         }
     }
 }
@@ -549,13 +558,9 @@ impl<'a> SignConv<'a> {
     /// One image (its [`Pixels`] signs) into `out` `[cout, oh · ow]`: per row and position,
     /// `(α · dot) · K + b` with `dot = Σ_k sign(x)[k, pos] · sign(w)[o, k]`, which is
     /// `cols − 2 · popcount(x XOR w)` over the whole window less what the padded taps added.
-    fn image(
-        &self,
-        signs: &[u64],
-        scales: &[f32],
-        bias: Option<&[f32]>,
-        out: &mut [MaybeUninit<f32>],
-    ) {
+    /// The windows are gathered once; the rows are split over the pass's threads in whole
+    /// blocks, each row counted by the same code whatever the split.
+    fn image(&self, signs: &[u64], scales: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
         assert_eq!(
             out.len(),
             self.w.rows * scales.len(),
@@ -563,26 +568,54 @@ impl<'a> SignConv<'a> {
         );
         let (words, positions) = (self.w.words, scales.len());
         let windows = gather_windows(signs, self.input, words, self.p, self.output);
-        let stride = windows.len() / words;
-        let windows = self.kernel.lay_out_windows(windows);
-        // A block of rows at a time, so that the counts are still in L2 when finished.
+        let windows = Windows {
+            stride: windows.len() / words,
+            words: self.kernel.lay_out_windows(windows),
+        };
         let row_block = self.kernel.row_block();
-        let mut differ = vec![0u32; row_block * stride];
-        let planes = out.chunks_exact_mut(positions);
-        let mut planes = planes.enumerate();
+        parallel::split_rows(
+            out,
+            positions,
+            row_block,
+            WORK_PER_WORD * words * positions,
+            &|first, part| self.rows(&windows, (scales, bias), first, part),
+        );
+    }
+
+    /// Rows `first..` of one image's output into `part` (whole planes; `first` a multiple of
+    /// the kernel's row block), a block of rows at a time, so that the counts are still in
+    /// L2 when finished.
+    fn rows(
+        &self,
+        windows: &Windows,
+        (scales, bias): (&[f32], Option<&[f32]>),
+        first: usize,
+        part: &mut [f32],
+    ) {
+        let positions = scales.len();
+        let row_block = self.kernel.row_block();
         let tile_len = self.tiles.len() / self.w.rows.div_ceil(TILE_ROWS);
-        for tiles in self.tiles.chunks(row_block / TILE_ROWS * tile_len) {
-            let differ = &mut differ[..tiles.len() / tile_len * TILE_ROWS * stride];
-            count_differences(self.kernel, differ, tiles, &windows, words);
-            for (differ, (o, plane)) in differ.chunks_exact(stride).zip(&mut planes) {
-                let cols = self.w.cols as i32;
+        let rows = part.len() / positions;
+        // The tiles of these rows, with the zero rows that complete the layer's last tile.
+        let tiles = &self.tiles[first / TILE_ROWS * tile_len..]
+            [..(first + rows).div_ceil(TILE_ROWS) * tile_len - first / TILE_ROWS * tile_len];
+        let mut differ = vec![0u32; row_block * windows.stride];
+        let mut planes = part
+            .chunks_exact_mut(positions)
+            .enumerate()
+            .map(|(i, plane)| (first + i, plane));
+        let patterns = self.border_dots.len() / self.w.rows;
+        let cols = self.w.cols as i32;
+        for tiles in tiles.chunks(row_block / TILE_ROWS * tile_len) {
+            let differ = &mut differ[..tiles.len() / tile_len * TILE_ROWS * windows.stride];
+            count_differences(self.kernel, differ, tiles, &windows.words, self.w.words);
+            for (differ, (o, plane)) in differ.chunks_exact(windows.stride).zip(&mut planes) {
                 let row = RowScale {
                     alpha: self.w.alpha[o],
                     bias: bias.map_or(0.0, |bias| bias[o]),
                 };
                 let differ = &differ[..positions];
                 output_plane(plane, differ, cols, row, scales);
-                let patterns = self.border_dots.len() / self.w.rows;
                 let border_dots = &self.border_dots[o * patterns..(o + 1) * patterns];
                 rewrite_border(
                     plane,
@@ -596,6 +629,18 @@ impl<'a> SignConv<'a> {
         }
     }
 }
+
+/// One image's gathered windows ([`gather_windows`]) as the kernel lays them out, and the
+/// positions they hold (whole panels) per word.
+struct Windows {
+    words: Vec<u64>,
+    stride: usize,
+}
+
+/// What one word of a row and a position (64 sign products) counts as in the multiply-adds
+/// that decide whether a split is worth a hand-off ([`parallel::split_rows`]): an XOR, a
+/// count and an add on an eighth of a vector, against one multiply-add on a sixteenth.
+const WORK_PER_WORD: usize = 6;
 
 /// `out[o, pos] = Σ_k popcount(windows[pos, k] XOR tiles[o, k])`, one row of `out` per tile
 /// row (including the zero rows that complete the last tile), one column per panel position.
@@ -1185,6 +1230,29 @@ mod tests {
 
     use cxrm_format::testing::uniform as rand;
 
+    /// The layer through [`conv2d_with`] on `kernel` and `threads` threads, into a fresh
+    /// array.
+    fn conv_on(
+        kernel: Popcount,
+        threads: usize,
+        (x, weight, bias, p, input): (
+            ArrayView4<'_, f32>,
+            &XnorWeight<'_>,
+            Option<&[f32]>,
+            &Conv2dParams,
+            &SignInput,
+        ),
+    ) -> Array4<f32> {
+        let (n, _, h, w) = x.dim();
+        let (oh, ow) = p.output_size(h, w).unwrap();
+        let mut out = Array4::from_elem((n, weight.rows(), oh, ow), f32::NAN);
+        let dst = out.as_slice_mut().unwrap();
+        parallel::Threads::new(threads).run(usize::MAX, || {
+            conv2d_with(kernel, x, weight, bias, p, input, dst)
+        });
+        out
+    }
+
     /// XNOR-Net's formula written out directly, from the dense weights.
     fn reference(x: &Array4<f32>, w: &[f32], cout: usize, p: &Conv2dParams) -> Array4<f32> {
         let (n, c, h, wd) = x.dim();
@@ -1295,6 +1363,8 @@ mod tests {
             (1, 5, 3, 3, 2, [3, 3], [1, 1], [3, 3, 3, 3], [1, 1]),
             // More rows than a block of AVX2's, the last block and tile short.
             (1, 40, 7, 9, 70, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
+            // Enough work for two or three threads to split, in blocks of AVX2's rows too.
+            (1, 130, 12, 12, 130, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
         ];
         let kernels = [
             Popcount::Portable,
@@ -1319,17 +1389,15 @@ mod tests {
             let b = binarize(&rand(cout * cols, 40 + i as u64), cout, cols, DType::F32);
             let bias = rand(cout, 50 + i as u64);
             let weight = XnorWeight::Bits(BitRows::for_conv(&b, cin));
-            let run = |kernel| {
-                conv2d_with(
+            let run = |kernel, threads| {
+                let input = SignInput::Scaled;
+                conv_on(
                     kernel,
-                    x.view(),
-                    &weight,
-                    Some(&bias),
-                    &p,
-                    &SignInput::Scaled,
+                    threads,
+                    (x.view(), &weight, Some(&bias), &p, &input),
                 )
             };
-            let portable = run(Popcount::Portable);
+            let portable = run(Popcount::Portable, 1);
             let want = reference(&x, &b.to_f32(), cout, &p);
             let shifted: Vec<f32> = want
                 .outer_iter()
@@ -1346,9 +1414,16 @@ mod tests {
                 if !kernel.available() {
                     continue;
                 }
-                let got = run(kernel);
-                let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&got), bits(&portable), "case {i}, {kernel:?}");
+                // Three threads split 2 or 3 row blocks unevenly.
+                for threads in [1, 2, 3] {
+                    let got = run(kernel, threads);
+                    let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&got),
+                        bits(&portable),
+                        "case {i}, {kernel:?}, {threads} threads"
+                    );
+                }
             }
         }
     }
@@ -1428,7 +1503,11 @@ mod tests {
         let dense_w = Matrix::dense(b.to_f32(), cout, cols);
         let want = ops::conv2d(signs.view(), &dense_w, Some(&bias), &p);
         let bits = XnorWeight::Bits(BitRows::for_conv(&b, cin));
-        let portable = conv2d_with(Popcount::Portable, x.view(), &bits, Some(&bias), &p, &input);
+        let portable = conv_on(
+            Popcount::Portable,
+            1,
+            (x.view(), &bits, Some(&bias), &p, &input),
+        );
         let fastest = conv2d(x.view(), &bits, Some(&bias), &p, &input);
         let float = conv2d(
             x.view(),
