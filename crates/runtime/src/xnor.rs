@@ -150,40 +150,69 @@ struct Pixels {
 
 fn pixels(x: ndarray::ArrayView3<'_, f32>, with_signs: bool, input: &SignInput) -> Pixels {
     let (c, h, w) = x.dim();
+    let x = x.as_standard_layout();
+    let values = x.as_slice().expect("standard layout");
     // Unscaled layers need no magnitudes (their `K` is 1).
     let scaled = input.scaled();
     let mut magnitudes = vec![0.0f32; if scaled { h * w } else { 0 }];
-    let mut signs = vec![
-        0u64;
-        if with_signs {
-            c.div_ceil(64) * h * w
-        } else {
-            0
-        }
-    ];
-    for (ch, channel) in x.outer_iter().enumerate() {
-        let channel = channel.as_standard_layout();
-        let values = channel.as_slice().expect("standard layout");
-        let plane = ch / 64 * h * w;
-        match (with_signs, scaled) {
-            (true, true) => add_channel(
-                &mut signs[plane..plane + h * w],
-                &mut magnitudes,
-                values,
-                ch % 64,
-                input.at(ch),
-            ),
-            (true, false) => add_signs(
-                &mut signs[plane..plane + h * w],
-                values,
-                ch % 64,
-                input.at(ch),
-            ),
-            (false, true) => add_magnitudes(&mut magnitudes, values),
-            (false, false) => {}
+    let planes = if with_signs { c.div_ceil(64) } else { 0 };
+    let mut signs = vec![0u64; planes * h * w];
+    // Bands of pixels over the threads, each band's words and sums its own; every pixel still
+    // takes its channels in order.
+    let mut plane_bands: Vec<_> = signs
+        .chunks_mut((h * w).max(1))
+        .map(|plane| plane.chunks_mut(PIXEL_BAND))
+        .collect();
+    let mut magnitude_bands = magnitudes.chunks_mut(PIXEL_BAND);
+    let mut bands: Vec<PixelBand<'_>> = (0..(h * w).div_ceil(PIXEL_BAND))
+        .map(|band| PixelBand {
+            start: band * PIXEL_BAND,
+            magnitudes: magnitude_bands.next().unwrap_or_default(),
+            signs: plane_bands
+                .iter_mut()
+                .map(|plane| plane.next().expect("a band of every plane"))
+                .collect(),
+        })
+        .collect();
+    parallel::each(&mut bands, c * PIXEL_BAND, &|_, band| {
+        band.add_channels(values, (c, h * w), input)
+    });
+    drop(bands);
+    Pixels { magnitudes, signs }
+}
+
+/// Pixels a thread takes at a time in [`pixels`]: a multiple of the vectors' widths.
+const PIXEL_BAND: usize = 256;
+
+/// The pixels `start..` of one image in [`pixels`]: their sums of `|x|` (empty where the
+/// layer is unscaled) and their words of signs, one slice per plane of 64 channels (none on
+/// the float path).
+struct PixelBand<'a> {
+    start: usize,
+    magnitudes: &'a mut [f32],
+    signs: Vec<&'a mut [u64]>,
+}
+
+impl PixelBand<'_> {
+    /// Every channel of `values` (`[c, pixels]`) added to the band, in channel order.
+    fn add_channels(&mut self, values: &[f32], (c, pixels): (usize, usize), input: &SignInput) {
+        let len = self
+            .magnitudes
+            .len()
+            .max(self.signs.first().map_or(0, |s| s.len()));
+        for ch in 0..c {
+            let values = &values[ch * pixels + self.start..][..len];
+            let (bit, threshold) = (ch % 64, input.at(ch));
+            match self.signs.get_mut(ch / 64) {
+                Some(signs) if input.scaled() => {
+                    add_channel(signs, self.magnitudes, values, bit, threshold)
+                }
+                Some(signs) => add_signs(signs, values, bit, threshold),
+                None if input.scaled() => add_magnitudes(self.magnitudes, values),
+                None => {}
+            }
         }
     }
-    Pixels { magnitudes, signs }
 }
 
 /// `magnitudes += |values|`, one vectorised pass (each element is one sum, so the width of
@@ -674,15 +703,52 @@ fn count_differences(
 /// padding, and positions past the last, have zero bits.
 fn gather_windows(
     planes: &[u64],
+    input: (usize, usize, usize),
+    words: usize,
+    p: &Conv2dParams,
+    output: (usize, usize),
+) -> Vec<u64> {
+    let (oh, ow) = output;
+    let panel_len = words * PANEL;
+    let mut windows = vec![0u64; (oh * ow).div_ceil(PANEL) * panel_len];
+    // Bands of panels over the threads, each writing only its own positions.
+    let mut bands: Vec<_> = windows
+        .chunks_mut(PANELS_PER_BAND * panel_len)
+        .enumerate()
+        .collect();
+    let work = PANELS_PER_BAND * panel_len;
+    parallel::each(&mut bands, work, &|_, (band, windows)| {
+        let first = *band * PANELS_PER_BAND * PANEL;
+        let positions = first..(first + windows.len() / words).min(oh * ow);
+        gather_band(windows, positions, planes, input, words, p, output)
+    });
+    windows
+}
+
+/// Panels a thread takes at a time in [`gather_windows`].
+const PANELS_PER_BAND: usize = 4;
+
+/// [`gather_windows`] for the output positions `band` (starting a panel), into `windows`, the
+/// band's panels.
+fn gather_band(
+    windows: &mut [u64],
+    band: std::ops::Range<usize>,
+    planes: &[u64],
     (c, h, w): (usize, usize, usize),
     words: usize,
     p: &Conv2dParams,
     (oh, ow): (usize, usize),
-) -> Vec<u64> {
-    let mut windows = vec![0u64; (oh * ow).div_ceil(PANEL) * words * PANEL];
+) {
     let [kh, kw] = p.kernel;
+    // The band's output rows, and its positions in row `oy`.
+    let band_rows = band.start / ow..band.end.div_ceil(ow);
+    let in_band = |oy: usize, cols: &std::ops::Range<usize>| {
+        cols.start.max(band.start.saturating_sub(oy * ow))
+            ..cols.end.min(band.end.saturating_sub(oy * ow))
+    };
     for ky in 0..kh {
         let out_rows = inside_outputs(ky, 0, p, h, oh);
+        let out_rows = out_rows.start.max(band_rows.start)..out_rows.end.min(band_rows.end);
         for kx in 0..kw {
             let out_cols = inside_outputs(kx, 1, p, w, ow);
             for (j, plane) in planes.chunks_exact(h * w).enumerate() {
@@ -694,11 +760,13 @@ fn gather_windows(
                     let iy = oy * p.stride[0] + ky * p.dilation[0] - p.padding[0];
                     let input_row = &plane[iy * w..(iy + 1) * w];
                     // Runs of positions within one panel: contiguous words on both sides.
-                    let mut ox = out_cols.start;
-                    while ox < out_cols.end {
+                    let cols = in_band(oy, &out_cols);
+                    let mut ox = cols.start;
+                    while ox < cols.end {
                         let pos = oy * ow + ox;
-                        let run = (PANEL - pos % PANEL).min(out_cols.end - ox);
-                        let first = (pos / PANEL * words + word) * PANEL + pos % PANEL;
+                        let run = (PANEL - pos % PANEL).min(cols.end - ox);
+                        let local = pos - band.start;
+                        let first = (local / PANEL * words + word) * PANEL + local % PANEL;
                         let ix = ox * p.stride[1] + kx * p.dilation[1] - p.padding[1];
                         let inputs = &input_row[ix..];
                         let dst = &mut windows[first..first + run];
@@ -713,7 +781,6 @@ fn gather_windows(
             }
         }
     }
-    windows
 }
 
 /// `dst[i] |= shifted(src[i · stride])`; a plain zip for stride 1, which vectorises.
@@ -1363,8 +1430,9 @@ mod tests {
             (1, 5, 3, 3, 2, [3, 3], [1, 1], [3, 3, 3, 3], [1, 1]),
             // More rows than a block of AVX2's, the last block and tile short.
             (1, 40, 7, 9, 70, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
-            // Enough work for two or three threads to split, in blocks of AVX2's rows too.
-            (1, 130, 12, 12, 130, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
+            // Enough work for two or three threads to split, in blocks of AVX2's rows too;
+            // two bands of pixels and three of panels.
+            (1, 70, 17, 17, 130, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
         ];
         let kernels = [
             Popcount::Portable,
