@@ -307,8 +307,20 @@ fn xnor_layers(c: &mut Criterion) {
     let x = Array2::from_shape_vec((1, features), uniform(9, features)).unwrap();
     let bits = xnor::XnorWeight::Bits(xnor::BitRows::from_binary(&binary(features, features)));
     let floats = Matrix::dense(uniform(10, features * features), features, features);
+    let mut out = vec![0.0f32; features];
+    let mut dense_bits = |b: &mut criterion::Bencher<'_>, threads: &Threads| {
+        b.iter(|| {
+            threads.run(usize::MAX, || {
+                let input = xnor::SignInput::Scaled;
+                xnor::dense_into(black_box(x.view()), &bits, None, &input, &mut out)
+            })
+        })
+    };
     g.bench_function("dense_4096x4096_batch1/bits", |b| {
-        b.iter(|| xnor::dense(black_box(x.view()), &bits, None, &xnor::SignInput::Scaled))
+        dense_bits(b, &Threads::new(1))
+    });
+    g.bench_function("dense_4096x4096_batch1/bits_2_threads", |b| {
+        dense_bits(b, &Threads::new(2))
     });
     g.bench_function("dense_4096x4096_batch1/f32", |b| {
         b.iter(|| ops::dense(black_box(x.view()), &floats, None))

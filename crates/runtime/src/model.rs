@@ -1335,16 +1335,11 @@ impl<'a> Model<'a> {
                 params,
                 input,
             } => xnor::conv2d_into(image(0), weight, bias.as_deref(), params, input, out),
-            // The dense popcount kernel returns an array of its own: one allocation a layer.
             Op::XnorDense {
                 weight,
                 bias,
                 input,
-            } => out.copy_from_slice(
-                xnor::dense(vector(0), weight, bias.as_deref(), input)
-                    .as_slice()
-                    .expect("a fresh array is contiguous"),
-            ),
+            } => xnor::dense_into(vector(0), weight, bias.as_deref(), input, out),
             Op::MaxPool(p) => ops::pool2d_into(image(0), p, true, out),
             Op::AvgPool(p) => ops::pool2d_into(image(0), p, false, out),
             Op::GlobalAvgPool => ops::global_avg_pool_into(image(0), out),

@@ -1221,15 +1221,16 @@ mod avx2 {
     }
 }
 
-/// Per row of `w`: `α · (cols − 2 · popcount(x XOR w))` (bits past `cols` are zero in both).
+/// Per row `first + i` of `w` into `out[i]`: `α · (cols − 2 · popcount(x XOR w))` (bits past
+/// `cols` are zero in both).
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512vpopcntdq",
     "x86_64+avx2+popcnt",
     "x86_64+popcnt",
     "aarch64+neon"
 ))]
-fn sign_dots(out: &mut [f32], w: &BitRows, signs: &[u64]) {
-    for (o, y) in out.iter_mut().enumerate() {
+fn sign_dots(out: &mut [f32], w: &BitRows, first: usize, signs: &[u64]) {
+    for (o, y) in (first..).zip(out.iter_mut()) {
         let row = &w.bits[o * w.words..(o + 1) * w.words];
         let differ: u32 = signs
             .iter()
@@ -1247,16 +1248,30 @@ pub fn dense(
     bias: Option<&[f32]>,
     input: &SignInput,
 ) -> Array2<f32> {
-    let cols = x.ncols();
-    let scales: Vec<f32> = x
-        .rows()
-        .into_iter()
-        .map(|r| match input {
-            SignInput::Scaled => r.iter().map(|v| v.abs()).sum::<f32>() / cols as f32,
-            SignInput::Thresholds(_) => 1.0,
-        })
-        .collect();
-    let mut y = match weight {
+    let mut y = Array2::<f32>::zeros((x.nrows(), weight.rows()));
+    dense_into(
+        x,
+        weight,
+        bias,
+        input,
+        y.as_slice_mut().expect("a fresh array is contiguous"),
+    );
+    y
+}
+
+/// [`dense`] into `out` (`[n, rows]`), as a model's pass runs it: the popcount path's rows
+/// split over the pass's threads.
+pub fn dense_into(
+    x: ArrayView2<'_, f32>,
+    weight: &XnorWeight<'_>,
+    bias: Option<&[f32]>,
+    input: &SignInput,
+    out: &mut [f32],
+) {
+    let (n, cols) = x.dim();
+    let rows = weight.rows();
+    assert_eq!(out.len(), n * rows, "one output per element");
+    match weight {
         XnorWeight::Float(m) => {
             let mut signs = x.to_owned();
             for mut row in signs.rows_mut() {
@@ -1264,30 +1279,37 @@ pub fn dense(
                     *v = sign(*v, input.at(k));
                 }
             }
-            m.mul_transposed(signs.view())
+            m.mul_transposed_into(signs.view(), out);
         }
         XnorWeight::Bits(w) => {
-            let mut y = Array2::<f32>::zeros((x.nrows(), w.rows));
             let mut signs = vec![0u64; w.words];
-            for (xi, mut yi) in x.rows().into_iter().zip(y.rows_mut()) {
+            for (xi, yi) in x.rows().into_iter().zip(out.chunks_exact_mut(rows.max(1))) {
                 signs.iter_mut().for_each(|s| *s = 0);
                 for (k, &v) in xi.iter().enumerate() {
                     if v >= input.at(k) {
                         signs[k / 64] |= 1 << (k % 64);
                     }
                 }
-                sign_dots(yi.as_slice_mut().expect("standard layout"), w, &signs);
+                let work = WORK_PER_WORD * w.words;
+                parallel::split_rows(yi, 1, DENSE_ROW_ALIGN, work, &|first, part| {
+                    sign_dots(part, w, first, &signs)
+                });
             }
-            y
         }
-    };
-    for (mut row, k) in y.rows_mut().into_iter().zip(scales) {
-        for (o, v) in row.iter_mut().enumerate() {
+    }
+    for (xi, yi) in x.rows().into_iter().zip(out.chunks_exact_mut(rows.max(1))) {
+        let k = match input {
+            SignInput::Scaled => xi.iter().map(|v| v.abs()).sum::<f32>() / cols as f32,
+            SignInput::Thresholds(_) => 1.0,
+        };
+        for (o, v) in yi.iter_mut().enumerate() {
             *v = *v * k + bias.map_or(0.0, |b| b[o]);
         }
     }
-    y
 }
+
+/// Rows of a binary dense layer a split keeps together: a cache line of outputs.
+const DENSE_ROW_ALIGN: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -1541,6 +1563,26 @@ mod tests {
             .map(|(v, w)| if *v >= 0.0 { *w } else { -w })
             .sum();
         assert!((bits[[1, 2]] - (k * dot + bias[2])).abs() < 1e-5);
+    }
+
+    /// A binary dense layer large enough to split over threads gives the bits it gives on one.
+    #[test]
+    fn dense_rows_split_over_threads_change_no_bit() {
+        let (n, cols, rows) = (2, 4000, 1000);
+        let x = Array2::from_shape_vec((n, cols), rand(n * cols, 8)).unwrap();
+        let b = binarize(&rand(rows * cols, 9), rows, cols, DType::F32);
+        let weight = XnorWeight::Bits(BitRows::from_binary(&b));
+        let bias = rand(rows, 10);
+        let run = |threads| {
+            let mut out = vec![f32::NAN; n * rows];
+            parallel::Threads::new(threads).run(usize::MAX, || {
+                dense_into(x.view(), &weight, Some(&bias), &SignInput::Scaled, &mut out)
+            });
+            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let one = run(1);
+        assert_eq!(run(2), one);
+        assert_eq!(run(3), one);
     }
 
     /// A `sign` with thresholds fused into a binary convolution and dense layer: the signs of
