@@ -97,16 +97,23 @@ unsafe fn block_of_planes(
                 }
             }
         }
-        // The taps' weights, a vector of `count` channels each, zero past them.
-        let mut weights = [_mm256_setzero_ps(); 9];
-        let filter_at = |j: usize, t: usize| plan.filters[(channel + j) * 9 + t];
-        for (t, wv) in weights.iter_mut().enumerate() {
-            let mut column = [0f32; LANES];
-            for (j, c) in column.iter_mut().enumerate().take(count) {
-                *c = filter_at(j, t);
-            }
-            *wv = _mm256_loadu_ps(column.as_ptr());
+        // The taps' weights, a vector of `count` channels each, zero past them: each
+        // channel's first eight taps as a row, transposed, and the ninth gathered. (Built
+        // from scalars in memory, each vector's load waited on eight narrower stores.)
+        let filters = plan.filters[channel * 9..].as_ptr();
+        let mut rows = [_mm256_setzero_ps(); LANES];
+        for (j, row) in rows.iter_mut().enumerate().take(count) {
+            *row = _mm256_loadu_ps(filters.add(j * 9));
         }
+        let first_eight = transpose(rows);
+        let ninth = _mm256_mask_i32gather_ps::<4>(
+            _mm256_setzero_ps(),
+            filters.add(8),
+            _mm256_setr_epi32(0, 9, 18, 27, 36, 45, 54, 63),
+            _mm256_castsi256_ps(first_lanes(count)),
+        );
+        let mut weights = [ninth; 9];
+        weights[..8].copy_from_slice(&first_eight);
         let [sy, sx] = p.stride;
         let [dy, dx] = p.dilation;
         let mut offsets = [0usize; 9];
