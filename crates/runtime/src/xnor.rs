@@ -331,7 +331,7 @@ pub fn conv2d(
     let (oh, ow) = p.output_size(h, w).expect("checked at load");
     let mut out = Array4::zeros((n, weight.rows(), oh, ow));
     let dst = out.as_slice_mut().expect("a fresh array is contiguous");
-    conv2d_with(Popcount::fastest(), x, weight, bias, p, input, dst);
+    conv2d_into(x, weight, bias, p, input, dst);
     out
 }
 
@@ -626,8 +626,8 @@ impl<'a> SignConv<'a> {
         let tile_len = self.tiles.len() / self.w.rows.div_ceil(TILE_ROWS);
         let rows = part.len() / positions;
         // The tiles of these rows, with the zero rows that complete the layer's last tile.
-        let tiles = &self.tiles[first / TILE_ROWS * tile_len..]
-            [..(first + rows).div_ceil(TILE_ROWS) * tile_len - first / TILE_ROWS * tile_len];
+        let tiles = &self.tiles
+            [first / TILE_ROWS * tile_len..(first + rows).div_ceil(TILE_ROWS) * tile_len];
         let mut differ = vec![0u32; row_block * windows.stride];
         let mut planes = part
             .chunks_exact_mut(positions)
