@@ -22,9 +22,11 @@
 //! * `xnor/*`: a binary 4096→4096 dense layer at batch 1 and a 256→256 3×3 convolution at
 //!   32×32, on bits (popcount) against the same layers in f32: the direct product (`f32`) and,
 //!   for the convolution, Winograd's F(4×4, 3×3) (`f32_winograd`), which is what a model's f32
-//!   layer of that shape runs on where the CPU has the runtime's own kernels. The convolutions
+//!   layer of that shape runs on where the CPU has the runtime's own kernels. The layers
 //!   write into an output made once, as a model's pass does, and the popcount and Winograd
-//!   ones run on two threads too (`*_2_threads`), split as in a model's pass.
+//!   ones run on two threads too (`*_2_threads`), split as in a model's pass: every iteration
+//!   of a measurement inside one entry into the pool, which a pass pays once for all its
+//!   layers (entered per iteration, the dense layer's two threads timed the wake-up).
 //! * `bwn/*`: binary weights in real-valued layers (a 4096→4096 dense layer at batch 1,
 //!   LeNet-5's conv2), added and subtracted (`Matrix::Signs`) against the same weights in f32.
 
@@ -38,6 +40,7 @@ use cxrm::runtime::{kernels, xnor};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, Array4, ArrayView2};
 use std::hint::black_box;
+use std::time::Instant;
 
 fn uniform(seed: u64, n: usize) -> Vec<f32> {
     let mut state = seed
@@ -287,6 +290,22 @@ fn sparse(c: &mut Criterion) {
     g.finish();
 }
 
+/// Times `layer` as a model's pass runs its layers: every iteration inside one entry into
+/// `threads`' pool, whose workers then spin between layers. Entering the pool costs about as
+/// much as the 4096→4096 binary dense layer itself (its workers asleep between criterion's
+/// iterations), which a pass pays once for all its layers.
+fn in_pass(b: &mut criterion::Bencher<'_>, threads: &Threads, mut layer: impl FnMut() + Send) {
+    b.iter_custom(|iters| {
+        threads.run(usize::MAX, || {
+            let start = Instant::now();
+            for _ in 0..iters {
+                layer();
+            }
+            start.elapsed()
+        })
+    })
+}
+
 /// Random signs with one scale per row, as `binary` stores them.
 fn binary(rows: usize, cols: usize) -> Binary {
     let bytes = rows * cols.div_ceil(8);
@@ -309,11 +328,9 @@ fn xnor_layers(c: &mut Criterion) {
     let floats = Matrix::dense(uniform(10, features * features), features, features);
     let mut out = vec![0.0f32; features];
     let mut dense_bits = |b: &mut criterion::Bencher<'_>, threads: &Threads| {
-        b.iter(|| {
-            threads.run(usize::MAX, || {
-                let input = xnor::SignInput::Scaled;
-                xnor::dense_into(black_box(x.view()), &bits, None, &input, &mut out)
-            })
+        in_pass(b, threads, || {
+            let input = xnor::SignInput::Scaled;
+            xnor::dense_into(black_box(x.view()), &bits, None, &input, &mut out)
         })
     };
     g.bench_function("dense_4096x4096_batch1/bits", |b| {
@@ -340,11 +357,9 @@ fn xnor_layers(c: &mut Criterion) {
     // Each into an output made once, as a model's pass writes into its arena.
     let mut out = vec![0.0f32; channels * size * size];
     let mut bits_into = |b: &mut criterion::Bencher<'_>, threads: &Threads| {
-        b.iter(|| {
-            threads.run(usize::MAX, || {
-                let input = xnor::SignInput::Scaled;
-                xnor::conv2d_into(black_box(x.view()), &bits, None, &p, &input, &mut out)
-            })
+        in_pass(b, threads, || {
+            let input = xnor::SignInput::Scaled;
+            xnor::conv2d_into(black_box(x.view()), &bits, None, &p, &input, &mut out)
         })
     };
     g.bench_function("conv3x3_256to256_32x32/bits", |b| {
@@ -355,11 +370,9 @@ fn xnor_layers(c: &mut Criterion) {
     });
     let mut out = vec![0.0f32; channels * size * size];
     let mut f32_into = |b: &mut criterion::Bencher<'_>, weight: &Matrix<'_>, threads: &Threads| {
-        b.iter(|| {
-            threads.run(usize::MAX, || {
-                let x = black_box(x.view());
-                ops::conv2d_into(x, weight, None, &p, ops::Activation::None, &mut out)
-            })
+        in_pass(b, threads, || {
+            let x = black_box(x.view());
+            ops::conv2d_into(x, weight, None, &p, ops::Activation::None, &mut out)
         })
     };
     g.bench_function("conv3x3_256to256_32x32/f32", |b| {

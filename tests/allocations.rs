@@ -2,7 +2,8 @@
 //! array of logits it returns. Activations come from the arena planned at load, kernels'
 //! scratch from per-thread pools (`crates/runtime/src/scratch.rs`). Counted by a global
 //! allocator around the fourth pass of MobileNetV2 (depthwise and 1×1 convolutions, a strided
-//! 3×3 one through im2col, residual adds, a dense layer), imported from the ONNX fixture.
+//! 3×3 one through im2col, residual adds, a dense layer), imported from the ONNX fixture, and
+//! of the runtime fixtures' compressed and binary LeNet-5s.
 //!
 //! The `gemm` crate allocates its packing buffers on every call, so the count is only
 //! asserted where the runtime's own kernels (AVX-512 or AVX2) run the products.
@@ -12,6 +13,7 @@ use cxrm::runtime::{Model, RuntimeOptions, kernels};
 use ndarray::Array4;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 struct Counting;
@@ -39,21 +41,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static COUNTING: Counting = Counting;
 
-#[test]
-fn a_warm_batch_1_pass_allocates_only_its_logits() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().unwrap();
-    let model_path = dir.path().join("mobilenetv2.cxrm");
-    let source = root.join("fixtures/import/mobilenetv2_op13.onnx");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_cxrm"))
-        .args(["import", source.to_str().unwrap(), "-o"])
-        .arg(&model_path)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // `CXRM_ALLOCATIONS_MODEL=path.cxrm` counts another model's pass instead.
-    let model_path = std::env::var_os("CXRM_ALLOCATIONS_MODEL").map_or(model_path, Into::into);
-    let bytes = std::fs::read(&model_path).unwrap();
+/// The tests share the counter: one counts at a time.
+static COUNTING_ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The allocations of `model_path`'s fourth batch-1 pass, on one thread, over a fixed input.
+fn warm_pass_allocations(model_path: &Path) -> usize {
+    let bytes = std::fs::read(model_path).unwrap();
     let file = Cxrm::parse(&bytes).unwrap();
     let options = RuntimeOptions {
         threads: 1,
@@ -69,15 +62,61 @@ fn a_warm_batch_1_pass_allocates_only_its_logits() {
     for _ in 0..3 {
         model.forward(x.view()).unwrap();
     }
+    let _one_at_a_time = COUNTING_ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let logits = model.forward(x.view()).unwrap();
     let count = ALLOCATIONS.load(Ordering::Relaxed) - before;
     assert!(logits.iter().all(|v| v.is_finite()));
+    count
+}
+
+#[test]
+fn a_warm_batch_1_pass_allocates_only_its_logits() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let model_path = dir.path().join("mobilenetv2.cxrm");
+    let source = root.join("fixtures/import/mobilenetv2_op13.onnx");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_cxrm"))
+        .args(["import", source.to_str().unwrap(), "-o"])
+        .arg(&model_path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // `CXRM_ALLOCATIONS_MODEL=path.cxrm` counts another model's pass instead.
+    let model_path = std::env::var_os("CXRM_ALLOCATIONS_MODEL").map_or(model_path, Into::into);
+    let count = warm_pass_allocations(&model_path);
     println!("allocations in a warm batch-1 pass: {count}");
     if kernels::own_kernel_available() {
         assert!(
             count <= 1,
             "{count} allocations in a warm pass; only the logits expected"
         );
+    }
+}
+
+/// The same promise for the compressed layers: pruned and shared weights (Deep Compression),
+/// low-rank factors, signs fused into a convolution and a dense layer at thresholds, and
+/// XNOR-Net's binary layers on the popcount kernels (whose signs, gathered windows and counts
+/// come from the scratch pools, and whose padding corrections are kept from the first pass).
+#[test]
+fn warm_passes_of_compressed_and_binary_models_allocate_only_their_logits() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for fixture in [
+        "fixtures/runtime/lenet5_dc.cxrm",
+        "fixtures/runtime/lenet5_factored.cxrm",
+        "fixtures/runtime/lenet5_sign.cxrm",
+        "fixtures/runtime/lenet5_xnor.cxrm",
+        "fixtures/valid/binary_layers.cxrm",
+    ] {
+        let count = warm_pass_allocations(&root.join(fixture));
+        println!("{fixture}: {count} allocations in a warm batch-1 pass");
+        if kernels::own_kernel_available() {
+            assert!(
+                count <= 1,
+                "{fixture}: {count} allocations in a warm pass; only the logits expected"
+            );
+        }
     }
 }

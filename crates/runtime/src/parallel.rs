@@ -473,22 +473,25 @@ thread_local! {
 /// Runs `f(first_index, part)` over parts of `out` along `axis`, each a whole number of
 /// `align` indices, in parallel where a part has at least [`MIN_WORK_PER_PART`] of
 /// `work_per_index`.
-pub fn split<F>(out: ArrayViewMut2<'_, f32>, axis: Axis, align: usize, work_per_index: usize, f: &F)
-where
-    F: Fn(usize, ArrayViewMut2<'_, f32>) + Sync,
+pub fn split<T, F>(
+    out: ArrayViewMut2<'_, T>,
+    axis: Axis,
+    align: usize,
+    work_per_index: usize,
+    f: &F,
+) where
+    T: Send,
+    F: Fn(usize, ArrayViewMut2<'_, T>) + Sync,
 {
-    let plan = Plan {
-        axis,
-        align: align.max(1),
-        work_per_index,
-    };
-    plan.run(out, parts(), 0, f)
+    let along = |first, part: Along<'_, T>| f(first, part.0);
+    split_parts(Along(out, axis), align, work_per_index, &along)
 }
 
 /// [`split`] over a row-major slice of rows `row_len` wide, by rows.
-pub fn split_rows<F>(out: &mut [f32], row_len: usize, align: usize, work_per_row: usize, f: &F)
+pub fn split_rows<T, F>(out: &mut [T], row_len: usize, align: usize, work_per_row: usize, f: &F)
 where
-    F: Fn(usize, &mut [f32]) + Sync,
+    T: Send,
+    F: Fn(usize, &mut [T]) + Sync,
 {
     let row_len = row_len.max(1);
     let view = ArrayViewMut2::from_shape((out.len() / row_len, row_len), out).expect("whole rows");
@@ -498,6 +501,53 @@ where
             part.as_slice_mut().expect("rows of a row-major slice"),
         )
     })
+}
+
+/// [`split`] over any [`Parts`]: several outputs cut at the same indices, for one.
+pub fn split_parts<P, F>(out: P, align: usize, work_per_index: usize, f: &F)
+where
+    P: Parts,
+    F: Fn(usize, P) + Sync,
+{
+    let plan = Plan {
+        align: align.max(1),
+        work_per_index,
+    };
+    plan.run(out, parts(), 0, f)
+}
+
+/// What a split cuts into parts: an output, or several cut at the same index.
+pub trait Parts: Send + Sized {
+    /// The indices to split.
+    fn indices(&self) -> usize;
+    /// Indices `..index`, and the rest.
+    fn split_at(self, index: usize) -> (Self, Self);
+}
+
+/// A 2-D output split along one axis.
+pub struct Along<'a, T>(pub ArrayViewMut2<'a, T>, pub Axis);
+
+impl<T: Send> Parts for Along<'_, T> {
+    fn indices(&self) -> usize {
+        self.0.len_of(self.1)
+    }
+
+    fn split_at(self, index: usize) -> (Self, Self) {
+        let (a, b) = self.0.split_at(self.1, index);
+        (Along(a, self.1), Along(b, self.1))
+    }
+}
+
+/// Two outputs cut at the same indices (the first one's count).
+impl<A: Parts, B: Parts> Parts for (A, B) {
+    fn indices(&self) -> usize {
+        self.0.indices()
+    }
+
+    fn split_at(self, index: usize) -> (Self, Self) {
+        let ((a0, a1), (b0, b1)) = (self.0.split_at(index), self.1.split_at(index));
+        ((a0, b0), (a1, b1))
+    }
 }
 
 /// Runs `f(index, item)` on every item: a batch's images, for one. One worker per thread (where
@@ -547,24 +597,24 @@ where
 }
 
 struct Plan {
-    axis: Axis,
     align: usize,
     work_per_index: usize,
 }
 
 impl Plan {
-    fn run<F>(&self, out: ArrayViewMut2<'_, f32>, parts: usize, first: usize, f: &F)
+    fn run<P, F>(&self, out: P, parts: usize, first: usize, f: &F)
     where
-        F: Fn(usize, ArrayViewMut2<'_, f32>) + Sync,
+        P: Parts,
+        F: Fn(usize, P) + Sync,
     {
-        let len = out.len_of(self.axis);
+        let len = out.indices();
         // The multiple of `align` nearest the middle, so both parts get even shares.
         let half = (len + self.align) / (2 * self.align) * self.align;
         let small = (len - half.min(len)) * self.work_per_index < MIN_WORK_PER_PART;
         if parts < 2 || half == 0 || half >= len || small {
             return f(first, out);
         }
-        let (a, b) = out.split_at(self.axis, half);
+        let (a, b) = out.split_at(half);
         let left = parts / 2;
         rayon::join(
             || self.run(a, left, first, f),
@@ -596,6 +646,33 @@ mod tests {
             assert!(row.iter().all(|&v| v == i as f32), "row {i}");
         }
         // Which thread runs a part is up to the scheduler; that the work was split is not.
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_pair_of_outputs_is_cut_at_the_same_indices() {
+        // Words of a 2-row output of 600 columns and a 1-row output beside it, cut by columns.
+        let (mut words, mut sums) = (vec![0u64; 2 * 600], vec![0.0f32; 600]);
+        let calls = AtomicUsize::new(0);
+        Threads::new(2).run(usize::MAX, || {
+            let words = ArrayViewMut2::from_shape((2, 600), &mut words[..]).unwrap();
+            let sums = ArrayViewMut2::from_shape((1, 600), &mut sums[..]).unwrap();
+            let pair = (Along(words, Axis(1)), Along(sums, Axis(1)));
+            split_parts(pair, 64, 1 << 12, &|first, (mut words, mut sums)| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                assert_eq!(first % 64, 0);
+                assert_eq!(words.0.ncols(), sums.0.ncols());
+                for j in 0..words.0.ncols() {
+                    words.0[[0, j]] = (first + j) as u64;
+                    words.0[[1, j]] = 2 * (first + j) as u64;
+                    sums.0[[0, j]] = (first + j) as f32;
+                }
+            })
+        });
+        for j in 0..600 {
+            assert_eq!((words[j], words[600 + j]), (j as u64, 2 * j as u64));
+            assert_eq!(sums[j], j as f32);
+        }
         assert_eq!(calls.load(Ordering::Relaxed), 2);
     }
 

@@ -20,6 +20,9 @@ thread_local! {
     static F32: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
     static SPANS: RefCell<Vec<Vec<(usize, usize)>>> = const { RefCell::new(Vec::new()) };
     static OFFSETS: RefCell<Vec<Vec<usize>>> = const { RefCell::new(Vec::new()) };
+    /// The binary layers' words of signs, and their counts of differing bits.
+    static WORDS: RefCell<Vec<Vec<u64>>> = const { RefCell::new(Vec::new()) };
+    static COUNTS: RefCell<Vec<Vec<u32>>> = const { RefCell::new(Vec::new()) };
     /// [`with_len`]'s own buffers, which keep their lengths: in the shared pool a kernel's
     /// [`take`] emptied one now and then (a depthwise layer's padded plane), and the next
     /// product zero-filled its 1 MiB of panels back (2.3% of MobileNetV2's pass, in `memset`).
@@ -35,6 +38,18 @@ impl Pooled for f32 {
 impl Pooled for usize {
     fn pool() -> &'static LocalKey<RefCell<Vec<Vec<usize>>>> {
         &OFFSETS
+    }
+}
+
+impl Pooled for u64 {
+    fn pool() -> &'static LocalKey<RefCell<Vec<Vec<u64>>>> {
+        &WORDS
+    }
+}
+
+impl Pooled for u32 {
+    fn pool() -> &'static LocalKey<RefCell<Vec<Vec<u32>>>> {
+        &COUNTS
     }
 }
 

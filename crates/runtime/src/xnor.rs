@@ -8,9 +8,10 @@
 //! `K` with the same code, so they differ only by float rounding in the sums.
 
 use super::ops::{self, Conv2dParams, Matrix};
-use super::parallel;
+use super::parallel::{self, Along};
+use super::scratch;
 use cxrm_format::encoding::binary::Binary;
-use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
+use ndarray::{Array2, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Axis};
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
@@ -26,6 +27,9 @@ pub struct BitRows {
     /// The rows as the fastest popcount kernel's convolution reads them
     /// ([`Popcount::lay_out_tiles`]), made by the first call and kept for the next passes.
     tiles: OnceLock<Vec<u64>>,
+    /// A convolution's windows in the padding and what they add ([`Borders`]), for the
+    /// geometry of the first call, kept for the next passes (a model's input shape is fixed).
+    borders: OnceLock<Borders>,
 }
 
 /// Equal weights: the kept tiles are made from them.
@@ -71,6 +75,7 @@ impl BitRows {
             bits,
             alpha: b.scales.clone(),
             tiles: OnceLock::new(),
+            borders: OnceLock::new(),
         }
     }
 
@@ -142,75 +147,88 @@ fn sign(x: f32, t: f32) -> f32 {
 /// What one image's layer needs of each pixel, from one pass over the image: the sum of `|x|`
 /// over channels (for `K`) and, on the popcount path, the signs across channels,
 /// `c.div_ceil(64)` planes of `h · w` words with channel `ch` at bit `ch % 64` of plane
-/// `ch / 64`.
+/// `ch / 64`. Both are buffers of the calling thread's pool ([`Pixels::give_back`]), so a warm
+/// pass allocates nothing for them.
 struct Pixels {
     magnitudes: Vec<f32>,
     signs: Vec<u64>,
+}
+
+impl Pixels {
+    /// Both buffers back to this thread's pool.
+    fn give_back(self) {
+        scratch::give(self.magnitudes);
+        scratch::give(self.signs);
+    }
 }
 
 fn pixels(x: ndarray::ArrayView3<'_, f32>, with_signs: bool, input: &SignInput) -> Pixels {
     let (c, h, w) = x.dim();
     let x = x.as_standard_layout();
     let values = x.as_slice().expect("standard layout");
+    let positions = h * w;
     // Unscaled layers need no magnitudes (their `K` is 1).
-    let scaled = input.scaled();
-    let mut magnitudes = vec![0.0f32; if scaled { h * w } else { 0 }];
+    let magnitude_rows = usize::from(input.scaled());
     let planes = if with_signs { c.div_ceil(64) } else { 0 };
-    let mut signs = vec![0u64; planes * h * w];
+    let (mut magnitudes, mut signs) = (scratch::take::<f32>(), scratch::take::<u64>());
+    magnitudes.resize(magnitude_rows * positions, 0.0);
+    signs.resize(planes * positions, 0);
     // Bands of pixels over the threads, each band's words and sums its own; every pixel still
     // takes its channels in order.
-    let mut plane_bands: Vec<_> = signs
-        .chunks_mut((h * w).max(1))
-        .map(|plane| plane.chunks_mut(PIXEL_BAND))
-        .collect();
-    let mut magnitude_bands = magnitudes.chunks_mut(PIXEL_BAND);
-    let mut bands: Vec<PixelBand<'_>> = (0..(h * w).div_ceil(PIXEL_BAND))
-        .map(|band| PixelBand {
-            start: band * PIXEL_BAND,
-            magnitudes: magnitude_bands.next().unwrap_or_default(),
-            signs: plane_bands
-                .iter_mut()
-                .map(|plane| plane.next().expect("a band of every plane"))
-                .collect(),
-        })
-        .collect();
-    parallel::each(&mut bands, c * PIXEL_BAND, &|_, band| {
-        band.add_channels(values, (c, h * w), input)
+    let bands = (
+        Along(view2(&mut signs, (planes, positions)), Axis(1)),
+        Along(view2(&mut magnitudes, (magnitude_rows, positions)), Axis(1)),
+    );
+    parallel::split_parts(bands, PIXEL_BAND, c, &|first, (signs, magnitudes)| {
+        add_channels(
+            values,
+            (c, positions),
+            input,
+            first,
+            (signs.0, magnitudes.0),
+        )
     });
-    drop(bands);
     Pixels { magnitudes, signs }
+}
+
+/// `values` as a row-major `rows × cols` view.
+fn view2<T>(values: &mut [T], (rows, cols): (usize, usize)) -> ArrayViewMut2<'_, T> {
+    ArrayViewMut2::from_shape((rows, cols), values).expect("rows × cols values")
 }
 
 /// Pixels a thread takes at a time in [`pixels`]: a multiple of the vectors' widths.
 const PIXEL_BAND: usize = 256;
 
-/// The pixels `start..` of one image in [`pixels`]: their sums of `|x|` (empty where the
-/// layer is unscaled) and their words of signs, one slice per plane of 64 channels (none on
-/// the float path).
-struct PixelBand<'a> {
-    start: usize,
-    magnitudes: &'a mut [f32],
-    signs: Vec<&'a mut [u64]>,
-}
-
-impl PixelBand<'_> {
-    /// Every channel of `values` (`[c, pixels]`) added to the band, in channel order.
-    fn add_channels(&mut self, values: &[f32], (c, pixels): (usize, usize), input: &SignInput) {
-        let len = self
-            .magnitudes
-            .len()
-            .max(self.signs.first().map_or(0, |s| s.len()));
-        for ch in 0..c {
-            let values = &values[ch * pixels + self.start..][..len];
-            let (bit, threshold) = (ch % 64, input.at(ch));
-            match self.signs.get_mut(ch / 64) {
-                Some(signs) if input.scaled() => {
-                    add_channel(signs, self.magnitudes, values, bit, threshold)
-                }
-                Some(signs) => add_signs(signs, values, bit, threshold),
-                None if input.scaled() => add_magnitudes(self.magnitudes, values),
-                None => {}
+/// Every channel of `values` (`[c, positions]`) added to the pixels `first..` of one band
+/// (in [`pixels`]): their words of signs, a row per plane of 64 channels (none on the float
+/// path), and their sums of `|x|` (no row where the layer is unscaled), in channel order.
+fn add_channels(
+    values: &[f32],
+    (c, positions): (usize, usize),
+    input: &SignInput,
+    first: usize,
+    (mut signs, mut magnitudes): (ArrayViewMut2<'_, u64>, ArrayViewMut2<'_, f32>),
+) {
+    let len = signs.ncols();
+    let mut magnitudes = magnitudes
+        .rows_mut()
+        .into_iter()
+        .next()
+        .map(|row| row.into_slice().expect("a row of pixels"));
+    for ch in 0..c {
+        let values = &values[ch * positions + first..][..len];
+        let (bit, threshold) = (ch % 64, input.at(ch));
+        let mut plane = (ch / 64 < signs.nrows()).then(|| signs.row_mut(ch / 64));
+        let signs = plane
+            .as_mut()
+            .map(|row| row.as_slice_mut().expect("a row of pixels"));
+        match (signs, magnitudes.as_deref_mut()) {
+            (Some(signs), Some(magnitudes)) => {
+                add_channel(signs, magnitudes, values, bit, threshold)
             }
+            (Some(signs), None) => add_signs(signs, values, bit, threshold),
+            (None, Some(magnitudes)) => add_magnitudes(magnitudes, values),
+            (None, None) => {}
         }
     }
 }
@@ -268,9 +286,11 @@ fn window_means(
     (c, h, w): (usize, usize, usize),
     p: &Conv2dParams,
     (oh, ow): (usize, usize),
-) -> Vec<f32> {
+    sums: &mut Vec<f32>,
+) {
     let [kh, kw] = p.kernel;
-    let mut sums = vec![0.0f32; oh * ow];
+    sums.clear();
+    sums.resize(oh * ow, 0.0);
     // Tap by tap over the positions that tap reaches inside the image: each position still
     // adds its taps in (ky, kx) order.
     for ky in 0..kh {
@@ -294,7 +314,6 @@ fn window_means(
     for sum in sums.iter_mut() {
         *sum /= count;
     }
-    sums
 }
 
 /// Where output `o`, tap `k` reads along one axis (`axis` 0 for rows, 1 for columns), or
@@ -349,7 +368,7 @@ pub fn conv2d_into(
 }
 
 /// `K` per output position of one image: XNOR-Net's window means, or 1 for unscaled layers
-/// (`v · 1 + b` is `v + b` exactly).
+/// (`v · 1 + b` is `v + b` exactly), in a buffer of this thread's pool.
 fn position_scales(
     input: &SignInput,
     magnitudes: &[f32],
@@ -357,11 +376,13 @@ fn position_scales(
     p: &Conv2dParams,
     (oh, ow): (usize, usize),
 ) -> Vec<f32> {
+    let mut scales = scratch::take();
     if input.scaled() {
-        window_means(magnitudes, dims, p, (oh, ow))
+        window_means(magnitudes, dims, p, (oh, ow), &mut scales);
     } else {
-        vec![1.0; oh * ow]
+        scales.resize(oh * ow, 1.0);
     }
+    scales
 }
 
 /// [`conv2d_into`] with the popcount kernel given, so that tests can hold every kernel to
@@ -381,21 +402,19 @@ fn conv2d_with(
     assert_eq!(dst.len(), x.dim().0 * image_len, "one output per element");
     match weight {
         XnorWeight::Float(m) => {
-            let mut signs = x.to_owned();
-            for mut image in signs.outer_iter_mut() {
-                for (ch, mut channel) in image.outer_iter_mut().enumerate() {
-                    channel.mapv_inplace(|v| sign(v, input.at(ch)));
-                }
-            }
-            let out = ops::conv2d(signs.view(), m, None, p);
-            let out = out.as_slice().expect("a fresh array is contiguous");
-            dst.copy_from_slice(out);
+            let mut signs = scratch::take::<f32>();
+            signs_of(x, input, &mut signs);
+            let signs_view = ArrayView4::from_shape(x.dim(), &signs[..]).expect("x's shape");
+            ops::conv2d_into(signs_view, m, None, p, ops::Activation::None, dst);
+            scratch::give(signs);
             for (image, out) in x.outer_iter().zip(dst.chunks_exact_mut(image_len)) {
-                let magnitudes = pixels(image, false, input).magnitudes;
-                let k = position_scales(input, &magnitudes, (c, h, w), p, (oh, ow));
+                let pixels = pixels(image, false, input);
+                let k = position_scales(input, &pixels.magnitudes, (c, h, w), p, (oh, ow));
                 for (o, plane) in out.chunks_exact_mut(oh * ow).enumerate() {
                     scale_and_shift(plane, &k, bias.map_or(0.0, |bias| bias[o]));
                 }
+                scratch::give(k);
+                pixels.give_back();
             }
         }
         XnorWeight::Bits(bits) => {
@@ -404,7 +423,25 @@ fn conv2d_with(
                 let pixels = pixels(image, true, input);
                 let k = position_scales(input, &pixels.magnitudes, (c, h, w), p, (oh, ow));
                 conv.image(&pixels.signs, &k, bias, out);
+                scratch::give(k);
+                pixels.give_back();
             }
+        }
+    }
+}
+
+/// `x` (`[n, c, …]`, any layout; a dense layer's `c` is its input features) as signs `±1` at
+/// each channel's threshold, row-major into `signs` (emptied first).
+fn signs_of<D>(x: ndarray::ArrayView<'_, f32, D>, input: &SignInput, signs: &mut Vec<f32>)
+where
+    D: ndarray::RemoveAxis,
+    D::Smaller: ndarray::RemoveAxis,
+{
+    signs.clear();
+    for image in x.outer_iter() {
+        for (ch, channel) in image.outer_iter().enumerate() {
+            let threshold = input.at(ch);
+            signs.extend(channel.iter().map(|&v| sign(v, threshold)));
         }
     }
 }
@@ -523,11 +560,17 @@ impl Popcount {
     }
 
     /// Gathered windows ([`gather_windows`]) as the kernel reads them: as they are, or for
-    /// AVX2 with each word's nibbles apart ([`avx2::window_groups`]).
+    /// AVX2 with each word's nibbles apart ([`avx2::window_groups`]) in a buffer of this
+    /// thread's pool, `windows` going back to it.
     fn lay_out_windows(self, windows: Vec<u64>) -> Vec<u64> {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Popcount::Avx2 => avx2::window_groups(&windows),
+            Popcount::Avx2 => {
+                let mut laid = scratch::take();
+                avx2::window_groups(&windows, &mut laid);
+                scratch::give(windows);
+                laid
+            }
             _ => windows,
         }
     }
@@ -539,6 +582,44 @@ impl Popcount {
             #[cfg(target_arch = "x86_64")]
             Popcount::Avx2 => avx2::tile_groups(&tiles),
             _ => tiles,
+        }
+    }
+}
+
+/// What a convolution's padding takes off its sign products, for one geometry: the positions
+/// whose windows reach into it, and what each pattern of padded taps adds to each row.
+#[derive(Debug, Clone)]
+struct Borders {
+    /// The layer's parameters and `(c, h, w)` these are for.
+    geometry: (Conv2dParams, (usize, usize, usize)),
+    /// The positions whose windows reach into the padding ([`border_runs`]).
+    runs: Vec<BorderRun>,
+    /// `[o · patterns + q]`: what pattern `q`'s taps add to row `o`'s `cols − 2 · popcount`
+    /// ([`border_dots`]), to be taken off.
+    dots: Vec<i32>,
+}
+
+impl Borders {
+    fn new(w: &BitRows, p: &Conv2dParams, input: (usize, usize, usize)) -> Borders {
+        let (h, wd) = (input.1, input.2);
+        let output = p.output_size(h, wd).expect("checked at load");
+        let (border, patterns) = border_windows(p, input, output);
+        Borders {
+            geometry: (*p, input),
+            runs: border_runs(&border, patterns.len()),
+            dots: border_dots(w, input.0, &patterns),
+        }
+    }
+}
+
+impl BitRows {
+    /// [`Borders`] for a geometry: kept for the first one asked, made anew for any other.
+    fn borders_for(&self, p: &Conv2dParams, input: (usize, usize, usize)) -> Cow<'_, Borders> {
+        let kept = self.borders.get_or_init(|| Borders::new(self, p, input));
+        if kept.geometry == (*p, input) {
+            Cow::Borrowed(kept)
+        } else {
+            Cow::Owned(Borders::new(self, p, input))
         }
     }
 }
@@ -555,11 +636,8 @@ struct SignConv<'a> {
     output: (usize, usize),
     /// [`BitRows::tiles_for`] the kernel.
     tiles: Cow<'a, [u64]>,
-    /// The positions whose windows reach into the padding ([`border_runs`]).
-    border: Vec<BorderRun>,
-    /// `[o · patterns + q]`: what pattern `q`'s taps add to row `o`'s `cols − 2 · popcount`
-    /// ([`border_dots`]), to be taken off.
-    border_dots: Vec<i32>,
+    /// [`BitRows::borders_for`] this geometry.
+    borders: Cow<'a, Borders>,
 }
 
 impl<'a> SignConv<'a> {
@@ -570,8 +648,6 @@ impl<'a> SignConv<'a> {
         input: (usize, usize, usize),
         output: (usize, usize),
     ) -> SignConv<'a> {
-        let (border, patterns) = border_windows(p, input, output);
-        let border = border_runs(&border, patterns.len());
         SignConv {
             kernel,
             w,
@@ -579,8 +655,7 @@ impl<'a> SignConv<'a> {
             input,
             output,
             tiles: w.tiles_for(kernel),
-            border,
-            border_dots: border_dots(w, input.0, &patterns),
+            borders: w.borders_for(p, input),
         }
     }
 
@@ -609,6 +684,7 @@ impl<'a> SignConv<'a> {
             WORK_PER_WORD * words * positions,
             &|first, part| self.rows(&windows, (scales, bias), first, part),
         );
+        scratch::give(windows.words);
     }
 
     /// Rows `first..` of one image's output into `part` (whole planes; `first` a multiple of
@@ -628,12 +704,13 @@ impl<'a> SignConv<'a> {
         // The tiles of these rows, with the zero rows that complete the layer's last tile.
         let tiles = &self.tiles
             [first / TILE_ROWS * tile_len..(first + rows).div_ceil(TILE_ROWS) * tile_len];
-        let mut differ = vec![0u32; row_block * windows.stride];
+        let mut differ = scratch::take::<u32>();
+        differ.resize(row_block * windows.stride, 0);
         let mut planes = part
             .chunks_exact_mut(positions)
             .enumerate()
             .map(|(i, plane)| (first + i, plane));
-        let patterns = self.border_dots.len() / self.w.rows;
+        let patterns = self.borders.dots.len() / self.w.rows;
         let cols = self.w.cols as i32;
         for tiles in tiles.chunks(row_block / TILE_ROWS * tile_len) {
             let differ = &mut differ[..tiles.len() / tile_len * TILE_ROWS * windows.stride];
@@ -645,17 +722,18 @@ impl<'a> SignConv<'a> {
                 };
                 let differ = &differ[..positions];
                 output_plane(plane, differ, cols, row, scales);
-                let border_dots = &self.border_dots[o * patterns..(o + 1) * patterns];
+                let border_dots = &self.borders.dots[o * patterns..(o + 1) * patterns];
                 rewrite_border(
                     plane,
                     differ,
                     cols,
                     row,
                     scales,
-                    (&self.border, border_dots),
+                    (&self.borders.runs, border_dots),
                 );
             }
         }
+        scratch::give(differ);
     }
 }
 
@@ -700,7 +778,7 @@ fn count_differences(
 /// positions: word `k` of position `pos` is at `((pos / PANEL) · words + k) · PANEL + pos %
 /// PANEL`. A tile then reads word `k` of its positions as contiguous vectors, and a panel
 /// (`words · 256` bytes) stays in L1 while every weight row passes over it. Taps in the
-/// padding, and positions past the last, have zero bits.
+/// padding, and positions past the last, have zero bits. In a buffer of this thread's pool.
 fn gather_windows(
     planes: &[u64],
     input: (usize, usize, usize),
@@ -710,22 +788,24 @@ fn gather_windows(
 ) -> Vec<u64> {
     let (oh, ow) = output;
     let panel_len = words * PANEL;
-    let mut windows = vec![0u64; (oh * ow).div_ceil(PANEL) * panel_len];
+    let mut windows = scratch::take::<u64>();
+    windows.resize((oh * ow).div_ceil(PANEL) * panel_len, 0);
     // Bands of panels over the threads, each writing only its own positions.
-    let mut bands: Vec<_> = windows
-        .chunks_mut(PANELS_PER_BAND * panel_len)
-        .enumerate()
-        .collect();
-    let work = PANELS_PER_BAND * panel_len;
-    parallel::each(&mut bands, work, &|_, (band, windows)| {
-        let first = *band * PANELS_PER_BAND * PANEL;
-        let positions = first..(first + windows.len() / words).min(oh * ow);
-        gather_band(windows, positions, planes, input, words, p, output)
-    });
+    parallel::split_rows(
+        &mut windows,
+        panel_len,
+        PANELS_PER_BAND,
+        panel_len,
+        &|first_panel, band| {
+            let first = first_panel * PANEL;
+            let positions = first..(first + band.len() / words).min(oh * ow);
+            gather_band(band, positions, planes, input, words, p, output)
+        },
+    );
     windows
 }
 
-/// Panels a thread takes at a time in [`gather_windows`].
+/// Panels a part of [`gather_windows`] holds a whole number of.
 const PANELS_PER_BAND: usize = 4;
 
 /// [`gather_windows`] for the output positions `band` (starting a panel), into `windows`, the
@@ -1086,27 +1166,29 @@ mod avx2 {
     /// Each word of each panel ([`PANEL`] positions) as the low nibbles of its first
     /// [`VECTOR`] positions, their high nibbles shifted down, and its last [`SCALAR`]
     /// positions whole.
-    pub(super) fn window_groups(windows: &[u64]) -> Vec<u64> {
-        split_groups(windows, PANEL, VECTOR, VECTOR)
+    pub(super) fn window_groups(windows: &[u64], laid: &mut Vec<u64>) {
+        split_groups(windows, PANEL, VECTOR, VECTOR, laid)
     }
 
     /// Each word of each tile ([`TILE_ROWS`] rows) as its rows' low nibbles, their high
     /// nibbles shifted down, and the rows whole.
     pub(super) fn tile_groups(tiles: &[u64]) -> Vec<u64> {
-        split_groups(tiles, TILE_ROWS, TILE_ROWS, 0)
+        let mut laid = Vec::new();
+        split_groups(tiles, TILE_ROWS, TILE_ROWS, 0, &mut laid);
+        laid
     }
 
-    /// `words` in groups of `group`: each as the low nibbles of its first `split` words,
-    /// their high nibbles shifted down, then its words from `whole` on as they are. Built by
-    /// extending, so nothing is zeroed first.
-    fn split_groups(words: &[u64], group: usize, split: usize, whole: usize) -> Vec<u64> {
-        let mut laid = Vec::with_capacity(words.len() / group * (2 * split + group - whole));
+    /// `words` in groups of `group` into `laid` (emptied first): each as the low nibbles of
+    /// its first `split` words, their high nibbles shifted down, then its words from `whole`
+    /// on as they are. Built by extending, so nothing is zeroed first.
+    fn split_groups(words: &[u64], group: usize, split: usize, whole: usize, laid: &mut Vec<u64>) {
+        laid.clear();
+        laid.reserve(words.len() / group * (2 * split + group - whole));
         for from in words.chunks_exact(group) {
             laid.extend(from[..split].iter().map(|&x| nibbles(x).0));
             laid.extend(from[..split].iter().map(|&x| nibbles(x).1));
             laid.extend_from_slice(&from[whole..]);
         }
-        laid
     }
 
     /// `count + popcount(x)` by a scalar `POPCNT`, opaque to the compiler: written as
@@ -1273,18 +1355,17 @@ pub fn dense_into(
     assert_eq!(out.len(), n * rows, "one output per element");
     match weight {
         XnorWeight::Float(m) => {
-            let mut signs = x.to_owned();
-            for mut row in signs.rows_mut() {
-                for (k, v) in row.iter_mut().enumerate() {
-                    *v = sign(*v, input.at(k));
-                }
-            }
-            m.mul_transposed_into(signs.view(), out);
+            let mut signs = scratch::take::<f32>();
+            signs_of(x, input, &mut signs);
+            let signs_view = ArrayView2::from_shape(x.dim(), &signs[..]).expect("x's shape");
+            m.mul_transposed_into(signs_view, out);
+            scratch::give(signs);
         }
         XnorWeight::Bits(w) => {
-            let mut signs = vec![0u64; w.words];
+            let mut signs = scratch::take::<u64>();
             for (xi, yi) in x.rows().into_iter().zip(out.chunks_exact_mut(rows.max(1))) {
-                signs.iter_mut().for_each(|s| *s = 0);
+                signs.clear();
+                signs.resize(w.words, 0);
                 for (k, &v) in xi.iter().enumerate() {
                     if v >= input.at(k) {
                         signs[k / 64] |= 1 << (k % 64);
@@ -1295,6 +1376,7 @@ pub fn dense_into(
                     sign_dots(part, w, first, &signs)
                 });
             }
+            scratch::give(signs);
         }
     }
     for (xi, yi) in x.rows().into_iter().zip(out.chunks_exact_mut(rows.max(1))) {
@@ -1583,6 +1665,43 @@ mod tests {
         let one = run(1);
         assert_eq!(run(2), one);
         assert_eq!(run(3), one);
+    }
+
+    /// The padding's corrections are kept for the first input shape a layer sees; another
+    /// shape (a different plane, or a different padding) gets its own, the bits of weights
+    /// that never saw the first.
+    #[test]
+    fn kept_borders_serve_only_their_own_geometry() {
+        let (cin, cout) = (70, 5);
+        let cols = cin * 9;
+        let b = binarize(&rand(cout * cols, 61), cout, cols, DType::F32);
+        let same_pad = Conv2dParams {
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1, 1, 1],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let wider_pad = Conv2dParams {
+            padding: [2, 2, 2, 2],
+            ..same_pad
+        };
+        let kept = XnorWeight::Bits(BitRows::for_conv(&b, cin));
+        let input = SignInput::Scaled;
+        let first = Array4::from_shape_vec((1, cin, 9, 9), rand(cin * 81, 62)).unwrap();
+        conv2d(first.view(), &kept, None, &same_pad, &input);
+        for (h, w, p) in [(7, 8, same_pad), (9, 9, wider_pad)] {
+            let x = Array4::from_shape_vec((1, cin, h, w), rand(cin * h * w, 63)).unwrap();
+            let fresh = XnorWeight::Bits(BitRows::for_conv(&b, cin));
+            let want = conv2d(x.view(), &fresh, None, &p, &input);
+            let got = conv2d(x.view(), &kept, None, &p, &input);
+            assert_eq!(
+                got.mapv(f32::to_bits),
+                want.mapv(f32::to_bits),
+                "{h}x{w}, padding {:?}",
+                p.padding
+            );
+        }
     }
 
     /// A `sign` with thresholds fused into a binary convolution and dense layer: the signs of
