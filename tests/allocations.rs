@@ -1,7 +1,8 @@
-//! The runtime's memory promise: once warm, a batch-1 forward pass allocates nothing but the
-//! array of logits it returns. Activations come from the arena planned at load, kernels'
+//! The runtime's memory promise: once warm, a forward pass allocates nothing but the array of
+//! logits it returns (and, on two threads, the job that keeps the pool's other worker
+//! spinning). Activations come from the arena planned at load, kernels'
 //! scratch from per-thread pools (`crates/runtime/src/scratch.rs`). Counted by a global
-//! allocator around the fourth pass of MobileNetV2 (depthwise and 1×1 convolutions, a strided
+//! allocator around the fifth pass of MobileNetV2 (depthwise and 1×1 convolutions, a strided
 //! 3×3 one through im2col, residual adds, a dense layer), imported from the ONNX fixture, and
 //! of the runtime fixtures' compressed and binary LeNet-5s.
 //!
@@ -41,30 +42,34 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static COUNTING: Counting = Counting;
 
-/// The tests share the counter: one counts at a time.
-static COUNTING_ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// The tests share the counter, and whatever one allocates while another counts is counted:
+/// each holds this for its whole run.
+static ONE_TEST_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// The allocations of `model_path`'s fourth batch-1 pass, on one thread, over a fixed input.
-fn warm_pass_allocations(model_path: &Path) -> usize {
+fn one_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_TEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The allocations of `model_path`'s fifth pass over a batch of `batch` fixed inputs, on
+/// `threads` threads.
+fn warm_pass_allocations(model_path: &Path, batch: usize, threads: usize) -> usize {
     let bytes = std::fs::read(model_path).unwrap();
     let file = Cxrm::parse(&bytes).unwrap();
     let options = RuntimeOptions {
-        threads: 1,
+        threads,
         ..RuntimeOptions::default()
     };
     let model = Model::load_with(&file, options).unwrap();
     let spec = &model.input;
-    let len = spec.channels * spec.height * spec.width;
+    let len = batch * spec.channels * spec.height * spec.width;
     let pixels = (0..len)
         .map(|i| ((i * 7919) % 255) as f32 / 255.0)
         .collect();
-    let x = Array4::from_shape_vec((1, spec.channels, spec.height, spec.width), pixels).unwrap();
-    for _ in 0..3 {
+    let shape = (batch, spec.channels, spec.height, spec.width);
+    let x = Array4::from_shape_vec(shape, pixels).unwrap();
+    for _ in 0..4 {
         model.forward(x.view()).unwrap();
     }
-    let _one_at_a_time = COUNTING_ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let logits = model.forward(x.view()).unwrap();
     let count = ALLOCATIONS.load(Ordering::Relaxed) - before;
@@ -72,11 +77,10 @@ fn warm_pass_allocations(model_path: &Path) -> usize {
     count
 }
 
-#[test]
-fn a_warm_batch_1_pass_allocates_only_its_logits() {
+/// The MobileNetV2 fixture imported into `dir`.
+fn imported_mobilenet(dir: &Path) -> std::path::PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().unwrap();
-    let model_path = dir.path().join("mobilenetv2.cxrm");
+    let model_path = dir.join("mobilenetv2.cxrm");
     let source = root.join("fixtures/import/mobilenetv2_op13.onnx");
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_cxrm"))
         .args(["import", source.to_str().unwrap(), "-o"])
@@ -84,9 +88,17 @@ fn a_warm_batch_1_pass_allocates_only_its_logits() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    model_path
+}
+
+#[test]
+fn a_warm_batch_1_pass_allocates_only_its_logits() {
+    let _alone = one_test_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
     // `CXRM_ALLOCATIONS_MODEL=path.cxrm` counts another model's pass instead.
-    let model_path = std::env::var_os("CXRM_ALLOCATIONS_MODEL").map_or(model_path, Into::into);
-    let count = warm_pass_allocations(&model_path);
+    let model_path = std::env::var_os("CXRM_ALLOCATIONS_MODEL")
+        .map_or_else(|| imported_mobilenet(dir.path()), Into::into);
+    let count = warm_pass_allocations(&model_path, 1, 1);
     println!("allocations in a warm batch-1 pass: {count}");
     if kernels::own_kernel_available() {
         assert!(
@@ -102,6 +114,7 @@ fn a_warm_batch_1_pass_allocates_only_its_logits() {
 /// come from the scratch pools, and whose padding corrections are kept from the first pass).
 #[test]
 fn warm_passes_of_compressed_and_binary_models_allocate_only_their_logits() {
+    let _alone = one_test_at_a_time();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for fixture in [
         "fixtures/runtime/lenet5_dc.cxrm",
@@ -110,12 +123,33 @@ fn warm_passes_of_compressed_and_binary_models_allocate_only_their_logits() {
         "fixtures/runtime/lenet5_xnor.cxrm",
         "fixtures/valid/binary_layers.cxrm",
     ] {
-        let count = warm_pass_allocations(&root.join(fixture));
+        let count = warm_pass_allocations(&root.join(fixture), 1, 1);
         println!("{fixture}: {count} allocations in a warm batch-1 pass");
         if kernels::own_kernel_available() {
             assert!(
                 count <= 1,
                 "{fixture}: {count} allocations in a warm pass; only the logits expected"
+            );
+        }
+    }
+}
+
+/// Batches too: a thread's group of images keeps its lists of images, arenas and operands
+/// inline, and the batch's groups go to the threads straight from their rows. Two threads
+/// add one block, the job that keeps the pool's other worker spinning for the pass.
+#[test]
+fn a_warm_batch_pass_allocates_only_its_logits() {
+    let _alone = one_test_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let model_path = std::env::var_os("CXRM_ALLOCATIONS_MODEL")
+        .map_or_else(|| imported_mobilenet(dir.path()), Into::into);
+    for (batch, threads) in [(2, 1), (16, 1), (16, 2)] {
+        let count = warm_pass_allocations(&model_path, batch, threads);
+        println!("batch {batch}, {threads} thread(s): {count} allocations in a warm pass");
+        if kernels::own_kernel_available() {
+            assert!(
+                count <= threads,
+                "batch {batch}, {threads} thread(s): {count} allocations in a warm pass"
             );
         }
     }

@@ -243,6 +243,11 @@ struct Layer<'a> {
 /// throughput at batch 16 was level at four and eight (four alternating pairs) for half the
 /// arenas.
 const MOST_IMAGES_TOGETHER: usize = 4;
+
+/// One value per image of a group ([`Model::forward_images`]), held inline: a batch's pass
+/// allocates nothing for its groups' lists of images, arenas and operands.
+type Group<T> = arrayvec::ArrayVec<T, MOST_IMAGES_TOGETHER>;
+
 /// The most pixels of a 1×1 convolution that runs a group's images together: wider ones fill
 /// whole panels on their own and read their weights once for many panels. Run together,
 /// their inputs come from further away (a layer's eight inputs do not fit in L2), and
@@ -1034,12 +1039,12 @@ impl<'a> Model<'a> {
                 self.forward_image(batch.index_axis(ndarray::Axis(0), 0), rows)
             });
         } else if n > 1 {
-            let mut groups: Vec<&mut [f32]> = rows.chunks_mut(together * classes).collect();
+            let groups = rows.chunks_mut(together * classes);
             let work_per_group = self.work_per_image.saturating_mul(together);
             self.threads.run_pass(parallel::Pass::Images, work, || {
-                parallel::each(&mut groups, work_per_group, &|g, rows| {
+                parallel::each(groups, work_per_group, &|g, rows| {
                     let first = g * together;
-                    let images: Vec<_> = (first..first + rows.len() / classes)
+                    let images: Group<_> = (first..first + rows.len() / classes)
                         .map(|i| batch.index_axis(ndarray::Axis(0), i))
                         .collect();
                     self.forward_images(&images, rows)
@@ -1091,12 +1096,12 @@ impl<'a> Model<'a> {
         // its activations in cache from one layer to the next; then what the rest of the
         // pass reads moves to the image's group arena.
         let mut alone = self.take_arena();
-        let mut buffers: Vec<Vec<f32>> = images.iter().map(|_| self.take_group_arena()).collect();
-        let mut arenas: Vec<&mut [f32]> = buffers
+        let mut buffers: Group<Vec<f32>> = images.iter().map(|_| self.take_group_arena()).collect();
+        let mut arenas: Group<&mut [f32]> = buffers
             .iter_mut()
             .map(|b| aligned_arena(b, plan.len))
             .collect();
-        let mut inputs: Vec<Option<&[f32]>> = Vec::with_capacity(images.len());
+        let mut inputs: Group<Option<&[f32]>> = Group::new();
         for (image, group_arena) in images.iter().zip(&mut arenas) {
             let arena = aligned_arena(&mut alone, self.arena_len);
             let input = self.place_input(image.view(), arena);
@@ -1125,6 +1130,7 @@ impl<'a> Model<'a> {
         for (arena, row) in arenas.iter().zip(out.chunks_exact_mut(last.len())) {
             row.copy_from_slice(&arena[last.clone()]);
         }
+        drop(arenas);
         if let Ok(mut free) = self.group_arenas.lock() {
             free.extend(buffers);
         }
@@ -1157,9 +1163,7 @@ impl<'a> Model<'a> {
             unreachable!("a convolution (runs_images_together)")
         };
         let place = slots[i + 1].clone();
-        let mut xs = Vec::with_capacity(arenas.len());
-        let mut residuals = Vec::with_capacity(arenas.len());
-        let mut outs = Vec::with_capacity(arenas.len());
+        let (mut xs, mut residuals, mut outs) = (Group::new(), Group::new(), Group::new());
         for (arena, input) in arenas.iter_mut().zip(inputs) {
             let (before, rest) = arena.split_at_mut(place.start);
             let (out, after) = rest.split_at_mut(place.len());

@@ -550,7 +550,8 @@ impl<A: Parts, B: Parts> Parts for (A, B) {
     }
 }
 
-/// Runs `f(index, item)` on every item: a batch's images, for one. One worker per thread (where
+/// Runs `f(index, item)` on every item of `items` (taken as they come, nothing collected): a
+/// batch's images, for one. One worker per thread (where
 /// `work_per_item` multiply-adds are worth a hand-off) takes the next item from a shared queue
 /// until none is left, so a thread whose core is free takes the images of one that shares its
 /// core with another program: split once per thread, a batch waited for the slower half, and
@@ -561,16 +562,21 @@ impl<A: Parts, B: Parts> Parts for (A, B) {
 /// threads run items, each item's own splits stay on its thread: a thread that had run out
 /// of items took halves of another's layers, and that one then waited on it whenever its
 /// core was busy.
-pub fn each<T, F>(items: &mut [T], work_per_item: usize, f: &F)
+pub fn each<I, F>(items: I, work_per_item: usize, f: &F)
 where
-    T: Send,
-    F: Fn(usize, &mut T) + Sync,
+    I: ExactSizeIterator + Send,
+    I::Item: Send,
+    F: Fn(usize, I::Item) + Sync,
 {
-    fn workers<T: Send, F: Fn(usize, &mut T) + Sync>(
-        queue: &Mutex<std::iter::Enumerate<std::slice::IterMut<'_, T>>>,
+    fn workers<I, F>(
+        queue: &Mutex<std::iter::Enumerate<I>>,
         (count, beside_others): (usize, bool),
         f: &F,
-    ) {
+    ) where
+        I: Iterator + Send,
+        I::Item: Send,
+        F: Fn(usize, I::Item) + Sync,
+    {
         if count < 2 {
             // The lock is held only to take the next item, never while one runs.
             let next = || queue.lock().ok().and_then(|mut q| q.next());
@@ -593,7 +599,7 @@ where
     } else {
         1
     };
-    workers(&Mutex::new(items.iter_mut().enumerate()), (count, false), f)
+    workers(&Mutex::new(items.enumerate()), (count, false), f)
 }
 
 struct Plan {
@@ -854,7 +860,9 @@ mod tests {
         let threads = Threads::new(2);
         let mut items = [0usize; 8];
         threads.run_pass(Pass::Images, usize::MAX, || {
-            each(&mut items, usize::MAX / 16, &|_, item| *item = parts());
+            each(items.iter_mut(), usize::MAX / 16, &|_, item| {
+                *item = parts()
+            });
         });
         assert_eq!(items, [1; 8]);
         // A single image still splits over the pool.

@@ -15,6 +15,7 @@
 //! accumulation. Without FMA they stay a multiply and an add, since a software `fma` would be
 //! slower than the whole layer.
 
+use arrayvec::ArrayVec;
 use multiversion::{multiversion, target::selected_target};
 
 #[cfg(target_arch = "x86_64")]
@@ -187,6 +188,11 @@ pub fn product_finished(
     finish_rows(out, out_stride, rows, n, epilogue);
 }
 
+/// The images [`product_images`] and [`channel_panels_product_images`] take in one product;
+/// more go in turns of this many, whose operands' lists are then held inline (a batch's pass
+/// allocates nothing for them). A model's groups are smaller.
+pub const MOST_IMAGES: usize = 8;
+
 /// [`product_finished`] for each of several images: `outs[g] = w · rhs[g]`, each output
 /// `rows × n` and each right-hand side `cols × n` (row-major), then the epilogue. On the own
 /// kernels the images' columns are one product, so that each tile of weights, read from
@@ -216,24 +222,28 @@ pub fn product_images(
         && cols > 0
         && n > 0
     {
-        let out: Vec<*mut f32> = outs.iter_mut().map(|o| o.as_mut_ptr()).collect();
-        let images = tiled::Images {
-            rhs,
-            out: &out,
-            width: n,
-        };
-        // SAFETY: the CPU has the kernel's instruction set, the bounds were checked above,
-        // and each output is a distinct `&mut`.
-        return unsafe {
-            match kernel {
-                OwnKernel::Avx512 => tiled::product_images_finished::<avx512::Avx512>(
-                    &images, rows, w, cols, epilogue,
-                ),
-                OwnKernel::Avx2 => {
-                    tiled::product_images_finished::<avx2::Avx2>(&images, rows, w, cols, epilogue)
+        for (outs, rhs) in outs.chunks_mut(MOST_IMAGES).zip(rhs.chunks(MOST_IMAGES)) {
+            let out: ArrayVec<*mut f32, MOST_IMAGES> =
+                outs.iter_mut().map(|o| o.as_mut_ptr()).collect();
+            let images = tiled::Images {
+                rhs,
+                out: &out,
+                width: n,
+            };
+            // SAFETY: the CPU has the kernel's instruction set, the bounds were checked above,
+            // and each output is a distinct `&mut`.
+            unsafe {
+                match kernel {
+                    OwnKernel::Avx512 => tiled::product_images_finished::<avx512::Avx512>(
+                        &images, rows, w, cols, epilogue,
+                    ),
+                    OwnKernel::Avx2 => tiled::product_images_finished::<avx2::Avx2>(
+                        &images, rows, w, cols, epilogue,
+                    ),
                 }
             }
-        };
+        }
+        return;
     }
     for (out, rhs) in outs.iter_mut().zip(rhs) {
         product_finished(out, n, rows, w, cols, rhs, n, epilogue);
@@ -446,14 +456,17 @@ pub fn channel_panels_product_images(
     );
     #[cfg(target_arch = "x86_64")]
     if channel_panels_share_images() {
-        let mut images: Vec<channel_panels::Operands<'_>> = outs
-            .iter_mut()
-            .zip(rhs)
-            .filter_map(|(out, rhs)| channel_panels_operands(out, w, 0, rhs, n, epilogue))
-            .collect();
-        // SAFETY: the CPU has AVX2 and FMA (the own kernel is AVX2's), and the operands are
-        // checked (`channel_panels_operands`).
-        return unsafe { channel_panels::product_avx2(&mut images) };
+        for (outs, rhs) in outs.chunks_mut(MOST_IMAGES).zip(rhs.chunks(MOST_IMAGES)) {
+            let mut images: ArrayVec<channel_panels::Operands<'_>, MOST_IMAGES> = outs
+                .iter_mut()
+                .zip(rhs)
+                .filter_map(|(out, rhs)| channel_panels_operands(out, w, 0, rhs, n, epilogue))
+                .collect();
+            // SAFETY: the CPU has AVX2 and FMA (the own kernel is AVX2's), and the operands
+            // are checked (`channel_panels_operands`).
+            unsafe { channel_panels::product_avx2(&mut images) };
+        }
+        return;
     }
     for (out, rhs) in outs.iter_mut().zip(rhs) {
         channel_panels_product(out, w, 0, rhs, n, epilogue);
