@@ -7,6 +7,9 @@
 //!   large products) on the same operands.
 //! * `conv3x3/winograd/*`: the same stride-1 layers by Winograd's F(4×4, 3×3) against
 //!   `conv3x3/conv2d/*`, the direct product.
+//! * `conv3x3/first_layer/*`: stride-2 first layers over an image's three channels
+//!   (MobileNetV2's and Xception's), through the runtime's choice: on AVX2 the direct kernel
+//!   with the output channels in the lanes, elsewhere im2col tiles (compare commits).
 //! * `depthwise/*`: 3×3 depthwise convolutions at Xception's and MobileNetV2's shapes (9×9
 //!   to 112×112, stride 1 and 2) through the kernel the runtime chooses (`runtime`), each
 //!   kernel that fits the layer (`ops::depthwise_through`: `perplane`, `channelblocks`,
@@ -172,6 +175,30 @@ fn conv3x3(c: &mut Criterion) {
                 b.iter(|| ops::conv2d(black_box(x.view()), &w, None, &p))
             });
         }
+    }
+    // First layers at stride 2 over an image's three channels, into an output made once, with
+    // their bias and activation: MobileNetV2's `Conv1` (TensorFlow's "same" padding, bottom
+    // and right) and Xception's `block1_conv1` (no padding).
+    for (cout, size, padding, activation) in [
+        (32, 224, [0, 0, 1, 1], ops::Activation::Relu6),
+        (32, 150, [0; 4], ops::Activation::Relu),
+    ] {
+        let x = Array4::from_shape_vec((1, 3, size, size), uniform(6, 3 * size * size)).unwrap();
+        let m = Matrix::dense(uniform(7, cout * 27), cout, 27);
+        let bias = uniform(8, cout);
+        let p = Conv2dParams {
+            padding,
+            ..conv(3, 2, 1)
+        };
+        let (oh, ow) = p.output_size(size, size).unwrap();
+        let mut out = vec![0.0f32; cout * oh * ow];
+        let label = format!("3to{cout}_{size}x{size}_s2");
+        g.bench_function(BenchmarkId::new("first_layer", &label), |b| {
+            b.iter(|| {
+                let x = black_box(x.view());
+                ops::conv2d_into(x, &m, Some(&bias), &p, activation, &mut out)
+            })
+        });
     }
     g.finish();
 }

@@ -952,6 +952,14 @@ pub fn conv2d_plus_into(
                     epilogue,
                     group_out,
                 );
+            } else if let (Matrix::Dense { data, .. }, true) =
+                (weight, kernels::few_channels_fit(cin, cout, p))
+            {
+                let image = x.slice(s![b, .., .., ..]);
+                let image = image.as_slice().expect("whole planes of a standard layout");
+                let epilogue = Epilogue { bias, activation };
+                let (input, output) = ((cin, h, w), (oh, ow));
+                kernels::few_channels_conv(image, input, data, p, output, epilogue, group_out);
             } else if let Matrix::Dense { data, cols, .. } = weight {
                 // im2col a few output rows at a time, so that the copy stays in cache for the
                 // product that reads it (a whole VGG16 layer's is 115 MB at 224×224).

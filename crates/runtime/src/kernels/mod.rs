@@ -27,6 +27,8 @@ pub(crate) use avx2::{
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
+mod few_channels_avx2;
+#[cfg(target_arch = "x86_64")]
 mod few_columns_avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod pairs_avx2;
@@ -186,6 +188,39 @@ pub fn product_finished(
     }
     product_strided(out, out_stride, rows, w, cols, rhs, n);
     finish_rows(out, out_stride, rows, n, epilogue);
+}
+
+/// Whether a convolution over `cin` channels into `cout` runs on the direct kernel for a few
+/// input channels ([`few_channels_avx2`]): AVX2's own kernels, strided first layers.
+pub fn few_channels_fit(cin: usize, cout: usize, p: &crate::ops::Conv2dParams) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return few_channels_avx2::fits(cin, cout, p);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (cin, cout, p);
+        false
+    }
+}
+
+/// One image through the direct kernel for a few input channels: `image` `[cin, h, w]` into
+/// `out` `[cout, oh, ow]`, `weights` row-major `[cout, cin·kh·kw]`, then the epilogue.
+/// Panics where [`few_channels_fit`] is false.
+pub fn few_channels_conv(
+    image: &[f32],
+    input: (usize, usize, usize),
+    weights: &[f32],
+    p: &crate::ops::Conv2dParams,
+    output: (usize, usize),
+    epilogue: Epilogue<'_>,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    few_channels_avx2::conv(image, input, weights, p, output, epilogue, out);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (image, input, weights, p, output, epilogue, out);
+        unreachable!("few_channels_fit is false off x86-64");
+    }
 }
 
 /// The images [`product_images`] and [`channel_panels_product_images`] take in one product;
