@@ -355,6 +355,8 @@ mod tests {
             (3, 64, 23, 37, [7, 7], [2, 2], [3, 3, 3, 3]),
             (1, 16, 9, 50, [3, 3], [2, 1], [1, 1, 1, 1]),
             (4, 48, 17, 13, [3, 2], [1, 2], [2, 0, 1, 1]),
+            // Padding wider than the window (whole windows in it), a one-pixel-wide image.
+            (2, 16, 6, 1, [3, 3], [2, 2], [5, 6, 4, 7]),
         ];
         for (i, &(cin, cout, h, w, kernel, stride, padding)) in cases.iter().enumerate() {
             let p = Conv2dParams {
