@@ -1,7 +1,6 @@
 //! The runtime's memory promise: once warm, a forward pass allocates nothing but the array of
-//! logits it returns (and, on two threads, the job that keeps the pool's other worker
-//! spinning). Activations come from the arena planned at load, kernels'
-//! scratch from per-thread pools (`crates/runtime/src/scratch.rs`). Counted by a global
+//! logits it returns, on one thread or two. Activations come from the arena planned at load,
+//! kernels' scratch from per-thread pools (`crates/runtime/src/scratch.rs`). Counted by a global
 //! allocator around the fifth pass of MobileNetV2 (depthwise and 1×1 convolutions, a strided
 //! 3×3 one through im2col, residual adds, a dense layer), imported from the ONNX fixture, and
 //! of the runtime fixtures' compressed and binary LeNet-5s.
@@ -131,18 +130,19 @@ fn warm_passes_of_compressed_and_binary_models_allocate_only_their_logits() {
 }
 
 /// Batches too: a thread's group of images keeps its lists of images, arenas and operands
-/// inline, and the batch's groups go to the threads straight from their rows. Two threads
-/// add one block, the job that keeps the pool's other worker spinning for the pass.
+/// inline, and the batch's groups go to the threads straight from their rows. On two threads
+/// the job that keeps the pool's other worker spinning for the pass is the other half of a
+/// join, on the stack.
 fn a_warm_batch_pass_allocates_only_its_logits() {
     let dir = tempfile::tempdir().unwrap();
     let model_path = std::env::var_os("CXRM_ALLOCATIONS_MODEL")
         .map_or_else(|| imported_mobilenet(dir.path()), Into::into);
-    for (batch, threads) in [(2, 1), (16, 1), (16, 2)] {
+    for (batch, threads) in [(2, 1), (16, 1), (16, 2), (1, 2)] {
         let count = warm_pass_allocations(&model_path, batch, threads);
         println!("batch {batch}, {threads} thread(s): {count} allocations in a warm pass");
         if kernels::own_kernel_available() {
             assert!(
-                count <= threads,
+                count <= 1,
                 "batch {batch}, {threads} thread(s): {count} allocations in a warm pass"
             );
         }

@@ -421,16 +421,23 @@ impl Threads {
         });
         let Some(pool) = pool else { return f() };
         let done = AtomicBool::new(false);
-        pool.scope(|s| {
-            for _ in 1..self.count {
-                s.spawn(|_| spin_for_work(&done));
-            }
-            // Set on the way out, panics included: the scope waits for the spinners, which
-            // would otherwise spin forever.
-            let _stop = StopOnDrop(&done);
-            f()
-        })
+        pool.install(|| with_spinners(self.count - 1, &done, f))
     }
+}
+
+/// Runs `f` on this worker with `spinners` jobs beside it, which the pool's other workers take
+/// and spin in for work until `f` returns. Nested joins rather than a scope's spawned jobs:
+/// a join keeps its other half on this thread's stack, where each spawned job was a heap
+/// block, one allocation per pass on two threads.
+fn with_spinners<T: Send>(spinners: usize, done: &AtomicBool, f: impl FnOnce() -> T + Send) -> T {
+    if spinners == 0 {
+        // Set on the way out, panics included: the joins wait for the spinners, which would
+        // otherwise spin forever.
+        let _stop = StopOnDrop(done);
+        return f();
+    }
+    let spin = || spin_for_work(done);
+    rayon::join(|| with_spinners(spinners - 1, done, f), spin).0
 }
 
 struct StopOnDrop<'a>(&'a AtomicBool);
