@@ -600,9 +600,12 @@ struct Borders {
 }
 
 impl Borders {
-    fn new(w: &BitRows, p: &Conv2dParams, input: (usize, usize, usize)) -> Borders {
-        let (h, wd) = (input.1, input.2);
-        let output = p.output_size(h, wd).expect("checked at load");
+    fn new(
+        w: &BitRows,
+        p: &Conv2dParams,
+        input: (usize, usize, usize),
+        output: (usize, usize),
+    ) -> Borders {
         let (border, patterns) = border_windows(p, input, output);
         Borders {
             geometry: (*p, input),
@@ -613,13 +616,21 @@ impl Borders {
 }
 
 impl BitRows {
-    /// [`Borders`] for a geometry: kept for the first one asked, made anew for any other.
-    fn borders_for(&self, p: &Conv2dParams, input: (usize, usize, usize)) -> Cow<'_, Borders> {
-        let kept = self.borders.get_or_init(|| Borders::new(self, p, input));
+    /// [`Borders`] for a geometry (`output` is `p`'s for `input`): kept for the first one
+    /// asked, made anew for any other.
+    fn borders_for(
+        &self,
+        p: &Conv2dParams,
+        input: (usize, usize, usize),
+        output: (usize, usize),
+    ) -> Cow<'_, Borders> {
+        let kept = self
+            .borders
+            .get_or_init(|| Borders::new(self, p, input, output));
         if kept.geometry == (*p, input) {
             Cow::Borrowed(kept)
         } else {
-            Cow::Owned(Borders::new(self, p, input))
+            Cow::Owned(Borders::new(self, p, input, output))
         }
     }
 }
@@ -655,7 +666,7 @@ impl<'a> SignConv<'a> {
             input,
             output,
             tiles: w.tiles_for(kernel),
-            borders: w.borders_for(p, input),
+            borders: w.borders_for(p, input, output),
         }
     }
 

@@ -226,7 +226,7 @@ pub fn few_channels_conv(
 /// The images [`product_images`] and [`channel_panels_product_images`] take in one product;
 /// more go in turns of this many, whose operands' lists are then held inline (a batch's pass
 /// allocates nothing for them). A model's groups are smaller.
-pub const MOST_IMAGES: usize = 8;
+const MOST_IMAGES: usize = 8;
 
 /// [`product_finished`] for each of several images: `outs[g] = w · rhs[g]`, each output
 /// `rows × n` and each right-hand side `cols × n` (row-major), then the epilogue. On the own
