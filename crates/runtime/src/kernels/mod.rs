@@ -191,7 +191,7 @@ pub fn product_finished(
 }
 
 /// Whether a convolution over `cin` channels into `cout` runs on the direct kernel for a few
-/// input channels ([`few_channels_avx2`]): AVX2's own kernels, strided first layers.
+/// input channels (`kernels/few_channels_avx2.rs`): AVX2's own kernels, strided first layers.
 pub fn few_channels_fit(cin: usize, cout: usize, p: &crate::ops::Conv2dParams) -> bool {
     #[cfg(target_arch = "x86_64")]
     return few_channels_avx2::fits(cin, cout, p);
