@@ -57,7 +57,9 @@ pub(super) const MID_CONV_SPARSE_FACTOR: f64 = 7.0 / 6.0;
 pub(super) const SMALL_CONV_SPARSE_FACTOR: f64 = 1.0 / 3.0;
 
 /// The largest of the factors above (and 1, a dense layer's): what a tensor decoded ahead of
-/// its layers must be under to be kept as CSR rows ([`Loader::predecode`](super::load::Loader::predecode)).
+/// its layers must be under to be kept as CSR rows ([`Loader::predecode`]).
+///
+/// [`Loader::predecode`]: super::load::Loader::predecode
 pub(super) const MOST_SPARSE_FACTOR: f64 = CONV_SPARSE_FACTOR;
 
 const _: () = assert!(
