@@ -99,7 +99,7 @@ def cxrm_round(cxrm_bin, model_path, threads, runs, batch, batch_runs):
                           str(batch_runs)], capture_output=True, text=True, check=True).stdout
     doc = json.loads(out)
     # A cache line's round trip between two CPUs before and after cxrm's runs (None where
-    # unmeasured): far-apart CPUs slow both runtimes' split passes (docs/performance.md).
+    # unmeasured): far-apart CPUs slow both runtimes' split passes (docs/performance/threads.md).
     trips = doc.get("cpu_round_trip_ns") or [None, None]
     return doc["batch1_median_ms"], doc["images_per_s"], doc["threads"], trips, doc.get(
         "instruction_set")

@@ -3,8 +3,8 @@
 panel per model, each round's batch-1 time of both runtimes (at the setting asked for, the
 default threads unless --threads says) over the cache-line round trip that cxrm timed
 between two CPUs in that round (log scale). The host of a virtual machine places its CPUs
-near or far apart for minutes at a time (docs/performance.md, "CPUs far apart"), and the
-two-thread passes of both runtimes come in one speed for each placement; this shows which.
+near or far apart for minutes at a time (docs/performance/threads.md, "CPUs far apart"), and
+the two-thread passes of both runtimes come in one speed for each placement; this shows which.
 
 A round is drawn at the geometric mean of its two round trips, hollow where they lie on both
 sides of the run's far boundary (`bench_stats.far_boundary`, the rule `onnx_bench.py` splits

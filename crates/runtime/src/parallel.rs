@@ -2,8 +2,8 @@
 //!
 //! A model runs its forward pass inside its own rayon pool ([`Threads`]). While the pass runs,
 //! every other worker of the pool waits for work by spinning, not sleeping: waking a sleeping
-//! thread costs more than a piece of a small convolution is worth (docs/performance.md has
-//! the measurements). A pool with a worker for every CPU the process may run on keeps each
+//! thread costs more than a piece of a small convolution is worth
+//! (docs/performance/threads.md has the measurements). A pool with a worker for every CPU the process may run on keeps each
 //! worker on a CPU of its own ([`pinning`]). Splits are by whole output rows, and
 //! each row is computed by the same code whatever the split, so results do not depend on the
 //! number of threads. The default count also watches its own speed and how busy other

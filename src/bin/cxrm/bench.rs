@@ -67,7 +67,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         ..defaults
     };
     // How far apart two CPUs are, around the timed runs: a split pass's parts meet in the
-    // caches, and a host that moves the CPUs apart slows it (docs/performance.md, Threads).
+    // caches, and a host that moves the CPUs apart slows it (docs/performance/threads.md).
     let round_trip_ns = || cxrm_runtime::parallel::cpu_round_trip().map(|t| t.as_secs_f64() * 1e9);
     let trip_before = round_trip_ns();
     let mut loads = Vec::new();

@@ -55,7 +55,7 @@ pub fn on_sigbus_exit_2() {
 /// through large temporary buffers, so the heap kept them: on the pruned Xception (30% kept,
 /// 59.5 MB of weights as the model keeps them), peak RSS under `cxrm bench` was 89,696 KiB
 /// by default, 88,716 with a threshold of 1 MiB and 76,600 (78.4 MB) with 128 KiB, under
-/// the memory bound of docs/performance.md (78.8 MB). The cost is fresh pages for each
+/// the memory bound of docs/performance/memory.md (78.8 MB). The cost is fresh pages for each
 /// block: loading took 234–290 ms against 114–139 by default (median of five loads); the
 /// dense models loaded in the same time either way. A pass, unlike a load, should reuse its blocks: the `gemm` crate
 /// (the products where the CPU lacks AVX-512) allocates its packing buffers on every call,

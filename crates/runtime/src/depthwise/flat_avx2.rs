@@ -105,8 +105,8 @@ impl Masks {
 /// In plane order a run of one kind ends where the next vector's kind changes: a 56-wide row
 /// makes runs of 1, 4, 1 and 1 vectors, and a vector on its own waits on one chain of nine
 /// additions. Sorted, MobileNetV2's 144-channel 56×56 layer took 0.20–0.21 ms against
-/// 0.27–0.28 (one thread, in the model; docs/performance.md). Each plane is small enough to
-/// stay in the caches between the three passes over it.
+/// 0.27–0.28 (one thread, in the model; docs/performance/kernels.md). Each plane is small
+/// enough to stay in the caches between the three passes over it.
 struct Order {
     vectors: [u16; MAX_VECTORS],
     /// The ends of the whole-sided and of the other interior vectors in `vectors`.
@@ -309,7 +309,7 @@ unsafe fn interior_vectors<const N: usize, const SIDES: bool>(
 /// a bitwise `and`, as the interior vectors' sides do; only the others (past the plane's ends)
 /// load through `vmaskmovps`. The store is masked only where the vector runs past the plane.
 /// (Every tap through `vmaskmovps`, MobileNetV2's 56×56 layer spent a tenth of its time on
-/// the two rows' vectors; docs/performance.md.)
+/// the two rows' vectors; docs/performance/kernels.md.)
 ///
 /// # Safety
 /// AVX2 and FMA; `masks` are the masks of vector `first` of the plane `input` points at, and `out`

@@ -186,7 +186,8 @@ impl Readable<'_> {
 /// ones among them loading whole ([`Masked`]). (On their own, as [`Group::split`] leaves them
 /// for the AVX-512 kernel, each waited on its chain of nine additions: MobileNetV2's stride-2
 /// layer from 56×56, four vectors a row, two of them at an edge, spent 40% of its time on
-/// those; with every load of a group masked it was slower still. docs/performance.md.)
+/// those; with every load of a group masked it was slower still.
+/// docs/performance/measurements.md.)
 fn groups_of_four<'g>(columns: &[Column], groups: &'g mut [Group]) -> &'g [Group] {
     let mut used = 0;
     for (i, chunk) in columns.chunks(GROUP).enumerate() {

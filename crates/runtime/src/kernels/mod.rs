@@ -6,8 +6,8 @@
 //! reading the weights in place), and on the `gemm` crate's packed kernels elsewhere. On
 //! Xception's product shapes the AVX-512 kernel was level with the `gemm` crate's AVX-512
 //! kernels in isolation and faster inside the model, where it prefetches the weights that the
-//! caches no longer hold (docs/performance.md); the AVX2 tiles were within 10% of the `gemm`
-//! crate's AVX2 kernels either way, and ahead where the weights come from memory. Both give
+//! caches no longer hold (docs/performance/kernels.md); the AVX2 tiles were within 10% of the
+//! `gemm` crate's AVX2 kernels either way, and ahead where the weights come from memory. Both give
 //! the same bits, and they fuse the bias and activation into the store. The other kernels here are
 //! compiled twice by multiversion: for AVX2+FMA (or NEON) and for the portable baseline. Where
 //! the selected target has fused multiply-add the products are fused: LLVM never contracts

@@ -109,8 +109,8 @@ pub(super) fn value_lifetimes(
 /// inputs and outputs). On the Zen 4 VM at two threads, 8 MiB kept MobileNetV2's 14×14
 /// depthwise layers off such memory (about four of its blocks) while Xception's middle flow,
 /// whose 2 MiB of weights a layer take the memory out of the caches sooner, kept reusing what
-/// it had just touched; a window counted in layers could not do both (docs/performance.md,
-/// Threads).
+/// it had just touched; a window counted in layers could not do both
+/// (docs/performance/threads.md).
 pub(super) const SHARED_WINDOW_BYTES: u64 = 8 << 20;
 
 /// Values longer than this (in `f32`s, 1 MiB: a Zen 4 core's L2) are not kept apart: keeping
@@ -159,7 +159,7 @@ pub(super) fn divisions(layer: &Layer<'_>, shape: &[usize]) -> Option<(Division,
 /// reverse (a 1×1 convolution split by columns between depthwise layers). On MobileNetV2 at
 /// two threads, the 14×14 depthwise layers that wrote where the last block's projection had
 /// just read took 24.4 µs a half against 16.9 where they did not; zeroing a half's output
-/// first took 16 µs against 2 (docs/performance.md, Threads). The activations' peak is
+/// first took 16 µs against 2 (docs/performance/threads.md). The activations' peak is
 /// unchanged, and the arena is placed by these lifetimes only where that leaves its length as
 /// it was.
 pub(super) fn placement_lifetimes(

@@ -479,7 +479,7 @@ pub(super) const SHIFTED_BAND_BYTES: usize = 1 << 20;
 /// into its panels). The `pw − ow` extra columns of each row are computed and dropped as the
 /// rows are copied into `out`, with the bias and activation.
 ///
-/// In place of the im2col tiles on the `gemm` crate (see `docs/performance.md`).
+/// In place of the im2col tiles on the `gemm` crate (see `docs/performance/kernels.md`).
 pub(super) fn shifted_conv(
     image: &[f32],
     (cg, h, w): (usize, usize, usize),
