@@ -9,7 +9,9 @@
 //!   `conv3x3/conv2d/*`, the direct product.
 //! * `conv3x3/first_layer/*`: stride-2 first layers over an image's three channels
 //!   (MobileNetV2's and Xception's), through the runtime's choice: on AVX2 the direct kernel
-//!   with the output channels in the lanes, elsewhere im2col tiles (compare commits).
+//!   with the output channels in the lanes, elsewhere im2col tiles (compare commits);
+//!   `conv3x3/first_layer_2_threads/*` splits them as a model's pass does, inside one entry
+//!   into the pool, so that it times the split and not the other worker's wake-up.
 //! * `depthwise/*`: 3×3 depthwise convolutions at Xception's and MobileNetV2's shapes (9×9
 //!   to 112×112, stride 1 and 2) through the kernel the runtime chooses (`runtime`), each
 //!   kernel that fits the layer (`ops::depthwise_through`: `perplane`, `channelblocks`,
@@ -195,6 +197,15 @@ fn conv3x3(c: &mut Criterion) {
         let label = format!("3to{cout}_{size}x{size}_s2");
         g.bench_function(BenchmarkId::new("first_layer", &label), |b| {
             b.iter(|| {
+                let x = black_box(x.view());
+                ops::conv2d_into(x, &m, Some(&bias), &p, activation, &mut out)
+            })
+        });
+        // Split as in a model's pass, with the other worker already spinning: a pass's own
+        // first layer also waits for that worker to wake.
+        let threads = Threads::new(2);
+        g.bench_function(BenchmarkId::new("first_layer_2_threads", &label), |b| {
+            in_pass(b, &threads, || {
                 let x = black_box(x.view());
                 ops::conv2d_into(x, &m, Some(&bias), &p, activation, &mut out)
             })
