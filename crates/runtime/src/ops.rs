@@ -5,6 +5,9 @@
 //! Weight matrices can be sparse (CSR), in which case the product walks only the surviving
 //! weights, or a product of factors (low-rank and Tucker layers), which is applied one thin
 //! factor at a time.
+//!
+//! The operators by kind: `matrix` (weight matrices, their products and dense layers), `conv`,
+//! `pool` and `elementwise`; each module keeps its tests.
 
 use super::signs::{self, SignRows};
 use super::{kernels, parallel, scratch};
@@ -14,6 +17,7 @@ use crate::kernels::Epilogue;
 use crate::winograd::{self, WinogradWeights};
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis, s};
 
+// The operators' modules import this module whole, and one another by name.
 mod conv;
 mod elementwise;
 mod matrix;

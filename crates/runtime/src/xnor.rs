@@ -6,6 +6,12 @@
 //! product of two sign vectors of length `n` is `n − 2 · popcount(x XOR w)`, 64 products per
 //! instruction. Otherwise the signs go through the ordinary float kernels. Both paths compute
 //! `K` with the same code, so they differ only by float rounding in the sums.
+//!
+//! The parts, in the order a convolution runs them: `weights` (sign bits, and how the input
+//! becomes signs), `pixels` (each pixel's signs across channels, and `K`), `windows` (each
+//! position's window gathered into panels), `popcount` (the kernels that count differing
+//! bits), `borders` (what the padding takes off) and `conv`; `dense` is the dense layer. This
+//! file keeps the tests that hold every popcount kernel to the reference.
 
 use super::ops::{self, Conv2dParams, Matrix};
 use super::parallel::{self, Along};
@@ -14,6 +20,8 @@ use cxrm_format::encoding::binary::Binary;
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Axis};
 use std::borrow::Cow;
 use std::sync::OnceLock;
+
+// The layer's parts import this module whole, and one another by name.
 mod borders;
 mod conv;
 mod dense;

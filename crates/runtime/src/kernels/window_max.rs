@@ -1,9 +1,9 @@
 //! Window maxima along a row at stride 2, on AVX-512: the first pass of a strided max pooling
-//! (`ops::max_pool_plane`). Output `i` is the maximum of `row[2i .. 2i + k]`; sixteen outputs
-//! at a time, each tap `t` loading the 32 values from `2i + t` and keeping their even lanes
-//! (one cross-lane permute). The portable pass split every row into its even and odd columns
-//! with scalar copies first, and Xception's four 3×3/2 poolings took 2.8 ms of a 38 ms pass
-//! against onnxruntime's 0.35 ms.
+//! (`ops::pool::max_pool_plane`). Output `i` is the maximum of `row[2i .. 2i + k]`; sixteen outputs
+//! at a time, each tap `t` loading the 32 values from `2i + t` and keeping their even lanes (one
+//! cross-lane permute). The portable pass split every row into its even and odd columns with scalar
+//! copies first, and Xception's four 3×3/2 poolings took 2.8 ms of a 38 ms pass against
+//! onnxruntime's 0.35 ms.
 //!
 //! `_mm512_max_ps(x, m)` returns `m` where `x` is NaN, as `f32::max` does, and the running
 //! maximum starts at −∞, never NaN: the values are those of the portable pass.

@@ -1,5 +1,5 @@
-//! What one pass over an image gives the layer: each pixel's signs across channels, and `K`, XNOR-
-//! Net's mean input magnitude over each window.
+//! What one pass over an image gives the layer: each pixel's signs across channels, and `K`,
+//! XNOR-Net's mean input magnitude over each window.
 
 use super::*;
 
