@@ -1,5 +1,5 @@
 //! The dense inner loops: matrix × matrix for convolutions and batches ([`product`]), matrix ×
-//! vector for fully connected layers at batch 1 ([`matvec`]), and their sparse (CSR) twins.
+//! vector for fully connected layers at batch 1 ([`matvec()`]), and their sparse (CSR) twins.
 //!
 //! [`product`] runs on this crate's own register tiles ([`tiled`]: 8 × 48 on AVX-512F
 //! ([`avx512`]), 6 × 16 on AVX2 with FMA ([`avx2`]), over packed panels of the right-hand side,
@@ -14,9 +14,20 @@
 //! `a * b + c` by itself, and a separate multiply and add halves the rate of a latency-bound
 //! accumulation. Without FMA they stay a multiply and an add, since a software `fma` would be
 //! slower than the whole layer.
+//!
+//! This file chooses among the products; `epilogue` holds what a product does to its finished
+//! rows, `matvec` the matrix × vector loops, and `sparse` the CSR products.
 
 use arrayvec::ArrayVec;
 use multiversion::{multiversion, target::selected_target};
+
+// The parts below import this module whole.
+mod epilogue;
+mod matvec;
+mod sparse;
+pub use epilogue::{Activation, Epilogue, add_to_row, finish_rows};
+pub use matvec::matvec;
+pub use sparse::{SparseRows, sparse_matvec, sparse_rows_times};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -63,9 +74,6 @@ pub fn window_max_available() -> bool {
     false
 }
 
-/// Accumulators per row in [`matvec`]: two 8-lane AVX vectors.
-const LANES: usize = 16;
-
 /// The depth (inner dimension) of one call into `gemm` (the path without the own kernels,
 /// which never split the depth). A product deeper than this is summed
 /// in blocks of exactly this many terms, each added to the output in turn. `gemm` picks its own
@@ -75,79 +83,6 @@ const LANES: usize = 16;
 /// its smallest block), and every output element is one fused multiply-add chain per block,
 /// in `k` order, whatever the split.
 pub const DEPTH_BLOCK: usize = 512;
-
-/// An activation applied to a convolution's output as it is written (a `relu` or `relu6`
-/// layer that was the only reader of the convolution, fused at load).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Activation {
-    #[default]
-    None,
-    Relu,
-    Relu6,
-}
-
-/// What a product does to each output row once its sum is complete: add the row's bias, then
-/// apply the activation. The same operations in the same order as a bias pass followed by an
-/// activation layer ([`finish_rows`]), so the same values; the own kernels apply them to
-/// their registers before the store, saving a pass over the output.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Epilogue<'a> {
-    /// One value per output row of the product, from its first.
-    pub bias: Option<&'a [f32]>,
-    pub activation: Activation,
-}
-
-impl<'a> Epilogue<'a> {
-    /// Nothing to do.
-    pub fn is_none(&self) -> bool {
-        self.bias.is_none() && self.activation == Activation::None
-    }
-
-    /// The epilogue of the rows from `first` on.
-    pub fn from_row(&self, first: usize) -> Epilogue<'a> {
-        Epilogue {
-            bias: self.bias.map(|b| &b[first..]),
-            activation: self.activation,
-        }
-    }
-}
-
-/// [`Epilogue`] as a pass over `rows` output rows `n` wide, `stride` apart.
-pub fn finish_rows(out: &mut [f32], stride: usize, rows: usize, n: usize, epilogue: Epilogue<'_>) {
-    if epilogue.is_none() {
-        return;
-    }
-    for r in 0..rows {
-        let bias = epilogue.bias.map(|b| b[r]);
-        finish_row(
-            &mut out[r * stride..r * stride + n],
-            bias,
-            epilogue.activation,
-        );
-    }
-}
-
-/// One row of [`finish_rows`], compiled for AVX-512 and AVX2: in the baseline's four lanes, a
-/// bias pass and an activation pass were 16% of MobileNetV2's time.
-#[multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
-fn finish_row(row: &mut [f32], bias: Option<f32>, activation: Activation) {
-    // One loop per case, so that each is a plain elementwise loop to vectorise.
-    match (bias, activation) {
-        (None, Activation::None) => {}
-        (Some(b), Activation::None) => row.iter_mut().for_each(|v| *v += b),
-        (Some(b), Activation::Relu) => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
-        (Some(b), Activation::Relu6) => row.iter_mut().for_each(|v| *v = (*v + b).clamp(0.0, 6.0)),
-        (None, Activation::Relu) => row.iter_mut().for_each(|v| *v = v.max(0.0)),
-        (None, Activation::Relu6) => row.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
-    }
-}
-
-/// `row[j] += residual[j]`, compiled for AVX-512 and AVX2 as [`finish_row`] is.
-#[multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
-pub fn add_to_row(row: &mut [f32], residual: &[f32]) {
-    assert_eq!(row.len(), residual.len(), "a residual of the row's length");
-    row.iter_mut().zip(residual).for_each(|(v, r)| *v += r);
-}
 
 /// [`product_strided`], then the epilogue on its output rows: in the own kernels'
 /// registers before the store, elsewhere as a pass over the rows.
@@ -727,233 +662,9 @@ pub fn gemm_crate_product_strided(
     }
 }
 
-/// `out[r] = Σ_k w[r, k] · x[k]` for row-major `w` (`x.len()` wide; rows past `out.len()`
-/// are not read).
-///
-/// Four weight rows at a time share each load of `x` and give the memory system four
-/// independent streams; each row keeps [`LANES`] partial sums, added pairwise at the end.
-#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
-pub fn matvec(out: &mut [f32], w: &[f32], x: &[f32]) {
-    if selected_target!().supports_feature_str("fma") || cfg!(target_arch = "aarch64") {
-        matvec_with::<true>(out, w, x)
-    } else {
-        matvec_with::<false>(out, w, x)
-    }
-}
-
-#[inline(always)]
-fn matvec_with<const FUSED: bool>(out: &mut [f32], w: &[f32], x: &[f32]) {
-    let cols = x.len();
-    if cols == 0 {
-        out.fill(0.0);
-        return;
-    }
-    let w = &w[..out.len() * cols];
-    let mut blocks = out.chunks_exact_mut(4);
-    let mut w_blocks = w.chunks_exact(4 * cols);
-    for (y, wb) in (&mut blocks).zip(&mut w_blocks) {
-        let (w01, w23) = wb.split_at(2 * cols);
-        let (w0, w1) = w01.split_at(cols);
-        let (w2, w3) = w23.split_at(cols);
-        y.copy_from_slice(&dot4::<FUSED>([w0, w1, w2, w3], x));
-    }
-    for (y, row) in blocks
-        .into_remainder()
-        .iter_mut()
-        .zip(w_blocks.remainder().chunks_exact(cols))
-    {
-        *y = dot4::<FUSED>([row, row, row, row], x)[0];
-    }
-}
-
-/// Four dot products with `x` at once, each over [`LANES`] partial sums. The rows are walked
-/// by one zipped iterator: indexed as `rows[r][k]`, LLVM kept the bounds checks, did not unroll
-/// over `r`, and left the sums in memory, a lane at a time.
-#[inline(always)]
-fn dot4<const FUSED: bool>(rows: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
-    let (x_blocks, x_tail) = x.as_chunks::<LANES>();
-    let [b0, b1, b2, b3] = [rows[0], rows[1], rows[2], rows[3]].map(<[f32]>::as_chunks::<LANES>);
-    let [b0, b1, b2, b3] = [b0.0, b1.0, b2.0, b3.0];
-    let mut acc = [[0.0f32; LANES]; 4];
-    for ((((xs, w0), w1), w2), w3) in x_blocks.iter().zip(b0).zip(b1).zip(b2).zip(b3) {
-        for (a, ws) in acc.iter_mut().zip([w0, w1, w2, w3]) {
-            for l in 0..LANES {
-                a[l] = madd::<FUSED>(ws[l], xs[l], a[l]);
-            }
-        }
-    }
-    // The tails in plain loops, not closures: a closure is compiled outside the target-feature
-    // clone, with SSE2 only, where a fused multiply-add is a call into libm's `fmaf`.
-    let mut tails = [0.0f32; 4];
-    for (tail, row) in tails.iter_mut().zip(rows) {
-        for (&w, &v) in row[x.len() - x_tail.len()..].iter().zip(x_tail) {
-            *tail = madd::<FUSED>(w, v, *tail);
-        }
-    }
-    let mut sums = lane_sums(&acc);
-    for (s, t) in sums.iter_mut().zip(tails) {
-        *s += t;
-    }
-    sums
-}
-
-/// Each row's [`LANES`] partial sums, added as a fixed pairwise tree (the same on every
-/// target). Kept out of line: inlined, it led LLVM to abandon the vectorised main loop.
-#[inline(never)]
-fn lane_sums(acc: &[[f32; LANES]; 4]) -> [f32; 4] {
-    let mut sums = [0.0f32; 4];
-    for (sum, a) in sums.iter_mut().zip(acc) {
-        let mut a = *a;
-        let mut width = LANES / 2;
-        while width > 0 {
-            for l in 0..width {
-                a[l] += a[l + width];
-            }
-            width /= 2;
-        }
-        *sum = a[0];
-    }
-    sums
-}
-
-/// A block of rows of a sparse (CSR) weight matrix: row `r`'s nonzeros are
-/// `val[row_ptr[r]..row_ptr[r + 1]]`, in columns `col[..]` (same range).
-#[derive(Clone, Copy)]
-pub struct SparseRows<'a> {
-    /// One more entry than the block has rows; offsets into `col` and `val`.
-    pub row_ptr: &'a [usize],
-    pub col: &'a [u32],
-    pub val: &'a [f32],
-}
-
-/// `out[r, :] = Σ_k val[k] · rhs[col[k], :]` over row `r`'s nonzeros, for `rhs` and `out`
-/// row-major and `n` wide (`out` every element overwritten). Each nonzero adds a scaled row
-/// of `rhs`, vectorised along `n`: on AVX-512 and AVX2 into a strip of the output row held in
-/// registers ([`sparse_avx512`], [`sparse_avx2`]), elsewhere into the row in memory. All give the same bits
-/// where the target has fused multiply-add.
-pub fn sparse_rows_times(out: &mut [f32], w: SparseRows<'_>, rhs: &[f32], n: usize) {
-    if n == 0 {
-        return;
-    }
-    let rows = w.row_ptr.len().saturating_sub(1);
-    assert_eq!(
-        Some(out.len()),
-        rows.checked_mul(n),
-        "an output row per weight row"
-    );
-    if rows == 0 {
-        return;
-    }
-    assert!(
-        w.row_ptr.windows(2).all(|b| b[0] <= b[1]),
-        "row offsets that never decrease"
-    );
-    // Both slices hold every row's nonzeros (indexing panics otherwise).
-    let _ = &w.val[..w.row_ptr[rows]];
-    let cols = &w.col[w.row_ptr[0]..w.row_ptr[rows]];
-    let depth = cols.iter().fold(0, |most, &c| most.max(c)) as usize + 1;
-    assert!(
-        cols.is_empty() || depth.checked_mul(n).is_some_and(|len| len <= rhs.len()),
-        "a right-hand row per column"
-    );
-    #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        // SAFETY: the CPU has AVX-512F, and the bounds were checked above: every row's
-        // nonzeros lie within `col` and `val` (offsets in order, the last one inside both),
-        // each column's right-hand row within `rhs`, each row's output within `out`.
-        return unsafe { sparse_avx512::rows_times(out, w, rhs, n) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if own_kernel() == Some(OwnKernel::Avx2) {
-        // Each nonzero loads its strip of a right-hand row at random; where the rows are not
-        // whole cache lines long (81 values on Xception's 9×9 planes) half of those vector
-        // loads straddle two lines. So the rows are copied first into rows of whole lines,
-        // aligned, for as many rows as the nonzeros read. (Not on AVX-512, where this was
-        // not measured.)
-        let stride = n.next_multiple_of(crate::scratch::LINE_VALUES);
-        if stride == n && rhs.as_ptr().align_offset(64) == 0 || cols.is_empty() {
-            // SAFETY: the CPU has AVX2 and FMA, and the bounds were checked above.
-            return unsafe { sparse_avx2::rows_times(out, w, (rhs, n), n) };
-        }
-        return crate::scratch::with_line_aligned_len(depth * stride, |aligned| {
-            for (to, from) in aligned.chunks_exact_mut(stride).zip(rhs.chunks(n)) {
-                to[..n].copy_from_slice(from);
-            }
-            // SAFETY: the CPU has AVX2 and FMA; the bounds were checked above, and row `c`
-            // of `aligned` holds `rhs`'s row `c` for every column below `depth`.
-            unsafe { sparse_avx2::rows_times(out, w, (aligned, stride), n) }
-        });
-    }
-    sparse_rows_times_portable(out, w, rhs, n)
-}
-
-/// [`sparse_rows_times`] without AVX-512.
-#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
-fn sparse_rows_times_portable<'a>(out: &mut [f32], w: SparseRows<'a>, rhs: &[f32], n: usize) {
-    if selected_target!().supports_feature_str("fma") || cfg!(target_arch = "aarch64") {
-        sparse_rows_times_with::<true>(out, w, rhs, n)
-    } else {
-        sparse_rows_times_with::<false>(out, w, rhs, n)
-    }
-}
-
-#[inline(always)]
-fn sparse_rows_times_with<const FUSED: bool>(
-    out: &mut [f32],
-    w: SparseRows<'_>,
-    rhs: &[f32],
-    n: usize,
-) {
-    if n == 0 {
-        return;
-    }
-    out.fill(0.0);
-    for (y, bounds) in out.chunks_exact_mut(n).zip(w.row_ptr.windows(2)) {
-        for (&c, &v) in w.col[bounds[0]..bounds[1]]
-            .iter()
-            .zip(&w.val[bounds[0]..bounds[1]])
-        {
-            let x = &rhs[c as usize * n..(c as usize + 1) * n];
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = madd::<FUSED>(v, x, *y);
-            }
-        }
-    }
-}
-
-/// `out[r] = Σ_k val[k] · x[col[k]]` over row `r`'s nonzeros, with four independent sums per
-/// row: one running sum makes every product wait for the previous addition, which held
-/// LeNet-300-100's pruned fc1 (8% kept) at the speed of its dense twin.
-#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
-pub fn sparse_matvec<'a>(out: &mut [f32], w: SparseRows<'a>, x: &[f32]) {
-    if selected_target!().supports_feature_str("fma") || cfg!(target_arch = "aarch64") {
-        sparse_matvec_with::<true>(out, w, x)
-    } else {
-        sparse_matvec_with::<false>(out, w, x)
-    }
-}
-
-#[inline(always)]
-fn sparse_matvec_with<const FUSED: bool>(out: &mut [f32], w: SparseRows<'_>, x: &[f32]) {
-    for (y, bounds) in out.iter_mut().zip(w.row_ptr.windows(2)) {
-        let (col, val) = (&w.col[bounds[0]..bounds[1]], &w.val[bounds[0]..bounds[1]]);
-        let (c4, v4) = (col.as_chunks::<4>(), val.as_chunks::<4>());
-        let mut acc = [0.0f32; 4];
-        for (c, v) in c4.0.iter().zip(v4.0) {
-            for j in 0..4 {
-                acc[j] = madd::<FUSED>(v[j], x[c[j] as usize], acc[j]);
-            }
-        }
-        let mut tail = 0.0f32;
-        for (&c, &v) in c4.1.iter().zip(v4.1) {
-            tail = madd::<FUSED>(v, x[c as usize], tail);
-        }
-        *y = (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail;
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::sparse::sparse_rows_times_portable;
     use super::*;
     use cxrm_format::testing::uniform;
 
