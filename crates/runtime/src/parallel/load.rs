@@ -1,7 +1,7 @@
 //! How much of the process's CPUs other programs are using, read from the kernel's counters.
 //!
 //! The default thread count chooses between one thread and a split over every core by timing
-//! both ([`super::Adaptive`]). Timing alone cannot see one case: on two cores with a
+//! both ([`super::adaptive::Adaptive`]). Timing alone cannot see one case: on two cores with a
 //! CPU-bound program on one of them, a split pass is fast while the scheduler lets the worker
 //! run, and the scheduler then takes that time back in one stretch. Traced on the 2-core
 //! Zen 4 VM under `yes`, MobileNetV2's split passes took 4.6–6.5 ms (one thread: 6.8–7.4),
