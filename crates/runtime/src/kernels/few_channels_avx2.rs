@@ -82,7 +82,12 @@ pub(crate) fn conv(
     scratch::with(|packed: &mut Vec<f32>| {
         // `packed[t · cout + o]`: tap `t`'s weights for every output channel, one vector load
         // per eight channels.
-        packed.extend((0..taps).flat_map(|t| (0..cout).map(move |o| weights[o * taps + t])));
+        packed.resize(taps * cout, 0.0);
+        for (o, row) in weights.chunks_exact(taps).enumerate() {
+            for (t, &value) in row.iter().enumerate() {
+                packed[t * cout + o] = value;
+            }
+        }
         let view = ArrayViewMut2::from_shape((cout, oh * ow), out).expect("cout planes");
         let work = cout * taps;
         parallel::split(view, Axis(1), ow, work, &|first, part| {
