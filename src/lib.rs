@@ -1,11 +1,11 @@
 //! cxrm: a file format and toolchain for compressed convolutional networks.
 //!
 //! The data flows trainer → writer → file → reader → runtime, and the workspace's crates
-//! follow it: [`format`] (`cxrm-format`) is the spec's bytes, [`runtime`] (`cxrm-runtime`)
-//! runs a model from its mapped file, and [`compress`] (`cxrm-compress`) produces compressed
-//! files, with the burn trainer behind its `train` feature. This crate is the `cxrm`
-//! command-line tool and an umbrella over the three. A program that only reads or runs
-//! `.cxrm` files depends on `cxrm-format` or `cxrm-runtime` alone.
+//! follow it: [`format`](mod@format) (`cxrm-format`) is the spec's bytes, [`runtime`]
+//! (`cxrm-runtime`) runs a model from its mapped file, and [`compress`] (`cxrm-compress`)
+//! produces compressed files, with the burn trainer behind its `train` feature. This crate is
+//! the `cxrm` command-line tool and an umbrella over the three. A program that only reads or
+//! runs `.cxrm` files depends on `cxrm-format` or `cxrm-runtime` alone.
 //!
 //! ```no_run
 //! # fn main() -> cxrm::Result<()> {

@@ -45,7 +45,7 @@ impl Placement {
 /// Places the values largest first, each at the lowest offset that no value it meets in time
 /// already covers (the greedy-by-size heuristic of TensorFlow Lite's arena planner; on a chain
 /// of layers it gives two buffers, and on branching graphs it stays close to the peak). The
-/// values a value meets are found through [`Meetings`], so a long chain costs `n log n`, not
+/// values a value meets are found through `Meetings`, so a long chain costs `n log n`, not
 /// `n²` (a 65,534-layer chain took 3.8 s to plan with a scan of every placed value).
 pub fn place(values: &[Lifetime]) -> Placement {
     let mut order: Vec<usize> = (0..values.len()).collect();

@@ -71,20 +71,20 @@ pub(crate) fn depthwise(
     depthwise_on(path, x, filters, bias, p, output, activation, dst)
 }
 
-/// The kernels a depthwise layer can run on. [`Path::choose`] picks one per layer; the
+/// The kernels a depthwise layer can run on. `Path::choose` picks one per layer; the
 /// benchmarks and tests run each that fits ([`depthwise_through`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Path {
-    /// [`planes`]: one plane at a time, its taps over a padded copy. Fits every layer.
+    /// `planes`: one plane at a time, its taps over a padded copy. Fits every layer.
     PerPlane,
-    /// [`channel_blocks`]: sixteen channels to a vector, for small planes on AVX-512;
-    /// [`channel_blocks_avx2`], eight, on AVX2.
+    /// `channel_blocks`: sixteen channels to a vector, for small planes on AVX-512;
+    /// `channel_blocks_avx2`, eight, on AVX2.
     ChannelBlocks,
-    /// [`rows`]: straight from the planes, for 3×3 windows at stride 1 or 2 with rows of 12
-    /// or more outputs on AVX-512; [`rows_avx2`], any row up to 1,024 outputs, on AVX2.
+    /// `rows`: straight from the planes, for 3×3 windows at stride 1 or 2 with rows of 12
+    /// or more outputs on AVX-512; `rows_avx2`, any row up to 1,024 outputs, on AVX2.
     Rows,
-    /// [`flat`]: each plane as one run, for 3×3 windows at stride 1 with one pixel of
-    /// padding, rows up to 80 wide on AVX-512; [`flat_avx2`], up to 112 wide, on AVX2.
+    /// `flat`: each plane as one run, for 3×3 windows at stride 1 with one pixel of
+    /// padding, rows up to 80 wide on AVX-512; `flat_avx2`, up to 112 wide, on AVX2.
     Flat,
 }
 

@@ -278,7 +278,7 @@ impl<'a> Model<'a> {
     /// `[n, classes]`: logits, or probabilities when the graph ends in softmax.
     ///
     /// A single image runs through the whole graph in an arena of its own. A batch's images
-    /// are shared among the threads in groups ([`Model::forward_images`]), which run the small
+    /// are shared among the threads in groups (`Model::forward_images`), which run the small
     /// 1×1 convolutions as one product over their images. Every activation is written into the
     /// place planned for it at load, so a batch-1 pass allocates nothing but the returned
     /// array, and an image's outputs are the same bits whatever batch it comes in and

@@ -4,10 +4,10 @@
 //! every other worker of the pool waits for work by spinning, not sleeping: waking a sleeping
 //! thread costs more than a piece of a small convolution is worth (docs/performance/threads.md has
 //! the measurements). A pool with a worker for every CPU the process may run on keeps each worker
-//! on a CPU of its own ([`pinning`]). Splits are by whole output rows, and each row is computed by
+//! on a CPU of its own (`pinning`). Splits are by whole output rows, and each row is computed by
 //! the same code whatever the split, so results do not depend on the number of threads. The default
 //! count also watches its own speed (`adaptive`) and how busy other programs keep the CPUs
-//! ([`load`]): on a machine whose cores they hold it runs single images on one thread
+//! (`load`): on a machine whose cores they hold it runs single images on one thread
 //! ([`Threads::run`]); batches it always splits, an image to a thread ([`Pass`]).
 
 mod adaptive;
@@ -58,7 +58,7 @@ pub struct LayerPasses {
 
 /// What a pass splits over the threads. A single image's layers are split at every layer,
 /// each split waiting for its slowest part, so a core that another program holds for a
-/// moment holds up the whole pass: the default count watches for that ([`adaptive::Adaptive`]). A
+/// moment holds up the whole pass: the default count watches for that (`adaptive::Adaptive`). A
 /// batch's images go to the threads from a queue, a whole image at a time (its layers are
 /// not split further while other threads run theirs), so a thread whose core is busy takes
 /// fewer of them and holds up no other: the default count always splits a batch. On a
@@ -85,7 +85,7 @@ impl Threads {
     }
 
     /// [`Threads::new`], the pool's workers each pinned to a CPU of its own where `pin` and
-    /// the pool has one worker for every CPU the process may run on ([`pinning`]).
+    /// the pool has one worker for every CPU the process may run on (`pinning`).
     pub fn pinned_if(requested: usize, pin: bool) -> Threads {
         let count = match requested {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -234,7 +234,7 @@ thread_local! {
 }
 
 /// Runs `f(first_index, part)` over parts of `out` along `axis`, each a whole number of
-/// `align` indices, in parallel where a part has at least [`MIN_WORK_PER_PART`] of
+/// `align` indices, in parallel where a part has at least `MIN_WORK_PER_PART` of
 /// `work_per_index`.
 pub fn split<T, F>(
     out: ArrayViewMut2<'_, T>,

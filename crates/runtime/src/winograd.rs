@@ -8,8 +8,8 @@
 //! (`cout × cin`, made once at load, [`WinogradWeights`]) and `V_p` the transformed input
 //! (`cin × tiles`). The products take 36 multiply-adds per 16 outputs and input channel where
 //! the direct convolution takes 144: 4× fewer. They run on the dense product
-//! ([`kernels::product`]); the transforms are additions and small multiples ([`avx512`],
-//! sixteen tiles to a vector; [`avx2`], eight).
+//! ([`kernels::product`]); the transforms are additions and small multiples (`avx512`,
+//! sixteen tiles to a vector; `avx2`, eight).
 //!
 //! The results are not the direct convolution's bits: the transforms round differently, and
 //! their constants (up to 8 and 1/24) grow the error with the tile. Against the f64 reference
@@ -163,7 +163,7 @@ pub fn suits(p: &Conv2dParams, cin: usize, cout: usize) -> bool {
 }
 
 /// Whether this CPU runs the transforms: beside the runtime's own product, AVX-512F's
-/// ([`avx512`]) or AVX2's ([`avx2`]).
+/// (`avx512`) or AVX2's (`avx2`).
 pub fn available() -> bool {
     kernels::own_kernel().is_some()
 }

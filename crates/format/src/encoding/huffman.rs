@@ -5,7 +5,7 @@
 //! codes first, then by symbol value, as in DEFLATE), so any reader rebuilds the same code.
 //! Lengths are limited to [`MAX_CODE_LEN`] with the zlib/miniz heuristic: build an optimal code,
 //! fold longer codes into the limit, then repair the Kraft sum by lengthening the shortest codes
-//! that can give room. Decoding is table-driven: one lookup on the next [`LOOKUP_BITS`] bits
+//! that can give room. Decoding is table-driven: one lookup on the next `LOOKUP_BITS` bits
 //! resolves every code that short, and longer codes fall back to the canonical per-length search.
 
 use super::bits::{BitReader, BitWriter};

@@ -172,7 +172,7 @@ fn write_header(coding: Coding, width: u8, count: u64, data: &[u8], out: &mut Ve
 }
 
 /// Append a Huffman-coded stream with the given code lengths (symbol `s` has `lengths[s]`).
-/// [`write`] passes optimal lengths; conformance fixtures pass hand-made ones.
+/// [`write()`] passes optimal lengths; conformance fixtures pass hand-made ones.
 pub fn write_huffman(symbols: &[u16], width: u8, lengths: &[u8], out: &mut Vec<u8>) {
     // Lengths up to the last used symbol, each in just enough bits for the longest.
     let n = lengths.iter().rposition(|&l| l > 0).map_or(0, |i| i + 1);

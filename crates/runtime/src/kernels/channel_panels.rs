@@ -5,8 +5,8 @@
 //! 16-lane vectors, 96 lanes computed for 81 kept (84%); 5×5 and 7×7 planes keep 78% and 77%.
 //! Xception's middle flow (25 products 728×728 over 9×9) ran at 43 billion multiply-adds a
 //! second there against the core's 56. Channels come in multiples of 8 or 16 (728, 1024,
-//! 2048), so with the channels in the lanes and up to [`MAX_PIXELS`] pixels broadcast per
-//! tile, almost every lane computed is kept.
+//! 2048), so with the channels in the lanes and up to nine pixels broadcast per tile (six on
+//! AVX2), almost every lane computed is kept.
 //!
 //! That needs the weights' columns as vectors: [`ChannelPanels`] stores `Wᵀ` in panels of
 //! [`PANEL`] output channels ([`NARROW_PANEL`] on AVX2), packed once when the model is
@@ -23,8 +23,8 @@ pub const PANEL: usize = 48;
 /// 2048×1536 product at 5×5 took 3.7–3.8 ms inside the model against 2.4–2.5 row-major.
 pub const NARROW_PANEL: usize = 16;
 
-/// Weights `[rows, cols]` stored as `Wᵀ` in panels of `panel` rows ([`PANEL`], or
-/// [`NARROW_PANEL`] where the AVX2 kernel reads them): panel `p`, step `k`, lane `j` holds
+/// Weights `[rows, cols]` stored as `Wᵀ` in panels of `panel` rows (`PANEL`, or
+/// `NARROW_PANEL` where the AVX2 kernel reads them): panel `p`, step `k`, lane `j` holds
 /// `W[p·panel + j, k]`. The last panel is as wide as its rows rounded up to 16 lanes (728
 /// rows in panels of 48: fifteen of 48 and one of 16), zeros past its last row.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,7 +117,7 @@ impl ChannelPanels {
         self.cols
     }
 
-    /// The rows of a panel: [`PANEL`], or [`NARROW_PANEL`] where the AVX2 kernel reads them.
+    /// The rows of a panel: `PANEL`, or `NARROW_PANEL` where the AVX2 kernel reads them.
     pub fn panel_rows(&self) -> usize {
         self.panel
     }
@@ -160,7 +160,7 @@ fn panel_for_this_cpu() -> usize {
 /// deep), which took 0.147 ms with the channels in the lanes against 0.107.
 ///
 /// On AVX2 the row-major tiles take the one or two columns past their last whole panel of 16
-/// without wasting lanes ([`super::few_columns_avx2`]), so 9×9 and 7×7 planes keep all of
+/// without wasting lanes (`few_columns_avx2`), so 9×9 and 7×7 planes keep all of
 /// theirs there and stay row-major. The 8×8 transposes of the store cost about 4 steps, and
 /// the margin is 10%: inside MobileNetV2 (one thread, Zen 3, three alternating profiles) its
 /// 14×14 projections (94% of the lanes) gained 5% at 64 output channels and lost 2–5% at 96,

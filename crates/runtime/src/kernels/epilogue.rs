@@ -69,7 +69,7 @@ pub(super) fn finish_row(row: &mut [f32], bias: Option<f32>, activation: Activat
     }
 }
 
-/// `row[j] += residual[j]`, compiled for AVX-512 and AVX2 as [`finish_row`] is.
+/// `row[j] += residual[j]`, compiled for AVX-512 and AVX2 as `finish_row` is.
 #[multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
 pub fn add_to_row(row: &mut [f32], residual: &[f32]) {
     assert_eq!(row.len(), residual.len(), "a residual of the row's length");

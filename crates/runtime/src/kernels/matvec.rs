@@ -10,7 +10,7 @@ pub(super) const LANES: usize = 16;
 /// are not read).
 ///
 /// Four weight rows at a time share each load of `x` and give the memory system four
-/// independent streams; each row keeps [`LANES`] partial sums, added pairwise at the end.
+/// independent streams; each row keeps `LANES` partial sums, added pairwise at the end.
 #[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
 pub fn matvec(out: &mut [f32], w: &[f32], x: &[f32]) {
     if selected_target!().supports_feature_str("fma") || cfg!(target_arch = "aarch64") {

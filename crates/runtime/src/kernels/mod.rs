@@ -1,8 +1,8 @@
 //! The dense inner loops: matrix × matrix for convolutions and batches ([`product`]), matrix ×
 //! vector for fully connected layers at batch 1 ([`matvec()`]), and their sparse (CSR) twins.
 //!
-//! [`product`] runs on this crate's own register tiles ([`tiled`]: 8 × 48 on AVX-512F
-//! ([`avx512`]), 6 × 16 on AVX2 with FMA ([`avx2`]), over packed panels of the right-hand side,
+//! [`product`] runs on this crate's own register tiles (`tiled`: 8 × 48 on AVX-512F
+//! (`avx512`), 6 × 16 on AVX2 with FMA (`avx2`), over packed panels of the right-hand side,
 //! reading the weights in place), and on the `gemm` crate's packed kernels elsewhere. On
 //! Xception's product shapes the AVX-512 kernel was level with the `gemm` crate's AVX-512
 //! kernels in isolation and faster inside the model, where it prefetches the weights that the
@@ -443,12 +443,12 @@ pub fn channel_panels_product_images(
     }
 }
 
-/// The runtime's own dense product kernels ([`tiled`]), one per instruction set.
+/// The runtime's own dense product kernels (`tiled`), one per instruction set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OwnKernel {
-    /// 8 × 48 register tiles of 16-lane vectors ([`avx512`]).
+    /// 8 × 48 register tiles of 16-lane vectors (`avx512`).
     Avx512,
-    /// 6 × 16 register tiles of 8-lane vectors, with FMA ([`avx2`]).
+    /// 6 × 16 register tiles of 8-lane vectors, with FMA (`avx2`).
     Avx2,
 }
 

@@ -1,7 +1,7 @@
 //! Sixteen values in two AVX2 vectors split into their even and odd values, for the stride-2
 //! kernels (depthwise rows, max pooling): AVX2 has no two-register permute, so `shufps` takes
 //! lanes 0 and 2 (or 1 and 3) of each vector within 128-bit halves and leaves the halves where
-//! they are. The values come out in the order [`PAIRED`], the same for every tap, so a kernel
+//! they are. The values come out in the order `PAIRED`, the same for every tap, so a kernel
 //! works in that order and puts its results back once per vector ([`in_order`]): a permute per
 //! tap, nine a vector in the depthwise rows, took more time than the sums.
 
@@ -12,21 +12,21 @@ use std::arch::x86_64::*;
 #[cfg(test)]
 const PAIRED: [usize; 8] = [0, 1, 4, 5, 2, 3, 6, 7];
 
-/// The even values of the sixteen in `a, b`, in the order [`PAIRED`].
+/// The even values of the sixteen in `a, b`, in the order `PAIRED`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(crate) fn even_lanes(a: __m256, b: __m256) -> __m256 {
     _mm256_shuffle_ps::<0b10_00_10_00>(a, b)
 }
 
-/// The odd values of the sixteen in `a, b`, in the order [`PAIRED`].
+/// The odd values of the sixteen in `a, b`, in the order `PAIRED`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(crate) fn odd_lanes(a: __m256, b: __m256) -> __m256 {
     _mm256_shuffle_ps::<0b11_01_11_01>(a, b)
 }
 
-/// A vector in the order [`PAIRED`] back in order: quarters 0, 2, 1, 3 swapped back.
+/// A vector in the order `PAIRED` back in order: quarters 0, 2, 1, 3 swapped back.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(crate) fn in_order(v: __m256) -> __m256 {

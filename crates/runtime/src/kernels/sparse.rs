@@ -17,8 +17,8 @@ pub struct SparseRows<'a> {
 /// `out[r, :] = Σ_k val[k] · rhs[col[k], :]` over row `r`'s nonzeros, for `rhs` and `out`
 /// row-major and `n` wide (`out` every element overwritten). Each nonzero adds a scaled row
 /// of `rhs`, vectorised along `n`: on AVX-512 and AVX2 into a strip of the output row held in
-/// registers ([`sparse_avx512`], [`sparse_avx2`]), elsewhere into the row in memory. All give the same bits
-/// where the target has fused multiply-add.
+/// registers (`sparse_avx512`, `sparse_avx2`), elsewhere into the row in memory. All give the
+/// same bits where the target has fused multiply-add.
 pub fn sparse_rows_times(out: &mut [f32], w: SparseRows<'_>, rhs: &[f32], n: usize) {
     if n == 0 {
         return;

@@ -12,7 +12,7 @@ use std::arch::x86_64::*;
 
 const LANES: usize = 16;
 
-/// Whether [`row_maxima_stride2`] can run: the CPU has AVX-512F. Read once.
+/// Whether [`rows_maxima_stride2`] can run: the CPU has AVX-512F. Read once.
 pub fn available() -> bool {
     crate::cpu::avx512f()
 }
@@ -82,7 +82,7 @@ pub unsafe fn rows_maxima_stride2(
 }
 
 /// Whether [`plane_max`] takes a window `kw` columns wide on this CPU: AVX-512F, or AVX2
-/// ([`super::window_max_avx2`]).
+/// (`window_max_avx2`).
 pub fn plane_max_fits(kw: usize) -> bool {
     matches!(kw, 2 | 3) && (available() || super::window_max_avx2::available())
 }

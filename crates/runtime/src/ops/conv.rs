@@ -268,7 +268,7 @@ pub fn pointwise_images(
 
 /// [`conv2d_into`], then `out += residual` (laid out as `out`): a residual `add` fused into
 /// the convolution before it. A 1×1 convolution's product adds it to each thread's part of
-/// the output as soon as the part is done ([`add_residual`]); any other convolution, as a
+/// the output as soon as the part is done (`add_residual`); any other convolution, as a
 /// pass over the whole output.
 pub fn conv2d_plus_into(
     x: ArrayView4<'_, f32>,

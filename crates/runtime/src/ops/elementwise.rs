@@ -44,7 +44,7 @@ pub enum Operand<'s> {
 pub(super) const ELEMENT_WORK: usize = 8;
 
 /// `f(at, part)` over `out` in parts of whole `row_len`-value rows, split over the threads
-/// where the layer is large enough ([`ELEMENT_WORK`]); `at` is the part's first value. Each
+/// where the layer is large enough (`ELEMENT_WORK`); `at` is the part's first value. Each
 /// thread then reads back the values it has just written: a layer that follows a split
 /// product runs on the cores that hold its halves. (Run on one thread, MobileNetV2's adds
 /// took twice as long at two threads as at one, reading the other core's half.)

@@ -231,7 +231,7 @@ impl<'a> Matrix<'a> {
     /// its bias indexed by the matrix's row): dense weights on AVX-512 apply it in the
     /// product's registers, the rest as a pass over each thread's rows. Then, with a
     /// `residual` (laid out as `out` is), its values are added to each thread's part of the
-    /// output while the part is still in that thread's cache ([`add_residual`]).
+    /// output while the part is still in that thread's cache (`add_residual`).
     pub fn mul_rows_finished_into(
         &self,
         out: &mut [f32],

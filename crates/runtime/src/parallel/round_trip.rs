@@ -31,7 +31,7 @@ const SPINS_PER_CLOCK: u32 = 1024;
 
 /// The mean time of a round trip of a cache line between the first two CPUs this process may
 /// run on, each end a thread pinned to its CPU; `None` with fewer than two CPUs, where a
-/// thread cannot be started or pinned, or where no trip was timed before [`DEADLINE`].
+/// thread cannot be started or pinned, or where no trip was timed before `DEADLINE`.
 pub fn cpu_round_trip() -> Option<Duration> {
     let cpus = super::pinning::allowed_cpus();
     let (&first, &second) = (cpus.first()?, cpus.get(1)?);
